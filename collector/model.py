@@ -177,6 +177,9 @@ class Batch:
     deployments: list[Deployment] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    #: the batch carries the *whole* history of its work items (GitHub timelines are re-read in
+    #: full): the store replaces what it had instead of merging, so a vanished event vanishes
+    replace_history: bool = False
 
     def __len__(self) -> int:
         return len(self.work_items) + len(self.changes) + len(self.deployments)

@@ -1,0 +1,263 @@
+"""Configuration: YAML with ``${ENV}`` substitution, validated with the key path in every error.
+
+pydantic gives us typed objects, unknown-key errors (``extra="forbid"``) and a JSON schema
+(``config/schema.json`` is generated from these models and checked by a test), so the schema, the
+validation and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
+
+from collector.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w|y)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``5m``, ``30d``, ``1.5h`` (Prometheus-style units) or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 5m or 30d")
+    if isinstance(value, int | float):
+        if value <= 0:
+            raise ValueError("duration must be positive")
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+            if seconds <= 0:
+                raise ValueError("duration must be positive")
+            return timedelta(seconds=seconds)
+    raise ValueError(f"expected a duration like 5m or 30d, got {value!r}")
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest exact unit form, used for the ``window`` label (``7d``, ``12h``)."""
+    seconds = value.total_seconds()
+    for unit in ("y", "w", "d", "h", "m", "s"):
+        size = _UNIT_SECONDS[unit]
+        if unit in ("y", "w"):
+            continue  # windows read best in days: 90d, not 12w6d
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d|w|y)$",
+                    "description": "duration: number + unit (ms, s, m, h, d, w, y), e.g. 5m, 30d"}),
+]
+
+Name = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_-]*$", max_length=64)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _SourceBase(_Model):
+    name: Name = Field(description="Unique name; the `source` label of every metric.")
+    poll_interval: Duration | None = Field(None, description="Overrides the global poll_interval.")
+    token: str = Field(min_length=1, description="API token; use ${ENV_VAR}, never a literal secret.")
+
+
+class AzureBoardsConfig(_SourceBase):
+    kind: Literal["azure_boards"]
+    organization_url: str = Field(pattern=r"^https?://", description="https://dev.azure.com/ORG, "
+                                  "an Azure DevOps Server collection URL, or the sandbox's URL.")
+    project: str = Field(min_length=1)
+    team_from: str = Field("area_path", pattern=r"^(area_path|iteration_path|field:\S+)$",
+                           description="area_path | iteration_path | field:<reference name>")
+    work_item_types: list[str] = Field(default=["User Story", "Bug", "Feature"], min_length=1)
+
+
+class AzurePipelinesConfig(_SourceBase):
+    kind: Literal["azure_pipelines"]
+    organization_url: str = Field(pattern=r"^https?://")
+    project: str = Field(min_length=1)
+    production_environments: list[str] = Field(default=["production"], min_length=1,
+                                               description="Environment names, or /regex/.")
+    deployments_from: list[Literal["environments", "releases"]] = Field(
+        default=["environments", "releases"], min_length=1,
+        description="YAML pipeline environments, classic release deployments, or both.")
+    #: late-finishing runs: re-read this far behind the watermark
+    overlap: Duration = Field(default=timedelta(hours=6), description="Re-read window behind the watermark.")
+
+
+class GitHubConfig(_SourceBase):
+    kind: Literal["github"]
+    base_url: str = Field("https://api.github.com", pattern=r"^https?://")
+    repositories: list[str] = Field(min_length=1, description="owner/repo, or owner/* for every repository.")
+    production_environments: list[str] = Field(default=["production"], min_length=1)
+    deployments_from: str = Field("deployments", pattern=r"^(deployments|releases|workflow_runs:\S+)$",
+                                  description="deployments | releases | workflow_runs:<workflow file>")
+    team_from: str = Field("label:team/", description="label:<prefix>, or a fixed team name.")
+    type_labels: dict[str, str] = Field(default={"bug": "Bug", "feature": "Feature"},
+                                        description="label → work item type; others are 'Issue'.")
+
+    @field_validator("repositories")
+    @classmethod
+    def _repo_names(cls, value: list[str]) -> list[str]:
+        for repo in value:
+            if not re.fullmatch(r"[\w.-]+/([\w.-]+|\*)", repo):
+                raise ValueError(f"{repo!r} is not owner/repo or owner/*")
+        return value
+
+
+SourceConfig = Annotated[AzureBoardsConfig | AzurePipelinesConfig | GitHubConfig, Field(discriminator="kind")]
+
+
+class BasicAuthConfig(_Model):
+    username: str = Field(min_length=1)
+    password: str = Field(min_length=1, description="Use ${ENV_VAR}.")
+
+
+class TLSConfig(_Model):
+    cert_file: str
+    key_file: str
+
+
+class WebConfig(_Model):
+    """Protects /metrics and / the way Prometheus exporters' web config does; probes stay open."""
+
+    basic_auth: BasicAuthConfig | None = None
+    tls: TLSConfig | None = None
+
+
+class Config(_Model):
+    listen: str = Field("0.0.0.0:9184", pattern=r"^\[?[\w.:-]*\]?:\d{1,5}$")
+    store: str = Field("sqlite:///var/lib/cycletime/cycletime.db", pattern=r"^(sqlite|postgresql)[+\w]*://",
+                       description="sqlite:///PATH or postgresql://USER:PASS@HOST/DB")
+    poll_interval: Duration = timedelta(minutes=5)
+    history: Duration = timedelta(days=365)
+    windows: list[Duration] = Field(default=[timedelta(days=7), timedelta(days=30), timedelta(days=90)],
+                                    min_length=1)
+    quantiles: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default=[0.5, 0.85, 0.95], min_length=1)
+    log_format: Literal["auto", "json", "text"] = "auto"
+    web: WebConfig = WebConfig()
+    sources: list[SourceConfig] = Field(min_length=1)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, value: list[Any]) -> list[Any]:
+        seen: set[str] = set()
+        for source in value:
+            if source.name in seen:
+                raise ValueError(f"source name {source.name!r} is used twice")
+            seen.add(source.name)
+        return value
+
+    def interval_of(self, source: AzureBoardsConfig | AzurePipelinesConfig | GitHubConfig) -> timedelta:
+        return source.poll_interval or self.poll_interval
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the config, for the redactor."""
+        values = [s.token for s in self.sources]
+        if self.web.basic_auth:
+            values.append(self.web.basic_auth.password)
+        values += re.findall(r"://[^:/@]+:([^@/]+)@", self.store)
+        return values
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _substitute(node: Any, path: str, env: dict[str, str], errors: list[str]) -> Any:
+    """Replace ${VAR} (or ${VAR:-default}) in every string, recording each missing variable."""
+    if isinstance(node, dict):
+        return {k: _substitute(v, f"{path}.{k}" if path else str(k), env, errors) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, f"{path}[{i}]", env, errors) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        def replace(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            errors.append(f"{path or '<root>'}: environment variable {name} is not set")
+            return ""
+        return _ENV.sub(replace, node)
+    return node
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("azure_boards", "azure_pipelines", "github", "function-after[_repo_names(), list[str]]"):
+            continue  # pydantic's discriminator tag in the location is noise for users
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<root>"
+
+
+def parse_config(text: str, env: dict[str, str] | None = None) -> Config:
+    """Validate a YAML document; raises ConfigError listing every problem with its key path."""
+    env = dict(os.environ) if env is None else env
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError([f"<root>: invalid YAML{at}: {problem}"]) from None
+    if raw is None:
+        raise ConfigError(["<root>: the configuration is empty"])
+    if not isinstance(raw, dict):
+        raise ConfigError([f"<root>: expected a mapping of settings, got {type(raw).__name__}"])
+    errors: list[str] = []
+    raw = _substitute(raw, "", env, errors)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            errors.append(f"{_loc(err['loc'])}: {msg}")
+        raise ConfigError(errors) from None
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"<file>: cannot read {path}: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"<file>: {path} is not UTF-8 text"]) from None
+    return parse_config(text, env)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "cycletime-collector configuration"
+    return schema

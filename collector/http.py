@@ -1,0 +1,239 @@
+"""All HTTP to source APIs goes through here: timeouts, retries, rate limits, counting, redaction.
+
+Why hand-rolled retries instead of urllib3's ``Retry``: we must count every attempt by status code
+(``cycletime_api_requests_total``), record the rate-limit budget from every answer, sleep on
+``Retry-After`` even on a 200 (Azure DevOps delays before it blocks), wait for GitHub's
+``x-ratelimit-reset`` on 403/429, and retry on truncated JSON bodies. urllib3 does only part of that.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from collector.errors import AuthError, RateLimited, SourceError
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+USER_AGENT = "cycletime-collector/0.1"
+
+
+class Redactor:
+    """Replaces every known secret (and its Basic-auth encodings) with ``***`` in any text."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._needles: list[str] = []
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str | None) -> None:
+        if not secret or len(secret) < 4:
+            return
+        forms = {secret, base64.b64encode(f":{secret}".encode()).decode(),
+                 base64.b64encode(f"x:{secret}".encode()).decode()}
+        self._needles.extend(sorted(forms - set(self._needles), key=len, reverse=True))
+
+    def __call__(self, text: object) -> str:
+        out = str(text)
+        for needle in self._needles:
+            out = out.replace(needle, "***")
+        return out
+
+
+#: process-wide redactor; sources register their tokens, the log formatter applies it
+REDACT = Redactor()
+
+
+@dataclass
+class ApiTelemetry:
+    """What one source's HTTP did: requests by status code and the last rate-limit budget."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    rate_limit_remaining: float | None = None
+    slept_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, code: str) -> None:
+        with self._lock:
+            self.requests[code] += 1
+
+    def take(self) -> Counter[str]:
+        """Counts since the last take: the store adds them to its persistent counters."""
+        with self._lock:
+            taken, self.requests = self.requests, Counter()
+            return taken
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 6
+    backoff: float = 0.5  # first backoff; doubles each attempt, with full jitter
+    max_backoff: float = 30.0
+    #: the longest we sleep for one rate-limit reset; beyond it we fail rather than hang a job
+    max_rate_limit_wait: float = 3600.0
+    timeout: float = 30.0
+
+
+class ApiClient:
+    """A ``requests.Session`` with our policies, bound to one source.
+
+    ``auth`` is the value of the Authorization header; it is never logged. ``sleep`` is injectable
+    so the sandbox tests can use short resets without changing behaviour.
+    """
+
+    def __init__(self, source: str, base_url: str, auth: str | None, *, secrets: Iterable[str] = (),
+                 telemetry: ApiTelemetry | None = None, policy: RetryPolicy | None = None,
+                 headers: dict[str, str] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.source = source
+        self.base_url = base_url.rstrip("/")
+        self.telemetry = telemetry or ApiTelemetry()
+        self.policy = policy or RetryPolicy()
+        self.sleep = sleep
+        for secret in secrets:
+            REDACT.add(secret)
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        if auth:
+            self.session.headers["Authorization"] = auth
+        self.session.headers.update(headers or {})
+        self._rng = random.Random()
+
+    def url(self, path_or_url: str) -> str:
+        if path_or_url.startswith(("http://", "https://")):
+            return path_or_url
+        return f"{self.base_url}/{path_or_url.lstrip('/')}"
+
+    def get_json(self, path_or_url: str, params: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> tuple[Any, requests.Response]:
+        """GET and decode JSON, retrying truncated or non-JSON bodies like a transient error."""
+        return self.request_json("GET", path_or_url, params=params, headers=headers)
+
+    def request_json(self, method: str, path_or_url: str, *, params: dict[str, Any] | None = None,
+                     headers: dict[str, str] | None = None, json_body: Any = None
+                     ) -> tuple[Any, requests.Response]:
+        last: Exception | None = None
+        for attempt in range(self.policy.attempts):
+            resp = self.request(method, path_or_url, params=params, headers=headers, json_body=json_body)
+            if resp.status_code == 304:
+                return None, resp
+            try:
+                return resp.json(), resp
+            except (ValueError, json.JSONDecodeError) as exc:
+                ctype = resp.headers.get("Content-Type", "")
+                if "json" not in ctype and 200 <= resp.status_code < 300 and "html" in ctype:
+                    # Azure DevOps answers a bad PAT with 203 + a sign-in page instead of 401
+                    raise AuthError(f"{self.source}: got a sign-in page instead of JSON; check the token") from None
+                last = exc
+                log.warning("source=%s truncated or invalid JSON from %s (attempt %d)", self.source,
+                            REDACT(self._path(path_or_url)), attempt + 1)
+                self._backoff(attempt)
+        raise SourceError(f"{self.source}: invalid JSON from {REDACT(self._path(path_or_url))}: {last}")
+
+    def request(self, method: str, path_or_url: str, *, params: dict[str, Any] | None = None,
+                headers: dict[str, str] | None = None, json_body: Any = None) -> requests.Response:
+        """One logical request: retried on transient failures, rate limits waited out."""
+        url = self.url(path_or_url)
+        last_error = ""
+        for attempt in range(self.policy.attempts):
+            try:
+                resp = self.session.request(method, url, params=params, headers=headers, json=json_body,
+                                            timeout=self.policy.timeout)
+                resp.content  # noqa: B018 - read the body now so a cut connection is retried here
+            except requests.RequestException as exc:
+                self.telemetry.count("error")
+                last_error = f"{type(exc).__name__}"
+                log.warning("source=%s %s %s failed: %s (attempt %d)", self.source, method,
+                            REDACT(self._path(url)), REDACT(exc), attempt + 1)
+                self._backoff(attempt)
+                continue
+            self.telemetry.count(str(resp.status_code))
+            self._note_rate_limit(resp)
+            if resp.status_code == 401:
+                raise AuthError(f"{self.source}: {method} {REDACT(self._path(url))} answered 401 Unauthorized")
+            wait = self._rate_limit_wait(resp)
+            if wait is not None:
+                if wait > self.policy.max_rate_limit_wait:
+                    raise RateLimited(f"{self.source}: rate limited for {wait:.0f}s, more than we wait")
+                log.warning("source=%s rate limited (HTTP %d); sleeping %.1fs", self.source,
+                            resp.status_code, wait)
+                self._sleep(wait)
+                continue
+            if resp.status_code in TRANSIENT_STATUS:
+                last_error = f"HTTP {resp.status_code}"
+                log.warning("source=%s %s %s answered %d (attempt %d)", self.source, method,
+                            REDACT(self._path(url)), resp.status_code, attempt + 1)
+                self._backoff(attempt)
+                continue
+            # Azure DevOps may ask us to slow down on a successful answer: honour it, keep the data
+            if 200 <= resp.status_code < 300 and resp.headers.get("Retry-After"):
+                self._sleep(_seconds(resp.headers["Retry-After"]) or 0.0)
+            return resp
+        raise SourceError(f"{self.source}: {method} {REDACT(self._path(url))} failed after "
+                          f"{self.policy.attempts} attempts ({last_error})")
+
+    def _note_rate_limit(self, resp: requests.Response) -> None:
+        remaining = resp.headers.get("x-ratelimit-remaining")
+        if remaining is not None:
+            with contextlib.suppress(ValueError):
+                self.telemetry.rate_limit_remaining = float(remaining)
+
+    def _rate_limit_wait(self, resp: requests.Response) -> float | None:
+        """Seconds to wait before retrying, if this answer is a rate limit; None otherwise."""
+        if resp.status_code not in (403, 429):
+            return None
+        retry_after = _seconds(resp.headers.get("Retry-After"))
+        if retry_after is not None:
+            return max(retry_after, 0.0)
+        if resp.headers.get("x-ratelimit-remaining") == "0":
+            reset = _seconds(resp.headers.get("x-ratelimit-reset"))
+            if reset is not None:
+                return max(reset - time.time(), 0.0) + 1.0
+        if resp.status_code == 429:
+            return 60.0
+        body = resp.text.lower()
+        if "rate limit" in body:  # GitHub's secondary limit without headers: wait at least a minute
+            return 60.0
+        return None
+
+    def _backoff(self, attempt: int) -> None:
+        ceiling = min(self.policy.max_backoff, self.policy.backoff * (2**attempt))
+        self._sleep(self._rng.uniform(0, ceiling))
+
+    def _sleep(self, seconds: float) -> None:
+        self.telemetry.slept_seconds += seconds
+        self.sleep(seconds)
+
+    def _path(self, url: str) -> str:
+        return url.split("?", 1)[0]
+
+
+def _seconds(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def basic_auth(token: str) -> str:
+    """Azure DevOps PAT as HTTP basic with an empty user name."""
+    return "Basic " + base64.b64encode(f":{token}".encode()).decode()
+
+
+def next_link(resp: requests.Response) -> str | None:
+    """RFC 5988 ``Link: <…>; rel="next"`` (GitHub pagination)."""
+    return resp.links.get("next", {}).get("url")

@@ -1,0 +1,441 @@
+"""Persistence and watermarks: SQLite by default, PostgreSQL through the same SQLAlchemy Core code.
+
+Every write is an idempotent upsert keyed by (source, native id), and a batch's watermark is
+written in the same transaction as the batch, so a crash between batches loses nothing and a
+re-read page changes nothing. Counters the exporter publishes (API requests, poll durations,
+rejections) live here too, so a restart re-exports the same values.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection, Engine
+
+from collector.errors import StoreError
+from collector.model import Batch, Category, Change, Deployment, Link, StateChange, WorkItem
+
+SCHEMA_VERSION = 1
+
+#: poll-duration histogram buckets (seconds); a poll is seconds to minutes
+POLL_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, float("inf"))
+
+metadata = sa.MetaData()
+
+meta = sa.Table("meta", metadata, sa.Column("key", sa.String(64), primary_key=True),
+                sa.Column("value", sa.Text, nullable=False))
+
+work_items = sa.Table(
+    "work_items", metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("native_id", sa.String(255), primary_key=True),
+    sa.Column("ref", sa.String(255), nullable=False, index=True),
+    sa.Column("project", sa.String(255), nullable=False),
+    sa.Column("team", sa.String(255), nullable=False),
+    sa.Column("type", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+state_changes = sa.Table(
+    "state_changes", metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("work_item_id", sa.String(255), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("state", sa.String(255), nullable=False),
+    sa.Column("category", sa.String(32), nullable=False),
+)
+
+changes = sa.Table(
+    "changes", metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("native_id", sa.String(255), primary_key=True),
+    sa.Column("ref", sa.String(255), nullable=False),
+    sa.Column("service", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("first_commit_at", sa.Float, nullable=False),
+    sa.Column("merged_at", sa.Float),
+    sa.Column("commits", sa.Text, nullable=False),  # JSON list of shas
+)
+
+deployments = sa.Table(
+    "deployments", metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("native_id", sa.String(255), primary_key=True),
+    sa.Column("service", sa.String(255), nullable=False),
+    sa.Column("environment", sa.String(255), nullable=False),
+    sa.Column("production", sa.Boolean, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float, nullable=False),
+    sa.Column("sha", sa.String(64)),
+    sa.Column("contains", sa.Text, nullable=False),  # JSON list of refs
+)
+
+links = sa.Table(
+    "links", metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("work_item", sa.String(255), primary_key=True),
+    sa.Column("target", sa.String(255), primary_key=True),
+)
+
+rejections = sa.Table(
+    "rejections", metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("record_id", sa.String(255), primary_key=True),
+    sa.Column("reason", sa.String(64), primary_key=True),
+)
+
+watermarks = sa.Table(
+    "watermarks", metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("stream", sa.String(255), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+api_requests = sa.Table(
+    "api_requests", metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("code", sa.String(16), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+
+poll_durations = sa.Table(
+    "poll_durations", metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("bucket", sa.Integer, primary_key=True),  # index into POLL_BUCKETS; -1 holds the sum
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("sum", sa.Float, nullable=False),
+)
+
+source_status = sa.Table(
+    "source_status", metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("last_attempt", sa.Float, nullable=False),
+    sa.Column("last_success", sa.Float),
+    sa.Column("duration", sa.Float, nullable=False),
+    sa.Column("items", sa.BigInteger, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("rate_limit_remaining", sa.Float),
+)
+
+
+def _ts(dt: datetime | None) -> float | None:
+    return None if dt is None else dt.timestamp()
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    source: str
+    ok: bool
+    last_attempt: datetime
+    last_success: datetime | None
+    duration: float
+    items: int
+    last_error: str | None
+    rate_limit_remaining: float | None
+
+
+@dataclass
+class Dataset:
+    """Everything compute needs, read in one go."""
+
+    work_items: list[WorkItem] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    deployments: list[Deployment] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+    #: (source, reason) → distinct rejected records
+    rejections: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` uses psycopg 3 (the maintained driver); SQLite paths get their folder."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = normalise_url(url)
+        if self.url.startswith("sqlite:///") and not self.url.startswith("sqlite:///:memory:"):
+            path = Path(self.url.removeprefix("sqlite:///"))
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the store's folder {path.parent}: {exc.strerror}") from None
+        try:
+            self.engine: Engine = sa.create_engine(self.url, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise StoreError(f"invalid store URL: {exc}") from None
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._version_lock = threading.Lock()
+        self._data_version = 0
+        self.migrate()
+
+    # -- schema -----------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Create or upgrade the schema; refuses a store written by a newer version."""
+        try:
+            with self.engine.begin() as conn:
+                metadata.create_all(conn, tables=[meta])
+                row = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).first()
+                current = int(row[0]) if row else 0
+                if current > SCHEMA_VERSION:
+                    raise StoreError(f"the store has schema version {current}, newer than this "
+                                     f"collector's {SCHEMA_VERSION}; upgrade the collector")
+                for version in range(current + 1, SCHEMA_VERSION + 1):
+                    MIGRATIONS[version](conn)
+                if current != SCHEMA_VERSION:
+                    self._upsert(conn, meta, [{"key": "schema_version", "value": str(SCHEMA_VERSION)}], ["key"])
+        except sa.exc.OperationalError as exc:
+            raise StoreError(f"cannot open the store: {exc.orig}") from None
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def data_version(self) -> int:
+        """Bumped by every data commit in this process, so the exporter knows when to recompute."""
+        return self._data_version
+
+    # -- writes -----------------------------------------------------------------------------
+    def commit(self, source: str, batch: Batch, *, stream: str | None = None,
+               watermark: str | None = None, before_commit: Callable[[], None] | None = None) -> None:
+        """Write a batch and (optionally) the watermark it reaches, atomically.
+
+        ``before_commit`` runs inside the transaction just before it commits; tests use it to
+        simulate a crash between writing the data and committing.
+        """
+        with self.engine.begin() as conn:
+            self._write_batch(conn, source, batch)
+            if stream is not None and watermark is not None:
+                self._upsert(conn, watermarks, [{"source": source, "stream": stream, "value": watermark,
+                                                 "updated_at": time.time()}], ["source", "stream"])
+            if before_commit is not None:
+                before_commit()
+        with self._version_lock:
+            self._data_version += 1
+
+    def _write_batch(self, conn: Connection, source: str, batch: Batch) -> None:
+        items = [{"source": source, "native_id": w.native_id, "ref": w.ref, "project": w.project,
+                  "team": w.team, "type": w.type, "created_at": _ts(w.created_at)} for w in batch.work_items]
+        self._upsert(conn, work_items, items, ["source", "native_id"])
+        if batch.replace_history and batch.work_items:
+            ids = [w.native_id for w in batch.work_items]
+            for chunk in _chunks(ids, 500):
+                conn.execute(state_changes.delete().where(state_changes.c.source == source)
+                             .where(state_changes.c.work_item_id.in_(chunk)))
+        history = [{"source": source, "work_item_id": s.work_item_id, "seq": s.seq, "at": _ts(s.at),
+                    "state": s.state, "category": s.category.value}
+                   for w in batch.work_items for s in w.history]
+        self._upsert(conn, state_changes, history, ["source", "work_item_id", "seq"])
+        self._upsert(conn, changes, [
+            {"source": source, "native_id": c.native_id, "ref": c.ref, "service": c.service, "kind": c.kind,
+             "first_commit_at": _ts(c.first_commit_at), "merged_at": _ts(c.merged_at),
+             "commits": json.dumps(sorted(set(c.commits)))} for c in batch.changes], ["source", "native_id"])
+        self._upsert(conn, deployments, [
+            {"source": source, "native_id": d.native_id, "service": d.service, "environment": d.environment,
+             "production": d.production, "status": d.status, "started_at": _ts(d.started_at),
+             "finished_at": _ts(d.finished_at), "sha": d.sha, "contains": json.dumps(sorted(set(d.contains)))}
+            for d in batch.deployments], ["source", "native_id"])
+        self._upsert(conn, links, [{"source": source, "work_item": link.work_item, "target": link.target}
+                                   for link in batch.links], ["source", "work_item", "target"])
+        self._upsert(conn, rejections, [{"source": source, "record_id": r.record_id[:255], "reason": r.reason}
+                                        for r in batch.rejections], ["source", "record_id", "reason"])
+
+    def set_watermark(self, source: str, stream: str, value: str) -> None:
+        self.commit(source, Batch(), stream=stream, watermark=value)
+
+    def add_api_requests(self, source: str, counts: Counter[str]) -> None:
+        rows = [{"source": source, "code": code, "count": n} for code, n in counts.items() if n]
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            self._upsert(conn, api_requests, rows, ["source", "code"], add=["count"])
+
+    def record_poll(self, source: str, *, ok: bool, started_at: float, duration: float, items: int,
+                    error: str | None, rate_limit_remaining: float | None) -> None:
+        bucket = next(i for i, le in enumerate(POLL_BUCKETS) if duration <= le)
+        with self.engine.begin() as conn:
+            self._upsert(conn, poll_durations, [
+                {"source": source, "bucket": bucket, "count": 1, "sum": 0.0},
+                {"source": source, "bucket": -1, "count": 1, "sum": duration},
+            ], ["source", "bucket"], add=["count", "sum"])
+            previous = conn.execute(sa.select(source_status.c.last_success, source_status.c.rate_limit_remaining)
+                                    .where(source_status.c.source == source)).first()
+            last_success = started_at + duration if ok else (previous[0] if previous else None)
+            if rate_limit_remaining is None and previous is not None:
+                rate_limit_remaining = previous[1]
+            self._upsert(conn, source_status, [{
+                "source": source, "ok": ok, "last_attempt": started_at, "last_success": last_success,
+                "duration": duration, "items": items, "last_error": error,
+                "rate_limit_remaining": rate_limit_remaining}], ["source"])
+        with self._version_lock:
+            self._data_version += 1
+
+    def _upsert(self, conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], keys: list[str],
+                add: Iterable[str] = ()) -> None:
+        """INSERT … ON CONFLICT DO UPDATE: the same statement on SQLite and PostgreSQL."""
+        if not rows:
+            return
+        insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
+        stmt = insert(table)
+        add = set(add)
+        updates = {c.name: (table.c[c.name] + stmt.excluded[c.name]) if c.name in add else stmt.excluded[c.name]
+                   for c in table.columns if c.name not in keys}
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=updates) if updates \
+            else stmt.on_conflict_do_nothing(index_elements=keys)
+        for chunk in _chunks(list(rows), 2000):
+            conn.execute(stmt, chunk)
+
+    # -- reads ------------------------------------------------------------------------------
+    def watermark(self, source: str, stream: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(watermarks.c.value).where(watermarks.c.source == source)
+                                .where(watermarks.c.stream == stream)).scalar_one_or_none()
+
+    def watermarks(self, source: str) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(watermarks.c.stream, watermarks.c.value)
+                                .where(watermarks.c.source == source))
+            return dict(rows.tuples().all())
+
+    def work_items(self, source: str | None = None) -> list[WorkItem]:
+        with self.engine.connect() as conn:
+            return self._work_items(conn, source)
+
+    def _work_items(self, conn: Connection, source: str | None) -> list[WorkItem]:
+        q = sa.select(work_items)
+        h = sa.select(state_changes).order_by(state_changes.c.source, state_changes.c.work_item_id,
+                                             state_changes.c.seq)
+        if source is not None:
+            q = q.where(work_items.c.source == source)
+            h = h.where(state_changes.c.source == source)
+        histories: dict[tuple[str, str], list[StateChange]] = {}
+        categories = {c.value: c for c in Category}
+        for src, wid, seq, at, state, cat in conn.execute(h).tuples():
+            histories.setdefault((src, wid), []).append(
+                StateChange(wid, seq, datetime.fromtimestamp(at, UTC), state, categories[cat]))
+        return [WorkItem(src, nid, ref, project, team, type_, datetime.fromtimestamp(created, UTC),
+                         tuple(histories.get((src, nid), ())))
+                for src, nid, ref, project, team, type_, created in conn.execute(q).tuples()]
+
+    def changes(self, source: str | None = None) -> list[Change]:
+        q = sa.select(changes)
+        if source is not None:
+            q = q.where(changes.c.source == source)
+        with self.engine.connect() as conn:
+            return [Change(src, nid, ref, service, kind, _dt(first), _dt(merged), tuple(json.loads(commits)))
+                    for src, nid, ref, service, kind, first, merged, commits in conn.execute(q).tuples()]
+
+    def deployments(self, source: str | None = None) -> list[Deployment]:
+        q = sa.select(deployments)
+        if source is not None:
+            q = q.where(deployments.c.source == source)
+        with self.engine.connect() as conn:
+            return [Deployment(src, nid, service, env, bool(prod), status, _dt(started), _dt(finished), sha,
+                               tuple(json.loads(contains)))
+                    for src, nid, service, env, prod, status, started, finished, sha, contains
+                    in conn.execute(q).tuples()]
+
+    def links(self, source: str | None = None) -> list[Link]:
+        q = sa.select(links)
+        if source is not None:
+            q = q.where(links.c.source == source)
+        with self.engine.connect() as conn:
+            return [Link(*row) for row in conn.execute(q).tuples()]
+
+    def rejection_counts(self) -> Counter[tuple[str, str]]:
+        q = sa.select(rejections.c.source, rejections.c.reason, sa.func.count()).group_by(
+            rejections.c.source, rejections.c.reason)
+        with self.engine.connect() as conn:
+            return Counter({(s, r): n for s, r, n in conn.execute(q).tuples()})
+
+    def dataset(self) -> Dataset:
+        return Dataset(self.work_items(), self.changes(), self.deployments(), self.links(),
+                       self.rejection_counts())
+
+    def api_request_counts(self) -> dict[tuple[str, str], int]:
+        with self.engine.connect() as conn:
+            return {(s, c): n for s, c, n in conn.execute(sa.select(api_requests)).tuples()}
+
+    def poll_histograms(self) -> dict[str, tuple[list[int], float]]:
+        """source → (count per POLL_BUCKETS bucket, sum of durations)."""
+        out: dict[str, tuple[list[int], float]] = {}
+        with self.engine.connect() as conn:
+            for source, bucket, count, total in conn.execute(sa.select(poll_durations)).tuples():
+                counts, s = out.get(source, ([0] * len(POLL_BUCKETS), 0.0))
+                if bucket < 0:
+                    s = total
+                else:
+                    counts[bucket] = count
+                out[source] = (counts, s)
+        return out
+
+    def statuses(self) -> dict[str, SourceStatus]:
+        with self.engine.connect() as conn:
+            return {row[0]: SourceStatus(row[0], bool(row[1]), _dt(row[2]), _dt(row[3]), row[4], row[5],
+                                         row[6], row[7])
+                    for row in conn.execute(sa.select(source_status)).tuples()}
+
+    def writable(self) -> bool:
+        """For /readyz: can we write right now (disk full, read-only, database gone)?"""
+        try:
+            with self.engine.begin() as conn:
+                self._upsert(conn, meta, [{"key": "last_ready_check", "value": str(time.time())}], ["key"])
+            return True
+        except sa.exc.SQLAlchemyError:
+            return False
+
+    def content_digest(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every data table's rows, sorted: tests compare stores with this."""
+        out = {}
+        with self.engine.connect() as conn:
+            for table in (work_items, state_changes, changes, deployments, links, rejections, watermarks):
+                cols = [c for c in table.columns if c.name != "updated_at"]
+                out[table.name] = sorted(conn.execute(sa.select(*cols)).tuples().all(), key=repr)
+        return out
+
+
+def _v1(conn: Connection) -> None:
+    metadata.create_all(conn)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1}
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers (the exporter) never block the poller
+    cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps commits atomic
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def _chunks(rows: list[Any], size: int) -> Iterable[list[Any]]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
