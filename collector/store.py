@@ -322,7 +322,7 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(watermarks.c.stream, watermarks.c.value)
                                 .where(watermarks.c.source == source))
-            return dict(rows.tuples().all())
+            return {s: v for s, v in rows}
 
     def work_items(self, source: str | None = None) -> list[WorkItem]:
         with self.engine.connect() as conn:
@@ -337,12 +337,12 @@ class Store:
             h = h.where(state_changes.c.source == source)
         histories: dict[tuple[str, str], list[StateChange]] = {}
         categories = {c.value: c for c in Category}
-        for src, wid, seq, at, state, cat in conn.execute(h).tuples():
+        for src, wid, seq, at, state, cat in conn.execute(h):
             histories.setdefault((src, wid), []).append(
                 StateChange(wid, seq, datetime.fromtimestamp(at, UTC), state, categories[cat]))
         return [WorkItem(src, nid, ref, project, team, type_, datetime.fromtimestamp(created, UTC),
                          tuple(histories.get((src, nid), ())))
-                for src, nid, ref, project, team, type_, created in conn.execute(q).tuples()]
+                for src, nid, ref, project, team, type_, created in conn.execute(q)]
 
     def changes(self, source: str | None = None) -> list[Change]:
         q = sa.select(changes)
@@ -350,7 +350,7 @@ class Store:
             q = q.where(changes.c.source == source)
         with self.engine.connect() as conn:
             return [Change(src, nid, ref, service, kind, _dt(first), _dt(merged), tuple(json.loads(commits)))
-                    for src, nid, ref, service, kind, first, merged, commits in conn.execute(q).tuples()]
+                    for src, nid, ref, service, kind, first, merged, commits in conn.execute(q)]
 
     def deployments(self, source: str | None = None) -> list[Deployment]:
         q = sa.select(deployments)
@@ -360,20 +360,20 @@ class Store:
             return [Deployment(src, nid, service, env, bool(prod), status, _dt(started), _dt(finished), sha,
                                tuple(json.loads(contains)))
                     for src, nid, service, env, prod, status, started, finished, sha, contains
-                    in conn.execute(q).tuples()]
+                    in conn.execute(q)]
 
     def links(self, source: str | None = None) -> list[Link]:
         q = sa.select(links)
         if source is not None:
             q = q.where(links.c.source == source)
         with self.engine.connect() as conn:
-            return [Link(*row) for row in conn.execute(q).tuples()]
+            return [Link(*row) for row in conn.execute(q)]
 
     def rejection_counts(self) -> Counter[tuple[str, str]]:
         q = sa.select(rejections.c.source, rejections.c.reason, sa.func.count()).group_by(
             rejections.c.source, rejections.c.reason)
         with self.engine.connect() as conn:
-            return Counter({(s, r): n for s, r, n in conn.execute(q).tuples()})
+            return Counter({(s, r): n for s, r, n in conn.execute(q)})
 
     def dataset(self) -> Dataset:
         return Dataset(self.work_items(), self.changes(), self.deployments(), self.links(),
@@ -381,13 +381,13 @@ class Store:
 
     def api_request_counts(self) -> dict[tuple[str, str], int]:
         with self.engine.connect() as conn:
-            return {(s, c): n for s, c, n in conn.execute(sa.select(api_requests)).tuples()}
+            return {(s, c): n for s, c, n in conn.execute(sa.select(api_requests))}
 
     def poll_histograms(self) -> dict[str, tuple[list[int], float]]:
         """source → (count per POLL_BUCKETS bucket, sum of durations)."""
         out: dict[str, tuple[list[int], float]] = {}
         with self.engine.connect() as conn:
-            for source, bucket, count, total in conn.execute(sa.select(poll_durations)).tuples():
+            for source, bucket, count, total in conn.execute(sa.select(poll_durations)):
                 counts, s = out.get(source, ([0] * len(POLL_BUCKETS), 0.0))
                 if bucket < 0:
                     s = total
@@ -400,7 +400,7 @@ class Store:
         with self.engine.connect() as conn:
             return {row[0]: SourceStatus(row[0], bool(row[1]), _dt(row[2]), _dt(row[3]), row[4], row[5],
                                          row[6], row[7])
-                    for row in conn.execute(sa.select(source_status)).tuples()}
+                    for row in conn.execute(sa.select(source_status))}
 
     def writable(self) -> bool:
         """For /readyz: can we write right now (disk full, read-only, database gone)?"""
@@ -417,7 +417,7 @@ class Store:
         with self.engine.connect() as conn:
             for table in (work_items, state_changes, changes, deployments, links, rejections, watermarks):
                 cols = [c for c in table.columns if c.name != "updated_at"]
-                out[table.name] = sorted(conn.execute(sa.select(*cols)).tuples().all(), key=repr)
+                out[table.name] = sorted((tuple(r) for r in conn.execute(sa.select(*cols))), key=repr)
         return out
 
 

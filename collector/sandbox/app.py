@@ -134,16 +134,3 @@ class Sandbox:
             return Response(200, self.github.set_rate_limit(**(req.json() or {})))
         return None
 
-
-def serve(options: SandboxOptions, host: str = "127.0.0.1", port: int = 8089) -> None:
-    """Foreground server for ``cycletime sandbox``."""
-    sandbox = Sandbox(options, host=host, port=port)
-    print(f"sandbox listening on {sandbox.url}", flush=True)
-    print(f"  azure devops organization_url: {sandbox.azure_url}", flush=True)
-    print(f"  github base_url:               {sandbox.github_url}", flush=True)
-    try:
-        sandbox.server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sandbox.server.server_close()

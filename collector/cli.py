@@ -1,0 +1,181 @@
+"""``cycletime`` command line (CONTRACT §2). Exit codes: 0 ok, 1 runtime failure, 2 usage or config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from collector.config import Config, load_config
+from collector.errors import ConfigError, CycletimeError, StoreError
+from collector.http import REDACT
+from collector.logs import setup_logging
+
+log = logging.getLogger("cycletime")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cycletime", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-format", choices=["auto", "json", "text"], default=None,
+                        help="log as JSON lines or text (default: text on a terminal, JSON otherwise)")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in (("serve", "poll on schedule and serve /metrics"), ("sync", "one pass over every source"),
+                       ("metrics", "print the exposition computed from the store"),
+                       ("check-config", "validate the configuration")):
+        p = sub.add_parser(name, help=text, parents=[common])
+        p.add_argument("--config", required=True, metavar="FILE")
+    sb = sub.add_parser("sandbox", help="local Azure DevOps + GitHub API server with a seeded organisation",
+                        parents=[common])
+    sb.add_argument("--host", default="127.0.0.1")
+    sb.add_argument("--port", type=int, default=8089)
+    sb.add_argument("--seed", type=int, default=7)
+    sb.add_argument("--work-items", type=int, default=600)
+    sb.add_argument("--fault-rate", type=float, default=0.0, help="fraction of API requests answered with a fault")
+    sb.add_argument("--truth", metavar="FILE", help="write the ground truth as JSON and keep serving")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"{getattr(args, 'config', 'config')}: configuration is invalid:", file=sys.stderr)
+        for err in exc.errors:
+            print(f"  {REDACT(err)}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"cycletime: store: {REDACT(exc)}", file=sys.stderr)
+        return 1
+    except CycletimeError as exc:
+        print(f"cycletime: {REDACT(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "sandbox":
+        setup_logging(args.log_format or "auto", logging.DEBUG if args.verbose else logging.INFO)
+        return _sandbox(args)
+    config = load_config(args.config)
+    from collector.http import REDACT as redactor
+
+    for secret in config.secrets():
+        redactor.add(secret)
+    setup_logging(args.log_format or config.log_format, logging.DEBUG if args.verbose else logging.INFO)
+    if args.command == "check-config":
+        print(f"{args.config}: ok ({len(config.sources)} sources: "
+              + ", ".join(f"{s.name} ({s.kind})" for s in config.sources) + ")")
+        return 0
+    if args.command == "metrics":
+        return _metrics(config)
+    if args.command == "sync":
+        return _sync(config)
+    return _serve(config)
+
+
+def _open_store(config: Config) -> Any:
+    from collector.store import Store
+
+    return Store(config.store)
+
+
+def _metrics(config: Config) -> int:
+    from exporters.prometheus import MetricsCache, Settings
+
+    store = _open_store(config)
+    sys.stdout.buffer.write(MetricsCache(store, Settings.from_config(config)).exposition())
+    return 0
+
+
+def _sync(config: Config) -> int:
+    from collector.progress import Progress
+    from collector.runner import Runner
+
+    store = _open_store(config)
+    with Progress([s.name for s in config.sources]) as progress:
+        runner = Runner(config, store, progress=progress.advance)
+        results = []
+        for name in runner.sources:
+            progress.start(name)
+            result = runner.run(name)
+            progress.finish(name, result.ok)
+            results.append(result)
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        print(f"cycletime sync: source {r.source} failed: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _serve(config: Config) -> int:
+    from collector.runner import Runner
+    from collector.scheduler import build_scheduler
+    from exporters.prometheus import ExporterApp, MetricsCache, Settings, serve_http
+
+    store = _open_store(config)
+    stop = threading.Event()
+    runner = Runner(config, store, stop=stop)
+    cache = MetricsCache(store, Settings.from_config(config))
+    cache.refresh(force=True)
+    app = ExporterApp(cache, store, config, {s.name: s.kind for s in config.sources})
+    tls = (config.web.tls.cert_file, config.web.tls.key_file) if config.web.tls else None
+    server = serve_http(app, config.listen, tls)
+    scheme = "https" if tls else "http"
+    log.info("serving %s://%s/metrics with %d sources", scheme, config.listen, len(config.sources))
+
+    def after_pass(_result: object) -> None:
+        cache.refresh()
+
+    scheduler = build_scheduler(runner, after_pass)
+    scheduler.add_job(cache.refresh, "interval", seconds=60, id="refresh", max_instances=1, coalesce=True)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s; finishing the current batch and stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    scheduler.start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        # sources check the stop flag between batches; each batch commits atomically, so waiting
+        # for running jobs never leaves a half-written store
+        scheduler.shutdown(wait=True)
+        server.shutdown()
+        store.close()
+        log.info("stopped")
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from collector.sandbox.app import Sandbox, SandboxOptions
+
+    options = SandboxOptions(seed=args.seed, work_items=args.work_items, fault_rate=args.fault_rate)
+    sandbox = Sandbox(options, host=args.host, port=args.port)
+    if args.truth:
+        sandbox.write_truth(Path(args.truth))
+    print(f"sandbox listening on {sandbox.url}", flush=True)
+    print(f"  azure devops organization_url: {sandbox.azure_url}", flush=True)
+    print(f"  github base_url:               {sandbox.github_url}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    sandbox.start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sandbox.stop()
+    return 0

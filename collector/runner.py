@@ -1,0 +1,99 @@
+"""Runs source passes: the job boundary where errors are caught, counted and logged once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from collector.config import Config
+from collector.errors import CycletimeError
+from collector.http import REDACT, ApiTelemetry
+from collector.sources import SOURCES
+from collector.sources.base import Source, SourceContext, SyncReport
+from collector.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PassResult:
+    source: str
+    ok: bool
+    duration: float
+    items: int
+    error: str | None = None
+    report: SyncReport | None = None
+
+
+@dataclass
+class Runner:
+    """Builds the configured sources once and runs passes, one at a time per source."""
+
+    config: Config
+    store: Store
+    progress: Callable[[str, int], None] = lambda name, n: None
+    stop: threading.Event = field(default_factory=threading.Event)
+    sleep: Callable[[float], None] = time.sleep
+    sources: dict[str, Source] = field(init=False)
+    telemetry: dict[str, ApiTelemetry] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sources, self.telemetry = {}, {}
+        for cfg in self.config.sources:
+            telemetry = ApiTelemetry()
+            ctx = SourceContext(history=self.config.history, telemetry=telemetry,
+                                progress=lambda n, name=cfg.name: self.progress(name, n),
+                                sleep=self._interruptible_sleep, should_stop=self.stop.is_set)
+            self.sources[cfg.name] = SOURCES[cfg.kind](cfg, ctx)
+            self.telemetry[cfg.name] = telemetry
+        self._locks = {name: threading.Lock() for name in self.sources}
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        """Rate-limit waits end early on shutdown, so SIGTERM never waits an hour for a reset."""
+        if self.sleep is time.sleep:
+            self.stop.wait(seconds)
+        else:
+            self.sleep(seconds)
+
+    def run(self, name: str) -> PassResult:
+        """One pass of one source; never raises (a failing source must not stop the others)."""
+        lock = self._locks[name]
+        if not lock.acquire(blocking=False):
+            log.info("source=%s previous pass still running; skipped", name)
+            return PassResult(name, True, 0.0, 0, "skipped: still running")
+        try:
+            return self._run(name)
+        finally:
+            lock.release()
+
+    def _run(self, name: str) -> PassResult:
+        source, telemetry = self.sources[name], self.telemetry[name]
+        started = time.time()
+        error: str | None = None
+        report: SyncReport | None = None
+        try:
+            report = source.sync(self.store)
+            if report.problems:
+                error = REDACT("; ".join(report.problems))
+        except CycletimeError as exc:
+            error = REDACT(exc)
+        except Exception as exc:  # a bug in one source must not take the process down
+            log.exception("source=%s pass crashed", name)
+            error = REDACT(f"{type(exc).__name__}: {exc}")
+        duration = time.time() - started
+        ok = error is None
+        self.store.add_api_requests(name, telemetry.take())
+        items = report.items if report else 0
+        self.store.record_poll(name, ok=ok, started_at=started, duration=duration, items=items, error=error,
+                               rate_limit_remaining=telemetry.rate_limit_remaining)
+        if ok:
+            log.info("source=%s pass ok: %d records in %.1fs", name, items, duration)
+        else:
+            log.error("source=%s pass failed after %.1fs: %s", name, duration, error)
+        return PassResult(name, ok, duration, items, error, report)
+
+    def run_all(self) -> list[PassResult]:
+        return [self.run(name) for name in self.sources if not self.stop.is_set()]

@@ -1,0 +1,185 @@
+"""What the Azure Boards and Azure Pipelines sources share: the REST client, times, environments.
+
+Why plain REST through :class:`collector.http.ApiClient` rather than the ``azure-devops`` SDK: the
+SDK (7.1.0b4) returns bare lists for builds, release deployments and environment deployment
+records, dropping the ``x-ms-continuationtoken`` header, so it cannot page them; its msrest
+transport does not retry 429 and hides ``Retry-After`` / ``X-RateLimit-*``, so it can neither honour
+Azure DevOps' throttling nor report the budget; and it needs a location-discovery round trip
+(``OPTIONS /_apis``) per area before the first call. Every endpoint we read is a GET or a small
+POST with a JSON body, so our own client keeps request counting, rate limiting and redaction in
+one place (STYLE.md) at the cost of a few URL templates. The ``api-version`` of each endpoint is the
+one the SDK (generated from the official REST specs) sends, so preview-only resources get their
+``-preview.N`` suffix that Azure DevOps requires.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from collector.errors import SourceError
+from collector.http import ApiClient, basic_auth
+from collector.sources.base import SourceContext
+
+log = logging.getLogger(__name__)
+
+#: api-version per endpoint (official REST specs 7.1; ``-preview.N`` where the resource is preview)
+API_VERSIONS = {
+    "workitemtypes": "7.1-preview.2",
+    "workitemtypestates": "7.1-preview.1",
+    "reporting_revisions": "7.1-preview.2",
+    "workitemsbatch": "7.1-preview.1",
+    "wiql": "7.1-preview.2",
+    "updates": "7.1-preview.3",
+    "environments": "7.1-preview.1",
+    "environmentdeploymentrecords": "7.1-preview.1",
+    "build_changes": "7.1-preview.2",
+    "build_workitems": "7.1-preview.2",
+    "release_deployments": "7.1-preview.2",
+    "release": "7.1-preview.8",
+}
+
+#: Azure DevOps sends .NET's "no value" for unset dates on some records
+_NULL_YEAR = 1900
+
+
+class NotFound(SourceError):
+    """The endpoint answered 404: the resource (or the whole API, on an older server) is missing."""
+
+
+class AzureDevOps:
+    """A thin REST client for one organization/collection and project."""
+
+    def __init__(self, source: str, organization_url: str, project: str, token: str, ctx: SourceContext,
+                 base_url: str | None = None) -> None:
+        self.project = project
+        self.base_url = (base_url or organization_url).rstrip("/")
+        self.http = ApiClient(
+            source, self.base_url, basic_auth(token), secrets=[token], telemetry=ctx.telemetry, sleep=ctx.sleep,
+            # without it a bad PAT gets a 203 sign-in page instead of a 401 (API-NOTES §C)
+            headers={"X-TFS-FedAuthRedirect": "Suppress", "Accept": "application/json"})
+
+    def project_path(self, suffix: str) -> str:
+        return f"{quote(self.project, safe='')}/_apis/{suffix.lstrip('/')}"
+
+    def call(self, method: str, path_or_url: str, endpoint: str, params: dict[str, Any] | None = None,
+             json_body: Any = None) -> tuple[Any, dict[str, str]]:
+        """One JSON call; returns (body, headers). 404 raises NotFound, other errors SourceError.
+
+        ``api-version`` is added unless the URL already carries one (a ``nextLink``).
+        """
+        params = dict(params or {})
+        if "api-version=" not in path_or_url:
+            params["api-version"] = API_VERSIONS[endpoint]
+        resp = self.http.request(method, path_or_url, params=params, json_body=json_body)
+        if resp.status_code == 404:
+            raise NotFound(f"{self.http.source}: {endpoint} answered 404 ({_message(resp)})")
+        if resp.status_code >= 400:
+            raise SourceError(f"{self.http.source}: {endpoint} answered HTTP {resp.status_code}: {_message(resp)}")
+        try:
+            return resp.json(), dict(resp.headers)
+        except ValueError:
+            # truncated or non-JSON body: the shared client retries it (and spots sign-in pages)
+            body, resp = self.http.request_json(method, path_or_url, params=params, json_body=json_body)
+            return body, dict(resp.headers)
+
+    def get(self, path_or_url: str, endpoint: str, params: dict[str, Any] | None = None) -> tuple[Any, dict[str, str]]:
+        return self.call("GET", path_or_url, endpoint, params)
+
+    def pages(self, path: str, endpoint: str, params: dict[str, Any],
+              token_param: str = "continuationToken") -> Iterator[list[Any]]:
+        """``{count, value}`` pages chained by the ``x-ms-continuationtoken`` response header."""
+        params = dict(params)
+        seen: set[str] = set()
+        while True:
+            body, headers = self.get(path, endpoint, params)
+            yield list_value(body, endpoint)
+            token = _header(headers, "x-ms-continuationtoken")
+            if not token or token in seen:  # a repeated token would loop forever (specs #178)
+                return
+            seen.add(token)
+            params[token_param] = token
+
+
+def list_value(body: Any, endpoint: str) -> list[Any]:
+    """The ``value`` list of a ``{count, value}`` envelope; a bare list is accepted too."""
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict) and isinstance(body.get("value", []), list):
+        return body.get("value") or []
+    raise SourceError(f"{endpoint}: unexpected response shape ({type(body).__name__})")
+
+
+def release_url(organization_url: str) -> str:
+    """Classic release management lives on its own host in Azure DevOps Services.
+
+    ``https://dev.azure.com/ORG`` → ``https://vsrm.dev.azure.com/ORG``;
+    ``https://ORG.visualstudio.com`` → ``https://ORG.vsrm.visualstudio.com``; Azure DevOps Server
+    (and the sandbox) serve it under the collection URL itself.
+    """
+    parts = urlsplit(organization_url.rstrip("/"))
+    host = parts.hostname or ""
+    if host == "dev.azure.com":
+        return urlunsplit(parts._replace(netloc="vsrm." + parts.netloc))
+    if host.endswith(".visualstudio.com") and ".vsrm." not in host:
+        org = host.removesuffix(".visualstudio.com")
+        return urlunsplit(parts._replace(netloc=parts.netloc.replace(host, f"{org}.vsrm.visualstudio.com")))
+    return organization_url.rstrip("/")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An Azure DevOps timestamp (ISO 8601, up to 7 fraction digits) as aware UTC.
+
+    None or .NET's ``0001-01-01`` mean "not set" and give None; anything else unparsable raises
+    ValueError (the caller rejects the record).
+    """
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 40 or "T" not in value:
+        raise ValueError(f"not a timestamp: {value!r}"[:80])
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    parsed = parsed.astimezone(UTC)
+    return None if parsed.year < _NULL_YEAR else parsed
+
+
+def format_time(value: datetime) -> str:
+    """The ISO form Azure DevOps' date parameters take (UTC, ``Z``, milliseconds)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def is_production(name: str, patterns: list[str]) -> bool:
+    """Exact name (case-insensitive, like Azure DevOps' environment names) or a searched ``/regex/``."""
+    for pattern in patterns:
+        if len(pattern) >= 2 and pattern.startswith("/") and pattern.endswith("/"):
+            try:
+                if re.search(pattern[1:-1], name):
+                    return True
+            except re.error:
+                continue
+        elif pattern.casefold() == name.casefold():
+            return True
+    return False
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _message(resp: Any) -> str:
+    """Azure DevOps' error body is ``{"message": …, "typeKey": …}``; keep it short."""
+    try:
+        body = resp.json()
+        if isinstance(body, dict) and body.get("message"):
+            return str(body["message"])[:200]
+    except ValueError:
+        pass
+    return resp.reason or ""

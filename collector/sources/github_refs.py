@@ -1,0 +1,105 @@
+"""Pure parsing of the references GitHub text carries: closing keywords and Azure Boards mentions.
+
+Kept apart from the poller so the rules (which are GitHub's and Azure Boards' documented syntax,
+not ours) can be unit-tested exhaustively without HTTP:
+
+- closing keywords (docs.github.com "Linking a pull request to an issue"): ``close``, ``closes``,
+  ``closed``, ``fix``, ``fixes``, ``fixed``, ``resolve``, ``resolves``, ``resolved``, any case,
+  optionally followed by a colon, then ``#N`` (same repository) or ``OWNER/REPO#N``; every issue
+  needs its own keyword (``Fixes #1, fixes #2``). A full issue URL is accepted too, as GitHub does.
+- Azure Boards mentions (learn.microsoft.com "Link GitHub commits, PRs and issues to work items"):
+  ``AB#123`` in a pull request's title or description, or in a commit message.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+_KEYWORD = r"(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)"
+_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*)"
+_CLOSING = re.compile(
+    rf"(?<![\w-]){_KEYWORD}(?::\s*|\s+)"
+    rf"(?:(?P<owner>{_NAME})/(?P<repo>{_NAME}))?#(?P<number>\d+)(?![\w#])"
+    rf"|(?<![\w-]){_KEYWORD}(?::\s*|\s+)"
+    rf"https?://[^\s/]+/(?P<uowner>{_NAME})/(?P<urepo>{_NAME})/issues/(?P<unumber>\d+)(?![\w/])",
+    re.IGNORECASE,
+)
+_AB_MENTION = re.compile(r"(?<![\w#])AB#(\d+)(?![\w#])", re.IGNORECASE)
+_REPO = re.compile(r"^([\w.-]+)/([\w.-]+)$")
+
+
+def closing_references(text: str | None, repo: str) -> list[tuple[str, int]]:
+    """Issues a pull request or commit text closes, as ``(owner/repo, number)`` in text order.
+
+    ``repo`` is the repository the text belongs to (``#N`` refers to it). Duplicates are dropped.
+    """
+    if not text:
+        return []
+    out: list[tuple[str, int]] = []
+    for m in _CLOSING.finditer(text):
+        if m.group("number") is not None:
+            target = f"{m.group('owner')}/{m.group('repo')}" if m.group("owner") else repo
+            number = int(m.group("number"))
+        else:
+            target = f"{m.group('uowner')}/{m.group('urepo')}"
+            number = int(m.group("unumber"))
+        if number <= 0:
+            continue
+        ref = (target, number)
+        if all((r.lower(), n) != (ref[0].lower(), ref[1]) for r, n in out):
+            out.append(ref)
+    return out
+
+
+def azure_boards_mentions(text: str | None) -> list[int]:
+    """Azure Boards work item ids mentioned as ``AB#<id>``, in text order, without duplicates."""
+    if not text:
+        return []
+    out: list[int] = []
+    for m in _AB_MENTION.finditer(text):
+        work_item = int(m.group(1))
+        if work_item > 0 and work_item not in out:
+            out.append(work_item)
+    return out
+
+
+def split_repo(full_name: str) -> tuple[str, str]:
+    """``owner/repo`` → ``(owner, repo)``; raises ValueError on anything else."""
+    m = _REPO.match(full_name.strip())
+    if not m:
+        raise ValueError(f"{full_name!r} is not owner/repo")
+    return m.group(1), m.group(2)
+
+
+def parse_time(value: object) -> datetime:
+    """GitHub's ISO 8601 timestamps (``2024-05-01T10:00:00Z``) as aware UTC; ValueError otherwise."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"not a timestamp: {value!r}")
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """The form GitHub's ``since`` parameter takes (ISO 8601, ``Z``, whole seconds)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def matches_environment(name: str, patterns: list[str]) -> bool:
+    """An environment is production if it equals a configured name or matches a ``/regex/``.
+
+    Names compare case-insensitively (GitHub environment names are case-insensitive); a regex is
+    searched as written, so ``/^prod/`` and ``/(?i)prod/`` behave as a reader expects.
+    """
+    for pattern in patterns:
+        if len(pattern) >= 2 and pattern.startswith("/") and pattern.endswith("/"):
+            try:
+                if re.search(pattern[1:-1], name):
+                    return True
+            except re.error:
+                continue
+        elif pattern.lower() == name.lower():
+            return True
+    return False

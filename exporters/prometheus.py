@@ -1,0 +1,322 @@
+"""Prometheus exposition: a custom collector translating compute's figures, and the HTTP server.
+
+The exporter only translates (STYLE.md): figures come from ``collector.compute`` over the store,
+self-metrics from the store's counters, so a restart re-exports identical counters and buckets.
+Computing happens in :meth:`MetricsCache.refresh` (after a sync, or when windows need to move on),
+never on the scrape path; a scrape serves pre-rendered bytes for the negotiated format.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import html
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics
+
+from collector.compute import BUCKETS, Figures, Observations, compute, histogram, window_quantiles
+from collector.config import Config, format_duration
+from collector.http import REDACT
+from collector.store import POLL_BUCKETS, Store
+
+log = logging.getLogger(__name__)
+
+HISTOGRAMS: tuple[tuple[str, str, str], ...] = (
+    ("lead_time", "cycletime_work_item_lead_time",
+     "Lead time of completed work items: completed_at - created_at (Azure DevOps Analytics' Lead Time)."),
+    ("cycle_time", "cycletime_work_item_cycle_time",
+     "Cycle time of completed work items: completed_at - first entry into InProgress or Resolved."),
+    ("request_to_release", "cycletime_request_to_release",
+     "Request-to-release: first successful production deployment containing a linked change - created_at."),
+    ("change_lead_time", "cycletime_change_lead_time",
+     "DORA lead time for changes: first successful production deployment containing the change - first commit."),
+    ("recovery", "cycletime_failed_deployment_recovery",
+     "Failed deployment recovery time: next successful deployment - first failed deployment, same environment."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    windows: tuple[tuple[str, float], ...]  # (label, seconds)
+    quantiles: tuple[float, ...]
+    sources: tuple[str, ...]  # configured source names, so a never-polled source shows as down
+
+    @classmethod
+    def from_config(cls, config: Config) -> Settings:
+        return cls(tuple((format_duration(w), w.total_seconds()) for w in config.windows),
+                   tuple(config.quantiles), tuple(s.name for s in config.sources))
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+def figure_families(figures: Figures, settings: Settings, now: float) -> list[Metric]:
+    """Histograms, window gauges, counters and WIP gauges of CONTRACT §5 from compute's figures."""
+    families: list[Metric] = []
+    for attr, base, doc in HISTOGRAMS:
+        obs: Observations = getattr(figures, attr)
+        names = list(obs.label_names)
+        hist = HistogramMetricFamily(f"{base}_seconds", doc, labels=names)
+        quant = GaugeMetricFamily(f"{base}_window_seconds",
+                                  f"Exact quantile over the items whose end event is in the window. {doc}",
+                                  labels=[*names, "window", "quantile"])
+        count = GaugeMetricFamily(f"{base}_window_count", "How many items the window quantiles are over.",
+                                  labels=[*names, "window"])
+        for labels in sorted(obs.by_labels):
+            pairs = obs.by_labels[labels]
+            data = histogram([v for _, v in pairs])
+            hist.add_metric(list(labels), [(_le(b), c) for b, c in zip(BUCKETS, data.buckets, strict=True)],
+                            data.total)
+            for window_label, seconds in settings.windows:
+                summary = window_quantiles(pairs, now, seconds, settings.quantiles)
+                count.add_metric([*labels, window_label], summary.count)
+                for q, value in summary.quantiles.items():
+                    quant.add_metric([*labels, window_label, repr(q)], value)
+        families += [hist, quant, count]
+
+    state = CounterMetricFamily("cycletime_work_item_state_seconds",
+                                "Time completed work items spent in each state (flow efficiency, waiting).",
+                                labels=["source", "project", "team", "type", "state", "category"])
+    for labels, seconds in sorted(figures.state_seconds.items()):
+        state.add_metric(list(labels), seconds)
+    deployments = CounterMetricFamily("cycletime_deployments", "Deployments by outcome, every environment.",
+                                      labels=["source", "service", "environment", "status"])
+    for labels, n in sorted(figures.deployments.items()):
+        deployments.add_metric(list(labels), n)
+    wip = GaugeMetricFamily("cycletime_work_items_in_progress",
+                            "Work items now in each non-terminal state category (WIP).",
+                            labels=["source", "project", "team", "type", "category"])
+    for labels, n in sorted(figures.wip.items()):
+        wip.add_metric(list(labels), n)
+    return [*families, state, deployments, wip]
+
+
+def self_families(store: Store, settings: Settings, compute_rejections: Iterable[tuple[tuple[str, str], int]]
+                  ) -> list[Metric]:
+    """The collector's own health, read from the store so restarts do not reset counters."""
+    statuses = store.statuses()
+    up = GaugeMetricFamily("cycletime_source_up", "1 if the last poll of the source succeeded.", labels=["source"])
+    last = GaugeMetricFamily("cycletime_source_last_success_timestamp_seconds",
+                             "End of the last successful poll (Unix time).", labels=["source"])
+    budget = GaugeMetricFamily("cycletime_api_rate_limit_remaining",
+                               "Last rate-limit budget the API reported.", labels=["source"])
+    for name in sorted(set(settings.sources) | set(statuses)):
+        status = statuses.get(name)
+        up.add_metric([name], 1.0 if status and status.ok else 0.0)
+        if status and status.last_success:
+            last.add_metric([name], status.last_success.timestamp())
+        if status and status.rate_limit_remaining is not None:
+            budget.add_metric([name], status.rate_limit_remaining)
+    polls = HistogramMetricFamily("cycletime_source_poll_duration_seconds", "Duration of polls.", labels=["source"])
+    for name, (counts, total) in sorted(store.poll_histograms().items()):
+        cumulative, running = [], 0
+        for bound, c in zip(POLL_BUCKETS, counts, strict=True):
+            running += c
+            cumulative.append((_le(bound), running))
+        polls.add_metric([name], cumulative, total)
+    requests_total = CounterMetricFamily("cycletime_api_requests", "HTTP requests sent to the source API.",
+                                         labels=["source", "code"])
+    for (name, code), n in sorted(store.api_request_counts().items()):
+        requests_total.add_metric([name, code], n)
+    rejected = CounterMetricFamily("cycletime_records_rejected", "Input records skipped as invalid.",
+                                   labels=["source", "reason"])
+    merged: dict[tuple[str, str], int] = dict(store.rejection_counts())
+    for key, n in compute_rejections:
+        merged[key] = merged.get(key, 0) + n
+    for (name, reason), n in sorted(merged.items()):
+        rejected.add_metric([name, reason], n)
+    return [up, last, budget, polls, requests_total, rejected]
+
+
+class _Families:
+    """A registry-compatible collector over a fixed list of families."""
+
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+def render(families: Sequence[Metric], openmetrics_format: bool = False) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return openmetrics.generate_latest(registry) if openmetrics_format else generate_latest(registry)
+
+
+class MetricsCache:
+    """Recomputes figures when the store changed or the windows need to slide; serves bytes."""
+
+    def __init__(self, store: Store, settings: Settings, clock: Callable[[], float] = time.time,
+                 max_age: float = 60.0) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._version = -1
+        self._computed_at = 0.0
+        self._figures: list[Metric] = []
+        self._rejections: list[tuple[tuple[str, str], int]] = []
+        self._rendered: dict[bool, bytes] = {}
+
+    def refresh(self, force: bool = False) -> None:
+        with self._lock:
+            now = self.clock()
+            version = self.store.data_version
+            if force or version != self._version or now - self._computed_at >= self.max_age:
+                data = self.store.dataset()
+                figures = compute(data.work_items, data.changes, data.deployments, data.links)
+                self._figures = figure_families(figures, self.settings, now)
+                self._rejections = list(figures.rejected.items())
+                self._version, self._computed_at = version, now
+            families = [*self._figures, *self_families(self.store, self.settings, self._rejections)]
+            self._rendered = {False: render(families, False), True: render(families, True)}
+
+    def exposition(self, openmetrics_format: bool = False) -> bytes:
+        if not self._rendered:
+            self.refresh()
+        return self._rendered[openmetrics_format]
+
+
+# -- HTTP server -------------------------------------------------------------------------------
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http: " + format, *args)
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Content negotiation as prometheus_client does it: OpenMetrics only when asked for."""
+    return any(part.split(";")[0].strip() == "application/openmetrics-text" for part in accept.split(","))
+
+
+class ExporterApp:
+    """WSGI app: /metrics, /healthz, /readyz and the landing page."""
+
+    def __init__(self, cache: MetricsCache, store: Store, config: Config,
+                 source_kinds: dict[str, str]) -> None:
+        self.cache = cache
+        self.store = store
+        self.config = config
+        self.source_kinds = source_kinds
+        auth = config.web.basic_auth
+        self._auth = None if auth is None else (auth.username.encode(), auth.password.encode())
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/healthz":
+            return self._send(start_response, "200 OK", b"ok\n", "text/plain; charset=utf-8")
+        if path == "/readyz":
+            ready, why = self.ready()
+            return self._send(start_response, "200 OK" if ready else "503 Service Unavailable",
+                              (why + "\n").encode(), "text/plain; charset=utf-8")
+        if path not in ("/", "/metrics"):
+            return self._send(start_response, "404 Not Found", b"not found\n", "text/plain; charset=utf-8")
+        if self._auth and not self._authorised(environ.get("HTTP_AUTHORIZATION", "")):
+            start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="cycletime"'),
+                                                ("Content-Type", "text/plain")])
+            return [b"unauthorized\n"]
+        if path == "/metrics":
+            om = wants_openmetrics(environ.get("HTTP_ACCEPT", ""))
+            ctype = openmetrics.CONTENT_TYPE_LATEST if om else "text/plain; version=0.0.4; charset=utf-8"
+            return self._send(start_response, "200 OK", self.cache.exposition(om), ctype)
+        return self._send(start_response, "200 OK", self.landing_page().encode(), "text/html; charset=utf-8")
+
+    def _authorised(self, header: str) -> bool:
+        if not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).partition(b":")
+        except ValueError:
+            return False
+        assert self._auth is not None
+        return hmac.compare_digest(user, self._auth[0]) & hmac.compare_digest(password, self._auth[1])
+
+    @staticmethod
+    def _send(start_response: Callable[..., Any], status: str, body: bytes, ctype: str) -> list[bytes]:
+        start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def ready(self) -> tuple[bool, str]:
+        statuses = self.store.statuses()
+        waiting = [s.name for s in self.config.sources
+                   if s.name not in statuses or statuses[s.name].last_success is None]
+        if waiting:
+            return False, "not synced yet: " + ", ".join(waiting)
+        if not self.store.writable():
+            return False, "store not writable"
+        return True, "ready"
+
+    def landing_page(self) -> str:
+        statuses = self.store.statuses()
+        rows = []
+        for source in self.config.sources:
+            s = statuses.get(source.name)
+            state = "never polled" if s is None else ("up" if s.ok else "down")
+            cls = "unknown" if s is None else ("up" if s.ok else "down")
+            cells = [source.name, source.kind, f'<span class="{cls}">{state}</span>',
+                     _when(s.last_success if s else None), f"{s.duration:.1f} s" if s else "-",
+                     str(s.items) if s else "-",
+                     "-" if s is None or s.rate_limit_remaining is None else f"{s.rate_limit_remaining:.0f}",
+                     html.escape(REDACT(s.last_error)) if s and s.last_error else "-"]
+            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        head = ["Source", "Kind", "Status", "Last successful sync", "Duration", "Items",
+                "Rate-limit budget", "Last error"]
+        return _PAGE.format(rows="\n".join(rows), head="".join(f"<th>{h}</th>" for h in head))
+
+
+def _when(dt: Any) -> str:
+    if dt is None:
+        return "never"
+    age = time.time() - dt.timestamp()
+    return f'{dt.strftime("%Y-%m-%d %H:%M:%S")} UTC ({age:.0f} s ago)'
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>cycletime-collector</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+table {{ border-collapse: collapse; }}
+th, td {{ padding: .4rem .8rem; border-bottom: 1px solid #ddd; text-align: left; }}
+.up {{ color: #1a7f37; font-weight: 600; }} .down {{ color: #cf222e; font-weight: 600; }} .unknown {{ color: #777; }}
+</style></head><body>
+<h1>cycletime-collector</h1>
+<p>Request-to-release, cycle time, lead time and DORA figures for Prometheus.
+<a href="/metrics">Metrics</a> · <a href="/healthz">Health</a> · <a href="/readyz">Readiness</a></p>
+<h2>Sources</h2>
+<table><thead><tr>{head}</tr></thead><tbody>
+{rows}
+</tbody></table>
+</body></html>
+"""
+
+
+def serve_http(app: ExporterApp, listen: str, tls: tuple[str, str] | None = None) -> WSGIServer:
+    """Start the server in a daemon thread and return it (``shutdown()`` stops it)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    server = make_server(host, int(port), app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    if tls:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls[0], tls[1])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    return server

@@ -1,0 +1,114 @@
+"""Shared fixtures: store backends (real SQLite files; a real PostgreSQL server when available)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BACKENDS_RAN: set[str] = set()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+class _PostgresServer:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (Debian's `postgresql` package).
+
+    PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres` user.
+    """
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="cycletime-pg-", dir="/tmp")
+        self.port = free_port()
+        self.prefix: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres")
+            self.prefix = ["runuser", "-u", "postgres", "--"]
+        data = os.path.join(self.dir, "data")
+        subprocess.run([*self.prefix, _pg_bin("initdb"), "-D", data, "-U", "cycletime", "--auth=trust", "-E", "UTF8"],
+                       check=True, capture_output=True)
+        subprocess.run([*self.prefix, _pg_bin("pg_ctl"), "-D", data, "-w", "-l", os.path.join(self.dir, "log"),
+                        "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start"],
+                       check=True, capture_output=True)
+        self.data = data
+        self.url = f"postgresql://cycletime@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        subprocess.run([*self.prefix, _pg_bin("pg_ctl"), "-D", self.data, "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_PG: _PostgresServer | None = None
+
+
+def postgres_url() -> str | None:
+    """CYCLETIME_TEST_POSTGRES_URL if set, else a local server started once per session."""
+    global _PG
+    if os.environ.get("CYCLETIME_TEST_POSTGRES_URL"):
+        return os.environ["CYCLETIME_TEST_POSTGRES_URL"]
+    if _PG is None and _pg_bin("initdb") and _pg_bin("pg_ctl"):
+        _PG = _PostgresServer()
+    return _PG.url if _PG else None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _PG is not None:
+        _PG.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if BACKENDS_RAN:
+        terminalreporter.write_line(f"store backends tested: {', '.join(sorted(BACKENDS_RAN))}")
+        if "postgresql" not in BACKENDS_RAN:
+            terminalreporter.write_line("PostgreSQL store tests did NOT run: no server binaries and no "
+                                        "CYCLETIME_TEST_POSTGRES_URL")
+
+
+def _backends() -> list[str]:
+    return ["sqlite", "postgresql"] if (os.environ.get("CYCLETIME_TEST_POSTGRES_URL") or _pg_bin("initdb")) \
+        else ["sqlite"]
+
+
+@pytest.fixture(params=_backends())
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty store URL on every backend this machine can run."""
+    if request.param == "sqlite":
+        BACKENDS_RAN.add("sqlite")
+        yield f"sqlite:///{tmp_path}/store.db"
+        return
+    url = postgres_url()
+    assert url, "PostgreSQL binaries were found but the server did not start"
+    import sqlalchemy as sa
+
+    from collector.store import normalise_url
+
+    db = f"t{abs(hash(request.node.nodeid)) % 10**9}"
+    admin = sa.create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
+    BACKENDS_RAN.add("postgresql")
+    yield url.rsplit("/", 1)[0] + "/" + db
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+    admin.dispose()
