@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test demo lint fmt bench system-deps dashboards clean
+.PHONY: test demo lint fmt bench system-deps dashboards schema clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,3 +39,6 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+schema: $(STAMP)
+	$(PY) -c 'import json; from collector.config import json_schema; print(json.dumps(json_schema(), indent=2, sort_keys=True))' > config/schema.json

@@ -235,11 +235,13 @@ def parse_config(text: str, env: dict[str, str] | None = None) -> Config:
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
+        unset = {e.split(": ", 1)[0] for e in errors}  # an unset variable explains its key's other errors
         for err in exc.errors():
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
-            errors.append(f"{_loc(err['loc'])}: {msg}")
+            if _loc(err["loc"]) not in unset:
+                errors.append(f"{_loc(err['loc'])}: {msg}")
         raise ConfigError(errors) from None
     if errors:
         raise ConfigError(errors)

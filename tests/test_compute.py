@@ -1,0 +1,261 @@
+"""Every definition of CONTRACT §4 on hand-worked examples, plus properties over random data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from collector.compute import (
+    BUCKETS,
+    DAY,
+    HOUR,
+    Rejected,
+    compute,
+    histogram,
+    item_times,
+    recoveries,
+    window_quantiles,
+)
+from collector.linking import first_deliveries
+from collector.model import (
+    Category,
+    Change,
+    Deployment,
+    Link,
+    StateChange,
+    WorkItem,
+    ado_ref,
+    build_ref,
+    commit_ref,
+    gh_pr_ref,
+)
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+P, IP, R, C, X = (Category.PROPOSED, Category.IN_PROGRESS, Category.RESOLVED, Category.COMPLETED,
+                  Category.REMOVED)
+
+
+def day(n: float) -> datetime:
+    return T0 + timedelta(days=n)
+
+
+def wi(n: int, *states: tuple[float, str, Category], created: float = 0, type_: str = "Bug",
+       source: str = "boards") -> WorkItem:
+    wid = str(n)
+    return WorkItem(source, wid, ado_ref(n), "Fabrikam", "Web", type_, day(created),
+                    tuple(StateChange(wid, i, day(d), s, c) for i, (d, s, c) in enumerate(states, start=1)))
+
+
+def deploy(n: int, finished: float, *contains: str, status: str = "success", env: str = "production",
+           production: bool = True, service: str = "web-ci") -> Deployment:
+    return Deployment("pipelines", f"env:1:{n}", service, env, production, status, day(finished - 0.01),
+                      day(finished), None, tuple(contains))
+
+
+# -- work item times --------------------------------------------------------------------------------------
+
+def test_lead_and_cycle_time_of_a_plain_item() -> None:
+    t = item_times(wi(1, (0, "New", P), (2, "Active", IP), (5, "Resolved", R), (6, "Closed", C)))
+    assert t.lead_time == 6 * DAY
+    assert t.cycle_time == 4 * DAY
+    assert t.time_in_states() == {("New", P): 2 * DAY, ("Active", IP): 3 * DAY, ("Resolved", R): DAY}
+    assert t.flow_efficiency() == pytest.approx(3 / 6)
+
+
+def test_reopened_item_counts_once_at_final_completion_and_keeps_first_start() -> None:
+    t = item_times(wi(1, (0, "New", P), (1, "Active", IP), (3, "Closed", C), (10, "Active", IP),
+                      (12, "Closed", C)))
+    assert t.completed_at == day(12).timestamp()
+    assert t.cycle_time == 11 * DAY  # from the FIRST entry into InProgress
+    assert t.lead_time == 12 * DAY
+    assert t.time_in_states()[("Closed", C)] == 7 * DAY  # the time it sat closed before reopening
+    assert t.time_in_states()[("Active", IP)] == 4 * DAY
+
+
+def test_item_that_skips_in_progress_has_lead_but_no_cycle_time() -> None:
+    t = item_times(wi(1, (0, "New", P), (4, "Closed", C)))
+    assert t.lead_time == 4 * DAY and t.cycle_time is None
+
+
+def test_resolved_starts_the_cycle_clock_when_in_progress_was_skipped() -> None:
+    t = item_times(wi(1, (0, "New", P), (3, "Resolved", R), (4, "Closed", C)))
+    assert t.cycle_time == DAY
+
+
+def test_non_state_revisions_do_not_split_stays() -> None:
+    t = item_times(wi(1, (0, "New", P), (1, "New", P), (2, "Active", IP), (2.5, "Active", IP), (3, "Closed", C)))
+    assert t.time_in_states() == {("New", P): 2 * DAY, ("Active", IP): DAY}
+
+
+def test_clock_skew_is_rejected_not_negative() -> None:
+    with pytest.raises(Rejected) as exc:
+        item_times(wi(1, (0, "New", P), (5, "Active", IP), (3, "Closed", C)))
+    assert exc.value.reason == "end_before_start"
+    figures = compute([wi(1, (0, "New", P), (5, "Active", IP), (3, "Closed", C)),
+                       wi(2, (-2, "Closed", C), created=0)], [], [], [])
+    assert figures.rejected[("boards", "end_before_start")] == 2
+    assert figures.lead_time.count() == 0
+
+
+def test_removed_items_are_excluded_from_every_figure() -> None:
+    figures = compute([wi(1, (0, "New", P), (1, "Active", IP), (2, "Removed", X))], [],
+                      [deploy(1, 3, build_ref(7))], [Link("pipelines", ado_ref(1), build_ref(7))])
+    assert figures.lead_time.count() == 0 and figures.request_to_release.count() == 0
+    assert not figures.wip and not figures.state_seconds
+
+
+def test_wip_counts_current_non_terminal_categories() -> None:
+    figures = compute([wi(1, (0, "New", P)), wi(2, (0, "New", P), (1, "Active", IP)),
+                       wi(3, (0, "New", P), (1, "Resolved", R)), wi(4, (0, "New", P), (1, "Closed", C))], [], [], [])
+    assert figures.wip == {("boards", "Fabrikam", "Web", "Bug", "Proposed"): 1,
+                           ("boards", "Fabrikam", "Web", "Bug", "InProgress"): 1,
+                           ("boards", "Fabrikam", "Web", "Bug", "Resolved"): 1}
+
+
+# -- linking, request to release, change lead time ----------------------------------------------------
+
+def test_request_to_release_through_a_pr_and_first_production_deployment_wins() -> None:
+    sha1, sha2 = "a" * 40, "b" * 40
+    pr = Change("github", "contoso/web#5", gh_pr_ref("contoso/web", 5), "contoso/web", "pull_request", day(1), day(2),
+                (sha1, sha2))
+    deployments = [
+        deploy(1, 3, commit_ref(sha2), env="staging", production=False),  # not production
+        deploy(2, 4, commit_ref(sha1), status="failure"),  # failed
+        deploy(3, 6, commit_ref(sha1), commit_ref(sha2)),  # the first successful production one
+        deploy(4, 9, commit_ref(sha2)),  # later: must not move the release
+    ]
+    item = wi(1, (0, "New", P), (1, "Active", IP), (7, "Closed", C), created=-10)
+    figures = compute([item], [pr], deployments, [Link("github", ado_ref(1), pr.ref)])
+    (obs,) = figures.request_to_release.by_labels.values()
+    assert obs == [(day(6).timestamp(), 16 * DAY)]
+    assert list(figures.request_to_release.by_labels) == [("boards", "Fabrikam", "Web", "Bug", "production")]
+    (clt,) = figures.change_lead_time.by_labels.items()
+    assert clt == (("pipelines", "web-ci", "production"), [(day(6).timestamp(), 5 * DAY)])
+
+
+def test_item_without_links_has_no_request_to_release_but_keeps_lead_time() -> None:
+    figures = compute([wi(1, (0, "New", P), (2, "Closed", C))], [], [deploy(1, 3, build_ref(1))], [])
+    assert figures.request_to_release.count() == 0 and figures.lead_time.count() == 1
+
+
+def test_build_link_releases_azure_only_items() -> None:
+    figures = compute([wi(9, (0, "New", P), created=0)], [], [deploy(1, 2.5, build_ref(41), commit_ref("c" * 40))],
+                      [Link("pipelines", ado_ref(9), build_ref(41))])
+    (obs,) = figures.request_to_release.by_labels.values()
+    assert obs == [(day(2.5).timestamp(), 2.5 * DAY)]  # released even while the item is still open
+
+
+def test_release_before_creation_is_rejected() -> None:
+    figures = compute([wi(1, (5, "New", P), created=5)], [], [deploy(1, 2, build_ref(1))],
+                      [Link("pipelines", ado_ref(1), build_ref(1))])
+    assert figures.request_to_release.count() == 0
+    assert figures.rejected[("boards", "end_before_start")] == 1
+
+
+def test_deployment_counters_cover_every_environment() -> None:
+    figures = compute([], [], [deploy(1, 1), deploy(2, 2, status="failure"),
+                               deploy(3, 3, env="staging", production=False)], [])
+    assert figures.deployments == {("pipelines", "web-ci", "production", "success"): 1,
+                                   ("pipelines", "web-ci", "production", "failure"): 1,
+                                   ("pipelines", "web-ci", "staging", "success"): 1}
+
+
+def test_recovery_from_first_failure_of_a_streak_to_next_success() -> None:
+    ds = [deploy(1, 1), deploy(2, 2, status="failure"), deploy(3, 2.5, status="failure"), deploy(4, 4),
+          deploy(5, 5, status="failure"), deploy(6, 5, env="staging", production=False),
+          deploy(7, 6, status="failure", env="staging", production=False)]
+    out = recoveries(ds)
+    assert out == [(("pipelines", "web-ci", "production"), day(4).timestamp(), 2 * DAY)]  # day-5 failure open
+
+
+def test_first_deliveries_ignore_failures_and_other_environments() -> None:
+    delivered = first_deliveries([deploy(1, 1, "commit:x", status="failure"),
+                                  deploy(2, 2, "commit:x", env="dev", production=False), deploy(3, 3, "commit:x")])
+    assert delivered["commit:x"].native_id == "env:1:3"
+
+
+# -- histograms and window quantiles -----------------------------------------------------------------------
+
+def test_histogram_buckets_are_cumulative_le() -> None:
+    data = histogram([HOUR, HOUR + 1, 2 * DAY, 400 * DAY])
+    assert data.buckets[0] == 1  # le=1h includes exactly 1h
+    assert data.buckets[1] == 2  # le=4h
+    assert data.buckets[BUCKETS.index(2 * DAY)] == 3
+    assert data.buckets[-2] == 3 and data.buckets[-1] == 4  # 400d only in +Inf
+    assert data.count == 4 and data.total == pytest.approx(HOUR * 2 + 1 + 402 * DAY)
+
+
+def test_window_selects_half_open_interval_and_interpolates_linearly() -> None:
+    now = 100 * DAY
+    obs = [(now - 7 * DAY, 1.0),  # exactly at the window start: excluded
+           (now - 6 * DAY, 10.0), (now - 1 * DAY, 20.0), (now, 30.0), (now + 1, 999.0)]  # future excluded
+    summary = window_quantiles(obs, now, 7 * DAY, [0.5, 0.85])
+    assert summary.count == 3
+    assert summary.quantiles == {0.5: 20.0, 0.85: pytest.approx(27.0)}
+
+
+def test_empty_window_gives_no_sample_rather_than_nan() -> None:
+    summary = window_quantiles([(0.0, 5.0)], 100 * DAY, 7 * DAY, [0.5])
+    assert summary.count == 0 and summary.quantiles == {}
+
+
+# -- properties ----------------------------------------------------------------------------------------------
+
+values = st.lists(st.floats(min_value=0, max_value=2 * 365 * DAY, allow_nan=False), min_size=1, max_size=200)
+
+
+@given(values, st.lists(st.floats(min_value=0.01, max_value=0.99), min_size=1, max_size=4))
+def test_window_quantiles_equal_numpy_quantile(vals: list[float], qs: list[float]) -> None:
+    now = 1e9
+    summary = window_quantiles([(now, v) for v in vals], now, DAY, qs)
+    expected = np.quantile(np.asarray(vals), qs, method="linear")
+    assert summary.count == len(vals)
+    assert [summary.quantiles[q] for q in qs] == pytest.approx(list(expected))
+
+
+state_names = st.sampled_from([("New", P), ("Active", IP), ("Resolved", R), ("Closed", C), ("Removed", X)])
+
+
+@st.composite
+def items(draw: st.DrawFn) -> WorkItem:
+    n = draw(st.integers(1, 10**6))
+    steps = draw(st.lists(st.tuples(st.floats(0, 30), state_names), min_size=1, max_size=12))
+    t, states = 0.0, []
+    for gap, (name, cat) in steps:
+        t += gap
+        states.append((t, name, cat))
+    return wi(n, *states)
+
+
+@settings(max_examples=150)
+@given(st.lists(items(), max_size=30, unique_by=lambda w: w.native_id))
+def test_histogram_count_equals_completed_items_and_durations_never_negative(work: list[WorkItem]) -> None:
+    figures = compute(work, [], [], [])
+    completed = [w for w in work if w.history and w.history[-1].category is C]
+    assert figures.lead_time.count() == len(completed)
+    all_lead = [v for obs in figures.lead_time.by_labels.values() for _, v in obs]
+    all_cycle = [v for obs in figures.cycle_time.by_labels.values() for _, v in obs]
+    assert all(v >= 0 for v in all_lead + all_cycle)
+    assert all(s >= 0 for s in figures.state_seconds.values())
+    assert histogram(all_lead).count == len(completed)
+
+
+@settings(max_examples=100)
+@given(items(), st.floats(0.1, 50), state_names)
+def test_a_later_revision_never_changes_an_earlier_released_items_request_to_release(
+        item: WorkItem, gap: float, new_state: tuple[str, Category]) -> None:
+    # removing an item excludes it from every figure (and restoring it brings it back), by definition
+    assume(item.history[-1].category is not X and new_state[1] is not X)
+    deployments = [deploy(1, 3, build_ref(1))]
+    links = [Link("pipelines", item.ref, build_ref(1))]
+    before = compute([item], [], deployments, links).request_to_release.by_labels
+    last = item.history[-1].at
+    later = WorkItem(item.source, item.native_id, item.ref, item.project, item.team, item.type, item.created_at,
+                     (*item.history, StateChange(item.native_id, len(item.history) + 1, last + timedelta(days=gap),
+                                                 *new_state)))
+    after = compute([later], [], deployments, links).request_to_release.by_labels
+    assert after == before

@@ -1,0 +1,163 @@
+"""Configuration: every error names its key path; check-config lists them all and exits 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collector.config import format_duration, json_schema, load_config, parse_config, parse_duration
+from collector.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MINIMAL = """
+sources:
+  - name: gh
+    kind: github
+    token: ${GH_TOKEN}
+    repositories: [contoso/web]
+"""
+
+
+def errors_of(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, env or {})
+    return exc.value.errors
+
+
+def test_example_and_demo_configs_are_valid() -> None:
+    for name in ("example.yaml", "demo.yaml"):
+        config = load_config(ROOT / "config" / name, env={})
+        assert config.sources, name
+    example = load_config(ROOT / "config" / "example.yaml", env={"GITHUB_TOKEN": "ghp_x"})
+    assert [s.kind for s in example.sources] == ["azure_boards", "azure_pipelines", "github"]
+    assert example.interval_of(example.sources[1]) == timedelta(minutes=10)
+    assert example.interval_of(example.sources[0]) == timedelta(minutes=5)
+    assert example.sources[2].token == "ghp_x"
+
+
+def test_defaults_follow_the_contract() -> None:
+    config = parse_config(MINIMAL, {"GH_TOKEN": "t0ken"})
+    assert config.listen == "0.0.0.0:9184"
+    assert config.store == "sqlite:///var/lib/cycletime/cycletime.db"
+    assert config.poll_interval == timedelta(minutes=5) and config.history == timedelta(days=365)
+    assert [format_duration(w) for w in config.windows] == ["7d", "30d", "90d"]
+    assert config.quantiles == [0.5, 0.85, 0.95]
+    assert config.sources[0].token == "t0ken" and config.secrets() == ["t0ken"]
+
+
+def test_missing_environment_variable_names_the_key_path() -> None:
+    assert errors_of(MINIMAL) == ["sources[0].token: environment variable GH_TOKEN is not set"]
+    assert parse_config(MINIMAL.replace("${GH_TOKEN}", "${GH_TOKEN:-fallback}"), {}).sources[0].token == "fallback"
+
+
+def test_every_error_is_listed_with_its_path() -> None:
+    errors = errors_of("""
+listen: nowhere
+windows: [7d, soon]
+quantiles: [0.5, 1.5]
+colour: blue
+sources:
+  - name: a
+    kind: github
+    token: x
+    repositories: [not-a-repo]
+    deployments_from: carrier-pigeon
+  - name: a
+    kind: azure_boards
+    organization_url: ftp://example
+    project: P
+    token: x
+    team_from: astrology
+  - name: c
+    kind: jira
+    token: x
+""")
+    joined = "\n".join(errors)
+    for expected in ("listen:", "windows[1]: expected a duration", "quantiles[1]:", "colour: unknown key",
+                     "sources[0].repositories: 'not-a-repo' is not owner/repo", "sources[0].deployments_from:",
+                     "sources[1].organization_url:", "sources[1].team_from:", "sources[2]:"):
+        assert expected in joined, (expected, errors)
+    assert len(errors) >= 9
+
+
+def test_duplicate_source_names_are_an_error() -> None:
+    text = MINIMAL + """
+  - name: gh
+    kind: github
+    token: y
+    repositories: [contoso/api]
+"""
+    assert any("used twice" in e for e in errors_of(text, {"GH_TOKEN": "x"}))
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("5m", 300), ("30d", 2592000), ("1.5h", 5400), ("90s", 90),
+                                               ("250ms", 0.25), ("2w", 1209600), (60, 60)])
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("bad", ["5", "m5", "-3d", "0s", "", "five minutes", True])
+def test_bad_durations(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize(("text", "message"), [("", "empty"), ("[1, 2]", "expected a mapping"),
+                                                ("a: [unclosed", "invalid YAML at line"), ("just a string", "mapping")])
+def test_not_a_config_at_all(text: str, message: str) -> None:
+    (error,) = errors_of(text)
+    assert message in error
+
+
+def test_schema_json_is_generated_from_the_models() -> None:
+    checked_in = json.loads((ROOT / "config" / "schema.json").read_text())
+    assert checked_in == json.loads(json.dumps(json_schema())), "run `make schema`"
+    assert checked_in["additionalProperties"] is False
+    assert {"listen", "store", "poll_interval", "history", "windows", "quantiles", "sources"} <= set(
+        checked_in["properties"])
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "collector", *args], capture_output=True, text=True,
+                          env=env, timeout=60, cwd=ROOT)
+
+
+def test_check_config_cli_exits_2_and_lists_every_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("windows: [soon]\nsources:\n  - name: x\n    kind: github\n    token: ${NOPE_NOT_SET}\n"
+                   "    repositories: [bad]\n")
+    result = run_cli("check-config", "--config", str(bad), env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "windows[0]:" in result.stderr
+    assert "sources[0].token: environment variable NOPE_NOT_SET is not set" in result.stderr
+    assert "sources[0].repositories:" in result.stderr
+    assert "Traceback" not in result.stderr
+    ok = run_cli("check-config", "--config", str(ROOT / "config" / "example.yaml"))
+    assert ok.returncode == 0 and "3 sources" in ok.stdout
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    result = run_cli("check-config", "--config", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2 and "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+yaml_ish = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.floats(allow_nan=True),
+                        lambda children: st.lists(children, max_size=4)
+                        | st.dictionaries(st.text(max_size=10), children, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=200), yaml_ish.map(lambda v: json.dumps(v))))
+def test_fuzzed_configs_fail_with_messages_not_tracebacks(text: str) -> None:
+    try:
+        parse_config(text, {})
+    except ConfigError as exc:
+        assert exc.errors and all(isinstance(e, str) and ": " in e for e in exc.errors)
