@@ -1,0 +1,1044 @@
+#!/usr/bin/env python3
+"""Generate the delivery artefacts from one definition, deterministically.
+
+Writes:
+
+* ``config/grafana/{request-to-release,flow,dora,collector-health}.json`` — the Grafana dashboards;
+* ``helm/cycletime-collector/dashboards/*.json`` — byte-identical copies (Helm cannot read files
+  outside the chart directory, the dashboards ConfigMap uses ``.Files.Glob``);
+* ``config/prometheus/rules.yaml`` — recording rules and alerts, thresholds at their defaults;
+* ``helm/cycletime-collector/templates/prometheusrule.yaml`` — the same rules with every threshold
+  taken from ``.Values.prometheusRule.thresholds`` (so the chart rendered with its default values
+  yields exactly ``rules.yaml``; a test checks it).
+
+Edit the definitions here, then run ``make dashboards``. ``--check`` exits 1 (listing the files)
+when a checked-in file differs from what would be generated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+GRAFANA_DIR = ROOT / "config" / "grafana"
+CHART_DIR = ROOT / "helm" / "cycletime-collector"
+CHART_DASHBOARDS_DIR = CHART_DIR / "dashboards"
+RULES_FILE = ROOT / "config" / "prometheus" / "rules.yaml"
+RULE_TEMPLATE_FILE = CHART_DIR / "templates" / "prometheusrule.yaml"
+
+# ---------------------------------------------------------------------------------------------------
+# Prometheus rules
+# ---------------------------------------------------------------------------------------------------
+
+#: Rule parameters: name -> default. In rules.yaml they are replaced by the default; in the Helm
+#: template by ``{{ .Values.prometheusRule.thresholds.<name> }}``. values.yaml carries the same defaults.
+THRESHOLDS: dict[str, Any] = {
+    "cycleTimeRegressionRatio": 1.5,
+    "cycleTimeRegressionMinItems": 5,
+    "changeLeadTimeRegressionRatio": 1.5,
+    "changeLeadTimeRegressionMinChanges": 5,
+    "regressionFor": "1h",
+    "deploymentFrequencyDropRatio": 0.5,
+    "deploymentFrequencyMinDeployments30d": 8,
+    "deploymentFrequencyDropFor": "6h",
+    "changeFailureRate": 0.3,
+    "changeFailureRateMinDeployments": 5,
+    "changeFailureRateFor": "1h",
+    "sourceDownFor": "15m",
+    # 3 poll intervals of the default 5m, plus 5m of margin for a slow poll.
+    "staleAfterSeconds": 1200,
+    "staleFor": "5m",
+    "rateLimitRemaining": 100,
+    "rateLimitFor": "10m",
+    "runbookBaseUrl": "https://github.com/cycletime-collector/cycletime-collector/blob/main/"
+    "config/prometheus/runbooks.md",
+}
+
+_PARAM = re.compile(r"PARAM__([A-Za-z0-9]+)__")
+
+
+def P(name: str) -> str:
+    if name not in THRESHOLDS:
+        raise KeyError(name)
+    return f"PARAM__{name}__"
+
+
+def _runbook(alert: str) -> str:
+    return f"{P('runbookBaseUrl')}#{alert.lower()}"
+
+
+WI = "source, project, team, type"
+DEP = "source, service, environment"
+
+RECORDING_RULES: list[dict[str, Any]] = [
+    {
+        "record": "source_project_team_type:cycletime_work_item_cycle_time_p85:ratio_7d_90d",
+        "expr": (
+            f'max by ({WI}) (cycletime_work_item_cycle_time_window_seconds{{window="7d",quantile="0.85"}})\n'
+            "/\n"
+            f"(max by ({WI}) "
+            '(cycletime_work_item_cycle_time_window_seconds{window="90d",quantile="0.85"}) > 0)\n'
+        ),
+    },
+    {
+        "record": "source_project_team_type:cycletime_work_item_cycle_time_window_count:7d",
+        "expr": f'max by ({WI}) (cycletime_work_item_cycle_time_window_count{{window="7d"}})\n',
+    },
+    {
+        "record": "source_service_environment:cycletime_change_lead_time_p85:ratio_7d_90d",
+        "expr": (
+            f'max by ({DEP}) (cycletime_change_lead_time_window_seconds{{window="7d",quantile="0.85"}})\n'
+            "/\n"
+            f'(max by ({DEP}) (cycletime_change_lead_time_window_seconds{{window="90d",quantile="0.85"}}) > 0)\n'
+        ),
+    },
+    {
+        "record": "source_service_environment:cycletime_change_lead_time_window_count:7d",
+        "expr": f'max by ({DEP}) (cycletime_change_lead_time_window_count{{window="7d"}})\n',
+    },
+    {
+        "record": "source_service_environment_status:cycletime_deployments:increase7d",
+        "expr": f"sum by ({DEP}, status) (increase(cycletime_deployments_total[7d]))\n",
+    },
+    {
+        "record": "source_service_environment_status:cycletime_deployments:increase30d",
+        "expr": f"sum by ({DEP}, status) (increase(cycletime_deployments_total[30d]))\n",
+    },
+    {
+        # successful deployments per day over the last 7 days / per day over the last 30 days
+        "record": "source_service_environment:cycletime_deployment_frequency:ratio_7d_30d",
+        "expr": (
+            "(\n"
+            "  sum without (status) (\n"
+            '    source_service_environment_status:cycletime_deployments:increase7d{status="success"}\n'
+            "  ) / 7\n"
+            ")\n"
+            "/\n"
+            "(\n"
+            "  sum without (status) (\n"
+            '    source_service_environment_status:cycletime_deployments:increase30d{status="success"}\n'
+            "  ) / 30 > 0\n"
+            ")\n"
+        ),
+    },
+    {
+        # failed / (successful + failed) over the last 7 days; 0 when nothing failed
+        "record": "source_service_environment:cycletime_change_failure_rate:ratio_7d",
+        "expr": (
+            "(\n"
+            "  sum without (status) (\n"
+            '    source_service_environment_status:cycletime_deployments:increase7d{status="failure"}\n'
+            "  )\n"
+            "  or\n"
+            "  0 * sum without (status) (source_service_environment_status:cycletime_deployments:increase7d)\n"
+            ")\n"
+            "/\n"
+            "(\n"
+            "  sum without (status) (\n"
+            '    source_service_environment_status:cycletime_deployments:increase7d{status=~"success|failure"}\n'
+            "  ) > 0\n"
+            ")\n"
+        ),
+    },
+]
+
+DELIVERY_ALERTS: list[dict[str, Any]] = [
+    {
+        "alert": "CycleTimeP85Regression",
+        "expr": (
+            "source_project_team_type:cycletime_work_item_cycle_time_p85:ratio_7d_90d"
+            f" > {P('cycleTimeRegressionRatio')}\n"
+            f"and on ({WI})\n"
+            "source_project_team_type:cycletime_work_item_cycle_time_window_count:7d"
+            f" >= {P('cycleTimeRegressionMinItems')}\n"
+        ),
+        "for": P("regressionFor"),
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "p85 cycle time of {{ $labels.team }} ({{ $labels.type }}) regressed",
+            "description": (
+                "The 85th percentile cycle time (first In Progress to completion) of {{ $labels.type }} "
+                "items of team {{ $labels.team }} in {{ $labels.project }} (source {{ $labels.source }}) "
+                'over the last 7 days is {{ $value | printf "%.2f" }} times its 90-day value '
+                f"(threshold {P('cycleTimeRegressionRatio')}, at least "
+                f"{P('cycleTimeRegressionMinItems')} items completed in 7 days)."
+            ),
+            "runbook_url": _runbook("CycleTimeP85Regression"),
+        },
+    },
+    {
+        "alert": "ChangeLeadTimeP85Regression",
+        "expr": (
+            "source_service_environment:cycletime_change_lead_time_p85:ratio_7d_90d"
+            f" > {P('changeLeadTimeRegressionRatio')}\n"
+            f"and on ({DEP})\n"
+            "source_service_environment:cycletime_change_lead_time_window_count:7d"
+            f" >= {P('changeLeadTimeRegressionMinChanges')}\n"
+        ),
+        "for": P("regressionFor"),
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "p85 change lead time of {{ $labels.service }} ({{ $labels.environment }}) regressed",
+            "description": (
+                "The 85th percentile change lead time (first commit to first successful deployment) of "
+                "{{ $labels.service }} to {{ $labels.environment }} (source {{ $labels.source }}) over the "
+                'last 7 days is {{ $value | printf "%.2f" }} times its 90-day value '
+                f"(threshold {P('changeLeadTimeRegressionRatio')}, at least "
+                f"{P('changeLeadTimeRegressionMinChanges')} changes deployed in 7 days)."
+            ),
+            "runbook_url": _runbook("ChangeLeadTimeP85Regression"),
+        },
+    },
+    {
+        "alert": "DeploymentFrequencyDrop",
+        "expr": (
+            "source_service_environment:cycletime_deployment_frequency:ratio_7d_30d"
+            f" < {P('deploymentFrequencyDropRatio')}\n"
+            f"and on ({DEP})\n"
+            "sum without (status) (\n"
+            '  source_service_environment_status:cycletime_deployments:increase30d{status="success"}\n'
+            f") >= {P('deploymentFrequencyMinDeployments30d')}\n"
+        ),
+        "for": P("deploymentFrequencyDropFor"),
+        "labels": {"severity": "info"},
+        "annotations": {
+            "summary": "Deployment frequency of {{ $labels.service }} ({{ $labels.environment }}) dropped",
+            "description": (
+                "Successful deployments of {{ $labels.service }} to {{ $labels.environment }} "
+                "(source {{ $labels.source }}) per day over the last 7 days are "
+                "{{ $value | humanizePercentage }} of the 30-day daily average "
+                f"(threshold {P('deploymentFrequencyDropRatio')}, at least "
+                f"{P('deploymentFrequencyMinDeployments30d')} deployments in 30 days)."
+            ),
+            "runbook_url": _runbook("DeploymentFrequencyDrop"),
+        },
+    },
+    {
+        "alert": "ChangeFailureRateHigh",
+        "expr": (
+            "source_service_environment:cycletime_change_failure_rate:ratio_7d"
+            f" > {P('changeFailureRate')}\n"
+            f"and on ({DEP})\n"
+            "sum without (status) (\n"
+            '  source_service_environment_status:cycletime_deployments:increase7d{status=~"success|failure"}\n'
+            f") >= {P('changeFailureRateMinDeployments')}\n"
+        ),
+        "for": P("changeFailureRateFor"),
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "Change failure rate of {{ $labels.service }} ({{ $labels.environment }}) is high",
+            "description": (
+                "{{ $value | humanizePercentage }} of the deployments of {{ $labels.service }} to "
+                "{{ $labels.environment }} (source {{ $labels.source }}) in the last 7 days failed "
+                f"(threshold {P('changeFailureRate')}, at least {P('changeFailureRateMinDeployments')} "
+                "deployments in 7 days)."
+            ),
+            "runbook_url": _runbook("ChangeFailureRateHigh"),
+        },
+    },
+]
+
+COLLECTOR_ALERTS: list[dict[str, Any]] = [
+    {
+        "alert": "CycletimeSourceDown",
+        "expr": "cycletime_source_up == 0\n",
+        "for": P("sourceDownFor"),
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "cycletime-collector cannot poll source {{ $labels.source }}",
+            "description": (
+                "Every poll of source {{ $labels.source }} on {{ $labels.instance }} has failed for "
+                f"{P('sourceDownFor')}; its figures are not being updated. The collector's landing page "
+                "and logs show the last error."
+            ),
+            "runbook_url": _runbook("CycletimeSourceDown"),
+        },
+    },
+    {
+        # `> 0`: a source that never finished its first sync (which can take long) is not "stale";
+        # CycletimeSourceDown covers a first sync that fails.
+        "alert": "CycletimeSourceStale",
+        "expr": (
+            f"time() - cycletime_source_last_success_timestamp_seconds > {P('staleAfterSeconds')}\n"
+            "and\n"
+            "cycletime_source_last_success_timestamp_seconds > 0\n"
+        ),
+        "for": P("staleFor"),
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "Data of source {{ $labels.source }} is stale",
+            "description": (
+                "The last successful poll of source {{ $labels.source }} on {{ $labels.instance }} ended "
+                "{{ $value | humanizeDuration }} ago (threshold "
+                f"{P('staleAfterSeconds')}s, about three poll intervals)."
+            ),
+            "runbook_url": _runbook("CycletimeSourceStale"),
+        },
+    },
+    {
+        "alert": "CycletimeRateLimitLow",
+        "expr": f"cycletime_api_rate_limit_remaining < {P('rateLimitRemaining')}\n",
+        "for": P("rateLimitFor"),
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "API rate-limit budget of source {{ $labels.source }} is nearly exhausted",
+            "description": (
+                "Source {{ $labels.source }} reports {{ $value }} API requests left in the current "
+                f"rate-limit window (threshold {P('rateLimitRemaining')}); polls will slow down or fail "
+                "until the window resets."
+            ),
+            "runbook_url": _runbook("CycletimeRateLimitLow"),
+        },
+    },
+    {
+        "alert": "CycletimeRecordsRejected",
+        "expr": "sum by (source, reason) (increase(cycletime_records_rejected_total[1h])) > 0\n",
+        "labels": {"severity": "info"},
+        "annotations": {
+            "summary": "Source {{ $labels.source }} delivered invalid records",
+            "description": (
+                'About {{ $value | printf "%.0f" }} records of source {{ $labels.source }} were skipped '
+                "in the last hour as invalid (reason {{ $labels.reason }}). They are missing from the "
+                "figures; the collector logs each one."
+            ),
+            "runbook_url": _runbook("CycletimeRecordsRejected"),
+        },
+    },
+]
+
+RULE_GROUPS: list[dict[str, Any]] = [
+    {"name": "cycletime.recording", "rules": RECORDING_RULES},
+    {"name": "cycletime.delivery", "rules": DELIVERY_ALERTS},
+    {"name": "cycletime.collector", "rules": COLLECTOR_ALERTS},
+]
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def _rules_yaml_body() -> str:
+    return yaml.dump({"groups": RULE_GROUPS}, Dumper=_Dumper, sort_keys=False, width=1000,
+                     default_flow_style=False)
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def render_rules_yaml() -> str:
+    body = _PARAM.sub(lambda m: _default_text(THRESHOLDS[m.group(1)]), _rules_yaml_body())
+    return (
+        "# Recording rules and alerts of cycletime-collector (metrics: CONTRACT §5).\n"
+        "# GENERATED by scripts/gen_dashboards.py (`make dashboards`) - edit the definitions there.\n"
+        "# The Helm chart renders the same rules with thresholds from values.yaml\n"
+        "# (prometheusRule.thresholds); unit tests: tests/delivery/rules_test.yaml.\n"
+        "# The regression rules need windows 7d and 90d and quantile 0.85 in the collector config.\n"
+        + body
+    )
+
+
+def _values_path(name: str) -> str:
+    if name == "runbookBaseUrl":
+        return ".Values.prometheusRule.runbookBaseUrl"
+    return ".Values.prometheusRule.thresholds." + name
+
+
+def render_rule_template() -> str:
+    body = _rules_yaml_body()
+    # Prometheus template actions in annotations must reach the output verbatim: wrap each in a Go
+    # raw-string action, {{`{{ $labels.x }}`}}.
+    body = re.sub(r"\{\{.*?\}\}", lambda m: "{{`" + m.group(0) + "`}}", body)
+    body = _PARAM.sub(lambda m: "{{ " + _values_path(m.group(1)) + " }}", body)
+    assert body.startswith("groups:\n")
+    groups = body[len("groups:\n"):]
+    indented = "".join(("    " + line if line.strip() else line) for line in groups.splitlines(True))
+    return (
+        "{{- /* GENERATED by scripts/gen_dashboards.py from the same definitions as\n"
+        "config/prometheus/rules.yaml; default values render exactly that file. */ -}}\n"
+        "{{- if .Values.prometheusRule.enabled }}\n"
+        "apiVersion: monitoring.coreos.com/v1\n"
+        "kind: PrometheusRule\n"
+        "metadata:\n"
+        "  name: {{ include \"cycletime-collector.fullname\" . }}\n"
+        "  namespace: {{ .Release.Namespace }}\n"
+        "  labels:\n"
+        "    {{- include \"cycletime-collector.labels\" . | nindent 4 }}\n"
+        "    {{- with .Values.prometheusRule.additionalLabels }}\n"
+        "    {{- toYaml . | nindent 4 }}\n"
+        "    {{- end }}\n"
+        "spec:\n"
+        "  groups:\n"
+        + indented
+        + "{{- end }}\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Grafana dashboards
+# ---------------------------------------------------------------------------------------------------
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+SCHEMA_VERSION = 39
+
+WI_FILTER = 'source=~"$source",project=~"$project",team=~"$team",type=~"$type"'
+R2R_FILTER = WI_FILTER + ',environment=~"$environment"'
+DEP_FILTER = 'source=~"$source",service=~"$service",environment=~"$environment"'
+SRC_FILTER = 'source=~"$source"'
+
+# DORA performance bands (State of DevOps 2023), lowest-is-best metrics: elite below the first step.
+DAY = 86400
+WEEK = 7 * DAY
+MONTH = 30 * DAY
+
+
+def _steps(*pairs: tuple[str, float | None]) -> dict[str, Any]:
+    return {"mode": "absolute", "steps": [{"color": c, "value": v} for c, v in pairs]}
+
+
+BANDS_DURATION_LEAD = _steps(("dark-green", None), ("green", DAY), ("yellow", WEEK), ("red", MONTH))
+BANDS_RECOVERY = _steps(("dark-green", None), ("green", 3600), ("yellow", DAY), ("red", WEEK))
+BANDS_CFR = _steps(("dark-green", None), ("green", 0.05), ("yellow", 0.10), ("red", 0.15))
+# deployments per day: low < once a month <= medium < once a week <= high < once a day <= elite
+BANDS_DEPLOY_FREQ = _steps(("red", None), ("yellow", 1 / 30), ("green", 1 / 7), ("dark-green", 1))
+NEUTRAL = _steps(("green", None))
+
+
+def target(expr: str, legend: str = "", ref: str = "A", *, instant: bool = False, fmt: str = "time_series",
+           interval: str = "") -> dict[str, Any]:
+    t: dict[str, Any] = {
+        "datasource": DS,
+        "editorMode": "code",
+        "expr": expr,
+        "format": fmt,
+        "instant": instant,
+        "legendFormat": legend or "__auto",
+        "range": not instant,
+        "refId": ref,
+    }
+    if interval:
+        t["interval"] = interval
+    return t
+
+
+def targets(*items: tuple[str, str]) -> list[dict[str, Any]]:
+    return [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(items)]
+
+
+def _field_config(unit: str, thresholds: dict[str, Any] | None, custom: dict[str, Any] | None = None,
+                  **extra: Any) -> dict[str, Any]:
+    defaults: dict[str, Any] = {
+        "color": {"mode": "thresholds" if thresholds else "palette-classic"},
+        "thresholds": thresholds or NEUTRAL,
+        "unit": unit,
+    }
+    if custom is not None:
+        defaults["custom"] = custom
+    defaults.update(extra)
+    return {"defaults": defaults, "overrides": []}
+
+
+def timeseries(title: str, description: str, tgts: list[dict[str, Any]], unit: str, *, stack: bool = False,
+               bars: bool = False, thresholds: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    custom = {
+        "drawStyle": "bars" if bars else "line",
+        "fillOpacity": 60 if bars else (30 if stack else 10),
+        "lineWidth": 1,
+        "showPoints": "never",
+        "spanNulls": True,
+        "stacking": {"group": "A", "mode": "normal" if stack else "none"},
+        "thresholdsStyle": {"mode": "dashed" if thresholds else "off"},
+    }
+    fc = _field_config(unit, thresholds, custom, **extra)
+    fc["defaults"]["color"] = {"mode": "palette-classic"}
+    return {
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "fieldConfig": fc,
+        "options": {
+            "legend": {"calcs": ["lastNotNull"], "displayMode": "table", "placement": "bottom",
+                       "showLegend": True},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
+        "targets": tgts,
+    }
+
+
+def stat(title: str, description: str, tgts: list[dict[str, Any]], unit: str,
+         thresholds: dict[str, Any] | None = None, *, mappings: list[dict[str, Any]] | None = None,
+         graph: bool = True, **extra: Any) -> dict[str, Any]:
+    fc = _field_config(unit, thresholds, **extra)
+    if mappings:
+        fc["defaults"]["mappings"] = mappings
+    return {
+        "type": "stat",
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "fieldConfig": fc,
+        "options": {
+            "colorMode": "background" if thresholds else "value",
+            "graphMode": "area" if graph else "none",
+            "justifyMode": "auto",
+            "orientation": "auto",
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "textMode": "auto",
+        },
+        "targets": tgts,
+    }
+
+
+def bargauge(title: str, description: str, tgts: list[dict[str, Any]], unit: str,
+             thresholds: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "bargauge",
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "fieldConfig": _field_config(unit, thresholds, **extra),
+        "options": {
+            "displayMode": "gradient",
+            "orientation": "horizontal",
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "showUnfilled": True,
+        },
+        "targets": tgts,
+    }
+
+
+def heatmap(title: str, description: str, tgts: list[dict[str, Any]], unit: str) -> dict[str, Any]:
+    return {
+        "type": "heatmap",
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "fieldConfig": {"defaults": {"custom": {"hideFrom": {"legend": False, "tooltip": False,
+                                                             "viz": False}}},
+                        "overrides": []},
+        "options": {
+            "calculate": False,
+            "cellGap": 1,
+            "color": {"mode": "scheme", "scheme": "Oranges", "steps": 64},
+            "legend": {"show": True},
+            "tooltip": {"show": True, "yHistogram": False},
+            "yAxis": {"axisPlacement": "left", "unit": unit},
+        },
+        "targets": tgts,
+    }
+
+
+def layout(rows: list[list[tuple[dict[str, Any], int, int]]]) -> list[dict[str, Any]]:
+    """Place rows of (panel, width, height) left to right, top to bottom; number the panels."""
+    panels = []
+    y = 0
+    pid = 1
+    for row in rows:
+        x = 0
+        height = 0
+        for panel, w, h in row:
+            if x + w > 24:
+                raise ValueError(f"row too wide at {panel['title']!r}")
+            panel = {"id": pid, "gridPos": {"h": h, "w": w, "x": x, "y": y}, **panel}
+            panels.append(panel)
+            pid += 1
+            x += w
+            height = max(height, h)
+        y += height
+    return panels
+
+
+def query_var(name: str, label: str, query: str, description: str, *, multi: bool = True) -> dict[str, Any]:
+    var: dict[str, Any] = {
+        "current": {},
+        "datasource": DS,
+        "definition": query,
+        "description": description,
+        "hide": 0,
+        "includeAll": multi,
+        "label": label,
+        "multi": multi,
+        "name": name,
+        "options": [],
+        "query": {"qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
+        "refresh": 2,
+        "regex": "",
+        "skipUrlSync": False,
+        "sort": 1,
+        "type": "query",
+    }
+    if multi:
+        var["allValue"] = ".*"
+        var["current"] = {"selected": True, "text": ["All"], "value": ["$__all"]}
+    return var
+
+
+def template_vars(*, service: bool = False, window: bool = False) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [
+        {
+            "current": {},
+            "description": "Prometheus data source that scrapes cycletime-collector",
+            "hide": 0,
+            "includeAll": False,
+            "label": "Data source",
+            "multi": False,
+            "name": "datasource",
+            "options": [],
+            "query": "prometheus",
+            "refresh": 1,
+            "regex": "",
+            "skipUrlSync": False,
+            "type": "datasource",
+        },
+        query_var("source", "Source", "label_values(cycletime_source_up, source)",
+                  "Configured source (the `name` in the collector config)"),
+        query_var("project", "Project",
+                  'label_values(cycletime_work_item_lead_time_seconds_count{source=~"$source"}, project)',
+                  "Azure DevOps project or GitHub owner/repo"),
+        query_var("team", "Team",
+                  'label_values(cycletime_work_item_lead_time_seconds_count{source=~"$source",'
+                  'project=~"$project"}, team)',
+                  "Team, from the area path, iteration path, a field or a label"),
+        query_var("type", "Type",
+                  'label_values(cycletime_work_item_lead_time_seconds_count{source=~"$source",'
+                  'project=~"$project",team=~"$team"}, type)',
+                  "Work item type (User Story, Bug, Issue, ...)"),
+        query_var("environment", "Environment",
+                  'label_values(cycletime_deployments_total{source=~"$source"}, environment)',
+                  "Deployment environment"),
+    ]
+    if service:
+        out.append(query_var("service", "Service",
+                             'label_values(cycletime_deployments_total{source=~"$source",'
+                             'environment=~"$environment"}, service)',
+                             "Pipeline or repository that deploys"))
+    if window:
+        out.append(query_var("window", "Window",
+                             "label_values(cycletime_work_item_lead_time_window_count, window)",
+                             "Rolling window of the exact quantile gauges (collector `windows`)",
+                             multi=False))
+    return out
+
+
+def dashboard(uid: str, title: str, description: str, tags: list[str], panels: list[dict[str, Any]],
+              variables: list[dict[str, Any]], time_from: str = "now-90d") -> dict[str, Any]:
+    return {
+        "annotations": {"list": [{
+            "builtIn": 1,
+            "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+            "enable": True,
+            "hide": True,
+            "iconColor": "rgba(0, 211, 255, 1)",
+            "name": "Annotations & Alerts",
+            "type": "dashboard",
+        }]},
+        "description": description,
+        "editable": True,
+        "fiscalYearStartMonth": 0,
+        "graphTooltip": 1,
+        "links": [{
+            "asDropdown": True,
+            "includeVars": True,
+            "keepTime": True,
+            "tags": ["cycletime"],
+            "title": "cycletime dashboards",
+            "type": "dashboards",
+        }],
+        "panels": panels,
+        "refresh": "5m",
+        "schemaVersion": SCHEMA_VERSION,
+        "tags": ["cycletime", *tags],
+        "templating": {"list": variables},
+        "time": {"from": time_from, "to": "now"},
+        "timepicker": {},
+        "timezone": "utc",
+        "title": title,
+        "uid": uid,
+        "version": 1,
+        "weekStart": "",
+    }
+
+
+def _quantile_targets(metric: str, flt: str, legend_labels: str) -> list[dict[str, Any]]:
+    return targets(*[
+        (f'{metric}{{{flt},window="$window",quantile="{q}"}}', f"p{label} {legend_labels}")
+        for q, label in (("0.5", "50"), ("0.85", "85"), ("0.95", "95"))
+    ])
+
+
+QUANTILE_NOTE = (
+    " Quantiles are exact over the items whose end event lies in the rolling window (selector "
+    "`window`), with linear interpolation between closest ranks; one series per label set, they "
+    "cannot be averaged across teams."
+)
+
+
+def request_to_release() -> dict[str, Any]:
+    m = "cycletime_request_to_release_window_seconds"
+    definition = (
+        "Request-to-release time = finish of the first successful production deployment containing a "
+        "change linked to the work item - the work item's creation time."
+    )
+    panels = layout([
+        [
+            (stat("p85 request to release (worst matching series)",
+                  definition + " Largest p85 among the series that match the filters; narrow the filters "
+                  "to one team and type for its figure." + QUANTILE_NOTE,
+                  [target(f'max({m}{{{R2R_FILTER},window="$window",quantile="0.85"}})', "p85")],
+                  "dtdurations"), 6, 6),
+            (stat("p85 now vs 90 days ago",
+                  "Largest matching p85 request-to-release time now, 90 days ago, and the relative "
+                  "change (positive = slower). " + definition,
+                  [target(f'max({m}{{{R2R_FILTER},window="$window",quantile="0.85"}})', "now", "A"),
+                   target(f'max({m}{{{R2R_FILTER},window="$window",quantile="0.85"}} offset 90d)',
+                          "90 days ago", "B")],
+                  "dtdurations", graph=False), 6, 6),
+            (stat("p85 change vs 90 days ago",
+                  "Relative change of the largest matching p85 request-to-release time against 90 days "
+                  "ago: p85(now) / p85(90 days ago) - 1. Red when it got more than 10% slower.",
+                  [target(f'max({m}{{{R2R_FILTER},window="$window",quantile="0.85"}})\n/\n'
+                          f'max({m}{{{R2R_FILTER},window="$window",quantile="0.85"}} offset 90d)\n- 1',
+                          "change")],
+                  "percentunit", _steps(("green", None), ("yellow", 0), ("red", 0.1)), graph=False), 6, 6),
+            (stat("Items released in the window",
+                  "Number of released work items the quantiles are computed over "
+                  "(`cycletime_request_to_release_window_count`). A work item is released once, by the "
+                  "first successful production deployment that contains a linked change.",
+                  [target(f'sum(cycletime_request_to_release_window_count{{{R2R_FILTER},window="$window"}})',
+                          "items")],
+                  "short"), 6, 6),
+        ],
+        [
+            (timeseries("Request to release p50 / p85 / p95",
+                        definition + QUANTILE_NOTE,
+                        _quantile_targets(m, R2R_FILTER, "{{team}} {{type}} {{environment}}"), "s"), 24, 10),
+        ],
+        [
+            (bargauge("Distribution (items released in the time range)",
+                      "How many work items released in the selected time range fell into each "
+                      "request-to-release bucket (histogram `cycletime_request_to_release_seconds`, "
+                      "buckets 1h to 365d; the upper bound is shown). " + definition,
+                      [target(f"sum by (le) (increase(cycletime_request_to_release_seconds_bucket"
+                              f"{{{R2R_FILTER}}}[$__range]))", "{{le}}", instant=True, fmt="heatmap")],
+                      "short"), 10, 10),
+            (heatmap("Distribution over time",
+                     "Work items released per interval, by request-to-release bucket (seconds, upper "
+                     "bound). " + definition,
+                     [target(f"sum by (le) (increase(cycletime_request_to_release_seconds_bucket"
+                             f"{{{R2R_FILTER}}}[$__rate_interval]))", "{{le}}", fmt="heatmap",
+                             interval="1d")],
+                     "s"), 14, 10),
+        ],
+        [
+            (timeseries("Items released per week",
+                        "Work items released in the 7 days up to each point "
+                        "(`increase(cycletime_request_to_release_seconds_count[7d])`), per team.",
+                        [target(f"sum by (team) (increase(cycletime_request_to_release_seconds_count"
+                                f"{{{R2R_FILTER}}}[7d]))", "{{team}}", interval="1d")],
+                        "short", bars=True, stack=True), 24, 8),
+        ],
+    ])
+    return dashboard("cycletime-request-to-release", "Request to release",
+                     "From a work item's creation to the first production deployment of a linked change.",
+                     ["request-to-release"], panels, template_vars(window=True))
+
+
+def flow() -> dict[str, Any]:
+    lead = "cycletime_work_item_lead_time_window_seconds"
+    cycle = "cycletime_work_item_cycle_time_window_seconds"
+    lead_def = "Lead time = completion time - creation time of a work item (Azure DevOps Analytics' Lead Time)."
+    cycle_def = (
+        "Cycle time = completion time - first time the item entered In Progress or Resolved; items that "
+        "went straight to Completed have none (Azure DevOps Analytics' Cycle Time)."
+    )
+    panels = layout([
+        [
+            (stat("p85 lead time (worst matching series)",
+                  lead_def + " Largest p85 among the matching series." + QUANTILE_NOTE,
+                  [target(f'max({lead}{{{WI_FILTER},window="$window",quantile="0.85"}})', "p85")],
+                  "dtdurations"), 6, 5),
+            (stat("p85 cycle time (worst matching series)",
+                  cycle_def + " Largest p85 among the matching series." + QUANTILE_NOTE,
+                  [target(f'max({cycle}{{{WI_FILTER},window="$window",quantile="0.85"}})', "p85")],
+                  "dtdurations"), 6, 5),
+            (stat("Flow efficiency",
+                  "Flow efficiency = time in the In Progress category / lead time, over the items "
+                  "completed in the selected time range (from `cycletime_work_item_state_seconds_total` "
+                  "and `cycletime_work_item_lead_time_seconds_sum`).",
+                  [target(f'sum(increase(cycletime_work_item_state_seconds_total{{{WI_FILTER},'
+                          f'category="InProgress"}}[$__range]))\n/\n'
+                          f"sum(increase(cycletime_work_item_lead_time_seconds_sum{{{WI_FILTER}}}[$__range]))",
+                          "flow efficiency", instant=True)],
+                  "percentunit", _steps(("red", None), ("yellow", 0.15), ("green", 0.4)), graph=False,
+                  min=0, max=1), 6, 5),
+            (stat("Work in progress",
+                  "Items now in a non-terminal category other than Proposed (In Progress and Resolved).",
+                  [target(f'sum(cycletime_work_items_in_progress{{{WI_FILTER},'
+                          f'category=~"InProgress|Resolved"}})', "WIP")],
+                  "short"), 6, 5),
+        ],
+        [
+            (timeseries("Lead time p50 / p85 / p95", lead_def + QUANTILE_NOTE,
+                        _quantile_targets(lead, WI_FILTER, "{{team}} {{type}}"), "s"), 12, 9),
+            (timeseries("Cycle time p50 / p85 / p95", cycle_def + QUANTILE_NOTE,
+                        _quantile_targets(cycle, WI_FILTER, "{{team}} {{type}}"), "s"), 12, 9),
+        ],
+        [
+            (bargauge("Average time in state per completed item",
+                      "Time in state = total time the items completed in the selected time range spent in "
+                      "each state, divided by the number of those items "
+                      "(`cycletime_work_item_state_seconds_total` / completed items).",
+                      [target(f"sum by (state) (increase(cycletime_work_item_state_seconds_total"
+                              f"{{{WI_FILTER}}}[$__range]))\n/ on () group_left\n"
+                              f"sum(increase(cycletime_work_item_lead_time_seconds_count{{{WI_FILTER}}}"
+                              "[$__range]))", "{{state}}", instant=True)],
+                      "dtdurations"), 12, 9),
+            (timeseries("Flow efficiency over time",
+                        "Flow efficiency = time in the In Progress category / lead time, over the items "
+                        "completed in the rolling window before each point.",
+                        [target(f'sum(increase(cycletime_work_item_state_seconds_total{{{WI_FILTER},'
+                                f'category="InProgress"}}[$window]))\n/\n'
+                                f"sum(increase(cycletime_work_item_lead_time_seconds_sum{{{WI_FILTER}}}"
+                                "[$window]))", "flow efficiency", interval="1d")],
+                        "percentunit", min=0, max=1), 12, 9),
+        ],
+        [
+            (timeseries("WIP by category",
+                        "Work items now in each non-terminal category (Proposed, In Progress, Resolved): "
+                        "`cycletime_work_items_in_progress`.",
+                        [target(f"sum by (category) (cycletime_work_items_in_progress{{{WI_FILTER}}})",
+                                "{{category}}")],
+                        "short", stack=True), 12, 9),
+            (timeseries("Throughput per week",
+                        "Work items completed in the 7 days up to each point "
+                        "(`increase(cycletime_work_item_lead_time_seconds_count[7d])`), per type. Removed "
+                        "items are excluded; reopened items count once, at their final completion.",
+                        [target(f"sum by (type) (increase(cycletime_work_item_lead_time_seconds_count"
+                                f"{{{WI_FILTER}}}[7d]))", "{{type}}", interval="1d")],
+                        "short", bars=True, stack=True), 12, 9),
+        ],
+    ])
+    return dashboard("cycletime-flow", "Flow: lead time, cycle time, WIP, throughput",
+                     "Work item flow metrics from Azure Boards and GitHub issues.",
+                     ["flow"], panels, template_vars(window=True))
+
+
+def dora() -> dict[str, Any]:
+    dep = "cycletime_deployments_total"
+    clt = "cycletime_change_lead_time_window_seconds"
+    rec = "cycletime_failed_deployment_recovery_window_seconds"
+    bands = " Thresholds are the DORA performance bands (State of DevOps 2023): "
+    df_def = ("Deployment frequency = successful production deployments per day "
+              "(`cycletime_deployments_total{status=\"success\"}`).")
+    clt_def = ("Change lead time = finish of the first successful production deployment containing the "
+               "change - time of the change's first commit.")
+    cfr_def = "Change failure rate = failed production deployments / all production deployments."
+    rec_def = ("Failed deployment recovery time = next successful deployment - failed deployment, same "
+               "service and environment.")
+    df_bands = bands + "elite >= 1/day, high >= 1/week, medium >= 1/month, low below."
+    clt_bands = bands + "elite < 1 day, high < 1 week, medium < 1 month, low above."
+    cfr_bands = bands + "elite <= 5%, high <= 10%, medium <= 15%, low above."
+    rec_bands = bands + "elite < 1 hour, high < 1 day, medium < 1 week, low above."
+    panels = layout([
+        [
+            (stat("Deployment frequency (per day, 30d)", df_def + " Averaged over the last 30 days." + df_bands,
+                  [target(f'sum(increase({dep}{{{DEP_FILTER},status="success"}}[30d])) / 30', "per day")],
+                  "short", BANDS_DEPLOY_FREQ, decimals=2), 6, 6),
+            (stat("Change lead time p50 (worst matching series)",
+                  clt_def + " Largest p50 among the matching service/environment series." + QUANTILE_NOTE
+                  + clt_bands,
+                  [target(f'max({clt}{{{DEP_FILTER},window="$window",quantile="0.5"}})', "p50")],
+                  "dtdurations", BANDS_DURATION_LEAD), 6, 6),
+            (stat("Change failure rate (30d)", cfr_def + " Over the last 30 days." + cfr_bands,
+                  [target(f'sum(increase({dep}{{{DEP_FILTER},status="failure"}}[30d]))\n/\n'
+                          f'sum(increase({dep}{{{DEP_FILTER},status=~"success|failure"}}[30d]))', "CFR")],
+                  "percentunit", BANDS_CFR), 6, 6),
+            (stat("Failed deployment recovery time p50 (worst matching series)",
+                  rec_def + " Largest p50 among the matching series." + QUANTILE_NOTE + rec_bands,
+                  [target(f'max({rec}{{{DEP_FILTER},window="$window",quantile="0.5"}})', "p50")],
+                  "dtdurations", BANDS_RECOVERY), 6, 6),
+        ],
+        [
+            (timeseries("Deployment frequency per service / environment (per day, 7d)",
+                        df_def + " Averaged over the 7 days before each point." + df_bands,
+                        [target(f'sum by (service, environment) (increase({dep}{{{DEP_FILTER},'
+                                f'status="success"}}[7d])) / 7', "{{service}} {{environment}}",
+                                interval="1h")],
+                        "short", thresholds=BANDS_DEPLOY_FREQ), 12, 9),
+            (timeseries("Change lead time p50 / p85 per service / environment",
+                        clt_def + QUANTILE_NOTE + clt_bands,
+                        targets(
+                            (f'{clt}{{{DEP_FILTER},window="$window",quantile="0.5"}}',
+                             "p50 {{service}} {{environment}}"),
+                            (f'{clt}{{{DEP_FILTER},window="$window",quantile="0.85"}}',
+                             "p85 {{service}} {{environment}}"),
+                        ),
+                        "s", thresholds=BANDS_DURATION_LEAD), 12, 9),
+        ],
+        [
+            (timeseries("Change failure rate per service / environment (7d)",
+                        cfr_def + " Over the 7 days before each point (recording rule "
+                        "`source_service_environment:cycletime_change_failure_rate:ratio_7d`)." + cfr_bands,
+                        [target("source_service_environment:cycletime_change_failure_rate:ratio_7d"
+                                f"{{{DEP_FILTER}}}", "{{service}} {{environment}}")],
+                        "percentunit", thresholds=BANDS_CFR, min=0, max=1), 12, 9),
+            (timeseries("Failed deployment recovery time p50 / p85 per service / environment",
+                        rec_def + QUANTILE_NOTE + rec_bands,
+                        targets(
+                            (f'{rec}{{{DEP_FILTER},window="$window",quantile="0.5"}}',
+                             "p50 {{service}} {{environment}}"),
+                            (f'{rec}{{{DEP_FILTER},window="$window",quantile="0.85"}}',
+                             "p85 {{service}} {{environment}}"),
+                        ),
+                        "s", thresholds=BANDS_RECOVERY), 12, 9),
+        ],
+        [
+            (bargauge("Deployments in the time range by status",
+                      "Deployments finished in the selected time range per service, environment and status "
+                      "(success / failure).",
+                      [target(f"sum by (service, environment, status) (increase({dep}{{{DEP_FILTER}}}"
+                              "[$__range]))", "{{service}} {{environment}} {{status}}", instant=True)],
+                      "short"), 12, 8),
+            (bargauge("Change lead time distribution (changes deployed in the time range)",
+                      "Changes deployed in the selected time range per change-lead-time bucket "
+                      "(histogram `cycletime_change_lead_time_seconds`, upper bound shown). " + clt_def,
+                      [target("sum by (le) (increase(cycletime_change_lead_time_seconds_bucket"
+                              f"{{{DEP_FILTER}}}[$__range]))", "{{le}}", instant=True, fmt="heatmap")],
+                      "short"), 12, 8),
+        ],
+    ])
+    return dashboard("cycletime-dora", "DORA metrics",
+                     "Deployment frequency, change lead time, change failure rate and failed deployment "
+                     "recovery time per service and environment.",
+                     ["dora"], panels, template_vars(service=True, window=True))
+
+
+def collector_health() -> dict[str, Any]:
+    panels = layout([
+        [
+            (stat("Source up",
+                  "1 when the last poll of the source succeeded (`cycletime_source_up`).",
+                  [target(f"cycletime_source_up{{{SRC_FILTER}}}", "{{source}}")],
+                  "none", _steps(("red", None), ("green", 1)), graph=False,
+                  mappings=[{"options": {"0": {"color": "red", "index": 0, "text": "DOWN"},
+                                         "1": {"color": "green", "index": 1, "text": "UP"}},
+                             "type": "value"}]), 8, 6),
+            (stat("Last successful poll",
+                  "Time since the end of the last successful poll of each source "
+                  "(`time() - cycletime_source_last_success_timestamp_seconds`). The stale-data alert fires "
+                  "after about three poll intervals.",
+                  [target(f"time() - cycletime_source_last_success_timestamp_seconds{{{SRC_FILTER}}}",
+                          "{{source}}")],
+                  "dtdurations", _steps(("green", None), ("yellow", 900), ("red", 1200)), graph=False), 8, 6),
+            (stat("API rate-limit budget",
+                  "Last rate-limit budget reported by each source's API "
+                  "(`cycletime_api_rate_limit_remaining`): requests left in the current window.",
+                  [target(f"cycletime_api_rate_limit_remaining{{{SRC_FILTER}}}", "{{source}}")],
+                  "short", _steps(("red", None), ("yellow", 100), ("green", 500))), 8, 6),
+        ],
+        [
+            (timeseries("Poll duration p50 / p95",
+                        "Duration of the polls of each source, from the histogram "
+                        "`cycletime_source_poll_duration_seconds` (quantiles estimated from the buckets).",
+                        targets(
+                            ("histogram_quantile(0.5, sum by (source, le) (rate("
+                             f"cycletime_source_poll_duration_seconds_bucket{{{SRC_FILTER}}}[1h])))",
+                             "p50 {{source}}"),
+                            ("histogram_quantile(0.95, sum by (source, le) (rate("
+                             f"cycletime_source_poll_duration_seconds_bucket{{{SRC_FILTER}}}[1h])))",
+                             "p95 {{source}}"),
+                        ), "s"), 12, 8),
+            (timeseries("API requests by status code",
+                        "HTTP requests sent to each source's API per second, by response status code "
+                        "(`cycletime_api_requests_total`).",
+                        [target(f"sum by (source, code) (rate(cycletime_api_requests_total{{{SRC_FILTER}}}"
+                                "[$__rate_interval]))", "{{source}} {{code}}")],
+                        "reqps", stack=True), 12, 8),
+        ],
+        [
+            (timeseries("API rate-limit budget",
+                        "Rate-limit budget reported by each source's API over time "
+                        "(`cycletime_api_rate_limit_remaining`).",
+                        [target(f"cycletime_api_rate_limit_remaining{{{SRC_FILTER}}}", "{{source}}")],
+                        "short"), 12, 8),
+            (timeseries("Rejected records",
+                        "Input records skipped as invalid per interval, by source and reason "
+                        "(`cycletime_records_rejected_total`); they are missing from every figure.",
+                        [target(f"sum by (source, reason) (increase(cycletime_records_rejected_total"
+                                f"{{{SRC_FILTER}}}[$__rate_interval]))", "{{source}} {{reason}}")],
+                        "short", bars=True, stack=True), 12, 8),
+        ],
+    ])
+    return dashboard("cycletime-collector-health", "cycletime-collector health",
+                     "Is the collector polling its sources, how fast, and within the APIs' budgets?",
+                     ["health"], panels, template_vars(), time_from="now-24h")
+
+
+DASHBOARDS = {
+    "request-to-release.json": request_to_release,
+    "flow.json": flow,
+    "dora.json": dora,
+    "collector-health.json": collector_health,
+}
+
+
+def dump_json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def outputs() -> dict[Path, str]:
+    files: dict[Path, str] = {}
+    for name, build in DASHBOARDS.items():
+        text = dump_json(build())
+        files[GRAFANA_DIR / name] = text
+        files[CHART_DASHBOARDS_DIR / name] = text
+    files[RULES_FILE] = render_rules_yaml()
+    files[RULE_TEMPLATE_FILE] = render_rule_template()
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a generated file is out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, text in outputs().items():
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        stale.append(path)
+        if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    # dashboards removed from DASHBOARDS must not linger in the chart
+    for directory in (GRAFANA_DIR, CHART_DASHBOARDS_DIR):
+        for extra in sorted(directory.glob("*.json")) if directory.exists() else []:
+            if extra.name not in DASHBOARDS:
+                stale.append(extra)
+                if not args.check:
+                    extra.unlink()
+    for path in stale:
+        print(f"{'out of date' if args.check else 'wrote'}: {path.relative_to(ROOT)}")
+    return 1 if (args.check and stale) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

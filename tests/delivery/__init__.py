@@ -1,0 +1,1 @@
+"""Tests of the delivery artefacts: Prometheus rules, Grafana dashboards, Helm chart."""

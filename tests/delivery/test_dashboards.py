@@ -1,0 +1,165 @@
+"""config/grafana/*.json: structure, contract metrics only, valid PromQL, generator is a no-op."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from .dashboard_queries import iter_panel_queries, iter_panels, iter_variable_queries, load_dashboards, substitute
+from .promql import (
+    CHART_DIR,
+    CONTRACT_METRICS,
+    GRAFANA_DIR,
+    ROOT,
+    check_exprs_with_promtool,
+    metric_names,
+    recording_rule_names,
+)
+
+EXPECTED = {"request-to-release.json", "flow.json", "dora.json", "collector-health.json"}
+REQUIRED_VARIABLES = {"datasource", "source", "project", "team", "type", "environment"}
+DS_REF = {"type": "prometheus", "uid": "${datasource}"}
+
+DASHBOARDS = load_dashboards()
+
+
+def test_the_four_dashboards_exist() -> None:
+    assert set(DASHBOARDS) == EXPECTED
+
+
+def test_uids_and_titles_unique() -> None:
+    uids = [d["uid"] for d in DASHBOARDS.values()]
+    titles = [d["title"] for d in DASHBOARDS.values()]
+    assert len(set(uids)) == len(uids)
+    assert len(set(titles)) == len(titles)
+    assert all(uid and len(uid) <= 40 for uid in uids)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_dashboard_structure(name: str) -> None:
+    d = DASHBOARDS[name]
+    assert d["title"]
+    assert d["schemaVersion"] == 39
+    assert d["time"]["from"] and d["time"]["to"]
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert set(variables) >= REQUIRED_VARIABLES
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for var in variables.values():
+        if var["type"] == "query":
+            assert var["datasource"] == DS_REF
+            assert var["definition"].startswith("label_values(")
+            if var["name"] != "window":
+                assert var["multi"] and var["includeAll"] and var["allValue"] == ".*", var["name"]
+    ids = set()
+    for panel in iter_panels(d):
+        where = f"{name}: {panel.get('title')!r}"
+        assert isinstance(panel["id"], int) and panel["id"] not in ids, where
+        ids.add(panel["id"])
+        assert panel["type"] in {"timeseries", "stat", "bargauge", "heatmap", "table", "gauge", "barchart"}
+        assert panel["title"], where
+        assert len(panel.get("description", "")) >= 40, f"{where}: needs a description of the figure"
+        grid = panel["gridPos"]
+        assert {"h", "w", "x", "y"} <= set(grid), where
+        assert grid["w"] > 0 and grid["h"] > 0 and grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, where
+        assert panel["datasource"] == DS_REF, where
+        assert panel["targets"], f"{where}: no query"
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(set(refs)) == len(refs), where
+        for t in panel["targets"]:
+            assert t["expr"].strip() and t["refId"], where
+            assert t.get("datasource", DS_REF) == DS_REF, where
+        unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit")
+        if panel["type"] != "heatmap":
+            assert unit, f"{where}: set a unit"
+
+
+def _no_overlap(panels: list[dict[str, Any]]) -> None:
+    cells = set()
+    for p in panels:
+        g = p["gridPos"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']!r} overlaps another panel"
+                cells.add((x, y))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_panels_do_not_overlap(name: str) -> None:
+    _no_overlap(list(iter_panels(DASHBOARDS[name])))
+
+
+def test_issue_contents() -> None:
+    def exprs(name: str) -> str:
+        return "\n".join(t["expr"] for p in iter_panels(DASHBOARDS[name]) for t in p["targets"])
+
+    r2r = exprs("request-to-release.json")
+    for q in ("0.5", "0.85", "0.95"):
+        assert 'cycletime_request_to_release_window_seconds{source=~"$source"' in r2r and f'"{q}"' in r2r
+    assert "cycletime_request_to_release_seconds_bucket" in r2r
+    assert "increase(cycletime_request_to_release_seconds_count" in r2r and "[7d]" in r2r
+    assert "offset 90d" in r2r
+    flow = exprs("flow.json")
+    for needle in ("cycletime_work_item_lead_time_window_seconds", "cycletime_work_item_cycle_time_window_seconds",
+                   "cycletime_work_item_state_seconds_total", 'category="InProgress"',
+                   "cycletime_work_items_in_progress", "increase(cycletime_work_item_lead_time_seconds_count"):
+        assert needle in flow, needle
+    dora = exprs("dora.json")
+    for needle in ("cycletime_deployments_total", "cycletime_change_lead_time_window_seconds",
+                   'status="failure"', "cycletime_failed_deployment_recovery_window_seconds"):
+        assert needle in dora, needle
+    dora_steps = [p["fieldConfig"]["defaults"]["thresholds"]["steps"] for p in iter_panels(DASHBOARDS["dora.json"])
+                  if p["type"] == "stat"]
+    assert len(dora_steps) == 4 and all(len(s) == 4 for s in dora_steps), "DORA bands: elite/high/medium/low"
+    health = exprs("collector-health.json")
+    for needle in ("cycletime_source_up", "cycletime_source_last_success_timestamp_seconds",
+                   "cycletime_source_poll_duration_seconds_bucket", "cycletime_api_requests_total",
+                   "cycletime_api_rate_limit_remaining", "cycletime_records_rejected_total"):
+        assert needle in health, needle
+
+
+def test_only_contract_metrics_and_recording_rules() -> None:
+    known = CONTRACT_METRICS | recording_rule_names()
+    problems = []
+    queries = list(iter_panel_queries()) + list(iter_variable_queries())
+    assert len(queries) > 40
+    for q in queries:
+        used = metric_names(q.expr)
+        if not used:
+            problems.append(f"{q[0]} {q[1]!r}: selects no metric: {q.expr}")
+        elif not used <= known:
+            problems.append(f"{q[0]} {q[1]!r}: not a contract metric: {sorted(used - known)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_query_is_valid_promql() -> None:
+    items = [(f"{q.dashboard} {q.panel!r}", q.expr) for q in iter_panel_queries()]
+    items += [(f"{q.dashboard} ${q.variable}", q.expr) for q in iter_variable_queries()]
+    result = check_exprs_with_promtool(items)
+    if result.returncode != 0:  # name the culprit: check one by one
+        bad = [f"{where}: {expr}\n{r.stdout}{r.stderr}" for where, expr in items
+               if (r := check_exprs_with_promtool([(where, expr)])).returncode != 0]
+        pytest.fail("invalid PromQL:\n" + "\n".join(bad or [result.stdout + result.stderr]), pytrace=False)
+    assert f"SUCCESS: {len(items)} rules found" in result.stdout
+
+
+def test_substitution() -> None:
+    assert substitute('x{a=~"$source"}[$__rate_interval] ${team}') == 'x{a=~".*"}[5m] .*'
+    assert substitute("[$window]", {"window": "7d"}) == "[7d]"
+    with pytest.raises(KeyError):
+        substitute("$nope")
+
+
+def test_generator_is_a_no_op() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_dashboards.py"), "--check"],
+                            capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, "generated files are out of date, run `make dashboards`:\n" + result.stdout
+
+
+def test_chart_copies_equal_config_grafana() -> None:
+    copies = {p.name: p.read_bytes() for p in sorted((CHART_DIR / "dashboards").glob("*.json"))}
+    originals = {p.name: p.read_bytes() for p in sorted(GRAFANA_DIR.glob("*.json"))}
+    assert copies == originals
