@@ -1,0 +1,134 @@
+"""`make demo`: the sandbox, `cycletime serve` against it, and (if installed) a Prometheus scraping it.
+
+Everything runs on 127.0.0.1 with no credentials. Ctrl-C stops everything this script started.
+`--once` waits until the collector is ready, prints a few figures and stops (used by the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+SANDBOX_PORT, COLLECTOR_PORT, PROMETHEUS_PORT = 8089, 9184, 9090
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def wait_for(url: str, seconds: float, procs: list[subprocess.Popen]) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise SystemExit(f"demo: {proc.args[2:4]} exited with code {proc.returncode}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def prometheus_config(directory: Path) -> Path:
+    rules = ROOT / "config" / "prometheus" / "rules.yaml"
+    cfg = directory / "prometheus.yml"
+    cfg.write_text(
+        "global: {scrape_interval: 15s, evaluation_interval: 15s}\n"
+        + (f"rule_files: ['{rules}']\n" if rules.exists() else "")
+        + "scrape_configs:\n  - job_name: cycletime\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{COLLECTOR_PORT}']}}]\n")
+    return cfg
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--once", action="store_true", help="stop once the collector is ready")
+    parser.add_argument("--fresh", action="store_true", help="start from an empty store (.demo/)")
+    args = parser.parse_args()
+    busy = [p for p in (SANDBOX_PORT, COLLECTOR_PORT) if not port_free(p)]
+    if busy:
+        print(f"demo: port(s) {busy} on 127.0.0.1 are in use; stop what uses them and retry", file=sys.stderr)
+        return 1
+    if args.fresh:
+        shutil.rmtree(ROOT / ".demo", ignore_errors=True)
+    (ROOT / ".demo").mkdir(exist_ok=True)
+    py = sys.executable
+    procs: list[subprocess.Popen] = []
+    log_dir = ROOT / ".demo"
+    try:
+        procs.append(subprocess.Popen([py, "-m", "collector", "sandbox", "--port", str(SANDBOX_PORT)], cwd=ROOT,
+                                      stdout=open(log_dir / "sandbox.log", "w"), stderr=subprocess.STDOUT))
+        if not wait_for(f"http://127.0.0.1:{SANDBOX_PORT}/_sandbox/stats", 60, procs):
+            print("demo: the sandbox did not start; see .demo/sandbox.log", file=sys.stderr)
+            return 1
+        procs.append(subprocess.Popen([py, "-m", "collector", "serve", "--config", "config/demo.yaml",
+                                       "--log-format", "json"], cwd=ROOT,
+                                      stdout=open(log_dir / "collector.log", "w"), stderr=subprocess.STDOUT))
+        base = f"http://127.0.0.1:{COLLECTOR_PORT}"
+        print(f"demo: sandbox on http://127.0.0.1:{SANDBOX_PORT}; collector syncing (log: .demo/collector.log)…",
+              flush=True)
+        if not wait_for(f"{base}/readyz", 300, procs):
+            print("demo: the collector did not become ready within 300 s; see .demo/collector.log", file=sys.stderr)
+            return 1
+        print(f"\n  landing page:  {base}/\n  metrics:       {base}/metrics", flush=True)
+        prometheus = shutil.which("prometheus")
+        if prometheus and port_free(PROMETHEUS_PORT):
+            tmp = Path(tempfile.mkdtemp(prefix="cycletime-demo-prom-"))
+            procs.append(subprocess.Popen(
+                [prometheus, f"--config.file={prometheus_config(tmp)}", f"--storage.tsdb.path={tmp / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"],
+                stdout=open(log_dir / "prometheus.log", "w"), stderr=subprocess.STDOUT))
+            print(f"  prometheus:    http://127.0.0.1:{PROMETHEUS_PORT}/  (scraping the collector, shipped rules)")
+        else:
+            print("  prometheus:    not started (no `prometheus` binary, or port 9090 busy)")
+        metrics = requests.get(f"{base}/metrics", timeout=10).text
+        headline = [line for line in metrics.splitlines()
+                    if line.startswith("cycletime_request_to_release_window_seconds") and 'window="30d"' in line
+                    and 'quantile="0.85"' in line]
+        print("\n  p85 request-to-release over the last 30 days:")
+        for line in headline[:6]:
+            labels, value = line.rsplit(" ", 1)
+            print(f"    {float(value) / 86400:6.1f} days  {labels}")
+        if args.once:
+            return 0
+        print("\nCtrl-C stops everything.", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+        print("demo: a component exited; stopping", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    sys.exit(main())

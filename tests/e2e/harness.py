@@ -1,0 +1,142 @@
+"""Real processes for end-to-end tests: the sandbox, `cycletime serve` and a Prometheus server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check: Callable[[], Any], seconds: float, what: str, interval: float = 0.25) -> Any:
+    deadline = time.time() + seconds
+    last: Any = None
+    while time.time() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except requests.RequestException as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {seconds}s waiting for {what} (last: {last!r})")
+
+
+def collector_config(tmp: Path, sandbox_url: str, token: str, port: int, store: str | None = None,
+                     poll_interval: str = "10m") -> Path:
+    """The demo's three kinds of source against a sandbox at ``sandbox_url``."""
+    cfg = tmp / "cycletime.yaml"
+    cfg.write_text(f"""
+listen: 127.0.0.1:{port}
+store: {store or f"sqlite:///{tmp}/store.db"}
+poll_interval: {poll_interval}
+history: 400d
+sources:
+  - name: boards
+    kind: azure_boards
+    organization_url: {sandbox_url}/contoso
+    project: Fabrikam
+    token: {token}
+  - name: pipelines
+    kind: azure_pipelines
+    organization_url: {sandbox_url}/contoso
+    project: Fabrikam
+    token: {token}
+  - name: github
+    kind: github
+    base_url: {sandbox_url}/api/v3
+    token: {token}
+    repositories: [contoso/web]
+    deployments_from: deployments
+""")
+    return cfg
+
+
+class Serve:
+    """`cycletime serve` as a subprocess, with its log captured to a file."""
+
+    def __init__(self, config: Path, port: int, log: Path) -> None:
+        self.config, self.port, self.log = config, port, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_within: float = 180) -> Serve:
+        self.proc = subprocess.Popen([sys.executable, "-m", "collector", "serve", "--config", str(self.config),
+                                      "--log-format", "json"], cwd=ROOT, stdout=open(self.log, "ab"),
+                                     stderr=subprocess.STDOUT)
+
+        def ready() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, f"serve exited: {self.log.read_text()[-2000:]}"
+            return requests.get(f"{self.url}/readyz", timeout=5).status_code == 200
+
+        wait_until(ready, ready_within, "cycletime serve /readyz")
+        return self
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+
+class Prometheus:
+    """A real Prometheus (Debian package) on 127.0.0.1 with a temporary config and data dir."""
+
+    def __init__(self, targets: list[str], rule_files: list[Path] | None = None) -> None:
+        binary = shutil.which("prometheus")
+        assert binary, "prometheus (Debian package `prometheus`) is required: `make test` installs it"
+        self.dir = Path(tempfile.mkdtemp(prefix="cycletime-prom-"))
+        self.port = free_port()
+        rules = "".join(f"  - {p}\n" for p in rule_files or [])
+        (self.dir / "prometheus.yml").write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            + (f"rule_files:\n{rules}" if rules else "")
+            + "scrape_configs:\n  - job_name: cycletime\n    static_configs:\n"
+            + f"      - targets: [{', '.join(repr(t) for t in targets)}]\n")
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=open(self.dir / "log", "wb"), stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_until(lambda: requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200, 60, "prometheus ready")
+
+    def targets_up(self) -> bool:
+        active = requests.get(f"{self.url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        return bool(active) and all(t["health"] == "up" for t in active)
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        body = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10).json()
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)

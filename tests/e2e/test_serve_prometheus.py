@@ -1,0 +1,124 @@
+"""End to end: sandbox → `cycletime serve` (subprocess) → a real Prometheus; restarts; the landing page."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from collector.config import load_config
+from collector.sandbox.app import Sandbox, SandboxOptions
+from collector.store import Store
+from exporters.prometheus import MetricsCache, Settings
+from harness import ROOT, Prometheus, Serve, collector_config, free_port, wait_until
+
+TOKEN = "e2e-Secret-Token-4f1d9c"
+
+#: families derived from the store's data: equal across restarts while the data do not change
+DATA_FAMILIES = ("cycletime_work_item_lead_time_seconds", "cycletime_work_item_cycle_time_seconds",
+                 "cycletime_request_to_release_seconds", "cycletime_change_lead_time_seconds",
+                 "cycletime_failed_deployment_recovery_seconds", "cycletime_work_item_state_seconds",
+                 "cycletime_deployments")
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset], float]:
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    sandbox = Sandbox(SandboxOptions(seed=11, work_items=300, token=TOKEN)).start()
+    port = free_port()
+    config = collector_config(tmp, sandbox.url, TOKEN, port)
+    serve = Serve(config, port, tmp / "serve.log").start()
+    prometheus = Prometheus([f"127.0.0.1:{port}"], [ROOT / "config" / "prometheus" / "rules.yaml"])
+    try:
+        wait_until(prometheus.targets_up, 60, "prometheus scraping the collector")
+        wait_until(lambda: prometheus.query("cycletime_source_up"), 30, "first samples in prometheus")
+        yield {"tmp": tmp, "sandbox": sandbox, "serve": serve, "prometheus": prometheus, "config": config}
+    finally:
+        prometheus.stop()
+        if serve.proc and serve.proc.poll() is None:
+            serve.stop()
+        sandbox.stop()
+
+
+def test_prometheus_sees_what_compute_produced(world: dict) -> None:
+    prom: Prometheus = world["prometheus"]
+    config = load_config(world["config"])
+    expected = MetricsCache(Store(config.store), Settings.from_config(config))
+    exp = {(s.name, frozenset(s.labels.items())): s.value
+           for f in text_string_to_metric_families(expected.exposition().decode()) for s in f.samples}
+
+    up = {r["metric"]["source"]: float(r["value"][1]) for r in prom.query("cycletime_source_up")}
+    assert up == {"boards": 1.0, "pipelines": 1.0, "github": 1.0}
+
+    counts = prom.query("cycletime_work_item_lead_time_seconds_count")
+    assert counts, "no lead time histogram in prometheus"
+    for r in counts:
+        labels = {k: v for k, v in r["metric"].items() if k not in ("job", "instance")}
+        assert float(r["value"][1]) == exp[("cycletime_work_item_lead_time_seconds_count", frozenset(labels.items()))]
+
+    quantiles = prom.query('cycletime_work_item_cycle_time_window_seconds{window="90d",quantile="0.85"}')
+    assert quantiles, "no 90d p85 cycle time in prometheus"
+    for r in quantiles:
+        labels = {k: v for k, v in r["metric"].items() if k not in ("job", "instance")}
+        assert float(r["value"][1]) == pytest.approx(
+            exp[("cycletime_work_item_cycle_time_window_seconds", frozenset(labels.items()))])
+
+    r2r = prom.query("sum(cycletime_request_to_release_seconds_count)")
+    assert r2r and float(r2r[0]["value"][1]) > 0, "no work item was released end to end"
+    deployments = prom.query('sum by (status) (cycletime_deployments_total{environment="production"})')
+    assert {r["metric"]["status"] for r in deployments} == {"success", "failure"}
+
+
+def test_rules_load_and_evaluate(world: dict) -> None:
+    prom: Prometheus = world["prometheus"]
+    groups = requests.get(f"{prom.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    assert rules and all(r["health"] == "ok" for r in rules), [r for r in rules if r["health"] != "ok"]
+
+
+def test_landing_page_renders_in_chromium_without_secrets(world: dict) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium (Debian package) is required: `make test` installs it"
+    serve: Serve = world["serve"]
+    profile = world["tmp"] / "chromium-profile"
+    shot = world["tmp"] / "landing.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", f"{serve.url}/"], capture_output=True, text=True,
+                         timeout=120)
+    assert "cycletime-collector" in dom.stdout and "<table>" in dom.stdout
+    for name in ("boards", "pipelines", "github", "azure_boards", "Rate-limit budget"):
+        assert name in dom.stdout
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,600", f"{serve.url}/"],
+                   capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 5000
+    metrics = requests.get(f"{serve.url}/metrics", timeout=10).text
+    for text in (dom.stdout, metrics, serve.log.read_text()):
+        assert TOKEN not in text
+
+
+def test_restart_keeps_every_counter_and_bucket(world: dict) -> None:
+    serve: Serve = world["serve"]
+    before = scrape(serve.url)
+    assert serve.stop() == 0, "serve must exit 0 on SIGTERM"
+    serve.start()
+    after = scrape(serve.url)
+    data_before = {k: v for k, v in before.items() if k[0].startswith(DATA_FAMILIES)}
+    data_after = {k: v for k, v in after.items() if k[0].startswith(DATA_FAMILIES)}
+    assert data_before and data_after == data_before
+    for key, value in before.items():
+        if key[0].startswith(("cycletime_api_requests_total", "cycletime_source_poll_duration_seconds")):
+            assert after[key] >= value, key  # self counters never go back: Prometheus sees no reset
+    time.sleep(0.1)
