@@ -6,17 +6,16 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
+from harness import ROOT, Prometheus, Serve, collector_config, free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import load_config
 from collector.sandbox.app import Sandbox, SandboxOptions
 from collector.store import Store
 from exporters.prometheus import MetricsCache, Settings
-from harness import ROOT, Prometheus, Serve, collector_config, free_port, wait_until
 
 TOKEN = "e2e-Secret-Token-4f1d9c"
 
