@@ -1,0 +1,89 @@
+{{/* Chart name, truncated to the 63 characters of a DNS label. */}}
+{{- define "cycletime-collector.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-chart, or the release name when it already contains the chart name. */}}
+{{- define "cycletime-collector.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "cycletime-collector.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "cycletime-collector.labels" -}}
+helm.sh/chart: {{ include "cycletime-collector.chart" . }}
+{{ include "cycletime-collector.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: cycletime-collector
+{{- end }}
+
+{{- define "cycletime-collector.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "cycletime-collector.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "cycletime-collector.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "cycletime-collector.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* An external PostgreSQL store is configured. */}}
+{{- define "cycletime-collector.usesPostgres" -}}
+{{- if or .Values.postgresql.url .Values.postgresql.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* The SQLite store lives on a PersistentVolumeClaim (created or existing). */}}
+{{- define "cycletime-collector.usesPVC" -}}
+{{- if and (not (include "cycletime-collector.usesPostgres" .)) .Values.persistence.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "cycletime-collector.claimName" -}}
+{{- .Values.persistence.existingClaim | default (printf "%s-data" (include "cycletime-collector.fullname" .)) }}
+{{- end }}
+
+{{/* The chart creates a Secret when it has something to hold: tokens (without existingSecret) or the PostgreSQL URL. */}}
+{{- define "cycletime-collector.createSecret" -}}
+{{- if or (and (not .Values.secret.existingSecret) .Values.secret.tokens) .Values.postgresql.url }}true{{ end }}
+{{- end }}
+
+{{- define "cycletime-collector.secretName" -}}
+{{- printf "%s-secrets" (include "cycletime-collector.fullname" .) }}
+{{- end }}
+
+{{/* The Secret whose keys become environment variables (tokens). */}}
+{{- define "cycletime-collector.envSecretName" -}}
+{{- if .Values.secret.existingSecret }}
+{{- .Values.secret.existingSecret }}
+{{- else if include "cycletime-collector.createSecret" . }}
+{{- include "cycletime-collector.secretName" . }}
+{{- end }}
+{{- end }}
+
+{{/* The store URL written into config.yaml. */}}
+{{- define "cycletime-collector.storeUrl" -}}
+{{- if include "cycletime-collector.usesPostgres" . }}
+{{- print "${CYCLETIME_STORE_URL}" }}
+{{- else }}
+{{- /* four slashes: an absolute path for SQLAlchemy */ -}}
+{{- printf "sqlite:///%s/cycletime.db" (.Values.persistence.mountPath | trimSuffix "/") }}
+{{- end }}
+{{- end }}
+
+{{- define "cycletime-collector.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}

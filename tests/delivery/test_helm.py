@@ -1,0 +1,353 @@
+"""helm/cycletime-collector: lint, render variants, Kubernetes schema validation, concrete properties."""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+from .promql import CHART_DIR, GRAFANA_DIR, load_rules, run_promtool
+
+RELEASE = "ct"
+NAMESPACE = "monitoring"
+FULLNAME = "ct-cycletime-collector"
+CORE_KINDS = {"Deployment", "Service", "ConfigMap", "Secret", "PersistentVolumeClaim", "ServiceAccount"}
+#: oldest supported (Chart.yaml kubeVersion) and newest schemas shipped with kubernetes-validate
+KUBE_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
+
+SOURCES = [
+    {"name": "boards", "kind": "azure_boards", "organization_url": "https://dev.azure.com/contoso",
+     "project": "Fabrikam", "token": "${AZURE_DEVOPS_TOKEN}", "team_from": "area_path"},
+    {"name": "github", "kind": "github", "token": "${GITHUB_TOKEN}", "repositories": ["contoso/web", "contoso/api"]},
+]
+TOKENS = {"AZURE_DEVOPS_TOKEN": "azdo-secret-value", "GITHUB_TOKEN": "ghp_secret_value"}
+WITH_SOURCES = {"config": {"sources": SOURCES}, "secret": {"tokens": TOKENS}}
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "sources+tokens": WITH_SOURCES,
+    "existingSecret": {"config": {"sources": SOURCES}, "secret": {"existingSecret": "my-tokens"}},
+    "postgresql-url": {**WITH_SOURCES, "postgresql": {"url": "postgresql://ct:pw@db:5432/cycletime"}},
+    "postgresql-existingSecret": {"config": {"sources": SOURCES}, "secret": {"existingSecret": "my-tokens"},
+                                  "postgresql": {"existingSecret": "db", "existingSecretKey": "dsn"}},
+    "no-persistence": {**WITH_SOURCES, "persistence": {"enabled": False}},
+    "existingClaim": {**WITH_SOURCES, "persistence": {"existingClaim": "old-data"}},
+    "monitoring-on": {**WITH_SOURCES, "serviceMonitor": {"enabled": True, "additionalLabels": {"release": "kps"}},
+                      "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True}},
+    "monitoring-on-custom": {
+        **WITH_SOURCES,
+        "serviceMonitor": {"enabled": True, "stableInstanceLabel": False,
+                           "endpointConfig": {"basicAuth": {"username": {"name": "a", "key": "u"},
+                                                            "password": {"name": "a", "key": "p"}}}},
+        "prometheusRule": {"enabled": True, "thresholds": {"changeFailureRate": 0.25, "staleAfterSeconds": 3900,
+                                                           "sourceDownFor": "30m"}},
+        "dashboards": {"enabled": True, "namespace": "grafana", "annotations": {"grafana_folder": "Delivery"}},
+    },
+}
+
+
+@cache
+def render(variant: str) -> tuple[dict[str, Any], ...]:
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        manifests = chart.render(VARIANTS[variant], name=RELEASE, namespace=NAMESPACE)
+    docs = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith(".txt"):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return tuple(docs)
+
+
+def notes(values: dict[str, Any]) -> str:
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    return next(v for k, v in manifests.items() if k.endswith("NOTES.txt"))
+
+
+def by_kind(variant: str, kind: str) -> list[dict[str, Any]]:
+    return [d for d in render(variant) if d["kind"] == kind]
+
+
+def one(variant: str, kind: str) -> dict[str, Any]:
+    found = by_kind(variant, kind)
+    assert len(found) == 1, f"{variant}: expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def container(variant: str) -> dict[str, Any]:
+    return one(variant, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+def config_of(variant: str) -> dict[str, Any]:
+    return yaml.safe_load(one(variant, "ConfigMap")["data"]["config.yaml"]) if variant else {}
+
+
+def env(variant: str) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container(variant).get("env", [])}
+
+
+def volumes(variant: str) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in one(variant, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+
+
+# --------------------------------------------------------------------------- lint and schemas
+
+
+def test_lint_strict() -> None:
+    report = helm_python.lint(CHART_DIR, strict=True)
+    assert report["errors"] == [], report
+    assert not [m for m in report["messages"] if m["severity"] >= 2], report
+
+
+def test_lint_strict_with_every_variant() -> None:
+    for name, values in VARIANTS.items():
+        report = helm_python.lint(CHART_DIR, values, strict=True)
+        assert report["errors"] == [] and not [m for m in report["messages"] if m["severity"] >= 2], (name, report)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_core_resources_match_kubernetes_schemas(variant: str, kube_version: str) -> None:
+    docs = render(variant)
+    assert {"Deployment", "Service", "ConfigMap"} <= {d["kind"] for d in docs}
+    for doc in docs:
+        if doc["kind"] in CORE_KINDS:
+            kubernetes_validate.validate(doc, kube_version, strict=True)
+        else:
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1", doc["kind"]
+        assert doc["metadata"]["namespace"] in {NAMESPACE, "grafana"}
+
+
+def test_every_resource_has_the_common_labels() -> None:
+    for variant in VARIANTS:
+        for doc in render(variant):
+            labels = doc["metadata"]["labels"]
+            assert labels["app.kubernetes.io/instance"] == RELEASE
+            assert labels["app.kubernetes.io/name"] == "cycletime-collector"
+
+
+def test_schema_rejects_bad_values() -> None:
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        chart.validate_schema(VARIANTS["monitoring-on-custom"])
+        for bad in ({"config": {"store": "sqlite:///x"}}, {"config": {"listen": ":1"}}, {"typo": 1},
+                    {"prometheusRule": {"thresholds": {"changeFailureRate": 1.5}}},
+                    {"config": {"sources": [{"name": "x", "kind": "jira"}]}},
+                    {"postgresql": {"url": "mysql://x"}}, {"persistence": {"size": "lots"}}):
+            with pytest.raises(helm_python.HelmValuesError):
+                chart.validate_schema(bad)
+
+
+# --------------------------------------------------------------------------- Deployment
+
+
+def test_deployment_defaults() -> None:
+    dep = one("default", "Deployment")
+    spec = dep["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}  # SQLite on the ReadWriteOnce PVC
+    pod = spec["template"]["spec"]
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    c = container("default")
+    assert c["args"] == ["serve", "--config", "/etc/cycletime/config.yaml"]
+    assert c["image"] == "ghcr.io/cycletime-collector/cycletime-collector:0.1.0"
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9184, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    # security
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    # volumes: config, /tmp emptyDir, data on the PVC
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts == {"config": "/etc/cycletime", "tmp": "/tmp", "data": "/var/lib/cycletime"}
+    vols = volumes("default")
+    assert "emptyDir" in vols["tmp"]
+    assert vols["config"]["configMap"]["name"] == f"{FULLNAME}-config"
+    assert vols["data"]["persistentVolumeClaim"]["claimName"] == f"{FULLNAME}-data"
+    pvc = one("default", "PersistentVolumeClaim")
+    assert pvc["metadata"]["name"] == f"{FULLNAME}-data"
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    # no tokens configured: no Secret, no envFrom
+    assert by_kind("default", "Secret") == []
+    assert "envFrom" not in c
+    assert dep["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+
+def test_recreate_comment_explains_why() -> None:
+    text = (CHART_DIR / "templates" / "deployment.yaml").read_text(encoding="utf-8")
+    assert "Recreate" in text and "ReadWriteOnce" in text and "SQLite" in text
+
+
+def test_service() -> None:
+    svc = one("default", "Service")
+    assert svc["metadata"]["name"] == FULLNAME
+    assert svc["spec"]["ports"] == [{"name": "metrics", "port": 9184, "targetPort": "metrics", "protocol": "TCP"}]
+    pod_labels = one("default", "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+
+
+# --------------------------------------------------------------------------- config and secrets
+
+
+def test_config_default() -> None:
+    config = config_of("default")
+    assert config["listen"] == "0.0.0.0:9184"
+    assert config["store"] == "sqlite:////var/lib/cycletime/cycletime.db"
+    assert config["windows"] == ["7d", "30d", "90d"] and config["quantiles"] == [0.5, 0.85, 0.95]
+    assert config["sources"] == []
+    assert "config.sources is empty" in notes({})
+
+
+def test_config_has_the_sources_from_values_and_no_secret() -> None:
+    cm = one("sources+tokens", "ConfigMap")
+    config = yaml.safe_load(cm["data"]["config.yaml"])
+    assert config["sources"] == SOURCES
+    for token in TOKENS.values():
+        assert token not in json.dumps(cm)
+    assert "config.sources is empty" not in notes(WITH_SOURCES)
+
+
+def test_rendered_config_is_accepted_by_the_collector() -> None:
+    from collector.config import parse_config
+
+    for variant in ("sources+tokens", "postgresql-url", "no-persistence"):
+        text = one(variant, "ConfigMap")["data"]["config.yaml"]
+        env = {**TOKENS, "CYCLETIME_STORE_URL": "postgresql://ct:pw@db:5432/cycletime"}
+        config = parse_config(text, env)
+        assert [s.name for s in config.sources] == ["boards", "github"]
+
+
+def test_tokens_secret() -> None:
+    secret = one("sources+tokens", "Secret")
+    assert secret["metadata"]["name"] == f"{FULLNAME}-secrets"
+    assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == TOKENS
+    assert container("sources+tokens")["envFrom"] == [{"secretRef": {"name": f"{FULLNAME}-secrets"}}]
+
+
+def test_existing_secret() -> None:
+    assert by_kind("existingSecret", "Secret") == []
+    assert container("existingSecret")["envFrom"] == [{"secretRef": {"name": "my-tokens"}}]
+
+
+def test_external_postgresql_url() -> None:
+    v = "postgresql-url"
+    assert by_kind(v, "PersistentVolumeClaim") == []
+    assert config_of(v)["store"] == "${CYCLETIME_STORE_URL}"
+    secret = one(v, "Secret")
+    assert base64.b64decode(secret["data"]["CYCLETIME_STORE_URL"]).decode() == "postgresql://ct:pw@db:5432/cycletime"
+    assert env(v)["CYCLETIME_STORE_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": f"{FULLNAME}-secrets", "key": "CYCLETIME_STORE_URL"}}
+    assert "pw@db" not in json.dumps(one(v, "ConfigMap")) + json.dumps(one(v, "Deployment"))
+    assert "data" not in volumes(v)
+    assert "data" not in {m["name"] for m in container(v)["volumeMounts"]}
+    assert one(v, "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
+def test_external_postgresql_existing_secret() -> None:
+    v = "postgresql-existingSecret"
+    assert by_kind(v, "PersistentVolumeClaim") == []
+    assert by_kind(v, "Secret") == []
+    assert config_of(v)["store"] == "${CYCLETIME_STORE_URL}"
+    assert env(v)["CYCLETIME_STORE_URL"]["valueFrom"] == {"secretKeyRef": {"name": "db", "key": "dsn"}}
+
+
+def test_persistence_disabled_and_existing_claim() -> None:
+    assert by_kind("no-persistence", "PersistentVolumeClaim") == []
+    assert volumes("no-persistence")["data"] == {"name": "data", "emptyDir": {}}
+    assert one("no-persistence", "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert by_kind("existingClaim", "PersistentVolumeClaim") == []
+    assert volumes("existingClaim")["data"]["persistentVolumeClaim"] == {"claimName": "old-data"}
+    assert one("existingClaim", "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+
+
+# --------------------------------------------------------------------------- monitoring
+
+
+def test_monitoring_off_by_default() -> None:
+    kinds = {d["kind"] for d in render("default")}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule"}
+    assert [cm["metadata"]["name"] for cm in by_kind("default", "ConfigMap")] == [f"{FULLNAME}-config"]
+
+
+def test_service_monitor() -> None:
+    sm = one("monitoring-on", "ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "kps"
+    svc_labels = one("monitoring-on", "Service")["metadata"]["labels"]
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc_labels.items()
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    assert {"action": "replace", "targetLabel": "instance", "replacement": FULLNAME} in endpoint["relabelings"]
+    custom = one("monitoring-on-custom", "ServiceMonitor")["spec"]["endpoints"][0]
+    assert "relabelings" not in custom and custom["basicAuth"]["username"] == {"name": "a", "key": "u"}
+
+
+def test_prometheus_rule_defaults_equal_rules_yaml() -> None:
+    rule = one("monitoring-on", "PrometheusRule")
+    assert rule["spec"]["groups"] == load_rules()["groups"]
+
+
+def _promtool_check(groups: list[dict[str, Any]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rules.yaml"
+        path.write_text(yaml.safe_dump({"groups": groups}), encoding="utf-8")
+        result = run_promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("variant", ["monitoring-on", "monitoring-on-custom"])
+def test_prometheus_rule_passes_promtool(variant: str) -> None:
+    _promtool_check(one(variant, "PrometheusRule")["spec"]["groups"])
+
+
+def test_prometheus_rule_thresholds_come_from_values() -> None:
+    rules = {r.get("alert") or r["record"]: r
+             for g in one("monitoring-on-custom", "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
+    assert "ratio_7d > 0.25\n" in rules["ChangeFailureRateHigh"]["expr"]
+    assert "threshold 0.25" in rules["ChangeFailureRateHigh"]["annotations"]["description"]
+    assert "> 3900\n" in rules["CycletimeSourceStale"]["expr"]
+    assert rules["CycletimeSourceDown"]["for"] == "30m"
+    assert "{{ $labels.source }}" in rules["CycletimeSourceDown"]["annotations"]["summary"]
+
+
+def dashboards_cms(variant: str) -> list[dict[str, Any]]:
+    return [cm for cm in by_kind(variant, "ConfigMap") if cm["metadata"]["name"] == f"{FULLNAME}-dashboards"]
+
+
+def test_dashboards_configmap() -> None:
+    (cm,) = dashboards_cms("monitoring-on")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    originals = {p.name: json.loads(p.read_text(encoding="utf-8")) for p in GRAFANA_DIR.glob("*.json")}
+    assert len(originals) == 4
+    assert {k: json.loads(v) for k, v in cm["data"].items()} == originals
+    (custom,) = dashboards_cms("monitoring-on-custom")
+    assert custom["metadata"]["namespace"] == "grafana"
+    assert custom["metadata"]["annotations"] == {"grafana_folder": "Delivery"}
+
+
+def test_dockerfile() -> None:
+    """The image cannot be built here; check the parts the chart relies on."""
+    text = (CHART_DIR.parents[1] / "Dockerfile").read_text(encoding="utf-8")
+    lines = [line.strip() for line in text.splitlines()]
+    assert [line for line in lines if line.startswith("FROM ")] == ["FROM python:3.11-slim"]
+    assert "USER 10001:10001" in lines
+    assert "EXPOSE 9184" in lines
+    assert 'ENTRYPOINT ["cycletime"]' in lines
+    assert any(line.startswith('RUN pip install ".') for line in lines)
+    assert "useradd --system --uid 10001" in text
