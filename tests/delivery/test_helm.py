@@ -40,6 +40,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                   "postgresql": {"existingSecret": "db", "existingSecretKey": "dsn"}},
     "no-persistence": {**WITH_SOURCES, "persistence": {"enabled": False}},
     "existingClaim": {**WITH_SOURCES, "persistence": {"existingClaim": "old-data"}},
+    "rule-only": {"prometheusRule": {"enabled": True}},
     "monitoring-on": {**WITH_SOURCES, "serviceMonitor": {"enabled": True, "additionalLabels": {"release": "kps"}},
                       "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True}},
     "monitoring-on-custom": {
@@ -299,8 +300,9 @@ def test_service_monitor() -> None:
 
 
 def test_prometheus_rule_defaults_equal_rules_yaml() -> None:
-    rule = one("monitoring-on", "PrometheusRule")
-    assert rule["spec"]["groups"] == load_rules()["groups"]
+    """Default thresholds render exactly config/prometheus/rules.yaml."""
+    assert one("rule-only", "PrometheusRule")["spec"]["groups"] == load_rules()["groups"]
+    assert one("monitoring-on", "PrometheusRule")["spec"]["groups"] == load_rules()["groups"]
 
 
 def _promtool_check(groups: list[dict[str, Any]]) -> None:
