@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
+from collector.compute import TableBuilder, WorkItemTable
 from collector.errors import StoreError
 from collector.model import Batch, Category, Change, Deployment, Link, StateChange, WorkItem
 
@@ -374,6 +375,44 @@ class Store:
             rejections.c.source, rejections.c.reason)
         with self.engine.connect() as conn:
             return Counter({(s, r): n for s, r, n in conn.execute(q)})
+
+    def work_item_table(self) -> WorkItemTable:
+        """Work items as columns for compute, streamed so a million items never exist as objects.
+
+        Both queries are ordered by (source, id) in byte order ("C" collation on PostgreSQL, BINARY
+        on SQLite), so the histories can be merged onto their items in one pass.
+        """
+        builder = TableBuilder()
+
+        def ordered(*cols: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
+            return [c.collate("C") if self.dialect == "postgresql" else c for c in cols]
+
+        items_q = sa.select(work_items.c.source, work_items.c.native_id, work_items.c.ref, work_items.c.project,
+                            work_items.c.team, work_items.c.type, work_items.c.created_at
+                            ).order_by(*ordered(work_items.c.source, work_items.c.native_id))
+        history_q = sa.select(state_changes.c.source, state_changes.c.work_item_id, state_changes.c.at,
+                              state_changes.c.state, state_changes.c.category
+                              ).order_by(*ordered(state_changes.c.source, state_changes.c.work_item_id),
+                                         state_changes.c.seq)
+        with self.engine.connect() as conn:
+            streaming = conn.execution_options(stream_results=True, yield_per=20000)
+            items = iter(streaming.execute(items_q))
+            current: tuple[str, str] | None = None
+            index = -1
+            for src, wid, at, state, category in streaming.execute(history_q):
+                key = (src, wid)
+                while current is None or current < key:
+                    row = next(items, None)
+                    if row is None:
+                        break
+                    current = (row[0], row[1])
+                    index = builder.item(row[0], row[3], row[4], row[5], row[2], row[6])
+                if current == key:
+                    builder.observe(index, at, state, category)
+                # else: history of an item the store no longer has; nothing to attach it to
+            for row in items:
+                builder.item(row[0], row[3], row[4], row[5], row[2], row[6])
+        return builder.build()
 
     def dataset(self) -> Dataset:
         return Dataset(self.work_items(), self.changes(), self.deployments(), self.links(),

@@ -76,7 +76,7 @@ def figure_families(figures: Figures, settings: Settings, now: float) -> list[Me
                                   labels=[*names, "window"])
         for labels in sorted(obs.by_labels):
             pairs = obs.by_labels[labels]
-            data = histogram([v for _, v in pairs])
+            data = histogram(pairs[:, 1])
             hist.add_metric(list(labels), [(_le(b), c) for b, c in zip(BUCKETS, data.buckets, strict=True)],
                             data.total)
             for window_label, seconds in settings.windows:
@@ -177,8 +177,8 @@ class MetricsCache:
             now = self.clock()
             version = self.store.data_version
             if force or version != self._version or now - self._computed_at >= self.max_age:
-                data = self.store.dataset()
-                figures = compute(data.work_items, data.changes, data.deployments, data.links)
+                figures = compute(self.store.work_item_table(), self.store.changes(), self.store.deployments(),
+                                  self.store.links())
                 self._figures = figure_families(figures, self.settings, now)
                 self._rejections = list(figures.rejected.items())
                 self._version, self._computed_at = version, now

@@ -39,6 +39,12 @@ P, IP, R, C, X = (Category.PROPOSED, Category.IN_PROGRESS, Category.RESOLVED, Ca
                   Category.REMOVED)
 
 
+def only(observations) -> list[tuple[float, float]]:
+    """The (end, value) pairs of a family that has exactly one label set."""
+    (labels,) = observations.by_labels
+    return observations.pairs(labels)
+
+
 def day(n: float) -> datetime:
     return T0 + timedelta(days=n)
 
@@ -130,11 +136,10 @@ def test_request_to_release_through_a_pr_and_first_production_deployment_wins() 
     ]
     item = wi(1, (0, "New", P), (1, "Active", IP), (7, "Closed", C), created=-10)
     figures = compute([item], [pr], deployments, [Link("github", ado_ref(1), pr.ref)])
-    (obs,) = figures.request_to_release.by_labels.values()
-    assert obs == [(day(6).timestamp(), 16 * DAY)]
+    assert only(figures.request_to_release) == [(day(6).timestamp(), 16 * DAY)]
     assert list(figures.request_to_release.by_labels) == [("boards", "Fabrikam", "Web", "Bug", "production")]
-    (clt,) = figures.change_lead_time.by_labels.items()
-    assert clt == (("pipelines", "web-ci", "production"), [(day(6).timestamp(), 5 * DAY)])
+    assert list(figures.change_lead_time.by_labels) == [("pipelines", "web-ci", "production")]
+    assert only(figures.change_lead_time) == [(day(6).timestamp(), 5 * DAY)]
 
 
 def test_item_without_links_has_no_request_to_release_but_keeps_lead_time() -> None:
@@ -145,8 +150,8 @@ def test_item_without_links_has_no_request_to_release_but_keeps_lead_time() -> N
 def test_build_link_releases_azure_only_items() -> None:
     figures = compute([wi(9, (0, "New", P), created=0)], [], [deploy(1, 2.5, build_ref(41), commit_ref("c" * 40))],
                       [Link("pipelines", ado_ref(9), build_ref(41))])
-    (obs,) = figures.request_to_release.by_labels.values()
-    assert obs == [(day(2.5).timestamp(), 2.5 * DAY)]  # released even while the item is still open
+    # released even while the item is still open
+    assert only(figures.request_to_release) == [(day(2.5).timestamp(), 2.5 * DAY)]
 
 
 def test_release_before_creation_is_rejected() -> None:
@@ -237,8 +242,8 @@ def test_histogram_count_equals_completed_items_and_durations_never_negative(wor
     figures = compute(work, [], [], [])
     completed = [w for w in work if w.history and w.history[-1].category is C]
     assert figures.lead_time.count() == len(completed)
-    all_lead = [v for obs in figures.lead_time.by_labels.values() for _, v in obs]
-    all_cycle = [v for obs in figures.cycle_time.by_labels.values() for _, v in obs]
+    all_lead = [v for obs in figures.lead_time.by_labels.values() for v in obs[:, 1]]
+    all_cycle = [v for obs in figures.cycle_time.by_labels.values() for v in obs[:, 1]]
     assert all(v >= 0 for v in all_lead + all_cycle)
     assert all(s >= 0 for s in figures.state_seconds.values())
     assert histogram(all_lead).count == len(completed)
@@ -252,10 +257,39 @@ def test_a_later_revision_never_changes_an_earlier_released_items_request_to_rel
     assume(item.history[-1].category is not X and new_state[1] is not X)
     deployments = [deploy(1, 3, build_ref(1))]
     links = [Link("pipelines", item.ref, build_ref(1))]
-    before = compute([item], [], deployments, links).request_to_release.by_labels
+    before = compute([item], [], deployments, links).request_to_release
     last = item.history[-1].at
     later = WorkItem(item.source, item.native_id, item.ref, item.project, item.team, item.type, item.created_at,
                      (*item.history, StateChange(item.native_id, len(item.history) + 1, last + timedelta(days=gap),
                                                  *new_state)))
-    after = compute([later], [], deployments, links).request_to_release.by_labels
-    assert after == before
+    after = compute([later], [], deployments, links).request_to_release
+    assert {k: after.pairs(k) for k in after.by_labels} == {k: before.pairs(k) for k in before.by_labels}
+
+
+@settings(max_examples=150)
+@given(st.lists(items(), max_size=25, unique_by=lambda w: w.native_id))
+def test_vectorised_compute_equals_the_per_item_definition(work: list[WorkItem]) -> None:
+    """compute() is columnar for speed; item_times() is the readable definition. They must agree."""
+    figures = compute(work, [], [], [])
+    lead: dict[tuple, list] = {}
+    cycle: dict[tuple, list] = {}
+    states: dict[tuple, float] = {}
+    rejected = 0
+    for w in work:
+        try:
+            t = item_times(w)
+        except Rejected:
+            rejected += 1
+            continue
+        labels = (w.source, w.project, w.team, w.type)
+        if t.current is C:
+            lead.setdefault(labels, []).append((t.completed_at, t.lead_time))
+            if t.cycle_time is not None:
+                cycle.setdefault(labels, []).append((t.completed_at, t.cycle_time))
+            for (state, cat), secs in t.time_in_states().items():
+                key = (*labels, state, cat.value)
+                states[key] = states.get(key, 0.0) + secs
+    assert {k: figures.lead_time.pairs(k) for k in figures.lead_time.by_labels} == lead
+    assert {k: figures.cycle_time.pairs(k) for k in figures.cycle_time.by_labels} == cycle
+    assert figures.state_seconds == pytest.approx(states)
+    assert sum(figures.rejected.values()) == rejected

@@ -147,3 +147,19 @@ def test_sqlite_uses_wal(tmp_path) -> None:
 
 def test_build_refs_are_stable_strings() -> None:
     assert build_ref(42) == "build:42" and commit_ref("ABC") == "commit:abc"
+
+
+def test_columnar_read_matches_the_object_read(store_url: str) -> None:
+    """The exporter reads work items as columns (work_item_table); it must see what work_items() sees."""
+    from collector.compute import compute
+
+    store = Store(store_url)
+    store.commit("boards", sample_batch())
+    store.commit("boards", sample_batch(offset=10))
+    store.commit("github", Batch(work_items=[WorkItem("github", "contoso/web#3", "gh:contoso/web#3", "contoso/web",
+                                                      "unassigned", "Issue", T0)]))  # no history at all
+    table = store.work_item_table()
+    assert sorted(table.refs) == sorted(w.ref for w in store.work_items())
+    from_objects, from_table = compute(store.work_items(), [], [], []), compute(table, [], [], [])
+    assert from_table.wip == from_objects.wip and from_table.wip
+    assert from_table.state_seconds == from_objects.state_seconds
