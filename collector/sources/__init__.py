@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collector.sources.azure_boards import AzureBoardsSource
+from collector.sources.azure_pipelines import AzurePipelinesSource
 from collector.sources.base import Source
 
 SOURCES: dict[str, type[Source]] = {}
+SOURCES[AzureBoardsSource.kind] = AzureBoardsSource
+SOURCES[AzurePipelinesSource.kind] = AzurePipelinesSource

@@ -37,6 +37,7 @@ API_VERSIONS = {
     "updates": "7.1-preview.3",
     "environments": "7.1-preview.1",
     "environmentdeploymentrecords": "7.1-preview.1",
+    "builds": "7.1-preview.7",
     "build_changes": "7.1-preview.2",
     "build_workitems": "7.1-preview.2",
     "release_deployments": "7.1-preview.2",

@@ -1,0 +1,491 @@
+"""Azure Boards: every revision of every work item, its state categories and artifact links.
+
+One incremental stream, the reporting work item revisions API (API-NOTES §A): Microsoft's
+documented way to build a warehouse, ⌈revisions / page⌉ requests instead of one per item, and a
+continuation token that is our watermark (stream ``revisions``). Each page is one store
+transaction together with the token that follows it, so a crash resumes at the last page written.
+The stream has no relations, so the artifact links of the items a page touched are read with
+``workitemsbatch`` (200 ids a request). States map to categories through the process's own work
+item type definitions, so renamed and custom states work. Servers without the reporting API (404)
+get the slower WIQL + per-item updates path.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from collector.config import AzureBoardsConfig
+from collector.errors import SourceError
+from collector.model import (
+    Batch,
+    Category,
+    Link,
+    Rejection,
+    StateChange,
+    WorkItem,
+    ado_pr_ref,
+    ado_ref,
+    build_ref,
+    category_of,
+    commit_ref,
+)
+from collector.sources.azure_common import AzureDevOps, NotFound, format_time, list_value, parse_time
+from collector.sources.base import Source, SourceContext, SyncReport
+
+log = logging.getLogger(__name__)
+
+STREAM = "revisions"
+WIQL_STREAM = "wiql"
+#: ids per workitemsbatch request: the API's maximum
+BATCH_IDS = 200
+#: WIQL refuses more than 20,000 results (VS402337)
+WIQL_TOP = 19_999
+#: longest string we accept from a field; longer values are rejected as ``too_large``
+MAX_NAME = 255
+MAX_PATH = 4_000
+#: how long the process's states are trusted before they are read again
+STATES_TTL = timedelta(hours=24)
+
+BASE_FIELDS = (
+    "System.WorkItemType", "System.State", "System.CreatedDate", "System.ChangedDate",
+    "System.AreaPath", "System.IterationPath", "System.TeamProject", "System.IsDeleted",
+)
+
+#: ArtifactLink URLs (API-NOTES §A); the ``/`` inside the artifact id is escaped as ``%2F``
+_ARTIFACT = re.compile(r"vstfs:///(?P<tool>[^/]+)/(?P<kind>[^/]+)/(?P<id>.+)", re.IGNORECASE)
+_SHA = re.compile(r"[0-9a-fA-F]{7,64}")
+_GUID = re.compile(r"[0-9a-fA-F-]{32,36}")
+
+
+class Rejected(ValueError):
+    """A record fails validation; ``reason`` is the snake_case rejection reason."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """One validated revision in domain terms (no title, no people)."""
+
+    item_id: int
+    rev: int
+    type: str
+    state: str
+    category: Category
+    created_at: datetime
+    changed_at: datetime
+    project: str
+    team: str
+
+
+class StateCategories:
+    """(work item type, state) → category, read from the process (custom states included)."""
+
+    def __init__(self) -> None:
+        self._map: dict[str, dict[str, tuple[str, Category]]] = {}
+
+    def add(self, type_name: str, states: Iterable[Any]) -> None:
+        known = self._map.setdefault(type_name.casefold(), {})
+        for state in states:
+            if not isinstance(state, dict) or not isinstance(state.get("name"), str):
+                continue
+            try:
+                category = category_of(str(state.get("category", "")))
+            except ValueError:
+                log.warning("work item type %r state %r has unknown category %r; ignored",
+                            type_name, state.get("name"), state.get("category"))
+                continue
+            known[state["name"].casefold()] = (state["name"], category)
+
+    def has_type(self, type_name: str) -> bool:
+        return bool(self._map.get(type_name.casefold()))
+
+    def lookup(self, type_name: str, state: str) -> tuple[str, Category] | None:
+        return self._map.get(type_name.casefold(), {}).get(state.casefold())
+
+
+class AzureBoardsSource(Source):
+    kind: ClassVar[str] = "azure_boards"
+    config: AzureBoardsConfig
+
+    def __init__(self, config: AzureBoardsConfig, ctx: SourceContext) -> None:
+        super().__init__(config, ctx)
+        self.api = AzureDevOps(self.name, config.organization_url, config.project, config.token, ctx)
+        self.types = list(config.work_item_types)
+        self._wanted_types = {t.casefold() for t in self.types}
+        self.team_field = config.team_from.removeprefix("field:") if config.team_from.startswith("field:") else None
+        self.fields = list(BASE_FIELDS) + ([self.team_field] if self.team_field else [])
+        self.states = StateCategories()
+        self._states_read_at: datetime | None = None
+        self._reloaded = False
+        self._logged: set[tuple[str, str]] = set()
+
+    # -- the pass ----------------------------------------------------------------------------
+    def sync(self, store: Any) -> SyncReport:
+        report = SyncReport()
+        self._reloaded = False
+        now = self.ctx.now()
+        # the process rarely changes: read it once a day, and again when a state is not in it
+        if self._states_read_at is None or now - self._states_read_at > STATES_TTL:
+            self._load_states()
+        try:
+            self._sync_reporting(store, report)
+        except _ReportingUnavailable as exc:
+            log.warning("source=%s the reporting work item revisions API is not available (%s); falling back to "
+                        "WIQL + workitemsbatch + per-item updates, which costs one request per changed item",
+                        self.name, exc)
+            report.details["mode"] = "wiql"
+            self._sync_wiql(store, report)
+        return report
+
+    def _load_states(self) -> None:
+        """One ``workitemtypes`` call gives every type's states with their category."""
+        try:
+            body, _ = self.api.get(self.api.project_path("wit/workitemtypes"), "workitemtypes")
+        except NotFound as exc:
+            raise SourceError(f"{self.name}: project {self.config.project!r} not found: {exc}") from None
+        self.states = StateCategories()
+        for wit in list_value(body, "workitemtypes"):
+            if isinstance(wit, dict) and isinstance(wit.get("name"), str):
+                self.states.add(wit["name"], wit.get("states") or [])
+        for type_name in self.types:
+            if not self.states.has_type(type_name):
+                # older servers list types without their states: ask the type's states endpoint
+                path = self.api.project_path(f"wit/workitemtypes/{_q(type_name)}/states")
+                try:
+                    body, _ = self.api.get(path, "workitemtypestates")
+                except NotFound:
+                    log.warning("source=%s work item type %r does not exist in project %r", self.name, type_name,
+                                self.config.project)
+                    continue
+                self.states.add(type_name, list_value(body, "workitemtypestates"))
+        self._states_read_at = self.ctx.now()
+
+    # -- reporting revisions stream -------------------------------------------------------------
+    def _sync_reporting(self, store: Any, report: SyncReport) -> None:
+        path = self.api.project_path("wit/reporting/workitemrevisions")
+        token = store.watermark(self.name, STREAM)
+        params: dict[str, Any] = {"fields": ",".join(self.fields), "types": ",".join(self.types),
+                                  "includeDeleted": "true"}
+        if token:
+            params["continuationToken"] = token
+        else:
+            params["startDateTime"] = format_time(self.ctx.history_start())
+        first = True
+        while not self.ctx.should_stop():
+            try:
+                body, _ = self.api.get(path, "reporting_revisions", params)
+            except NotFound as exc:
+                if first:
+                    raise _ReportingUnavailable(str(exc)) from None
+                raise
+            first = False
+            if not isinstance(body, dict) or not isinstance(body.get("values", []), list):
+                raise SourceError(f"{self.name}: unexpected reporting revisions response")
+            values = body.get("values") or []
+            next_token = _continuation(body)
+            self.ctx.progress(len(values))
+            if values or (next_token and next_token != token):
+                batch = self._batch(values)
+                store.commit(self.name, batch, stream=STREAM, watermark=next_token or token)
+                report.batches += 1
+                report.items += len(batch.work_items)
+            if body.get("isLastBatch", True) or not next_token or next_token == token:
+                return
+            # the token is all the next request needs besides our filters; rebuilding the URL
+            # (rather than following nextLink verbatim) keeps the fields/types filters on every page
+            token = next_token
+            params.pop("startDateTime", None)
+            params["continuationToken"] = token
+
+    def _batch(self, values: list[Any]) -> Batch:
+        """Normalise one page of revisions and add the relations of the items it touched."""
+        batch = Batch()
+        revisions = self._validate(values, batch)
+        batch.work_items = _work_items(self.name, revisions)
+        batch.links = self._links([int(w.native_id) for w in batch.work_items])
+        return batch
+
+    def _validate(self, values: Iterable[Any], batch: Batch) -> list[Revision]:
+        out = []
+        for raw in values:
+            try:
+                try:
+                    revision = self._revision(raw)
+                except Rejected as exc:
+                    if exc.reason != "unknown_state" or self._reloaded:
+                        raise
+                    self._load_states()  # a state added to the process since we read it? (once a pass)
+                    self._reloaded = True
+                    revision = self._revision(raw)
+            except Rejected as exc:
+                record = _record_id(raw)
+                batch.rejections.append(Rejection(self.name, record, exc.reason))
+                if (record, exc.reason) not in self._logged:
+                    self._logged.add((record, exc.reason))
+                    log.warning("source=%s work item revision %s rejected: %s", self.name, record, exc)
+                continue
+            if revision is not None:
+                out.append(revision)
+        return out
+
+    def _revision(self, raw: Any) -> Revision | None:
+        """Validate one revision; None for a revision that is not ours (another type)."""
+        if not isinstance(raw, dict):
+            raise Rejected("wrong_type", "revision is not an object")
+        item_id, rev, fields = raw.get("id"), raw.get("rev"), raw.get("fields")
+        if item_id is None or rev is None or fields is None:
+            raise Rejected("missing_field", "id, rev or fields")
+        if not _is_int(item_id) or not _is_int(rev) or not isinstance(fields, dict):
+            raise Rejected("wrong_type", "id, rev or fields")
+        type_name = _text(fields, "System.WorkItemType", MAX_NAME)
+        if type_name.casefold() not in self._wanted_types:
+            return None  # the server ignored ``types`` (older versions): not an error
+        state_name = _text(fields, "System.State", MAX_NAME)
+        created_at = _time(fields, "System.CreatedDate")
+        changed_at = _time(fields, "System.ChangedDate")
+        if changed_at < created_at:
+            raise Rejected("end_before_start", "ChangedDate before CreatedDate")
+        project = _text(fields, "System.TeamProject", MAX_NAME, default=self.config.project)
+        team = self._team(fields, project)
+        deleted = fields.get("System.IsDeleted")
+        known = self.states.lookup(type_name, state_name)
+        if deleted is True or str(deleted).lower() == "true":
+            category = Category.REMOVED
+            state_name = known[0] if known else state_name
+        elif known is None:
+            raise Rejected("unknown_state", f"{type_name!r} has no state {state_name!r}")
+        else:
+            state_name, category = known
+        return Revision(int(item_id), int(rev), type_name, state_name, category, created_at, changed_at,
+                        project, team)
+
+    def _team(self, fields: dict[str, Any], project: str) -> str:
+        """CONTRACT §4: the last segment of the area/iteration path (the root is the project)."""
+        mode = self.config.team_from
+        if self.team_field:
+            value = fields.get(self.team_field)
+            if value is None or value == "":
+                return "unassigned"
+            if isinstance(value, dict):  # an identity field: its display name
+                value = value.get("displayName") or value.get("uniqueName")
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                raise Rejected("wrong_type", self.team_field)
+            if len(str(value)) > MAX_NAME:
+                raise Rejected("too_large", self.team_field)
+            return str(value)
+        key = "System.IterationPath" if mode == "iteration_path" else "System.AreaPath"
+        path = _text(fields, key, MAX_PATH, default=project)
+        team = path.rstrip("\\").rsplit("\\", 1)[-1] or project
+        if len(team) > MAX_NAME:
+            raise Rejected("too_large", key)
+        return team
+
+    # -- relations ----------------------------------------------------------------------------------
+    def _links(self, ids: list[int]) -> list[Link]:
+        links: set[Link] = set()
+        for item in self._work_items_with_relations(sorted(set(ids))):
+            links.update(self._item_links(item))
+        return sorted(links, key=lambda link: (link.work_item, link.target))
+
+    def _work_items_with_relations(self, ids: list[int]) -> Iterator[dict[str, Any]]:
+        """``workitemsbatch`` with ``$expand=Relations`` (not combinable with ``fields``), 200 ids a call."""
+        path = self.api.project_path("wit/workitemsbatch")
+        for i in range(0, len(ids), BATCH_IDS):
+            chunk = ids[i : i + BATCH_IDS]
+            # errorPolicy=Omit: an item deleted since its revision was read comes back as null
+            body, _ = self.api.call("POST", path, "workitemsbatch",
+                                    json_body={"ids": chunk, "$expand": "Relations", "errorPolicy": "Omit"})
+            for item in list_value(body, "workitemsbatch"):
+                if isinstance(item, dict) and _is_int(item.get("id")):
+                    yield item
+
+    def _item_links(self, item: dict[str, Any]) -> Iterator[Link]:
+        work_item = ado_ref(item["id"])
+        for relation in item.get("relations") or []:
+            if not isinstance(relation, dict) or relation.get("rel") != "ArtifactLink":
+                continue
+            target = artifact_ref(relation.get("url"))
+            if target is not None:
+                yield Link(self.name, work_item, target)
+
+    # -- fallback: WIQL + workitemsbatch + updates ---------------------------------------------------
+    def _sync_wiql(self, store: Any, report: SyncReport) -> None:
+        """For servers without the reporting API: ids changed since the watermark, then each one's updates."""
+        mark = store.watermark(self.name, WIQL_STREAM)
+        since = parse_time(mark) if mark else None
+        since = since or self.ctx.history_start()
+        while not self.ctx.should_stop():
+            ids = self._wiql_ids(since)
+            newest = since
+            for i in range(0, len(ids), BATCH_IDS):
+                if self.ctx.should_stop():
+                    return
+                items = list(self._work_items_with_relations(ids[i : i + BATCH_IDS]))
+                revisions: list[Any] = []
+                for item in items:
+                    revisions.extend(self._updates_as_revisions(item))
+                    changed = _safe_time((item.get("fields") or {}).get("System.ChangedDate"))
+                    if changed is not None and changed > newest:
+                        newest = changed
+                batch = Batch()
+                batch.work_items = _work_items(self.name, self._validate(revisions, batch))
+                batch.links = sorted({link for item in items for link in self._item_links(item)},
+                                     key=lambda link: (link.work_item, link.target))
+                store.commit(self.name, batch, stream=WIQL_STREAM, watermark=format_time(newest))
+                self.ctx.progress(len(revisions))
+                report.batches += 1
+                report.items += len(batch.work_items)
+            if len(ids) < WIQL_TOP or newest <= since:
+                return
+            since = newest  # more than WIQL returns at once: continue after the newest change read
+
+    def _wiql_ids(self, since: datetime) -> list[int]:
+        types = ", ".join("'" + t.replace("'", "''") + "'" for t in self.types)
+        query = ("SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project "
+                 f"AND [System.WorkItemType] IN ({types}) AND [System.ChangedDate] >= '{format_time(since)}' "
+                 "ORDER BY [System.ChangedDate] ASC")
+        body, _ = self.api.call("POST", self.api.project_path("wit/wiql"), "wiql",
+                                params={"timePrecision": "true", "$top": WIQL_TOP}, json_body={"query": query})
+        refs = body.get("workItems") if isinstance(body, dict) else None
+        if not isinstance(refs, list):
+            raise SourceError(f"{self.name}: unexpected WIQL response")
+        return [int(r["id"]) for r in refs if isinstance(r, dict) and _is_int(r.get("id"))]
+
+    def _updates_as_revisions(self, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Replay an item's updates (field deltas) into full revisions like the reporting API's."""
+        path = self.api.project_path(f"wit/workItems/{item['id']}/updates")
+        current: dict[str, Any] = {}
+        skip = 0
+        while True:
+            body, _ = self.api.get(path, "updates", {"$top": BATCH_IDS, "$skip": skip})
+            updates = list_value(body, "updates")
+            for update in updates:
+                if not isinstance(update, dict):
+                    continue
+                for name, change in (update.get("fields") or {}).items():
+                    if isinstance(change, dict):
+                        current[name] = change.get("newValue")
+                if update.get("rev") is not None:
+                    yield {"id": item["id"], "rev": update["rev"], "fields": dict(current)}
+            if len(updates) < BATCH_IDS:
+                return
+            skip += len(updates)
+
+
+class _ReportingUnavailable(Exception):
+    pass
+
+
+def artifact_ref(url: Any) -> str | None:
+    """The ref an ArtifactLink URL points at, or None for artifacts we do not use.
+
+    GitHub pull requests are linked through a service connection GUID, not a repository name;
+    without the service-connection API they cannot be resolved to ``owner/repo``, so they are kept
+    as ``ghconn:<guid>#<number>`` (their GitHub commits are plain shas and resolve normally).
+    """
+    if not isinstance(url, str) or len(url) > 1000:
+        return None
+    m = _ARTIFACT.fullmatch(url.strip())
+    if not m:
+        return None
+    tool, kind = m["tool"].lower(), m["kind"].lower()
+    parts = unquote(m["id"]).split("/")
+    if tool == "git" and kind == "commit" and len(parts) == 3 and _SHA.fullmatch(parts[2]):
+        return commit_ref(parts[2])
+    if tool == "git" and kind == "pullrequestid" and len(parts) == 3 and parts[2].isdigit() and parts[1]:
+        return ado_pr_ref(parts[1], int(parts[2]))
+    if tool == "build" and kind == "build" and len(parts) == 1 and parts[0].isdigit():
+        return build_ref(int(parts[0]))
+    if tool == "github" and kind == "commit" and len(parts) == 2 and _SHA.fullmatch(parts[1]):
+        return commit_ref(parts[1])
+    if tool == "github" and kind == "pullrequest" and len(parts) == 2 and parts[1].isdigit() \
+            and _GUID.fullmatch(parts[0]):
+        return f"ghconn:{parts[0].lower()}#{int(parts[1])}"
+    return None
+
+
+def _work_items(source: str, revisions: list[Revision]) -> list[WorkItem]:
+    """Group a page's revisions per item; the item's attributes are those of its newest revision."""
+    by_item: dict[int, list[Revision]] = {}
+    for revision in revisions:
+        by_item.setdefault(revision.item_id, []).append(revision)
+    out = []
+    for item_id, revs in sorted(by_item.items()):
+        revs.sort(key=lambda r: r.rev)
+        last = revs[-1]
+        native = str(item_id)
+        history = tuple(StateChange(native, r.rev, r.changed_at, r.state, r.category)
+                        for r in {r.rev: r for r in revs}.values())
+        out.append(WorkItem(source, native, ado_ref(item_id), last.project, last.team, last.type,
+                            min(r.created_at for r in revs), history))
+    return out
+
+
+def _continuation(body: dict[str, Any]) -> str | None:
+    token = body.get("continuationToken")
+    if isinstance(token, str) and token:
+        return token
+    link = body.get("nextLink")
+    if isinstance(link, str):
+        for key, values in parse_qs(urlsplit(link).query).items():
+            if key.lower() in ("continuationtoken", "watermark") and values:
+                return values[0]
+    return None
+
+
+def _text(fields: dict[str, Any], name: str, limit: int, default: str | None = None) -> str:
+    value = fields.get(name)
+    if value is None or value == "":
+        if default is not None:
+            return default
+        raise Rejected("missing_field", name)
+    if not isinstance(value, str):
+        raise Rejected("wrong_type", name)
+    if len(value) > limit:
+        raise Rejected("too_large", name)
+    return value
+
+
+def _time(fields: dict[str, Any], name: str) -> datetime:
+    value = fields.get(name)
+    if value is None or value == "":
+        raise Rejected("missing_field", name)
+    if not isinstance(value, str):
+        raise Rejected("wrong_type", name)
+    try:
+        parsed = parse_time(value)
+    except ValueError:
+        raise Rejected("bad_timestamp", name) from None
+    if parsed is None:
+        raise Rejected("missing_field", name)
+    return parsed
+
+
+def _safe_time(value: Any) -> datetime | None:
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _record_id(raw: Any) -> str:
+    if isinstance(raw, dict):
+        return f"{str(raw.get('id'))[:64]}:{str(raw.get('rev'))[:16]}"
+    return "unknown"
+
+
+def _q(text: str) -> str:
+    return quote(text, safe="")

@@ -1,0 +1,468 @@
+"""Azure Pipelines: deployments (YAML environments and classic releases), their commits and work items.
+
+Two kinds of streams (API-NOTES §B, §G):
+
+- ``environment:<id>`` per YAML environment: its deployment records, newest first, read down to
+  the stored watermark (the highest record id below which every record is finished);
+- ``releases``: classic release deployments in ascending start order from the watermark minus the
+  ``overlap`` window, so runs that finish late are read again.
+
+For each new deployment the pipeline run (build) it deployed gives what it contains: the commits
+between the build of the previous successful deployment of the same service to the same
+environment and this build (``build/changes?fromBuildId=&toBuildId=``; the build's own changes for
+the first deployment) and the work items linked to them (``build/workitems``). Both are cached per
+(previous build, build), since one run usually deploys to several stages.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+from collector.config import AzurePipelinesConfig
+from collector.model import Batch, Change, Deployment, Link, Rejection, ado_ref, build_ref, commit_ref
+from collector.sources.azure_common import (
+    AzureDevOps,
+    NotFound,
+    format_time,
+    is_production,
+    list_value,
+    parse_time,
+    release_url,
+)
+from collector.sources.base import Source, SourceContext, SyncReport
+
+log = logging.getLogger(__name__)
+
+RELEASE_STREAM = "releases"
+#: records per environmentdeploymentrecords page (``top``, no ``$``)
+RECORDS_TOP = 100
+#: release deployments per page
+RELEASES_TOP = 100
+#: commits / work items per build request
+BUILD_TOP = 1000
+#: build ids per ``builds?buildIds=`` request (keeps the URL short)
+BUILD_IDS = 100
+#: environments per page
+ENVIRONMENTS_TOP = 1000
+#: records committed per transaction while catching up an environment
+COMMIT_EVERY = 100
+
+SUCCESS = {"succeeded": "success", "succeededwithissues": "success", "partiallysucceeded": "success",
+           "failed": "failure"}
+#: final results that are not deployments (CONTRACT §4): skipped, counted nowhere
+NOT_DEPLOYED = {"canceled", "cancelled", "skipped", "abandoned", "notdeployed", "rejected"}
+_SHA = re.compile(r"[0-9a-fA-F]{7,64}")
+
+
+class Rejected(ValueError):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A deployment record in domain terms, before its contents are read."""
+
+    native_id: str
+    order: int  # record id / deployment id: processing order within a stream
+    service: str
+    environment: str
+    status: str | None  # success | failure | None (not a deployment) ; in-progress runs never get here
+    started_at: datetime | None
+    finished_at: datetime
+    build_id: int | None
+    build_project: str | None = None
+    sha: str | None = None
+
+
+@dataclass
+class Contents:
+    commits: list[tuple[str, datetime]] = field(default_factory=list)  # (sha, commit time)
+    work_items: list[int] = field(default_factory=list)
+
+
+class _InProgress(Exception):
+    """The record is not finished yet: read it again next time."""
+
+
+class AzurePipelinesSource(Source):
+    kind: ClassVar[str] = "azure_pipelines"
+    config: AzurePipelinesConfig
+
+    def __init__(self, config: AzurePipelinesConfig, ctx: SourceContext) -> None:
+        super().__init__(config, ctx)
+        self.api = AzureDevOps(self.name, config.organization_url, config.project, config.token, ctx)
+        self.rm = AzureDevOps(self.name, config.organization_url, config.project, config.token, ctx,
+                              base_url=release_url(config.organization_url))
+        self._contents: dict[tuple[str, int | None, int], Contents] = {}
+        self._release_builds: dict[int, tuple[int | None, str | None, str | None]] = {}
+        #: build id → the commit it built (``sourceVersion``), read in bulk with ``buildIds``
+        self._build_shas: dict[int, str | None] = {}
+        self._logged: set[tuple[str, str]] = set()
+
+    # -- the pass ----------------------------------------------------------------------------------
+    def sync(self, store: Any) -> SyncReport:
+        report = SyncReport()
+        known = {d.native_id: d for d in store.deployments(self.name)}
+        self._successes: dict[tuple[str, str], list[tuple[float, str, int]]] = {}
+        for d in known.values():
+            build = _build_of(d.contains)
+            if d.status == "success" and build is not None:
+                self._remember(d.service, d.environment, d.finished_at, d.native_id, build)
+        self._known = known
+        if "environments" in self.config.deployments_from:
+            self._sync_environments(store, report)
+        if "releases" in self.config.deployments_from and not self.ctx.should_stop():
+            self._sync_releases(store, report)
+        return report
+
+    # -- YAML environments -----------------------------------------------------------------------------
+    def _sync_environments(self, store: Any, report: SyncReport) -> None:
+        path = self.api.project_path("distributedtask/environments")
+        environments = [e for page in self.api.pages(path, "environments", {"$top": ENVIRONMENTS_TOP}) for e in page]
+        bad = Batch()
+        for env in environments:
+            if not isinstance(env, dict) or not _is_int(env.get("id")) or not isinstance(env.get("name"), str):
+                self._reject(bad, f"environment:{_short(env)}", "wrong_type")
+        if bad.rejections:
+            self._commit(store, bad, None, None, report)
+        for env in environments:
+            if self.ctx.should_stop():
+                return
+            if isinstance(env, dict) and _is_int(env.get("id")) and isinstance(env.get("name"), str):
+                self._sync_environment(store, report, env["id"], env["name"])
+
+    def _sync_environment(self, store: Any, report: SyncReport, env_id: int, env_name: str) -> None:
+        stream = f"environment:{env_id}"
+        mark = store.watermark(self.name, stream)
+        watermark = int(mark) if mark and mark.isdigit() else 0
+        horizon = self.ctx.history_start()
+        path = self.api.project_path(f"distributedtask/environments/{env_id}/environmentdeploymentrecords")
+        fresh: dict[int, Any] = {}
+        bad: list[Any] = []
+        for page in self.api.pages(path, "environmentdeploymentrecords", {"top": RECORDS_TOP}):
+            self.ctx.progress(len(page))
+            reached = False
+            for record in page:
+                rid = record.get("id") if isinstance(record, dict) else None
+                if not _is_int(rid):
+                    bad.append(record)
+                    continue
+                if rid <= watermark:
+                    reached = True
+                    continue
+                when = _safe_time(record.get("finishTime")) or _safe_time(record.get("queueTime"))
+                if not mark and when is not None and when < horizon:
+                    reached = True  # older than the history we keep (first sync only)
+                    continue
+                fresh[rid] = record
+            if reached:
+                break
+        self._read_build_shas(sorted({r["owner"]["id"] for rid, r in fresh.items()
+                                      if isinstance(r.get("owner"), dict) and _is_int(r["owner"].get("id"))
+                                      and str(r.get("result") or "").lower() in SUCCESS
+                                      and f"env:{env_id}:{rid}" not in self._known}))
+        batch = Batch()
+        for record in bad:
+            self._reject(batch, f"env:{env_id}:{_short(record)}", "wrong_type")
+        safe, blocked, pending = watermark, False, 0
+        for rid in sorted(fresh):
+            try:
+                run = self._environment_run(env_id, env_name, fresh[rid])
+            except _InProgress:
+                blocked = True  # keep the watermark below it: it is read again until it finishes
+                continue
+            except Rejected as exc:
+                self._reject(batch, f"env:{env_id}:{rid}", exc.reason)
+                run = None
+            if run is not None:
+                self._deploy(run, batch)
+                pending += 1
+            if not blocked:
+                safe = rid
+            if pending >= COMMIT_EVERY:
+                self._commit(store, batch, stream, str(safe), report)
+                batch, pending = Batch(), 0
+        if batch.deployments or batch.rejections or safe != watermark:
+            self._commit(store, batch, stream, str(safe), report)
+
+    def _environment_run(self, env_id: int, env_name: str, record: dict[str, Any]) -> Run | None:
+        result = record.get("result")
+        if result is None or result == "":
+            raise _InProgress()
+        if not isinstance(result, str):
+            raise Rejected("wrong_type", "result")
+        status = SUCCESS.get(result.lower())
+        if status is None:
+            if result.lower() in NOT_DEPLOYED:
+                return None
+            raise Rejected("unknown_state", f"result {result!r}")
+        definition, owner = record.get("definition"), record.get("owner")
+        if not isinstance(definition, dict) or not isinstance(owner, dict):
+            raise Rejected("missing_field", "definition or owner")
+        service = definition.get("name")
+        build_id = owner.get("id")
+        if not isinstance(service, str) or not service or not _is_int(build_id):
+            raise Rejected("wrong_type", "definition.name or owner.id")
+        if len(service) > 255:
+            raise Rejected("too_large", "definition.name")
+        started, finished = _times(record, "startTime", "finishTime")
+        return Run(f"env:{env_id}:{record['id']}", record["id"], service, env_name, status, started, finished,
+                   build_id)
+
+    # -- classic releases --------------------------------------------------------------------------------
+    def _sync_releases(self, store: Any, report: SyncReport) -> None:
+        mark = store.watermark(self.name, RELEASE_STREAM)
+        watermark = _safe_time(mark) if mark else None
+        since = watermark - self.config.overlap if watermark else self.ctx.history_start()
+        path = self.rm.project_path("release/deployments")
+        params = {"minStartedTime": format_time(since), "queryOrder": "ascending", "$top": RELEASES_TOP}
+        safe, blocked = watermark, False
+        pages = self.rm.pages(path, "release_deployments", params)
+        try:
+            first = next(pages)
+        except NotFound as exc:
+            # classic release management is not on every server (and not in every organisation)
+            report.problems.append(f"classic release deployments unavailable: {exc}")
+            return
+        for page in itertools.chain([first], pages):
+            self.ctx.progress(len(page))
+            batch = Batch()
+            for raw in page:
+                record_id = f"release:{_short(raw.get('id') if isinstance(raw, dict) else raw)}"
+                try:
+                    run = self._release_run(raw)
+                except _InProgress:
+                    blocked = True  # the watermark stays below it; the overlap re-reads it too
+                    continue
+                except Rejected as exc:
+                    self._reject(batch, record_id, exc.reason)
+                    run = None
+                if run is not None:
+                    self._deploy(run, batch)
+                started = _safe_time(raw.get("startedOn")) if isinstance(raw, dict) else None
+                if not blocked and started is not None and (safe is None or started > safe):
+                    safe = started
+            mark_value = format_time(safe) if safe is not None else None
+            if batch.deployments or batch.rejections or (mark_value and mark_value != mark):
+                self._commit(store, batch, RELEASE_STREAM, mark_value, report)
+                mark = mark_value
+            if self.ctx.should_stop():
+                return
+
+    def _release_run(self, raw: Any) -> Run | None:
+        if not isinstance(raw, dict) or not _is_int(raw.get("id")):
+            raise Rejected("wrong_type", "deployment")
+        status_text = raw.get("deploymentStatus")
+        if not isinstance(status_text, str) or not status_text:
+            raise Rejected("missing_field", "deploymentStatus")
+        status = SUCCESS.get(status_text.lower())
+        if status is None:
+            if status_text.lower() in NOT_DEPLOYED:
+                return None
+            if status_text.lower() in ("inprogress", "undefined", "queued", "pending"):
+                raise _InProgress()
+            raise Rejected("unknown_state", f"deploymentStatus {status_text!r}")
+        definition, environment, release = raw.get("releaseDefinition"), raw.get("releaseEnvironment"), \
+            raw.get("release")
+        if not all(isinstance(x, dict) for x in (definition, environment, release)):
+            raise Rejected("missing_field", "releaseDefinition, releaseEnvironment or release")
+        service, env_name, release_id = definition.get("name"), environment.get("name"), release.get("id")
+        if not isinstance(service, str) or not isinstance(env_name, str) or not _is_int(release_id):
+            raise Rejected("wrong_type", "names or release id")
+        if len(service) > 255 or len(env_name) > 255:
+            raise Rejected("too_large", "name")
+        started, finished = _times(raw, "startedOn", "completedOn")
+        native_id = f"release:{raw['id']}"
+        known = self._known.get(native_id)
+        if known is not None and known.status == status:
+            return Run(native_id, raw["id"], service, env_name, status, started, finished, None)  # not re-read
+        build_id, project, sha = self._release_build(release_id)
+        return Run(native_id, raw["id"], service, env_name, status, started, finished, build_id, project, sha)
+
+    def _release_build(self, release_id: int) -> tuple[int | None, str | None, str | None]:
+        """The build a release deploys: its primary Build artifact (``release.artifacts`` is empty in lists)."""
+        if release_id not in self._release_builds:
+            body, _ = self.rm.get(self.rm.project_path(f"release/releases/{release_id}"), "release")
+            artifacts = [a for a in (body.get("artifacts") or []) if isinstance(a, dict)
+                         and str(a.get("type", "")).lower() == "build"] if isinstance(body, dict) else []
+            artifacts.sort(key=lambda a: not a.get("isPrimary"))
+            found: tuple[int | None, str | None, str | None] = (None, None, None)
+            for artifact in artifacts:
+                ref = artifact.get("definitionReference") or {}
+                version = (ref.get("version") or {}).get("id")
+                if (isinstance(version, str) and version.isdigit()) or _is_int(version):
+                    project = (ref.get("project") or {}).get("id") or (ref.get("project") or {}).get("name")
+                    sha = (ref.get("sourceVersion") or {}).get("id")
+                    found = (int(version), project if isinstance(project, str) else None,
+                             sha.lower() if isinstance(sha, str) and _SHA.fullmatch(sha) else None)
+                    break
+            self._release_builds[release_id] = found
+        return self._release_builds[release_id]
+
+    def _read_build_shas(self, build_ids: list[int]) -> None:
+        """The commit each new run built: one ``builds?buildIds=`` request per 100 runs, not one per run."""
+        wanted = [b for b in build_ids if b not in self._build_shas]
+        path = self.api.project_path("build/builds")
+        for i in range(0, len(wanted), BUILD_IDS):
+            chunk = wanted[i : i + BUILD_IDS]
+            try:
+                body, _ = self.api.get(path, "builds", {"buildIds": ",".join(map(str, chunk))})
+            except NotFound:
+                body = None
+            self._build_shas.update(dict.fromkeys(chunk))
+            for build in list_value(body, "builds") if body is not None else []:
+                if isinstance(build, dict) and build.get("id") in self._build_shas:
+                    version = build.get("sourceVersion")
+                    if isinstance(version, str) and _SHA.fullmatch(version):
+                        self._build_shas[build["id"]] = version.lower()
+
+    # -- what a deployment contains --------------------------------------------------------------------------
+    def _deploy(self, run: Run, batch: Batch) -> None:
+        """Add the run as a Deployment with its commits, and the commits and work item links it brought."""
+        known = self._known.get(run.native_id)
+        if known is not None and known.status == run.status:
+            return  # re-read (overlap, held-back watermark): nothing new, and no requests spent on it
+        if run.status is None:
+            return
+        contains: list[str] = []
+        sha = run.sha
+        if sha is None and run.build_id is not None:
+            sha = self._build_shas.get(run.build_id)
+        if run.build_id is not None:
+            previous = self._previous_build(run)
+            contents = self._contents_between(previous, run.build_id, run.build_project)
+            for commit, when in contents.commits:
+                # a commit delivered by a pipeline is its own merge: merged_at = first_commit_at
+                batch.changes.append(Change(self.name, commit, commit_ref(commit), run.service, "commit", when, when,
+                                            (commit,)))
+            contains = [commit_ref(commit) for commit, _ in contents.commits] + [build_ref(run.build_id)]
+            batch.links.extend(Link(self.name, ado_ref(w), build_ref(run.build_id)) for w in contents.work_items)
+            if run.status == "success":
+                self._remember(run.service, run.environment, run.finished_at, run.native_id, run.build_id)
+        deployment = Deployment(self.name, run.native_id, run.service, run.environment,
+                                is_production(run.environment, self.config.production_environments),
+                                run.status, run.started_at, run.finished_at, sha, tuple(contains))
+        batch.deployments.append(deployment)
+        self._known[run.native_id] = deployment
+
+    def _remember(self, service: str, env: str, finished_at: datetime, native_id: str, build: int) -> None:
+        entries = self._successes.setdefault((service, env.casefold()), [])
+        entry = (finished_at.timestamp(), native_id, build)
+        if entry not in entries:
+            bisect.insort(entries, entry)
+
+    def _previous_build(self, run: Run) -> int | None:
+        """Build of the latest successful deployment of the same service to the same environment before this one."""
+        entries = self._successes.get((run.service, run.environment.casefold()), [])
+        i = bisect.bisect_left(entries, (run.finished_at.timestamp(), run.native_id, -1))
+        return entries[i - 1][2] if i > 0 else None
+
+    def _contents_between(self, previous: int | None, build: int, project: str | None) -> Contents:
+        project_path = quote(project, safe="") if project else quote(self.config.project, safe="")
+        key = (project_path, previous, build)
+        if key in self._contents:
+            return self._contents[key]
+        contents = Contents()
+        self._contents[key] = contents
+        if previous == build:
+            return contents  # a redeployment of the same run brings nothing new
+        try:
+            self._read_contents(contents, project_path, previous, build)
+        except NotFound:
+            # retention deleted the build (or the previous one): the deployment keeps its build ref only
+            self._log_once(f"build:{build}", f"changes since build {previous} are gone (404); contains only the build")
+        return contents
+
+    def _read_contents(self, contents: Contents, project_path: str, previous: int | None, build: int) -> None:
+        if previous is None:
+            changes = [c for page in self.api.pages(f"{project_path}/_apis/build/builds/{build}/changes",
+                                                    "build_changes", {"$top": BUILD_TOP}) for c in page]
+            body, _ = self.api.get(f"{project_path}/_apis/build/builds/{build}/workitems", "build_workitems",
+                                   {"$top": BUILD_TOP})
+        else:
+            between = {"fromBuildId": previous, "toBuildId": build, "$top": BUILD_TOP}
+            body, _ = self.api.get(f"{project_path}/_apis/build/changes", "build_changes", between)
+            changes = list_value(body, "build_changes")
+            body, _ = self.api.get(f"{project_path}/_apis/build/workitems", "build_workitems", between)
+        contents.commits = list(self._commits(changes))
+        contents.work_items = sorted({int(w["id"]) for w in list_value(body, "build_workitems")
+                                      if isinstance(w, dict) and str(w.get("id", "")).isdigit()})
+
+    def _commits(self, changes: list[Any]) -> Iterator[tuple[str, datetime]]:
+        """Build changes → commit Changes; TFVC changesets and malformed entries are skipped."""
+        for change in changes:
+            if not isinstance(change, dict):
+                continue
+            sha = change.get("id")
+            if not isinstance(sha, str) or not _SHA.fullmatch(sha):
+                continue
+            try:
+                when = parse_time(change.get("timestamp"))
+            except ValueError:
+                when = None
+            if when is None:
+                self._log_once(sha, "commit without a valid timestamp; its lead time is unknown")
+                continue
+            yield sha.lower(), when
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _commit(self, store: Any, batch: Batch, stream: str | None, watermark: str | None,
+                report: SyncReport) -> None:
+        store.commit(self.name, batch, stream=stream, watermark=watermark)
+        report.batches += 1
+        report.items += len(batch)
+
+    def _reject(self, batch: Batch, record_id: str, reason: str) -> None:
+        batch.rejections.append(Rejection(self.name, record_id, reason))
+        self._log_once(record_id, f"rejected: {reason}")
+
+    def _log_once(self, record_id: str, message: str) -> None:
+        if (record_id, message) not in self._logged:
+            self._logged.add((record_id, message))
+            log.warning("source=%s record %s %s", self.name, record_id, message)
+
+
+def _times(record: dict[str, Any], start_key: str, finish_key: str) -> tuple[datetime | None, datetime]:
+    try:
+        started = parse_time(record.get(start_key))
+        finished = parse_time(record.get(finish_key))
+    except ValueError:
+        raise Rejected("bad_timestamp", f"{start_key}/{finish_key}") from None
+    if finished is None:
+        raise Rejected("missing_field", finish_key)
+    if started is not None and finished < started:
+        raise Rejected("end_before_start", f"{finish_key} before {start_key}")
+    return started, finished
+
+
+def _build_of(contains: tuple[str, ...]) -> int | None:
+    for ref in contains:
+        if ref.startswith("build:") and ref[6:].isdigit():
+            return int(ref[6:])
+    return None
+
+
+def _safe_time(value: Any) -> datetime | None:
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _short(value: Any) -> str:
+    return str(value)[:64]
+

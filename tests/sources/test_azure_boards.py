@@ -1,0 +1,268 @@
+"""Azure Boards source: revisions, state categories, artifact links and rejections, over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure_replay import ORG, PROJECT, FakeBoards
+
+from collector.config import AzureBoardsConfig
+from collector.model import Category, ado_pr_ref, ado_ref, build_ref, commit_ref
+from collector.sandbox.server import SandboxHTTPServer
+from collector.sources import SOURCES
+from collector.sources.azure_boards import AzureBoardsSource, artifact_ref
+from collector.sources.base import SourceContext
+from collector.store import Store
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+SHA = "9991b4f66def4c0a9ad8f9f27043ece7eddcf1c7"
+REPO = "278d5cd2-584d-4b63-824a-2ba458937249"
+PROJ = "ac7c05bb-7f8e-4880-85a6-e08f37fd4a10"
+CONN = "0A1B2C3D-1111-2222-3333-444455556666"
+
+
+def rev(item: int, n: int, state: str, changed: str, *, type_: str = "User Story",
+        area: str = "Fabrikam\\Payments", created: str = "2026-01-05T09:00:00.123Z", **extra: Any) -> dict[str, Any]:
+    fields = {"System.Id": item, "System.Rev": n, "System.WorkItemType": type_, "System.State": state,
+              "System.CreatedDate": created, "System.ChangedDate": changed, "System.AreaPath": area,
+              "System.IterationPath": "Fabrikam\\Sprint 1", "System.TeamProject": PROJECT}
+    fields.update(extra)
+    return {"id": item, "rev": n, "fields": {k: v for k, v in fields.items() if v is not None}}
+
+
+def artifact(url: str, name: str) -> dict[str, Any]:
+    return {"rel": "ArtifactLink", "url": url, "attributes": {"name": name, "authorizedDate": "2026-01-06T00:00:00Z"}}
+
+
+REVISIONS = [
+    rev(1, 1, "New", "2026-01-05T09:00:00.123Z"),
+    rev(2, 1, "New", "2026-01-06T10:00:00Z", type_="Bug", area="Fabrikam", created="2026-01-06T10:00:00Z"),
+    rev(1, 2, "Active", "2026-01-07T08:30:00.1234567Z"),
+    rev(9, 1, "To Do", "2026-01-07T09:00:00Z", type_="Task"),  # not a configured type: ignored, not rejected
+    rev(1, 3, "Code Review", "2026-01-09T16:00:00Z"),
+    rev(3, 1, "New", "2026-01-10T10:00:00Z", created="2026-01-10T10:00:00Z"),
+    rev(2, 2, "Resolved", "2026-01-11T10:00:00Z", type_="Bug", area="Fabrikam", created="2026-01-06T10:00:00Z"),
+    rev(4, 1, "New", None),  # no ChangedDate
+    rev(5, 1, "Bogus", "2026-01-12T10:00:00Z"),  # a state the process does not have
+    rev(6, 1, "New", "2026-01-01T10:00:00Z"),  # changed before it was created
+    {"id": "7", "rev": 1, "fields": {}},  # id of the wrong type
+    rev(8, 1, "New", "2026-01-12T11:00:00Z", area="Fabrikam\\" + "x" * 10_000),  # huge string
+    rev(10, 1, "New", "not a date"),
+    rev(1, 4, "Closed", "2026-01-14T12:00:00Z"),
+    rev(3, 2, "New", "2026-01-15T10:00:00Z", created="2026-01-10T10:00:00Z", **{"System.IsDeleted": True}),
+]
+RELATIONS = {
+    1: [
+        artifact(f"vstfs:///Git/Commit/{PROJ}%2F{REPO}%2F{SHA}", "Fixed in Commit"),
+        artifact(f"vstfs:///Git/PullRequestId/{PROJ}%2f{REPO}%2f42", "Pull Request"),
+        artifact("vstfs:///Build/Build/1234", "Integrated in build"),
+        artifact(f"vstfs:///GitHub/PullRequest/{CONN}%2F17", "GitHub Pull Request"),
+        artifact(f"vstfs:///GitHub/Commit/{CONN}%2F{SHA.upper()}", "GitHub Commit"),
+        {"rel": "System.LinkTypes.Hierarchy-Reverse", "url": "https://x/_apis/wit/workItems/2", "attributes": {}},
+        {"rel": "Hyperlink", "url": "https://example.com", "attributes": {}},
+        artifact("vstfs:///Wiki/WikiPage/abc", "Wiki Page"),
+    ],
+    2: [artifact("vstfs:///Build/Build/1240", "Found in build")],
+}
+
+
+def config(url: str, **overrides: Any) -> AzureBoardsConfig:
+    values = {"name": "boards", "kind": "azure_boards", "organization_url": url, "project": PROJECT,
+              "token": "replay-token", "work_item_types": ["User Story", "Bug"]}
+    values.update(overrides)
+    return AzureBoardsConfig(**values)
+
+
+def ctx() -> SourceContext:
+    return SourceContext(history=timedelta(days=365), now=lambda: NOW, sleep=lambda s: None)
+
+
+@pytest.fixture
+def replay() -> Iterator[tuple[FakeBoards, str]]:
+    fake = FakeBoards(revisions=[dict(r) for r in REVISIONS], relations=RELATIONS, deleted={3})
+    server: SandboxHTTPServer = fake.start()
+    host, port = server.server_address[:2]
+    yield fake, f"http://{host}:{port}/{ORG}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def boards_store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path}/boards.db")
+
+
+def test_registered_under_its_kind() -> None:
+    assert SOURCES["azure_boards"] is AzureBoardsSource
+
+
+def test_revisions_become_histories_with_the_process_categories(replay: tuple[FakeBoards, str],
+                                                                 boards_store: Store) -> None:
+    _fake, url = replay
+    AzureBoardsSource(config(url), ctx()).sync(boards_store)
+    items = {w.native_id: w for w in boards_store.work_items("boards")}
+    assert sorted(items) == ["1", "2", "3"]
+
+    story = items["1"]
+    assert (story.ref, story.project, story.team, story.type) == (ado_ref(1), PROJECT, "Payments", "User Story")
+    assert story.created_at == datetime(2026, 1, 5, 9, 0, 0, 123000, tzinfo=UTC)
+    assert [(s.seq, s.state, s.category) for s in story.history] == [
+        (1, "New", Category.PROPOSED), (2, "Active", Category.IN_PROGRESS),
+        (3, "Code Review", Category.IN_PROGRESS), (4, "Closed", Category.COMPLETED)]
+    assert story.history[1].at == datetime(2026, 1, 7, 8, 30, 0, 123456, tzinfo=UTC)
+
+    bug = items["2"]
+    assert bug.team == PROJECT  # the root area path is the project itself
+    assert [s.category for s in bug.history] == [Category.PROPOSED, Category.RESOLVED]
+
+    deleted = items["3"]
+    assert [s.category for s in deleted.history] == [Category.PROPOSED, Category.REMOVED]
+
+
+def test_artifact_links_of_the_items_a_page_touched(replay: tuple[FakeBoards, str], boards_store: Store) -> None:
+    fake, url = replay
+    AzureBoardsSource(config(url), ctx()).sync(boards_store)
+    links = {(link.work_item, link.target) for link in boards_store.links("boards")}
+    assert links == {
+        (ado_ref(1), commit_ref(SHA)),
+        (ado_ref(1), ado_pr_ref(REPO, 42)),
+        (ado_ref(1), build_ref(1234)),
+        (ado_ref(1), f"ghconn:{CONN.lower()}#17"),
+        (ado_ref(2), build_ref(1240)),
+    }
+    posts = [body for method, path, _, body in fake.requests if path.endswith("/workitemsbatch")]
+    assert all(body["$expand"] == "Relations" and "fields" not in body for body in posts)
+    assert all(len(body["ids"]) <= 200 for body in posts)
+
+
+def test_malformed_revisions_are_rejected_with_a_reason_never_a_crash(replay: tuple[FakeBoards, str],
+                                                                      boards_store: Store) -> None:
+    _fake, url = replay
+    AzureBoardsSource(config(url), ctx()).sync(boards_store)
+    assert boards_store.rejection_counts() == {
+        ("boards", "missing_field"): 1, ("boards", "unknown_state"): 1, ("boards", "end_before_start"): 1,
+        ("boards", "wrong_type"): 1, ("boards", "too_large"): 1, ("boards", "bad_timestamp"): 1}
+    assert not {"4", "5", "6", "7", "8", "10"} & {w.native_id for w in boards_store.work_items("boards")}
+
+
+def test_pages_follow_the_continuation_token_and_keep_the_filters(replay: tuple[FakeBoards, str],
+                                                                  boards_store: Store) -> None:
+    fake, url = replay
+    AzureBoardsSource(config(url), ctx()).sync(boards_store)
+    pages = [query for _, path, query, _ in fake.requests if path.endswith("/workitemrevisions")]
+    assert len(pages) == 5  # 15 revisions, 3 a page
+    first, second = pages[0], pages[1]
+    assert first["startDateTime"] == ["2025-03-01T00:00:00.000Z"] and "continuationToken" not in first
+    # page 1 had its token only inside nextLink (as in the official example); later pages in the body too
+    assert second["continuationToken"] == ["3;1"] and "startDateTime" not in second
+    for query in pages:
+        assert query["types"] == ["User Story,Bug"] and query["includeDeleted"] == ["true"]
+        assert "System.State" in query["fields"][0].split(",") and "System.Title" not in query["fields"][0]
+        assert query["api-version"] == ["7.1-preview.2"]
+    assert boards_store.watermark("boards", "revisions") == "15;3"
+
+
+def test_a_second_pass_reads_one_page_and_changes_nothing(replay: tuple[FakeBoards, str],
+                                                          boards_store: Store) -> None:
+    fake, url = replay
+    source = AzureBoardsSource(config(url), ctx())
+    source.sync(boards_store)
+    before = boards_store.content_digest()
+    fake.requests.clear()
+    source.sync(boards_store)
+    assert [path.rsplit("/", 1)[-1] for _, path, _, _ in fake.requests] == ["workitemrevisions"]
+    assert boards_store.content_digest() == before
+
+    fake.revisions.append(rev(2, 3, "Closed", "2026-02-01T10:00:00Z", type_="Bug", area="Fabrikam",
+                              created="2026-01-06T10:00:00Z"))
+    fake.requests.clear()
+    source.sync(boards_store)
+    assert [path.rsplit("/", 1)[-1] for _, path, _, _ in fake.requests] == ["workitemrevisions", "workitemsbatch"]
+    bug = next(w for w in boards_store.work_items("boards") if w.native_id == "2")
+    assert [s.state for s in bug.history] == ["New", "Resolved", "Closed"]
+
+
+def test_a_pass_interrupted_after_a_page_resumes_where_it_stopped(replay: tuple[FakeBoards, str],
+                                                                  tmp_path: Path) -> None:
+    fake, url = replay
+    whole = Store(f"sqlite:///{tmp_path}/whole.db")
+    AzureBoardsSource(config(url), ctx()).sync(whole)
+
+    class CrashAfter(Store):
+        """Fails the k-th transaction just before it commits, like a process killed mid-write."""
+
+        commits = 0
+
+        def commit(self, *args: Any, **kwargs: Any) -> None:
+            CrashAfter.commits += 1
+            if CrashAfter.commits == 3:
+                def crash() -> None:
+                    raise KeyboardInterrupt("killed")
+                kwargs["before_commit"] = crash
+            super().commit(*args, **kwargs)
+
+    path = f"sqlite:///{tmp_path}/crash.db"
+    with pytest.raises(KeyboardInterrupt):
+        AzureBoardsSource(config(url), ctx()).sync(CrashAfter(path))
+    resumed = Store(path)
+    assert resumed.watermark("boards", "revisions") == "6;3"  # two pages committed, the third rolled back
+    fake.requests.clear()
+    AzureBoardsSource(config(url), ctx()).sync(resumed)
+    tokens = [q.get("continuationToken") for _, p, q, _ in fake.requests if p.endswith("/workitemrevisions")]
+    assert tokens[0] == ["6;3"]
+    assert resumed.content_digest() == whole.content_digest()
+
+
+def test_team_from_iteration_path_or_a_field(replay: tuple[FakeBoards, str], tmp_path: Path) -> None:
+    fake, url = replay
+    by_iteration = Store(f"sqlite:///{tmp_path}/it.db")
+    AzureBoardsSource(config(url, team_from="iteration_path"), ctx()).sync(by_iteration)
+    assert {w.team for w in by_iteration.work_items()} == {"Sprint 1"}
+
+    fake.revisions = [rev(1, 1, "New", "2026-01-05T09:00:00.123Z", **{"Custom.Team": "Blue"}),
+                      rev(2, 1, "New", "2026-01-06T10:00:00Z", type_="Bug", created="2026-01-06T10:00:00Z")]
+    by_field = Store(f"sqlite:///{tmp_path}/field.db")
+    AzureBoardsSource(config(url, team_from="field:Custom.Team"), ctx()).sync(by_field)
+    assert {w.native_id: w.team for w in by_field.work_items()} == {"1": "Blue", "2": "unassigned"}
+    query = next(q for _, p, q, _ in fake.requests if p.endswith("/workitemrevisions") and "Custom.Team" in
+                 q["fields"][0])
+    assert query
+
+
+def test_without_the_reporting_api_it_falls_back_to_wiql_and_updates(
+        replay: tuple[FakeBoards, str], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fake, url = replay
+    reporting = Store(f"sqlite:///{tmp_path}/reporting.db")
+    AzureBoardsSource(config(url), ctx()).sync(reporting)
+
+    fake.reporting = False
+    fallback = Store(f"sqlite:///{tmp_path}/wiql.db")
+    report = AzureBoardsSource(config(url), ctx()).sync(fallback)
+    assert report.details["mode"] == "wiql"
+    assert "falling back to WIQL" in caplog.text
+    live = [w for w in reporting.work_items() if w.native_id != "3"]  # WIQL cannot see deleted items
+    assert sorted(fallback.work_items(), key=lambda w: w.native_id) == sorted(live, key=lambda w: w.native_id)
+    assert set(fallback.links()) == set(reporting.links())
+    assert fallback.watermark("boards", "wiql") == "2026-01-14T12:00:00.000Z"
+
+
+@pytest.mark.parametrize(("url", "ref"), [
+    (f"vstfs:///Git/Commit/{PROJ}%2F{REPO}%2F{SHA.upper()}", commit_ref(SHA)),
+    (f"VSTFS:///git/commit/{PROJ}%2f{REPO}%2f{SHA}", commit_ref(SHA)),
+    (f"vstfs:///Git/PullRequestId/{PROJ}%2F{REPO.upper()}%2F7", ado_pr_ref(REPO, 7)),
+    ("vstfs:///Build/Build/99", build_ref(99)),
+    (f"vstfs:///GitHub/Commit/{CONN}%2F{SHA}", commit_ref(SHA)),
+    (f"vstfs:///GitHub/PullRequest/{CONN}%2F5", f"ghconn:{CONN.lower()}#5"),
+    ("vstfs:///Build/Build/abc", None),
+    (f"vstfs:///Git/Commit/{PROJ}%2F{REPO}", None),
+    ("vstfs:///ReleaseManagement/Environment/1:2:3", None),
+    ("https://example.com/commit/" + SHA, None),
+    (None, None),
+    (12, None),
+])
+def test_artifact_link_urls(url: Any, ref: str | None) -> None:
+    assert artifact_ref(url) == ref

@@ -1,0 +1,236 @@
+"""Azure Pipelines source: environment deployment records, classic releases, commits and work items."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure_replay import ORG, PROJECT, FakePipelines, _commit
+
+from collector.config import AzurePipelinesConfig
+from collector.model import ado_ref, build_ref, commit_ref
+from collector.sources import SOURCES
+from collector.sources.azure_common import is_production, release_url
+from collector.sources.azure_pipelines import AzurePipelinesSource
+from collector.sources.base import SourceContext
+from collector.store import Store
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def sha(n: int) -> str:
+    return f"{n:040x}"
+
+
+def record(rid: int, env: int, build: int, result: str | None, start: str, finish: str | None,
+           pipeline: str = "web-ci") -> dict[str, Any]:
+    """An EnvironmentDeploymentExecutionRecord (taskAgent.json)."""
+    return {"id": rid, "environmentId": env, "serviceOwner": "00025394-6065-48ca-87d9-7f5672854ef7",
+            "requestIdentifier": f"req-{rid}", "planType": "Build", "planId": f"plan-{rid}",
+            "definition": {"id": 7, "name": pipeline}, "owner": {"id": build, "name": f"2026.{build}"},
+            "stageName": "Deploy", "jobName": "deploy", "stageAttempt": 1, "jobAttempt": 1,
+            "queueTime": start, "startTime": start, "finishTime": finish, "result": result}
+
+
+def release_deployment(did: int, release: int, env: str, status: str, start: str, finish: str | None) -> dict[str, Any]:
+    """A classic release Deployment (release.json), as the list returns it (no artifacts)."""
+    return {"id": did, "release": {"id": release, "name": f"Release-{release}", "artifacts": []},
+            "releaseDefinition": {"id": 3, "name": "legacy-api", "path": "\\"},
+            "releaseEnvironment": {"id": 100 + release, "name": env}, "definitionEnvironmentId": 9, "attempt": 1,
+            "deploymentStatus": status, "operationStatus": "Approved" if status != "inProgress" else "Queued",
+            "queuedOn": start, "startedOn": start, "completedOn": finish, "lastModifiedOn": finish or start}
+
+
+def release(rid: int, build: int) -> dict[str, Any]:
+    return {"id": rid, "name": f"Release-{rid}", "artifacts": [
+        {"sourceId": "p:1", "type": "Git", "alias": "scripts", "isPrimary": False,
+         "definitionReference": {"version": {"id": "abc", "name": "main"}}},
+        {"sourceId": "p:2", "type": "Build", "alias": "_api", "isPrimary": True,
+         "definitionReference": {"definition": {"id": "2", "name": "api-ci"},
+                                 "project": {"id": "ac7c05bb-7f8e-4880-85a6-e08f37fd4a10", "name": PROJECT},
+                                 "version": {"id": str(build), "name": f"2026.{build}"},
+                                 "sourceVersion": {"id": sha(build), "name": sha(build)[:7]}}}]}
+
+
+def world() -> FakePipelines:
+    t = "2026-02-{:02d}T10:00:00Z".format
+    records = {
+        2: [record(1, 2, 100, "succeeded", t(1), t(2)),
+            record(3, 2, 101, "failed", t(3), t(4)),
+            record(4, 2, 101, "succeeded", t(5), t(6)),
+            record(5, 2, 102, "canceled", t(7), t(7)),
+            record(6, 2, 103, None, t(9), None),  # still running
+            record(8, 2, 104, "succeeded", t(11), t(10))],  # finished before it started
+        1: [record(2, 1, 101, "succeededWithIssues", t(3), t(4)),
+            record(7, 1, 103, "succeeded", t(8), t(9))],
+    }
+    return FakePipelines(
+        environments=[{"id": 1, "name": "staging", "project": {"id": "p"}}, {"id": 2, "name": "Production"},
+                      {"id": 3, "name": "empty"}],
+        records=records,
+        deployments=[release_deployment(31, 50, "prod", "succeeded", t(1), t(1).replace("10:", "11:")),
+                     release_deployment(32, 51, "prod", "failed", t(2), t(2).replace("10:", "11:")),
+                     release_deployment(33, 52, "prod", "inProgress", t(3), None),
+                     release_deployment(34, 53, "qa", "notDeployed", t(4), None),
+                     release_deployment(35, 54, "qa", "succeeded", t(5), None)],  # succeeded without a finish
+        releases={50: release(50, 200), 51: release(51, 201), 52: release(52, 202), 54: release(54, 203)},
+        build_changes={100: [_commit(sha(1), t(1))], 101: [_commit(sha(2), t(2)), _commit(sha(3), t(3))],
+                       102: [_commit(sha(4), t(6))], 103: [_commit(sha(5), t(7))],
+                       200: [_commit(sha(20), t(1))], 201: [_commit(sha(21), t(2))]},
+        build_work_items={100: [11], 101: [12], 103: [13, 14], 201: [21]},
+        build_versions={b: sha(b) for b in range(100, 105)},
+    )
+
+
+def config(url: str, **overrides: Any) -> AzurePipelinesConfig:
+    values = {"name": "pipelines", "kind": "azure_pipelines", "organization_url": url, "project": PROJECT,
+              "token": "replay-token", "production_environments": ["production", "/^prod$/"]}
+    values.update(overrides)
+    return AzurePipelinesConfig(**values)
+
+
+def ctx() -> SourceContext:
+    return SourceContext(history=timedelta(days=365), now=lambda: NOW, sleep=lambda s: None)
+
+
+@pytest.fixture
+def replay_pipelines() -> Iterator[tuple[FakePipelines, str]]:
+    fake = world()
+    server = fake.start()
+    host, port = server.server_address[:2]
+    yield fake, f"http://{host}:{port}/{ORG}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def pipelines_store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path}/pipelines.db")
+
+
+def deployments(store: Store) -> dict[str, tuple[Any, ...]]:
+    return {d.native_id: (d.service, d.environment, d.production, d.status, sorted(d.contains))
+            for d in store.deployments("pipelines")}
+
+
+def test_registered_under_its_kind() -> None:
+    assert SOURCES["azure_pipelines"] is AzurePipelinesSource
+
+
+def test_deployments_contain_the_commits_since_the_previous_success(
+        replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store) -> None:
+    _fake, url = replay_pipelines
+    AzurePipelinesSource(config(url), ctx()).sync(pipelines_store)
+    c = commit_ref
+    assert deployments(pipelines_store) == {
+        # first deployment to Production: the build's own changes
+        "env:2:1": ("web-ci", "Production", True, "success", sorted([c(sha(1)), build_ref(100)])),
+        # a failure, then its successful retry: both hold what came after build 100
+        "env:2:3": ("web-ci", "Production", True, "failure", sorted([c(sha(2)), c(sha(3)), build_ref(101)])),
+        "env:2:4": ("web-ci", "Production", True, "success", sorted([c(sha(2)), c(sha(3)), build_ref(101)])),
+        # staging has its own history: 101 was its first, 103 brings 102's and 103's commits
+        "env:1:2": ("web-ci", "staging", False, "success", sorted([c(sha(2)), c(sha(3)), build_ref(101)])),
+        "env:1:7": ("web-ci", "staging", False, "success", sorted([c(sha(4)), c(sha(5)), build_ref(103)])),
+        # classic releases: the release's primary Build artifact
+        "release:31": ("legacy-api", "prod", True, "success", sorted([c(sha(20)), build_ref(200)])),
+        "release:32": ("legacy-api", "prod", True, "failure", [build_ref(201), c(sha(21))]),
+    }
+    changes = {ch.native_id: (ch.service, ch.kind, ch.first_commit_at, ch.merged_at, ch.commits)
+               for ch in pipelines_store.changes("pipelines")}
+    first = datetime(2026, 2, 1, 10, tzinfo=UTC)
+    assert changes[sha(1)] == ("web-ci", "commit", first, first, (sha(1),))
+    assert changes[sha(20)][0] == "legacy-api"
+    assert set(changes) == {sha(n) for n in (1, 2, 3, 4, 5, 20, 21)}
+    assert {(link.work_item, link.target) for link in pipelines_store.links("pipelines")} == {
+        (ado_ref(11), build_ref(100)), (ado_ref(12), build_ref(101)), (ado_ref(13), build_ref(103)),
+        (ado_ref(14), build_ref(103)), (ado_ref(21), build_ref(201))}
+    # the deployed commit: the run's sourceVersion (YAML), the Build artifact's (classic)
+    assert {d.native_id: d.sha for d in pipelines_store.deployments()} == {
+        "env:2:1": sha(100), "env:2:3": sha(101), "env:2:4": sha(101), "env:1:2": sha(101), "env:1:7": sha(103),
+        "release:31": sha(200), "release:32": sha(201)}
+    assert pipelines_store.rejection_counts() == {("pipelines", "end_before_start"): 1,
+                                                 ("pipelines", "missing_field"): 1}
+
+
+def test_requests_are_cached_per_build_pair_and_use_the_documented_parameters(
+        replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store) -> None:
+    fake, url = replay_pipelines
+    AzurePipelinesSource(config(url), ctx()).sync(pipelines_store)
+    paths = [p.split("/_apis/", 1)[1] for _, p, _ in fake.requests]
+    # (100→101) serves both the failed and the retried Production deployment; (101→103), (200→201)
+    assert paths.count("build/changes") == 3 and paths.count("build/workitems") == 3
+    assert paths.count("build/builds/100/changes") == 1 and paths.count("build/builds/101/changes") == 1
+    assert paths.count("release/releases/50") == 1 and "release/releases/53" not in paths
+    # one bulk read of the new runs' commits per environment
+    bulk = [q["buildIds"] for _, p, q in fake.requests if p.endswith("/build/builds")]
+    assert bulk == [["101,103"], ["100,104"]]  # Production's 101 and 103 were read for staging
+    records = [q for _, p, q in fake.requests if p.endswith("/environmentdeploymentrecords")]
+    assert all("top" in q and "$top" not in q for q in records)
+    releases = next(q for _, p, q in fake.requests if p.endswith("/release/deployments"))
+    assert releases["queryOrder"] == ["ascending"] and releases["minStartedTime"] == ["2025-03-01T00:00:00.000Z"]
+
+
+def test_watermarks_stay_below_runs_still_in_progress(replay_pipelines: tuple[FakePipelines, str],
+                                                      pipelines_store: Store) -> None:
+    fake, url = replay_pipelines
+    source = AzurePipelinesSource(config(url), ctx())
+    source.sync(pipelines_store)
+    assert pipelines_store.watermarks("pipelines") == {
+        "environment:1": "7", "environment:2": "5", "releases": "2026-02-02T10:00:00.000Z"}
+
+    before = pipelines_store.content_digest()
+    fake.requests.clear()
+    source.sync(pipelines_store)
+    streams = [p.split("/_apis/", 1)[1] for _, p, _ in fake.requests]
+    # one request per stream: environments, each environment's first page, the release window
+    assert sorted(streams) == sorted([
+        "distributedtask/environments", "distributedtask/environments/1/environmentdeploymentrecords",
+        "distributedtask/environments/2/environmentdeploymentrecords",
+        "distributedtask/environments/3/environmentdeploymentrecords", "release/deployments"])
+    assert pipelines_store.content_digest() == before
+
+    # the running deployment finishes, and the running release too
+    running = next(r for r in fake.records[2] if r["id"] == 6)
+    running.update(result="succeeded", finishTime="2026-02-10T10:00:00Z")
+    fake.deployments[2].update(deploymentStatus="succeeded", completedOn="2026-02-03T12:00:00Z")
+    fake.releases[52] = release(52, 202)
+    fake.build_changes[202] = [_commit(sha(22), "2026-02-03T09:00:00Z")]
+    source.sync(pipelines_store)
+    found = deployments(pipelines_store)
+    assert found["env:2:6"] == ("web-ci", "Production", True, "success",
+                                sorted([commit_ref(sha(4)), commit_ref(sha(5)), build_ref(103)]))
+    assert found["release:33"][3] == "success"
+    assert pipelines_store.watermarks("pipelines")["environment:2"] == "8"
+
+
+def test_only_the_configured_kinds_of_deployment_are_read(replay_pipelines: tuple[FakePipelines, str],
+                                                          pipelines_store: Store) -> None:
+    fake, url = replay_pipelines
+    AzurePipelinesSource(config(url, deployments_from=["releases"]), ctx()).sync(pipelines_store)
+    assert {d.native_id.split(":")[0] for d in pipelines_store.deployments()} == {"release"}
+    assert not any("distributedtask" in p for _, p, _ in fake.requests)
+
+
+@pytest.mark.parametrize(("name", "patterns", "expected"), [
+    ("production", ["production"], True),
+    ("Production", ["production"], True),
+    ("production-eu", ["production"], False),
+    ("prod-eu", ["/^prod-/"], True),
+    ("preprod-eu", ["/^prod-/"], False),
+    ("staging", ["/[/"], False),  # an invalid regex matches nothing rather than crashing a pass
+])
+def test_production_environments(name: str, patterns: list[str], expected: bool) -> None:
+    assert is_production(name, patterns) is expected
+
+
+@pytest.mark.parametrize(("org", "rm"), [
+    ("https://dev.azure.com/contoso", "https://vsrm.dev.azure.com/contoso"),
+    ("https://contoso.visualstudio.com/", "https://contoso.vsrm.visualstudio.com"),
+    ("https://tfs.example.com/tfs/DefaultCollection", "https://tfs.example.com/tfs/DefaultCollection"),
+    ("http://127.0.0.1:8089/contoso", "http://127.0.0.1:8089/contoso"),
+])
+def test_classic_releases_host(org: str, rm: str) -> None:
+    assert release_url(org) == rm
