@@ -1,0 +1,1106 @@
+"""The seeded GitHub organisation behind the sandbox, and its ground truth.
+
+``github.py`` serves this over HTTP; this module only knows the data. Everything is derived from
+``seed`` so two sandboxes with the same options serve byte-identical answers.
+
+World (``organization`` = ``contoso`` by default), history over the 360 days before ``now``:
+
+- ``contoso/web`` delivers through the **Deployments API** (environments ``staging`` and
+  ``production``), ``contoso/api`` through **Releases**, ``contoso/mobile-app`` through **Actions
+  workflow runs** of ``deploy.yml`` (plus ``ci.yml`` runs on pull-request branches to be ignored).
+  ``truth()["repos"]`` names each repository's mode; a perfect sync uses one GitHub source per
+  repository with that ``deployments_from`` and the defaults for everything else.
+- Issues and pull requests share one number space per repository. PRs reference issues with
+  closing keywords only (``Fixes #12``, ``Closes contoso/api#7``, ``Resolves #3``) and Azure Boards
+  items with ``AB#<id>`` (title, body, or one commit message).
+- ``main`` is a first-parent chain: an initial commit, then one merge commit per merged PR
+  (parents: previous main head, PR head). No direct pushes after the initial commit.
+- One force-push case in ``web``: a ``staging`` and a ``production`` deployment of a sha that is
+  no longer in the repository (``/commits/{sha}`` answers 422, ``compare`` 404).
+
+Ground truth (``truth()``), in domain terms (CONTRACT §4; ISO-8601 UTC strings ``…Z``):
+
+``work_items``: every well-formed issue (not PRs): ``native_id`` ``contoso/web#12``, ``ref``
+``gh:contoso/web#12``, ``project`` ``contoso/web``, ``team`` = suffix of the first ``team/…`` label
+else ``unassigned``, ``type`` = ``Bug``/``Feature`` for the ``bug``/``feature`` label else
+``Issue``, ``created_at``, ``history``.
+
+``history`` is derived from the issue timeline (``GET …/issues/{n}/timeline``) like this:
+
+1. Start at ``created_at`` with state ``open``: no assignee, no open linked PR, not closed.
+2. Walk the timeline in the order served (chronological). ``assigned``/``unassigned`` add/remove
+   ``assignee.login``; ``closed`` closes with its ``state_reason`` (null = ``completed``);
+   ``reopened`` reopens; ``cross-referenced`` whose ``source.issue`` has a ``pull_request`` key
+   adds that PR as *linked*. Other events (``labeled`` …) change nothing.
+3. A linked PR stops being open at its ``source.issue.closed_at`` (merged or not): that instant is
+   an extra step, taken after the timeline events of the same second.
+4. After each step the state is: closed → ``completed`` or ``not_planned``; open with an assignee
+   or an open linked PR → ``in_progress``; else ``open``.
+5. A StateChange is emitted only when the state differs from the previous one; ``seq`` counts
+   them from 1 (the creation state). Categories: ``open``→Proposed, ``in_progress``→InProgress,
+   ``completed``→Completed, ``not_planned``→Removed.
+
+``changes``: merged PRs: ``native_id`` ``contoso/web#40``, ``ref`` ``ghpr:contoso/web#40``,
+``service`` ``contoso/web``, ``kind`` ``pull_request``, ``first_commit_at`` = earliest
+``commit.author.date`` of ``/pulls/{n}/commits``, ``merged_at``, ``commits`` = those shas (oldest
+first) + ``merge_commit_sha``.
+
+``links``: from merged PRs only: closing references → ``{work_item: gh:…#N, target: ghpr:…#M}``;
+``AB#id`` in title/body → ``{ado:id, ghpr:…}``; ``AB#id`` in a PR commit message →
+``{ado:id, commit:<sha>}``. Unique pairs.
+
+``deployments``: ``native_id`` ``deployment:{id}`` / ``release:{id}`` / ``run:{id}``; ``service``
+``contoso/<repo>``; ``production`` per the default ``production_environments: [production]``.
+
+- Deployments API: a deployment's outcome is its *first* terminal status in time
+  (``success`` → success; ``failure``/``error`` → failure; statuses are listed newest first and an
+  older success later gains an ``inactive`` status). No terminal status yet → not a deployment.
+  ``started_at`` = deployment ``created_at``, ``finished_at`` = that status's ``created_at``.
+- Releases: published, non-draft, non-prerelease releases only; ``environment`` ``production``,
+  ``status`` success, ``sha`` = the tag's commit (``/git/ref/tags/{tag}``; lightweight tags;
+  ``target_commitish`` is the branch name), ``started_at`` = release ``created_at`` (GitHub sets it
+  to the tagged commit's date), ``finished_at`` = ``published_at``.
+- Workflow runs of ``deploy.yml`` with ``head_branch`` = the default branch and
+  ``status: completed``: ``success`` → success, ``failure``/``timed_out`` → failure, others
+  (``cancelled`` …) skipped; ``environment`` ``production``; ``started_at`` = ``run_started_at``,
+  ``finished_at`` = ``updated_at``, ``sha`` = ``head_sha``.
+- ``contains`` = ``commit:<sha>`` of ``compare/{P.sha}...{D.sha}`` commits, where P is the latest
+  earlier (creation order) successful deployment of the same service and environment *whose sha
+  still exists*; without such P, every commit reachable from D's sha (``/commits?sha=``); ``[]``
+  when D's own sha no longer exists. Failed deployments have ``contains`` too.
+
+``rejected``: malformed records (constructor ``malformed=N``): issues in ``/issues`` and PRs in
+``/pulls`` (their ``/issues`` entry is well-formed) with ``record_id`` ``contoso/web#N`` and a
+reason: ``missing_field`` (no ``created_at``), ``bad_timestamp`` (unparseable ``created_at``),
+``wrong_type`` (``created_at`` a number), ``end_before_start`` (``closed_at``/``merged_at``
+before ``created_at``), ``unknown_state`` (issue ``state`` not open/closed), ``too_large`` (body
+over 65,536 characters, GitHub's own limit).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import heapq
+import random
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from collector.model import ado_ref, commit_ref, gh_issue_ref, gh_pr_ref
+
+DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
+HISTORY = timedelta(days=360)
+
+#: repository → how it deploys (the GitHub source's ``deployments_from``)
+REPOS: tuple[tuple[str, str], ...] = (
+    ("web", "deployments"),
+    ("api", "releases"),
+    ("mobile-app", "workflow_runs:deploy.yml"),
+)
+REPO_WEIGHTS = {"web": 0.4, "api": 0.35, "mobile-app": 0.25}
+TEAM_OF_REPO = {"web": "web", "api": "api", "mobile-app": "mobile"}
+TEAMS = ("web", "api", "mobile", "platform")
+USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
+BOT = "github-actions[bot]"
+DEFAULT_BRANCH = "main"
+PRIVATE_REPO = "private-infra"  # answers 403 to everything: for fault tests
+LABEL_COLORS = {"bug": "d73a4a", "feature": "a2eeef", "priority/high": "b60205"}
+CATEGORY = {"open": "Proposed", "in_progress": "InProgress", "completed": "Completed", "not_planned": "Removed"}
+TYPE_LABELS = {"bug": "Bug", "feature": "Feature"}
+MAX_BODY = 65536
+ISSUE_FAULTS = ("missing_field", "bad_timestamp", "wrong_type", "end_before_start", "unknown_state", "too_large")
+PR_FAULTS = ("missing_field", "bad_timestamp", "wrong_type", "end_before_start", "too_large")
+
+_SUBJECTS = ("login redirect", "payment retries", "profile page layout", "search ranking", "push notifications",
+             "session timeout", "CSV export", "dark mode", "invoice totals", "image upload", "rate limiter",
+             "onboarding flow", "password reset", "audit log", "cache invalidation", "locale fallback",
+             "order history", "webhook retries", "feature flags", "offline sync")
+_ISSUE_VERBS = ("Crash in", "Slow", "Wrong", "Improve", "Support", "Broken", "Add", "Flaky")
+_PR_VERBS = ("Fix", "Add", "Improve", "Refactor", "Handle", "Speed up")
+_COMMIT_MSGS = ("Update {s}", "Add tests for {s}", "Address review comments", "Tidy up {s}", "Handle edge case in {s}")
+_CLOSING = ("Fixes", "Closes", "Resolves")
+
+
+def iso(dt: datetime | None) -> str | None:
+    """``2024-05-01T12:00:00Z`` (all times here are whole-second UTC; isoformat is the fast path)."""
+    return None if dt is None else dt.isoformat()[:19] + "Z"
+
+
+def _secs(td: timedelta) -> timedelta:
+    return timedelta(seconds=int(td.total_seconds()))
+
+
+@dataclass(slots=True, eq=False)
+class IssueEvent:
+    """One issue/PR timeline event. ``cross-referenced`` events carry ``source`` and no id."""
+
+    kind: str
+    at: datetime
+    actor: str
+    label: str | None = None
+    assignee: str | None = None
+    state_reason: str | None = None
+    source: PullRequest | None = None  # cross-referenced: the PR; closed by a merge: the merging PR
+    commit_id: str | None = None
+    id: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class Issue:
+    repo: str
+    created_at: datetime
+    author: str
+    title: str
+    number: int = 0
+    id: int = 0
+    body: str = ""
+    labels: list[str] = field(default_factory=list)
+    assignees: list[str] = field(default_factory=list)
+    state: str = "open"
+    state_reason: str | None = None
+    closed_at: datetime | None = None
+    closed_by: str | None = None
+    events: list[IssueEvent] = field(default_factory=list)
+    malformed: str | None = None
+    is_pr = False
+
+    @property
+    def updated_at(self) -> datetime:
+        return max(self.created_at, self.events[-1].at) if self.events else self.created_at
+
+
+@dataclass(slots=True, eq=False)
+class PullRequest:
+    repo: str
+    author: str
+    created_at: datetime
+    topic: str
+    head_ref: str
+    closes: list[Issue] = field(default_factory=list)
+    closing_word: str = "Fixes"
+    ab_title: int | None = None
+    ab_body: int | None = None
+    ab_commit: int | None = None
+    merged_at: datetime | None = None
+    closed_at: datetime | None = None
+    merged_by: str | None = None
+    number: int = 0
+    id: int = 0
+    issue_id: int = 0
+    title: str = ""
+    body: str = ""
+    commits: list[str] = field(default_factory=list)
+    merge_commit_sha: str | None = None
+    base_index: int = 0
+    base_sha: str = ""
+    events: list[IssueEvent] = field(default_factory=list)
+    malformed: str | None = None
+    labels: list[str] = field(default_factory=list)
+    is_pr = True
+
+    @property
+    def state(self) -> str:
+        return "closed" if self.closed_at else "open"
+
+    @property
+    def updated_at(self) -> datetime:
+        return self.closed_at or self.created_at
+
+    @property
+    def head_sha(self) -> str:
+        return self.commits[-1] if self.commits else self.base_sha
+
+
+@dataclass(slots=True, eq=False)
+class GitCommit:
+    sha: str
+    message: str
+    author: str
+    at: datetime  # author and committer date
+    parents: list[str]
+    main_index: int | None = None  # position on main's first-parent chain
+    pos: int | None = None  # position in Repo.delivered (reachable from main), None if not on main
+    pr: PullRequest | None = None  # the PR whose branch holds it
+
+
+@dataclass(slots=True, eq=False)
+class Status:
+    state: str
+    at: datetime
+    id: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class Deployment:
+    repo: str
+    sha: str
+    environment: str
+    created_at: datetime
+    statuses: list[Status] = field(default_factory=list)  # chronological
+    id: int = 0
+
+    def outcome(self) -> Status | None:
+        """The first terminal status: a deployment's result (later ``inactive`` ones do not count)."""
+        for s in self.statuses:
+            if s.state in ("success", "failure", "error"):
+                return s
+        return None
+
+
+@dataclass(slots=True, eq=False)
+class Release:
+    repo: str
+    tag: str
+    sha: str
+    created_at: datetime
+    published_at: datetime | None
+    author: str
+    draft: bool = False
+    prerelease: bool = False
+    id: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class Workflow:
+    id: int
+    name: str
+    path: str
+    created_at: datetime
+
+
+@dataclass(slots=True, eq=False)
+class Run:
+    repo: str
+    workflow: Workflow
+    head_branch: str
+    head_sha: str
+    event: str
+    status: str
+    conclusion: str | None
+    created_at: datetime
+    updated_at: datetime
+    actor: str
+    title: str
+    run_number: int = 0
+    id: int = 0
+    run_started_at: datetime | None = None
+
+
+@dataclass(eq=False)
+class Repo:
+    name: str
+    full_name: str
+    id: int
+    mode: str
+    created_at: datetime
+    commits: dict[str, GitCommit] = field(default_factory=dict)
+    main: list[str] = field(default_factory=list)
+    main_times: list[datetime] = field(default_factory=list)
+    delivered: list[str] = field(default_factory=list)
+    cut: list[int] = field(default_factory=list)  # cut[i]: len(delivered) once main[i] is in
+    items: dict[int, Issue | PullRequest] = field(default_factory=dict)
+    deployments: list[Deployment] = field(default_factory=list)
+    releases: list[Release] = field(default_factory=list)
+    workflows: list[Workflow] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+    gone: set[str] = field(default_factory=set)  # force-pushed away: referenced, unknown
+    sha_counter: int = 0
+    last_number: int = 0
+    run_numbers: dict[int, int] = field(default_factory=dict)  # workflow id → last run number
+
+    # --- commit graph -------------------------------------------------------------------
+    def head_index_at(self, t: datetime) -> int:
+        return max(0, bisect.bisect_right(self.main_times, t) - 1)
+
+    def head_at(self, t: datetime) -> str:
+        return self.main[self.head_index_at(t)]
+
+    def resolve(self, ref: str) -> str | None:
+        """A sha (full or ≥7-char prefix), ``main``/``heads/main``, or a tag name → sha."""
+        ref = ref.removeprefix("refs/").removeprefix("heads/").removeprefix("tags/")
+        if ref == DEFAULT_BRANCH:
+            return self.main[-1]
+        if ref in self.commits:
+            return ref
+        for rel in self.releases:
+            if rel.tag == ref and not rel.draft:
+                return rel.sha
+        if 7 <= len(ref) < 40 and all(ch in "0123456789abcdef" for ch in ref.lower()):
+            for sha in self.commits:  # short shas are rare in practice: a scan is fine
+                if sha.startswith(ref.lower()):
+                    return sha
+        return None
+
+    def locate(self, sha: str) -> tuple[int, list[str]]:
+        """What ``sha`` reaches: ``delivered[:cut]`` plus ``extra`` (an unmerged branch's commits)."""
+        c = self.commits[sha]
+        if c.main_index is not None:
+            return self.cut[c.main_index], []
+        pr = c.pr
+        assert pr is not None
+        return self.cut[pr.base_index], pr.commits[: pr.commits.index(sha) + 1]
+
+    def ahead(self, head: str, base: str) -> list[str]:
+        """Commits reachable from ``head`` and not from ``base`` (``git rev-list base..head``)."""
+        (ch, eh), (cb, eb) = self.locate(head), self.locate(base)
+        eb_set = set(eb)
+        out = [s for s in self.delivered[cb:ch] if s not in eb_set] if ch > cb else []
+        for s in eh:
+            p = self.commits[s].pos
+            if p is not None and p < ch:
+                continue  # already judged as part of delivered[:ch]
+            if s in eb_set or (p is not None and p < cb):
+                continue
+            out.append(s)
+        return out
+
+    def reachable(self, sha: str) -> list[str]:
+        cut, extra = self.locate(sha)
+        seen = set(self.delivered[:cut])
+        return self.delivered[:cut] + [s for s in extra if s not in seen]
+
+    def new_sha(self, seed: int, org: str) -> str:
+        self.sha_counter += 1
+        return hashlib.sha1(f"{seed}/{org}/{self.name}/{self.sha_counter}".encode()).hexdigest()
+
+    def add_main(self, sha: str, at: datetime, new: Iterable[str]) -> None:
+        """Append a first-parent commit to main; ``new`` are the commits it makes reachable."""
+        for s in new:
+            self.commits[s].pos = len(self.delivered)
+            self.delivered.append(s)
+        c = self.commits[sha]
+        c.main_index = len(self.main)
+        c.pos = len(self.delivered)
+        self.delivered.append(sha)
+        self.main.append(sha)
+        self.main_times.append(at)
+        self.cut.append(len(self.delivered))
+
+    def next_number(self) -> int:
+        self.last_number += 1
+        return self.last_number
+
+
+@dataclass
+class Counters:
+    issue: int = 1_300_000_000
+    pull: int = 1_800_000_000
+    event: int = 9_000_000_000
+    deployment: int = 1_100_000_000
+    status: int = 2_500_000_000
+    release: int = 150_000_000
+    run: int = 7_000_000_000
+
+    def take(self, name: str) -> int:
+        value = getattr(self, name) + 1
+        setattr(self, name, value)
+        return value
+
+
+class GitHubData:
+    """The organisation: repositories with their items, history and deliveries."""
+
+    def __init__(self, *, seed: int, work_items: int, now: datetime, organization: str,
+                 azure_items: list[tuple[int, datetime, datetime | None]], malformed: int = 0) -> None:
+        self.seed = seed
+        self.org = organization
+        self.now = now.astimezone(UTC).replace(microsecond=0)
+        self.start = self.now - HISTORY
+        self.azure_items = sorted(azure_items, key=lambda a: (a[1], a[0]))
+        self._azure_created = [a[1] for a in self.azure_items]
+        self.ids = Counters()
+        self.version = 0
+        self.repos: dict[str, Repo] = {}
+        for i, (name, mode) in enumerate(REPOS):
+            self.repos[name] = Repo(name, f"{organization}/{name}", 700_000_000 + i * 1111, mode,
+                                    self.start - timedelta(days=30 + 7 * i))
+        self._truth: dict[str, Any] | None = None
+        self._build(random.Random(f"github/{seed}/{work_items}"), max(1, work_items), malformed)
+
+    # --- generation ---------------------------------------------------------------------
+    def _frac(self, t: datetime) -> float:
+        return min(1.0, max(0.0, (t - self.start) / HISTORY))
+
+    def _rand_time(self, rng: random.Random, a: datetime, b: datetime) -> datetime:
+        return a + _secs((b - a) * rng.random())
+
+    def _build(self, rng: random.Random, work_items: int, malformed: int) -> None:
+        n_issues = max(9, round(work_items / 3))
+        issues: list[Issue] = []
+        prs: list[PullRequest] = []
+        for name in self.repos:
+            n = max(3, round(n_issues * REPO_WEIGHTS[name]))
+            times = sorted(self._rand_time(rng, self.start + DAY, self.now - 2 * HOUR) for _ in range(n))
+            for t in times:
+                issue, made = self._plan_issue(rng, name, t)
+                issues.append(issue)
+                prs.extend(made)
+        prs.extend(self._plan_ab_prs(rng, work_items))
+        for name in self.repos:
+            for _ in range(max(2, round(n_issues * REPO_WEIGHTS[name]) // 5)):
+                prs.append(self._plan_chore_pr(rng, name))
+        prs = [pr for pr in prs if pr.created_at < self.now]
+        for pr in prs:  # what has not happened by now stays open
+            if pr.closed_at is not None and pr.closed_at >= self.now:
+                pr.closed_at = pr.merged_at = pr.merged_by = None
+        for issue in issues:
+            self._settle_issue(issue)
+        self._number(issues, prs)
+        for name, repo in self.repos.items():
+            self._build_history(rng, repo, [p for p in prs if p.repo == name])
+        for pr in prs:
+            self._compose_pr_text(pr)
+        self._build_deliveries(rng)
+        self._add_malformed(rng, malformed)
+        self._assign_event_ids(issues, prs)
+
+    def _plan_issue(self, rng: random.Random, repo: str, created: datetime) -> tuple[Issue, list[PullRequest]]:
+        subject = rng.choice(_SUBJECTS)
+        issue = Issue(repo, created, rng.choice(USERS), f"{rng.choice(_ISSUE_VERBS)} {subject}")
+        issue.body = f"Steps to reproduce and expected behaviour for the {subject}."
+        ev = issue.events
+        u = rng.random()
+        type_label = "bug" if u < 0.4 else "feature" if u < 0.75 else None
+        if type_label:
+            ev.append(IssueEvent("labeled", created, issue.author, label=type_label))
+        if rng.random() < 0.85:
+            team = TEAM_OF_REPO[repo] if rng.random() < 0.92 else rng.choice(TEAMS)
+            late = rng.random() < 0.12
+            at = created + _secs(HOUR + 2 * DAY * rng.random()) if late else created
+            ev.append(IssueEvent("labeled", at, rng.choice(USERS), label=f"team/{team}"))
+        if rng.random() < 0.1:
+            ev.append(IssueEvent("labeled", created, issue.author, label="priority/high"))
+        frac = self._frac(created)
+        made: list[PullRequest] = []
+        if rng.random() < 0.18:  # never worked on: triaged away, or still waiting
+            if rng.random() < 0.55:
+                at = created + _secs(DAY + 25 * DAY * rng.random())
+                ev.append(IssueEvent("closed", at, rng.choice(USERS), state_reason="not_planned"))
+            return issue, made
+        # the improvement trend: cycle time falls from ~10 to ~3 days over the year
+        cycle = max(2 * HOUR, _secs(DAY * (10 - 7 * frac) * rng.lognormvariate(0, 0.45)))
+        start = created + MINUTE + _secs(DAY * rng.expovariate(1 / 1.5))
+        close_at = start + cycle
+        assignee = rng.choice(USERS)
+        assigned = rng.random() < 0.75
+        if assigned:
+            ev.append(IssueEvent("assigned", start, assignee, assignee=assignee))
+            if rng.random() < 0.05:
+                swap = start + _secs(cycle * 0.25)
+                other = rng.choice([u for u in USERS if u != assignee])
+                ev.append(IssueEvent("unassigned", swap, assignee, assignee=assignee))
+                ev.append(IssueEvent("assigned", swap + HOUR, other, assignee=other))
+                assignee = other
+        if assigned and rng.random() < 0.08:  # abandoned
+            at = start + _secs(cycle * 0.5)
+            ev.append(IssueEvent("closed", at, assignee, state_reason="not_planned"))
+            return issue, made
+        if rng.random() < 0.8:
+            pr_repo = repo if rng.random() < 0.9 else rng.choice([r for r in self.repos if r != repo])
+            pr_start = start + (_secs(cycle * 0.3) if assigned else timedelta(0))
+            if rng.random() < 0.1:  # a first attempt, closed without merging
+                first = self._new_pr(rng, pr_repo, pr_start, issue, subject)
+                first.closed_at = pr_start + _secs((close_at - pr_start) * 0.25) + MINUTE
+                made.append(first)
+                pr_start = pr_start + _secs((close_at - pr_start) * 0.35) + 2 * MINUTE
+            pr = self._new_pr(rng, pr_repo, pr_start, issue, subject)
+            pr.merged_at = pr.closed_at = close_at
+            pr.merged_by = rng.choice(USERS)
+            if rng.random() < 0.1 and self.azure_items:
+                pr.ab_commit = self._azure_item_before(rng, pr_start - 2 * DAY)
+            made.append(pr)
+            ev.append(IssueEvent("closed", close_at, pr.merged_by, state_reason="completed", source=pr))
+        else:
+            ev.append(IssueEvent("closed", close_at, assignee, state_reason="completed"))
+        if rng.random() < 0.08:
+            reopen = close_at + _secs(DAY + 5 * DAY * rng.random())
+            ev.append(IssueEvent("reopened", reopen, issue.author))
+            reason = "completed" if rng.random() < 0.8 else "not_planned"
+            ev.append(IssueEvent("closed", reopen + _secs(DAY * (0.5 + 4 * rng.random())), assignee,
+                                 state_reason=reason))
+        return issue, made
+
+    def _new_pr(self, rng: random.Random, repo: str, created: datetime, issue: Issue | None,
+                subject: str) -> PullRequest:
+        slug = subject.replace(" ", "-").lower()
+        pr = PullRequest(repo, rng.choice(USERS), created, f"{rng.choice(_PR_VERBS)} {subject}",
+                         f"feature/{slug}-{rng.randrange(1000, 9999)}")
+        pr.closing_word = rng.choice(_CLOSING)
+        if issue is not None:
+            pr.closes.append(issue)
+            issue.events.append(IssueEvent("cross-referenced", created, pr.author, source=pr))
+        return pr
+
+    def _azure_item_before(self, rng: random.Random, t: datetime) -> int | None:
+        """A random Azure Boards item created before ``t`` (to mention in a commit message)."""
+        n = bisect.bisect_left(self._azure_created, t)
+        return self.azure_items[rng.randrange(n)][0] if n else None
+
+    def _plan_ab_prs(self, rng: random.Random, work_items: int) -> list[PullRequest]:
+        """PRs delivering Azure Boards items: merged a little before the item's done time."""
+        eligible = [a for a in self.azure_items
+                    if a[2] is not None and self.start + 2 * DAY < a[2] < self.now - HOUR and a[1] < a[2]]
+        cap = max(3, work_items // 10)
+        if len(eligible) > cap:
+            eligible = sorted(rng.sample(eligible, cap), key=lambda a: a[0])
+        out = []
+        for item_id, created, done in eligible:
+            assert done is not None
+            merged = done - _secs(HOUR + 1.5 * DAY * rng.random())
+            merged = max(merged, created + 2 * HOUR, self.start + DAY)
+            if merged >= done:
+                merged = done - MINUTE
+            opened = max(merged - _secs(2 * HOUR + 3 * DAY * rng.random()), created + 30 * MINUTE)
+            if opened >= merged:
+                opened = merged - 30 * MINUTE
+            pr = self._new_pr(rng, rng.choice(list(self.repos)), opened, None, rng.choice(_SUBJECTS))
+            where = rng.random()
+            if where < 0.5:
+                pr.ab_title = item_id
+            elif where < 0.8:
+                pr.ab_body = item_id
+            else:
+                pr.ab_commit = item_id
+            pr.merged_at = pr.closed_at = merged
+            pr.merged_by = rng.choice(USERS)
+            out.append(pr)
+        return out
+
+    def _plan_chore_pr(self, rng: random.Random, repo: str) -> PullRequest:
+        created = self._rand_time(rng, self.start + DAY, self.now - HOUR)
+        pr = self._new_pr(rng, repo, created, None, "dependencies")
+        pr.topic = "Bump dependencies"
+        u = rng.random()
+        end = created + _secs(HOUR + 2 * DAY * rng.random())
+        if u < 0.9:
+            pr.merged_at = pr.closed_at = end
+            pr.merged_by = rng.choice(USERS)
+        elif u < 0.95:
+            pr.closed_at = end
+        return pr
+
+    def _settle_issue(self, issue: Issue) -> None:
+        """Drop what lies in the future, then derive the issue's current fields from its events."""
+        for ev in issue.events:
+            if ev.kind == "closed" and ev.source is not None:
+                ev.at = ev.source.merged_at or self.now  # a merge that has not happened is cut below
+        issue.events = sorted((e for e in issue.events if e.at < self.now), key=lambda e: e.at)
+        self._apply_events(issue)
+
+    @staticmethod
+    def _apply_events(issue: Issue) -> None:
+        labels: list[str] = []
+        assignees: list[str] = []
+        issue.state, issue.state_reason, issue.closed_at, issue.closed_by = "open", None, None, None
+        for ev in issue.events:
+            if ev.kind == "labeled" and ev.label not in labels:
+                labels.append(ev.label or "")
+            elif ev.kind == "unlabeled" and ev.label in labels:
+                labels.remove(ev.label)
+            elif ev.kind == "assigned" and ev.assignee not in assignees:
+                assignees.append(ev.assignee or "")
+            elif ev.kind == "unassigned" and ev.assignee in assignees:
+                assignees.remove(ev.assignee)
+            elif ev.kind == "closed":
+                issue.state, issue.state_reason, issue.closed_at, issue.closed_by = \
+                    "closed", ev.state_reason or "completed", ev.at, ev.actor
+            elif ev.kind == "reopened":
+                issue.state, issue.state_reason, issue.closed_at, issue.closed_by = "open", "reopened", None, None
+        issue.labels, issue.assignees = labels, assignees
+
+    def _number(self, issues: list[Issue], prs: list[PullRequest]) -> None:
+        items: list[Issue | PullRequest] = [*issues, *prs]
+        items.sort(key=lambda x: (x.created_at, x.repo, x.is_pr))
+        for item in items:
+            repo = self.repos[item.repo]
+            item.number = repo.next_number()
+            repo.items[item.number] = item
+            item.id = self.ids.take("issue")
+            if isinstance(item, PullRequest):
+                item.issue_id = item.id
+                item.id = self.ids.take("pull")
+
+    def _compose_pr_text(self, pr: PullRequest) -> None:
+        pr.title = f"AB#{pr.ab_title} {pr.topic}" if pr.ab_title else pr.topic
+        lines = []
+        for issue in pr.closes:
+            where = f"#{issue.number}" if issue.repo == pr.repo else f"{self.org}/{issue.repo}#{issue.number}"
+            lines.append(f"{pr.closing_word} {where}")
+        if pr.ab_body:
+            lines.append(f"Implements AB#{pr.ab_body}")
+        lines.append("Tested locally.")
+        pr.body = "\n\n".join(lines)
+
+    def _build_history(self, rng: random.Random, repo: Repo, prs: list[PullRequest]) -> None:
+        init = repo.new_sha(self.seed, self.org)
+        repo.commits[init] = GitCommit(init, "Initial commit", USERS[0], self.start, [])
+        repo.add_main(init, self.start, [])
+        for pr in sorted(prs, key=lambda p: p.created_at):
+            self._make_pr_commits(rng, repo, pr)
+        for pr in sorted((p for p in prs if p.merged_at), key=lambda p: (p.merged_at, p.number)):
+            self._merge(repo, pr)
+        for pr in prs:  # unmerged branches start from main as it was at their first commit
+            if not pr.merged_at:
+                first = repo.commits[pr.commits[0]]
+                pr.base_index = repo.head_index_at(first.at)
+                pr.base_sha = repo.main[pr.base_index]
+                first.parents = [pr.base_sha]
+
+    def _make_pr_commits(self, rng: random.Random, repo: Repo, pr: PullRequest) -> None:
+        k = rng.choices((1, 2, 3, 4), weights=(35, 30, 20, 15))[0]
+        first = pr.created_at - _secs(20 * MINUTE + 36 * HOUR * rng.random())
+        first = max(first, self.start + MINUTE)
+        end = pr.closed_at or min(self.now, pr.created_at + 2 * DAY)
+        times = [first, *sorted(self._rand_time(rng, pr.created_at, end - MINUTE) for _ in range(k - 1))]
+        ab_at = rng.randrange(k) if pr.ab_commit else -1
+        parent: list[str] = []
+        for i, t in enumerate(times):
+            sha = repo.new_sha(self.seed, self.org)
+            msg = rng.choice(_COMMIT_MSGS).format(s=pr.topic.split(" ", 1)[-1].lower())
+            if i == ab_at:
+                msg += f" AB#{pr.ab_commit}"
+            repo.commits[sha] = GitCommit(sha, msg, pr.author, t, parent, pr=pr)
+            pr.commits.append(sha)
+            parent = [sha]
+
+    def _merge(self, repo: Repo, pr: PullRequest) -> None:
+        assert pr.merged_at is not None
+        first = repo.commits[pr.commits[0]]
+        pr.base_index = repo.head_index_at(first.at)
+        pr.base_sha = repo.main[pr.base_index]
+        first.parents = [pr.base_sha]
+        sha = repo.new_sha(self.seed, self.org)
+        msg = f"Merge pull request #{pr.number} from {self.org}/{pr.head_ref}"
+        repo.commits[sha] = GitCommit(sha, msg, pr.merged_by or pr.author, pr.merged_at,
+                                      [repo.main[-1], pr.commits[-1]])
+        pr.merge_commit_sha = sha
+        repo.add_main(sha, pr.merged_at, pr.commits)
+
+    # --- deliveries ---------------------------------------------------------------------
+    def _slots(self, rng: random.Random, count: int) -> list[datetime]:
+        first = self.start + DAY + _secs(HOUR * rng.random())
+        rest = sorted(self._rand_time(rng, first + HOUR, self.now - 3 * HOUR) for _ in range(count - 1))
+        return [first, *rest]
+
+    def _fail_p(self, t: datetime) -> float:
+        return 0.2 - 0.12 * self._frac(t)
+
+    def _build_deliveries(self, rng: random.Random) -> None:
+        for repo in self.repos.values():
+            merged = sum(1 for i in repo.items.values() if isinstance(i, PullRequest) and i.merged_at)
+            if repo.mode == "deployments":
+                self._build_deployments(rng, repo, merged)
+            elif repo.mode == "releases":
+                self._build_releases(rng, repo, merged)
+            else:
+                self._build_runs(rng, repo, merged)
+
+    def _deploy(self, repo: Repo, env: str, sha: str, at: datetime, result: str | None,
+                took: timedelta) -> Deployment:
+        d = Deployment(repo.name, sha, env, at, [Status("queued", at + timedelta(seconds=5))])
+        d.statuses.append(Status("in_progress", at + timedelta(seconds=40)))
+        if result:
+            end = at + took
+            if result == "success":
+                prev = next((p for p in reversed(repo.deployments)
+                             if p.environment == env and (o := p.outcome()) and o.state == "success"), None)
+                if prev is not None:  # GitHub marks the previous success inactive (auto_inactive)
+                    prev.statuses.append(Status("inactive", end + timedelta(seconds=1)))
+            d.statuses.append(Status(result, end))
+        d.id = self.ids.take("deployment")
+        repo.deployments.append(d)
+        return d
+
+    def _build_deployments(self, rng: random.Random, repo: Repo, merged: int) -> None:
+        """Staging gets main's head, production promotes staging's last success; failures are retried.
+
+        Events are processed in time order (a heap), so deployment ids follow creation time.
+        """
+        queue: list[tuple[datetime, int, str, str | None]] = []
+        for t in self._slots(rng, max(6, int(merged * 0.7))):
+            queue.append((t, len(queue), "staging", None))
+        for t in self._slots(rng, max(4, int(merged * 0.35))):
+            queue.append((t + 2 * HOUR, len(queue), "production", None))
+        if len(queue) >= 8:  # a hotfix deployed from a branch that was then force-pushed away
+            mid = sorted(queue)[len(queue) // 2][0] + 30 * MINUTE
+            queue.append((mid, len(queue), "staging", "gone"))
+        heapq.heapify(queue)
+        last_ok: dict[str, str] = {}
+        busy_until: dict[str, datetime] = {}
+        while queue:
+            at, _, env, fixed = heapq.heappop(queue)
+            at = max(at, busy_until.get(env, at) + MINUTE)
+            if at >= self.now - HOUR:
+                continue
+            if fixed == "gone":
+                fixed = repo.new_sha(self.seed, self.org)
+                repo.gone.add(fixed)
+                heapq.heappush(queue, (at + 30 * MINUTE, 10**9 + len(repo.deployments), "production", fixed))
+            if fixed is not None:
+                sha = fixed
+            elif env == "staging":
+                sha = repo.head_at(at)
+            else:
+                sha = last_ok.get("staging") or repo.head_at(at)
+            if fixed is None and sha == last_ok.get(env):
+                continue
+            took = _secs(3 * MINUTE + 15 * MINUTE * rng.random())
+            busy_until[env] = at + took
+            if sha not in repo.gone and rng.random() < self._fail_p(at):
+                self._deploy(repo, env, sha, at, rng.choice(("failure", "failure", "error")), took)
+                if rng.random() < 0.85:  # recovery: redeploy (production: the same sha)
+                    retry = at + _secs(HOUR + 4 * HOUR * rng.random())
+                    heapq.heappush(queue, (retry, 10**9 + len(repo.deployments), env,
+                                           sha if env == "production" else None))
+            else:
+                self._deploy(repo, env, sha, at, "success", took)
+                last_ok[env] = sha
+        # one still running: not a deployment yet
+        self._deploy(repo, "staging", repo.main[-1], self.now - 20 * MINUTE, None, MINUTE)
+
+    def _build_releases(self, rng: random.Random, repo: Repo, merged: int) -> None:
+        minor, patch, last = 0, 0, None
+        slots = [t for t in self._slots(rng, max(4, int(merged * 0.35))) if t < self.now - HOUR]
+        rc_at = {len(slots) // 3, (2 * len(slots)) // 3}
+        for i, at in enumerate(slots):
+            sha = repo.head_at(at)
+            if sha == last:
+                continue
+            if i in rc_at:  # a prerelease: not a production deployment
+                self._release(repo, f"v1.{minor + 1}.0-rc.1", repo.head_at(at - HOUR), at - HOUR, prerelease=True)
+            if rng.random() < 0.25 and i:
+                patch += 1
+            else:
+                minor, patch = minor + 1, 0
+            self._release(repo, f"v1.{minor}.{patch}", sha, at)
+            last = sha
+        self._release(repo, "v2.0.0", repo.main[-1], self.now - 2 * HOUR, draft=True)
+        # ids follow publication, drafts last (GitHub lists releases newest first)
+        repo.releases.sort(key=lambda r: (r.draft, r.published_at or self.now))
+        for rel in repo.releases:
+            rel.id = self.ids.take("release")
+
+    def _release(self, repo: Repo, tag: str, sha: str, at: datetime, *, draft: bool = False,
+                 prerelease: bool = False) -> Release:
+        rel = Release(repo.name, tag, sha, repo.commits[sha].at, None if draft else at,
+                      USERS[len(repo.releases) % len(USERS)], draft=draft, prerelease=prerelease)
+        rel.id = self.ids.take("release")
+        repo.releases.append(rel)
+        return rel
+
+    def _build_runs(self, rng: random.Random, repo: Repo, merged: int) -> None:
+        ci = Workflow(161_000_000 + repo.id % 1000, "CI", ".github/workflows/ci.yml", repo.created_at)
+        deploy = Workflow(161_000_500 + repo.id % 1000, "Deploy", ".github/workflows/deploy.yml",
+                          repo.created_at + DAY)
+        repo.workflows = [ci, deploy]
+        runs: list[Run] = []
+        for pr in repo.items.values():
+            if isinstance(pr, PullRequest):
+                at = pr.created_at + 2 * MINUTE
+                if at < self.now:
+                    runs.append(Run(repo.name, ci, pr.head_ref, pr.head_sha, "pull_request", "completed",
+                                    "success", at, at + 6 * MINUTE, pr.author, pr.topic))
+        last_ok = None
+        for at in self._slots(rng, max(5, int(merged * 0.5))):
+            if at >= self.now - HOUR:
+                continue
+            sha = repo.head_at(at)
+            if rng.random() < 0.15:  # a deploy run on another branch: ignored by the source
+                runs.append(Run(repo.name, deploy, f"release/1.{rng.randrange(1, 30)}", sha, "workflow_dispatch",
+                                "completed", "success", at - 30 * MINUTE, at - 20 * MINUTE, rng.choice(USERS),
+                                "Deploy"))
+            if sha == last_ok:
+                continue
+            took = _secs(4 * MINUTE + 12 * MINUTE * rng.random())
+            u = rng.random()
+            conclusion = "cancelled" if u < 0.05 else "failure" if u < 0.05 + self._fail_p(at) else "success"
+            event = "push" if rng.random() < 0.85 else "workflow_dispatch"
+            msg = repo.commits[sha].message
+            runs.append(Run(repo.name, deploy, DEFAULT_BRANCH, sha, event, "completed", conclusion, at, at + took,
+                            rng.choice(USERS), msg))
+            if conclusion == "success":
+                last_ok = sha
+            elif conclusion == "failure":
+                retry = at + _secs(HOUR + 3 * HOUR * rng.random())
+                if retry < self.now - HOUR:
+                    rsha = repo.head_at(retry)
+                    runs.append(Run(repo.name, deploy, DEFAULT_BRANCH, rsha, "workflow_dispatch", "completed",
+                                    "success", retry, retry + took, rng.choice(USERS), "Deploy"))
+                    last_ok = rsha
+        at = self.now - 10 * MINUTE
+        runs.append(Run(repo.name, deploy, DEFAULT_BRANCH, repo.main[-1], "push", "in_progress", None, at, at,
+                        BOT, "Deploy"))
+        runs.sort(key=lambda r: r.created_at)
+        for run in runs:
+            self._add_run(repo, run)
+
+    def _add_run(self, repo: Repo, run: Run) -> None:
+        run.id = self.ids.take("run")
+        if run.run_started_at is None:
+            run.run_started_at = min(run.created_at + timedelta(seconds=4), run.updated_at)
+        run.run_number = repo.run_numbers[run.workflow.id] = repo.run_numbers.get(run.workflow.id, 0) + 1
+        repo.runs.append(run)
+
+    # --- malformed records ----------------------------------------------------------------
+    def _add_malformed(self, rng: random.Random, count: int) -> None:
+        names = list(self.repos)
+        for k in range(count):
+            repo = self.repos[names[k % len(names)]]
+            at = self._rand_time(rng, self.start + 2 * DAY, self.now - 2 * HOUR)
+            number = repo.next_number()
+            if k % 2 == 0:
+                issue = Issue(repo.name, at, rng.choice(USERS), f"Broken record {k}")
+                issue.malformed = ISSUE_FAULTS[(k // 2) % len(ISSUE_FAULTS)]
+                issue.events.append(IssueEvent("labeled", at, issue.author, label="bug"))
+                self._apply_events(issue)
+                issue.number, issue.id = number, self.ids.take("issue")
+                repo.items[number] = issue
+            else:
+                pr = PullRequest(repo.name, rng.choice(USERS), at, f"Broken record {k}", f"broken/{k}")
+                pr.malformed = PR_FAULTS[(k // 2) % len(PR_FAULTS)]
+                pr.merged_at = pr.closed_at = at + HOUR
+                pr.merged_by = pr.author
+                pr.base_sha = repo.head_at(at)
+                pr.number, pr.issue_id, pr.id = number, self.ids.take("issue"), self.ids.take("pull")
+                pr.title, pr.body = pr.topic, "No references."
+                repo.items[number] = pr
+
+    def _assign_event_ids(self, issues: Iterable[Issue], prs: Iterable[PullRequest]) -> None:
+        """Event and status ids grow with time across the organisation, as on GitHub."""
+        events: list[IssueEvent] = []
+        for pr in prs:
+            if pr.closed_at:
+                if pr.merged_at:
+                    pr.events.append(IssueEvent("merged", pr.merged_at, pr.merged_by or pr.author,
+                                                commit_id=pr.merge_commit_sha))
+                pr.events.append(IssueEvent("closed", pr.closed_at, pr.merged_by or pr.author,
+                                            commit_id=pr.merge_commit_sha))
+            events.extend(pr.events)
+        for issue in issues:
+            events.extend(e for e in issue.events if e.kind != "cross-referenced")
+        for ev in sorted(events, key=lambda e: e.at):
+            ev.id = self.ids.take("event")
+        statuses = [s for r in self.repos.values() for d in r.deployments for s in d.statuses]
+        for s in sorted(statuses, key=lambda s: s.at):
+            s.id = self.ids.take("status")
+
+    # --- activity -----------------------------------------------------------------------
+    def add_activity(self, rng: random.Random, now: datetime) -> dict[str, Any]:
+        """A new issue, a merged PR (closing an open issue when there is one) and a delivery per repo."""
+        now = now.astimezone(UTC).replace(microsecond=0)
+        if now <= self.now:
+            now = self.now + timedelta(seconds=1)
+        self.now = now
+        added: dict[str, Any] = {"issues": [], "pulls": [], "deployments": []}
+        name = rng.choice(list(self.repos))
+        repo = self.repos[name]
+        subject = rng.choice(_SUBJECTS)
+        issue = Issue(name, now, rng.choice(USERS), f"{rng.choice(_ISSUE_VERBS)} {subject}")
+        issue.body = f"Reported at {iso(now)}."
+        issue.events.append(IssueEvent("labeled", now, issue.author, label=rng.choice(("bug", "feature"))))
+        issue.events.append(IssueEvent("labeled", now, issue.author, label=f"team/{TEAM_OF_REPO[name]}"))
+        if rng.random() < 0.5:
+            who = rng.choice(USERS)
+            issue.events.append(IssueEvent("assigned", now, who, assignee=who))
+        self._apply_events(issue)
+        self._add_item(repo, issue)
+        for ev in issue.events:
+            ev.id = self.ids.take("event")
+        added["issues"].append(f"{repo.full_name}#{issue.number}")
+
+        target = self._open_issue(rng, name)
+        pr = self._new_pr(rng, name, now - HOUR, target, rng.choice(_SUBJECTS) if target is None else subject)
+        if target is not None:
+            target.events.sort(key=lambda e: e.at)
+        if rng.random() < 0.5 and self.azure_items:
+            pr.ab_body = self._azure_item_before(rng, now - HOUR)
+        pr.merged_at = pr.closed_at = now
+        pr.merged_by = rng.choice(USERS)
+        self._add_item(repo, pr)
+        pr.issue_id, pr.id = pr.id, self.ids.take("pull")
+        self._make_pr_commits(rng, repo, pr)
+        self._merge(repo, pr)
+        self._compose_pr_text(pr)
+        for kind in ("merged", "closed"):
+            pr.events.append(IssueEvent(kind, now, pr.merged_by, commit_id=pr.merge_commit_sha,
+                                        id=self.ids.take("event")))
+        if target is not None:
+            target.events.append(IssueEvent("closed", now, pr.merged_by, state_reason="completed", source=pr,
+                                            id=self.ids.take("event")))
+            self._apply_events(target)
+        added["pulls"].append(f"{repo.full_name}#{pr.number}")
+
+        for r in self.repos.values():
+            added["deployments"].extend(self._deliver_now(r, now))
+        self.version += 1
+        self._truth = None
+        return added
+
+    def _add_item(self, repo: Repo, item: Issue | PullRequest) -> None:
+        item.number = repo.next_number()
+        item.id = self.ids.take("issue")
+        repo.items[item.number] = item
+
+    def _open_issue(self, rng: random.Random, name: str) -> Issue | None:
+        candidates = [i for i in self.repos[name].items.values()
+                      if isinstance(i, Issue) and not i.malformed and i.state == "open"
+                      and not any(e.kind == "cross-referenced" and e.source and e.source.state == "open"
+                                  for e in i.events)]
+        return rng.choice(candidates) if candidates else None
+
+    def _deliver_now(self, repo: Repo, now: datetime) -> list[str]:
+        head = repo.main[-1]
+        if repo.mode == "deployments":
+            out = []
+            for env in ("staging", "production"):
+                d = self._deploy(repo, env, head, now, "success", timedelta(0))
+                for p in repo.deployments:  # the new one's statuses, and the success it made inactive
+                    for s in p.statuses:
+                        if not s.id:
+                            s.at = min(s.at, now)
+                            s.id = self.ids.take("status")
+                out.append(f"deployment:{d.id}")
+            return out
+        if repo.mode == "releases":
+            tags = [r.tag for r in repo.releases if not r.draft and not r.prerelease]
+            major, minor = tags[-1].lstrip("v").split(".")[:2] if tags else ("1", "0")
+            rel = self._release(repo, f"v{major}.{int(minor) + 1}.0", head, now)
+            # keep the pending draft last, as the newest
+            drafts = [r for r in repo.releases if r.draft]
+            repo.releases = [r for r in repo.releases if not r.draft] + drafts
+            return [f"release:{rel.id}"]
+        deploy = repo.workflows[1]
+        run = Run(repo.name, deploy, DEFAULT_BRANCH, head, "push", "completed", "success", now, now, BOT, "Deploy")
+        self._add_run(repo, run)
+        return [f"run:{run.id}"]
+
+    # --- ground truth -------------------------------------------------------------------
+    def truth(self) -> dict[str, Any]:
+        if self._truth is None:
+            self._truth = self._compute_truth()
+        return self._truth
+
+    def _compute_truth(self) -> dict[str, Any]:
+        work_items, changes, deployments, rejected = [], [], [], []
+        links: set[tuple[str, str]] = set()
+        for repo in self.repos.values():
+            for number in sorted(repo.items):
+                item = repo.items[number]
+                native = f"{repo.full_name}#{number}"
+                if item.malformed:
+                    rejected.append({"record_id": native, "reason": item.malformed})
+                elif isinstance(item, Issue):
+                    work_items.append(self._truth_issue(repo, item))
+                elif item.merged_at:
+                    changes.append(self._truth_change(repo, item))
+                    links.update(self._truth_links(repo, item))
+            deployments.extend(self._truth_deployments(repo))
+        return {
+            "repos": {r.full_name: r.mode for r in self.repos.values()},
+            "work_items": work_items,
+            "changes": changes,
+            "deployments": deployments,
+            "links": [{"work_item": w, "target": t} for w, t in sorted(links)],
+            "rejected": rejected,
+        }
+
+    def _truth_issue(self, repo: Repo, issue: Issue) -> dict[str, Any]:
+        team = next((lb.split("/", 1)[1] for lb in issue.labels if lb.startswith("team/")), "unassigned")
+        kind = next((TYPE_LABELS[lb] for lb in issue.labels if lb in TYPE_LABELS), "Issue")
+        history = [{"seq": i + 1, "at": iso(at), "state": state, "category": CATEGORY[state]}
+                   for i, (at, state) in enumerate(derive_states(issue))]
+        return {"native_id": f"{repo.full_name}#{issue.number}", "ref": gh_issue_ref(repo.full_name, issue.number),
+                "project": repo.full_name, "team": team, "type": kind, "created_at": iso(issue.created_at),
+                "history": history}
+
+    def _truth_change(self, repo: Repo, pr: PullRequest) -> dict[str, Any]:
+        first = min(repo.commits[s].at for s in pr.commits)
+        return {"native_id": f"{repo.full_name}#{pr.number}", "ref": gh_pr_ref(repo.full_name, pr.number),
+                "service": repo.full_name, "kind": "pull_request", "first_commit_at": iso(first),
+                "merged_at": iso(pr.merged_at), "commits": [*pr.commits, pr.merge_commit_sha]}
+
+    def _truth_links(self, repo: Repo, pr: PullRequest) -> set[tuple[str, str]]:
+        target = gh_pr_ref(repo.full_name, pr.number)
+        out = {(gh_issue_ref(f"{self.org}/{i.repo}", i.number), target) for i in pr.closes}
+        for ab in (pr.ab_title, pr.ab_body):
+            if ab:
+                out.add((ado_ref(ab), target))
+        for sha in pr.commits:
+            for ab in re.findall(r"AB#(\d+)", repo.commits[sha].message):
+                out.add((ado_ref(ab), commit_ref(sha)))
+        return out
+
+    def _truth_deployments(self, repo: Repo) -> list[dict[str, Any]]:
+        rows: list[tuple[str, str, str, datetime | None, datetime, str]] = []  # native, env, status, start, end, sha
+        if repo.mode == "deployments":
+            for d in sorted(repo.deployments, key=lambda d: d.id):
+                o = d.outcome()
+                if o is not None:
+                    rows.append((f"deployment:{d.id}", d.environment, "success" if o.state == "success" else "failure",
+                                 d.created_at, o.at, d.sha))
+        elif repo.mode == "releases":
+            for r in sorted(repo.releases, key=lambda r: r.id):
+                if not r.draft and not r.prerelease and r.published_at:
+                    rows.append((f"release:{r.id}", "production", "success", r.created_at, r.published_at, r.sha))
+        else:
+            for run in sorted(repo.runs, key=lambda r: r.id):
+                if (run.workflow.path.endswith("/deploy.yml") and run.head_branch == DEFAULT_BRANCH
+                        and run.status == "completed" and run.conclusion in ("success", "failure", "timed_out")):
+                    status = "success" if run.conclusion == "success" else "failure"
+                    rows.append((f"run:{run.id}", "production", status, run.run_started_at, run.updated_at,
+                                 run.head_sha))
+        out = []
+        ok: dict[str, list[str]] = {}
+        for native, env, status, start, end, sha in rows:
+            out.append({"native_id": native, "service": repo.full_name, "environment": env,
+                        "production": env == "production", "status": status, "started_at": iso(start),
+                        "finished_at": iso(end), "sha": sha, "contains": self._contains(repo, sha, ok.get(env, []))})
+            if status == "success":
+                ok.setdefault(env, []).append(sha)
+        return out
+
+    @staticmethod
+    def _contains(repo: Repo, sha: str, earlier_ok: list[str]) -> list[str]:
+        if sha not in repo.commits:
+            return []
+        base = next((s for s in reversed(earlier_ok) if s in repo.commits), None)
+        shas = repo.ahead(sha, base) if base else repo.reachable(sha)
+        return sorted(commit_ref(s) for s in shas)
+
+
+def derive_states(issue: Issue) -> list[tuple[datetime, str]]:
+    """The issue's state changes from its timeline: the algorithm in the module docstring."""
+    steps: list[tuple[datetime, int, int, IssueEvent | PullRequest]] = []
+    for i, ev in enumerate(issue.events):
+        steps.append((ev.at, 0, i, ev))
+        if ev.kind == "cross-referenced" and ev.source is not None and ev.source.closed_at is not None:
+            steps.append((ev.source.closed_at, 1, i, ev.source))
+    steps.sort(key=lambda s: (s[0], s[1], s[2]))
+    closed: str | None = None
+    assignees: set[str] = set()
+    open_prs: set[int] = set()
+    history = [(issue.created_at, "open")]
+    for at, _, _, step in steps:
+        if isinstance(step, PullRequest):
+            open_prs.discard(id(step))
+        elif step.kind == "assigned":
+            assignees.add(step.assignee or "")
+        elif step.kind == "unassigned":
+            assignees.discard(step.assignee or "")
+        elif step.kind == "closed":
+            closed = step.state_reason or "completed"
+        elif step.kind == "reopened":
+            closed = None
+        elif step.kind == "cross-referenced" and step.source is not None:
+            open_prs.add(id(step.source))
+        else:
+            continue
+        state = closed or ("in_progress" if assignees or open_prs else "open")
+        if state != history[-1][1]:
+            history.append((at, state))
+    return history
