@@ -36,6 +36,8 @@ MS_MIN = 60_000
 MS_HOUR = 60 * MS_MIN
 MS_DAY = 24 * MS_HOUR
 MS_YEAR = 365 * MS_DAY
+#: generated history starts this many days before ``now`` (initial commits a day earlier)
+HISTORY_DAYS = 355
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: far-future ``System.RevisedDate`` of a current revision, as the service reports it
 END_OF_TIME = "9999-01-01T00:00:00Z"
@@ -364,7 +366,10 @@ class AzureData:
         self.seed = seed
         self.organization = organization
         self.now = to_ms(now)
-        self.start = self.now - MS_YEAR
+        # history fits inside a year with days to spare, so a source reading ``history: 365d``
+        # from a clock a little ahead of ``now`` still sees every revision and deployment
+        self.start = self.now - HISTORY_DAYS * MS_DAY
+        self.span = self.now - self.start
         rng = random.Random(f"azure:{seed}")
         self.people = [Person(n, f"{u}@contoso.com", _guid(rng)) for n, u in PEOPLE]
         fab_states = {t: list(_AGILE_STATES) for t in WORK_ITEM_TYPES}
@@ -459,9 +464,9 @@ class AzureData:
         type_ = _weighted(rng, WORK_ITEM_TYPES, (0.6, 0.3, 0.1))
         item = WorkItem(item_id, project, type_, area, created, _below(rng, len(self.people)))
         # the improvement trend: waiting and cycle times shrink over the year
-        f = min(max((created - self.start) / MS_YEAR, 0.0), 1.0)
+        f = min(max((created - self.start) / self.span, 0.0), 1.0)
         wait = max(int(rng.lognormvariate(math.log((8 - 6 * f) * MS_DAY), 0.8)), 10 * MS_MIN)
-        cycle = max(int(rng.lognormvariate(math.log(60 * (10 / 60) ** f * MS_DAY), 0.6)), 2 * MS_HOUR)
+        cycle = max(int(rng.lognormvariate(math.log(70 * (8 / 70) ** f * MS_DAY), 0.6)), 2 * MS_HOUR)
         t1 = created + wait
         events: list[tuple[int, str, str]] = [(created, "New", "New")]
         kind = rng.random()
@@ -515,7 +520,7 @@ class AzureData:
             span = self.now - self.start - MS_HOUR
             raw[repo.id] += [(self.start + int(rng.random() * span), 0) for _ in range(filler)]
             raw[repo.id].sort()
-            repo.commits.append(Commit(_sha(rng), self.start - 2 * MS_DAY, 0, "Initial commit", repo))
+            repo.commits.append(Commit(_sha(rng), self.start - MS_DAY, 0, "Initial commit", repo))
             last = repo.commits[0].at
             for t, item_id in raw[repo.id]:
                 t = max(t, last + 1000)
@@ -565,7 +570,7 @@ class AzureData:
                     )
                 )
                 built = pointer
-            f = min(max((t - self.start) / MS_YEAR, 0.0), 1.0)
+            f = min(max((t - self.start) / self.span, 0.0), 1.0)
             t += int((8 - 5 * f) * MS_HOUR * rng.uniform(0.6, 1.4))
 
     def _number_builds(self) -> None:
@@ -591,7 +596,7 @@ class AzureData:
                     self._finish_build(build, t, "failed")
                     continue
                 result = "succeeded"
-                f = min(max((build.queued - self.start) / MS_YEAR, 0.0), 1.0)
+                f = min(max((build.queued - self.start) / self.span, 0.0), 1.0)
                 for stage in pipeline.stages:
                     if stage == "production":
                         if not (recovering or n == 0 or rng.random() < 0.25 + 0.6 * f):
@@ -647,13 +652,16 @@ class AzureData:
                     continue
                 created = build.finished + rng.randint(1, 5) * MS_MIN
                 release = Release(0, "", definition, build, created, _below(rng, len(self.people)))
+                # the first release goes everywhere: a first deployment then contains the whole
+                # history, which is also what its build's changes are (see _plan_deployments)
+                first = not definition.releases
                 definition.releases.append(release)
                 t = created
                 for env_id, name in definition.environments:
                     prod = name == "Prod"
                     if prod:
-                        f = min(max((build.queued - self.start) / MS_YEAR, 0.0), 1.0)
-                        if not (recovering or rng.random() < 0.4 + 0.4 * f):
+                        f = min(max((build.queued - self.start) / self.span, 0.0), 1.0)
+                        if not (recovering or first or rng.random() < 0.4 + 0.4 * f):
                             break
                         t += int(rng.uniform(1, 24) * MS_HOUR)
                     queued = max(t + rng.randint(1, 5) * MS_MIN, free_at[name])
@@ -662,7 +670,7 @@ class AzureData:
                     if completed >= self.now - MS_MIN:
                         break
                     draw = rng.random()
-                    if prod and recovering:
+                    if (prod and recovering) or first:
                         status = "succeeded"
                     else:
                         failed = 0.1 if prod else 0.05
@@ -942,7 +950,7 @@ class AzureData:
 
     def truth(self, production_environments: tuple[str, ...] = ("production", "Prod")) -> dict[str, Any]:
         work_items = [self._item_truth(item) for item in self.items]
-        deployments, changes = self._deployment_truth(production_environments)
+        deployments, changes, links = self._deployment_truth(production_environments)
         builds = [
             {
                 "id": b.id,
@@ -977,6 +985,7 @@ class AzureData:
             "changes": changes,
             "deployments": deployments,
             "builds": builds,
+            "links": links,
             "rejected": rejected,
         }
 
@@ -999,9 +1008,12 @@ class AzureData:
             "links": sorted({rel.target for rel in item.relations}),
         }
 
-    def _deployment_truth(self, production: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _deployment_truth(
+        self, production: tuple[str, ...]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         deployments: list[dict[str, Any]] = []
         delivered: dict[tuple[str, str], Commit] = {}
+        links: dict[tuple[int, int], str] = {}
         last_good: dict[tuple[str, str, str], int] = {}
 
         def add(
@@ -1020,6 +1032,10 @@ class AzureData:
                 last_good[key] = max(last_good.get(key, -1), build.commit)
             for commit in commits:
                 delivered[(service, commit.sha)] = commit
+            for item_id in self.build_work_items(commits):
+                item = self.item(item_id)
+                if item is not None and not item.deleted:
+                    links[(item_id, build.id)] = project.name
             deployments.append(
                 {
                     "source": "pipelines",
@@ -1081,7 +1097,11 @@ class AzureData:
             }
             for (service, _sha_), commit in sorted(delivered.items(), key=lambda kv: (kv[0][0], kv[1].at, kv[1].sha))
         ]
-        return deployments, changes
+        link_truth = [
+            {"source": "pipelines", "work_item": f"ado:{item_id}", "target": f"build:{build_id}", "project": project}
+            for (item_id, build_id), project in sorted(links.items())
+        ]
+        return deployments, changes, link_truth
 
     # ---------------------------------------------------------------------------------------
     # new activity
