@@ -166,6 +166,7 @@ class Figures:
 
 CATEGORIES: tuple[Category, ...] = tuple(Category)
 _CAT_CODE = {c: i for i, c in enumerate(CATEGORIES)}
+_CAT_CODE_ANY: dict[Category | str, int] = {**_CAT_CODE, **{c.value: i for c, i in _CAT_CODE.items()}}
 _COMPLETED, _REMOVED = _CAT_CODE[Category.COMPLETED], _CAT_CODE[Category.REMOVED]
 _STARTED = [_CAT_CODE[c] for c in STARTED_CATEGORIES]
 _WIP = [_CAT_CODE[c] for c in WIP_CATEGORIES]
@@ -181,7 +182,9 @@ class WorkItemTable:
 
     labels: list[tuple[str, str, str, str]]
     label_idx: np.ndarray  # int32[n]
-    refs: list[str]
+    #: ref → row, for the items that may be released (all of them, unless the builder was told
+    #: which refs have links: a million ref strings would cost ~100 MB for nothing)
+    ref_index: dict[str, int]
     created: np.ndarray  # float64[n]
     states: list[str]
     h_item: np.ndarray  # int32[m]
@@ -190,7 +193,7 @@ class WorkItemTable:
     h_cat: np.ndarray  # int8[m]
 
     def __len__(self) -> int:
-        return len(self.refs)
+        return len(self.created)
 
     @classmethod
     def from_items(cls, items: Iterable[WorkItem]) -> WorkItemTable:
@@ -208,11 +211,12 @@ class TableBuilder:
     Typed ``array`` buffers, not lists: a million items with five revisions each stay ~100 MB.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, linked: set[str] | None = None) -> None:
         self._labels: dict[tuple[str, str, str, str], int] = {}
         self._states: dict[str, int] = {}
+        self._linked = linked
         self.label_idx = array("i")
-        self.refs: list[str] = []
+        self.ref_index: dict[str, int] = {}
         self.created = array("d")
         self.h_item = array("i")
         self.h_at = array("d")
@@ -225,26 +229,35 @@ class TableBuilder:
         if label is None:
             label = self._labels[key] = len(self._labels)
         self.label_idx.append(label)
-        self.refs.append(ref)
         self.created.append(created)
-        return len(self.refs) - 1
+        row = len(self.created) - 1
+        if self._linked is None or ref in self._linked:
+            self.ref_index[ref] = row
+        return row
 
     def observe(self, item: int, at: float, state: str, category: Category | str) -> None:
-        code = self._states.get(state)
-        if code is None:
-            code = self._states[state] = len(self._states)
-        self.h_item.append(item)
-        self.h_at.append(at)
-        self.h_state.append(code)
-        self.h_cat.append(_CAT_CODE[Category(category)])
+        self.observe_many([(item, at, state, category)])
+
+    def observe_many(self, rows: Iterable[tuple[int, float, str, Category | str]]) -> None:
+        """The store's hot loop (millions of rows): locals and dict lookups only."""
+        states, cats = self._states, _CAT_CODE_ANY
+        add_item, add_at, add_state, add_cat = (self.h_item.append, self.h_at.append, self.h_state.append,
+                                                self.h_cat.append)
+        for item, at, state, category in rows:
+            code = states.get(state)
+            if code is None:
+                code = states[state] = len(states)
+            add_item(item)
+            add_at(at)
+            add_state(code)
+            add_cat(cats[category])
 
     def build(self) -> WorkItemTable:
-        return WorkItemTable(list(self._labels), np.frombuffer(self.label_idx, dtype=np.int32).copy(), self.refs,
-                             np.frombuffer(self.created, dtype=float).copy(), list(self._states),
-                             np.frombuffer(self.h_item, dtype=np.int32).copy(),
-                             np.frombuffer(self.h_at, dtype=float).copy(),
-                             np.frombuffer(self.h_state, dtype=np.int32).copy(),
-                             np.frombuffer(self.h_cat, dtype=np.int8).copy())
+        # views over the typed buffers, not copies: the builder is dropped right after
+        return WorkItemTable(list(self._labels), np.frombuffer(self.label_idx, dtype=np.int32), self.ref_index,
+                             np.frombuffer(self.created, dtype=float), list(self._states),
+                             np.frombuffer(self.h_item, dtype=np.int32), np.frombuffer(self.h_at, dtype=float),
+                             np.frombuffer(self.h_state, dtype=np.int32), np.frombuffer(self.h_cat, dtype=np.int8))
 
 
 def compute(work_items: Iterable[WorkItem] | WorkItemTable, changes: Sequence[Change],
@@ -266,36 +279,46 @@ def compute(work_items: Iterable[WorkItem] | WorkItemTable, changes: Sequence[Ch
 
 
 def _add_work_item_figures(t: WorkItemTable, releases: dict[str, Deployment], figures: Figures) -> None:
+    # Temporaries are deleted as soon as they are used: at a million items each is 8-32 MB.
     n, m = len(t), len(t.h_item)
     same_as_prev = np.zeros(m, dtype=bool)
     if m > 1:
         same_as_prev[1:] = t.h_item[1:] == t.h_item[:-1]
     # clock skew: an observation dated before the one it follows (or, first, before creation)
-    previous_at = np.where(same_as_prev, np.roll(t.h_at, 1), t.created[t.h_item] if m else t.h_at)
     skewed = np.zeros(n, dtype=bool)
-    skewed[t.h_item[t.h_at < previous_at]] = True
+    if m > 1:
+        backwards = np.flatnonzero(same_as_prev[1:] & (t.h_at[1:] < t.h_at[:-1])) + 1
+        skewed[t.h_item[backwards]] = True
+    firsts = np.flatnonzero(~same_as_prev)
+    skewed[t.h_item[firsts][t.h_at[firsts] < t.created[t.h_item[firsts]]]] = True
+    del firsts
 
     # stays: consecutive observations in the same state collapse into one
     new_stay = ~same_as_prev
+    del same_as_prev
     if m > 1:
         new_stay[1:] |= t.h_state[1:] != t.h_state[:-1]
     rows = np.flatnonzero(new_stay)
+    del new_stay
     s_item, s_start, s_state, s_cat = t.h_item[rows], t.h_at[rows], t.h_state[rows], t.h_cat[rows]
     k = len(rows)
+    del rows
     s_last = np.ones(k, dtype=bool)
     if k > 1:
         s_last[:-1] = s_item[1:] != s_item[:-1]
     s_end = np.full(k, np.nan)
     if k > 1:
-        s_end[:-1] = np.where(s_last[:-1], np.nan, s_start[1:])
+        s_end[:-1] = s_start[1:]
+        s_end[s_last] = np.nan
 
     current = np.full(n, -1, dtype=np.int16)
     current[s_item[s_last]] = s_cat[s_last]
     last_start = np.full(n, np.nan)
     last_start[s_item[s_last]] = s_start[s_last]
     first_started = np.full(n, np.inf)
-    started = np.isin(s_cat, _STARTED)
+    started = (s_cat == _STARTED[0]) | (s_cat == _STARTED[1])
     np.minimum.at(first_started, s_item[started], s_start[started])
+    del started
 
     valid = ~skewed & (current != _REMOVED)
     for label, count in Counter(t.label_idx[skewed].tolist()).items():
@@ -307,6 +330,28 @@ def _add_work_item_figures(t: WorkItemTable, releases: dict[str, Deployment], fi
             figures.wip[(*t.labels[label], CATEGORIES[cat].value)] += int(count)
 
     completed = valid & (current == _COMPLETED)
+    # time in state of completed items: every stay but the final (Completed) one
+    closed_stays = completed[s_item] & np.isfinite(s_end)
+    n_states, n_cats = max(len(t.states), 1), len(CATEGORIES)
+    # a dense key space (label x state x category) is small: bincount sums without sorting.
+    # In-place arithmetic: at a million items every temporary here is ~25 MB.
+    keys = t.label_idx[s_item[closed_stays]].astype(np.int64)
+    keys *= n_states
+    keys += s_state[closed_stays]
+    keys *= n_cats
+    keys += s_cat[closed_stays]
+    durations = s_end[closed_stays]
+    durations -= s_start[closed_stays]
+    del closed_stays, s_end, s_start, s_item, s_state, s_cat, s_last
+    sums = np.bincount(keys, weights=durations, minlength=len(t.labels) * n_states * n_cats)
+    counts = np.bincount(keys, minlength=len(sums))
+    del keys, durations
+    for key in np.flatnonzero(counts).tolist():
+        seconds = float(sums[key])
+        rest, cat = divmod(key, n_cats)
+        label, state = divmod(rest, n_states)
+        figures.state_seconds[(*t.labels[label], t.states[state], CATEGORIES[cat].value)] = seconds
+
     done = np.flatnonzero(completed)
     completed_at = last_start[done]
     lead = completed_at - t.created[done]
@@ -318,22 +363,8 @@ def _add_work_item_figures(t: WorkItemTable, releases: dict[str, Deployment], fi
         if len(with_cycle):
             figures.cycle_time.add_many(t.labels[label], completed_at[with_cycle], cycle[with_cycle])
 
-    # time in state of completed items: every stay but the final (Completed) one
-    closed_stays = completed[s_item] & np.isfinite(s_end)
-    n_states = max(len(t.states), 1)
-    keys = (t.label_idx[s_item[closed_stays]].astype(np.int64) * n_states + s_state[closed_stays]) * len(CATEGORIES) \
-        + s_cat[closed_stays]
-    durations = (s_end - s_start)[closed_stays]
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    sums = np.bincount(inverse, weights=durations, minlength=len(uniq))
-    for key, seconds in zip(uniq.tolist(), sums.tolist(), strict=True):
-        rest, cat = divmod(key, len(CATEGORIES))
-        label, state = divmod(rest, n_states)
-        figures.state_seconds[(*t.labels[label], t.states[state], CATEGORIES[cat].value)] = seconds
-
     if releases:
-        index = {ref: i for i, ref in enumerate(t.refs) if ref in releases}
-        for ref, i in sorted(index.items()):
+        for ref, i in sorted((ref, t.ref_index[ref]) for ref in releases if ref in t.ref_index):
             if not valid[i]:
                 continue
             release = releases[ref]

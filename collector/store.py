@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -376,42 +376,54 @@ class Store:
         with self.engine.connect() as conn:
             return Counter({(s, r): n for s, r, n in conn.execute(q)})
 
-    def work_item_table(self) -> WorkItemTable:
+    def work_item_table(self, linked: set[str] | None = None) -> WorkItemTable:
         """Work items as columns for compute, streamed so a million items never exist as objects.
 
-        Both queries are ordered by (source, id) in byte order ("C" collation on PostgreSQL, BINARY
-        on SQLite), so the histories can be merged onto their items in one pass.
+        Raw DB-API cursors (server-side on PostgreSQL) instead of SQLAlchemy rows: this runs after
+        every sync over every revision, and row objects would triple its time. Both queries are
+        ordered by (source, id) in byte order ("C" collation on PostgreSQL, BINARY on SQLite), so
+        the histories merge onto their items in one pass. ``linked``: the only work item refs that
+        can be released (those with links); None keeps every ref.
         """
-        builder = TableBuilder()
+        builder = TableBuilder(linked)
+        collate = ' COLLATE "C"' if self.dialect == "postgresql" else ""
+        items_sql = ("SELECT source, native_id, ref, project, team, type, created_at FROM work_items "
+                     f"ORDER BY source{collate}, native_id{collate}")
+        history_sql = ("SELECT source, work_item_id, at, state, category FROM state_changes "
+                       f"ORDER BY source{collate}, work_item_id{collate}, seq")
+        raw = self.engine.raw_connection()
+        try:
+            driver = raw.driver_connection
+            server_side = self.dialect == "postgresql"
+            items_cur = driver.cursor(name="cycletime_items") if server_side else driver.cursor()
+            history_cur = driver.cursor(name="cycletime_history") if server_side else driver.cursor()
+            items_cur.execute(items_sql)
+            history_cur.execute(history_sql)
+            new_item = builder.item
+            items = iter(items_cur)
 
-        def ordered(*cols: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
-            return [c.collate("C") if self.dialect == "postgresql" else c for c in cols]
+            def attach(rows: Iterable[tuple[str, str, float, str, str]]) -> Iterator[tuple[int, float, str, str]]:
+                current, index = None, -1
+                for src, wid, at, name, category in rows:
+                    if current is None or current[1] != wid or current[0] != src:
+                        key = (src, wid)
+                        while current is None or current < key:
+                            row = next(items, None)
+                            if row is None:
+                                break
+                            current = (row[0], row[1])
+                            index = new_item(row[0], row[3], row[4], row[5], row[2], row[6])
+                        if current != key:
+                            continue  # history of an item the store no longer has
+                    yield index, at, name, category
 
-        items_q = sa.select(work_items.c.source, work_items.c.native_id, work_items.c.ref, work_items.c.project,
-                            work_items.c.team, work_items.c.type, work_items.c.created_at
-                            ).order_by(*ordered(work_items.c.source, work_items.c.native_id))
-        history_q = sa.select(state_changes.c.source, state_changes.c.work_item_id, state_changes.c.at,
-                              state_changes.c.state, state_changes.c.category
-                              ).order_by(*ordered(state_changes.c.source, state_changes.c.work_item_id),
-                                         state_changes.c.seq)
-        with self.engine.connect() as conn:
-            streaming = conn.execution_options(stream_results=True, yield_per=20000)
-            items = iter(streaming.execute(items_q))
-            current: tuple[str, str] | None = None
-            index = -1
-            for src, wid, at, state, category in streaming.execute(history_q):
-                key = (src, wid)
-                while current is None or current < key:
-                    row = next(items, None)
-                    if row is None:
-                        break
-                    current = (row[0], row[1])
-                    index = builder.item(row[0], row[3], row[4], row[5], row[2], row[6])
-                if current == key:
-                    builder.observe(index, at, state, category)
-                # else: history of an item the store no longer has; nothing to attach it to
+            builder.observe_many(attach(history_cur))
             for row in items:
-                builder.item(row[0], row[3], row[4], row[5], row[2], row[6])
+                new_item(row[0], row[3], row[4], row[5], row[2], row[6])
+            items_cur.close()
+            history_cur.close()
+        finally:
+            raw.close()
         return builder.build()
 
     def dataset(self) -> Dataset:

@@ -168,21 +168,27 @@ class MetricsCache:
         self._lock = threading.Lock()
         self._version = -1
         self._computed_at = 0.0
+        self._data: Figures | None = None
         self._figures: list[Metric] = []
-        self._rejections: list[tuple[tuple[str, str], int]] = []
         self._rendered: dict[bool, bytes] = {}
 
     def refresh(self, force: bool = False) -> None:
+        """Reload the store only when its data changed; otherwise just slide the windows."""
         with self._lock:
             now = self.clock()
             version = self.store.data_version
-            if force or version != self._version or now - self._computed_at >= self.max_age:
-                figures = compute(self.store.work_item_table(), self.store.changes(), self.store.deployments(),
-                                  self.store.links())
-                self._figures = figure_families(figures, self.settings, now)
-                self._rejections = list(figures.rejected.items())
-                self._version, self._computed_at = version, now
-            families = [*self._figures, *self_families(self.store, self.settings, self._rejections)]
+            if force or self._data is None or version != self._version:
+                links = self.store.links()
+                table = self.store.work_item_table(linked={link.work_item for link in links})
+                self._data = compute(table, self.store.changes(), self.store.deployments(), links)
+                del table
+                self._version = version
+                self._figures = figure_families(self._data, self.settings, now)
+                self._computed_at = now
+            elif now - self._computed_at >= self.max_age:
+                self._figures = figure_families(self._data, self.settings, now)
+                self._computed_at = now
+            families = [*self._figures, *self_families(self.store, self.settings, self._data.rejected.items())]
             self._rendered = {False: render(families, False), True: render(families, True)}
 
     def exposition(self, openmetrics_format: bool = False) -> bytes:

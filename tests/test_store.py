@@ -159,7 +159,8 @@ def test_columnar_read_matches_the_object_read(store_url: str) -> None:
     store.commit("github", Batch(work_items=[WorkItem("github", "contoso/web#3", "gh:contoso/web#3", "contoso/web",
                                                       "unassigned", "Issue", T0)]))  # no history at all
     table = store.work_item_table()
-    assert sorted(table.refs) == sorted(w.ref for w in store.work_items())
+    assert sorted(table.ref_index) == sorted(w.ref for w in store.work_items())
+    assert list(store.work_item_table(linked={'ado:1'}).ref_index) == ['ado:1']
     from_objects, from_table = compute(store.work_items(), [], [], []), compute(table, [], [], [])
     assert from_table.wip == from_objects.wip and from_table.wip
     assert from_table.state_seconds == from_objects.state_seconds

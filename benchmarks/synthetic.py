@@ -1,0 +1,53 @@
+"""Synthetic stores and tables for the compute, scrape and memory benchmarks (no API involved)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+
+from collector.compute import TableBuilder, WorkItemTable
+from collector.model import Category
+from collector.store import Store
+
+STATES = (("New", Category.PROPOSED), ("Active", Category.IN_PROGRESS), ("Resolved", Category.RESOLVED),
+          ("Closed", Category.COMPLETED))
+YEAR = 365 * 86400.0
+
+
+def _times(n: int, seed: int) -> np.ndarray:
+    """created, active, resolved, closed per item over the last year (cycle times of days to weeks)."""
+    rng = np.random.default_rng(seed)
+    created = time.time() - YEAR + rng.random(n) * (YEAR - 40 * 86400)
+    steps = rng.exponential([5 * 86400, 8 * 86400, 2 * 86400], size=(n, 3))
+    return np.column_stack([created, created[:, None] + np.cumsum(steps, axis=1)])
+
+
+def table(n: int, label_sets: int = 20, seed: int = 1) -> WorkItemTable:
+    """n completed items, four revisions each, spread over ``label_sets`` (team, type) pairs."""
+    t = _times(n, seed)
+    b = TableBuilder()
+    for i in range(n):
+        j = b.item("boards", "Fabrikam", f"team-{i % label_sets}", "User Story", f"ado:{i}", float(t[i, 0]))
+        for k, (state, cat) in enumerate(STATES):
+            b.observe(j, float(t[i, k]), state, cat)
+    return b.build()
+
+
+def sqlite_store(path: Path, n: int, label_sets: int = 20, seed: int = 1) -> str:
+    """A real store file with n completed items, written with bulk inserts (fast to build)."""
+    url = f"sqlite:///{path}"
+    Store(url).close()  # creates the schema
+    t = _times(n, seed)
+    con = sqlite3.connect(path)
+    con.executemany("INSERT INTO work_items VALUES (?,?,?,?,?,?,?)",
+                    (("boards", str(i), f"ado:{i}", "Fabrikam", f"team-{i % label_sets}", "User Story",
+                       float(t[i, 0])) for i in range(n)))
+    con.executemany("INSERT INTO state_changes VALUES (?,?,?,?,?,?)",
+                    (("boards", str(i), k + 1, float(t[i, k]), STATES[k][0], STATES[k][1].value)
+                     for i in range(n) for k in range(4)))
+    con.commit()
+    con.close()
+    return url
