@@ -68,6 +68,8 @@ releases); every entry carries ``project`` so a test can keep the project it syn
   service = pipeline or release definition, ``merged_at`` = ``first_commit_at`` = author time).
 - ``builds``: ``{id, number, definition, project, sha, status, result, queued_at, started_at,
   finished_at, commits, work_items}`` (what ``builds/{id}/changes`` and ``/workitems`` serve).
+- ``links``: ``{source: "pipelines", work_item, target: "build:<id>", project}``: the work items
+  linked to the commits a deployment contains, linked to the run it deployed.
 - ``rejected``: ``{source: "boards", record_id: "<id>:<rev>", reason, project}`` for each malformed
   revision: ``missing_field`` (no ``System.CreatedDate``), ``wrong_type`` (``System.State`` is a
   number), ``unknown_state`` (a state the type does not have), ``end_before_start``
@@ -75,7 +77,8 @@ releases); every entry carries ``project`` so a test can keep the project it syn
   ``System.ChangedDate``), ``too_large`` (``System.AreaPath`` and ``System.IterationPath`` of
   100,000 characters).
 
-Timestamps in the truth are ``datetime.isoformat()`` strings of aware UTC datetimes.
+Timestamps in the truth are ``datetime.isoformat()`` strings of aware UTC datetimes. All generated
+history lies within the 356 days before ``now``, so a sync with ``history: 365d`` sees all of it.
 """
 
 from __future__ import annotations
