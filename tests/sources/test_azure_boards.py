@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,9 +10,22 @@ from typing import Any
 
 import pytest
 from azure_replay import ORG, PROJECT, FakeBoards
+from azure_truth import (
+    azure_only,
+    boards_config,
+    boards_minimum_requests,
+    context,
+    expected_item_links,
+    expected_rejections,
+    expected_work_items,
+    requests_made,
+    start_sandbox,
+    stored_work_items,
+)
 
 from collector.config import AzureBoardsConfig
 from collector.model import Category, ado_pr_ref, ado_ref, build_ref, commit_ref
+from collector.sandbox.app import Sandbox
 from collector.sandbox.server import SandboxHTTPServer
 from collector.sources import SOURCES
 from collector.sources.azure_boards import AzureBoardsSource, artifact_ref
@@ -266,3 +280,102 @@ def test_without_the_reporting_api_it_falls_back_to_wiql_and_updates(
 ])
 def test_artifact_link_urls(url: Any, ref: str | None) -> None:
     assert artifact_ref(url) == ref
+
+
+# -- against the sandbox's seeded organisation ----------------------------------------------------------
+
+@pytest.fixture
+def boards_sandbox() -> Iterator[Sandbox]:
+    sandbox = start_sandbox(work_items=200)
+    yield sandbox
+    sandbox.stop()
+
+
+def test_a_full_sync_equals_the_sandbox_truth(boards_sandbox: Sandbox, boards_store: Store) -> None:
+    AzureBoardsSource(boards_config(boards_sandbox.azure_url), context()).sync(boards_store)
+    truth = boards_sandbox.truth()["azure"]
+    expected = expected_work_items(truth, "Fabrikam")
+    assert len(expected) > 100
+    assert stored_work_items(boards_store) == expected
+    assert {(link.work_item, link.target) for link in boards_store.links("boards")} == \
+        expected_item_links(truth, "Fabrikam")
+    # the custom state and deletions are exercised, not just present in the data
+    histories = [h for w in expected.values() for h in w[5]]
+    assert any(state == "In Review" for _, _, state, _ in histories)
+    assert any(category == "Removed" for _, _, _, category in histories)
+
+
+def test_request_count_of_a_full_sync_is_near_the_page_size_minimum(boards_sandbox: Sandbox,
+                                                                     boards_store: Store) -> None:
+    truth = boards_sandbox.truth()["azure"]
+    before = requests_made(boards_sandbox.server)
+    AzureBoardsSource(boards_config(boards_sandbox.azure_url), context()).sync(boards_store)
+    made = requests_made(boards_sandbox.server) - before
+    minimum = boards_minimum_requests(truth, "Fabrikam", boards_sandbox.azure.page_size)
+    assert minimum <= made <= math.ceil(minimum * 1.1), (made, minimum)
+
+
+def test_no_new_activity_costs_one_request_and_changes_nothing_then_new_activity_appears(
+        boards_sandbox: Sandbox, boards_store: Store) -> None:
+    source = AzureBoardsSource(boards_config(boards_sandbox.azure_url), context())
+    source.sync(boards_store)
+    before, digest = requests_made(boards_sandbox.server), boards_store.content_digest()
+    source.sync(boards_store)
+    assert requests_made(boards_sandbox.server) - before == 1  # the revisions stream's token, nothing new
+    assert boards_store.content_digest() == digest
+
+    added = boards_sandbox.add_activity(steps=3)["azure"]
+    assert any(step["revisions"] for step in added)
+    source.sync(boards_store)
+    truth = boards_sandbox.truth()["azure"]
+    assert stored_work_items(boards_store) == expected_work_items(truth, "Fabrikam")
+    assert {(link.work_item, link.target) for link in boards_store.links("boards")} == \
+        expected_item_links(truth, "Fabrikam")
+
+
+def test_a_sync_killed_after_a_batch_and_resumed_ends_like_an_uninterrupted_one(boards_sandbox: Sandbox,
+                                                                                 tmp_path: Path) -> None:
+    whole = Store(f"sqlite:///{tmp_path}/whole.db")
+    AzureBoardsSource(boards_config(boards_sandbox.azure_url), context()).sync(whole)
+
+    class KilledAtSecondPage(Store):
+        """The second page's transaction dies just before it commits (``before_commit``)."""
+
+        commits = 0
+
+        def commit(self, *args: Any, **kwargs: Any) -> None:
+            KilledAtSecondPage.commits += 1
+            if KilledAtSecondPage.commits == 2:
+                def die() -> None:
+                    raise SystemExit("killed")
+                kwargs["before_commit"] = die
+            super().commit(*args, **kwargs)
+
+    path = f"sqlite:///{tmp_path}/killed.db"
+    with pytest.raises(SystemExit):
+        AzureBoardsSource(boards_config(boards_sandbox.azure_url), context()).sync(KilledAtSecondPage(path))
+    resumed = Store(path)
+    assert len(resumed.work_items()) < len(whole.work_items())
+    AzureBoardsSource(boards_config(boards_sandbox.azure_url), context()).sync(resumed)
+    assert resumed.content_digest() == whole.content_digest()
+
+
+def test_429_5xx_resets_and_truncated_bodies_do_not_change_the_result(boards_sandbox: Sandbox,
+                                                                       tmp_path: Path) -> None:
+    clean = Store(f"sqlite:///{tmp_path}/clean.db")
+    AzureBoardsSource(boards_config(boards_sandbox.azure_url), context()).sync(clean)
+    boards_sandbox.server.faults.rate = 0.2
+    faulty = Store(f"sqlite:///{tmp_path}/faulty.db")
+    AzureBoardsSource(boards_config(boards_sandbox.azure_url), context()).sync(faulty)
+    assert sum(boards_sandbox.server.stats.snapshot()["faults"].values()) > 2
+    assert faulty.content_digest() == clean.content_digest()
+
+
+def test_malformed_revisions_of_the_sandbox_are_counted_as_rejections(boards_store: Store) -> None:
+    with azure_only(work_items=150, malformed=18) as (url, world, _server):
+        AzureBoardsSource(boards_config(url), context()).sync(boards_store)
+        truth = world.truth()
+    expected = expected_rejections(truth, "Fabrikam")
+    assert sum(expected.values()) >= 6
+    assert boards_store.rejection_counts() == expected
+    assert stored_work_items(boards_store) == expected_work_items(truth, "Fabrikam")

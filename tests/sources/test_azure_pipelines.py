@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,9 +10,22 @@ from typing import Any
 
 import pytest
 from azure_replay import ORG, PROJECT, FakePipelines, _commit
+from azure_truth import (
+    context,
+    expected_build_links,
+    expected_changes,
+    expected_deployments,
+    pipelines_config,
+    pipelines_minimum_requests,
+    requests_made,
+    start_sandbox,
+    stored_changes,
+    stored_deployments,
+)
 
 from collector.config import AzurePipelinesConfig
 from collector.model import ado_ref, build_ref, commit_ref
+from collector.sandbox.app import Sandbox
 from collector.sources import SOURCES
 from collector.sources.azure_common import is_production, release_url
 from collector.sources.azure_pipelines import AzurePipelinesSource
@@ -234,3 +248,93 @@ def test_production_environments(name: str, patterns: list[str], expected: bool)
 ])
 def test_classic_releases_host(org: str, rm: str) -> None:
     assert release_url(org) == rm
+
+
+# -- against the sandbox's seeded organisation ----------------------------------------------------------
+
+@pytest.fixture
+def pipelines_sandbox() -> Iterator[Sandbox]:
+    sandbox = start_sandbox(work_items=120)
+    yield sandbox
+    sandbox.stop()
+
+
+def assert_matches_truth(store: Store, truth: dict[str, Any], project: str) -> None:
+    assert stored_deployments(store) == expected_deployments(truth, project)
+    assert stored_changes(store) == expected_changes(truth, project)
+    assert {(link.work_item, link.target) for link in store.links("pipelines")} == \
+        expected_build_links(truth, project)
+
+
+@pytest.mark.parametrize("project", ["Fabrikam", "Tailspin"])  # YAML environments only / YAML + classic
+def test_a_full_sync_equals_the_sandbox_truth(pipelines_sandbox: Sandbox, pipelines_store: Store,
+                                              project: str) -> None:
+    before = requests_made(pipelines_sandbox.server)
+    AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url, project), context()).sync(pipelines_store)
+    made = requests_made(pipelines_sandbox.server) - before
+    truth = pipelines_sandbox.truth()["azure"]
+    assert_matches_truth(pipelines_store, truth, project)
+    found = pipelines_store.deployments()
+    assert {d.status for d in found} == {"success", "failure"} and any(d.production for d in found)
+    if project == "Tailspin":
+        assert any(d.native_id.startswith("release:") for d in found)
+    # within 10% of the fewest requests a sync can make (formula: azure_truth.pipelines_minimum_requests)
+    minimum = pipelines_minimum_requests(truth, project)
+    assert minimum <= made <= math.ceil(minimum * 1.1), (made, minimum)
+
+
+def test_no_new_activity_costs_one_request_per_stream_then_new_activity_appears(pipelines_sandbox: Sandbox,
+                                                                                 pipelines_store: Store) -> None:
+    source = AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url), context())
+    source.sync(pipelines_store)
+    streams = [s for s in pipelines_store.watermarks("pipelines")]
+    assert sorted(streams) == ["environment:4", "environment:5", "environment:6", "releases"]
+    before, digest = requests_made(pipelines_sandbox.server), pipelines_store.content_digest()
+    source.sync(pipelines_store)
+    # the environments list, then one page per stream: each environment's records and the release window
+    assert requests_made(pipelines_sandbox.server) - before == 1 + len(streams)
+    assert pipelines_store.content_digest() == digest
+
+    added = pipelines_sandbox.add_activity(steps=4)["azure"]
+    assert any(step["deployments"] or step["release_deployments"] for step in added)
+    source.sync(pipelines_store)
+    assert_matches_truth(pipelines_store, pipelines_sandbox.truth()["azure"], "Tailspin")
+
+
+def test_a_sync_killed_after_a_batch_and_resumed_ends_like_an_uninterrupted_one(pipelines_sandbox: Sandbox,
+                                                                                 tmp_path: Path) -> None:
+    whole = Store(f"sqlite:///{tmp_path}/whole.db")
+    AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url), context()).sync(whole)
+
+    class KilledAtSecondBatch(Store):
+        """The second batch's transaction dies just before it commits (``before_commit``)."""
+
+        commits = 0
+
+        def commit(self, *args: Any, **kwargs: Any) -> None:
+            KilledAtSecondBatch.commits += 1
+            if KilledAtSecondBatch.commits == 2:
+                def die() -> None:
+                    raise SystemExit("killed")
+                kwargs["before_commit"] = die
+            super().commit(*args, **kwargs)
+
+    path = f"sqlite:///{tmp_path}/killed.db"
+    with pytest.raises(SystemExit):
+        AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url), context()).sync(KilledAtSecondBatch(path))
+    resumed = Store(path)
+    assert 0 < len(resumed.deployments()) < len(whole.deployments())
+    AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url), context()).sync(resumed)
+    assert resumed.content_digest() == whole.content_digest()
+
+
+def test_429_5xx_resets_and_truncated_bodies_do_not_change_the_result(pipelines_sandbox: Sandbox,
+                                                                       tmp_path: Path) -> None:
+    clean = Store(f"sqlite:///{tmp_path}/clean.db")
+    AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url), context()).sync(clean)
+    pipelines_sandbox.server.faults.rate = 0.2
+    faulty = Store(f"sqlite:///{tmp_path}/faulty.db")
+    AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url), context()).sync(faulty)
+    faults = pipelines_sandbox.server.stats.snapshot()["faults"]
+    assert set(faults) == {"429", "500", "503", "reset", "truncate"}
+    assert faulty.content_digest() == clean.content_digest()
