@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--seed", type=int, default=7)
     sb.add_argument("--work-items", type=int, default=600)
     sb.add_argument("--fault-rate", type=float, default=0.0, help="fraction of API requests answered with a fault")
+    sb.add_argument("--malformed", type=int, default=0, help="malformed records mixed into each API's data")
     sb.add_argument("--truth", metavar="FILE", help="write the ground truth as JSON and keep serving")
     return parser
 
@@ -161,7 +162,8 @@ def _sandbox(args: argparse.Namespace) -> int:
 
     from collector.sandbox.app import Sandbox, SandboxOptions
 
-    options = SandboxOptions(seed=args.seed, work_items=args.work_items, fault_rate=args.fault_rate)
+    options = SandboxOptions(seed=args.seed, work_items=args.work_items, fault_rate=args.fault_rate,
+                             malformed=args.malformed)
     sandbox = Sandbox(options, host=args.host, port=args.port)
     if args.truth:
         sandbox.write_truth(Path(args.truth))

@@ -37,6 +37,8 @@ class SandboxOptions:
     fault_rate: float = 0.0
     fault_kinds: tuple[str, ...] = ("429", "500", "502", "503", "reset", "truncate", "slow")
     organization: str = "contoso"
+    #: malformed records mixed into each half's data (Azure revisions, GitHub issues/PRs)
+    malformed: int = 0
 
 
 def default_now() -> datetime:
@@ -51,10 +53,11 @@ class Sandbox:
         self.options = options or SandboxOptions()
         now = self.options.now or default_now()
         self.azure = AzureWorld(seed=self.options.seed, work_items=self.options.work_items, now=now,
-                                token=self.options.token, organization=self.options.organization)
+                                token=self.options.token, organization=self.options.organization,
+                                malformed=self.options.malformed)
         self.github = GitHubWorld(seed=self.options.seed, work_items=self.options.work_items, now=now,
                                   token=self.options.token, organization=self.options.organization,
-                                  azure_items=self.azure.work_item_anchors())
+                                  azure_items=self.azure.work_item_anchors(), malformed=self.options.malformed)
         self._activity_rng = random.Random(self.options.seed * 7919 + 1)
         self._clock = now
         router = Router()

@@ -40,7 +40,7 @@ def wait_until(check: Callable[[], Any], seconds: float, what: str, interval: fl
 
 
 def collector_config(tmp: Path, sandbox_url: str, token: str, port: int, store: str | None = None,
-                     poll_interval: str = "10m") -> Path:
+                     poll_interval: str = "10m", repositories: str = "[contoso/web]") -> Path:
     """The demo's three kinds of source against a sandbox at ``sandbox_url``."""
     cfg = tmp / "cycletime.yaml"
     cfg.write_text(f"""
@@ -63,7 +63,7 @@ sources:
     kind: github
     base_url: {sandbox_url}/api/v3
     token: {token}
-    repositories: [contoso/web]
+    repositories: {repositories}
     deployments_from: deployments
 """)
     return cfg

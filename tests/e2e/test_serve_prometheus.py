@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from delivery.dashboard_queries import iter_panel_queries
 from harness import ROOT, Prometheus, Serve, collector_config, free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,9 +37,9 @@ def scrape(url: str) -> dict[tuple[str, frozenset], float]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     tmp = tmp_path_factory.mktemp("e2e")
-    sandbox = Sandbox(SandboxOptions(seed=11, work_items=300, token=TOKEN)).start()
+    sandbox = Sandbox(SandboxOptions(seed=11, work_items=300, token=TOKEN, malformed=5)).start()
     port = free_port()
-    config = collector_config(tmp, sandbox.url, TOKEN, port)
+    config = collector_config(tmp, sandbox.url, TOKEN, port, poll_interval="2s")
     serve = Serve(config, port, tmp / "serve.log").start()
     prometheus = Prometheus([f"127.0.0.1:{port}"], [ROOT / "config" / "prometheus" / "rules.yaml"])
     try:
@@ -64,13 +66,13 @@ def test_prometheus_sees_what_compute_produced(world: dict) -> None:
     counts = prom.query("cycletime_work_item_lead_time_seconds_count")
     assert counts, "no lead time histogram in prometheus"
     for r in counts:
-        labels = {k: v for k, v in r["metric"].items() if k not in ("job", "instance")}
+        labels = {k: v for k, v in r["metric"].items() if k not in ("job", "instance", "__name__")}
         assert float(r["value"][1]) == exp[("cycletime_work_item_lead_time_seconds_count", frozenset(labels.items()))]
 
     quantiles = prom.query('cycletime_work_item_cycle_time_window_seconds{window="90d",quantile="0.85"}')
     assert quantiles, "no 90d p85 cycle time in prometheus"
     for r in quantiles:
-        labels = {k: v for k, v in r["metric"].items() if k not in ("job", "instance")}
+        labels = {k: v for k, v in r["metric"].items() if k not in ("job", "instance", "__name__")}
         assert float(r["value"][1]) == pytest.approx(
             exp[("cycletime_work_item_cycle_time_window_seconds", frozenset(labels.items()))])
 
@@ -85,6 +87,34 @@ def test_rules_load_and_evaluate(world: dict) -> None:
     groups = requests.get(f"{prom.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
     assert rules and all(r["health"] == "ok" for r in rules), [r for r in rules if r["health"] != "ok"]
+
+
+def test_every_dashboard_panel_query_returns_data(world: dict) -> None:
+    """Each panel of the shipped dashboards, variables set to "All", against the live Prometheus.
+
+    A query that looks 90 days back (`offset 90d`, the trend stats) cannot have data in a Prometheus
+    started seconds ago: it must evaluate without error, and the same query without the offset must
+    return data.
+    """
+    prom: Prometheus = world["prometheus"]
+    queries = list(iter_panel_queries())
+    assert len(queries) >= 30
+    wait_until(lambda: prom.query("count(count_over_time(cycletime_source_up[1m]) >= 3)"), 30, "three scrapes")
+    # rates need counters that moved while Prometheus watched: new activity, picked up by the 2s polls
+    world["sandbox"].add_activity(steps=4)
+    wait_until(lambda: prom.query('sum(increase(cycletime_deployments_total{environment="production"}[5m])) > 0'),
+               60, "new production deployments seen by prometheus")
+    wait_until(lambda: prom.query("source_service_environment:cycletime_change_failure_rate:ratio_7d"), 30,
+               "the recording rules to catch up")
+    empty = []
+    for q in queries:
+        expr = q.expr
+        if re.search(r"offset\s+\d+[smhdwy]", expr):
+            prom.query(expr)  # must parse and evaluate
+            expr = re.sub(r"\s*offset\s+\d+[smhdwy]", "", expr)
+        if not prom.query(expr):
+            empty.append(f"{q.dashboard} / {q.panel}: {expr}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
 
 
 def test_landing_page_renders_in_chromium_without_secrets(world: dict) -> None:
