@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from azure_replay import ORG, PROJECT, FakeBoards
+from azure_truth import NOW as NOW_SANDBOX
 from azure_truth import (
     azure_only,
     boards_config,
@@ -26,6 +27,7 @@ from azure_truth import (
 from collector.config import AzureBoardsConfig
 from collector.model import Category, ado_pr_ref, ado_ref, build_ref, commit_ref
 from collector.sandbox.app import Sandbox
+from collector.sandbox.azure import Throttle
 from collector.sandbox.server import SandboxHTTPServer
 from collector.sources import SOURCES
 from collector.sources.azure_boards import AzureBoardsSource, artifact_ref
@@ -378,4 +380,28 @@ def test_malformed_revisions_of_the_sandbox_are_counted_as_rejections(boards_sto
     expected = expected_rejections(truth, "Fabrikam")
     assert sum(expected.values()) >= 6
     assert boards_store.rejection_counts() == expected
+    assert stored_work_items(boards_store) == expected_work_items(truth, "Fabrikam")
+
+
+def test_azure_devops_throttling_is_waited_out_not_failed(boards_store: Store) -> None:
+    """A 5-minute TSTU budget far below one sync: Retry-After on 200s and 429 TF400733 are honoured.
+
+    The sandbox's throttle runs on a clock the source's ``sleep`` advances, so waiting is instant
+    but real: a request only succeeds once the budget has recovered.
+    """
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    ctx = SourceContext(history=timedelta(days=365), now=lambda: NOW_SANDBOX, sleep=sleep)
+    with azure_only(work_items=120, malformed=0) as (url, world, server):
+        world.throttle = Throttle(budget=4, window=300, clock=lambda: clock[0])
+        AzureBoardsSource(boards_config(url), ctx).sync(boards_store)
+        truth = world.truth()
+        statuses = server.stats.snapshot()["by_status"]
+    assert statuses.get("429", 0) > 0
+    assert ctx.telemetry.requests["429"] == statuses["429"]
+    assert ctx.telemetry.slept_seconds >= 300  # at least one whole window waited out
+    assert ctx.telemetry.rate_limit_remaining is not None
     assert stored_work_items(boards_store) == expected_work_items(truth, "Fabrikam")
