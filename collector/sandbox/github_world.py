@@ -484,6 +484,8 @@ class GitHubData:
             return issue, made
         # the improvement trend: cycle time falls from ~10 to ~3 days over the year
         cycle = max(2 * HOUR, _secs(DAY * (10 - 7 * frac) * rng.lognormvariate(0, 0.45)))
+        if rng.random() < 0.06:  # the long tail: stalled work keeps some items in progress
+            cycle *= 6
         start = created + MINUTE + _secs(DAY * rng.expovariate(1 / 1.5))
         close_at = start + cycle
         assignee = rng.choice(USERS)
@@ -806,11 +808,11 @@ class GitHubData:
                     runs.append(Run(repo.name, ci, pr.head_ref, pr.head_sha, "pull_request", "completed",
                                     "success", at, at + 6 * MINUTE, pr.author, pr.topic))
         last_ok = None
-        for at in self._slots(rng, max(5, int(merged * 0.5))):
+        for i, at in enumerate(self._slots(rng, max(5, int(merged * 0.5)))):
             if at >= self.now - HOUR:
                 continue
             sha = repo.head_at(at)
-            if rng.random() < 0.15:  # a deploy run on another branch: ignored by the source
+            if i == 1 or rng.random() < 0.15:  # a deploy run on another branch: ignored by the source
                 runs.append(Run(repo.name, deploy, f"release/1.{rng.randrange(1, 30)}", sha, "workflow_dispatch",
                                 "completed", "success", at - 30 * MINUTE, at - 20 * MINUTE, rng.choice(USERS),
                                 "Deploy"))
