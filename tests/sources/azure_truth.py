@@ -41,16 +41,16 @@ def pipelines_config(url: str, project: str = "Tailspin") -> AzurePipelinesConfi
                                 token=TOKEN, production_environments=["production", "Prod"])
 
 
-def start_sandbox(work_items: int = 200, seed: int = 11, fault_rate: float = 0.0) -> Sandbox:
+def start_sandbox(work_items: int = 200, seed: int = 11, fault_rate: float = 0.0, malformed: int = 0) -> Sandbox:
     return Sandbox(SandboxOptions(seed=seed, work_items=work_items, now=NOW, fault_rate=fault_rate,
-                                  fault_kinds=("429", "500", "503", "reset", "truncate"))).start()
+                                  fault_kinds=("429", "500", "503", "reset", "truncate"),
+                                  malformed=malformed)).start()
 
 
 @contextmanager
-def azure_only(work_items: int, malformed: int, seed: int = 11) -> Iterator[tuple[str, AzureWorld, SandboxHTTPServer]]:
-    """The sandbox's Azure half alone, for options ``Sandbox`` does not expose (``malformed``)."""
-    world = AzureWorld(seed=seed, work_items=work_items, now=NOW, token=TOKEN, organization="contoso",
-                       malformed=malformed)
+def azure_only(work_items: int, seed: int = 11) -> Iterator[tuple[str, AzureWorld, SandboxHTTPServer]]:
+    """The sandbox's Azure half alone, so a test can swap its throttle's clock."""
+    world = AzureWorld(seed=seed, work_items=work_items, now=NOW, token=TOKEN, organization="contoso")
     router = Router()
     world.register(router)
     server = SandboxHTTPServer(("127.0.0.1", 0), router, FaultPlan(), lambda req: None)

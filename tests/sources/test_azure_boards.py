@@ -374,9 +374,12 @@ def test_429_5xx_resets_and_truncated_bodies_do_not_change_the_result(boards_san
 
 
 def test_malformed_revisions_of_the_sandbox_are_counted_as_rejections(boards_store: Store) -> None:
-    with azure_only(work_items=150, malformed=18) as (url, world, _server):
-        AzureBoardsSource(boards_config(url), context()).sync(boards_store)
-        truth = world.truth()
+    sandbox = start_sandbox(work_items=150, malformed=18)
+    try:
+        AzureBoardsSource(boards_config(sandbox.azure_url), context()).sync(boards_store)
+        truth = sandbox.truth()["azure"]
+    finally:
+        sandbox.stop()
     expected = expected_rejections(truth, "Fabrikam")
     assert sum(expected.values()) >= 6
     assert boards_store.rejection_counts() == expected
@@ -395,7 +398,7 @@ def test_azure_devops_throttling_is_waited_out_not_failed(boards_store: Store) -
         clock[0] += seconds
 
     ctx = SourceContext(history=timedelta(days=365), now=lambda: NOW_SANDBOX, sleep=sleep)
-    with azure_only(work_items=120, malformed=0) as (url, world, server):
+    with azure_only(work_items=120) as (url, world, server):
         world.throttle = Throttle(budget=4, window=300, clock=lambda: clock[0])
         AzureBoardsSource(boards_config(url), ctx).sync(boards_store)
         truth = world.truth()
