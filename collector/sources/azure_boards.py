@@ -131,10 +131,11 @@ class AzureBoardsSource(Source):
     # -- the pass ----------------------------------------------------------------------------
     def sync(self, store: Any) -> SyncReport:
         report = SyncReport()
-        self._reloaded = False
         now = self.ctx.now()
-        # the process rarely changes: read it once a day, and again when a state is not in it
-        if self._states_read_at is None or now - self._states_read_at > STATES_TTL:
+        # the process rarely changes: read it once a day, and again (once a pass) when a state is not
+        # in what we read in an earlier pass
+        self._reloaded = self._states_read_at is None or now - self._states_read_at > STATES_TTL
+        if self._reloaded:
             self._load_states()
         try:
             self._sync_reporting(store, report)

@@ -47,6 +47,7 @@ class FakeBoards:
     page_size: int = 3
     reporting: bool = True
     deleted: set[int] = field(default_factory=set)
+    states: dict[str, list[dict[str, str]]] = field(default_factory=lambda: json.loads(json.dumps(STATES)))
     requests: list[tuple[str, str, dict[str, list[str]], Any]] = field(default_factory=list)
 
     def start(self) -> SandboxHTTPServer:
@@ -69,7 +70,7 @@ class FakeBoards:
     def _types(self, req: Request) -> Response:
         self._log(req)
         value = [{"name": name, "referenceName": "Microsoft.VSTS.WorkItemTypes." + name.replace(" ", ""),
-                  "states": states} for name, states in STATES.items()]
+                  "states": states} for name, states in self.states.items()]
         return Response(200, {"count": len(value), "value": value})
 
     def _reporting(self, req: Request) -> Response:

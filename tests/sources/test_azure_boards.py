@@ -408,3 +408,20 @@ def test_azure_devops_throttling_is_waited_out_not_failed(boards_store: Store) -
     assert ctx.telemetry.slept_seconds >= 300  # at least one whole window waited out
     assert ctx.telemetry.rate_limit_remaining is not None
     assert stored_work_items(boards_store) == expected_work_items(truth, "Fabrikam")
+
+
+def test_a_state_added_to_the_process_later_is_read_again_not_rejected(replay: tuple[FakeBoards, str],
+                                                                        boards_store: Store) -> None:
+    fake, url = replay
+    source = AzureBoardsSource(config(url), ctx())
+    source.sync(boards_store)
+    fake.states["Bug"].append({"name": "Triaged", "color": "aa00aa", "category": "Proposed"})
+    fake.revisions.append(rev(2, 3, "Triaged", "2026-02-01T10:00:00Z", type_="Bug", area="Fabrikam",
+                              created="2026-01-06T10:00:00Z"))
+    fake.requests.clear()
+    source.sync(boards_store)
+    assert [path.rsplit("/", 1)[-1] for _, path, _, _ in fake.requests] == \
+        ["workitemrevisions", "workitemtypes", "workitemsbatch"]
+    bug = next(w for w in boards_store.work_items("boards") if w.native_id == "2")
+    assert (bug.history[-1].state, bug.history[-1].category) == ("Triaged", Category.PROPOSED)
+    assert sum(boards_store.rejection_counts().values()) == 6  # only the six malformed records
