@@ -1480,7 +1480,7 @@ class AzureWorld:
         hi = len(records)
         token = _int(ctx.req.arg("continuationToken"), "continuationToken")
         if token is not None:  # records with id <= token, newest first
-            hi = bisect.bisect_right([r.id for r in records], token) if records else 0
+            hi = bisect.bisect_right(records, token, key=_record_id)
         chunk = records[max(hi - top, 0) : hi][::-1]
         headers = {"x-ms-continuationtoken": str(records[hi - top - 1].id)} if hi - top > 0 else {}
         value = [self._record_json(ctx, r) for r in chunk]
@@ -1710,6 +1710,10 @@ _ABSENT = object()
 def _tail(positions: list[int], start: int) -> Iterator[int]:
     for i in range(start, len(positions)):
         yield positions[i]
+
+
+def _record_id(record: DeploymentRecord) -> int:
+    return record.id
 
 
 def _token(log: list[Revision], resume: int) -> str:

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 MS_MIN = 60_000
 MS_HOUR = 60 * MS_MIN
 MS_DAY = 24 * MS_HOUR
@@ -874,19 +876,22 @@ class AzureData:
         # items are in id order and revisions in rev order: a stable sort on time alone gives
         # (time, id, rev) order, the watermark order of the real service
         revisions = [r for item in self.items for r in item.revs]
-        revisions.sort(key=_revision_time)
-        self.log = revisions
-        self.log_times = [r.at for r in revisions]
+        codes = {(p.name, t): i for i, (p, t) in enumerate((p, t) for p in self.projects for t in WORK_ITEM_TYPES)}
+        times = np.fromiter((r.at for r in revisions), dtype=np.int64, count=len(revisions))
+        kinds = np.fromiter(
+            (codes[(r.item.project.name, r.item.type)] for r in revisions), dtype=np.int16, count=len(revisions)
+        )
+        order = np.argsort(times, kind="stable")
+        self.log = [revisions[i] for i in order.tolist()]
+        self.log_times = times[order].tolist()
+        for position, revision in enumerate(self.log, start=1):
+            revision.watermark = position
+        kinds = kinds[order]
         index: dict[tuple[str, str], list[int]] = {}
-        keys = {(p.name, t): (p.name.lower(), t.lower()) for p in self.projects for t in WORK_ITEM_TYPES}
-        for position, revision in enumerate(revisions):
-            revision.watermark = position + 1
-            item = revision.item
-            key = keys[(item.project.name, item.type)]
-            bucket = index.get(key)
-            if bucket is None:
-                bucket = index[key] = []
-            bucket.append(position)
+        for (project, type_), code in codes.items():
+            positions = np.flatnonzero(kinds == code)
+            if len(positions):
+                index[(project.lower(), type_.lower())] = positions.tolist()
         self.log_index = index
 
     def _append_log(self, revision: Revision) -> None:
@@ -1301,10 +1306,6 @@ def _weighted(rng: random.Random, seq: Any, weights: Any) -> Any:
         if draw < 0:
             return value
     return seq[-1]
-
-
-def _revision_time(revision: Revision) -> int:
-    return revision.at
 
 
 def _by_time_kind(event: tuple[int, int, Any]) -> tuple[int, int]:
