@@ -17,8 +17,18 @@ World (``organization`` = ``contoso`` by default), history over the 360 days bef
   (parents: previous main head, PR head). No direct pushes after the initial commit.
 - One force-push case in ``web``: a ``staging`` and a ``production`` deployment of a sha that is
   no longer in the repository (``/commits/{sha}`` answers 422, ``compare`` 404).
+- Every record and commit is dated within the last 360 days, so the default ``history: 365d``
+  sees all of it. Issue ``updated_at`` = its last timeline event; PR ``updated_at`` = closed/merged
+  time, else creation. ``add_activity`` adds, all at ``now``: an issue, a merged PR (closing an open
+  issue of its repository when one has no open PR), and per repository one delivery (web: a
+  staging and a production deployment of main's head; api: a release; mobile-app: a run).
+- Size: about ``work_items / 3`` issues (web 40 %, api 35 %, mobile-app 25 %), PRs and deliveries
+  in proportion; 100k work items build in a few seconds.
 
-Ground truth (``truth()``), in domain terms (CONTRACT §4; ISO-8601 UTC strings ``…Z``):
+Ground truth (``truth()``), in domain terms (CONTRACT §4; ISO-8601 UTC strings ``…Z``), exactly the
+keys ``repos`` (``{"contoso/web": "deployments", "contoso/api": "releases", "contoso/mobile-app":
+"workflow_runs:deploy.yml"}``), ``work_items``, ``changes``, ``deployments``, ``links``, ``rejected``;
+each entry is a dict of the model's fields without ``source`` (compare lists as sets):
 
 ``work_items``: every well-formed issue (not PRs): ``native_id`` ``contoso/web#12``, ``ref``
 ``gh:contoso/web#12``, ``project`` ``contoso/web``, ``team`` = suffix of the first ``team/…`` label
