@@ -8,7 +8,8 @@ not ours) can be unit-tested exhaustively without HTTP:
   optionally followed by a colon, then ``#N`` (same repository) or ``OWNER/REPO#N``; every issue
   needs its own keyword (``Fixes #1, fixes #2``). A full issue URL is accepted too, as GitHub does.
 - Azure Boards mentions (learn.microsoft.com "Link GitHub commits, PRs and issues to work items"):
-  ``AB#123`` in a pull request's title or description, or in a commit message.
+  ``AB#123`` in a pull request's title or description, or in a commit message (upper case, as
+  documented).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ _CLOSING = re.compile(
     rf"https?://[^\s/]+/(?P<uowner>{_NAME})/(?P<urepo>{_NAME})/issues/(?P<unumber>\d+)(?![\w/])",
     re.IGNORECASE,
 )
-_AB_MENTION = re.compile(r"(?<![\w#])AB#(\d+)(?![\w#])", re.IGNORECASE)
+_AB_MENTION = re.compile(r"(?<![\w#])AB#(\d+)(?![\w#])")
 _REPO = re.compile(r"^([\w.-]+)/([\w.-]+)$")
 
 

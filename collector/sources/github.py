@@ -1,0 +1,912 @@
+"""GitHub source: issues (work items), merged pull requests (changes and links), deployments.
+
+Everything goes over the REST API v3 through our :class:`~collector.http.ApiClient`, so every
+request is counted by status code, rate limits (``x-ratelimit-*``, ``Retry-After``, secondary
+limits) are waited out, retries are ours and the token is redacted. PyGithub is not used for
+polling: its ``PaginatedList`` cannot send ``If-None-Match`` (PyGithub #536, #2950) and its
+requests would bypass our counting and rate-limit layer.
+
+Streams per repository, each with its own watermark (a JSON document) committed in the same
+transaction as the batch it reaches, so a crash between batches loses nothing:
+
+- ``repo:<o/r>``: the repository's canonical name and default branch (conditional GET).
+- ``issues:<o/r>``: ``/issues?state=all&sort=updated&direction=asc&since=…``, oldest change first,
+  so the watermark moves page by page. Every changed issue's whole timeline is re-read and handed
+  over with ``Batch.replace_history``. ``since`` is inclusive: the watermark keeps the numbers
+  already read at its exact second so they are not read again.
+- ``pulls:<o/r>``: ``/pulls?state=closed&sort=updated&direction=desc``; paging stops at the
+  watermark (the endpoint has no ``since``), so page 1's ETag is what makes idle polls free.
+- ``deployments:<o/r>`` / ``releases:<o/r>`` / ``runs:<o/r>:<workflow>``: newest first, paging
+  stops at the highest id already seen. Unfinished deployments, draft releases and running runs are
+  kept in the watermark with their ETag and re-read conditionally until they finish.
+
+What a deployment *contains* is ``compare/{P.sha}...{D.sha}``, P being the latest deployment
+created before D (same repository and environment) that succeeded and whose commit still exists;
+without P, the commits reachable from D's sha since the history horizon. A compare that 404s (a
+force-push removed a sha) is counted in ``SyncReport.details["compare_fallbacks"]`` and resolved:
+if D's own commit is gone D contains nothing, otherwise the next earlier P is tried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from collector.config import GitHubConfig
+from collector.errors import SourceError
+from collector.http import ApiClient, next_link
+from collector.model import (
+    Batch,
+    Category,
+    Change,
+    Deployment,
+    Link,
+    Rejection,
+    StateChange,
+    WorkItem,
+    ado_ref,
+    commit_ref,
+    gh_issue_ref,
+    gh_pr_ref,
+)
+from collector.sources.base import Source, SourceContext, SyncReport
+from collector.sources.github_refs import (
+    azure_boards_mentions,
+    closing_references,
+    format_time,
+    matches_environment,
+    parse_time,
+)
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "2022-11-28"
+PER_PAGE = 100
+#: records per transaction on streams whose watermark only moves at the end of the pass
+BATCH_SIZE = 50
+#: GitHub's own limit on an issue or pull request body; anything longer is not GitHub's data
+MAX_BODY = 65536
+_SHA = re.compile(r"^[0-9a-fA-F]{40}$")
+
+#: GitHub issue states as work item states (the ``state`` label) and their categories (CONTRACT §4)
+CATEGORY_OF_STATE = {
+    "open": Category.PROPOSED,
+    "in_progress": Category.IN_PROGRESS,
+    "completed": Category.COMPLETED,
+    "not_planned": Category.REMOVED,
+}
+#: workflow run conclusions that are failed deployments; the others (cancelled, skipped…) are none
+FAILED_CONCLUSIONS = {"failure", "timed_out", "startup_failure"}
+
+
+class GitHubHTTPError(SourceError):
+    """A non-retryable answer (404 missing, 403 forbidden, 410 gone, 422 …) to one request."""
+
+    def __init__(self, status: int, path: str, message: str = "") -> None:
+        self.status = status
+        self.path = path
+        super().__init__(f"HTTP {status} for {path}" + (f": {message}" if message else ""))
+
+
+class Malformed(ValueError):
+    """A record we cannot use; ``reason`` is its Rejection reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Page:
+    status: int  # 200 or 304
+    data: Any
+    etag: str | None
+    next_url: str | None
+
+
+class GitHubApi:
+    """The REST calls on top of ApiClient: pagination, conditional GETs, typed errors."""
+
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
+
+    @staticmethod
+    def key(path: str, params: dict[str, Any] | None = None) -> str:
+        """The identity of a request, to match a stored ETag to the request it answered."""
+        return path + ("?" + urlencode(sorted(params.items())) if params else "")
+
+    def get(self, path_or_url: str, params: dict[str, Any] | None = None, etag: str | None = None) -> Page:
+        headers = {"If-None-Match": etag} if etag else None
+        data, resp = self.client.get_json(path_or_url, params=params, headers=headers)
+        if resp.status_code == 304:
+            return Page(304, None, etag, None)
+        if resp.status_code >= 400:
+            message = data.get("message", "") if isinstance(data, dict) else ""
+            raise GitHubHTTPError(resp.status_code, path_or_url.split("?", 1)[0], str(message)[:200])
+        return Page(resp.status_code, data, resp.headers.get("ETag"), next_link(resp))
+
+    def pages(self, path: str, params: dict[str, Any] | None = None, etag: str | None = None) -> Iterator[Page]:
+        """Page 1 (conditionally, given ``etag``), then each ``Link: rel="next"`` page.
+
+        A 304 on page 1 is yielded and ends the walk (a 304 has no Link header). A next link seen
+        twice ends it too, so a misbehaving server cannot make us spin.
+        """
+        page = self.get(path, params, etag)
+        yield page
+        seen: set[str] = set()
+        while page.status == 200 and page.next_url and page.next_url not in seen:
+            seen.add(page.next_url)
+            page = self.get(page.next_url)
+            yield page
+
+    def items(self, path: str, params: dict[str, Any] | None = None, key: str | None = None) -> Iterator[Any]:
+        """Every element of a paginated list (``key`` picks the list out of an object answer)."""
+        for page in self.pages(path, params):
+            yield from _records(page.data, key)
+
+
+@dataclass
+class _Finished:
+    """A finished deployment, release or run, before its contents are known."""
+
+    native_id: str
+    order: int  # the API id: creation order
+    environment: str
+    status: str  # success | failure
+    sha: str
+    started_at: datetime | None
+    finished_at: datetime
+
+
+@dataclass
+class _Repo:
+    full_name: str  # canonical owner/name, the project/service label
+    default_branch: str
+
+
+@dataclass
+class _Mode:
+    """One ``deployments_from`` mode: where its list is, how it is ordered, how its records are read."""
+
+    stream: str
+    path: str
+    params: dict[str, Any]
+    list_key: str | None  # the list inside an object answer (workflow runs)
+    horizon_field: str  # the time compared with the history horizon on the first pass
+    read: Callable[[_Repo, list[dict[str, Any]], dict[str, Any], Batch], list[_Finished]]
+    #: listed newest id first, so the first known id ends the walk. Releases are listed by
+    #: created_at, the *tagged commit's* date: a new release of an old commit can sit behind older
+    #: releases, so their walk ends only at a page with nothing new.
+    by_id: bool = True
+
+
+class GitHubSource(Source):
+    kind = "github"
+    config: GitHubConfig
+
+    def __init__(self, config: GitHubConfig, ctx: SourceContext) -> None:
+        super().__init__(config, ctx)
+        # "Bearer" works for classic and fine-grained PATs and GitHub App installation tokens alike
+        self.client = ApiClient(
+            self.name, config.base_url, f"Bearer {config.token}", secrets=[config.token],
+            telemetry=ctx.telemetry, sleep=ctx.sleep,
+            headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION})
+        self.api = GitHubApi(self.client)
+        self.type_labels = {k.lower(): v for k, v in config.type_labels.items()}
+
+    # -- the pass ---------------------------------------------------------------------------
+    def sync(self, store: Any) -> SyncReport:
+        report = SyncReport()
+        report.details.update(repositories=0, compare_fallbacks=0)
+        for configured in self._repositories(store, report):
+            if self.ctx.should_stop():
+                break
+            try:
+                repo = self._repository(store, configured)
+            except GitHubHTTPError as exc:
+                report.problems.append(f"{configured}: {_problem(exc)}")
+                log.warning("source=%s repository %s skipped: %s", self.name, configured, exc)
+                continue
+            report.details["repositories"] += 1
+            for label, run in (("issues", self._sync_issues), ("pull requests", self._sync_pulls),
+                               ("deployments", self._sync_deployments)):
+                if self.ctx.should_stop():
+                    break
+                try:
+                    run(store, repo, report)
+                except GitHubHTTPError as exc:
+                    if label == "issues" and exc.status == 410:
+                        continue  # issues are disabled in this repository: nothing to read
+                    report.problems.append(f"{repo.full_name}: {label}: {_problem(exc)}")
+                    log.warning("source=%s %s %s skipped: %s", self.name, repo.full_name, label, exc)
+        return report
+
+    def _repositories(self, store: Any, report: SyncReport) -> list[str]:
+        """Configured ``owner/repo`` names, with ``owner/*`` expanded (organisation, else user)."""
+        out: list[str] = []
+        for entry in self.config.repositories:
+            owner, name = entry.split("/", 1)
+            if name != "*":
+                out.append(entry)
+                continue
+            try:
+                out.extend(self._owner_repositories(store, owner))
+            except GitHubHTTPError as exc:
+                report.problems.append(f"{entry}: {_problem(exc)}")
+        return list(dict.fromkeys(out))
+
+    def _owner_repositories(self, store: Any, owner: str) -> list[str]:
+        """Every repository of an organisation (or, if it is none, of a user); cached by ETag."""
+        stream = f"repos:{owner}"
+        state = self._state(store, stream)
+        candidates = [(f"/orgs/{quote(owner)}/repos", {"type": "all", "per_page": PER_PAGE}),
+                      (f"/users/{quote(owner)}/repos", {"type": "owner", "per_page": PER_PAGE})]
+        if state.get("key", "").startswith("/users/"):
+            candidates.reverse()  # known to be a user: ask there first (and only, while it answers)
+        for path, params in candidates:
+            key = GitHubApi.key(path, params)
+            etag = state.get("etag") if state.get("key") == key and "repos" in state else None
+            names: list[str] = []
+            first_etag: str | None = None
+            try:
+                for page in self.api.pages(path, params, etag):
+                    if page.status == 304:
+                        return [str(r) for r in state["repos"]]
+                    first_etag = first_etag or page.etag
+                    names += [r["full_name"] for r in _records(page.data)
+                              if isinstance(r.get("full_name"), str) and not r.get("archived")]
+            except GitHubHTTPError as exc:
+                if exc.status == 404 and path != candidates[-1][0]:
+                    continue  # not an organisation: try the user of that name (or the other way round)
+                raise
+            store.set_watermark(self.name, stream, json.dumps({"key": key, "etag": first_etag, "repos": names}))
+            return names
+        return []
+
+    def _repository(self, store: Any, configured: str) -> _Repo:
+        stream = f"repo:{configured}"
+        state = self._state(store, stream)
+        path = f"/repos/{configured}"
+        cached = state.get("full_name")
+        page = self.api.get(path, etag=state.get("etag") if cached else None)
+        if page.status == 304:
+            return _Repo(str(cached), str(state.get("default_branch") or "main"))
+        data = page.data if isinstance(page.data, dict) else {}
+        repo = _Repo(str(data.get("full_name") or configured), str(data.get("default_branch") or "main"))
+        store.set_watermark(self.name, stream, json.dumps(
+            {"etag": page.etag, "full_name": repo.full_name, "default_branch": repo.default_branch}))
+        return repo
+
+    # -- issues -----------------------------------------------------------------------------
+    def _sync_issues(self, store: Any, repo: _Repo, report: SyncReport) -> None:
+        stream = f"issues:{repo.full_name}"
+        state = self._state(store, stream)
+        since = state.get("since") or format_time(self.ctx.history_start())
+        cursor_at, cursor_seen = parse_time(since), set(state.get("seen", []))
+        path = f"/repos/{repo.full_name}/issues"
+        params = {"state": "all", "sort": "updated", "direction": "asc", "since": since, "per_page": PER_PAGE}
+        key = GitHubApi.key(path, params)
+        first_etag: str | None = None
+        for page in self.api.pages(path, params, state.get("etag") if state.get("key") == key else None):
+            if page.status == 304:
+                return
+            first_etag = first_etag or page.etag
+            batch = Batch(replace_history=True)
+            for raw in _records(page.data):
+                try:
+                    number, updated = _list_position(raw)
+                except Malformed as bad:
+                    batch.rejections.append(Rejection(self.name, _record_id(repo, raw), bad.reason))
+                    continue
+                if updated < cursor_at or (updated == cursor_at and number in cursor_seen):
+                    continue  # read in an earlier pass at this very second
+                if updated > cursor_at:
+                    cursor_at, cursor_seen = updated, set()
+                cursor_seen.add(number)
+                if "pull_request" in raw:
+                    continue  # the issues list includes pull requests: they are changes, not requests
+                self._issue(repo, raw, batch)
+            watermark = {"since": format_time(cursor_at), "seen": sorted(cursor_seen), "key": key,
+                         "etag": first_etag}
+            store.commit(self.name, batch, stream=stream, watermark=json.dumps(watermark))
+            self._account(report, batch)
+            if self.ctx.should_stop():
+                return
+
+    def _issue(self, repo: _Repo, raw: dict[str, Any], batch: Batch) -> None:
+        number = raw["number"]
+        native_id = f"{repo.full_name}#{number}"
+        try:
+            created_at = _required_time(raw, "created_at")
+            if raw.get("state") not in ("open", "closed"):
+                raise Malformed("unknown_state")
+            closed_at = _optional_time(raw, "closed_at")
+            if closed_at is not None and closed_at < created_at:
+                raise Malformed("end_before_start")
+            _check_body(raw)
+        except Malformed as bad:
+            log.warning("source=%s issue %s rejected: %s", self.name, native_id, bad.reason)
+            batch.rejections.append(Rejection(self.name, native_id, bad.reason))
+            return
+        try:
+            events = list(self.api.items(f"/repos/{repo.full_name}/issues/{number}/timeline",
+                                         {"per_page": PER_PAGE}))
+        except GitHubHTTPError as exc:
+            if exc.status in (404, 410):  # deleted or transferred since the list was read
+                log.info("source=%s %s vanished while reading its timeline", self.name, native_id)
+                return
+            raise
+        try:
+            history = issue_history(native_id, created_at, events)
+        except ValueError:
+            log.warning("source=%s issue %s rejected: a timeline event without a valid time", self.name, native_id)
+            batch.rejections.append(Rejection(self.name, native_id, "bad_timestamp"))
+            return
+        labels = [str(lb.get("name", "")) for lb in raw.get("labels") or [] if isinstance(lb, dict)]
+        batch.work_items.append(WorkItem(
+            source=self.name, native_id=native_id, ref=gh_issue_ref(repo.full_name, number),
+            project=repo.full_name, team=self._team(labels), type=self._type(labels), created_at=created_at,
+            history=history))
+
+    def _team(self, labels: list[str]) -> str:
+        spec = self.config.team_from
+        if not spec.startswith("label:"):
+            return spec
+        prefix = spec.removeprefix("label:").lower()
+        for label in labels:
+            if label.lower().startswith(prefix) and len(label) > len(prefix):
+                return label[len(prefix):]
+        return "unassigned"
+
+    def _type(self, labels: list[str]) -> str:
+        for label in labels:
+            if label.lower() in self.type_labels:
+                return self.type_labels[label.lower()]
+        return "Issue"
+
+    # -- pull requests ----------------------------------------------------------------------
+    def _sync_pulls(self, store: Any, repo: _Repo, report: SyncReport) -> None:
+        stream = f"pulls:{repo.full_name}"
+        state = self._state(store, stream)
+        floor = parse_time(state["at"]) if state.get("at") else self.ctx.history_start()
+        seen = set(state.get("seen", []))
+        new_at, new_seen = (floor, set(seen)) if state.get("at") else (None, set())
+        path = f"/repos/{repo.full_name}/pulls"
+        params = {"state": "closed", "sort": "updated", "direction": "desc", "per_page": PER_PAGE}
+        key = GitHubApi.key(path, params)
+        first_etag: str | None = None
+        batch = Batch()
+        for page in self.api.pages(path, params, state.get("etag") if state.get("key") == key else None):
+            if page.status == 304:
+                return
+            first_etag = first_etag or page.etag
+            reached_watermark = False
+            for raw in _records(page.data):
+                try:
+                    number, updated = _list_position(raw)
+                except Malformed as bad:
+                    batch.rejections.append(Rejection(self.name, _record_id(repo, raw), bad.reason))
+                    continue
+                if updated < floor:
+                    reached_watermark = True  # newest first: the rest was read in earlier passes
+                    break
+                if updated == floor and number in seen:
+                    continue
+                if new_at is None or updated > new_at:
+                    new_at, new_seen = updated, set()
+                if updated == new_at:
+                    new_seen.add(number)
+                if raw.get("merged_at") is not None:
+                    self._pull(repo, raw, batch)
+                if len(batch) + len(batch.rejections) >= BATCH_SIZE:
+                    store.commit(self.name, batch)  # upserts: harmless to repeat if we stop early
+                    self._account(report, batch)
+                    batch = Batch()
+                    if self.ctx.should_stop():
+                        return
+            if reached_watermark:
+                break
+        watermark = {"at": format_time(new_at) if new_at else None, "seen": sorted(new_seen), "key": key,
+                     "etag": first_etag}
+        store.commit(self.name, batch, stream=stream, watermark=json.dumps(watermark))
+        self._account(report, batch)
+
+    def _pull(self, repo: _Repo, raw: dict[str, Any], batch: Batch) -> None:
+        """A merged pull request → its Change and the Links its text and commits carry."""
+        number = raw["number"]
+        native_id = f"{repo.full_name}#{number}"
+        pr_ref = gh_pr_ref(repo.full_name, number)
+        try:
+            created_at = _required_time(raw, "created_at")
+            merged_at = _required_time(raw, "merged_at")
+            if merged_at < created_at:
+                raise Malformed("end_before_start")
+            _check_body(raw)
+        except Malformed as bad:
+            log.warning("source=%s pull request %s rejected: %s", self.name, native_id, bad.reason)
+            batch.rejections.append(Rejection(self.name, native_id, bad.reason))
+            return
+        shas: list[str] = []
+        authored: list[datetime] = []
+        links: list[Link] = []
+        for entry in self.api.items(f"/repos/{repo.full_name}/pulls/{number}/commits", {"per_page": PER_PAGE}):
+            sha = entry.get("sha") if isinstance(entry, dict) else None
+            if not isinstance(sha, str) or not _SHA.match(sha):
+                continue
+            shas.append(sha.lower())
+            detail = entry.get("commit") or {}
+            when = _time_or_none((detail.get("author") or {}).get("date")) \
+                or _time_or_none((detail.get("committer") or {}).get("date"))
+            if when is not None:
+                authored.append(when)
+            # GitHub links a commit-message reference to the commit, not to the pull request
+            links += self._mentions(detail.get("message"), repo.full_name, commit_ref(sha))
+        if not authored:
+            batch.rejections.append(Rejection(self.name, native_id, "missing_field"))
+            return
+        merge_sha = raw.get("merge_commit_sha")
+        if isinstance(merge_sha, str) and _SHA.match(merge_sha):
+            shas.append(merge_sha.lower())
+        text = "\n".join(str(raw.get(k) or "") for k in ("title", "body"))
+        links += self._mentions(text, repo.full_name, pr_ref)
+        batch.changes.append(Change(
+            source=self.name, native_id=native_id, ref=pr_ref, service=repo.full_name, kind="pull_request",
+            first_commit_at=min(authored), merged_at=merged_at, commits=tuple(dict.fromkeys(shas))))
+        batch.links.extend(dict.fromkeys(links))
+
+    def _mentions(self, text: str | None, repo: str, target: str) -> list[Link]:
+        """Links from ``Fixes #N`` closing references and ``AB#123`` mentions to ``target``."""
+        out = [Link(self.name, gh_issue_ref(r, n), target) for r, n in closing_references(text, repo)]
+        out += [Link(self.name, ado_ref(n), target) for n in azure_boards_mentions(text)]
+        return out
+
+    # -- deployments ------------------------------------------------------------------------
+    def _mode(self, repo: _Repo) -> _Mode:
+        base = f"/repos/{repo.full_name}"
+        mode = self.config.deployments_from
+        if mode == "deployments":
+            return _Mode(f"deployments:{repo.full_name}", f"{base}/deployments", {"per_page": PER_PAGE}, None,
+                         "created_at", self._read_deployments)
+        if mode == "releases":
+            return _Mode(f"releases:{repo.full_name}", f"{base}/releases", {"per_page": PER_PAGE}, None,
+                         "published_at", self._read_releases, by_id=False)
+        workflow = mode.split(":", 1)[1]
+        # no filter parameters: GitHub caps filtered run searches at 1,000 results; the branch is
+        # checked here instead
+        return _Mode(f"runs:{repo.full_name}:{workflow}", f"{base}/actions/workflows/{quote(workflow, safe='')}/runs",
+                     {"per_page": PER_PAGE}, "workflow_runs", "created_at", self._read_runs)
+
+    def _sync_deployments(self, store: Any, repo: _Repo, report: SyncReport) -> None:
+        mode = self._mode(repo)
+        state = self._state(store, mode.stream)
+        key = GitHubApi.key(mode.path, mode.params)
+        max_id = int(state.get("max_id", 0))
+        pending: dict[str, Any] = dict(state.get("pending", {}))
+        fresh: list[dict[str, Any]] = []
+        etag = state.get("etag") if state.get("key") == key else None
+        first_etag: str | None = None
+        for page in self.api.pages(mode.path, mode.params, etag):
+            if page.status == 304:
+                break
+            first_etag = first_etag or page.etag
+            old = new = 0
+            for raw in _records(page.data, mode.list_key):
+                if not isinstance(raw.get("id"), int):
+                    continue
+                if raw["id"] <= max_id or \
+                        (_time_or_none(raw.get(mode.horizon_field)) or self.ctx.now()) < self.ctx.history_start():
+                    old += 1  # read in an earlier pass, or older than the history we keep
+                    continue
+                new += 1
+                fresh.append(raw)
+            if (old and mode.by_id) or not new:
+                break
+        if first_etag is None and not pending:
+            return  # 304: nothing new, nothing unfinished
+        batch = Batch()
+        finished = mode.read(repo, fresh, pending, batch)
+        new_state = {"max_id": max([max_id, *(r["id"] for r in fresh)]), "pending": pending, "key": key,
+                     "etag": first_etag or etag}
+        for deployment in self._with_contents(store, repo, finished, report):
+            batch.deployments.append(deployment)
+            if len(batch) >= BATCH_SIZE:
+                store.commit(self.name, batch)
+                self._account(report, batch)
+                batch = Batch()
+                if self.ctx.should_stop():
+                    return
+        store.commit(self.name, batch, stream=mode.stream, watermark=json.dumps(new_state))
+        self._account(report, batch)
+
+    def _read_deployments(self, repo: _Repo, fresh: list[dict[str, Any]], pending: dict[str, Any],
+                          batch: Batch) -> list[_Finished]:
+        """Deployments API: a deployment is finished at its first terminal status."""
+        for raw in fresh:
+            pending[str(raw["id"])] = {"sha": raw.get("sha"), "environment": raw.get("environment"),
+                                       "created_at": raw.get("created_at"), "etag": None}
+        finished: list[_Finished] = []
+        for dep_id, entry in list(pending.items()):
+            record_id = f"{repo.full_name}:deployment:{dep_id}"
+            try:
+                sha = _sha_of(entry.get("sha"))
+                created = _required_time(entry, "created_at")
+                if not isinstance(entry.get("environment"), str) or not entry["environment"]:
+                    raise Malformed("missing_field")
+            except Malformed as bad:
+                batch.rejections.append(Rejection(self.name, record_id, bad.reason))
+                del pending[dep_id]
+                continue
+            path = f"/repos/{repo.full_name}/deployments/{dep_id}/statuses"
+            try:
+                first = self.api.get(path, {"per_page": PER_PAGE}, entry.get("etag"))
+            except GitHubHTTPError as exc:
+                if exc.status != 404:
+                    raise
+                del pending[dep_id]  # the deployment was deleted
+                continue
+            if first.status == 304:
+                continue
+            statuses = _records(first.data)
+            if first.next_url:
+                statuses += list(self.api.items(first.next_url))
+            try:
+                outcome = deployment_outcome(statuses)
+            except ValueError:
+                batch.rejections.append(Rejection(self.name, record_id, "bad_timestamp"))
+                del pending[dep_id]
+                continue
+            if outcome is None:  # no terminal status yet: read again (conditionally) next time
+                entry["etag"] = first.etag
+                continue
+            del pending[dep_id]
+            status, finished_at = outcome
+            if finished_at < created:
+                batch.rejections.append(Rejection(self.name, record_id, "end_before_start"))
+                continue
+            finished.append(_Finished(f"deployment:{dep_id}", int(dep_id), str(entry["environment"]), status,
+                                      sha, created, finished_at))
+        return finished
+
+    def _read_releases(self, repo: _Repo, fresh: list[dict[str, Any]], pending: dict[str, Any],
+                       batch: Batch) -> list[_Finished]:
+        """Releases: each published release (not a draft, not a prerelease) deploys its tag to production."""
+        releases = list(fresh)
+        for rel_id, entry in list(pending.items()):  # drafts seen before: published since?
+            try:
+                page = self.api.get(f"/repos/{repo.full_name}/releases/{rel_id}", etag=entry.get("etag"))
+            except GitHubHTTPError as exc:
+                if exc.status != 404:
+                    raise
+                del pending[rel_id]  # a deleted draft
+                continue
+            if page.status == 200 and isinstance(page.data, dict):
+                releases.append({**page.data, "_etag": page.etag})
+        finished: list[_Finished] = []
+        for raw in releases:
+            rel_id = str(raw["id"])
+            record_id = f"{repo.full_name}:release:{rel_id}"
+            if raw.get("draft"):
+                etag = raw.get("_etag")
+                if etag is None:  # first sight: read it alone once, so later polls are conditional
+                    etag = self.api.get(f"/repos/{repo.full_name}/releases/{rel_id}").etag
+                pending[rel_id] = {"etag": etag}
+                continue
+            pending.pop(rel_id, None)
+            if raw.get("prerelease"):
+                continue  # a release candidate is not a production deployment
+            try:
+                published = _required_time(raw, "published_at")
+                sha = self._release_sha(repo, raw)
+            except Malformed as bad:
+                batch.rejections.append(Rejection(self.name, record_id, bad.reason))
+                continue
+            finished.append(_Finished(f"release:{rel_id}", int(rel_id), "production", "success", sha,
+                                      _time_or_none(raw.get("created_at")), published))
+        return finished
+
+    def _release_sha(self, repo: _Repo, raw: dict[str, Any]) -> str:
+        """The commit a release's tag points to (``target_commitish`` is usually a branch name)."""
+        target = raw.get("target_commitish")
+        if isinstance(target, str) and _SHA.match(target):
+            return target.lower()
+        tag = raw.get("tag_name")
+        if not isinstance(tag, str) or not tag:
+            raise Malformed("missing_field")
+        try:
+            obj = (self.api.get(f"/repos/{repo.full_name}/git/ref/tags/{quote(tag, safe='')}").data or {}) \
+                .get("object") or {}
+            if obj.get("type") == "tag":  # an annotated tag: one more hop to its commit
+                obj = (self.api.get(f"/repos/{repo.full_name}/git/tags/{obj.get('sha')}").data or {}) \
+                    .get("object") or {}
+        except GitHubHTTPError as exc:
+            if exc.status != 404:
+                raise
+            raise Malformed("missing_field") from None
+        return _sha_of(obj.get("sha"))
+
+    def _read_runs(self, repo: _Repo, fresh: list[dict[str, Any]], pending: dict[str, Any],
+                   batch: Batch) -> list[_Finished]:
+        """Workflow runs on the default branch: completed success/failure runs are deployments."""
+        runs = [r for r in fresh if r.get("head_branch") == repo.default_branch]
+        for run_id, entry in list(pending.items()):  # runs in progress last time
+            try:
+                page = self.api.get(f"/repos/{repo.full_name}/actions/runs/{run_id}", etag=entry.get("etag"))
+            except GitHubHTTPError as exc:
+                if exc.status != 404:
+                    raise
+                del pending[run_id]
+                continue
+            if page.status == 200 and isinstance(page.data, dict):
+                runs.append({**page.data, "_etag": page.etag})
+        finished: list[_Finished] = []
+        for raw in runs:
+            run_id = str(raw["id"])
+            record_id = f"{repo.full_name}:run:{run_id}"
+            if raw.get("status") != "completed":
+                etag = raw.get("_etag")
+                if etag is None:  # first sight: read it alone once, so later polls are conditional
+                    etag = self.api.get(f"/repos/{repo.full_name}/actions/runs/{run_id}").etag
+                pending[run_id] = {"etag": etag}
+                continue
+            pending.pop(run_id, None)
+            conclusion = raw.get("conclusion")
+            if conclusion != "success" and conclusion not in FAILED_CONCLUSIONS:
+                continue  # cancelled, skipped, neutral…: not a deployment
+            try:
+                sha = _sha_of(raw.get("head_sha"))
+                finished_at = _required_time(raw, "updated_at")
+                started = _optional_time(raw, "run_started_at") or _optional_time(raw, "created_at")
+                if started is not None and finished_at < started:
+                    raise Malformed("end_before_start")
+            except Malformed as bad:
+                batch.rejections.append(Rejection(self.name, record_id, bad.reason))
+                continue
+            status = "success" if conclusion == "success" else "failure"
+            finished.append(_Finished(f"run:{run_id}", int(run_id), "production", status, sha, started,
+                                      finished_at))
+        return finished
+
+    # -- what a deployment contains ---------------------------------------------------------
+    def _with_contents(self, store: Any, repo: _Repo, finished: list[_Finished], report: SyncReport
+                       ) -> list[Deployment]:
+        """Deployments with ``contains``, in creation order.
+
+        The base of each is the latest *earlier-created* success to the same environment, so a
+        deployment that finishes successfully after later ones were stored changes their base:
+        those are recomputed too.
+        """
+        stored = {d.native_id: d for d in store.deployments(self.name) if d.service == repo.full_name}
+        successes: dict[str, dict[int, str]] = {}
+        for d in stored.values():
+            if d.status == "success" and d.sha:
+                successes.setdefault(d.environment, {})[_order(d.native_id)] = d.sha
+        for f in finished:
+            if f.status == "success":
+                successes.setdefault(f.environment, {})[f.order] = f.sha
+        todo: dict[str, tuple[int, Deployment]] = {}
+        earliest_new: dict[str, int] = {}
+        for f in finished:
+            todo[f.native_id] = (f.order, Deployment(
+                source=self.name, native_id=f.native_id, service=repo.full_name, environment=f.environment,
+                production=matches_environment(f.environment, self.config.production_environments),
+                status=f.status, started_at=f.started_at, finished_at=f.finished_at, sha=f.sha))
+            if f.status == "success":
+                earliest_new[f.environment] = min(f.order, earliest_new.get(f.environment, f.order))
+        for d in stored.values():
+            if d.native_id not in todo and d.environment in earliest_new \
+                    and _order(d.native_id) > earliest_new[d.environment]:
+                todo[d.native_id] = (_order(d.native_id), d)
+        gone: set[str] = set()
+        out = []
+        for order, d in sorted(todo.values(), key=lambda t: t[0]):
+            earlier = sorted(((o, s) for o, s in successes.get(d.environment, {}).items() if o < order), reverse=True)
+            shas = self._contents(repo, d.sha or "", [s for _, s in earlier], gone, report)
+            out.append(dataclasses.replace(d, contains=tuple(commit_ref(s) for s in shas)))
+        return out
+
+    def _contents(self, repo: _Repo, head: str, bases: list[str], gone: set[str], report: SyncReport) -> list[str]:
+        """Commits reachable from ``head`` and not from the first base whose commit still exists."""
+        for base in bases:
+            if base in gone:
+                continue
+            if base == head:
+                return []
+            try:
+                return self._listed(f"/repos/{repo.full_name}/compare/{base}...{head}", {"per_page": PER_PAGE},
+                                    "commits")
+            except GitHubHTTPError as exc:
+                if exc.status != 404:
+                    raise
+            report.details["compare_fallbacks"] += 1
+            if not self._exists(repo, head):
+                log.warning("source=%s %s: deployed commit %s no longer exists (force-push?); it contains nothing",
+                            self.name, repo.full_name, head)
+                gone.add(head)
+                return []
+            log.warning("source=%s %s: base commit %s no longer exists (force-push?); comparing with an earlier "
+                        "deployment", self.name, repo.full_name, base)
+            gone.add(base)
+        params = {"sha": head, "since": format_time(self.ctx.history_start()), "per_page": PER_PAGE}
+        try:
+            return self._listed(f"/repos/{repo.full_name}/commits", params)
+        except GitHubHTTPError as exc:
+            if exc.status not in (404, 409, 422):
+                raise
+            report.details["compare_fallbacks"] += 1
+            log.warning("source=%s %s: cannot list the commits of %s (HTTP %d); it contains nothing",
+                        self.name, repo.full_name, head, exc.status)
+            return []
+
+    def _listed(self, path: str, params: dict[str, Any], key: str | None = None) -> list[str]:
+        shas = [c["sha"].lower() for c in self.api.items(path, params, key) if isinstance(c.get("sha"), str)]
+        return list(dict.fromkeys(shas))
+
+    def _exists(self, repo: _Repo, sha: str) -> bool:
+        try:
+            self.api.get(f"/repos/{repo.full_name}/commits/{sha}")
+        except GitHubHTTPError as exc:
+            if exc.status in (404, 422):
+                return False
+            raise
+        return True
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _state(self, store: Any, stream: str) -> dict[str, Any]:
+        raw = store.watermark(self.name, stream)
+        try:
+            value = json.loads(raw) if raw else {}
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def _account(self, report: SyncReport, batch: Batch) -> None:
+        report.items += len(batch)
+        report.batches += 1
+        if len(batch) + len(batch.rejections):
+            self.ctx.progress(len(batch) + len(batch.rejections))
+
+
+# -- pure normalisation (unit-tested without HTTP) ------------------------------------------
+def issue_history(native_id: str, created_at: datetime, events: list[dict[str, Any]]) -> tuple[StateChange, ...]:
+    """An issue's states over time from its timeline (CONTRACT §4), one StateChange per change.
+
+    Walk the timeline in order: ``assigned``/``unassigned`` change the assignees, ``closed`` closes
+    with its ``state_reason`` (none = completed), ``reopened`` reopens, a ``cross-referenced`` event
+    from a pull request links it. A linked pull request stops being open at its ``closed_at``
+    (merged or not), a step taken after the timeline events of that same second. The state after
+    each step: closed → ``completed``/``not_planned``; open with an assignee or an open linked pull
+    request → ``in_progress``; else ``open``. ``seq`` counts the states from 1 (the creation).
+
+    ``connected`` events (a pull request linked in the sidebar) are not used: the REST timeline
+    does not say which pull request, so there is no way to tell when it closes.
+    """
+    steps: list[tuple[datetime, int, int, str, Any]] = []
+    for i, event in enumerate(events):
+        kind = event.get("event") if isinstance(event, dict) else None
+        if kind == "cross-referenced":
+            issue = (event.get("source") or {}).get("issue")
+            if not isinstance(issue, dict) or "pull_request" not in issue:
+                continue  # mentioned by another issue: nobody is working on ours because of that
+            pr = issue.get("url") or issue.get("html_url") or issue.get("number")
+            steps.append((parse_time(event.get("created_at")), 0, i, "linked", pr))
+            if issue.get("closed_at"):
+                steps.append((parse_time(issue["closed_at"]), 1, i, "unlinked", pr))
+        elif kind in ("assigned", "unassigned", "closed", "reopened"):
+            steps.append((parse_time(event.get("created_at")), 0, i, kind, event))
+    steps.sort(key=lambda s: (s[0], s[1], s[2]))
+    closed: str | None = None
+    assignees: set[str] = set()
+    open_prs: set[Any] = set()
+    states = [StateChange(native_id, 1, created_at, "open", Category.PROPOSED)]
+    for at, _, _, kind, detail in steps:
+        if kind == "linked":
+            open_prs.add(detail)
+        elif kind == "unlinked":
+            open_prs.discard(detail)
+        elif kind == "assigned":
+            assignees.add(_login(detail.get("assignee")))
+        elif kind == "unassigned":
+            assignees.discard(_login(detail.get("assignee")))
+        elif kind == "closed":
+            closed = "not_planned" if detail.get("state_reason") == "not_planned" else "completed"
+        else:
+            closed = None
+        state = closed or ("in_progress" if assignees or open_prs else "open")
+        if state != states[-1].state:
+            states.append(StateChange(native_id, len(states) + 1, at, state, CATEGORY_OF_STATE[state]))
+    return tuple(states)
+
+
+def deployment_outcome(statuses: list[dict[str, Any]]) -> tuple[str, datetime] | None:
+    """A deployment's result: its first terminal status in time, or None while there is none.
+
+    ``success`` → success; ``failure``/``error`` → failure. The API lists statuses newest first, and
+    an older success later gains an ``inactive`` status (auto-inactive), which does not count.
+    """
+    ordered = sorted(((parse_time(s.get("created_at")), s.get("id") or 0, s.get("state"))
+                      for s in statuses if isinstance(s, dict) and s.get("state") in ("success", "failure", "error")),
+                     key=lambda t: (t[0], t[1]))
+    if not ordered:
+        return None
+    at, _, state = ordered[0]
+    return ("success" if state == "success" else "failure"), at
+
+
+def _records(data: Any, key: str | None = None) -> list[dict[str, Any]]:
+    """The dict elements of a list answer (or of ``data[key]``); anything else is no records."""
+    if key is not None:
+        data = data.get(key) if isinstance(data, dict) else None
+    return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
+
+
+def _list_position(raw: dict[str, Any]) -> tuple[int, datetime]:
+    """(number, updated_at) of an issue or pull request list entry."""
+    if not isinstance(raw.get("number"), int):
+        raise Malformed("missing_field")
+    return raw["number"], _required_time(raw, "updated_at")
+
+
+def _required_time(raw: dict[str, Any], name: str) -> datetime:
+    value = raw.get(name)
+    if value is None:
+        raise Malformed("missing_field")
+    if not isinstance(value, str):
+        raise Malformed("wrong_type")
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise Malformed("bad_timestamp") from None
+
+
+def _optional_time(raw: dict[str, Any], name: str) -> datetime | None:
+    return None if raw.get(name) is None else _required_time(raw, name)
+
+
+def _check_body(raw: dict[str, Any]) -> None:
+    body = raw.get("body")
+    if isinstance(body, str) and len(body) > MAX_BODY:
+        raise Malformed("too_large")
+
+
+def _sha_of(value: Any) -> str:
+    if not isinstance(value, str) or not _SHA.match(value):
+        raise Malformed("missing_field")
+    return value.lower()
+
+
+def _record_id(repo: _Repo, raw: dict[str, Any]) -> str:
+    return f"{repo.full_name}#{raw.get('number', '?')}"
+
+
+def _order(native_id: str) -> int:
+    """The API id in ``deployment:{id}`` / ``release:{id}`` / ``run:{id}``: creation order."""
+    try:
+        return int(native_id.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+def _login(user: Any) -> str:
+    return str(user.get("login", "")) if isinstance(user, dict) else ""
+
+
+def _time_or_none(value: Any) -> datetime | None:
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
+
+
+def _problem(exc: GitHubHTTPError) -> str:
+    if exc.status == 404:
+        return "not found (HTTP 404): check the name and the token's access"
+    if exc.status == 403:
+        return "forbidden (HTTP 403): the token lacks permission"
+    return str(exc)

@@ -1,0 +1,399 @@
+"""The GitHub source: normalisation rules, then full and incremental syncs against the sandbox.
+
+The sandbox (``collector/sandbox/github.py``) serves GitHub's REST v3 shapes over real HTTP on
+127.0.0.1 and knows the ground truth of what a perfect sync stores; each repository there delivers
+through one ``deployments_from`` mode, so a test configures one source per repository.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.config import GitHubConfig
+from collector.errors import AuthError, SourceError
+from collector.model import Category
+from collector.sandbox.app import Sandbox, SandboxOptions
+from collector.sandbox.github import GitHubWorld
+from collector.sandbox.server import FaultPlan, Router, SandboxHTTPServer
+from collector.sources import SOURCES
+from collector.sources.base import SourceContext, SyncReport
+from collector.sources.github import GitHubSource, deployment_outcome, issue_history
+from collector.store import Store
+
+NOW = datetime(2026, 1, 15, tzinfo=UTC)
+TOKEN = "sandbox-token"
+T0 = datetime(2025, 3, 1, 9, tzinfo=UTC)
+
+
+# -- normalisation rules (pure) -----------------------------------------------------------------
+def _at(hours: float) -> str:
+    return (T0 + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _event(kind: str, hours: float, **extra: Any) -> dict[str, Any]:
+    return {"id": int(hours * 100) + 1, "event": kind, "created_at": _at(hours), **extra}
+
+
+def _states(history: tuple[Any, ...]) -> list[tuple[int, float, str, Category]]:
+    return [(s.seq, (s.at - T0).total_seconds() / 3600, s.state, s.category) for s in history]
+
+
+def test_issue_history_assignment_close_reopen() -> None:
+    events = [
+        _event("labeled", 0.5, label={"name": "bug"}),
+        _event("assigned", 1, assignee={"login": "ana"}),
+        _event("commented", 2),
+        _event("closed", 3, state_reason="completed"),
+        _event("reopened", 4, state_reason="reopened"),
+        _event("unassigned", 5, assignee={"login": "ana"}),
+        _event("assigned", 5.5, assignee={"login": "bo"}),
+        _event("assigned", 5.6, assignee={"login": "cy"}),  # still in progress: no new state
+        _event("closed", 6, state_reason="not_planned"),
+    ]
+    assert _states(issue_history("o/r#1", T0, events)) == [
+        (1, 0, "open", Category.PROPOSED),
+        (2, 1, "in_progress", Category.IN_PROGRESS),
+        (3, 3, "completed", Category.COMPLETED),
+        (4, 4, "in_progress", Category.IN_PROGRESS),  # reopened while still assigned
+        (5, 5, "open", Category.PROPOSED),
+        (6, 5.5, "in_progress", Category.IN_PROGRESS),
+        (7, 6, "not_planned", Category.REMOVED),
+    ]
+
+
+def test_an_open_linked_pull_request_is_in_progress_until_it_closes() -> None:
+    def ref(number: int, closed: float | None, hours: float) -> dict[str, Any]:
+        issue = {"number": number, "url": f"https://api/o/r/issues/{number}", "closed_at": closed and _at(closed),
+                 "pull_request": {"merged_at": None}}
+        return {"event": "cross-referenced", "created_at": _at(hours), "source": {"type": "issue", "issue": issue}}
+
+    mention = ref(8, None, 1)
+    del mention["source"]["issue"]["pull_request"]  # another issue mentioning ours: not work on it
+    events = [mention, ref(9, 5, 2), ref(10, 7, 3), _event("closed", 7)]  # no state_reason: completed
+    assert _states(issue_history("o/r#2", T0, events)) == [
+        (1, 0, "open", Category.PROPOSED),
+        (2, 2, "in_progress", Category.IN_PROGRESS),  # PR 9 closed at 5, PR 10 still open then
+        (3, 7, "completed", Category.COMPLETED),  # PR 10's close comes after the close event at 7
+    ]
+
+
+def test_deployment_outcome_is_the_first_terminal_status() -> None:
+    def status(state: str, hours: float) -> dict[str, Any]:
+        return {"id": int(hours * 10), "state": state, "created_at": _at(hours)}
+
+    # the API lists statuses newest first; an old success gains "inactive" later
+    assert deployment_outcome([status("inactive", 9), status("success", 2), status("in_progress", 1)]) \
+        == ("success", T0 + timedelta(hours=2))
+    assert deployment_outcome([status("error", 3), status("queued", 1)]) == ("failure", T0 + timedelta(hours=3))
+    assert deployment_outcome([status("success", 4), status("failure", 2)]) == ("failure", T0 + timedelta(hours=2))
+    assert deployment_outcome([status("queued", 1), status("in_progress", 2)]) is None
+    assert deployment_outcome([]) is None
+
+
+def test_registered_under_its_kind() -> None:
+    assert SOURCES["github"] is GitHubSource
+
+
+# -- against the sandbox ------------------------------------------------------------------------
+def _iso(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _name(repo: str) -> str:
+    return "gh_" + repo.split("/")[1].replace("-", "_")
+
+
+def _context(**overrides: Any) -> SourceContext:
+    kwargs: dict[str, Any] = {"now": lambda: NOW, "sleep": lambda s: None}
+    kwargs.update(overrides)
+    return SourceContext(**kwargs)
+
+
+def _source(base_url: str, repos: list[str], mode: str, name: str | None = None, **ctx: Any) -> GitHubSource:
+    config = GitHubConfig(name=name or _name(repos[0]), kind="github", base_url=base_url, token=TOKEN,
+                          repositories=repos, deployments_from=mode)
+    return GitHubSource(config, _context(**ctx))
+
+
+def _sources(sandbox: Sandbox, **ctx: Any) -> list[GitHubSource]:
+    """One source per sandbox repository, with the deployments_from that repository uses."""
+    return [_source(sandbox.github_url, [repo], mode, **ctx) for repo, mode in sandbox.github.truth()["repos"].items()]
+
+
+def _sync_all(sources: list[GitHubSource], store: Store) -> list[SyncReport]:
+    return [s.sync(store) for s in sources]
+
+
+def _stored(store: Store) -> dict[str, Any]:
+    """The store in the sandbox truth's terms (ISO strings, sorted lists)."""
+    return {
+        "work_items": sorted(({
+            "native_id": w.native_id, "ref": w.ref, "project": w.project, "team": w.team, "type": w.type,
+            "created_at": _iso(w.created_at),
+            "history": [{"seq": s.seq, "at": _iso(s.at), "state": s.state, "category": s.category.value}
+                        for s in w.history]} for w in store.work_items()), key=lambda x: x["native_id"]),
+        "changes": sorted(({
+            "native_id": c.native_id, "ref": c.ref, "service": c.service, "kind": c.kind,
+            "first_commit_at": _iso(c.first_commit_at), "merged_at": _iso(c.merged_at),
+            "commits": sorted(c.commits)} for c in store.changes()), key=lambda x: x["native_id"]),
+        "deployments": sorted(({
+            "native_id": d.native_id, "service": d.service, "environment": d.environment,
+            "production": d.production, "status": d.status, "started_at": _iso(d.started_at),
+            "finished_at": _iso(d.finished_at), "sha": d.sha, "contains": sorted(d.contains)}
+            for d in store.deployments()), key=lambda x: (x["service"], x["native_id"])),
+        "links": sorted({(link.work_item, link.target) for link in store.links()}),
+    }
+
+
+def _expected(truth: dict[str, Any], repos: set[str] | None = None) -> dict[str, Any]:
+    def keep(repo: str) -> bool:
+        return repos is None or repo in repos
+
+    # links of the kept repositories: to their pull requests, or to those pull requests' commits
+    targets = {t for c in truth["changes"] if keep(c["service"])
+               for t in (c["ref"], *(f"commit:{sha}" for sha in c["commits"]))}
+
+    return {
+        "work_items": sorted((w for w in truth["work_items"] if keep(w["project"])), key=lambda x: x["native_id"]),
+        "changes": sorted(({**c, "commits": sorted(c["commits"])} for c in truth["changes"] if keep(c["service"])),
+                          key=lambda x: x["native_id"]),
+        "deployments": sorted(({**d, "contains": sorted(d["contains"])} for d in truth["deployments"]
+                               if keep(d["service"])), key=lambda x: (x["service"], x["native_id"])),
+        "links": sorted({(x["work_item"], x["target"]) for x in truth["links"]
+                         if repos is None or x["target"] in targets}),
+    }
+
+
+def _assert_matches_truth(store: Store, truth: dict[str, Any], repos: set[str] | None = None) -> None:
+    stored, expected = _stored(store), _expected(truth, repos)
+    for part in ("work_items", "changes", "deployments", "links"):
+        assert len(stored[part]) == len(expected[part]), part
+        assert stored[part] == expected[part], part
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(SandboxOptions(seed=7, work_items=240, now=NOW)) as sb:
+        yield sb
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(f"sqlite:///{tmp_path}/github.db")
+    yield s
+    s.close()
+
+
+def _delta(sandbox: Sandbox, before: dict[str, Any]) -> dict[str, Any]:
+    after = sandbox.server.stats.snapshot()
+    by_endpoint = {k: v - before["by_endpoint"].get(k, 0) for k, v in after["by_endpoint"].items()}
+    return {"total": after["total"] - before["total"], "not_modified": after["not_modified"] - before["not_modified"],
+            "by_endpoint": {k: v for k, v in by_endpoint.items() if v}}
+
+
+def test_full_sync_equals_the_ground_truth_for_every_deployments_mode(sandbox: Sandbox, store: Store) -> None:
+    truth = sandbox.github.truth()
+    assert set(truth["repos"].values()) == {"deployments", "releases", "workflow_runs:deploy.yml"}
+    before = sandbox.server.stats.snapshot()
+    reports = _sync_all(_sources(sandbox), store)
+    full = _delta(sandbox, before)
+    print(f"full sync: {full['total']} requests for {len(truth['work_items'])} issues, "
+          f"{len(truth['changes'])} merged PRs, {len(truth['deployments'])} deployments")
+    assert all(not r.problems for r in reports)
+    _assert_matches_truth(store, truth)
+    # the sample is rich enough to mean something
+    stored = _stored(store)
+    assert {w["history"][-1]["state"] for w in stored["work_items"]} >= {"open", "in_progress", "completed",
+                                                                          "not_planned"}
+    assert any(t.startswith("ado:") for _, t in [(x[1], x[0]) for x in stored["links"]])
+    assert any(x[1].startswith("commit:") for x in stored["links"])
+    assert {d["status"] for d in stored["deployments"]} == {"success", "failure"}
+    # the force-pushed sha in contoso/web: compare 404s were counted, never fatal
+    assert sum(r.details["compare_fallbacks"] for r in reports) >= 1
+    assert full["by_endpoint"].get("github.compare", 0) >= 1
+    # per_page=100 everywhere: one page per list, not ⌈n/30⌉
+    assert full["by_endpoint"]["github.issues"] <= 3 * (1 + len(truth["work_items"]) // 100 + 2)
+
+
+def test_idle_polls_are_conditional(sandbox: Sandbox, store: Store) -> None:
+    sources = _sources(sandbox)
+    _sync_all(sources, store)
+    streams = 4 * len(sources)  # per repository: repo, issues, pulls, deployments (+ unfinished ones)
+
+    before = sandbox.server.stats.snapshot()
+    _sync_all(sources, store)
+    second = _delta(sandbox, before)
+    before = sandbox.server.stats.snapshot()
+    _sync_all(sources, store)
+    third = _delta(sandbox, before)
+    print(f"idle second sync: {second['total']} requests, {second['not_modified']} of them 304; "
+          f"third: {third['total']} requests, {third['not_modified']} of them 304")
+    # the second pass re-asks issues with the newer `since` once (a new URL, so no ETag yet); the
+    # unfinished deployment/run and the draft release are re-read conditionally
+    assert second["total"] - second["not_modified"] <= len(sources)
+    assert second["total"] <= streams + len(sources)
+    assert third["total"] == third["not_modified"] > 0
+    # and the store did not change
+    digest = store.content_digest()
+    _sync_all(sources, store)
+    assert store.content_digest() == digest
+
+
+def test_new_activity_appears_after_the_next_sync(sandbox: Sandbox, store: Store) -> None:
+    sources = _sources(sandbox)
+    _sync_all(sources, store)
+    added = sandbox.add_activity(3)["github"]
+    new_issues = [i for step in added for i in step["issues"]]
+    new_pulls = [p for step in added for p in step["pulls"]]
+    before = sandbox.server.stats.snapshot()
+    reports = _sync_all(sources, store)
+    print(f"sync after 3 activity steps: {_delta(sandbox, before)['total']} requests")
+    assert all(not r.problems for r in reports)
+    _assert_matches_truth(store, sandbox.github.truth())
+    stored = _stored(store)
+    assert set(new_issues) <= {w["native_id"] for w in stored["work_items"]}
+    assert set(new_pulls) <= {c["native_id"] for c in stored["changes"]}
+
+
+def test_rate_limits_are_waited_out(sandbox: Sandbox, store: Store) -> None:
+    """A nearly spent primary budget that resets in a few seconds, then a secondary limit: real sleeps."""
+    sandbox.github.set_rate_limit(remaining=40, reset_in=2, secondary=0)
+    sources = _sources(sandbox, sleep=time.sleep)
+    started = time.monotonic()
+    _sync_all(sources[:1], store)
+    sandbox.github.set_rate_limit(secondary=2, retry_after=1)
+    reports = _sync_all(sources[1:], store)
+    elapsed = time.monotonic() - started
+    telemetry = sources[0].ctx.telemetry
+    print(f"rate-limited sync took {elapsed:.1f}s; slept {telemetry.slept_seconds:.1f}s; "
+          f"codes {dict(telemetry.requests)}")
+    assert telemetry.requests["403"] == 1  # the exhausted budget answered once, then we waited for the reset
+    assert telemetry.slept_seconds >= 1
+    assert sum(s.ctx.telemetry.requests["429"] for s in sources[1:]) == 2
+    assert all(not r.problems for r in reports)
+    _assert_matches_truth(store, sandbox.github.truth())
+
+
+def test_a_missing_or_forbidden_repository_does_not_stop_the_others(sandbox: Sandbox, store: Store) -> None:
+    # base_url as on api.github.com (no /api/v3 prefix): the sandbox serves both
+    source = _source(sandbox.url, ["contoso/gone", "contoso/private-infra", "contoso/web"], "deployments",
+                     name="github")
+    report = source.sync(store)
+    assert len(report.problems) == 2
+    assert "contoso/gone" in report.problems[0] and "404" in report.problems[0]
+    assert "contoso/private-infra" in report.problems[1] and "403" in report.problems[1]
+    assert report.details["repositories"] == 1
+    _assert_matches_truth(store, sandbox.github.truth(), {"contoso/web"})
+
+
+def test_every_repository_of_an_owner(sandbox: Sandbox, store: Store) -> None:
+    source = _source(sandbox.github_url, ["contoso/*", "alice/*"], "releases", name="github")
+    report = source.sync(store)
+    assert not report.problems
+    assert report.details["repositories"] == 3  # the organisation's; the user alice owns none
+    truth = sandbox.github.truth()
+    assert _stored(store)["work_items"] == _expected(truth)["work_items"]
+    assert _stored(store)["changes"] == _expected(truth)["changes"]
+    # the repository list is cached behind its ETag as well
+    before = sandbox.server.stats.snapshot()
+    source.sync(store)
+    assert _delta(sandbox, before)["by_endpoint"].get("github.repos") == 1 + 1  # org (304) + user (304)
+
+
+def test_fault_injection_ends_with_the_same_store(tmp_path: Path) -> None:
+    """500s, resets, truncated bodies, 429s: retried; a pass that still fails is resumed by the next."""
+    stores = []
+    for rate in (0.0, 0.2):
+        with Sandbox(SandboxOptions(seed=7, work_items=120, now=NOW, fault_rate=rate)) as sb:
+            store = Store(f"sqlite:///{tmp_path}/faults-{rate}.db")
+            sources = _sources(sb)
+            for _attempt in range(8):
+                failures = 0
+                for source in sources:
+                    try:
+                        failures += bool(source.sync(store).problems)
+                    except SourceError as exc:  # a pass may fail after its retries: the next resumes
+                        logging.getLogger(__name__).info("pass failed: %s", exc)
+                        failures += 1
+                if not failures:
+                    break
+            faults = sb.server.stats.snapshot()["faults"]
+            if rate:
+                print(f"faults injected: {faults}")
+                assert sum(faults.values()) > 20
+            _assert_matches_truth(store, sb.github.truth())
+            stores.append({k: v for k, v in store.content_digest().items() if k != "watermarks"})
+            store.close()
+    assert stores[0] == stores[1]
+
+
+@contextmanager
+def _world(**options: Any) -> Iterator[tuple[str, GitHubWorld]]:
+    """The sandbox's GitHub half alone, for options ``Sandbox`` does not expose (``malformed``)."""
+    world = GitHubWorld(seed=5, work_items=90, now=NOW, token=TOKEN, organization="contoso", azure_items=[],
+                        **options)
+    router = Router()
+    world.register(router)
+    server = SandboxHTTPServer(("127.0.0.1", 0), router, FaultPlan(), lambda req: None)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address[:2]
+    try:
+        yield f"http://{host}:{port}/api/v3", world
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_malformed_records_are_rejected_with_a_reason(store: Store) -> None:
+    with _world(malformed=12) as (url, world):
+        truth = world.truth()
+        sources = [_source(url, [repo], mode) for repo, mode in truth["repos"].items()]
+        reports = _sync_all(sources, store)
+    assert all(not r.problems for r in reports)
+    _assert_matches_truth(store, truth)
+    expected: dict[tuple[str, str], int] = {}
+    for r in truth["rejected"]:
+        name = _name(r["record_id"].split("#")[0])
+        expected[(name, r["reason"])] = expected.get((name, r["reason"]), 0) + 1
+    assert len(truth["rejected"]) == 12
+    assert dict(store.rejection_counts()) == expected
+
+
+def test_the_token_is_never_logged_and_a_bad_one_fails_clearly(sandbox: Sandbox, store: Store,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    _source(sandbox.github_url, ["contoso/web", "contoso/nope"], "deployments", name="github").sync(store)
+    config = GitHubConfig(name="bad", kind="github", base_url=sandbox.github_url, token="not-the-token-1234",
+                          repositories=["contoso/web"])
+    with pytest.raises(AuthError) as failed:
+        GitHubSource(config, _context()).sync(store)
+    assert "401" in str(failed.value)
+    assert TOKEN not in caplog.text and "not-the-token-1234" not in caplog.text
+    assert "contoso/nope" in caplog.text  # the 404 was logged, with context
+
+
+def test_stopping_between_batches_resumes_cleanly(sandbox: Sandbox, store: Store) -> None:
+    """Shutdown is checked between batches: what was committed stays, the next pass goes on from there."""
+    calls = {"n": 0}
+
+    def stop_after_the_first_batch() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2  # before the repository, before its issues, then after their first page
+
+    truth = sandbox.github.truth()
+    repo, mode = next(iter(truth["repos"].items()))
+    _source(sandbox.github_url, [repo], mode, should_stop=stop_after_the_first_batch).sync(store)
+    partial = _stored(store)
+    assert partial["work_items"] == _expected(truth, {repo})["work_items"]
+    assert partial["changes"] == partial["deployments"] == []
+    _source(sandbox.github_url, [repo], mode).sync(store)
+    _assert_matches_truth(store, truth, {repo})
