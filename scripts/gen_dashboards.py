@@ -45,6 +45,9 @@ THRESHOLDS: dict[str, Any] = {
     "changeLeadTimeRegressionRatio": 1.5,
     "changeLeadTimeRegressionMinChanges": 5,
     "regressionFor": "1h",
+    # DORA alerts watch production only (a failing staging deploy is the pipeline doing its job);
+    # a regex over the `environment` label, like the collector's production_environments.
+    "productionEnvironments": "production",
     "deploymentFrequencyDropRatio": 0.5,
     "deploymentFrequencyMinDeployments30d": 8,
     "deploymentFrequencyDropFor": "6h",
@@ -200,6 +203,7 @@ DELIVERY_ALERTS: list[dict[str, Any]] = [
         "alert": "DeploymentFrequencyDrop",
         "expr": (
             "source_service_environment:cycletime_deployment_frequency:ratio_7d_30d"
+            f'{{environment=~"{P("productionEnvironments")}"}}'
             f" < {P('deploymentFrequencyDropRatio')}\n"
             f"and on ({DEP})\n"
             "sum without (status) (\n"
@@ -224,6 +228,7 @@ DELIVERY_ALERTS: list[dict[str, Any]] = [
         "alert": "ChangeFailureRateHigh",
         "expr": (
             "source_service_environment:cycletime_change_failure_rate:ratio_7d"
+            f'{{environment=~"{P("productionEnvironments")}"}}'
             f" > {P('changeFailureRate')}\n"
             f"and on ({DEP})\n"
             "sum without (status) (\n"
