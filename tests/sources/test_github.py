@@ -203,18 +203,20 @@ def _delta(sandbox: Sandbox, before: dict[str, Any]) -> dict[str, Any]:
 def test_full_sync_equals_the_ground_truth_for_every_deployments_mode(sandbox: Sandbox, store: Store) -> None:
     truth = sandbox.github.truth()
     assert set(truth["repos"].values()) == {"deployments", "releases", "workflow_runs:deploy.yml"}
+    progressed: list[int] = []
     before = sandbox.server.stats.snapshot()
-    reports = _sync_all(_sources(sandbox), store)
+    reports = _sync_all(_sources(sandbox, progress=progressed.append), store)
     full = _delta(sandbox, before)
     print(f"full sync: {full['total']} requests for {len(truth['work_items'])} issues, "
           f"{len(truth['changes'])} merged PRs, {len(truth['deployments'])} deployments")
     assert all(not r.problems for r in reports)
     _assert_matches_truth(store, truth)
+    assert sum(progressed) >= len(truth["work_items"]) + len(truth["changes"]) + len(truth["deployments"])
     # the sample is rich enough to mean something
     stored = _stored(store)
     assert {w["history"][-1]["state"] for w in stored["work_items"]} >= {"open", "in_progress", "completed",
                                                                           "not_planned"}
-    assert any(t.startswith("ado:") for _, t in [(x[1], x[0]) for x in stored["links"]])
+    assert any(item.startswith("ado:") for item, _ in stored["links"])
     assert any(x[1].startswith("commit:") for x in stored["links"])
     assert {d["status"] for d in stored["deployments"]} == {"success", "failure"}
     # the force-pushed sha in contoso/web: compare 404s were counted, never fatal
