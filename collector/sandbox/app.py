@@ -7,6 +7,7 @@ Control endpoints (never counted, never faulted):
 - ``GET  /_sandbox/truth``     the ground truth in domain terms (what a perfect sync must store)
 - ``POST /_sandbox/activity``  add new activity now (body ``{"steps": N}``); returns what was added
 - ``POST /_sandbox/faults``    change fault injection (body ``{"rate": 0.2, "kinds": [...]}``)
+- ``POST /_sandbox/throttle``  Azure DevOps: TSTU budget (body ``{"budget": 200, "window_seconds": 300}``)
 - ``POST /_sandbox/ratelimit`` GitHub: set the budget (body ``{"limit":…, "remaining":…, "reset_in":…}``)
 """
 
@@ -39,6 +40,8 @@ class SandboxOptions:
     organization: str = "contoso"
     #: malformed records mixed into each half's data (Azure revisions, GitHub issues/PRs)
     malformed: int = 0
+    #: Azure DevOps TSTU budget per 5 minutes (None: no throttling), as the real service throttles
+    tstu_budget: float | None = None
 
 
 def default_now() -> datetime:
@@ -54,7 +57,7 @@ class Sandbox:
         now = self.options.now or default_now()
         self.azure = AzureWorld(seed=self.options.seed, work_items=self.options.work_items, now=now,
                                 token=self.options.token, organization=self.options.organization,
-                                malformed=self.options.malformed)
+                                malformed=self.options.malformed, tstu_budget=self.options.tstu_budget)
         self.github = GitHubWorld(seed=self.options.seed, work_items=self.options.work_items, now=now,
                                   token=self.options.token, organization=self.options.organization,
                                   azure_items=self.azure.work_item_anchors(), malformed=self.options.malformed)
@@ -133,6 +136,9 @@ class Sandbox:
             plan.rate = float(body.get("rate", plan.rate))
             plan.kinds = tuple(body.get("kinds", plan.kinds))
             return Response(200, {"rate": plan.rate, "kinds": list(plan.kinds)})
+        if path == "/_sandbox/throttle" and req.method == "POST":
+            body = req.json() or {}
+            return Response(200, self.azure.set_throttle(body.get("budget"), float(body.get("window_seconds", 300))))
         if path == "/_sandbox/ratelimit" and req.method == "POST":
             return Response(200, self.github.set_rate_limit(**(req.json() or {})))
         return None
