@@ -453,6 +453,16 @@ class Store:
                                          row[6], row[7])
                     for row in conn.execute(sa.select(source_status))}
 
+    def record_counts(self) -> dict[str, dict[str, int]]:
+        """source → {"work items": n, "changes": n, "deployments": n}, for the landing page."""
+        out: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for label, table in (("work items", work_items), ("changes", changes), ("deployments", deployments)):
+                q = sa.select(table.c.source, sa.func.count()).group_by(table.c.source)
+                for source, n in conn.execute(q):
+                    out.setdefault(source, {})[label] = n
+        return out
+
     def writable(self) -> bool:
         """For /readyz: can we write right now (disk full, read-only, database gone)?"""
         try:

@@ -273,6 +273,7 @@ class ExporterApp:
 
     def landing_page(self) -> str:
         statuses = self.store.statuses()
+        counts = self.store.record_counts()
         rows = []
         for source in self.config.sources:
             s = statuses.get(source.name)
@@ -281,10 +282,11 @@ class ExporterApp:
             cells = [source.name, source.kind, f'<span class="{cls}">{state}</span>',
                      _when(s.last_success if s else None), f"{s.duration:.1f} s" if s else "-",
                      str(s.items) if s else "-",
+                     html.escape(", ".join(f"{n} {label}" for label, n in counts.get(source.name, {}).items()) or "-"),
                      "-" if s is None or s.rate_limit_remaining is None else f"{s.rate_limit_remaining:.0f}",
                      html.escape(REDACT(s.last_error)) if s and s.last_error else "-"]
             rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-        head = ["Source", "Kind", "Status", "Last successful sync", "Duration", "Items",
+        head = ["Source", "Kind", "Status", "Last successful sync", "Duration", "Records (last pass)", "Stored",
                 "Rate-limit budget", "Last error"]
         return _PAGE.format(rows="\n".join(rows), head="".join(f"<th>{h}</th>" for h in head))
 

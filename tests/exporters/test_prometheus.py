@@ -188,6 +188,7 @@ def test_http_server_probes_auth_and_landing_page(store: Store, tmp_path: Path) 
         page = requests.get(f"{base}/", headers=auth, timeout=5)
         assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
         assert "boards" in page.text and "azure_pipelines" in page.text and "down" in page.text
+        assert "5 work items" in page.text and "3 deployments" in page.text  # what the store holds per source
         assert SECRET not in page.text and "<script>" not in page.text and "&lt;script&gt;" in page.text
         assert requests.get(f"{base}/nope", timeout=5).status_code == 404
     finally:
