@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from collector.errors import Rejected
 from collector.linking import change_deliveries, first_deliveries, work_item_deliveries
 from collector.model import STARTED_CATEGORIES, WIP_CATEGORIES, Category, Change, Deployment, Link, WorkItem
 
@@ -78,14 +79,6 @@ class ItemTimes:
             return None
         active = sum(s for (_, cat), s in self.time_in_states().items() if cat is Category.IN_PROGRESS)
         return active / lead
-
-
-class Rejected(ValueError):
-    """A record whose figures would be nonsense (e.g. clock skew); counted, never exported."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(detail or reason)
-        self.reason = reason
 
 
 def item_times(item: WorkItem) -> ItemTimes:

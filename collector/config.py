@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -74,6 +75,20 @@ Duration = Annotated[
 Name = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_-]*$", max_length=64)]
 
 
+def _environment_patterns(value: list[str]) -> list[str]:
+    """``/regex/`` entries must compile: a typo must fail at check-config, not match nothing."""
+    for pattern in value:
+        if len(pattern) >= 2 and pattern.startswith("/") and pattern.endswith("/"):
+            try:
+                re.compile(pattern[1:-1])
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+    return value
+
+
+EnvironmentPatterns = Annotated[list[str], AfterValidator(_environment_patterns)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -98,8 +113,8 @@ class AzurePipelinesConfig(_SourceBase):
     kind: Literal["azure_pipelines"]
     organization_url: str = Field(pattern=r"^https?://")
     project: str = Field(min_length=1)
-    production_environments: list[str] = Field(default=["production"], min_length=1,
-                                               description="Environment names, or /regex/.")
+    production_environments: EnvironmentPatterns = Field(
+        default=["production"], min_length=1, description="Environment names, or /regex/.")
     deployments_from: list[Literal["environments", "releases"]] = Field(
         default=["environments", "releases"], min_length=1,
         description="YAML pipeline environments, classic release deployments, or both.")
@@ -111,7 +126,8 @@ class GitHubConfig(_SourceBase):
     kind: Literal["github"]
     base_url: str = Field("https://api.github.com", pattern=r"^https?://")
     repositories: list[str] = Field(min_length=1, description="owner/repo, or owner/* for every repository.")
-    production_environments: list[str] = Field(default=["production"], min_length=1)
+    production_environments: EnvironmentPatterns = Field(
+        default=["production"], min_length=1, description="Environment names, or /regex/.")
     deployments_from: str = Field("deployments", pattern=r"^(deployments|releases|workflow_runs:\S+)$",
                                   description="deployments | releases | workflow_runs:<workflow file>")
     team_from: str = Field("label:team/", description="label:<prefix>, or a fixed team name.")

@@ -25,5 +25,13 @@ class RateLimited(SourceError):
     """The rate limit did not recover within the time we are willing to wait."""
 
 
+class Rejected(CycletimeError, ValueError):
+    """An input record is invalid; ``reason`` is the snake_case label of records_rejected_total."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
 class StoreError(CycletimeError):
     """The store cannot be opened or migrated."""

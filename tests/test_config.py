@@ -88,6 +88,14 @@ sources:
     assert len(errors) >= 9
 
 
+def test_production_environment_regexes_must_compile() -> None:
+    text = MINIMAL + "    production_environments: [production, '/prod-(eu/']\n"
+    (error,) = errors_of(text, {"GH_TOKEN": "x"})
+    assert error.startswith("sources[0].production_environments:") and "not a valid regular expression" in error
+    ok = parse_config(MINIMAL + "    production_environments: ['/^prod-(eu|us)$/']\n", {"GH_TOKEN": "x"})
+    assert ok.sources[0].production_environments == ["/^prod-(eu|us)$/"]
+
+
 def test_duplicate_source_names_are_an_error() -> None:
     text = MINIMAL + """
   - name: gh

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from collector.config import AzureBoardsConfig
-from collector.errors import SourceError
+from collector.errors import Rejected, SourceError
 from collector.model import (
     Batch,
     Category,
@@ -62,13 +62,6 @@ _ARTIFACT = re.compile(r"vstfs:///(?P<tool>[^/]+)/(?P<kind>[^/]+)/(?P<id>.+)", r
 _SHA = re.compile(r"[0-9a-fA-F]{7,64}")
 _GUID = re.compile(r"[0-9a-fA-F-]{32,36}")
 
-
-class Rejected(ValueError):
-    """A record fails validation; ``reason`` is the snake_case rejection reason."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

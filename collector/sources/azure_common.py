@@ -15,7 +15,6 @@ one the SDK (generated from the official REST specs) sends, so preview-only reso
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -152,20 +151,6 @@ def parse_time(value: Any) -> datetime | None:
 def format_time(value: datetime) -> str:
     """The ISO form Azure DevOps' date parameters take (UTC, ``Z``, milliseconds)."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-def is_production(name: str, patterns: list[str]) -> bool:
-    """Exact name (case-insensitive, like Azure DevOps' environment names) or a searched ``/regex/``."""
-    for pattern in patterns:
-        if len(pattern) >= 2 and pattern.startswith("/") and pattern.endswith("/"):
-            try:
-                if re.search(pattern[1:-1], name):
-                    return True
-            except re.error:
-                continue
-        elif pattern.casefold() == name.casefold():
-            return True
-    return False
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:

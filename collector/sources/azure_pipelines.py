@@ -27,17 +27,18 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from collector.config import AzurePipelinesConfig
+from collector.errors import Rejected
 from collector.model import Batch, Change, Deployment, Link, Rejection, ado_ref, build_ref, commit_ref
 from collector.sources.azure_common import (
     AzureDevOps,
     NotFound,
     format_time,
-    is_production,
     list_value,
     parse_time,
     release_url,
 )
 from collector.sources.base import Source, SourceContext, SyncReport
+from collector.sources.base import matches_environment as is_production
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,6 @@ SUCCESS = {"succeeded": "success", "succeededwithissues": "success", "partiallys
 NOT_DEPLOYED = {"canceled", "cancelled", "skipped", "abandoned", "notdeployed", "rejected"}
 _SHA = re.compile(r"[0-9a-fA-F]{7,64}")
 
-
-class Rejected(ValueError):
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ and repeats nothing that matters: re-reading a page is an idempotent upsert.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -23,6 +24,18 @@ log = logging.getLogger(__name__)
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def matches_environment(name: str, patterns: list[str]) -> bool:
+    """``production_environments``: exact names (case-insensitive, as Azure DevOps and GitHub treat
+    environment names) or ``/regex/`` searched as written (config validation compiles them)."""
+    for pattern in patterns:
+        if len(pattern) >= 2 and pattern.startswith("/") and pattern.endswith("/"):
+            if re.search(pattern[1:-1], name):
+                return True
+        elif pattern.casefold() == name.casefold():
+            return True
+    return False
 
 
 @dataclass

@@ -56,12 +56,11 @@ from collector.model import (
     gh_issue_ref,
     gh_pr_ref,
 )
-from collector.sources.base import Source, SourceContext, SyncReport
+from collector.sources.base import Source, SourceContext, SyncReport, matches_environment
 from collector.sources.github_refs import (
     azure_boards_mentions,
     closing_references,
     format_time,
-    matches_environment,
     parse_time,
 )
 

@@ -86,21 +86,3 @@ def parse_time(value: object) -> datetime:
 def format_time(value: datetime) -> str:
     """The form GitHub's ``since`` parameter takes (ISO 8601, ``Z``, whole seconds)."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def matches_environment(name: str, patterns: list[str]) -> bool:
-    """An environment is production if it equals a configured name or matches a ``/regex/``.
-
-    Names compare case-insensitively (GitHub environment names are case-insensitive); a regex is
-    searched as written, so ``/^prod/`` and ``/(?i)prod/`` behave as a reader expects.
-    """
-    for pattern in patterns:
-        if len(pattern) >= 2 and pattern.startswith("/") and pattern.endswith("/"):
-            try:
-                if re.search(pattern[1:-1], name):
-                    return True
-            except re.error:
-                continue
-        elif pattern.lower() == name.lower():
-            return True
-    return False

@@ -27,9 +27,10 @@ from collector.config import AzurePipelinesConfig
 from collector.model import ado_ref, build_ref, commit_ref
 from collector.sandbox.app import Sandbox
 from collector.sources import SOURCES
-from collector.sources.azure_common import is_production, release_url
+from collector.sources.azure_common import release_url
 from collector.sources.azure_pipelines import AzurePipelinesSource
 from collector.sources.base import SourceContext
+from collector.sources.base import matches_environment as is_production
 from collector.store import Store
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -234,7 +235,7 @@ def test_only_the_configured_kinds_of_deployment_are_read(replay_pipelines: tupl
     ("production-eu", ["production"], False),
     ("prod-eu", ["/^prod-/"], True),
     ("preprod-eu", ["/^prod-/"], False),
-    ("staging", ["/[/"], False),  # an invalid regex matches nothing rather than crashing a pass
+    ("Prod", ["production", "Prod"], True),  # the sandbox's classic release environment
 ])
 def test_production_environments(name: str, patterns: list[str], expected: bool) -> None:
     assert is_production(name, patterns) is expected
