@@ -13,14 +13,27 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-SANDBOX_PORT, COLLECTOR_PORT, PROMETHEUS_PORT = 8089, 9184, 9090
+# The ports of config/demo.yaml; DEMO_*_PORT move them (the tests run the demo on free ports)
+SANDBOX_PORT = int(os.environ.get("DEMO_SANDBOX_PORT", 8089))
+COLLECTOR_PORT = int(os.environ.get("DEMO_COLLECTOR_PORT", 9184))
+PROMETHEUS_PORT = int(os.environ.get("DEMO_PROMETHEUS_PORT", 9090))
+WORK_DIR = Path(os.environ.get("DEMO_DIR", ROOT / ".demo"))
+
+
+def demo_config() -> Path:
+    """config/demo.yaml with the chosen ports and working folder, written into the working folder."""
+    text = (ROOT / "config" / "demo.yaml").read_text()
+    text = text.replace("127.0.0.1:8089", f"127.0.0.1:{SANDBOX_PORT}").replace(
+        "127.0.0.1:9184", f"127.0.0.1:{COLLECTOR_PORT}").replace("sqlite:///.demo/", f"sqlite:///{WORK_DIR}/")
+    path = WORK_DIR / "demo.yaml"
+    path.write_text(text)
+    return path
 
 
 def port_free(port: int) -> bool:
@@ -69,35 +82,39 @@ def main() -> int:
         print(f"demo: port(s) {busy} on 127.0.0.1 are in use; stop what uses them and retry", file=sys.stderr)
         return 1
     if args.fresh:
-        shutil.rmtree(ROOT / ".demo", ignore_errors=True)
-    (ROOT / ".demo").mkdir(exist_ok=True)
+        shutil.rmtree(WORK_DIR, ignore_errors=True)
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
     py = sys.executable
     procs: list[subprocess.Popen] = []
-    log_dir = ROOT / ".demo"
+    log_dir = WORK_DIR
     try:
         procs.append(subprocess.Popen([py, "-m", "collector", "sandbox", "--port", str(SANDBOX_PORT)], cwd=ROOT,
                                       stdout=open(log_dir / "sandbox.log", "w"), stderr=subprocess.STDOUT))
         if not wait_for(f"http://127.0.0.1:{SANDBOX_PORT}/_sandbox/stats", 60, procs):
-            print("demo: the sandbox did not start; see .demo/sandbox.log", file=sys.stderr)
+            print(f"demo: the sandbox did not start; see {log_dir}/sandbox.log", file=sys.stderr)
             return 1
-        procs.append(subprocess.Popen([py, "-m", "collector", "serve", "--config", "config/demo.yaml",
+        procs.append(subprocess.Popen([py, "-m", "collector", "serve", "--config", str(demo_config()),
                                        "--log-format", "json"], cwd=ROOT,
                                       stdout=open(log_dir / "collector.log", "w"), stderr=subprocess.STDOUT))
         base = f"http://127.0.0.1:{COLLECTOR_PORT}"
-        print(f"demo: sandbox on http://127.0.0.1:{SANDBOX_PORT}; collector syncing (log: .demo/collector.log)…",
+        print(f"demo: sandbox on http://127.0.0.1:{SANDBOX_PORT}; collector syncing (log: {log_dir}/collector.log)…",
               flush=True)
         if not wait_for(f"{base}/readyz", 300, procs):
-            print("demo: the collector did not become ready within 300 s; see .demo/collector.log", file=sys.stderr)
+            print(f"demo: the collector was not ready within 300 s; see {log_dir}/collector.log", file=sys.stderr)
             return 1
         print(f"\n  landing page:  {base}/\n  metrics:       {base}/metrics", flush=True)
         prometheus = shutil.which("prometheus")
         if prometheus and port_free(PROMETHEUS_PORT):
-            tmp = Path(tempfile.mkdtemp(prefix="cycletime-demo-prom-"))
+            tmp = WORK_DIR / "prometheus"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
             procs.append(subprocess.Popen(
                 [prometheus, f"--config.file={prometheus_config(tmp)}", f"--storage.tsdb.path={tmp / 'data'}",
                  f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"],
                 stdout=open(log_dir / "prometheus.log", "w"), stderr=subprocess.STDOUT))
-            print(f"  prometheus:    http://127.0.0.1:{PROMETHEUS_PORT}/  (scraping the collector, shipped rules)")
+            ready = wait_for(f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready", 60, procs)
+            state = "scraping the collector, shipped rules" if ready else f"not ready; see {log_dir}/prometheus.log"
+            print(f"  prometheus:    http://127.0.0.1:{PROMETHEUS_PORT}/  ({state})")
         else:
             print("  prometheus:    not started (no `prometheus` binary, or port 9090 busy)")
         metrics = requests.get(f"{base}/metrics", timeout=10).text
