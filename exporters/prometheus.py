@@ -17,11 +17,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 
@@ -192,9 +200,35 @@ class MetricsCache:
             self._rendered = {False: render(families, False), True: render(families, True)}
 
     def exposition(self, openmetrics_format: bool = False) -> bytes:
+        """The cached figures of the store (the HTTP handler appends the live process metrics)."""
         if not self._rendered:
             self.refresh()
         return self._rendered[openmetrics_format]
+
+
+def _runtime_registry() -> CollectorRegistry:
+    """process_*, python_* and cycletime_build_info: what operators expect of any exporter."""
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    info = Info("cycletime_build", "Version of the collector.", registry=registry)
+    try:
+        info.info({"version": metadata.version("cycletime-collector")})
+    except metadata.PackageNotFoundError:
+        info.info({"version": "unknown"})
+    return registry
+
+
+RUNTIME = _runtime_registry()
+
+
+def with_runtime(cached: bytes, openmetrics_format: bool) -> bytes:
+    """Cached figures + live process metrics, rendered per scrape (a few dozen samples)."""
+    if openmetrics_format:
+        live = openmetrics.generate_latest(RUNTIME)
+        return cached.removesuffix(b"# EOF\n") + live
+    return cached + generate_latest(RUNTIME)
 
 
 # -- HTTP server -------------------------------------------------------------------------------
@@ -243,7 +277,7 @@ class ExporterApp:
         if path == "/metrics":
             om = wants_openmetrics(environ.get("HTTP_ACCEPT", ""))
             ctype = openmetrics.CONTENT_TYPE_LATEST if om else "text/plain; version=0.0.4; charset=utf-8"
-            return self._send(start_response, "200 OK", self.cache.exposition(om), ctype)
+            return self._send(start_response, "200 OK", with_runtime(self.cache.exposition(om), om), ctype)
         return self._send(start_response, "200 OK", self.landing_page().encode(), "text/html; charset=utf-8")
 
     def _authorised(self, header: str) -> bool:

@@ -176,9 +176,12 @@ def test_http_server_probes_auth_and_landing_page(store: Store, tmp_path: Path) 
         assert requests.get(f"{base}/metrics", headers={"Authorization": "Basic eDp5"}, timeout=5).status_code == 401
         metrics = requests.get(f"{base}/metrics", headers=auth, timeout=5)
         assert metrics.status_code == 200 and "cycletime_deployments_total" in metrics.text
+        assert "process_resident_memory_bytes" in metrics.text and 'cycletime_build_info{version="' in metrics.text
+        assert promtool_problems(metrics.text) == []
         om = requests.get(f"{base}/metrics", headers={**auth, "Accept": "application/openmetrics-text; version=1.0.0"},
                           timeout=5)
         assert om.headers["Content-Type"].startswith("application/openmetrics-text")
+        assert om.text.count("# EOF") == 1 and om.text.endswith("# EOF\n") and "process_cpu_seconds" in om.text
         for name in ("boards", "pipelines"):
             store.record_poll(name, ok=True, started_at=NOW.timestamp(), duration=1.0, items=3,
                               error=None, rate_limit_remaining=None)
