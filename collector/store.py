@@ -184,7 +184,9 @@ class Store:
                 raise StoreError(f"cannot create the store's folder {path.parent}: {exc.strerror}") from None
         try:
             self.engine: Engine = sa.create_engine(self.url, pool_pre_ping=True)
-        except (sa.exc.ArgumentError, ImportError) as exc:
+        except ImportError:
+            raise StoreError("PostgreSQL needs its driver: pip install 'cycletime-collector[postgres]'") from None
+        except sa.exc.ArgumentError as exc:
             raise StoreError(f"invalid store URL: {exc}") from None
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
