@@ -72,6 +72,31 @@ def prometheus_config(directory: Path) -> Path:
     return cfg
 
 
+def print_trend(store_file: Path) -> None:
+    """The story of the year from the collector's own store: how the distributions moved by quarter."""
+    import numpy as np
+
+    from collector.compute import compute
+    from collector.store import Store
+
+    store = Store(f"sqlite:///{store_file}")
+    links = store.links()
+    figures = compute(store.work_item_table({link.work_item for link in links}), store.changes(),
+                      store.deployments(), links)
+    store.close()
+    now = time.time()
+    print("\n  the year by quarter (all teams), days:        p50     p85   items")
+    for name, family in (("cycle time", figures.cycle_time), ("request to release", figures.request_to_release)):
+        data = np.vstack(list(family.by_labels.values())) if family.by_labels else np.empty((0, 2))
+        for q in range(4, 0, -1):
+            start, end = now - q * 91.25 * 86400, now - (q - 1) * 91.25 * 86400
+            values = data[(data[:, 0] > start) & (data[:, 0] <= end), 1] / 86400
+            if values.size:
+                p50, p85 = np.quantile(values, [0.5, 0.85])
+                label = f"{name}, {q * 3} to {(q - 1) * 3} months ago"
+                print(f"    {label:<42} {p50:6.1f}  {p85:6.1f}  {values.size:6d}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--once", action="store_true", help="stop once the collector is ready")
@@ -125,6 +150,7 @@ def main() -> int:
         for line in headline[:6]:
             labels, value = line.rsplit(" ", 1)
             print(f"    {float(value) / 86400:6.1f} days  {labels}")
+        print_trend(WORK_DIR / "cycletime.db")
         if args.once:
             return 0
         print("\nCtrl-C stops everything.", flush=True)

@@ -28,6 +28,7 @@ def test_demo_starts_everything_and_prints_the_headline(tmp_path: Path) -> None:
     assert "scraping the collector, shipped rules" in out, out  # Prometheus is a test dependency here
     assert "p85 request-to-release over the last 30 days" in out
     assert "days  cycletime_request_to_release_window_seconds{" in out
+    assert "cycle time, 3 to 0 months ago" in out and "request to release, 12 to 9 months ago" in out
     log = (tmp_path / "demo" / "collector.log").read_text()
     assert '"level": "error"' not in log, log[-3000:]
     # everything the demo started is gone again
