@@ -369,14 +369,16 @@ class AzurePipelinesSource(Source):
         if key in self._contents:
             return self._contents[key]
         contents = Contents()
+        if previous != build:  # a redeployment of the same run brings nothing new
+            try:
+                self._read_contents(contents, project_path, previous, build)
+            except NotFound:
+                # retention deleted the build (or the previous one): the deployment keeps its build ref only
+                self._log_once(f"build:{build}",
+                               f"changes since build {previous} are gone (404); contains only the build")
+        # cached only once read: a read that failed (outage) must be retried by the next pass,
+        # not remembered as "nothing shipped"
         self._contents[key] = contents
-        if previous == build:
-            return contents  # a redeployment of the same run brings nothing new
-        try:
-            self._read_contents(contents, project_path, previous, build)
-        except NotFound:
-            # retention deleted the build (or the previous one): the deployment keeps its build ref only
-            self._log_once(f"build:{build}", f"changes since build {previous} are gone (404); contains only the build")
         return contents
 
     def _read_contents(self, contents: Contents, project_path: str, previous: int | None, build: int) -> None:
