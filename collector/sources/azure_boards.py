@@ -35,7 +35,15 @@ from collector.model import (
     category_of,
     commit_ref,
 )
-from collector.sources.azure_common import AzureDevOps, NotFound, format_time, list_value, parse_time
+from collector.sources.azure_common import (
+    AzureDevOps,
+    NotFound,
+    format_time,
+    is_count,
+    list_value,
+    parse_time,
+    safe_time,
+)
 from collector.sources.base import Source, SourceContext, SyncReport
 
 log = logging.getLogger(__name__)
@@ -238,7 +246,7 @@ class AzureBoardsSource(Source):
         item_id, rev, fields = raw.get("id"), raw.get("rev"), raw.get("fields")
         if item_id is None or rev is None or fields is None:
             raise Rejected("missing_field", "id, rev or fields")
-        if not _is_int(item_id) or not _is_int(rev) or not isinstance(fields, dict):
+        if not is_count(item_id) or not is_count(rev) or not isinstance(fields, dict):
             raise Rejected("wrong_type", "id, rev or fields")
         type_name = _text(fields, "System.WorkItemType", MAX_NAME)
         if type_name.casefold() not in self._wanted_types:
@@ -299,7 +307,7 @@ class AzureBoardsSource(Source):
             body, _ = self.api.call("POST", path, "workitemsbatch",
                                     json_body={"ids": chunk, "$expand": "Relations", "errorPolicy": "Omit"})
             for item in list_value(body, "workitemsbatch"):
-                if isinstance(item, dict) and _is_int(item.get("id")):
+                if isinstance(item, dict) and is_count(item.get("id")):
                     yield item
 
     def _item_links(self, item: dict[str, Any]) -> Iterator[Link]:
@@ -327,7 +335,7 @@ class AzureBoardsSource(Source):
                 revisions: list[Any] = []
                 for item in items:
                     revisions.extend(self._updates_as_revisions(item))
-                    changed = _safe_time((item.get("fields") or {}).get("System.ChangedDate"))
+                    changed = safe_time((item.get("fields") or {}).get("System.ChangedDate"))
                     if changed is not None and changed > newest:
                         newest = changed
                 batch = Batch()
@@ -352,7 +360,7 @@ class AzureBoardsSource(Source):
         refs = body.get("workItems") if isinstance(body, dict) else None
         if not isinstance(refs, list):
             raise SourceError(f"{self.name}: unexpected WIQL response")
-        return [int(r["id"]) for r in refs if isinstance(r, dict) and _is_int(r.get("id"))]
+        return [int(r["id"]) for r in refs if isinstance(r, dict) and is_count(r.get("id"))]
 
     def _updates_as_revisions(self, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Replay an item's updates (field deltas) into full revisions like the reporting API's."""
@@ -462,17 +470,6 @@ def _time(fields: dict[str, Any], name: str) -> datetime:
     if parsed is None:
         raise Rejected("missing_field", name)
     return parsed
-
-
-def _safe_time(value: Any) -> datetime | None:
-    try:
-        return parse_time(value)
-    except ValueError:
-        return None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _record_id(raw: Any) -> str:

@@ -169,3 +169,16 @@ def _message(resp: Any) -> str:
     except ValueError:
         pass
     return resp.reason or ""
+
+
+def safe_time(value: Any) -> datetime | None:
+    """A timestamp, or None when it is missing or unparseable (for fields we can live without)."""
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
+
+
+def is_count(value: Any) -> bool:
+    """A non-negative JSON integer (ids, revisions); bools are ints in Python but not in JSON."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

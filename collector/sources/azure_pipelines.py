@@ -33,9 +33,11 @@ from collector.sources.azure_common import (
     AzureDevOps,
     NotFound,
     format_time,
+    is_count,
     list_value,
     parse_time,
     release_url,
+    safe_time,
 )
 from collector.sources.base import Source, SourceContext, SyncReport
 from collector.sources.base import matches_environment as is_production
@@ -127,14 +129,14 @@ class AzurePipelinesSource(Source):
         environments = [e for page in self.api.pages(path, "environments", {"$top": ENVIRONMENTS_TOP}) for e in page]
         bad = Batch()
         for env in environments:
-            if not isinstance(env, dict) or not _is_int(env.get("id")) or not isinstance(env.get("name"), str):
+            if not isinstance(env, dict) or not is_count(env.get("id")) or not isinstance(env.get("name"), str):
                 self._reject(bad, f"environment:{_short(env)}", "wrong_type")
         if bad.rejections:
             self._commit(store, bad, None, None, report)
         for env in environments:
             if self.ctx.should_stop():
                 return
-            if isinstance(env, dict) and _is_int(env.get("id")) and isinstance(env.get("name"), str):
+            if isinstance(env, dict) and is_count(env.get("id")) and isinstance(env.get("name"), str):
                 self._sync_environment(store, report, env["id"], env["name"])
 
     def _sync_environment(self, store: Any, report: SyncReport, env_id: int, env_name: str) -> None:
@@ -150,13 +152,13 @@ class AzurePipelinesSource(Source):
             reached = False
             for record in page:
                 rid = record.get("id") if isinstance(record, dict) else None
-                if not _is_int(rid):
+                if not is_count(rid):
                     bad.append(record)
                     continue
                 if rid <= watermark:
                     reached = True
                     continue
-                when = _safe_time(record.get("finishTime")) or _safe_time(record.get("queueTime"))
+                when = safe_time(record.get("finishTime")) or safe_time(record.get("queueTime"))
                 if not mark and when is not None and when < horizon:
                     reached = True  # older than the history we keep (first sync only)
                     continue
@@ -164,7 +166,7 @@ class AzurePipelinesSource(Source):
             if reached:
                 break
         self._read_build_shas(sorted({r["owner"]["id"] for rid, r in fresh.items()
-                                      if isinstance(r.get("owner"), dict) and _is_int(r["owner"].get("id"))
+                                      if isinstance(r.get("owner"), dict) and is_count(r["owner"].get("id"))
                                       and str(r.get("result") or "").lower() in SUCCESS
                                       and f"env:{env_id}:{rid}" not in self._known}))
         batch = Batch()
@@ -207,7 +209,7 @@ class AzurePipelinesSource(Source):
             raise Rejected("missing_field", "definition or owner")
         service = definition.get("name")
         build_id = owner.get("id")
-        if not isinstance(service, str) or not service or not _is_int(build_id):
+        if not isinstance(service, str) or not service or not is_count(build_id):
             raise Rejected("wrong_type", "definition.name or owner.id")
         if len(service) > 255:
             raise Rejected("too_large", "definition.name")
@@ -218,7 +220,7 @@ class AzurePipelinesSource(Source):
     # -- classic releases --------------------------------------------------------------------------------
     def _sync_releases(self, store: Any, report: SyncReport) -> None:
         mark = store.watermark(self.name, RELEASE_STREAM)
-        watermark = _safe_time(mark) if mark else None
+        watermark = safe_time(mark) if mark else None
         since = watermark - self.config.overlap if watermark else self.ctx.history_start()
         path = self.rm.project_path("release/deployments")
         params = {"minStartedTime": format_time(since), "queryOrder": "ascending", "$top": RELEASES_TOP}
@@ -245,7 +247,7 @@ class AzurePipelinesSource(Source):
                     run = None
                 if run is not None:
                     self._deploy(run, batch)
-                started = _safe_time(raw.get("startedOn")) if isinstance(raw, dict) else None
+                started = safe_time(raw.get("startedOn")) if isinstance(raw, dict) else None
                 if not blocked and started is not None and (safe is None or started > safe):
                     safe = started
             mark_value = format_time(safe) if safe is not None else None
@@ -256,7 +258,7 @@ class AzurePipelinesSource(Source):
                 return
 
     def _release_run(self, raw: Any) -> Run | None:
-        if not isinstance(raw, dict) or not _is_int(raw.get("id")):
+        if not isinstance(raw, dict) or not is_count(raw.get("id")):
             raise Rejected("wrong_type", "deployment")
         status_text = raw.get("deploymentStatus")
         if not isinstance(status_text, str) or not status_text:
@@ -273,7 +275,7 @@ class AzurePipelinesSource(Source):
         if not all(isinstance(x, dict) for x in (definition, environment, release)):
             raise Rejected("missing_field", "releaseDefinition, releaseEnvironment or release")
         service, env_name, release_id = definition.get("name"), environment.get("name"), release.get("id")
-        if not isinstance(service, str) or not isinstance(env_name, str) or not _is_int(release_id):
+        if not isinstance(service, str) or not isinstance(env_name, str) or not is_count(release_id):
             raise Rejected("wrong_type", "names or release id")
         if len(service) > 255 or len(env_name) > 255:
             raise Rejected("too_large", "name")
@@ -296,7 +298,7 @@ class AzurePipelinesSource(Source):
             for artifact in artifacts:
                 ref = artifact.get("definitionReference") or {}
                 version = (ref.get("version") or {}).get("id")
-                if (isinstance(version, str) and version.isdigit()) or _is_int(version):
+                if (isinstance(version, str) and version.isdigit()) or is_count(version):
                     project = (ref.get("project") or {}).get("id") or (ref.get("project") or {}).get("name")
                     sha = (ref.get("sourceVersion") or {}).get("id")
                     found = (int(version), project if isinstance(project, str) else None,
@@ -448,17 +450,6 @@ def _build_of(contains: tuple[str, ...]) -> int | None:
         if ref.startswith("build:") and ref[6:].isdigit():
             return int(ref[6:])
     return None
-
-
-def _safe_time(value: Any) -> datetime | None:
-    try:
-        return parse_time(value)
-    except ValueError:
-        return None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _short(value: Any) -> str:
