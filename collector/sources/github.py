@@ -573,29 +573,40 @@ class GitHubSource(Source):
                                       sha, created, finished_at))
         return finished
 
+    def _reread_pending(self, pending: dict[str, dict[str, Any]], base: str) -> list[dict[str, Any]]:
+        """Conditionally re-read the unfinished records (drafts, running runs) kept from earlier passes.
+
+        A 304 means unchanged (nothing returned); a 404 means it was deleted (forgotten).
+        """
+        changed = []
+        for record_id, entry in list(pending.items()):
+            try:
+                page = self.api.get(f"{base}/{record_id}", etag=entry.get("etag"))
+            except GitHubHTTPError as exc:
+                if exc.status != 404:
+                    raise
+                del pending[record_id]
+                continue
+            if page.status == 200 and isinstance(page.data, dict):
+                changed.append({**page.data, "_etag": page.etag})
+        return changed
+
+    def _etag_of(self, raw: dict[str, Any], path: str) -> str | None:
+        """The ETag of an unfinished record; first sight: read it alone once, so later polls are conditional."""
+        return raw.get("_etag") or self.api.get(path).etag
+
     def _read_releases(self, repo: _Repo, fresh: list[dict[str, Any]], pending: dict[str, Any],
                        batch: Batch) -> list[_Finished]:
         """Releases: each published release (not a draft, not a prerelease) deploys its tag to production."""
         releases = list(fresh)
-        for rel_id, entry in list(pending.items()):  # drafts seen before: published since?
-            try:
-                page = self.api.get(f"/repos/{repo.full_name}/releases/{rel_id}", etag=entry.get("etag"))
-            except GitHubHTTPError as exc:
-                if exc.status != 404:
-                    raise
-                del pending[rel_id]  # a deleted draft
-                continue
-            if page.status == 200 and isinstance(page.data, dict):
-                releases.append({**page.data, "_etag": page.etag})
+        # drafts seen before: published since?
+        releases.extend(self._reread_pending(pending, f"/repos/{repo.full_name}/releases"))
         finished: list[_Finished] = []
         for raw in releases:
             rel_id = str(raw["id"])
             record_id = f"{repo.full_name}:release:{rel_id}"
             if raw.get("draft"):
-                etag = raw.get("_etag")
-                if etag is None:  # first sight: read it alone once, so later polls are conditional
-                    etag = self.api.get(f"/repos/{repo.full_name}/releases/{rel_id}").etag
-                pending[rel_id] = {"etag": etag}
+                pending[rel_id] = {"etag": self._etag_of(raw, f"/repos/{repo.full_name}/releases/{rel_id}")}
                 continue
             pending.pop(rel_id, None)
             if raw.get("prerelease"):
@@ -634,25 +645,14 @@ class GitHubSource(Source):
                    batch: Batch) -> list[_Finished]:
         """Workflow runs on the default branch: completed success/failure runs are deployments."""
         runs = [r for r in fresh if r.get("head_branch") == repo.default_branch]
-        for run_id, entry in list(pending.items()):  # runs in progress last time
-            try:
-                page = self.api.get(f"/repos/{repo.full_name}/actions/runs/{run_id}", etag=entry.get("etag"))
-            except GitHubHTTPError as exc:
-                if exc.status != 404:
-                    raise
-                del pending[run_id]
-                continue
-            if page.status == 200 and isinstance(page.data, dict):
-                runs.append({**page.data, "_etag": page.etag})
+        # runs in progress last time
+        runs.extend(self._reread_pending(pending, f"/repos/{repo.full_name}/actions/runs"))
         finished: list[_Finished] = []
         for raw in runs:
             run_id = str(raw["id"])
             record_id = f"{repo.full_name}:run:{run_id}"
             if raw.get("status") != "completed":
-                etag = raw.get("_etag")
-                if etag is None:  # first sight: read it alone once, so later polls are conditional
-                    etag = self.api.get(f"/repos/{repo.full_name}/actions/runs/{run_id}").etag
-                pending[run_id] = {"etag": etag}
+                pending[run_id] = {"etag": self._etag_of(raw, f"/repos/{repo.full_name}/actions/runs/{run_id}")}
                 continue
             pending.pop(run_id, None)
             conclusion = raw.get("conclusion")
