@@ -177,3 +177,21 @@ def _environments(truth: dict[str, Any], project: str) -> list[str]:
     """Environment ids of the project (dev, staging, production): those its deployments name."""
     return sorted({d["native_id"].split(":")[1] for d in truth["deployments"]
                    if d["project"] == project and d["native_id"].startswith("env:")})
+
+
+def store_killed_at_commit(url: str, n: int) -> Store:
+    """A real store whose ``n``-th commit dies inside its transaction, just before committing
+    (``Store.commit``'s ``before_commit`` hook): a process killed between two batches."""
+
+    class Killed(Store):
+        commits = 0
+
+        def commit(self, *args: Any, **kwargs: Any) -> None:
+            Killed.commits += 1
+            if Killed.commits == n:
+                def die() -> None:
+                    raise SystemExit("killed")
+                kwargs["before_commit"] = die
+            super().commit(*args, **kwargs)
+
+    return Killed(url)

@@ -21,6 +21,7 @@ from azure_truth import (
     expected_work_items,
     requests_made,
     start_sandbox,
+    store_killed_at_commit,
     stored_work_items,
 )
 
@@ -340,22 +341,9 @@ def test_a_sync_killed_after_a_batch_and_resumed_ends_like_an_uninterrupted_one(
     whole = Store(f"sqlite:///{tmp_path}/whole.db")
     AzureBoardsSource(boards_config(boards_sandbox.azure_url), context()).sync(whole)
 
-    class KilledAtSecondPage(Store):
-        """The second page's transaction dies just before it commits (``before_commit``)."""
-
-        commits = 0
-
-        def commit(self, *args: Any, **kwargs: Any) -> None:
-            KilledAtSecondPage.commits += 1
-            if KilledAtSecondPage.commits == 2:
-                def die() -> None:
-                    raise SystemExit("killed")
-                kwargs["before_commit"] = die
-            super().commit(*args, **kwargs)
-
     path = f"sqlite:///{tmp_path}/killed.db"
     with pytest.raises(SystemExit):
-        AzureBoardsSource(boards_config(boards_sandbox.azure_url), context()).sync(KilledAtSecondPage(path))
+        AzureBoardsSource(boards_config(boards_sandbox.azure_url), context()).sync(store_killed_at_commit(path, 2))
     resumed = Store(path)
     assert len(resumed.work_items()) < len(whole.work_items())
     AzureBoardsSource(boards_config(boards_sandbox.azure_url), context()).sync(resumed)

@@ -19,6 +19,7 @@ from azure_truth import (
     pipelines_minimum_requests,
     requests_made,
     start_sandbox,
+    store_killed_at_commit,
     stored_changes,
     stored_deployments,
 )
@@ -307,22 +308,10 @@ def test_a_sync_killed_after_a_batch_and_resumed_ends_like_an_uninterrupted_one(
     whole = Store(f"sqlite:///{tmp_path}/whole.db")
     AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url), context()).sync(whole)
 
-    class KilledAtSecondBatch(Store):
-        """The second batch's transaction dies just before it commits (``before_commit``)."""
-
-        commits = 0
-
-        def commit(self, *args: Any, **kwargs: Any) -> None:
-            KilledAtSecondBatch.commits += 1
-            if KilledAtSecondBatch.commits == 2:
-                def die() -> None:
-                    raise SystemExit("killed")
-                kwargs["before_commit"] = die
-            super().commit(*args, **kwargs)
-
     path = f"sqlite:///{tmp_path}/killed.db"
+    killed = store_killed_at_commit(path, 2)  # the second batch dies before it commits
     with pytest.raises(SystemExit):
-        AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url), context()).sync(KilledAtSecondBatch(path))
+        AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url), context()).sync(killed)
     resumed = Store(path)
     assert 0 < len(resumed.deployments()) < len(whole.deployments())
     AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url), context()).sync(resumed)
