@@ -60,9 +60,13 @@ releases); every entry carries ``project`` so a test can keep the project it syn
   ``links`` are the ArtifactLink targets (``commit:<sha>``, ``adopr:<repoId>/<prId>``,
   ``build:<id>``).
 - ``deployments``: Deployment fields (``source, native_id, service, environment, production,
-  status, started_at, finished_at, sha, contains``) for YAML environment records
-  (``env:{environmentId}:{recordId}``) and classic release deployments (``release:{id}``);
-  canceled/skipped/notDeployed ones are absent. ``production`` treats ``production`` and ``Prod``
+  status, started_at, finished_at, sha, contains``, plus ``jobs``: how many records it is made
+  of) for YAML environment records, one per (run, stage, stage attempt) whatever its number of
+  jobs (``env:{environmentId}:{runId}:{stageName}:{stageAttempt}``; failed if any job failed, from
+  the earliest job start to the latest job finish) and classic release deployments
+  (``release:{id}``; ``notDeployed`` with operation ``PhaseFailed`` is a failure; some come
+  without ``completedOn`` and finish at ``lastModifiedOn``); canceled/skipped/other notDeployed
+  ones are absent. ``production`` treats ``production`` and ``Prod``
   as production.
 - ``changes``: Change fields for every commit contained in some deployment (kind ``commit``,
   service = pipeline or release definition, ``merged_at`` = ``first_commit_at`` = author time).
@@ -1446,8 +1450,8 @@ class AzureWorld:
             "planId": b.plan_id,
             "stageName": r.stage,
             "jobName": r.job,
-            "stageAttempt": 1,
-            "jobAttempt": 1,
+            "stageAttempt": r.stage_attempt,
+            "jobAttempt": r.job_attempt,
             "definition": {
                 "_links": {
                     "web": {"href": f"{project_url}/_build/definition?definitionId={p.id}"},
@@ -1533,7 +1537,7 @@ class AzureWorld:
         release = d.release
         person = self._identity(ctx, self.data.people[d.requested_for])
         env_id = release.environment_ids[d.environment]
-        return {
+        body = {
             "id": d.id,
             "release": self._release_ref(ctx, release),
             "releaseDefinition": self._release_definition_ref(ctx, release.definition),
@@ -1562,6 +1566,10 @@ class AzureWorld:
             "postDeployApprovals": [],
             "_links": {},
         }
+        if d.id % 3 == 0:
+            # as in the official "Deployments - List" example: finished, but no completedOn
+            del body["completedOn"]
+        return body
 
     def release_deployments(self, ctx: Ctx) -> Response:
         req = ctx.req

@@ -106,10 +106,14 @@ _TITLE_THINGS = [
 
 
 def iso(ms: int) -> str:
-    """Azure DevOps style UTC time: milliseconds with trailing zeros trimmed, ``Z`` suffix."""
+    """Azure DevOps style UTC time: milliseconds with trailing zeros trimmed, ``Z`` suffix.
+
+    Some times carry .NET's seven fraction digits (``.1230000Z``), as real answers do."""
     dt = _EPOCH + timedelta(milliseconds=ms)
     base = dt.strftime("%Y-%m-%dT%H:%M:%S")
     frac = ms % 1000
+    if frac and ms % 7 == 0:
+        return f"{base}.{frac:03d}0000Z"
     if frac:
         return f"{base}.{frac:03d}".rstrip("0") + "Z"
     return base + "Z"
@@ -309,6 +313,8 @@ class DeploymentRecord:
     finished: int
     result: str
     request_id: str
+    stage_attempt: int = 1
+    job_attempt: int = 1
 
 
 @dataclass(slots=True, eq=False, repr=False)
@@ -355,8 +361,15 @@ def _status_of_record(result: str) -> str | None:
     return None  # canceled, skipped, abandoned: not deployments
 
 
-def _status_of_release(status: str) -> str | None:
+def _status_of_release(status: str, operation: str = "") -> str | None:
+    if status == "notDeployed":  # deployed nothing because a phase failed: a failed deployment
+        return "failure" if operation.lower() == "phasefailed" else None
     return {"succeeded": "success", "partiallySucceeded": "success", "failed": "failure"}.get(status)
+
+
+def deployment_id(record: DeploymentRecord) -> str:
+    """One deployment per (run, stage, stage attempt) of an environment: its jobs' records are one."""
+    return f"env:{record.environment.id}:{record.build.id}:{record.stage}:{record.stage_attempt}"
 
 
 class AzureData:
@@ -449,8 +462,10 @@ class AzureData:
         for pipeline in self.pipelines:
             self._plan_builds(rng, pipeline)
         self._number_builds()
-        self._plan_deployments(rng)
-        self._plan_releases(rng)
+        # deployments draw from their own stream, so their variations never reshuffle the items
+        deploys = random.Random(f"azure-deployments:{self.seed}")
+        self._plan_deployments(deploys)
+        self._plan_releases(deploys)
         corrupt = self._malformed_targets(rng, plans, malformed)
         for plan in plans:
             self._assemble(rng, plan, corrupt.get(plan["item"].id, []))
@@ -586,8 +601,11 @@ class AzureData:
         self.builds = every
 
     def _plan_deployments(self, rng: random.Random) -> None:
-        """Run each YAML build through its stages; one environment takes one deployment at a time."""
-        pending: list[tuple[int, Environment, Build, str, int, int, str]] = []
+        """Run each YAML build through its stages; one environment takes one deployment at a time.
+
+        Real shapes: a production stage often has two jobs (one record each, one deployment), and a
+        failed production stage is sometimes retried (stage attempt 2 of the same run)."""
+        pending: list[tuple[int, Environment, Build, str, int, str, int, int, str]] = []
         for pipeline in self.pipelines:
             envs = {e.name: e for e in self.environments if e.project is pipeline.project}
             free_at = {name: 0 for name in pipeline.stages}
@@ -608,22 +626,50 @@ class AzureData:
                         break
                     else:
                         t += rng.randint(1, 20) * MS_MIN
-                    queued = max(t, free_at[stage])
-                    started = queued + rng.randint(5, 90) * 1000
-                    finished = started + rng.randint(2, 12) * MS_MIN
-                    if finished >= self.now - MS_MIN:
+                    jobs = ("Deploy", "SmokeTest") if stage == "production" and rng.random() < 0.4 else ("Deploy",)
+                    attempt, outcome = 1, ""
+                    while True:
+                        queued = max(t, free_at[stage])
+                        started = queued + rng.randint(5, 90) * 1000
+                        finishes = [started + rng.randint(2, 12) * MS_MIN for _ in jobs]
+                        finished = max(finishes)
+                        if finished >= self.now - MS_MIN:
+                            outcome = ""
+                            break
+                        draw = rng.random()
+                        late = queued > self.now - 3 * MS_DAY  # no failure left unrecovered at the end
+                        if n == 0 or (stage == "production" and (recovering or attempt > 1 or late)):
+                            outcome = "succeeded"
+                        elif stage == "production":
+                            outcome = "failed" if draw < 0.1 else "canceled" if draw < 0.13 else "succeeded"
+                        else:
+                            outcome = "failed" if draw < 0.03 else "canceled" if draw < 0.04 else "succeeded"
+                        failing = rng.randrange(len(jobs))  # a failure is one job's; the others succeed
+                        for j, (job, done) in enumerate(zip(jobs, finishes, strict=True)):
+                            result_of_job = outcome if outcome == "canceled" or j == failing else "succeeded"
+                            pending.append(
+                                (
+                                    queued,
+                                    envs[stage],
+                                    build,
+                                    f"deploy_{stage}",
+                                    attempt,
+                                    job,
+                                    started + j * 1000,
+                                    done,
+                                    result_of_job,
+                                )
+                            )
+                        free_at[stage] = finished
+                        t = finished
+                        if outcome == "failed" and stage == "production" and rng.random() < 0.5:
+                            attempt += 1  # the failed stage is retried in the same run
+                            t += rng.randint(10, 90) * MS_MIN
+                            continue
+                        break
+                    if not outcome:
                         result = ""
                         break
-                    draw = rng.random()
-                    if n == 0 or (stage == "production" and recovering):
-                        outcome = "succeeded"
-                    elif stage == "production":
-                        outcome = "failed" if draw < 0.1 else "canceled" if draw < 0.13 else "succeeded"
-                    else:
-                        outcome = "failed" if draw < 0.03 else "canceled" if draw < 0.04 else "succeeded"
-                    free_at[stage] = finished
-                    pending.append((queued, envs[stage], build, stage, started, finished, outcome))
-                    t = finished
                     if stage == "production":
                         recovering = outcome == "failed"
                     if outcome != "succeeded":
@@ -631,10 +677,10 @@ class AzureData:
                         break
                 if result:
                     self._finish_build(build, t + rng.randint(10, 60) * 1000, result)
-        pending.sort(key=lambda p: (p[0], p[1].id))
-        for i, (queued, env, build, stage, started, finished, outcome) in enumerate(pending):
+        pending.sort(key=lambda p: (p[0], p[1].id, p[6]))
+        for i, (queued, env, build, stage, attempt, job, started, finished, outcome) in enumerate(pending):
             record = DeploymentRecord(
-                1000 + i, env, build, f"deploy_{stage}", "Deploy", queued, started, finished, outcome, _guid(rng)
+                1000 + i, env, build, stage, job, queued, started, finished, outcome, _guid(rng), attempt
             )
             env.records.append(record)
             self.records.append(record)
@@ -645,7 +691,7 @@ class AzureData:
             build.result = result
 
     def _plan_releases(self, rng: random.Random) -> None:
-        pending: list[tuple[int, Release, int, str, int, int, str]] = []
+        pending: list[tuple[int, Release, int, str, int, int, str, str]] = []
         for definition in self.release_definitions:
             free_at = {name: 0 for _, name in definition.environments}
             recovering = False
@@ -677,11 +723,14 @@ class AzureData:
                     else:
                         failed = 0.1 if prod else 0.05
                         status = "failed" if draw < failed else "notDeployed" if draw < 0.13 else "succeeded"
+                    operation = {"succeeded": "Approved", "failed": "PhaseFailed", "notDeployed": "Canceled"}[status]
+                    if status == "failed" and rng.random() < 0.5:
+                        status = "notDeployed"  # a phase failed: nothing deployed, a failed deployment
                     free_at[name] = completed
-                    pending.append((queued, release, env_id, name, started, completed, status))
+                    pending.append((queued, release, env_id, name, started, completed, status, operation))
                     t = completed
                     if prod:
-                        recovering = status == "failed"
+                        recovering = operation == "PhaseFailed"
                     if status != "succeeded":
                         break
         self.releases = sorted((r for d in self.release_definitions for r in d.releases), key=lambda r: r.created)
@@ -693,15 +742,14 @@ class AzureData:
                 env_ids += 1
                 release.environment_ids[name] = env_ids
         pending.sort(key=lambda p: p[0])
-        operations = {"succeeded": "Approved", "failed": "PhaseFailed", "notDeployed": "Canceled"}
-        for i, (queued, release, env_id, name, started, completed, status) in enumerate(pending):
+        for i, (queued, release, env_id, name, started, completed, status, operation) in enumerate(pending):
             deployment = ReleaseDeployment(
                 300 + i,
                 release,
                 name,
                 env_id,
                 status,
-                operations[status],
+                operation,
                 queued,
                 started,
                 completed,
@@ -1030,6 +1078,7 @@ class AzureData:
             started: int,
             finished: int,
             build: Build,
+            jobs: int = 1,
         ) -> None:
             key = (project.name, service, env)
             commits = self.commits_between(build.pipeline, last_good.get(key, -1), build.commit)
@@ -1054,28 +1103,40 @@ class AzureData:
                     "sha": build.sha,
                     "project": project.name,
                     "contains": sorted([f"commit:{c.sha}" for c in commits] + [f"build:{build.id}"]),
+                    # environment deployment records (one per job) this deployment is made of
+                    "jobs": jobs,
                 }
             )
 
-        events: list[tuple[int, int, Any]] = [(r.finished, 0, r) for r in self.records]
+        # environment records are per job: the jobs of one stage attempt are one deployment,
+        # failed if any job failed, from the earliest start to the latest finish
+        attempts: dict[str, list[DeploymentRecord]] = {}
+        for r in self.records:
+            attempts.setdefault(deployment_id(r), []).append(r)
+        events: list[tuple[int, int, Any]] = [(max(r.finished for r in jobs), 0, jobs) for jobs in attempts.values()]
         events += [(d.completed, 1, d) for d in self.release_deployments]
-        events.sort(key=lambda e: (e[0], e[1], e[2].id))
-        for _, kind, record in events:
+        events.sort(key=lambda e: (e[0], e[1], e[2][0].id if e[1] == 0 else e[2].id))
+        for _finished, kind, record in events:
             if kind == 0:
-                status = _status_of_record(record.result)
+                jobs = record
+                statuses = {_status_of_record(r.result) for r in jobs}
+                status = "failure" if "failure" in statuses else "success" if "success" in statuses else None
                 if status:
+                    done = [r for r in jobs if _status_of_record(r.result)]
+                    first = jobs[0]
                     add(
-                        f"env:{record.environment.id}:{record.id}",
-                        record.build.pipeline.name,
-                        record.environment.project,
-                        record.environment.name,
+                        deployment_id(first),
+                        first.build.pipeline.name,
+                        first.environment.project,
+                        first.environment.name,
                         status,
-                        record.started,
-                        record.finished,
-                        record.build,
+                        min(r.started for r in done),
+                        max(r.finished for r in done),
+                        first.build,
+                        jobs=len(jobs),
                     )
             else:
-                status = _status_of_release(record.status)
+                status = _status_of_release(record.status, record.operation)
                 if status:
                     definition = record.release.definition
                     add(
@@ -1230,7 +1291,7 @@ class AzureData:
             )
             envs[stage].records.append(record)
             self.records.append(record)
-            summary["deployments"].append(f"env:{envs[stage].id}:{record.id}")
+            summary["deployments"].append(deployment_id(record))
             stage_t += 7 * MS_MIN
         build.finished = stage_t
         build.result = "succeeded"

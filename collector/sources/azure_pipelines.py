@@ -22,7 +22,7 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -60,9 +60,12 @@ COMMIT_EVERY = 100
 
 SUCCESS = {"succeeded": "success", "succeededwithissues": "success", "partiallysucceeded": "success",
            "failed": "failure"}
-#: final results that are not deployments (CONTRACT §4): skipped, counted nowhere
+#: final results that are not deployments (docs/definitions.md): skipped, counted nowhere
 NOT_DEPLOYED = {"canceled", "cancelled", "skipped", "abandoned", "notdeployed", "rejected"}
+#: rejections that may be completed by a later read: the watermark never moves past them
+INCOMPLETE = {"missing_field"}
 _SHA = re.compile(r"[0-9a-fA-F]{7,64}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 
@@ -86,6 +89,19 @@ class Run:
 class Contents:
     commits: list[tuple[str, datetime]] = field(default_factory=list)  # (sha, commit time)
     work_items: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job's environment deployment record; the jobs of a stage attempt make one deployment."""
+
+    record_id: int
+    deployment_id: str
+    service: str
+    status: str | None  # success | failure | None (canceled, skipped, abandoned)
+    started_at: datetime | None
+    finished_at: datetime | None
+    build_id: int
 
 
 class _InProgress(Exception):
@@ -143,10 +159,62 @@ class AzurePipelinesSource(Source):
         stream = f"environment:{env_id}"
         mark = store.watermark(self.name, stream)
         watermark = int(mark) if mark and mark.isdigit() else 0
+        fresh, bad = self._read_records(env_id, watermark, first_sync=not mark)
+        jobs: dict[int, Job] = {}
+        batch = Batch()
+        for record in bad:
+            self._reject(batch, f"env:{env_id}:{_short(record)}", "wrong_type")
+        held: set[int] = set()  # record ids the watermark must stay below
+        for rid in sorted(fresh):
+            try:
+                jobs[rid] = self._environment_job(env_id, env_name, fresh[rid])
+            except _InProgress:
+                held.add(rid)
+            except Rejected as exc:
+                self._reject(batch, f"env:{env_id}:{rid}", exc.reason)
+                if exc.reason in INCOMPLETE:
+                    held.add(rid)  # may be completed later: read it again, never skip past it
+        # one deployment per (run, stage, stage attempt): its jobs are read together, and a stage
+        # attempt with a job still running waits until every job of it has finished
+        groups: dict[str, list[int]] = {}
+        for rid, job in jobs.items():
+            groups.setdefault(job.deployment_id, []).append(rid)
+        waiting = {key for rid in held if (key := _deployment_key(env_id, fresh[rid])) is not None}
+        runs = [self._environment_run(env_name, [jobs[rid] for rid in sorted(rids)])
+                for key, rids in sorted(groups.items(), key=lambda kv: min(kv[1])) if key not in waiting]
+        for key, rids in groups.items():
+            if key in waiting:
+                held.update(rids)
+        # the highest id below which every record is read: below the first one held back
+        safe = max([rid for rid in fresh if not held or rid < min(held)], default=watermark)
+        self._read_build_shas(sorted({run.build_id for run in runs if run.status is not None
+                                      and run.build_id is not None and run.native_id not in self._known}))
+        pending = 0
+        for i, run in enumerate(runs):
+            if run.status is not None:
+                self._deploy(run, batch)
+                pending += 1
+            if pending >= COMMIT_EVERY and i + 1 < len(runs):
+                # every record below the next stage attempt's first job is in this batch
+                reached = max(watermark, min(safe, runs[i + 1].order - 1))
+                self._commit(store, batch, stream, str(reached), report)
+                batch, pending = Batch(), 0
+        if batch.deployments or batch.rejections or safe != watermark:
+            self._commit(store, batch, stream, str(safe), report)
+
+    def _read_records(self, env_id: int, watermark: int, first_sync: bool) -> tuple[dict[int, Any], list[Any]]:
+        """The environment's records above the watermark.
+
+        Pages usually come newest first, but nothing documents that order: reading stops at the
+        watermark (or, on the first sync, at the history horizon) only while every id so far was
+        lower than the one before; once the order is broken, every page is read.
+        """
         horizon = self.ctx.history_start()
         path = self.api.project_path(f"distributedtask/environments/{env_id}/environmentdeploymentrecords")
         fresh: dict[int, Any] = {}
         bad: list[Any] = []
+        previous: int | None = None
+        ordered = True
         for page in self.api.pages(path, "environmentdeploymentrecords", {"top": RECORDS_TOP}):
             self.ctx.progress(len(page))
             reached = False
@@ -155,54 +223,30 @@ class AzurePipelinesSource(Source):
                 if not is_count(rid):
                     bad.append(record)
                     continue
+                if previous is not None and rid >= previous:
+                    ordered = False
+                previous = rid
                 if rid <= watermark:
                     reached = True
                     continue
                 when = safe_time(record.get("finishTime")) or safe_time(record.get("queueTime"))
-                if not mark and when is not None and when < horizon:
+                if first_sync and when is not None and when < horizon:
                     reached = True  # older than the history we keep (first sync only)
                     continue
                 fresh[rid] = record
-            if reached:
+            if reached and ordered:
                 break
-        self._read_build_shas(sorted({r["owner"]["id"] for rid, r in fresh.items()
-                                      if isinstance(r.get("owner"), dict) and is_count(r["owner"].get("id"))
-                                      and str(r.get("result") or "").lower() in SUCCESS
-                                      and f"env:{env_id}:{rid}" not in self._known}))
-        batch = Batch()
-        for record in bad:
-            self._reject(batch, f"env:{env_id}:{_short(record)}", "wrong_type")
-        safe, blocked, pending = watermark, False, 0
-        for rid in sorted(fresh):
-            try:
-                run = self._environment_run(env_id, env_name, fresh[rid])
-            except _InProgress:
-                blocked = True  # keep the watermark below it: it is read again until it finishes
-                continue
-            except Rejected as exc:
-                self._reject(batch, f"env:{env_id}:{rid}", exc.reason)
-                run = None
-            if run is not None:
-                self._deploy(run, batch)
-                pending += 1
-            if not blocked:
-                safe = rid
-            if pending >= COMMIT_EVERY:
-                self._commit(store, batch, stream, str(safe), report)
-                batch, pending = Batch(), 0
-        if batch.deployments or batch.rejections or safe != watermark:
-            self._commit(store, batch, stream, str(safe), report)
+        return fresh, bad
 
-    def _environment_run(self, env_id: int, env_name: str, record: dict[str, Any]) -> Run | None:
+    def _environment_job(self, env_id: int, env_name: str, record: dict[str, Any]) -> Job:
+        """One job's record; raises _InProgress while it runs, Rejected when it cannot be read."""
         result = record.get("result")
         if result is None or result == "":
             raise _InProgress()
         if not isinstance(result, str):
             raise Rejected("wrong_type", "result")
-        status = SUCCESS.get(result.lower())
-        if status is None:
-            if result.lower() in NOT_DEPLOYED:
-                return None
+        outcome = result.lower()
+        if outcome not in SUCCESS and outcome not in NOT_DEPLOYED:
             raise Rejected("unknown_state", f"result {result!r}")
         definition, owner = record.get("definition"), record.get("owner")
         if not isinstance(definition, dict) or not isinstance(owner, dict):
@@ -213,9 +257,32 @@ class AzurePipelinesSource(Source):
             raise Rejected("wrong_type", "definition.name or owner.id")
         if len(service) > 255:
             raise Rejected("too_large", "definition.name")
-        started, finished = _times(record, "startTime", "finishTime")
-        return Run(f"env:{env_id}:{record['id']}", record["id"], service, env_name, status, started, finished,
-                   build_id)
+        if outcome in NOT_DEPLOYED:
+            started, finished = None, None
+        else:
+            started, finished = _times(record, "startTime", "finishTime")
+        key = _deployment_key(env_id, record) or f"env:{env_id}:{record['id']}"
+        return Job(record["id"], key, service, SUCCESS.get(outcome), started, finished, build_id)
+
+    def _environment_run(self, env_name: str, jobs: list[Job]) -> Run:
+        """The jobs of one stage attempt as one deployment: failed if any job failed, from the
+        earliest start to the latest finish. Jobs read by an earlier pass are in the stored one."""
+        first = jobs[0]
+        done = [j for j in jobs if j.status is not None]
+        statuses = {j.status for j in done}
+        starts = [j.started_at for j in done if j.started_at is not None]
+        finishes = [j.finished_at for j in done if j.finished_at is not None]
+        known = self._known.get(first.deployment_id)
+        if known is not None:
+            statuses.add(known.status)
+            starts += [known.started_at] if known.started_at is not None else []
+            finishes.append(known.finished_at)
+        status = "failure" if "failure" in statuses else "success" if "success" in statuses else None
+        if status is None or not finishes:
+            return Run(first.deployment_id, first.record_id, first.service, env_name, None, None,
+                       first.finished_at or _EPOCH, first.build_id)
+        return Run(first.deployment_id, first.record_id, first.service, env_name, status,
+                   min(starts) if starts else None, max(finishes), first.build_id)
 
     # -- classic releases --------------------------------------------------------------------------------
     def _sync_releases(self, store: Any, report: SyncReport) -> None:
@@ -244,6 +311,8 @@ class AzurePipelinesSource(Source):
                     continue
                 except Rejected as exc:
                     self._reject(batch, record_id, exc.reason)
+                    if exc.reason in INCOMPLETE:
+                        blocked = True  # it may be completed later: read it again
                     run = None
                 if run is not None:
                     self._deploy(run, batch)
@@ -263,12 +332,12 @@ class AzurePipelinesSource(Source):
         status_text = raw.get("deploymentStatus")
         if not isinstance(status_text, str) or not status_text:
             raise Rejected("missing_field", "deploymentStatus")
-        status = SUCCESS.get(status_text.lower())
+        status = release_status(status_text, raw.get("operationStatus"))
         if status is None:
-            if status_text.lower() in NOT_DEPLOYED:
-                return None
             if status_text.lower() in ("inprogress", "undefined", "queued", "pending"):
                 raise _InProgress()
+            if status_text.lower() in NOT_DEPLOYED:
+                return None
             raise Rejected("unknown_state", f"deploymentStatus {status_text!r}")
         definition, environment, release = raw.get("releaseDefinition"), raw.get("releaseEnvironment"), \
             raw.get("release")
@@ -279,10 +348,13 @@ class AzurePipelinesSource(Source):
             raise Rejected("wrong_type", "names or release id")
         if len(service) > 255 or len(env_name) > 255:
             raise Rejected("too_large", "name")
-        started, finished = _times(raw, "startedOn", "completedOn")
+        # a finished deployment may carry no completedOn (the official list example has none):
+        # it finished when it was last modified
+        finish_key = "completedOn" if safe_time(raw.get("completedOn")) is not None else "lastModifiedOn"
+        started, finished = _times(raw, "startedOn", finish_key)
         native_id = f"release:{raw['id']}"
         known = self._known.get(native_id)
-        if known is not None and known.status == status:
+        if known is not None and (known.status, known.started_at, known.finished_at) == (status, started, finished):
             return Run(native_id, raw["id"], service, env_name, status, started, finished, None)  # not re-read
         build_id, project, sha = self._release_build(release_id)
         return Run(native_id, raw["id"], service, env_name, status, started, finished, build_id, project, sha)
@@ -328,10 +400,13 @@ class AzurePipelinesSource(Source):
     def _deploy(self, run: Run, batch: Batch) -> None:
         """Add the run as a Deployment with its commits, and the commits and work item links it brought."""
         known = self._known.get(run.native_id)
-        if known is not None and known.status == run.status:
+        if known is not None and (known.status, known.started_at, known.finished_at) == \
+                (run.status, run.started_at, run.finished_at):
             return  # re-read (overlap, held-back watermark): nothing new, and no requests spent on it
         if run.status is None:
             return
+        if known is not None and known.status == "success":
+            self._forget(known)  # a later job of its stage attempt moved its finish
         contains: list[str] = []
         sha = run.sha
         if sha is None and run.build_id is not None:
@@ -358,6 +433,11 @@ class AzurePipelinesSource(Source):
         entry = (finished_at.timestamp(), native_id, build)
         if entry not in entries:
             bisect.insort(entries, entry)
+
+    def _forget(self, deployment: Deployment) -> None:
+        entries = self._successes.get((deployment.service, deployment.environment.casefold()), [])
+        for entry in [e for e in entries if e[1] == deployment.native_id]:
+            entries.remove(entry)
 
     def _previous_build(self, run: Run) -> int | None:
         """Build of the latest successful deployment of the same service to the same environment before this one."""
@@ -455,3 +535,23 @@ def _build_of(contains: tuple[str, ...]) -> int | None:
 def _short(value: Any) -> str:
     return str(value)[:64]
 
+
+
+def release_status(deployment_status: str, operation_status: Any) -> str | None:
+    """A classic release deployment's outcome: ``succeeded``/``partiallySucceeded`` = success;
+    ``failed``, or ``notDeployed`` whose phase failed (``operationStatus: phaseFailed``) = failure;
+    anything else is not a deployment (None)."""
+    status = deployment_status.lower()
+    if status == "notdeployed":
+        return "failure" if str(operation_status or "").lower() == "phasefailed" else None
+    return SUCCESS.get(status)
+
+
+def _deployment_key(env_id: int, record: dict[str, Any]) -> str | None:
+    """The deployment a job's record belongs to: its run, stage and stage attempt (None when the
+    record does not say, as on older servers: then each record is its own deployment)."""
+    owner, stage, attempt = record.get("owner"), record.get("stageName"), record.get("stageAttempt")
+    if isinstance(owner, dict) and is_count(owner.get("id")) and isinstance(stage, str) and stage \
+            and is_count(attempt):
+        return f"env:{env_id}:{owner['id']}:{stage[:100]}:{attempt}"
+    return None

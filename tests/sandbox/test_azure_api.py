@@ -395,8 +395,12 @@ def test_environment_records_newest_first_through_every_page(sandbox: Sandbox, a
         for d in azure_truth(sandbox)["deployments"]
         if d["environment"] == "production" and d["project"] == "Fabrikam"
     }
-    served = {f"env:{production['id']}:{r['id']}" for r in records if r["result"] in ("succeeded", "failed")}
+    # one record per job: the jobs of one (run, stage, stage attempt) are one deployment
+    served = {f"env:{production['id']}:{r['owner']['id']}:{r['stageName']}:{r['stageAttempt']}"
+              for r in records if r["result"] in ("succeeded", "failed")}
     assert served == truth
+    assert len(served) < len(records)  # some stages have several jobs
+    assert any(r["stageAttempt"] > 1 for r in records)  # a failed stage retried in the same run
 
 
 def test_classic_release_deployments_and_their_build_artifact(sandbox: Sandbox, api: requests.Session) -> None:
@@ -603,7 +607,8 @@ def test_activity_appends_a_production_deployment_and_anchors_point_at_fabrikam(
             f"{sb.azure_url}/{project}/_apis/distributedtask/environments/{env_id}/environmentdeploymentrecords",
             params={"top": 1},
         ).json()["value"][0]
-        assert f"env:{env_id}:{newest['id']}" == new[-1]["native_id"]
+        newest_id = f"env:{env_id}:{newest['owner']['id']}:{newest['stageName']}:{newest['stageAttempt']}"
+        assert newest_id == new[-1]["native_id"]
         anchors = sb.azure.work_item_anchors()
         items = {w["native_id"]: w for w in truth["work_items"]}
         assert anchors and all(items[str(i)]["project"] == "Fabrikam" for i, _, _ in anchors)

@@ -42,12 +42,12 @@ def sha(n: int) -> str:
 
 
 def record(rid: int, env: int, build: int, result: str | None, start: str, finish: str | None,
-           pipeline: str = "web-ci") -> dict[str, Any]:
-    """An EnvironmentDeploymentExecutionRecord (taskAgent.json)."""
+           pipeline: str = "web-ci", stage: str = "Deploy", attempt: int = 1, job: str = "deploy") -> dict[str, Any]:
+    """An EnvironmentDeploymentExecutionRecord (taskAgent.json): one job of one stage attempt of a run."""
     return {"id": rid, "environmentId": env, "serviceOwner": "00025394-6065-48ca-87d9-7f5672854ef7",
             "requestIdentifier": f"req-{rid}", "planType": "Build", "planId": f"plan-{rid}",
             "definition": {"id": 7, "name": pipeline}, "owner": {"id": build, "name": f"2026.{build}"},
-            "stageName": "Deploy", "jobName": "deploy", "stageAttempt": 1, "jobAttempt": 1,
+            "stageName": stage, "jobName": job, "stageAttempt": attempt, "jobAttempt": 1,
             "queueTime": start, "startTime": start, "finishTime": finish, "result": result}
 
 
@@ -76,7 +76,7 @@ def world() -> FakePipelines:
     records = {
         2: [record(1, 2, 100, "succeeded", t(1), t(2)),
             record(3, 2, 101, "failed", t(3), t(4)),
-            record(4, 2, 101, "succeeded", t(5), t(6)),
+            record(4, 2, 101, "succeeded", t(5), t(6), attempt=2),  # the stage retried
             record(5, 2, 102, "canceled", t(7), t(7)),
             record(6, 2, 103, None, t(9), None),  # still running
             record(8, 2, 104, "succeeded", t(11), t(10))],  # finished before it started
@@ -99,6 +99,11 @@ def world() -> FakePipelines:
         build_work_items={100: [11], 101: [12], 103: [13, 14], 201: [21]},
         build_versions={b: sha(b) for b in range(100, 105)},
     )
+
+
+def env(environment: int, build: int, attempt: int = 1) -> str:
+    """A deployment's id: one per (run, stage, stage attempt) of an environment."""
+    return f"env:{environment}:{build}:Deploy:{attempt}"
 
 
 def config(url: str, **overrides: Any) -> AzurePipelinesConfig:
@@ -143,16 +148,18 @@ def test_deployments_contain_the_commits_since_the_previous_success(
     c = commit_ref
     assert deployments(pipelines_store) == {
         # first deployment to Production: the build's own changes
-        "env:2:1": ("web-ci", "Production", True, "success", sorted([c(sha(1)), build_ref(100)])),
+        env(2, 100): ("web-ci", "Production", True, "success", sorted([c(sha(1)), build_ref(100)])),
         # a failure, then its successful retry: both hold what came after build 100
-        "env:2:3": ("web-ci", "Production", True, "failure", sorted([c(sha(2)), c(sha(3)), build_ref(101)])),
-        "env:2:4": ("web-ci", "Production", True, "success", sorted([c(sha(2)), c(sha(3)), build_ref(101)])),
+        env(2, 101): ("web-ci", "Production", True, "failure", sorted([c(sha(2)), c(sha(3)), build_ref(101)])),
+        env(2, 101, 2): ("web-ci", "Production", True, "success", sorted([c(sha(2)), c(sha(3)), build_ref(101)])),
         # staging has its own history: 101 was its first, 103 brings 102's and 103's commits
-        "env:1:2": ("web-ci", "staging", False, "success", sorted([c(sha(2)), c(sha(3)), build_ref(101)])),
-        "env:1:7": ("web-ci", "staging", False, "success", sorted([c(sha(4)), c(sha(5)), build_ref(103)])),
+        env(1, 101): ("web-ci", "staging", False, "success", sorted([c(sha(2)), c(sha(3)), build_ref(101)])),
+        env(1, 103): ("web-ci", "staging", False, "success", sorted([c(sha(4)), c(sha(5)), build_ref(103)])),
         # classic releases: the release's primary Build artifact
         "release:31": ("legacy-api", "prod", True, "success", sorted([c(sha(20)), build_ref(200)])),
         "release:32": ("legacy-api", "prod", True, "failure", [build_ref(201), c(sha(21))]),
+        # finished without completedOn: it finished when last modified
+        "release:35": ("legacy-api", "qa", False, "success", [build_ref(203)]),
     }
     changes = {ch.native_id: (ch.service, ch.kind, ch.first_commit_at, ch.merged_at, ch.commits)
                for ch in pipelines_store.changes("pipelines")}
@@ -165,10 +172,11 @@ def test_deployments_contain_the_commits_since_the_previous_success(
         (ado_ref(14), build_ref(103)), (ado_ref(21), build_ref(201))}
     # the deployed commit: the run's sourceVersion (YAML), the Build artifact's (classic)
     assert {d.native_id: d.sha for d in pipelines_store.deployments()} == {
-        "env:2:1": sha(100), "env:2:3": sha(101), "env:2:4": sha(101), "env:1:2": sha(101), "env:1:7": sha(103),
-        "release:31": sha(200), "release:32": sha(201)}
-    assert pipelines_store.rejection_counts() == {("pipelines", "end_before_start"): 1,
-                                                 ("pipelines", "missing_field"): 1}
+        env(2, 100): sha(100), env(2, 101): sha(101), env(2, 101, 2): sha(101), env(1, 101): sha(101),
+        env(1, 103): sha(103),
+        "release:31": sha(200), "release:32": sha(201),
+        "release:35": sha(203)}
+    assert pipelines_store.rejection_counts() == {("pipelines", "end_before_start"): 1}
 
 
 def test_requests_are_cached_per_build_pair_and_use_the_documented_parameters(
@@ -182,7 +190,8 @@ def test_requests_are_cached_per_build_pair_and_use_the_documented_parameters(
     assert paths.count("release/releases/50") == 1 and "release/releases/53" not in paths
     # one bulk read of the new runs' commits per environment
     bulk = [q["buildIds"] for _, p, q in fake.requests if p.endswith("/build/builds")]
-    assert bulk == [["101,103"], ["100,104"]]  # Production's 101 and 103 were read for staging
+    # Production's 101 and 103 were read for staging; 104's record is rejected, its run never read
+    assert bulk == [["101,103"], ["100"]]
     records = [q for _, p, q in fake.requests if p.endswith("/environmentdeploymentrecords")]
     assert all("top" in q and "$top" not in q for q in records)
     releases = next(q for _, p, q in fake.requests if p.endswith("/release/deployments"))
@@ -216,7 +225,7 @@ def test_watermarks_stay_below_runs_still_in_progress(replay_pipelines: tuple[Fa
     fake.build_changes[202] = [_commit(sha(22), "2026-02-03T09:00:00Z")]
     source.sync(pipelines_store)
     found = deployments(pipelines_store)
-    assert found["env:2:6"] == ("web-ci", "Production", True, "success",
+    assert found[env(2, 103)] == ("web-ci", "Production", True, "success",
                                 sorted([commit_ref(sha(4)), commit_ref(sha(5)), build_ref(103)]))
     assert found["release:33"][3] == "success"
     assert pipelines_store.watermarks("pipelines")["environment:2"] == "8"
