@@ -89,6 +89,8 @@ class Run:
 class Contents:
     commits: list[tuple[str, datetime]] = field(default_factory=list)  # (sha, commit time)
     work_items: list[int] = field(default_factory=list)
+    #: what could not be read completely (a full page without a continuation token)
+    truncated: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,8 @@ class AzurePipelinesSource(Source):
         self._release_builds: dict[int, tuple[int | None, str | None, str | None]] = {}
         #: build id → the commit it built (``sourceVersion``), read in bulk with ``buildIds``
         self._build_shas: dict[int, str | None] = {}
+        #: (project, previous build, build) → the pipeline's builds between them
+        self._inner_builds: dict[tuple[str, int, int], list[int]] = {}
         self._logged: set[tuple[str, str]] = set()
 
     # -- the pass ----------------------------------------------------------------------------------
@@ -418,6 +422,8 @@ class AzurePipelinesSource(Source):
                 # a commit delivered by a pipeline is its own merge: merged_at = first_commit_at
                 batch.changes.append(Change(self.name, commit, commit_ref(commit), run.service, "commit", when, when,
                                             (commit,)))
+            for part in contents.truncated:
+                self._reject(batch, f"build:{run.build_id}: {part}", "truncated")
             contains = [commit_ref(commit) for commit, _ in contents.commits] + [build_ref(run.build_id)]
             batch.links.extend(Link(self.name, ado_ref(w), build_ref(run.build_id)) for w in contents.work_items)
             if run.status == "success":
@@ -469,14 +475,64 @@ class AzurePipelinesSource(Source):
                                                     "build_changes", {"$top": BUILD_TOP}) for c in page]
             body, _ = self.api.get(f"{project_path}/_apis/build/builds/{build}/workitems", "build_workitems",
                                    {"$top": BUILD_TOP})
+            items = list_value(body, "build_workitems")
+            if len(items) >= BUILD_TOP:  # no continuation token on this one: a full page may hide more
+                contents.truncated.append(f"workitems of build {build}")
         else:
-            between = {"fromBuildId": previous, "toBuildId": build, "$top": BUILD_TOP}
-            body, _ = self.api.get(f"{project_path}/_apis/build/changes", "build_changes", between)
-            changes = list_value(body, "build_changes")
-            body, _ = self.api.get(f"{project_path}/_apis/build/workitems", "build_workitems", between)
-        contents.commits = list(self._commits(changes))
-        contents.work_items = sorted({int(w["id"]) for w in list_value(body, "build_workitems")
+            changes = self._read_between(project_path, "changes", previous, build, None, contents.truncated)
+            items = self._read_between(project_path, "workitems", previous, build, None, contents.truncated)
+        commits = dict(self._commits(changes))  # a sha read twice (both halves of a split) counts once
+        contents.commits = list(commits.items())
+        contents.work_items = sorted({int(w["id"]) for w in items
                                       if isinstance(w, dict) and str(w.get("id", "")).isdigit()})
+
+    def _read_between(self, project_path: str, resource: str, previous: int, build: int, inner: list[int] | None,
+                      truncated: list[str]) -> list[Any]:
+        """``build/changes`` or ``build/workitems`` between two builds, complete.
+
+        These take ``$top`` and return no continuation token: a full page may hide the rest. Then
+        the range is split at the middle one of the pipeline's builds between the two, until every
+        part fits in a page; a part between two consecutive builds that still fills a page is
+        read as far as it goes and reported as truncated.
+        """
+        endpoint = f"build_{resource}"
+        body, _ = self.api.get(f"{project_path}/_apis/build/{resource}", endpoint,
+                               {"fromBuildId": previous, "toBuildId": build, "$top": BUILD_TOP})
+        value = list_value(body, endpoint)
+        if len(value) < BUILD_TOP:
+            return value
+        if inner is None:
+            inner = self._builds_between(project_path, previous, build)
+        if not inner:
+            truncated.append(f"{resource} after build {previous} up to build {build}")
+            return value
+        middle = len(inner) // 2
+        split = inner[middle]
+        return (self._read_between(project_path, resource, previous, split, inner[:middle], truncated)
+                + self._read_between(project_path, resource, split, build, inner[middle + 1:], truncated))
+
+    def _builds_between(self, project_path: str, previous: int, build: int) -> list[int]:
+        """Ids of the builds of the same pipeline queued between two builds (both excluded)."""
+        key = (project_path, previous, build)
+        if key in self._inner_builds:
+            return self._inner_builds[key]
+        path = f"{project_path}/_apis/build/builds"
+        found: list[int] = []
+        try:
+            body, _ = self.api.get(path, "builds", {"buildIds": f"{previous},{build}"})
+            ends = {b["id"]: b for b in list_value(body, "builds") if isinstance(b, dict) and is_count(b.get("id"))}
+            definition = ((ends.get(build) or {}).get("definition") or {}).get("id")
+            low, high = safe_time((ends.get(previous) or {}).get("queueTime")), \
+                safe_time((ends.get(build) or {}).get("queueTime"))
+            if is_count(definition) and low is not None and high is not None:
+                params = {"definitions": definition, "queryOrder": "queueTimeAscending", "minTime": format_time(low),
+                          "maxTime": format_time(high), "$top": BUILD_TOP}
+                found = sorted({b["id"] for page in self.api.pages(path, "builds", params) for b in page
+                                if isinstance(b, dict) and is_count(b.get("id")) and previous < b["id"] < build})
+        except NotFound:
+            found = []
+        self._inner_builds[key] = found
+        return found
 
     def _commits(self, changes: list[Any]) -> Iterator[tuple[str, datetime]]:
         """Build changes → commit Changes; TFVC changesets and malformed entries are skipped."""

@@ -212,11 +212,18 @@ class FakePipelines:
         return Response(200, self.releases[int(req.params["id"])])
 
     def _builds_list(self, req: Request) -> Response:
+        """``builds?buildIds=`` (the deployed commits) and ``builds?definitions=&minTime=&maxTime=`` (the
+        pipeline's builds between two, to split a between-builds read); one pipeline, id 7."""
         self._log(req)
+        known = sorted(set(self.build_versions) | set(self.build_changes) | set(self.build_work_items))
         ids = [int(i) for i in (req.arg("buildIds") or "").split(",") if i]
+        if not ids and req.arg("definitions") == "7":
+            low, high = req.arg("minTime") or "", req.arg("maxTime") or "~"
+            ids = [b for b in known if low <= _queued(b) <= high]
         value = [{"id": i, "buildNumber": f"2026.{i}", "status": "completed", "result": "succeeded",
-                  "sourceVersion": self.build_versions[i], "sourceBranch": "refs/heads/main",
-                  "uri": f"vstfs:///Build/Build/{i}"} for i in ids if i in self.build_versions]
+                  "definition": {"id": 7, "name": "web-ci"}, "queueTime": _queued(i),
+                  "sourceVersion": self.build_versions.get(i, f"{i:040x}"), "sourceBranch": "refs/heads/main",
+                  "uri": f"vstfs:///Build/Build/{i}"} for i in ids if i in known]
         return Response(200, {"count": len(value), "value": value})
 
     def _builds(self, req: Request) -> list[int]:
@@ -226,12 +233,21 @@ class FakePipelines:
         return [b for b in sorted(self.build_changes) if low < b <= high]
 
     def _changes(self, req: Request) -> Response:
+        """Newest first, cut at ``$top`` without a continuation token, as the real endpoints do."""
         self._log(req)
         value = [c for b in reversed(self._builds(req)) for c in self.build_changes.get(b, [])]
+        if "id" not in req.params:  # one build's changes page with a token instead (never needed here)
+            value = value[: int(req.arg("$top") or 50)]
         return Response(200, {"count": len(value), "value": value})
 
     def _workitems(self, req: Request) -> Response:
         self._log(req)
         ids = sorted({w for b in self._builds(req) for w in self.build_work_items.get(b, [])})
         value = [{"id": str(i), "url": f"{req.base_url}{API}/wit/workItems/{i}"} for i in ids]
+        value = value[: int(req.arg("$top") or 50)]
         return Response(200, {"count": len(value), "value": value})
+
+
+def _queued(build: int) -> str:
+    """Replay builds are queued in id order, one hour apart."""
+    return f"2026-01-{1 + (build % 100) // 24:02d}T{build % 24:02d}:00:00.000Z"

@@ -27,7 +27,7 @@ from azure_truth import (
 from collector.config import AzurePipelinesConfig
 from collector.model import ado_ref, build_ref, commit_ref
 from collector.sandbox.app import Sandbox
-from collector.sources import SOURCES
+from collector.sources import SOURCES, azure_pipelines
 from collector.sources.azure_common import release_url
 from collector.sources.azure_pipelines import AzurePipelinesSource
 from collector.sources.base import SourceContext
@@ -337,3 +337,32 @@ def test_429_5xx_resets_and_truncated_bodies_do_not_change_the_result(pipelines_
     faults = pipelines_sandbox.server.stats.snapshot()["faults"]
     assert set(faults) == {"429", "500", "503", "reset", "truncate"}
     assert faulty.content_digest() == clean.content_digest()
+
+
+# -- reads between builds have no continuation token ------------------------------------------------------
+
+def test_a_full_page_between_builds_is_split_at_the_builds_between_until_complete(
+        pipelines_sandbox: Sandbox, pipelines_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # build/changes and build/workitems cut at $top silently: with 3 per page, many ranges overflow
+    monkeypatch.setattr(azure_pipelines, "BUILD_TOP", 3)
+    AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url, "Fabrikam"), context()).sync(pipelines_store)
+    assert_matches_truth(pipelines_store, pipelines_sandbox.truth()["azure"], "Fabrikam")
+    assert not pipelines_store.rejection_counts()
+
+
+def test_what_cannot_be_split_further_is_counted_as_truncated(replay_pipelines: tuple[FakePipelines, str],
+                                                             pipelines_store: Store,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, url = replay_pipelines
+    fake.build_work_items[103] = [13, 14, 15]  # one build, more work items than a page holds
+    monkeypatch.setattr(azure_pipelines, "BUILD_TOP", 2)
+    AzurePipelinesSource(config(url), ctx()).sync(pipelines_store)
+    found = deployments(pipelines_store)
+    # staging 101 → 103 brings two commits, a full page: split at build 102, both read
+    assert found[env(1, 103)][4] == sorted([commit_ref(sha(4)), commit_ref(sha(5)), build_ref(103)])
+    split = [q for _, p, q in fake.requests if p.endswith("/build/changes") and q["toBuildId"] == ["102"]]
+    assert split == [{"fromBuildId": ["101"], "toBuildId": ["102"], "$top": ["2"], "api-version": ["7.1-preview.2"]}]
+    # 102 → 103 still fills a page of work items with no build between to split at: counted, never silent;
+    # so is Production's 100 → 101 (a full page of two commits between consecutive builds)
+    assert pipelines_store.rejection_counts()[("pipelines", "truncated")] == 2
+    assert {link.work_item for link in pipelines_store.links("pipelines")} >= {ado_ref(13), ado_ref(14)}
