@@ -62,6 +62,9 @@ class ApiTelemetry:
 
     requests: Counter[str] = field(default_factory=Counter)
     rate_limit_remaining: float | None = None
+    #: the API stopped reporting a budget (Azure DevOps sends one only while it throttles): the last
+    #: value no longer holds and must not be kept
+    rate_limit_expired: bool = False
     slept_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -96,8 +99,12 @@ class ApiClient:
     def __init__(self, source: str, base_url: str, auth: str | None, *, secrets: Iterable[str] = (),
                  telemetry: ApiTelemetry | None = None, policy: RetryPolicy | None = None,
                  headers: dict[str, str] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 budget_only_while_throttled: bool = False) -> None:
         self.source = source
+        #: Azure DevOps sends ``X-RateLimit-*`` only while it delays or blocks a caller: an answer
+        #: without them means the budget is no longer short (GitHub sends them on every answer)
+        self.budget_only_while_throttled = budget_only_while_throttled
         self.base_url = base_url.rstrip("/")
         self.telemetry = telemetry or ApiTelemetry()
         self.policy = policy or RetryPolicy()
@@ -189,6 +196,10 @@ class ApiClient:
         if remaining is not None:
             with contextlib.suppress(ValueError):
                 self.telemetry.rate_limit_remaining = float(remaining)
+                self.telemetry.rate_limit_expired = False
+        elif self.budget_only_while_throttled and resp.status_code < 500:
+            self.telemetry.rate_limit_remaining = None
+            self.telemetry.rate_limit_expired = True
 
     def _rate_limit_wait(self, resp: requests.Response) -> float | None:
         """Seconds to wait before retrying, if this answer is a rate limit; None otherwise."""

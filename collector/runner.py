@@ -88,7 +88,8 @@ class Runner:
         self.store.add_api_requests(name, telemetry.take())
         items = report.items if report else 0
         self.store.record_poll(name, ok=ok, started_at=started, duration=duration, items=items, error=error,
-                               rate_limit_remaining=telemetry.rate_limit_remaining)
+                               rate_limit_remaining=telemetry.rate_limit_remaining,
+                               rate_limit_expired=telemetry.rate_limit_expired)
         if ok:
             log.info("source=%s pass ok: %d records in %.1fs", name, items, duration)
         else:

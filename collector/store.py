@@ -281,7 +281,10 @@ class Store:
             self._upsert(conn, api_requests, rows, ["source", "code"], add=["count"])
 
     def record_poll(self, source: str, *, ok: bool, started_at: float, duration: float, items: int,
-                    error: str | None, rate_limit_remaining: float | None) -> None:
+                    error: str | None, rate_limit_remaining: float | None,
+                    rate_limit_expired: bool = False) -> None:
+        """One pass's outcome. Without a budget the last one is kept (a pass may make no request),
+        unless the API said it no longer applies (``rate_limit_expired``)."""
         bucket = next(i for i, le in enumerate(POLL_BUCKETS) if duration <= le)
         with self.engine.begin() as conn:
             self._upsert(conn, poll_durations, [
@@ -291,7 +294,7 @@ class Store:
             previous = conn.execute(sa.select(source_status.c.last_success, source_status.c.rate_limit_remaining)
                                     .where(source_status.c.source == source)).first()
             last_success = started_at + duration if ok else (previous[0] if previous else None)
-            if rate_limit_remaining is None and previous is not None:
+            if rate_limit_remaining is None and previous is not None and not rate_limit_expired:
                 rate_limit_remaining = previous[1]
             self._upsert(conn, source_status, [{
                 "source": source, "ok": ok, "last_attempt": started_at, "last_success": last_success,

@@ -61,7 +61,8 @@ class AzureDevOps:
         self.http = ApiClient(
             source, self.base_url, basic_auth(token), secrets=[token], telemetry=ctx.telemetry, sleep=ctx.sleep,
             # without it a bad PAT gets a 203 sign-in page instead of a 401 (API-NOTES §C)
-            headers={"X-TFS-FedAuthRedirect": "Suppress", "Accept": "application/json"})
+            headers={"X-TFS-FedAuthRedirect": "Suppress", "Accept": "application/json"},
+            budget_only_while_throttled=True)
 
     def project_path(self, suffix: str) -> str:
         return f"{quote(self.project, safe='')}/_apis/{suffix.lstrip('/')}"

@@ -12,6 +12,7 @@ import pytest
 from azure_replay import ORG, PROJECT, FakeBoards
 from azure_truth import NOW as NOW_SANDBOX
 from azure_truth import (
+    TOKEN,
     azure_only,
     boards_config,
     boards_minimum_requests,
@@ -25,8 +26,9 @@ from azure_truth import (
     stored_work_items,
 )
 
-from collector.config import AzureBoardsConfig
+from collector.config import AzureBoardsConfig, parse_config
 from collector.model import Category, ado_pr_ref, ado_ref, build_ref, commit_ref
+from collector.runner import Runner
 from collector.sandbox.app import Sandbox
 from collector.sandbox.azure import Throttle
 from collector.sandbox.server import SandboxHTTPServer
@@ -34,6 +36,7 @@ from collector.sources import SOURCES
 from collector.sources.azure_boards import AzureBoardsSource, artifact_ref
 from collector.sources.base import SourceContext
 from collector.store import Store
+from exporters.prometheus import Settings, self_families
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 SHA = "9991b4f66def4c0a9ad8f9f27043ece7eddcf1c7"
@@ -394,8 +397,35 @@ def test_azure_devops_throttling_is_waited_out_not_failed(boards_store: Store) -
     assert statuses.get("429", 0) > 0
     assert ctx.telemetry.requests["429"] == statuses["429"]
     assert ctx.telemetry.slept_seconds >= 300  # at least one whole window waited out
-    assert ctx.telemetry.rate_limit_remaining is not None
+    # the budget was reported while throttled; the last answers, no longer throttled, carried none
+    assert ctx.telemetry.rate_limit_remaining is None and ctx.telemetry.rate_limit_expired
     assert stored_work_items(boards_store) == expected_work_items(truth, "Fabrikam")
+
+
+def test_the_budget_gauge_expires_once_azure_devops_stops_throttling(tmp_path: Path) -> None:
+    """Azure DevOps sends ``X-RateLimit-Remaining`` only while it delays or blocks: once answers
+    come without it, the last throttled value (0 or nearly) no longer holds and is not exported."""
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    with azure_only(work_items=60) as (url, world, _server):
+        config = parse_config(f"""
+store: sqlite:///{tmp_path}/budget.db
+sources:
+  - {{name: boards, kind: azure_boards, organization_url: "{url}", project: Fabrikam, token: {TOKEN}}}
+""", {})
+        store = Store(config.store)
+        runner = Runner(config, store, sleep=sleep)
+        world.throttle = Throttle(budget=4, window=300, clock=lambda: clock[0])
+        assert runner.run("boards").ok
+        assert store.statuses()["boards"].rate_limit_remaining is not None
+        world.throttle = Throttle(budget=None)  # the load is gone: answers carry no budget any more
+        assert runner.run("boards").ok
+        assert store.statuses()["boards"].rate_limit_remaining is None
+        families = {f.name: f for f in self_families(store, Settings.from_config(config), [])}
+        assert families["cycletime_api_rate_limit_remaining"].samples == []
 
 
 def test_a_state_added_to_the_process_later_is_read_again_not_rejected(replay: tuple[FakeBoards, str],
