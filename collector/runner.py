@@ -85,9 +85,14 @@ class Runner:
             error = REDACT(f"{type(exc).__name__}: {exc}")
         duration = time.time() - started
         ok = error is None
+        shown = error
+        if ok and report is not None and report.details.get("unavailable"):
+            # parts the server does not have (e.g. classic releases on Azure DevOps Server): the
+            # source is up; the note shows on the landing page
+            shown = "unavailable: " + "; ".join(report.details["unavailable"])
         self.store.add_api_requests(name, telemetry.take())
         items = report.items if report else 0
-        self.store.record_poll(name, ok=ok, started_at=started, duration=duration, items=items, error=error,
+        self.store.record_poll(name, ok=ok, started_at=started, duration=duration, items=items, error=shown,
                                rate_limit_remaining=telemetry.rate_limit_remaining,
                                rate_limit_expired=telemetry.rate_limit_expired)
         if ok:

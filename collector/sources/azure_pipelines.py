@@ -22,7 +22,7 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -45,6 +45,10 @@ from collector.sources.base import matches_environment as is_production
 log = logging.getLogger(__name__)
 
 RELEASE_STREAM = "releases"
+#: when the release deployments stream last answered 404 (empty: it answers)
+RELEASES_UNAVAILABLE = "releases:unavailable_since"
+#: how often an unavailable stream is asked again
+REPROBE_EVERY = timedelta(days=1)
 #: records per environmentdeploymentrecords page (``top``, no ``$``)
 RECORDS_TOP = 100
 #: release deployments per page
@@ -296,13 +300,27 @@ class AzurePipelinesSource(Source):
         path = self.rm.project_path("release/deployments")
         params = {"minStartedTime": format_time(since), "queryOrder": "ascending", "$top": RELEASES_TOP}
         safe, blocked = watermark, False
+        down = safe_time(store.watermark(self.name, RELEASES_UNAVAILABLE))
+        now = self.ctx.now()
+        if down is not None and now - down < REPROBE_EVERY:
+            report.details.setdefault("unavailable", []).append(f"{RELEASE_STREAM}: not on this server (404)")
+            return
         pages = self.rm.pages(path, "release_deployments", params)
         try:
             first = next(pages)
         except NotFound as exc:
-            # classic release management is not on every server (and not in every organisation)
-            report.problems.append(f"classic release deployments unavailable: {exc}")
+            # classic release management is not on every server (Azure DevOps Server without
+            # Release Management answers 404): the stream is unavailable, not the source; asked
+            # again once a day
+            if down is None:
+                log.warning("source=%s classic release deployments unavailable, asked again daily: %s",
+                            self.name, exc)
+            store.set_watermark(self.name, RELEASES_UNAVAILABLE, format_time(now))
+            report.details.setdefault("unavailable", []).append(f"{RELEASE_STREAM}: not on this server (404)")
             return
+        if down is not None:
+            log.info("source=%s classic release deployments available again", self.name)
+            store.set_watermark(self.name, RELEASES_UNAVAILABLE, "")
         for page in itertools.chain([first], pages):
             self.ctx.progress(len(page))
             batch = Batch()

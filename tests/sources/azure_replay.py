@@ -160,6 +160,10 @@ class FakePipelines:
     build_work_items: dict[int, list[int]]
     build_versions: dict[int, str] = field(default_factory=dict)  # build id → sourceVersion
     top: int = 2
+    #: record ids in the order they are served (default: newest first; no order is documented)
+    record_order: list[int] | None = None
+    #: Azure DevOps Server without Release Management answers 404 on release/deployments
+    release_management: bool = True
     requests: list[tuple[str, str, dict[str, list[str]]]] = field(default_factory=list)
 
     def start(self) -> SandboxHTTPServer:
@@ -198,11 +202,20 @@ class FakePipelines:
 
     def _records(self, req: Request) -> Response:
         self._log(req)
-        newest_first = sorted(self.records.get(int(req.params["env"]), []), key=lambda r: -r["id"])
-        return self._page(newest_first, req, "top")
+        records = self.records.get(int(req.params["env"]), [])
+        if self.record_order is None:
+            served = sorted(records, key=lambda r: -r["id"])
+        else:
+            served = sorted((r for r in records if r["id"] in self.record_order),
+                            key=lambda r: self.record_order.index(r["id"]))
+        return self._page(served, req, "top")
 
     def _release_deployments(self, req: Request) -> Response:
         self._log(req)
+        if not self.release_management:
+            return Response(404, {"$id": "1", "innerException": None, "message": "The resource cannot be found.",
+                                  "typeName": "System.Web.HttpException", "typeKey": "HttpException",
+                                  "errorCode": 0, "eventId": 0})
         since = req.arg("minStartedTime") or ""
         rows = sorted((d for d in self.deployments if d["startedOn"] >= since), key=lambda d: d["startedOn"])
         return self._page(rows, req, "$top")

@@ -24,8 +24,9 @@ from azure_truth import (
     stored_deployments,
 )
 
-from collector.config import AzurePipelinesConfig
+from collector.config import AzurePipelinesConfig, parse_config
 from collector.model import ado_ref, build_ref, commit_ref
+from collector.runner import Runner
 from collector.sandbox.app import Sandbox
 from collector.sources import SOURCES, azure_pipelines
 from collector.sources.azure_common import release_url
@@ -33,6 +34,7 @@ from collector.sources.azure_pipelines import AzurePipelinesSource
 from collector.sources.base import SourceContext
 from collector.sources.base import matches_environment as is_production
 from collector.store import Store
+from exporters.prometheus import ExporterApp, MetricsCache, Settings
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -366,3 +368,88 @@ def test_what_cannot_be_split_further_is_counted_as_truncated(replay_pipelines: 
     # so is Production's 100 → 101 (a full page of two commits between consecutive builds)
     assert pipelines_store.rejection_counts()[("pipelines", "truncated")] == 2
     assert {link.work_item for link in pipelines_store.links("pipelines")} >= {ado_ref(13), ado_ref(14)}
+
+
+# -- a stream the server does not have -----------------------------------------------------------------
+
+def test_without_release_management_the_stream_is_unavailable_not_the_source(
+        replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store) -> None:
+    fake, url = replay_pipelines
+    fake.release_management = False  # Azure DevOps Server without Release Management: 404
+    clock = [NOW]
+    source = AzurePipelinesSource(config(url), SourceContext(history=timedelta(days=365), now=lambda: clock[0],
+                                                             sleep=lambda s: None))
+
+    def probes() -> int:
+        return sum(p.endswith("/release/deployments") for _, p, _ in fake.requests)
+
+    report = source.sync(pipelines_store)
+    assert not report.problems and report.details["unavailable"] == ["releases: not on this server (404)"]
+    assert {d.native_id.split(":")[0] for d in pipelines_store.deployments()} == {"env"}
+    clock[0] += timedelta(hours=23)
+    assert source.sync(pipelines_store).details["unavailable"] and probes() == 1  # not asked again the same day
+    clock[0] += timedelta(hours=2)
+    fake.release_management = True  # installed after all: the daily probe finds it
+    assert not source.sync(pipelines_store).details and probes() == 2
+    assert "release:31" in {d.native_id for d in pipelines_store.deployments()}
+
+
+def test_an_unavailable_stream_keeps_the_source_up_and_shows_on_the_landing_page(
+        replay_pipelines: tuple[FakePipelines, str], tmp_path: Path) -> None:
+    fake, url = replay_pipelines
+    fake.release_management = False
+    cfg = parse_config(f"""
+store: sqlite:///{tmp_path}/landing.db
+sources:
+  - {{name: pipelines, kind: azure_pipelines, organization_url: "{url}", project: {PROJECT}, token: t0k3n-1234}}
+""", {})
+    store = Store(cfg.store)
+    result = Runner(cfg, store, sleep=lambda s: None).run("pipelines")
+    assert result.ok and result.error is None
+    status = store.statuses()["pipelines"]
+    assert status.ok and "releases: not on this server (404)" in (status.last_error or "")
+    page = ExporterApp(MetricsCache(store, Settings.from_config(cfg)), store, cfg, {}).landing_page()
+    assert '<span class="up">up</span>' in page and "not on this server (404)" in page
+
+
+# -- records are per job, in no documented order ---------------------------------------------------------
+
+def test_records_out_of_id_order_are_read_past_the_watermark(replay_pipelines: tuple[FakePipelines, str],
+                                                             pipelines_store: Store) -> None:
+    fake, url = replay_pipelines
+    source = AzurePipelinesSource(config(url), ctx())
+    source.sync(pipelines_store)
+    assert pipelines_store.watermarks("pipelines")["environment:1"] == "7"
+    t = "2026-02-{:02d}T10:00:00Z".format
+    fake.records[1] += [record(11, 1, 104, "succeeded", t(12), t(13), job="deploy"),
+                        record(12, 1, 104, "failed", t(12), t(14), job="smoke")]
+    # served [7, 11] then [12, 2]: the first page reaches the watermark but its ids rise
+    fake.record_order = [7, 11, 12, 2]
+    source.sync(pipelines_store)
+    # both jobs of the stage attempt were read: one deployment, failed because one job failed
+    found = deployments(pipelines_store)
+    assert found[env(1, 104)] == ("web-ci", "staging", False, "failure", [build_ref(104)])
+    assert pipelines_store.watermarks("pipelines")["environment:1"] == "12"
+
+
+def test_a_stage_attempt_waits_for_all_its_jobs_and_is_one_deployment(replay_pipelines: tuple[FakePipelines, str],
+                                                                      pipelines_store: Store) -> None:
+    fake, url = replay_pipelines
+    t = "2026-02-{:02d}T10:00:00Z".format
+    fake.records[1] += [record(11, 1, 104, "succeeded", t(12), t(13), job="deploy"),
+                        record(12, 1, 104, None, t(12), None, job="smoke"),  # still running
+                        record(13, 1, 104, "canceled", t(12), t(12), stage="Cleanup")]
+    source = AzurePipelinesSource(config(url), ctx())
+    source.sync(pipelines_store)
+    assert env(1, 104) not in deployments(pipelines_store)
+    assert pipelines_store.watermarks("pipelines")["environment:1"] == "7"  # below the unfinished attempt
+    fake.records[1][-2].update(result="succeededWithIssues", finishTime=t(15))
+    source.sync(pipelines_store)
+    stored = {d.native_id: d for d in pipelines_store.deployments("pipelines")}
+    ours = [d for d in stored if d.startswith("env:1:104:")]
+    assert ours == [env(1, 104)]  # two jobs, one deployment; the canceled stage is none
+    deployment = stored[env(1, 104)]
+    assert deployment.status == "success"
+    assert (deployment.started_at, deployment.finished_at) == (datetime(2026, 2, 12, 10, tzinfo=UTC),
+                                                               datetime(2026, 2, 15, 10, tzinfo=UTC))
+    assert pipelines_store.watermarks("pipelines")["environment:1"] == "13"
