@@ -49,12 +49,18 @@ class FakeBoards:
     deleted: set[int] = field(default_factory=set)
     states: dict[str, list[dict[str, str]]] = field(default_factory=lambda: json.loads(json.dumps(STATES)))
     requests: list[tuple[str, str, dict[str, list[str]], Any]] = field(default_factory=list)
+    #: recorded answers instead of the generated ones: the ``workitemtypes`` body, and reporting
+    #: bodies by the continuation token asked for ("" = the first call)
+    types_body: dict[str, Any] | None = None
+    reporting_bodies: dict[str, dict[str, Any]] | None = None
 
     def start(self) -> SandboxHTTPServer:
         import threading
 
         router = Router()
         router.add("GET", rf"{API}/wit/workitemtypes", "workitemtypes", self._types)
+        router.add("GET", rf"{API}/wit/workitemtypes/(?P<type>[^/]+)/states", "workitemtypestates",
+                   self._type_states)
         router.add("GET", rf"{API}/wit/reporting/workitemrevisions", "reporting", self._reporting)
         router.add("POST", rf"{API}/wit/workitemsbatch", "workitemsbatch", self._batch)
         router.add("POST", rf"{API}/wit/wiql", "wiql", self._wiql)
@@ -69,12 +75,27 @@ class FakeBoards:
 
     def _types(self, req: Request) -> Response:
         self._log(req)
+        if self.types_body is not None:
+            return Response(200, self.types_body)
         value = [{"name": name, "referenceName": "Microsoft.VSTS.WorkItemTypes." + name.replace(" ", ""),
                   "states": states} for name, states in self.states.items()]
         return Response(200, {"count": len(value), "value": value})
 
+    def _type_states(self, req: Request) -> Response:
+        self._log(req)
+        from urllib.parse import unquote
+
+        states = self.states.get(unquote(req.params["type"]))
+        if states is None:
+            return Response(404, {"message": "The work item type does not exist.", "typeKey": "WorkItemTypeNotFound"})
+        return Response(200, {"count": len(states), "value": states})
+
     def _reporting(self, req: Request) -> Response:
         self._log(req)
+        if self.reporting_bodies is not None:
+            token = req.arg("continuationToken") or ""
+            return Response(200, self.reporting_bodies.get(token, {"values": [], "isLastBatch": True,
+                                                                    "continuationToken": token}))
         if not self.reporting:
             return Response(404, {"$id": "1", "innerException": None, "message": "API resource location "
                                   "f828fe59 is not registered", "typeName": "ApiResourceNotFoundException",

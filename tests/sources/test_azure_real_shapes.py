@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure_replay import ORG, PROJECT, FakePipelines
+from azure_replay import ORG, PROJECT, FakeBoards, FakePipelines
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.config import AzurePipelinesConfig
+from collector.config import AzureBoardsConfig, AzurePipelinesConfig
+from collector.model import Category
+from collector.sources.azure_boards import AzureBoardsSource
 from collector.sources.azure_pipelines import AzurePipelinesSource
 from collector.sources.base import SourceContext
 from collector.store import Store
@@ -188,3 +190,61 @@ sources:
     assert total(lead, service="MyShuttle.CD", environment="PROD") == 3
     recovery = "cycletime_failed_deployment_recovery_seconds_count"
     assert total(recovery, service="fabrikam-web-cd", environment="production") == 1
+
+
+# -- Boards --------------------------------------------------------------------------------------------
+
+#: the Scrum process's Product Backlog Item states (the examples' revisions are of that type; the
+#: type-states example is of an Agile type, with a custom state in InProgress)
+SCRUM_PBI = [{"name": "New", "color": "b2b2b2", "category": "Proposed"},
+             {"name": "Approved", "color": "b2b2b2", "category": "Proposed"},
+             {"name": "Committed", "color": "007acc", "category": "InProgress"},
+             {"name": "Done", "color": "339933", "category": "Completed"},
+             {"name": "Removed", "color": "ffffff", "category": "Removed"}]
+
+
+@pytest.fixture
+def boards() -> Iterator[tuple[FakeBoards, str]]:
+    first = example("GET__wit_reporting_workItemRevisions.json")  # the token only inside nextLink
+    # the token in the body too
+    later = example("GET__wit_reporting_workItemRevisions_includeIdentityRef-true_watermark-794.json")
+    fake = FakeBoards(
+        revisions=first["values"] + later["values"],
+        types_body=example("GET__wit_workItemTypes.json"),  # types without their states: asked per type
+        reporting_bodies={"": first, "3;2;1": later},
+        states={"Product Backlog Item": SCRUM_PBI, "Epic": example("GET__workitem_type_states.json")["value"]},
+    )
+    server = fake.start()
+    host, port = server.server_address[:2]
+    yield fake, f"http://{host}:{port}/{ORG}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_boards_follow_both_continuation_styles_of_the_official_examples(boards: tuple[FakeBoards, str],
+                                                                         tmp_path: Path) -> None:
+    fake, url = boards
+    store = Store(f"sqlite:///{tmp_path}/boards.db")
+    config = AzureBoardsConfig(name="boards", kind="azure_boards", organization_url=url, project=PROJECT,
+                               token="replay-token", work_item_types=["Product Backlog Item", "Epic"])
+    source = AzureBoardsSource(config, SourceContext(history=timedelta(days=5000), now=lambda: NOW,
+                                                     sleep=lambda s: None))
+    source.sync(store)
+    assert store.watermarks("boards") == {"revisions": "3;2;1"}  # from nextLink: the body has no token
+    source.sync(store)
+    assert store.watermarks("boards") == {"revisions": "813;350;1"}  # the body's continuationToken
+    asked = {p.split("/")[-2] for _, p, _, _ in fake.requests if p.endswith("/states")}
+    assert asked == {"Product%20Backlog%20Item", "Epic"}  # the types list carried no states: asked per type
+    items = {w.native_id: w for w in store.work_items("boards")}
+    assert {i: [(h.seq, h.state, h.category) for h in w.history] for i, w in items.items()} == {
+        "1": [(1, "New", Category.PROPOSED), (2, "New", Category.PROPOSED)],
+        "2": [(1, "New", Category.PROPOSED)],
+        "3": [(8, "Done", Category.COMPLETED)],
+        "350": [(1, "New", Category.PROPOSED)],
+    }
+    assert items["3"].created_at == at("2014-03-18T17:17:06.857+00:00")
+    assert items["3"].history[0].at == at("2015-06-23T18:25:16.137+00:00")
+    assert (items["350"].type, items["350"].team) == ("Epic", "Fabrikam-Fiber-Git")
+    assert not store.rejection_counts()
+    reporting = [q for _, p, q, _ in fake.requests if p.endswith("/reporting/workitemrevisions")]
+    assert all("System.State" in q["fields"][0] and q["types"] == ["Product Backlog Item,Epic"] for q in reporting)
