@@ -53,6 +53,9 @@ class FakeBoards:
     #: bodies by the continuation token asked for ("" = the first call)
     types_body: dict[str, Any] | None = None
     reporting_bodies: dict[str, dict[str, Any]] | None = None
+    #: recorded WIQL answer and recorded ``updates`` answers by item id
+    wiql_body: dict[str, Any] | None = None
+    updates_bodies: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def start(self) -> SandboxHTTPServer:
         import threading
@@ -138,6 +141,8 @@ class FakeBoards:
 
     def _wiql(self, req: Request) -> Response:
         self._log(req)
+        if self.wiql_body is not None:
+            return Response(200, self.wiql_body)
         ids = sorted({r["id"] for r in self.revisions if isinstance(r, dict) and isinstance(r.get("id"), int)
                       and r["id"] not in self.deleted
                       and r["fields"].get("System.WorkItemType") in ("User Story", "Bug")})
@@ -148,6 +153,10 @@ class FakeBoards:
     def _updates(self, req: Request) -> Response:
         self._log(req)
         item_id = int(req.params["id"])
+        if item_id in self.updates_bodies:
+            value = self.updates_bodies[item_id]["value"]
+            skip, top = int(req.arg("$skip") or 0), int(req.arg("$top") or 200)
+            return Response(200, {"count": len(value[skip : skip + top]), "value": value[skip : skip + top]})
         revs = sorted((r for r in self.revisions if isinstance(r, dict) and r.get("id") == item_id),
                       key=lambda r: r["rev"])
         updates, before = [], {}

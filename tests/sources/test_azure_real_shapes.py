@@ -248,3 +248,36 @@ def test_boards_follow_both_continuation_styles_of_the_official_examples(boards:
     assert not store.rejection_counts()
     reporting = [q for _, p, q, _ in fake.requests if p.endswith("/reporting/workitemrevisions")]
     assert all("System.State" in q["fields"][0] and q["types"] == ["Product Backlog Item,Epic"] for q in reporting)
+
+
+def test_without_the_reporting_api_boards_replay_the_official_wiql_and_updates(tmp_path: Path) -> None:
+    wiql = example("GET__wit_get_id_workitems.json")  # ids 300, 299, 298, 17, 16, 15, 14, 9, 8
+    updates = example("GET__list_of_workitem_updates.json")  # one Bug's 13 updates (renumbered to item 8 here)
+    final: dict[str, Any] = {}
+    for update in updates["value"]:
+        final.update({name: change.get("newValue") for name, change in update.get("fields", {}).items()})
+    fake = FakeBoards(revisions=[{"id": 8, "rev": 9, "fields": final}], reporting=False, wiql_body=wiql,
+                      updates_bodies={8: updates}, states={"Bug": example("GET__workitem_type_states.json")["value"]})
+    server = fake.start()
+    host, port = server.server_address[:2]
+    try:
+        store = Store(f"sqlite:///{tmp_path}/wiql.db")
+        config = AzureBoardsConfig(name="boards", kind="azure_boards", organization_url=f"http://{host}:{port}/{ORG}",
+                                   project=PROJECT, token="replay-token", work_item_types=["Bug"])
+        report = AzureBoardsSource(config, SourceContext(history=timedelta(days=5000), now=lambda: NOW,
+                                                         sleep=lambda s: None)).sync(store)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert report.details["mode"] == "wiql"
+    # the other ids of the WIQL answer come back null from workitemsbatch (errorPolicy=Omit): skipped
+    items = {w.native_id: w for w in store.work_items("boards")}
+    assert list(items) == ["8"]
+    item = items["8"]
+    assert (item.type, item.team, item.created_at) == ("Bug", "MyAgilePro1", at("2017-09-04T02:08:16.600+00:00"))
+    # updates that only touched relations repeat a revision number: one observation per revision
+    assert [(h.seq, h.state, h.category) for h in item.history] == [
+        (1, "New", Category.PROPOSED), (2, "New", Category.PROPOSED)] + [
+        (rev, "Active", Category.IN_PROGRESS) for rev in range(3, 10)]
+    assert item.history[2].at == at("2017-09-04T02:36:18.750+00:00")
+    assert not store.rejection_counts()
