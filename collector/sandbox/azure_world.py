@@ -450,6 +450,8 @@ class AzureData:
         self.log_index: dict[tuple[str, str], list[int]] = {}
         self._artifact_index: dict[str, list[int]] | None = None
         self._relation_ids = 0
+        #: items created after the change they asked for was released (imported from elsewhere)
+        self.migrated: set[int] = set()
         self._build_keys: dict[int, list[int]] = {}
         self._generate(rng, work_items, malformed)
 
@@ -469,6 +471,7 @@ class AzureData:
         corrupt = self._malformed_targets(rng, plans, malformed)
         for plan in plans:
             self._assemble(rng, plan, corrupt.get(plan["item"].id, []))
+        self._add_migrated_item(random.Random(f"azure-migrated:{self.seed}"))
         self._build_log()
 
     def _creation_times(self, rng: random.Random, count: int) -> list[int]:
@@ -684,6 +687,45 @@ class AzureData:
             )
             env.records.append(record)
             self.records.append(record)
+
+    def _add_migrated_item(self, rng: random.Random) -> None:
+        """A work item migrated from another tracker: created here (imported) two days after the
+        commit it asked for reached production, then linked to that commit. Released before it was
+        created, it cannot be ordered: every figure leaves it out and counts it as rejected."""
+        pipeline = self.pipelines[0]
+        shipped = [
+            r
+            for r in self.records
+            if r.build.pipeline is pipeline and r.environment.name == "production" and _status_of_record(r.result)
+        ]
+        if len(shipped) < 3:
+            return
+        commit = pipeline.repo.commits[shipped[len(shipped) // 3].build.commit]
+        released = min(r.finished for r in shipped if r.build.commit >= commit.index)
+        created = released + 2 * MS_DAY
+        if created + 2 * MS_DAY >= self.now:
+            return
+        item = WorkItem(len(self.items) + 1, pipeline.project, "User Story", "Fabrikam\\Web", created, 0)
+        events = [
+            (created, "New", "New"),
+            (created + MS_HOUR, "Active", REASONS["Active"]),
+            (created + MS_DAY, "Closed", REASONS["Closed"]),
+        ]
+        plan = {
+            "item": item,
+            "events": events,
+            "end": created + MS_DAY,
+            "commit_times": [],
+            "pr": None,
+            "commits": [],
+            "repo": pipeline.repo,
+        }
+        self._assemble(rng, plan, [])
+        url = f"vstfs:///Git/Commit/{item.project.id}%2F{pipeline.repo.id}%2F{commit.sha}"
+        relation = self._relation(url, "Fixed in Commit", f"commit:{commit.sha}")
+        self._new_revision(item, created + 2 * MS_DAY, relation=relation)
+        commit.items.append(item.id)
+        self.migrated.add(item.id)
 
     def _finish_build(self, build: Build, at: int, result: str) -> None:
         if at < self.now - MS_MIN:
@@ -1057,6 +1099,9 @@ class AzureData:
             "type": item.type,
             "created_at": truth_time(item.created),
             "deleted": item.deleted,
+            # created after what it asked for was released (a migrated item): figures leave it out
+            # and count it in cycletime_records_rejected_total
+            "migrated": item.id in self.migrated,
             "history": history,
             "links": sorted({rel.target for rel in item.relations}),
         }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import random
+import re
 import statistics
 import threading
 from collections.abc import Iterator
@@ -403,6 +404,27 @@ def test_environment_records_newest_first_through_every_page(sandbox: Sandbox, a
     assert any(r["stageAttempt"] > 1 for r in records)  # a failed stage retried in the same run
 
 
+def test_classic_release_deployments_come_as_the_official_example_shows_them(sandbox: Sandbox,
+                                                                           api: requests.Session) -> None:
+    url = f"{sandbox.azure_url}/Tailspin/_apis/release/deployments"
+    served: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"queryOrder": "ascending", "$top": 100}
+    while True:
+        resp = api.get(url, params=params)
+        served += resp.json()["value"]
+        if "x-ms-continuationtoken" not in resp.headers:
+            break
+        params["continuationToken"] = resp.headers["x-ms-continuationtoken"]
+    # release/7.1/httpExamples/deployments/GET__ListDeployments.json: finished, no completedOn
+    assert any("completedOn" not in d and d["deploymentStatus"] == "succeeded" for d in served)
+    assert any((d["deploymentStatus"], d["operationStatus"]) == ("notDeployed", "PhaseFailed") for d in served)
+    # .NET's seven fraction digits on some times, as real answers have them
+    assert any(re.search(r"\.\d{7}Z$", d[key]) for d in served for key in ("queuedOn", "startedOn"))
+    failures = {d["native_id"] for d in azure_truth(sandbox)["deployments"] if d["status"] == "failure"}
+    assert {f"release:{d['id']}" for d in served if d["deploymentStatus"] == "notDeployed"
+            and d["operationStatus"] == "PhaseFailed"} <= failures
+
+
 def test_classic_release_deployments_and_their_build_artifact(sandbox: Sandbox, api: requests.Session) -> None:
     url = f"{sandbox.azure_url}/Tailspin/_apis/release/deployments"
     resp = api.get(url, params={"queryOrder": "ascending", "$top": 20})
@@ -546,6 +568,15 @@ def test_the_world_has_the_promised_story(sandbox: Sandbox) -> None:
         )
     earliest = min(datetime.fromisoformat(d["started_at"]) for d in truth["deployments"])
     assert earliest > NOW - timedelta(days=365)  # inside a default history window
+    # the awkward real shapes: stages with several jobs, stage retries, phase-failed classic releases
+    assert any(d["jobs"] > 1 for d in truth["deployments"])
+    assert any(d["native_id"].startswith("env:") and d["native_id"].endswith(":2") for d in truth["deployments"])
+    # one item migrated from elsewhere: created after what it asked for shipped
+    migrated = [w for w in items if w["migrated"]]
+    assert len(migrated) == 1 and migrated[0]["links"]
+    shipped = {link["target"] for link in truth["links"] if link["work_item"] == migrated[0]["ref"]}
+    released = min(d["finished_at"] for d in production if d["status"] == "success" and shipped & set(d["contains"]))
+    assert datetime.fromisoformat(released) < datetime.fromisoformat(migrated[0]["created_at"])
 
 
 def _collapse(states: list[str]) -> list[str]:
