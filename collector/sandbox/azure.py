@@ -54,8 +54,10 @@ Ground truth (``truth()``), in the domain terms of ``collector/model.py``, for s
 ``boards`` (Azure Boards, ``team_from: area_path``) and ``pipelines`` (Azure Pipelines + classic
 releases); every entry carries ``project`` so a test can keep the project it synced:
 
-- ``work_items``: ``{native_id, ref, project, team, type, created_at, deleted, history:[{seq, at,
-  state, category}], links:[target refs]}``; one history entry per valid revision (seq = rev;
+- ``work_items``: ``{native_id, ref, project, team, type, created_at, deleted, migrated,
+  history:[{seq, at, state, category}], links:[target refs]}``; ``migrated`` marks the item
+  created after the commit it links to reached production (its history cannot be ordered against
+  its release: figures leave it out and count it as rejected); one history entry per valid revision (seq = rev;
   malformed revisions are left out); a deleted item's deletion revision has category ``Removed``.
   ``links`` are the ArtifactLink targets (``commit:<sha>``, ``adopr:<repoId>/<prId>``,
   ``build:<id>``).
@@ -66,9 +68,10 @@ releases); every entry carries ``project`` so a test can keep the project it syn
   the earliest job start to the latest job finish) and classic release deployments
   (``release:{id}``; ``notDeployed`` with operation ``PhaseFailed`` is a failure; some come
   without ``completedOn`` and finish at ``lastModifiedOn``); canceled/skipped/other notDeployed
-  ones are absent. ``production`` treats ``production`` and ``Prod``
+  ones are absent. Only successful production deployments are opened: the others' ``contains``
+  is their run's ``build:<id>`` alone. ``production`` treats ``production`` and ``Prod``
   as production.
-- ``changes``: Change fields for every commit contained in some deployment (kind ``commit``,
+- ``changes``: Change fields for every commit contained in some (opened) deployment (kind ``commit``,
   service = pipeline or release definition, ``merged_at`` = ``first_commit_at`` = author time).
 - ``builds``: ``{id, number, definition, project, sha, status, result, queued_at, started_at,
   finished_at, commits, work_items}`` (what ``builds/{id}/changes`` and ``/workitems`` serve).

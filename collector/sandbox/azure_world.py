@@ -1126,7 +1126,10 @@ class AzureData:
             jobs: int = 1,
         ) -> None:
             key = (project.name, service, env)
-            commits = self.commits_between(build.pipeline, last_good.get(key, -1), build.commit)
+            # contents are read only where a figure uses them: successful production deployments;
+            # the others are counted, not opened (they contain their run only)
+            opened = status == "success" and env in production
+            commits = self.commits_between(build.pipeline, last_good.get(key, -1), build.commit) if opened else []
             if status == "success":
                 last_good[key] = max(last_good.get(key, -1), build.commit)
             for commit in commits:

@@ -433,7 +433,14 @@ class AzurePipelinesSource(Source):
         sha = run.sha
         if sha is None and run.build_id is not None:
             sha = self._build_shas.get(run.build_id)
-        if run.build_id is not None:
+        production = is_production(run.environment, self.config.production_environments)
+        if run.build_id is not None and not (run.status == "success" and production):
+            # contents are read only where a figure uses them (successful production deployments);
+            # the others are counted, not opened
+            contains = [build_ref(run.build_id)]
+            if run.status == "success":
+                self._remember(run.service, run.environment, run.finished_at, run.native_id, run.build_id)
+        elif run.build_id is not None:
             previous = self._previous_build(run)
             contents = self._contents_between(previous, run.build_id, run.build_project)
             for commit, when in contents.commits:
@@ -446,9 +453,8 @@ class AzurePipelinesSource(Source):
             batch.links.extend(Link(self.name, ado_ref(w), build_ref(run.build_id)) for w in contents.work_items)
             if run.status == "success":
                 self._remember(run.service, run.environment, run.finished_at, run.native_id, run.build_id)
-        deployment = Deployment(self.name, run.native_id, run.service, run.environment,
-                                is_production(run.environment, self.config.production_environments),
-                                run.status, run.started_at, run.finished_at, sha, tuple(contains))
+        deployment = Deployment(self.name, run.native_id, run.service, run.environment, production, run.status,
+                                run.started_at, run.finished_at, sha, tuple(contains))
         batch.deployments.append(deployment)
         self._known[run.native_id] = deployment
 

@@ -48,7 +48,8 @@ def test_faults_during_full_and_incremental_syncs_change_nothing_exported(tmp_pa
         print(f"faults injected: {injected}; passes that failed after their retries and were resumed: "
               f"{failed_passes}")
         assert set(injected) == set(FAULT_KINDS)
-        assert sum(injected.values()) >= 300
+        # (fewer since Azure Pipelines opens only successful production deployments)
+        assert sum(injected.values()) >= 200
         # the collector saw them: retried attempts are counted by status code
         codes = {code for (_source, code) in faulty_store.api_request_counts()}
         assert {"429", "500", "502", "503", "error"} <= codes

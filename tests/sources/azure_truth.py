@@ -142,10 +142,10 @@ def pipelines_minimum_requests(truth: dict[str, Any], project: str) -> int:
     1 environments list (one page of up to 1000)
     + per environment ⌈deployments / 100⌉ record pages (``top=100``; at least 1, even when empty)
     + ⌈distinct YAML runs / 100⌉ ``builds?buildIds=`` reads of the deployed commits
-    + 2 per distinct (previous successful build, deployed build) pair of the same service and
-      environment: ``build/changes`` + ``build/workitems`` between them (the first deployment of a
-      service to an environment reads ``builds/{id}/changes`` + ``/workitems``); one run deployed
-      to several stages shares a pair
+    + 2 per distinct (previous successful build, deployed build) pair of a successful production
+      deployment (the only ones whose contents a figure uses): ``build/changes`` +
+      ``build/workitems`` between them (the first deployment of a service to an environment reads
+      ``builds/{id}/changes`` + ``/workitems``)
     + ⌈classic deployments / 100⌉ pages + 1 ``release/releases/{id}`` per distinct release.
     Canceled records and not-deployed releases are not in the truth, so this is a lower bound.
     """
@@ -160,7 +160,8 @@ def pipelines_minimum_requests(truth: dict[str, Any], project: str) -> int:
     last_good: dict[tuple[str, str], int] = {}
     for d in sorted(deployments, key=lambda d: (d["finished_at"], d["native_id"])):
         key, build = (d["service"], d["environment"]), _build(d)
-        pairs.add((last_good.get(key), build))
+        if d["status"] == "success" and d["production"]:  # the others are not opened
+            pairs.add((last_good.get(key), build))
         if d["status"] == "success":
             last_good[key] = build
     total += 2 * len({p for p in pairs if p[0] != p[1]})

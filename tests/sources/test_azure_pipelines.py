@@ -151,15 +151,15 @@ def test_deployments_contain_the_commits_since_the_previous_success(
     assert deployments(pipelines_store) == {
         # first deployment to Production: the build's own changes
         env(2, 100): ("web-ci", "Production", True, "success", sorted([c(sha(1)), build_ref(100)])),
-        # a failure, then its successful retry: both hold what came after build 100
-        env(2, 101): ("web-ci", "Production", True, "failure", sorted([c(sha(2)), c(sha(3)), build_ref(101)])),
+        # a failure, then its successful retry (stage attempt 2): what came after build 100. Only
+        # successful production deployments are opened: the others hold their run only
+        env(2, 101): ("web-ci", "Production", True, "failure", [build_ref(101)]),
         env(2, 101, 2): ("web-ci", "Production", True, "success", sorted([c(sha(2)), c(sha(3)), build_ref(101)])),
-        # staging has its own history: 101 was its first, 103 brings 102's and 103's commits
-        env(1, 101): ("web-ci", "staging", False, "success", sorted([c(sha(2)), c(sha(3)), build_ref(101)])),
-        env(1, 103): ("web-ci", "staging", False, "success", sorted([c(sha(4)), c(sha(5)), build_ref(103)])),
+        env(1, 101): ("web-ci", "staging", False, "success", [build_ref(101)]),
+        env(1, 103): ("web-ci", "staging", False, "success", [build_ref(103)]),
         # classic releases: the release's primary Build artifact
         "release:31": ("legacy-api", "prod", True, "success", sorted([c(sha(20)), build_ref(200)])),
-        "release:32": ("legacy-api", "prod", True, "failure", [build_ref(201), c(sha(21))]),
+        "release:32": ("legacy-api", "prod", True, "failure", [build_ref(201)]),
         # finished without completedOn: it finished when last modified
         "release:35": ("legacy-api", "qa", False, "success", [build_ref(203)]),
     }
@@ -168,10 +168,9 @@ def test_deployments_contain_the_commits_since_the_previous_success(
     first = datetime(2026, 2, 1, 10, tzinfo=UTC)
     assert changes[sha(1)] == ("web-ci", "commit", first, first, (sha(1),))
     assert changes[sha(20)][0] == "legacy-api"
-    assert set(changes) == {sha(n) for n in (1, 2, 3, 4, 5, 20, 21)}
+    assert set(changes) == {sha(n) for n in (1, 2, 3, 20)}
     assert {(link.work_item, link.target) for link in pipelines_store.links("pipelines")} == {
-        (ado_ref(11), build_ref(100)), (ado_ref(12), build_ref(101)), (ado_ref(13), build_ref(103)),
-        (ado_ref(14), build_ref(103)), (ado_ref(21), build_ref(201))}
+        (ado_ref(11), build_ref(100)), (ado_ref(12), build_ref(101))}
     # the deployed commit: the run's sourceVersion (YAML), the Build artifact's (classic)
     assert {d.native_id: d.sha for d in pipelines_store.deployments()} == {
         env(2, 100): sha(100), env(2, 101): sha(101), env(2, 101, 2): sha(101), env(1, 101): sha(101),
@@ -186,9 +185,11 @@ def test_requests_are_cached_per_build_pair_and_use_the_documented_parameters(
     fake, url = replay_pipelines
     AzurePipelinesSource(config(url), ctx()).sync(pipelines_store)
     paths = [p.split("/_apis/", 1)[1] for _, p, _ in fake.requests]
-    # (100→101) serves both the failed and the retried Production deployment; (101→103), (200→201)
-    assert paths.count("build/changes") == 3 and paths.count("build/workitems") == 3
-    assert paths.count("build/builds/100/changes") == 1 and paths.count("build/builds/101/changes") == 1
+    # only successful production deployments are opened: (100→101) by the retry; the first ones
+    # of Production (100) and prod (200) read their build's own changes
+    assert paths.count("build/changes") == 1 and paths.count("build/workitems") == 1
+    assert paths.count("build/builds/100/changes") == 1 and paths.count("build/builds/200/changes") == 1
+    assert "build/builds/101/changes" not in paths and "build/builds/201/changes" not in paths
     assert paths.count("release/releases/50") == 1 and "release/releases/53" not in paths
     # one bulk read of the new runs' commits per environment
     bulk = [q["buildIds"] for _, p, q in fake.requests if p.endswith("/build/builds")]
@@ -358,7 +359,9 @@ def test_what_cannot_be_split_further_is_counted_as_truncated(replay_pipelines: 
     fake, url = replay_pipelines
     fake.build_work_items[103] = [13, 14, 15]  # one build, more work items than a page holds
     monkeypatch.setattr(azure_pipelines, "BUILD_TOP", 2)
-    AzurePipelinesSource(config(url), ctx()).sync(pipelines_store)
+    # staging counted as production here, so its deployments are opened too
+    AzurePipelinesSource(config(url, production_environments=["production", "staging", "/^prod$/"]),
+                         ctx()).sync(pipelines_store)
     found = deployments(pipelines_store)
     # staging 101 → 103 brings two commits, a full page: split at build 102, both read
     assert found[env(1, 103)][4] == sorted([commit_ref(sha(4)), commit_ref(sha(5)), build_ref(103)])
