@@ -1,17 +1,25 @@
 """Azure Pipelines: deployments (YAML environments and classic releases), their commits and work items.
 
-Two kinds of streams (API-NOTES §B, §G):
+Two kinds of streams (definitions: docs/definitions.md):
 
-- ``environment:<id>`` per YAML environment: its deployment records, newest first, read down to
-  the stored watermark (the highest record id below which every record is finished);
+- ``environment:<id>`` per YAML environment: its deployment records, read down to the stored
+  watermark (the highest record id below which every record is finished). Records are per job:
+  the jobs of one (run, stage, stage attempt) are one deployment, failed if any job failed, from
+  the earliest job start to the latest job finish. No order is documented, so paging stops at the
+  watermark only while ids keep decreasing;
 - ``releases``: classic release deployments in ascending start order from the watermark minus the
-  ``overlap`` window, so runs that finish late are read again.
+  ``overlap`` window, so runs that finish late are read again. A finished deployment without
+  ``completedOn`` finished at ``lastModifiedOn``; ``notDeployed`` because a phase failed is a
+  failure. A server without Release Management (404) makes the stream unavailable, not the source;
+  it is asked again daily.
 
-For each new deployment the pipeline run (build) it deployed gives what it contains: the commits
-between the build of the previous successful deployment of the same service to the same
-environment and this build (``build/changes?fromBuildId=&toBuildId=``; the build's own changes for
-the first deployment) and the work items linked to them (``build/workitems``). Both are cached per
-(previous build, build), since one run usually deploys to several stages.
+For each new successful production deployment (the only ones a figure opens) the pipeline run
+(build) it deployed gives what it contains: the commits between the build of the previous
+successful deployment of the same service to the same environment and this build
+(``build/changes?fromBuildId=&toBuildId=``, split at the builds between them while a page comes
+back full: it has no continuation token; the build's own changes for the first deployment) and the
+work items linked to them (``build/workitems``). Both are cached per (previous build, build).
+A record rejected as incomplete holds its stream's watermark, so it is read again.
 """
 
 from __future__ import annotations
