@@ -456,3 +456,23 @@ def test_a_stage_attempt_waits_for_all_its_jobs_and_is_one_deployment(replay_pip
     assert (deployment.started_at, deployment.finished_at) == (datetime(2026, 2, 12, 10, tzinfo=UTC),
                                                                datetime(2026, 2, 15, 10, tzinfo=UTC))
     assert pipelines_store.watermarks("pipelines")["environment:1"] == "13"
+
+
+def test_a_release_rejected_as_incomplete_holds_the_watermark_until_it_is_complete(
+        replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store) -> None:
+    fake, url = replay_pipelines
+    t = "2026-02-{:02d}T10:00:00Z".format
+    incomplete = release_deployment(36, 54, "qa", "succeeded", t(6), None)
+    incomplete["lastModifiedOn"] = None  # finished, but no finish time at all: rejected, for now
+    fake.deployments = [fake.deployments[0], fake.deployments[4], incomplete,
+                        release_deployment(37, 54, "prod", "succeeded", t(7), t(7).replace("10:", "11:"))]
+    source = AzurePipelinesSource(config(url), ctx())
+    source.sync(pipelines_store)
+    assert pipelines_store.rejection_counts()[("pipelines", "missing_field")] == 1
+    assert "release:37" in deployments(pipelines_store)
+    # not past the incomplete one: the next pass reads it again
+    assert pipelines_store.watermarks("pipelines")["releases"] == "2026-02-05T10:00:00.000Z"
+    incomplete["lastModifiedOn"] = "2026-02-06T10:30:00.4700000Z"
+    source.sync(pipelines_store)
+    assert deployments(pipelines_store)["release:36"][3] == "success"
+    assert pipelines_store.watermarks("pipelines")["releases"] == "2026-02-07T10:00:00.000Z"
