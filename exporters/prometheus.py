@@ -168,10 +168,12 @@ class MetricsCache:
     """Recomputes figures when the store changed or the windows need to slide; serves bytes."""
 
     def __init__(self, store: Store, settings: Settings, clock: Callable[[], float] = time.time,
-                 max_age: float = 60.0) -> None:
+                 max_age: float = 60.0, as_of: float | None = None) -> None:
         self.store = store
         self.settings = settings
-        self.clock = clock
+        #: a pinned clock (``cycletime metrics --at``): every figure as of that time
+        self.as_of = as_of
+        self.clock = clock if as_of is None else (lambda: as_of)
         self.max_age = max_age
         self._lock = threading.Lock()
         self._version = -1
@@ -188,7 +190,7 @@ class MetricsCache:
             if force or self._data is None or version != self._version:
                 links = self.store.links()
                 table = self.store.work_item_table(linked={link.work_item for link in links})
-                self._data = compute(table, self.store.changes(), self.store.deployments(), links)
+                self._data = compute(table, self.store.changes(), self.store.deployments(), links, self.as_of)
                 del table
                 self._version = version
                 self._figures = figure_families(self._data, self.settings, now)
