@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
                        ("check-config", "validate the configuration")):
         p = sub.add_parser(name, help=text, parents=[common])
         p.add_argument("--config", required=True, metavar="FILE")
+        if name in ("sync", "serve"):
+            p.add_argument("--wait", action="store_true",
+                           help="wait for another process writing to the same store to finish (default: refuse)")
         if name == "metrics":
             p.add_argument("--at", metavar="TIME", type=_parse_at,
                            help="compute every figure as of TIME: ISO 8601 (2026-06-30T00:00Z) or a duration "
@@ -99,8 +102,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "metrics":
         return _metrics(config, args.at)
     if args.command == "sync":
-        return _sync(config)
-    return _serve(config)
+        return _sync(config, args.wait)
+    return _serve(config, args.wait)
 
 
 def _open_store(config: Config) -> Any:
@@ -117,11 +120,12 @@ def _metrics(config: Config, at: float | None = None) -> int:
     return 0
 
 
-def _sync(config: Config) -> int:
+def _sync(config: Config, wait: bool = False) -> int:
     from collector.progress import Progress
     from collector.runner import Runner
 
     store = _open_store(config)
+    store.acquire_writer("cycletime sync", wait=wait)
     with Progress([s.name for s in config.sources]) as progress:
         runner = Runner(config, store, progress=progress.advance)
         results = []
@@ -136,12 +140,13 @@ def _sync(config: Config) -> int:
     return 1 if failed else 0
 
 
-def _serve(config: Config) -> int:
+def _serve(config: Config, wait: bool = False) -> int:
     from collector.runner import Runner
     from collector.scheduler import build_scheduler
     from exporters.prometheus import ExporterApp, MetricsCache, Settings, serve_http
 
     store = _open_store(config)
+    store.acquire_writer("cycletime serve", wait=wait)
     stop = threading.Event()
     runner = Runner(config, store, stop=stop)
     cache = MetricsCache(store, Settings.from_config(config))
