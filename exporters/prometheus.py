@@ -33,6 +33,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 
+from collector.cardinality import cap_labels
 from collector.compute import BUCKETS, Figures, Observations, compute, histogram, window_quantiles
 from collector.config import Config, format_duration
 from collector.http import REDACT
@@ -59,11 +60,12 @@ class Settings:
     windows: tuple[tuple[str, float], ...]  # (label, seconds)
     quantiles: tuple[float, ...]
     sources: tuple[str, ...]  # configured source names, so a never-polled source shows as down
+    max_label_values: int = 200
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
         return cls(tuple((format_duration(w), w.total_seconds()) for w in config.windows),
-                   tuple(config.quantiles), tuple(s.name for s in config.sources))
+                   tuple(config.quantiles), tuple(s.name for s in config.sources), config.max_label_values)
 
 
 def _le(bound: float) -> str:
@@ -71,7 +73,9 @@ def _le(bound: float) -> str:
 
 
 def figure_families(figures: Figures, settings: Settings, now: float) -> list[Metric]:
-    """Histograms, window gauges, counters and WIP gauges of CONTRACT §5 from compute's figures."""
+    """Histograms, window gauges, counters and WIP gauges (docs/metrics.md) from compute's figures,
+    with at most ``max_label_values`` values per label per source."""
+    figures, capped = cap_labels(figures, settings.max_label_values)
     families: list[Metric] = []
     for attr, base, doc in HISTOGRAMS:
         obs: Observations = getattr(figures, attr)
@@ -108,7 +112,12 @@ def figure_families(figures: Figures, settings: Settings, now: float) -> list[Me
                             labels=["source", "project", "team", "type", "category"])
     for labels, n in sorted(figures.wip.items()):
         wip.add_metric(list(labels), n)
-    return [*families, state, deployments, wip]
+    folded = CounterMetricFamily("cycletime_label_values_capped",
+                                 "Label values folded into 'other' by the per-source cap (max_label_values).",
+                                 labels=["source", "label"])
+    for (source, label), n in sorted(capped.items()):
+        folded.add_metric([source, label], n)
+    return [*families, state, deployments, wip, folded]
 
 
 def self_families(store: Store, settings: Settings, compute_rejections: Iterable[tuple[tuple[str, str], int]]
