@@ -30,6 +30,9 @@ BUCKETS: tuple[float, ...] = tuple(
 WORK_ITEM_LABELS = ("source", "project", "team", "type")
 RELEASE_LABELS = (*WORK_ITEM_LABELS, "environment")
 DEPLOY_LABELS = ("source", "service", "environment")
+#: deployments and recoveries carry ``production``: the one place "production" is decided
+RECOVERY_LABELS = ("source", "service", "environment", "production")
+DEPLOYMENT_LABELS = ("source", "service", "environment", "production", "status")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +149,14 @@ class Figures:
     cycle_time: Observations = field(default_factory=lambda: Observations(WORK_ITEM_LABELS))
     request_to_release: Observations = field(default_factory=lambda: Observations(RELEASE_LABELS))
     change_lead_time: Observations = field(default_factory=lambda: Observations(DEPLOY_LABELS))
-    recovery: Observations = field(default_factory=lambda: Observations(DEPLOY_LABELS))
+    recovery: Observations = field(default_factory=lambda: Observations(RECOVERY_LABELS))
+    #: every counted deployment as (finish, 1.0), for the per-window deployment counts
+    deployment_events: Observations = field(default_factory=lambda: Observations(DEPLOYMENT_LABELS))
+    #: per completed item (completion, seconds in the InProgress category): flow efficiency per window
+    active_time: Observations = field(default_factory=lambda: Observations(WORK_ITEM_LABELS))
     #: (source, project, team, type, state, category) → seconds, completed items only
     state_seconds: dict[tuple[str, ...], float] = field(default_factory=dict)
-    #: (source, service, environment, status) → count, every environment
+    #: (source, service, environment, production, status) → count, every environment
     deployments: Counter[tuple[str, ...]] = field(default_factory=Counter)
     #: (source, project, team, type, category) → items now in that non-terminal category
     wip: Counter[tuple[str, ...]] = field(default_factory=Counter)
@@ -285,8 +292,14 @@ def compute(work_items: Iterable[WorkItem] | WorkItemTable, changes: Sequence[Ch
     delivered = first_deliveries(deployments)
     _add_work_item_figures(table, work_item_deliveries(links, changes, delivered), figures)
     _add_change_lead_times(changes, delivered, figures)
+    events: dict[tuple[str, ...], list[float]] = {}
     for deployment in deployments:
-        figures.deployments[(deployment.source, deployment.service, deployment.environment, deployment.status)] += 1
+        labels = (deployment.source, deployment.service, deployment.environment,
+                  "true" if deployment.production else "false", deployment.status)
+        figures.deployments[labels] += 1
+        events.setdefault(labels, []).append(deployment.finished_at.timestamp())
+    for labels, ends in events.items():
+        figures.deployment_events.add_many(labels, np.asarray(ends), np.ones(len(ends)))
     for labels, end, value in recoveries(deployments):
         figures.recovery.add(labels, end, value)
     return figures
@@ -362,7 +375,9 @@ def _add_work_item_figures(t: WorkItemTable, releases: dict[str, Deployment], fi
     keys += s_cat[closed_stays]
     durations = s_end[closed_stays]
     durations -= s_start[closed_stays]
-    del closed_stays, s_end, s_start, s_item, s_state, s_cat, s_last
+    working = s_cat[closed_stays] == _CAT_CODE[Category.IN_PROGRESS]
+    active = np.bincount(s_item[closed_stays][working], weights=durations[working], minlength=n)
+    del closed_stays, s_end, s_start, s_item, s_state, s_cat, s_last, working
     sums = np.bincount(keys, weights=durations, minlength=len(t.labels) * n_states * n_cats)
     counts = np.bincount(keys, minlength=len(sums))
     del keys, durations
@@ -379,6 +394,7 @@ def _add_work_item_figures(t: WorkItemTable, releases: dict[str, Deployment], fi
     cycle = completed_at - first_started[done]
     for label, members in _group(t.label_idx[done]):
         figures.lead_time.add_many(t.labels[label], completed_at[members], lead[members])
+        figures.active_time.add_many(t.labels[label], completed_at[members], active[done[members]])
         with_cycle = members[has_cycle[members]]
         if len(with_cycle):
             figures.cycle_time.add_many(t.labels[label], completed_at[with_cycle], cycle[with_cycle])
@@ -416,16 +432,16 @@ def _add_change_lead_times(changes: Sequence[Change], delivered: dict[str, Deplo
         figures.change_lead_time.add((deployment.source, deployment.service, deployment.environment), finish, value)
 
 
-def recoveries(deployments: Iterable[Deployment]) -> list[tuple[tuple[str, str, str], float, float]]:
+def recoveries(deployments: Iterable[Deployment]) -> list[tuple[tuple[str, str, str, str], float, float]]:
     """Failed deployment recovery times: (labels, recovered at, seconds).
 
     A run of consecutive failures is one incident, measured from its *first* failure to the next
     success of the same service and environment (what the service was actually down for); an
     unrecovered failure yields nothing yet.
     """
-    streams: dict[tuple[str, str, str], list[Deployment]] = {}
+    streams: dict[tuple[str, str, str, str], list[Deployment]] = {}
     for d in deployments:
-        streams.setdefault((d.source, d.service, d.environment), []).append(d)
+        streams.setdefault((d.source, d.service, d.environment, "true" if d.production else "false"), []).append(d)
     out = []
     for labels, stream in streams.items():
         stream.sort(key=lambda d: (d.finished_at, d.native_id))

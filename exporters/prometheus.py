@@ -104,9 +104,10 @@ def figure_families(figures: Figures, settings: Settings, now: float) -> list[Me
     for labels, seconds in sorted(figures.state_seconds.items()):
         state.add_metric(list(labels), seconds)
     deployments = CounterMetricFamily("cycletime_deployments", "Deployments by outcome, every environment.",
-                                      labels=["source", "service", "environment", "status"])
+                                      labels=["source", "service", "environment", "production", "status"])
     for labels, n in sorted(figures.deployments.items()):
         deployments.add_metric(list(labels), n)
+    windows = _window_families(figures, settings, now)
     wip = GaugeMetricFamily("cycletime_work_items_in_progress",
                             "Work items now in each non-terminal state category (WIP).",
                             labels=["source", "project", "team", "type", "category"])
@@ -117,7 +118,33 @@ def figure_families(figures: Figures, settings: Settings, now: float) -> list[Me
                                  labels=["source", "label"])
     for (source, label), n in sorted(capped.items()):
         folded.add_metric([source, label], n)
-    return [*families, state, deployments, wip, folded]
+    return [*families, state, deployments, *windows, wip, folded]
+
+
+def _window_families(figures: Figures, settings: Settings, now: float) -> list[Metric]:
+    """Per-window figures that panels would otherwise need days of scrapes for (``increase()``)."""
+    counts = GaugeMetricFamily("cycletime_deployments_window_count",
+                               "Deployments finished in the window: deployment frequency and change failure "
+                               "rate from the first scrape.", labels=[*figures.deployment_events.label_names,
+                                                                       "window"])
+    for labels in sorted(figures.deployment_events.by_labels):
+        ends = figures.deployment_events.by_labels[labels][:, 0]
+        for window_label, seconds in settings.windows:
+            counts.add_metric([*labels, window_label], float(((ends > now - seconds) & (ends <= now)).sum()))
+    flow = GaugeMetricFamily("cycletime_work_item_flow_efficiency_window_ratio",
+                             "Time in the InProgress category / lead time, over the items completed in the window.",
+                             labels=[*figures.active_time.label_names, "window"])
+    for labels in sorted(figures.active_time.by_labels):
+        active, lead = figures.active_time.by_labels[labels], figures.lead_time.by_labels.get(labels)
+        if lead is None:
+            continue
+        for window_label, seconds in settings.windows:
+            in_window = (active[:, 0] > now - seconds) & (active[:, 0] <= now)
+            lead_in_window = (lead[:, 0] > now - seconds) & (lead[:, 0] <= now)
+            total = float(lead[lead_in_window, 1].sum())
+            if total > 0:
+                flow.add_metric([*labels, window_label], float(active[in_window, 1].sum()) / total)
+    return [counts, flow]
 
 
 def self_families(store: Store, settings: Settings, compute_rejections: Iterable[tuple[tuple[str, str], int]]
