@@ -16,7 +16,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,9 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
-from collector.compute import TableBuilder, WorkItemTable
 from collector.errors import StoreError, StoreInUse
 from collector.model import Batch, Category, Change, Deployment, Link, StateChange, WorkItem
+from collector.table import TableBuilder, WorkItemTable
 
 SCHEMA_VERSION = 1
 
@@ -155,18 +155,6 @@ class SourceStatus:
     items: int
     last_error: str | None
     rate_limit_remaining: float | None
-
-
-@dataclass
-class Dataset:
-    """Everything compute needs, read in one go."""
-
-    work_items: list[WorkItem] = field(default_factory=list)
-    changes: list[Change] = field(default_factory=list)
-    deployments: list[Deployment] = field(default_factory=list)
-    links: list[Link] = field(default_factory=list)
-    #: (source, reason) → distinct rejected records
-    rejections: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 def normalise_url(url: str) -> str:
@@ -556,10 +544,6 @@ class Store:
         finally:
             raw.close()
         return builder.build()
-
-    def dataset(self) -> Dataset:
-        return Dataset(self.work_items(), self.changes(), self.deployments(), self.links(),
-                       self.rejection_counts())
 
     def api_request_counts(self) -> dict[tuple[str, str], int]:
         with self.engine.connect() as conn:
