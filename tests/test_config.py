@@ -228,6 +228,11 @@ def test_tls_files_are_loaded_when_the_config_is(tmp_path: Path) -> None:
     _, other_key = tls_files(tmp_path / "other")
     (error,) = errors_of(tls_config(cert, other_key))
     assert error.startswith(f"web.tls.key_file: {other_key} does not match the certificate in {cert}")
+    encrypted = tmp_path / "encrypted.pem"
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+                   check=True, capture_output=True, timeout=30)
+    (error,) = errors_of(tls_config(cert, encrypted))  # must not prompt for a passphrase on the terminal
+    assert error == f"web.tls.key_file: {encrypted} is encrypted: the server needs an unencrypted key"
 
 
 def test_check_config_and_serve_name_a_bad_tls_file_and_exit_2(tmp_path: Path) -> None:
