@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from collector.config import Config, load_config
@@ -16,6 +17,9 @@ from collector.http import REDACT
 from collector.logs import setup_logging
 
 log = logging.getLogger("cycletime")
+
+#: on SIGTERM, how long running passes get to reach a batch boundary before the process exits anyway
+STOP_GRACE_SECONDS = 3.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,7 +104,7 @@ def _dispatch(args: argparse.Namespace) -> int:
               + ", ".join(f"{s.name} ({s.kind})" for s in config.sources) + ")")
         return 0
     if args.command == "metrics":
-        return _metrics(config, args.at)
+        return _metrics(config, args.at, args.config)
     if args.command == "sync":
         return _sync(config, args.wait)
     return _serve(config, args.wait)
@@ -112,10 +116,24 @@ def _open_store(config: Config) -> Any:
     return Store(config.store)
 
 
-def _metrics(config: Config, at: float | None = None) -> int:
+def _sqlite_path(url: str) -> Path | None:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
+
+
+def _metrics(config: Config, at: float | None = None, config_file: str = "FILE") -> int:
     from exporters.prometheus import MetricsCache, Settings
 
+    nothing = f"cycletime: nothing synced yet: run cycletime sync --config {config_file}"
+    path = _sqlite_path(config.store)
+    if path is not None and (not path.is_file() or path.stat().st_size == 0):
+        print(nothing, file=sys.stderr)  # opening it would create an empty store
+        return 1
     store = _open_store(config)
+    if not store.statuses() and not store.record_counts():
+        print(nothing, file=sys.stderr)
+        return 1
     sys.stdout.buffer.write(MetricsCache(store, Settings.from_config(config), as_of=at).exposition())
     return 0
 
@@ -164,7 +182,7 @@ def _serve(config: Config, wait: bool = False) -> int:
     scheduler.add_job(cache.refresh, "interval", seconds=60, id="refresh", max_instances=1, coalesce=True)
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s; finishing the current batch and stopping", signal.Signals(signum).name)
+        log.info("received %s; stopping", signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -174,12 +192,17 @@ def _serve(config: Config, wait: bool = False) -> int:
         while not stop.wait(1.0):
             pass
     finally:
-        # sources check the stop flag between batches; each batch commits atomically, so waiting
-        # for running jobs never leaves a half-written store
-        scheduler.shutdown(wait=True)
+        # Sources check the stop flag between batches and each batch commits in one transaction.
+        # A pass still blocked in a network call after the grace period is abandoned with the
+        # process: its batch was never committed, so the store holds nothing half-written.
+        still_running = scheduler.stop(grace=STOP_GRACE_SECONDS)
         server.shutdown()
-        store.close()
-        log.info("stopped")
+        if still_running:
+            log.warning("stopped without waiting for %s (blocked in a network call; its uncommitted batch is "
+                        "discarded and read again next time)", ", ".join(still_running))
+        else:
+            store.close()
+            log.info("stopped")
     return 0
 
 
