@@ -1,4 +1,4 @@
-"""``cycletime`` command line (CONTRACT §2). Exit codes: 0 ok, 1 runtime failure, 2 usage or config."""
+"""``cycletime`` command line (see README "Command line"). Exit codes: 0 ok, 1 runtime failure, 2 usage or config."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ STOP_GRACE_SECONDS = 3.0
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cycletime", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-format", choices=["auto", "json", "text"], default=None,
                         help="log as JSON lines or text (default: text on a terminal, JSON otherwise)")
@@ -32,8 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("serve", "poll on schedule and serve /metrics"), ("sync", "one pass over every source"),
                        ("metrics", "print the exposition computed from the store"),
                        ("check-config", "validate the configuration")):
-        p = sub.add_parser(name, help=text, parents=[common])
-        p.add_argument("--config", required=True, metavar="FILE")
+        p = sub.add_parser(name, help=text, parents=[common], formatter_class=_Help)
+        p.add_argument("--config", required=True, metavar="FILE", help="the YAML configuration")
         if name in ("sync", "serve"):
             p.add_argument("--wait", action="store_true",
                            help="wait for another process writing to the same store to finish (default: refuse)")
@@ -42,15 +43,35 @@ def _parser() -> argparse.ArgumentParser:
                            help="compute every figure as of TIME: ISO 8601 (2026-06-30T00:00Z) or a duration "
                                 "before now (-30d); default: now")
     sb = sub.add_parser("sandbox", help="local Azure DevOps + GitHub API server with a seeded organisation",
-                        parents=[common])
-    sb.add_argument("--host", default="127.0.0.1")
-    sb.add_argument("--port", type=int, default=8089)
-    sb.add_argument("--seed", type=int, default=7)
-    sb.add_argument("--work-items", type=int, default=600)
+                        parents=[common], formatter_class=_Help)
+    sb.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sb.add_argument("--port", type=int, default=8089, help="port to listen on")
+    sb.add_argument("--seed", type=int, default=7, help="seed of the generated organisation")
+    sb.add_argument("--work-items", type=int, default=600, help="work items per half (Azure Boards, GitHub)")
     sb.add_argument("--fault-rate", type=float, default=0.0, help="fraction of API requests answered with a fault")
     sb.add_argument("--malformed", type=int, default=0, help="malformed records mixed into each API's data")
     sb.add_argument("--truth", metavar="FILE", help="write the ground truth as JSON and keep serving")
     return parser
+
+
+class _Help(argparse.HelpFormatter):
+    """Every option shows its default, unless its text already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False or \
+                action.default == argparse.SUPPRESS or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("cycletime-collector")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _parse_at(value: str) -> float:

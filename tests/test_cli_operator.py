@@ -127,3 +127,15 @@ def test_sigterm_stops_serve_promptly_while_a_request_hangs(tmp_path: Path, sile
     assert "Traceback" not in stderr and "stopped without waiting for job github" in stderr
     store = Store(url)  # nothing half-written: the hanging pass committed nothing
     assert store.record_counts().get("github", {}) == {} or sum(store.record_counts()["github"].values()) == 0
+
+
+def test_version_and_every_option_shows_its_default() -> None:
+    import subprocess
+    import sys
+
+    version = subprocess.run([sys.executable, "-m", "collector", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("cycletime ")
+    shown = subprocess.run([sys.executable, "-m", "collector", "sandbox", "--help"], capture_output=True, text=True,
+                           env={**os.environ, "COLUMNS": "200"})
+    for default in ("(default: 8089)", "(default: 600)", "(default: 0.0)", "(default: 127.0.0.1)"):
+        assert default in shown.stdout
