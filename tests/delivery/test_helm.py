@@ -41,6 +41,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-persistence": {**WITH_SOURCES, "persistence": {"enabled": False}},
     "existingClaim": {**WITH_SOURCES, "persistence": {"existingClaim": "old-data"}},
     "rule-only": {"prometheusRule": {"enabled": True}},
+    "extra-volumes": {
+        **WITH_SOURCES,
+        "extraVolumes": [{"name": "ca-bundle", "configMap": {"name": "corporate-ca"}},
+                         {"name": "tls", "secret": {"secretName": "cycletime-tls"}}],
+        "extraVolumeMounts": [{"name": "ca-bundle", "mountPath": "/etc/ssl/corporate", "readOnly": True},
+                              {"name": "tls", "mountPath": "/etc/cycletime-tls", "readOnly": True}],
+        "extraEnv": [{"name": "REQUESTS_CA_BUNDLE", "value": "/etc/ssl/corporate/ca.crt"}],
+    },
     "monitoring-on": {**WITH_SOURCES, "serviceMonitor": {"enabled": True, "additionalLabels": {"release": "kps"}},
                       "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True}},
     "monitoring-on-custom": {
@@ -189,6 +197,29 @@ def test_deployment_defaults() -> None:
     assert by_kind("default", "Secret") == []
     assert "envFrom" not in c
     assert dep["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+
+def test_extra_volumes_for_certificates_on_a_read_only_root() -> None:
+    """A CA bundle and the serving certificate come from a ConfigMap and a Secret, beside the chart's own."""
+    v = "extra-volumes"
+    vols = volumes(v)
+    assert vols["ca-bundle"] == {"name": "ca-bundle", "configMap": {"name": "corporate-ca"}}
+    assert vols["tls"] == {"name": "tls", "secret": {"secretName": "cycletime-tls"}}
+    assert {"config", "tmp", "data"} <= vols.keys()
+    mounts = {m["name"]: m for m in container(v)["volumeMounts"]}
+    assert mounts["ca-bundle"] == {"name": "ca-bundle", "mountPath": "/etc/ssl/corporate", "readOnly": True}
+    assert mounts["tls"]["mountPath"] == "/etc/cycletime-tls"
+    assert {"config", "tmp", "data"} <= mounts.keys()
+    assert env(v)["REQUESTS_CA_BUNDLE"] == {"name": "REQUESTS_CA_BUNDLE", "value": "/etc/ssl/corporate/ca.crt"}
+    assert env(v)["TMPDIR"]["value"] == "/tmp"
+
+
+def test_schema_rejects_malformed_extra_volumes() -> None:
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        for bad in ({"extraVolumes": [{"configMap": {"name": "x"}}]}, {"extraVolumeMounts": [{"name": "x"}]},
+                    {"extraVolumes": {"name": "x"}}, {"extraVolumes": [{"name": "tmp", "emptyDir": {}}]}):
+            with pytest.raises(helm_python.HelmValuesError):
+                chart.validate_schema({**WITH_SOURCES, **bad})
 
 
 def test_recreate_comment_explains_why() -> None:
