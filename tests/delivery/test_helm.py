@@ -41,6 +41,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-persistence": {**WITH_SOURCES, "persistence": {"enabled": False}},
     "existingClaim": {**WITH_SOURCES, "persistence": {"existingClaim": "old-data"}},
     "rule-only": {"prometheusRule": {"enabled": True}},
+    "tls": {
+        "config": {"sources": SOURCES, "web": {"tls": {"cert_file": "/etc/cycletime-tls/tls.crt",
+                                                       "key_file": "/etc/cycletime-tls/tls.key"}}},
+        "secret": {"tokens": TOKENS},
+        "extraVolumes": [{"name": "tls", "secret": {"secretName": "cycletime-tls"}}],
+        "extraVolumeMounts": [{"name": "tls", "mountPath": "/etc/cycletime-tls", "readOnly": True}],
+        "serviceMonitor": {"enabled": True, "endpointConfig": {"tlsConfig": {"insecureSkipVerify": True}}},
+    },
     "extra-volumes": {
         **WITH_SOURCES,
         "extraVolumes": [{"name": "ca-bundle", "configMap": {"name": "corporate-ca"}},
@@ -212,6 +220,34 @@ def test_extra_volumes_for_certificates_on_a_read_only_root() -> None:
     assert {"config", "tmp", "data"} <= mounts.keys()
     assert env(v)["REQUESTS_CA_BUNDLE"] == {"name": "REQUESTS_CA_BUNDLE", "value": "/etc/ssl/corporate/ca.crt"}
     assert env(v)["TMPDIR"]["value"] == "/tmp"
+
+
+def test_probes_and_scrapes_switch_to_https_with_web_tls() -> None:
+    c = container("tls")
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics", "scheme": "HTTPS"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics", "scheme": "HTTPS"}
+    assert c["livenessProbe"]["periodSeconds"] == 20  # the rest of the probe is the values' own
+    assert config_of("tls")["web"]["tls"]["cert_file"] == "/etc/cycletime-tls/tls.crt"
+    (endpoint,) = one("tls", "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+    # without TLS the probes and the scrape stay plain HTTP
+    assert "scheme" not in container("sources+tokens")["livenessProbe"]["httpGet"]
+    assert "scheme" not in one("monitoring-on", "ServiceMonitor")["spec"]["endpoints"][0]
+
+
+def test_an_explicit_probe_scheme_wins() -> None:
+    values = {**VARIANTS["tls"], "livenessProbe": {"httpGet": {"path": "/healthz", "port": 9185, "scheme": "HTTP"}}}
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    deployment = yaml.safe_load(manifests["cycletime-collector/templates/deployment.yaml"])
+    probe = deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
+    assert probe["httpGet"] == {"path": "/healthz", "port": 9185, "scheme": "HTTP"}
+
+
+def test_schema_rejects_web_tls_without_its_files() -> None:
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        with pytest.raises(helm_python.HelmValuesError, match="key_file"):
+            chart.validate_schema({"config": {"sources": SOURCES, "web": {"tls": {"cert_file": "/x.crt"}}}})
 
 
 def test_schema_rejects_malformed_extra_volumes() -> None:

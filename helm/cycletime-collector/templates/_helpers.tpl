@@ -87,3 +87,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "cycletime-collector.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
+
+{{/* The collector serves HTTPS when the config sets web.tls. */}}
+{{- define "cycletime-collector.tls" -}}
+{{- if dig "web" "tls" "" (.Values.config | default dict) }}true{{ end }}
+{{- end }}
+
+{{/* A probe from the values; an HTTP probe without its own scheme follows web.tls. Call with (list $ probe). */}}
+{{- define "cycletime-collector.probe" -}}
+{{- $probe := deepCopy (index . 1) }}
+{{- if and (include "cycletime-collector.tls" (index . 0)) $probe.httpGet (not $probe.httpGet.scheme) }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- toYaml $probe }}
+{{- end }}
