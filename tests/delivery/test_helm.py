@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -30,9 +31,11 @@ SOURCES = [
 ]
 TOKENS = {"AZURE_DEVOPS_TOKEN": "azdo-secret-value", "GITHUB_TOKEN": "ghp_secret_value"}
 WITH_SOURCES = {"config": {"sources": SOURCES}, "secret": {"tokens": TOKENS}}
+#: the chart's defaults plus the one thing it cannot default: a source
+MINIMAL = {"config": {"sources": [SOURCES[1]]}}
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "default": {},
+    "default": MINIMAL,
     "sources+tokens": WITH_SOURCES,
     "existingSecret": {"config": {"sources": SOURCES}, "secret": {"existingSecret": "my-tokens"}},
     "postgresql-url": {**WITH_SOURCES, "postgresql": {"url": "postgresql://ct:pw@db:5432/cycletime"}},
@@ -40,7 +43,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                   "postgresql": {"existingSecret": "db", "existingSecretKey": "dsn"}},
     "no-persistence": {**WITH_SOURCES, "persistence": {"enabled": False}},
     "existingClaim": {**WITH_SOURCES, "persistence": {"existingClaim": "old-data"}},
-    "rule-only": {"prometheusRule": {"enabled": True}},
+    "rule-only": {**MINIMAL, "prometheusRule": {"enabled": True}},
     "tls": {
         "config": {"sources": SOURCES, "web": {"tls": {"cert_file": "/etc/cycletime-tls/tls.crt",
                                                        "key_file": "/etc/cycletime-tls/tls.key"}}},
@@ -120,9 +123,27 @@ def volumes(variant: str) -> dict[str, dict[str, Any]]:
 
 
 def test_lint_strict() -> None:
-    report = helm_python.lint(CHART_DIR, strict=True)
+    report = helm_python.lint(CHART_DIR, MINIMAL, strict=True)
     assert report["errors"] == [], report
     assert not [m for m in report["messages"] if m["severity"] >= 2], report
+
+
+@pytest.mark.parametrize("values", [{}, {"config": {"sources": []}}, {"config": {"sources": None}}])
+def test_without_a_source_the_chart_fails_fast(values: dict[str, Any]) -> None:
+    """`helm install` stops at the schema, naming the key, instead of deploying a pod that crash-loops."""
+    with (helm_python.Chart.load(CHART_DIR) as chart,
+          pytest.raises(helm_python.HelmValuesError, match=r"/config(/sources)?'.*(minItems|'sources')")):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    assert helm_python.lint(CHART_DIR, values, strict=True)["errors"]
+
+
+def test_without_a_source_and_schema_validation_skipped_the_template_says_what_to_do(tmp_path: Path) -> None:
+    unchecked = tmp_path / "chart"
+    shutil.copytree(CHART_DIR, unchecked)
+    (unchecked / "values.schema.json").unlink()  # as `helm install --skip-schema-validation` would
+    with (helm_python.Chart.load(unchecked) as chart,
+          pytest.raises(helm_python.HelmError, match=r"config\.sources is empty.*chart README")):
+        chart.render({"config": {"sources": []}}, name=RELEASE, namespace=NAMESPACE)
 
 
 def test_lint_strict_with_every_variant() -> None:
@@ -245,9 +266,9 @@ def test_an_explicit_probe_scheme_wins() -> None:
 
 
 def test_schema_rejects_web_tls_without_its_files() -> None:
-    with helm_python.Chart.load(CHART_DIR) as chart:
-        with pytest.raises(helm_python.HelmValuesError, match="key_file"):
-            chart.validate_schema({"config": {"sources": SOURCES, "web": {"tls": {"cert_file": "/x.crt"}}}})
+    tls = {"tls": {"cert_file": "/x.crt"}}
+    with helm_python.Chart.load(CHART_DIR) as chart, pytest.raises(helm_python.HelmValuesError, match="key_file"):
+        chart.validate_schema({"config": {"sources": SOURCES, "web": tls}})
 
 
 def test_schema_rejects_malformed_extra_volumes() -> None:
@@ -279,8 +300,7 @@ def test_config_default() -> None:
     assert config["listen"] == "0.0.0.0:9184"
     assert config["store"] == "sqlite:////var/lib/cycletime/cycletime.db"
     assert config["windows"] == ["7d", "30d", "90d"] and config["quantiles"] == [0.5, 0.85, 0.95]
-    assert config["sources"] == []
-    assert "config.sources is empty" in notes({})
+    assert config["sources"] == MINIMAL["config"]["sources"]
 
 
 def test_config_has_the_sources_from_values_and_no_secret() -> None:
@@ -289,7 +309,6 @@ def test_config_has_the_sources_from_values_and_no_secret() -> None:
     assert config["sources"] == SOURCES
     for token in TOKENS.values():
         assert token not in json.dumps(cm)
-    assert "config.sources is empty" not in notes(WITH_SOURCES)
 
 
 def test_rendered_config_is_accepted_by_the_collector() -> None:

@@ -101,3 +101,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- toYaml $probe }}
 {{- end }}
+
+{{/* What the schema enforces, again for installs that skip schema validation. */}}
+{{- define "cycletime-collector.validate" -}}
+{{- if not .Values.config.sources }}
+{{- fail "config.sources is empty: the collector needs at least one source and would refuse to start. Supply them with -f or --set-json, as in the chart README (section \"Sources\")." }}
+{{- end }}
+{{- end }}
