@@ -321,6 +321,29 @@ def test_rendered_config_is_accepted_by_the_collector() -> None:
         assert [s.name for s in config.sources] == ["boards", "github"]
 
 
+LITERAL_WARNING = "WARNING: literal secrets in config"
+
+
+def test_notes_warn_about_a_literal_token_without_repeating_it() -> None:
+    literal = [{**SOURCES[0], "token": "azdo-pat-0123456789"}, SOURCES[1],
+               {"name": "gh2", "kind": "github", "token": "${GH2_TOKEN:-ghp_fallback}", "repositories": ["a/b"]}]
+    text = notes({"config": {"sources": literal, "web": {"basic_auth": {"username": "prom", "password": "hunter2"}}},
+                  "secret": {"tokens": TOKENS}})
+    assert LITERAL_WARNING in text
+    assert "config.sources[0].token (source boards)" in text
+    assert "config.sources[2].token (source gh2)" in text  # a literal default is a literal too
+    assert "config.web.basic_auth.password" in text
+    assert "config.sources[1]" not in text
+    assert "${ENV_NAME}" in text and "secret.tokens" in text
+    for secret in ("azdo-pat-0123456789", "hunter2", "ghp_fallback"):
+        assert secret not in text
+
+
+def test_notes_stay_quiet_when_every_token_is_a_reference() -> None:
+    web = {"basic_auth": {"username": "prom", "password": "${METRICS_PASSWORD}"}}
+    assert LITERAL_WARNING not in notes({"config": {"sources": SOURCES, "web": web}, "secret": {"tokens": TOKENS}})
+
+
 def test_tokens_secret() -> None:
     secret = one("sources+tokens", "Secret")
     assert secret["metadata"]["name"] == f"{FULLNAME}-secrets"

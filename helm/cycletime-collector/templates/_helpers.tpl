@@ -108,3 +108,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail "config.sources is empty: the collector needs at least one source and would refuse to start. Supply them with -f or --set-json, as in the chart README (section \"Sources\")." }}
 {{- end }}
 {{- end }}
+
+{{/* Config paths holding a literal secret instead of a ${ENV} reference, one per line (values never printed). */}}
+{{- define "cycletime-collector.literalSecrets" -}}
+{{- $reference := "^\\$\\{[A-Za-z_][A-Za-z0-9_]*\\}$" }}
+{{- range $i, $source := .Values.config.sources }}
+{{- if and $source.token (not (regexMatch $reference (toString $source.token))) }}
+{{ printf "config.sources[%d].token (source %s)" $i (toString $source.name) }}
+{{- end }}
+{{- end }}
+{{- $password := dig "web" "basic_auth" "password" "" .Values.config }}
+{{- if and $password (not (regexMatch $reference (toString $password))) }}
+{{ print "config.web.basic_auth.password" }}
+{{- end }}
+{{- end }}
