@@ -321,6 +321,12 @@ def test_rendered_config_is_accepted_by_the_collector() -> None:
         assert [s.name for s in config.sources] == ["boards", "github"]
 
 
+def test_notes_remind_that_the_default_image_repository_is_a_placeholder() -> None:
+    assert "image.repository is the chart's placeholder" in notes(MINIMAL)
+    mine = {**MINIMAL, "image": {"repository": "registry.example.com/platform/cycletime-collector"}}
+    assert "placeholder" not in notes(mine)
+
+
 LITERAL_WARNING = "WARNING: literal secrets in config"
 
 
