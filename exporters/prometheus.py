@@ -33,10 +33,12 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 
+from collector.cardinality import cap_labels
 from collector.compute import BUCKETS, Figures, Observations, compute, histogram, window_quantiles
 from collector.config import Config, format_duration
+from collector.errors import CycletimeError
 from collector.http import REDACT
-from collector.store import POLL_BUCKETS, Store
+from collector.store import POLL_BUCKETS, STORE_ERRORS, Store
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +61,12 @@ class Settings:
     windows: tuple[tuple[str, float], ...]  # (label, seconds)
     quantiles: tuple[float, ...]
     sources: tuple[str, ...]  # configured source names, so a never-polled source shows as down
+    max_label_values: int = 200
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
         return cls(tuple((format_duration(w), w.total_seconds()) for w in config.windows),
-                   tuple(config.quantiles), tuple(s.name for s in config.sources))
+                   tuple(config.quantiles), tuple(s.name for s in config.sources), config.max_label_values)
 
 
 def _le(bound: float) -> str:
@@ -71,7 +74,9 @@ def _le(bound: float) -> str:
 
 
 def figure_families(figures: Figures, settings: Settings, now: float) -> list[Metric]:
-    """Histograms, window gauges, counters and WIP gauges of CONTRACT §5 from compute's figures."""
+    """Histograms, window gauges, counters and WIP gauges (docs/metrics.md) from compute's figures,
+    with at most ``max_label_values`` values per label per source."""
+    figures, capped = cap_labels(figures, settings.max_label_values)
     families: list[Metric] = []
     for attr, base, doc in HISTOGRAMS:
         obs: Observations = getattr(figures, attr)
@@ -100,15 +105,47 @@ def figure_families(figures: Figures, settings: Settings, now: float) -> list[Me
     for labels, seconds in sorted(figures.state_seconds.items()):
         state.add_metric(list(labels), seconds)
     deployments = CounterMetricFamily("cycletime_deployments", "Deployments by outcome, every environment.",
-                                      labels=["source", "service", "environment", "status"])
+                                      labels=["source", "service", "environment", "production", "status"])
     for labels, n in sorted(figures.deployments.items()):
         deployments.add_metric(list(labels), n)
+    windows = _window_families(figures, settings, now)
     wip = GaugeMetricFamily("cycletime_work_items_in_progress",
                             "Work items now in each non-terminal state category (WIP).",
                             labels=["source", "project", "team", "type", "category"])
     for labels, n in sorted(figures.wip.items()):
         wip.add_metric(list(labels), n)
-    return [*families, state, deployments, wip]
+    folded = CounterMetricFamily("cycletime_label_values_capped",
+                                 "Label values folded into 'other' by the per-source cap (max_label_values).",
+                                 labels=["source", "label"])
+    for (source, label), n in sorted(capped.items()):
+        folded.add_metric([source, label], n)
+    return [*families, state, deployments, *windows, wip, folded]
+
+
+def _window_families(figures: Figures, settings: Settings, now: float) -> list[Metric]:
+    """Per-window figures that panels would otherwise need days of scrapes for (``increase()``)."""
+    counts = GaugeMetricFamily("cycletime_deployments_window_count",
+                               "Deployments finished in the window: deployment frequency and change failure "
+                               "rate from the first scrape.", labels=[*figures.deployment_events.label_names,
+                                                                       "window"])
+    for labels in sorted(figures.deployment_events.by_labels):
+        ends = figures.deployment_events.by_labels[labels][:, 0]
+        for window_label, seconds in settings.windows:
+            counts.add_metric([*labels, window_label], float(((ends > now - seconds) & (ends <= now)).sum()))
+    flow = GaugeMetricFamily("cycletime_work_item_flow_efficiency_window_ratio",
+                             "Time in the InProgress category / lead time, over the items completed in the window.",
+                             labels=[*figures.active_time.label_names, "window"])
+    for labels in sorted(figures.active_time.by_labels):
+        active, lead = figures.active_time.by_labels[labels], figures.lead_time.by_labels.get(labels)
+        if lead is None:
+            continue
+        for window_label, seconds in settings.windows:
+            in_window = (active[:, 0] > now - seconds) & (active[:, 0] <= now)
+            lead_in_window = (lead[:, 0] > now - seconds) & (lead[:, 0] <= now)
+            total = float(lead[lead_in_window, 1].sum())
+            if total > 0:
+                flow.add_metric([*labels, window_label], float(active[in_window, 1].sum()) / total)
+    return [counts, flow]
 
 
 def self_families(store: Store, settings: Settings, compute_rejections: Iterable[tuple[tuple[str, str], int]]
@@ -148,6 +185,16 @@ def self_families(store: Store, settings: Settings, compute_rejections: Iterable
     return [up, last, budget, polls, requests_total, rejected]
 
 
+def store_families(store: Store) -> list[Metric]:
+    """The store's health as this process last saw it: readable even when the store is not."""
+    up = GaugeMetricFamily("cycletime_store_up", "1 if the last use of the store succeeded.")
+    up.add_metric([], 1.0 if store.healthy else 0.0)
+    failures = CounterMetricFamily("cycletime_store_failures", "Store operations that failed in this process "
+                                   "(disk full, database unreachable).")
+    failures.add_metric([], store.failures)
+    return [up, failures]
+
+
 class _Families:
     """A registry-compatible collector over a fixed list of families."""
 
@@ -168,36 +215,53 @@ class MetricsCache:
     """Recomputes figures when the store changed or the windows need to slide; serves bytes."""
 
     def __init__(self, store: Store, settings: Settings, clock: Callable[[], float] = time.time,
-                 max_age: float = 60.0) -> None:
+                 max_age: float = 60.0, as_of: float | None = None) -> None:
         self.store = store
         self.settings = settings
-        self.clock = clock
+        #: a pinned clock (``cycletime metrics --at``): every figure as of that time
+        self.as_of = as_of
+        self.clock = clock if as_of is None else (lambda: as_of)
         self.max_age = max_age
         self._lock = threading.Lock()
         self._version = -1
         self._computed_at = 0.0
         self._data: Figures | None = None
         self._figures: list[Metric] = []
+        self._self: list[Metric] = []
         self._rendered: dict[bool, bytes] = {}
 
     def refresh(self, force: bool = False) -> None:
-        """Reload the store only when its data changed; otherwise just slide the windows."""
+        """Reload the store only when its data changed; otherwise just slide the windows.
+
+        When the store fails, the last figures stay published beside ``cycletime_store_up 0``:
+        a scrape never fails because the database does.
+        """
         with self._lock:
-            now = self.clock()
-            version = self.store.data_version
-            if force or self._data is None or version != self._version:
-                links = self.store.links()
-                table = self.store.work_item_table(linked={link.work_item for link in links})
-                self._data = compute(table, self.store.changes(), self.store.deployments(), links)
-                del table
-                self._version = version
-                self._figures = figure_families(self._data, self.settings, now)
-                self._computed_at = now
-            elif now - self._computed_at >= self.max_age:
-                self._figures = figure_families(self._data, self.settings, now)
-                self._computed_at = now
-            families = [*self._figures, *self_families(self.store, self.settings, self._data.rejected.items())]
+            try:
+                families = self._refresh(force)
+            except STORE_ERRORS as exc:
+                reason = self.store.note_failure(exc)
+                log.error("metrics refresh: %s", reason)
+                families = [*self._figures, *self._self]
+            families += store_families(self.store)
             self._rendered = {False: render(families, False), True: render(families, True)}
+
+    def _refresh(self, force: bool) -> list[Metric]:
+        now = self.clock()
+        version = self.store.data_version
+        if force or self._data is None or version != self._version:
+            links = self.store.links()
+            table = self.store.work_item_table(linked={link.work_item for link in links})
+            self._data = compute(table, self.store.changes(), self.store.deployments(), links, self.as_of)
+            del table
+            self._version = version
+            self._figures = figure_families(self._data, self.settings, now)
+            self._computed_at = now
+        elif now - self._computed_at >= self.max_age:
+            self._figures = figure_families(self._data, self.settings, now)
+            self._computed_at = now
+        self._self = self_families(self.store, self.settings, self._data.rejected.items())
+        return [*self._figures, *self._self]
 
     def exposition(self, openmetrics_format: bool = False) -> bytes:
         """The cached figures of the store (the HTTP handler appends the live process metrics)."""
@@ -233,12 +297,38 @@ def with_runtime(cached: bytes, openmetrics_format: bool) -> bytes:
 
 # -- HTTP server -------------------------------------------------------------------------------
 
+#: a TLS client gets this long to finish its handshake; an idle or trickling one then costs its thread
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
+
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    #: the listen backlog: socketserver's default of 5 drops the SYNs of a burst of concurrent scrapes
+    request_queue_size = 1024
+    ssl_context: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Runs in the connection's own thread, so the TLS handshake never holds up the accept loop."""
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(TLS_HANDSHAKE_TIMEOUT)
+        try:
+            connection = self.ssl_context.wrap_socket(request, server_side=True)
+        except OSError as exc:  # ssl.SSLError, a timeout or a reset: this client only
+            log.debug("http: TLS handshake with %s failed: %s", client_address[0], exc)
+            return
+        try:
+            super().finish_request(connection, client_address)
+        finally:
+            self.shutdown_request(connection)
 
 
 class _QuietHandler(WSGIRequestHandler):
+    #: a client that stops sending or reading mid-request is dropped after this long
+    timeout = 60
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
 
@@ -296,13 +386,19 @@ class ExporterApp:
         return [body]
 
     def ready(self) -> tuple[bool, str]:
-        statuses = self.store.statuses()
+        replaced = self.store.file_replaced()
+        if replaced:
+            return False, replaced
+        try:
+            statuses = self.store.statuses()
+        except STORE_ERRORS as exc:
+            return False, self.store.note_failure(exc)
+        if not self.store.writable():
+            return False, self.store.last_error or "store not writable"
         waiting = [s.name for s in self.config.sources
                    if s.name not in statuses or statuses[s.name].last_success is None]
         if waiting:
             return False, "not synced yet: " + ", ".join(waiting)
-        if not self.store.writable():
-            return False, "store not writable"
         return True, "ready"
 
     def landing_page(self) -> str:
@@ -352,13 +448,25 @@ th, td {{ padding: .4rem .8rem; border-bottom: 1px solid #ddd; text-align: left;
 
 
 def serve_http(app: ExporterApp, listen: str, tls: tuple[str, str] | None = None) -> WSGIServer:
-    """Start the server in a daemon thread and return it (``shutdown()`` stops it)."""
+    """Start the server in a daemon thread and return it (``shutdown()`` stops it).
+
+    Raises CycletimeError with one line (``listen HOST:PORT: address already in use``) when the
+    address cannot be bound or the TLS files cannot be loaded.
+    """
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
-    server = make_server(host, int(port), app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    context = None
     if tls:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(tls[0], tls[1])
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        try:
+            context.load_cert_chain(tls[0], tls[1])
+        except (OSError, ssl.SSLError) as exc:
+            raise CycletimeError(f"web.tls: cannot load {tls[0]} and {tls[1]}: {exc}") from None
+    try:
+        server = make_server(host, int(port), app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise CycletimeError(f"listen {listen}: {reason}") from None
+    server.ssl_context = context
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server
