@@ -3,7 +3,7 @@
 ``tests/fixtures/azure/`` holds the official examples of MicrosoftDocs/vsts-rest-api-specs (MIT; see
 its README) and schema-exact records where the specification has no example. A small replay server
 serves them over HTTP on 127.0.0.1; the real sources sync them into a real SQLite store, and
-``cycletime metrics`` computes the exposition from that store in a separate process.
+``cycletime metrics --at`` computes the exposition from that store in a separate process.
 """
 
 from __future__ import annotations
@@ -168,7 +168,8 @@ sources:
 """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                          os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "collector", "metrics", "--config", str(config)],
+    done = subprocess.run([sys.executable, "-m", "collector", "metrics", "--config", str(config),
+                           "--at", "2026-03-01T00:00:00Z"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     samples = [s for f in text_string_to_metric_families(done.stdout) for s in f.samples]
@@ -190,6 +191,14 @@ sources:
     assert total(lead, service="MyShuttle.CD", environment="PROD") == 3
     recovery = "cycletime_failed_deployment_recovery_seconds_count"
     assert total(recovery, service="fabrikam-web-cd", environment="production") == 1
+    # as of 2026-03-01: the YAML deployments of February are in the 30-day window, 2017's are not
+    window = "cycletime_deployments_window_count"
+    assert total(window, service="fabrikam-web-cd", window="30d", status="success") == 2
+    assert total(window, service="fabrikam-web-cd", window="30d", status="failure") == 1
+    assert total(window, service="MyShuttle.CD", window="30d") == 0
+    assert total("cycletime_change_lead_time_window_count", service="fabrikam-web-cd", window="30d") == 5
+    # the retry recovered the failed attempt 59 minutes later (10:07 to 11:06)
+    assert total("cycletime_failed_deployment_recovery_seconds_sum", service="fabrikam-web-cd") == 59 * 60
 
 
 # -- Boards --------------------------------------------------------------------------------------------
