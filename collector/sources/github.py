@@ -499,9 +499,11 @@ class GitHubSource(Source):
         fresh: list[dict[str, Any]] = []
         etag = state.get("etag") if state.get("key") == key else None
         first_etag: str | None = None
+        modified = False
         for page in self.api.pages(mode.path, mode.params, etag):
             if page.status == 304:
                 break
+            modified = True
             first_etag = first_etag or page.etag
             old = new = 0
             for raw in _records(page.data, mode.list_key):
@@ -515,7 +517,7 @@ class GitHubSource(Source):
                 fresh.append(raw)
             if (old and mode.by_id) or not new:
                 break
-        if first_etag is None and not pending:
+        if not modified and not pending:
             return  # 304: nothing new, nothing unfinished
         batch = Batch()
         finished = mode.read(repo, fresh, pending, batch)
