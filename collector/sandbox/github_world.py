@@ -590,13 +590,17 @@ class GitHubData:
             mine = sorted((i for i in issues if i.repo == name), key=lambda i: i.number)
             for issue in mine[:2]:  # the oldest issues predate the pull request API
                 issue.legacy_pr_stub = True
+        by_repo: dict[str, list[Issue]] = {}
+        for issue in sorted(issues, key=lambda i: (i.created_at, i.number)):
+            by_repo.setdefault(issue.repo, []).append(issue)
+        created = {name: [i.created_at for i in mine] for name, mine in by_repo.items()}
         for pr in prs:
             if pr.closes or v.random() >= 0.3:
                 continue
-            earlier = [i for i in issues if i.repo == pr.repo and i.created_at < pr.created_at]
-            if not earlier:
+            n = bisect.bisect_left(created.get(pr.repo, []), pr.created_at)  # issues created before it
+            if not n:
                 continue
-            issue = v.choice(earlier)
+            issue = by_repo[pr.repo][v.randrange(n)]
             pr.related.append(issue)
             issue.events.append(IssueEvent("cross-referenced", pr.created_at, pr.author, source=pr))
             issue.events.sort(key=lambda e: e.at)
