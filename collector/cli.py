@@ -30,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
                        ("check-config", "validate the configuration")):
         p = sub.add_parser(name, help=text, parents=[common])
         p.add_argument("--config", required=True, metavar="FILE")
+        if name in ("sync", "serve"):
+            p.add_argument("--wait", action="store_true",
+                           help="wait for another process writing to the same store to finish (default: refuse)")
+        if name == "metrics":
+            p.add_argument("--at", metavar="TIME", type=_parse_at,
+                           help="compute every figure as of TIME: ISO 8601 (2026-06-30T00:00Z) or a duration "
+                                "before now (-30d); default: now")
     sb = sub.add_parser("sandbox", help="local Azure DevOps + GitHub API server with a seeded organisation",
                         parents=[common])
     sb.add_argument("--host", default="127.0.0.1")
@@ -40,6 +47,23 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--malformed", type=int, default=0, help="malformed records mixed into each API's data")
     sb.add_argument("--truth", metavar="FILE", help="write the ground truth as JSON and keep serving")
     return parser
+
+
+def _parse_at(value: str) -> float:
+    """``--at``: an ISO 8601 time (UTC when it has no offset) or ``-<duration>`` before now."""
+    from datetime import UTC, datetime
+
+    from collector.config import parse_duration
+
+    text = value.strip()
+    try:
+        if text.startswith("-"):
+            return datetime.now(UTC).timestamp() - parse_duration(text[1:]).total_seconds()
+        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither an ISO 8601 time nor -<duration> (e.g. -30d): "
+                                         f"{exc}") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,10 +100,10 @@ def _dispatch(args: argparse.Namespace) -> int:
               + ", ".join(f"{s.name} ({s.kind})" for s in config.sources) + ")")
         return 0
     if args.command == "metrics":
-        return _metrics(config)
+        return _metrics(config, args.at)
     if args.command == "sync":
-        return _sync(config)
-    return _serve(config)
+        return _sync(config, args.wait)
+    return _serve(config, args.wait)
 
 
 def _open_store(config: Config) -> Any:
@@ -88,19 +112,20 @@ def _open_store(config: Config) -> Any:
     return Store(config.store)
 
 
-def _metrics(config: Config) -> int:
+def _metrics(config: Config, at: float | None = None) -> int:
     from exporters.prometheus import MetricsCache, Settings
 
     store = _open_store(config)
-    sys.stdout.buffer.write(MetricsCache(store, Settings.from_config(config)).exposition())
+    sys.stdout.buffer.write(MetricsCache(store, Settings.from_config(config), as_of=at).exposition())
     return 0
 
 
-def _sync(config: Config) -> int:
+def _sync(config: Config, wait: bool = False) -> int:
     from collector.progress import Progress
     from collector.runner import Runner
 
     store = _open_store(config)
+    store.acquire_writer("cycletime sync", wait=wait)
     with Progress([s.name for s in config.sources]) as progress:
         runner = Runner(config, store, progress=progress.advance)
         results = []
@@ -115,12 +140,13 @@ def _sync(config: Config) -> int:
     return 1 if failed else 0
 
 
-def _serve(config: Config) -> int:
+def _serve(config: Config, wait: bool = False) -> int:
     from collector.runner import Runner
     from collector.scheduler import build_scheduler
     from exporters.prometheus import ExporterApp, MetricsCache, Settings, serve_http
 
     store = _open_store(config)
+    store.acquire_writer("cycletime serve", wait=wait)
     stop = threading.Event()
     runner = Runner(config, store, stop=stop)
     cache = MetricsCache(store, Settings.from_config(config))

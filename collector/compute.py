@@ -188,6 +188,20 @@ class WorkItemTable:
     def __len__(self) -> int:
         return len(self.created)
 
+    def as_of(self, at: float) -> WorkItemTable:
+        """The table as it stood at ``at``: later items and later observations dropped."""
+        alive = self.created <= at
+        keep_obs = (self.h_at <= at) & alive[self.h_item]
+        if alive.all() and keep_obs.all():
+            return self
+        rows = np.flatnonzero(alive)
+        new_row = np.full(len(self.created), -1, dtype=np.int32)
+        new_row[rows] = np.arange(len(rows), dtype=np.int32)
+        ref_index = {ref: int(new_row[i]) for ref, i in self.ref_index.items() if alive[i]}
+        return WorkItemTable(self.labels, self.label_idx[rows], ref_index, self.created[rows], self.states,
+                             new_row[self.h_item[keep_obs]], self.h_at[keep_obs], self.h_state[keep_obs],
+                             self.h_cat[keep_obs])
+
     @classmethod
     def from_items(cls, items: Iterable[WorkItem]) -> WorkItemTable:
         builder = TableBuilder()
@@ -254,12 +268,19 @@ class TableBuilder:
 
 
 def compute(work_items: Iterable[WorkItem] | WorkItemTable, changes: Sequence[Change],
-            deployments: Sequence[Deployment], links: Iterable[Link]) -> Figures:
+            deployments: Sequence[Deployment], links: Iterable[Link], as_of: float | None = None) -> Figures:
     """All figures over all history; windowing happens in :func:`window_quantiles`.
+
+    ``as_of`` (Unix time) computes the figures as they stood then from what the store holds:
+    items created later, observations after it and deployments finishing after it are ignored,
+    so counters hold the events finished by then (``cycletime metrics --at``, backfill).
 
     The vectorised twin of :func:`item_times` (a property test keeps them equal).
     """
     table = work_items if isinstance(work_items, WorkItemTable) else WorkItemTable.from_items(work_items)
+    if as_of is not None:
+        table = table.as_of(as_of)
+        deployments = [d for d in deployments if d.finished_at.timestamp() <= as_of]
     figures = Figures()
     delivered = first_deliveries(deployments)
     _add_work_item_figures(table, work_item_deliveries(links, changes, delivered), figures)
@@ -285,6 +306,12 @@ def _add_work_item_figures(t: WorkItemTable, releases: dict[str, Deployment], fi
     firsts = np.flatnonzero(~same_as_prev)
     skewed[t.h_item[firsts][t.h_at[firsts] < t.created[t.h_item[firsts]]]] = True
     del firsts
+    # ...or released before it was created (a migrated item created after it shipped): such an
+    # item cannot be ordered, so it is left out of every figure, not only request-to-release
+    released = sorted((t.ref_index[ref], ref) for ref in releases if ref in t.ref_index)
+    for i, ref in released:
+        if releases[ref].finished_at.timestamp() < t.created[i]:
+            skewed[i] = True
 
     # stays: consecutive observations in the same state collapse into one
     new_stay = ~same_as_prev
@@ -356,18 +383,12 @@ def _add_work_item_figures(t: WorkItemTable, releases: dict[str, Deployment], fi
         if len(with_cycle):
             figures.cycle_time.add_many(t.labels[label], completed_at[with_cycle], cycle[with_cycle])
 
-    if releases:
-        for ref, i in sorted((ref, t.ref_index[ref]) for ref in releases if ref in t.ref_index):
-            if not valid[i]:
-                continue
+    for i, ref in released:
+        if valid[i]:
             release = releases[ref]
             released_at = release.finished_at.timestamp()
-            labels = t.labels[t.label_idx[i]]
-            if released_at < t.created[i]:
-                figures.rejected[(labels[0], "end_before_start")] += 1
-            else:
-                figures.request_to_release.add((*labels, release.environment), released_at,
-                                               released_at - float(t.created[i]))
+            figures.request_to_release.add((*t.labels[t.label_idx[i]], release.environment), released_at,
+                                           released_at - float(t.created[i]))
 
 
 def _group(label_idx: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:

@@ -173,6 +173,10 @@ class Config(_Model):
                                     min_length=1)
     quantiles: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default=[0.5, 0.85, 0.95], min_length=1)
     log_format: Literal["auto", "json", "text"] = "auto"
+    max_label_values: int = Field(200, ge=1, le=100_000, description=(
+        "Distinct values per label per source that /metrics publishes; the rarest beyond it fold into "
+        "'other' (counted in cycletime_label_values_capped_total), so 10,000 area paths cannot blow up "
+        "Prometheus."))
     web: WebConfig = WebConfig()
     sources: list[SourceConfig] = Field(min_length=1)
 

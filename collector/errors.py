@@ -35,3 +35,7 @@ class Rejected(CycletimeError, ValueError):
 
 class StoreError(CycletimeError):
     """The store cannot be opened or migrated."""
+
+
+class StoreInUse(StoreError):
+    """Another process holds the store's writer lease."""

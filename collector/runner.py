@@ -13,7 +13,7 @@ from collector.errors import CycletimeError
 from collector.http import REDACT, ApiTelemetry
 from collector.sources import SOURCES
 from collector.sources.base import Source, SourceContext, SyncReport
-from collector.store import Store
+from collector.store import STORE_ERRORS, Store
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +80,23 @@ class Runner:
                 error = REDACT("; ".join(report.problems))
         except CycletimeError as exc:
             error = REDACT(exc)
+        except STORE_ERRORS as exc:
+            error = self.store.note_failure(exc)
         except Exception as exc:  # a bug in one source must not take the process down
             log.exception("source=%s pass crashed", name)
             error = REDACT(f"{type(exc).__name__}: {exc}")
         duration = time.time() - started
         ok = error is None
-        self.store.add_api_requests(name, telemetry.take())
         items = report.items if report else 0
-        self.store.record_poll(name, ok=ok, started_at=started, duration=duration, items=items, error=error,
-                               rate_limit_remaining=telemetry.rate_limit_remaining)
+        try:
+            self.store.add_api_requests(name, telemetry.take())
+            self.store.record_poll(name, ok=ok, started_at=started, duration=duration, items=items, error=error,
+                                   rate_limit_remaining=telemetry.rate_limit_remaining)
+            if error is None or not error.startswith("store unavailable"):
+                self.store.note_success()
+        except STORE_ERRORS as exc:
+            error = self.store.note_failure(exc)
+            ok = False
         if ok:
             log.info("source=%s pass ok: %d records in %.1fs", name, items, duration)
         else:

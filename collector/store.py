@@ -8,9 +8,12 @@ rejections) live here too, so a restart re-exports the same values.
 
 from __future__ import annotations
 
+import fcntl
 import json
-import threading
+import os
+import socket
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +27,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
 from collector.compute import TableBuilder, WorkItemTable
-from collector.errors import StoreError
+from collector.errors import StoreError, StoreInUse
 from collector.model import Batch, Category, Change, Deployment, Link, StateChange, WorkItem
 
 SCHEMA_VERSION = 1
@@ -173,15 +176,32 @@ def normalise_url(url: str) -> str:
     return url
 
 
+#: what a failing database raises (disk full, server gone, file removed); callers catch these at
+#: the job boundary and report the store as down instead of crashing
+STORE_ERRORS: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError,)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL (None for other backends and in-memory stores)."""
+    url = normalise_url(url)
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
+
+
+def _holder() -> str:
+    return f"PID {os.getpid()} on {socket.gethostname()}"
+
+
 class Store:
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
-        if self.url.startswith("sqlite:///") and not self.url.startswith("sqlite:///:memory:"):
-            path = Path(self.url.removeprefix("sqlite:///"))
+        self.path = sqlite_path(self.url)
+        if self.path is not None:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StoreError(f"cannot create the store's folder {path.parent}: {exc.strerror}") from None
+                raise StoreError(f"cannot create the store's folder {self.path.parent}: {exc.strerror}") from None
         try:
             self.engine: Engine = sa.create_engine(self.url, pool_pre_ping=True)
         except ImportError:
@@ -191,13 +211,30 @@ class Store:
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._version_lock = threading.Lock()
-        self._data_version = 0
+        self._writer: Any = None  # the lock file (SQLite) or connection (PostgreSQL) holding the lease
+        #: the store's health as this process saw it last (``cycletime_store_up``, /readyz)
+        self.healthy = True
+        self.failures = 0
+        self.last_error: str | None = None
         self.migrate()
+        self._inode = self.path.stat().st_ino if self.path is not None and self.path.exists() else None
 
     # -- schema -----------------------------------------------------------------------------
     def migrate(self) -> None:
-        """Create or upgrade the schema; refuses a store written by a newer version."""
+        """Create or upgrade the schema; refuses a store written by a newer version.
+
+        Two processes opening a new store at once race between "does the table exist" and
+        "create it"; the loser sees "already exists" and simply checks again.
+        """
+        for attempt in range(5):
+            try:
+                return self._migrate()
+            except StoreError as exc:
+                if "already exists" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _migrate(self) -> None:
         try:
             with self.engine.begin() as conn:
                 metadata.create_all(conn, tables=[meta])
@@ -210,7 +247,7 @@ class Store:
                     MIGRATIONS[version](conn)
                 if current != SCHEMA_VERSION:
                     self._upsert(conn, meta, [{"key": "schema_version", "value": str(SCHEMA_VERSION)}], ["key"])
-        except sa.exc.OperationalError as exc:
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as exc:
             raise StoreError(f"cannot open the store: {exc.orig}") from None
 
     def schema_version(self) -> int:
@@ -218,12 +255,100 @@ class Store:
             return int(conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one())
 
     def close(self) -> None:
+        self.release_writer()
         self.engine.dispose()
+
+    # -- one writer at a time ---------------------------------------------------------------
+    def acquire_writer(self, purpose: str, wait: bool = False, timeout: float | None = None) -> None:
+        """Take the store's writer lease, or raise StoreInUse naming who holds it.
+
+        Two writers on one store interleave watermarks and lose data, so ``sync`` and ``serve``
+        take this lease first. SQLite: an ``flock`` on ``<db>.lock`` beside the file; PostgreSQL:
+        a session-level advisory lock. Both vanish with the holding process, even on kill -9.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            holder = self._try_acquire(purpose)
+            if holder is None:
+                return
+            if not wait or (deadline is not None and time.monotonic() >= deadline):
+                raise StoreInUse(f"store in use by {holder}; wait for it to finish, stop it, or pass --wait")
+            time.sleep(0.5)
+
+    def _try_acquire(self, purpose: str) -> str | None:
+        """None when the lease is ours now, else a description of its holder."""
+        me = f"{_holder()} ({purpose}, since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC)"
+        if self._writer is not None:
+            return None
+        if self.path is not None:
+            handle = open(f"{self.path}.lock", "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                return holder
+            handle.seek(0)
+            handle.truncate()
+            handle.write(me + "\n")
+            handle.flush()
+            self._writer = handle
+            return None
+        if self.dialect == "postgresql":
+            conn = self.engine.connect()
+            key = zlib.crc32(b"cycletime-writer")
+            if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                holder = conn.execute(sa.select(meta.c.value).where(meta.c.key == "writer")).scalar()
+                conn.close()
+                return holder or "another process"
+            with self.engine.begin() as tx:
+                self._upsert(tx, meta, [{"key": "writer", "value": me}], ["key"])
+            self._writer = conn
+            return None
+        self._writer = True  # in-memory SQLite: one process by definition
+        return None
+
+    def release_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None or writer is True:
+            return
+        try:
+            if hasattr(writer, "fileno"):
+                fcntl.flock(writer, fcntl.LOCK_UN)
+            writer.close()
+        except (OSError, sa.exc.SQLAlchemyError):
+            pass  # the lease ends with the process anyway
+
+    # -- health -----------------------------------------------------------------------------
+    def note_failure(self, exc: BaseException) -> str:
+        """Record a store failure (disk full, database down); returns the one-line reason."""
+        reason = store_error_reason(exc)
+        self.healthy, self.last_error = False, reason
+        self.failures += 1
+        return reason
+
+    def note_success(self) -> None:
+        self.healthy, self.last_error = True, None
+
+    def file_replaced(self) -> str | None:
+        """For /readyz: the SQLite file was deleted or replaced under us (all writes would be lost)."""
+        if self.path is None or self._inode is None:
+            return None
+        try:
+            if self.path.stat().st_ino == self._inode:
+                return None
+        except FileNotFoundError:
+            return f"store file {self.path} was deleted; restart to recreate it"
+        return f"store file {self.path} was replaced by another file; restart to open it"
 
     @property
     def data_version(self) -> int:
-        """Bumped by every data commit in this process, so the exporter knows when to recompute."""
-        return self._data_version
+        """A store-wide counter bumped by every commit that carried data, whichever process made it,
+        so an exporter sees another process's writes and recomputes only when data changed."""
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(meta.c.value).where(meta.c.key == "data_version")).scalar()
+        return int(value or 0)
 
     # -- writes -----------------------------------------------------------------------------
     def commit(self, source: str, batch: Batch, *, stream: str | None = None,
@@ -238,10 +363,16 @@ class Store:
             if stream is not None and watermark is not None:
                 self._upsert(conn, watermarks, [{"source": source, "stream": stream, "value": watermark,
                                                  "updated_at": time.time()}], ["source", "stream"])
+            if batch.work_items or batch.changes or batch.deployments or batch.links or batch.rejections:
+                self._bump_data_version(conn)
             if before_commit is not None:
                 before_commit()
-        with self._version_lock:
-            self._data_version += 1
+
+    def _bump_data_version(self, conn: Connection) -> None:
+        insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
+        stmt = insert(meta).values(key="data_version", value="1")
+        bumped = sa.cast(sa.cast(meta.c.value, sa.BigInteger) + 1, sa.Text)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": bumped}))
 
     def _write_batch(self, conn: Connection, source: str, batch: Batch) -> None:
         items = [{"source": source, "native_id": w.native_id, "ref": w.ref, "project": w.project,
@@ -297,8 +428,6 @@ class Store:
                 "source": source, "ok": ok, "last_attempt": started_at, "last_success": last_success,
                 "duration": duration, "items": items, "last_error": error,
                 "rate_limit_remaining": rate_limit_remaining}], ["source"])
-        with self._version_lock:
-            self._data_version += 1
 
     def _upsert(self, conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], keys: list[str],
                 add: Iterable[str] = ()) -> None:
@@ -471,7 +600,8 @@ class Store:
             with self.engine.begin() as conn:
                 self._upsert(conn, meta, [{"key": "last_ready_check", "value": str(time.time())}], ["key"])
             return True
-        except sa.exc.SQLAlchemyError:
+        except sa.exc.SQLAlchemyError as exc:
+            self.note_failure(exc)
             return False
 
     def content_digest(self) -> dict[str, list[tuple[Any, ...]]]:
@@ -482,6 +612,13 @@ class Store:
                 cols = [c for c in table.columns if c.name != "updated_at"]
                 out[table.name] = sorted((tuple(r) for r in conn.execute(sa.select(*cols))), key=repr)
         return out
+
+
+def store_error_reason(exc: BaseException) -> str:
+    """One line for a store failure, without SQL or parameters (they may be long, or private)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return f"store unavailable: {text}"
 
 
 def _v1(conn: Connection) -> None:

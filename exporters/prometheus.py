@@ -33,10 +33,11 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 
+from collector.cardinality import cap_labels
 from collector.compute import BUCKETS, Figures, Observations, compute, histogram, window_quantiles
 from collector.config import Config, format_duration
 from collector.http import REDACT
-from collector.store import POLL_BUCKETS, Store
+from collector.store import POLL_BUCKETS, STORE_ERRORS, Store
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,12 @@ class Settings:
     windows: tuple[tuple[str, float], ...]  # (label, seconds)
     quantiles: tuple[float, ...]
     sources: tuple[str, ...]  # configured source names, so a never-polled source shows as down
+    max_label_values: int = 200
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
         return cls(tuple((format_duration(w), w.total_seconds()) for w in config.windows),
-                   tuple(config.quantiles), tuple(s.name for s in config.sources))
+                   tuple(config.quantiles), tuple(s.name for s in config.sources), config.max_label_values)
 
 
 def _le(bound: float) -> str:
@@ -71,7 +73,9 @@ def _le(bound: float) -> str:
 
 
 def figure_families(figures: Figures, settings: Settings, now: float) -> list[Metric]:
-    """Histograms, window gauges, counters and WIP gauges of CONTRACT §5 from compute's figures."""
+    """Histograms, window gauges, counters and WIP gauges (docs/metrics.md) from compute's figures,
+    with at most ``max_label_values`` values per label per source."""
+    figures, capped = cap_labels(figures, settings.max_label_values)
     families: list[Metric] = []
     for attr, base, doc in HISTOGRAMS:
         obs: Observations = getattr(figures, attr)
@@ -108,7 +112,12 @@ def figure_families(figures: Figures, settings: Settings, now: float) -> list[Me
                             labels=["source", "project", "team", "type", "category"])
     for labels, n in sorted(figures.wip.items()):
         wip.add_metric(list(labels), n)
-    return [*families, state, deployments, wip]
+    folded = CounterMetricFamily("cycletime_label_values_capped",
+                                 "Label values folded into 'other' by the per-source cap (max_label_values).",
+                                 labels=["source", "label"])
+    for (source, label), n in sorted(capped.items()):
+        folded.add_metric([source, label], n)
+    return [*families, state, deployments, wip, folded]
 
 
 def self_families(store: Store, settings: Settings, compute_rejections: Iterable[tuple[tuple[str, str], int]]
@@ -148,6 +157,16 @@ def self_families(store: Store, settings: Settings, compute_rejections: Iterable
     return [up, last, budget, polls, requests_total, rejected]
 
 
+def store_families(store: Store) -> list[Metric]:
+    """The store's health as this process last saw it: readable even when the store is not."""
+    up = GaugeMetricFamily("cycletime_store_up", "1 if the last use of the store succeeded.")
+    up.add_metric([], 1.0 if store.healthy else 0.0)
+    failures = CounterMetricFamily("cycletime_store_failures", "Store operations that failed in this process "
+                                   "(disk full, database unreachable).")
+    failures.add_metric([], store.failures)
+    return [up, failures]
+
+
 class _Families:
     """A registry-compatible collector over a fixed list of families."""
 
@@ -168,36 +187,53 @@ class MetricsCache:
     """Recomputes figures when the store changed or the windows need to slide; serves bytes."""
 
     def __init__(self, store: Store, settings: Settings, clock: Callable[[], float] = time.time,
-                 max_age: float = 60.0) -> None:
+                 max_age: float = 60.0, as_of: float | None = None) -> None:
         self.store = store
         self.settings = settings
-        self.clock = clock
+        #: a pinned clock (``cycletime metrics --at``): every figure as of that time
+        self.as_of = as_of
+        self.clock = clock if as_of is None else (lambda: as_of)
         self.max_age = max_age
         self._lock = threading.Lock()
         self._version = -1
         self._computed_at = 0.0
         self._data: Figures | None = None
         self._figures: list[Metric] = []
+        self._self: list[Metric] = []
         self._rendered: dict[bool, bytes] = {}
 
     def refresh(self, force: bool = False) -> None:
-        """Reload the store only when its data changed; otherwise just slide the windows."""
+        """Reload the store only when its data changed; otherwise just slide the windows.
+
+        When the store fails, the last figures stay published beside ``cycletime_store_up 0``:
+        a scrape never fails because the database does.
+        """
         with self._lock:
-            now = self.clock()
-            version = self.store.data_version
-            if force or self._data is None or version != self._version:
-                links = self.store.links()
-                table = self.store.work_item_table(linked={link.work_item for link in links})
-                self._data = compute(table, self.store.changes(), self.store.deployments(), links)
-                del table
-                self._version = version
-                self._figures = figure_families(self._data, self.settings, now)
-                self._computed_at = now
-            elif now - self._computed_at >= self.max_age:
-                self._figures = figure_families(self._data, self.settings, now)
-                self._computed_at = now
-            families = [*self._figures, *self_families(self.store, self.settings, self._data.rejected.items())]
+            try:
+                families = self._refresh(force)
+            except STORE_ERRORS as exc:
+                reason = self.store.note_failure(exc)
+                log.error("metrics refresh: %s", reason)
+                families = [*self._figures, *self._self]
+            families += store_families(self.store)
             self._rendered = {False: render(families, False), True: render(families, True)}
+
+    def _refresh(self, force: bool) -> list[Metric]:
+        now = self.clock()
+        version = self.store.data_version
+        if force or self._data is None or version != self._version:
+            links = self.store.links()
+            table = self.store.work_item_table(linked={link.work_item for link in links})
+            self._data = compute(table, self.store.changes(), self.store.deployments(), links, self.as_of)
+            del table
+            self._version = version
+            self._figures = figure_families(self._data, self.settings, now)
+            self._computed_at = now
+        elif now - self._computed_at >= self.max_age:
+            self._figures = figure_families(self._data, self.settings, now)
+            self._computed_at = now
+        self._self = self_families(self.store, self.settings, self._data.rejected.items())
+        return [*self._figures, *self._self]
 
     def exposition(self, openmetrics_format: bool = False) -> bytes:
         """The cached figures of the store (the HTTP handler appends the live process metrics)."""
@@ -296,13 +332,19 @@ class ExporterApp:
         return [body]
 
     def ready(self) -> tuple[bool, str]:
-        statuses = self.store.statuses()
+        replaced = self.store.file_replaced()
+        if replaced:
+            return False, replaced
+        try:
+            statuses = self.store.statuses()
+        except STORE_ERRORS as exc:
+            return False, self.store.note_failure(exc)
+        if not self.store.writable():
+            return False, self.store.last_error or "store not writable"
         waiting = [s.name for s in self.config.sources
                    if s.name not in statuses or statuses[s.name].last_success is None]
         if waiting:
             return False, "not synced yet: " + ", ".join(waiting)
-        if not self.store.writable():
-            return False, "store not writable"
         return True, "ready"
 
     def landing_page(self) -> str:

@@ -161,6 +161,37 @@ def test_release_before_creation_is_rejected() -> None:
     assert figures.rejected[("boards", "end_before_start")] == 1
 
 
+def test_migrated_item_created_after_it_shipped_is_left_out_of_every_figure() -> None:
+    # created (migrated) on day 5, completed on day 6, but its build shipped on day 2
+    figures = compute([wi(1, (5, "New", P), (5.5, "Active", IP), (6, "Closed", C), created=5),
+                       wi(2, (5, "New", P), created=5)], [], [deploy(1, 2, build_ref(1))],
+                      [Link("pipelines", ado_ref(1), build_ref(1))])
+    assert figures.lead_time.count() == figures.cycle_time.count() == figures.request_to_release.count() == 0
+    assert figures.state_seconds == {}
+    assert figures.rejected[("boards", "end_before_start")] == 1
+    assert sum(figures.wip.values()) == 1  # item 2 only
+
+
+def test_as_of_sees_only_what_had_happened_by_then() -> None:
+    items = [wi(1, (0, "New", P), (1, "Active", IP), (3, "Closed", C), created=0),
+             wi(2, (4, "New", P), created=4)]
+    deployments = [deploy(1, 2.5, build_ref(1)), deploy(2, 5, build_ref(2), status="failure")]
+    links = [Link("pipelines", ado_ref(1), build_ref(1))]
+    then = compute(items, [], deployments, links, as_of=day(2).timestamp())
+    assert then.lead_time.count() == 0  # not completed yet on day 2
+    assert then.request_to_release.count() == 0  # not released yet either
+    assert dict(then.wip) == {("boards", "Fabrikam", "Web", "Bug", "InProgress"): 1}
+    assert sum(then.deployments.values()) == 0
+    later = compute(items, [], deployments, links, as_of=day(4.5).timestamp())
+    assert only(later.lead_time) == [(day(3).timestamp(), 3 * DAY)]
+    assert only(later.request_to_release) == [(day(2.5).timestamp(), 2.5 * DAY)]
+    assert dict(later.wip) == {("boards", "Fabrikam", "Web", "Bug", "Proposed"): 1}
+    assert dict(later.deployments) == {("pipelines", "web-ci", "production", "success"): 1}
+    # as of the end of time, the same as no pin at all
+    assert compute(items, [], deployments, links, as_of=day(99).timestamp()).deployments == compute(
+        items, [], deployments, links).deployments
+
+
 def test_deployment_counters_cover_every_environment() -> None:
     figures = compute([], [], [deploy(1, 1), deploy(2, 2, status="failure"),
                                deploy(3, 3, env="staging", production=False)], [])
