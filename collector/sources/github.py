@@ -20,9 +20,11 @@ transaction as the batch it reaches, so a crash between batches loses nothing:
   stops at the highest id already seen. Unfinished deployments, draft releases and running runs are
   kept in the watermark with their ETag and re-read conditionally until they finish.
 
-What a deployment *contains* is ``compare/{P.sha}...{D.sha}``, P being the latest deployment
-created before D (same repository and environment) that succeeded and whose commit still exists;
-without P, the commits reachable from D's sha since the history horizon. A compare that 404s (a
+What a successful production deployment *contains* is ``compare/{P.sha}...{D.sha}``, P being the
+latest deployment created before D (same repository and environment) that succeeded and whose commit
+still exists; without P, the commits reachable from D's sha since the history horizon. Other
+deployments are counted, not opened (no figure uses their contents). Contained commits that no
+merged pull request brought are direct pushes, changes of their own (docs/definitions.md). A compare that 404s (a
 force-push removed a sha) is counted in ``SyncReport.details["compare_fallbacks"]`` and resolved:
 if D's own commit is gone D contains nothing, otherwise the next earlier P is tried.
 """
