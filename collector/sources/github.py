@@ -679,6 +679,11 @@ class GitHubSource(Source):
             except Malformed as bad:
                 batch.rejections.append(Rejection(self.name, record_id, bad.reason))
                 continue
+            except GitHubHTTPError as exc:
+                if exc.status not in (404, 410):
+                    raise
+                log.info("source=%s run %s was deleted while it was read", self.name, record_id)
+                continue
             status = "success" if conclusion == "success" else "failure"
             finished.append(_Finished(f"run:{run_id}", int(run_id), "production", status, sha, started,
                                       finished_at))

@@ -272,3 +272,12 @@ def test_cycletime_sync_then_metrics(tmp_path: Path) -> None:
     # in the 7 days before 2025-02-25, deployment 1002 shipped PRs #10 and #11 (DS rejected)
     assert _sample(text, "cycletime_change_lead_time_window_count", source="gh", window="7d") == 2
     assert _sample(text, "cycletime_change_lead_time_window_count", source="gh", window="30d") == 4
+
+
+def test_a_run_deleted_before_its_jobs_are_read_is_no_deployment(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path}/store.db")
+    with replay() as server:
+        del server.routes[f"{R}/actions/runs/30433642/jobs?filter=latest&per_page=100"]  # now a 404
+        assert not source(server.url, "gh_runs").sync(store).problems
+    assert store.deployments("gh_runs") == []
+    store.close()
