@@ -24,7 +24,10 @@ World (``organization`` = ``contoso`` by default), history over the 360 days bef
   oldest issues per repository carry ``"pull_request": {"html_url": null, …}`` and are issues;
   ~30 % of PRs that close nothing say ``Related to #N`` for an earlier issue (a
   ``cross-referenced`` event on it that does not start work); ~30 % of ``deploy.yml`` runs have an
-  ``updated_at`` 20 to 320 days after their last job completed (``/actions/runs/{id}/jobs``).
+  ``updated_at`` 20 to 320 days after their last job completed (``/actions/runs/{id}/jobs``);
+  ~30 % of issues closed without a PR have a ``connected`` event (every other one a later
+  ``disconnected``);
+  in ``web`` one deployment that ended in ``error`` gains a ``success`` ten minutes later.
 - One force-push case in ``web``: a ``staging`` and a ``production`` deployment of a sha that is
   no longer in the repository (``/commits/{sha}`` answers 422, ``compare`` 404).
 - Every record and commit is dated within the last 360 days, so the default ``history: 365d``
@@ -35,7 +38,7 @@ World (``organization`` = ``contoso`` by default), history over the 360 days bef
 - Size: about ``work_items / 3`` issues (web 40 %, api 35 %, mobile-app 25 %), PRs and deliveries
   in proportion; 100k work items build in a few seconds.
 
-Ground truth (``truth()``), in domain terms (CONTRACT §4; ISO-8601 UTC strings ``…Z``), exactly the
+Ground truth (``truth()``), in domain terms (docs/definitions.md; ISO-8601 UTC strings ``…Z``), exactly the
 keys ``repos`` (``{"contoso/web": "deployments", "contoso/api": "releases", "contoso/mobile-app":
 "workflow_runs:deploy.yml"}``), ``work_items``, ``changes``, ``deployments``, ``links``, ``rejected``;
 each entry is a dict of the model's fields without ``source`` (compare lists as sets):
@@ -52,8 +55,9 @@ PR only when its ``pull_request`` has an ``html_url``.
 2. Walk the timeline in the order served (chronological). ``assigned``/``unassigned`` add/remove
    ``assignee.login``; ``closed`` closes with its ``state_reason`` (null = ``completed``);
    ``reopened`` reopens; ``cross-referenced`` whose ``source.issue`` is a PR whose title or body
-   has a closing keyword for this issue adds that PR as *linked* (``Related to #N`` does not).
-   Other events (``labeled`` …) change nothing.
+   has a closing keyword for this issue adds that PR as *linked* (``Related to #N`` does not);
+   ``connected`` links one pull request until ``disconnected``. Other events (``labeled`` …)
+   change nothing.
 3. A linked PR stops being open at its ``source.issue.closed_at`` (merged or not): that instant is
    an extra step, taken after the timeline events of the same second.
 4. After each step the state is: closed → ``completed`` or ``not_planned``; open with an assignee
@@ -583,9 +587,20 @@ class GitHubData:
     def _add_issue_variations(self, issues: list[Issue], prs: list[PullRequest]) -> None:
         """Native issue types, legacy ``pull_request`` stubs, and PRs that only mention an issue."""
         v = self.vrng
+        connected = 0
         for issue in issues:
             if v.random() < 0.15:
                 issue.native_type = v.choice(NATIVE_TYPES)
+            closes = [e for e in issue.events if e.kind == "closed"]
+            if closes and closes[-1].source is None and not any(e.kind == "cross-referenced" for e in issue.events) \
+                    and v.random() < 0.3:  # a pull request linked in the sidebar, some unlinked again
+                linked = issue.created_at + _secs((closes[0].at - issue.created_at) * v.random())
+                issue.events.append(IssueEvent("connected", linked, issue.author))
+                connected += 1
+                if connected % 2 == 0:
+                    unlinked = linked + _secs((closes[0].at - linked) * v.random())
+                    issue.events.append(IssueEvent("disconnected", unlinked, issue.author))
+                issue.events.sort(key=lambda e: e.at)
         for name in self.repos:
             mine = sorted((i for i in issues if i.repo == name), key=lambda i: i.number)
             for issue in mine[:2]:  # the oldest issues predate the pull request API
@@ -877,6 +892,12 @@ class GitHubData:
             else:
                 self._deploy(repo, env, sha, at, "success", took)
                 last_ok[env] = sha
+        # a failure the deploy tool reported again, as a success, ten minutes later
+        errors = [d for d in repo.deployments if (o := d.outcome()) and o.state == "error"
+                  and o.at + 10 * MINUTE < self.now - HOUR]
+        if errors:
+            redone = self.vrng.choice(errors)
+            redone.statuses.append(Status("success", redone.statuses[-1].at + 10 * MINUTE))
         # one still running: not a deployment yet
         self._deploy(repo, "staging", repo.main[-1], self.now - 20 * MINUTE, None, MINUTE)
 
@@ -1219,10 +1240,9 @@ def derive_states(issue: Issue) -> list[tuple[datetime, str]]:
     """The issue's state changes from its timeline: the algorithm in the module docstring."""
     steps: list[tuple[datetime, int, int, IssueEvent | PullRequest]] = []
     for i, ev in enumerate(issue.events):
-        steps.append((ev.at, 0, i, ev))
         if ev.kind == "cross-referenced" and ev.source is not None and issue not in ev.source.closes:
-            steps.pop()  # a PR that only mentions the issue ("Related to #N") is no work on it
-            continue
+            continue  # a PR that only mentions the issue ("Related to #N") is no work on it
+        steps.append((ev.at, 0, i, ev))
         if ev.kind == "cross-referenced" and ev.source is not None and ev.source.closed_at is not None:
             steps.append((ev.source.closed_at, 1, i, ev.source))
     steps.sort(key=lambda s: (s[0], s[1], s[2]))
@@ -1243,6 +1263,10 @@ def derive_states(issue: Issue) -> list[tuple[datetime, str]]:
             closed = None
         elif step.kind == "cross-referenced" and step.source is not None:
             open_prs.add(id(step.source))
+        elif step.kind == "connected":
+            open_prs.add(0)  # the REST timeline does not say which pull request: one, until disconnected
+        elif step.kind == "disconnected":
+            open_prs.discard(0)
         else:
             continue
         state = closed or ("in_progress" if assignees or open_prs else "open")

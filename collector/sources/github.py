@@ -76,7 +76,7 @@ BATCH_SIZE = 50
 MAX_BODY = 65536
 _SHA = re.compile(r"^[0-9a-fA-F]{40}$")
 
-#: GitHub issue states as work item states (the ``state`` label) and their categories (CONTRACT §4)
+#: GitHub issue states as work item states (the ``state`` label) and their categories (docs/definitions.md)
 CATEGORY_OF_STATE = {
     "open": Category.PROPOSED,
     "in_progress": Category.IN_PROGRESS,

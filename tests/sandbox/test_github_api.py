@@ -545,12 +545,23 @@ def test_the_real_world_variations_are_served_by_default(gh: Served) -> None:
     legacy = [i for i in listed if "pull_request" in i and i["pull_request"]["html_url"] is None]
     assert legacy and all(f"contoso/web#{i['number']}" in items for i in legacy)
     # a native issue type wins over the type labels
-    typed = [i for i in listed if not is_pr(i) and i.get("type") and well_formed(i)]
-    assert typed and all(items[f"contoso/web#{i['number']}"]["type"] == i["type"]["name"] for i in typed)
+    typed = [(repo, i) for repo in truth["repos"] for i in gh.walk(f"/repos/{repo}/issues", state="all")
+             if not is_pr(i) and i.get("type") and well_formed(i)]
+    assert typed and all(items[f"{repo}#{i['number']}"]["type"] == i["type"]["name"] for repo, i in typed)
     by_label = {"bug": "Bug", "feature": "Feature"}
     disagree = [i for r in gh.world.data.repos.values() for i in r.items.values() if getattr(i, "native_type", None)
                 and i.native_type != next((by_label[lb] for lb in i.labels if lb in by_label), "Issue")]
     assert disagree  # somewhere the native type and the labels say different things
+    # pull requests linked in the sidebar, and a failure reported again as a success
+    timelines = [gh.walk(f"/repos/{repo}/issues/{i['number']}/timeline") for repo in truth["repos"]
+                 for i in gh.walk(f"/repos/{repo}/issues", state="closed") if not is_pr(i)]
+    assert any(e["event"] == "connected" for t in timelines for e in t)
+    assert any(e["event"] == "disconnected" for t in timelines for e in t)
+    redone = [d for d in gh.world.data.repos["web"].deployments
+              if [s.state for s in d.statuses][-2:] == ["error", "success"]]
+    assert len(redone) == 1
+    assert next(d for d in truth["deployments"] if d["native_id"] == f"deployment:{redone[0].id}")["status"] \
+        == "success"
     # pull requests that only mention an issue ("Related to #N")
     assert any("Related to #" in (p["body"] or "") for p in gh.walk("/repos/contoso/web/pulls", state="all"))
     # direct pushes: changes of their own, one closing an issue by its message, one with a skewed clock
@@ -745,6 +756,10 @@ def read_history(gh: Served, repo: str, issue: dict[str, Any]) -> list[dict[str,
             open_prs.add(ev["source"]["issue"]["url"])
         elif kind == "pr_closed":
             open_prs.discard(ev["url"])
+        elif kind == "connected":
+            open_prs.add("connected")
+        elif kind == "disconnected":
+            open_prs.discard("connected")
         else:
             continue
         state = closed or ("in_progress" if assignees or open_prs else "open")
