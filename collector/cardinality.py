@@ -20,16 +20,18 @@ OTHER = "other"
 #: the labels that carry values from the source's data (``source`` is the config's own name)
 CAPPED = ("project", "team", "type", "environment", "service", "state")
 
+OBSERVATIONS = ("lead_time", "cycle_time", "request_to_release", "change_lead_time", "recovery",
+                "deployment_events", "active_time")
 _COUNTERS = {
     "state_seconds": ("source", "project", "team", "type", "state", "category"),
-    "deployments": ("source", "service", "environment", "status"),
+    "deployments": ("source", "service", "environment", "production", "status"),
     "wip": ("source", "project", "team", "type", "category"),
 }
 
 
 def _label_sets(figures: Figures) -> Iterable[tuple[tuple[str, ...], tuple[str, ...], int]]:
     """(label names, label values, weight) of every series compute produced."""
-    for attr in ("lead_time", "cycle_time", "request_to_release", "change_lead_time", "recovery"):
+    for attr in OBSERVATIONS:
         obs: Observations = getattr(figures, attr)
         for labels, pairs in obs.by_labels.items():
             yield obs.label_names, labels, len(pairs)
@@ -62,7 +64,7 @@ def cap_labels(figures: Figures, max_values: int) -> tuple[Figures, Counter[tupl
                      for n, v in zip(names, labels, strict=True))
 
     out = Figures(rejected=figures.rejected)
-    for attr in ("lead_time", "cycle_time", "request_to_release", "change_lead_time", "recovery"):
+    for attr in OBSERVATIONS:
         obs: Observations = getattr(figures, attr)
         merged: dict[tuple[str, ...], list[np.ndarray]] = defaultdict(list)
         for labels, pairs in obs.by_labels.items():

@@ -36,6 +36,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from collector.cardinality import cap_labels
 from collector.compute import BUCKETS, Figures, Observations, compute, histogram, window_quantiles
 from collector.config import Config, format_duration
+from collector.errors import CycletimeError
 from collector.http import REDACT
 from collector.store import POLL_BUCKETS, STORE_ERRORS, Store
 
@@ -104,9 +105,10 @@ def figure_families(figures: Figures, settings: Settings, now: float) -> list[Me
     for labels, seconds in sorted(figures.state_seconds.items()):
         state.add_metric(list(labels), seconds)
     deployments = CounterMetricFamily("cycletime_deployments", "Deployments by outcome, every environment.",
-                                      labels=["source", "service", "environment", "status"])
+                                      labels=["source", "service", "environment", "production", "status"])
     for labels, n in sorted(figures.deployments.items()):
         deployments.add_metric(list(labels), n)
+    windows = _window_families(figures, settings, now)
     wip = GaugeMetricFamily("cycletime_work_items_in_progress",
                             "Work items now in each non-terminal state category (WIP).",
                             labels=["source", "project", "team", "type", "category"])
@@ -117,7 +119,33 @@ def figure_families(figures: Figures, settings: Settings, now: float) -> list[Me
                                  labels=["source", "label"])
     for (source, label), n in sorted(capped.items()):
         folded.add_metric([source, label], n)
-    return [*families, state, deployments, wip, folded]
+    return [*families, state, deployments, *windows, wip, folded]
+
+
+def _window_families(figures: Figures, settings: Settings, now: float) -> list[Metric]:
+    """Per-window figures that panels would otherwise need days of scrapes for (``increase()``)."""
+    counts = GaugeMetricFamily("cycletime_deployments_window_count",
+                               "Deployments finished in the window: deployment frequency and change failure "
+                               "rate from the first scrape.", labels=[*figures.deployment_events.label_names,
+                                                                       "window"])
+    for labels in sorted(figures.deployment_events.by_labels):
+        ends = figures.deployment_events.by_labels[labels][:, 0]
+        for window_label, seconds in settings.windows:
+            counts.add_metric([*labels, window_label], float(((ends > now - seconds) & (ends <= now)).sum()))
+    flow = GaugeMetricFamily("cycletime_work_item_flow_efficiency_window_ratio",
+                             "Time in the InProgress category / lead time, over the items completed in the window.",
+                             labels=[*figures.active_time.label_names, "window"])
+    for labels in sorted(figures.active_time.by_labels):
+        active, lead = figures.active_time.by_labels[labels], figures.lead_time.by_labels.get(labels)
+        if lead is None:
+            continue
+        for window_label, seconds in settings.windows:
+            in_window = (active[:, 0] > now - seconds) & (active[:, 0] <= now)
+            lead_in_window = (lead[:, 0] > now - seconds) & (lead[:, 0] <= now)
+            total = float(lead[lead_in_window, 1].sum())
+            if total > 0:
+                flow.add_metric([*labels, window_label], float(active[in_window, 1].sum()) / total)
+    return [counts, flow]
 
 
 def self_families(store: Store, settings: Settings, compute_rejections: Iterable[tuple[tuple[str, str], int]]
@@ -269,12 +297,38 @@ def with_runtime(cached: bytes, openmetrics_format: bool) -> bytes:
 
 # -- HTTP server -------------------------------------------------------------------------------
 
+#: a TLS client gets this long to finish its handshake; an idle or trickling one then costs its thread
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
+
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    #: the listen backlog: socketserver's default of 5 drops the SYNs of a burst of concurrent scrapes
+    request_queue_size = 1024
+    ssl_context: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Runs in the connection's own thread, so the TLS handshake never holds up the accept loop."""
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(TLS_HANDSHAKE_TIMEOUT)
+        try:
+            connection = self.ssl_context.wrap_socket(request, server_side=True)
+        except OSError as exc:  # ssl.SSLError, a timeout or a reset: this client only
+            log.debug("http: TLS handshake with %s failed: %s", client_address[0], exc)
+            return
+        try:
+            super().finish_request(connection, client_address)
+        finally:
+            self.shutdown_request(connection)
 
 
 class _QuietHandler(WSGIRequestHandler):
+    #: a client that stops sending or reading mid-request is dropped after this long
+    timeout = 60
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
 
@@ -394,13 +448,25 @@ th, td {{ padding: .4rem .8rem; border-bottom: 1px solid #ddd; text-align: left;
 
 
 def serve_http(app: ExporterApp, listen: str, tls: tuple[str, str] | None = None) -> WSGIServer:
-    """Start the server in a daemon thread and return it (``shutdown()`` stops it)."""
+    """Start the server in a daemon thread and return it (``shutdown()`` stops it).
+
+    Raises CycletimeError with one line (``listen HOST:PORT: address already in use``) when the
+    address cannot be bound or the TLS files cannot be loaded.
+    """
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
-    server = make_server(host, int(port), app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    context = None
     if tls:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(tls[0], tls[1])
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        try:
+            context.load_cert_chain(tls[0], tls[1])
+        except (OSError, ssl.SSLError) as exc:
+            raise CycletimeError(f"web.tls: cannot load {tls[0]} and {tls[1]}: {exc}") from None
+    try:
+        server = make_server(host, int(port), app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise CycletimeError(f"listen {listen}: {reason}") from None
+    server.ssl_context = context
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server

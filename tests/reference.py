@@ -55,6 +55,11 @@ class Expected:
     state_seconds: dict[tuple[str, ...], float] = field(default_factory=lambda: defaultdict(float))
     deployments: Counter[tuple[str, ...]] = field(default_factory=Counter)
     wip: Counter[tuple[str, ...]] = field(default_factory=Counter)
+    #: (source, service, environment, production, status) → finish times
+    deployment_ends: dict[tuple[str, ...], list[float]] = field(default_factory=lambda: defaultdict(list))
+    #: work item labels → [(completed at, seconds in the InProgress category, lead time)]
+    active: dict[tuple[str, ...], list[tuple[float, float, float]]] = field(
+        default_factory=lambda: defaultdict(list))
     #: (source, reason) → records the definitions refuse (clock skew)
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
 
@@ -111,7 +116,10 @@ def reference_figures(truth: dict[str, Any], sources: list[dict[str, Any]], at: 
     expected = Expected()
     deployments = [d for d in data["deployments"] if ts(d["finished_at"]) <= at]
     for d in deployments:
-        expected.deployments[(d["source"], d["service"], d["environment"], d["status"])] += 1
+        expected.deployments[(d["source"], d["service"], d["environment"], str(d["production"]).lower(),
+                              d["status"])] += 1
+        expected.deployment_ends[(d["source"], d["service"], d["environment"], str(d["production"]).lower(),
+                                  d["status"])].append(ts(d["finished_at"]))
 
     # the first successful production deployment that delivered each ref
     shipped: dict[str, dict[str, Any]] = {}
@@ -145,9 +153,9 @@ def reference_figures(truth: dict[str, Any], sources: list[dict[str, Any]], at: 
     for item in data["work_items"]:
         _work_item(item, at, first_shipped(targets.get(item["ref"], set())), expected)
 
-    streams: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    streams: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for d in deployments:
-        streams[(d["source"], d["service"], d["environment"])].append(d)
+        streams[(d["source"], d["service"], d["environment"], str(d["production"]).lower())].append(d)
     for labels, stream in streams.items():
         failing_since = None
         for d in sorted(stream, key=lambda d: (ts(d["finished_at"]), d["native_id"])):
@@ -195,5 +203,9 @@ def _work_item(item: dict[str, Any], at: float, release: dict[str, Any] | None, 
     started = [s["start"] for s in stays if s["category"] in STARTED]
     if started:
         expected.histograms["cycletime_work_item_cycle_time"][labels].append((completed_at, completed_at - started[0]))
+    working = 0.0
     for stay, following in itertools.pairwise(stays):
         expected.state_seconds[(*labels, stay["state"], stay["category"])] += following["start"] - stay["start"]
+        if stay["category"] == "InProgress":
+            working += following["start"] - stay["start"]
+    expected.active[labels].append((completed_at, working, completed_at - created))

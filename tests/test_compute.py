@@ -45,6 +45,10 @@ def only(observations) -> list[tuple[float, float]]:
     return observations.pairs(labels)
 
 
+def only_ends(observations, labels: tuple[str, ...]) -> list[float]:
+    return [end for end, _ in observations.pairs(labels)]
+
+
 def day(n: float) -> datetime:
     return T0 + timedelta(days=n)
 
@@ -186,7 +190,7 @@ def test_as_of_sees_only_what_had_happened_by_then() -> None:
     assert only(later.lead_time) == [(day(3).timestamp(), 3 * DAY)]
     assert only(later.request_to_release) == [(day(2.5).timestamp(), 2.5 * DAY)]
     assert dict(later.wip) == {("boards", "Fabrikam", "Web", "Bug", "Proposed"): 1}
-    assert dict(later.deployments) == {("pipelines", "web-ci", "production", "success"): 1}
+    assert dict(later.deployments) == {("pipelines", "web-ci", "production", "true", "success"): 1}
     # as of the end of time, the same as no pin at all
     assert compute(items, [], deployments, links, as_of=day(99).timestamp()).deployments == compute(
         items, [], deployments, links).deployments
@@ -195,9 +199,11 @@ def test_as_of_sees_only_what_had_happened_by_then() -> None:
 def test_deployment_counters_cover_every_environment() -> None:
     figures = compute([], [], [deploy(1, 1), deploy(2, 2, status="failure"),
                                deploy(3, 3, env="staging", production=False)], [])
-    assert figures.deployments == {("pipelines", "web-ci", "production", "success"): 1,
-                                   ("pipelines", "web-ci", "production", "failure"): 1,
-                                   ("pipelines", "web-ci", "staging", "success"): 1}
+    assert figures.deployments == {("pipelines", "web-ci", "production", "true", "success"): 1,
+                                   ("pipelines", "web-ci", "production", "true", "failure"): 1,
+                                   ("pipelines", "web-ci", "staging", "false", "success"): 1}
+    assert only_ends(figures.deployment_events, ("pipelines", "web-ci", "production", "true", "failure")) == [
+        day(2).timestamp()]
 
 
 def test_recovery_from_first_failure_of_a_streak_to_next_success() -> None:
@@ -205,7 +211,7 @@ def test_recovery_from_first_failure_of_a_streak_to_next_success() -> None:
           deploy(5, 5, status="failure"), deploy(6, 5, env="staging", production=False),
           deploy(7, 6, status="failure", env="staging", production=False)]
     out = recoveries(ds)
-    assert out == [(("pipelines", "web-ci", "production"), day(4).timestamp(), 2 * DAY)]  # day-5 failure open
+    assert out == [(("pipelines", "web-ci", "production", "true"), day(4).timestamp(), 2 * DAY)]  # day-5 failure open
 
 
 def test_first_deliveries_ignore_failures_and_other_environments() -> None:
@@ -305,6 +311,7 @@ def test_vectorised_compute_equals_the_per_item_definition(work: list[WorkItem])
     lead: dict[tuple, list] = {}
     cycle: dict[tuple, list] = {}
     states: dict[tuple, float] = {}
+    active: dict[tuple, list] = {}
     rejected = 0
     for w in work:
         try:
@@ -315,6 +322,8 @@ def test_vectorised_compute_equals_the_per_item_definition(work: list[WorkItem])
         labels = (w.source, w.project, w.team, w.type)
         if t.current is C:
             lead.setdefault(labels, []).append((t.completed_at, t.lead_time))
+            working = sum(secs for (_, cat), secs in t.time_in_states().items() if cat is IP)
+            active.setdefault(labels, []).append((t.completed_at, working))
             if t.cycle_time is not None:
                 cycle.setdefault(labels, []).append((t.completed_at, t.cycle_time))
             for (state, cat), secs in t.time_in_states().items():
@@ -323,4 +332,9 @@ def test_vectorised_compute_equals_the_per_item_definition(work: list[WorkItem])
     assert {k: figures.lead_time.pairs(k) for k in figures.lead_time.by_labels} == lead
     assert {k: figures.cycle_time.pairs(k) for k in figures.cycle_time.by_labels} == cycle
     assert figures.state_seconds == pytest.approx(states)
+    assert set(figures.active_time.by_labels) == set(active)
+    for labels, pairs in active.items():
+        got = figures.active_time.pairs(labels)
+        assert [e for e, _ in got] == [e for e, _ in pairs]
+        assert [v for _, v in got] == pytest.approx([v for _, v in pairs])
     assert sum(figures.rejected.values()) == rejected

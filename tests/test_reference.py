@@ -80,7 +80,7 @@ HISTOGRAM_LABELS = {
     "cycletime_work_item_cycle_time": ("source", "project", "team", "type"),
     "cycletime_request_to_release": ("source", "project", "team", "type", "environment"),
     "cycletime_change_lead_time": ("source", "service", "environment"),
-    "cycletime_failed_deployment_recovery": ("source", "service", "environment"),
+    "cycletime_failed_deployment_recovery": ("source", "service", "environment", "production"),
 }
 
 
@@ -121,10 +121,24 @@ def assert_matches(seen: dict[str, dict[tuple[tuple[str, str], ...], float]], wa
     for labels, value in want.state_seconds.items():
         check("cycletime_work_item_state_seconds_total", _keyed(state_names, labels), value)
     same_keys("cycletime_work_item_state_seconds_total", {_keyed(state_names, k) for k in want.state_seconds})
-    dep_names = ("source", "service", "environment", "status")
+    dep_names = ("source", "service", "environment", "production", "status")
     for labels, n in want.deployments.items():
         check("cycletime_deployments_total", _keyed(dep_names, labels), n)
     same_keys("cycletime_deployments_total", {_keyed(dep_names, k) for k in want.deployments})
+    for labels, ends in want.deployment_ends.items():
+        for window, seconds in WINDOWS.items():
+            check("cycletime_deployments_window_count", _keyed(dep_names, labels, window=window),
+                  sum(1 for end in ends if at - seconds < end <= at))
+    flows = set()
+    for labels, rows in want.active.items():
+        for window, seconds in WINDOWS.items():
+            inside = [(work, lead) for end, work, lead in rows if at - seconds < end <= at]
+            if sum(lead for _, lead in inside) > 0:
+                key = _keyed(("source", "project", "team", "type"), labels, window=window)
+                flows.add(key)
+                check("cycletime_work_item_flow_efficiency_window_ratio", key,
+                      sum(work for work, _ in inside) / sum(lead for _, lead in inside))
+    same_keys("cycletime_work_item_flow_efficiency_window_ratio", flows)
     wip_names = ("source", "project", "team", "type", "category")
     for labels, n in want.wip.items():
         check("cycletime_work_items_in_progress", _keyed(wip_names, labels), n)

@@ -91,10 +91,16 @@ def test_figures_match_hand_worked_values(store: Store, config) -> None:
     assert value(s, "cycletime_request_to_release_seconds_sum", **r2r) == (27 + 37) * DAY
     dep = {"source": "pipelines", "service": "web-ci", "environment": "production"}
     assert value(s, "cycletime_change_lead_time_seconds_sum", **dep) == 5 * DAY
-    assert value(s, "cycletime_failed_deployment_recovery_seconds_sum", **dep) == 1 * DAY
-    assert value(s, "cycletime_deployments_total", **dep, status="success") == 1
-    assert value(s, "cycletime_deployments_total", **dep, status="failure") == 1
-    assert value(s, "cycletime_deployments_total", **{**dep, "environment": "staging"}, status="success") == 1
+    prod = {**dep, "production": "true"}
+    assert value(s, "cycletime_failed_deployment_recovery_seconds_sum", **prod) == 1 * DAY
+    assert value(s, "cycletime_deployments_total", **prod, status="success") == 1
+    assert value(s, "cycletime_deployments_total", **prod, status="failure") == 1
+    assert value(s, "cycletime_deployments_total", **{**dep, "environment": "staging", "production": "false"},
+                 status="success") == 1
+    # the failure finished 4 days ago and the recovery 3 days ago (fixture_data): both inside every window
+    assert value(s, "cycletime_deployments_window_count", **prod, status="failure", window="7d") == 1
+    assert value(s, "cycletime_deployments_window_count", **prod, status="success", window="90d") == 1
+    assert value(s, "cycletime_work_item_flow_efficiency_window_ratio", **wl, window="90d") > 0
     assert value(s, "cycletime_work_items_in_progress", **wl, category="InProgress") == 1
     assert value(s, "cycletime_work_items_in_progress", **{**wl, "team": "Payments"}, category="Proposed") == 1
     assert value(s, "cycletime_work_item_state_seconds_total", **wl, state="Resolved", category="Resolved") == DAY
@@ -152,7 +158,7 @@ def test_cycletime_metrics_cli_prints_the_store(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     s = samples(result.stdout)
-    dep = {"source": "pipelines", "service": "web-ci", "environment": "production"}
+    dep = {"source": "pipelines", "service": "web-ci", "environment": "production", "production": "true"}
     assert value(s, "cycletime_deployments_total", **dep, status="success") == 1
     assert SECRET not in result.stdout + result.stderr
 
