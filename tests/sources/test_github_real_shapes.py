@@ -214,7 +214,8 @@ def test_figures_from_the_store(store: Store) -> None:
         ("gh", REPO, "unassigned", "Feature", "production"):
             [(second - at("2025-02-01T09:00:00Z")).total_seconds()],  # #3, fixed by PR #11
     }
-    assert figures.deployments == {("gh", REPO, "production", "success"): 2, ("gh", REPO, "staging", "failure"): 1}
+    assert figures.deployments == {("gh", REPO, "production", "true", "success"): 2,
+                                   ("gh", REPO, "staging", "false", "failure"): 1}
 
 
 def test_every_fixture_is_served_and_every_route_was_asked_for(synced: tuple[Store, Replay]) -> None:
