@@ -238,6 +238,7 @@ class GitHubWorld:
             (r + "/actions/workflows/(?P<wf>[^/]+)/runs", "github.workflow_runs", self._runs, False),
             (r + "/actions/runs", "github.workflow_runs", self._runs, False),
             (r + r"/actions/runs/(?P<id>\d+)", "github.workflow_run", self._run, False),
+            (r + r"/actions/runs/(?P<id>\d+)/jobs", "github.workflow_run_jobs", self._run_jobs, False),
         ]
         for pattern, name, fn, free in routes:
             router.add("GET", pattern, name, self._endpoint(fn, free))
@@ -644,6 +645,12 @@ class GitHubWorld:
         repo = self._repo_of(req)
         return Response(200, ctx.run(repo, self._by_id(repo, "runs", req)), etag=True)
 
+    def _run_jobs(self, ctx: _Ctx, req: Request) -> Response:
+        repo = self._repo_of(req)
+        run = self._by_id(repo, "runs", req)
+        return ctx.page(run.jobs(), lambda j: ctx.job(repo, run, j),
+                        wrap=lambda items, total: {"total_count": total, "jobs": items})
+
 
 class _Ctx:
     """Renders one request's objects with absolute URLs on the request's own base and prefix."""
@@ -809,6 +816,10 @@ class _Ctx:
             d["draft"] = False
             d["pull_request"] = {"url": f"{b}/pulls/{n}", "html_url": html, "diff_url": f"{html}.diff",
                                  "patch_url": f"{html}.patch", "merged_at": iso(item.merged_at)}
+        else:
+            d["type"] = self.issue_type(item.native_type) if item.native_type else None
+            if item.legacy_pr_stub:  # as early GitHub issues still carry it
+                d["pull_request"] = {"html_url": None, "diff_url": None, "patch_url": None}
         if single:
             closer = item.closed_by if isinstance(item, Issue) else item.merged_by
             d["closed_by"] = self.user(closer) if closer and item.closed_at else None
@@ -862,8 +873,9 @@ class _Ctx:
         b = f"{self.api}/repos/{repo.full_name}"
         html = f"{self.web}/{repo.full_name}/commit"
         merge = len(c.parents) > 1
-        author = {"name": c.author.title(), "email": f"{c.author}@{self.org}.example", "date": iso(c.at)}
-        committer = {"name": "GitHub", "email": "noreply@github.com", "date": iso(c.at)} if merge else author
+        author = {"name": c.author.title(), "email": f"{c.author}@{self.org}.example", "date": iso(c.authored)}
+        committer = {"name": "GitHub", "email": "noreply@github.com", "date": iso(c.at)} if merge \
+            else {**author, "date": iso(c.at)}
         tree = f"{int(c.sha, 16) ^ 0x5A5A:040x}"[-40:]
         d: dict[str, Any] = {
             "sha": c.sha, "node_id": f"C_kwDO{c.sha[:20]}",
@@ -984,6 +996,31 @@ class _Ctx:
                 "url": f"{b}/actions/workflows/{w.id}",
                 "html_url": f"{self.web}/{repo.full_name}/blob/{DEFAULT_BRANCH}/{w.path}",
                 "badge_url": f"{self.web}/{repo.full_name}/workflows/{quote(w.name)}/badge.svg"}
+
+    def issue_type(self, name: str) -> dict[str, Any]:
+        tid = 3_000_000 + sum((i + 1) * ord(ch) for i, ch in enumerate(name))
+        return {"id": tid, "node_id": f"IT_kwDO{tid}", "name": name, "description": f"A {name.lower()}",
+                "color": {"Bug": "red", "Feature": "blue"}.get(name, "gray"), "created_at": "2024-01-10T09:00:00Z",
+                "updated_at": "2024-01-10T09:00:00Z", "is_enabled": True}
+
+    def job(self, repo: Repo, r: Run, job: tuple[int, str, datetime, datetime | None]) -> dict[str, Any]:
+        job_id, name, started, completed = job
+        b = f"{self.api}/repos/{repo.full_name}"
+        done = completed is not None
+        conclusion = (r.conclusion if name == "deploy" else "success") if done else None
+        step = {"name": f"Run {name}", "status": "completed" if done else "in_progress", "conclusion": conclusion,
+                "number": 1, "started_at": iso(started), "completed_at": iso(completed)}
+        return {
+            "id": job_id, "run_id": r.id, "run_url": f"{b}/actions/runs/{r.id}", "run_attempt": 1,
+            "node_id": f"CR_kwDO{job_id}", "head_sha": r.head_sha, "head_branch": r.head_branch,
+            "url": f"{b}/actions/jobs/{job_id}",
+            "html_url": f"{self.web}/{repo.full_name}/actions/runs/{r.id}/job/{job_id}",
+            "status": "completed" if done else "in_progress", "conclusion": conclusion,
+            "created_at": iso(r.created_at), "started_at": iso(started), "completed_at": iso(completed),
+            "name": name, "steps": [step], "check_run_url": f"{b}/check-runs/{job_id}", "labels": ["ubuntu-latest"],
+            "runner_id": 1, "runner_name": "GitHub Actions 1", "runner_group_id": 2,
+            "runner_group_name": "GitHub Actions", "workflow_name": r.workflow.name,
+        }
 
     def run(self, repo: Repo, r: Run) -> dict[str, Any]:
         b = f"{self.api}/repos/{repo.full_name}"

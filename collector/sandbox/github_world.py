@@ -14,7 +14,20 @@ World (``organization`` = ``contoso`` by default), history over the 360 days bef
   closing keywords only (``Fixes #12``, ``Closes contoso/api#7``, ``Resolves #3``) and Azure Boards
   items with ``AB#<id>`` (title, body, or one commit message).
 - ``main`` is a first-parent chain: an initial commit, then one merge commit per merged PR
-  (parents: previous main head, PR head). No direct pushes after the initial commit.
+  (parents: previous main head, PR head), and per repository three direct pushes: one at an
+  issue's close whose message closes it (``fixes: #N``; the ``closed`` event carries its
+  ``commit_id``), one whose author clock runs 300 days ahead (a negative change lead time), one
+  mentioning ``AB#<id>``. About a fifth of the later PR commits are rebased: authored before they
+  were committed (``commit.author.date`` < ``commit.committer.date``).
+- Real-world variations, on by default (drawn from a random stream of their own): ~15 % of issues
+  have a native issue ``type`` (``Bug``/``Feature``/``Task``, whatever their labels say); the two
+  oldest issues per repository carry ``"pull_request": {"html_url": null, …}`` and are issues;
+  ~30 % of PRs that close nothing say ``Related to #N`` for an earlier issue (a
+  ``cross-referenced`` event on it that does not start work); ~30 % of ``deploy.yml`` runs have an
+  ``updated_at`` 20 to 320 days after their last job completed (``/actions/runs/{id}/jobs``);
+  ~30 % of issues closed without a PR have a ``connected`` event (every other one a later
+  ``disconnected``);
+  in ``web`` one deployment that ended in ``error`` gains a ``success`` ten minutes later.
 - One force-push case in ``web``: a ``staging`` and a ``production`` deployment of a sha that is
   no longer in the repository (``/commits/{sha}`` answers 422, ``compare`` 404).
 - Every record and commit is dated within the last 360 days, so the default ``history: 365d``
@@ -25,23 +38,26 @@ World (``organization`` = ``contoso`` by default), history over the 360 days bef
 - Size: about ``work_items / 3`` issues (web 40 %, api 35 %, mobile-app 25 %), PRs and deliveries
   in proportion; 100k work items build in a few seconds.
 
-Ground truth (``truth()``), in domain terms (CONTRACT §4; ISO-8601 UTC strings ``…Z``), exactly the
+Ground truth (``truth()``), in domain terms (docs/definitions.md; ISO-8601 UTC strings ``…Z``), exactly the
 keys ``repos`` (``{"contoso/web": "deployments", "contoso/api": "releases", "contoso/mobile-app":
 "workflow_runs:deploy.yml"}``), ``work_items``, ``changes``, ``deployments``, ``links``, ``rejected``;
 each entry is a dict of the model's fields without ``source`` (compare lists as sets):
 
 ``work_items``: every well-formed issue (not PRs): ``native_id`` ``contoso/web#12``, ``ref``
 ``gh:contoso/web#12``, ``project`` ``contoso/web``, ``team`` = suffix of the first ``team/…`` label
-else ``unassigned``, ``type`` = ``Bug``/``Feature`` for the ``bug``/``feature`` label else
-``Issue``, ``created_at``, ``history``.
+else ``unassigned``, ``type`` = the native ``type.name`` when set, else ``Bug``/``Feature`` for the
+``bug``/``feature`` label, else ``Issue``, ``created_at``, ``history``. An issues-list entry is a
+PR only when its ``pull_request`` has an ``html_url``.
 
 ``history`` is derived from the issue timeline (``GET …/issues/{n}/timeline``) like this:
 
 1. Start at ``created_at`` with state ``open``: no assignee, no open linked PR, not closed.
 2. Walk the timeline in the order served (chronological). ``assigned``/``unassigned`` add/remove
    ``assignee.login``; ``closed`` closes with its ``state_reason`` (null = ``completed``);
-   ``reopened`` reopens; ``cross-referenced`` whose ``source.issue`` has a ``pull_request`` key
-   adds that PR as *linked*. Other events (``labeled`` …) change nothing.
+   ``reopened`` reopens; ``cross-referenced`` whose ``source.issue`` is a PR whose title or body
+   has a closing keyword for this issue adds that PR as *linked* (``Related to #N`` does not);
+   ``connected`` links one pull request until ``disconnected``. Other events (``labeled`` …)
+   change nothing.
 3. A linked PR stops being open at its ``source.issue.closed_at`` (merged or not): that instant is
    an extra step, taken after the timeline events of the same second.
 4. After each step the state is: closed → ``completed`` or ``not_planned``; open with an assignee
@@ -53,18 +69,24 @@ else ``unassigned``, ``type`` = ``Bug``/``Feature`` for the ``bug``/``feature`` 
 ``changes``: merged PRs: ``native_id`` ``contoso/web#40``, ``ref`` ``ghpr:contoso/web#40``,
 ``service`` ``contoso/web``, ``kind`` ``pull_request``, ``first_commit_at`` = earliest
 ``commit.author.date`` of ``/pulls/{n}/commits``, ``merged_at``, ``commits`` = those shas (oldest
-first) + ``merge_commit_sha``.
+first) + ``merge_commit_sha``. And direct pushes: every commit in the ``contains`` of a deployment
+that is in no merged PR's ``commits``: ``native_id`` ``contoso/web@<sha>``, ``ref``
+``commit:<sha>``, ``kind`` ``commit``, ``first_commit_at`` = its ``commit.author.date``,
+``merged_at`` = its ``commit.committer.date``, ``commits`` ``[<sha>]``.
 
-``links``: from merged PRs only: closing references → ``{work_item: gh:…#N, target: ghpr:…#M}``;
+``links``: from merged PRs: closing references → ``{work_item: gh:…#N, target: ghpr:…#M}``;
 ``AB#id`` in title/body → ``{ado:id, ghpr:…}``; ``AB#id`` in a PR commit message →
-``{ado:id, commit:<sha>}``. Unique pairs.
+``{ado:id, commit:<sha>}``. From direct pushes' messages: closing references (``fixes #N``, any
+case, optional colon) → ``{gh:…#N, commit:<sha>}`` and ``AB#id`` → ``{ado:id, commit:<sha>}``.
+Unique pairs.
 
 ``deployments``: ``native_id`` ``deployment:{id}`` / ``release:{id}`` / ``run:{id}``; ``service``
 ``contoso/<repo>``; ``production`` per the default ``production_environments: [production]``.
 
-- Deployments API: a deployment's outcome is its *first* terminal status in time
+- Deployments API: a deployment's outcome is its *latest* finished status in time
   (``success`` → success; ``failure``/``error`` → failure; statuses are listed newest first and an
-  older success later gains an ``inactive`` status). No terminal status yet → not a deployment.
+  older success later gains an ``inactive`` status, which is no result). No finished status yet →
+  not a deployment.
   ``started_at`` = deployment ``created_at``, ``finished_at`` = that status's ``created_at``.
 - Releases: published, non-draft, non-prerelease releases only; ``environment`` ``production``,
   ``status`` success, ``sha`` = the tag's commit (``/git/ref/tags/{tag}``; lightweight tags;
@@ -73,11 +95,13 @@ first) + ``merge_commit_sha``.
 - Workflow runs of ``deploy.yml`` with ``head_branch`` = the default branch and
   ``status: completed``: ``success`` → success, ``failure``/``timed_out`` → failure, others
   (``cancelled`` …) skipped; ``environment`` ``production``; ``started_at`` = ``run_started_at``,
-  ``finished_at`` = ``updated_at``, ``sha`` = ``head_sha``.
+  ``finished_at`` = the latest ``completed_at`` of ``/actions/runs/{id}/jobs`` (never
+  ``updated_at``), ``sha`` = ``head_sha``.
 - ``contains`` = ``commit:<sha>`` of ``compare/{P.sha}...{D.sha}`` commits, where P is the latest
   earlier (creation order) successful deployment of the same service and environment *whose sha
   still exists*; without such P, every commit reachable from D's sha (``/commits?sha=``); ``[]``
-  when D's own sha no longer exists. Failed deployments have ``contains`` too.
+  when D's own sha no longer exists. Only successful production deployments are opened: the
+  others (failures, staging) have ``contains`` ``[]``.
 
 ``rejected``: malformed records (constructor ``malformed=N``): issues in ``/issues`` and PRs in
 ``/pulls`` (their ``/issues`` entry is well-formed) with ``record_id`` ``contoso/web#N`` and a
@@ -122,6 +146,8 @@ PRIVATE_REPO = "private-infra"  # answers 403 to everything: for fault tests
 LABEL_COLORS = {"bug": "d73a4a", "feature": "a2eeef", "priority/high": "b60205"}
 CATEGORY = {"open": "Proposed", "in_progress": "InProgress", "completed": "Completed", "not_planned": "Removed"}
 TYPE_LABELS = {"bug": "Bug", "feature": "Feature"}
+NATIVE_TYPES = ("Bug", "Feature", "Task")
+_CLOSING_REF = re.compile(r"(?<![\w-])(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?):?\s*#(\d+)(?![\w#])", re.IGNORECASE)
 MAX_BODY = 65536
 ISSUE_FAULTS = ("missing_field", "bad_timestamp", "wrong_type", "end_before_start", "unknown_state", "too_large")
 PR_FAULTS = ("missing_field", "bad_timestamp", "wrong_type", "end_before_start", "too_large")
@@ -177,6 +203,8 @@ class Issue:
     closed_by: str | None = None
     events: list[IssueEvent] = field(default_factory=list)
     malformed: str | None = None
+    native_type: str | None = None  # the issue's native issue type (``type.name``), if set
+    legacy_pr_stub: bool = False  # an early issue served with ``"pull_request": {"html_url": null, …}``
     is_pr = False
 
     @property
@@ -196,6 +224,7 @@ class PullRequest:
     ab_title: int | None = None
     ab_body: int | None = None
     ab_commit: int | None = None
+    related: list[Issue] = field(default_factory=list)  # mentioned ("Related to #N"), not closed
     merged_at: datetime | None = None
     closed_at: datetime | None = None
     merged_by: str | None = None
@@ -231,11 +260,16 @@ class GitCommit:
     sha: str
     message: str
     author: str
-    at: datetime  # author and committer date
+    at: datetime  # committer date: when it was committed onto its branch
     parents: list[str]
     main_index: int | None = None  # position on main's first-parent chain
     pos: int | None = None  # position in Repo.delivered (reachable from main), None if not on main
     pr: PullRequest | None = None  # the PR whose branch holds it
+    author_at: datetime | None = None  # author date when it differs (rebased, or a skewed clock)
+
+    @property
+    def authored(self) -> datetime:
+        return self.author_at or self.at
 
 
 @dataclass(slots=True, eq=False)
@@ -255,8 +289,8 @@ class Deployment:
     id: int = 0
 
     def outcome(self) -> Status | None:
-        """The first terminal status: a deployment's result (later ``inactive`` ones do not count)."""
-        for s in self.statuses:
+        """The latest finished status: a deployment's result (``inactive`` ones do not count)."""
+        for s in reversed(self.statuses):
             if s.state in ("success", "failure", "error"):
                 return s
         return None
@@ -299,6 +333,15 @@ class Run:
     run_number: int = 0
     id: int = 0
     run_started_at: datetime | None = None
+    completed_at: datetime | None = None  # its last job's completed_at (``updated_at`` may move later)
+
+    def jobs(self) -> list[tuple[int, str, datetime, datetime | None]]:
+        """(id, name, started_at, completed_at) of its jobs: ``build`` then ``deploy``."""
+        start = self.run_started_at or self.created_at
+        end = self.completed_at
+        mid = start + (end - start) / 3 if end else start + MINUTE
+        mid = mid.replace(microsecond=0)
+        return [(self.id * 10 + 1, "build", start, mid), (self.id * 10 + 2, "deploy", mid, end)]
 
 
 @dataclass(eq=False)
@@ -430,6 +473,9 @@ class GitHubData:
             self.repos[name] = Repo(name, f"{organization}/{name}", 700_000_000 + i * 1111, mode,
                                     self.start - timedelta(days=30 + 7 * i))
         self._truth: dict[str, Any] | None = None
+        #: the real-world variations draw from their own stream, so the rest of the world is the
+        #: same with or without them
+        self.vrng = random.Random(f"github/variations/{seed}/{work_items}")
         self._build(random.Random(f"github/{seed}/{work_items}"), max(1, work_items), malformed)
 
     # --- generation ---------------------------------------------------------------------
@@ -461,6 +507,7 @@ class GitHubData:
         for issue in issues:
             self._settle_issue(issue)
         self._number(issues, prs)
+        self._add_issue_variations(issues, prs)
         for name, repo in self.repos.items():
             self._build_history(rng, repo, [p for p in prs if p.repo == name])
         for pr in prs:
@@ -536,6 +583,42 @@ class GitHubData:
             ev.append(IssueEvent("closed", reopen + _secs(DAY * (0.5 + 4 * rng.random())), assignee,
                                  state_reason=reason))
         return issue, made
+
+    def _add_issue_variations(self, issues: list[Issue], prs: list[PullRequest]) -> None:
+        """Native issue types, legacy ``pull_request`` stubs, and PRs that only mention an issue."""
+        v = self.vrng
+        connected = 0
+        for issue in issues:
+            if v.random() < 0.15:
+                issue.native_type = v.choice(NATIVE_TYPES)
+            closes = [e for e in issue.events if e.kind == "closed"]
+            if closes and closes[-1].source is None and not any(e.kind == "cross-referenced" for e in issue.events) \
+                    and v.random() < 0.3:  # a pull request linked in the sidebar, some unlinked again
+                linked = issue.created_at + _secs((closes[0].at - issue.created_at) * v.random())
+                issue.events.append(IssueEvent("connected", linked, issue.author))
+                connected += 1
+                if connected % 2 == 0:
+                    unlinked = linked + _secs((closes[0].at - linked) * v.random())
+                    issue.events.append(IssueEvent("disconnected", unlinked, issue.author))
+                issue.events.sort(key=lambda e: e.at)
+        for name in self.repos:
+            mine = sorted((i for i in issues if i.repo == name), key=lambda i: i.number)
+            for issue in mine[:2]:  # the oldest issues predate the pull request API
+                issue.legacy_pr_stub = True
+        by_repo: dict[str, list[Issue]] = {}
+        for issue in sorted(issues, key=lambda i: (i.created_at, i.number)):
+            by_repo.setdefault(issue.repo, []).append(issue)
+        created = {name: [i.created_at for i in mine] for name, mine in by_repo.items()}
+        for pr in prs:
+            if pr.closes or v.random() >= 0.3:
+                continue
+            n = bisect.bisect_left(created.get(pr.repo, []), pr.created_at)  # issues created before it
+            if not n:
+                continue
+            issue = by_repo[pr.repo][v.randrange(n)]
+            pr.related.append(issue)
+            issue.events.append(IssueEvent("cross-referenced", pr.created_at, pr.author, source=pr))
+            issue.events.sort(key=lambda e: e.at)
 
     def _new_pr(self, rng: random.Random, repo: str, created: datetime, issue: Issue | None,
                 subject: str) -> PullRequest:
@@ -645,6 +728,8 @@ class GitHubData:
             lines.append(f"{pr.closing_word} {where}")
         if pr.ab_body:
             lines.append(f"Implements AB#{pr.ab_body}")
+        for issue in pr.related:
+            lines.append(f"Related to #{issue.number}")
         lines.append("Tested locally.")
         pr.body = "\n\n".join(lines)
 
@@ -654,14 +739,46 @@ class GitHubData:
         repo.add_main(init, self.start, [])
         for pr in sorted(prs, key=lambda p: p.created_at):
             self._make_pr_commits(rng, repo, pr)
-        for pr in sorted((p for p in prs if p.merged_at), key=lambda p: (p.merged_at, p.number)):
-            self._merge(repo, pr)
+        steps: list[tuple[datetime, int, Any]] = [(p.merged_at, p.number, p) for p in prs if p.merged_at]
+        steps += [(at, 10**9 + k, push) for k, (at, push) in enumerate(self._plan_direct_pushes(repo))]
+        for _, _, step in sorted(steps, key=lambda t: (t[0], t[1])):
+            if isinstance(step, PullRequest):
+                self._merge(repo, step)
+            else:
+                step.parents = [repo.main[-1]]
+                repo.commits[step.sha] = step
+                repo.add_main(step.sha, step.at, [])
         for pr in prs:  # unmerged branches start from main as it was at their first commit
             if not pr.merged_at:
                 first = repo.commits[pr.commits[0]]
                 pr.base_index = repo.head_index_at(first.at)
                 pr.base_sha = repo.main[pr.base_index]
                 first.parents = [pr.base_sha]
+
+    def _plan_direct_pushes(self, repo: Repo) -> list[tuple[datetime, GitCommit]]:
+        """Commits pushed straight to main: one closing an issue by its message (at the issue's
+        close), one whose author clock runs 300 days ahead, one mentioning an Azure Boards item."""
+        v = self.vrng
+        out: list[tuple[datetime, GitCommit]] = []
+
+        def push(at: datetime, message: str, author_at: datetime | None = None) -> None:
+            sha = repo.new_sha(self.seed, self.org)
+            out.append((at, GitCommit(sha, message, v.choice(USERS), at, [], author_at=author_at)))
+
+        closable = [i for i in repo.items.values() if isinstance(i, Issue) and i.state == "closed"
+                    and i.state_reason == "completed" and not i.malformed
+                    and not any(e.kind in ("cross-referenced", "reopened") for e in i.events)]
+        if closable:
+            issue = v.choice(sorted(closable, key=lambda i: i.number))
+            close = next(e for e in issue.events if e.kind == "closed")
+            push(close.at, f"Hotfix: {issue.title.lower()}\n\nfixes: #{issue.number}", close.at - 25 * MINUTE)
+            close.commit_id = out[-1][1].sha
+        at = self._rand_time(v, self.start + 30 * DAY, self.start + 200 * DAY)
+        push(at, "Bump version", at + 300 * DAY)
+        at = self._rand_time(v, self.start + 20 * DAY, self.now - 5 * DAY)
+        item = self._azure_item_before(v, at)
+        push(at, f"Update changelog AB#{item}" if item else "Update changelog", at - 2 * HOUR)
+        return out
 
     def _make_pr_commits(self, rng: random.Random, repo: Repo, pr: PullRequest) -> None:
         k = rng.choices((1, 2, 3, 4), weights=(35, 30, 20, 15))[0]
@@ -676,7 +793,10 @@ class GitHubData:
             msg = rng.choice(_COMMIT_MSGS).format(s=pr.topic.split(" ", 1)[-1].lower())
             if i == ab_at:
                 msg += f" AB#{pr.ab_commit}"
-            repo.commits[sha] = GitCommit(sha, msg, pr.author, t, parent, pr=pr)
+            commit = GitCommit(sha, msg, pr.author, t, parent, pr=pr)
+            if i and self.vrng.random() < 0.2:  # rebased: authored before the branch's first commit
+                commit.author_at = t - _secs(HOUR + 72 * HOUR * self.vrng.random())
+            repo.commits[sha] = commit
             pr.commits.append(sha)
             parent = [sha]
 
@@ -772,6 +892,12 @@ class GitHubData:
             else:
                 self._deploy(repo, env, sha, at, "success", took)
                 last_ok[env] = sha
+        # a failure the deploy tool reported again, as a success, ten minutes later
+        errors = [d for d in repo.deployments if (o := d.outcome()) and o.state == "error"
+                  and o.at + 10 * MINUTE < self.now - HOUR]
+        if errors:
+            redone = self.vrng.choice(errors)
+            redone.statuses.append(Status("success", redone.statuses[-1].at + 10 * MINUTE))
         # one still running: not a deployment yet
         self._deploy(repo, "staging", repo.main[-1], self.now - 20 * MINUTE, None, MINUTE)
 
@@ -850,11 +976,17 @@ class GitHubData:
         runs.sort(key=lambda r: r.created_at)
         for run in runs:
             self._add_run(repo, run)
+        for run in runs:  # re-runs of a job, edits: updated_at moves long after the run finished
+            if run.completed_at and run.workflow is deploy and self.vrng.random() < 0.3:
+                late = run.completed_at + _secs(DAY * (20 + 300 * self.vrng.random()))
+                run.updated_at = max(run.completed_at, min(late, self.now - MINUTE))
 
     def _add_run(self, repo: Repo, run: Run) -> None:
         run.id = self.ids.take("run")
         if run.run_started_at is None:
             run.run_started_at = min(run.created_at + timedelta(seconds=4), run.updated_at)
+        if run.status == "completed" and run.completed_at is None:
+            run.completed_at = run.updated_at
         run.run_number = repo.run_numbers[run.workflow.id] = repo.run_numbers.get(run.workflow.id, 0) + 1
         repo.runs.append(run)
 
@@ -1001,6 +1133,7 @@ class GitHubData:
         work_items, changes, deployments, rejected = [], [], [], []
         links: set[tuple[str, str]] = set()
         for repo in self.repos.values():
+            in_pulls: set[str] = set()
             for number in sorted(repo.items):
                 item = repo.items[number]
                 native = f"{repo.full_name}#{number}"
@@ -1011,7 +1144,13 @@ class GitHubData:
                 elif item.merged_at:
                     changes.append(self._truth_change(repo, item))
                     links.update(self._truth_links(repo, item))
-            deployments.extend(self._truth_deployments(repo))
+                    in_pulls.update([*item.commits, item.merge_commit_sha or ""])
+            shipped = self._truth_deployments(repo)
+            deployments.extend(shipped)
+            pushed = sorted({ref.removeprefix("commit:") for d in shipped for ref in d["contains"]} - in_pulls)
+            for sha in pushed:
+                changes.append(self._truth_direct_push(repo, repo.commits[sha]))
+                links.update(self._truth_commit_links(repo, repo.commits[sha]))
         return {
             "repos": {r.full_name: r.mode for r in self.repos.values()},
             "work_items": work_items,
@@ -1023,7 +1162,7 @@ class GitHubData:
 
     def _truth_issue(self, repo: Repo, issue: Issue) -> dict[str, Any]:
         team = next((lb.split("/", 1)[1] for lb in issue.labels if lb.startswith("team/")), "unassigned")
-        kind = next((TYPE_LABELS[lb] for lb in issue.labels if lb in TYPE_LABELS), "Issue")
+        kind = issue.native_type or next((TYPE_LABELS[lb] for lb in issue.labels if lb in TYPE_LABELS), "Issue")
         history = [{"seq": i + 1, "at": iso(at), "state": state, "category": CATEGORY[state]}
                    for i, (at, state) in enumerate(derive_states(issue))]
         return {"native_id": f"{repo.full_name}#{issue.number}", "ref": gh_issue_ref(repo.full_name, issue.number),
@@ -1031,10 +1170,14 @@ class GitHubData:
                 "history": history}
 
     def _truth_change(self, repo: Repo, pr: PullRequest) -> dict[str, Any]:
-        first = min(repo.commits[s].at for s in pr.commits)
+        first = min(repo.commits[s].authored for s in pr.commits)
         return {"native_id": f"{repo.full_name}#{pr.number}", "ref": gh_pr_ref(repo.full_name, pr.number),
                 "service": repo.full_name, "kind": "pull_request", "first_commit_at": iso(first),
                 "merged_at": iso(pr.merged_at), "commits": [*pr.commits, pr.merge_commit_sha]}
+
+    def _truth_direct_push(self, repo: Repo, c: GitCommit) -> dict[str, Any]:
+        return {"native_id": f"{repo.full_name}@{c.sha}", "ref": commit_ref(c.sha), "service": repo.full_name,
+                "kind": "commit", "first_commit_at": iso(c.authored), "merged_at": iso(c.at), "commits": [c.sha]}
 
     def _truth_links(self, repo: Repo, pr: PullRequest) -> set[tuple[str, str]]:
         target = gh_pr_ref(repo.full_name, pr.number)
@@ -1045,6 +1188,11 @@ class GitHubData:
         for sha in pr.commits:
             for ab in re.findall(r"AB#(\d+)", repo.commits[sha].message):
                 out.add((ado_ref(ab), commit_ref(sha)))
+        return out
+
+    def _truth_commit_links(self, repo: Repo, c: GitCommit) -> set[tuple[str, str]]:
+        out = {(ado_ref(ab), commit_ref(c.sha)) for ab in re.findall(r"AB#(\d+)", c.message)}
+        out |= {(gh_issue_ref(repo.full_name, n), commit_ref(c.sha)) for n in _CLOSING_REF.findall(c.message)}
         return out
 
     def _truth_deployments(self, repo: Repo) -> list[dict[str, Any]]:
@@ -1064,14 +1212,17 @@ class GitHubData:
                 if (run.workflow.path.endswith("/deploy.yml") and run.head_branch == DEFAULT_BRANCH
                         and run.status == "completed" and run.conclusion in ("success", "failure", "timed_out")):
                     status = "success" if run.conclusion == "success" else "failure"
-                    rows.append((f"run:{run.id}", "production", status, run.run_started_at, run.updated_at,
+                    assert run.completed_at is not None
+                    rows.append((f"run:{run.id}", "production", status, run.run_started_at, run.completed_at,
                                  run.head_sha))
         out = []
         ok: dict[str, list[str]] = {}
         for native, env, status, start, end, sha in rows:
+            opened = status == "success" and env == "production"  # contents are read where figures use them
             out.append({"native_id": native, "service": repo.full_name, "environment": env,
                         "production": env == "production", "status": status, "started_at": iso(start),
-                        "finished_at": iso(end), "sha": sha, "contains": self._contains(repo, sha, ok.get(env, []))})
+                        "finished_at": iso(end), "sha": sha,
+                        "contains": self._contains(repo, sha, ok.get(env, [])) if opened else []})
             if status == "success":
                 ok.setdefault(env, []).append(sha)
         return out
@@ -1089,6 +1240,8 @@ def derive_states(issue: Issue) -> list[tuple[datetime, str]]:
     """The issue's state changes from its timeline: the algorithm in the module docstring."""
     steps: list[tuple[datetime, int, int, IssueEvent | PullRequest]] = []
     for i, ev in enumerate(issue.events):
+        if ev.kind == "cross-referenced" and ev.source is not None and issue not in ev.source.closes:
+            continue  # a PR that only mentions the issue ("Related to #N") is no work on it
         steps.append((ev.at, 0, i, ev))
         if ev.kind == "cross-referenced" and ev.source is not None and ev.source.closed_at is not None:
             steps.append((ev.source.closed_at, 1, i, ev.source))
@@ -1110,6 +1263,10 @@ def derive_states(issue: Issue) -> list[tuple[datetime, str]]:
             closed = None
         elif step.kind == "cross-referenced" and step.source is not None:
             open_prs.add(id(step.source))
+        elif step.kind == "connected":
+            open_prs.add(0)  # the REST timeline does not say which pull request: one, until disconnected
+        elif step.kind == "disconnected":
+            open_prs.discard(0)
         else:
             continue
         state = closed or ("in_progress" if assignees or open_prs else "open")

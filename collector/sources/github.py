@@ -20,9 +20,11 @@ transaction as the batch it reaches, so a crash between batches loses nothing:
   stops at the highest id already seen. Unfinished deployments, draft releases and running runs are
   kept in the watermark with their ETag and re-read conditionally until they finish.
 
-What a deployment *contains* is ``compare/{P.sha}...{D.sha}``, P being the latest deployment
-created before D (same repository and environment) that succeeded and whose commit still exists;
-without P, the commits reachable from D's sha since the history horizon. A compare that 404s (a
+What a successful production deployment *contains* is ``compare/{P.sha}...{D.sha}``, P being the
+latest deployment created before D (same repository and environment) that succeeded and whose commit
+still exists; without P, the commits reachable from D's sha since the history horizon. Other
+deployments are counted, not opened (no figure uses their contents). Contained commits that no
+merged pull request brought are direct pushes, changes of their own (docs/definitions.md). A compare that 404s (a
 force-push removed a sha) is counted in ``SyncReport.details["compare_fallbacks"]`` and resolved:
 if D's own commit is gone D contains nothing, otherwise the next earlier P is tried.
 """
@@ -74,7 +76,7 @@ BATCH_SIZE = 50
 MAX_BODY = 65536
 _SHA = re.compile(r"^[0-9a-fA-F]{40}$")
 
-#: GitHub issue states as work item states (the ``state`` label) and their categories (CONTRACT §4)
+#: GitHub issue states as work item states (the ``state`` label) and their categories (docs/definitions.md)
 CATEGORY_OF_STATE = {
     "open": Category.PROPOSED,
     "in_progress": Category.IN_PROGRESS,
@@ -225,6 +227,10 @@ class GitHubSource(Source):
                         continue  # issues are disabled in this repository: nothing to read
                     report.problems.append(f"{repo.full_name}: {label}: {_problem(exc)}")
                     log.warning("source=%s %s %s skipped: %s", self.name, repo.full_name, label, exc)
+                    if label == "pull requests":
+                        # a commit of an unread pull request would pass for a direct push: the
+                        # deployments wait for the next pass (their watermark has not moved)
+                        break
         return report
 
     def _repositories(self, store: Any, report: SyncReport) -> list[str]:
@@ -309,7 +315,7 @@ class GitHubSource(Source):
                 if updated > cursor_at:
                     cursor_at, cursor_seen = updated, set()
                 cursor_seen.add(number)
-                if "pull_request" in raw:
+                if is_pull_request(raw):
                     continue  # the issues list includes pull requests: they are changes, not requests
                 self._issue(repo, raw, batch)
             watermark = {"since": format_time(cursor_at), "seen": sorted(cursor_seen), "key": key,
@@ -351,7 +357,7 @@ class GitHubSource(Source):
         labels = [str(lb.get("name", "")) for lb in raw.get("labels") or [] if isinstance(lb, dict)]
         batch.work_items.append(WorkItem(
             source=self.name, native_id=native_id, ref=gh_issue_ref(repo.full_name, number),
-            project=repo.full_name, team=self._team(labels), type=self._type(labels), created_at=created_at,
+            project=repo.full_name, team=self._team(labels), type=self._type(raw, labels), created_at=created_at,
             history=history))
 
     def _team(self, labels: list[str]) -> str:
@@ -364,7 +370,11 @@ class GitHubSource(Source):
                 return label[len(prefix):]
         return "unassigned"
 
-    def _type(self, labels: list[str]) -> str:
+    def _type(self, raw: dict[str, Any], labels: list[str]) -> str:
+        """The issue's native issue type when it has one, else the first ``type_labels`` match."""
+        native = raw.get("type")
+        if isinstance(native, dict) and isinstance(native.get("name"), str) and native["name"].strip():
+            return native["name"].strip()
         for label in labels:
             if label.lower() in self.type_labels:
                 return self.type_labels[label.lower()]
@@ -491,9 +501,11 @@ class GitHubSource(Source):
         fresh: list[dict[str, Any]] = []
         etag = state.get("etag") if state.get("key") == key else None
         first_etag: str | None = None
+        modified = False
         for page in self.api.pages(mode.path, mode.params, etag):
             if page.status == 304:
                 break
+            modified = True
             first_etag = first_etag or page.etag
             old = new = 0
             for raw in _records(page.data, mode.list_key):
@@ -507,13 +519,13 @@ class GitHubSource(Source):
                 fresh.append(raw)
             if (old and mode.by_id) or not new:
                 break
-        if first_etag is None and not pending:
+        if not modified and not pending:
             return  # 304: nothing new, nothing unfinished
         batch = Batch()
         finished = mode.read(repo, fresh, pending, batch)
         new_state = {"max_id": max([max_id, *(r["id"] for r in fresh)]), "pending": pending, "key": key,
                      "etag": first_etag or etag}
-        for deployment in self._with_contents(store, repo, finished, report):
+        for deployment in self._with_contents(store, repo, finished, report, batch):
             batch.deployments.append(deployment)
             if len(batch) >= BATCH_SIZE:
                 store.commit(self.name, batch)
@@ -526,7 +538,7 @@ class GitHubSource(Source):
 
     def _read_deployments(self, repo: _Repo, fresh: list[dict[str, Any]], pending: dict[str, Any],
                           batch: Batch) -> list[_Finished]:
-        """Deployments API: a deployment is finished at its first terminal status."""
+        """Deployments API: a deployment is finished at its latest finished status."""
         for raw in fresh:
             pending[str(raw["id"])] = {"sha": raw.get("sha"), "environment": raw.get("environment"),
                                        "created_at": raw.get("created_at"), "etag": None}
@@ -660,24 +672,41 @@ class GitHubSource(Source):
                 continue  # cancelled, skipped, neutral…: not a deployment
             try:
                 sha = _sha_of(raw.get("head_sha"))
-                finished_at = _required_time(raw, "updated_at")
                 started = _optional_time(raw, "run_started_at") or _optional_time(raw, "created_at")
+                finished_at = self._run_finished_at(repo, raw)
                 if started is not None and finished_at < started:
                     raise Malformed("end_before_start")
             except Malformed as bad:
                 batch.rejections.append(Rejection(self.name, record_id, bad.reason))
+                continue
+            except GitHubHTTPError as exc:
+                if exc.status not in (404, 410):
+                    raise
+                log.info("source=%s run %s was deleted while it was read", self.name, record_id)
                 continue
             status = "success" if conclusion == "success" else "failure"
             finished.append(_Finished(f"run:{run_id}", int(run_id), "production", status, sha, started,
                                       finished_at))
         return finished
 
-    # -- what a deployment contains ---------------------------------------------------------
-    def _with_contents(self, store: Any, repo: _Repo, finished: list[_Finished], report: SyncReport
-                       ) -> list[Deployment]:
-        """Deployments with ``contains``, in creation order.
+    def _run_finished_at(self, repo: _Repo, raw: dict[str, Any]) -> datetime:
+        """A finished run ends when its last job completes (``/actions/runs/{id}/jobs``, read once).
 
-        The base of each is the latest *earlier-created* success to the same environment, so a
+        ``updated_at`` is no finish time: re-runs and later edits move it, sometimes by a year.
+        A run that never started a job (a workflow file error) ends at ``updated_at``.
+        """
+        jobs = self.api.items(f"/repos/{repo.full_name}/actions/runs/{raw['id']}/jobs",
+                              {"filter": "latest", "per_page": PER_PAGE}, "jobs")
+        ends = [_required_time(job, "completed_at") for job in jobs if job.get("completed_at") is not None]
+        return max(ends) if ends else _required_time(raw, "updated_at")
+
+    # -- what a deployment contains ---------------------------------------------------------
+    def _with_contents(self, store: Any, repo: _Repo, finished: list[_Finished], report: SyncReport,
+                       batch: Batch) -> list[Deployment]:
+        """Deployments with ``contains``, in creation order; direct pushes found in them go to ``batch``.
+
+        Contents are read only where a figure uses them: successful production deployments. The
+        base of each is the latest *earlier-created* success to the same environment, so a
         deployment that finishes successfully after later ones were stored changes their base:
         those are recomputed too.
         """
@@ -704,13 +733,44 @@ class GitHubSource(Source):
                 todo[d.native_id] = (_order(d.native_id), d)
         gone: set[str] = set()
         out = []
+        in_pulls: set[str] | None = None
         for order, d in sorted(todo.values(), key=lambda t: t[0]):
+            if not (d.production and d.status == "success"):
+                out.append(dataclasses.replace(d, contains=()))  # counted, not opened
+                continue
             earlier = sorted(((o, s) for o, s in successes.get(d.environment, {}).items() if o < order), reverse=True)
-            shas = self._contents(repo, d.sha or "", [s for _, s in earlier], gone, report)
-            out.append(dataclasses.replace(d, contains=tuple(commit_ref(s) for s in shas)))
+            commits = self._contents(repo, d.sha or "", [s for _, s in earlier], gone, report)
+            out.append(dataclasses.replace(d, contains=tuple(commit_ref(c["sha"]) for c in commits)))
+            if in_pulls is None:
+                in_pulls = {sha for c in store.changes(self.name)
+                            if c.service == repo.full_name and c.kind == "pull_request" for sha in c.commits}
+            self._direct_pushes(repo, [c for c in commits if c["sha"] not in in_pulls], batch)
         return out
 
-    def _contents(self, repo: _Repo, head: str, bases: list[str], gone: set[str], report: SyncReport) -> list[str]:
+    def _direct_pushes(self, repo: _Repo, commits: list[dict[str, Any]], batch: Batch) -> None:
+        """Commits on the default branch that no merged pull request brought: changes of their own.
+
+        Their messages link like a pull request's text: closing keywords and ``AB#123``. The time
+        of the change is the commit's author date (a skewed clock shows up as a negative lead
+        time, which the figures reject and count).
+        """
+        for entry in commits:
+            sha = entry["sha"]
+            native_id = f"{repo.full_name}@{sha}"
+            detail = entry.get("commit") if isinstance(entry.get("commit"), dict) else {}
+            authored = _time_or_none((detail.get("author") or {}).get("date"))
+            committed = _time_or_none((detail.get("committer") or {}).get("date"))
+            if authored is None and committed is None:
+                batch.rejections.append(Rejection(self.name, native_id, "missing_field"))
+                continue
+            target = commit_ref(sha)
+            batch.changes.append(Change(
+                source=self.name, native_id=native_id, ref=target, service=repo.full_name, kind="commit",
+                first_commit_at=authored or committed, merged_at=committed or authored, commits=(sha,)))
+            batch.links.extend(dict.fromkeys(self._mentions(detail.get("message"), repo.full_name, target)))
+
+    def _contents(self, repo: _Repo, head: str, bases: list[str], gone: set[str], report: SyncReport
+                  ) -> list[dict[str, Any]]:
         """Commits reachable from ``head`` and not from the first base whose commit still exists."""
         for base in bases:
             if base in gone:
@@ -743,9 +803,13 @@ class GitHubSource(Source):
                         self.name, repo.full_name, head, exc.status)
             return []
 
-    def _listed(self, path: str, params: dict[str, Any], key: str | None = None) -> list[str]:
-        shas = [c["sha"].lower() for c in self.api.items(path, params, key) if isinstance(c.get("sha"), str)]
-        return list(dict.fromkeys(shas))
+    def _listed(self, path: str, params: dict[str, Any], key: str | None = None) -> list[dict[str, Any]]:
+        """The commits of a list (compare or commits), one per sha (lower case), in list order."""
+        out: dict[str, dict[str, Any]] = {}
+        for c in self.api.items(path, params, key):
+            if isinstance(c.get("sha"), str) and _SHA.match(c["sha"]):
+                out.setdefault(c["sha"].lower(), {**c, "sha": c["sha"].lower()})
+        return list(out.values())
 
     def _exists(self, repo: _Repo, sha: str) -> bool:
         try:
@@ -774,29 +838,37 @@ class GitHubSource(Source):
 
 # -- pure normalisation (unit-tested without HTTP) ------------------------------------------
 def issue_history(native_id: str, created_at: datetime, events: list[dict[str, Any]]) -> tuple[StateChange, ...]:
-    """An issue's states over time from its timeline (CONTRACT §4), one StateChange per change.
+    """An issue's states over time from its timeline (docs/definitions.md), one StateChange per change.
 
     Walk the timeline in order: ``assigned``/``unassigned`` change the assignees, ``closed`` closes
-    with its ``state_reason`` (none = completed), ``reopened`` reopens, a ``cross-referenced`` event
-    from a pull request links it. A linked pull request stops being open at its ``closed_at``
-    (merged or not), a step taken after the timeline events of that same second. The state after
-    each step: closed → ``completed``/``not_planned``; open with an assignee or an open linked pull
-    request → ``in_progress``; else ``open``. ``seq`` counts the states from 1 (the creation).
-
-    ``connected`` events (a pull request linked in the sidebar) are not used: the REST timeline
-    does not say which pull request, so there is no way to tell when it closes.
+    with its ``state_reason`` (none = completed), ``reopened`` reopens. A ``cross-referenced`` event
+    from a pull request that *closes* the issue (a closing keyword for it in the pull request's title
+    or body) links it; a pull request that only mentions it ("related to #N") does not. A linked pull
+    request stops being open at its ``closed_at`` (merged or not), a step taken after the timeline
+    events of that same second. ``connected`` (a pull request linked in the sidebar, which closes
+    the issue on merge) links until ``disconnected``: the REST timeline does not say which pull
+    request, so it counts as one open pull request until then. The state after each step: closed →
+    ``completed``/``not_planned``; open with an assignee or an open linked pull request →
+    ``in_progress``; else ``open``. ``seq`` counts the states from 1 (the creation).
     """
+    repo, _, number = native_id.rpartition("#")
     steps: list[tuple[datetime, int, int, str, Any]] = []
     for i, event in enumerate(events):
         kind = event.get("event") if isinstance(event, dict) else None
         if kind == "cross-referenced":
             issue = (event.get("source") or {}).get("issue")
-            if not isinstance(issue, dict) or "pull_request" not in issue:
+            if not isinstance(issue, dict) or not is_pull_request(issue):
                 continue  # mentioned by another issue: nobody is working on ours because of that
+            if not _closes(issue, repo, number):
+                continue  # "related to #N": a mention, not work on it
             pr = issue.get("url") or issue.get("html_url") or issue.get("number")
             steps.append((parse_time(event.get("created_at")), 0, i, "linked", pr))
             if issue.get("closed_at"):
                 steps.append((parse_time(issue["closed_at"]), 1, i, "unlinked", pr))
+        elif kind == "connected":
+            steps.append((parse_time(event.get("created_at")), 0, i, "linked", "connected"))
+        elif kind == "disconnected":
+            steps.append((parse_time(event.get("created_at")), 0, i, "unlinked", "connected"))
         elif kind in ("assigned", "unassigned", "closed", "reopened"):
             steps.append((parse_time(event.get("created_at")), 0, i, kind, event))
     steps.sort(key=lambda s: (s[0], s[1], s[2]))
@@ -823,18 +895,47 @@ def issue_history(native_id: str, created_at: datetime, events: list[dict[str, A
     return tuple(states)
 
 
-def deployment_outcome(statuses: list[dict[str, Any]]) -> tuple[str, datetime] | None:
-    """A deployment's result: its first terminal status in time, or None while there is none.
+def is_pull_request(raw: dict[str, Any]) -> bool:
+    """An issues-API record that is a pull request: its ``pull_request`` object has URLs.
 
-    ``success`` → success; ``failure``/``error`` → failure. The API lists statuses newest first, and
-    an older success later gains an ``inactive`` status (auto-inactive), which does not count.
+    Issues from GitHub's early years carry ``"pull_request": {"html_url": null, …}`` and are not.
+    """
+    pr = raw.get("pull_request")
+    return isinstance(pr, dict) and any(isinstance(pr.get(k), str) and pr[k] for k in ("url", "html_url"))
+
+
+def _closes(pr: dict[str, Any], repo: str, number: str) -> bool:
+    """Whether a pull request's title or body carries a closing keyword for issue ``repo#number``."""
+    text = "\n".join(str(pr.get(k) or "") for k in ("title", "body"))
+    return any(r.lower() == repo.lower() and str(n) == number
+               for r, n in closing_references(text, _repo_of_issue(pr) or repo))
+
+
+def _repo_of_issue(issue: dict[str, Any]) -> str | None:
+    """``owner/repo`` of an issue or pull request record (timeline sources carry ``repository``)."""
+    full = (issue.get("repository") or {}).get("full_name") if isinstance(issue.get("repository"), dict) else None
+    if isinstance(full, str) and full:
+        return full
+    url = issue.get("repository_url")
+    if isinstance(url, str) and "/repos/" in url:
+        return url.rsplit("/repos/", 1)[1].strip("/") or None
+    return None
+
+
+def deployment_outcome(statuses: list[dict[str, Any]]) -> tuple[str, datetime] | None:
+    """A deployment's result: its latest finished status, or None while it has none.
+
+    ``success`` → success; ``failure``/``error`` → failure, finished at that status's time; the
+    latest one decides (a re-reported deployment ends as its last report says). ``queued``,
+    ``in_progress``, ``pending`` are not finished, and ``inactive`` (GitHub marks an older success
+    inactive when a newer one succeeds) is not a result.
     """
     ordered = sorted(((parse_time(s.get("created_at")), s.get("id") or 0, s.get("state"))
                       for s in statuses if isinstance(s, dict) and s.get("state") in ("success", "failure", "error")),
                      key=lambda t: (t[0], t[1]))
     if not ordered:
         return None
-    at, _, state = ordered[0]
+    at, _, state = ordered[-1]
     return ("success" if state == "success" else "failure"), at
 
 

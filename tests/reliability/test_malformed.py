@@ -59,6 +59,24 @@ def expected_store(truth: dict[str, Any]) -> dict[str, set[tuple[Any, ...]]]:
     return {"work_items": items, "changes": changes, "deployments": deployments, "links": links}
 
 
+def skewed_changes(github: dict[str, Any]) -> list[dict[str, Any]]:
+    """Changes first committed (author clock) after the production deployment that shipped them."""
+    shipped: dict[str, datetime] = {}
+    for d in github["deployments"]:
+        if d["production"] and d["status"] == "success":
+            for ref in d["contains"]:
+                end = at(d["finished_at"])
+                assert end is not None
+                shipped[ref] = min(end, shipped.get(ref, end))
+    out = []
+    for c in github["changes"]:
+        ends = [shipped[f"commit:{sha}"] for sha in c["commits"] if f"commit:{sha}" in shipped]
+        first = at(c["first_commit_at"])
+        if ends and first is not None and min(ends) < first:
+            out.append(c)
+    return out
+
+
 def stored(store: Store) -> dict[str, set[tuple[Any, ...]]]:
     return {
         "work_items": {(w.source, w.native_id, w.ref, w.project, w.team, w.type, w.created_at,
@@ -89,14 +107,16 @@ def test_a_thousand_malformed_records_are_counted_and_the_valid_ones_kept(tmp_pa
     expected_counts = Counter((BOARDS[r["project"]], r["reason"]) for r in rejected_azure)
     expected_counts += Counter((GITHUB[r["record_id"].split("#")[0]], r["reason"]) for r in rejected_github)
     assert len({reason for _, reason in expected_counts}) == 6  # every kind of defect is in the mix
-    # and the migrated item, released before it was created: refused by the figures, not the source
+    # the migrated item, released before it was created, and the direct pushes whose author clock ran
+    # ahead of their deployment: refused by the figures, not the sources
     migrated = Counter((BOARDS[w["project"]], "end_before_start") for w in truth["azure"]["work_items"]
                        if w.get("migrated"))
     assert sum(migrated.values()) == 1
+    expected_counts += Counter((GITHUB[c["service"]], "end_before_start") for c in skewed_changes(truth["github"]))
     exported = {(dict(labels)["source"], dict(labels)["reason"]): value for (_name, labels), value
                 in samples(store, config, time.time(), ("cycletime_records_rejected_total",)).items()}
     assert exported == expected_counts + migrated
-    assert sum(exported.values()) == 1000 + 1
+    assert sum(exported.values()) == 1000 + 1 + len(skewed_changes(truth["github"])) == 1004
 
     actual, expected = stored(store), expected_store(truth)
     print({part: len(rows) for part, rows in expected.items()}, sorted(exported.items()))

@@ -81,6 +81,9 @@ ASSIGNED_EVENT = ISSUE_EVENT | {"assignee", "assigner"}  # assigned-issue-event
 CROSS_REFERENCED = {"event", "created_at", "updated_at", "source"}  # timeline-cross-referenced-event
 GIT_REF = {"ref", "node_id", "url", "object"}  # git-ref; object: {type, sha, url}
 RATE_LIMIT = {"limit", "remaining", "reset", "used"}  # rate-limit
+JOB = {"id", "run_id", "run_url", "node_id", "head_sha", "url", "html_url", "status", "conclusion", "created_at",
+       "started_at", "completed_at", "name", "check_run_url", "labels", "runner_id", "runner_name",
+       "runner_group_id", "runner_group_name", "workflow_name", "head_branch"}  # job
 
 
 @dataclass
@@ -153,6 +156,11 @@ def ts(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def is_pr(item: dict[str, Any]) -> bool:
+    """A pull request in the issues list (early issues carry ``pull_request: {html_url: null}``)."""
+    return bool((item.get("pull_request") or {}).get("html_url"))
+
+
 def well_formed(record: dict[str, Any]) -> bool:
     try:
         ts(record["created_at"])
@@ -163,14 +171,14 @@ def well_formed(record: dict[str, Any]) -> bool:
 
 def first_issue(gh: Served, repo: str, predicate: Any) -> dict[str, Any]:
     return next(i for i in gh.walk(f"/repos/{repo}/issues", state="all")
-                if "pull_request" not in i and well_formed(i) and predicate(i))
+                if not is_pr(i) and well_formed(i) and predicate(i))
 
 
 # --- shapes ---------------------------------------------------------------------------------
 def test_issue_list_and_issue_shapes_match_the_documented_schema(gh: Served) -> None:
     items = gh.walk("/repos/contoso/web/issues", state="all")
-    issue = next(i for i in items if "pull_request" not in i and i["labels"] and i["assignee"])
-    pr = next(i for i in items if "pull_request" in i)
+    issue = next(i for i in items if not is_pr(i) and i["labels"] and i["assignee"])
+    pr = next(i for i in items if is_pr(i))
     assert set(issue) >= ISSUE and set(pr) >= ISSUE
     assert set(pr["pull_request"]) >= ISSUE_PULL_REQUEST and "merged_at" in pr["pull_request"]
     assert set(issue["labels"][0]) >= LABEL
@@ -228,7 +236,7 @@ def test_timeline_and_event_shapes(gh: Served) -> None:
     assert set(kinds["labeled"]) >= LABELED_EVENT and set(kinds["labeled"]["label"]) == {"name", "color"}
     assert set(kinds["assigned"]) >= ASSIGNED_EVENT
     assert set(kinds["closed"]) >= ISSUE_EVENT and kinds["closed"]["state_reason"] in ("completed", "not_planned")
-    xref = next(e for i in gh.walk("/repos/contoso/web/issues", state="closed") if "pull_request" not in i
+    xref = next(e for i in gh.walk("/repos/contoso/web/issues", state="closed") if not is_pr(i)
                 for e in gh.walk(f"/repos/contoso/web/issues/{i['number']}/timeline")
                 if e["event"] == "cross-referenced")
     assert set(xref) >= CROSS_REFERENCED and "id" not in xref
@@ -515,7 +523,10 @@ def test_truth_is_internally_consistent(gh: Served) -> None:
         assert seqs == list(range(1, len(seqs) + 1)) and w["history"][0]["at"] == w["created_at"]
         assert all(a["state"] != b["state"] for a, b in zip(w["history"], w["history"][1:], strict=False))
     for c in truth["changes"]:
-        assert ts(c["first_commit_at"]) < ts(c["merged_at"]) and len(c["commits"]) >= 2
+        if c["kind"] == "pull_request":
+            assert ts(c["first_commit_at"]) < ts(c["merged_at"]) and len(c["commits"]) >= 2
+        else:
+            assert c["ref"] == f"commit:{c['commits'][0]}" and len(c["commits"]) == 1
     for d in truth["deployments"]:
         assert set(d["contains"]) <= commits and ts(d["started_at"]) <= ts(d["finished_at"])
     assert {d["status"] for d in truth["deployments"]} == {"success", "failure"}
@@ -524,6 +535,58 @@ def test_truth_is_internally_consistent(gh: Served) -> None:
                                                          "end_before_start", "unknown_state", "too_large"}
     states = {h["state"] for w in truth["work_items"] for h in w["history"]}
     assert states == {"open", "in_progress", "completed", "not_planned"}
+
+
+def test_the_real_world_variations_are_served_by_default(gh: Served) -> None:
+    truth = gh.world.truth()
+    items = {w["native_id"]: w for w in truth["work_items"]}
+    listed = gh.walk("/repos/contoso/web/issues", state="all")
+    # early issues carry a pull_request stub without URLs: issues all the same
+    legacy = [i for i in listed if "pull_request" in i and i["pull_request"]["html_url"] is None]
+    assert legacy and all(f"contoso/web#{i['number']}" in items for i in legacy)
+    # a native issue type wins over the type labels
+    typed = [(repo, i) for repo in truth["repos"] for i in gh.walk(f"/repos/{repo}/issues", state="all")
+             if not is_pr(i) and i.get("type") and well_formed(i)]
+    assert typed and all(items[f"{repo}#{i['number']}"]["type"] == i["type"]["name"] for repo, i in typed)
+    by_label = {"bug": "Bug", "feature": "Feature"}
+    disagree = [i for r in gh.world.data.repos.values() for i in r.items.values() if getattr(i, "native_type", None)
+                and i.native_type != next((by_label[lb] for lb in i.labels if lb in by_label), "Issue")]
+    assert disagree  # somewhere the native type and the labels say different things
+    # pull requests linked in the sidebar, and a failure reported again as a success
+    timelines = [gh.walk(f"/repos/{repo}/issues/{i['number']}/timeline") for repo in truth["repos"]
+                 for i in gh.walk(f"/repos/{repo}/issues", state="closed") if not is_pr(i)]
+    assert any(e["event"] == "connected" for t in timelines for e in t)
+    assert any(e["event"] == "disconnected" for t in timelines for e in t)
+    redone = [d for d in gh.world.data.repos["web"].deployments
+              if [s.state for s in d.statuses][-2:] == ["error", "success"]]
+    assert len(redone) == 1
+    assert next(d for d in truth["deployments"] if d["native_id"] == f"deployment:{redone[0].id}")["status"] \
+        == "success"
+    # pull requests that only mention an issue ("Related to #N")
+    assert any("Related to #" in (p["body"] or "") for p in gh.walk("/repos/contoso/web/pulls", state="all"))
+    # direct pushes: changes of their own, one closing an issue by its message, one with a skewed clock
+    pushes = {c["ref"]: c for c in truth["changes"] if c["kind"] == "commit"}
+    assert {c["service"] for c in pushes.values()} == set(truth["repos"])
+    assert any(lk["work_item"].startswith("gh:") and lk["target"] in pushes for lk in truth["links"])
+    shipped = {ref: d for d in sorted(truth["deployments"], key=lambda d: d["finished_at"], reverse=True)
+               if d["production"] and d["status"] == "success" for ref in d["contains"]}
+    assert any(ts(c["first_commit_at"]) > ts(shipped[ref]["finished_at"]) for ref, c in pushes.items()
+               if ref in shipped)
+    # rebased commits: authored before they were committed
+    commits = gh.walk("/repos/contoso/api/commits")
+    assert any(ts(c["commit"]["author"]["date"]) < ts(c["commit"]["committer"]["date"]) for c in commits
+               if len(c["parents"]) == 1)
+    # workflow runs whose updated_at moved long after their last job finished
+    runs = gh.walk("/repos/contoso/mobile-app/actions/workflows/deploy.yml/runs", key="workflow_runs",
+                   branch="main", status="completed")
+    late = 0
+    for run in runs:
+        jobs = gh.get(f"/repos/contoso/mobile-app/actions/runs/{run['id']}/jobs").json()
+        assert set(jobs) == {"total_count", "jobs"} and jobs["total_count"] == len(jobs["jobs"]) == 2
+        assert all(set(j) >= JOB for j in jobs["jobs"])
+        end = max(ts(j["completed_at"]) for j in jobs["jobs"])
+        late += ts(run["updated_at"]) - end > timedelta(days=20)
+    assert late >= 1
 
 
 def test_cycle_time_improves_over_the_year() -> None:
@@ -544,7 +607,7 @@ def test_malformed_records_are_served_as_documented(gh: Served) -> None:
     for record, reason in rejected.items():
         repo, number = record.split("#")
         as_issue = gh.get(f"/repos/{repo}/issues/{number}").json()
-        if "pull_request" in as_issue:
+        if is_pr(as_issue):
             assert isinstance(as_issue["created_at"], str)  # the PR's issue view stays well-formed
             body = gh.get(f"/repos/{repo}/pulls/{number}").json()
             end = "merged_at"
@@ -573,11 +636,16 @@ def test_activity_happens_now_and_updates_the_truth(fresh: Served) -> None:
     pr = fresh.get(f"/repos/{prepo}/pulls/{pnumber}").json()
     assert pr["merged_at"] == stamp
     assert fresh.get(f"/repos/{prepo}/commits/main").json()["sha"] == pr["merge_commit_sha"]
-    assert len(after["changes"]) == len(before["changes"]) + 1
+    def pulls(truth: dict[str, Any]) -> int:  # direct pushes appear as deployments reach them
+        return sum(c["kind"] == "pull_request" for c in truth["changes"])
+
+    assert pulls(after) == pulls(before) + 1
     assert len(after["work_items"]) == len(before["work_items"]) + 1
     new = {d["native_id"] for d in after["deployments"]} - {d["native_id"] for d in before["deployments"]}
     assert new == set(added["deployments"]) and len(new) == 4
-    assert all(d["finished_at"] == stamp and f"commit:{pr['merge_commit_sha']}" in d["contains"]
+    assert all(d["finished_at"] == stamp for d in after["deployments"] if d["native_id"] in new)
+    # contents are read for successful production deployments only
+    assert all(f"commit:{pr['merge_commit_sha']}" in d["contains"] if d["production"] else d["contains"] == []
                for d in after["deployments"] if d["native_id"] in new and d["service"] == prepo)
     recent = fresh.walk(f"/repos/{prepo}/issues", state="all", since=stamp)
     assert int(pnumber) in {i["number"] for i in recent}
@@ -634,7 +702,7 @@ def test_sandbox_app_serves_github_and_counts_requests_by_endpoint() -> None:
 
 
 # --- reference reader: the documented rules, applied through the API only ------------------------
-CLOSING = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s+(?:([\w.-]+)/([\w.-]+))?#(\d+)", re.I)
+CLOSING = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)(?::\s*|\s+)(?:([\w.-]+)/([\w.-]+))?#(\d+)", re.I)
 MENTION = re.compile(r"\bAB#(\d+)")
 CATEGORY = {"open": "Proposed", "in_progress": "InProgress", "completed": "Completed", "not_planned": "Removed"}
 
@@ -656,9 +724,18 @@ def rejection(record: dict[str, Any], end: str) -> str | None:
     return "too_large" if len(record.get("body") or "") > 65536 else None
 
 
+def closes(pr: dict[str, Any], repo: str, number: int) -> bool:
+    """Whether a PR's title or body has a closing keyword for ``repo#number``."""
+    own = pr["repository"]["full_name"]
+    return any((f"{o}/{r}" if o else own) == repo and int(n) == number
+               for o, r, n in CLOSING.findall(f"{pr['title']}\n{pr['body']}"))
+
+
 def read_history(gh: Served, repo: str, issue: dict[str, Any]) -> list[dict[str, Any]]:
     steps: list[tuple[datetime, int, int, dict[str, Any]]] = []
     for i, ev in enumerate(gh.walk(f"/repos/{repo}/issues/{issue['number']}/timeline")):
+        if ev["event"] == "cross-referenced" and not closes(ev["source"]["issue"], repo, issue["number"]):
+            continue  # a PR (or issue) that only mentions it
         steps.append((ts(ev["created_at"]), 0, i, ev))
         source = ev.get("source", {}).get("issue", {})
         if ev["event"] == "cross-referenced" and "pull_request" in source and source["closed_at"]:
@@ -679,6 +756,10 @@ def read_history(gh: Served, repo: str, issue: dict[str, Any]) -> list[dict[str,
             open_prs.add(ev["source"]["issue"]["url"])
         elif kind == "pr_closed":
             open_prs.discard(ev["url"])
+        elif kind == "connected":
+            open_prs.add("connected")
+        elif kind == "disconnected":
+            open_prs.discard("connected")
         else:
             continue
         state = closed or ("in_progress" if assignees or open_prs else "open")
@@ -687,28 +768,30 @@ def read_history(gh: Served, repo: str, issue: dict[str, Any]) -> list[dict[str,
     return [{"seq": n + 1, "at": at, "state": s, "category": CATEGORY[s]} for n, (at, s) in enumerate(history)]
 
 
-def read_contains(gh: Served, repo: str, sha: str, earlier_ok: list[str]) -> list[str]:
+def read_contains(gh: Served, repo: str, sha: str, earlier_ok: list[str]) -> list[dict[str, Any]]:
+    """The commits a deployment of ``sha`` contains, as listed (compare, else the commit list)."""
     for base in reversed(earlier_ok):
         resp = gh.get(f"/repos/{repo}/compare/{base}...{sha}", per_page=100, page=1)
         if resp.status_code == 404:
             continue
-        shas = []
+        commits = []
         while True:
-            shas += [c["sha"] for c in resp.json()["commits"]]
+            commits += resp.json()["commits"]
             if "next" not in resp.links:
-                return sorted(f"commit:{s}" for s in shas)
+                return commits
             resp = gh.get(resp.links["next"]["url"])
     if gh.get(f"/repos/{repo}/commits/{sha}").status_code != 200:
         return []
-    return sorted(f"commit:{c['sha']}" for c in gh.walk(f"/repos/{repo}/commits", sha=sha))
+    return gh.walk(f"/repos/{repo}/commits", sha=sha)
 
 
-def read_deployments(gh: Served, repo: str, mode: str) -> list[dict[str, Any]]:
+def read_deployments(gh: Served, repo: str, mode: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The deployments, and the commits the successful production ones contain."""
     rows = []
     if mode == "deployments":
         for d in sorted(gh.walk(f"/repos/{repo}/deployments"), key=lambda d: d["id"]):
             statuses = sorted(gh.walk(f"/repos/{repo}/deployments/{d['id']}/statuses"), key=lambda s: s["id"])
-            end = next((s for s in statuses if s["state"] in ("success", "failure", "error")), None)
+            end = next((s for s in reversed(statuses) if s["state"] in ("success", "failure", "error")), None)
             if end:
                 rows.append((f"deployment:{d['id']}", d["environment"], end["state"] == "success", d["created_at"],
                              end["created_at"], d["sha"]))
@@ -722,34 +805,39 @@ def read_deployments(gh: Served, repo: str, mode: str) -> list[dict[str, Any]]:
                        branch="main", status="completed")
         for run in sorted(runs, key=lambda r: r["id"]):
             if run["conclusion"] in ("success", "failure", "timed_out"):
+                jobs = gh.walk(f"/repos/{repo}/actions/runs/{run['id']}/jobs", key="jobs")
+                end = max((j["completed_at"] for j in jobs), key=ts)
                 rows.append((f"run:{run['id']}", "production", run["conclusion"] == "success", run["run_started_at"],
-                             run["updated_at"], run["head_sha"]))
-    out, ok = [], {}
+                             end, run["head_sha"]))
+    out, ok, shipped = [], {}, []
     for native, env, success, start, end, sha in rows:
+        commits = read_contains(gh, repo, sha, ok.get(env, [])) if success and env == "production" else []
+        shipped += commits
         out.append({"native_id": native, "service": repo, "environment": env, "production": env == "production",
                     "status": "success" if success else "failure", "started_at": start, "finished_at": end,
-                    "sha": sha, "contains": read_contains(gh, repo, sha, ok.get(env, []))})
+                    "sha": sha, "contains": sorted(f"commit:{c['sha']}" for c in commits)})
         if success:
             ok.setdefault(env, []).append(sha)
-    return out
+    return out, shipped
 
 
 def read_everything(gh: Served) -> dict[str, Any]:
     got: dict[str, Any] = {"work_items": [], "changes": [], "deployments": [], "links": set(), "rejected": []}
     for repo, mode in gh.world.truth()["repos"].items():
         for item in gh.walk(f"/repos/{repo}/issues", state="all"):
-            if "pull_request" in item:
+            if is_pr(item):
                 continue
             if reason := rejection(item, "closed_at"):
                 got["rejected"].append({"record_id": f"{repo}#{item['number']}", "reason": reason})
                 continue
             labels = [lb["name"] for lb in item["labels"]]
+            kind = item["type"]["name"] if item.get("type") else next(
+                ({"bug": "Bug", "feature": "Feature"}[lb] for lb in labels if lb in ("bug", "feature")), "Issue")
             got["work_items"].append({
                 "native_id": f"{repo}#{item['number']}", "ref": f"gh:{repo}#{item['number']}", "project": repo,
-                "team": next((lb[5:] for lb in labels if lb.startswith("team/")), "unassigned"),
-                "type": next(({"bug": "Bug", "feature": "Feature"}[lb] for lb in labels if lb in ("bug", "feature")),
-                             "Issue"),
+                "team": next((lb[5:] for lb in labels if lb.startswith("team/")), "unassigned"), "type": kind,
                 "created_at": item["created_at"], "history": read_history(gh, repo, item)})
+        in_pulls: set[str] = set()
         for pr in gh.walk(f"/repos/{repo}/pulls", state="all"):
             if reason := rejection(pr, "merged_at"):
                 got["rejected"].append({"record_id": f"{repo}#{pr['number']}", "reason": reason})
@@ -758,16 +846,30 @@ def read_everything(gh: Served) -> dict[str, Any]:
                 continue
             commits = gh.walk(f"/repos/{repo}/pulls/{pr['number']}/commits")
             ref = f"ghpr:{repo}#{pr['number']}"
+            shas = [c["sha"] for c in commits] + [pr["merge_commit_sha"]]
+            in_pulls.update(shas)
             got["changes"].append({
                 "native_id": f"{repo}#{pr['number']}", "ref": ref, "service": repo, "kind": "pull_request",
                 "first_commit_at": min((c["commit"]["author"]["date"] for c in commits), key=ts),
-                "merged_at": pr["merged_at"], "commits": [c["sha"] for c in commits] + [pr["merge_commit_sha"]]})
+                "merged_at": pr["merged_at"], "commits": shas})
             text = f"{pr['title']}\n{pr['body']}"
             got["links"] |= {(f"gh:{f'{o}/{r}' if o else repo}#{n}".lower(), ref) for o, r, n in CLOSING.findall(text)}
             got["links"] |= {(f"ado:{n}", ref) for n in MENTION.findall(text)}
             got["links"] |= {(f"ado:{n}", f"commit:{c['sha']}") for c in commits
                              for n in MENTION.findall(c["commit"]["message"])}
-        got["deployments"] += read_deployments(gh, repo, mode)
+        deployments, shipped = read_deployments(gh, repo, mode)
+        got["deployments"] += deployments
+        pushed = {c["sha"]: c for c in shipped if c["sha"] not in in_pulls}
+        for sha, c in sorted(pushed.items()):  # direct pushes: on main, in no pull request
+            ref = f"commit:{sha}"
+            got["changes"].append({
+                "native_id": f"{repo}@{sha}", "ref": ref, "service": repo, "kind": "commit",
+                "first_commit_at": c["commit"]["author"]["date"], "merged_at": c["commit"]["committer"]["date"],
+                "commits": [sha]})
+            message = c["commit"]["message"]
+            got["links"] |= {(f"gh:{f'{o}/{r}' if o else repo}#{n}".lower(), ref)
+                             for o, r, n in CLOSING.findall(message)}
+            got["links"] |= {(f"ado:{n}", ref) for n in MENTION.findall(message)}
     got["links"] = [{"work_item": w, "target": t} for w, t in sorted(got["links"])]
     return got
 
