@@ -233,8 +233,8 @@ class WorkItem:
 
     @property
     def team(self) -> str:
-        """``team_from: area_path``: the last area segment; the root area is the project."""
-        return self.area.rsplit("\\", 1)[-1]
+        """``team_from: area_path``: the full area path (the root area is the project itself)."""
+        return self.area
 
 
 @dataclass(slots=True, eq=False, repr=False)

@@ -1161,7 +1161,7 @@ class GitHubData:
         }
 
     def _truth_issue(self, repo: Repo, issue: Issue) -> dict[str, Any]:
-        team = next((lb.split("/", 1)[1] for lb in issue.labels if lb.startswith("team/")), "unassigned")
+        team = next((lb.split("/", 1)[1] for lb in issue.labels if lb.startswith("team/")), "")
         kind = issue.native_type or next((TYPE_LABELS[lb] for lb in issue.labels if lb in TYPE_LABELS), "Issue")
         history = [{"seq": i + 1, "at": iso(at), "state": state, "category": CATEGORY[state]}
                    for i, (at, state) in enumerate(derive_states(issue))]

@@ -271,12 +271,12 @@ class AzureBoardsSource(Source):
                         project, team)
 
     def _team(self, fields: dict[str, Any], project: str) -> str:
-        """CONTRACT §4: the last segment of the area/iteration path (the root is the project)."""
+        """The full area or iteration path, or the named field (docs/definitions.md "Labels")."""
         mode = self.config.team_from
         if self.team_field:
             value = fields.get(self.team_field)
             if value is None or value == "":
-                return "unassigned"
+                return ""  # no team: docs/definitions.md "Labels"
             if isinstance(value, dict):  # an identity field: its display name
                 value = value.get("displayName") or value.get("uniqueName")
             if not isinstance(value, str | int | float) or isinstance(value, bool):
@@ -285,8 +285,8 @@ class AzureBoardsSource(Source):
                 raise Rejected("too_large", self.team_field)
             return str(value)
         key = "System.IterationPath" if mode == "iteration_path" else "System.AreaPath"
-        path = _text(fields, key, MAX_PATH, default=project)
-        team = path.rstrip("\\").rsplit("\\", 1)[-1] or project
+        # the full path (Fabrikam\\Web): two teams' "Web" areas under different parents stay apart
+        team = _text(fields, key, MAX_PATH, default=project).rstrip("\\") or project
         if len(team) > MAX_NAME:
             raise Rejected("too_large", key)
         return team

@@ -368,7 +368,7 @@ class GitHubSource(Source):
         for label in labels:
             if label.lower().startswith(prefix) and len(label) > len(prefix):
                 return label[len(prefix):]
-        return "unassigned"
+        return ""  # no team label: docs/definitions.md "Labels"
 
     def _type(self, raw: dict[str, Any], labels: list[str]) -> str:
         """The issue's native issue type when it has one, else the first ``type_labels`` match."""

@@ -835,7 +835,7 @@ def read_everything(gh: Served) -> dict[str, Any]:
                 ({"bug": "Bug", "feature": "Feature"}[lb] for lb in labels if lb in ("bug", "feature")), "Issue")
             got["work_items"].append({
                 "native_id": f"{repo}#{item['number']}", "ref": f"gh:{repo}#{item['number']}", "project": repo,
-                "team": next((lb[5:] for lb in labels if lb.startswith("team/")), "unassigned"), "type": kind,
+                "team": next((lb[5:] for lb in labels if lb.startswith("team/")), ""), "type": kind,
                 "created_at": item["created_at"], "history": read_history(gh, repo, item)})
         in_pulls: set[str] = set()
         for pr in gh.walk(f"/repos/{repo}/pulls", state="all"):

@@ -128,7 +128,7 @@ def test_revisions_become_histories_with_the_process_categories(replay: tuple[Fa
     assert sorted(items) == ["1", "2", "3"]
 
     story = items["1"]
-    assert (story.ref, story.project, story.team, story.type) == (ado_ref(1), PROJECT, "Payments", "User Story")
+    assert (story.ref, story.project, story.team, story.type) == (ado_ref(1), PROJECT, "Fabrikam\\Payments", "User Story")
     assert story.created_at == datetime(2026, 1, 5, 9, 0, 0, 123000, tzinfo=UTC)
     assert [(s.seq, s.state, s.category) for s in story.history] == [
         (1, "New", Category.PROPOSED), (2, "Active", Category.IN_PROGRESS),
@@ -241,13 +241,13 @@ def test_team_from_iteration_path_or_a_field(replay: tuple[FakeBoards, str], tmp
     fake, url = replay
     by_iteration = Store(f"sqlite:///{tmp_path}/it.db")
     AzureBoardsSource(config(url, team_from="iteration_path"), ctx()).sync(by_iteration)
-    assert {w.team for w in by_iteration.work_items()} == {"Sprint 1"}
+    assert {w.team for w in by_iteration.work_items()} == {"Fabrikam\\Sprint 1"}
 
     fake.revisions = [rev(1, 1, "New", "2026-01-05T09:00:00.123Z", **{"Custom.Team": "Blue"}),
                       rev(2, 1, "New", "2026-01-06T10:00:00Z", type_="Bug", created="2026-01-06T10:00:00Z")]
     by_field = Store(f"sqlite:///{tmp_path}/field.db")
     AzureBoardsSource(config(url, team_from="field:Custom.Team"), ctx()).sync(by_field)
-    assert {w.native_id: w.team for w in by_field.work_items()} == {"1": "Blue", "2": "unassigned"}
+    assert {w.native_id: w.team for w in by_field.work_items()} == {"1": "Blue", "2": ""}
     query = next(q for _, p, q, _ in fake.requests if p.endswith("/workitemrevisions") and "Custom.Team" in
                  q["fields"][0])
     assert query

@@ -209,9 +209,9 @@ def test_figures_from_the_store(store: Store) -> None:
     released = {labels: [v for _, v in figures.request_to_release.pairs(labels)]
                 for labels in figures.request_to_release.by_labels}
     assert released == {
-        ("gh", REPO, "unassigned", "Issue", "production"):
+        ("gh", REPO, "", "Issue", "production"):
             [(first - at("2025-01-25T09:00:00Z")).total_seconds()],  # #5, closed by D5
-        ("gh", REPO, "unassigned", "Feature", "production"):
+        ("gh", REPO, "", "Feature", "production"):
             [(second - at("2025-02-01T09:00:00Z")).total_seconds()],  # #3, fixed by PR #11
     }
     assert figures.deployments == {("gh", REPO, "production", "true", "success"): 2,
