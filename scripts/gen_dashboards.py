@@ -45,9 +45,6 @@ THRESHOLDS: dict[str, Any] = {
     "changeLeadTimeRegressionRatio": 1.5,
     "changeLeadTimeRegressionMinChanges": 5,
     "regressionFor": "1h",
-    # DORA alerts watch production only (a failing staging deploy is the pipeline doing its job);
-    # a regex over the `environment` label, like the collector's production_environments.
-    "productionEnvironments": "production",
     "deploymentFrequencyDropRatio": 0.5,
     "deploymentFrequencyMinDeployments30d": 8,
     "deploymentFrequencyDropFor": "6h",
@@ -79,6 +76,8 @@ def _runbook(alert: str) -> str:
 
 WI = "source, project, team, type"
 DEP = "source, service, environment"
+DEP7 = "source_service_environment_status:cycletime_deployments_window_count:production_7d"
+DEP30 = "source_service_environment_status:cycletime_deployments_window_count:production_30d"
 
 RECORDING_RULES: list[dict[str, Any]] = [
     {
@@ -106,46 +105,50 @@ RECORDING_RULES: list[dict[str, Any]] = [
         "record": "source_service_environment:cycletime_change_lead_time_window_count:7d",
         "expr": f'max by ({DEP}) (cycletime_change_lead_time_window_count{{window="7d"}})\n',
     },
+    # Production deployments per window from the collector's window gauges (the `production` label
+    # is decided by each source's production_environments, docs/metrics.md): right from the first
+    # scrape, and a staging or dev deployment never counts.
     {
-        "record": "source_service_environment_status:cycletime_deployments:increase7d",
-        "expr": f"sum by ({DEP}, status) (increase(cycletime_deployments_total[7d]))\n",
+        "record": "source_service_environment_status:cycletime_deployments_window_count:production_7d",
+        "expr": (f"sum by ({DEP}, status) "
+                 '(cycletime_deployments_window_count{production="true",window="7d"})\n'),
     },
     {
-        "record": "source_service_environment_status:cycletime_deployments:increase30d",
-        "expr": f"sum by ({DEP}, status) (increase(cycletime_deployments_total[30d]))\n",
+        "record": "source_service_environment_status:cycletime_deployments_window_count:production_30d",
+        "expr": (f"sum by ({DEP}, status) "
+                 '(cycletime_deployments_window_count{production="true",window="30d"})\n'),
     },
     {
-        # successful deployments per day over the last 7 days / per day over the last 30 days
+        # successful production deployments per day over the last 7 days / per day over the last 30 days
         "record": "source_service_environment:cycletime_deployment_frequency:ratio_7d_30d",
         "expr": (
             "(\n"
             "  sum without (status) (\n"
-            '    source_service_environment_status:cycletime_deployments:increase7d{status="success"}\n'
+            f'    {DEP7}{{status="success"}}\n'
             "  ) / 7\n"
             ")\n"
             "/\n"
             "(\n"
             "  sum without (status) (\n"
-            '    source_service_environment_status:cycletime_deployments:increase30d{status="success"}\n'
+            f'    {DEP30}{{status="success"}}\n'
             "  ) / 30 > 0\n"
             ")\n"
         ),
     },
     {
-        # failed / (successful + failed) over the last 7 days; 0 when nothing failed
+        # failed / (successful + failed) production deployments over the last 7 days; 0 when a
+        # service never failed (it then has no failure series at all)
         "record": "source_service_environment:cycletime_change_failure_rate:ratio_7d",
         "expr": (
             "(\n"
-            "  sum without (status) (\n"
-            '    source_service_environment_status:cycletime_deployments:increase7d{status="failure"}\n'
-            "  )\n"
+            f'  sum without (status) ({DEP7}{{status="failure"}})\n'
             "  or\n"
-            "  0 * sum without (status) (source_service_environment_status:cycletime_deployments:increase7d)\n"
+            f"  0 * sum without (status) ({DEP7})\n"
             ")\n"
             "/\n"
             "(\n"
             "  sum without (status) (\n"
-            '    source_service_environment_status:cycletime_deployments:increase7d{status=~"success|failure"}\n'
+            f'    {DEP7}{{status=~"success|failure"}}\n'
             "  ) > 0\n"
             ")\n"
         ),
@@ -203,12 +206,10 @@ DELIVERY_ALERTS: list[dict[str, Any]] = [
         "alert": "DeploymentFrequencyDrop",
         "expr": (
             "source_service_environment:cycletime_deployment_frequency:ratio_7d_30d"
-            f'{{environment=~"{P("productionEnvironments")}"}}'
             f" < {P('deploymentFrequencyDropRatio')}\n"
             f"and on ({DEP})\n"
-            "sum without (status) (\n"
-            '  source_service_environment_status:cycletime_deployments:increase30d{status="success"}\n'
-            f") >= {P('deploymentFrequencyMinDeployments30d')}\n"
+            f'sum without (status) ({DEP30}{{status="success"}})'
+            f" >= {P('deploymentFrequencyMinDeployments30d')}\n"
         ),
         "for": P("deploymentFrequencyDropFor"),
         "labels": {"severity": "info"},
@@ -228,12 +229,10 @@ DELIVERY_ALERTS: list[dict[str, Any]] = [
         "alert": "ChangeFailureRateHigh",
         "expr": (
             "source_service_environment:cycletime_change_failure_rate:ratio_7d"
-            f'{{environment=~"{P("productionEnvironments")}"}}'
             f" > {P('changeFailureRate')}\n"
             f"and on ({DEP})\n"
-            "sum without (status) (\n"
-            '  source_service_environment_status:cycletime_deployments:increase7d{status=~"success|failure"}\n'
-            f") >= {P('changeFailureRateMinDeployments')}\n"
+            f'sum without (status) ({DEP7}{{status=~"success|failure"}})'
+            f" >= {P('changeFailureRateMinDeployments')}\n"
         ),
         "for": P("changeFailureRateFor"),
         "labels": {"severity": "warning"},
@@ -351,11 +350,12 @@ def _default_text(value: Any) -> str:
 def render_rules_yaml() -> str:
     body = _PARAM.sub(lambda m: _default_text(THRESHOLDS[m.group(1)]), _rules_yaml_body())
     return (
-        "# Recording rules and alerts of cycletime-collector (metrics: CONTRACT §5).\n"
+        "# Recording rules and alerts of cycletime-collector (metrics: docs/metrics.md).\n"
         "# GENERATED by scripts/gen_dashboards.py (`make dashboards`) - edit the definitions there.\n"
         "# The Helm chart renders the same rules with thresholds from values.yaml\n"
         "# (prometheusRule.thresholds); unit tests: tests/delivery/rules_test.yaml.\n"
-        "# The regression rules need windows 7d and 90d and quantile 0.85 in the collector config.\n"
+        "# The rules need windows 7d, 30d and 90d and quantile 0.85 in the collector config (the defaults);\n"
+        "# DORA rules count production deployments only: the `production` label, never environment names.\n"
         + body
     )
 
