@@ -12,8 +12,11 @@ minimum interval and ``offset`` queries between steps (``offset 90d``) land on s
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
+import multiprocessing
+import os
 import shutil
 import subprocess
 import time
@@ -22,11 +25,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 from prometheus_client.core import Metric
 
-from collector.compute import compute
+from collector.compute import (
+    RELEASE_LABELS,
+    Figures,
+    Observations,
+    WorkItemTable,
+    _add_work_item_figures,
+    recoveries,
+)
 from collector.config import Config, parse_duration
 from collector.errors import CycletimeError
+from collector.linking import change_deliveries, first_deliveries, work_item_deliveries
+from collector.model import Change, Deployment, Link
 from collector.store import Store
 from exporters.prometheus import Settings, figure_families
 
@@ -77,24 +90,40 @@ def _labels(labels: dict[str, str]) -> str:
 
 
 class OpenMetricsHistory:
-    """Metric points of many timestamps, grouped by family, then by series, in time order."""
+    """Metric points of many steps, written grouped by family, then by series, in time order."""
 
     def __init__(self) -> None:
-        #: family name → (type, help, series key → lines in time order)
-        self._families: dict[str, tuple[str, str, dict[tuple[tuple[str, str], ...], list[str]]]] = {}
+        #: family name → (type, help, series key → [(step, sample line)])
+        self._families: dict[str, tuple[str, str, dict[tuple[str, ...], list[tuple[int, str]]]]] = {}
+        #: (sample name, label values) → (series key, "name{labels} "): formatting labels is the hot path
+        self._prefixes: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, ...], str]] = {}
 
-    def add(self, families: Iterable[Metric], timestamp: float) -> None:
+    def add(self, families: Iterable[Metric], step: int, timestamp: float) -> None:
         stamp = _number(timestamp) if timestamp % 1 else str(int(timestamp))
+        prefixes = self._prefixes
         for family in families:
             entry = self._families.get(family.name)
             if entry is None:
                 entry = self._families[family.name] = (family.type, family.documentation, {})
             series = entry[2]
             for sample in family.samples:
-                # a histogram's point is its buckets, count and sum: one series key without `le`
-                key = tuple((k, v) for k, v in sample.labels.items() if k != "le")
-                series.setdefault(key, []).append(
-                    f"{sample.name}{_labels(sample.labels)} {_number(sample.value)} {stamp}\n")
+                cache_key = (sample.name, tuple(sample.labels.values()))
+                cached = prefixes.get(cache_key)
+                if cached is None:
+                    # a histogram's point is its buckets, count and sum: one series, keyed without `le`
+                    key = tuple(v for k, v in sample.labels.items() if k != "le")
+                    cached = prefixes[cache_key] = (key, f"{sample.name}{_labels(sample.labels)} ")
+                series.setdefault(cached[0], []).append((step, f"{cached[1]}{_number(sample.value)} {stamp}\n"))
+
+    def merge(self, other: OpenMetricsHistory) -> None:
+        for name, (kind, doc, series) in other._families.items():
+            entry = self._families.setdefault(name, (kind, doc, {}))
+            for key, points in series.items():
+                entry[2].setdefault(key, []).extend(points)
+
+    @property
+    def family_count(self) -> int:
+        return sum(1 for entry in self._families.values() if entry[2])
 
     @property
     def series(self) -> int:
@@ -102,33 +131,166 @@ class OpenMetricsHistory:
 
     @property
     def samples(self) -> int:
-        return sum(len(lines) for entry in self._families.values() for lines in entry[2].values())
+        return sum(len(points) for entry in self._families.values() for points in entry[2].values())
 
     def write(self, out: TextIO) -> None:
         for name, (kind, doc, series) in self._families.items():
             if not series:
                 continue
             out.write(f"# HELP {name} {_escape(doc)}\n# TYPE {name} {kind}\n")
-            for lines in series.values():
-                out.writelines(lines)
+            for key in sorted(series):
+                points = series[key]
+                points.sort(key=lambda point: point[0])  # stable: a histogram point keeps its bucket order
+                out.writelines(line for _, line in points)
         out.write("# EOF\n")
 
 
+class _AppendedObservations(Observations):
+    """Observations added one at a time in O(1) (compute appends each released item separately,
+    which re-stacks its label set's array every time); ``seal`` turns them into the usual arrays."""
+
+    def __init__(self, label_names: tuple[str, ...]) -> None:
+        super().__init__(label_names)
+        self._pending: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+
+    def add(self, labels: tuple[str, ...], end: float, value: float) -> None:
+        self._pending.setdefault(labels, []).append((end, value))
+
+    def seal(self) -> None:
+        for labels, pairs in self._pending.items():
+            self.by_labels[labels] = np.asarray(pairs, dtype=float).reshape(-1, 2)
+        self._pending = {}
+
+
+class Timeline:
+    """The store's data as of any time, for many times: what ``compute(..., as_of=t)`` does per
+    call, with everything that does not depend on ``t`` done once.
+
+    The first successful production deployment containing a ref is the earliest one, so the
+    deliveries as of ``t`` are the deliveries over all time that finished by ``t``; the same holds
+    for releases, change lead times and recoveries (a recovery ends at a success). Work items are
+    recomputed at every step (``WorkItemTable.as_of``): a reopened or removed item reads
+    differently before and after. tests/collector/test_backfill.py keeps this equal to compute().
+    """
+
+    def __init__(self, table: WorkItemTable, changes: Sequence[Change], deployments: Sequence[Deployment],
+                 links: Sequence[Link]) -> None:
+        self.table = table
+        delivered = first_deliveries(deployments)
+        self.releases = sorted(work_item_deliveries(links, changes, delivered).items(),
+                               key=lambda kv: kv[1].finished_at)
+        self.release_ends = [d.finished_at.timestamp() for _, d in self.releases]
+        shipped = change_deliveries(changes, delivered)
+        lead_times = []
+        for change in changes:
+            deployment = shipped.get((change.source, change.native_id))
+            if deployment is None:
+                continue
+            finish = deployment.finished_at.timestamp()
+            value = finish - change.first_commit_at.timestamp()
+            if value >= 0:  # compute counts the others as rejected; they are no figure
+                lead_times.append((finish, (deployment.source, deployment.service, deployment.environment), value))
+        self.lead_times = _by_labels(lead_times)
+        self.recoveries = _by_labels([(end, labels, value) for labels, end, value in recoveries(deployments)])
+        events = [(d.finished_at.timestamp(), (d.source, d.service, d.environment,
+                                               "true" if d.production else "false", d.status), 1.0)
+                  for d in deployments]
+        self.deployments = _by_labels(events)
+
+    def figures(self, at: float) -> Figures:
+        figures = Figures(request_to_release=_AppendedObservations(RELEASE_LABELS))
+        releases = dict(self.releases[:bisect.bisect_right(self.release_ends, at)])
+        _add_work_item_figures(self.table.as_of(at), releases, figures)
+        figures.request_to_release.seal()
+        for labels, block in _until(self.lead_times, at):
+            figures.change_lead_time.by_labels[labels] = block
+        for labels, block in _until(self.recoveries, at):
+            figures.recovery.by_labels[labels] = block
+        for labels, block in _until(self.deployments, at):
+            figures.deployment_events.by_labels[labels] = block
+            figures.deployments[labels] = len(block)
+        return figures
+
+
+def _by_labels(events: Iterable[tuple[float, tuple[str, ...], float]]) -> dict[tuple[str, ...], np.ndarray]:
+    """labels → (n, 2) array of (end, value) sorted by end."""
+    grouped: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    for end, labels, value in events:
+        grouped.setdefault(labels, []).append((end, value))
+    out = {}
+    for labels, pairs in grouped.items():
+        block = np.asarray(pairs, dtype=float).reshape(-1, 2)
+        out[labels] = block[np.argsort(block[:, 0], kind="stable")]
+    return out
+
+
+def _until(blocks: dict[tuple[str, ...], np.ndarray], at: float) -> Iterable[tuple[tuple[str, ...], np.ndarray]]:
+    for labels, block in blocks.items():
+        n = int(np.searchsorted(block[:, 0], at, side="right"))
+        if n:
+            yield labels, block[:n]
+
+
+#: what forked workers compute from: (timeline, settings, times), set before the pool starts
+_WORK: tuple[Timeline, Settings, Sequence[float]] | None = None
+
+
+def _compute_steps(steps: Sequence[int]) -> OpenMetricsHistory:
+    assert _WORK is not None
+    timeline, settings, times = _WORK
+    history = OpenMetricsHistory()
+    for i in steps:
+        history.add(figure_families(timeline.figures(times[i]), settings, times[i]), i, times[i])
+    return history
+
+
+def _compute_chunk(steps: Sequence[int]) -> tuple[int, OpenMetricsHistory]:
+    return len(steps), _compute_steps(steps)
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def backfill(store: Store, settings: Settings, times: Sequence[float], out: TextIO,
-             progress: Callable[[int, int], None] | None = None) -> BackfillResult:
-    """Write the figure families at each of ``times`` (ascending) to ``out`` as OpenMetrics."""
+             progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> BackfillResult:
+    """Write the figure families at each of ``times`` (ascending) to ``out`` as OpenMetrics.
+
+    Steps are independent, so they are computed by ``workers`` forked processes (default: one per
+    CPU) in chunks of consecutive steps; the output does not depend on the number of workers.
+    """
+    global _WORK
     started = time.monotonic()
     links = store.links()
     table = store.work_item_table(linked={link.work_item for link in links})
     changes, deployments = store.changes(), store.deployments()
+    timeline = Timeline(table, changes, deployments, links)
     history = OpenMetricsHistory()
-    for i, at in enumerate(times):
-        figures = compute(table, changes, deployments, links, as_of=at)
-        history.add(figure_families(figures, settings, at), at)
-        if progress:
-            progress(i + 1, len(times))
+    chunks = [list(range(i, min(i + 8, len(times)))) for i in range(0, len(times), 8)]
+    workers = min(workers or default_workers(), len(chunks))
+    _WORK = (timeline, settings, times)
+    done = 0
+    try:
+        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                for size, part in pool.imap_unordered(_compute_chunk, chunks):
+                    history.merge(part)
+                    done += size
+                    if progress:
+                        progress(done, len(times))
+        else:
+            for chunk in chunks:
+                history.merge(_compute_steps(chunk))
+                done += len(chunk)
+                if progress:
+                    progress(done, len(times))
+    finally:
+        _WORK = None
     history.write(out)
-    return BackfillResult(len(times), len(history._families), history.series, history.samples,
+    return BackfillResult(len(times), history.family_count, history.series, history.samples,
                           time.monotonic() - started)
 
 
