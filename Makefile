@@ -42,3 +42,33 @@ clean:
 
 schema: $(STAMP)
 	$(PY) -c 'import json; from collector.config import json_schema; print(json.dumps(json_schema(), indent=2, sort_keys=True))' > config/schema.json
+
+# The container image, built with whichever OCI builder is installed: docker (when its engine answers),
+# then podman, then buildah; OCI_BUILDER=podman chooses one. The tag defaults to the chart's appVersion,
+# the tag the chart deploys. Push it to your own registry (README: "Building and pushing the image").
+IMAGE ?= cycletime-collector
+IMAGE_TAG ?= $(patsubst appVersion:%,%,$(filter appVersion:%,$(subst ",,$(subst appVersion: ,appVersion:,$(file < helm/cycletime-collector/Chart.yaml)))))
+OCI_BUILDER ?=
+
+.PHONY: image
+image:
+	@builder='$(OCI_BUILDER)'; \
+	if [ -z "$$builder" ]; then \
+	  for candidate in docker podman buildah; do \
+	    command -v "$$candidate" >/dev/null 2>&1 || continue; \
+	    if [ "$$candidate" = docker ] && ! docker info >/dev/null 2>&1; then \
+	      echo "make image: docker is installed but its engine does not answer (docker info); trying podman, buildah" >&2; \
+	      continue; \
+	    fi; \
+	    builder=$$candidate; break; \
+	  done; \
+	elif ! command -v "$$builder" >/dev/null 2>&1; then \
+	  echo "make image: OCI_BUILDER=$$builder is not installed" >&2; exit 1; \
+	fi; \
+	if [ -z "$$builder" ]; then \
+	  echo "make image: no OCI image builder found: install docker, podman or buildah (or set OCI_BUILDER)" >&2; \
+	  exit 1; \
+	fi; \
+	case "$$builder" in *buildah) build=bud ;; *) build=build ;; esac; \
+	echo "$$builder $$build --file Dockerfile --tag $(IMAGE):$(IMAGE_TAG) ."; \
+	"$$builder" "$$build" --file Dockerfile --tag '$(IMAGE):$(IMAGE_TAG)' .

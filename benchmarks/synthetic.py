@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from collector.compute import TableBuilder, WorkItemTable
 from collector.model import Category
 from collector.store import Store
+from collector.table import TableBuilder, WorkItemTable
 
 STATES = (("New", Category.PROPOSED), ("Active", Category.IN_PROGRESS), ("Resolved", Category.RESOLVED),
           ("Closed", Category.COMPLETED))

@@ -1,4 +1,4 @@
-"""``cycletime`` command line (CONTRACT §2). Exit codes: 0 ok, 1 runtime failure, 2 usage or config."""
+"""``cycletime`` command line (see README "Command line"). Exit codes: 0 ok, 1 runtime failure, 2 usage or config."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from collector.config import Config, load_config
@@ -17,9 +18,13 @@ from collector.logs import setup_logging
 
 log = logging.getLogger("cycletime")
 
+#: on SIGTERM, how long running passes get to reach a batch boundary before the process exits anyway
+STOP_GRACE_SECONDS = 3.0
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cycletime", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-format", choices=["auto", "json", "text"], default=None,
                         help="log as JSON lines or text (default: text on a terminal, JSON otherwise)")
@@ -28,8 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("serve", "poll on schedule and serve /metrics"), ("sync", "one pass over every source"),
                        ("metrics", "print the exposition computed from the store"),
                        ("check-config", "validate the configuration")):
-        p = sub.add_parser(name, help=text, parents=[common])
-        p.add_argument("--config", required=True, metavar="FILE")
+        p = sub.add_parser(name, help=text, parents=[common], formatter_class=_Help)
+        p.add_argument("--config", required=True, metavar="FILE", help="the YAML configuration")
         if name in ("sync", "serve"):
             p.add_argument("--wait", action="store_true",
                            help="wait for another process writing to the same store to finish (default: refuse)")
@@ -38,23 +43,43 @@ def _parser() -> argparse.ArgumentParser:
                            help="compute every figure as of TIME: ISO 8601 (2026-06-30T00:00Z) or a duration "
                                 "before now (-30d); default: now")
     bf = sub.add_parser("backfill", help="the figures of past days as OpenMetrics for promtool (history in "
-                        "Prometheus)", parents=[common])
-    bf.add_argument("--config", required=True, metavar="FILE")
+                        "Prometheus)", parents=[common], formatter_class=_Help)
+    bf.add_argument("--config", required=True, metavar="FILE", help="the YAML configuration")
     bf.add_argument("--from", dest="since", default="365d", metavar="DURATION", help="how far back (default 365d)")
     bf.add_argument("--step", default="1d", metavar="DURATION", help="one sample per series per step (default 1d)")
     bf.add_argument("--out", required=True, metavar="FILE", help="OpenMetrics file to write")
     bf.add_argument("--prometheus-blocks", metavar="DIR",
                     help="also run `promtool tsdb create-blocks-from openmetrics` into DIR")
     sb = sub.add_parser("sandbox", help="local Azure DevOps + GitHub API server with a seeded organisation",
-                        parents=[common])
-    sb.add_argument("--host", default="127.0.0.1")
-    sb.add_argument("--port", type=int, default=8089)
-    sb.add_argument("--seed", type=int, default=7)
-    sb.add_argument("--work-items", type=int, default=600)
+                        parents=[common], formatter_class=_Help)
+    sb.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sb.add_argument("--port", type=int, default=8089, help="port to listen on")
+    sb.add_argument("--seed", type=int, default=7, help="seed of the generated organisation")
+    sb.add_argument("--work-items", type=int, default=600, help="work items per half (Azure Boards, GitHub)")
     sb.add_argument("--fault-rate", type=float, default=0.0, help="fraction of API requests answered with a fault")
     sb.add_argument("--malformed", type=int, default=0, help="malformed records mixed into each API's data")
     sb.add_argument("--truth", metavar="FILE", help="write the ground truth as JSON and keep serving")
     return parser
+
+
+class _Help(argparse.HelpFormatter):
+    """Every option shows its default, unless its text already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False or \
+                action.default == argparse.SUPPRESS or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("cycletime-collector")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _parse_at(value: str) -> float:
@@ -108,7 +133,7 @@ def _dispatch(args: argparse.Namespace) -> int:
               + ", ".join(f"{s.name} ({s.kind})" for s in config.sources) + ")")
         return 0
     if args.command == "metrics":
-        return _metrics(config, args.at)
+        return _metrics(config, args.at, args.config)
     if args.command == "backfill":
         from collector.backfill import run
 
@@ -124,10 +149,24 @@ def _open_store(config: Config) -> Any:
     return Store(config.store)
 
 
-def _metrics(config: Config, at: float | None = None) -> int:
+def _sqlite_path(url: str) -> Path | None:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
+
+
+def _metrics(config: Config, at: float | None = None, config_file: str = "FILE") -> int:
     from exporters.prometheus import MetricsCache, Settings
 
+    nothing = f"cycletime: nothing synced yet: run cycletime sync --config {config_file}"
+    path = _sqlite_path(config.store)
+    if path is not None and (not path.is_file() or path.stat().st_size == 0):
+        print(nothing, file=sys.stderr)  # opening it would create an empty store
+        return 1
     store = _open_store(config)
+    if not store.statuses() and not store.record_counts():
+        print(nothing, file=sys.stderr)
+        return 1
     sys.stdout.buffer.write(MetricsCache(store, Settings.from_config(config), as_of=at).exposition())
     return 0
 
@@ -176,7 +215,7 @@ def _serve(config: Config, wait: bool = False) -> int:
     scheduler.add_job(cache.refresh, "interval", seconds=60, id="refresh", max_instances=1, coalesce=True)
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s; finishing the current batch and stopping", signal.Signals(signum).name)
+        log.info("received %s; stopping", signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -186,12 +225,17 @@ def _serve(config: Config, wait: bool = False) -> int:
         while not stop.wait(1.0):
             pass
     finally:
-        # sources check the stop flag between batches; each batch commits atomically, so waiting
-        # for running jobs never leaves a half-written store
-        scheduler.shutdown(wait=True)
+        # Sources check the stop flag between batches and each batch commits in one transaction.
+        # A pass still blocked in a network call after the grace period is abandoned with the
+        # process: its batch was never committed, so the store holds nothing half-written.
+        still_running = scheduler.stop(grace=STOP_GRACE_SECONDS)
         server.shutdown()
-        store.close()
-        log.info("stopped")
+        if still_running:
+            log.warning("stopped without waiting for %s (blocked in a network call; its uncommitted batch is "
+                        "discarded and read again next time)", ", ".join(still_running))
+        else:
+            store.close()
+            log.info("stopped")
     return 0
 
 

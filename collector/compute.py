@@ -7,7 +7,6 @@ No I/O and no clock: ``now`` is passed in. Observations keep the time of their *
 
 from __future__ import annotations
 
-from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import numpy as np
 from collector.errors import Rejected
 from collector.linking import change_deliveries, first_deliveries, work_item_deliveries
 from collector.model import STARTED_CATEGORIES, WIP_CATEGORIES, Category, Change, Deployment, Link, WorkItem
+from collector.table import CAT_CODE, CATEGORIES, WorkItemTable
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -164,114 +164,9 @@ class Figures:
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
-CATEGORIES: tuple[Category, ...] = tuple(Category)
-_CAT_CODE = {c: i for i, c in enumerate(CATEGORIES)}
-_CAT_CODE_ANY: dict[Category | str, int] = {**_CAT_CODE, **{c.value: i for c, i in _CAT_CODE.items()}}
-_COMPLETED, _REMOVED = _CAT_CODE[Category.COMPLETED], _CAT_CODE[Category.REMOVED]
-_STARTED = [_CAT_CODE[c] for c in STARTED_CATEGORIES]
-_WIP = [_CAT_CODE[c] for c in WIP_CATEGORIES]
-
-
-@dataclass
-class WorkItemTable:
-    """Work items as columns, so compute is vectorised and 1M items fit in memory.
-
-    Items are rows 0..n-1; their histories are rows of the ``h_*`` arrays sorted by (item, seq).
-    ``labels[label_idx[i]]`` is item i's (source, project, team, type).
-    """
-
-    labels: list[tuple[str, str, str, str]]
-    label_idx: np.ndarray  # int32[n]
-    #: ref → row, for the items that may be released (all of them, unless the builder was told
-    #: which refs have links: a million ref strings would cost ~100 MB for nothing)
-    ref_index: dict[str, int]
-    created: np.ndarray  # float64[n]
-    states: list[str]
-    h_item: np.ndarray  # int32[m]
-    h_at: np.ndarray  # float64[m]
-    h_state: np.ndarray  # int32[m]
-    h_cat: np.ndarray  # int8[m]
-
-    def __len__(self) -> int:
-        return len(self.created)
-
-    def as_of(self, at: float) -> WorkItemTable:
-        """The table as it stood at ``at``: later items and later observations dropped."""
-        alive = self.created <= at
-        keep_obs = (self.h_at <= at) & alive[self.h_item]
-        if alive.all() and keep_obs.all():
-            return self
-        rows = np.flatnonzero(alive)
-        new_row = np.full(len(self.created), -1, dtype=np.int32)
-        new_row[rows] = np.arange(len(rows), dtype=np.int32)
-        ref_index = {ref: int(new_row[i]) for ref, i in self.ref_index.items() if alive[i]}
-        return WorkItemTable(self.labels, self.label_idx[rows], ref_index, self.created[rows], self.states,
-                             new_row[self.h_item[keep_obs]], self.h_at[keep_obs], self.h_state[keep_obs],
-                             self.h_cat[keep_obs])
-
-    @classmethod
-    def from_items(cls, items: Iterable[WorkItem]) -> WorkItemTable:
-        builder = TableBuilder()
-        for item in items:
-            i = builder.item(item.source, item.project, item.team, item.type, item.ref, item.created_at.timestamp())
-            for obs in sorted(item.history, key=lambda s: s.seq):
-                builder.observe(i, obs.at.timestamp(), obs.state, obs.category)
-        return builder.build()
-
-
-class TableBuilder:
-    """Accumulates items and (item-ordered) observations into a WorkItemTable.
-
-    Typed ``array`` buffers, not lists: a million items with five revisions each stay ~100 MB.
-    """
-
-    def __init__(self, linked: set[str] | None = None) -> None:
-        self._labels: dict[tuple[str, str, str, str], int] = {}
-        self._states: dict[str, int] = {}
-        self._linked = linked
-        self.label_idx = array("i")
-        self.ref_index: dict[str, int] = {}
-        self.created = array("d")
-        self.h_item = array("i")
-        self.h_at = array("d")
-        self.h_state = array("i")
-        self.h_cat = array("b")
-
-    def item(self, source: str, project: str, team: str, type_: str, ref: str, created: float) -> int:
-        key = (source, project, team, type_)
-        label = self._labels.get(key)
-        if label is None:
-            label = self._labels[key] = len(self._labels)
-        self.label_idx.append(label)
-        self.created.append(created)
-        row = len(self.created) - 1
-        if self._linked is None or ref in self._linked:
-            self.ref_index[ref] = row
-        return row
-
-    def observe(self, item: int, at: float, state: str, category: Category | str) -> None:
-        self.observe_many([(item, at, state, category)])
-
-    def observe_many(self, rows: Iterable[tuple[int, float, str, Category | str]]) -> None:
-        """The store's hot loop (millions of rows): locals and dict lookups only."""
-        states, cats = self._states, _CAT_CODE_ANY
-        add_item, add_at, add_state, add_cat = (self.h_item.append, self.h_at.append, self.h_state.append,
-                                                self.h_cat.append)
-        for item, at, state, category in rows:
-            code = states.get(state)
-            if code is None:
-                code = states[state] = len(states)
-            add_item(item)
-            add_at(at)
-            add_state(code)
-            add_cat(cats[category])
-
-    def build(self) -> WorkItemTable:
-        # views over the typed buffers, not copies: the builder is dropped right after
-        return WorkItemTable(list(self._labels), np.frombuffer(self.label_idx, dtype=np.int32), self.ref_index,
-                             np.frombuffer(self.created, dtype=float), list(self._states),
-                             np.frombuffer(self.h_item, dtype=np.int32), np.frombuffer(self.h_at, dtype=float),
-                             np.frombuffer(self.h_state, dtype=np.int32), np.frombuffer(self.h_cat, dtype=np.int8))
+_COMPLETED, _REMOVED = CAT_CODE[Category.COMPLETED], CAT_CODE[Category.REMOVED]
+_STARTED = [CAT_CODE[c] for c in STARTED_CATEGORIES]
+_WIP = [CAT_CODE[c] for c in WIP_CATEGORIES]
 
 
 def compute(work_items: Iterable[WorkItem] | WorkItemTable, changes: Sequence[Change],
@@ -375,7 +270,7 @@ def _add_work_item_figures(t: WorkItemTable, releases: dict[str, Deployment], fi
     keys += s_cat[closed_stays]
     durations = s_end[closed_stays]
     durations -= s_start[closed_stays]
-    working = s_cat[closed_stays] == _CAT_CODE[Category.IN_PROGRESS]
+    working = s_cat[closed_stays] == CAT_CODE[Category.IN_PROGRESS]
     active = np.bincount(s_item[closed_stays][working], weights=durations[working], minlength=n)
     del closed_stays, s_end, s_start, s_item, s_state, s_cat, s_last, working
     sums = np.bincount(keys, weights=durations, minlength=len(t.labels) * n_states * n_cats)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +23,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
@@ -64,9 +66,19 @@ def format_duration(value: timedelta) -> str:
     return f"{seconds:g}s"
 
 
+def _config_duration(value: Any) -> timedelta:
+    """In a config file a bare number is a mistake waiting to happen (``poll_interval: 5``): ask for the unit."""
+    bare = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+        bare = value.strip()
+    if bare is not None:
+        raise ValueError(f"{bare} has no unit: {bare} seconds? write {bare}s, {bare}m, {bare}h or {bare}d")
+    return parse_duration(value)
+
+
 Duration = Annotated[
     timedelta,
-    BeforeValidator(parse_duration),
+    BeforeValidator(_config_duration),
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d|w|y)$",
                     "description": "duration: number + unit (ms, s, m, h, d, w, y), e.g. 5m, 30d"}),
@@ -151,9 +163,55 @@ class BasicAuthConfig(_Model):
     password: str = Field(min_length=1, description="Use ${ENV_VAR}.")
 
 
+def _pem_blocks(path: str) -> set[str]:
+    """The kinds of PEM block in a file (``CERTIFICATE``, ``PRIVATE KEY``…); ValueError if unreadable."""
+    try:
+        text = Path(path).read_bytes().decode("ascii", errors="replace")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    return {m.group(1) for m in re.finditer(r"-----BEGIN ([A-Z0-9 ]+)-----", text)}
+
+
 class TLSConfig(_Model):
-    cert_file: str
-    key_file: str
+    """Checked when the config is loaded, so check-config catches a missing, swapped or broken file."""
+
+    cert_file: str = Field(min_length=1, description="PEM certificate (chain) served on `listen`.")
+    key_file: str = Field(min_length=1, description="PEM private key of cert_file.")
+
+    @field_validator("cert_file")
+    @classmethod
+    def _certificate(cls, path: str) -> str:
+        blocks = _pem_blocks(path)
+        if "CERTIFICATE" in blocks:
+            return path
+        if any(b.endswith("PRIVATE KEY") for b in blocks):
+            raise ValueError(f"{path} holds a private key, not a certificate: are cert_file and key_file swapped?")
+        raise ValueError(f"{path} is not a PEM certificate (no -----BEGIN CERTIFICATE----- block)")
+
+    @field_validator("key_file")
+    @classmethod
+    def _key(cls, path: str, info: ValidationInfo) -> str:
+        blocks = _pem_blocks(path)
+        if not any(b.endswith("PRIVATE KEY") for b in blocks):
+            if "CERTIFICATE" in blocks:
+                raise ValueError(f"{path} holds a certificate, not a private key: are cert_file and key_file "
+                                 "swapped?")
+            raise ValueError(f"{path} is not a PEM private key (no -----BEGIN PRIVATE KEY----- block)")
+        cert = info.data.get("cert_file")
+        if cert:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+
+            def encrypted() -> bytes:  # without this OpenSSL would prompt on the terminal
+                raise ValueError(f"{path} is encrypted: the server needs an unencrypted key")
+
+            try:
+                context.load_cert_chain(cert, path, password=encrypted)
+            except ssl.SSLError as exc:
+                problem = "does not match the certificate" if "KEY_VALUES_MISMATCH" in str(exc) else "cannot be used"
+                raise ValueError(f"{path} {problem} in {cert}: {exc.reason or exc}") from None
+            except OSError as exc:
+                raise ValueError(f"cannot load {path}: {exc.strerror}") from None
+        return path
 
 
 class WebConfig(_Model):
@@ -163,11 +221,17 @@ class WebConfig(_Model):
     tls: TLSConfig | None = None
 
 
+MIN_POLL_INTERVAL = timedelta(seconds=30)
+
+
 class Config(_Model):
     listen: str = Field("0.0.0.0:9184", pattern=r"^\[?[\w.:-]*\]?:\d{1,5}$")
     store: str = Field("sqlite:///var/lib/cycletime/cycletime.db", pattern=r"^(sqlite|postgresql)[+\w]*://",
                        description="sqlite:///PATH or postgresql://USER:PASS@HOST/DB")
-    poll_interval: Duration = timedelta(minutes=5)
+    poll_interval: Duration = Field(timedelta(minutes=5), description="How often each source is polled; "
+                                    "at least 30s unless allow_short_poll_interval is set.")
+    allow_short_poll_interval: bool = Field(False, description="Accept poll intervals under 30s (sandboxes and "
+                                            "tests; real APIs' rate limits need minutes).")
     history: Duration = timedelta(days=365)
     windows: list[Duration] = Field(default=[timedelta(days=7), timedelta(days=30), timedelta(days=90)],
                                     min_length=1)
@@ -189,6 +253,16 @@ class Config(_Model):
                 raise ValueError(f"source name {source.name!r} is used twice")
             seen.add(source.name)
         return value
+
+    def short_intervals(self) -> list[str]:
+        """Poll intervals under the minimum, as config errors, unless explicitly allowed."""
+        if self.allow_short_poll_interval:
+            return []
+        found = [("poll_interval", self.poll_interval)] + [
+            (f"sources[{i}].poll_interval", s.poll_interval) for i, s in enumerate(self.sources) if s.poll_interval]
+        return [f"{path}: {format_duration(value)} is under the minimum of {format_duration(MIN_POLL_INTERVAL)} "
+                "(every poll spends API rate limit); use a longer interval or set allow_short_poll_interval: true"
+                for path, value in found if value < MIN_POLL_INTERVAL]
 
     def interval_of(self, source: AzureBoardsConfig | AzurePipelinesConfig | GitHubConfig) -> timedelta:
         return source.poll_interval or self.poll_interval
@@ -236,11 +310,32 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "<root>"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` then explicit keys is YAML's way of overriding, not a mistake
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first_line:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}: first at line {first_line[key]}, again at line {line}",
+                        key_node.start_mark)
+                first_line[key] = line
+            except TypeError:
+                continue  # an unhashable key: the base constructor reports it
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_config(text: str, env: dict[str, str] | None = None) -> Config:
     """Validate a YAML document; raises ConfigError listing every problem with its key path."""
     env = dict(os.environ) if env is None else env
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
@@ -263,6 +358,7 @@ def parse_config(text: str, env: dict[str, str] | None = None) -> Config:
             if _loc(err["loc"]) not in unset:
                 errors.append(f"{_loc(err['loc'])}: {msg}")
         raise ConfigError(errors) from None
+    errors += config.short_intervals()
     if errors:
         raise ConfigError(errors)
     return config

@@ -16,11 +16,12 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import urllib3
 
 from collector.errors import AuthError, RateLimited, SourceError
 
@@ -83,7 +84,45 @@ class RetryPolicy:
     max_backoff: float = 30.0
     #: the longest we sleep for one rate-limit reset; beyond it we fail rather than hang a job
     max_rate_limit_wait: float = 3600.0
+    #: connect and per-read timeout: a silent server fails fast
     timeout: float = 30.0
+    #: the whole answer must arrive within this, so a server trickling a byte every few seconds
+    #: cannot hold a pass forever
+    deadline: float = 120.0
+    #: the largest answer we read; real pages are at most a few MB, so anything bigger is hostile
+    max_body_bytes: int = 64 * 1024 * 1024
+
+
+class AnswerTooLarge(SourceError):
+    """The answer exceeded ``max_body_bytes``: not retried (the same answer would come back)."""
+
+
+class _DeadlineExceeded(requests.RequestException):
+    """The answer did not arrive within the overall deadline (retried like a timeout)."""
+
+
+def describe(exc: BaseException) -> str:
+    """The cause of a failed request in words an operator can act on (DNS, refused, TLS, timeout)."""
+    text = str(exc)
+    if isinstance(exc, _DeadlineExceeded):
+        return "the answer did not arrive within the deadline"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS handshake or certificate failed"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "timed out waiting for an answer"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "the connection was cut mid-answer"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        if "NameResolution" in text or "Name or service not known" in text or "getaddrinfo" in text:
+            return "DNS lookup failed (check the host name)"
+        if "Connection refused" in text:
+            return "connection refused (nothing listens there)"
+        if "reset" in text.lower() or "aborted" in text.lower():
+            return "the connection was reset"
+        return "could not connect"
+    return type(exc).__name__
 
 
 class ApiClient:
@@ -131,7 +170,12 @@ class ApiClient:
                 return None, resp
             try:
                 return resp.json(), resp
+            except RecursionError:
+                raise SourceError(f"{self.source}: answer from {REDACT(self._path(path_or_url))} is nested too "
+                                  f"deeply to be real JSON") from None
             except (ValueError, json.JSONDecodeError) as exc:
+                if resp.status_code >= 400:
+                    return None, resp  # an error status with an empty or HTML body: the caller reports the status
                 ctype = resp.headers.get("Content-Type", "")
                 if "json" not in ctype and 200 <= resp.status_code < 300 and "html" in ctype:
                     # Azure DevOps answers a bad PAT with 203 + a sign-in page instead of 401
@@ -149,12 +193,10 @@ class ApiClient:
         last_error = ""
         for attempt in range(self.policy.attempts):
             try:
-                resp = self.session.request(method, url, params=params, headers=headers, json=json_body,
-                                            timeout=self.policy.timeout)
-                resp.content  # noqa: B018 - read the body now so a cut connection is retried here
+                resp = self._fetch(method, url, params, headers, json_body)
             except requests.RequestException as exc:
                 self.telemetry.count("error")
-                last_error = f"{type(exc).__name__}"
+                last_error = describe(exc)
                 log.warning("source=%s %s %s failed: %s (attempt %d)", self.source, method,
                             REDACT(self._path(url)), REDACT(exc), attempt + 1)
                 self._backoff(attempt)
@@ -183,6 +225,38 @@ class ApiClient:
             return resp
         raise SourceError(f"{self.source}: {method} {REDACT(self._path(url))} failed after "
                           f"{self.policy.attempts} attempts ({last_error})")
+
+    def _fetch(self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str] | None,
+               json_body: Any) -> requests.Response:
+        """Send and read the whole body now (so a cut connection is retried here), within the
+        overall deadline and the size cap."""
+        started = time.monotonic()
+        resp = self.session.request(method, url, params=params, headers=headers, json=json_body,
+                                    timeout=self.policy.timeout, stream=True)
+        try:
+            declared = int(resp.headers.get("Content-Length") or 0)
+        except ValueError:
+            declared = 0
+        if declared > self.policy.max_body_bytes:
+            resp.close()
+            raise AnswerTooLarge(f"{self.source}: {method} {REDACT(self._path(url))} announced {declared} bytes, "
+                                 f"more than the {self.policy.max_body_bytes} we read")
+        body = bytearray()
+        # read1 returns whatever has arrived, so the deadline is checked even while a server trickles
+        read = getattr(resp.raw, "read1", None)
+        chunks = iter(lambda: read(65536, decode_content=True), b"") if read else resp.iter_content(65536)
+        for chunk in _wrapped(chunks):
+            body += chunk
+            if len(body) > self.policy.max_body_bytes:
+                resp.close()
+                raise AnswerTooLarge(f"{self.source}: {method} {REDACT(self._path(url))} sent more than "
+                                     f"{self.policy.max_body_bytes} bytes")
+            if time.monotonic() - started > self.policy.deadline:
+                resp.close()
+                raise _DeadlineExceeded(f"no complete answer within {self.policy.deadline:.0f}s")
+        resp._content = bytes(body)  # what requests' own .content would have read
+        resp._content_consumed = True
+        return resp
 
     def _note_rate_limit(self, resp: requests.Response) -> None:
         remaining = resp.headers.get("x-ratelimit-remaining")
@@ -218,6 +292,20 @@ class ApiClient:
 
     def _path(self, url: str) -> str:
         return url.split("?", 1)[0]
+
+
+def _wrapped(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """urllib3's read errors as the requests exceptions the retry loop knows (as requests does)."""
+    try:
+        yield from chunks
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ReadTimeout(exc) from exc
+    except urllib3.exceptions.SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
+    except urllib3.exceptions.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
 
 
 def _seconds(value: str | None) -> float | None:

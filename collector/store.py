@@ -16,7 +16,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,13 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
-from collector.compute import TableBuilder, WorkItemTable
 from collector.errors import StoreError, StoreInUse
-from collector.model import Batch, Category, Change, Deployment, Link, StateChange, WorkItem
+from collector.model import Batch, Category, Change, Deployment, Link, Rejection, StateChange, WorkItem
+from collector.table import TableBuilder, WorkItemTable
 
 SCHEMA_VERSION = 1
+#: the longest label or id the store keeps (the columns' size on PostgreSQL)
+MAX_TEXT = 255
 
 #: poll-duration histogram buckets (seconds); a poll is seconds to minutes
 POLL_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, float("inf"))
@@ -155,18 +157,6 @@ class SourceStatus:
     items: int
     last_error: str | None
     rate_limit_remaining: float | None
-
-
-@dataclass
-class Dataset:
-    """Everything compute needs, read in one go."""
-
-    work_items: list[WorkItem] = field(default_factory=list)
-    changes: list[Change] = field(default_factory=list)
-    deployments: list[Deployment] = field(default_factory=list)
-    links: list[Link] = field(default_factory=list)
-    #: (source, reason) → distinct rejected records
-    rejections: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 def normalise_url(url: str) -> str:
@@ -374,7 +364,36 @@ class Store:
         bumped = sa.cast(sa.cast(meta.c.value, sa.BigInteger) + 1, sa.Text)
         conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": bumped}))
 
+    @staticmethod
+    def _within_limits(source: str, batch: Batch) -> Batch:
+        """Records whose text would not fit the columns become rejections, on every backend alike.
+
+        PostgreSQL refuses a 256-character team label (and with it the whole batch); SQLite would
+        store it silently. Either way the record is not trustworthy, so it is counted instead.
+        """
+        def fits(*values: str | None) -> bool:
+            return all(v is None or len(v) <= MAX_TEXT for v in values)
+
+        too_long: list[Rejection] = []
+
+        def keep(native_id: str, ok: bool) -> bool:
+            if not ok:
+                too_long.append(Rejection(source, native_id[:MAX_TEXT], "value_too_long"))
+            return ok
+
+        items = [w for w in batch.work_items if keep(w.native_id, fits(w.native_id, w.ref, w.project, w.team, w.type)
+                                                     and all(fits(h.work_item_id, h.state) for h in w.history))]
+        kept_changes = [c for c in batch.changes if keep(c.native_id, fits(c.native_id, c.ref, c.service))]
+        kept_deployments = [d for d in batch.deployments
+                            if keep(d.native_id, fits(d.native_id, d.service, d.environment, d.sha))]
+        kept_links = [link for link in batch.links if keep(link.work_item, fits(link.work_item, link.target))]
+        if not too_long:
+            return batch
+        return Batch(items, kept_changes, kept_deployments, kept_links, [*batch.rejections, *too_long],
+                     batch.replace_history)
+
     def _write_batch(self, conn: Connection, source: str, batch: Batch) -> None:
+        batch = self._within_limits(source, batch)
         items = [{"source": source, "native_id": w.native_id, "ref": w.ref, "project": w.project,
                   "team": w.team, "type": w.type, "created_at": _ts(w.created_at)} for w in batch.work_items]
         self._upsert(conn, work_items, items, ["source", "native_id"])
@@ -556,10 +575,6 @@ class Store:
         finally:
             raw.close()
         return builder.build()
-
-    def dataset(self) -> Dataset:
-        return Dataset(self.work_items(), self.changes(), self.deployments(), self.links(),
-                       self.rejection_counts())
 
     def api_request_counts(self) -> dict[tuple[str, str], int]:
         with self.engine.connect() as conn:

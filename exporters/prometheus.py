@@ -36,6 +36,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from collector.cardinality import cap_labels
 from collector.compute import BUCKETS, Figures, Observations, compute, histogram, window_quantiles
 from collector.config import Config, format_duration
+from collector.errors import CycletimeError
 from collector.http import REDACT
 from collector.store import POLL_BUCKETS, STORE_ERRORS, Store
 
@@ -296,12 +297,38 @@ def with_runtime(cached: bytes, openmetrics_format: bool) -> bytes:
 
 # -- HTTP server -------------------------------------------------------------------------------
 
+#: a TLS client gets this long to finish its handshake; an idle or trickling one then costs its thread
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
+
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    #: the listen backlog: socketserver's default of 5 drops the SYNs of a burst of concurrent scrapes
+    request_queue_size = 1024
+    ssl_context: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Runs in the connection's own thread, so the TLS handshake never holds up the accept loop."""
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(TLS_HANDSHAKE_TIMEOUT)
+        try:
+            connection = self.ssl_context.wrap_socket(request, server_side=True)
+        except OSError as exc:  # ssl.SSLError, a timeout or a reset: this client only
+            log.debug("http: TLS handshake with %s failed: %s", client_address[0], exc)
+            return
+        try:
+            super().finish_request(connection, client_address)
+        finally:
+            self.shutdown_request(connection)
 
 
 class _QuietHandler(WSGIRequestHandler):
+    #: a client that stops sending or reading mid-request is dropped after this long
+    timeout = 60
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
 
@@ -421,13 +448,25 @@ th, td {{ padding: .4rem .8rem; border-bottom: 1px solid #ddd; text-align: left;
 
 
 def serve_http(app: ExporterApp, listen: str, tls: tuple[str, str] | None = None) -> WSGIServer:
-    """Start the server in a daemon thread and return it (``shutdown()`` stops it)."""
+    """Start the server in a daemon thread and return it (``shutdown()`` stops it).
+
+    Raises CycletimeError with one line (``listen HOST:PORT: address already in use``) when the
+    address cannot be bound or the TLS files cannot be loaded.
+    """
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
-    server = make_server(host, int(port), app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    context = None
     if tls:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(tls[0], tls[1])
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        try:
+            context.load_cert_chain(tls[0], tls[1])
+        except (OSError, ssl.SSLError) as exc:
+            raise CycletimeError(f"web.tls: cannot load {tls[0]} and {tls[1]}: {exc}") from None
+    try:
+        server = make_server(host, int(port), app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise CycletimeError(f"listen {listen}: {reason}") from None
+    server.ssl_context = context
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server

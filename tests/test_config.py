@@ -169,3 +169,78 @@ def test_fuzzed_configs_fail_with_messages_not_tracebacks(text: str) -> None:
         parse_config(text, {})
     except ConfigError as exc:
         assert exc.errors and all(isinstance(e, str) and ": " in e for e in exc.errors)
+
+
+@pytest.mark.parametrize("bare", ["5", "'5'", "300", "1.5"])
+def test_a_duration_without_a_unit_asks_for_one(bare: str) -> None:
+    (error,) = errors_of(f"poll_interval: {bare}\n" + MINIMAL, {"GH_TOKEN": "x"})
+    number = bare.strip("'")
+    assert error == f"poll_interval: {number} has no unit: {number} seconds? write {number}s, {number}m, " \
+                    f"{number}h or {number}d"
+
+
+def test_poll_intervals_under_30s_are_refused_unless_allowed() -> None:
+    text = "poll_interval: 10s\n" + MINIMAL + "    poll_interval: 5s\n"
+    errors = errors_of(text, {"GH_TOKEN": "x"})
+    assert [e.split(":")[0] for e in errors] == ["poll_interval", "sources[0].poll_interval"]
+    assert "10s is under the minimum of 30s" in errors[0] and "allow_short_poll_interval: true" in errors[0]
+    allowed = parse_config("allow_short_poll_interval: true\n" + text, {"GH_TOKEN": "x"})
+    assert allowed.interval_of(allowed.sources[0]).total_seconds() == 5
+    assert parse_config("poll_interval: 30s\n" + MINIMAL, {"GH_TOKEN": "x"}).poll_interval == timedelta(seconds=30)
+    assert "allow_short_poll_interval" in json_schema()["properties"]
+
+
+def test_a_key_given_twice_is_an_error_naming_both_lines() -> None:
+    (error,) = errors_of("listen: 127.0.0.1:9184\n" + MINIMAL + "    token: literal\n")
+    assert "duplicate key 'token': first at line 6, again at line 8" in error
+    (error,) = errors_of(MINIMAL + "listen: 0.0.0.0:1\nlisten: 0.0.0.0:2\n")
+    assert error.startswith("<root>:") and "duplicate key 'listen': first at line 7, again at line 8" in error
+    merged = parse_config("sources:\n  - &gh {name: a, kind: github, token: x, repositories: [a/b]}\n"
+                          "  - <<: *gh\n    name: b\n", {})
+    assert [s.name for s in merged.sources] == ["a", "b"]  # a merge key then an override is not a duplicate
+
+
+def tls_files(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+def tls_config(cert: Path | str, key: Path | str) -> str:
+    return MINIMAL.replace("${GH_TOKEN}", "x") + f"web:\n  tls:\n    cert_file: {cert}\n    key_file: {key}\n"
+
+
+def test_tls_files_are_loaded_when_the_config_is(tmp_path: Path) -> None:
+    cert, key = tls_files(tmp_path)
+    assert parse_config(tls_config(cert, key), {}).web.tls is not None
+    (error,) = errors_of(tls_config(tmp_path / "missing.pem", key))
+    assert error == f"web.tls.cert_file: cannot read {tmp_path}/missing.pem: No such file or directory"
+    errors = errors_of(tls_config(key, cert))
+    assert errors[0].startswith(f"web.tls.cert_file: {key} holds a private key") and "swapped" in errors[0]
+    assert errors[1].startswith(f"web.tls.key_file: {cert} holds a certificate") and "swapped" in errors[1]
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not pem at all\n")
+    (error,) = errors_of(tls_config(cert, junk))
+    assert error.startswith(f"web.tls.key_file: {junk} is not a PEM private key")
+    (tmp_path / "other").mkdir()
+    _, other_key = tls_files(tmp_path / "other")
+    (error,) = errors_of(tls_config(cert, other_key))
+    assert error.startswith(f"web.tls.key_file: {other_key} does not match the certificate in {cert}")
+    encrypted = tmp_path / "encrypted.pem"
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+                   check=True, capture_output=True, timeout=30)
+    (error,) = errors_of(tls_config(cert, encrypted))  # must not prompt for a passphrase on the terminal
+    assert error == f"web.tls.key_file: {encrypted} is encrypted: the server needs an unencrypted key"
+
+
+def test_check_config_and_serve_name_a_bad_tls_file_and_exit_2(tmp_path: Path) -> None:
+    cert, key = tls_files(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(tls_config(key, cert))
+    for command in ("check-config", "serve"):
+        result = run_cli(command, "--config", str(cfg))
+        assert result.returncode == 2, (command, result.stderr)
+        assert f"web.tls.cert_file: {key} holds a private key" in result.stderr
+        assert "Traceback" not in result.stderr

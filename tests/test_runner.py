@@ -19,6 +19,7 @@ def config_for(sandbox: Sandbox, tmp_path: Path, bad_token: str = "wrong-token-5
     return parse_config(f"""
 store: sqlite:///{tmp_path}/s.db
 poll_interval: 2s
+allow_short_poll_interval: true
 sources:
   - {{name: good, kind: github, base_url: "{sandbox.github_url}", token: {TOKEN}, repositories: [contoso/web]}}
   - {{name: bad, kind: azure_boards, organization_url: "{sandbox.azure_url}", project: Fabrikam, token: {bad_token}}}

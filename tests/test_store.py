@@ -164,3 +164,13 @@ def test_columnar_read_matches_the_object_read(store_url: str) -> None:
     from_objects, from_table = compute(store.work_items(), [], [], []), compute(table, [], [], [])
     assert from_table.wip == from_objects.wip and from_table.wip
     assert from_table.state_seconds == from_objects.state_seconds
+
+
+def test_a_label_too_long_for_the_column_is_rejected_alike_on_every_backend(store_url: str) -> None:
+    store = Store(store_url)
+    batch = sample_batch()
+    batch.work_items.append(item(99, [(0, "New", Category.PROPOSED)], team="T" * 256))
+    store.commit("boards", batch)
+    stored = {w.native_id for w in store.work_items()}
+    assert "99" not in stored and {w.native_id for w in sample_batch().work_items} <= stored
+    assert store.rejection_counts()[("boards", "value_too_long")] == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -30,9 +31,11 @@ SOURCES = [
 ]
 TOKENS = {"AZURE_DEVOPS_TOKEN": "azdo-secret-value", "GITHUB_TOKEN": "ghp_secret_value"}
 WITH_SOURCES = {"config": {"sources": SOURCES}, "secret": {"tokens": TOKENS}}
+#: the chart's defaults plus the one thing it cannot default: a source
+MINIMAL = {"config": {"sources": [SOURCES[1]]}}
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "default": {},
+    "default": MINIMAL,
     "sources+tokens": WITH_SOURCES,
     "existingSecret": {"config": {"sources": SOURCES}, "secret": {"existingSecret": "my-tokens"}},
     "postgresql-url": {**WITH_SOURCES, "postgresql": {"url": "postgresql://ct:pw@db:5432/cycletime"}},
@@ -40,7 +43,23 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                   "postgresql": {"existingSecret": "db", "existingSecretKey": "dsn"}},
     "no-persistence": {**WITH_SOURCES, "persistence": {"enabled": False}},
     "existingClaim": {**WITH_SOURCES, "persistence": {"existingClaim": "old-data"}},
-    "rule-only": {"prometheusRule": {"enabled": True}},
+    "rule-only": {**MINIMAL, "prometheusRule": {"enabled": True}},
+    "tls": {
+        "config": {"sources": SOURCES, "web": {"tls": {"cert_file": "/etc/cycletime-tls/tls.crt",
+                                                       "key_file": "/etc/cycletime-tls/tls.key"}}},
+        "secret": {"tokens": TOKENS},
+        "extraVolumes": [{"name": "tls", "secret": {"secretName": "cycletime-tls"}}],
+        "extraVolumeMounts": [{"name": "tls", "mountPath": "/etc/cycletime-tls", "readOnly": True}],
+        "serviceMonitor": {"enabled": True, "endpointConfig": {"tlsConfig": {"insecureSkipVerify": True}}},
+    },
+    "extra-volumes": {
+        **WITH_SOURCES,
+        "extraVolumes": [{"name": "ca-bundle", "configMap": {"name": "corporate-ca"}},
+                         {"name": "tls", "secret": {"secretName": "cycletime-tls"}}],
+        "extraVolumeMounts": [{"name": "ca-bundle", "mountPath": "/etc/ssl/corporate", "readOnly": True},
+                              {"name": "tls", "mountPath": "/etc/cycletime-tls", "readOnly": True}],
+        "extraEnv": [{"name": "REQUESTS_CA_BUNDLE", "value": "/etc/ssl/corporate/ca.crt"}],
+    },
     "backfill": {**WITH_SOURCES, "backfill": {"enabled": True, "from": "180d", "ttlSecondsAfterFinished": 3600}},
     "backfill-postgresql": {**WITH_SOURCES, "postgresql": {"url": "postgresql://ct:pw@db:5432/cycletime"},
                             "backfill": {"enabled": True, "persistence": {"existingClaim": "prom-backfill"}}},
@@ -106,9 +125,27 @@ def volumes(variant: str) -> dict[str, dict[str, Any]]:
 
 
 def test_lint_strict() -> None:
-    report = helm_python.lint(CHART_DIR, strict=True)
+    report = helm_python.lint(CHART_DIR, MINIMAL, strict=True)
     assert report["errors"] == [], report
     assert not [m for m in report["messages"] if m["severity"] >= 2], report
+
+
+@pytest.mark.parametrize("values", [{}, {"config": {"sources": []}}, {"config": {"sources": None}}])
+def test_without_a_source_the_chart_fails_fast(values: dict[str, Any]) -> None:
+    """`helm install` stops at the schema, naming the key, instead of deploying a pod that crash-loops."""
+    with (helm_python.Chart.load(CHART_DIR) as chart,
+          pytest.raises(helm_python.HelmValuesError, match=r"/config(/sources)?'.*(minItems|'sources')")):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    assert helm_python.lint(CHART_DIR, values, strict=True)["errors"]
+
+
+def test_without_a_source_and_schema_validation_skipped_the_template_says_what_to_do(tmp_path: Path) -> None:
+    unchecked = tmp_path / "chart"
+    shutil.copytree(CHART_DIR, unchecked)
+    (unchecked / "values.schema.json").unlink()  # as `helm install --skip-schema-validation` would
+    with (helm_python.Chart.load(unchecked) as chart,
+          pytest.raises(helm_python.HelmError, match=r"config\.sources is empty.*chart README")):
+        chart.render({"config": {"sources": []}}, name=RELEASE, namespace=NAMESPACE)
 
 
 def test_lint_strict_with_every_variant() -> None:
@@ -193,6 +230,57 @@ def test_deployment_defaults() -> None:
     assert dep["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
 
 
+def test_extra_volumes_for_certificates_on_a_read_only_root() -> None:
+    """A CA bundle and the serving certificate come from a ConfigMap and a Secret, beside the chart's own."""
+    v = "extra-volumes"
+    vols = volumes(v)
+    assert vols["ca-bundle"] == {"name": "ca-bundle", "configMap": {"name": "corporate-ca"}}
+    assert vols["tls"] == {"name": "tls", "secret": {"secretName": "cycletime-tls"}}
+    assert {"config", "tmp", "data"} <= vols.keys()
+    mounts = {m["name"]: m for m in container(v)["volumeMounts"]}
+    assert mounts["ca-bundle"] == {"name": "ca-bundle", "mountPath": "/etc/ssl/corporate", "readOnly": True}
+    assert mounts["tls"]["mountPath"] == "/etc/cycletime-tls"
+    assert {"config", "tmp", "data"} <= mounts.keys()
+    assert env(v)["REQUESTS_CA_BUNDLE"] == {"name": "REQUESTS_CA_BUNDLE", "value": "/etc/ssl/corporate/ca.crt"}
+    assert env(v)["TMPDIR"]["value"] == "/tmp"
+
+
+def test_probes_and_scrapes_switch_to_https_with_web_tls() -> None:
+    c = container("tls")
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics", "scheme": "HTTPS"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics", "scheme": "HTTPS"}
+    assert c["livenessProbe"]["periodSeconds"] == 20  # the rest of the probe is the values' own
+    assert config_of("tls")["web"]["tls"]["cert_file"] == "/etc/cycletime-tls/tls.crt"
+    (endpoint,) = one("tls", "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+    # without TLS the probes and the scrape stay plain HTTP
+    assert "scheme" not in container("sources+tokens")["livenessProbe"]["httpGet"]
+    assert "scheme" not in one("monitoring-on", "ServiceMonitor")["spec"]["endpoints"][0]
+
+
+def test_an_explicit_probe_scheme_wins() -> None:
+    values = {**VARIANTS["tls"], "livenessProbe": {"httpGet": {"path": "/healthz", "port": 9185, "scheme": "HTTP"}}}
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    deployment = yaml.safe_load(manifests["cycletime-collector/templates/deployment.yaml"])
+    probe = deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
+    assert probe["httpGet"] == {"path": "/healthz", "port": 9185, "scheme": "HTTP"}
+
+
+def test_schema_rejects_web_tls_without_its_files() -> None:
+    tls = {"tls": {"cert_file": "/x.crt"}}
+    with helm_python.Chart.load(CHART_DIR) as chart, pytest.raises(helm_python.HelmValuesError, match="key_file"):
+        chart.validate_schema({"config": {"sources": SOURCES, "web": tls}})
+
+
+def test_schema_rejects_malformed_extra_volumes() -> None:
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        for bad in ({"extraVolumes": [{"configMap": {"name": "x"}}]}, {"extraVolumeMounts": [{"name": "x"}]},
+                    {"extraVolumes": {"name": "x"}}, {"extraVolumes": [{"name": "tmp", "emptyDir": {}}]}):
+            with pytest.raises(helm_python.HelmValuesError):
+                chart.validate_schema({**WITH_SOURCES, **bad})
+
+
 def test_recreate_comment_explains_why() -> None:
     text = (CHART_DIR / "templates" / "deployment.yaml").read_text(encoding="utf-8")
     assert "Recreate" in text and "ReadWriteOnce" in text and "SQLite" in text
@@ -214,8 +302,7 @@ def test_config_default() -> None:
     assert config["listen"] == "0.0.0.0:9184"
     assert config["store"] == "sqlite:////var/lib/cycletime/cycletime.db"
     assert config["windows"] == ["7d", "30d", "90d"] and config["quantiles"] == [0.5, 0.85, 0.95]
-    assert config["sources"] == []
-    assert "config.sources is empty" in notes({})
+    assert config["sources"] == MINIMAL["config"]["sources"]
 
 
 def test_config_has_the_sources_from_values_and_no_secret() -> None:
@@ -224,7 +311,6 @@ def test_config_has_the_sources_from_values_and_no_secret() -> None:
     assert config["sources"] == SOURCES
     for token in TOKENS.values():
         assert token not in json.dumps(cm)
-    assert "config.sources is empty" not in notes(WITH_SOURCES)
 
 
 def test_rendered_config_is_accepted_by_the_collector() -> None:
@@ -235,6 +321,35 @@ def test_rendered_config_is_accepted_by_the_collector() -> None:
         env = {**TOKENS, "CYCLETIME_STORE_URL": "postgresql://ct:pw@db:5432/cycletime"}
         config = parse_config(text, env)
         assert [s.name for s in config.sources] == ["boards", "github"]
+
+
+def test_notes_remind_that_the_default_image_repository_is_a_placeholder() -> None:
+    assert "image.repository is the chart's placeholder" in notes(MINIMAL)
+    mine = {**MINIMAL, "image": {"repository": "registry.example.com/platform/cycletime-collector"}}
+    assert "placeholder" not in notes(mine)
+
+
+LITERAL_WARNING = "WARNING: literal secrets in config"
+
+
+def test_notes_warn_about_a_literal_token_without_repeating_it() -> None:
+    literal = [{**SOURCES[0], "token": "azdo-pat-0123456789"}, SOURCES[1],
+               {"name": "gh2", "kind": "github", "token": "${GH2_TOKEN:-ghp_fallback}", "repositories": ["a/b"]}]
+    text = notes({"config": {"sources": literal, "web": {"basic_auth": {"username": "prom", "password": "hunter2"}}},
+                  "secret": {"tokens": TOKENS}})
+    assert LITERAL_WARNING in text
+    assert "config.sources[0].token (source boards)" in text
+    assert "config.sources[2].token (source gh2)" in text  # a literal default is a literal too
+    assert "config.web.basic_auth.password" in text
+    assert "config.sources[1]" not in text
+    assert "${ENV_NAME}" in text and "secret.tokens" in text
+    for secret in ("azdo-pat-0123456789", "hunter2", "ghp_fallback"):
+        assert secret not in text
+
+
+def test_notes_stay_quiet_when_every_token_is_a_reference() -> None:
+    web = {"basic_auth": {"username": "prom", "password": "${METRICS_PASSWORD}"}}
+    assert LITERAL_WARNING not in notes({"config": {"sources": SOURCES, "web": web}, "secret": {"tokens": TOKENS}})
 
 
 def test_tokens_secret() -> None:

@@ -47,6 +47,7 @@ def collector_config(tmp: Path, sandbox_url: str, token: str, port: int, store: 
 listen: 127.0.0.1:{port}
 store: {store or f"sqlite:///{tmp}/store.db"}
 poll_interval: {poll_interval}
+allow_short_poll_interval: true
 history: 400d
 sources:
   - name: boards

@@ -87,3 +87,38 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "cycletime-collector.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
+
+{{/* The collector serves HTTPS when the config sets web.tls. */}}
+{{- define "cycletime-collector.tls" -}}
+{{- if dig "web" "tls" "" (.Values.config | default dict) }}true{{ end }}
+{{- end }}
+
+{{/* A probe from the values; an HTTP probe without its own scheme follows web.tls. Call with (list $ probe). */}}
+{{- define "cycletime-collector.probe" -}}
+{{- $probe := deepCopy (index . 1) }}
+{{- if and (include "cycletime-collector.tls" (index . 0)) $probe.httpGet (not $probe.httpGet.scheme) }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- toYaml $probe }}
+{{- end }}
+
+{{/* What the schema enforces, again for installs that skip schema validation. */}}
+{{- define "cycletime-collector.validate" -}}
+{{- if not .Values.config.sources }}
+{{- fail "config.sources is empty: the collector needs at least one source and would refuse to start. Supply them with -f or --set-json, as in the chart README (section \"Sources\")." }}
+{{- end }}
+{{- end }}
+
+{{/* Config paths holding a literal secret instead of a ${ENV} reference, one per line (values never printed). */}}
+{{- define "cycletime-collector.literalSecrets" -}}
+{{- $reference := "^\\$\\{[A-Za-z_][A-Za-z0-9_]*\\}$" }}
+{{- range $i, $source := .Values.config.sources }}
+{{- if and $source.token (not (regexMatch $reference (toString $source.token))) }}
+{{ printf "config.sources[%d].token (source %s)" $i (toString $source.name) }}
+{{- end }}
+{{- end }}
+{{- $password := dig "web" "basic_auth" "password" "" .Values.config }}
+{{- if and $password (not (regexMatch $reference (toString $password))) }}
+{{ print "config.web.basic_auth.password" }}
+{{- end }}
+{{- end }}

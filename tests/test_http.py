@@ -1,0 +1,128 @@
+"""The shared HTTP client against a hostile server on 127.0.0.1: every answer ends in bounded time."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from collector.errors import SourceError
+from collector.http import AnswerTooLarge, ApiClient, RetryPolicy, describe
+
+
+class Hostile(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/trickle"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(200):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+            return
+        if self.path.startswith("/huge"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                chunk = b"[" + b"1," * 32768
+                for _ in range(400):  # ~25 MB if nobody stops reading
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:
+                pass
+            return
+        if self.path.startswith("/announced"):
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**9))
+            self.end_headers()
+            return
+        if self.path.startswith("/nested"):
+            body = b"[" * 100_000 + b"]" * 100_000
+        elif self.path.startswith("/empty404"):
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        else:
+            body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def client(url: str, **policy: float) -> ApiClient:
+    return ApiClient("test", url, None, policy=RetryPolicy(attempts=2, backoff=0.01, **policy),
+                     sleep=lambda s: None)
+
+
+def test_a_trickling_server_is_cut_at_the_deadline(server: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(SourceError, match="did not arrive within the deadline"):
+        client(server, deadline=1.0, timeout=5.0).get_json("/trickle")
+    assert time.monotonic() - started < 6, "two attempts of 1 s each, not 40 s of trickle"
+
+
+def test_an_endless_body_stops_at_the_size_cap(server: str) -> None:
+    with pytest.raises(AnswerTooLarge, match="more than 1000000 bytes"):
+        client(server, max_body_bytes=1_000_000).get_json("/huge")
+
+
+def test_an_announced_giant_is_not_read_at_all(server: str) -> None:
+    with pytest.raises(AnswerTooLarge, match="announced 1000000000 bytes"):
+        client(server, max_body_bytes=1_000_000).get_json("/announced")
+
+
+def test_deeply_nested_json_is_an_error_not_a_crash(server: str) -> None:
+    with pytest.raises(SourceError, match="nested too deeply"):
+        client(server).get_json("/nested")
+
+
+def test_an_empty_404_is_a_404_not_invalid_json(server: str) -> None:
+    body, resp = client(server).get_json("/empty404")
+    assert body is None and resp.status_code == 404
+
+
+def test_a_normal_answer_still_reads(server: str) -> None:
+    body, resp = client(server).get_json("/fine")
+    assert body == {"ok": True} and resp.status_code == 200
+
+
+def test_the_final_error_names_the_cause() -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SourceError, match=r"connection refused \(nothing listens there\)"):
+        client(f"http://127.0.0.1:{port}").get_json("/x")
+    # no real DNS query (tests talk to 127.0.0.1 only): the exception requests raises for one
+    dns = requests.exceptions.ConnectionError("HTTPConnectionPool(host='x.invalid', port=80): Max retries "
+                                              "exceeded (Caused by NameResolutionError(...))")
+    assert describe(dns) == "DNS lookup failed (check the host name)"
+    assert describe(requests.exceptions.SSLError("bad cert")) == "TLS handshake or certificate failed"
+    assert describe(requests.exceptions.ReadTimeout("x")) == "timed out waiting for an answer"
