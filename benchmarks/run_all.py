@@ -30,6 +30,7 @@ def machine() -> str:
 
 def benchmarks() -> list[tuple[str, Callable[[], None]]]:
     import bench_api
+    import bench_backfill
     import bench_compute
     import bench_memory
     import bench_scrape
@@ -41,6 +42,7 @@ def benchmarks() -> list[tuple[str, Callable[[], None]]]:
         ("compute", bench_compute.main),
         ("scrape", bench_scrape.main),
         ("memory", bench_memory.main),
+        ("backfill", lambda: bench_backfill.main([])),
     ]
 
 

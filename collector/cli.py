@@ -42,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--at", metavar="TIME", type=_parse_at,
                            help="compute every figure as of TIME: ISO 8601 (2026-06-30T00:00Z) or a duration "
                                 "before now (-30d); default: now")
+    bf = sub.add_parser("backfill", help="the figures of past days as OpenMetrics for promtool (history in "
+                        "Prometheus)", parents=[common], formatter_class=_Help)
+    bf.add_argument("--config", required=True, metavar="FILE", help="the YAML configuration")
+    bf.add_argument("--from", dest="since", default="365d", metavar="DURATION", help="how far back (default 365d)")
+    bf.add_argument("--step", default="1d", metavar="DURATION", help="one sample per series per step (default 1d)")
+    bf.add_argument("--out", required=True, metavar="FILE", help="OpenMetrics file to write")
+    bf.add_argument("--prometheus-blocks", metavar="DIR",
+                    help="also run `promtool tsdb create-blocks-from openmetrics` into DIR")
     sb = sub.add_parser("sandbox", help="local Azure DevOps + GitHub API server with a seeded organisation",
                         parents=[common], formatter_class=_Help)
     sb.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -126,6 +134,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "metrics":
         return _metrics(config, args.at, args.config)
+    if args.command == "backfill":
+        from collector.backfill import run
+
+        return run(config, args.since, args.step, args.out, args.prometheus_blocks)
     if args.command == "sync":
         return _sync(config, args.wait)
     return _serve(config, args.wait)

@@ -45,9 +45,6 @@ THRESHOLDS: dict[str, Any] = {
     "changeLeadTimeRegressionRatio": 1.5,
     "changeLeadTimeRegressionMinChanges": 5,
     "regressionFor": "1h",
-    # DORA alerts watch production only (a failing staging deploy is the pipeline doing its job);
-    # a regex over the `environment` label, like the collector's production_environments.
-    "productionEnvironments": "production",
     "deploymentFrequencyDropRatio": 0.5,
     "deploymentFrequencyMinDeployments30d": 8,
     "deploymentFrequencyDropFor": "6h",
@@ -79,6 +76,8 @@ def _runbook(alert: str) -> str:
 
 WI = "source, project, team, type"
 DEP = "source, service, environment"
+DEP7 = "source_service_environment_status:cycletime_deployments_window_count:production_7d"
+DEP30 = "source_service_environment_status:cycletime_deployments_window_count:production_30d"
 
 RECORDING_RULES: list[dict[str, Any]] = [
     {
@@ -106,46 +105,50 @@ RECORDING_RULES: list[dict[str, Any]] = [
         "record": "source_service_environment:cycletime_change_lead_time_window_count:7d",
         "expr": f'max by ({DEP}) (cycletime_change_lead_time_window_count{{window="7d"}})\n',
     },
+    # Production deployments per window from the collector's window gauges (the `production` label
+    # is decided by each source's production_environments, docs/metrics.md): right from the first
+    # scrape, and a staging or dev deployment never counts.
     {
-        "record": "source_service_environment_status:cycletime_deployments:increase7d",
-        "expr": f"sum by ({DEP}, status) (increase(cycletime_deployments_total[7d]))\n",
+        "record": "source_service_environment_status:cycletime_deployments_window_count:production_7d",
+        "expr": (f"sum by ({DEP}, status) "
+                 '(cycletime_deployments_window_count{production="true",window="7d"})\n'),
     },
     {
-        "record": "source_service_environment_status:cycletime_deployments:increase30d",
-        "expr": f"sum by ({DEP}, status) (increase(cycletime_deployments_total[30d]))\n",
+        "record": "source_service_environment_status:cycletime_deployments_window_count:production_30d",
+        "expr": (f"sum by ({DEP}, status) "
+                 '(cycletime_deployments_window_count{production="true",window="30d"})\n'),
     },
     {
-        # successful deployments per day over the last 7 days / per day over the last 30 days
+        # successful production deployments per day over the last 7 days / per day over the last 30 days
         "record": "source_service_environment:cycletime_deployment_frequency:ratio_7d_30d",
         "expr": (
             "(\n"
             "  sum without (status) (\n"
-            '    source_service_environment_status:cycletime_deployments:increase7d{status="success"}\n'
+            f'    {DEP7}{{status="success"}}\n'
             "  ) / 7\n"
             ")\n"
             "/\n"
             "(\n"
             "  sum without (status) (\n"
-            '    source_service_environment_status:cycletime_deployments:increase30d{status="success"}\n'
+            f'    {DEP30}{{status="success"}}\n'
             "  ) / 30 > 0\n"
             ")\n"
         ),
     },
     {
-        # failed / (successful + failed) over the last 7 days; 0 when nothing failed
+        # failed / (successful + failed) production deployments over the last 7 days; 0 when a
+        # service never failed (it then has no failure series at all)
         "record": "source_service_environment:cycletime_change_failure_rate:ratio_7d",
         "expr": (
             "(\n"
-            "  sum without (status) (\n"
-            '    source_service_environment_status:cycletime_deployments:increase7d{status="failure"}\n'
-            "  )\n"
+            f'  sum without (status) ({DEP7}{{status="failure"}})\n'
             "  or\n"
-            "  0 * sum without (status) (source_service_environment_status:cycletime_deployments:increase7d)\n"
+            f"  0 * sum without (status) ({DEP7})\n"
             ")\n"
             "/\n"
             "(\n"
             "  sum without (status) (\n"
-            '    source_service_environment_status:cycletime_deployments:increase7d{status=~"success|failure"}\n'
+            f'    {DEP7}{{status=~"success|failure"}}\n'
             "  ) > 0\n"
             ")\n"
         ),
@@ -203,12 +206,10 @@ DELIVERY_ALERTS: list[dict[str, Any]] = [
         "alert": "DeploymentFrequencyDrop",
         "expr": (
             "source_service_environment:cycletime_deployment_frequency:ratio_7d_30d"
-            f'{{environment=~"{P("productionEnvironments")}"}}'
             f" < {P('deploymentFrequencyDropRatio')}\n"
             f"and on ({DEP})\n"
-            "sum without (status) (\n"
-            '  source_service_environment_status:cycletime_deployments:increase30d{status="success"}\n'
-            f") >= {P('deploymentFrequencyMinDeployments30d')}\n"
+            f'sum without (status) ({DEP30}{{status="success"}})'
+            f" >= {P('deploymentFrequencyMinDeployments30d')}\n"
         ),
         "for": P("deploymentFrequencyDropFor"),
         "labels": {"severity": "info"},
@@ -228,12 +229,10 @@ DELIVERY_ALERTS: list[dict[str, Any]] = [
         "alert": "ChangeFailureRateHigh",
         "expr": (
             "source_service_environment:cycletime_change_failure_rate:ratio_7d"
-            f'{{environment=~"{P("productionEnvironments")}"}}'
             f" > {P('changeFailureRate')}\n"
             f"and on ({DEP})\n"
-            "sum without (status) (\n"
-            '  source_service_environment_status:cycletime_deployments:increase7d{status=~"success|failure"}\n'
-            f") >= {P('changeFailureRateMinDeployments')}\n"
+            f'sum without (status) ({DEP7}{{status=~"success|failure"}})'
+            f" >= {P('changeFailureRateMinDeployments')}\n"
         ),
         "for": P("changeFailureRateFor"),
         "labels": {"severity": "warning"},
@@ -351,11 +350,12 @@ def _default_text(value: Any) -> str:
 def render_rules_yaml() -> str:
     body = _PARAM.sub(lambda m: _default_text(THRESHOLDS[m.group(1)]), _rules_yaml_body())
     return (
-        "# Recording rules and alerts of cycletime-collector (metrics: CONTRACT §5).\n"
+        "# Recording rules and alerts of cycletime-collector (metrics: docs/metrics.md).\n"
         "# GENERATED by scripts/gen_dashboards.py (`make dashboards`) - edit the definitions there.\n"
         "# The Helm chart renders the same rules with thresholds from values.yaml\n"
         "# (prometheusRule.thresholds); unit tests: tests/delivery/rules_test.yaml.\n"
-        "# The regression rules need windows 7d and 90d and quantile 0.85 in the collector config.\n"
+        "# The rules need windows 7d, 30d and 90d and quantile 0.85 in the collector config (the defaults);\n"
+        "# DORA rules count production deployments only: the `production` label, never environment names.\n"
         + body
     )
 
@@ -596,7 +596,10 @@ def query_var(name: str, label: str, query: str, description: str, *, multi: boo
     return var
 
 
-def template_vars(*, service: bool = False, window: bool = False) -> list[dict[str, Any]]:
+def template_vars(*, service: bool = False, window: bool = False,
+                  production_only: bool = False) -> list[dict[str, Any]]:
+    """The dashboards' variables; ``production_only`` lists production environments only (DORA)."""
+    prod = ',production="true"' if production_only else ""
     out: list[dict[str, Any]] = [
         {
             "current": {},
@@ -627,13 +630,14 @@ def template_vars(*, service: bool = False, window: bool = False) -> list[dict[s
                   'project=~"$project",team=~"$team"}, type)',
                   "Work item type (User Story, Bug, Issue, ...)"),
         query_var("environment", "Environment",
-                  'label_values(cycletime_deployments_total{source=~"$source"}, environment)',
-                  "Deployment environment"),
+                  f'label_values(cycletime_deployments_total{{source=~"$source"{prod}}}, environment)',
+                  "Production environment (the collector's production_environments)" if production_only
+                  else "Deployment environment"),
     ]
     if service:
         out.append(query_var("service", "Service",
                              'label_values(cycletime_deployments_total{source=~"$source",'
-                             'environment=~"$environment"}, service)',
+                             f'environment=~"$environment"{prod}}}, service)',
                              "Pipeline or repository that deploys"))
     if window:
         out.append(query_var("window", "Window",
@@ -737,12 +741,13 @@ def request_to_release() -> dict[str, Any]:
                         _quantile_targets(m, R2R_FILTER, "{{team}} {{type}} {{environment}}"), "s"), 24, 10),
         ],
         [
-            (bargauge("Distribution (items released in the time range)",
-                      "How many work items released in the selected time range fell into each "
+            (bargauge("Distribution (every released item in the collector's history)",
+                      "How many of the work items released within the collector's `history` fell into each "
                       "request-to-release bucket (histogram `cycletime_request_to_release_seconds`, "
-                      "buckets 1h to 365d; the upper bound is shown). " + definition,
-                      [target(f"sum by (le) (increase(cycletime_request_to_release_seconds_bucket"
-                              f"{{{R2R_FILTER}}}[$__range]))", "{{le}}", instant=True, fmt="heatmap")],
+                      "buckets 1h to 365d; the upper bound is shown). Derived from the store, so it is "
+                      "complete from the first scrape. " + definition,
+                      [target(f"sum by (le) (cycletime_request_to_release_seconds_bucket{{{R2R_FILTER}}})",
+                              "{{le}}", instant=True, fmt="heatmap")],
                       "short"), 10, 10),
             (heatmap("Distribution over time",
                      "Work items released per interval, by request-to-release bucket (seconds, upper "
@@ -754,16 +759,27 @@ def request_to_release() -> dict[str, Any]:
         ],
         [
             (timeseries("Items released per week",
-                        "Work items released in the 7 days up to each point "
-                        "(`increase(cycletime_request_to_release_seconds_count[7d])`), per team.",
-                        [target(f"sum by (team) (increase(cycletime_request_to_release_seconds_count"
-                                f"{{{R2R_FILTER}}}[7d]))", "{{team}}", interval="1d")],
+                        "Work items released in the 7 days up to each point, per team "
+                        "(`cycletime_request_to_release_window_count{window=\"7d\"}`: computed by the "
+                        "collector, so the latest point is right from the first scrape and backfilled "
+                        "history fills the rest; needs the window 7d in the collector's `windows`).",
+                        [target(f"sum by (team) (cycletime_request_to_release_window_count"
+                                f'{{{R2R_FILTER},window="7d"}})', "{{team}}", interval="1d")],
                         "short", bars=True, stack=True), 24, 8),
         ],
     ])
     return dashboard("cycletime-request-to-release", "Request to release",
                      "From a work item's creation to the first production deployment of a linked change.",
                      ["request-to-release"], panels, template_vars(window=True))
+
+
+def _flow_efficiency(window: str) -> str:
+    """Flow efficiency over the matching series: each series' window ratio weighted by its items."""
+    selector = f'{{{WI_FILTER},window="{window}"}}'
+    return (f"sum(cycletime_work_item_flow_efficiency_window_ratio{selector}\n"
+            f"    * cycletime_work_item_lead_time_window_count{selector})\n/\n"
+            f"sum(cycletime_work_item_lead_time_window_count{selector}\n"
+            f"    and cycletime_work_item_flow_efficiency_window_ratio{selector})")
 
 
 def flow() -> dict[str, Any]:
@@ -784,14 +800,12 @@ def flow() -> dict[str, Any]:
                   cycle_def + " Largest p85 among the matching series." + QUANTILE_NOTE,
                   [target(f'max({cycle}{{{WI_FILTER},window="$window",quantile="0.85"}})', "p85")],
                   "dtdurations"), 6, 5),
-            (stat("Flow efficiency",
+            (stat("Flow efficiency (window)",
                   "Flow efficiency = time in the In Progress category / lead time, over the items "
-                  "completed in the selected time range (from `cycletime_work_item_state_seconds_total` "
-                  "and `cycletime_work_item_lead_time_seconds_sum`).",
-                  [target(f'sum(increase(cycletime_work_item_state_seconds_total{{{WI_FILTER},'
-                          f'category="InProgress"}}[$__range]))\n/\n'
-                          f"sum(increase(cycletime_work_item_lead_time_seconds_sum{{{WI_FILTER}}}[$__range]))",
-                          "flow efficiency", instant=True)],
+                  "completed in the window (`cycletime_work_item_flow_efficiency_window_ratio`); across "
+                  "several teams or types, their ratios averaged with their completed items as weights "
+                  "(`cycletime_work_item_lead_time_window_count`).",
+                  [target(_flow_efficiency("$window"), "flow efficiency")],
                   "percentunit", _steps(("red", None), ("yellow", 0.15), ("green", 0.4)), graph=False,
                   min=0, max=1), 6, 5),
             (stat("Work in progress",
@@ -808,21 +822,21 @@ def flow() -> dict[str, Any]:
         ],
         [
             (bargauge("Average time in state per completed item",
-                      "Time in state = total time the items completed in the selected time range spent in "
-                      "each state, divided by the number of those items "
-                      "(`cycletime_work_item_state_seconds_total` / completed items).",
-                      [target(f"sum by (state) (increase(cycletime_work_item_state_seconds_total"
-                              f"{{{WI_FILTER}}}[$__range]))\n/ on () group_left\n"
-                              f"sum(increase(cycletime_work_item_lead_time_seconds_count{{{WI_FILTER}}}"
-                              "[$__range]))", "{{state}}", instant=True)],
+                      "Time in state = total time the items completed within the collector's `history` "
+                      "spent in each state, divided by the number of those items "
+                      "(`cycletime_work_item_state_seconds_total` / `cycletime_work_item_lead_time_seconds_count`; "
+                      "derived from the store, so complete from the first scrape).",
+                      [target(f"sum by (state) (cycletime_work_item_state_seconds_total{{{WI_FILTER}}})\n"
+                              "/ on () group_left\n"
+                              f"sum(cycletime_work_item_lead_time_seconds_count{{{WI_FILTER}}})",
+                              "{{state}}", instant=True)],
                       "dtdurations"), 12, 9),
             (timeseries("Flow efficiency over time",
                         "Flow efficiency = time in the In Progress category / lead time, over the items "
-                        "completed in the rolling window before each point.",
-                        [target(f'sum(increase(cycletime_work_item_state_seconds_total{{{WI_FILTER},'
-                                f'category="InProgress"}}[$window]))\n/\n'
-                                f"sum(increase(cycletime_work_item_lead_time_seconds_sum{{{WI_FILTER}}}"
-                                "[$window]))", "flow efficiency", interval="1d")],
+                        "completed in the rolling window before each point "
+                        "(`cycletime_work_item_flow_efficiency_window_ratio`, weighted by completed items "
+                        "across series).",
+                        [target(_flow_efficiency("$window"), "flow efficiency", interval="1d")],
                         "percentunit", min=0, max=1), 12, 9),
         ],
         [
@@ -833,11 +847,12 @@ def flow() -> dict[str, Any]:
                                 "{{category}}")],
                         "short", stack=True), 12, 9),
             (timeseries("Throughput per week",
-                        "Work items completed in the 7 days up to each point "
-                        "(`increase(cycletime_work_item_lead_time_seconds_count[7d])`), per type. Removed "
-                        "items are excluded; reopened items count once, at their final completion.",
-                        [target(f"sum by (type) (increase(cycletime_work_item_lead_time_seconds_count"
-                                f"{{{WI_FILTER}}}[7d]))", "{{type}}", interval="1d")],
+                        "Work items completed in the 7 days up to each point, per type "
+                        "(`cycletime_work_item_lead_time_window_count{window=\"7d\"}`; needs the window 7d "
+                        "in the collector's `windows`). Removed items are excluded; reopened items count "
+                        "once, at their final completion.",
+                        [target(f"sum by (type) (cycletime_work_item_lead_time_window_count"
+                                f'{{{WI_FILTER},window="7d"}})', "{{type}}", interval="1d")],
                         "short", bars=True, stack=True), 12, 9),
         ],
     ])
@@ -847,46 +862,59 @@ def flow() -> dict[str, Any]:
 
 
 def dora() -> dict[str, Any]:
-    dep = "cycletime_deployments_total"
+    win = "cycletime_deployments_window_count"
     clt = "cycletime_change_lead_time_window_seconds"
     rec = "cycletime_failed_deployment_recovery_window_seconds"
+    prod = f'{DEP_FILTER},production="true"'
     bands = " Thresholds are the DORA performance bands (State of DevOps 2023): "
     df_def = ("Deployment frequency = successful production deployments per day "
-              "(`cycletime_deployments_total{status=\"success\"}`).")
+              "(`cycletime_deployments_window_count{production=\"true\",status=\"success\"}`: computed by "
+              "the collector over its windows, right from the first scrape).")
     clt_def = ("Change lead time = finish of the first successful production deployment containing the "
                "change - time of the change's first commit.")
-    cfr_def = "Change failure rate = failed production deployments / all production deployments."
+    cfr_def = ("Change failure rate = failed production deployments / all production deployments "
+               "(`cycletime_deployments_window_count{production=\"true\"}`).")
     rec_def = ("Failed deployment recovery time = next successful deployment - failed deployment, same "
-               "service and environment.")
+               "service and production environment.")
+    prod_note = (" Production is the `production=\"true\"` label, set by each source's "
+                 "`production_environments` in the collector config.")
     df_bands = bands + "elite >= 1/day, high >= 1/week, medium >= 1/month, low below."
     clt_bands = bands + "elite < 1 day, high < 1 week, medium < 1 month, low above."
     cfr_bands = bands + "elite <= 5%, high <= 10%, medium <= 15%, low above."
     rec_bands = bands + "elite < 1 hour, high < 1 day, medium < 1 week, low above."
+
+    def cfr(window: str, by: str = "") -> str:
+        grouping = f" by ({by})" if by else ""
+        return (f'(sum{grouping} ({win}{{{prod},status="failure",window="{window}"}})\n'
+                f' or 0 * sum{grouping} ({win}{{{prod},window="{window}"}}))\n/\n'
+                f'sum{grouping} ({win}{{{prod},status=~"success|failure",window="{window}"}})')
+
     panels = layout([
         [
-            (stat("Deployment frequency (per day, 30d)", df_def + " Averaged over the last 30 days." + df_bands,
-                  [target(f'sum(increase({dep}{{{DEP_FILTER},status="success"}}[30d])) / 30', "per day")],
+            (stat("Deployment frequency (per day, 30d)",
+                  df_def + " Averaged over the last 30 days (needs the window 30d in the collector's "
+                  "`windows`)." + prod_note + df_bands,
+                  [target(f'sum({win}{{{prod},status="success",window="30d"}}) / 30', "per day")],
                   "short", BANDS_DEPLOY_FREQ, decimals=2), 6, 6),
             (stat("Change lead time p50 (worst matching series)",
                   clt_def + " Largest p50 among the matching service/environment series." + QUANTILE_NOTE
                   + clt_bands,
                   [target(f'max({clt}{{{DEP_FILTER},window="$window",quantile="0.5"}})', "p50")],
                   "dtdurations", BANDS_DURATION_LEAD), 6, 6),
-            (stat("Change failure rate (30d)", cfr_def + " Over the last 30 days." + cfr_bands,
-                  [target(f'sum(increase({dep}{{{DEP_FILTER},status="failure"}}[30d]))\n/\n'
-                          f'sum(increase({dep}{{{DEP_FILTER},status=~"success|failure"}}[30d]))', "CFR")],
+            (stat("Change failure rate (30d)", cfr_def + " Over the last 30 days." + prod_note + cfr_bands,
+                  [target(cfr("30d"), "CFR")],
                   "percentunit", BANDS_CFR), 6, 6),
             (stat("Failed deployment recovery time p50 (worst matching series)",
-                  rec_def + " Largest p50 among the matching series." + QUANTILE_NOTE + rec_bands,
-                  [target(f'max({rec}{{{DEP_FILTER},window="$window",quantile="0.5"}})', "p50")],
+                  rec_def + " Largest p50 among the matching production series, over the failures "
+                  "recovered in the window." + QUANTILE_NOTE + rec_bands,
+                  [target(f'max({rec}{{{prod},window="$window",quantile="0.5"}})', "p50")],
                   "dtdurations", BANDS_RECOVERY), 6, 6),
         ],
         [
             (timeseries("Deployment frequency per service / environment (per day, 7d)",
-                        df_def + " Averaged over the 7 days before each point." + df_bands,
-                        [target(f'sum by (service, environment) (increase({dep}{{{DEP_FILTER},'
-                                f'status="success"}}[7d])) / 7', "{{service}} {{environment}}",
-                                interval="1h")],
+                        df_def + " Averaged over the 7 days before each point." + prod_note + df_bands,
+                        [target(f'sum by (service, environment) ({win}{{{prod},status="success",'
+                                'window="7d"}) / 7', "{{service}} {{environment}}", interval="1h")],
                         "short", thresholds=BANDS_DEPLOY_FREQ), 12, 9),
             (timeseries("Change lead time p50 / p85 per service / environment",
                         clt_def + QUANTILE_NOTE + clt_bands,
@@ -901,39 +929,41 @@ def dora() -> dict[str, Any]:
         [
             (timeseries("Change failure rate per service / environment (7d)",
                         cfr_def + " Over the 7 days before each point (recording rule "
-                        "`source_service_environment:cycletime_change_failure_rate:ratio_7d`)." + cfr_bands,
+                        "`source_service_environment:cycletime_change_failure_rate:ratio_7d`)." + prod_note
+                        + cfr_bands,
                         [target("source_service_environment:cycletime_change_failure_rate:ratio_7d"
                                 f"{{{DEP_FILTER}}}", "{{service}} {{environment}}")],
                         "percentunit", thresholds=BANDS_CFR, min=0, max=1), 12, 9),
             (timeseries("Failed deployment recovery time p50 / p85 per service / environment",
                         rec_def + QUANTILE_NOTE + rec_bands,
                         targets(
-                            (f'{rec}{{{DEP_FILTER},window="$window",quantile="0.5"}}',
+                            (f'{rec}{{{prod},window="$window",quantile="0.5"}}',
                              "p50 {{service}} {{environment}}"),
-                            (f'{rec}{{{DEP_FILTER},window="$window",quantile="0.85"}}',
+                            (f'{rec}{{{prod},window="$window",quantile="0.85"}}',
                              "p85 {{service}} {{environment}}"),
                         ),
                         "s", thresholds=BANDS_RECOVERY), 12, 9),
         ],
         [
-            (bargauge("Deployments in the time range by status",
-                      "Deployments finished in the selected time range per service, environment and status "
-                      "(success / failure).",
-                      [target(f"sum by (service, environment, status) (increase({dep}{{{DEP_FILTER}}}"
-                              "[$__range]))", "{{service}} {{environment}} {{status}}", instant=True)],
+            (bargauge("Production deployments in the window by status",
+                      "Production deployments finished in the window per service, environment and status "
+                      "(success / failure), from `cycletime_deployments_window_count`." + prod_note,
+                      [target(f'sum by (service, environment, status) ({win}{{{prod},window="$window"}})',
+                              "{{service}} {{environment}} {{status}}", instant=True)],
                       "short"), 12, 8),
-            (bargauge("Change lead time distribution (changes deployed in the time range)",
-                      "Changes deployed in the selected time range per change-lead-time bucket "
-                      "(histogram `cycletime_change_lead_time_seconds`, upper bound shown). " + clt_def,
-                      [target("sum by (le) (increase(cycletime_change_lead_time_seconds_bucket"
-                              f"{{{DEP_FILTER}}}[$__range]))", "{{le}}", instant=True, fmt="heatmap")],
+            (bargauge("Change lead time distribution (every deployed change in the collector's history)",
+                      "Changes deployed to production within the collector's `history` per change-lead-time "
+                      "bucket (histogram `cycletime_change_lead_time_seconds`, upper bound shown; derived "
+                      "from the store, so complete from the first scrape). " + clt_def,
+                      [target(f"sum by (le) (cycletime_change_lead_time_seconds_bucket{{{DEP_FILTER}}})",
+                              "{{le}}", instant=True, fmt="heatmap")],
                       "short"), 12, 8),
         ],
     ])
     return dashboard("cycletime-dora", "DORA metrics",
                      "Deployment frequency, change lead time, change failure rate and failed deployment "
-                     "recovery time per service and environment.",
-                     ["dora"], panels, template_vars(service=True, window=True))
+                     "recovery time of production deployments per service and environment.",
+                     ["dora"], panels, template_vars(service=True, window=True, production_only=True))
 
 
 def collector_health() -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,9 +26,24 @@ def test_demo_starts_everything_and_prints_the_headline(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert f"http://127.0.0.1:{env['DEMO_COLLECTOR_PORT']}/metrics" in out
-    assert "scraping the collector, shipped rules" in out, out  # Prometheus is a test dependency here
-    assert "p85 request-to-release over the last 30 days" in out
-    assert "days  cycletime_request_to_release_window_seconds{" in out
+    assert "scraping the collector, shipped rules, a year of history backfilled" in out, out
+    # the headline: a short table per project, slowest first, then the DORA figures
+    assert "request to release, p85 in days" in out and "last 30 days" in out and "a year ago" in out
+    rows = re.findall(r"^    (\S+)\s+([\d.]+)\s+(\d+)\s+([\d.]+|-)\s+(\d+)$", out, re.M)
+    assert {r[0] for r in rows} >= {"Fabrikam", "Tailspin"}, out
+    p85 = [float(r[1]) for r in rows]
+    assert p85 == sorted(p85, reverse=True)
+    dora = re.search(r"production deployments, last 30 days: ([\d.]+) per day \((\d+) successful\); "
+                     r"change failure rate ([\d.]+)% \((\d+) of (\d+)\)", out)
+    assert dora, out
+    # ...equal to what the collector exports
+    exposition = subprocess.run([sys.executable, "-m", "collector", "metrics", "--config",
+                                 str(tmp_path / "demo" / "demo.yaml")], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=300, check=True).stdout
+    exported = sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
+                   if line.startswith("cycletime_deployments_window_count{") and 'production="true"' in line
+                   and 'status="success"' in line and 'window="30d"' in line)
+    assert int(dora.group(2)) == exported
     assert "cycle time, 3 to 0 months ago" in out and "request to release, 12 to 9 months ago" in out
     log = (tmp_path / "demo" / "collector.log").read_text()
     assert '"level": "error"' not in log, log[-3000:]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from typing import Any
@@ -14,7 +16,9 @@ from .promql import (
     CONTRACT_METRICS,
     GRAFANA_DIR,
     ROOT,
+    RULES_FILE,
     check_exprs_with_promtool,
+    load_rules,
     metric_names,
     recording_rule_names,
 )
@@ -100,15 +104,16 @@ def test_issue_contents() -> None:
     for q in ("0.5", "0.85", "0.95"):
         assert 'cycletime_request_to_release_window_seconds{source=~"$source"' in r2r and f'"{q}"' in r2r
     assert "cycletime_request_to_release_seconds_bucket" in r2r
-    assert "increase(cycletime_request_to_release_seconds_count" in r2r and "[7d]" in r2r
+    assert 'cycletime_request_to_release_window_count{source=~"$source"' in r2r and 'window="7d"' in r2r
     assert "offset 90d" in r2r
     flow = exprs("flow.json")
     for needle in ("cycletime_work_item_lead_time_window_seconds", "cycletime_work_item_cycle_time_window_seconds",
-                   "cycletime_work_item_state_seconds_total", 'category="InProgress"',
-                   "cycletime_work_items_in_progress", "increase(cycletime_work_item_lead_time_seconds_count"):
+                   "cycletime_work_item_state_seconds_total",
+                   "cycletime_work_items_in_progress", "cycletime_work_item_lead_time_window_count",
+                   "cycletime_work_item_flow_efficiency_window_ratio"):
         assert needle in flow, needle
     dora = exprs("dora.json")
-    for needle in ("cycletime_deployments_total", "cycletime_change_lead_time_window_seconds",
+    for needle in ("cycletime_deployments_window_count", "cycletime_change_lead_time_window_seconds",
                    'status="failure"', "cycletime_failed_deployment_recovery_window_seconds"):
         assert needle in dora, needle
     dora_steps = [p["fieldConfig"]["defaults"]["thresholds"]["steps"] for p in iter_panels(DASHBOARDS["dora.json"])
@@ -163,3 +168,38 @@ def test_chart_copies_equal_config_grafana() -> None:
     copies = {p.name: p.read_bytes() for p in sorted((CHART_DIR / "dashboards").glob("*.json"))}
     originals = {p.name: p.read_bytes() for p in sorted(GRAFANA_DIR.glob("*.json"))}
     assert copies == originals
+
+
+#: panels showing one figure for "the last N days" (not a plot over scraped time)
+FIGURE_PANELS = {"stat", "gauge", "table", "bargauge", "barchart"}
+
+
+def test_figure_panels_read_window_gauges_not_scraped_history() -> None:
+    """A stat, gauge, table or bar reads what the collector computed (window gauges, counters and
+    histograms derived from the store): increase() and rate() would be empty until Prometheus has
+    scraped for as long as their range."""
+    problems = []
+    for name, d in DASHBOARDS.items():
+        for panel in iter_panels(d):
+            if panel["type"] not in FIGURE_PANELS:
+                continue
+            for t in panel["targets"]:
+                if re.search(r"\b(increase|rate|irate|delta|changes)\s*\(", t["expr"]):
+                    problems.append(f"{name} {panel['title']!r}: {t['expr']}")
+    assert not problems, "figure panels that need scraped history:\n" + "\n".join(problems)
+
+
+def test_production_is_the_label_never_an_environment_name() -> None:
+    texts = {name: json.dumps(d) for name, d in DASHBOARDS.items()}
+    texts["rules.yaml"] = RULES_FILE.read_text(encoding="utf-8")
+    for name, text in texts.items():
+        assert not re.search(r'environment\s*=~?\s*\\?"[^"$\\]*prod', text, re.I), name
+    dora = [t["expr"] for p in iter_panels(DASHBOARDS["dora.json"]) for t in p["targets"]]
+    for expr in dora:
+        if "cycletime_deployments" in expr or "failed_deployment_recovery" in expr:
+            assert 'production="true"' in expr, expr
+    rules = [r for g in load_rules()["groups"] for r in g["rules"]]
+    for rule in rules:
+        if "cycletime_deployments_window_count{" in rule["expr"]:
+            assert 'production="true"' in rule["expr"], rule
+    assert not any("cycletime_deployments_total" in r["expr"] for r in rules)

@@ -20,7 +20,7 @@ from .promql import CHART_DIR, GRAFANA_DIR, load_rules, run_promtool
 RELEASE = "ct"
 NAMESPACE = "monitoring"
 FULLNAME = "ct-cycletime-collector"
-CORE_KINDS = {"Deployment", "Service", "ConfigMap", "Secret", "PersistentVolumeClaim", "ServiceAccount"}
+CORE_KINDS = {"Deployment", "Service", "ConfigMap", "Secret", "PersistentVolumeClaim", "ServiceAccount", "Job"}
 #: oldest supported (Chart.yaml kubeVersion) and newest schemas shipped with kubernetes-validate
 KUBE_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
 
@@ -60,6 +60,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
                               {"name": "tls", "mountPath": "/etc/cycletime-tls", "readOnly": True}],
         "extraEnv": [{"name": "REQUESTS_CA_BUNDLE", "value": "/etc/ssl/corporate/ca.crt"}],
     },
+    "backfill": {**WITH_SOURCES, "backfill": {"enabled": True, "from": "180d", "ttlSecondsAfterFinished": 3600}},
+    "backfill-postgresql": {**WITH_SOURCES, "postgresql": {"url": "postgresql://ct:pw@db:5432/cycletime"},
+                            "backfill": {"enabled": True, "persistence": {"existingClaim": "prom-backfill"}}},
     "monitoring-on": {**WITH_SOURCES, "serviceMonitor": {"enabled": True, "additionalLabels": {"release": "kps"}},
                       "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True}},
     "monitoring-on-custom": {
@@ -68,7 +71,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
                            "endpointConfig": {"basicAuth": {"username": {"name": "a", "key": "u"},
                                                             "password": {"name": "a", "key": "p"}}}},
         "prometheusRule": {"enabled": True, "thresholds": {"changeFailureRate": 0.25, "staleAfterSeconds": 3900,
-                                                           "productionEnvironments": "prod|live",
                                                            "sourceDownFor": "30m"}},
         "dashboards": {"enabled": True, "namespace": "grafana", "annotations": {"grafana_folder": "Delivery"}},
     },
@@ -437,7 +439,7 @@ def test_prometheus_rule_passes_promtool(variant: str) -> None:
 def test_prometheus_rule_thresholds_come_from_values() -> None:
     rules = {r.get("alert") or r["record"]: r
              for g in one("monitoring-on-custom", "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
-    assert 'ratio_7d{environment=~"prod|live"} > 0.25\n' in rules["ChangeFailureRateHigh"]["expr"]
+    assert "ratio_7d > 0.25\n" in rules["ChangeFailureRateHigh"]["expr"]
     assert "threshold 0.25" in rules["ChangeFailureRateHigh"]["annotations"]["description"]
     assert "> 3900\n" in rules["CycletimeSourceStale"]["expr"]
     assert rules["CycletimeSourceDown"]["for"] == "30m"
@@ -469,3 +471,41 @@ def test_dockerfile() -> None:
     assert 'ENTRYPOINT ["cycletime"]' in lines
     assert any(line.startswith('RUN pip install ".') for line in lines)
     assert "useradd --system --uid 10001" in text
+
+
+def test_backfill_job_off_by_default() -> None:
+    assert not [d for d in render("sources+tokens") if d["kind"] == "Job"]
+
+
+def test_backfill_job_waits_for_the_first_sync_then_writes_blocks() -> None:
+    job = one("backfill", "Job")
+    pod = job["spec"]["template"]["spec"]
+    wait, backfill = pod["initContainers"]
+    assert f"http://{FULLNAME}.{NAMESPACE}.svc:9184/readyz" in wait["command"][-1]
+    assert backfill["args"][:3] == ["backfill", "--config", "/etc/cycletime/config.yaml"]
+    assert backfill["args"][3:] == ["--from", "180d", "--step", "1d", "--out", "/backfill/history.om"]
+    mounts = {m["name"]: m["mountPath"] for m in backfill["volumeMounts"]}
+    assert mounts["data"] == "/var/lib/cycletime" and mounts["backfill"] == "/backfill"
+    promtool = pod["containers"][0]
+    assert "promtool tsdb create-blocks-from openmetrics" in promtool["command"][-1]
+    assert "/backfill/history.om /backfill/blocks" in promtool["command"][-1]
+    # the SQLite volume is ReadWriteOnce: the Job runs on the collector's node
+    affinity = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+    assert affinity["topologyKey"] == "kubernetes.io/hostname"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["backfill"]["persistentVolumeClaim"]["claimName"] == f"{FULLNAME}-backfill"
+    assert job["spec"]["ttlSecondsAfterFinished"] == 3600
+    assert f"{FULLNAME}-backfill" in {c["metadata"]["name"] for c in by_kind("backfill", "PersistentVolumeClaim")}
+    for container in [*pod["initContainers"], *pod["containers"]]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_backfill_job_with_postgresql_and_an_existing_claim() -> None:
+    pod = one("backfill-postgresql", "Job")["spec"]["template"]["spec"]
+    assert "affinity" not in pod
+    env = {e["name"] for e in pod["initContainers"][1]["env"]}
+    assert "CYCLETIME_STORE_URL" in env
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["backfill"]["persistentVolumeClaim"]["claimName"] == "prom-backfill" and "data" not in volumes
+    assert f"{FULLNAME}-backfill" not in {c["metadata"]["name"]
+                                          for c in by_kind("backfill-postgresql", "PersistentVolumeClaim")}

@@ -106,20 +106,25 @@ class Serve:
 class Prometheus:
     """A real Prometheus (Debian package) on 127.0.0.1 with a temporary config and data dir."""
 
-    def __init__(self, targets: list[str], rule_files: list[Path] | None = None) -> None:
+    def __init__(self, targets: list[str], rule_files: list[Path] | None = None, blocks: Path | None = None,
+                 retention: str = "15d") -> None:
+        """``blocks``: a directory of TSDB blocks (``cycletime backfill --prometheus-blocks``) copied
+        into the data directory before the start, as a user loads a backfill."""
         binary = shutil.which("prometheus")
         assert binary, "prometheus (Debian package `prometheus`) is required: `make test` installs it"
         self.dir = Path(tempfile.mkdtemp(prefix="cycletime-prom-"))
+        if blocks is not None:
+            shutil.copytree(blocks, self.dir / "data")
         self.port = free_port()
         rules = "".join(f"  - {p}\n" for p in rule_files or [])
         (self.dir / "prometheus.yml").write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
             + (f"rule_files:\n{rules}" if rules else "")
             + "scrape_configs:\n  - job_name: cycletime\n    static_configs:\n"
-            + f"      - targets: [{', '.join(repr(t) for t in targets)}]\n")
+            + (f"      - targets: [{', '.join(repr(t) for t in targets)}]\n" if targets else "      - targets: []\n"))
         self.proc = subprocess.Popen(
             [binary, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
+             f"--web.listen-address=127.0.0.1:{self.port}", f"--storage.tsdb.retention.time={retention}"],
             stdout=open(self.dir / "log", "wb"), stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
         wait_until(lambda: requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200, 60, "prometheus ready")
@@ -128,8 +133,9 @@ class Prometheus:
         active = requests.get(f"{self.url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
         return bool(active) and all(t["health"] == "up" for t in active)
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        body = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10).json()
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"query": expr} if at is None else {"query": expr, "time": at}
+        body = requests.get(f"{self.url}/api/v1/query", params=params, timeout=10).json()
         assert body["status"] == "success", body
         return body["data"]["result"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from delivery.dashboard_queries import iter_panel_queries
+from delivery.dashboard_queries import iter_panel_queries, iter_panels, load_dashboards, substitute
 from harness import ROOT, Prometheus, Serve, collector_config, free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -51,6 +52,41 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         if serve.proc and serve.proc.poll() is None:
             serve.stop()
         sandbox.stop()
+
+
+#: panels that show one figure ("the last N days"), not a plot over scraped time
+FIGURE_PANELS = {"stat", "gauge", "table", "bargauge", "barchart"}
+
+
+def figure_panel_queries() -> list[tuple[str, str, str]]:
+    """(dashboard, panel title, PromQL) of every stat, gauge, table and bar panel, variables on "All"."""
+    out = []
+    for name, dashboard in load_dashboards().items():
+        for panel in iter_panels(dashboard):
+            if panel["type"] in FIGURE_PANELS:
+                out += [(name, panel["title"], substitute(t["expr"])) for t in panel["targets"]]
+    return out
+
+
+def test_every_figure_panel_answers_right_after_the_first_scrape(world: dict) -> None:
+    """Runs first, while Prometheus holds a scrape or two: every stat, gauge, table and bar panel
+    must show a finite figure already. Queries comparing with the past (`offset 90d`) cannot, on a
+    Prometheus started seconds ago; they must evaluate here, and tests/e2e/test_backfill.py checks
+    their values on a Prometheus loaded with the backfilled year."""
+    prom: Prometheus = world["prometheus"]
+    queries = figure_panel_queries()
+    assert len(queries) >= 15
+    problems = []
+    for dashboard, panel, expr in queries:
+        result = prom.query(expr)
+        if re.search(r"offset\s+\d+[smhdwy]", expr):
+            continue
+        values = [float(r["value"][1]) for r in result]
+        if not values:
+            problems.append(f"{dashboard} / {panel}: no data: {expr}")
+        elif not all(math.isfinite(v) for v in values):
+            problems.append(f"{dashboard} / {panel}: not finite {values}: {expr}")
+    assert not problems, "figure panels without a figure after the first scrape:\n" + "\n".join(problems)
 
 
 def test_prometheus_sees_what_compute_produced(world: dict) -> None:
