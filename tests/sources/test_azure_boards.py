@@ -128,7 +128,8 @@ def test_revisions_become_histories_with_the_process_categories(replay: tuple[Fa
     assert sorted(items) == ["1", "2", "3"]
 
     story = items["1"]
-    assert (story.ref, story.project, story.team, story.type) == (ado_ref(1), PROJECT, "Fabrikam\\Payments", "User Story")
+    assert (story.ref, story.project, story.team, story.type) == (ado_ref(1), PROJECT, "Fabrikam\\Payments",
+                                                                  "User Story")
     assert story.created_at == datetime(2026, 1, 5, 9, 0, 0, 123000, tzinfo=UTC)
     assert [(s.seq, s.state, s.category) for s in story.history] == [
         (1, "New", Category.PROPOSED), (2, "Active", Category.IN_PROGRESS),
