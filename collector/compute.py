@@ -1,4 +1,4 @@
-"""Every figure of CONTRACT §4, as pure functions from the domain model to numbers.
+"""Every figure of docs/definitions.md, as pure functions from the domain model to numbers.
 
 No I/O and no clock: ``now`` is passed in. Observations keep the time of their *end event*
 (completion, release, deployment finish, recovery) so the rolling-window quantiles can select
@@ -20,7 +20,7 @@ from collector.table import CAT_CODE, CATEGORIES, WorkItemTable
 
 DAY = 86400.0
 HOUR = 3600.0
-#: CONTRACT §5: an hour to a year
+#: an hour to a year (docs/metrics.md)
 BUCKETS: tuple[float, ...] = tuple(
     [HOUR, 4 * HOUR, 8 * HOUR]
     + [d * DAY for d in (1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90, 120, 180, 270, 365)]

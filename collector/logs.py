@@ -29,7 +29,7 @@ class _RedactingFormatter(logging.Formatter):
 
 
 def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
-    """``auto`` = text on a terminal, JSON otherwise (CONTRACT §2)."""
+    """``auto`` = text on a terminal, JSON otherwise (README, Command line)."""
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_RedactingFormatter(as_json))

@@ -1,4 +1,4 @@
-"""The domain model every source produces and compute reads (CONTRACT §4).
+"""The domain model every source produces and compute reads (docs/definitions.md).
 
 Nothing here knows an API's JSON shape. Times are timezone-aware UTC datetimes; the store keeps
 them as epoch seconds.
@@ -134,7 +134,7 @@ class Deployment:
     """A run that delivered commits to an environment.
 
     ``contains`` are refs it delivered: ``commit:<sha>`` for every commit reachable from its
-    commit and not from the previous successful deployment to the same environment (CONTRACT §4),
+    commit and not from the previous successful deployment to the same environment (docs/definitions.md),
     plus ``build:<id>`` for the Azure Pipelines run it came from.
     """
 

@@ -301,7 +301,7 @@ def _int(value: str | None, what: str, default: int | None = None) -> int | None
 
 
 class Throttle:
-    """Azure DevOps' TSTU budget over a sliding window (Azure DevOps rate limits, API-NOTES §C)."""
+    """Azure DevOps' TSTU budget over a sliding window (Azure DevOps rate limits: 200 TSTU per 5 minutes)."""
 
     def __init__(self, budget: float | None, window: float = 300.0, clock: Callable[[], float] = time.monotonic):
         self.budget = budget

@@ -1385,7 +1385,7 @@ class AzureData:
 
 
 def completed_at(item: WorkItem) -> int | None:
-    """The last transition into Completed, if the item is Completed now (CONTRACT §4)."""
+    """The last transition into Completed, if the item is Completed now (docs/definitions.md)."""
     revs = [r for r in item.revs if r.defect is None]
     if not revs or item.deleted or item.project.category(item.type, revs[-1].state) != "Completed":
         return None
