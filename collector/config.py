@@ -7,6 +7,8 @@ validation and the code cannot drift apart.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import re
 import ssl
@@ -16,149 +18,30 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    PlainSerializer,
     ValidationError,
     ValidationInfo,
-    WithJsonSchema,
     field_validator,
 )
 
+from collector.config_types import (
+    ConfigModel,
+    Duration,
+    SourceConfigBase,
+    format_duration,
+)
+from collector.config_types import parse_duration as parse_duration  # re-exported for callers
 from collector.errors import ConfigError
+from collector.sources.registry import KINDS, load_kinds
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w|y)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+load_kinds()
 
-
-def parse_duration(value: Any) -> timedelta:
-    """``5m``, ``30d``, ``1.5h`` (Prometheus-style units) or a number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 5m or 30d")
-    if isinstance(value, int | float):
-        if value <= 0:
-            raise ValueError("duration must be positive")
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-            if seconds <= 0:
-                raise ValueError("duration must be positive")
-            return timedelta(seconds=seconds)
-    raise ValueError(f"expected a duration like 5m or 30d, got {value!r}")
+# every registered source kind's config model, told apart by ``kind``
+SourceConfig = Annotated[functools.reduce(operator.or_, (k.config_model for k in KINDS.values())),
+                         Field(discriminator="kind")]
 
 
-def format_duration(value: timedelta) -> str:
-    """The shortest exact unit form, used for the ``window`` label (``7d``, ``12h``)."""
-    seconds = value.total_seconds()
-    for unit in ("y", "w", "d", "h", "m", "s"):
-        size = _UNIT_SECONDS[unit]
-        if unit in ("y", "w"):
-            continue  # windows read best in days: 90d, not 12w6d
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
-def _config_duration(value: Any) -> timedelta:
-    """In a config file a bare number is a mistake waiting to happen (``poll_interval: 5``): ask for the unit."""
-    bare = value if isinstance(value, int | float) and not isinstance(value, bool) else None
-    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
-        bare = value.strip()
-    if bare is not None:
-        raise ValueError(f"{bare} has no unit: {bare} seconds? write {bare}s, {bare}m, {bare}h or {bare}d")
-    return parse_duration(value)
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(_config_duration),
-    PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d|w|y)$",
-                    "description": "duration: number + unit (ms, s, m, h, d, w, y), e.g. 5m, 30d"}),
-]
-
-Name = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_-]*$", max_length=64)]
-
-
-def _environment_patterns(value: list[str]) -> list[str]:
-    """``/regex/`` entries must compile: a typo must fail at check-config, not match nothing."""
-    for pattern in value:
-        if len(pattern) >= 2 and pattern.startswith("/") and pattern.endswith("/"):
-            try:
-                re.compile(pattern[1:-1])
-            except re.error as exc:
-                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
-    return value
-
-
-EnvironmentPatterns = Annotated[list[str], AfterValidator(_environment_patterns)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _SourceBase(_Model):
-    name: Name = Field(description="Unique name; the `source` label of every metric.")
-    poll_interval: Duration | None = Field(None, description="Overrides the global poll_interval.")
-    token: str = Field(min_length=1, description="API token; use ${ENV_VAR}, never a literal secret.")
-
-
-class AzureBoardsConfig(_SourceBase):
-    kind: Literal["azure_boards"]
-    organization_url: str = Field(pattern=r"^https?://", description="https://dev.azure.com/ORG, "
-                                  "an Azure DevOps Server collection URL, or the sandbox's URL.")
-    project: str = Field(min_length=1)
-    team_from: str = Field("area_path", pattern=r"^(area_path|iteration_path|field:\S+)$",
-                           description="area_path | iteration_path | field:<reference name>")
-    work_item_types: list[str] = Field(default=["User Story", "Bug", "Feature"], min_length=1)
-
-
-class AzurePipelinesConfig(_SourceBase):
-    kind: Literal["azure_pipelines"]
-    organization_url: str = Field(pattern=r"^https?://")
-    project: str = Field(min_length=1)
-    production_environments: EnvironmentPatterns = Field(
-        default=["production"], min_length=1, description="Environment names, or /regex/.")
-    deployments_from: list[Literal["environments", "releases"]] = Field(
-        default=["environments", "releases"], min_length=1,
-        description="YAML pipeline environments, classic release deployments, or both.")
-    #: late-finishing runs: re-read this far behind the watermark
-    overlap: Duration = Field(default=timedelta(hours=6), description="Re-read window behind the watermark.")
-
-
-class GitHubConfig(_SourceBase):
-    kind: Literal["github"]
-    base_url: str = Field("https://api.github.com", pattern=r"^https?://")
-    repositories: list[str] = Field(min_length=1, description="owner/repo, or owner/* for every repository.")
-    production_environments: EnvironmentPatterns = Field(
-        default=["production"], min_length=1, description="Environment names, or /regex/.")
-    deployments_from: str = Field("deployments", pattern=r"^(deployments|releases|workflow_runs:\S+)$",
-                                  description="deployments | releases | workflow_runs:<workflow file>")
-    team_from: str = Field("label:team/", description="label:<prefix>, or a fixed team name.")
-    type_labels: dict[str, str] = Field(default={"bug": "Bug", "feature": "Feature"},
-                                        description="label → work item type; others are 'Issue'.")
-
-    @field_validator("repositories")
-    @classmethod
-    def _repo_names(cls, value: list[str]) -> list[str]:
-        for repo in value:
-            if not re.fullmatch(r"[\w.-]+/([\w.-]+|\*)", repo):
-                raise ValueError(f"{repo!r} is not owner/repo or owner/*")
-        return value
-
-
-SourceConfig = Annotated[AzureBoardsConfig | AzurePipelinesConfig | GitHubConfig, Field(discriminator="kind")]
-
-
-class BasicAuthConfig(_Model):
+class BasicAuthConfig(ConfigModel):
     username: str = Field(min_length=1)
     password: str = Field(min_length=1, description="Use ${ENV_VAR}.")
 
@@ -172,7 +55,7 @@ def _pem_blocks(path: str) -> set[str]:
     return {m.group(1) for m in re.finditer(r"-----BEGIN ([A-Z0-9 ]+)-----", text)}
 
 
-class TLSConfig(_Model):
+class TLSConfig(ConfigModel):
     """Checked when the config is loaded, so check-config catches a missing, swapped or broken file."""
 
     cert_file: str = Field(min_length=1, description="PEM certificate (chain) served on `listen`.")
@@ -214,7 +97,7 @@ class TLSConfig(_Model):
         return path
 
 
-class WebConfig(_Model):
+class WebConfig(ConfigModel):
     """Protects /metrics and / the way Prometheus exporters' web config does; probes stay open."""
 
     basic_auth: BasicAuthConfig | None = None
@@ -224,7 +107,7 @@ class WebConfig(_Model):
 MIN_POLL_INTERVAL = timedelta(seconds=30)
 
 
-class Config(_Model):
+class Config(ConfigModel):
     listen: str = Field("0.0.0.0:9184", pattern=r"^\[?[\w.:-]*\]?:\d{1,5}$")
     store: str = Field("sqlite:///var/lib/cycletime/cycletime.db", pattern=r"^(sqlite|postgresql)[+\w]*://",
                        description="sqlite:///PATH or postgresql://USER:PASS@HOST/DB")
@@ -264,7 +147,7 @@ class Config(_Model):
                 "(every poll spends API rate limit); use a longer interval or set allow_short_poll_interval: true"
                 for path, value in found if value < MIN_POLL_INTERVAL]
 
-    def interval_of(self, source: AzureBoardsConfig | AzurePipelinesConfig | GitHubConfig) -> timedelta:
+    def interval_of(self, source: SourceConfigBase) -> timedelta:
         return source.poll_interval or self.poll_interval
 
     def secrets(self) -> list[str]:
@@ -379,3 +262,12 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "cycletime-collector configuration"
     return schema
+
+
+def __getattr__(name: str) -> Any:
+    """Source kinds' config models by class name (``collector.config.GitHubConfig``), for callers
+    that predate per-kind modules; the models themselves live beside their sources."""
+    for kind in KINDS.values():
+        if kind.config_model.__name__ == name:
+            return kind.config_model
+    raise AttributeError(name)

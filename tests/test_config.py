@@ -244,3 +244,23 @@ def test_check_config_and_serve_name_a_bad_tls_file_and_exit_2(tmp_path: Path) -
         assert result.returncode == 2, (command, result.stderr)
         assert f"web.tls.cert_file: {key} holds a private key" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_source_kinds_come_from_their_modules_and_the_chart_knows_every_one() -> None:
+    import json
+    from pathlib import Path
+
+    from collector.config import Config
+    from collector.sources import SOURCES
+    from collector.sources.registry import KINDS, load_kinds
+
+    kinds = set(load_kinds())
+    assert kinds == {"azure_boards", "azure_pipelines", "github"} == set(SOURCES)
+    for kind in KINDS.values():  # each kind's config model lives beside its source
+        assert kind.config_model.__module__ == kind.source_class.__module__
+    union = Config.model_json_schema()["$defs"]
+    assert {name for name in union if name.endswith("Config")} >= {k.config_model.__name__ for k in KINDS.values()}
+    chart = json.loads((Path(__file__).resolve().parents[1] / "helm/cycletime-collector/values.schema.json")
+                       .read_text())
+    enum = chart["properties"]["config"]["properties"]["sources"]["items"]["properties"]["kind"]["enum"]
+    assert set(enum) == kinds

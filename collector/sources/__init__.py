@@ -1,13 +1,13 @@
-"""Source registry: adding a source is a module in this folder plus one line here."""
+"""Source kinds: one module each, registered by itself (see ``registry.py``)."""
 
 from __future__ import annotations
 
-from collector.sources.azure_boards import AzureBoardsSource
-from collector.sources.azure_pipelines import AzurePipelinesSource
-from collector.sources.base import Source
-from collector.sources.github import GitHubSource
+from typing import Any
 
-SOURCES: dict[str, type[Source]] = {}
-SOURCES[GitHubSource.kind] = GitHubSource
-SOURCES[AzureBoardsSource.kind] = AzureBoardsSource
-SOURCES[AzurePipelinesSource.kind] = AzurePipelinesSource
+
+def __getattr__(name: str) -> Any:
+    if name == "SOURCES":  # kind name → source class, for the runner
+        from collector.sources.registry import load_kinds
+
+        return {kind.name: kind.source_class for kind in load_kinds().values()}
+    raise AttributeError(name)

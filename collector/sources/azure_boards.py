@@ -17,10 +17,12 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from collector.config import AzureBoardsConfig
+from pydantic import Field
+
+from collector.config_types import SourceConfigBase
 from collector.errors import Rejected, SourceError
 from collector.model import (
     Batch,
@@ -45,6 +47,7 @@ from collector.sources.azure_common import (
     safe_time,
 )
 from collector.sources.base import Source, SourceContext, SyncReport
+from collector.sources.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,15 @@ _ARTIFACT = re.compile(r"vstfs:///(?P<tool>[^/]+)/(?P<kind>[^/]+)/(?P<id>.+)", r
 _SHA = re.compile(r"[0-9a-fA-F]{7,64}")
 _GUID = re.compile(r"[0-9a-fA-F-]{32,36}")
 
+
+class AzureBoardsConfig(SourceConfigBase):
+    kind: Literal["azure_boards"]
+    organization_url: str = Field(pattern=r"^https?://", description="https://dev.azure.com/ORG, "
+                                  "an Azure DevOps Server collection URL, or the sandbox's URL.")
+    project: str = Field(min_length=1)
+    team_from: str = Field("area_path", pattern=r"^(area_path|iteration_path|field:\S+)$",
+                           description="area_path | iteration_path | field:<reference name>")
+    work_item_types: list[str] = Field(default=["User Story", "Bug", "Feature"], min_length=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +125,10 @@ class StateCategories:
         return self._map.get(type_name.casefold(), {}).get(state.casefold())
 
 
+@register
 class AzureBoardsSource(Source):
     kind: ClassVar[str] = "azure_boards"
+    config_model = AzureBoardsConfig
     config: AzureBoardsConfig
 
     def __init__(self, config: AzureBoardsConfig, ctx: SourceContext) -> None:

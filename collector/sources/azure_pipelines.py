@@ -31,10 +31,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
-from collector.config import AzurePipelinesConfig
+from pydantic import Field
+
+from collector.config_types import Duration, EnvironmentPatterns, SourceConfigBase
 from collector.errors import Rejected
 from collector.model import Batch, Change, Deployment, Link, Rejection, ado_ref, build_ref, commit_ref
 from collector.sources.azure_common import (
@@ -49,6 +51,7 @@ from collector.sources.azure_common import (
 )
 from collector.sources.base import Source, SourceContext, SyncReport
 from collector.sources.base import matches_environment as is_production
+from collector.sources.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,18 @@ INCOMPLETE = {"missing_field"}
 _SHA = re.compile(r"[0-9a-fA-F]{7,64}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+
+class AzurePipelinesConfig(SourceConfigBase):
+    kind: Literal["azure_pipelines"]
+    organization_url: str = Field(pattern=r"^https?://")
+    project: str = Field(min_length=1)
+    production_environments: EnvironmentPatterns = Field(
+        default=["production"], min_length=1, description="Environment names, or /regex/.")
+    deployments_from: list[Literal["environments", "releases"]] = Field(
+        default=["environments", "releases"], min_length=1,
+        description="YAML pipeline environments, classic release deployments, or both.")
+    #: late-finishing runs: re-read this far behind the watermark
+    overlap: Duration = Field(default=timedelta(hours=6), description="Re-read window behind the watermark.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +137,10 @@ class _InProgress(Exception):
     """The record is not finished yet: read it again next time."""
 
 
+@register
 class AzurePipelinesSource(Source):
     kind: ClassVar[str] = "azure_pipelines"
+    config_model = AzurePipelinesConfig
     config: AzurePipelinesConfig
 
     def __init__(self, config: AzurePipelinesConfig, ctx: SourceContext) -> None:
@@ -622,7 +639,6 @@ def _build_of(contains: tuple[str, ...]) -> int | None:
 
 def _short(value: Any) -> str:
     return str(value)[:64]
-
 
 
 def release_status(deployment_status: str, operation_status: Any) -> str | None:

@@ -38,10 +38,12 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
-from collector.config import GitHubConfig
+from pydantic import Field, field_validator
+
+from collector.config_types import EnvironmentPatterns, SourceConfigBase
 from collector.errors import SourceError
 from collector.http import ApiClient, next_link
 from collector.model import (
@@ -65,6 +67,7 @@ from collector.sources.github_refs import (
     format_time,
     parse_time,
 )
+from collector.sources.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,27 @@ CATEGORY_OF_STATE = {
 }
 #: workflow run conclusions that are failed deployments; the others (cancelled, skipped…) are none
 FAILED_CONCLUSIONS = {"failure", "timed_out", "startup_failure"}
+
+
+class GitHubConfig(SourceConfigBase):
+    kind: Literal["github"]
+    base_url: str = Field("https://api.github.com", pattern=r"^https?://")
+    repositories: list[str] = Field(min_length=1, description="owner/repo, or owner/* for every repository.")
+    production_environments: EnvironmentPatterns = Field(
+        default=["production"], min_length=1, description="Environment names, or /regex/.")
+    deployments_from: str = Field("deployments", pattern=r"^(deployments|releases|workflow_runs:\S+)$",
+                                  description="deployments | releases | workflow_runs:<workflow file>")
+    team_from: str = Field("label:team/", description="label:<prefix>, or a fixed team name.")
+    type_labels: dict[str, str] = Field(default={"bug": "Bug", "feature": "Feature"},
+                                        description="label → work item type; others are 'Issue'.")
+
+    @field_validator("repositories")
+    @classmethod
+    def _repo_names(cls, value: list[str]) -> list[str]:
+        for repo in value:
+            if not re.fullmatch(r"[\w.-]+/([\w.-]+|\*)", repo):
+                raise ValueError(f"{repo!r} is not owner/repo or owner/*")
+        return value
 
 
 class GitHubHTTPError(SourceError):
@@ -188,8 +212,10 @@ class _Mode:
     by_id: bool = True
 
 
+@register
 class GitHubSource(Source):
     kind = "github"
+    config_model = GitHubConfig
     config: GitHubConfig
 
     def __init__(self, config: GitHubConfig, ctx: SourceContext) -> None:
