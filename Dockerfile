@@ -1,6 +1,6 @@
 # cycletime-collector image: `make image` (docker, podman or buildah; README "Building and pushing the image").
-# Only the package is copied in: no tests, benchmarks, scripts or docs (collector/sandbox is part of the
-# package, for `cycletime sandbox`).
+# Only the product is copied in: no sandbox (a development tool, its own distribution), tests,
+# benchmarks, scripts or docs.
 # Runs as the non-root uid/gid 10001 (the Helm chart's securityContext) and works with a read-only root
 # filesystem: the store lives in /var/lib/cycletime (a volume), temporary files in /tmp.
 FROM python:3.11-slim

@@ -7,10 +7,11 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: test demo lint fmt bench system-deps dashboards schema clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sandbox/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=77' wheel
 	$(PY) -m pip install --quiet -e '.[test,helm]'
+	$(PY) -m pip install --quiet -e ./sandbox  # the development sandbox: its own distribution
 	@touch $(STAMP)
 
 # Real Prometheus (promtool) and Chromium are Debian packages; install them when missing and possible.

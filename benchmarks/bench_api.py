@@ -31,8 +31,8 @@ from naive_client import NaiveClient
 
 from collector.config import Config, parse_config
 from collector.runner import Runner
-from collector.sandbox.app import Sandbox, SandboxOptions, default_now
 from collector.store import Store
+from sandbox.app import Sandbox, SandboxOptions, default_now
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "sandbox-token"

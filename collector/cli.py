@@ -242,7 +242,12 @@ def _serve(config: Config, wait: bool = False) -> int:
 def _sandbox(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from collector.sandbox.app import Sandbox, SandboxOptions
+    try:
+        from sandbox.app import Sandbox, SandboxOptions
+    except ImportError:
+        print("cycletime sandbox: the sandbox is a development tool, not part of this installation; from a "
+              "source checkout: pip install -e ./sandbox (make demo and make test do)", file=sys.stderr)
+        return 2
 
     options = SandboxOptions(seed=args.seed, work_items=args.work_items, fault_rate=args.fault_rate,
                              malformed=args.malformed)

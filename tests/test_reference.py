@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from reference import BOUNDS, Expected, quantile, reference_figures
 
-from collector.sandbox.app import Sandbox, SandboxOptions
+from sandbox.app import Sandbox, SandboxOptions
 
 TOKEN = "reference-token-1"
 WINDOWS = {"7d": 7 * 86400.0, "30d": 30 * 86400.0, "90d": 90 * 86400.0}

@@ -12,8 +12,8 @@ from pathlib import Path
 from collector.compute import compute
 from collector.config import parse_config
 from collector.runner import Runner
-from collector.sandbox.app import Sandbox, SandboxOptions
 from collector.store import Store
+from sandbox.app import Sandbox, SandboxOptions
 
 TOKEN = "r2r-token-0000"
 

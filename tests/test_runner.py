@@ -8,9 +8,9 @@ from pathlib import Path
 
 from collector.config import parse_config
 from collector.runner import Runner
-from collector.sandbox.app import Sandbox, SandboxOptions
 from collector.scheduler import build_scheduler
 from collector.store import Store
+from sandbox.app import Sandbox, SandboxOptions
 
 TOKEN = "runner-token-1234"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from collector.config import parse_config
 from collector.runner import Runner
-from collector.sandbox.app import Sandbox, SandboxOptions
 from collector.store import Store
+from sandbox.app import Sandbox, SandboxOptions
 
 TOKEN = "backend-token-9876"
 

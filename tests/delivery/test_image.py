@@ -120,7 +120,7 @@ def test_a_failing_build_fails_make(tmp_path: Path) -> None:
 
 
 def test_dockerfile_copies_the_package_only() -> None:
-    """No tests, benchmarks, scripts or docs in the image (collector/sandbox is part of the package)."""
+    """No tests, benchmarks, scripts or docs in the image nor the sandbox, a development tool."""
     copies = [line.split()[1:-1] for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
               if line.startswith("COPY ")]
     assert sorted(src for sources in copies for src in sources) == ["README.md", "collector", "exporters",

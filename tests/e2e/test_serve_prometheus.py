@@ -16,9 +16,9 @@ from harness import ROOT, Prometheus, Serve, collector_config, free_port, wait_u
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import load_config
-from collector.sandbox.app import Sandbox, SandboxOptions
 from collector.store import Store
 from exporters.prometheus import MetricsCache, Settings
+from sandbox.app import Sandbox, SandboxOptions
 
 TOKEN = "e2e-Secret-Token-4f1d9c"
 

@@ -13,9 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import Config, parse_config
 from collector.runner import PassResult, Runner
-from collector.sandbox.app import Sandbox, SandboxOptions, default_now
 from collector.store import Store
 from exporters.prometheus import MetricsCache, Settings
+from sandbox.app import Sandbox, SandboxOptions, default_now
 
 TOKEN = "rel-Secret-Token-7c41f0e2"
 #: project → (boards source, pipelines source)

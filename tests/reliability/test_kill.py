@@ -23,8 +23,8 @@ from reliability_kit import PROJECTS, REPOSITORIES, config_yaml, organisation, s
 
 from collector.config import Config, parse_config
 from collector.runner import Runner
-from collector.sandbox.app import Sandbox, default_now
 from collector.store import Store
+from sandbox.app import Sandbox, default_now
 
 ROOT = Path(__file__).resolve().parents[2]
 #: one kill inside each source's pass, at a random request (seeded per source)

@@ -26,8 +26,8 @@ from reliability_kit import (
 )
 
 from collector.runner import Runner
-from collector.sandbox.app import Sandbox, default_now
 from collector.store import Store
+from sandbox.app import Sandbox, default_now
 
 #: an outage in the middle of each source's pass
 SOURCES = [name for names in PROJECTS.values() for name in names] + [n for n, _ in REPOSITORIES.values()]

@@ -17,7 +17,7 @@ import pytest
 import requests
 from reliability_kit import TOKEN, config_yaml, start_sandbox
 
-from collector.sandbox.app import Sandbox
+from sandbox.app import Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 WRONG = "rel-Wrong-Token-19be77aa"

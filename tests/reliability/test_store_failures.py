@@ -20,9 +20,9 @@ from collector.config import parse_config
 from collector.errors import StoreInUse
 from collector.model import Batch, Rejection
 from collector.runner import Runner
-from collector.sandbox.app import Sandbox, SandboxOptions
 from collector.store import Store
 from exporters.prometheus import ExporterApp, MetricsCache, Settings
+from sandbox.app import Sandbox, SandboxOptions
 
 TOKEN = "store-failure-token"
 ROOT = Path(__file__).resolve().parents[2]

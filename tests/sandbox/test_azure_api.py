@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import requests
 
-from collector.sandbox.app import Sandbox, SandboxOptions
-from collector.sandbox.azure import AzureWorld
-from collector.sandbox.azure_world import AzureData
-from collector.sandbox.server import FaultPlan, Router, SandboxHTTPServer
+from sandbox.app import Sandbox, SandboxOptions
+from sandbox.azure import AzureWorld
+from sandbox.azure_world import AzureData
+from sandbox.server import FaultPlan, Router, SandboxHTTPServer
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 TOKEN = "test-pat"

@@ -23,9 +23,9 @@ import pytest
 import requests
 from github import Auth, Github
 
-from collector.sandbox.app import Sandbox, SandboxOptions
-from collector.sandbox.github import GitHubWorld
-from collector.sandbox.server import FaultPlan, Router, SandboxHTTPServer
+from sandbox.app import Sandbox, SandboxOptions
+from sandbox.github import GitHubWorld
+from sandbox.server import FaultPlan, Router, SandboxHTTPServer
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 TOKEN = "gh-test-token"

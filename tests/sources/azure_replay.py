@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.sandbox.server import FaultPlan, Request, Response, Router, SandboxHTTPServer
+from sandbox.server import FaultPlan, Request, Response, Router, SandboxHTTPServer
 
 ORG = "fabrikam"
 PROJECT = "Fabrikam"

@@ -1,6 +1,6 @@
 """Comparing what the Azure sources stored with the sandbox's ground truth, in the same terms.
 
-The truth (``collector/sandbox/azure.py``) covers both projects of the seeded organisation; a
+The truth (``sandbox/azure.py``) covers both projects of the seeded organisation; a
 source reads one project, so every expectation here is filtered by ``project``.
 """
 
@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from collector.config import AzureBoardsConfig, AzurePipelinesConfig
-from collector.sandbox.app import Sandbox, SandboxOptions
-from collector.sandbox.azure import AzureWorld
-from collector.sandbox.server import FaultPlan, Router, SandboxHTTPServer
 from collector.sources.base import SourceContext
 from collector.store import Store
+from sandbox.app import Sandbox, SandboxOptions
+from sandbox.azure import AzureWorld
+from sandbox.server import FaultPlan, Router, SandboxHTTPServer
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 TOKEN = "sandbox-token"

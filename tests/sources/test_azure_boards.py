@@ -29,14 +29,14 @@ from azure_truth import (
 from collector.config import AzureBoardsConfig, parse_config
 from collector.model import Category, ado_pr_ref, ado_ref, build_ref, commit_ref
 from collector.runner import Runner
-from collector.sandbox.app import Sandbox
-from collector.sandbox.azure import Throttle
-from collector.sandbox.server import SandboxHTTPServer
 from collector.sources import SOURCES
 from collector.sources.azure_boards import AzureBoardsSource, artifact_ref
 from collector.sources.base import SourceContext
 from collector.store import Store
 from exporters.prometheus import Settings, self_families
+from sandbox.app import Sandbox
+from sandbox.azure import Throttle
+from sandbox.server import SandboxHTTPServer
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 SHA = "9991b4f66def4c0a9ad8f9f27043ece7eddcf1c7"

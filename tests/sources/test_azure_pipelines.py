@@ -27,7 +27,6 @@ from azure_truth import (
 from collector.config import AzurePipelinesConfig, parse_config
 from collector.model import ado_ref, build_ref, commit_ref
 from collector.runner import Runner
-from collector.sandbox.app import Sandbox
 from collector.sources import SOURCES, azure_pipelines
 from collector.sources.azure_common import release_url
 from collector.sources.azure_pipelines import AzurePipelinesSource
@@ -35,6 +34,7 @@ from collector.sources.base import SourceContext
 from collector.sources.base import matches_environment as is_production
 from collector.store import Store
 from exporters.prometheus import ExporterApp, MetricsCache, Settings
+from sandbox.app import Sandbox
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -1,6 +1,6 @@
 """The GitHub source: normalisation rules, then full and incremental syncs against the sandbox.
 
-The sandbox (``collector/sandbox/github.py``) serves GitHub's REST v3 shapes over real HTTP on
+The sandbox (``sandbox/github.py``) serves GitHub's REST v3 shapes over real HTTP on
 127.0.0.1 and knows the ground truth of what a perfect sync stores; each repository there delivers
 through one ``deployments_from`` mode, so a test configures one source per repository.
 """
@@ -21,13 +21,13 @@ import pytest
 from collector.config import GitHubConfig
 from collector.errors import AuthError, SourceError
 from collector.model import Category
-from collector.sandbox.app import Sandbox, SandboxOptions
-from collector.sandbox.github import GitHubWorld
-from collector.sandbox.server import FaultPlan, Router, SandboxHTTPServer
 from collector.sources import SOURCES
 from collector.sources.base import SourceContext, SyncReport
 from collector.sources.github import GitHubSource, deployment_outcome, issue_history
 from collector.store import Store
+from sandbox.app import Sandbox, SandboxOptions
+from sandbox.github import GitHubWorld
+from sandbox.server import FaultPlan, Router, SandboxHTTPServer
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
 TOKEN = "sandbox-token"

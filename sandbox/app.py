@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from collector.sandbox.azure import AzureWorld
-from collector.sandbox.github import GitHubWorld
-from collector.sandbox.server import FaultPlan, Request, Response, Router, SandboxHTTPServer
+from sandbox.azure import AzureWorld
+from sandbox.github import GitHubWorld
+from sandbox.server import FaultPlan, Request, Response, Router, SandboxHTTPServer
 
 DEFAULT_TOKEN = "sandbox-token"
 

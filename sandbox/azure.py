@@ -104,7 +104,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
-from collector.sandbox.azure_world import (
+from sandbox.azure_world import (
     END_OF_TIME,
     WORK_ITEM_TYPES,
     AzureData,
@@ -123,10 +123,10 @@ from collector.sandbox.azure_world import (
     iso,
     to_ms,
 )
-from collector.sandbox.azure_world import (
+from sandbox.azure_world import (
     TYPE_REFERENCE_NAMES as _TYPE_REFS,
 )
-from collector.sandbox.server import Request, Response, Router
+from sandbox.server import Request, Response, Router
 
 MAX_WIQL_RESULTS = 20_000
 MAX_BATCH_IDS = 200

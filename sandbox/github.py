@@ -1,7 +1,7 @@
 """The GitHub half of the sandbox: a REST API v3 server over the seeded organisation.
 
 The data and the ground truth (and the exact rules a source must follow to reproduce it) live in
-:mod:`collector.sandbox.github_world`; this module is the HTTP surface, shaped like
+:mod:`sandbox.github_world`; this module is the HTTP surface, shaped like
 ``github/rest-api-description`` (api.github.com 2022-11-28) and PyGithub's recorded responses.
 
 Served both at ``/`` and under ``/api/v3`` (GitHub Enterprise Server). Every absolute URL in a body
@@ -49,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
-from collector.sandbox.github_world import (
+from sandbox.github_world import (
     BOT,
     DEFAULT_BRANCH,
     LABEL_COLORS,
@@ -68,7 +68,7 @@ from collector.sandbox.github_world import (
     Workflow,
     iso,
 )
-from collector.sandbox.server import Request, Response, Router, etag_of
+from sandbox.server import Request, Response, Router, etag_of
 
 API_VERSION = "2022-11-28"
 DOCS = "https://docs.github.com/rest"
