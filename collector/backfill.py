@@ -29,10 +29,7 @@ import numpy as np
 from prometheus_client.core import Metric
 
 from collector.compute import (
-    RELEASE_LABELS,
     Figures,
-    Observations,
-    WorkItemTable,
     _add_work_item_figures,
     recoveries,
 )
@@ -41,6 +38,7 @@ from collector.errors import CycletimeError
 from collector.linking import change_deliveries, first_deliveries, work_item_deliveries
 from collector.model import Change, Deployment, Link
 from collector.store import Store
+from collector.table import WorkItemTable
 from exporters.prometheus import Settings, figure_families
 
 log = logging.getLogger(__name__)
@@ -145,23 +143,6 @@ class OpenMetricsHistory:
         out.write("# EOF\n")
 
 
-class _AppendedObservations(Observations):
-    """Observations added one at a time in O(1) (compute appends each released item separately,
-    which re-stacks its label set's array every time); ``seal`` turns them into the usual arrays."""
-
-    def __init__(self, label_names: tuple[str, ...]) -> None:
-        super().__init__(label_names)
-        self._pending: dict[tuple[str, ...], list[tuple[float, float]]] = {}
-
-    def add(self, labels: tuple[str, ...], end: float, value: float) -> None:
-        self._pending.setdefault(labels, []).append((end, value))
-
-    def seal(self) -> None:
-        for labels, pairs in self._pending.items():
-            self.by_labels[labels] = np.asarray(pairs, dtype=float).reshape(-1, 2)
-        self._pending = {}
-
-
 class Timeline:
     """The store's data as of any time, for many times: what ``compute(..., as_of=t)`` does per
     call, with everything that does not depend on ``t`` done once.
@@ -198,10 +179,9 @@ class Timeline:
         self.deployments = _by_labels(events)
 
     def figures(self, at: float) -> Figures:
-        figures = Figures(request_to_release=_AppendedObservations(RELEASE_LABELS))
+        figures = Figures()
         releases = dict(self.releases[:bisect.bisect_right(self.release_ends, at)])
         _add_work_item_figures(self.table.as_of(at), releases, figures)
-        figures.request_to_release.seal()
         for labels, block in _until(self.lead_times, at):
             figures.change_lead_time.by_labels[labels] = block
         for labels, block in _until(self.recoveries, at):

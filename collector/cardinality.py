@@ -73,7 +73,7 @@ def cap_labels(figures: Figures, max_values: int) -> tuple[Figures, Counter[tupl
         target.by_labels = {labels: np.vstack(blocks) for labels, blocks in merged.items()}
     for attr, names in _COUNTERS.items():
         folded = getattr(out, attr)
-        for labels, value in getattr(figures, attr).items():
-            key = fold(names, labels)
-            folded[key] = folded.get(key, 0) + value
+        for counted, value in getattr(figures, attr).items():
+            into = fold(names, counted)
+            folded[into] = folded.get(into, 0) + value
     return out, capped

@@ -189,14 +189,14 @@ def compute(work_items: Iterable[WorkItem] | WorkItemTable, changes: Sequence[Ch
     _add_change_lead_times(changes, delivered, figures)
     events: dict[tuple[str, ...], list[float]] = {}
     for deployment in deployments:
-        labels = (deployment.source, deployment.service, deployment.environment,
+        labels: tuple[str, ...] = (deployment.source, deployment.service, deployment.environment,
                   "true" if deployment.production else "false", deployment.status)
         figures.deployments[labels] += 1
         events.setdefault(labels, []).append(deployment.finished_at.timestamp())
     for labels, ends in events.items():
         figures.deployment_events.add_many(labels, np.asarray(ends), np.ones(len(ends)))
-    for labels, end, value in recoveries(deployments):
-        figures.recovery.add(labels, end, value)
+    for recovered, end, value in recoveries(deployments):
+        figures.recovery.add(recovered, end, value)
     return figures
 
 
@@ -294,12 +294,17 @@ def _add_work_item_figures(t: WorkItemTable, releases: dict[str, Deployment], fi
         if len(with_cycle):
             figures.cycle_time.add_many(t.labels[label], completed_at[with_cycle], cycle[with_cycle])
 
+    # gathered per label set first: adding one observation at a time re-stacks the array each time
+    r2r: dict[tuple[str, ...], list[tuple[float, float]]] = {}
     for i, ref in released:
         if valid[i]:
             release = releases[ref]
             released_at = release.finished_at.timestamp()
-            figures.request_to_release.add((*t.labels[t.label_idx[i]], release.environment), released_at,
-                                           released_at - float(t.created[i]))
+            r2r.setdefault((*t.labels[t.label_idx[i]], release.environment), []).append(
+                (released_at, released_at - float(t.created[i])))
+    for labels, pairs in r2r.items():
+        ends, values = zip(*pairs, strict=True)
+        figures.request_to_release.add_many(labels, np.asarray(ends), np.asarray(values))
 
 
 def _group(label_idx: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:

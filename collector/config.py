@@ -14,7 +14,7 @@ import re
 import ssl
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -28,17 +28,20 @@ from collector.config_types import (
     ConfigModel,
     Duration,
     SourceConfigBase,
-    format_duration,
 )
-from collector.config_types import parse_duration as parse_duration  # re-exported for callers
+from collector.config_types import format_duration as format_duration  # re-exported for callers
+from collector.config_types import parse_duration as parse_duration
 from collector.errors import ConfigError
 from collector.sources.registry import KINDS, load_kinds
 
 load_kinds()
 
-# every registered source kind's config model, told apart by ``kind``
-SourceConfig = Annotated[functools.reduce(operator.or_, (k.config_model for k in KINDS.values())),
-                         Field(discriminator="kind")]
+# every registered source kind's config model, told apart by ``kind`` (to a type checker: their base)
+if TYPE_CHECKING:
+    SourceConfig = SourceConfigBase
+else:
+    SourceConfig = Annotated[functools.reduce(operator.or_, (k.config_model for k in KINDS.values())),
+                             Field(discriminator="kind")]
 
 
 class BasicAuthConfig(ConfigModel):

@@ -58,7 +58,7 @@ def format_duration(value: timedelta) -> str:
 
 def _config_duration(value: Any) -> timedelta:
     """In a config file a bare number is a mistake waiting to happen (``poll_interval: 5``): ask for the unit."""
-    bare = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    bare: object = value if isinstance(value, int | float) and not isinstance(value, bool) else None
     if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
         bare = value.strip()
     if bare is not None:
@@ -96,6 +96,7 @@ class ConfigModel(BaseModel):
 
 
 class SourceConfigBase(ConfigModel):
+    kind: str
     name: Name = Field(description="Unique name; the `source` label of every metric.")
     poll_interval: Duration | None = Field(None, description="Overrides the global poll_interval.")
     token: str = Field(min_length=1, description="API token; use ${ENV_VAR}, never a literal secret.")

@@ -262,7 +262,7 @@ class ApiClient:
                 resp.close()
                 raise _DeadlineExceeded(f"no complete answer within {self.policy.deadline:.0f}s")
         resp._content = bytes(body)  # what requests' own .content would have read
-        resp._content_consumed = True
+        resp._content_consumed = True  # type: ignore[attr-defined]
         return resp
 
     def _note_rate_limit(self, resp: requests.Response) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -45,11 +46,14 @@ class Runner:
         for cfg in self.config.sources:
             telemetry = ApiTelemetry()
             ctx = SourceContext(history=self.config.history, telemetry=telemetry,
-                                progress=lambda n, name=cfg.name: self.progress(name, n),
+                                progress=functools.partial(self._progress_of, cfg.name),
                                 sleep=self._interruptible_sleep, should_stop=self.stop.is_set)
             self.sources[cfg.name] = SOURCES[cfg.kind](cfg, ctx)
             self.telemetry[cfg.name] = telemetry
         self._locks = {name: threading.Lock() for name in self.sources}
+
+    def _progress_of(self, name: str, n: int) -> None:
+        self.progress(name, n)
 
     def _interruptible_sleep(self, seconds: float) -> None:
         """Rate-limit waits end early on shutdown, so SIGTERM never waits an hour for a reset."""

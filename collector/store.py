@@ -147,6 +147,11 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
+def _at(ts: float) -> datetime:
+    """A NOT NULL time column."""
+    return datetime.fromtimestamp(ts, UTC)
+
+
 @dataclass(frozen=True)
 class SourceStatus:
     source: str
@@ -289,9 +294,9 @@ class Store:
             conn = self.engine.connect()
             key = zlib.crc32(b"cycletime-writer")
             if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
-                holder = conn.execute(sa.select(meta.c.value).where(meta.c.key == "writer")).scalar()
+                found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "writer")).scalar()
                 conn.close()
-                return holder or "another process"
+                return str(found or "another process")
             with self.engine.begin() as tx:
                 self._upsert(tx, meta, [{"key": "writer", "value": me}], ["key"])
             self._writer = conn
@@ -503,7 +508,7 @@ class Store:
         if source is not None:
             q = q.where(changes.c.source == source)
         with self.engine.connect() as conn:
-            return [Change(src, nid, ref, service, kind, _dt(first), _dt(merged), tuple(json.loads(commits)))
+            return [Change(src, nid, ref, service, kind, _at(first), _dt(merged), tuple(json.loads(commits)))
                     for src, nid, ref, service, kind, first, merged, commits in conn.execute(q)]
 
     def deployments(self, source: str | None = None) -> list[Deployment]:
@@ -511,7 +516,7 @@ class Store:
         if source is not None:
             q = q.where(deployments.c.source == source)
         with self.engine.connect() as conn:
-            return [Deployment(src, nid, service, env, bool(prod), status, _dt(started), _dt(finished), sha,
+            return [Deployment(src, nid, service, env, bool(prod), status, _dt(started), _at(finished), sha,
                                tuple(json.loads(contains)))
                     for src, nid, service, env, prod, status, started, finished, sha, contains
                     in conn.execute(q)]
@@ -547,6 +552,7 @@ class Store:
         raw = self.engine.raw_connection()
         try:
             driver = raw.driver_connection
+            assert driver is not None, "a connection from the pool always has its driver connection"
             server_side = self.dialect == "postgresql"
             items_cur = driver.cursor(name="cycletime_items") if server_side else driver.cursor()
             history_cur = driver.cursor(name="cycletime_history") if server_side else driver.cursor()
@@ -598,7 +604,7 @@ class Store:
 
     def statuses(self) -> dict[str, SourceStatus]:
         with self.engine.connect() as conn:
-            return {row[0]: SourceStatus(row[0], bool(row[1]), _dt(row[2]), _dt(row[3]), row[4], row[5],
+            return {row[0]: SourceStatus(row[0], bool(row[1]), _at(row[2]), _dt(row[3]), row[4], row[5],
                                          row[6], row[7])
                     for row in conn.execute(sa.select(source_status))}
 

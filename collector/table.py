@@ -16,7 +16,10 @@ from collector.model import Category, WorkItem
 
 CATEGORIES: tuple[Category, ...] = tuple(Category)
 CAT_CODE = {c: i for i, c in enumerate(CATEGORIES)}
-_CAT_CODE_ANY: dict[Category | str, int] = {**CAT_CODE, **{c.value: i for c, i in CAT_CODE.items()}}
+#: a category or its name → its code (the store hands over names, sources hand over categories)
+_CAT_CODE_ANY: dict[Category | str, int] = {}
+for _category, _code in CAT_CODE.items():
+    _CAT_CODE_ANY[_category] = _CAT_CODE_ANY[_category.value] = _code
 
 
 @dataclass
