@@ -16,7 +16,7 @@ GitHub source knowing the Boards source's name:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -71,13 +71,6 @@ def ado_pr_ref(repository_id: str, pr_id: int | str) -> str:
 
 def build_ref(build_id: int | str) -> str:
     return f"build:{build_id}"
-
-
-def utc(dt: datetime) -> datetime:
-    """Normalise to aware UTC; naive datetimes are taken as UTC (APIs return Z times)."""
-    if dt.tzinfo is None:
-        return dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)

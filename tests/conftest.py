@@ -85,8 +85,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def _backends() -> list[str]:
-    return ["sqlite", "postgresql"] if (os.environ.get("CYCLETIME_TEST_POSTGRES_URL") or _pg_bin("initdb")) \
-        else ["sqlite"]
+    """Both backends where PostgreSQL can run; in CI (CI=true) it must, so a missing server fails
+    every store test instead of quietly testing SQLite alone."""
+    if os.environ.get("CYCLETIME_TEST_POSTGRES_URL") or _pg_bin("initdb") or os.environ.get("CI") == "true":
+        return ["sqlite", "postgresql"]
+    return ["sqlite"]
 
 
 @pytest.fixture(params=_backends())
@@ -97,7 +100,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path}/store.db"
         return
     url = postgres_url()
-    assert url, "PostgreSQL binaries were found but the server did not start"
+    assert url, ("PostgreSQL did not start (no initdb/pg_ctl: scripts/system-deps.sh installs the postgresql "
+                 "package) and CYCLETIME_TEST_POSTGRES_URL is not set")
     import sqlalchemy as sa
 
     from collector.store import normalise_url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -301,6 +302,11 @@ def test_a_later_revision_never_changes_an_earlier_released_items_request_to_rel
                                                  *new_state)))
     after = compute([later], [], deployments, links).request_to_release
     assert {k: after.pairs(k) for k in after.by_labels} == {k: before.pairs(k) for k in before.by_labels}
+    # and the figure is the definition's, not vacuously empty: released on day 3 unless it cannot be ordered
+    times = [item.created_at, *(s.at for s in sorted(item.history, key=lambda s: s.seq))]
+    ordered = all(a <= b for a, b in itertools.pairwise(times)) and item.created_at <= day(3)
+    expected = [(day(3).timestamp(), (day(3) - item.created_at).total_seconds())] if ordered else []
+    assert [pair for labels in before.by_labels for pair in before.pairs(labels)] == expected
 
 
 @settings(max_examples=150)

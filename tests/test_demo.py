@@ -9,13 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_demo_starts_everything_and_prints_the_headline(tmp_path: Path) -> None:

@@ -75,9 +75,10 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
 
 
 def test_regression_alerts_have_a_min_count_guard() -> None:
-    for alert in _alerts():
-        if "Regression" in alert["alert"]:
-            assert "window_count" in alert["expr"] and ">=" in alert["expr"], alert["alert"]
+    regressions = [alert for alert in _alerts() if "Regression" in alert["alert"]]
+    assert len(regressions) >= 2, "the cycle time and change lead time regression alerts are missing"
+    for alert in regressions:
+        assert "window_count" in alert["expr"] and ">=" in alert["expr"], alert["alert"]
 
 
 @pytest.mark.parametrize("alert", _alerts(), ids=lambda a: a["alert"])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import free_port
 from reliability_kit import TOKEN, config_yaml, start_sandbox
 
 from sandbox.app import Sandbox
@@ -26,14 +27,6 @@ WRONG = "rel-Wrong-Token-19be77aa"
 def forms(secret: str) -> list[str]:
     """The secret, and how it travels in an Authorization header (Azure DevOps: Basic with any user)."""
     return [secret, *(base64.b64encode(f"{user}{secret}".encode()).decode() for user in ("", ":", "x:", "user:"))]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cycletime(*args: str, env_token: str) -> subprocess.CompletedProcess[str]:
