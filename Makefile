@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test demo lint fmt bench system-deps dashboards schema clean
+.PHONY: test test-fast demo lint fmt bench system-deps dashboards schema golden clean
 
 $(STAMP): pyproject.toml sandbox/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,16 @@ lint: $(STAMP)
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# Unit tests only (no servers, no subprocess fleets): seconds, for the edit-test loop.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q tests/test_compute.py tests/test_config.py tests/test_store.py tests/test_http.py \
+		tests/exporters/test_prometheus.py tests/exporters/test_cardinality.py tests/exporters/test_metrics_doc.py \
+		tests/exporters/test_golden.py tests/sources/test_github_refs.py tests/delivery/test_rules.py
+
+# Rewrite the golden exposition after a reviewed change to what /metrics shows.
+golden: $(STAMP)
+	$(PY) tests/exporters/golden.py
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
