@@ -179,12 +179,7 @@ def _sync(config: Config, wait: bool = False) -> int:
     store.acquire_writer("cycletime sync", wait=wait)
     with Progress([s.name for s in config.sources]) as progress:
         runner = Runner(config, store, progress=progress.advance)
-        results = []
-        for name in runner.sources:
-            progress.start(name)
-            result = runner.run(name)
-            progress.finish(name, result.ok)
-            results.append(result)
+        results = runner.run_all(progress.start, lambda result: progress.finish(result.source, result.ok))
     failed = [r for r in results if not r.ok]
     for r in failed:
         print(f"cycletime sync: source {r.source} failed: {r.error}", file=sys.stderr)
