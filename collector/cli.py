@@ -156,7 +156,8 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 def _metrics(config: Config, at: float | None = None, config_file: str = "FILE") -> int:
-    from exporters.prometheus import MetricsCache, Settings
+    from collector.figures import FigureCache, Settings
+    from exporters.prometheus import MetricsCache
 
     nothing = f"cycletime: nothing synced yet: run cycletime sync --config {config_file}"
     path = _sqlite_path(config.store)
@@ -167,7 +168,8 @@ def _metrics(config: Config, at: float | None = None, config_file: str = "FILE")
     if not store.statuses() and not store.record_counts():
         print(nothing, file=sys.stderr)
         return 1
-    sys.stdout.buffer.write(MetricsCache(store, Settings.from_config(config), as_of=at).exposition())
+    figures = FigureCache(store, Settings.from_config(config), as_of=at)
+    sys.stdout.buffer.write(MetricsCache(figures).exposition())
     return 0
 
 
@@ -187,17 +189,19 @@ def _sync(config: Config, wait: bool = False) -> int:
 
 
 def _serve(config: Config, wait: bool = False) -> int:
+    from collector.figures import FigureCache, Settings
     from collector.runner import Runner
     from collector.scheduler import build_scheduler
-    from exporters.prometheus import ExporterApp, MetricsCache, Settings, serve_http
+    from exporters.prometheus import MetricsCache
+    from exporters.web import ExporterApp, serve_http
 
     store = _open_store(config)
     store.acquire_writer("cycletime serve", wait=wait)
     stop = threading.Event()
     runner = Runner(config, store, stop=stop)
-    cache = MetricsCache(store, Settings.from_config(config))
+    cache = MetricsCache(FigureCache(store, Settings.from_config(config)))
     cache.refresh(force=True)
-    app = ExporterApp(cache, store, config, {s.name: s.kind for s in config.sources})
+    app = ExporterApp(cache, store, config)
     tls = (config.web.tls.cert_file, config.web.tls.key_file) if config.web.tls else None
     server = serve_http(app, config.listen, tls)
     scheme = "https" if tls else "http"

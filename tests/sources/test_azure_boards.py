@@ -27,6 +27,7 @@ from azure_truth import (
 )
 
 from collector.config import AzureBoardsConfig, parse_config
+from collector.figures import Settings
 from collector.model import Category, ado_pr_ref, ado_ref, build_ref, commit_ref
 from collector.runner import Runner
 from collector.sandbox.app import Sandbox
@@ -36,7 +37,7 @@ from collector.sources import SOURCES
 from collector.sources.azure_boards import AzureBoardsSource, artifact_ref
 from collector.sources.base import SourceContext
 from collector.store import Store
-from exporters.prometheus import Settings, self_families
+from exporters.prometheus import self_families
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 SHA = "9991b4f66def4c0a9ad8f9f27043ece7eddcf1c7"
