@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--fault-rate", type=float, default=0.0, help="fraction of API requests answered with a fault")
     sb.add_argument("--malformed", type=int, default=0, help="malformed records mixed into each API's data")
     sb.add_argument("--truth", metavar="FILE", help="write the ground truth as JSON and keep serving")
+    sb.add_argument("--activity", type=float, default=0.0, metavar="SECONDS",
+                    help="add live activity (new items, changes, deployments) every SECONDS; 0: none")
     return parser
 
 
@@ -238,6 +240,15 @@ def _serve(config: Config, wait: bool = False) -> int:
     return 0
 
 
+def _live_activity(sandbox: Any, every: float, stop: threading.Event) -> None:
+    """One step of new work, changes and deployments every ``every`` seconds, until stopped."""
+    while not stop.wait(every):
+        added = sandbox.add_activity(1)
+        counts = {f"{api} {what}": len(ids) for api in ("azure", "github") for what, ids in added[api][0].items()
+                  if ids}
+        log.info("sandbox activity: %s", ", ".join(f"{n} {what}" for what, n in counts.items()))
+
+
 def _sandbox(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -254,6 +265,10 @@ def _sandbox(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     sandbox.start()
+    if args.activity > 0:
+        threading.Thread(target=_live_activity, args=(sandbox, args.activity, stop), name="activity",
+                         daemon=True).start()
+        print(f"  live activity:                 one step every {args.activity:g} s", flush=True)
     try:
         while not stop.wait(1.0):
             pass
