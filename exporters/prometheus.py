@@ -207,49 +207,52 @@ def render(families: Sequence[Metric], openmetrics_format: bool = False) -> byte
 
 
 class MetricsCache:
-    """The exposition of a :class:`FigureCache`'s snapshot, rendered once per snapshot and format."""
+    """The exposition of a :class:`FigureCache`'s snapshot, rendered once per snapshot and format.
+
+    A refresh builds the new renderings aside and swaps them in whole, so a scrape never waits for
+    a computation: it serves the previous snapshot's bytes meanwhile.
+    """
 
     def __init__(self, figures: FigureCache) -> None:
         self.figures = figures
         self.settings = figures.settings
-        self._lock = threading.Lock()
-        self._seen: tuple[int, float] | None = None  # (id of the figures, window end) rendered
+        self._lock = threading.Lock()  # one refresh at a time
+        self._seen: tuple[Figures, float] | None = None  # the figures and window end translated last
         self._figure_families: list[Metric] = []
-        self._families: list[Metric] = []
-        self._rendered: dict[str, bytes] = {}
+        #: the families of the current snapshot and their renderings by content type
+        self._current: tuple[list[Metric], dict[str, bytes]] | None = None
 
     def refresh(self, force: bool = False) -> None:
         """Refresh the figures (see :meth:`FigureCache.refresh`) and render what changed."""
         with self._lock:
-            snapshot = self.figures.refresh(force)
-            self._families = self._translate(snapshot)
-            self._rendered = {}
+            families = self._translate(self.figures.refresh(force))
+            rendered: dict[str, bytes] = {}
             for accept in ("", "application/openmetrics-text"):  # what scrapers ask for: ready before they do
-                self._render(*choose_encoder(accept))
+                encoder, content_type = choose_encoder(accept)
+                rendered[content_type] = encoder(_registry(families))
+            self._current = (families, rendered)
 
     def _translate(self, snapshot: Snapshot) -> list[Metric]:
         if not snapshot.computed:  # the store failed before anything was computed
             return store_families(self.figures.store)
-        seen = (id(snapshot.figures), snapshot.now)
-        if seen != self._seen:
+        seen = self._seen
+        if seen is None or seen[0] is not snapshot.figures or seen[1] != snapshot.now:
             self._figure_families = figure_families(snapshot.figures, self.settings, snapshot.now)
-            self._seen = seen
+            self._seen = (snapshot.figures, snapshot.now)
         return [*self._figure_families,
                 *self_families(snapshot.health, self.settings, snapshot.figures.rejected.items()),
                 *store_families(self.figures.store)]
 
-    def _render(self, encoder: Callable[[CollectorRegistry], bytes], content_type: str) -> bytes:
-        rendered = self._rendered.get(content_type)
-        if rendered is None:
-            rendered = self._rendered[content_type] = encoder(_registry(self._families))
-        return rendered
-
     def encoded(self, encoder: Callable[[CollectorRegistry], bytes], content_type: str) -> bytes:
         """The cached figures in the format ``choose_encoder`` negotiated (without process metrics)."""
-        if not self._rendered:
+        if self._current is None:
             self.refresh()
-        with self._lock:
-            return self._render(encoder, content_type)
+        assert self._current is not None
+        families, rendered = self._current
+        body = rendered.get(content_type)
+        if body is None:  # a rarer format (another OpenMetrics version, escaping): rendered once on demand
+            body = rendered[content_type] = encoder(_registry(families))
+        return body
 
     def exposition(self, openmetrics_format: bool = False) -> bytes:
         """The cached figures of the store (the HTTP handler appends the live process metrics)."""

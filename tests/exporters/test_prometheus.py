@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -223,3 +225,28 @@ def test_windows_slide_without_new_data(store: Store, config) -> None:
     cache.refresh()
     assert value(samples(cache.exposition().decode()), "cycletime_work_item_cycle_time_window_count", **wl,
                  window="7d") == 1
+
+
+def test_a_scrape_never_waits_for_a_refresh(store: Store, config) -> None:
+    figures = FigureCache(store, Settings.from_config(config), clock=NOW.timestamp)
+    cache = MetricsCache(figures)
+    before = cache.exposition()
+    computing, release = threading.Event(), threading.Event()
+    original = figures.refresh
+
+    def slow_refresh(force: bool = False):
+        computing.set()
+        release.wait(10)
+        return original(force)
+
+    figures.refresh = slow_refresh  # type: ignore[method-assign]
+    refresher = threading.Thread(target=cache.refresh, args=(True,))
+    refresher.start()
+    try:
+        assert computing.wait(5)
+        started = time.monotonic()
+        assert cache.exposition() == before  # served from the previous snapshot...
+        assert time.monotonic() - started < 1  # ...at once
+    finally:
+        release.set()
+        refresher.join(10)
