@@ -9,6 +9,7 @@ as its ``make_wsgi_app`` does them; the figures are rendered once per snapshot a
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import hmac
 import html
@@ -159,6 +160,7 @@ class ExporterApp:
             headline=headline_html(snapshot.headline), chart=trend_svg(snapshot.trend))
 
 
+@functools.cache
 def _template() -> Template:
     return Template((resources.files("exporters") / "templates" / "landing.html").read_text(encoding="utf-8"))
 
