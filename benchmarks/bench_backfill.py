@@ -23,9 +23,9 @@ import numpy as np
 from synthetic import sqlite_store
 
 from collector.backfill import backfill, step_times
+from collector.figures import Settings
 from collector.model import Batch, Change, Deployment, Link
 from collector.store import Store
-from exporters.prometheus import Settings
 
 DAY = 86400.0
 SETTINGS = Settings(windows=(("7d", 7 * DAY), ("30d", 30 * DAY), ("90d", 90 * DAY)),

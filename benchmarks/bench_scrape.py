@@ -12,7 +12,9 @@ import requests
 from synthetic import sqlite_store
 
 from collector.config import parse_config
-from exporters.prometheus import ExporterApp, MetricsCache, Settings, render, serve_http
+from collector.figures import FigureCache, Settings
+from exporters.prometheus import MetricsCache, render
+from exporters.web import ExporterApp, serve_http
 
 CONFIG = """
 sources:
@@ -35,11 +37,11 @@ def main() -> None:
             from collector.store import Store
 
             store = Store(url)
-            cache = MetricsCache(store, Settings.from_config(config))
+            cache = MetricsCache(FigureCache(store, Settings.from_config(config)))
             cache.refresh(force=True)
             body = cache.exposition()
             series = sum(1 for line in body.decode().splitlines() if line and not line.startswith("#"))
-            server = serve_http(ExporterApp(cache, store, config, {}), "127.0.0.1:0")
+            server = serve_http(ExporterApp(cache, store, config), "127.0.0.1:0")
             base = f"http://127.0.0.1:{server.server_address[1]}/metrics"
             session = requests.Session()
             latencies = []

@@ -35,11 +35,12 @@ from collector.compute import (
 )
 from collector.config import Config, parse_duration
 from collector.errors import CycletimeError
+from collector.figures import Settings
 from collector.linking import change_deliveries, first_deliveries, work_item_deliveries
 from collector.model import Change, Deployment, Link
 from collector.store import Store
 from collector.table import WorkItemTable
-from exporters.prometheus import Settings, figure_families
+from exporters.prometheus import figure_families
 
 log = logging.getLogger(__name__)
 

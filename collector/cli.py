@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--fault-rate", type=float, default=0.0, help="fraction of API requests answered with a fault")
     sb.add_argument("--malformed", type=int, default=0, help="malformed records mixed into each API's data")
     sb.add_argument("--truth", metavar="FILE", help="write the ground truth as JSON and keep serving")
+    sb.add_argument("--activity", type=float, default=0.0, metavar="SECONDS",
+                    help="add live activity (new items, changes, deployments) every SECONDS; 0: none")
     return parser
 
 
@@ -156,7 +158,8 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 def _metrics(config: Config, at: float | None = None, config_file: str = "FILE") -> int:
-    from exporters.prometheus import MetricsCache, Settings
+    from collector.figures import FigureCache, Settings
+    from exporters.prometheus import MetricsCache
 
     nothing = f"cycletime: nothing synced yet: run cycletime sync --config {config_file}"
     path = _sqlite_path(config.store)
@@ -167,7 +170,8 @@ def _metrics(config: Config, at: float | None = None, config_file: str = "FILE")
     if not store.statuses() and not store.record_counts():
         print(nothing, file=sys.stderr)
         return 1
-    sys.stdout.buffer.write(MetricsCache(store, Settings.from_config(config), as_of=at).exposition())
+    figures = FigureCache(store, Settings.from_config(config), as_of=at)
+    sys.stdout.buffer.write(MetricsCache(figures).exposition())
     return 0
 
 
@@ -179,12 +183,7 @@ def _sync(config: Config, wait: bool = False) -> int:
     store.acquire_writer("cycletime sync", wait=wait)
     with Progress([s.name for s in config.sources]) as progress:
         runner = Runner(config, store, progress=progress.advance)
-        results = []
-        for name in runner.sources:
-            progress.start(name)
-            result = runner.run(name)
-            progress.finish(name, result.ok)
-            results.append(result)
+        results = runner.run_all(progress.start, lambda result: progress.finish(result.source, result.ok))
     failed = [r for r in results if not r.ok]
     for r in failed:
         print(f"cycletime sync: source {r.source} failed: {r.error}", file=sys.stderr)
@@ -192,17 +191,19 @@ def _sync(config: Config, wait: bool = False) -> int:
 
 
 def _serve(config: Config, wait: bool = False) -> int:
+    from collector.figures import FigureCache, Settings
     from collector.runner import Runner
     from collector.scheduler import build_scheduler
-    from exporters.prometheus import ExporterApp, MetricsCache, Settings, serve_http
+    from exporters.prometheus import MetricsCache
+    from exporters.web import ExporterApp, serve_http
 
     store = _open_store(config)
     store.acquire_writer("cycletime serve", wait=wait)
     stop = threading.Event()
     runner = Runner(config, store, stop=stop)
-    cache = MetricsCache(store, Settings.from_config(config))
+    cache = MetricsCache(FigureCache(store, Settings.from_config(config)))
     cache.refresh(force=True)
-    app = ExporterApp(cache, store, config, {s.name: s.kind for s in config.sources})
+    app = ExporterApp(cache, store, config)
     tls = (config.web.tls.cert_file, config.web.tls.key_file) if config.web.tls else None
     server = serve_http(app, config.listen, tls)
     scheme = "https" if tls else "http"
@@ -239,6 +240,15 @@ def _serve(config: Config, wait: bool = False) -> int:
     return 0
 
 
+def _live_activity(sandbox: Any, every: float, stop: threading.Event) -> None:
+    """One step of new work, changes and deployments every ``every`` seconds, until stopped."""
+    while not stop.wait(every):
+        added = sandbox.add_activity(1)
+        counts = {f"{api} {what}": len(ids) for api in ("azure", "github") for what, ids in added[api][0].items()
+                  if ids}
+        log.info("sandbox activity: %s", ", ".join(f"{n} {what}" for what, n in counts.items()))
+
+
 def _sandbox(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -260,6 +270,10 @@ def _sandbox(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     sandbox.start()
+    if args.activity > 0:
+        threading.Thread(target=_live_activity, args=(sandbox, args.activity, stop), name="activity",
+                         daemon=True).start()
+        print(f"  live activity:                 one step every {args.activity:g} s", flush=True)
     try:
         while not stop.wait(1.0):
             pass

@@ -113,5 +113,14 @@ class Runner:
             log.error("source=%s pass failed after %.1fs: %s", name, duration, error)
         return PassResult(name, ok, duration, items, error, report)
 
-    def run_all(self) -> list[PassResult]:
-        return [self.run(name) for name in self.sources if not self.stop.is_set()]
+    def run_all(self, started: Callable[[str], None] = lambda name: None,
+                finished: Callable[[PassResult], None] = lambda result: None) -> list[PassResult]:
+        """One pass of every source in turn (``cycletime sync``), until asked to stop."""
+        results = []
+        for name in self.sources:
+            if self.stop.is_set():
+                break
+            started(name)
+            results.append(self.run(name))
+            finished(results[-1])
+        return results

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -86,18 +87,17 @@ def backfill_prometheus(config: Path, data_dir: Path) -> str:
     return "a year of history backfilled"
 
 
-def headline(config: Path) -> str:
-    """The demo's headline from the collector's store: per project, p85 request-to-release over the
-    last 30 days against the first quarter of the year (12 to 9 months ago), slowest first; then
-    production deployment frequency and change failure rate over the last 30 days. Items of every
+def headline(config: Path, now: float) -> str:
+    """The demo's headline from the collector's store, as of ``now``: per project, p85
+    request-to-release over the last 30 days against the first quarter of the year (12 to 9 months
+    ago), slowest first; then production deployment frequency and change failure rate over the last
+    30 days. The same figures as the landing page's (``collector.figures.headline``): items of every
     team and type of a project are pooled (the dashboards show them per team)."""
-    import numpy as np
-
     from collector.compute import compute, window_quantiles
     from collector.config import load_config
+    from collector.figures import DAY, headline, pooled
     from collector.store import Store
 
-    day = 86400.0
     store = Store(load_config(config).store)
     try:
         links = store.links()
@@ -105,43 +105,27 @@ def headline(config: Path) -> str:
         changes, deployments = store.changes(), store.deployments()
     finally:
         store.close()
-    now = time.time()
-    year_ago = now - 270 * day
     figures = compute(table, changes, deployments, links, as_of=now)
+    top = headline(figures, now)
+    by_project = pooled(figures.request_to_release, lambda labels: labels[1])
 
-    def pooled(observations: dict) -> dict[str, np.ndarray]:
-        out: dict[str, list[np.ndarray]] = {}
-        for labels, block in observations.items():
-            out.setdefault(labels[1], []).append(block)
-        return {project: np.vstack(blocks) for project, blocks in out.items()}
+    def days(value: float | None) -> str:
+        return f"{value / DAY:8.1f}" if value is not None else "       -"
 
-    rows = []
-    for project, data in pooled(figures.request_to_release.by_labels).items():
-        recent = window_quantiles(data, now, 30 * day, [0.85])
-        before = window_quantiles(data, year_ago, 90 * day, [0.85])
-        rows.append((project, recent, before))
-    rows.sort(key=lambda r: -r[1].quantiles.get(0.85, -1.0))
-
-    def days(summary: object) -> str:
-        value = summary.quantiles.get(0.85)  # type: ignore[attr-defined]
-        return f"{value / day:8.1f}" if value is not None else "       -"
-
-    lines = ["  request to release, p85 in days (a project's teams and types pooled), slowest first:",
+    when = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
+    lines = [f"  as of {when}",
+             "  request to release, p85 in days (a project's teams and types pooled), slowest first:",
              f"    {'project':<24} {'last 30 days':>12} {'items':>6}   {'a year ago':>10} {'items':>6}",
              f"    {'':<24} {'':>12} {'':>6}   {'(12-9 mo.)':>10}"]
-    for project, recent, before in rows:
-        lines.append(f"    {project:<24} {days(recent):>12} {recent.count:>6}   {days(before):>10} {before.count:>6}")
-    success = failed = 0
-    for labels, block in figures.deployment_events.by_labels.items():
-        if labels[3] != "true":
-            continue
-        n = int(((block[:, 0] > now - 30 * day) & (block[:, 0] <= now)).sum())
-        success += n if labels[4] == "success" else 0
-        failed += n if labels[4] == "failure" else 0
-    total = success + failed
-    rate = f"{failed / total:.1%}" if total else "-"
-    lines.append(f"  production deployments, last 30 days: {success / 30:.2f} per day ({success} successful); "
-                 f"change failure rate {rate} ({failed} of {total})")
+    for project in top.projects:
+        before = window_quantiles(by_project[project.project], now - 270 * DAY, 90 * DAY, [0.85])
+        lines.append(f"    {project.project:<24} {days(project.p85):>12} {project.count:>6}   "
+                     f"{days(before.quantiles.get(0.85)):>10} {before.count:>6}")
+    rate = top.change_failure_rate
+    total = top.deployments_succeeded + top.deployments_failed
+    lines.append(f"  production deployments, last 30 days: {top.per_day:.2f} per day ({top.deployments_succeeded} "
+                 f"successful); change failure rate {'-' if rate is None else f'{rate:.1%}'} "
+                 f"({top.deployments_failed} of {total})")
     return "\n".join(lines)
 
 
@@ -174,6 +158,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--once", action="store_true", help="stop once the collector is ready")
     parser.add_argument("--fresh", action="store_true", help="start from an empty store (.demo/)")
+    parser.add_argument("--activity", type=float, default=float(os.environ.get("DEMO_ACTIVITY", 10)),
+                        metavar="SECONDS", help="the sandbox adds new work, changes and deployments every SECONDS "
+                        "(0: none; default 10, or DEMO_ACTIVITY)")
     args = parser.parse_args()
     busy = [p for p in (SANDBOX_PORT, COLLECTOR_PORT) if not port_free(p)]
     if busy:
@@ -186,7 +173,8 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     log_dir = WORK_DIR
     try:
-        procs.append(subprocess.Popen([py, "-m", "collector", "sandbox", "--port", str(SANDBOX_PORT)], cwd=ROOT,
+        procs.append(subprocess.Popen([py, "-m", "collector", "sandbox", "--port", str(SANDBOX_PORT),
+                                       "--activity", str(args.activity)], cwd=ROOT,
                                       stdout=open(log_dir / "sandbox.log", "w"), stderr=subprocess.STDOUT))
         if not wait_for(f"http://127.0.0.1:{SANDBOX_PORT}/_sandbox/stats", 60, procs):
             print(f"demo: the sandbox did not start; see {log_dir}/sandbox.log", file=sys.stderr)
@@ -195,8 +183,9 @@ def main() -> int:
                                        "--log-format", "json"], cwd=ROOT,
                                       stdout=open(log_dir / "collector.log", "w"), stderr=subprocess.STDOUT))
         base = f"http://127.0.0.1:{COLLECTOR_PORT}"
-        print(f"demo: sandbox on http://127.0.0.1:{SANDBOX_PORT}; collector syncing (log: {log_dir}/collector.log)…",
-              flush=True)
+        live = f"new activity every {args.activity:g} s" if args.activity > 0 else "no live activity"
+        print(f"demo: sandbox on http://127.0.0.1:{SANDBOX_PORT} ({live}); collector syncing "
+              f"(log: {log_dir}/collector.log)…", flush=True)
         if not wait_for(f"{base}/readyz", 300, procs):
             print(f"demo: the collector was not ready within 300 s; see {log_dir}/collector.log", file=sys.stderr)
             return 1
@@ -217,8 +206,9 @@ def main() -> int:
             print(f"  prometheus:    http://127.0.0.1:{PROMETHEUS_PORT}/  ({state})")
         else:
             print("  prometheus:    not started (no `prometheus` binary, or port 9090 busy)")
-        # only now, with every source synced once (/readyz), are the figures the whole story
-        print("\n" + headline(demo_config()), flush=True)
+        # only now, with the figures computed after every source's first sync (/readyz), are they the
+        # whole story; whole seconds, so `cycletime metrics --at` reproduces the instant exactly
+        print("\n" + headline(demo_config(), float(int(time.time()))), flush=True)
         print_trend(WORK_DIR / "cycletime.db")
         if args.once:
             return 0

@@ -61,3 +61,35 @@ def load(store: Store) -> None:
     store.commit("pipelines", Batch(deployments=deployments,
                                     links=[Link("pipelines", ado_ref(2), build_ref(11))]))
     store.commit("github", Batch(changes=[pr], links=[Link("github", ado_ref(1), pr.ref)]))
+
+
+def year_item(wid: str, created: datetime, done: datetime, started: datetime | None = None,
+          project: str = "Fabrikam") -> WorkItem:
+    started = started or created + (done - created) / 2
+    return WorkItem("boards", wid, ado_ref(int(wid)), project, "Web", "User Story", created,
+                    (StateChange(wid, 1, created, "New", Category.PROPOSED),
+                     StateChange(wid, 2, started, "Active", Category.IN_PROGRESS),
+                     StateChange(wid, 3, done, "Closed", Category.COMPLETED)))
+
+
+def a_year_of_releases(store: Store, now: datetime, projects: tuple[str, ...] = ("Fabrikam", "Tailspin")) -> None:
+    """Two items a week for a year, each released by its own deployment two days after completion
+    (every tenth deployment failed); a third of the items in the second project, if there is one."""
+    items, changes, deployments, links = [], [], [], []
+    for n in range(1, 105):
+        done = now - timedelta(days=3.5 * n)
+        created = done - timedelta(days=5 + (n * 7) % 40)
+        wid = str(n)
+        project = projects[0] if n % 3 or len(projects) == 1 else projects[1]
+        items.append(year_item(wid, created, done, project=project))
+        sha = f"{n:040x}"
+        pr = Change("github", f"contoso/web#{n}", gh_pr_ref("contoso/web", n), "contoso/web", "pull_request",
+                    done - timedelta(days=1), done, (sha,))
+        changes.append(pr)
+        links.append(Link("github", ado_ref(n), pr.ref))
+        status = "failure" if n % 10 == 0 else "success"
+        deployments.append(Deployment("github", f"d{n}", "contoso/web", "production", True, status,
+                                      done + timedelta(days=2) - timedelta(hours=1), done + timedelta(days=2), sha,
+                                      ()))
+    store.commit("boards", Batch(work_items=items))
+    store.commit("github", Batch(changes=changes, deployments=deployments, links=links))

@@ -20,8 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from collector.backfill import Timeline, backfill, step_times
 from collector.compute import compute
 from collector.config import load_config
+from collector.figures import Settings
 from collector.store import Store
-from exporters.prometheus import Settings, figure_families, render
+from exporters.prometheus import figure_families, render
 from sandbox.app import Sandbox, SandboxOptions
 
 TOKEN = "backfill-Secret-Token-77c1"

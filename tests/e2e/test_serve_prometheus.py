@@ -16,8 +16,9 @@ from harness import ROOT, Prometheus, Serve, collector_config, free_port, wait_u
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import load_config
+from collector.figures import FigureCache, Settings
 from collector.store import Store
-from exporters.prometheus import MetricsCache, Settings
+from exporters.prometheus import MetricsCache
 from sandbox.app import Sandbox, SandboxOptions
 
 TOKEN = "e2e-Secret-Token-4f1d9c"
@@ -92,7 +93,7 @@ def test_every_figure_panel_answers_right_after_the_first_scrape(world: dict) ->
 def test_prometheus_sees_what_compute_produced(world: dict) -> None:
     prom: Prometheus = world["prometheus"]
     config = load_config(world["config"])
-    expected = MetricsCache(Store(config.store), Settings.from_config(config))
+    expected = MetricsCache(FigureCache(Store(config.store), Settings.from_config(config)))
     # Prometheus drops empty label values (a GitHub issue without a team label has team="")
     exp = {(s.name, frozenset((k, v) for k, v in s.labels.items() if v != "")): s.value
            for f in text_string_to_metric_families(expected.exposition().decode()) for s in f.samples}

@@ -10,9 +10,10 @@ from fixture_data import NOW
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import parse_config
+from collector.figures import FigureCache, Settings
 from collector.model import Batch, Category, StateChange, WorkItem, ado_ref
 from collector.store import Store
-from exporters.prometheus import MetricsCache, Settings
+from exporters.prometheus import MetricsCache
 
 AREAS = 10_000
 
@@ -36,7 +37,7 @@ sources:
             StateChange(wid, 1, created, "New", Category.PROPOSED),
             StateChange(wid, 2, done, "Closed", Category.COMPLETED))))
     store.commit("boards", Batch(work_items=items))
-    text = MetricsCache(store, Settings.from_config(config), clock=NOW.timestamp).exposition().decode()
+    text = MetricsCache(FigureCache(store, Settings.from_config(config), clock=NOW.timestamp)).exposition().decode()
     teams: set[str] = set()
     count_by_team: dict[str, float] = defaultdict(float)
     capped = {}

@@ -8,8 +8,9 @@ from fixture_data import NOW, load
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import parse_config
+from collector.figures import FigureCache, Settings
 from collector.store import Store
-from exporters.prometheus import MetricsCache, Settings, with_runtime
+from exporters.prometheus import MetricsCache, with_runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,8 +24,8 @@ sources:
 """, {})
     store = Store(config.store)
     load(store)
-    text = with_runtime(MetricsCache(store, Settings.from_config(config), clock=NOW.timestamp).exposition(),
-                        False).decode()
+    cache = MetricsCache(FigureCache(store, Settings.from_config(config), clock=NOW.timestamp))
+    text = with_runtime(cache.exposition(), False).decode()
     families = {f.name for f in text_string_to_metric_families(text)}
     assert len(families) >= 20
     doc = (ROOT / "docs" / "metrics.md").read_text()

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,9 +19,11 @@ from fixture_data import NOW, load
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import parse_config
+from collector.figures import FigureCache, Settings
 from collector.http import REDACT
 from collector.store import Store
-from exporters.prometheus import ExporterApp, MetricsCache, Settings, serve_http
+from exporters.prometheus import MetricsCache
+from exporters.web import ExporterApp, serve_http
 
 DAY = 86400.0
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +71,7 @@ def config():
 
 
 def exposition(store: Store, config) -> str:
-    return MetricsCache(store, Settings.from_config(config), clock=NOW.timestamp).exposition().decode()
+    return MetricsCache(FigureCache(store, Settings.from_config(config), clock=NOW.timestamp)).exposition().decode()
 
 
 def test_figures_match_hand_worked_values(store: Store, config) -> None:
@@ -122,7 +126,7 @@ def test_restart_reexports_identical_counters_and_buckets(tmp_path: Path, config
 
 
 def test_openmetrics_is_negotiated(store: Store, config) -> None:
-    cache = MetricsCache(store, Settings.from_config(config), clock=NOW.timestamp)
+    cache = MetricsCache(FigureCache(store, Settings.from_config(config), clock=NOW.timestamp))
     om = cache.exposition(openmetrics_format=True).decode()
     assert om.rstrip().endswith("# EOF")
     assert "# TYPE cycletime_deployments counter" in om
@@ -169,8 +173,8 @@ def test_http_server_probes_auth_and_landing_page(store: Store, tmp_path: Path) 
         web:
           basic_auth: {username: prom, password: pw-123456}
     """), {})
-    cache = MetricsCache(store, Settings.from_config(config), clock=NOW.timestamp)
-    app = ExporterApp(cache, store, config, {})
+    cache = MetricsCache(FigureCache(store, Settings.from_config(config), clock=NOW.timestamp))
+    app = ExporterApp(cache, store, config)
     server = serve_http(app, "127.0.0.1:0")
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
@@ -188,12 +192,19 @@ def test_http_server_probes_auth_and_landing_page(store: Store, tmp_path: Path) 
                           timeout=5)
         assert om.headers["Content-Type"].startswith("application/openmetrics-text")
         assert om.text.count("# EOF") == 1 and om.text.endswith("# EOF\n") and "process_cpu_seconds" in om.text
+        assert metrics.headers["Content-Encoding"] == "gzip"  # requests asks for gzip and unpacks it
+        plain = requests.get(f"{base}/metrics", headers={**auth, "Accept-Encoding": "identity"}, timeout=5)
+        assert "Content-Encoding" not in plain.headers and plain.content.startswith(b"# HELP")
         for name in ("boards", "pipelines"):
             store.record_poll(name, ok=True, started_at=NOW.timestamp(), duration=1.0, items=3,
                               error=None, rate_limit_remaining=None)
         store.record_poll("pipelines", ok=False, started_at=NOW.timestamp() + 60, duration=1.0, items=0,
                           error=f"401 for token {SECRET} <script>", rate_limit_remaining=None)
-        assert requests.get(f"{base}/readyz", timeout=5).status_code == 200  # each synced once
+        # each source synced once, but the figures published were computed before: not ready yet
+        ready = requests.get(f"{base}/readyz", timeout=5)
+        assert ready.status_code == 503 and "figures not computed" in ready.text
+        cache.refresh()  # what serve does after every pass
+        assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
         page = requests.get(f"{base}/", headers=auth, timeout=5)
         assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
         assert "boards" in page.text and "azure_pipelines" in page.text and "down" in page.text
@@ -206,7 +217,7 @@ def test_http_server_probes_auth_and_landing_page(store: Store, tmp_path: Path) 
 
 def test_windows_slide_without_new_data(store: Store, config) -> None:
     clock = [NOW.timestamp()]
-    cache = MetricsCache(store, Settings.from_config(config), clock=lambda: clock[0], max_age=60)
+    cache = MetricsCache(FigureCache(store, Settings.from_config(config), clock=lambda: clock[0], max_age=60))
     wl = {"source": "boards", "project": "Fabrikam", "team": "Web", "type": "User Story"}
     assert value(samples(cache.exposition().decode()), "cycletime_work_item_cycle_time_window_count", **wl,
                  window="7d") == 2
@@ -214,3 +225,28 @@ def test_windows_slide_without_new_data(store: Store, config) -> None:
     cache.refresh()
     assert value(samples(cache.exposition().decode()), "cycletime_work_item_cycle_time_window_count", **wl,
                  window="7d") == 1
+
+
+def test_a_scrape_never_waits_for_a_refresh(store: Store, config) -> None:
+    figures = FigureCache(store, Settings.from_config(config), clock=NOW.timestamp)
+    cache = MetricsCache(figures)
+    before = cache.exposition()
+    computing, release = threading.Event(), threading.Event()
+    original = figures.refresh
+
+    def slow_refresh(force: bool = False):
+        computing.set()
+        release.wait(10)
+        return original(force)
+
+    figures.refresh = slow_refresh  # type: ignore[method-assign]
+    refresher = threading.Thread(target=cache.refresh, args=(True,))
+    refresher.start()
+    try:
+        assert computing.wait(5)
+        started = time.monotonic()
+        assert cache.exposition() == before  # served from the previous snapshot...
+        assert time.monotonic() - started < 1  # ...at once
+    finally:
+        release.set()
+        refresher.join(10)

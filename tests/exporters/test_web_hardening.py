@@ -16,9 +16,11 @@ from fixture_data import NOW, load
 
 from collector.config import parse_config
 from collector.errors import CycletimeError
+from collector.figures import FigureCache, Settings
 from collector.store import Store
-from exporters import prometheus
-from exporters.prometheus import ExporterApp, MetricsCache, Settings, serve_http
+from exporters import web
+from exporters.prometheus import MetricsCache
+from exporters.web import ExporterApp, serve_http
 
 CONFIG = """
 listen: 127.0.0.1:0
@@ -66,9 +68,9 @@ def app(tmp_path: Path) -> ExporterApp:
     store = Store(f"sqlite:///{tmp_path}/store.db")
     load(store)
     config = parse_config(CONFIG, {})
-    cache = MetricsCache(store, Settings.from_config(config), clock=NOW.timestamp)
+    cache = MetricsCache(FigureCache(store, Settings.from_config(config), clock=NOW.timestamp))
     cache.refresh(force=True)
-    return ExporterApp(cache, store, config, {})
+    return ExporterApp(cache, store, config)
 
 
 def test_an_idle_tls_client_does_not_block_anyone_else(app: ExporterApp, tmp_path: Path) -> None:
@@ -93,7 +95,7 @@ def test_an_idle_tls_client_does_not_block_anyone_else(app: ExporterApp, tmp_pat
 
 def test_a_tls_client_that_never_finishes_its_handshake_is_dropped(app: ExporterApp, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(prometheus, "TLS_HANDSHAKE_TIMEOUT", 0.5)
+    monkeypatch.setattr(web, "TLS_HANDSHAKE_TIMEOUT", 0.5)
     cert, key = self_signed(tmp_path)
     server = serve_http(app, "127.0.0.1:0", (cert, key))
     try:

@@ -12,9 +12,10 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import Config, parse_config
+from collector.figures import FigureCache, Settings
 from collector.runner import PassResult, Runner
 from collector.store import Store
-from exporters.prometheus import MetricsCache, Settings
+from exporters.prometheus import MetricsCache
 from sandbox.app import Sandbox, SandboxOptions, default_now
 
 TOKEN = "rel-Secret-Token-7c41f0e2"
@@ -104,7 +105,7 @@ def sync_measured(sandbox: Sandbox, runner: Runner) -> dict[str, tuple[int, int]
 
 def samples(store: Store, config: Config, clock: float, prefixes: tuple[str, ...] = DATA_FAMILIES) -> Samples:
     """The exposition at a fixed clock, as {(sample name, labels): value} for the families named."""
-    text = MetricsCache(store, Settings.from_config(config), clock=lambda: clock).exposition().decode()
+    text = MetricsCache(FigureCache(store, Settings.from_config(config), clock=lambda: clock)).exposition().decode()
     out: Samples = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:

@@ -18,10 +18,12 @@ import sqlalchemy as sa
 
 from collector.config import parse_config
 from collector.errors import StoreInUse
+from collector.figures import FigureCache, Settings
 from collector.model import Batch, Rejection
 from collector.runner import Runner
 from collector.store import Store
-from exporters.prometheus import ExporterApp, MetricsCache, Settings
+from exporters.prometheus import MetricsCache
+from exporters.web import ExporterApp
 from sandbox.app import Sandbox, SandboxOptions
 
 TOKEN = "store-failure-token"
@@ -128,8 +130,8 @@ store: "{url}"
 sources:
   - {{name: boards, kind: azure_boards, organization_url: "http://127.0.0.1:1/o", project: Fabrikam, token: t}}
 """, {})
-    cache = MetricsCache(store, Settings.from_config(config))
-    return cache, ExporterApp(cache, store, config, {})
+    cache = MetricsCache(FigureCache(store, Settings.from_config(config)))
+    return cache, ExporterApp(cache, store, config)
 
 
 def _can_mount_tmpfs(path: Path) -> bool:
@@ -180,7 +182,8 @@ def test_a_deleted_store_file_makes_the_collector_unready(tmp_path: Path) -> Non
     store = Store(url)
     store.record_poll("boards", ok=True, started_at=time.time(), duration=1.0, items=0, error=None,
                       rate_limit_remaining=None)
-    _, app = _exporter(store, url)
+    cache, app = _exporter(store, url)
+    cache.refresh()
     assert app.ready() == (True, "ready")
     (tmp_path / "s.db").unlink()
     ready, why = app.ready()

@@ -27,13 +27,14 @@ from azure_truth import (
 )
 
 from collector.config import AzureBoardsConfig, parse_config
+from collector.figures import Settings
 from collector.model import Category, ado_pr_ref, ado_ref, build_ref, commit_ref
 from collector.runner import Runner
 from collector.sources import SOURCES
 from collector.sources.azure_boards import AzureBoardsSource, artifact_ref
 from collector.sources.base import SourceContext
 from collector.store import Store
-from exporters.prometheus import Settings, self_families
+from exporters.prometheus import self_families
 from sandbox.app import Sandbox
 from sandbox.azure import Throttle
 from sandbox.server import SandboxHTTPServer

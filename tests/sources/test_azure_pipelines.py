@@ -25,6 +25,7 @@ from azure_truth import (
 )
 
 from collector.config import AzurePipelinesConfig, parse_config
+from collector.figures import FigureCache, Settings
 from collector.model import ado_ref, build_ref, commit_ref
 from collector.runner import Runner
 from collector.sources import SOURCES, azure_pipelines
@@ -33,7 +34,8 @@ from collector.sources.azure_pipelines import AzurePipelinesSource
 from collector.sources.base import SourceContext
 from collector.sources.base import matches_environment as is_production
 from collector.store import Store
-from exporters.prometheus import ExporterApp, MetricsCache, Settings
+from exporters.prometheus import MetricsCache
+from exporters.web import ExporterApp
 from sandbox.app import Sandbox
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -411,7 +413,7 @@ sources:
     assert result.ok and result.error is None
     status = store.statuses()["pipelines"]
     assert status.ok and "releases: not on this server (404)" in (status.last_error or "")
-    page = ExporterApp(MetricsCache(store, Settings.from_config(cfg)), store, cfg, {}).landing_page()
+    page = ExporterApp(MetricsCache(FigureCache(store, Settings.from_config(cfg))), store, cfg).landing_page()
     assert '<span class="up">up</span>' in page and "not on this server (404)" in page
 
 

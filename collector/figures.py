@@ -1,0 +1,270 @@
+"""The figures the exporters publish: load the store, compute, keep the result until it is stale.
+
+This is the one place that decides *when* to compute (docs/definitions.md has *what*): after new
+data reaches the store (its ``data_version`` moved), or when the rolling windows need to slide on.
+Exporters read a :class:`Snapshot` and translate it; they never compute a figure or open the store.
+When the store fails, the last snapshot stays published: a scrape never fails because the database
+does (the exporter shows ``cycletime_store_up 0`` beside it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from collector.compute import Figures, Observations, compute, window_quantiles
+from collector.config import Config, format_duration
+from collector.store import STORE_ERRORS, SourceStatus, Store
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0
+#: the landing page's and the demo's headline: p85 over the last 30 days, as the window gauges
+#: ``…_window_seconds{window="30d",quantile="0.85"}`` define it
+HEADLINE_WINDOW = 30 * DAY
+HEADLINE_QUANTILE = 0.85
+TREND_MONTHS = 12
+
+
+@dataclass(frozen=True)
+class Settings:
+    windows: tuple[tuple[str, float], ...]  # (label, seconds)
+    quantiles: tuple[float, ...]
+    sources: tuple[str, ...]  # configured source names, so a never-polled source shows as down
+    max_label_values: int = 200
+
+    @classmethod
+    def from_config(cls, config: Config) -> Settings:
+        return cls(tuple((format_duration(w), w.total_seconds()) for w in config.windows),
+                   tuple(config.quantiles), tuple(s.name for s in config.sources), config.max_label_values)
+
+
+@dataclass(frozen=True)
+class StoreHealth:
+    """The collector's own counters as the store held them at one refresh (self-metrics)."""
+
+    source_statuses: Mapping[str, SourceStatus] = field(default_factory=dict)
+    poll_counts: Mapping[str, tuple[list[int], float]] = field(default_factory=dict)
+    request_counts: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    rejections: Mapping[tuple[str, str], int] = field(default_factory=Counter)
+
+    @classmethod
+    def read(cls, store: Store, statuses: Mapping[str, SourceStatus] | None = None) -> StoreHealth:
+        return cls(store.statuses() if statuses is None else statuses, store.poll_histograms(),
+                   store.api_request_counts(), store.rejection_counts())
+
+    # the Store's own method names, so self-metrics read either
+    def statuses(self) -> Mapping[str, SourceStatus]:
+        return self.source_statuses
+
+    def poll_histograms(self) -> Mapping[str, tuple[list[int], float]]:
+        return self.poll_counts
+
+    def api_request_counts(self) -> Mapping[tuple[str, str], int]:
+        return self.request_counts
+
+    def rejection_counts(self) -> Mapping[tuple[str, str], int]:
+        return self.rejections
+
+
+@dataclass(frozen=True)
+class MonthPoint:
+    """One month of the trend: the 30-day window ending at the month's end (or now, this month)."""
+
+    month: str  # 2026-11
+    end: float
+    request_to_release: float | None  # p85 seconds; None when no item ended in the window
+    request_to_release_count: int
+    cycle_time: float | None
+    cycle_time_count: int
+
+
+@dataclass(frozen=True)
+class ProjectFigure:
+    project: str
+    p85: float | None
+    count: int
+
+
+@dataclass(frozen=True)
+class Headline:
+    """Per project p85 request-to-release over the last 30 days (its teams and types pooled), and
+    production deployment frequency and change failure rate over the last 30 days."""
+
+    projects: tuple[ProjectFigure, ...]  # slowest first
+    deployments_succeeded: int
+    deployments_failed: int
+
+    @property
+    def per_day(self) -> float:
+        return self.deployments_succeeded / (HEADLINE_WINDOW / DAY)
+
+    @property
+    def change_failure_rate(self) -> float | None:
+        total = self.deployments_succeeded + self.deployments_failed
+        return self.deployments_failed / total if total else None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    figures: Figures
+    #: the end of the rolling windows the figures are summarised at
+    now: float
+    #: the store's data version the figures were computed from (-1: never computed)
+    version: int
+    #: the figures include a successful pass of every configured source
+    complete: bool
+    health: StoreHealth
+    trend: tuple[MonthPoint, ...]
+    headline: Headline
+
+    @property
+    def computed(self) -> bool:
+        return self.version >= 0
+
+
+def pooled(observations: Observations, key: Callable[[tuple[str, ...]], str] = lambda _: "") -> dict[str, np.ndarray]:
+    """The (end, value) pairs of every label set with the same key, together."""
+    groups: dict[str, list[np.ndarray]] = {}
+    for labels, block in observations.by_labels.items():
+        groups.setdefault(key(labels), []).append(block)
+    return {k: np.vstack(blocks) for k, blocks in groups.items()}
+
+
+def _p85(data: np.ndarray | None, end: float) -> tuple[float | None, int]:
+    if data is None:
+        return None, 0
+    summary = window_quantiles(data, end, HEADLINE_WINDOW, [HEADLINE_QUANTILE])
+    return summary.quantiles.get(HEADLINE_QUANTILE), summary.count
+
+
+def month_ends(now: float, months: int = TREND_MONTHS) -> list[tuple[str, float]]:
+    """(month, end) for the last ``months`` months, oldest first: past months end at the start of the
+    next month (UTC), the current one at ``now``."""
+    today = datetime.fromtimestamp(now, UTC)
+    out = [(f"{today.year:04d}-{today.month:02d}", now)]
+    year, month = today.year, today.month
+    for _ in range(months - 1):
+        end = datetime(year, month, 1, tzinfo=UTC).timestamp()
+        year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+        out.append((f"{year:04d}-{month:02d}", end))
+    return out[::-1]
+
+
+def trend(figures: Figures, now: float, months: int = TREND_MONTHS) -> tuple[MonthPoint, ...]:
+    """p85 request-to-release and cycle time per month, every source, project, team and type pooled.
+
+    Each point is the 30-day window ending at the month's end, selected from the observations'
+    (end, value) pairs: the same definition as the window gauges, so this month's point is what
+    ``…_window_seconds{window="30d",quantile="0.85"}`` shows when one series holds every item.
+    """
+    r2r, cycle = pooled(figures.request_to_release).get(""), pooled(figures.cycle_time).get("")
+    points = []
+    for month, end in month_ends(now, months):
+        r2r_p85, r2r_n = _p85(r2r, end)
+        cycle_p85, cycle_n = _p85(cycle, end)
+        points.append(MonthPoint(month, end, r2r_p85, r2r_n, cycle_p85, cycle_n))
+    return tuple(points)
+
+
+def headline(figures: Figures, now: float) -> Headline:
+    projects = [ProjectFigure(project, *_p85(data, now))
+                for project, data in pooled(figures.request_to_release, lambda labels: labels[1]).items()]
+    projects.sort(key=lambda p: (-(p.p85 if p.p85 is not None else -1.0), p.project))
+    names = figures.deployment_events.label_names
+    production, status = names.index("production"), names.index("status")
+    succeeded = failed = 0
+    for labels, block in figures.deployment_events.by_labels.items():
+        if labels[production] != "true":
+            continue
+        n = int(((block[:, 0] > now - HEADLINE_WINDOW) & (block[:, 0] <= now)).sum())
+        succeeded += n if labels[status] == "success" else 0
+        failed += n if labels[status] == "failure" else 0
+    return Headline(tuple(projects), succeeded, failed)
+
+
+def all_synced(sources: Iterable[str], statuses: Mapping[str, SourceStatus]) -> list[str]:
+    """The configured sources without a successful pass yet."""
+    return [name for name in sources if name not in statuses or statuses[name].last_success is None]
+
+
+def _empty(now: float) -> Snapshot:
+    figures = Figures()
+    return Snapshot(figures, now, -1, False, StoreHealth(), trend(figures, now), headline(figures, now))
+
+
+class FigureCache:
+    """Recomputes the figures when the store's data changed or the windows need to slide on."""
+
+    def __init__(self, store: Store, settings: Settings, clock: Callable[[], float] = time.time,
+                 max_age: float = 60.0, as_of: float | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        #: a pinned clock (``cycletime metrics --at``): every figure as of that time
+        self.as_of = as_of
+        self.clock = clock if as_of is None else (lambda: as_of)
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The last snapshot (computing the first one if there is none yet)."""
+        return self._snapshot or self.refresh()
+
+    def refresh(self, force: bool = False) -> Snapshot:
+        """Reload the store only when its data changed; otherwise just slide the windows.
+
+        When the store fails, the last snapshot stays (the store's own health says it failed).
+        """
+        with self._lock:
+            try:
+                self._snapshot = self._refresh(force)
+            except STORE_ERRORS as exc:
+                log.error("figures refresh: %s", self.store.note_failure(exc))
+                if self._snapshot is None:
+                    self._snapshot = _empty(self.clock())
+            return self._snapshot
+
+    def _refresh(self, force: bool) -> Snapshot:
+        now = self.clock()
+        # statuses before the data version: a pass commits its data before its status, so a source
+        # seen synced here has its data in whatever version is read next
+        statuses = self.store.statuses()
+        synced = not all_synced(self.settings.sources, statuses)
+        version = self.store.data_version
+        last = self._snapshot
+        if force or last is None or not last.computed or version != last.version:
+            links = self.store.links()
+            table = self.store.work_item_table(linked={link.work_item for link in links})
+            figures = compute(table, self.store.changes(), self.store.deployments(), links, self.as_of)
+            del table
+            complete = synced
+        else:
+            figures = last.figures
+            # the same data as when computed: a source that synced since brought nothing new
+            complete = last.complete or synced
+            if now - last.now < self.max_age:
+                now = last.now
+        health = StoreHealth.read(self.store, statuses)
+        if last is not None and last.figures is figures and last.now == now:
+            return Snapshot(figures, now, version, complete, health, last.trend, last.headline)
+        return Snapshot(figures, now, version, complete, health, trend(figures, now), headline(figures, now))
+
+    def ready(self, statuses: Mapping[str, SourceStatus]) -> tuple[bool, str]:
+        """Ready once the figures were computed after every configured source's first full pass
+        (``statuses``: the store's, read now)."""
+        waiting = all_synced(self.settings.sources, statuses)
+        if waiting:
+            return False, "not synced yet: " + ", ".join(waiting)
+        snapshot = self._snapshot
+        if snapshot is None or not snapshot.complete:
+            return False, "synced; figures not computed since"
+        return True, "ready"
