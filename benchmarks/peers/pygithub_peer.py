@@ -8,8 +8,10 @@ one (``compare``, or the commit list for the first). ``per_page=100`` and no pau
 requests (PyGithub's default ``seconds_between_requests=0.25`` would be artificial slowness).
 
 What PyGithub cannot do: a ``PaginatedList`` sends no ``If-None-Match``, so every re-sync of a
-list costs a full request against the rate limit; a ``Comparison``'s ``commits`` re-requests the
-compare to page it. It keeps everything in memory and stores nothing.
+list costs a full request against the rate limit; and it lazy-loads: reading ``pull_request`` of an
+issue whose list entry has none (every plain issue) fetches the issue again, one more request per
+issue, as the obvious ``if issue.pull_request`` does. It keeps everything in memory and stores
+nothing.
 
 Usage: ``pygithub_peer.py BASE_URL TOKEN OWNER/REPO=MODE ...``; prints the records it read as JSON
 (the native ids of the sandbox's truth).
