@@ -10,7 +10,8 @@ Azure Boards (per project)
   - ``workitemtypes``: 1 (the state → category map; one call covers every type).
   - ``reporting_revisions``: ⌈revisions / 200⌉. The spec gives ``$maxPageSize`` no bound
     (vsts-rest-api-specs wit/7.1 workItemTracking.json: "The maximum number of results to return
-    in this batch"); the service sends at most 200 a batch whatever is asked, so 200.
+    in this batch"); 200 is the largest batch the sandbox sends, as the service is observed to
+    (not documented: a larger real batch would lower this minimum and raise our ratio).
   - ``workitemsbatch``: ⌈work items / 200⌉ with ``$expand=Relations``: the reporting stream has no
     relations (artifact links), and ``workitemsbatch`` takes at most 200 ids (VS403474).
 Azure Pipelines (per project)
