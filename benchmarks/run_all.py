@@ -1,7 +1,8 @@
-"""`make bench`: the five benchmarks in turn, after the machine they run on (copy both into RESULTS.md).
+"""`make bench`: the benchmarks in turn, after the machine they run on (copy both into RESULTS.md).
 
-API requests and sync throughput against the sandbox, then compute, scrape and memory over
-synthetic stores. A failing benchmark is reported and the others still run; the exit code says so.
+API requests, the request plan against its minimum, the peers and sync throughput against the
+sandbox, then compute, scrape and memory over synthetic stores. A failing benchmark is reported
+and the others still run; the exit code says so.
 """
 
 from __future__ import annotations
@@ -33,11 +34,15 @@ def benchmarks() -> list[tuple[str, Callable[[], None]]]:
     import bench_backfill
     import bench_compute
     import bench_memory
+    import bench_peers
+    import bench_plan
     import bench_scrape
     import bench_throughput
 
     return [
         ("api requests", lambda: bench_api.main([10_000, 30_000])),
+        ("request plan vs minimum", lambda: bench_plan.main([2_000, 10_000])),
+        ("peers", lambda: bench_peers.main(["--runs", "3", "2000", "10000"])),
         ("sync throughput", lambda: bench_throughput.main(10_000, with_profile=False)),
         ("compute", bench_compute.main),
         ("scrape", bench_scrape.main),
