@@ -37,6 +37,7 @@ def benchmarks() -> list[tuple[str, Callable[[], None]]]:
     import bench_peers
     import bench_plan
     import bench_scrape
+    import bench_steady
     import bench_throughput
 
     return [
@@ -47,6 +48,7 @@ def benchmarks() -> list[tuple[str, Callable[[], None]]]:
         ("compute", bench_compute.main),
         ("scrape", bench_scrape.main),
         ("memory", bench_memory.main),
+        ("steady state", lambda: bench_steady.main(1_000_000, 50)),
         ("backfill", lambda: bench_backfill.main([])),
     ]
 
