@@ -82,7 +82,7 @@ def test_demo_starts_everything_and_prints_the_headline(tmp_path: Path) -> None:
 
 
 def test_the_headline_equals_the_exposition_in_fresh_runs_with_live_activity(tmp_path: Path) -> None:
-    # with the first test, three fresh runs; here the sandbox adds activity every second meanwhile
-    for run in range(2):
+    # with the first test, five fresh runs; here the sandbox adds activity every second meanwhile
+    for run in range(4):
         out, env = run_demo(tmp_path / f"run{run}", activity=1)
         assert_headline_equals_the_exposition(out, tmp_path / f"run{run}", env)
