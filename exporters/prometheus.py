@@ -203,7 +203,10 @@ def _registry(families: Sequence[Metric]) -> CollectorRegistry:
 
 def render(families: Sequence[Metric], openmetrics_format: bool = False) -> bytes:
     registry = _registry(families)
-    return openmetrics.generate_latest(registry) if openmetrics_format else generate_latest(registry)
+    if openmetrics_format:
+        text: bytes = openmetrics.generate_latest(registry)  # type: ignore[no-untyped-call]  # untyped upstream
+        return text
+    return generate_latest(registry)
 
 
 class MetricsCache:
