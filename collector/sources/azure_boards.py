@@ -26,7 +26,6 @@ from collector.model import (
     Batch,
     Category,
     Link,
-    Rejection,
     StateChange,
     WorkItem,
     ado_pr_ref,
@@ -38,13 +37,21 @@ from collector.model import (
 from collector.sources.azure_common import (
     AzureDevOps,
     NotFound,
+    count_problem,
     format_time,
     is_count,
     list_value,
     parse_time,
     safe_time,
 )
-from collector.sources.base import Source, SourceContext, SyncReport
+from collector.sources.base import (
+    RECORD_ERRORS,
+    RecordGuard,
+    Source,
+    SourceContext,
+    SyncReport,
+    record_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +135,7 @@ class AzureBoardsSource(Source):
         self._states_read_at: datetime | None = None
         self._reloaded = False
         self._logged: set[tuple[str, str]] = set()
+        self.guard = RecordGuard(self.name)
 
     # -- the pass ----------------------------------------------------------------------------
     def sync(self, store: Any) -> SyncReport:
@@ -213,7 +221,7 @@ class AzureBoardsSource(Source):
         batch = Batch()
         revisions = self._validate(values, batch)
         batch.work_items = _work_items(self.name, revisions)
-        batch.links = self._links([int(w.native_id) for w in batch.work_items])
+        batch.links = self._links([int(w.native_id) for w in batch.work_items], batch)
         return batch
 
     def _validate(self, values: Iterable[Any], batch: Batch) -> list[Revision]:
@@ -228,12 +236,12 @@ class AzureBoardsSource(Source):
                     self._load_states()  # a state added to the process since we read it? (once a pass)
                     self._reloaded = True
                     revision = self._revision(raw)
-            except Rejected as exc:
+            except RECORD_ERRORS as exc:
                 record = _record_id(raw)
-                batch.rejections.append(Rejection(self.name, record, exc.reason))
-                if (record, exc.reason) not in self._logged:
-                    self._logged.add((record, exc.reason))
-                    log.warning("source=%s work item revision %s rejected: %s", self.name, record, exc)
+                reason = self.guard.reject(batch, record, exc)
+                if (record, reason) not in self._logged:
+                    self._logged.add((record, reason))
+                    log.warning("source=%s work item revision %s rejected: %s", self.name, record, reason)
                 continue
             if revision is not None:
                 out.append(revision)
@@ -246,8 +254,11 @@ class AzureBoardsSource(Source):
         item_id, rev, fields = raw.get("id"), raw.get("rev"), raw.get("fields")
         if item_id is None or rev is None or fields is None:
             raise Rejected("missing_field", "id, rev or fields")
-        if not is_count(item_id) or not is_count(rev) or not isinstance(fields, dict):
-            raise Rejected("wrong_type", "id, rev or fields")
+        if not isinstance(fields, dict):
+            raise Rejected("wrong_type", "fields")
+        problem = count_problem(item_id) or count_problem(rev)
+        if problem is not None:
+            raise Rejected(problem, "id or rev")
         type_name = _text(fields, "System.WorkItemType", MAX_NAME)
         if type_name.casefold() not in self._wanted_types:
             return None  # the server ignored ``types`` (older versions): not an error
@@ -292,10 +303,13 @@ class AzureBoardsSource(Source):
         return team
 
     # -- relations ----------------------------------------------------------------------------------
-    def _links(self, ids: list[int]) -> list[Link]:
+    def _links(self, ids: list[int], batch: Batch) -> list[Link]:
         links: set[Link] = set()
         for item in self._work_items_with_relations(sorted(set(ids))):
-            links.update(self._item_links(item))
+            try:
+                links.update(self._item_links(item))
+            except RECORD_ERRORS as exc:
+                self.guard.reject(batch, f"links:{record_label(item.get('id'))}", exc)
         return sorted(links, key=lambda link: (link.work_item, link.target))
 
     def _work_items_with_relations(self, ids: list[int]) -> Iterator[dict[str, Any]]:
@@ -474,7 +488,7 @@ def _time(fields: dict[str, Any], name: str) -> datetime:
 
 def _record_id(raw: Any) -> str:
     if isinstance(raw, dict):
-        return f"{str(raw.get('id'))[:64]}:{str(raw.get('rev'))[:16]}"
+        return f"{record_label(raw.get('id'))}:{record_label(raw.get('rev'))[:16]}"
     return "unknown"
 
 

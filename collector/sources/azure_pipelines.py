@@ -40,6 +40,7 @@ from collector.model import Batch, Change, Deployment, Link, Rejection, ado_ref,
 from collector.sources.azure_common import (
     AzureDevOps,
     NotFound,
+    count_problem,
     format_time,
     is_count,
     list_value,
@@ -47,7 +48,7 @@ from collector.sources.azure_common import (
     release_url,
     safe_time,
 )
-from collector.sources.base import Source, SourceContext, SyncReport
+from collector.sources.base import RECORD_ERRORS, RecordGuard, Source, SourceContext, SyncReport, record_label
 from collector.sources.base import matches_environment as is_production
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class AzurePipelinesSource(Source):
         #: (project, previous build, build) → the pipeline's builds between them
         self._inner_builds: dict[tuple[str, int, int], list[int]] = {}
         self._logged: set[tuple[str, str]] = set()
+        self.guard = RecordGuard(self.name)
 
     # -- the pass ----------------------------------------------------------------------------------
     def sync(self, store: Any) -> SyncReport:
@@ -162,7 +164,7 @@ class AzurePipelinesSource(Source):
         bad = Batch()
         for env in environments:
             if not isinstance(env, dict) or not is_count(env.get("id")) or not isinstance(env.get("name"), str):
-                self._reject(bad, f"environment:{_short(env)}", "wrong_type")
+                self._reject(bad, f"environment:{_short(env)}", count_problem(_get(env, "id")) or "wrong_type")
         if bad.rejections:
             self._commit(store, bad, None, None, report)
         for env in environments:
@@ -179,16 +181,16 @@ class AzurePipelinesSource(Source):
         jobs: dict[int, Job] = {}
         batch = Batch()
         for record in bad:
-            self._reject(batch, f"env:{env_id}:{_short(record)}", "wrong_type")
+            self._reject(batch, f"env:{env_id}:{_short(record)}", count_problem(_get(record, "id")) or "wrong_type")
         held: set[int] = set()  # record ids the watermark must stay below
         for rid in sorted(fresh):
             try:
                 jobs[rid] = self._environment_job(env_id, env_name, fresh[rid])
             except _InProgress:
                 held.add(rid)
-            except Rejected as exc:
-                self._reject(batch, f"env:{env_id}:{rid}", exc.reason)
-                if exc.reason in INCOMPLETE:
+            except RECORD_ERRORS as exc:
+                reason = self.guard.reject(batch, f"env:{env_id}:{rid}", exc)
+                if reason in INCOMPLETE:
                     held.add(rid)  # may be completed later: read it again, never skip past it
         # one deployment per (run, stage, stage attempt): its jobs are read together, and a stage
         # attempt with a job still running waits until every job of it has finished
@@ -333,15 +335,15 @@ class AzurePipelinesSource(Source):
             self.ctx.progress(len(page))
             batch = Batch()
             for raw in page:
-                record_id = f"release:{_short(raw.get('id') if isinstance(raw, dict) else raw)}"
+                record_id = f"release:{_short(raw)}"
                 try:
                     run = self._release_run(raw)
                 except _InProgress:
                     blocked = True  # the watermark stays below it; the overlap re-reads it too
                     continue
-                except Rejected as exc:
-                    self._reject(batch, record_id, exc.reason)
-                    if exc.reason in INCOMPLETE:
+                except RECORD_ERRORS as exc:
+                    reason = self.guard.reject(batch, record_id, exc)
+                    if reason in INCOMPLETE:
                         blocked = True  # it may be completed later: read it again
                     run = None
                 if run is not None:
@@ -358,7 +360,7 @@ class AzurePipelinesSource(Source):
 
     def _release_run(self, raw: Any) -> Run | None:
         if not isinstance(raw, dict) or not is_count(raw.get("id")):
-            raise Rejected("wrong_type", "deployment")
+            raise Rejected(count_problem(_get(raw, "id")) or "wrong_type", "deployment")
         status_text = raw.get("deploymentStatus")
         if not isinstance(status_text, str) or not status_text:
             raise Rejected("missing_field", "deploymentStatus")
@@ -421,7 +423,7 @@ class AzurePipelinesSource(Source):
                 body = None
             self._build_shas.update(dict.fromkeys(chunk))
             for build in list_value(body, "builds") if body is not None else []:
-                if isinstance(build, dict) and build.get("id") in self._build_shas:
+                if isinstance(build, dict) and is_count(build.get("id")) and build["id"] in self._build_shas:
                     version = build.get("sourceVersion")
                     if isinstance(version, str) and _SHA.fullmatch(version):
                         self._build_shas[build["id"]] = version.lower()
@@ -621,7 +623,12 @@ def _build_of(contains: tuple[str, ...]) -> int | None:
 
 
 def _short(value: Any) -> str:
-    return str(value)[:64]
+    """A record's id for logs and rejections (never the repr of a hostile structure)."""
+    return record_label(value.get("id") if isinstance(value, dict) else value)
+
+
+def _get(value: Any, key: str) -> Any:
+    return value.get(key) if isinstance(value, dict) else None
 
 
 

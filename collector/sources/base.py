@@ -18,8 +18,58 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from collector.http import ApiTelemetry
+from collector.model import Batch, Rejection
 
 log = logging.getLogger(__name__)
+
+
+#: what parsing one record may raise when the record is not what the API documents (a string where
+#: an object belongs, a time past year 9999, JSON nested a thousand deep): the record is rejected,
+#: the rest of its page kept (docs/definitions.md "Records that cannot be trusted")
+RECORD_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError, OverflowError, RecursionError)
+
+
+def rejection_reason(exc: BaseException) -> str:
+    """The ``records_rejected_total`` reason for what a record's parsing raised."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason  # Rejected, and the sources' own typed rejections
+    if isinstance(exc, RecursionError):
+        return "too_deep"
+    if isinstance(exc, OverflowError):
+        return "out_of_range"
+    return "wrong_type"
+
+
+def record_label(value: Any) -> str:
+    """A record id for logs and rejections, never the repr of a hostile structure."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)[:64]
+    return "?"
+
+
+class RecordGuard:
+    """Turns one record's parse failure into its Rejection; an error that is no typed rejection
+    (perhaps a bug of ours, perhaps a shape no documentation shows) is logged with its traceback
+    once per kind and place, so it stays visible without flooding the log every poll."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._logged: set[tuple[str, str]] = set()
+
+    def reject(self, batch: Batch, record_id: str, exc: BaseException) -> str:
+        reason = rejection_reason(exc)
+        batch.rejections.append(Rejection(self.source, record_id, reason))
+        if getattr(exc, "reason", None) is None:
+            tb = exc.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
+            if (type(exc).__name__, where) not in self._logged:
+                self._logged.add((type(exc).__name__, where))
+                log.warning("source=%s record %s rejected (%s): %s: %s", self.source, record_id, reason,
+                            type(exc).__name__, str(exc)[:200], exc_info=exc)
+        return reason
 
 
 def _utcnow() -> datetime:
