@@ -46,6 +46,7 @@ from collector.sources.azure_common import (
 )
 from collector.sources.base import (
     RECORD_ERRORS,
+    Pagination,
     RecordGuard,
     Source,
     SourceContext,
@@ -190,6 +191,7 @@ class AzureBoardsSource(Source):
         else:
             params["startDateTime"] = format_time(self.ctx.history_start())
         first = True
+        walk = Pagination(f"{self.name}: reporting revisions")
         while not self.ctx.should_stop():
             try:
                 body, _ = self.api.get(path, "reporting_revisions", params)
@@ -202,6 +204,7 @@ class AzureBoardsSource(Source):
                 raise SourceError(f"{self.name}: unexpected reporting revisions response")
             values = body.get("values") or []
             next_token = _continuation(body)
+            walk.page([_revision_key(raw) for raw in values])
             self.ctx.progress(len(values))
             if values or (next_token and next_token != token):
                 batch = self._batch(values)
@@ -212,6 +215,7 @@ class AzureBoardsSource(Source):
                 return
             # the token is all the next request needs besides our filters; rebuilding the URL
             # (rather than following nextLink verbatim) keeps the fields/types filters on every page
+            walk.follow(next_token)  # a token sent before (a cycle) or a list that never ends: fail visibly
             token = next_token
             params.pop("startDateTime", None)
             params["continuationToken"] = token
@@ -490,6 +494,13 @@ def _record_id(raw: Any) -> str:
     if isinstance(raw, dict):
         return f"{record_label(raw.get('id'))}:{record_label(raw.get('rev'))[:16]}"
     return "unknown"
+
+
+def _revision_key(raw: Any) -> Any:
+    """What identifies a revision within one walk of the stream."""
+    if isinstance(raw, dict) and is_count(raw.get("id")) and is_count(raw.get("rev")):
+        return (raw["id"], raw["rev"])
+    return None
 
 
 def _q(text: str) -> str:

@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from collector.errors import Rejected, SourceError
 from collector.http import ApiClient, basic_auth
-from collector.sources.base import SourceContext
+from collector.sources.base import Pagination, SourceContext, record_key
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +98,25 @@ class AzureDevOps:
 
     def pages(self, path: str, endpoint: str, params: dict[str, Any],
               token_param: str = "continuationToken") -> Iterator[list[Any]]:
-        """``{count, value}`` pages chained by the ``x-ms-continuationtoken`` response header."""
+        """``{count, value}`` pages chained by the ``x-ms-continuationtoken`` response header.
+
+        A token equal to the one just sent ends the walk (servers repeat the last one); a token
+        sent earlier (a cycle), a list past ``MAX_PAGES`` or ``MAX_IDLE_PAGES`` pages in a row
+        without a new record raise SourceError (``Pagination``).
+        """
         params = dict(params)
-        seen: set[str] = set()
+        walk = Pagination(f"{self.http.source}: {endpoint}")
+        token: str | None = None
         while True:
             body, headers = self.get(path, endpoint, params)
-            yield list_value(body, endpoint)
-            token = _header(headers, "x-ms-continuationtoken")
-            if not token or token in seen:  # a repeated token would loop forever (specs #178)
+            page = list_value(body, endpoint)
+            walk.page([record_key(record) for record in page])
+            yield page
+            next_token = _header(headers, "x-ms-continuationtoken")
+            if not next_token or next_token == token:
                 return
-            seen.add(token)
-            params[token_param] = token
+            walk.follow(next_token)
+            token = params[token_param] = next_token
 
 
 def list_value(body: Any, endpoint: str) -> list[Any]:

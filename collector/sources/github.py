@@ -60,11 +60,14 @@ from collector.model import (
 )
 from collector.sources.base import (
     RECORD_ERRORS,
+    Pagination,
+    PaginationError,
     RecordGuard,
     Source,
     SourceContext,
     SyncReport,
     matches_environment,
+    record_key,
     record_label,
 )
 from collector.sources.github_refs import (
@@ -149,23 +152,29 @@ class GitHubApi:
             raise GitHubHTTPError(resp.status_code, path_or_url.split("?", 1)[0], str(message)[:200])
         return Page(resp.status_code, data, resp.headers.get("ETag"), next_link(resp))
 
-    def pages(self, path: str, params: dict[str, Any] | None = None, etag: str | None = None) -> Iterator[Page]:
+    def pages(self, path: str, params: dict[str, Any] | None = None, etag: str | None = None,
+              list_key: str | None = None) -> Iterator[Page]:
         """Page 1 (conditionally, given ``etag``), then each ``Link: rel="next"`` page.
 
         A 304 on page 1 is yielded and ends the walk (a 304 has no Link header). A next link seen
-        twice ends it too, so a misbehaving server cannot make us spin.
+        before in the walk (a cycle), more than ``MAX_PAGES`` pages, or ``MAX_IDLE_PAGES`` pages in
+        a row without a new record raise SourceError (``Pagination``): a misbehaving server cannot
+        make us spin.
         """
+        walk = Pagination(f"{self.client.source}: {path.split('?', 1)[0]}")
         page = self.get(path, params, etag)
+        if page.status == 200:
+            walk.page(_page_keys(page.data, list_key))
         yield page
-        seen: set[str] = set()
-        while page.status == 200 and page.next_url and page.next_url not in seen:
-            seen.add(page.next_url)
+        while page.status == 200 and page.next_url:
+            walk.follow(page.next_url)
             page = self.get(page.next_url)
+            walk.page(_page_keys(page.data, list_key))
             yield page
 
     def items(self, path: str, params: dict[str, Any] | None = None, key: str | None = None) -> Iterator[Any]:
         """Every element of a paginated list (``key`` picks the list out of an object answer)."""
-        for page in self.pages(path, params):
+        for page in self.pages(path, params, list_key=key):
             yield from _records(page.data, key)
 
 
@@ -239,7 +248,7 @@ class GitHubSource(Source):
                     break
                 try:
                     run(store, repo, report)
-                except (GitHubHTTPError, BadAnswer) as exc:
+                except (GitHubHTTPError, BadAnswer, PaginationError) as exc:
                     if isinstance(exc, GitHubHTTPError) and label == "issues" and exc.status == 410:
                         continue  # issues are disabled in this repository: nothing to read
                     report.problems.append(f"{repo.full_name}: {label}: {_problem(exc)}")
@@ -535,7 +544,7 @@ class GitHubSource(Source):
         etag = state.get("etag") if state.get("key") == key else None
         first_etag: str | None = None
         modified = False
-        for page in self.api.pages(mode.path, mode.params, etag):
+        for page in self.api.pages(mode.path, mode.params, etag, list_key=mode.list_key):
             if page.status == 304:
                 break
             modified = True
@@ -1003,6 +1012,13 @@ def _records(data: Any, key: str | None = None) -> list[dict[str, Any]]:
     if not isinstance(data, list):
         raise BadAnswer(f"expected a list{f' in {key!r}' if key else ''}, got {type(data).__name__}")
     return [r for r in data if isinstance(r, dict)]
+
+
+def _page_keys(data: Any, key: str | None) -> list[Any]:
+    """The identities of a list page's records, for ``Pagination``."""
+    if key is not None:
+        data = data.get(key) if isinstance(data, dict) else None
+    return [record_key(r) for r in data] if isinstance(data, list) else []
 
 
 def _list_position(raw: dict[str, Any]) -> tuple[int, datetime]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from mutating_proxy import Answer, MutatingProxy
@@ -395,4 +395,134 @@ def test_one_bad_record_is_counted_and_the_rest_kept(name: str, proxy: MutatingP
         assert state["max_id"] < 2**53, "an absurd id became the high-water mark"
     run.store.close()
     assert_exposition_valid(run.config_path)
+
+
+# -- lists that cycle or never end: the pass fails visibly, in bounded time ------------------------------
+def _token(answer: Answer) -> str | None:
+    return query(answer).get("continuationtoken", [None])[0]
+
+
+def revisions_chained(next_token: Callable[[str | None], str]) -> Callable[[Answer], Answer | None]:
+    """The reporting revisions stream with its tokens replaced: the first page as served, then empty pages."""
+    def rewrite(answer: Answer) -> Answer | None:
+        if "/Fabrikam/_apis/wit/reporting/workitemrevisions" not in answer.path:
+            return None
+        token = _token(answer)
+        values = answer.body.get("values", []) if token is None and isinstance(answer.body, dict) else []
+        answer.status, answer.body = 200, {"values": values, "continuationToken": next_token(token),
+                                           "isLastBatch": False}
+        return answer
+    return rewrite
+
+
+def records_chained(fresh_ids: bool) -> Callable[[Answer], Answer | None]:
+    """Environment deployment records whose ``x-ms-continuationtoken`` never runs out: every page
+    repeats the first one's records (or, with ``fresh_ids``, brings ids never seen)."""
+    first: list[Any] = []
+
+    def rewrite(answer: Answer) -> Answer | None:
+        if "/Fabrikam/_apis/distributedtask/environments/" not in answer.path or \
+                "environmentdeploymentrecords" not in answer.path:
+            return None
+        token = _token(answer)
+        n = int(token) if token else 0
+        if not first:
+            first.append(copy.deepcopy(answer.body))
+        body = copy.deepcopy(first[0])
+        if fresh_ids:
+            for i, record in enumerate(listed(Answer("GET", "", 200, {}, body))):
+                record["id"] = 10_000_000 - n * 1000 - i
+        answer.status, answer.body = 200, body
+        answer.headers["x-ms-continuationtoken"] = str(n + 1)
+        return answer
+    return rewrite
+
+
+def issues_linked(proxy: MutatingProxy, next_page: Callable[[int], int]) -> Callable[[Answer], Answer | None]:
+    """The issues list with a ``Link: rel="next"`` on every page; past the real end, the last real page again."""
+    last: list[Any] = []
+
+    def rewrite(answer: Answer) -> Answer | None:
+        split = urlsplit(answer.path)
+        if split.path != "/api/v3/repos/contoso/web/issues" or answer.status != 200:
+            return None
+        q = parse_qs(split.query)
+        page = int(q.get("page", ["1"])[0])
+        if answer.body:
+            last[:] = [answer.body]
+        else:
+            answer.body = last[0]
+        q["page"] = [str(next_page(page))]
+        answer.headers["Link"] = f'<{proxy.url}{split.path}?{urlencode(q, doseq=True)}>; rel="next"'
+        return answer
+    return rewrite
+
+
+def failed_visibly(run: Run, source: str, words: str, proxy: MutatingProxy, requests_before: int) -> None:
+    assert not run.result.ok
+    assert run.result.error and words in run.result.error, run.result.error
+    assert proxy.requests - requests_before < 400, "it stopped, but late"
+    up = samples(run.store, run.config, time.time(), ("cycletime_source_up",))
+    assert [v for (_n, labels), v in up.items() if dict(labels)["source"] == source] == [0.0]
+
+
+def test_a_continuation_token_cycle_fails_the_pass(proxy: MutatingProxy, tmp_path: Path) -> None:
+    cycle = {None: "A", "A": "B", "B": "A"}
+    proxy.rewrite = revisions_chained(lambda token: cycle[token])
+    before = proxy.requests
+    run = run_pass(proxy, tmp_path, "boards")
+    failed_visibly(run, "boards", "pagination cycle", proxy, before)
+    # every page read was committed with the token that follows it, no further
+    assert run.store.watermark("boards", "revisions") in ("A", "B")
+    assert len(run.store.work_items()) > 0
+    run.store.close()
+    assert_exposition_valid(run.config_path)
+
+
+def test_ever_new_tokens_without_new_records_end_the_walk(proxy: MutatingProxy, tmp_path: Path) -> None:
+    proxy.rewrite = revisions_chained(lambda token: f"t{int(token[1:]) + 1}" if token else "t1")
+    before = proxy.requests
+    run = run_pass(proxy, tmp_path, "boards")
+    failed_visibly(run, "boards", "brought nothing new", proxy, before)
+    run.store.close()
+    assert_exposition_valid(run.config_path)
+
+
+def test_environment_records_that_never_end(proxy: MutatingProxy, tmp_path: Path) -> None:
+    proxy.rewrite = records_chained(fresh_ids=False)
+    before = proxy.requests
+    run = run_pass(proxy, tmp_path, "pipelines")
+    failed_visibly(run, "pipelines", "brought nothing new", proxy, before)
+    run.store.close()
+
+
+def test_the_page_cap_stops_a_list_of_ever_new_records(proxy: MutatingProxy, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import collector.sources.base as base
+
+    monkeypatch.setattr(base, "MAX_PAGES", 30)
+    proxy.rewrite = records_chained(fresh_ids=True)
+    before = proxy.requests
+    run = run_pass(proxy, tmp_path, "pipelines")
+    failed_visibly(run, "pipelines", "more than 30 pages", proxy, before)
+    run.store.close()
+
+
+def test_endless_link_pages_end_the_walk(proxy: MutatingProxy, tmp_path: Path) -> None:
+    proxy.rewrite = issues_linked(proxy, lambda page: page + 1)
+    before = proxy.requests
+    run = run_pass(proxy, tmp_path, "gh_web")
+    failed_visibly(run, "gh_web", "brought nothing new", proxy, before)
+    # the other parts of the repository were still read
+    assert any(d.source == "gh_web" for d in run.store.deployments())
+    run.store.close()
+    assert_exposition_valid(run.config_path)
+
+
+def test_a_link_cycle_fails_the_walk(proxy: MutatingProxy, tmp_path: Path) -> None:
+    proxy.rewrite = issues_linked(proxy, lambda page: 3 if page == 2 else 2)
+    before = proxy.requests
+    run = run_pass(proxy, tmp_path, "gh_web")
+    failed_visibly(run, "gh_web", "pagination cycle", proxy, before)
+    run.store.close()
 
