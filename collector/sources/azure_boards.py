@@ -162,7 +162,7 @@ class AzureBoardsSource(Source):
         try:
             body, _ = self.api.get(self.api.project_path("wit/workitemtypes"), "workitemtypes")
         except NotFound as exc:
-            raise SourceError(f"{self.name}: project {self.config.project!r} not found: {exc}") from None
+            raise self.api.not_found(exc) from None
         self.states = StateCategories()
         for wit in list_value(body, "workitemtypes"):
             if isinstance(wit, dict) and isinstance(wit.get("name"), str):

@@ -41,6 +41,7 @@ API_VERSIONS = {
     "build_workitems": "7.1-preview.2",
     "release_deployments": "7.1-preview.2",
     "release": "7.1-preview.8",
+    "projects": "7.1-preview.4",
 }
 
 #: Azure DevOps sends .NET's "no value" for unset dates on some records
@@ -92,6 +93,24 @@ class AzureDevOps:
             # truncated or non-JSON body: the shared client retries it (and spots sign-in pages)
             body, resp = self.http.request_json(method, path_or_url, params=params, json_body=json_body)
             return body, dict(resp.headers)
+
+    def not_found(self, exc: NotFound) -> SourceError:
+        """What a 404 on a project's first request means: a missing organisation or a missing project.
+
+        Azure DevOps answers 404 for both; asking the organisation for the project tells them
+        apart (an unknown project is ``TF200016``, an unknown organisation any other 404).
+        """
+        source = self.http.source
+        try:
+            self.get(f"_apis/projects/{quote(self.project, safe='')}", "projects")
+        except NotFound as probe:
+            if "TF200016" in str(probe) or "project does not exist" in str(probe).lower():
+                return SourceError(f"{source}: project {self.project!r} not found in organisation {self.base_url}")
+            return SourceError(f"{source}: organisation not found: {self.base_url} answered 404; check "
+                               f"organization_url")
+        except SourceError:
+            return exc
+        return exc  # both exist: the 404 was about something else, and says so
 
     def get(self, path_or_url: str, endpoint: str, params: dict[str, Any] | None = None) -> tuple[Any, dict[str, str]]:
         return self.call("GET", path_or_url, endpoint, params)

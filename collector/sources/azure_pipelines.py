@@ -160,7 +160,11 @@ class AzurePipelinesSource(Source):
     # -- YAML environments -----------------------------------------------------------------------------
     def _sync_environments(self, store: Any, report: SyncReport) -> None:
         path = self.api.project_path("distributedtask/environments")
-        environments = [e for page in self.api.pages(path, "environments", {"$top": ENVIRONMENTS_TOP}) for e in page]
+        try:
+            environments = [e for page in self.api.pages(path, "environments", {"$top": ENVIRONMENTS_TOP})
+                            for e in page]
+        except NotFound as exc:
+            raise self.api.not_found(exc) from None
         bad = Batch()
         for env in environments:
             if not isinstance(env, dict) or not is_count(env.get("id")) or not isinstance(env.get("name"), str):

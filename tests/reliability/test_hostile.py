@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from mutating_proxy import Answer, MutatingProxy
-from reliability_kit import config_yaml, quick_sleep, samples, start_sandbox
+from reliability_kit import TOKEN, config_yaml, quick_sleep, samples, start_sandbox
 
 from collector.config import parse_config
 from collector.runner import PassResult, Runner
@@ -526,3 +526,26 @@ def test_a_link_cycle_fails_the_walk(proxy: MutatingProxy, tmp_path: Path) -> No
     failed_visibly(run, "gh_web", "pagination cycle", proxy, before)
     run.store.close()
 
+
+# -- a wrong organisation is named as such -----------------------------------------------------------------
+@pytest.mark.parametrize(("organisation", "project", "says"), [
+    ("nosuchorg", "Fabrikam", "organisation not found"),
+    ("contoso", "NoSuchProject", "project 'NoSuchProject' not found"),
+])
+def test_a_wrong_organisation_or_project_is_named(sandbox: Sandbox, tmp_path: Path, organisation: str, project: str,
+                                                  says: str) -> None:
+    text = "\n".join([
+        f"store: sqlite:///{tmp_path}/store.db", "sources:",
+        f"  - {{name: boards, kind: azure_boards, organization_url: '{sandbox.url}/{organisation}', "
+        f"project: {project}, token: '{TOKEN}'}}",
+        f"  - {{name: pipelines, kind: azure_pipelines, organization_url: '{sandbox.url}/{organisation}', "
+        f"project: {project}, token: '{TOKEN}'}}", ""])
+    config = parse_config(text, {})
+    store = Store(config.store)
+    results = Runner(config, store, sleep=quick_sleep).run_all()
+    store.close()
+    for result in results:
+        assert not result.ok
+        assert result.error and says in result.error, result.error
+        if organisation != "contoso":
+            assert "project" not in result.error, result.error
