@@ -70,6 +70,9 @@ BUILD_IDS = 100
 ENVIRONMENTS_TOP = 1000
 #: records committed per transaction while catching up an environment
 COMMIT_EVERY = 100
+#: reads of what a deployment contains (a few requests each) per transaction: at a high fault
+#: rate a pass that fails still commits what it read, so every pass moves forward
+READS_PER_COMMIT = 5
 
 SUCCESS = {"succeeded": "success", "succeededwithissues": "success", "partiallysucceeded": "success",
            "failed": "failure"}
@@ -140,6 +143,8 @@ class AzurePipelinesSource(Source):
         self._inner_builds: dict[tuple[str, int, int], list[int]] = {}
         self._logged: set[tuple[str, str]] = set()
         self.guard = RecordGuard(self.name)
+        #: contents and release artifacts read from the API (not the caches): when to commit
+        self._reads = 0
 
     # -- the pass ----------------------------------------------------------------------------------
     def sync(self, store: Any) -> SyncReport:
@@ -211,12 +216,13 @@ class AzurePipelinesSource(Source):
         safe = max([rid for rid in fresh if not held or rid < min(held)], default=watermark)
         self._read_build_shas(sorted({run.build_id for run in runs if run.status is not None
                                       and run.build_id is not None and run.native_id not in self._known}))
-        pending = 0
+        pending, committed_reads = 0, self._reads
         for i, run in enumerate(runs):
             if run.status is not None:
                 self._deploy(run, batch)
                 pending += 1
-            if pending >= COMMIT_EVERY and i + 1 < len(runs):
+            if (pending >= COMMIT_EVERY or self._reads - committed_reads >= READS_PER_COMMIT) and i + 1 < len(runs):
+                committed_reads = self._reads
                 # every record below the next stage attempt's first job is in this batch
                 reached = max(watermark, min(safe, runs[i + 1].order - 1))
                 self._commit(store, batch, stream, str(reached), report)
@@ -335,10 +341,15 @@ class AzurePipelinesSource(Source):
         if down is not None:
             log.info("source=%s classic release deployments available again", self.name)
             store.set_watermark(self.name, RELEASES_UNAVAILABLE, "")
+        committed_reads = self._reads
         for page in itertools.chain([first], pages):
             self.ctx.progress(len(page))
             batch = Batch()
             for raw in page:
+                if self._reads - committed_reads >= READS_PER_COMMIT and safe is not None:
+                    # what this page brought so far, up to the start time reached
+                    self._commit(store, batch, RELEASE_STREAM, format_time(safe), report)
+                    batch, mark, committed_reads = Batch(), format_time(safe), self._reads
                 record_id = f"release:{_short(raw)}"
                 try:
                     run = self._release_run(raw)
@@ -398,6 +409,7 @@ class AzurePipelinesSource(Source):
     def _release_build(self, release_id: int) -> tuple[int | None, str | None, str | None]:
         """The build a release deploys: its primary Build artifact (``release.artifacts`` is empty in lists)."""
         if release_id not in self._release_builds:
+            self._reads += 1
             body, _ = self.rm.get(self.rm.project_path(f"release/releases/{release_id}"), "release")
             artifacts = [a for a in (body.get("artifacts") or []) if isinstance(a, dict)
                          and str(a.get("type", "")).lower() == "build"] if isinstance(body, dict) else []
@@ -496,6 +508,7 @@ class AzurePipelinesSource(Source):
             return self._contents[key]
         contents = Contents()
         if previous != build:  # a redeployment of the same run brings nothing new
+            self._reads += 1
             try:
                 self._read_contents(contents, project_path, previous, build)
             except NotFound:
