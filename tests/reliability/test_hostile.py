@@ -549,3 +549,22 @@ def test_a_wrong_organisation_or_project_is_named(sandbox: Sandbox, tmp_path: Pa
         assert result.error and says in result.error, result.error
         if organisation != "contoso":
             assert "project" not in result.error, result.error
+
+
+def test_an_answer_nested_too_deeply_to_parse_fails_the_pass_with_its_reason(proxy: MutatingProxy,
+                                                                             tmp_path: Path) -> None:
+    """JSON nested deeper than any parser's stack (here 100,000 levels inside one record) cannot be
+    read at all: the page fails visibly, naming the cause, instead of a RecursionError traceback."""
+    def rewrite(answer: Answer) -> Answer | None:
+        if "environmentdeploymentrecords" not in answer.path or not isinstance(answer.body, dict):
+            return None
+        text = json.dumps(answer.body)
+        answer.body = text.replace('"value": [', '"value": [{"id": 1, "x": ' + "[" * 100_000 + "]" * 100_000
+                                   + "}, ", 1).encode()
+        return answer
+
+    proxy.rewrite = rewrite
+    run = run_pass(proxy, tmp_path, "pipelines")
+    assert not run.result.ok
+    assert run.result.error and "nested too deeply" in run.result.error, run.result.error
+    run.store.close()
