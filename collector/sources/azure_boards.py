@@ -28,7 +28,6 @@ from collector.model import (
     Batch,
     Category,
     Link,
-    Rejection,
     StateChange,
     WorkItem,
     ado_pr_ref,
@@ -40,13 +39,22 @@ from collector.model import (
 from collector.sources.azure_common import (
     AzureDevOps,
     NotFound,
+    count_problem,
     format_time,
     is_count,
     list_value,
     parse_time,
     safe_time,
 )
-from collector.sources.base import Source, SourceContext, SyncReport
+from collector.sources.base import (
+    RECORD_ERRORS,
+    Pagination,
+    RecordGuard,
+    Source,
+    SourceContext,
+    SyncReport,
+    record_label,
+)
 from collector.sources.registry import register
 
 log = logging.getLogger(__name__)
@@ -142,6 +150,7 @@ class AzureBoardsSource(Source):
         self._states_read_at: datetime | None = None
         self._reloaded = False
         self._logged: set[tuple[str, str]] = set()
+        self.guard = RecordGuard(self.name)
 
     # -- the pass ----------------------------------------------------------------------------
     def sync(self, store: Any) -> SyncReport:
@@ -167,7 +176,7 @@ class AzureBoardsSource(Source):
         try:
             body, _ = self.api.get(self.api.project_path("wit/workitemtypes"), "workitemtypes")
         except NotFound as exc:
-            raise SourceError(f"{self.name}: project {self.config.project!r} not found: {exc}") from None
+            raise self.api.not_found(exc) from None
         self.states = StateCategories()
         for wit in list_value(body, "workitemtypes"):
             if isinstance(wit, dict) and isinstance(wit.get("name"), str):
@@ -196,6 +205,7 @@ class AzureBoardsSource(Source):
         else:
             params["startDateTime"] = format_time(self.ctx.history_start())
         first = True
+        walk = Pagination(f"{self.name}: reporting revisions")
         while not self.ctx.should_stop():
             try:
                 body, _ = self.api.get(path, "reporting_revisions", params)
@@ -208,6 +218,7 @@ class AzureBoardsSource(Source):
                 raise SourceError(f"{self.name}: unexpected reporting revisions response")
             values = body.get("values") or []
             next_token = _continuation(body)
+            walk.page([_revision_key(raw) for raw in values])
             self.ctx.progress(len(values))
             if values or (next_token and next_token != token):
                 batch = self._batch(values)
@@ -218,6 +229,7 @@ class AzureBoardsSource(Source):
                 return
             # the token is all the next request needs besides our filters; rebuilding the URL
             # (rather than following nextLink verbatim) keeps the fields/types filters on every page
+            walk.follow(next_token)  # a token sent before (a cycle) or a list that never ends: fail visibly
             token = next_token
             params.pop("startDateTime", None)
             params["continuationToken"] = token
@@ -227,7 +239,7 @@ class AzureBoardsSource(Source):
         batch = Batch()
         revisions = self._validate(values, batch)
         batch.work_items = _work_items(self.name, revisions)
-        batch.links = self._links([int(w.native_id) for w in batch.work_items])
+        batch.links = self._links([int(w.native_id) for w in batch.work_items], batch)
         return batch
 
     def _validate(self, values: Iterable[Any], batch: Batch) -> list[Revision]:
@@ -242,12 +254,12 @@ class AzureBoardsSource(Source):
                     self._load_states()  # a state added to the process since we read it? (once a pass)
                     self._reloaded = True
                     revision = self._revision(raw)
-            except Rejected as exc:
+            except RECORD_ERRORS as exc:
                 record = _record_id(raw)
-                batch.rejections.append(Rejection(self.name, record, exc.reason))
-                if (record, exc.reason) not in self._logged:
-                    self._logged.add((record, exc.reason))
-                    log.warning("source=%s work item revision %s rejected: %s", self.name, record, exc)
+                reason = self.guard.reject(batch, record, exc)
+                if (record, reason) not in self._logged:
+                    self._logged.add((record, reason))
+                    log.warning("source=%s work item revision %s rejected: %s", self.name, record, reason)
                 continue
             if revision is not None:
                 out.append(revision)
@@ -260,8 +272,11 @@ class AzureBoardsSource(Source):
         item_id, rev, fields = raw.get("id"), raw.get("rev"), raw.get("fields")
         if item_id is None or rev is None or fields is None:
             raise Rejected("missing_field", "id, rev or fields")
-        if not is_count(item_id) or not is_count(rev) or not isinstance(fields, dict):
-            raise Rejected("wrong_type", "id, rev or fields")
+        if not isinstance(fields, dict):
+            raise Rejected("wrong_type", "fields")
+        problem = count_problem(item_id) or count_problem(rev)
+        if problem is not None:
+            raise Rejected(problem, "id or rev")
         type_name = _text(fields, "System.WorkItemType", MAX_NAME)
         if type_name.casefold() not in self._wanted_types:
             return None  # the server ignored ``types`` (older versions): not an error
@@ -306,10 +321,13 @@ class AzureBoardsSource(Source):
         return team
 
     # -- relations ----------------------------------------------------------------------------------
-    def _links(self, ids: list[int]) -> list[Link]:
+    def _links(self, ids: list[int], batch: Batch) -> list[Link]:
         links: set[Link] = set()
         for item in self._work_items_with_relations(sorted(set(ids))):
-            links.update(self._item_links(item))
+            try:
+                links.update(self._item_links(item))
+            except RECORD_ERRORS as exc:
+                self.guard.reject(batch, f"links:{record_label(item.get('id'))}", exc)
         return sorted(links, key=lambda link: (link.work_item, link.target))
 
     def _work_items_with_relations(self, ids: list[int]) -> Iterator[dict[str, Any]]:
@@ -488,8 +506,15 @@ def _time(fields: dict[str, Any], name: str) -> datetime:
 
 def _record_id(raw: Any) -> str:
     if isinstance(raw, dict):
-        return f"{str(raw.get('id'))[:64]}:{str(raw.get('rev'))[:16]}"
+        return f"{record_label(raw.get('id'))}:{record_label(raw.get('rev'))[:16]}"
     return "unknown"
+
+
+def _revision_key(raw: Any) -> Any:
+    """What identifies a revision within one walk of the stream."""
+    if isinstance(raw, dict) and is_count(raw.get("id")) and is_count(raw.get("rev")):
+        return (raw["id"], raw["rev"])
+    return None
 
 
 def _q(text: str) -> str:

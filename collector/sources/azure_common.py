@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from collector.errors import SourceError
+from collector.errors import Rejected, SourceError
 from collector.http import ApiClient, basic_auth
-from collector.sources.base import SourceContext
+from collector.sources.base import Pagination, SourceContext, record_key
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,14 @@ API_VERSIONS = {
     "build_workitems": "7.1-preview.2",
     "release_deployments": "7.1-preview.2",
     "release": "7.1-preview.8",
+    "projects": "7.1-preview.4",
 }
 
 #: Azure DevOps sends .NET's "no value" for unset dates on some records
 _NULL_YEAR = 1900
+#: the largest id we order by or keep as a watermark: beyond it a JSON number is not exact in
+#: every consumer (2**53), and one absurd id would become the high-water mark and hide the rest
+MAX_ID = 2**53
 
 
 class NotFound(SourceError):
@@ -83,27 +87,55 @@ class AzureDevOps:
             raise SourceError(f"{self.http.source}: {endpoint} answered HTTP {resp.status_code}: {_message(resp)}")
         try:
             return resp.json(), dict(resp.headers)
+        except RecursionError:
+            raise SourceError(f"{self.http.source}: {endpoint} answered JSON nested too deeply to be real") from None
         except ValueError:
             # truncated or non-JSON body: the shared client retries it (and spots sign-in pages)
             body, resp = self.http.request_json(method, path_or_url, params=params, json_body=json_body)
             return body, dict(resp.headers)
+
+    def not_found(self, exc: NotFound) -> SourceError:
+        """What a 404 on a project's first request means: a missing organisation or a missing project.
+
+        Azure DevOps answers 404 for both; asking the organisation for the project tells them
+        apart (an unknown project is ``TF200016``, an unknown organisation any other 404).
+        """
+        source = self.http.source
+        try:
+            self.get(f"_apis/projects/{quote(self.project, safe='')}", "projects")
+        except NotFound as probe:
+            if "TF200016" in str(probe) or "project does not exist" in str(probe).lower():
+                return SourceError(f"{source}: project {self.project!r} not found in organisation {self.base_url}")
+            return SourceError(f"{source}: organisation not found: {self.base_url} answered 404; check "
+                               f"organization_url")
+        except SourceError:
+            return exc
+        return exc  # both exist: the 404 was about something else, and says so
 
     def get(self, path_or_url: str, endpoint: str, params: dict[str, Any] | None = None) -> tuple[Any, dict[str, str]]:
         return self.call("GET", path_or_url, endpoint, params)
 
     def pages(self, path: str, endpoint: str, params: dict[str, Any],
               token_param: str = "continuationToken") -> Iterator[list[Any]]:
-        """``{count, value}`` pages chained by the ``x-ms-continuationtoken`` response header."""
+        """``{count, value}`` pages chained by the ``x-ms-continuationtoken`` response header.
+
+        A token equal to the one just sent ends the walk (servers repeat the last one); a token
+        sent earlier (a cycle), a list past ``MAX_PAGES`` or ``MAX_IDLE_PAGES`` pages in a row
+        without a new record raise SourceError (``Pagination``).
+        """
         params = dict(params)
-        seen: set[str] = set()
+        walk = Pagination(f"{self.http.source}: {endpoint}")
+        token: str | None = None
         while True:
             body, headers = self.get(path, endpoint, params)
-            yield list_value(body, endpoint)
-            token = _header(headers, "x-ms-continuationtoken")
-            if not token or token in seen:  # a repeated token would loop forever (specs #178)
+            page = list_value(body, endpoint)
+            walk.page([record_key(record) for record in page])
+            yield page
+            next_token = _header(headers, "x-ms-continuationtoken")
+            if not next_token or next_token == token:
                 return
-            seen.add(token)
-            params[token_param] = token
+            walk.follow(next_token)
+            token = params[token_param] = next_token
 
 
 def list_value(body: Any, endpoint: str) -> list[Any]:
@@ -135,18 +167,26 @@ def release_url(organization_url: str) -> str:
 def parse_time(value: Any) -> datetime | None:
     """An Azure DevOps timestamp (ISO 8601, up to 7 fraction digits) as aware UTC.
 
-    None or .NET's ``0001-01-01`` mean "not set" and give None; anything else unparsable raises
-    ValueError (the caller rejects the record).
+    None or .NET's ``0001-01-01`` mean "not set" and give None; anything else unparsable or out of
+    range (``9999-12-31T23:59:59-01:00`` is past the last instant Python represents) raises
+    ``Rejected("bad_timestamp")``, a ValueError: the caller rejects the record.
     """
     if value is None or value == "":
         return None
     if not isinstance(value, str) or len(value) > 40 or "T" not in value:
-        raise ValueError(f"not a timestamp: {value!r}"[:80])
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    parsed = parsed.astimezone(UTC)
+        raise Rejected("bad_timestamp", f"not a timestamp: {value!r}"[:80])
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise Rejected("bad_timestamp", f"not a timestamp: {value!r}"[:80]) from None
     return None if parsed.year < _NULL_YEAR else parsed
+
+
+#: the one Azure DevOps time parser, by the name the sources use
+azure_time = parse_time
 
 
 def format_time(value: datetime) -> str:
@@ -173,7 +213,8 @@ def _message(resp: Any) -> str:
 
 
 def safe_time(value: Any) -> datetime | None:
-    """A timestamp, or None when it is missing or unparseable (for fields we can live without)."""
+    """A timestamp, or None when it is missing, unparseable or out of range (for fields we can live
+    without)."""
     try:
         return parse_time(value)
     except ValueError:
@@ -181,5 +222,15 @@ def safe_time(value: Any) -> datetime | None:
 
 
 def is_count(value: Any) -> bool:
-    """A non-negative JSON integer (ids, revisions); bools are ints in Python but not in JSON."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A non-negative JSON integer up to ``MAX_ID`` (ids, revisions); bools are ints in Python but
+    not in JSON."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
+
+
+def count_problem(value: Any) -> str | None:
+    """Why a value is no id (``out_of_range``: negative or above ``MAX_ID``; ``wrong_type``), or None."""
+    if is_count(value):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "out_of_range"
+    return "wrong_type"

@@ -42,6 +42,7 @@ from collector.model import Batch, Change, Deployment, Link, Rejection, ado_ref,
 from collector.sources.azure_common import (
     AzureDevOps,
     NotFound,
+    count_problem,
     format_time,
     is_count,
     list_value,
@@ -49,7 +50,7 @@ from collector.sources.azure_common import (
     release_url,
     safe_time,
 )
-from collector.sources.base import Source, SourceContext, SyncReport
+from collector.sources.base import RECORD_ERRORS, RecordGuard, Source, SourceContext, SyncReport, record_label
 from collector.sources.base import matches_environment as is_production
 from collector.sources.registry import register
 
@@ -72,6 +73,9 @@ BUILD_IDS = 100
 ENVIRONMENTS_TOP = 1000
 #: records committed per transaction while catching up an environment
 COMMIT_EVERY = 100
+#: reads of what a deployment contains (a few requests each) per transaction: at a high fault
+#: rate a pass that fails still commits what it read, so every pass moves forward
+READS_PER_COMMIT = 5
 
 SUCCESS = {"succeeded": "success", "succeededwithissues": "success", "partiallysucceeded": "success",
            "failed": "failure"}
@@ -155,6 +159,9 @@ class AzurePipelinesSource(Source):
         #: (project, previous build, build) → the pipeline's builds between them
         self._inner_builds: dict[tuple[str, int, int], list[int]] = {}
         self._logged: set[tuple[str, str]] = set()
+        self.guard = RecordGuard(self.name)
+        #: contents and release artifacts read from the API (not the caches): when to commit
+        self._reads = 0
 
     # -- the pass ----------------------------------------------------------------------------------
     def sync(self, store: Any) -> SyncReport:
@@ -175,11 +182,15 @@ class AzurePipelinesSource(Source):
     # -- YAML environments -----------------------------------------------------------------------------
     def _sync_environments(self, store: Any, report: SyncReport) -> None:
         path = self.api.project_path("distributedtask/environments")
-        environments = [e for page in self.api.pages(path, "environments", {"$top": ENVIRONMENTS_TOP}) for e in page]
+        try:
+            environments = [e for page in self.api.pages(path, "environments", {"$top": ENVIRONMENTS_TOP})
+                            for e in page]
+        except NotFound as exc:
+            raise self.api.not_found(exc) from None
         bad = Batch()
         for env in environments:
             if not isinstance(env, dict) or not is_count(env.get("id")) or not isinstance(env.get("name"), str):
-                self._reject(bad, f"environment:{_short(env)}", "wrong_type")
+                self._reject(bad, f"environment:{_short(env)}", count_problem(_get(env, "id")) or "wrong_type")
         if bad.rejections:
             self._commit(store, bad, None, None, report)
         for env in environments:
@@ -196,16 +207,16 @@ class AzurePipelinesSource(Source):
         jobs: dict[int, Job] = {}
         batch = Batch()
         for record in bad:
-            self._reject(batch, f"env:{env_id}:{_short(record)}", "wrong_type")
+            self._reject(batch, f"env:{env_id}:{_short(record)}", count_problem(_get(record, "id")) or "wrong_type")
         held: set[int] = set()  # record ids the watermark must stay below
         for rid in sorted(fresh):
             try:
                 jobs[rid] = self._environment_job(env_id, env_name, fresh[rid])
             except _InProgress:
                 held.add(rid)
-            except Rejected as exc:
-                self._reject(batch, f"env:{env_id}:{rid}", exc.reason)
-                if exc.reason in INCOMPLETE:
+            except RECORD_ERRORS as exc:
+                reason = self.guard.reject(batch, f"env:{env_id}:{rid}", exc)
+                if reason in INCOMPLETE:
                     held.add(rid)  # may be completed later: read it again, never skip past it
         # one deployment per (run, stage, stage attempt): its jobs are read together, and a stage
         # attempt with a job still running waits until every job of it has finished
@@ -222,12 +233,13 @@ class AzurePipelinesSource(Source):
         safe = max([rid for rid in fresh if not held or rid < min(held)], default=watermark)
         self._read_build_shas(sorted({run.build_id for run in runs if run.status is not None
                                       and run.build_id is not None and run.native_id not in self._known}))
-        pending = 0
+        pending, committed_reads = 0, self._reads
         for i, run in enumerate(runs):
             if run.status is not None:
                 self._deploy(run, batch)
                 pending += 1
-            if pending >= COMMIT_EVERY and i + 1 < len(runs):
+            if (pending >= COMMIT_EVERY or self._reads - committed_reads >= READS_PER_COMMIT) and i + 1 < len(runs):
+                committed_reads = self._reads
                 # every record below the next stage attempt's first job is in this batch
                 reached = max(watermark, min(safe, runs[i + 1].order - 1))
                 self._commit(store, batch, stream, str(reached), report)
@@ -346,19 +358,24 @@ class AzurePipelinesSource(Source):
         if down is not None:
             log.info("source=%s classic release deployments available again", self.name)
             store.set_watermark(self.name, RELEASES_UNAVAILABLE, "")
+        committed_reads = self._reads
         for page in itertools.chain([first], pages):
             self.ctx.progress(len(page))
             batch = Batch()
             for raw in page:
-                record_id = f"release:{_short(raw.get('id') if isinstance(raw, dict) else raw)}"
+                if self._reads - committed_reads >= READS_PER_COMMIT and safe is not None:
+                    # what this page brought so far, up to the start time reached
+                    self._commit(store, batch, RELEASE_STREAM, format_time(safe), report)
+                    batch, mark, committed_reads = Batch(), format_time(safe), self._reads
+                record_id = f"release:{_short(raw)}"
                 try:
                     run = self._release_run(raw)
                 except _InProgress:
                     blocked = True  # the watermark stays below it; the overlap re-reads it too
                     continue
-                except Rejected as exc:
-                    self._reject(batch, record_id, exc.reason)
-                    if exc.reason in INCOMPLETE:
+                except RECORD_ERRORS as exc:
+                    reason = self.guard.reject(batch, record_id, exc)
+                    if reason in INCOMPLETE:
                         blocked = True  # it may be completed later: read it again
                     run = None
                 if run is not None:
@@ -375,7 +392,7 @@ class AzurePipelinesSource(Source):
 
     def _release_run(self, raw: Any) -> Run | None:
         if not isinstance(raw, dict) or not is_count(raw.get("id")):
-            raise Rejected("wrong_type", "deployment")
+            raise Rejected(count_problem(_get(raw, "id")) or "wrong_type", "deployment")
         status_text = raw.get("deploymentStatus")
         if not isinstance(status_text, str) or not status_text:
             raise Rejected("missing_field", "deploymentStatus")
@@ -409,6 +426,7 @@ class AzurePipelinesSource(Source):
     def _release_build(self, release_id: int) -> tuple[int | None, str | None, str | None]:
         """The build a release deploys: its primary Build artifact (``release.artifacts`` is empty in lists)."""
         if release_id not in self._release_builds:
+            self._reads += 1
             body, _ = self.rm.get(self.rm.project_path(f"release/releases/{release_id}"), "release")
             artifacts = [a for a in (body.get("artifacts") or []) if isinstance(a, dict)
                          and str(a.get("type", "")).lower() == "build"] if isinstance(body, dict) else []
@@ -438,7 +456,7 @@ class AzurePipelinesSource(Source):
                 body = None
             self._build_shas.update(dict.fromkeys(chunk))
             for build in list_value(body, "builds") if body is not None else []:
-                if isinstance(build, dict) and build.get("id") in self._build_shas:
+                if isinstance(build, dict) and is_count(build.get("id")) and build["id"] in self._build_shas:
                     version = build.get("sourceVersion")
                     if isinstance(version, str) and _SHA.fullmatch(version):
                         self._build_shas[build["id"]] = version.lower()
@@ -507,6 +525,7 @@ class AzurePipelinesSource(Source):
             return self._contents[key]
         contents = Contents()
         if previous != build:  # a redeployment of the same run brings nothing new
+            self._reads += 1
             try:
                 self._read_contents(contents, project_path, previous, build)
             except NotFound:
@@ -638,7 +657,12 @@ def _build_of(contains: tuple[str, ...]) -> int | None:
 
 
 def _short(value: Any) -> str:
-    return str(value)[:64]
+    """A record's id for logs and rejections (never the repr of a hostile structure)."""
+    return record_label(value.get("id") if isinstance(value, dict) else value)
+
+
+def _get(value: Any, key: str) -> Any:
+    return value.get(key) if isinstance(value, dict) else None
 
 
 def release_status(deployment_status: str, operation_status: Any) -> str | None:

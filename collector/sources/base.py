@@ -17,9 +17,117 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from collector.errors import SourceError
 from collector.http import ApiTelemetry
+from collector.model import Batch, Rejection
 
 log = logging.getLogger(__name__)
+
+
+#: what parsing one record may raise when the record is not what the API documents (a string where
+#: an object belongs, a time past year 9999, JSON nested a thousand deep): the record is rejected,
+#: the rest of its page kept (docs/definitions.md "Records that cannot be trusted")
+RECORD_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError, OverflowError, RecursionError)
+#: most pages one walk over a paginated list reads in a pass; far above any real list
+MAX_PAGES = 10_000
+#: consecutive pages without a record not already seen in the walk after which it stops
+MAX_IDLE_PAGES = 50
+
+
+def rejection_reason(exc: BaseException) -> str:
+    """The ``records_rejected_total`` reason for what a record's parsing raised."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason  # Rejected, and the sources' own typed rejections
+    if isinstance(exc, RecursionError):
+        return "too_deep"
+    if isinstance(exc, OverflowError):
+        return "out_of_range"
+    return "wrong_type"
+
+
+def record_label(value: Any) -> str:
+    """A record id for logs and rejections, never the repr of a hostile structure."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)[:64]
+    return "?"
+
+
+class RecordGuard:
+    """Turns one record's parse failure into its Rejection; an error that is no typed rejection
+    (perhaps a bug of ours, perhaps a shape no documentation shows) is logged with its traceback
+    once per kind and place, so it stays visible without flooding the log every poll."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._logged: set[tuple[str, str]] = set()
+
+    def reject(self, batch: Batch, record_id: str, exc: BaseException) -> str:
+        reason = rejection_reason(exc)
+        batch.rejections.append(Rejection(self.source, record_id, reason))
+        if getattr(exc, "reason", None) is None:
+            tb = exc.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
+            if (type(exc).__name__, where) not in self._logged:
+                self._logged.add((type(exc).__name__, where))
+                log.warning("source=%s record %s rejected (%s): %s: %s", self.source, record_id, reason,
+                            type(exc).__name__, str(exc)[:200], exc_info=exc)
+        return reason
+
+
+class PaginationError(SourceError):
+    """A paginated list that cycles or never ends."""
+
+
+class Pagination:
+    """Guards one walk over a paginated list against hostile or broken servers.
+
+    A continuation token (or next-page URL) seen before in the walk is a cycle; more than
+    ``max_pages`` pages, or ``max_idle`` consecutive pages without a record the walk has not
+    already seen, is a list that never ends. Each raises SourceError: the pass fails visibly, and
+    what was committed before stays (the watermark never passes what was read).
+    """
+
+    def __init__(self, what: str, max_pages: int | None = None, max_idle: int | None = None) -> None:
+        self.what = what
+        self.max_pages = MAX_PAGES if max_pages is None else max_pages
+        self.max_idle = MAX_IDLE_PAGES if max_idle is None else max_idle
+        self.pages = 0
+        self._idle = 0
+        self._tokens: set[str] = set()
+        self._records: set[Any] = set()
+
+    def follow(self, token: str) -> None:
+        """About to request the page ``token`` names; raises SourceError on a cycle or past the cap."""
+        if token in self._tokens:
+            raise PaginationError(f"{self.what}: pagination cycle: the server sent a continuation it had sent "
+                              f"before, after {self.pages} pages")
+        self._tokens.add(token)
+        if self.pages >= self.max_pages:
+            raise PaginationError(f"{self.what}: more than {self.max_pages} pages in one pass; stopped")
+
+    def page(self, keys: list[Any]) -> None:
+        """A page was read; ``keys`` identify its records (None for a record without an identity)."""
+        self.pages += 1
+        # a record without an identity cannot be told apart from one seen before: it counts as new
+        new = any(key is None or key not in self._records for key in keys)
+        self._records.update(key for key in keys if key is not None)
+        self._idle = 0 if new else self._idle + 1
+        if self._idle >= self.max_idle:
+            raise PaginationError(f"{self.what}: {self._idle} pages in a row brought nothing new; the list does not "
+                              f"end, stopped after {self.pages} pages")
+
+
+def record_key(record: Any) -> Any:
+    """What identifies a list entry within one walk: its ``id`` (or ``number``, ``sha``) when scalar."""
+    if isinstance(record, dict):
+        for name in ("id", "number", "sha", "node_id"):
+            value = record.get(name)
+            if isinstance(value, str | int) and not isinstance(value, bool):
+                return (name, value)
+    return None
 
 
 def _utcnow() -> datetime:

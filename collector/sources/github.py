@@ -60,7 +60,18 @@ from collector.model import (
     gh_issue_ref,
     gh_pr_ref,
 )
-from collector.sources.base import Source, SourceContext, SyncReport, matches_environment
+from collector.sources.base import (
+    RECORD_ERRORS,
+    Pagination,
+    PaginationError,
+    RecordGuard,
+    Source,
+    SourceContext,
+    SyncReport,
+    matches_environment,
+    record_key,
+    record_label,
+)
 from collector.sources.github_refs import (
     azure_boards_mentions,
     closing_references,
@@ -78,6 +89,9 @@ BATCH_SIZE = 50
 #: GitHub's own limit on an issue or pull request body; anything longer is not GitHub's data
 MAX_BODY = 65536
 _SHA = re.compile(r"^[0-9a-fA-F]{40}$")
+#: the largest id or number we order by or keep as a watermark (exact in every JSON consumer);
+#: one absurd deployment id would otherwise become the high-water mark and hide every later one
+MAX_ID = 2**53
 
 #: GitHub issue states as work item states (the ``state`` label) and their categories (docs/definitions.md)
 CATEGORY_OF_STATE = {
@@ -120,6 +134,11 @@ class GitHubHTTPError(SourceError):
         super().__init__(f"HTTP {status} for {path}" + (f": {message}" if message else ""))
 
 
+class BadAnswer(SourceError):
+    """An answer of the wrong shape (an object where the API documents a list): the part fails
+    visibly rather than being read as empty."""
+
+
 class Malformed(ValueError):
     """A record we cannot use; ``reason`` is its Rejection reason."""
 
@@ -157,23 +176,29 @@ class GitHubApi:
             raise GitHubHTTPError(resp.status_code, path_or_url.split("?", 1)[0], str(message)[:200])
         return Page(resp.status_code, data, resp.headers.get("ETag"), next_link(resp))
 
-    def pages(self, path: str, params: dict[str, Any] | None = None, etag: str | None = None) -> Iterator[Page]:
+    def pages(self, path: str, params: dict[str, Any] | None = None, etag: str | None = None,
+              list_key: str | None = None) -> Iterator[Page]:
         """Page 1 (conditionally, given ``etag``), then each ``Link: rel="next"`` page.
 
         A 304 on page 1 is yielded and ends the walk (a 304 has no Link header). A next link seen
-        twice ends it too, so a misbehaving server cannot make us spin.
+        before in the walk (a cycle), more than ``MAX_PAGES`` pages, or ``MAX_IDLE_PAGES`` pages in
+        a row without a new record raise SourceError (``Pagination``): a misbehaving server cannot
+        make us spin.
         """
+        walk = Pagination(f"{self.client.source}: {path.split('?', 1)[0]}")
         page = self.get(path, params, etag)
+        if page.status == 200:
+            walk.page(_page_keys(page.data, list_key))
         yield page
-        seen: set[str] = set()
-        while page.status == 200 and page.next_url and page.next_url not in seen:
-            seen.add(page.next_url)
+        while page.status == 200 and page.next_url:
+            walk.follow(page.next_url)
             page = self.get(page.next_url)
+            walk.page(_page_keys(page.data, list_key))
             yield page
 
     def items(self, path: str, params: dict[str, Any] | None = None, key: str | None = None) -> Iterator[Any]:
         """Every element of a paginated list (``key`` picks the list out of an object answer)."""
-        for page in self.pages(path, params):
+        for page in self.pages(path, params, list_key=key):
             yield from _records(page.data, key)
 
 
@@ -227,6 +252,7 @@ class GitHubSource(Source):
             headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION})
         self.api = GitHubApi(self.client)
         self.type_labels = {k.lower(): v for k, v in config.type_labels.items()}
+        self.guard = RecordGuard(self.name)
 
     # -- the pass ---------------------------------------------------------------------------
     def sync(self, store: Any) -> SyncReport:
@@ -248,8 +274,8 @@ class GitHubSource(Source):
                     break
                 try:
                     run(store, repo, report)
-                except GitHubHTTPError as exc:
-                    if label == "issues" and exc.status == 410:
+                except (GitHubHTTPError, BadAnswer, PaginationError) as exc:
+                    if isinstance(exc, GitHubHTTPError) and label == "issues" and exc.status == 410:
                         continue  # issues are disabled in this repository: nothing to read
                     report.problems.append(f"{repo.full_name}: {label}: {_problem(exc)}")
                     log.warning("source=%s %s %s skipped: %s", self.name, repo.full_name, label, exc)
@@ -333,8 +359,8 @@ class GitHubSource(Source):
             for raw in _records(page.data):
                 try:
                     number, updated = _list_position(raw)
-                except Malformed as bad:
-                    batch.rejections.append(Rejection(self.name, _record_id(repo, raw), bad.reason))
+                except RECORD_ERRORS as bad:
+                    self.guard.reject(batch, _record_id(repo, raw), bad)
                     continue
                 if updated < cursor_at or (updated == cursor_at and number in cursor_seen):
                     continue  # read in an earlier pass at this very second
@@ -352,39 +378,44 @@ class GitHubSource(Source):
                 return
 
     def _issue(self, repo: _Repo, raw: dict[str, Any], batch: Batch) -> None:
+        native_id = f"{repo.full_name}#{raw['number']}"
+        try:
+            item = self._work_item(repo, raw)
+        except RECORD_ERRORS as bad:
+            reason = self.guard.reject(batch, native_id, bad)
+            log.warning("source=%s issue %s rejected: %s", self.name, native_id, reason)
+            return
+        if item is not None:
+            batch.work_items.append(item)
+
+    def _work_item(self, repo: _Repo, raw: dict[str, Any]) -> WorkItem | None:
+        """An issue with its history; None when it vanished while it was read. Raises what its
+        parsing raises (the caller rejects it)."""
         number = raw["number"]
         native_id = f"{repo.full_name}#{number}"
-        try:
-            created_at = _required_time(raw, "created_at")
-            if raw.get("state") not in ("open", "closed"):
-                raise Malformed("unknown_state")
-            closed_at = _optional_time(raw, "closed_at")
-            if closed_at is not None and closed_at < created_at:
-                raise Malformed("end_before_start")
-            _check_body(raw)
-        except Malformed as bad:
-            log.warning("source=%s issue %s rejected: %s", self.name, native_id, bad.reason)
-            batch.rejections.append(Rejection(self.name, native_id, bad.reason))
-            return
+        created_at = _required_time(raw, "created_at")
+        if raw.get("state") not in ("open", "closed"):
+            raise Malformed("unknown_state")
+        closed_at = _optional_time(raw, "closed_at")
+        if closed_at is not None and closed_at < created_at:
+            raise Malformed("end_before_start")
+        _check_body(raw)
+        labels = [str(lb.get("name", "")) for lb in raw.get("labels") or [] if isinstance(lb, dict)]
         try:
             events = list(self.api.items(f"/repos/{repo.full_name}/issues/{number}/timeline",
                                          {"per_page": PER_PAGE}))
         except GitHubHTTPError as exc:
             if exc.status in (404, 410):  # deleted or transferred since the list was read
                 log.info("source=%s %s vanished while reading its timeline", self.name, native_id)
-                return
+                return None
             raise
-        try:
-            history = issue_history(native_id, created_at, events)
-        except ValueError:
-            log.warning("source=%s issue %s rejected: a timeline event without a valid time", self.name, native_id)
-            batch.rejections.append(Rejection(self.name, native_id, "bad_timestamp"))
-            return
-        labels = [str(lb.get("name", "")) for lb in raw.get("labels") or [] if isinstance(lb, dict)]
-        batch.work_items.append(WorkItem(
+        # an event without a valid time (or of a shape no documentation shows) rejects the issue:
+        # its history could not be ordered
+        history = issue_history(native_id, created_at, events)
+        return WorkItem(
             source=self.name, native_id=native_id, ref=gh_issue_ref(repo.full_name, number),
             project=repo.full_name, team=self._team(labels), type=self._type(raw, labels), created_at=created_at,
-            history=history))
+            history=history)
 
     def _team(self, labels: list[str]) -> str:
         spec = self.config.team_from
@@ -426,8 +457,8 @@ class GitHubSource(Source):
             for raw in _records(page.data):
                 try:
                     number, updated = _list_position(raw)
-                except Malformed as bad:
-                    batch.rejections.append(Rejection(self.name, _record_id(repo, raw), bad.reason))
+                except RECORD_ERRORS as bad:
+                    self.guard.reject(batch, _record_id(repo, raw), bad)
                     continue
                 if updated < floor:
                     reached_watermark = True  # newest first: the rest was read in earlier passes
@@ -455,19 +486,27 @@ class GitHubSource(Source):
 
     def _pull(self, repo: _Repo, raw: dict[str, Any], batch: Batch) -> None:
         """A merged pull request → its Change and the Links its text and commits carry."""
+        native_id = f"{repo.full_name}#{raw['number']}"
+        added = Batch()
+        try:
+            self._read_pull(repo, raw, added)
+        except RECORD_ERRORS as bad:
+            reason = self.guard.reject(batch, native_id, bad)
+            log.warning("source=%s pull request %s rejected: %s", self.name, native_id, reason)
+            return
+        batch.changes += added.changes
+        batch.links += added.links
+        batch.rejections += added.rejections
+
+    def _read_pull(self, repo: _Repo, raw: dict[str, Any], batch: Batch) -> None:
         number = raw["number"]
         native_id = f"{repo.full_name}#{number}"
         pr_ref = gh_pr_ref(repo.full_name, number)
-        try:
-            created_at = _required_time(raw, "created_at")
-            merged_at = _required_time(raw, "merged_at")
-            if merged_at < created_at:
-                raise Malformed("end_before_start")
-            _check_body(raw)
-        except Malformed as bad:
-            log.warning("source=%s pull request %s rejected: %s", self.name, native_id, bad.reason)
-            batch.rejections.append(Rejection(self.name, native_id, bad.reason))
-            return
+        created_at = _required_time(raw, "created_at")
+        merged_at = _required_time(raw, "merged_at")
+        if merged_at < created_at:
+            raise Malformed("end_before_start")
+        _check_body(raw)
         shas: list[str] = []
         authored: list[datetime] = []
         links: list[Link] = []
@@ -476,9 +515,9 @@ class GitHubSource(Source):
             if not isinstance(sha, str) or not _SHA.match(sha):
                 continue
             shas.append(sha.lower())
-            detail = entry.get("commit") or {}
-            when = _time_or_none((detail.get("author") or {}).get("date")) \
-                or _time_or_none((detail.get("committer") or {}).get("date"))
+            detail = _object(entry.get("commit"))
+            when = _time_or_none(_object(detail.get("author")).get("date")) \
+                or _time_or_none(_object(detail.get("committer")).get("date"))
             if when is not None:
                 authored.append(when)
             # GitHub links a commit-message reference to the commit, not to the pull request
@@ -522,20 +561,27 @@ class GitHubSource(Source):
         mode = self._mode(repo)
         state = self._state(store, mode.stream)
         key = GitHubApi.key(mode.path, mode.params)
-        max_id = int(state.get("max_id", 0))
+        max_id = state.get("max_id", 0)
+        if _id_problem(max_id) is not None:
+            max_id = 0  # a watermark poisoned by an absurd id before ids were checked: read again
         pending: dict[str, Any] = dict(state.get("pending", {}))
+        bad = Batch()
         fresh: list[dict[str, Any]] = []
         etag = state.get("etag") if state.get("key") == key else None
         first_etag: str | None = None
         modified = False
-        for page in self.api.pages(mode.path, mode.params, etag):
+        for page in self.api.pages(mode.path, mode.params, etag, list_key=mode.list_key):
             if page.status == 304:
                 break
             modified = True
             first_etag = first_etag or page.etag
             old = new = 0
             for raw in _records(page.data, mode.list_key):
-                if not isinstance(raw.get("id"), int):
+                problem = _id_problem(raw.get("id"))
+                if problem is not None:
+                    # counted, never a high-water mark: one id of 2**63 would hide every later record
+                    bad.rejections.append(Rejection(self.name, f"{mode.stream}:{record_label(raw.get('id'))}",
+                                                    problem))
                     continue
                 if raw["id"] <= max_id or \
                         (_time_or_none(raw.get(mode.horizon_field)) or self.ctx.now()) < self.ctx.history_start():
@@ -547,7 +593,7 @@ class GitHubSource(Source):
                 break
         if not modified and not pending:
             return  # 304: nothing new, nothing unfinished
-        batch = Batch()
+        batch = bad
         finished = mode.read(repo, fresh, pending, batch)
         new_state = {"max_id": max([max_id, *(r["id"] for r in fresh)]), "pending": pending, "key": key,
                      "etag": first_etag or etag}
@@ -566,8 +612,10 @@ class GitHubSource(Source):
                           batch: Batch) -> list[_Finished]:
         """Deployments API: a deployment is finished at its latest finished status."""
         for raw in fresh:
-            pending[str(raw["id"])] = {"sha": raw.get("sha"), "environment": raw.get("environment"),
-                                       "created_at": raw.get("created_at"), "etag": None}
+            # only strings are kept: the pending list is stored as JSON in the watermark
+            pending[str(raw["id"])] = {k: v if isinstance(v, str) else None
+                                       for k, v in (("sha", raw.get("sha")), ("environment", raw.get("environment")),
+                                                    ("created_at", raw.get("created_at")))} | {"etag": None}
         finished: list[_Finished] = []
         for dep_id, entry in list(pending.items()):
             record_id = f"{repo.full_name}:deployment:{dep_id}"
@@ -576,8 +624,10 @@ class GitHubSource(Source):
                 created = _required_time(entry, "created_at")
                 if not isinstance(entry.get("environment"), str) or not entry["environment"]:
                     raise Malformed("missing_field")
-            except Malformed as bad:
-                batch.rejections.append(Rejection(self.name, record_id, bad.reason))
+                if len(entry["environment"]) > 255:
+                    raise Malformed("too_large")
+            except RECORD_ERRORS as bad:
+                self.guard.reject(batch, record_id, bad)
                 del pending[dep_id]
                 continue
             path = f"/repos/{repo.full_name}/deployments/{dep_id}/statuses"
@@ -595,8 +645,8 @@ class GitHubSource(Source):
                 statuses += list(self.api.items(first.next_url))
             try:
                 outcome = deployment_outcome(statuses)
-            except ValueError:
-                batch.rejections.append(Rejection(self.name, record_id, "bad_timestamp"))
+            except RECORD_ERRORS as bad:
+                self.guard.reject(batch, record_id, bad)
                 del pending[dep_id]
                 continue
             if outcome is None:  # no terminal status yet: read again (conditionally) next time
@@ -641,8 +691,12 @@ class GitHubSource(Source):
         releases.extend(self._reread_pending(pending, f"/repos/{repo.full_name}/releases"))
         finished: list[_Finished] = []
         for raw in releases:
-            rel_id = str(raw["id"])
-            record_id = f"{repo.full_name}:release:{rel_id}"
+            rel_id = str(raw.get("id"))
+            record_id = f"{repo.full_name}:release:{record_label(raw.get('id'))}"
+            if _id_problem(raw.get("id")) is not None:
+                self.guard.reject(batch, record_id, Malformed(_id_problem(raw.get("id")) or "wrong_type"))
+                pending.pop(rel_id, None)
+                continue
             if raw.get("draft"):
                 pending[rel_id] = {"etag": self._etag_of(raw, f"/repos/{repo.full_name}/releases/{rel_id}")}
                 continue
@@ -652,8 +706,8 @@ class GitHubSource(Source):
             try:
                 published = _required_time(raw, "published_at")
                 sha = self._release_sha(repo, raw)
-            except Malformed as bad:
-                batch.rejections.append(Rejection(self.name, record_id, bad.reason))
+            except RECORD_ERRORS as bad:
+                self.guard.reject(batch, record_id, bad)
                 continue
             finished.append(_Finished(f"release:{rel_id}", int(rel_id), "production", "success", sha,
                                       _time_or_none(raw.get("created_at")), published))
@@ -687,8 +741,12 @@ class GitHubSource(Source):
         runs.extend(self._reread_pending(pending, f"/repos/{repo.full_name}/actions/runs"))
         finished: list[_Finished] = []
         for raw in runs:
-            run_id = str(raw["id"])
-            record_id = f"{repo.full_name}:run:{run_id}"
+            run_id = str(raw.get("id"))
+            record_id = f"{repo.full_name}:run:{record_label(raw.get('id'))}"
+            if _id_problem(raw.get("id")) is not None:
+                self.guard.reject(batch, record_id, Malformed(_id_problem(raw.get("id")) or "wrong_type"))
+                pending.pop(run_id, None)
+                continue
             if raw.get("status") != "completed":
                 pending[run_id] = {"etag": self._etag_of(raw, f"/repos/{repo.full_name}/actions/runs/{run_id}")}
                 continue
@@ -702,8 +760,8 @@ class GitHubSource(Source):
                 finished_at = self._run_finished_at(repo, raw)
                 if started is not None and finished_at < started:
                     raise Malformed("end_before_start")
-            except Malformed as bad:
-                batch.rejections.append(Rejection(self.name, record_id, bad.reason))
+            except RECORD_ERRORS as bad:
+                self.guard.reject(batch, record_id, bad)
                 continue
             except GitHubHTTPError as exc:
                 if exc.status not in (404, 410):
@@ -783,9 +841,13 @@ class GitHubSource(Source):
         for entry in commits:
             sha = entry["sha"]
             native_id = f"{repo.full_name}@{sha}"
-            detail = entry.get("commit") if isinstance(entry.get("commit"), dict) else {}
-            authored = _time_or_none((detail.get("author") or {}).get("date"))
-            committed = _time_or_none((detail.get("committer") or {}).get("date"))
+            try:
+                detail = _object(entry.get("commit"))
+                authored = _time_or_none(_object(detail.get("author")).get("date"))
+                committed = _time_or_none(_object(detail.get("committer")).get("date"))
+            except RECORD_ERRORS as bad:
+                self.guard.reject(batch, native_id, bad)
+                continue
             if authored is None and committed is None:
                 batch.rejections.append(Rejection(self.name, native_id, "missing_field"))
                 continue
@@ -966,17 +1028,35 @@ def deployment_outcome(statuses: list[dict[str, Any]]) -> tuple[str, datetime] |
 
 
 def _records(data: Any, key: str | None = None) -> list[dict[str, Any]]:
-    """The dict elements of a list answer (or of ``data[key]``); anything else is no records."""
+    """The dict elements of a list answer (or of ``data[key]``); other elements are no records.
+
+    An answer that is no list (an object where the API documents one) raises BadAnswer: read as
+    empty, it would silently drop a page and move the watermark past it.
+    """
     if key is not None:
         data = data.get(key) if isinstance(data, dict) else None
-    return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
+    if not isinstance(data, list):
+        raise BadAnswer(f"expected a list{f' in {key!r}' if key else ''}, got {type(data).__name__}")
+    return [r for r in data if isinstance(r, dict)]
+
+
+def _page_keys(data: Any, key: str | None) -> list[Any]:
+    """The identities of a list page's records, for ``Pagination``."""
+    if key is not None:
+        data = data.get(key) if isinstance(data, dict) else None
+    return [record_key(r) for r in data] if isinstance(data, list) else []
 
 
 def _list_position(raw: dict[str, Any]) -> tuple[int, datetime]:
     """(number, updated_at) of an issue or pull request list entry."""
-    if not isinstance(raw.get("number"), int):
+    number = raw.get("number")
+    if number is None:
         raise Malformed("missing_field")
-    return raw["number"], _required_time(raw, "updated_at")
+    if not isinstance(number, int) or isinstance(number, bool):
+        raise Malformed("wrong_type")
+    if not 0 < number <= MAX_ID:
+        raise Malformed("out_of_range")  # GitHub numbers issues from 1
+    return number, _required_time(raw, "updated_at")
 
 
 def _required_time(raw: dict[str, Any], name: str) -> datetime:
@@ -1008,7 +1088,23 @@ def _sha_of(value: Any) -> str:
 
 
 def _record_id(repo: _Repo, raw: dict[str, Any]) -> str:
-    return f"{repo.full_name}#{raw.get('number', '?')}"
+    return f"{repo.full_name}#{record_label(raw.get('number', '?'))}"
+
+
+def _id_problem(value: Any) -> str | None:
+    """Why an API id is unusable for ordering (``wrong_type``, ``out_of_range``), or None."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return "wrong_type"
+    return None if 0 < value <= MAX_ID else "out_of_range"
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """An optional JSON object (``{}`` when absent); anything else is a malformed record."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Malformed("wrong_type")
+    return value
 
 
 def _order(native_id: str) -> int:
@@ -1030,7 +1126,9 @@ def _time_or_none(value: Any) -> datetime | None:
         return None
 
 
-def _problem(exc: GitHubHTTPError) -> str:
+def _problem(exc: SourceError) -> str:
+    if not isinstance(exc, GitHubHTTPError):
+        return str(exc)
     if exc.status == 404:
         return "not found (HTTP 404): check the name and the token's access"
     if exc.status == 403:

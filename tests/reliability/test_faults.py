@@ -57,3 +57,42 @@ def test_faults_during_full_and_incremental_syncs_change_nothing_exported(tmp_pa
     finally:
         clean.stop()
         faulty.stop()
+
+
+def test_every_pass_moves_forward_when_half_the_requests_fail(tmp_path: Path) -> None:
+    """At a 50% fault rate a pass rarely ends, but each one commits what it read: ``cycletime sync``
+    run again and again (a new process each time, so no cache survives) gets there, and the store
+    then equals a clean run's."""
+    now = tomorrow()
+    clean = start_sandbox(seed=5, work_items=300, now=now)
+    faulty = start_sandbox(seed=5, work_items=300, now=now, fault_rate=0.5)
+    try:
+        needed = {}
+        for source in ("pipelines", "pipelines_tailspin"):
+            stores = {}
+            for label, sandbox in (("clean", clean), ("faulty", faulty)):
+                config = organisation(sandbox, f"sqlite:///{tmp_path}/{label}-{source}.db")
+                stores[label] = (config, Store(config.store))
+            clean_config, clean_store = stores["clean"]
+            assert Runner(clean_config, clean_store, sleep=quick_sleep).run(source).ok
+            config, store = stores["faulty"]
+            passes, reached = 0, store.content_digest()
+            while True:
+                passes += 1
+                assert passes <= 30, f"{source}: no complete pass in 30"
+                result = Runner(config, store, sleep=quick_sleep).run(source)  # a fresh process each time
+                if result.ok:
+                    break
+                now_reached = store.content_digest()
+                assert now_reached != reached, f"{source}: pass {passes} failed without storing anything new"
+                reached = now_reached
+            needed[source] = passes
+            assert data_tables(store) == data_tables(clean_store)
+            assert len(store.deployments(source)) > 100
+            store.close()
+            clean_store.close()
+        print(f"complete after {needed} passes")
+        assert max(needed.values()) > 2, "the faults hardly failed a pass: the test proves nothing"
+    finally:
+        clean.stop()
+        faulty.stop()
