@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from collector.errors import Rejected, SourceError
@@ -221,7 +221,7 @@ def safe_time(value: Any) -> datetime | None:
         return None
 
 
-def is_count(value: Any) -> bool:
+def is_count(value: Any) -> TypeGuard[int]:
     """A non-negative JSON integer up to ``MAX_ID`` (ids, revisions); bools are ints in Python but
     not in JSON."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID

@@ -405,7 +405,7 @@ class AzurePipelinesSource(Source):
             raise Rejected("unknown_state", f"deploymentStatus {status_text!r}")
         definition, environment, release = raw.get("releaseDefinition"), raw.get("releaseEnvironment"), \
             raw.get("release")
-        if not all(isinstance(x, dict) for x in (definition, environment, release)):
+        if not (isinstance(definition, dict) and isinstance(environment, dict) and isinstance(release, dict)):
             raise Rejected("missing_field", "releaseDefinition, releaseEnvironment or release")
         service, env_name, release_id = definition.get("name"), environment.get("name"), release.get("id")
         if not isinstance(service, str) or not isinstance(env_name, str) or not is_count(release_id):

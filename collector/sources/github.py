@@ -430,8 +430,9 @@ class GitHubSource(Source):
     def _type(self, raw: dict[str, Any], labels: list[str]) -> str:
         """The issue's native issue type when it has one, else the first ``type_labels`` match."""
         native = raw.get("type")
-        if isinstance(native, dict) and isinstance(native.get("name"), str) and native["name"].strip():
-            return native["name"].strip()
+        name = native.get("name") if isinstance(native, dict) else None
+        if isinstance(name, str) and name.strip():
+            return name.strip()
         for label in labels:
             if label.lower() in self.type_labels:
                 return self.type_labels[label.lower()]
@@ -848,13 +849,14 @@ class GitHubSource(Source):
             except RECORD_ERRORS as bad:
                 self.guard.reject(batch, native_id, bad)
                 continue
-            if authored is None and committed is None:
+            first = authored or committed
+            if first is None:
                 batch.rejections.append(Rejection(self.name, native_id, "missing_field"))
                 continue
             target = commit_ref(sha)
             batch.changes.append(Change(
                 source=self.name, native_id=native_id, ref=target, service=repo.full_name, kind="commit",
-                first_commit_at=authored or committed, merged_at=committed or authored, commits=(sha,)))
+                first_commit_at=first, merged_at=committed or authored, commits=(sha,)))
             batch.links.extend(dict.fromkeys(self._mentions(detail.get("message"), repo.full_name, target)))
 
     def _contents(self, repo: _Repo, head: str, bases: list[str], gone: set[str], report: SyncReport
