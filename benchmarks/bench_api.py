@@ -38,8 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "sandbox-token"
 SEED = 7
 PROJECTS = {"Fabrikam": ("boards", "pipelines"), "Tailspin": ("boards_tailspin", "pipelines_tailspin")}
-REPOSITORIES = {"contoso/web": ("gh_web", "deployments"), "contoso/api": ("gh_api", "releases"),
-                "contoso/mobile-app": ("gh_mobile_app", "workflow_runs:deploy.yml")}
+REPOSITORIES = {
+    "contoso/web": ("gh_web", "deployments"),
+    "contoso/api": ("gh_api", "releases"),
+    "contoso/mobile-app": ("gh_mobile_app", "workflow_runs:deploy.yml"),
+}
 
 
 def free_port() -> int:
@@ -55,9 +58,25 @@ class SandboxProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector", "sandbox", "--port", str(self.port), "--seed", str(seed),
-             "--work-items", str(work_items), "--log-format", "json"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            [
+                sys.executable,
+                "-m",
+                "collector",
+                "sandbox",
+                "--port",
+                str(self.port),
+                "--seed",
+                str(seed),
+                "--work-items",
+                str(work_items),
+                "--log-format",
+                "json",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         assert "listening" in line, f"sandbox did not start: {line!r}"
@@ -83,13 +102,17 @@ def organisation_config(sandbox_url: str, store_url: str) -> Config:
     """Every project and repository of the sandbox organisation: 2 Boards, 2 Pipelines, 3 GitHub sources."""
     lines = [f"store: {store_url}", "history: 365d", "sources:"]
     for project, (boards, pipelines) in PROJECTS.items():
-        lines += [f"  - {{name: {boards}, kind: azure_boards, organization_url: '{sandbox_url}/contoso', "
-                  f"project: {project}, token: {TOKEN}}}",
-                  f"  - {{name: {pipelines}, kind: azure_pipelines, organization_url: '{sandbox_url}/contoso', "
-                  f"project: {project}, token: {TOKEN}, production_environments: [production, Prod]}}"]
+        lines += [
+            f"  - {{name: {boards}, kind: azure_boards, organization_url: '{sandbox_url}/contoso', "
+            f"project: {project}, token: {TOKEN}}}",
+            f"  - {{name: {pipelines}, kind: azure_pipelines, organization_url: '{sandbox_url}/contoso', "
+            f"project: {project}, token: {TOKEN}, production_environments: [production, Prod]}}",
+        ]
     for repo, (name, mode) in REPOSITORIES.items():
-        lines.append(f"  - {{name: {name}, kind: github, base_url: '{sandbox_url}/api/v3', token: {TOKEN}, "
-                     f"repositories: [{repo}], deployments_from: '{mode}'}}")
+        lines.append(
+            f"  - {{name: {name}, kind: github, base_url: '{sandbox_url}/api/v3', token: {TOKEN}, "
+            f"repositories: [{repo}], deployments_from: '{mode}'}}"
+        )
     return parse_config("\n".join(lines) + "\n", {})
 
 
@@ -104,6 +127,7 @@ def endpoints(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
 
 
 # -- the page-size minimum ---------------------------------------------------------------------------
+
 
 def boards_minimum(truth: dict[str, Any], project: str, page_size: int) -> int:
     """1 ``workitemtypes`` + ⌈revisions / page⌉ reporting pages + the relations of the items each page
@@ -192,6 +216,7 @@ def minimums(work_items: int) -> dict[str, int]:
 
 # -- the runs ------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Measured:
     full: dict[str, int] = field(default_factory=dict)
@@ -244,8 +269,13 @@ def by_part(requests_by_endpoint: dict[str, int]) -> dict[str, int]:
 
 def measure_naive(sandbox: SandboxProcess) -> tuple[int, int, float, dict[str, int]]:
     """(full sync requests, idle re-sync requests, full sync seconds, full sync requests per API part)."""
-    client = NaiveClient(f"{sandbox.url}/contoso", f"{sandbox.url}/api/v3", TOKEN, list(PROJECTS),
-                         {repo: mode for repo, (_name, mode) in REPOSITORIES.items()})
+    client = NaiveClient(
+        f"{sandbox.url}/contoso",
+        f"{sandbox.url}/api/v3",
+        TOKEN,
+        list(PROJECTS),
+        {repo: mode for repo, (_name, mode) in REPOSITORIES.items()},
+    )
     before = sandbox.stats()
     started = time.perf_counter()
     client.sync()
@@ -266,16 +296,23 @@ def run(work_items: int) -> None:
         naive_full, naive_idle, naive_seconds, naive_parts = measure_naive(sandbox)
     finally:
         sandbox.stop()
-    print(f"\n{work_items:,} work items: ours synced {ours.records:,} records in {ours.seconds:.0f} s "
-          f"(naive client: {naive_seconds:.0f} s); benchmark took {time.perf_counter() - started:.0f} s")
-    print(f"{'source':<20} {'full':>8} {'minimum':>8} {'x min':>6} {'watermarks':>10} {'idle (304s)':>12} "
-          f"{'next idle (304s)':>17}")
+    print(
+        f"\n{work_items:,} work items: ours synced {ours.records:,} records in {ours.seconds:.0f} s "
+        f"(naive client: {naive_seconds:.0f} s); benchmark took {time.perf_counter() - started:.0f} s"
+    )
+    print(
+        f"{'source':<20} {'full':>8} {'minimum':>8} {'x min':>6} {'watermarks':>10} {'idle (304s)':>12} "
+        f"{'next idle (304s)':>17}"
+    )
 
-    def row(label: str, full: int, least: int, streams: int | str, idle: tuple[int, int],
-            again: tuple[int, int] | None) -> None:
+    def row(
+        label: str, full: int, least: int, streams: int | str, idle: tuple[int, int], again: tuple[int, int] | None
+    ) -> None:
         later = f"{again[0]} ({again[1]})" if again else "-"
-        print(f"{label:<20} {full:>8,} {least:>8,} {full / least:>6.3f} {streams:>10} {f'{idle[0]} ({idle[1]})':>12} "
-              f"{later:>17}")
+        print(
+            f"{label:<20} {full:>8,} {least:>8,} {full / least:>6.3f} {streams:>10} {f'{idle[0]} ({idle[1]})':>12} "
+            f"{later:>17}"
+        )
 
     for name, full in ours.full.items():
         row(name, full, minimum[name], ours.streams[name], ours.idle[name], ours.idle_again[name])
@@ -284,27 +321,46 @@ def run(work_items: int) -> None:
         return sum(i for i, _ in parts.values()), sum(n for _, n in parts.values())
 
     least = sum(minimum.values())
-    row("ours, total", sum(ours.full.values()), least, sum(ours.streams.values()), total(ours.idle),
-        total(ours.idle_again))
+    row(
+        "ours, total",
+        sum(ours.full.values()),
+        least,
+        sum(ours.streams.values()),
+        total(ours.idle),
+        total(ours.idle_again),
+    )
     row("naive client, total", naive_full, least, "-", (naive_idle, 0), None)
     ours_parts: Counter[str] = Counter()
     for name, n in ours.full.items():
-        ours_parts["boards" if name.startswith("boards") else "pipelines" if name.startswith("pipelines")
-                   else "github"] += n
-    print("full sync by part, ours vs naive client: " + ", ".join(
-        f"{part} {ours_parts[part]:,} vs {naive_parts.get(part, 0):,}" for part in ("boards", "pipelines", "github")))
-    print("idle re-sync by endpoint: " + "; ".join(
-        f"{name}: " + ", ".join(f"{k} {v}" for k, v in parts.items()) for name, parts in ours.idle_endpoints.items()))
+        ours_parts[
+            "boards" if name.startswith("boards") else "pipelines" if name.startswith("pipelines") else "github"
+        ] += n
+    print(
+        "full sync by part, ours vs naive client: "
+        + ", ".join(
+            f"{part} {ours_parts[part]:,} vs {naive_parts.get(part, 0):,}" for part in ("boards", "pipelines", "github")
+        )
+    )
+    print(
+        "idle re-sync by endpoint: "
+        + "; ".join(
+            f"{name}: " + ", ".join(f"{k} {v}" for k, v in parts.items()) for name, parts in ours.idle_endpoints.items()
+        )
+    )
 
 
 def main(sizes: list[int]) -> None:
-    print("api requests: full sync then idle re-sync of the sandbox organisation (2 Azure DevOps projects, "
-          "3 GitHub repositories), counted by the sandbox")
+    print(
+        "api requests: full sync then idle re-sync of the sandbox organisation (2 Azure DevOps projects, "
+        "3 GitHub repositories), counted by the sandbox"
+    )
     for n in sizes:
         run(n)
-    print("\ntargets: full <= 1.1 x minimum; idle <= 1 request per polled list (watermarks: the streams a source "
-          "keeps a position for; the idle breakdown shows every list polled; 304s are free against GitHub's "
-          "rate limit)")
+    print(
+        "\ntargets: full <= 1.1 x minimum; idle <= 1 request per polled list (watermarks: the streams a source "
+        "keeps a position for; the idle breakdown shows every list polled; 304s are free against GitHub's "
+        "rate limit)"
+    )
 
 
 if __name__ == "__main__":

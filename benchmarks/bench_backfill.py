@@ -28,8 +28,11 @@ from collector.model import Batch, Change, Deployment, Link
 from collector.store import Store
 
 DAY = 86400.0
-SETTINGS = Settings(windows=(("7d", 7 * DAY), ("30d", 30 * DAY), ("90d", 90 * DAY)),
-                    quantiles=(0.5, 0.85, 0.95), sources=("boards", "pipelines"))
+SETTINGS = Settings(
+    windows=(("7d", 7 * DAY), ("30d", 30 * DAY), ("90d", 90 * DAY)),
+    quantiles=(0.5, 0.85, 0.95),
+    sources=("boards", "pipelines"),
+)
 
 
 def delivery_batch(n_items: int, now: float, seed: int = 3) -> Batch:
@@ -42,13 +45,34 @@ def delivery_batch(n_items: int, now: float, seed: int = 3) -> Batch:
                 when = datetime.fromtimestamp(finished, UTC)
                 sha = f"{service:02x}{day:04x}{k:02x}"
                 change_ref = f"change:svc{service}:{day}:{k}"
-                changes.append(Change("pipelines", change_ref, change_ref, f"svc-{service}", "pull_request",
-                                      datetime.fromtimestamp(finished - float(rng.exponential(3 * DAY)), UTC),
-                                      when, (sha,)))
+                changes.append(
+                    Change(
+                        "pipelines",
+                        change_ref,
+                        change_ref,
+                        f"svc-{service}",
+                        "pull_request",
+                        datetime.fromtimestamp(finished - float(rng.exponential(3 * DAY)), UTC),
+                        when,
+                        (sha,),
+                    )
+                )
                 for env, production in (("staging", False), ("production", True)):
                     status = "failure" if rng.random() < 0.1 else "success"
-                    deployments.append(Deployment("pipelines", f"{sha}-{env}", f"svc-{service}", env, production,
-                                                  status, None, when, sha, (f"commit:{sha}",)))
+                    deployments.append(
+                        Deployment(
+                            "pipelines",
+                            f"{sha}-{env}",
+                            f"svc-{service}",
+                            env,
+                            production,
+                            status,
+                            None,
+                            when,
+                            sha,
+                            (f"commit:{sha}",),
+                        )
+                    )
     for i in range(0, n_items, 3):
         change = changes[(i * 7) % len(changes)]
         links.append(Link("boards", f"ado:{i}", change.ref))
@@ -72,8 +96,10 @@ def main(argv: list[str] | None = None) -> None:
         store = Store(url)
         now = time.time()
         store.commit("pipelines", delivery_batch(args.items, now))
-        print(f"store: {args.items:,} work items + a year of deliveries written in "
-              f"{time.perf_counter() - started:.1f} s (not part of the figure)")
+        print(
+            f"store: {args.items:,} work items + a year of deliveries written in "
+            f"{time.perf_counter() - started:.1f} s (not part of the figure)"
+        )
         times = step_times(now - args.steps * DAY, now, DAY)
         out = Path(tmp) / "history.om"
         cpu_before = _cpu_seconds()
@@ -81,10 +107,12 @@ def main(argv: list[str] | None = None) -> None:
             result = backfill(store, SETTINGS, times, handle)
         cpu = _cpu_seconds() - cpu_before
         store.close()
-        print(f"backfill: {result.steps} steps, {args.items:,} work items, {result.series:,} series, "
-              f"{result.samples:,} samples, {out.stat().st_size / 1e6:.0f} MB: {result.seconds:.1f} s "
-              f"({result.seconds / result.steps * 1000:.0f} ms per step) on {os.cpu_count()} CPUs; "
-              f"{cpu:.1f} CPU seconds (1-minute load average: {os.getloadavg()[0]:.1f})")
+        print(
+            f"backfill: {result.steps} steps, {args.items:,} work items, {result.series:,} series, "
+            f"{result.samples:,} samples, {out.stat().st_size / 1e6:.0f} MB: {result.seconds:.1f} s "
+            f"({result.seconds / result.steps * 1000:.0f} ms per step) on {os.cpu_count()} CPUs; "
+            f"{cpu:.1f} CPU seconds (1-minute load average: {os.getloadavg()[0]:.1f})"
+        )
         print("target: <= 30 s for 365 steps at 100,000 work items")
 
 

@@ -36,11 +36,17 @@ def main(n: int = 1_000_000) -> None:
         print(f"memory: built a store of {n:,} items in {time.perf_counter() - start:.0f} s")
         port, dead = free_port(), free_port()
         cfg = Path(tmp) / "c.yaml"
-        cfg.write_text(f"listen: 127.0.0.1:{port}\nstore: {url}\npoll_interval: 1h\nsources:\n"
-                       f"  - {{name: boards, kind: azure_boards, organization_url: 'http://127.0.0.1:{dead}/x',"
-                       " project: Fabrikam, token: t}\n")
-        proc = subprocess.Popen([sys.executable, "-m", "collector", "serve", "--config", str(cfg), "--log-format",
-                                 "json"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cfg.write_text(
+            f"listen: 127.0.0.1:{port}\nstore: {url}\npoll_interval: 1h\nsources:\n"
+            f"  - {{name: boards, kind: azure_boards, organization_url: 'http://127.0.0.1:{dead}/x',"
+            " project: Fabrikam, token: t}\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "collector", "serve", "--config", str(cfg), "--log-format", "json"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             start = time.perf_counter()
             while True:
@@ -51,8 +57,11 @@ def main(n: int = 1_000_000) -> None:
                     assert proc.poll() is None, "serve exited"
                     time.sleep(0.5)
             ready = time.perf_counter() - start
-            count = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                        if line.startswith("cycletime_work_item_lead_time_seconds_count"))
+            count = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("cycletime_work_item_lead_time_seconds_count")
+            )
             assert count == n, count
             peak, now = vm(proc.pid, "VmHWM"), vm(proc.pid, "VmRSS")
         finally:

@@ -56,8 +56,10 @@ def main() -> None:
                 start = time.perf_counter()
                 render(families)
                 reference.append((time.perf_counter() - start) * 1000)
-            print(f"{label_sets:>10} {series:>8,} {statistics.median(latencies):>8.2f} "
-                  f"{percentile(latencies, 0.99):>8.2f} {statistics.median(reference):>32.2f}")
+            print(
+                f"{label_sets:>10} {series:>8,} {statistics.median(latencies):>8.2f} "
+                f"{percentile(latencies, 0.99):>8.2f} {statistics.median(reference):>32.2f}"
+            )
     print("target: p99 < 100 ms at 10k series (the exposition is rendered once per data change, not per scrape)")
 
 

@@ -35,8 +35,9 @@ def measure(url: str, n: int, passes: int) -> dict[str, float]:
     from collector.store import Store
 
     store = Store(url)
-    settings = Settings((("7d", 7 * 86400.0), ("30d", 30 * 86400.0), ("90d", 90 * 86400.0)), (0.5, 0.85, 0.95),
-                        ("boards",))
+    settings = Settings(
+        (("7d", 7 * 86400.0), ("30d", 30 * 86400.0), ("90d", 90 * 86400.0)), (0.5, 0.85, 0.95), ("boards",)
+    )
     cache = FigureCache(store, settings)
     start = time.perf_counter()
     cache.refresh(force=True)
@@ -45,10 +46,19 @@ def measure(url: str, n: int, passes: int) -> dict[str, float]:
     for p in range(passes):
         if p % 10 == 9:  # 1% of the items move on: a new revision each
             now = datetime.now(UTC)
-            changed = [WorkItem("boards", str(i), ado_ref(i), "Fabrikam", f"team-{i % 20}", "User Story",
-                                datetime.fromtimestamp(0, UTC), (StateChange(str(i), 100 + p, now, "Closed",
-                                                                             Category.COMPLETED),))
-                       for i in range(p, n, 100)]
+            changed = [
+                WorkItem(
+                    "boards",
+                    str(i),
+                    ado_ref(i),
+                    "Fabrikam",
+                    f"team-{i % 20}",
+                    "User Story",
+                    datetime.fromtimestamp(0, UTC),
+                    (StateChange(str(i), 100 + p, now, "Closed", Category.COMPLETED),),
+                )
+                for i in range(p, n, 100)
+            ]
             store.commit("boards", Batch(work_items=changed))
             start = time.perf_counter()
             cache.refresh()
@@ -56,14 +66,18 @@ def measure(url: str, n: int, passes: int) -> dict[str, float]:
             continue
         cpu = time.process_time()
         store.add_api_requests("boards", Counter({"200": 1}))
-        store.record_poll("boards", ok=True, started_at=time.time(), duration=0.1, items=0, error=None,
-                          rate_limit_remaining=None)
+        store.record_poll(
+            "boards", ok=True, started_at=time.time(), duration=0.1, items=0, error=None, rate_limit_remaining=None
+        )
         store.set_watermark("boards", "revisions", f"token-{p}")
         cache.refresh()
         idle_cpu.append(time.process_time() - cpu)
-    return {"first": first, "idle_cpu": statistics.median(idle_cpu),
-            "change_wall": statistics.median(change_wall) if change_wall else float("nan"),
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "first": first,
+        "idle_cpu": statistics.median(idle_cpu),
+        "change_wall": statistics.median(change_wall) if change_wall else float("nan"),
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main(n: int = 1_000_000, passes: int = 50) -> None:
@@ -75,13 +89,22 @@ def main(n: int = 1_000_000, passes: int = 50) -> None:
         url = sqlite_store(Path(tmp) / "store.db", n)
         print(f"steady: built a store of {n:,} items in {time.perf_counter() - start:.0f} s")
         # measured in a fresh process, so its peak RSS is the collector's, not the builder's
-        done = subprocess.run([sys.executable, __file__, "--measure", url, str(n), str(passes)], cwd=ROOT,
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--measure", url, str(n), str(passes)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         figures = dict(line.split("=", 1) for line in done.stdout.split())
-    print(f"{'items':>10} {'passes':>6} {'first refresh s':>16} {'idle pass CPU s':>16} {'1% change s':>12} "
-          f"{'RSS high-water MB':>18}")
-    print(f"{n:>10,} {passes:>6} {float(figures['first']):>16.2f} {float(figures['idle_cpu']):>16.3f} "
-          f"{float(figures['change_wall']):>12.2f} {float(figures['peak_mb']):>18.0f}")
+    print(
+        f"{'items':>10} {'passes':>6} {'first refresh s':>16} {'idle pass CPU s':>16} {'1% change s':>12} "
+        f"{'RSS high-water MB':>18}"
+    )
+    print(
+        f"{n:>10,} {passes:>6} {float(figures['first']):>16.2f} {float(figures['idle_cpu']):>16.3f} "
+        f"{float(figures['change_wall']):>12.2f} {float(figures['peak_mb']):>18.0f}"
+    )
     print("targets at 1M items: idle pass < 0.5 CPU s; refresh after a 1% change < 2 s; RSS high-water < 400 MB")
 
 

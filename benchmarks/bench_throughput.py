@@ -48,8 +48,9 @@ def stored_records(store: Store) -> int:
     return sum(len(digest[t]) for t in ("work_items", "state_changes", "changes", "deployments", "links"))
 
 
-def sync(sandbox: SandboxProcess, tmp: Path, name: str, record: dict[str, list[Recorded]] | None = None
-         ) -> tuple[dict[str, tuple[float, float]], int]:
+def sync(
+    sandbox: SandboxProcess, tmp: Path, name: str, record: dict[str, list[Recorded]] | None = None
+) -> tuple[dict[str, tuple[float, float]], int]:
     """A full sync into a fresh store: ((wall, client CPU) seconds per source, records stored)."""
     config = organisation_config(sandbox.url, f"sqlite:///{tmp}/{name}.db")
     store = Store(config.store)
@@ -59,8 +60,10 @@ def sync(sandbox: SandboxProcess, tmp: Path, name: str, record: dict[str, list[R
             log = record.setdefault(source_name, [])
             for client in api_clients(source):
                 client.session.hooks["response"].append(
-                    lambda r, *_a, log=log, **_k: log.append((r.request.method, r.request.body, r.request.url,
-                                                                dict(r.request.headers))))
+                    lambda r, *_a, log=log, **_k: log.append(
+                        (r.request.method, r.request.body, r.request.url, dict(r.request.headers))
+                    )
+                )
     seconds = {}
     for source_name in runner.sources:
         started, cpu = time.perf_counter(), time.process_time()
@@ -111,22 +114,30 @@ def main(work_items: int, with_profile: bool) -> None:
     finally:
         sandbox.stop()
     calls = {name: len(c) for name, c in recorded.items()}
-    print(f"throughput: full sync of the sandbox organisation with {work_items:,} work items: {records:,} records "
-          f"stored from {sum(calls.values()):,} requests")
-    print(f"{'source':<20} {'requests':>9} {'ours s':>8} {'floor s':>8} {'speed vs floor':>15} "
-          f"{'client CPU s: ours':>19} {'floor':>6}")
+    print(
+        f"throughput: full sync of the sandbox organisation with {work_items:,} work items: {records:,} records "
+        f"stored from {sum(calls.values()):,} requests"
+    )
+    print(
+        f"{'source':<20} {'requests':>9} {'ours s':>8} {'floor s':>8} {'speed vs floor':>15} "
+        f"{'client CPU s: ours':>19} {'floor':>6}"
+    )
 
     def row(label: str, n: int, mine: tuple[float, float], bare: tuple[float, float]) -> None:
-        print(f"{label:<20} {n:>9,} {mine[0]:>8.1f} {bare[0]:>8.1f} {bare[0] / mine[0]:>15.2f} {mine[1]:>19.1f} "
-              f"{bare[1]:>6.1f}")
+        print(
+            f"{label:<20} {n:>9,} {mine[0]:>8.1f} {bare[0]:>8.1f} {bare[0] / mine[0]:>15.2f} {mine[1]:>19.1f} "
+            f"{bare[1]:>6.1f}"
+        )
 
     for name in ours:
         row(name, calls[name], ours[name], base[name])
     total = (sum(w for w, _ in ours.values()), sum(c for _, c in ours.values()))
     total_floor = (sum(w for w, _ in base.values()), sum(c for _, c in base.values()))
     row("total", sum(calls.values()), total, total_floor)
-    print(f"ours: {records / total[0]:,.0f} records/s; floor (requests + json.loads only): "
-          f"{records / total_floor[0]:,.0f} records/s; ratio {total_floor[0] / total[0]:.2f} (target >= 0.5)")
+    print(
+        f"ours: {records / total[0]:,.0f} records/s; floor (requests + json.loads only): "
+        f"{records / total_floor[0]:,.0f} records/s; ratio {total_floor[0] / total[0]:.2f} (target >= 0.5)"
+    )
 
 
 def _args(argv: list[str]) -> tuple[int, bool]:

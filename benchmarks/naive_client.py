@@ -54,8 +54,15 @@ def _time(value: Any) -> datetime | None:
 class NaiveClient:
     """Full sync and re-sync of Azure DevOps projects and GitHub repositories, the obvious way."""
 
-    def __init__(self, azure_url: str, github_url: str, token: str, projects: list[str],
-                 repositories: dict[str, str], history: timedelta = timedelta(days=365)) -> None:
+    def __init__(
+        self,
+        azure_url: str,
+        github_url: str,
+        token: str,
+        projects: list[str],
+        repositories: dict[str, str],
+        history: timedelta = timedelta(days=365),
+    ) -> None:
         self.azure_url = azure_url.rstrip("/")
         self.github_url = github_url.rstrip("/")
         self.projects = projects
@@ -77,8 +84,9 @@ class NaiveClient:
         self.since = started
 
     # -- Azure DevOps ----------------------------------------------------------------------------
-    def _ado(self, method: str, path: str, endpoint: str, params: dict[str, Any] | None = None,
-             body: Any = None) -> requests.Response:
+    def _ado(
+        self, method: str, path: str, endpoint: str, params: dict[str, Any] | None = None, body: Any = None
+    ) -> requests.Response:
         params = {**(params or {}), "api-version": API_VERSIONS[endpoint]}
         url = path if path.startswith("http") else f"{self.azure_url}/{path}"
         resp = self.azure.request(method, url, params=params, json=body, timeout=60)
@@ -102,17 +110,23 @@ class NaiveClient:
         self._ado("GET", f"{p}/_apis/wit/workitemtypes", "workitemtypes")
         last_id = 0
         while True:
-            query = ("SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project "
-                     f"AND [System.ChangedDate] >= '{_iso(self.since)}' AND [System.Id] > {last_id} "
-                     "ORDER BY [System.Id]")
-            ids = [w["id"] for w in self._ado("POST", f"{p}/_apis/wit/wiql", "wiql",
-                                               {"timePrecision": "true", "$top": WIQL_TOP},
-                                               {"query": query}).json()["workItems"]]
+            query = (
+                "SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project "
+                f"AND [System.ChangedDate] >= '{_iso(self.since)}' AND [System.Id] > {last_id} "
+                "ORDER BY [System.Id]"
+            )
+            ids = [
+                w["id"]
+                for w in self._ado(
+                    "POST", f"{p}/_apis/wit/wiql", "wiql", {"timePrecision": "true", "$top": WIQL_TOP}, {"query": query}
+                ).json()["workItems"]
+            ]
             for item_id in ids:
                 skip = 0
                 while True:
-                    updates = self._ado("GET", f"{p}/_apis/wit/workItems/{item_id}/updates", "updates",
-                                        {"$top": 200, "$skip": skip}).json()["value"]
+                    updates = self._ado(
+                        "GET", f"{p}/_apis/wit/workItems/{item_id}/updates", "updates", {"$top": 200, "$skip": skip}
+                    ).json()["value"]
                     if len(updates) < 200:
                         break
                     skip += 200
@@ -124,8 +138,9 @@ class NaiveClient:
         p = quote(project)
         envs = f"{p}/_apis/distributedtask/environments"
         for env in self._ado_pages(envs, "environments", {"$top": 1000}):
-            records = self._ado_pages(f"{envs}/{env['id']}/environmentdeploymentrecords",
-                                      "environmentdeploymentrecords", {"top": PER_PAGE})
+            records = self._ado_pages(
+                f"{envs}/{env['id']}/environmentdeploymentrecords", "environmentdeploymentrecords", {"top": PER_PAGE}
+            )
             for record in records:
                 finished = _time(record.get("finishTime"))
                 if record.get("result") not in ("succeeded", "failed") or finished is None or finished < self.since:
@@ -133,9 +148,11 @@ class NaiveClient:
                 build = record["owner"]["id"]
                 self._ado("GET", f"{p}/_apis/build/builds/{build}/changes", "build_changes", {"$top": 1000})
                 self._ado("GET", f"{p}/_apis/build/builds/{build}/workitems", "build_workitems", {"$top": 1000})
-        deployments = self._ado_pages(f"{p}/_apis/release/deployments", "release_deployments",
-                                      {"minStartedTime": _iso(self.since), "queryOrder": "ascending",
-                                       "$top": PER_PAGE})
+        deployments = self._ado_pages(
+            f"{p}/_apis/release/deployments",
+            "release_deployments",
+            {"minStartedTime": _iso(self.since), "queryOrder": "ascending", "$top": PER_PAGE},
+        )
         for deployment in deployments:
             if deployment.get("deploymentStatus") in ("succeeded", "failed", "partiallySucceeded"):
                 self._ado("GET", f"{p}/_apis/release/releases/{deployment['release']['id']}", "release")
@@ -183,8 +200,11 @@ class NaiveClient:
                     shas.append(("production", (ref.get("object") or {}).get("sha"), when))
         else:
             runs = self._gh_all(f"{base}/actions/workflows/{mode.split(':', 1)[1]}/runs", key="workflow_runs")
-            shas = [("production", r["head_sha"], _time(r.get("updated_at"))) for r in reversed(runs)
-                    if r.get("status") == "completed"]
+            shas = [
+                ("production", r["head_sha"], _time(r.get("updated_at")))
+                for r in reversed(runs)
+                if r.get("status") == "completed"
+            ]
         previous: dict[str, str] = {}
         for env, sha, when in shas:
             if when is not None and when >= self.since and sha:

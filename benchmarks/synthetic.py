@@ -12,8 +12,12 @@ from collector.model import Category
 from collector.store import Store
 from collector.table import TableBuilder, WorkItemTable
 
-STATES = (("New", Category.PROPOSED), ("Active", Category.IN_PROGRESS), ("Resolved", Category.RESOLVED),
-          ("Closed", Category.COMPLETED))
+STATES = (
+    ("New", Category.PROPOSED),
+    ("Active", Category.IN_PROGRESS),
+    ("Resolved", Category.RESOLVED),
+    ("Closed", Category.COMPLETED),
+)
 YEAR = 365 * 86400.0
 
 
@@ -42,12 +46,21 @@ def sqlite_store(path: Path, n: int, label_sets: int = 20, seed: int = 1) -> str
     Store(url).close()  # creates the schema
     t = _times(n, seed)
     con = sqlite3.connect(path)
-    con.executemany("INSERT INTO work_items VALUES (?,?,?,?,?,?,?)",
-                    (("boards", str(i), f"ado:{i}", "Fabrikam", f"team-{i % label_sets}", "User Story",
-                       float(t[i, 0])) for i in range(n)))
-    con.executemany("INSERT INTO state_changes VALUES (?,?,?,?,?,?)",
-                    (("boards", str(i), k + 1, float(t[i, k]), STATES[k][0], STATES[k][1].value)
-                     for i in range(n) for k in range(4)))
+    con.executemany(
+        "INSERT INTO work_items VALUES (?,?,?,?,?,?,?)",
+        (
+            ("boards", str(i), f"ado:{i}", "Fabrikam", f"team-{i % label_sets}", "User Story", float(t[i, 0]))
+            for i in range(n)
+        ),
+    )
+    con.executemany(
+        "INSERT INTO state_changes VALUES (?,?,?,?,?,?)",
+        (
+            ("boards", str(i), k + 1, float(t[i, k]), STATES[k][0], STATES[k][1].value)
+            for i in range(n)
+            for k in range(4)
+        ),
+    )
     con.commit()
     con.close()
     return url

@@ -155,12 +155,14 @@ class Timeline:
     differently before and after. tests/collector/test_backfill.py keeps this equal to compute().
     """
 
-    def __init__(self, table: WorkItemTable, changes: Sequence[Change], deployments: Sequence[Deployment],
-                 links: Sequence[Link]) -> None:
+    def __init__(
+        self, table: WorkItemTable, changes: Sequence[Change], deployments: Sequence[Deployment], links: Sequence[Link]
+    ) -> None:
         self.table = table
         delivered = first_deliveries(deployments)
-        self.releases = sorted(work_item_deliveries(links, changes, delivered).items(),
-                               key=lambda kv: kv[1].finished_at)
+        self.releases = sorted(
+            work_item_deliveries(links, changes, delivered).items(), key=lambda kv: kv[1].finished_at
+        )
         self.release_ends = [d.finished_at.timestamp() for _, d in self.releases]
         shipped = change_deliveries(changes, delivered)
         lead_times = []
@@ -174,14 +176,19 @@ class Timeline:
                 lead_times.append((finish, (deployment.source, deployment.service, deployment.environment), value))
         self.lead_times = _by_labels(lead_times)
         self.recoveries = _by_labels([(end, labels, value) for labels, end, value in recoveries(deployments)])
-        events = [(d.finished_at.timestamp(), (d.source, d.service, d.environment,
-                                               "true" if d.production else "false", d.status), 1.0)
-                  for d in deployments]
+        events = [
+            (
+                d.finished_at.timestamp(),
+                (d.source, d.service, d.environment, "true" if d.production else "false", d.status),
+                1.0,
+            )
+            for d in deployments
+        ]
         self.deployments = _by_labels(events)
 
     def figures(self, at: float) -> Figures:
         figures = Figures()
-        releases = dict(self.releases[:bisect.bisect_right(self.release_ends, at)])
+        releases = dict(self.releases[: bisect.bisect_right(self.release_ends, at)])
         _add_work_item_figures(self.table.as_of(at), releases, figures)
         for labels, block in _until(self.lead_times, at):
             figures.change_lead_time.by_labels[labels] = block
@@ -236,8 +243,14 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def backfill(store: Store, settings: Settings, times: Sequence[float], out: TextIO,
-             progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> BackfillResult:
+def backfill(
+    store: Store,
+    settings: Settings,
+    times: Sequence[float],
+    out: TextIO,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
+) -> BackfillResult:
     """Write the figure families at each of ``times`` (ascending) to ``out`` as OpenMetrics.
 
     Steps are independent, so they are computed by ``workers`` forked processes (default: one per
@@ -271,24 +284,37 @@ def backfill(store: Store, settings: Settings, times: Sequence[float], out: Text
     finally:
         _WORK = None
     history.write(out)
-    return BackfillResult(len(times), history.family_count, history.series, history.samples,
-                          time.monotonic() - started)
+    return BackfillResult(len(times), history.family_count, history.series, history.samples, time.monotonic() - started)
 
 
 def create_blocks(openmetrics_file: Path, blocks_dir: Path) -> str:
     """Run ``promtool tsdb create-blocks-from openmetrics``; returns its output."""
     promtool = shutil.which("promtool")
     if not promtool:
-        raise BackfillError("promtool is not on PATH: install Prometheus (it ships promtool) or run "
-                            f"`promtool tsdb create-blocks-from openmetrics {openmetrics_file} {blocks_dir}` "
-                            "where it is installed")
+        raise BackfillError(
+            "promtool is not on PATH: install Prometheus (it ships promtool) or run "
+            f"`promtool tsdb create-blocks-from openmetrics {openmetrics_file} {blocks_dir}` "
+            "where it is installed"
+        )
     blocks_dir.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics",
-                             f"--max-block-duration={MAX_BLOCK_DURATION}", str(openmetrics_file), str(blocks_dir)],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [
+            promtool,
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            f"--max-block-duration={MAX_BLOCK_DURATION}",
+            str(openmetrics_file),
+            str(blocks_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
-        raise BackfillError(f"promtool tsdb create-blocks-from openmetrics failed: "
-                            f"{(result.stderr or result.stdout).strip()[-2000:]}")
+        raise BackfillError(
+            f"promtool tsdb create-blocks-from openmetrics failed: {(result.stderr or result.stdout).strip()[-2000:]}"
+        )
     return result.stdout + result.stderr
 
 
@@ -330,16 +356,20 @@ def run(config: Config, since: str, step: str, out: str, blocks_dir: str | None)
             result = backfill(store, Settings.from_config(config), times, handle, progress)
     finally:
         store.close()
-    print(f"{path}: {result.samples} samples of {result.series} series in {result.families} families, "
-          f"{result.steps} steps from {_iso(times[0]) if times else '-'} to {_iso(times[-1]) if times else '-'} "
-          f"({result.seconds:.1f} s)")
+    print(
+        f"{path}: {result.samples} samples of {result.series} series in {result.families} families, "
+        f"{result.steps} steps from {_iso(times[0]) if times else '-'} to {_iso(times[-1]) if times else '-'} "
+        f"({result.seconds:.1f} s)"
+    )
     if blocks_dir:
         create_blocks(path, Path(blocks_dir))
         print(loading_instructions(Path(blocks_dir), math.ceil(span / 86400) + 30))
     else:
-        print(f"Next: promtool tsdb create-blocks-from openmetrics --max-block-duration={MAX_BLOCK_DURATION} "
-              f"{path} BLOCKS_DIR (or rerun with --prometheus-blocks BLOCKS_DIR), then copy the blocks into "
-              "Prometheus' data directory.")
+        print(
+            f"Next: promtool tsdb create-blocks-from openmetrics --max-block-duration={MAX_BLOCK_DURATION} "
+            f"{path} BLOCKS_DIR (or rerun with --prometheus-blocks BLOCKS_DIR), then copy the blocks into "
+            "Prometheus' data directory."
+        )
     return 0
 
 

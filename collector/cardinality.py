@@ -20,8 +20,15 @@ OTHER = "other"
 #: the labels that carry values from the source's data (``source`` is the config's own name)
 CAPPED = ("project", "team", "type", "environment", "service", "state")
 
-OBSERVATIONS = ("lead_time", "cycle_time", "request_to_release", "change_lead_time", "recovery",
-                "deployment_events", "active_time")
+OBSERVATIONS = (
+    "lead_time",
+    "cycle_time",
+    "request_to_release",
+    "change_lead_time",
+    "recovery",
+    "deployment_events",
+    "active_time",
+)
 _COUNTERS = {
     "state_seconds": ("source", "project", "team", "type", "state", "category"),
     "deployments": ("source", "service", "environment", "production", "status"),
@@ -53,15 +60,17 @@ def cap_labels(figures: Figures, max_values: int) -> tuple[Figures, Counter[tupl
     for key, counts in weights.items():
         if len(counts) > max_values:
             ranked = sorted(counts, key=lambda v: (-counts[v], v))
-            keep[key] = set(ranked[:max_values - 1])  # one place is left for "other"
+            keep[key] = set(ranked[: max_values - 1])  # one place is left for "other"
             capped[key] = len(counts) - len(keep[key])
     if not keep:
         return figures, capped
 
     def fold(names: tuple[str, ...], labels: tuple[str, ...]) -> tuple[str, ...]:
         source = labels[0]
-        return tuple(OTHER if (source, n) in keep and v not in keep[(source, n)] else v
-                     for n, v in zip(names, labels, strict=True))
+        return tuple(
+            OTHER if (source, n) in keep and v not in keep[(source, n)] else v
+            for n, v in zip(names, labels, strict=True)
+        )
 
     out = Figures(rejected=figures.rejected)
     for attr in OBSERVATIONS:

@@ -26,32 +26,55 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cycletime", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--log-format", choices=["auto", "json", "text"], default=None,
-                        help="log as JSON lines or text (default: text on a terminal, JSON otherwise)")
+    common.add_argument(
+        "--log-format",
+        choices=["auto", "json", "text"],
+        default=None,
+        help="log as JSON lines or text (default: text on a terminal, JSON otherwise)",
+    )
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, text in (("serve", "poll on schedule and serve /metrics"), ("sync", "one pass over every source"),
-                       ("metrics", "print the exposition computed from the store"),
-                       ("check-config", "validate the configuration")):
+    for name, text in (
+        ("serve", "poll on schedule and serve /metrics"),
+        ("sync", "one pass over every source"),
+        ("metrics", "print the exposition computed from the store"),
+        ("check-config", "validate the configuration"),
+    ):
         p = sub.add_parser(name, help=text, parents=[common], formatter_class=_Help)
         p.add_argument("--config", required=True, metavar="FILE", help="the YAML configuration")
         if name in ("sync", "serve"):
-            p.add_argument("--wait", action="store_true",
-                           help="wait for another process writing to the same store to finish (default: refuse)")
+            p.add_argument(
+                "--wait",
+                action="store_true",
+                help="wait for another process writing to the same store to finish (default: refuse)",
+            )
         if name == "metrics":
-            p.add_argument("--at", metavar="TIME", type=_parse_at,
-                           help="compute every figure as of TIME: ISO 8601 (2026-06-30T00:00Z) or a duration "
-                                "before now (-30d); default: now")
-    bf = sub.add_parser("backfill", help="the figures of past days as OpenMetrics for promtool (history in "
-                        "Prometheus)", parents=[common], formatter_class=_Help)
+            p.add_argument(
+                "--at",
+                metavar="TIME",
+                type=_parse_at,
+                help="compute every figure as of TIME: ISO 8601 (2026-06-30T00:00Z) or a duration "
+                "before now (-30d); default: now",
+            )
+    bf = sub.add_parser(
+        "backfill",
+        help="the figures of past days as OpenMetrics for promtool (history in Prometheus)",
+        parents=[common],
+        formatter_class=_Help,
+    )
     bf.add_argument("--config", required=True, metavar="FILE", help="the YAML configuration")
     bf.add_argument("--from", dest="since", default="365d", metavar="DURATION", help="how far back (default 365d)")
     bf.add_argument("--step", default="1d", metavar="DURATION", help="one sample per series per step (default 1d)")
     bf.add_argument("--out", required=True, metavar="FILE", help="OpenMetrics file to write")
-    bf.add_argument("--prometheus-blocks", metavar="DIR",
-                    help="also run `promtool tsdb create-blocks-from openmetrics` into DIR")
-    sb = sub.add_parser("sandbox", help="local Azure DevOps + GitHub API server with a seeded organisation",
-                        parents=[common], formatter_class=_Help)
+    bf.add_argument(
+        "--prometheus-blocks", metavar="DIR", help="also run `promtool tsdb create-blocks-from openmetrics` into DIR"
+    )
+    sb = sub.add_parser(
+        "sandbox",
+        help="local Azure DevOps + GitHub API server with a seeded organisation",
+        parents=[common],
+        formatter_class=_Help,
+    )
     sb.add_argument("--host", default="127.0.0.1", help="address to listen on")
     sb.add_argument("--port", type=int, default=8089, help="port to listen on")
     sb.add_argument("--seed", type=int, default=7, help="seed of the generated organisation")
@@ -59,8 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--fault-rate", type=float, default=0.0, help="fraction of API requests answered with a fault")
     sb.add_argument("--malformed", type=int, default=0, help="malformed records mixed into each API's data")
     sb.add_argument("--truth", metavar="FILE", help="write the ground truth as JSON and keep serving")
-    sb.add_argument("--activity", type=float, default=0.0, metavar="SECONDS",
-                    help="add live activity (new items, changes, deployments) every SECONDS; 0: none")
+    sb.add_argument(
+        "--activity",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="add live activity (new items, changes, deployments) every SECONDS; 0: none",
+    )
     return parser
 
 
@@ -69,8 +97,13 @@ class _Help(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default is None or action.default is False or \
-                action.default == argparse.SUPPRESS or not action.option_strings:
+        if (
+            "default" in text
+            or action.default is None
+            or action.default is False
+            or action.default == argparse.SUPPRESS
+            or not action.option_strings
+        ):
             return text
         return f"{text} (default: %(default)s)".strip()
 
@@ -96,8 +129,9 @@ def _parse_at(value: str) -> float:
             return datetime.now(UTC).timestamp() - parse_duration(text[1:]).total_seconds()
         when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except (ValueError, TypeError) as exc:
-        raise argparse.ArgumentTypeError(f"{value!r} is neither an ISO 8601 time nor -<duration> (e.g. -30d): "
-                                         f"{exc}") from None
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither an ISO 8601 time nor -<duration> (e.g. -30d): {exc}"
+        ) from None
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
@@ -131,8 +165,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         redactor.add(secret)
     setup_logging(args.log_format or config.log_format, logging.DEBUG if args.verbose else logging.INFO)
     if args.command == "check-config":
-        print(f"{args.config}: ok ({len(config.sources)} sources: "
-              + ", ".join(f"{s.name} ({s.kind})" for s in config.sources) + ")")
+        print(
+            f"{args.config}: ok ({len(config.sources)} sources: "
+            + ", ".join(f"{s.name} ({s.kind})" for s in config.sources)
+            + ")"
+        )
         return 0
     if args.command == "metrics":
         return _metrics(config, args.at, args.config)
@@ -232,8 +269,11 @@ def _serve(config: Config, wait: bool = False) -> int:
         still_running = scheduler.stop(grace=STOP_GRACE_SECONDS)
         server.shutdown()
         if still_running:
-            log.warning("stopped without waiting for %s (blocked in a network call; its uncommitted batch is "
-                        "discarded and read again next time)", ", ".join(still_running))
+            log.warning(
+                "stopped without waiting for %s (blocked in a network call; its uncommitted batch is "
+                "discarded and read again next time)",
+                ", ".join(still_running),
+            )
         else:
             store.close()
             log.info("stopped")
@@ -244,8 +284,9 @@ def _live_activity(sandbox: Any, every: float, stop: threading.Event) -> None:
     """One step of new work, changes and deployments every ``every`` seconds, until stopped."""
     while not stop.wait(every):
         added = sandbox.add_activity(1)
-        counts = {f"{api} {what}": len(ids) for api in ("azure", "github") for what, ids in added[api][0].items()
-                  if ids}
+        counts = {
+            f"{api} {what}": len(ids) for api in ("azure", "github") for what, ids in added[api][0].items() if ids
+        }
         log.info("sandbox activity: %s", ", ".join(f"{n} {what}" for what, n in counts.items()))
 
 
@@ -255,12 +296,16 @@ def _sandbox(args: argparse.Namespace) -> int:
     try:
         from sandbox.app import Sandbox, SandboxOptions
     except ImportError:
-        print("cycletime sandbox: the sandbox is a development tool, not part of this installation; from a "
-              "source checkout: pip install -e ./sandbox (make demo and make test do)", file=sys.stderr)
+        print(
+            "cycletime sandbox: the sandbox is a development tool, not part of this installation; from a "
+            "source checkout: pip install -e ./sandbox (make demo and make test do)",
+            file=sys.stderr,
+        )
         return 2
 
-    options = SandboxOptions(seed=args.seed, work_items=args.work_items, fault_rate=args.fault_rate,
-                             malformed=args.malformed)
+    options = SandboxOptions(
+        seed=args.seed, work_items=args.work_items, fault_rate=args.fault_rate, malformed=args.malformed
+    )
     sandbox = Sandbox(options, host=args.host, port=args.port)
     if args.truth:
         sandbox.write_truth(Path(args.truth))
@@ -271,8 +316,9 @@ def _sandbox(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     sandbox.start()
     if args.activity > 0:
-        threading.Thread(target=_live_activity, args=(sandbox, args.activity, stop), name="activity",
-                         daemon=True).start()
+        threading.Thread(
+            target=_live_activity, args=(sandbox, args.activity, stop), name="activity", daemon=True
+        ).start()
         print(f"  live activity:                 one step every {args.activity:g} s", flush=True)
     try:
         while not stop.wait(1.0):

@@ -100,8 +100,9 @@ def item_times(item: WorkItem) -> ItemTimes:
     for obs in history:
         at = obs.at.timestamp()
         if at < previous_at:
-            raise Rejected("end_before_start", f"work item {item.native_id}: revision {obs.seq} "
-                                               f"is dated before the one it follows")
+            raise Rejected(
+                "end_before_start", f"work item {item.native_id}: revision {obs.seq} is dated before the one it follows"
+            )
         previous_at = at
         if stays and stays[-1].state == obs.state:
             continue
@@ -169,8 +170,13 @@ _STARTED = [CAT_CODE[c] for c in STARTED_CATEGORIES]
 _WIP = [CAT_CODE[c] for c in WIP_CATEGORIES]
 
 
-def compute(work_items: Iterable[WorkItem] | WorkItemTable, changes: Sequence[Change],
-            deployments: Sequence[Deployment], links: Iterable[Link], as_of: float | None = None) -> Figures:
+def compute(
+    work_items: Iterable[WorkItem] | WorkItemTable,
+    changes: Sequence[Change],
+    deployments: Sequence[Deployment],
+    links: Iterable[Link],
+    as_of: float | None = None,
+) -> Figures:
     """All figures over all history; windowing happens in :func:`window_quantiles`.
 
     ``as_of`` (Unix time) computes the figures as they stood then from what the store holds:
@@ -189,8 +195,13 @@ def compute(work_items: Iterable[WorkItem] | WorkItemTable, changes: Sequence[Ch
     _add_change_lead_times(changes, delivered, figures)
     events: dict[tuple[str, ...], list[float]] = {}
     for deployment in deployments:
-        labels: tuple[str, ...] = (deployment.source, deployment.service, deployment.environment,
-                  "true" if deployment.production else "false", deployment.status)
+        labels: tuple[str, ...] = (
+            deployment.source,
+            deployment.service,
+            deployment.environment,
+            "true" if deployment.production else "false",
+            deployment.status,
+        )
         figures.deployments[labels] += 1
         events.setdefault(labels, []).append(deployment.finished_at.timestamp())
     for labels, ends in events.items():
@@ -301,7 +312,8 @@ def _add_work_item_figures(t: WorkItemTable, releases: dict[str, Deployment], fi
             release = releases[ref]
             released_at = release.finished_at.timestamp()
             r2r.setdefault((*t.labels[t.label_idx[i]], release.environment), []).append(
-                (released_at, released_at - float(t.created[i])))
+                (released_at, released_at - float(t.created[i]))
+            )
     for labels, pairs in r2r.items():
         ends, values = zip(*pairs, strict=True)
         figures.request_to_release.add_many(labels, np.asarray(ends), np.asarray(values))
@@ -379,8 +391,9 @@ class WindowSummary:
     quantiles: dict[float, float]  # empty when count == 0: no sample rather than NaN
 
 
-def window_quantiles(observations: np.ndarray | Sequence[tuple[float, float]], now: float, window: float,
-                     quantiles: Sequence[float]) -> WindowSummary:
+def window_quantiles(
+    observations: np.ndarray | Sequence[tuple[float, float]], now: float, window: float, quantiles: Sequence[float]
+) -> WindowSummary:
     """Exact quantiles of the values whose end event lies in ``(now - window, now]``.
 
     NumPy's default ``linear`` method: linear interpolation between closest ranks.

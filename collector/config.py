@@ -40,8 +40,9 @@ load_kinds()
 if TYPE_CHECKING:
     SourceConfig = SourceConfigBase
 else:
-    SourceConfig = Annotated[functools.reduce(operator.or_, (k.config_model for k in KINDS.values())),
-                             Field(discriminator="kind")]
+    SourceConfig = Annotated[
+        functools.reduce(operator.or_, (k.config_model for k in KINDS.values())), Field(discriminator="kind")
+    ]
 
 
 class BasicAuthConfig(ConfigModel):
@@ -80,8 +81,7 @@ class TLSConfig(ConfigModel):
         blocks = _pem_blocks(path)
         if not any(b.endswith("PRIVATE KEY") for b in blocks):
             if "CERTIFICATE" in blocks:
-                raise ValueError(f"{path} holds a certificate, not a private key: are cert_file and key_file "
-                                 "swapped?")
+                raise ValueError(f"{path} holds a certificate, not a private key: are cert_file and key_file swapped?")
             raise ValueError(f"{path} is not a PEM private key (no -----BEGIN PRIVATE KEY----- block)")
         cert = info.data.get("cert_file")
         if cert:
@@ -112,21 +112,32 @@ MIN_POLL_INTERVAL = timedelta(seconds=30)
 
 class Config(ConfigModel):
     listen: str = Field("0.0.0.0:9184", pattern=r"^\[?[\w.:-]*\]?:\d{1,5}$")
-    store: str = Field("sqlite:///var/lib/cycletime/cycletime.db", pattern=r"^(sqlite|postgresql)[+\w]*://",
-                       description="sqlite:///PATH or postgresql://USER:PASS@HOST/DB")
-    poll_interval: Duration = Field(timedelta(minutes=5), description="How often each source is polled; "
-                                    "at least 30s unless allow_short_poll_interval is set.")
-    allow_short_poll_interval: bool = Field(False, description="Accept poll intervals under 30s (sandboxes and "
-                                            "tests; real APIs' rate limits need minutes).")
+    store: str = Field(
+        "sqlite:///var/lib/cycletime/cycletime.db",
+        pattern=r"^(sqlite|postgresql)[+\w]*://",
+        description="sqlite:///PATH or postgresql://USER:PASS@HOST/DB",
+    )
+    poll_interval: Duration = Field(
+        timedelta(minutes=5),
+        description="How often each source is polled; at least 30s unless allow_short_poll_interval is set.",
+    )
+    allow_short_poll_interval: bool = Field(
+        False, description="Accept poll intervals under 30s (sandboxes and tests; real APIs' rate limits need minutes)."
+    )
     history: Duration = timedelta(days=365)
-    windows: list[Duration] = Field(default=[timedelta(days=7), timedelta(days=30), timedelta(days=90)],
-                                    min_length=1)
+    windows: list[Duration] = Field(default=[timedelta(days=7), timedelta(days=30), timedelta(days=90)], min_length=1)
     quantiles: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default=[0.5, 0.85, 0.95], min_length=1)
     log_format: Literal["auto", "json", "text"] = "auto"
-    max_label_values: int = Field(200, ge=1, le=100_000, description=(
-        "Distinct values per label per source that /metrics publishes; the rarest beyond it fold into "
-        "'other' (counted in cycletime_label_values_capped_total), so 10,000 area paths cannot blow up "
-        "Prometheus."))
+    max_label_values: int = Field(
+        200,
+        ge=1,
+        le=100_000,
+        description=(
+            "Distinct values per label per source that /metrics publishes; the rarest beyond it fold into "
+            "'other' (counted in cycletime_label_values_capped_total), so 10,000 area paths cannot blow up "
+            "Prometheus."
+        ),
+    )
     web: WebConfig = WebConfig()
     sources: list[SourceConfig] = Field(min_length=1)
 
@@ -145,10 +156,14 @@ class Config(ConfigModel):
         if self.allow_short_poll_interval:
             return []
         found = [("poll_interval", self.poll_interval)] + [
-            (f"sources[{i}].poll_interval", s.poll_interval) for i, s in enumerate(self.sources) if s.poll_interval]
-        return [f"{path}: {format_duration(value)} is under the minimum of {format_duration(MIN_POLL_INTERVAL)} "
-                "(every poll spends API rate limit); use a longer interval or set allow_short_poll_interval: true"
-                for path, value in found if value < MIN_POLL_INTERVAL]
+            (f"sources[{i}].poll_interval", s.poll_interval) for i, s in enumerate(self.sources) if s.poll_interval
+        ]
+        return [
+            f"{path}: {format_duration(value)} is under the minimum of {format_duration(MIN_POLL_INTERVAL)} "
+            "(every poll spends API rate limit); use a longer interval or set allow_short_poll_interval: true"
+            for path, value in found
+            if value < MIN_POLL_INTERVAL
+        ]
 
     def interval_of(self, source: SourceConfigBase) -> timedelta:
         return source.poll_interval or self.poll_interval
@@ -172,6 +187,7 @@ def _substitute(node: Any, path: str, env: dict[str, str], errors: list[str]) ->
     if isinstance(node, list):
         return [_substitute(v, f"{path}[{i}]", env, errors) for i, v in enumerate(node)]
     if isinstance(node, str):
+
         def replace(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
             if name in env:
@@ -180,6 +196,7 @@ def _substitute(node: Any, path: str, env: dict[str, str], errors: list[str]) ->
                 return default
             errors.append(f"{path or '<root>'}: environment variable {name} is not set")
             return ""
+
         return _ENV.sub(replace, node)
     return node
 
@@ -209,8 +226,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             try:
                 if key in first_line:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}: first at line {first_line[key]}, again at line {line}",
-                        key_node.start_mark)
+                        None,
+                        None,
+                        f"duplicate key {key!r}: first at line {first_line[key]}, again at line {line}",
+                        key_node.start_mark,
+                    )
                 first_line[key] = line
             except TypeError:
                 continue  # an unhashable key: the base constructor reports it

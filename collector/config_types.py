@@ -70,8 +70,13 @@ Duration = Annotated[
     timedelta,
     BeforeValidator(_config_duration),
     PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d|w|y)$",
-                    "description": "duration: number + unit (ms, s, m, h, d, w, y), e.g. 5m, 30d"}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d|w|y)$",
+            "description": "duration: number + unit (ms, s, m, h, d, w, y), e.g. 5m, 30d",
+        }
+    ),
 ]
 
 Name = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_-]*$", max_length=64)]

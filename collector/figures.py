@@ -42,8 +42,12 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
-        return cls(tuple((format_duration(w), w.total_seconds()) for w in config.windows),
-                   tuple(config.quantiles), tuple(s.name for s in config.sources), config.max_label_values)
+        return cls(
+            tuple((format_duration(w), w.total_seconds()) for w in config.windows),
+            tuple(config.quantiles),
+            tuple(s.name for s in config.sources),
+            config.max_label_values,
+        )
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,12 @@ class StoreHealth:
 
     @classmethod
     def read(cls, store: Store, statuses: Mapping[str, SourceStatus] | None = None) -> StoreHealth:
-        return cls(store.statuses() if statuses is None else statuses, store.poll_histograms(),
-                   store.api_request_counts(), store.rejection_counts())
+        return cls(
+            store.statuses() if statuses is None else statuses,
+            store.poll_histograms(),
+            store.api_request_counts(),
+            store.rejection_counts(),
+        )
 
     # the Store's own method names, so self-metrics read either
     def statuses(self) -> Mapping[str, SourceStatus]:
@@ -175,8 +183,10 @@ def trend(figures: Figures, now: float, months: int = TREND_MONTHS) -> tuple[Mon
 
 
 def headline(figures: Figures, now: float) -> Headline:
-    projects = [ProjectFigure(project, *_p85(data, now))
-                for project, data in pooled(figures.request_to_release, lambda labels: labels[1]).items()]
+    projects = [
+        ProjectFigure(project, *_p85(data, now))
+        for project, data in pooled(figures.request_to_release, lambda labels: labels[1]).items()
+    ]
     projects.sort(key=lambda p: (-(p.p85 if p.p85 is not None else -1.0), p.project))
     names = figures.deployment_events.label_names
     production, status = names.index("production"), names.index("status")
@@ -203,8 +213,14 @@ def _empty(now: float) -> Snapshot:
 class FigureCache:
     """Recomputes the figures when the store's data changed or the windows need to slide on."""
 
-    def __init__(self, store: Store, settings: Settings, clock: Callable[[], float] = time.time,
-                 max_age: float = 60.0, as_of: float | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        max_age: float = 60.0,
+        as_of: float | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         #: a pinned clock (``cycletime metrics --at``): every figure as of that time

@@ -42,8 +42,11 @@ class Redactor:
     def add(self, secret: str | None) -> None:
         if not secret or len(secret) < 4:
             return
-        forms = {secret, base64.b64encode(f":{secret}".encode()).decode(),
-                 base64.b64encode(f"x:{secret}".encode()).decode()}
+        forms = {
+            secret,
+            base64.b64encode(f":{secret}".encode()).decode(),
+            base64.b64encode(f"x:{secret}".encode()).decode(),
+        }
         self._needles.extend(sorted(forms - set(self._needles), key=len, reverse=True))
 
     def __call__(self, text: object) -> str:
@@ -135,11 +138,19 @@ class ApiClient:
     so the sandbox tests can use short resets without changing behaviour.
     """
 
-    def __init__(self, source: str, base_url: str, auth: str | None, *, secrets: Iterable[str] = (),
-                 telemetry: ApiTelemetry | None = None, policy: RetryPolicy | None = None,
-                 headers: dict[str, str] | None = None,
-                 sleep: Callable[[float], None] = time.sleep,
-                 budget_only_while_throttled: bool = False) -> None:
+    def __init__(
+        self,
+        source: str,
+        base_url: str,
+        auth: str | None,
+        *,
+        secrets: Iterable[str] = (),
+        telemetry: ApiTelemetry | None = None,
+        policy: RetryPolicy | None = None,
+        headers: dict[str, str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        budget_only_while_throttled: bool = False,
+    ) -> None:
         self.source = source
         #: Azure DevOps sends ``X-RateLimit-*`` only while it delays or blocks a caller: an answer
         #: without them means the budget is no longer short (GitHub sends them on every answer)
@@ -162,14 +173,21 @@ class ApiClient:
             return path_or_url
         return f"{self.base_url}/{path_or_url.lstrip('/')}"
 
-    def get_json(self, path_or_url: str, params: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> tuple[Any, requests.Response]:
+    def get_json(
+        self, path_or_url: str, params: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[Any, requests.Response]:
         """GET and decode JSON, retrying truncated or non-JSON bodies like a transient error."""
         return self.request_json("GET", path_or_url, params=params, headers=headers)
 
-    def request_json(self, method: str, path_or_url: str, *, params: dict[str, Any] | None = None,
-                     headers: dict[str, str] | None = None, json_body: Any = None
-                     ) -> tuple[Any, requests.Response]:
+    def request_json(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        json_body: Any = None,
+    ) -> tuple[Any, requests.Response]:
         last: Exception | None = None
         for attempt in range(self.policy.attempts):
             resp = self.request(method, path_or_url, params=params, headers=headers, json_body=json_body)
@@ -178,8 +196,9 @@ class ApiClient:
             try:
                 return resp.json(), resp
             except RecursionError:
-                raise SourceError(f"{self.source}: answer from {REDACT(self._path(path_or_url))} is nested too "
-                                  f"deeply to be real JSON") from None
+                raise SourceError(
+                    f"{self.source}: answer from {REDACT(self._path(path_or_url))} is nested too deeply to be real JSON"
+                ) from None
             except (ValueError, json.JSONDecodeError) as exc:
                 if resp.status_code >= 400:
                     return None, resp  # an error status with an empty or HTML body: the caller reports the status
@@ -188,13 +207,24 @@ class ApiClient:
                     # Azure DevOps answers a bad PAT with 203 + a sign-in page instead of 401
                     raise AuthError(f"{self.source}: got a sign-in page instead of JSON; check the token") from None
                 last = exc
-                log.warning("source=%s truncated or invalid JSON from %s (attempt %d)", self.source,
-                            REDACT(self._path(path_or_url)), attempt + 1)
+                log.warning(
+                    "source=%s truncated or invalid JSON from %s (attempt %d)",
+                    self.source,
+                    REDACT(self._path(path_or_url)),
+                    attempt + 1,
+                )
                 self._backoff(attempt)
         raise SourceError(f"{self.source}: invalid JSON from {REDACT(self._path(path_or_url))}: {last}")
 
-    def request(self, method: str, path_or_url: str, *, params: dict[str, Any] | None = None,
-                headers: dict[str, str] | None = None, json_body: Any = None) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        json_body: Any = None,
+    ) -> requests.Response:
         """One logical request: retried on transient failures, rate limits waited out."""
         url = self.url(path_or_url)
         last_error = ""
@@ -204,8 +234,14 @@ class ApiClient:
             except requests.RequestException as exc:
                 self.telemetry.count("error")
                 last_error = describe(exc)
-                log.warning("source=%s %s %s failed: %s (attempt %d)", self.source, method,
-                            REDACT(self._path(url)), REDACT(exc), attempt + 1)
+                log.warning(
+                    "source=%s %s %s failed: %s (attempt %d)",
+                    self.source,
+                    method,
+                    REDACT(self._path(url)),
+                    REDACT(exc),
+                    attempt + 1,
+                )
                 self._backoff(attempt)
                 continue
             self.telemetry.count(str(resp.status_code))
@@ -216,38 +252,49 @@ class ApiClient:
             if wait is not None:
                 if wait > self.policy.max_rate_limit_wait:
                     raise RateLimited(f"{self.source}: rate limited for {wait:.0f}s, more than we wait")
-                log.warning("source=%s rate limited (HTTP %d); sleeping %.1fs", self.source,
-                            resp.status_code, wait)
+                log.warning("source=%s rate limited (HTTP %d); sleeping %.1fs", self.source, resp.status_code, wait)
                 self._sleep(wait)
                 continue
             if resp.status_code in TRANSIENT_STATUS:
                 last_error = f"HTTP {resp.status_code}"
-                log.warning("source=%s %s %s answered %d (attempt %d)", self.source, method,
-                            REDACT(self._path(url)), resp.status_code, attempt + 1)
+                log.warning(
+                    "source=%s %s %s answered %d (attempt %d)",
+                    self.source,
+                    method,
+                    REDACT(self._path(url)),
+                    resp.status_code,
+                    attempt + 1,
+                )
                 self._backoff(attempt)
                 continue
             # Azure DevOps may ask us to slow down on a successful answer: honour it, keep the data
             if 200 <= resp.status_code < 300 and resp.headers.get("Retry-After"):
                 self._sleep(_seconds(resp.headers["Retry-After"]) or 0.0)
             return resp
-        raise SourceError(f"{self.source}: {method} {REDACT(self._path(url))} failed after "
-                          f"{self.policy.attempts} attempts ({last_error})")
+        raise SourceError(
+            f"{self.source}: {method} {REDACT(self._path(url))} failed after "
+            f"{self.policy.attempts} attempts ({last_error})"
+        )
 
-    def _fetch(self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str] | None,
-               json_body: Any) -> requests.Response:
+    def _fetch(
+        self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str] | None, json_body: Any
+    ) -> requests.Response:
         """Send and read the whole body now (so a cut connection is retried here), within the
         overall deadline and the size cap."""
         started = time.monotonic()
-        resp = self.session.request(method, url, params=params, headers=headers, json=json_body,
-                                    timeout=self.policy.timeout, stream=True)
+        resp = self.session.request(
+            method, url, params=params, headers=headers, json=json_body, timeout=self.policy.timeout, stream=True
+        )
         try:
             declared = int(resp.headers.get("Content-Length") or 0)
         except ValueError:
             declared = 0
         if declared > self.policy.max_body_bytes:
             resp.close()
-            raise AnswerTooLarge(f"{self.source}: {method} {REDACT(self._path(url))} announced {declared} bytes, "
-                                 f"more than the {self.policy.max_body_bytes} we read")
+            raise AnswerTooLarge(
+                f"{self.source}: {method} {REDACT(self._path(url))} announced {declared} bytes, "
+                f"more than the {self.policy.max_body_bytes} we read"
+            )
         body = bytearray()
         # read1 returns whatever has arrived, so the deadline is checked even while a server trickles
         read = getattr(resp.raw, "read1", None)
@@ -256,8 +303,10 @@ class ApiClient:
             body += chunk
             if len(body) > self.policy.max_body_bytes:
                 resp.close()
-                raise AnswerTooLarge(f"{self.source}: {method} {REDACT(self._path(url))} sent more than "
-                                     f"{self.policy.max_body_bytes} bytes")
+                raise AnswerTooLarge(
+                    f"{self.source}: {method} {REDACT(self._path(url))} sent more than "
+                    f"{self.policy.max_body_bytes} bytes"
+                )
             if time.monotonic() - started > self.policy.deadline:
                 resp.close()
                 raise _DeadlineExceeded(f"no complete answer within {self.policy.deadline:.0f}s")

@@ -20,8 +20,10 @@ def first_deliveries(deployments: Iterable[Deployment]) -> dict[str, Deployment]
     the order the store returned rows in.
     """
     delivered: dict[str, Deployment] = {}
-    ordered = sorted((d for d in deployments if d.production and d.status == "success"),
-                     key=lambda d: (d.finished_at, d.source, d.native_id))
+    ordered = sorted(
+        (d for d in deployments if d.production and d.status == "success"),
+        key=lambda d: (d.finished_at, d.source, d.native_id),
+    )
     for deployment in ordered:
         for ref in deployment.contains:
             delivered.setdefault(ref, deployment)
@@ -39,8 +41,10 @@ def earliest(refs: Iterable[str], delivered: dict[str, Deployment]) -> Deploymen
     best: Deployment | None = None
     for ref in refs:
         found = delivered.get(ref)
-        if found is not None and (best is None or (found.finished_at, found.source, found.native_id)
-                                  < (best.finished_at, best.source, best.native_id)):
+        if found is not None and (
+            best is None
+            or (found.finished_at, found.source, found.native_id) < (best.finished_at, best.source, best.native_id)
+        ):
             best = found
     return best
 
@@ -55,8 +59,9 @@ def change_deliveries(changes: Iterable[Change], delivered: dict[str, Deployment
     return out
 
 
-def work_item_deliveries(links: Iterable[Link], changes: Iterable[Change],
-                         delivered: dict[str, Deployment]) -> dict[str, Deployment]:
+def work_item_deliveries(
+    links: Iterable[Link], changes: Iterable[Change], delivered: dict[str, Deployment]
+) -> dict[str, Deployment]:
     """work item ref → the first production deployment containing anything linked to it.
 
     A link may come from any source (a GitHub PR mentioning ``AB#123`` links an Azure Boards

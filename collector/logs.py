@@ -22,10 +22,14 @@ class _RedactingFormatter(logging.Formatter):
         if not self.as_json:
             ts = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             return f"{ts} {record.levelname:<7} {record.name}: {message}"
-        return json.dumps({
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(), "logger": record.name, "msg": message,
-        })
+        return json.dumps(
+            {
+                "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "msg": message,
+            }
+        )
 
 
 def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:

@@ -45,9 +45,13 @@ class Runner:
         self.sources, self.telemetry = {}, {}
         for cfg in self.config.sources:
             telemetry = ApiTelemetry()
-            ctx = SourceContext(history=self.config.history, telemetry=telemetry,
-                                progress=functools.partial(self._progress_of, cfg.name),
-                                sleep=self._interruptible_sleep, should_stop=self.stop.is_set)
+            ctx = SourceContext(
+                history=self.config.history,
+                telemetry=telemetry,
+                progress=functools.partial(self._progress_of, cfg.name),
+                sleep=self._interruptible_sleep,
+                should_stop=self.stop.is_set,
+            )
             self.sources[cfg.name] = SOURCES[cfg.kind](cfg, ctx)
             self.telemetry[cfg.name] = telemetry
         self._locks = {name: threading.Lock() for name in self.sources}
@@ -99,9 +103,16 @@ class Runner:
         items = report.items if report else 0
         try:
             self.store.add_api_requests(name, telemetry.take())
-            self.store.record_poll(name, ok=ok, started_at=started, duration=duration, items=items, error=shown,
-                                   rate_limit_remaining=telemetry.rate_limit_remaining,
-                                   rate_limit_expired=telemetry.rate_limit_expired)
+            self.store.record_poll(
+                name,
+                ok=ok,
+                started_at=started,
+                duration=duration,
+                items=items,
+                error=shown,
+                rate_limit_remaining=telemetry.rate_limit_remaining,
+                rate_limit_expired=telemetry.rate_limit_expired,
+            )
             if error is None or not error.startswith("store unavailable"):
                 self.store.note_success()
         except STORE_ERRORS as exc:
@@ -113,8 +124,11 @@ class Runner:
             log.error("source=%s pass failed after %.1fs: %s", name, duration, error)
         return PassResult(name, ok, duration, items, error, report)
 
-    def run_all(self, started: Callable[[str], None] = lambda name: None,
-                finished: Callable[[PassResult], None] = lambda result: None) -> list[PassResult]:
+    def run_all(
+        self,
+        started: Callable[[str], None] = lambda name: None,
+        finished: Callable[[PassResult], None] = lambda result: None,
+    ) -> list[PassResult]:
         """One pass of every source in turn (``cycletime sync``), until asked to stop."""
         results = []
         for name in self.sources:

@@ -87,7 +87,14 @@ def build_scheduler(runner: Runner, after_pass: Callable[[PassResult], None]) ->
         def job(name: str = cfg.name) -> None:
             after_pass(runner.run(name))
 
-        scheduler.add_job(job, IntervalTrigger(seconds=interval, jitter=min(60, int(interval * 0.1))),
-                          id=cfg.name, name=f"poll {cfg.name}", max_instances=1, coalesce=True,
-                          next_run_time=datetime.now(UTC), misfire_grace_time=int(interval))
+        scheduler.add_job(
+            job,
+            IntervalTrigger(seconds=interval, jitter=min(60, int(interval * 0.1))),
+            id=cfg.name,
+            name=f"poll {cfg.name}",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+            misfire_grace_time=int(interval),
+        )
     return scheduler

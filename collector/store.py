@@ -39,11 +39,13 @@ POLL_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, float("inf"))
 
 metadata = sa.MetaData()
 
-meta = sa.Table("meta", metadata, sa.Column("key", sa.String(64), primary_key=True),
-                sa.Column("value", sa.Text, nullable=False))
+meta = sa.Table(
+    "meta", metadata, sa.Column("key", sa.String(64), primary_key=True), sa.Column("value", sa.Text, nullable=False)
+)
 
 work_items = sa.Table(
-    "work_items", metadata,
+    "work_items",
+    metadata,
     sa.Column("source", sa.String(64), primary_key=True),
     sa.Column("native_id", sa.String(255), primary_key=True),
     sa.Column("ref", sa.String(255), nullable=False, index=True),
@@ -54,7 +56,8 @@ work_items = sa.Table(
 )
 
 state_changes = sa.Table(
-    "state_changes", metadata,
+    "state_changes",
+    metadata,
     sa.Column("source", sa.String(64), primary_key=True),
     sa.Column("work_item_id", sa.String(255), primary_key=True),
     sa.Column("seq", sa.BigInteger, primary_key=True),
@@ -64,7 +67,8 @@ state_changes = sa.Table(
 )
 
 changes = sa.Table(
-    "changes", metadata,
+    "changes",
+    metadata,
     sa.Column("source", sa.String(64), primary_key=True),
     sa.Column("native_id", sa.String(255), primary_key=True),
     sa.Column("ref", sa.String(255), nullable=False),
@@ -76,7 +80,8 @@ changes = sa.Table(
 )
 
 deployments = sa.Table(
-    "deployments", metadata,
+    "deployments",
+    metadata,
     sa.Column("source", sa.String(64), primary_key=True),
     sa.Column("native_id", sa.String(255), primary_key=True),
     sa.Column("service", sa.String(255), nullable=False),
@@ -90,21 +95,24 @@ deployments = sa.Table(
 )
 
 links = sa.Table(
-    "links", metadata,
+    "links",
+    metadata,
     sa.Column("source", sa.String(64), primary_key=True),
     sa.Column("work_item", sa.String(255), primary_key=True),
     sa.Column("target", sa.String(255), primary_key=True),
 )
 
 rejections = sa.Table(
-    "rejections", metadata,
+    "rejections",
+    metadata,
     sa.Column("source", sa.String(64), primary_key=True),
     sa.Column("record_id", sa.String(255), primary_key=True),
     sa.Column("reason", sa.String(64), primary_key=True),
 )
 
 watermarks = sa.Table(
-    "watermarks", metadata,
+    "watermarks",
+    metadata,
     sa.Column("source", sa.String(64), primary_key=True),
     sa.Column("stream", sa.String(255), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
@@ -112,14 +120,16 @@ watermarks = sa.Table(
 )
 
 api_requests = sa.Table(
-    "api_requests", metadata,
+    "api_requests",
+    metadata,
     sa.Column("source", sa.String(64), primary_key=True),
     sa.Column("code", sa.String(16), primary_key=True),
     sa.Column("count", sa.BigInteger, nullable=False),
 )
 
 poll_durations = sa.Table(
-    "poll_durations", metadata,
+    "poll_durations",
+    metadata,
     sa.Column("source", sa.String(64), primary_key=True),
     sa.Column("bucket", sa.Integer, primary_key=True),  # index into POLL_BUCKETS; -1 holds the sum
     sa.Column("count", sa.BigInteger, nullable=False),
@@ -127,7 +137,8 @@ poll_durations = sa.Table(
 )
 
 source_status = sa.Table(
-    "source_status", metadata,
+    "source_status",
+    metadata,
     sa.Column("source", sa.String(64), primary_key=True),
     sa.Column("ok", sa.Boolean, nullable=False),
     sa.Column("last_attempt", sa.Float, nullable=False),
@@ -236,8 +247,10 @@ class Store:
                 row = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).first()
                 current = int(row[0]) if row else 0
                 if current > SCHEMA_VERSION:
-                    raise StoreError(f"the store has schema version {current}, newer than this "
-                                     f"collector's {SCHEMA_VERSION}; upgrade the collector")
+                    raise StoreError(
+                        f"the store has schema version {current}, newer than this "
+                        f"collector's {SCHEMA_VERSION}; upgrade the collector"
+                    )
                 for version in range(current + 1, SCHEMA_VERSION + 1):
                     MIGRATIONS[version](conn)
                 if current != SCHEMA_VERSION:
@@ -346,8 +359,15 @@ class Store:
         return int(value or 0)
 
     # -- writes -----------------------------------------------------------------------------
-    def commit(self, source: str, batch: Batch, *, stream: str | None = None,
-               watermark: str | None = None, before_commit: Callable[[], None] | None = None) -> None:
+    def commit(
+        self,
+        source: str,
+        batch: Batch,
+        *,
+        stream: str | None = None,
+        watermark: str | None = None,
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
         """Write a batch and (optionally) the watermark it reaches, atomically.
 
         ``before_commit`` runs inside the transaction just before it commits; tests use it to
@@ -356,8 +376,12 @@ class Store:
         with self.engine.begin() as conn:
             self._write_batch(conn, source, batch)
             if stream is not None and watermark is not None:
-                self._upsert(conn, watermarks, [{"source": source, "stream": stream, "value": watermark,
-                                                 "updated_at": time.time()}], ["source", "stream"])
+                self._upsert(
+                    conn,
+                    watermarks,
+                    [{"source": source, "stream": stream, "value": watermark, "updated_at": time.time()}],
+                    ["source", "stream"],
+                )
             if batch.work_items or batch.changes or batch.deployments or batch.links or batch.rejections:
                 self._bump_data_version(conn)
             if before_commit is not None:
@@ -376,6 +400,7 @@ class Store:
         PostgreSQL refuses a 256-character team label (and with it the whole batch); SQLite would
         store it silently. Either way the record is not trustworthy, so it is counted instead.
         """
+
         def fits(*values: str | None) -> bool:
             return all(v is None or len(v) <= MAX_TEXT for v in values)
 
@@ -386,44 +411,112 @@ class Store:
                 too_long.append(Rejection(source, native_id[:MAX_TEXT], "value_too_long"))
             return ok
 
-        items = [w for w in batch.work_items if keep(w.native_id, fits(w.native_id, w.ref, w.project, w.team, w.type)
-                                                     and all(fits(h.work_item_id, h.state) for h in w.history))]
+        items = [
+            w
+            for w in batch.work_items
+            if keep(
+                w.native_id,
+                fits(w.native_id, w.ref, w.project, w.team, w.type)
+                and all(fits(h.work_item_id, h.state) for h in w.history),
+            )
+        ]
         kept_changes = [c for c in batch.changes if keep(c.native_id, fits(c.native_id, c.ref, c.service))]
-        kept_deployments = [d for d in batch.deployments
-                            if keep(d.native_id, fits(d.native_id, d.service, d.environment, d.sha))]
+        kept_deployments = [
+            d for d in batch.deployments if keep(d.native_id, fits(d.native_id, d.service, d.environment, d.sha))
+        ]
         kept_links = [link for link in batch.links if keep(link.work_item, fits(link.work_item, link.target))]
         if not too_long:
             return batch
-        return Batch(items, kept_changes, kept_deployments, kept_links, [*batch.rejections, *too_long],
-                     batch.replace_history)
+        return Batch(
+            items, kept_changes, kept_deployments, kept_links, [*batch.rejections, *too_long], batch.replace_history
+        )
 
     def _write_batch(self, conn: Connection, source: str, batch: Batch) -> None:
         batch = self._within_limits(source, batch)
-        items = [{"source": source, "native_id": w.native_id, "ref": w.ref, "project": w.project,
-                  "team": w.team, "type": w.type, "created_at": _ts(w.created_at)} for w in batch.work_items]
+        items = [
+            {
+                "source": source,
+                "native_id": w.native_id,
+                "ref": w.ref,
+                "project": w.project,
+                "team": w.team,
+                "type": w.type,
+                "created_at": _ts(w.created_at),
+            }
+            for w in batch.work_items
+        ]
         self._upsert(conn, work_items, items, ["source", "native_id"])
         if batch.replace_history and batch.work_items:
             ids = [w.native_id for w in batch.work_items]
             for chunk in _chunks(ids, 500):
-                conn.execute(state_changes.delete().where(state_changes.c.source == source)
-                             .where(state_changes.c.work_item_id.in_(chunk)))
-        history = [{"source": source, "work_item_id": s.work_item_id, "seq": s.seq, "at": _ts(s.at),
-                    "state": s.state, "category": s.category.value}
-                   for w in batch.work_items for s in w.history]
+                conn.execute(
+                    state_changes.delete()
+                    .where(state_changes.c.source == source)
+                    .where(state_changes.c.work_item_id.in_(chunk))
+                )
+        history = [
+            {
+                "source": source,
+                "work_item_id": s.work_item_id,
+                "seq": s.seq,
+                "at": _ts(s.at),
+                "state": s.state,
+                "category": s.category.value,
+            }
+            for w in batch.work_items
+            for s in w.history
+        ]
         self._upsert(conn, state_changes, history, ["source", "work_item_id", "seq"])
-        self._upsert(conn, changes, [
-            {"source": source, "native_id": c.native_id, "ref": c.ref, "service": c.service, "kind": c.kind,
-             "first_commit_at": _ts(c.first_commit_at), "merged_at": _ts(c.merged_at),
-             "commits": json.dumps(sorted(set(c.commits)))} for c in batch.changes], ["source", "native_id"])
-        self._upsert(conn, deployments, [
-            {"source": source, "native_id": d.native_id, "service": d.service, "environment": d.environment,
-             "production": d.production, "status": d.status, "started_at": _ts(d.started_at),
-             "finished_at": _ts(d.finished_at), "sha": d.sha, "contains": json.dumps(sorted(set(d.contains)))}
-            for d in batch.deployments], ["source", "native_id"])
-        self._upsert(conn, links, [{"source": source, "work_item": link.work_item, "target": link.target}
-                                   for link in batch.links], ["source", "work_item", "target"])
-        self._upsert(conn, rejections, [{"source": source, "record_id": r.record_id[:255], "reason": r.reason}
-                                        for r in batch.rejections], ["source", "record_id", "reason"])
+        self._upsert(
+            conn,
+            changes,
+            [
+                {
+                    "source": source,
+                    "native_id": c.native_id,
+                    "ref": c.ref,
+                    "service": c.service,
+                    "kind": c.kind,
+                    "first_commit_at": _ts(c.first_commit_at),
+                    "merged_at": _ts(c.merged_at),
+                    "commits": json.dumps(sorted(set(c.commits))),
+                }
+                for c in batch.changes
+            ],
+            ["source", "native_id"],
+        )
+        self._upsert(
+            conn,
+            deployments,
+            [
+                {
+                    "source": source,
+                    "native_id": d.native_id,
+                    "service": d.service,
+                    "environment": d.environment,
+                    "production": d.production,
+                    "status": d.status,
+                    "started_at": _ts(d.started_at),
+                    "finished_at": _ts(d.finished_at),
+                    "sha": d.sha,
+                    "contains": json.dumps(sorted(set(d.contains))),
+                }
+                for d in batch.deployments
+            ],
+            ["source", "native_id"],
+        )
+        self._upsert(
+            conn,
+            links,
+            [{"source": source, "work_item": link.work_item, "target": link.target} for link in batch.links],
+            ["source", "work_item", "target"],
+        )
+        self._upsert(
+            conn,
+            rejections,
+            [{"source": source, "record_id": r.record_id[:255], "reason": r.reason} for r in batch.rejections],
+            ["source", "record_id", "reason"],
+        )
 
     def set_watermark(self, source: str, stream: str, value: str) -> None:
         self.commit(source, Batch(), stream=stream, watermark=value)
@@ -435,52 +528,95 @@ class Store:
         with self.engine.begin() as conn:
             self._upsert(conn, api_requests, rows, ["source", "code"], add=["count"])
 
-    def record_poll(self, source: str, *, ok: bool, started_at: float, duration: float, items: int,
-                    error: str | None, rate_limit_remaining: float | None,
-                    rate_limit_expired: bool = False) -> None:
+    def record_poll(
+        self,
+        source: str,
+        *,
+        ok: bool,
+        started_at: float,
+        duration: float,
+        items: int,
+        error: str | None,
+        rate_limit_remaining: float | None,
+        rate_limit_expired: bool = False,
+    ) -> None:
         """One pass's outcome. Without a budget the last one is kept (a pass may make no request),
         unless the API said it no longer applies (``rate_limit_expired``)."""
         bucket = next(i for i, le in enumerate(POLL_BUCKETS) if duration <= le)
         with self.engine.begin() as conn:
-            self._upsert(conn, poll_durations, [
-                {"source": source, "bucket": bucket, "count": 1, "sum": 0.0},
-                {"source": source, "bucket": -1, "count": 1, "sum": duration},
-            ], ["source", "bucket"], add=["count", "sum"])
-            previous = conn.execute(sa.select(source_status.c.last_success, source_status.c.rate_limit_remaining)
-                                    .where(source_status.c.source == source)).first()
+            self._upsert(
+                conn,
+                poll_durations,
+                [
+                    {"source": source, "bucket": bucket, "count": 1, "sum": 0.0},
+                    {"source": source, "bucket": -1, "count": 1, "sum": duration},
+                ],
+                ["source", "bucket"],
+                add=["count", "sum"],
+            )
+            previous = conn.execute(
+                sa.select(source_status.c.last_success, source_status.c.rate_limit_remaining).where(
+                    source_status.c.source == source
+                )
+            ).first()
             last_success = started_at + duration if ok else (previous[0] if previous else None)
             if rate_limit_remaining is None and previous is not None and not rate_limit_expired:
                 rate_limit_remaining = previous[1]
-            self._upsert(conn, source_status, [{
-                "source": source, "ok": ok, "last_attempt": started_at, "last_success": last_success,
-                "duration": duration, "items": items, "last_error": error,
-                "rate_limit_remaining": rate_limit_remaining}], ["source"])
+            self._upsert(
+                conn,
+                source_status,
+                [
+                    {
+                        "source": source,
+                        "ok": ok,
+                        "last_attempt": started_at,
+                        "last_success": last_success,
+                        "duration": duration,
+                        "items": items,
+                        "last_error": error,
+                        "rate_limit_remaining": rate_limit_remaining,
+                    }
+                ],
+                ["source"],
+            )
 
-    def _upsert(self, conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], keys: list[str],
-                add: Iterable[str] = ()) -> None:
+    def _upsert(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        rows: Sequence[dict[str, Any]],
+        keys: list[str],
+        add: Iterable[str] = (),
+    ) -> None:
         """INSERT … ON CONFLICT DO UPDATE: the same statement on SQLite and PostgreSQL."""
         if not rows:
             return
         insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
         stmt = insert(table)
         add = set(add)
-        updates = {c.name: (table.c[c.name] + stmt.excluded[c.name]) if c.name in add else stmt.excluded[c.name]
-                   for c in table.columns if c.name not in keys}
-        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=updates) if updates \
+        updates = {
+            c.name: (table.c[c.name] + stmt.excluded[c.name]) if c.name in add else stmt.excluded[c.name]
+            for c in table.columns
+            if c.name not in keys
+        }
+        stmt = (
+            stmt.on_conflict_do_update(index_elements=keys, set_=updates)
+            if updates
             else stmt.on_conflict_do_nothing(index_elements=keys)
+        )
         for chunk in _chunks(list(rows), 2000):
             conn.execute(stmt, chunk)
 
     # -- reads ------------------------------------------------------------------------------
     def watermark(self, source: str, stream: str) -> str | None:
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(watermarks.c.value).where(watermarks.c.source == source)
-                                .where(watermarks.c.stream == stream)).scalar_one_or_none()
+            return conn.execute(
+                sa.select(watermarks.c.value).where(watermarks.c.source == source).where(watermarks.c.stream == stream)
+            ).scalar_one_or_none()
 
     def watermarks(self, source: str) -> dict[str, str]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(watermarks.c.stream, watermarks.c.value)
-                                .where(watermarks.c.source == source))
+            rows = conn.execute(sa.select(watermarks.c.stream, watermarks.c.value).where(watermarks.c.source == source))
             return {s: v for s, v in rows}
 
     def work_items(self, source: str | None = None) -> list[WorkItem]:
@@ -489,8 +625,7 @@ class Store:
 
     def _work_items(self, conn: Connection, source: str | None) -> list[WorkItem]:
         q = sa.select(work_items)
-        h = sa.select(state_changes).order_by(state_changes.c.source, state_changes.c.work_item_id,
-                                             state_changes.c.seq)
+        h = sa.select(state_changes).order_by(state_changes.c.source, state_changes.c.work_item_id, state_changes.c.seq)
         if source is not None:
             q = q.where(work_items.c.source == source)
             h = h.where(state_changes.c.source == source)
@@ -498,28 +633,52 @@ class Store:
         categories = {c.value: c for c in Category}
         for src, wid, seq, at, state, cat in conn.execute(h):
             histories.setdefault((src, wid), []).append(
-                StateChange(wid, seq, datetime.fromtimestamp(at, UTC), state, categories[cat]))
-        return [WorkItem(src, nid, ref, project, team, type_, datetime.fromtimestamp(created, UTC),
-                         tuple(histories.get((src, nid), ())))
-                for src, nid, ref, project, team, type_, created in conn.execute(q)]
+                StateChange(wid, seq, datetime.fromtimestamp(at, UTC), state, categories[cat])
+            )
+        return [
+            WorkItem(
+                src,
+                nid,
+                ref,
+                project,
+                team,
+                type_,
+                datetime.fromtimestamp(created, UTC),
+                tuple(histories.get((src, nid), ())),
+            )
+            for src, nid, ref, project, team, type_, created in conn.execute(q)
+        ]
 
     def changes(self, source: str | None = None) -> list[Change]:
         q = sa.select(changes)
         if source is not None:
             q = q.where(changes.c.source == source)
         with self.engine.connect() as conn:
-            return [Change(src, nid, ref, service, kind, _at(first), _dt(merged), tuple(json.loads(commits)))
-                    for src, nid, ref, service, kind, first, merged, commits in conn.execute(q)]
+            return [
+                Change(src, nid, ref, service, kind, _at(first), _dt(merged), tuple(json.loads(commits)))
+                for src, nid, ref, service, kind, first, merged, commits in conn.execute(q)
+            ]
 
     def deployments(self, source: str | None = None) -> list[Deployment]:
         q = sa.select(deployments)
         if source is not None:
             q = q.where(deployments.c.source == source)
         with self.engine.connect() as conn:
-            return [Deployment(src, nid, service, env, bool(prod), status, _dt(started), _at(finished), sha,
-                               tuple(json.loads(contains)))
-                    for src, nid, service, env, prod, status, started, finished, sha, contains
-                    in conn.execute(q)]
+            return [
+                Deployment(
+                    src,
+                    nid,
+                    service,
+                    env,
+                    bool(prod),
+                    status,
+                    _dt(started),
+                    _at(finished),
+                    sha,
+                    tuple(json.loads(contains)),
+                )
+                for src, nid, service, env, prod, status, started, finished, sha, contains in conn.execute(q)
+            ]
 
     def links(self, source: str | None = None) -> list[Link]:
         q = sa.select(links)
@@ -530,7 +689,8 @@ class Store:
 
     def rejection_counts(self) -> Counter[tuple[str, str]]:
         q = sa.select(rejections.c.source, rejections.c.reason, sa.func.count()).group_by(
-            rejections.c.source, rejections.c.reason)
+            rejections.c.source, rejections.c.reason
+        )
         with self.engine.connect() as conn:
             return Counter({(s, r): n for s, r, n in conn.execute(q)})
 
@@ -545,10 +705,14 @@ class Store:
         """
         builder = TableBuilder(linked)
         collate = ' COLLATE "C"' if self.dialect == "postgresql" else ""
-        items_sql = ("SELECT source, native_id, ref, project, team, type, created_at FROM work_items "
-                     f"ORDER BY source{collate}, native_id{collate}")
-        history_sql = ("SELECT source, work_item_id, at, state, category FROM state_changes "
-                       f"ORDER BY source{collate}, work_item_id{collate}, seq")
+        items_sql = (
+            "SELECT source, native_id, ref, project, team, type, created_at FROM work_items "
+            f"ORDER BY source{collate}, native_id{collate}"
+        )
+        history_sql = (
+            "SELECT source, work_item_id, at, state, category FROM state_changes "
+            f"ORDER BY source{collate}, work_item_id{collate}, seq"
+        )
         raw = self.engine.raw_connection()
         try:
             driver = raw.driver_connection
@@ -604,9 +768,10 @@ class Store:
 
     def statuses(self) -> dict[str, SourceStatus]:
         with self.engine.connect() as conn:
-            return {row[0]: SourceStatus(row[0], bool(row[1]), _at(row[2]), _dt(row[3]), row[4], row[5],
-                                         row[6], row[7])
-                    for row in conn.execute(sa.select(source_status))}
+            return {
+                row[0]: SourceStatus(row[0], bool(row[1]), _at(row[2]), _dt(row[3]), row[4], row[5], row[6], row[7])
+                for row in conn.execute(sa.select(source_status))
+            }
 
     def record_counts(self) -> dict[str, dict[str, int]]:
         """source → {"work items": n, "changes": n, "deployments": n}, for the landing page."""

@@ -55,9 +55,17 @@ class WorkItemTable:
         new_row = np.full(len(self.created), -1, dtype=np.int32)
         new_row[rows] = np.arange(len(rows), dtype=np.int32)
         ref_index = {ref: int(new_row[i]) for ref, i in self.ref_index.items() if alive[i]}
-        return WorkItemTable(self.labels, self.label_idx[rows], ref_index, self.created[rows], self.states,
-                             new_row[self.h_item[keep_obs]], self.h_at[keep_obs], self.h_state[keep_obs],
-                             self.h_cat[keep_obs])
+        return WorkItemTable(
+            self.labels,
+            self.label_idx[rows],
+            ref_index,
+            self.created[rows],
+            self.states,
+            new_row[self.h_item[keep_obs]],
+            self.h_at[keep_obs],
+            self.h_state[keep_obs],
+            self.h_cat[keep_obs],
+        )
 
     @classmethod
     def from_items(cls, items: Iterable[WorkItem]) -> WorkItemTable:
@@ -105,8 +113,12 @@ class TableBuilder:
     def observe_many(self, rows: Iterable[tuple[int, float, str, Category | str]]) -> None:
         """The store's hot loop (millions of rows): locals and dict lookups only."""
         states, cats = self._states, _CAT_CODE_ANY
-        add_item, add_at, add_state, add_cat = (self.h_item.append, self.h_at.append, self.h_state.append,
-                                                self.h_cat.append)
+        add_item, add_at, add_state, add_cat = (
+            self.h_item.append,
+            self.h_at.append,
+            self.h_state.append,
+            self.h_cat.append,
+        )
         for item, at, state, category in rows:
             code = states.get(state)
             if code is None:
@@ -118,7 +130,14 @@ class TableBuilder:
 
     def build(self) -> WorkItemTable:
         # views over the typed buffers, not copies: the builder is dropped right after
-        return WorkItemTable(list(self._labels), np.frombuffer(self.label_idx, dtype=np.int32), self.ref_index,
-                             np.frombuffer(self.created, dtype=float), list(self._states),
-                             np.frombuffer(self.h_item, dtype=np.int32), np.frombuffer(self.h_at, dtype=float),
-                             np.frombuffer(self.h_state, dtype=np.int32), np.frombuffer(self.h_cat, dtype=np.int8))
+        return WorkItemTable(
+            list(self._labels),
+            np.frombuffer(self.label_idx, dtype=np.int32),
+            self.ref_index,
+            np.frombuffer(self.created, dtype=float),
+            list(self._states),
+            np.frombuffer(self.h_item, dtype=np.int32),
+            np.frombuffer(self.h_at, dtype=float),
+            np.frombuffer(self.h_state, dtype=np.int32),
+            np.frombuffer(self.h_cat, dtype=np.int8),
+        )

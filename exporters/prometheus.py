@@ -31,22 +31,36 @@ from collector.compute import BUCKETS, Figures, Observations, histogram, window_
 from collector.figures import FigureCache, Settings, Snapshot
 from collector.store import POLL_BUCKETS, SourceStatus, Store
 
-__all__ = ["MetricsCache", "Settings", "figure_families", "render", "self_families", "store_families",
-           "with_runtime"]
+__all__ = ["MetricsCache", "Settings", "figure_families", "render", "self_families", "store_families", "with_runtime"]
 
 log = logging.getLogger(__name__)
 
 HISTOGRAMS: tuple[tuple[str, str, str], ...] = (
-    ("lead_time", "cycletime_work_item_lead_time",
-     "Lead time of completed work items: completed_at - created_at (Azure DevOps Analytics' Lead Time)."),
-    ("cycle_time", "cycletime_work_item_cycle_time",
-     "Cycle time of completed work items: completed_at - first entry into InProgress or Resolved."),
-    ("request_to_release", "cycletime_request_to_release",
-     "Request-to-release: first successful production deployment containing a linked change - created_at."),
-    ("change_lead_time", "cycletime_change_lead_time",
-     "DORA lead time for changes: first successful production deployment containing the change - first commit."),
-    ("recovery", "cycletime_failed_deployment_recovery",
-     "Failed deployment recovery time: next successful deployment - first failed deployment, same environment."),
+    (
+        "lead_time",
+        "cycletime_work_item_lead_time",
+        "Lead time of completed work items: completed_at - created_at (Azure DevOps Analytics' Lead Time).",
+    ),
+    (
+        "cycle_time",
+        "cycletime_work_item_cycle_time",
+        "Cycle time of completed work items: completed_at - first entry into InProgress or Resolved.",
+    ),
+    (
+        "request_to_release",
+        "cycletime_request_to_release",
+        "Request-to-release: first successful production deployment containing a linked change - created_at.",
+    ),
+    (
+        "change_lead_time",
+        "cycletime_change_lead_time",
+        "DORA lead time for changes: first successful production deployment containing the change - first commit.",
+    ),
+    (
+        "recovery",
+        "cycletime_failed_deployment_recovery",
+        "Failed deployment recovery time: next successful deployment - first failed deployment, same environment.",
+    ),
 )
 
 
@@ -63,16 +77,18 @@ def figure_families(figures: Figures, settings: Settings, now: float) -> list[Me
         obs: Observations = getattr(figures, attr)
         names = list(obs.label_names)
         hist = HistogramMetricFamily(f"{base}_seconds", doc, labels=names)
-        quant = GaugeMetricFamily(f"{base}_window_seconds",
-                                  f"Exact quantile over the items whose end event is in the window. {doc}",
-                                  labels=[*names, "window", "quantile"])
-        count = GaugeMetricFamily(f"{base}_window_count", "How many items the window quantiles are over.",
-                                  labels=[*names, "window"])
+        quant = GaugeMetricFamily(
+            f"{base}_window_seconds",
+            f"Exact quantile over the items whose end event is in the window. {doc}",
+            labels=[*names, "window", "quantile"],
+        )
+        count = GaugeMetricFamily(
+            f"{base}_window_count", "How many items the window quantiles are over.", labels=[*names, "window"]
+        )
         for labels in sorted(obs.by_labels):
             pairs = obs.by_labels[labels]
             data = histogram(pairs[:, 1])
-            hist.add_metric(list(labels), [(_le(b), c) for b, c in zip(BUCKETS, data.buckets, strict=True)],
-                            data.total)
+            hist.add_metric(list(labels), [(_le(b), c) for b, c in zip(BUCKETS, data.buckets, strict=True)], data.total)
             for window_label, seconds in settings.windows:
                 summary = window_quantiles(pairs, now, seconds, settings.quantiles)
                 count.add_metric([*labels, window_label], summary.count)
@@ -80,24 +96,33 @@ def figure_families(figures: Figures, settings: Settings, now: float) -> list[Me
                     quant.add_metric([*labels, window_label, repr(q)], value)
         families += [hist, quant, count]
 
-    state = CounterMetricFamily("cycletime_work_item_state_seconds",
-                                "Time completed work items spent in each state (flow efficiency, waiting).",
-                                labels=["source", "project", "team", "type", "state", "category"])
+    state = CounterMetricFamily(
+        "cycletime_work_item_state_seconds",
+        "Time completed work items spent in each state (flow efficiency, waiting).",
+        labels=["source", "project", "team", "type", "state", "category"],
+    )
     for labels, seconds in sorted(figures.state_seconds.items()):
         state.add_metric(list(labels), seconds)
-    deployments = CounterMetricFamily("cycletime_deployments", "Deployments by outcome, every environment.",
-                                      labels=["source", "service", "environment", "production", "status"])
+    deployments = CounterMetricFamily(
+        "cycletime_deployments",
+        "Deployments by outcome, every environment.",
+        labels=["source", "service", "environment", "production", "status"],
+    )
     for labels, n in sorted(figures.deployments.items()):
         deployments.add_metric(list(labels), n)
     windows = _window_families(figures, settings, now)
-    wip = GaugeMetricFamily("cycletime_work_items_in_progress",
-                            "Work items now in each non-terminal state category (WIP).",
-                            labels=["source", "project", "team", "type", "category"])
+    wip = GaugeMetricFamily(
+        "cycletime_work_items_in_progress",
+        "Work items now in each non-terminal state category (WIP).",
+        labels=["source", "project", "team", "type", "category"],
+    )
     for labels, n in sorted(figures.wip.items()):
         wip.add_metric(list(labels), n)
-    folded = CounterMetricFamily("cycletime_label_values_capped",
-                                 "Label values folded into 'other' by the per-source cap (max_label_values).",
-                                 labels=["source", "label"])
+    folded = CounterMetricFamily(
+        "cycletime_label_values_capped",
+        "Label values folded into 'other' by the per-source cap (max_label_values).",
+        labels=["source", "label"],
+    )
     for (source, label), n in sorted(capped.items()):
         folded.add_metric([source, label], n)
     return [*families, state, deployments, *windows, wip, folded]
@@ -105,17 +130,20 @@ def figure_families(figures: Figures, settings: Settings, now: float) -> list[Me
 
 def _window_families(figures: Figures, settings: Settings, now: float) -> list[Metric]:
     """Per-window figures that panels would otherwise need days of scrapes for (``increase()``)."""
-    counts = GaugeMetricFamily("cycletime_deployments_window_count",
-                               "Deployments finished in the window: deployment frequency and change failure "
-                               "rate from the first scrape.", labels=[*figures.deployment_events.label_names,
-                                                                       "window"])
+    counts = GaugeMetricFamily(
+        "cycletime_deployments_window_count",
+        "Deployments finished in the window: deployment frequency and change failure rate from the first scrape.",
+        labels=[*figures.deployment_events.label_names, "window"],
+    )
     for labels in sorted(figures.deployment_events.by_labels):
         ends = figures.deployment_events.by_labels[labels][:, 0]
         for window_label, seconds in settings.windows:
             counts.add_metric([*labels, window_label], float(((ends > now - seconds) & (ends <= now)).sum()))
-    flow = GaugeMetricFamily("cycletime_work_item_flow_efficiency_window_ratio",
-                             "Time in the InProgress category / lead time, over the items completed in the window.",
-                             labels=[*figures.active_time.label_names, "window"])
+    flow = GaugeMetricFamily(
+        "cycletime_work_item_flow_efficiency_window_ratio",
+        "Time in the InProgress category / lead time, over the items completed in the window.",
+        labels=[*figures.active_time.label_names, "window"],
+    )
     for labels in sorted(figures.active_time.by_labels):
         active, lead = figures.active_time.by_labels[labels], figures.lead_time.by_labels.get(labels)
         if lead is None:
@@ -138,15 +166,20 @@ class HealthCounters(Protocol):
     def rejection_counts(self) -> Mapping[tuple[str, str], int]: ...
 
 
-def self_families(store: HealthCounters, settings: Settings,
-                  compute_rejections: Iterable[tuple[tuple[str, str], int]]) -> list[Metric]:
+def self_families(
+    store: HealthCounters, settings: Settings, compute_rejections: Iterable[tuple[tuple[str, str], int]]
+) -> list[Metric]:
     """The collector's own health, as the store holds it, so restarts do not reset counters."""
     statuses = store.statuses()
     up = GaugeMetricFamily("cycletime_source_up", "1 if the last poll of the source succeeded.", labels=["source"])
-    last = GaugeMetricFamily("cycletime_source_last_success_timestamp_seconds",
-                             "End of the last successful poll (Unix time).", labels=["source"])
-    budget = GaugeMetricFamily("cycletime_api_rate_limit_remaining",
-                               "Last rate-limit budget the API reported.", labels=["source"])
+    last = GaugeMetricFamily(
+        "cycletime_source_last_success_timestamp_seconds",
+        "End of the last successful poll (Unix time).",
+        labels=["source"],
+    )
+    budget = GaugeMetricFamily(
+        "cycletime_api_rate_limit_remaining", "Last rate-limit budget the API reported.", labels=["source"]
+    )
     for name in sorted(set(settings.sources) | set(statuses)):
         status = statuses.get(name)
         up.add_metric([name], 1.0 if status and status.ok else 0.0)
@@ -161,12 +194,14 @@ def self_families(store: HealthCounters, settings: Settings,
             running += c
             cumulative.append((_le(bound), running))
         polls.add_metric([name], cumulative, total)
-    requests_total = CounterMetricFamily("cycletime_api_requests", "HTTP requests sent to the source API.",
-                                         labels=["source", "code"])
+    requests_total = CounterMetricFamily(
+        "cycletime_api_requests", "HTTP requests sent to the source API.", labels=["source", "code"]
+    )
     for (name, code), n in sorted(store.api_request_counts().items()):
         requests_total.add_metric([name, code], n)
-    rejected = CounterMetricFamily("cycletime_records_rejected", "Input records skipped as invalid.",
-                                   labels=["source", "reason"])
+    rejected = CounterMetricFamily(
+        "cycletime_records_rejected", "Input records skipped as invalid.", labels=["source", "reason"]
+    )
     merged: dict[tuple[str, str], int] = dict(store.rejection_counts())
     for key, n in compute_rejections:
         merged[key] = merged.get(key, 0) + n
@@ -179,8 +214,9 @@ def store_families(store: Store) -> list[Metric]:
     """The store's health as this process last saw it: readable even when the store is not."""
     up = GaugeMetricFamily("cycletime_store_up", "1 if the last use of the store succeeded.")
     up.add_metric([], 1.0 if store.healthy else 0.0)
-    failures = CounterMetricFamily("cycletime_store_failures", "Store operations that failed in this process "
-                                   "(disk full, database unreachable).")
+    failures = CounterMetricFamily(
+        "cycletime_store_failures", "Store operations that failed in this process (disk full, database unreachable)."
+    )
     failures.add_metric([], store.failures)
     return [up, failures]
 
@@ -242,9 +278,11 @@ class MetricsCache:
         if seen is None or seen[0] is not snapshot.figures or seen[1] != snapshot.now:
             self._figure_families = figure_families(snapshot.figures, self.settings, snapshot.now)
             self._seen = (snapshot.figures, snapshot.now)
-        return [*self._figure_families,
-                *self_families(snapshot.health, self.settings, snapshot.figures.rejected.items()),
-                *store_families(self.figures.store)]
+        return [
+            *self._figure_families,
+            *self_families(snapshot.health, self.settings, snapshot.figures.rejected.items()),
+            *store_families(self.figures.store),
+        ]
 
     def encoded(self, encoder: Callable[[CollectorRegistry], bytes], content_type: str) -> bytes:
         """The cached figures in the format ``choose_encoder`` negotiated (without process metrics)."""

@@ -88,13 +88,18 @@ class ExporterApp:
             return self._send(start_response, "200 OK", b"ok\n", "text/plain; charset=utf-8")
         if path == "/readyz":
             ready, why = self.ready()
-            return self._send(start_response, "200 OK" if ready else "503 Service Unavailable",
-                              (why + "\n").encode(), "text/plain; charset=utf-8")
+            return self._send(
+                start_response,
+                "200 OK" if ready else "503 Service Unavailable",
+                (why + "\n").encode(),
+                "text/plain; charset=utf-8",
+            )
         if path not in ("/", "/metrics"):
             return self._send(start_response, "404 Not Found", b"not found\n", "text/plain; charset=utf-8")
         if self._auth and not self._authorised(environ.get("HTTP_AUTHORIZATION", "")):
-            start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="cycletime"'),
-                                                ("Content-Type", "text/plain")])
+            start_response(
+                "401 Unauthorized", [("WWW-Authenticate", 'Basic realm="cycletime"'), ("Content-Type", "text/plain")]
+            )
             return [b"unauthorized\n"]
         if path == "/metrics":
             encoder, ctype = choose_encoder(environ.get("HTTP_ACCEPT", ""))
@@ -113,8 +118,9 @@ class ExporterApp:
         return hmac.compare_digest(user, self._auth[0]) & hmac.compare_digest(password, self._auth[1])
 
     @staticmethod
-    def _send(start_response: Callable[..., Any], status: str, body: bytes, ctype: str,
-              accept_encoding: str = "") -> list[bytes]:
+    def _send(
+        start_response: Callable[..., Any], status: str, body: bytes, ctype: str, accept_encoding: str = ""
+    ) -> list[bytes]:
         headers = [("Content-Type", ctype)]
         if gzip_accepted(accept_encoding):
             body = gzip.compress(body, compresslevel=6)
@@ -143,21 +149,38 @@ class ExporterApp:
             s = statuses.get(source.name)
             state = "never polled" if s is None else ("up" if s.ok else "down")
             cls = "unknown" if s is None else ("up" if s.ok else "down")
-            cells = [html.escape(source.name), source.kind, f'<span class="{cls}">{state}</span>',
-                     _when(s.last_success if s else None), f"{s.duration:.1f} s" if s else "-",
-                     str(s.items) if s else "-",
-                     html.escape(", ".join(f"{n} {label}" for label, n in counts.get(source.name, {}).items()) or "-"),
-                     "-" if s is None or s.rate_limit_remaining is None else f"{s.rate_limit_remaining:.0f}",
-                     html.escape(REDACT(s.last_error)) if s and s.last_error else "-"]
+            cells = [
+                html.escape(source.name),
+                source.kind,
+                f'<span class="{cls}">{state}</span>',
+                _when(s.last_success if s else None),
+                f"{s.duration:.1f} s" if s else "-",
+                str(s.items) if s else "-",
+                html.escape(", ".join(f"{n} {label}" for label, n in counts.get(source.name, {}).items()) or "-"),
+                "-" if s is None or s.rate_limit_remaining is None else f"{s.rate_limit_remaining:.0f}",
+                html.escape(REDACT(s.last_error)) if s and s.last_error else "-",
+            ]
             rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-        head = ["Source", "Kind", "Status", "Last successful sync", "Duration", "Records (last pass)", "Stored",
-                "Rate-limit budget", "Last error"]
+        head = [
+            "Source",
+            "Kind",
+            "Status",
+            "Last successful sync",
+            "Duration",
+            "Records (last pass)",
+            "Stored",
+            "Rate-limit budget",
+            "Last error",
+        ]
         snapshot = self.cache.figures.snapshot
         as_of = datetime.fromtimestamp(snapshot.now, UTC).strftime("%Y-%m-%d %H:%M UTC")
         return _template().substitute(
-            head="".join(f"<th>{h}</th>" for h in head), rows="\n".join(rows),
+            head="".join(f"<th>{h}</th>" for h in head),
+            rows="\n".join(rows),
             as_of=as_of if snapshot.computed else "not computed yet",
-            headline=headline_html(snapshot.headline), chart=trend_svg(snapshot.trend))
+            headline=headline_html(snapshot.headline),
+            chart=trend_svg(snapshot.trend),
+        )
 
 
 @functools.cache
@@ -169,7 +192,7 @@ def _when(dt: Any) -> str:
     if dt is None:
         return "never"
     age = time.time() - dt.timestamp()
-    return f'{dt.strftime("%Y-%m-%d %H:%M:%S")} UTC ({age:.0f} s ago)'
+    return f"{dt.strftime('%Y-%m-%d %H:%M:%S')} UTC ({age:.0f} s ago)"
 
 
 def _days(seconds: float | None) -> str:
@@ -179,20 +202,27 @@ def _days(seconds: float | None) -> str:
 def headline_html(headline: Headline) -> str:
     """The headline as a table per project and a sentence for DORA; ``data-seconds`` keeps the exact
     values, equal to the exposition's."""
-    rows = [f'<tr class="project" data-project="{html.escape(p.project)}" '
-            f'data-seconds="{"" if p.p85 is None else repr(p.p85)}" data-count="{p.count}">'
-            f"<td>{html.escape(p.project)}</td><td>{_days(p.p85)}</td><td>{p.count}</td></tr>"
-            for p in headline.projects]
-    table = ('<table class="headline"><thead><tr><th>Project</th><th>Request to release, p85 (days)</th>'
-             "<th>Items</th></tr></thead><tbody>\n" + ("\n".join(rows) or '<tr><td colspan="3">none released '
-                                                       "in the last 30 days</td></tr>") + "\n</tbody></table>")
+    rows = [
+        f'<tr class="project" data-project="{html.escape(p.project)}" '
+        f'data-seconds="{"" if p.p85 is None else repr(p.p85)}" data-count="{p.count}">'
+        f"<td>{html.escape(p.project)}</td><td>{_days(p.p85)}</td><td>{p.count}</td></tr>"
+        for p in headline.projects
+    ]
+    table = (
+        '<table class="headline"><thead><tr><th>Project</th><th>Request to release, p85 (days)</th>'
+        "<th>Items</th></tr></thead><tbody>\n"
+        + ("\n".join(rows) or '<tr><td colspan="3">none released in the last 30 days</td></tr>')
+        + "\n</tbody></table>"
+    )
     rate = headline.change_failure_rate
     total = headline.deployments_succeeded + headline.deployments_failed
-    dora = (f'<p class="dora" data-succeeded="{headline.deployments_succeeded}" '
-            f'data-failed="{headline.deployments_failed}">Production deployments: '
-            f"<strong>{headline.per_day:.2f} per day</strong> ({headline.deployments_succeeded} successful); "
-            f"change failure rate <strong>{'-' if rate is None else f'{rate:.1%}'}</strong> "
-            f"({headline.deployments_failed} of {total}).</p>")
+    dora = (
+        f'<p class="dora" data-succeeded="{headline.deployments_succeeded}" '
+        f'data-failed="{headline.deployments_failed}">Production deployments: '
+        f"<strong>{headline.per_day:.2f} per day</strong> ({headline.deployments_succeeded} successful); "
+        f"change failure rate <strong>{'-' if rate is None else f'{rate:.1%}'}</strong> "
+        f"({headline.deployments_failed} of {total}).</p>"
+    )
     return table + "\n" + dora
 
 
@@ -220,16 +250,21 @@ def trend_svg(points: Sequence[MonthPoint]) -> str:
     def y(seconds: float) -> float:
         return _TOP + height - (seconds / DAY) / top * height
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="trend" width="{_W}" height="{_H}" '
-             f'viewBox="0 0 {_W} {_H}" role="img" aria-label="p85 request to release and cycle time by month">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="trend" width="{_W}" height="{_H}" '
+        f'viewBox="0 0 {_W} {_H}" role="img" aria-label="p85 request to release and cycle time by month">'
+    ]
     for k in range(ticks + 1):
         days = k * step
         ty = _TOP + height - days / top * height
-        parts.append(f'<line class="grid" x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{ty:.1f}" y2="{ty:.1f}"/>'
-                     f'<text class="axis" x="{_LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end">{days:g} d</text>')
+        parts.append(
+            f'<line class="grid" x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{ty:.1f}" y2="{ty:.1f}"/>'
+            f'<text class="axis" x="{_LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end">{days:g} d</text>'
+        )
     for i, p in enumerate(points):
-        parts.append(f'<text class="axis" x="{x(i):.1f}" y="{_H - _BOTTOM + 18}" text-anchor="middle">'
-                     f"{p.month[2:]}</text>")
+        parts.append(
+            f'<text class="axis" x="{x(i):.1f}" y="{_H - _BOTTOM + 18}" text-anchor="middle">{p.month[2:]}</text>'
+        )
     for attr, cls, legend in _SERIES:
         coords = [(i, getattr(p, attr), p) for i, p in enumerate(points) if getattr(p, attr) is not None]
         if coords:
@@ -237,13 +272,17 @@ def trend_svg(points: Sequence[MonthPoint]) -> str:
             parts.append(f'<polyline class="line {cls}" points="{line}"/>')
         for i, v, p in coords:
             count = getattr(p, f"{attr}_count")
-            parts.append(f'<circle class="point {cls}" cx="{x(i):.1f}" cy="{y(v):.1f}" r="4" data-month="{p.month}" '
-                         f'data-seconds="{v!r}" data-count="{count}"><title>{p.month}: {legend} '
-                         f"{v / DAY:.1f} days ({count} items)</title></circle>")
+            parts.append(
+                f'<circle class="point {cls}" cx="{x(i):.1f}" cy="{y(v):.1f}" r="4" data-month="{p.month}" '
+                f'data-seconds="{v!r}" data-count="{count}"><title>{p.month}: {legend} '
+                f"{v / DAY:.1f} days ({count} items)</title></circle>"
+            )
     for k, (_, cls, legend) in enumerate(_SERIES):
         lx = _LEFT + 10 + k * 220
-        parts.append(f'<rect class="legend {cls}" x="{lx}" y="{_H - 14}" width="12" height="4"/>'
-                     f'<text class="axis" x="{lx + 18}" y="{_H - 9}">{legend}</text>')
+        parts.append(
+            f'<rect class="legend {cls}" x="{lx}" y="{_H - 14}" width="12" height="4"/>'
+            f'<text class="axis" x="{lx + 18}" y="{_H - 9}">{legend}</text>'
+        )
     parts.append("</svg>")
     return "\n".join(parts)
 

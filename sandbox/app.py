@@ -55,12 +55,24 @@ class Sandbox:
     def __init__(self, options: SandboxOptions | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.options = options or SandboxOptions()
         now = self.options.now or default_now()
-        self.azure = AzureWorld(seed=self.options.seed, work_items=self.options.work_items, now=now,
-                                token=self.options.token, organization=self.options.organization,
-                                malformed=self.options.malformed, tstu_budget=self.options.tstu_budget)
-        self.github = GitHubWorld(seed=self.options.seed, work_items=self.options.work_items, now=now,
-                                  token=self.options.token, organization=self.options.organization,
-                                  azure_items=self.azure.work_item_anchors(), malformed=self.options.malformed)
+        self.azure = AzureWorld(
+            seed=self.options.seed,
+            work_items=self.options.work_items,
+            now=now,
+            token=self.options.token,
+            organization=self.options.organization,
+            malformed=self.options.malformed,
+            tstu_budget=self.options.tstu_budget,
+        )
+        self.github = GitHubWorld(
+            seed=self.options.seed,
+            work_items=self.options.work_items,
+            now=now,
+            token=self.options.token,
+            organization=self.options.organization,
+            azure_items=self.azure.work_item_anchors(),
+            malformed=self.options.malformed,
+        )
         self._activity_rng = random.Random(self.options.seed * 7919 + 1)
         self._clock = now
         router = Router()
@@ -142,4 +154,3 @@ class Sandbox:
         if path == "/_sandbox/ratelimit" and req.method == "POST":
             return Response(200, self.github.set_rate_limit(**(req.json() or {})))
         return None
-

@@ -152,10 +152,28 @@ MAX_BODY = 65536
 ISSUE_FAULTS = ("missing_field", "bad_timestamp", "wrong_type", "end_before_start", "unknown_state", "too_large")
 PR_FAULTS = ("missing_field", "bad_timestamp", "wrong_type", "end_before_start", "too_large")
 
-_SUBJECTS = ("login redirect", "payment retries", "profile page layout", "search ranking", "push notifications",
-             "session timeout", "CSV export", "dark mode", "invoice totals", "image upload", "rate limiter",
-             "onboarding flow", "password reset", "audit log", "cache invalidation", "locale fallback",
-             "order history", "webhook retries", "feature flags", "offline sync")
+_SUBJECTS = (
+    "login redirect",
+    "payment retries",
+    "profile page layout",
+    "search ranking",
+    "push notifications",
+    "session timeout",
+    "CSV export",
+    "dark mode",
+    "invoice totals",
+    "image upload",
+    "rate limiter",
+    "onboarding flow",
+    "password reset",
+    "audit log",
+    "cache invalidation",
+    "locale fallback",
+    "order history",
+    "webhook retries",
+    "feature flags",
+    "offline sync",
+)
 _ISSUE_VERBS = ("Crash in", "Slow", "Wrong", "Improve", "Support", "Broken", "Add", "Flaky")
 _PR_VERBS = ("Fix", "Add", "Improve", "Refactor", "Handle", "Speed up")
 _COMMIT_MSGS = ("Update {s}", "Add tests for {s}", "Address review comments", "Tidy up {s}", "Handle edge case in {s}")
@@ -458,8 +476,16 @@ class Counters:
 class GitHubData:
     """The organisation: repositories with their items, history and deliveries."""
 
-    def __init__(self, *, seed: int, work_items: int, now: datetime, organization: str,
-                 azure_items: list[tuple[int, datetime, datetime | None]], malformed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        work_items: int,
+        now: datetime,
+        organization: str,
+        azure_items: list[tuple[int, datetime, datetime | None]],
+        malformed: int = 0,
+    ) -> None:
         self.seed = seed
         self.org = organization
         self.now = now.astimezone(UTC).replace(microsecond=0)
@@ -470,8 +496,9 @@ class GitHubData:
         self.version = 0
         self.repos: dict[str, Repo] = {}
         for i, (name, mode) in enumerate(REPOS):
-            self.repos[name] = Repo(name, f"{organization}/{name}", 700_000_000 + i * 1111, mode,
-                                    self.start - timedelta(days=30 + 7 * i))
+            self.repos[name] = Repo(
+                name, f"{organization}/{name}", 700_000_000 + i * 1111, mode, self.start - timedelta(days=30 + 7 * i)
+            )
         self._truth: dict[str, Any] | None = None
         #: the real-world variations draw from their own stream, so the rest of the world is the
         #: same with or without them
@@ -580,8 +607,9 @@ class GitHubData:
             reopen = close_at + _secs(DAY + 5 * DAY * rng.random())
             ev.append(IssueEvent("reopened", reopen, issue.author))
             reason = "completed" if rng.random() < 0.8 else "not_planned"
-            ev.append(IssueEvent("closed", reopen + _secs(DAY * (0.5 + 4 * rng.random())), assignee,
-                                 state_reason=reason))
+            ev.append(
+                IssueEvent("closed", reopen + _secs(DAY * (0.5 + 4 * rng.random())), assignee, state_reason=reason)
+            )
         return issue, made
 
     def _add_issue_variations(self, issues: list[Issue], prs: list[PullRequest]) -> None:
@@ -592,8 +620,12 @@ class GitHubData:
             if v.random() < 0.15:
                 issue.native_type = v.choice(NATIVE_TYPES)
             closes = [e for e in issue.events if e.kind == "closed"]
-            if closes and closes[-1].source is None and not any(e.kind == "cross-referenced" for e in issue.events) \
-                    and v.random() < 0.3:  # a pull request linked in the sidebar, some unlinked again
+            if (
+                closes
+                and closes[-1].source is None
+                and not any(e.kind == "cross-referenced" for e in issue.events)
+                and v.random() < 0.3
+            ):  # a pull request linked in the sidebar, some unlinked again
                 linked = issue.created_at + _secs((closes[0].at - issue.created_at) * v.random())
                 issue.events.append(IssueEvent("connected", linked, issue.author))
                 connected += 1
@@ -620,11 +652,17 @@ class GitHubData:
             issue.events.append(IssueEvent("cross-referenced", pr.created_at, pr.author, source=pr))
             issue.events.sort(key=lambda e: e.at)
 
-    def _new_pr(self, rng: random.Random, repo: str, created: datetime, issue: Issue | None,
-                subject: str) -> PullRequest:
+    def _new_pr(
+        self, rng: random.Random, repo: str, created: datetime, issue: Issue | None, subject: str
+    ) -> PullRequest:
         slug = subject.replace(" ", "-").lower()
-        pr = PullRequest(repo, rng.choice(USERS), created, f"{rng.choice(_PR_VERBS)} {subject}",
-                         f"feature/{slug}-{rng.randrange(1000, 9999)}")
+        pr = PullRequest(
+            repo,
+            rng.choice(USERS),
+            created,
+            f"{rng.choice(_PR_VERBS)} {subject}",
+            f"feature/{slug}-{rng.randrange(1000, 9999)}",
+        )
         pr.closing_word = rng.choice(_CLOSING)
         if issue is not None:
             pr.closes.append(issue)
@@ -638,8 +676,11 @@ class GitHubData:
 
     def _plan_ab_prs(self, rng: random.Random, work_items: int) -> list[PullRequest]:
         """PRs delivering Azure Boards items: merged a little before the item's done time."""
-        eligible = [a for a in self.azure_items
-                    if a[2] is not None and self.start + 2 * DAY < a[2] < self.now - HOUR and a[1] < a[2]]
+        eligible = [
+            a
+            for a in self.azure_items
+            if a[2] is not None and self.start + 2 * DAY < a[2] < self.now - HOUR and a[1] < a[2]
+        ]
         cap = max(3, work_items // 10)
         if len(eligible) > cap:
             eligible = sorted(rng.sample(eligible, cap), key=lambda a: a[0])
@@ -702,8 +743,12 @@ class GitHubData:
             elif ev.kind == "unassigned" and ev.assignee in assignees:
                 assignees.remove(ev.assignee)
             elif ev.kind == "closed":
-                issue.state, issue.state_reason, issue.closed_at, issue.closed_by = \
-                    "closed", ev.state_reason or "completed", ev.at, ev.actor
+                issue.state, issue.state_reason, issue.closed_at, issue.closed_by = (
+                    "closed",
+                    ev.state_reason or "completed",
+                    ev.at,
+                    ev.actor,
+                )
             elif ev.kind == "reopened":
                 issue.state, issue.state_reason, issue.closed_at, issue.closed_by = "open", "reopened", None, None
         issue.labels, issue.assignees = labels, assignees
@@ -765,9 +810,15 @@ class GitHubData:
             sha = repo.new_sha(self.seed, self.org)
             out.append((at, GitCommit(sha, message, v.choice(USERS), at, [], author_at=author_at)))
 
-        closable = [i for i in repo.items.values() if isinstance(i, Issue) and i.state == "closed"
-                    and i.state_reason == "completed" and not i.malformed
-                    and not any(e.kind in ("cross-referenced", "reopened") for e in i.events)]
+        closable = [
+            i
+            for i in repo.items.values()
+            if isinstance(i, Issue)
+            and i.state == "closed"
+            and i.state_reason == "completed"
+            and not i.malformed
+            and not any(e.kind in ("cross-referenced", "reopened") for e in i.events)
+        ]
         if closable:
             issue = v.choice(sorted(closable, key=lambda i: i.number))
             close = next(e for e in issue.events if e.kind == "closed")
@@ -808,8 +859,9 @@ class GitHubData:
         first.parents = [pr.base_sha]
         sha = repo.new_sha(self.seed, self.org)
         msg = f"Merge pull request #{pr.number} from {self.org}/{pr.head_ref}"
-        repo.commits[sha] = GitCommit(sha, msg, pr.merged_by or pr.author, pr.merged_at,
-                                      [repo.main[-1], pr.commits[-1]])
+        repo.commits[sha] = GitCommit(
+            sha, msg, pr.merged_by or pr.author, pr.merged_at, [repo.main[-1], pr.commits[-1]]
+        )
         pr.merge_commit_sha = sha
         repo.add_main(sha, pr.merged_at, pr.commits)
 
@@ -832,15 +884,20 @@ class GitHubData:
             else:
                 self._build_runs(rng, repo, merged)
 
-    def _deploy(self, repo: Repo, env: str, sha: str, at: datetime, result: str | None,
-                took: timedelta) -> Deployment:
+    def _deploy(self, repo: Repo, env: str, sha: str, at: datetime, result: str | None, took: timedelta) -> Deployment:
         d = Deployment(repo.name, sha, env, at, [Status("queued", at + timedelta(seconds=5))])
         d.statuses.append(Status("in_progress", at + timedelta(seconds=40)))
         if result:
             end = at + took
             if result == "success":
-                prev = next((p for p in reversed(repo.deployments)
-                             if p.environment == env and (o := p.outcome()) and o.state == "success"), None)
+                prev = next(
+                    (
+                        p
+                        for p in reversed(repo.deployments)
+                        if p.environment == env and (o := p.outcome()) and o.state == "success"
+                    ),
+                    None,
+                )
                 if prev is not None:  # GitHub marks the previous success inactive (auto_inactive)
                     prev.statuses.append(Status("inactive", end + timedelta(seconds=1)))
             d.statuses.append(Status(result, end))
@@ -887,14 +944,18 @@ class GitHubData:
                 self._deploy(repo, env, sha, at, rng.choice(("failure", "failure", "error")), took)
                 if rng.random() < 0.85:  # recovery: redeploy (production: the same sha)
                     retry = at + _secs(HOUR + 4 * HOUR * rng.random())
-                    heapq.heappush(queue, (retry, 10**9 + len(repo.deployments), env,
-                                           sha if env == "production" else None))
+                    heapq.heappush(
+                        queue, (retry, 10**9 + len(repo.deployments), env, sha if env == "production" else None)
+                    )
             else:
                 self._deploy(repo, env, sha, at, "success", took)
                 last_ok[env] = sha
         # a failure the deploy tool reported again, as a success, ten minutes later
-        errors = [d for d in repo.deployments if (o := d.outcome()) and o.state == "error"
-                  and o.at + 10 * MINUTE < self.now - HOUR]
+        errors = [
+            d
+            for d in repo.deployments
+            if (o := d.outcome()) and o.state == "error" and o.at + 10 * MINUTE < self.now - HOUR
+        ]
         if errors:
             redone = self.vrng.choice(errors)
             redone.statuses.append(Status("success", redone.statuses[-1].at + 10 * MINUTE))
@@ -923,35 +984,68 @@ class GitHubData:
         for rel in repo.releases:
             rel.id = self.ids.take("release")
 
-    def _release(self, repo: Repo, tag: str, sha: str, at: datetime, *, draft: bool = False,
-                 prerelease: bool = False) -> Release:
-        rel = Release(repo.name, tag, sha, repo.commits[sha].at, None if draft else at,
-                      USERS[len(repo.releases) % len(USERS)], draft=draft, prerelease=prerelease)
+    def _release(
+        self, repo: Repo, tag: str, sha: str, at: datetime, *, draft: bool = False, prerelease: bool = False
+    ) -> Release:
+        rel = Release(
+            repo.name,
+            tag,
+            sha,
+            repo.commits[sha].at,
+            None if draft else at,
+            USERS[len(repo.releases) % len(USERS)],
+            draft=draft,
+            prerelease=prerelease,
+        )
         rel.id = self.ids.take("release")
         repo.releases.append(rel)
         return rel
 
     def _build_runs(self, rng: random.Random, repo: Repo, merged: int) -> None:
         ci = Workflow(161_000_000 + repo.id % 1000, "CI", ".github/workflows/ci.yml", repo.created_at)
-        deploy = Workflow(161_000_500 + repo.id % 1000, "Deploy", ".github/workflows/deploy.yml",
-                          repo.created_at + DAY)
+        deploy = Workflow(161_000_500 + repo.id % 1000, "Deploy", ".github/workflows/deploy.yml", repo.created_at + DAY)
         repo.workflows = [ci, deploy]
         runs: list[Run] = []
         for pr in repo.items.values():
             if isinstance(pr, PullRequest):
                 at = pr.created_at + 2 * MINUTE
                 if at < self.now:
-                    runs.append(Run(repo.name, ci, pr.head_ref, pr.head_sha, "pull_request", "completed",
-                                    "success", at, at + 6 * MINUTE, pr.author, pr.topic))
+                    runs.append(
+                        Run(
+                            repo.name,
+                            ci,
+                            pr.head_ref,
+                            pr.head_sha,
+                            "pull_request",
+                            "completed",
+                            "success",
+                            at,
+                            at + 6 * MINUTE,
+                            pr.author,
+                            pr.topic,
+                        )
+                    )
         last_ok = None
         for i, at in enumerate(self._slots(rng, max(5, int(merged * 0.5)))):
             if at >= self.now - HOUR:
                 continue
             sha = repo.head_at(at)
             if i == 1 or rng.random() < 0.15:  # a deploy run on another branch: ignored by the source
-                runs.append(Run(repo.name, deploy, f"release/1.{rng.randrange(1, 30)}", sha, "workflow_dispatch",
-                                "completed", "success", at - 30 * MINUTE, at - 20 * MINUTE, rng.choice(USERS),
-                                "Deploy"))
+                runs.append(
+                    Run(
+                        repo.name,
+                        deploy,
+                        f"release/1.{rng.randrange(1, 30)}",
+                        sha,
+                        "workflow_dispatch",
+                        "completed",
+                        "success",
+                        at - 30 * MINUTE,
+                        at - 20 * MINUTE,
+                        rng.choice(USERS),
+                        "Deploy",
+                    )
+                )
             if sha == last_ok:
                 continue
             took = _secs(4 * MINUTE + 12 * MINUTE * rng.random())
@@ -959,20 +1053,47 @@ class GitHubData:
             conclusion = "cancelled" if u < 0.05 else "failure" if u < 0.05 + self._fail_p(at) else "success"
             event = "push" if rng.random() < 0.85 else "workflow_dispatch"
             msg = repo.commits[sha].message
-            runs.append(Run(repo.name, deploy, DEFAULT_BRANCH, sha, event, "completed", conclusion, at, at + took,
-                            rng.choice(USERS), msg))
+            runs.append(
+                Run(
+                    repo.name,
+                    deploy,
+                    DEFAULT_BRANCH,
+                    sha,
+                    event,
+                    "completed",
+                    conclusion,
+                    at,
+                    at + took,
+                    rng.choice(USERS),
+                    msg,
+                )
+            )
             if conclusion == "success":
                 last_ok = sha
             elif conclusion == "failure":
                 retry = at + _secs(HOUR + 3 * HOUR * rng.random())
                 if retry < self.now - HOUR:
                     rsha = repo.head_at(retry)
-                    runs.append(Run(repo.name, deploy, DEFAULT_BRANCH, rsha, "workflow_dispatch", "completed",
-                                    "success", retry, retry + took, rng.choice(USERS), "Deploy"))
+                    runs.append(
+                        Run(
+                            repo.name,
+                            deploy,
+                            DEFAULT_BRANCH,
+                            rsha,
+                            "workflow_dispatch",
+                            "completed",
+                            "success",
+                            retry,
+                            retry + took,
+                            rng.choice(USERS),
+                            "Deploy",
+                        )
+                    )
                     last_ok = rsha
         at = self.now - 10 * MINUTE
-        runs.append(Run(repo.name, deploy, DEFAULT_BRANCH, repo.main[-1], "push", "in_progress", None, at, at,
-                        BOT, "Deploy"))
+        runs.append(
+            Run(repo.name, deploy, DEFAULT_BRANCH, repo.main[-1], "push", "in_progress", None, at, at, BOT, "Deploy")
+        )
         runs.sort(key=lambda r: r.created_at)
         for run in runs:
             self._add_run(repo, run)
@@ -1020,10 +1141,12 @@ class GitHubData:
         for pr in prs:
             if pr.closed_at:
                 if pr.merged_at:
-                    pr.events.append(IssueEvent("merged", pr.merged_at, pr.merged_by or pr.author,
-                                                commit_id=pr.merge_commit_sha))
-                pr.events.append(IssueEvent("closed", pr.closed_at, pr.merged_by or pr.author,
-                                            commit_id=pr.merge_commit_sha))
+                    pr.events.append(
+                        IssueEvent("merged", pr.merged_at, pr.merged_by or pr.author, commit_id=pr.merge_commit_sha)
+                    )
+                pr.events.append(
+                    IssueEvent("closed", pr.closed_at, pr.merged_by or pr.author, commit_id=pr.merge_commit_sha)
+                )
             events.extend(pr.events)
         for issue in issues:
             events.extend(e for e in issue.events if e.kind != "cross-referenced")
@@ -1071,11 +1194,13 @@ class GitHubData:
         self._merge(repo, pr)
         self._compose_pr_text(pr)
         for kind in ("merged", "closed"):
-            pr.events.append(IssueEvent(kind, now, pr.merged_by, commit_id=pr.merge_commit_sha,
-                                        id=self.ids.take("event")))
+            pr.events.append(
+                IssueEvent(kind, now, pr.merged_by, commit_id=pr.merge_commit_sha, id=self.ids.take("event"))
+            )
         if target is not None:
-            target.events.append(IssueEvent("closed", now, pr.merged_by, state_reason="completed", source=pr,
-                                            id=self.ids.take("event")))
+            target.events.append(
+                IssueEvent("closed", now, pr.merged_by, state_reason="completed", source=pr, id=self.ids.take("event"))
+            )
             self._apply_events(target)
         added["pulls"].append(f"{repo.full_name}#{pr.number}")
 
@@ -1091,10 +1216,14 @@ class GitHubData:
         repo.items[item.number] = item
 
     def _open_issue(self, rng: random.Random, name: str) -> Issue | None:
-        candidates = [i for i in self.repos[name].items.values()
-                      if isinstance(i, Issue) and not i.malformed and i.state == "open"
-                      and not any(e.kind == "cross-referenced" and e.source and e.source.state == "open"
-                                  for e in i.events)]
+        candidates = [
+            i
+            for i in self.repos[name].items.values()
+            if isinstance(i, Issue)
+            and not i.malformed
+            and i.state == "open"
+            and not any(e.kind == "cross-referenced" and e.source and e.source.state == "open" for e in i.events)
+        ]
         return rng.choice(candidates) if candidates else None
 
     def _deliver_now(self, repo: Repo, now: datetime) -> list[str]:
@@ -1163,21 +1292,42 @@ class GitHubData:
     def _truth_issue(self, repo: Repo, issue: Issue) -> dict[str, Any]:
         team = next((lb.split("/", 1)[1] for lb in issue.labels if lb.startswith("team/")), "")
         kind = issue.native_type or next((TYPE_LABELS[lb] for lb in issue.labels if lb in TYPE_LABELS), "Issue")
-        history = [{"seq": i + 1, "at": iso(at), "state": state, "category": CATEGORY[state]}
-                   for i, (at, state) in enumerate(derive_states(issue))]
-        return {"native_id": f"{repo.full_name}#{issue.number}", "ref": gh_issue_ref(repo.full_name, issue.number),
-                "project": repo.full_name, "team": team, "type": kind, "created_at": iso(issue.created_at),
-                "history": history}
+        history = [
+            {"seq": i + 1, "at": iso(at), "state": state, "category": CATEGORY[state]}
+            for i, (at, state) in enumerate(derive_states(issue))
+        ]
+        return {
+            "native_id": f"{repo.full_name}#{issue.number}",
+            "ref": gh_issue_ref(repo.full_name, issue.number),
+            "project": repo.full_name,
+            "team": team,
+            "type": kind,
+            "created_at": iso(issue.created_at),
+            "history": history,
+        }
 
     def _truth_change(self, repo: Repo, pr: PullRequest) -> dict[str, Any]:
         first = min(repo.commits[s].authored for s in pr.commits)
-        return {"native_id": f"{repo.full_name}#{pr.number}", "ref": gh_pr_ref(repo.full_name, pr.number),
-                "service": repo.full_name, "kind": "pull_request", "first_commit_at": iso(first),
-                "merged_at": iso(pr.merged_at), "commits": [*pr.commits, pr.merge_commit_sha]}
+        return {
+            "native_id": f"{repo.full_name}#{pr.number}",
+            "ref": gh_pr_ref(repo.full_name, pr.number),
+            "service": repo.full_name,
+            "kind": "pull_request",
+            "first_commit_at": iso(first),
+            "merged_at": iso(pr.merged_at),
+            "commits": [*pr.commits, pr.merge_commit_sha],
+        }
 
     def _truth_direct_push(self, repo: Repo, c: GitCommit) -> dict[str, Any]:
-        return {"native_id": f"{repo.full_name}@{c.sha}", "ref": commit_ref(c.sha), "service": repo.full_name,
-                "kind": "commit", "first_commit_at": iso(c.authored), "merged_at": iso(c.at), "commits": [c.sha]}
+        return {
+            "native_id": f"{repo.full_name}@{c.sha}",
+            "ref": commit_ref(c.sha),
+            "service": repo.full_name,
+            "kind": "commit",
+            "first_commit_at": iso(c.authored),
+            "merged_at": iso(c.at),
+            "commits": [c.sha],
+        }
 
     def _truth_links(self, repo: Repo, pr: PullRequest) -> set[tuple[str, str]]:
         target = gh_pr_ref(repo.full_name, pr.number)
@@ -1201,28 +1351,50 @@ class GitHubData:
             for d in sorted(repo.deployments, key=lambda d: d.id):
                 o = d.outcome()
                 if o is not None:
-                    rows.append((f"deployment:{d.id}", d.environment, "success" if o.state == "success" else "failure",
-                                 d.created_at, o.at, d.sha))
+                    rows.append(
+                        (
+                            f"deployment:{d.id}",
+                            d.environment,
+                            "success" if o.state == "success" else "failure",
+                            d.created_at,
+                            o.at,
+                            d.sha,
+                        )
+                    )
         elif repo.mode == "releases":
             for r in sorted(repo.releases, key=lambda r: r.id):
                 if not r.draft and not r.prerelease and r.published_at:
                     rows.append((f"release:{r.id}", "production", "success", r.created_at, r.published_at, r.sha))
         else:
             for run in sorted(repo.runs, key=lambda r: r.id):
-                if (run.workflow.path.endswith("/deploy.yml") and run.head_branch == DEFAULT_BRANCH
-                        and run.status == "completed" and run.conclusion in ("success", "failure", "timed_out")):
+                if (
+                    run.workflow.path.endswith("/deploy.yml")
+                    and run.head_branch == DEFAULT_BRANCH
+                    and run.status == "completed"
+                    and run.conclusion in ("success", "failure", "timed_out")
+                ):
                     status = "success" if run.conclusion == "success" else "failure"
                     assert run.completed_at is not None
-                    rows.append((f"run:{run.id}", "production", status, run.run_started_at, run.completed_at,
-                                 run.head_sha))
+                    rows.append(
+                        (f"run:{run.id}", "production", status, run.run_started_at, run.completed_at, run.head_sha)
+                    )
         out = []
         ok: dict[str, list[str]] = {}
         for native, env, status, start, end, sha in rows:
             opened = status == "success" and env == "production"  # contents are read where figures use them
-            out.append({"native_id": native, "service": repo.full_name, "environment": env,
-                        "production": env == "production", "status": status, "started_at": iso(start),
-                        "finished_at": iso(end), "sha": sha,
-                        "contains": self._contains(repo, sha, ok.get(env, [])) if opened else []})
+            out.append(
+                {
+                    "native_id": native,
+                    "service": repo.full_name,
+                    "environment": env,
+                    "production": env == "production",
+                    "status": status,
+                    "started_at": iso(start),
+                    "finished_at": iso(end),
+                    "sha": sha,
+                    "contains": self._contains(repo, sha, ok.get(env, [])) if opened else [],
+                }
+            )
             if status == "success":
                 ok.setdefault(env, []).append(sha)
         return out

@@ -164,8 +164,9 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], router: Router, faults: FaultPlan,
-                 control: Callable[[Request], Response | None]) -> None:
+    def __init__(
+        self, address: tuple[str, int], router: Router, faults: FaultPlan, control: Callable[[Request], Response | None]
+    ) -> None:
         super().__init__(address, _Handler)
         self.router = router
         self.faults = faults

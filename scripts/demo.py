@@ -30,8 +30,11 @@ WORK_DIR = Path(os.environ.get("DEMO_DIR", ROOT / ".demo"))
 def demo_config() -> Path:
     """config/demo.yaml with the chosen ports and working folder, written into the working folder."""
     text = (ROOT / "config" / "demo.yaml").read_text()
-    text = text.replace("127.0.0.1:8089", f"127.0.0.1:{SANDBOX_PORT}").replace(
-        "127.0.0.1:9184", f"127.0.0.1:{COLLECTOR_PORT}").replace("sqlite:///.demo/", f"sqlite:///{WORK_DIR}/")
+    text = (
+        text.replace("127.0.0.1:8089", f"127.0.0.1:{SANDBOX_PORT}")
+        .replace("127.0.0.1:9184", f"127.0.0.1:{COLLECTOR_PORT}")
+        .replace("sqlite:///.demo/", f"sqlite:///{WORK_DIR}/")
+    )
     path = WORK_DIR / "demo.yaml"
     path.write_text(text)
     return path
@@ -69,7 +72,8 @@ def prometheus_config(directory: Path) -> Path:
         "global: {scrape_interval: 15s, evaluation_interval: 15s}\n"
         + (f"rule_files: ['{rules}']\n" if rules.exists() else "")
         + "scrape_configs:\n  - job_name: cycletime\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{COLLECTOR_PORT}']}}]\n")
+        f"    static_configs: [{{targets: ['127.0.0.1:{COLLECTOR_PORT}']}}]\n"
+    )
     return cfg
 
 
@@ -77,10 +81,30 @@ def backfill_prometheus(config: Path, data_dir: Path) -> str:
     """A year of figures into the demo Prometheus' data directory before it starts (`cycletime backfill`)."""
     if not shutil.which("promtool"):
         return "no history (promtool not installed)"
-    result = subprocess.run([sys.executable, "-m", "collector", "backfill", "--config", str(config), "--from", "365d",
-                             "--step", "1d", "--out", str(WORK_DIR / "history.om"), "--prometheus-blocks",
-                             str(data_dir), "--log-format", "json"], cwd=ROOT, capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "collector",
+            "backfill",
+            "--config",
+            str(config),
+            "--from",
+            "365d",
+            "--step",
+            "1d",
+            "--out",
+            str(WORK_DIR / "history.om"),
+            "--prometheus-blocks",
+            str(data_dir),
+            "--log-format",
+            "json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     (WORK_DIR / "backfill.log").write_text(result.stdout + result.stderr)
     if result.returncode != 0:
         return f"no history (backfill failed, see {WORK_DIR}/backfill.log)"
@@ -113,19 +137,25 @@ def headline(config: Path, now: float) -> str:
         return f"{value / DAY:8.1f}" if value is not None else "       -"
 
     when = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
-    lines = [f"  as of {when}",
-             "  request to release, p85 in days (a project's teams and types pooled), slowest first:",
-             f"    {'project':<24} {'last 30 days':>12} {'items':>6}   {'a year ago':>10} {'items':>6}",
-             f"    {'':<24} {'':>12} {'':>6}   {'(12-9 mo.)':>10}"]
+    lines = [
+        f"  as of {when}",
+        "  request to release, p85 in days (a project's teams and types pooled), slowest first:",
+        f"    {'project':<24} {'last 30 days':>12} {'items':>6}   {'a year ago':>10} {'items':>6}",
+        f"    {'':<24} {'':>12} {'':>6}   {'(12-9 mo.)':>10}",
+    ]
     for project in top.projects:
         before = window_quantiles(by_project[project.project], now - 270 * DAY, 90 * DAY, [0.85])
-        lines.append(f"    {project.project:<24} {days(project.p85):>12} {project.count:>6}   "
-                     f"{days(before.quantiles.get(0.85)):>10} {before.count:>6}")
+        lines.append(
+            f"    {project.project:<24} {days(project.p85):>12} {project.count:>6}   "
+            f"{days(before.quantiles.get(0.85)):>10} {before.count:>6}"
+        )
     rate = top.change_failure_rate
     total = top.deployments_succeeded + top.deployments_failed
-    lines.append(f"  production deployments, last 30 days: {top.per_day:.2f} per day ({top.deployments_succeeded} "
-                 f"successful); change failure rate {'-' if rate is None else f'{rate:.1%}'} "
-                 f"({top.deployments_failed} of {total})")
+    lines.append(
+        f"  production deployments, last 30 days: {top.per_day:.2f} per day ({top.deployments_succeeded} "
+        f"successful); change failure rate {'-' if rate is None else f'{rate:.1%}'} "
+        f"({top.deployments_failed} of {total})"
+    )
     return "\n".join(lines)
 
 
@@ -138,8 +168,9 @@ def print_trend(store_file: Path) -> None:
 
     store = Store(f"sqlite:///{store_file}")
     links = store.links()
-    figures = compute(store.work_item_table({link.work_item for link in links}), store.changes(),
-                      store.deployments(), links)
+    figures = compute(
+        store.work_item_table({link.work_item for link in links}), store.changes(), store.deployments(), links
+    )
     store.close()
     now = time.time()
     print("\n  the year by quarter (all teams), days:        p50     p85   items")
@@ -158,9 +189,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--once", action="store_true", help="stop once the collector is ready")
     parser.add_argument("--fresh", action="store_true", help="start from an empty store (.demo/)")
-    parser.add_argument("--activity", type=float, default=float(os.environ.get("DEMO_ACTIVITY", 10)),
-                        metavar="SECONDS", help="the sandbox adds new work, changes and deployments every SECONDS "
-                        "(0: none; default 10, or DEMO_ACTIVITY)")
+    parser.add_argument(
+        "--activity",
+        type=float,
+        default=float(os.environ.get("DEMO_ACTIVITY", 10)),
+        metavar="SECONDS",
+        help="the sandbox adds new work, changes and deployments every SECONDS (0: none; default 10, or DEMO_ACTIVITY)",
+    )
     args = parser.parse_args()
     busy = [p for p in (SANDBOX_PORT, COLLECTOR_PORT) if not port_free(p)]
     if busy:
@@ -173,19 +208,32 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     log_dir = WORK_DIR
     try:
-        procs.append(subprocess.Popen([py, "-m", "collector", "sandbox", "--port", str(SANDBOX_PORT),
-                                       "--activity", str(args.activity)], cwd=ROOT,
-                                      stdout=open(log_dir / "sandbox.log", "w"), stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [py, "-m", "collector", "sandbox", "--port", str(SANDBOX_PORT), "--activity", str(args.activity)],
+                cwd=ROOT,
+                stdout=open(log_dir / "sandbox.log", "w"),
+                stderr=subprocess.STDOUT,
+            )
+        )
         if not wait_for(f"http://127.0.0.1:{SANDBOX_PORT}/_sandbox/stats", 60, procs):
             print(f"demo: the sandbox did not start; see {log_dir}/sandbox.log", file=sys.stderr)
             return 1
-        procs.append(subprocess.Popen([py, "-m", "collector", "serve", "--config", str(demo_config()),
-                                       "--log-format", "json"], cwd=ROOT,
-                                      stdout=open(log_dir / "collector.log", "w"), stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [py, "-m", "collector", "serve", "--config", str(demo_config()), "--log-format", "json"],
+                cwd=ROOT,
+                stdout=open(log_dir / "collector.log", "w"),
+                stderr=subprocess.STDOUT,
+            )
+        )
         base = f"http://127.0.0.1:{COLLECTOR_PORT}"
         live = f"new activity every {args.activity:g} s" if args.activity > 0 else "no live activity"
-        print(f"demo: sandbox on http://127.0.0.1:{SANDBOX_PORT} ({live}); collector syncing "
-              f"(log: {log_dir}/collector.log)…", flush=True)
+        print(
+            f"demo: sandbox on http://127.0.0.1:{SANDBOX_PORT} ({live}); collector syncing "
+            f"(log: {log_dir}/collector.log)…",
+            flush=True,
+        )
         if not wait_for(f"{base}/readyz", 300, procs):
             print(f"demo: the collector was not ready within 300 s; see {log_dir}/collector.log", file=sys.stderr)
             return 1
@@ -196,13 +244,25 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             history = backfill_prometheus(demo_config(), tmp / "data")
-            procs.append(subprocess.Popen(
-                [prometheus, f"--config.file={prometheus_config(tmp)}", f"--storage.tsdb.path={tmp / 'data'}",
-                 "--storage.tsdb.retention.time=400d", f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"],
-                stdout=open(log_dir / "prometheus.log", "w"), stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        prometheus,
+                        f"--config.file={prometheus_config(tmp)}",
+                        f"--storage.tsdb.path={tmp / 'data'}",
+                        "--storage.tsdb.retention.time=400d",
+                        f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}",
+                    ],
+                    stdout=open(log_dir / "prometheus.log", "w"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
             ready = wait_for(f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready", 60, procs)
-            state = (f"scraping the collector, shipped rules, {history}" if ready
-                     else f"not ready; see {log_dir}/prometheus.log")
+            state = (
+                f"scraping the collector, shipped rules, {history}"
+                if ready
+                else f"not ready; see {log_dir}/prometheus.log"
+            )
             print(f"  prometheus:    http://127.0.0.1:{PROMETHEUS_PORT}/  ({state})")
         else:
             print("  prometheus:    not started (no `prometheus` binary, or port 9090 busy)")

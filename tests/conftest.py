@@ -44,17 +44,34 @@ class _PostgresServer:
             shutil.chown(self.dir, "postgres")
             self.prefix = ["runuser", "-u", "postgres", "--"]
         data = os.path.join(self.dir, "data")
-        subprocess.run([*self.prefix, _pg_bin("initdb"), "-D", data, "-U", "cycletime", "--auth=trust", "-E", "UTF8"],
-                       check=True, capture_output=True)
-        subprocess.run([*self.prefix, _pg_bin("pg_ctl"), "-D", data, "-w", "-l", os.path.join(self.dir, "log"),
-                        "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [*self.prefix, _pg_bin("initdb"), "-D", data, "-U", "cycletime", "--auth=trust", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *self.prefix,
+                _pg_bin("pg_ctl"),
+                "-D",
+                data,
+                "-w",
+                "-l",
+                os.path.join(self.dir, "log"),
+                "-o",
+                f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
         self.data = data
         self.url = f"postgresql://cycletime@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
-        subprocess.run([*self.prefix, _pg_bin("pg_ctl"), "-D", self.data, "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*self.prefix, _pg_bin("pg_ctl"), "-D", self.data, "-m", "immediate", "stop"], capture_output=True
+        )
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -80,8 +97,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if BACKENDS_RAN:
         terminalreporter.write_line(f"store backends tested: {', '.join(sorted(BACKENDS_RAN))}")
         if "postgresql" not in BACKENDS_RAN:
-            terminalreporter.write_line("PostgreSQL store tests did NOT run: no server binaries and no "
-                                        "CYCLETIME_TEST_POSTGRES_URL")
+            terminalreporter.write_line(
+                "PostgreSQL store tests did NOT run: no server binaries and no CYCLETIME_TEST_POSTGRES_URL"
+            )
 
 
 def _backends() -> list[str]:
@@ -100,8 +118,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path}/store.db"
         return
     url = postgres_url()
-    assert url, ("PostgreSQL did not start (no initdb/pg_ctl: scripts/system-deps.sh installs the postgresql "
-                 "package) and CYCLETIME_TEST_POSTGRES_URL is not set")
+    assert url, (
+        "PostgreSQL did not start (no initdb/pg_ctl: scripts/system-deps.sh installs the postgresql "
+        "package) and CYCLETIME_TEST_POSTGRES_URL is not set"
+    )
     import sqlalchemy as sa
 
     from collector.store import normalise_url

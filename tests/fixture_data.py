@@ -28,48 +28,109 @@ def days_ago(n: float) -> datetime:
     return NOW - timedelta(days=n)
 
 
-def _item(n: int, created: float, *states: tuple[float, str, Category], team: str = "Web",
-          type_: str = "User Story") -> WorkItem:
+def _item(
+    n: int, created: float, *states: tuple[float, str, Category], team: str = "Web", type_: str = "User Story"
+) -> WorkItem:
     wid = str(n)
-    return WorkItem("boards", wid, ado_ref(n), "Fabrikam", team, type_, days_ago(created),
-                    tuple(StateChange(wid, i, days_ago(d), s, c) for i, (d, s, c) in enumerate(states, start=1)))
+    return WorkItem(
+        "boards",
+        wid,
+        ado_ref(n),
+        "Fabrikam",
+        team,
+        type_,
+        days_ago(created),
+        tuple(StateChange(wid, i, days_ago(d), s, c) for i, (d, s, c) in enumerate(states, start=1)),
+    )
 
 
 def load(store: Store) -> None:
     """Three completed items (cycle times 2d, 4d, 10d ending 1-20 days ago), one in progress, one new;
     two production deployments (one failed then recovered), one staging deployment."""
     items = [
-        _item(1, 30, (30, "New", P), (3, "Active", IP), (1, "Closed", C)),                 # cycle 2d, lead 29d
+        _item(1, 30, (30, "New", P), (3, "Active", IP), (1, "Closed", C)),  # cycle 2d, lead 29d
         _item(2, 40, (40, "New", P), (9, "Active", IP), (6, "Resolved", R), (5, "Closed", C)),  # cycle 4d
         _item(3, 60, (60, "New", P), (30, "Active", IP), (20, "Closed", C), type_="Bug"),  # cycle 10d
         _item(4, 10, (10, "New", P), (2, "Active", IP)),
         _item(5, 5, (5, "New", P), team="Payments"),
     ]
-    store.commit("boards", Batch(work_items=items, rejections=[Rejection("boards", "77", "missing_field")]),
-                 stream="revisions", watermark="tok")
+    store.commit(
+        "boards",
+        Batch(work_items=items, rejections=[Rejection("boards", "77", "missing_field")]),
+        stream="revisions",
+        watermark="tok",
+    )
     sha_a, sha_b = "a" * 40, "b" * 40
-    pr = Change("github", "contoso/web#5", gh_pr_ref("contoso/web", 5), "contoso/web", "pull_request",
-                days_ago(8), days_ago(6), (sha_a,))
+    pr = Change(
+        "github",
+        "contoso/web#5",
+        gh_pr_ref("contoso/web", 5),
+        "contoso/web",
+        "pull_request",
+        days_ago(8),
+        days_ago(6),
+        (sha_a,),
+    )
     deployments = [
-        Deployment("pipelines", "env:1:1", "web-ci", "production", True, "failure", days_ago(4.1), days_ago(4), sha_b,
-                   (commit_ref(sha_a), build_ref(10))),
-        Deployment("pipelines", "env:1:2", "web-ci", "production", True, "success", days_ago(3.1), days_ago(3), sha_b,
-                   (commit_ref(sha_a), build_ref(11))),
-        Deployment("pipelines", "env:2:1", "web-ci", "staging", False, "success", days_ago(5.1), days_ago(5), sha_b,
-                   (commit_ref(sha_a),)),
+        Deployment(
+            "pipelines",
+            "env:1:1",
+            "web-ci",
+            "production",
+            True,
+            "failure",
+            days_ago(4.1),
+            days_ago(4),
+            sha_b,
+            (commit_ref(sha_a), build_ref(10)),
+        ),
+        Deployment(
+            "pipelines",
+            "env:1:2",
+            "web-ci",
+            "production",
+            True,
+            "success",
+            days_ago(3.1),
+            days_ago(3),
+            sha_b,
+            (commit_ref(sha_a), build_ref(11)),
+        ),
+        Deployment(
+            "pipelines",
+            "env:2:1",
+            "web-ci",
+            "staging",
+            False,
+            "success",
+            days_ago(5.1),
+            days_ago(5),
+            sha_b,
+            (commit_ref(sha_a),),
+        ),
     ]
-    store.commit("pipelines", Batch(deployments=deployments,
-                                    links=[Link("pipelines", ado_ref(2), build_ref(11))]))
+    store.commit("pipelines", Batch(deployments=deployments, links=[Link("pipelines", ado_ref(2), build_ref(11))]))
     store.commit("github", Batch(changes=[pr], links=[Link("github", ado_ref(1), pr.ref)]))
 
 
-def year_item(wid: str, created: datetime, done: datetime, started: datetime | None = None,
-          project: str = "Fabrikam") -> WorkItem:
+def year_item(
+    wid: str, created: datetime, done: datetime, started: datetime | None = None, project: str = "Fabrikam"
+) -> WorkItem:
     started = started or created + (done - created) / 2
-    return WorkItem("boards", wid, ado_ref(int(wid)), project, "Web", "User Story", created,
-                    (StateChange(wid, 1, created, "New", Category.PROPOSED),
-                     StateChange(wid, 2, started, "Active", Category.IN_PROGRESS),
-                     StateChange(wid, 3, done, "Closed", Category.COMPLETED)))
+    return WorkItem(
+        "boards",
+        wid,
+        ado_ref(int(wid)),
+        project,
+        "Web",
+        "User Story",
+        created,
+        (
+            StateChange(wid, 1, created, "New", Category.PROPOSED),
+            StateChange(wid, 2, started, "Active", Category.IN_PROGRESS),
+            StateChange(wid, 3, done, "Closed", Category.COMPLETED),
+        ),
+    )
 
 
 def a_year_of_releases(store: Store, now: datetime, projects: tuple[str, ...] = ("Fabrikam", "Tailspin")) -> None:
@@ -83,13 +144,32 @@ def a_year_of_releases(store: Store, now: datetime, projects: tuple[str, ...] = 
         project = projects[0] if n % 3 or len(projects) == 1 else projects[1]
         items.append(year_item(wid, created, done, project=project))
         sha = f"{n:040x}"
-        pr = Change("github", f"contoso/web#{n}", gh_pr_ref("contoso/web", n), "contoso/web", "pull_request",
-                    done - timedelta(days=1), done, (sha,))
+        pr = Change(
+            "github",
+            f"contoso/web#{n}",
+            gh_pr_ref("contoso/web", n),
+            "contoso/web",
+            "pull_request",
+            done - timedelta(days=1),
+            done,
+            (sha,),
+        )
         changes.append(pr)
         links.append(Link("github", ado_ref(n), pr.ref))
         status = "failure" if n % 10 == 0 else "success"
-        deployments.append(Deployment("github", f"d{n}", "contoso/web", "production", True, status,
-                                      done + timedelta(days=2) - timedelta(hours=1), done + timedelta(days=2), sha,
-                                      ()))
+        deployments.append(
+            Deployment(
+                "github",
+                f"d{n}",
+                "contoso/web",
+                "production",
+                True,
+                status,
+                done + timedelta(days=2) - timedelta(hours=1),
+                done + timedelta(days=2),
+                sha,
+                (),
+            )
+        )
     store.commit("boards", Batch(work_items=items))
     store.commit("github", Batch(changes=changes, deployments=deployments, links=links))

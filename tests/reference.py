@@ -20,8 +20,7 @@ WIP = ("Proposed", "InProgress", "Resolved")
 STARTED = ("InProgress", "Resolved")
 #: the histogram buckets of docs/metrics.md, written out again on purpose
 DAY, HOUR = 86400.0, 3600.0
-BOUNDS = [HOUR, 4 * HOUR, 8 * HOUR] + [d * DAY for d in (1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90, 120, 180,
-                                                        270, 365)]
+BOUNDS = [HOUR, 4 * HOUR, 8 * HOUR] + [d * DAY for d in (1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90, 120, 180, 270, 365)]
 
 
 def ts(text: str) -> float:
@@ -51,15 +50,15 @@ def quantile(values: list[float], q: float) -> float:
 class Expected:
     #: histogram base name → labels → [(end event time, value)]
     histograms: dict[str, dict[tuple[str, ...], list[tuple[float, float]]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
     state_seconds: dict[tuple[str, ...], float] = field(default_factory=lambda: defaultdict(float))
     deployments: Counter[tuple[str, ...]] = field(default_factory=Counter)
     wip: Counter[tuple[str, ...]] = field(default_factory=Counter)
     #: (source, service, environment, production, status) → finish times
     deployment_ends: dict[tuple[str, ...], list[float]] = field(default_factory=lambda: defaultdict(list))
     #: work item labels → [(completed at, seconds in the InProgress category, lead time)]
-    active: dict[tuple[str, ...], list[tuple[float, float, float]]] = field(
-        default_factory=lambda: defaultdict(list))
+    active: dict[tuple[str, ...], list[tuple[float, float, float]]] = field(default_factory=lambda: defaultdict(list))
     #: (source, reason) → records the definitions refuse (clock skew)
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
 
@@ -92,19 +91,34 @@ def gather(truth: dict[str, Any], sources: list[dict[str, Any]]) -> dict[str, li
             prefixes = tuple({"environments": "env:", "releases": "release:"}[m] for m in modes)
             for d in azure["deployments"]:
                 if d["project"] == s["project"] and d["native_id"].startswith(prefixes):
-                    out["deployments"].append({**d, "source": s["name"], "production": is_production(
-                        d["environment"], s.get("production_environments", ["production"]))})
+                    out["deployments"].append(
+                        {
+                            **d,
+                            "source": s["name"],
+                            "production": is_production(
+                                d["environment"], s.get("production_environments", ["production"])
+                            ),
+                        }
+                    )
             out["changes"] += [{**c, "source": s["name"]} for c in azure["changes"] if c["project"] == s["project"]]
             out["links"] += [link for link in azure["links"] if link["project"] == s["project"]]
         elif s["kind"] == "github":
             repos = s["repositories"]
-            out["work_items"] += [{**w, "source": s["name"]} for w in github["work_items"]
-                                  if _owner_of(w["project"], repos)]
+            out["work_items"] += [
+                {**w, "source": s["name"]} for w in github["work_items"] if _owner_of(w["project"], repos)
+            ]
             out["changes"] += [{**c, "source": s["name"]} for c in github["changes"] if _owner_of(c["service"], repos)]
             for d in github["deployments"]:
                 if _owner_of(d["service"], repos):
-                    out["deployments"].append({**d, "source": s["name"], "production": is_production(
-                        d["environment"], s.get("production_environments", ["production"]))})
+                    out["deployments"].append(
+                        {
+                            **d,
+                            "source": s["name"],
+                            "production": is_production(
+                                d["environment"], s.get("production_environments", ["production"])
+                            ),
+                        }
+                    )
     if any(s["kind"] == "github" for s in sources):
         out["links"] += github["links"]
     return out
@@ -116,15 +130,19 @@ def reference_figures(truth: dict[str, Any], sources: list[dict[str, Any]], at: 
     expected = Expected()
     deployments = [d for d in data["deployments"] if ts(d["finished_at"]) <= at]
     for d in deployments:
-        expected.deployments[(d["source"], d["service"], d["environment"], str(d["production"]).lower(),
-                              d["status"])] += 1
-        expected.deployment_ends[(d["source"], d["service"], d["environment"], str(d["production"]).lower(),
-                                  d["status"])].append(ts(d["finished_at"]))
+        expected.deployments[
+            (d["source"], d["service"], d["environment"], str(d["production"]).lower(), d["status"])
+        ] += 1
+        expected.deployment_ends[
+            (d["source"], d["service"], d["environment"], str(d["production"]).lower(), d["status"])
+        ].append(ts(d["finished_at"]))
 
     # the first successful production deployment that delivered each ref
     shipped: dict[str, dict[str, Any]] = {}
-    for d in sorted((d for d in deployments if d["production"] and d["status"] == "success"),
-                    key=lambda d: (ts(d["finished_at"]), d["source"], d["native_id"])):
+    for d in sorted(
+        (d for d in deployments if d["production"] and d["status"] == "success"),
+        key=lambda d: (ts(d["finished_at"]), d["source"], d["native_id"]),
+    ):
         for ref in [*d["contains"], *([f"commit:{d['sha']}"] if d.get("sha") else [])]:
             shipped.setdefault(ref.lower(), d)
 
@@ -144,7 +162,8 @@ def reference_figures(truth: dict[str, Any], sources: list[dict[str, Any]], at: 
             expected.rejected[(c["source"], "end_before_start")] += 1
         else:
             expected.histograms["cycletime_change_lead_time"][(d["source"], d["service"], d["environment"])].append(
-                (ts(d["finished_at"]), lead))
+                (ts(d["finished_at"]), lead)
+            )
 
     targets: dict[str, set[str]] = defaultdict(set)
     for link in data["links"]:
@@ -195,7 +214,8 @@ def _work_item(item: dict[str, Any], at: float, release: dict[str, Any] | None, 
     if release is not None:
         end = ts(release["finished_at"])
         expected.histograms["cycletime_request_to_release"][(*labels, release["environment"])].append(
-            (end, end - created))
+            (end, end - created)
+        )
     if current["category"] != "Completed":
         return
     completed_at = current["start"]

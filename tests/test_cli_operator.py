@@ -22,8 +22,14 @@ TOKEN = "operator-token-1234"
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "collector", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "collector", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def write_config(tmp_path: Path, store: str, listen: str = "127.0.0.1:0", api: str = "http://127.0.0.1:1") -> Path:
@@ -108,9 +114,14 @@ def silent_api() -> Iterator[SilentServer]:
 def test_sigterm_stops_serve_promptly_while_a_request_hangs(tmp_path: Path, silent_api: SilentServer) -> None:
     url = f"sqlite:///{tmp_path}/store.db"
     cfg = write_config(tmp_path, url, listen=f"127.0.0.1:{free_port()}", api=f"http://127.0.0.1:{silent_api.port}")
-    proc = subprocess.Popen([sys.executable, "-m", "collector", "serve", "--config", str(cfg), "--log-format", "text"],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collector", "serve", "--config", str(cfg), "--log-format", "text"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert silent_api.accepted.wait(30), "serve never called the API"
         time.sleep(0.5)  # the request is now waiting for an answer that never comes
@@ -135,7 +146,11 @@ def test_version_and_every_option_shows_its_default() -> None:
 
     version = subprocess.run([sys.executable, "-m", "collector", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.startswith("cycletime ")
-    shown = subprocess.run([sys.executable, "-m", "collector", "sandbox", "--help"], capture_output=True, text=True,
-                           env={**os.environ, "COLUMNS": "200"})
+    shown = subprocess.run(
+        [sys.executable, "-m", "collector", "sandbox", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     for default in ("(default: 8089)", "(default: 600)", "(default: 0.0)", "(default: 127.0.0.1)"):
         assert default in shown.stdout

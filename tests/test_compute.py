@@ -36,8 +36,7 @@ from collector.model import (
 )
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-P, IP, R, C, X = (Category.PROPOSED, Category.IN_PROGRESS, Category.RESOLVED, Category.COMPLETED,
-                  Category.REMOVED)
+P, IP, R, C, X = (Category.PROPOSED, Category.IN_PROGRESS, Category.RESOLVED, Category.COMPLETED, Category.REMOVED)
 
 
 def only(observations) -> list[tuple[float, float]]:
@@ -54,20 +53,47 @@ def day(n: float) -> datetime:
     return T0 + timedelta(days=n)
 
 
-def wi(n: int, *states: tuple[float, str, Category], created: float = 0, type_: str = "Bug",
-       source: str = "boards") -> WorkItem:
+def wi(
+    n: int, *states: tuple[float, str, Category], created: float = 0, type_: str = "Bug", source: str = "boards"
+) -> WorkItem:
     wid = str(n)
-    return WorkItem(source, wid, ado_ref(n), "Fabrikam", "Web", type_, day(created),
-                    tuple(StateChange(wid, i, day(d), s, c) for i, (d, s, c) in enumerate(states, start=1)))
+    return WorkItem(
+        source,
+        wid,
+        ado_ref(n),
+        "Fabrikam",
+        "Web",
+        type_,
+        day(created),
+        tuple(StateChange(wid, i, day(d), s, c) for i, (d, s, c) in enumerate(states, start=1)),
+    )
 
 
-def deploy(n: int, finished: float, *contains: str, status: str = "success", env: str = "production",
-           production: bool = True, service: str = "web-ci") -> Deployment:
-    return Deployment("pipelines", f"env:1:{n}", service, env, production, status, day(finished - 0.01),
-                      day(finished), None, tuple(contains))
+def deploy(
+    n: int,
+    finished: float,
+    *contains: str,
+    status: str = "success",
+    env: str = "production",
+    production: bool = True,
+    service: str = "web-ci",
+) -> Deployment:
+    return Deployment(
+        "pipelines",
+        f"env:1:{n}",
+        service,
+        env,
+        production,
+        status,
+        day(finished - 0.01),
+        day(finished),
+        None,
+        tuple(contains),
+    )
 
 
 # -- work item times --------------------------------------------------------------------------------------
+
 
 def test_lead_and_cycle_time_of_a_plain_item() -> None:
     t = item_times(wi(1, (0, "New", P), (2, "Active", IP), (5, "Resolved", R), (6, "Closed", C)))
@@ -78,8 +104,7 @@ def test_lead_and_cycle_time_of_a_plain_item() -> None:
 
 
 def test_reopened_item_counts_once_at_final_completion_and_keeps_first_start() -> None:
-    t = item_times(wi(1, (0, "New", P), (1, "Active", IP), (3, "Closed", C), (10, "Active", IP),
-                      (12, "Closed", C)))
+    t = item_times(wi(1, (0, "New", P), (1, "Active", IP), (3, "Closed", C), (10, "Active", IP), (12, "Closed", C)))
     assert t.completed_at == day(12).timestamp()
     assert t.cycle_time == 11 * DAY  # from the FIRST entry into InProgress
     assert t.lead_time == 12 * DAY
@@ -106,33 +131,58 @@ def test_clock_skew_is_rejected_not_negative() -> None:
     with pytest.raises(Rejected) as exc:
         item_times(wi(1, (0, "New", P), (5, "Active", IP), (3, "Closed", C)))
     assert exc.value.reason == "end_before_start"
-    figures = compute([wi(1, (0, "New", P), (5, "Active", IP), (3, "Closed", C)),
-                       wi(2, (-2, "Closed", C), created=0)], [], [], [])
+    figures = compute(
+        [wi(1, (0, "New", P), (5, "Active", IP), (3, "Closed", C)), wi(2, (-2, "Closed", C), created=0)], [], [], []
+    )
     assert figures.rejected[("boards", "end_before_start")] == 2
     assert figures.lead_time.count() == 0
 
 
 def test_removed_items_are_excluded_from_every_figure() -> None:
-    figures = compute([wi(1, (0, "New", P), (1, "Active", IP), (2, "Removed", X))], [],
-                      [deploy(1, 3, build_ref(7))], [Link("pipelines", ado_ref(1), build_ref(7))])
+    figures = compute(
+        [wi(1, (0, "New", P), (1, "Active", IP), (2, "Removed", X))],
+        [],
+        [deploy(1, 3, build_ref(7))],
+        [Link("pipelines", ado_ref(1), build_ref(7))],
+    )
     assert figures.lead_time.count() == 0 and figures.request_to_release.count() == 0
     assert not figures.wip and not figures.state_seconds
 
 
 def test_wip_counts_current_non_terminal_categories() -> None:
-    figures = compute([wi(1, (0, "New", P)), wi(2, (0, "New", P), (1, "Active", IP)),
-                       wi(3, (0, "New", P), (1, "Resolved", R)), wi(4, (0, "New", P), (1, "Closed", C))], [], [], [])
-    assert figures.wip == {("boards", "Fabrikam", "Web", "Bug", "Proposed"): 1,
-                           ("boards", "Fabrikam", "Web", "Bug", "InProgress"): 1,
-                           ("boards", "Fabrikam", "Web", "Bug", "Resolved"): 1}
+    figures = compute(
+        [
+            wi(1, (0, "New", P)),
+            wi(2, (0, "New", P), (1, "Active", IP)),
+            wi(3, (0, "New", P), (1, "Resolved", R)),
+            wi(4, (0, "New", P), (1, "Closed", C)),
+        ],
+        [],
+        [],
+        [],
+    )
+    assert figures.wip == {
+        ("boards", "Fabrikam", "Web", "Bug", "Proposed"): 1,
+        ("boards", "Fabrikam", "Web", "Bug", "InProgress"): 1,
+        ("boards", "Fabrikam", "Web", "Bug", "Resolved"): 1,
+    }
 
 
 # -- linking, request to release, change lead time ----------------------------------------------------
 
+
 def test_request_to_release_through_a_pr_and_first_production_deployment_wins() -> None:
     sha1, sha2 = "a" * 40, "b" * 40
-    pr = Change("github", "contoso/web#5", gh_pr_ref("contoso/web", 5), "contoso/web", "pull_request", day(1), day(2),
-                (sha1, sha2))
+    pr = Change(
+        "github",
+        "contoso/web#5",
+        gh_pr_ref("contoso/web", 5),
+        "contoso/web",
+        "pull_request",
+        day(1),
+        day(2),
+        (sha1, sha2),
+    )
     deployments = [
         deploy(1, 3, commit_ref(sha2), env="staging", production=False),  # not production
         deploy(2, 4, commit_ref(sha1), status="failure"),  # failed
@@ -153,24 +203,35 @@ def test_item_without_links_has_no_request_to_release_but_keeps_lead_time() -> N
 
 
 def test_build_link_releases_azure_only_items() -> None:
-    figures = compute([wi(9, (0, "New", P), created=0)], [], [deploy(1, 2.5, build_ref(41), commit_ref("c" * 40))],
-                      [Link("pipelines", ado_ref(9), build_ref(41))])
+    figures = compute(
+        [wi(9, (0, "New", P), created=0)],
+        [],
+        [deploy(1, 2.5, build_ref(41), commit_ref("c" * 40))],
+        [Link("pipelines", ado_ref(9), build_ref(41))],
+    )
     # released even while the item is still open
     assert only(figures.request_to_release) == [(day(2.5).timestamp(), 2.5 * DAY)]
 
 
 def test_release_before_creation_is_rejected() -> None:
-    figures = compute([wi(1, (5, "New", P), created=5)], [], [deploy(1, 2, build_ref(1))],
-                      [Link("pipelines", ado_ref(1), build_ref(1))])
+    figures = compute(
+        [wi(1, (5, "New", P), created=5)],
+        [],
+        [deploy(1, 2, build_ref(1))],
+        [Link("pipelines", ado_ref(1), build_ref(1))],
+    )
     assert figures.request_to_release.count() == 0
     assert figures.rejected[("boards", "end_before_start")] == 1
 
 
 def test_migrated_item_created_after_it_shipped_is_left_out_of_every_figure() -> None:
     # created (migrated) on day 5, completed on day 6, but its build shipped on day 2
-    figures = compute([wi(1, (5, "New", P), (5.5, "Active", IP), (6, "Closed", C), created=5),
-                       wi(2, (5, "New", P), created=5)], [], [deploy(1, 2, build_ref(1))],
-                      [Link("pipelines", ado_ref(1), build_ref(1))])
+    figures = compute(
+        [wi(1, (5, "New", P), (5.5, "Active", IP), (6, "Closed", C), created=5), wi(2, (5, "New", P), created=5)],
+        [],
+        [deploy(1, 2, build_ref(1))],
+        [Link("pipelines", ado_ref(1), build_ref(1))],
+    )
     assert figures.lead_time.count() == figures.cycle_time.count() == figures.request_to_release.count() == 0
     assert figures.state_seconds == {}
     assert figures.rejected[("boards", "end_before_start")] == 1
@@ -178,8 +239,7 @@ def test_migrated_item_created_after_it_shipped_is_left_out_of_every_figure() ->
 
 
 def test_as_of_sees_only_what_had_happened_by_then() -> None:
-    items = [wi(1, (0, "New", P), (1, "Active", IP), (3, "Closed", C), created=0),
-             wi(2, (4, "New", P), created=4)]
+    items = [wi(1, (0, "New", P), (1, "Active", IP), (3, "Closed", C), created=0), wi(2, (4, "New", P), created=4)]
     deployments = [deploy(1, 2.5, build_ref(1)), deploy(2, 5, build_ref(2), status="failure")]
     links = [Link("pipelines", ado_ref(1), build_ref(1))]
     then = compute(items, [], deployments, links, as_of=day(2).timestamp())
@@ -193,35 +253,53 @@ def test_as_of_sees_only_what_had_happened_by_then() -> None:
     assert dict(later.wip) == {("boards", "Fabrikam", "Web", "Bug", "Proposed"): 1}
     assert dict(later.deployments) == {("pipelines", "web-ci", "production", "true", "success"): 1}
     # as of the end of time, the same as no pin at all
-    assert compute(items, [], deployments, links, as_of=day(99).timestamp()).deployments == compute(
-        items, [], deployments, links).deployments
+    assert (
+        compute(items, [], deployments, links, as_of=day(99).timestamp()).deployments
+        == compute(items, [], deployments, links).deployments
+    )
 
 
 def test_deployment_counters_cover_every_environment() -> None:
-    figures = compute([], [], [deploy(1, 1), deploy(2, 2, status="failure"),
-                               deploy(3, 3, env="staging", production=False)], [])
-    assert figures.deployments == {("pipelines", "web-ci", "production", "true", "success"): 1,
-                                   ("pipelines", "web-ci", "production", "true", "failure"): 1,
-                                   ("pipelines", "web-ci", "staging", "false", "success"): 1}
+    figures = compute(
+        [], [], [deploy(1, 1), deploy(2, 2, status="failure"), deploy(3, 3, env="staging", production=False)], []
+    )
+    assert figures.deployments == {
+        ("pipelines", "web-ci", "production", "true", "success"): 1,
+        ("pipelines", "web-ci", "production", "true", "failure"): 1,
+        ("pipelines", "web-ci", "staging", "false", "success"): 1,
+    }
     assert only_ends(figures.deployment_events, ("pipelines", "web-ci", "production", "true", "failure")) == [
-        day(2).timestamp()]
+        day(2).timestamp()
+    ]
 
 
 def test_recovery_from_first_failure_of_a_streak_to_next_success() -> None:
-    ds = [deploy(1, 1), deploy(2, 2, status="failure"), deploy(3, 2.5, status="failure"), deploy(4, 4),
-          deploy(5, 5, status="failure"), deploy(6, 5, env="staging", production=False),
-          deploy(7, 6, status="failure", env="staging", production=False)]
+    ds = [
+        deploy(1, 1),
+        deploy(2, 2, status="failure"),
+        deploy(3, 2.5, status="failure"),
+        deploy(4, 4),
+        deploy(5, 5, status="failure"),
+        deploy(6, 5, env="staging", production=False),
+        deploy(7, 6, status="failure", env="staging", production=False),
+    ]
     out = recoveries(ds)
     assert out == [(("pipelines", "web-ci", "production", "true"), day(4).timestamp(), 2 * DAY)]  # day-5 failure open
 
 
 def test_first_deliveries_ignore_failures_and_other_environments() -> None:
-    delivered = first_deliveries([deploy(1, 1, "commit:x", status="failure"),
-                                  deploy(2, 2, "commit:x", env="dev", production=False), deploy(3, 3, "commit:x")])
+    delivered = first_deliveries(
+        [
+            deploy(1, 1, "commit:x", status="failure"),
+            deploy(2, 2, "commit:x", env="dev", production=False),
+            deploy(3, 3, "commit:x"),
+        ]
+    )
     assert delivered["commit:x"].native_id == "env:1:3"
 
 
 # -- histograms and window quantiles -----------------------------------------------------------------------
+
 
 def test_histogram_buckets_are_cumulative_le() -> None:
     data = histogram([HOUR, HOUR + 1, 2 * DAY, 400 * DAY])
@@ -234,8 +312,13 @@ def test_histogram_buckets_are_cumulative_le() -> None:
 
 def test_window_selects_half_open_interval_and_interpolates_linearly() -> None:
     now = 100 * DAY
-    obs = [(now - 7 * DAY, 1.0),  # exactly at the window start: excluded
-           (now - 6 * DAY, 10.0), (now - 1 * DAY, 20.0), (now, 30.0), (now + 1, 999.0)]  # future excluded
+    obs = [
+        (now - 7 * DAY, 1.0),  # exactly at the window start: excluded
+        (now - 6 * DAY, 10.0),
+        (now - 1 * DAY, 20.0),
+        (now, 30.0),
+        (now + 1, 999.0),
+    ]  # future excluded
     summary = window_quantiles(obs, now, 7 * DAY, [0.5, 0.85])
     assert summary.count == 3
     assert summary.quantiles == {0.5: 20.0, 0.85: pytest.approx(27.0)}
@@ -290,16 +373,24 @@ def test_histogram_count_equals_completed_items_and_durations_never_negative(wor
 @settings(max_examples=100)
 @given(items(), st.floats(0.1, 50), state_names)
 def test_a_later_revision_never_changes_an_earlier_released_items_request_to_release(
-        item: WorkItem, gap: float, new_state: tuple[str, Category]) -> None:
+    item: WorkItem, gap: float, new_state: tuple[str, Category]
+) -> None:
     # removing an item excludes it from every figure (and restoring it brings it back), by definition
     assume(item.history[-1].category is not X and new_state[1] is not X)
     deployments = [deploy(1, 3, build_ref(1))]
     links = [Link("pipelines", item.ref, build_ref(1))]
     before = compute([item], [], deployments, links).request_to_release
     last = item.history[-1].at
-    later = WorkItem(item.source, item.native_id, item.ref, item.project, item.team, item.type, item.created_at,
-                     (*item.history, StateChange(item.native_id, len(item.history) + 1, last + timedelta(days=gap),
-                                                 *new_state)))
+    later = WorkItem(
+        item.source,
+        item.native_id,
+        item.ref,
+        item.project,
+        item.team,
+        item.type,
+        item.created_at,
+        (*item.history, StateChange(item.native_id, len(item.history) + 1, last + timedelta(days=gap), *new_state)),
+    )
     after = compute([later], [], deployments, links).request_to_release
     assert {k: after.pairs(k) for k in after.by_labels} == {k: before.pairs(k) for k in before.by_labels}
     # and the figure is the definition's, not vacuously empty: released on day 3 unless it cannot be ordered

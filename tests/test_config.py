@@ -81,9 +81,17 @@ sources:
     token: x
 """)
     joined = "\n".join(errors)
-    for expected in ("listen:", "windows[1]: expected a duration", "quantiles[1]:", "colour: unknown key",
-                     "sources[0].repositories: 'not-a-repo' is not owner/repo", "sources[0].deployments_from:",
-                     "sources[1].organization_url:", "sources[1].team_from:", "sources[2]:"):
+    for expected in (
+        "listen:",
+        "windows[1]: expected a duration",
+        "quantiles[1]:",
+        "colour: unknown key",
+        "sources[0].repositories: 'not-a-repo' is not owner/repo",
+        "sources[0].deployments_from:",
+        "sources[1].organization_url:",
+        "sources[1].team_from:",
+        "sources[2]:",
+    ):
         assert expected in joined, (expected, errors)
     assert len(errors) >= 9
 
@@ -97,17 +105,22 @@ def test_production_environment_regexes_must_compile() -> None:
 
 
 def test_duplicate_source_names_are_an_error() -> None:
-    text = MINIMAL + """
+    text = (
+        MINIMAL
+        + """
   - name: gh
     kind: github
     token: y
     repositories: [contoso/api]
 """
+    )
     assert any("used twice" in e for e in errors_of(text, {"GH_TOKEN": "x"}))
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("5m", 300), ("30d", 2592000), ("1.5h", 5400), ("90s", 90),
-                                               ("250ms", 0.25), ("2w", 1209600), (60, 60)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("5m", 300), ("30d", 2592000), ("1.5h", 5400), ("90s", 90), ("250ms", 0.25), ("2w", 1209600), (60, 60)],
+)
 def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == seconds
 
@@ -118,8 +131,15 @@ def test_bad_durations(bad: object) -> None:
         parse_duration(bad)
 
 
-@pytest.mark.parametrize(("text", "message"), [("", "empty"), ("[1, 2]", "expected a mapping"),
-                                                ("a: [unclosed", "invalid YAML at line"), ("just a string", "mapping")])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("[1, 2]", "expected a mapping"),
+        ("a: [unclosed", "invalid YAML at line"),
+        ("just a string", "mapping"),
+    ],
+)
 def test_not_a_config_at_all(text: str, message: str) -> None:
     (error,) = errors_of(text)
     assert message in error
@@ -130,18 +150,22 @@ def test_schema_json_is_generated_from_the_models() -> None:
     assert checked_in == json.loads(json.dumps(json_schema())), "run `make schema`"
     assert checked_in["additionalProperties"] is False
     assert {"listen", "store", "poll_interval", "history", "windows", "quantiles", "sources"} <= set(
-        checked_in["properties"])
+        checked_in["properties"]
+    )
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "collector", *args], capture_output=True, text=True,
-                          env=env, timeout=60, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "collector", *args], capture_output=True, text=True, env=env, timeout=60, cwd=ROOT
+    )
 
 
 def test_check_config_cli_exits_2_and_lists_every_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("windows: [soon]\nsources:\n  - name: x\n    kind: github\n    token: ${NOPE_NOT_SET}\n"
-                   "    repositories: [bad]\n")
+    bad.write_text(
+        "windows: [soon]\nsources:\n  - name: x\n    kind: github\n    token: ${NOPE_NOT_SET}\n"
+        "    repositories: [bad]\n"
+    )
     result = run_cli("check-config", "--config", str(bad), env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
     assert "windows[0]:" in result.stderr
@@ -157,9 +181,11 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and "cannot read" in result.stderr and "Traceback" not in result.stderr
 
 
-yaml_ish = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.floats(allow_nan=True),
-                        lambda children: st.lists(children, max_size=4)
-                        | st.dictionaries(st.text(max_size=10), children, max_size=4), max_leaves=12)
+yaml_ish = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.floats(allow_nan=True),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -175,8 +201,10 @@ def test_fuzzed_configs_fail_with_messages_not_tracebacks(text: str) -> None:
 def test_a_duration_without_a_unit_asks_for_one(bare: str) -> None:
     (error,) = errors_of(f"poll_interval: {bare}\n" + MINIMAL, {"GH_TOKEN": "x"})
     number = bare.strip("'")
-    assert error == f"poll_interval: {number} has no unit: {number} seconds? write {number}s, {number}m, " \
-                    f"{number}h or {number}d"
+    assert (
+        error == f"poll_interval: {number} has no unit: {number} seconds? write {number}s, {number}m, "
+        f"{number}h or {number}d"
+    )
 
 
 def test_poll_intervals_under_30s_are_refused_unless_allowed() -> None:
@@ -195,16 +223,37 @@ def test_a_key_given_twice_is_an_error_naming_both_lines() -> None:
     assert "duplicate key 'token': first at line 6, again at line 8" in error
     (error,) = errors_of(MINIMAL + "listen: 0.0.0.0:1\nlisten: 0.0.0.0:2\n")
     assert error.startswith("<root>:") and "duplicate key 'listen': first at line 7, again at line 8" in error
-    merged = parse_config("sources:\n  - &gh {name: a, kind: github, token: x, repositories: [a/b]}\n"
-                          "  - <<: *gh\n    name: b\n", {})
+    merged = parse_config(
+        "sources:\n  - &gh {name: a, kind: github, token: x, repositories: [a/b]}\n  - <<: *gh\n    name: b\n", {}
+    )
     assert [s.name for s in merged.sources] == ["a", "b"]  # a merge key then an override is not a duplicate
 
 
 def tls_files(folder: Path) -> tuple[Path, Path]:
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     return cert, key
 
 
@@ -229,8 +278,12 @@ def test_tls_files_are_loaded_when_the_config_is(tmp_path: Path) -> None:
     (error,) = errors_of(tls_config(cert, other_key))
     assert error.startswith(f"web.tls.key_file: {other_key} does not match the certificate in {cert}")
     encrypted = tmp_path / "encrypted.pem"
-    subprocess.run(["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     (error,) = errors_of(tls_config(cert, encrypted))  # must not prompt for a passphrase on the terminal
     assert error == f"web.tls.key_file: {encrypted} is encrypted: the server needs an unencrypted key"
 
@@ -260,7 +313,8 @@ def test_source_kinds_come_from_their_modules_and_the_chart_knows_every_one() ->
         assert kind.config_model.__module__ == kind.source_class.__module__
     union = Config.model_json_schema()["$defs"]
     assert {name for name in union if name.endswith("Config")} >= {k.config_model.__name__ for k in KINDS.values()}
-    chart = json.loads((Path(__file__).resolve().parents[1] / "helm/cycletime-collector/values.schema.json")
-                       .read_text())
+    chart = json.loads(
+        (Path(__file__).resolve().parents[1] / "helm/cycletime-collector/values.schema.json").read_text()
+    )
     enum = chart["properties"]["config"]["properties"]["sources"]["items"]["properties"]["kind"]["enum"]
     assert set(enum) == kinds

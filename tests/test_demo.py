@@ -18,10 +18,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_demo(folder: Path, activity: float = 10) -> tuple[str, dict[str, str]]:
     """``scripts/demo.py --once --fresh`` on free ports; its output and environment."""
-    env = {**os.environ, "DEMO_SANDBOX_PORT": str(free_port()), "DEMO_COLLECTOR_PORT": str(free_port()),
-           "DEMO_PROMETHEUS_PORT": str(free_port()), "DEMO_DIR": str(folder), "DEMO_ACTIVITY": str(activity)}
-    result = subprocess.run([sys.executable, "scripts/demo.py", "--once", "--fresh"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "DEMO_SANDBOX_PORT": str(free_port()),
+        "DEMO_COLLECTOR_PORT": str(free_port()),
+        "DEMO_PROMETHEUS_PORT": str(free_port()),
+        "DEMO_DIR": str(folder),
+        "DEMO_ACTIVITY": str(activity),
+    }
+    result = subprocess.run(
+        [sys.executable, "scripts/demo.py", "--once", "--fresh"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout, env
 
@@ -36,9 +48,15 @@ def assert_headline_equals_the_exposition(out: str, folder: Path, env: dict[str,
     items per project and the production deployments in the last 30 days."""
     at = re.search(r"^  as of (\S+)$", out, re.M)
     assert at, out
-    text = subprocess.run([sys.executable, "-m", "collector", "metrics", "--config", str(folder / "demo.yaml"),
-                           "--at", at.group(1)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-                          check=True).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "collector", "metrics", "--config", str(folder / "demo.yaml"), "--at", at.group(1)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
     items: dict[str, float] = defaultdict(float)
     deployments: dict[str, float] = defaultdict(float)
     for family in text_string_to_metric_families(text):
@@ -51,8 +69,11 @@ def assert_headline_equals_the_exposition(out: str, folder: Path, env: dict[str,
                 deployments[s.labels["status"]] += s.value
     rows = headline_rows(out)
     assert {project: count for project, _, count in rows} == {p: int(n) for p, n in items.items()}
-    dora = re.search(r"production deployments, last 30 days: ([\d.]+) per day \((\d+) successful\); "
-                     r"change failure rate ([\d.]+%|-) \((\d+) of (\d+)\)", out)
+    dora = re.search(
+        r"production deployments, last 30 days: ([\d.]+) per day \((\d+) successful\); "
+        r"change failure rate ([\d.]+%|-) \((\d+) of (\d+)\)",
+        out,
+    )
     assert dora, out
     assert int(dora.group(2)) == deployments["success"] > 0
     assert int(dora.group(4)) == deployments["failure"]

@@ -34,8 +34,9 @@ def settings() -> Settings:
 
 
 def synced(store: Store, name: str) -> None:
-    store.record_poll(name, ok=True, started_at=NOW.timestamp(), duration=1.0, items=1, error=None,
-                      rate_limit_remaining=None)
+    store.record_poll(
+        name, ok=True, started_at=NOW.timestamp(), duration=1.0, items=1, error=None, rate_limit_remaining=None
+    )
 
 
 def test_ready_only_once_the_figures_include_every_sources_first_pass(store: Store) -> None:
@@ -108,8 +109,9 @@ def test_the_trend_is_the_30_day_window_at_each_month_end(store: Store) -> None:
 def test_the_headline_pools_a_projects_teams_and_counts_production_deployments(store: Store) -> None:
     a_year_of_releases(store, NOW)
     links = store.links()
-    figures = compute(store.work_item_table({link.work_item for link in links}), store.changes(),
-                      store.deployments(), links)
+    figures = compute(
+        store.work_item_table({link.work_item for link in links}), store.changes(), store.deployments(), links
+    )
     top = headline(figures, NOW.timestamp())
     assert {p.project for p in top.projects} == {"Fabrikam", "Tailspin"}
     values = [p.p85 for p in top.projects]

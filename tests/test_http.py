@@ -78,8 +78,7 @@ def server() -> Iterator[str]:
 
 
 def client(url: str, **policy: float) -> ApiClient:
-    return ApiClient("test", url, None, policy=RetryPolicy(attempts=2, backoff=0.01, **policy),
-                     sleep=lambda s: None)
+    return ApiClient("test", url, None, policy=RetryPolicy(attempts=2, backoff=0.01, **policy), sleep=lambda s: None)
 
 
 def test_a_trickling_server_is_cut_at_the_deadline(server: str) -> None:
@@ -121,8 +120,9 @@ def test_the_final_error_names_the_cause() -> None:
     with pytest.raises(SourceError, match=r"connection refused \(nothing listens there\)"):
         client(f"http://127.0.0.1:{port}").get_json("/x")
     # no real DNS query (tests talk to 127.0.0.1 only): the exception requests raises for one
-    dns = requests.exceptions.ConnectionError("HTTPConnectionPool(host='x.invalid', port=80): Max retries "
-                                              "exceeded (Caused by NameResolutionError(...))")
+    dns = requests.exceptions.ConnectionError(
+        "HTTPConnectionPool(host='x.invalid', port=80): Max retries exceeded (Caused by NameResolutionError(...))"
+    )
     assert describe(dns) == "DNS lookup failed (check the host name)"
     assert describe(requests.exceptions.SSLError("bad cert")) == "TLS handshake or certificate failed"
     assert describe(requests.exceptions.ReadTimeout("x")) == "timed out waiting for an answer"

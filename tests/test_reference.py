@@ -33,24 +33,54 @@ def sources(sandbox: Sandbox) -> list[dict[str, Any]]:
     return [
         {"name": "boards", "kind": "azure_boards", "organization_url": az, "project": "Fabrikam"},
         {"name": "boards-tailspin", "kind": "azure_boards", "organization_url": az, "project": "Tailspin"},
-        {"name": "pipelines", "kind": "azure_pipelines", "organization_url": az, "project": "Fabrikam",
-         "production_environments": ["production"]},
-        {"name": "pipelines-tailspin", "kind": "azure_pipelines", "organization_url": az, "project": "Tailspin",
-         "production_environments": ["/^(production|Prod)$/"]},
-        {"name": "github-web", "kind": "github", "base_url": gh, "repositories": ["contoso/web"],
-         "deployments_from": "deployments"},
-        {"name": "github-api", "kind": "github", "base_url": gh, "repositories": ["contoso/api"],
-         "deployments_from": "releases"},
-        {"name": "github-mobile", "kind": "github", "base_url": gh, "repositories": ["contoso/mobile-app"],
-         "deployments_from": "workflow_runs:deploy.yml"},
+        {
+            "name": "pipelines",
+            "kind": "azure_pipelines",
+            "organization_url": az,
+            "project": "Fabrikam",
+            "production_environments": ["production"],
+        },
+        {
+            "name": "pipelines-tailspin",
+            "kind": "azure_pipelines",
+            "organization_url": az,
+            "project": "Tailspin",
+            "production_environments": ["/^(production|Prod)$/"],
+        },
+        {
+            "name": "github-web",
+            "kind": "github",
+            "base_url": gh,
+            "repositories": ["contoso/web"],
+            "deployments_from": "deployments",
+        },
+        {
+            "name": "github-api",
+            "kind": "github",
+            "base_url": gh,
+            "repositories": ["contoso/api"],
+            "deployments_from": "releases",
+        },
+        {
+            "name": "github-mobile",
+            "kind": "github",
+            "base_url": gh,
+            "repositories": ["contoso/mobile-app"],
+            "deployments_from": "workflow_runs:deploy.yml",
+        },
     ]
 
 
 def write_config(path: Path, store: Path, srcs: list[dict[str, Any]]) -> Path:
     import json
 
-    lines = [f"store: sqlite:///{store}", "history: 400d", "windows: [7d, 30d, 90d]",
-             "quantiles: [0.5, 0.85, 0.95]", "sources:"]
+    lines = [
+        f"store: sqlite:///{store}",
+        "history: 400d",
+        "windows: [7d, 30d, 90d]",
+        "quantiles: [0.5, 0.85, 0.95]",
+        "sources:",
+    ]
     lines += [f"  - {json.dumps({**s, 'token': TOKEN})}" for s in srcs]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -58,8 +88,13 @@ def write_config(path: Path, store: Path, srcs: list[dict[str, Any]]) -> Path:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, "-m", "collector", *args, "--log-format", "json"], capture_output=True,
-                          text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "collector", *args, "--log-format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def exposition(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -105,8 +140,11 @@ def assert_matches(seen: dict[str, dict[tuple[tuple[str, str], ...], float]], wa
             check(f"{base}_seconds_count", key, len(pairs))
             check(f"{base}_seconds_sum", key, sum(v for _, v in pairs))
             for bound, n in zip([*BOUNDS, math.inf], want.buckets(base, labels), strict=True):
-                check(f"{base}_seconds_bucket", _keyed(names, labels, le="+Inf" if bound == math.inf
-                                                       else repr(float(bound))), n)
+                check(
+                    f"{base}_seconds_bucket",
+                    _keyed(names, labels, le="+Inf" if bound == math.inf else repr(float(bound))),
+                    n,
+                )
             for window, seconds in WINDOWS.items():
                 values = want.window(base, labels, at, seconds)
                 check(f"{base}_window_count", _keyed(names, labels, window=window), len(values))
@@ -127,8 +165,11 @@ def assert_matches(seen: dict[str, dict[tuple[tuple[str, str], ...], float]], wa
     same_keys("cycletime_deployments_total", {_keyed(dep_names, k) for k in want.deployments})
     for labels, ends in want.deployment_ends.items():
         for window, seconds in WINDOWS.items():
-            check("cycletime_deployments_window_count", _keyed(dep_names, labels, window=window),
-                  sum(1 for end in ends if at - seconds < end <= at))
+            check(
+                "cycletime_deployments_window_count",
+                _keyed(dep_names, labels, window=window),
+                sum(1 for end in ends if at - seconds < end <= at),
+            )
     flows = set()
     for labels, rows in want.active.items():
         for window, seconds in WINDOWS.items():
@@ -136,8 +177,11 @@ def assert_matches(seen: dict[str, dict[tuple[tuple[str, str], ...], float]], wa
             if sum(lead for _, lead in inside) > 0:
                 key = _keyed(("source", "project", "team", "type"), labels, window=window)
                 flows.add(key)
-                check("cycletime_work_item_flow_efficiency_window_ratio", key,
-                      sum(work for work, _ in inside) / sum(lead for _, lead in inside))
+                check(
+                    "cycletime_work_item_flow_efficiency_window_ratio",
+                    key,
+                    sum(work for work, _ in inside) / sum(lead for _, lead in inside),
+                )
     same_keys("cycletime_work_item_flow_efficiency_window_ratio", flows)
     wip_names = ("source", "project", "team", "type", "category")
     for labels, n in want.wip.items():
@@ -170,8 +214,11 @@ def test_metrics_at_equal_an_independent_reference(tmp_path: Path, fault_rate: f
 
 
 def test_metrics_at_rejects_a_bad_time(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "c.yaml", tmp_path / "s.db", [
-        {"name": "gh", "kind": "github", "base_url": "http://127.0.0.1:9", "repositories": ["o/r"]}])
+    config = write_config(
+        tmp_path / "c.yaml",
+        tmp_path / "s.db",
+        [{"name": "gh", "kind": "github", "base_url": "http://127.0.0.1:9", "repositories": ["o/r"]}],
+    )
     shown = cli("metrics", "--config", str(config), "--at", "last tuesday")
     assert shown.returncode == 2
     assert "neither an ISO 8601 time nor -<duration>" in shown.stderr

@@ -24,13 +24,16 @@ def ts(iso: str) -> float:
 
 def test_azure_boards_item_released_by_a_github_deployment(tmp_path: Path) -> None:
     with Sandbox(SandboxOptions(seed=5, work_items=300, token=TOKEN)) as sandbox:
-        config = parse_config(f"""
+        config = parse_config(
+            f"""
 store: sqlite:///{tmp_path}/s.db
 history: 400d
 sources:
   - {{name: boards, kind: azure_boards, organization_url: "{sandbox.azure_url}", project: Fabrikam, token: {TOKEN}}}
   - {{name: github, kind: github, base_url: "{sandbox.github_url}", token: {TOKEN}, repositories: [contoso/web]}}
-""", {})
+""",
+            {},
+        )
         store = Store(config.store)
         results = Runner(config, store, sleep=lambda s: None).run_all()
         assert all(r.ok for r in results), [r.error for r in results]
@@ -38,10 +41,19 @@ sources:
 
     gh = truth["github"]
     items = {w["ref"]: w for w in truth["azure"]["work_items"] if w["project"] == "Fabrikam"}
-    commits_of = {c["ref"]: {f"commit:{sha}" for sha in c["commits"]} | {c["ref"]} for c in gh["changes"]
-                  if c["service"] == "contoso/web"}
-    production = sorted((d for d in gh["deployments"] if d["service"] == "contoso/web" and d["production"]
-                         and d["status"] == "success"), key=lambda d: ts(d["finished_at"]))
+    commits_of = {
+        c["ref"]: {f"commit:{sha}" for sha in c["commits"]} | {c["ref"]}
+        for c in gh["changes"]
+        if c["service"] == "contoso/web"
+    }
+    production = sorted(
+        (
+            d
+            for d in gh["deployments"]
+            if d["service"] == "contoso/web" and d["production"] and d["status"] == "success"
+        ),
+        key=lambda d: ts(d["finished_at"]),
+    )
     expected: dict[str, float] = {}
     for link in gh["links"]:
         item = items.get(link["work_item"])
@@ -55,6 +67,10 @@ sources:
     assert len(expected) >= 5, "the sandbox should deliver several Boards items through GitHub"
 
     figures = compute(store.work_items(), store.changes(), store.deployments(), store.links())
-    observed = sorted(v for (source, *_rest, env), pairs in figures.request_to_release.by_labels.items()
-                      if source == "boards" and env == "production" for v in pairs[:, 1])
+    observed = sorted(
+        v
+        for (source, *_rest, env), pairs in figures.request_to_release.by_labels.items()
+        if source == "boards" and env == "production"
+        for v in pairs[:, 1]
+    )
     assert observed == sorted(expected.values())

@@ -16,7 +16,8 @@ TOKEN = "runner-token-1234"
 
 
 def config_for(sandbox: Sandbox, tmp_path: Path, bad_token: str = "wrong-token-5678"):
-    return parse_config(f"""
+    return parse_config(
+        f"""
 store: sqlite:///{tmp_path}/s.db
 poll_interval: 2s
 allow_short_poll_interval: true
@@ -24,7 +25,9 @@ sources:
   - {{name: good, kind: github, base_url: "{sandbox.github_url}", token: {TOKEN}, repositories: [contoso/web]}}
   - {{name: bad, kind: azure_boards, organization_url: "{sandbox.azure_url}", project: Fabrikam, token: {bad_token}}}
   - {{name: gone, kind: github, base_url: "{sandbox.github_url}", token: {TOKEN}, repositories: [contoso/nope]}}
-""", {})
+""",
+        {},
+    )
 
 
 def test_a_failing_source_is_recorded_and_the_others_still_sync(tmp_path: Path) -> None:

@@ -30,19 +30,53 @@ T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 def item(n: int, states: list[tuple[int, str, Category]], team: str = "Web") -> WorkItem:
     wid = str(n)
-    return WorkItem("boards", wid, ado_ref(n), "Fabrikam", team, "User Story", T0,
-                    tuple(StateChange(wid, seq, T0 + timedelta(days=day), state, cat)
-                          for seq, (day, state, cat) in enumerate(states, start=1)))
+    return WorkItem(
+        "boards",
+        wid,
+        ado_ref(n),
+        "Fabrikam",
+        team,
+        "User Story",
+        T0,
+        tuple(
+            StateChange(wid, seq, T0 + timedelta(days=day), state, cat)
+            for seq, (day, state, cat) in enumerate(states, start=1)
+        ),
+    )
 
 
 def sample_batch(offset: int = 0) -> Batch:
     return Batch(
-        work_items=[item(offset + 1, [(0, "New", Category.PROPOSED), (2, "Active", Category.IN_PROGRESS)]),
-                    item(offset + 2, [(0, "New", Category.PROPOSED)], team="Payments")],
-        changes=[Change("github", f"contoso/web#{offset + 5}", gh_pr_ref("contoso/web", offset + 5), "contoso/web",
-                        "pull_request", T0, T0 + timedelta(days=1), ("a" * 40, "b" * 40))],
-        deployments=[Deployment("github", f"deployment:{offset + 9}", "contoso/web", "production", True, "success",
-                                T0, T0 + timedelta(days=3), "b" * 40, (commit_ref("a" * 40), commit_ref("b" * 40)))],
+        work_items=[
+            item(offset + 1, [(0, "New", Category.PROPOSED), (2, "Active", Category.IN_PROGRESS)]),
+            item(offset + 2, [(0, "New", Category.PROPOSED)], team="Payments"),
+        ],
+        changes=[
+            Change(
+                "github",
+                f"contoso/web#{offset + 5}",
+                gh_pr_ref("contoso/web", offset + 5),
+                "contoso/web",
+                "pull_request",
+                T0,
+                T0 + timedelta(days=1),
+                ("a" * 40, "b" * 40),
+            )
+        ],
+        deployments=[
+            Deployment(
+                "github",
+                f"deployment:{offset + 9}",
+                "contoso/web",
+                "production",
+                True,
+                "success",
+                T0,
+                T0 + timedelta(days=3),
+                "b" * 40,
+                (commit_ref("a" * 40), commit_ref("b" * 40)),
+            )
+        ],
         links=[Link("github", ado_ref(offset + 1), gh_pr_ref("contoso/web", offset + 5))],
         rejections=[Rejection("boards", f"{offset + 99}", "missing_field")],
     )
@@ -51,8 +85,12 @@ def sample_batch(offset: int = 0) -> Batch:
 def test_round_trip_keeps_every_field(store_url: str) -> None:
     store = Store(store_url)
     batch = sample_batch()
-    store.commit("boards", Batch(work_items=batch.work_items, rejections=batch.rejections),
-                 stream="revisions", watermark="813;350;1")
+    store.commit(
+        "boards",
+        Batch(work_items=batch.work_items, rejections=batch.rejections),
+        stream="revisions",
+        watermark="813;350;1",
+    )
     store.commit("github", Batch(changes=batch.changes, deployments=batch.deployments, links=batch.links))
     items = sorted(store.work_items("boards"), key=lambda w: w.native_id)
     assert items == sorted(batch.work_items, key=lambda w: w.native_id)
@@ -77,8 +115,16 @@ def test_same_batch_twice_leaves_identical_contents(store_url: str) -> None:
 def test_partial_history_merges_and_replace_history_replaces(store_url: str) -> None:
     store = Store(store_url)
     store.commit("boards", Batch(work_items=[item(1, [(0, "New", Category.PROPOSED)])]))
-    later = WorkItem("boards", "1", ado_ref(1), "Fabrikam", "Web", "User Story", T0,
-                     (StateChange("1", 2, T0 + timedelta(days=4), "Closed", Category.COMPLETED),))
+    later = WorkItem(
+        "boards",
+        "1",
+        ado_ref(1),
+        "Fabrikam",
+        "Web",
+        "User Story",
+        T0,
+        (StateChange("1", 2, T0 + timedelta(days=4), "Closed", Category.COMPLETED),),
+    )
     store.commit("boards", Batch(work_items=[later]))
     (merged,) = store.work_items("boards")
     assert [s.state for s in merged.history] == ["New", "Closed"]
@@ -114,10 +160,12 @@ def test_counters_accumulate_and_survive_reopen(store_url: str) -> None:
     store = Store(store_url)
     store.add_api_requests("github", Counter({"200": 3, "304": 2}))
     store.add_api_requests("github", Counter({"200": 1}))
-    store.record_poll("github", ok=True, started_at=1000.0, duration=2.0, items=5, error=None,
-                      rate_limit_remaining=4990)
-    store.record_poll("github", ok=False, started_at=2000.0, duration=40.0, items=0, error="HTTP 503",
-                      rate_limit_remaining=None)
+    store.record_poll(
+        "github", ok=True, started_at=1000.0, duration=2.0, items=5, error=None, rate_limit_remaining=4990
+    )
+    store.record_poll(
+        "github", ok=False, started_at=2000.0, duration=40.0, items=0, error="HTTP 503", rate_limit_remaining=None
+    )
     store.close()
     reopened = Store(store_url)
     assert reopened.api_request_counts() == {("github", "200"): 4, ("github", "304"): 2}
@@ -156,11 +204,17 @@ def test_columnar_read_matches_the_object_read(store_url: str) -> None:
     store = Store(store_url)
     store.commit("boards", sample_batch())
     store.commit("boards", sample_batch(offset=10))
-    store.commit("github", Batch(work_items=[WorkItem("github", "contoso/web#3", "gh:contoso/web#3", "contoso/web",
-                                                      "unassigned", "Issue", T0)]))  # no history at all
+    store.commit(
+        "github",
+        Batch(
+            work_items=[
+                WorkItem("github", "contoso/web#3", "gh:contoso/web#3", "contoso/web", "unassigned", "Issue", T0)
+            ]
+        ),
+    )  # no history at all
     table = store.work_item_table()
     assert sorted(table.ref_index) == sorted(w.ref for w in store.work_items())
-    assert list(store.work_item_table(linked={'ado:1'}).ref_index) == ['ado:1']
+    assert list(store.work_item_table(linked={"ado:1"}).ref_index) == ["ado:1"]
     from_objects, from_table = compute(store.work_items(), [], [], []), compute(table, [], [], [])
     assert from_table.wip == from_objects.wip and from_table.wip
     assert from_table.state_seconds == from_objects.state_seconds

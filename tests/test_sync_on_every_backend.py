@@ -14,15 +14,19 @@ TOKEN = "backend-token-9876"
 
 def test_sync_stores_identical_rows_on_every_backend(store_url: str, tmp_path: Path) -> None:
     with Sandbox(SandboxOptions(seed=21, work_items=150, token=TOKEN)) as sandbox:
+
         def sync(url: str) -> dict:
-            config = parse_config(f"""
+            config = parse_config(
+                f"""
 store: "{url}"
 sources:
   - {{name: boards, kind: azure_boards, organization_url: "{sandbox.azure_url}", project: Fabrikam, token: {TOKEN}}}
   - {{name: pipelines, kind: azure_pipelines, organization_url: "{sandbox.azure_url}", project: Tailspin,
       token: {TOKEN}, production_environments: [production, Prod]}}
   - {{name: github, kind: github, base_url: "{sandbox.github_url}", token: {TOKEN}, repositories: [contoso/web]}}
-""", {})
+""",
+                {},
+            )
             store = Store(config.store)
             results = Runner(config, store, sleep=lambda s: None).run_all()
             assert all(r.ok for r in results), [r.error for r in results]

@@ -72,8 +72,14 @@ MAX_PATH = 4_000
 STATES_TTL = timedelta(hours=24)
 
 BASE_FIELDS = (
-    "System.WorkItemType", "System.State", "System.CreatedDate", "System.ChangedDate",
-    "System.AreaPath", "System.IterationPath", "System.TeamProject", "System.IsDeleted",
+    "System.WorkItemType",
+    "System.State",
+    "System.CreatedDate",
+    "System.ChangedDate",
+    "System.AreaPath",
+    "System.IterationPath",
+    "System.TeamProject",
+    "System.IsDeleted",
 )
 
 #: ArtifactLink URLs (API-NOTES §A); the ``/`` inside the artifact id is escaped as ``%2F``
@@ -84,11 +90,16 @@ _GUID = re.compile(r"[0-9a-fA-F-]{32,36}")
 
 class AzureBoardsConfig(SourceConfigBase):
     kind: Literal["azure_boards"]
-    organization_url: str = Field(pattern=r"^https?://", description="https://dev.azure.com/ORG, "
-                                  "an Azure DevOps Server collection URL, or the sandbox's URL.")
+    organization_url: str = Field(
+        pattern=r"^https?://",
+        description="https://dev.azure.com/ORG, an Azure DevOps Server collection URL, or the sandbox's URL.",
+    )
     project: str = Field(min_length=1)
-    team_from: str = Field("area_path", pattern=r"^(area_path|iteration_path|field:\S+)$",
-                           description="area_path | iteration_path | field:<reference name>")
+    team_from: str = Field(
+        "area_path",
+        pattern=r"^(area_path|iteration_path|field:\S+)$",
+        description="area_path | iteration_path | field:<reference name>",
+    )
     work_item_types: list[str] = Field(default=["User Story", "Bug", "Feature"], min_length=1)
 
 
@@ -121,8 +132,12 @@ class StateCategories:
             try:
                 category = category_of(str(state.get("category", "")))
             except ValueError:
-                log.warning("work item type %r state %r has unknown category %r; ignored",
-                            type_name, state.get("name"), state.get("category"))
+                log.warning(
+                    "work item type %r state %r has unknown category %r; ignored",
+                    type_name,
+                    state.get("name"),
+                    state.get("category"),
+                )
                 continue
             known[state["name"].casefold()] = (state["name"], category)
 
@@ -164,9 +179,12 @@ class AzureBoardsSource(Source):
         try:
             self._sync_reporting(store, report)
         except _ReportingUnavailable as exc:
-            log.warning("source=%s the reporting work item revisions API is not available (%s); falling back to "
-                        "WIQL + workitemsbatch + per-item updates, which costs one request per changed item",
-                        self.name, exc)
+            log.warning(
+                "source=%s the reporting work item revisions API is not available (%s); falling back to "
+                "WIQL + workitemsbatch + per-item updates, which costs one request per changed item",
+                self.name,
+                exc,
+            )
             report.details["mode"] = "wiql"
             self._sync_wiql(store, report)
         return report
@@ -188,8 +206,12 @@ class AzureBoardsSource(Source):
                 try:
                     body, _ = self.api.get(path, "workitemtypestates")
                 except NotFound:
-                    log.warning("source=%s work item type %r does not exist in project %r", self.name, type_name,
-                                self.config.project)
+                    log.warning(
+                        "source=%s work item type %r does not exist in project %r",
+                        self.name,
+                        type_name,
+                        self.config.project,
+                    )
                     continue
                 self.states.add(type_name, list_value(body, "workitemtypestates"))
         self._states_read_at = self.ctx.now()
@@ -198,8 +220,11 @@ class AzureBoardsSource(Source):
     def _sync_reporting(self, store: Any, report: SyncReport) -> None:
         path = self.api.project_path("wit/reporting/workitemrevisions")
         token = store.watermark(self.name, STREAM)
-        params: dict[str, Any] = {"fields": ",".join(self.fields), "types": ",".join(self.types),
-                                  "includeDeleted": "true"}
+        params: dict[str, Any] = {
+            "fields": ",".join(self.fields),
+            "types": ",".join(self.types),
+            "includeDeleted": "true",
+        }
         if token:
             params["continuationToken"] = token
         else:
@@ -296,8 +321,7 @@ class AzureBoardsSource(Source):
             raise Rejected("unknown_state", f"{type_name!r} has no state {state_name!r}")
         else:
             state_name, category = known
-        return Revision(int(item_id), int(rev), type_name, state_name, category, created_at, changed_at,
-                        project, team)
+        return Revision(int(item_id), int(rev), type_name, state_name, category, created_at, changed_at, project, team)
 
     def _team(self, fields: dict[str, Any], project: str) -> str:
         """The full area or iteration path, or the named field (docs/definitions.md "Labels")."""
@@ -336,8 +360,9 @@ class AzureBoardsSource(Source):
         for i in range(0, len(ids), BATCH_IDS):
             chunk = ids[i : i + BATCH_IDS]
             # errorPolicy=Omit: an item deleted since its revision was read comes back as null
-            body, _ = self.api.call("POST", path, "workitemsbatch",
-                                    json_body={"ids": chunk, "$expand": "Relations", "errorPolicy": "Omit"})
+            body, _ = self.api.call(
+                "POST", path, "workitemsbatch", json_body={"ids": chunk, "$expand": "Relations", "errorPolicy": "Omit"}
+            )
             for item in list_value(body, "workitemsbatch"):
                 if isinstance(item, dict) and is_count(item.get("id")):
                     yield item
@@ -372,8 +397,10 @@ class AzureBoardsSource(Source):
                         newest = changed
                 batch = Batch()
                 batch.work_items = _work_items(self.name, self._validate(revisions, batch))
-                batch.links = sorted({link for item in items for link in self._item_links(item)},
-                                     key=lambda link: (link.work_item, link.target))
+                batch.links = sorted(
+                    {link for item in items for link in self._item_links(item)},
+                    key=lambda link: (link.work_item, link.target),
+                )
                 store.commit(self.name, batch, stream=WIQL_STREAM, watermark=format_time(newest))
                 self.ctx.progress(len(revisions))
                 report.batches += 1
@@ -384,11 +411,18 @@ class AzureBoardsSource(Source):
 
     def _wiql_ids(self, since: datetime) -> list[int]:
         types = ", ".join("'" + t.replace("'", "''") + "'" for t in self.types)
-        query = ("SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project "
-                 f"AND [System.WorkItemType] IN ({types}) AND [System.ChangedDate] >= '{format_time(since)}' "
-                 "ORDER BY [System.ChangedDate] ASC")
-        body, _ = self.api.call("POST", self.api.project_path("wit/wiql"), "wiql",
-                                params={"timePrecision": "true", "$top": WIQL_TOP}, json_body={"query": query})
+        query = (
+            "SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project "
+            f"AND [System.WorkItemType] IN ({types}) AND [System.ChangedDate] >= '{format_time(since)}' "
+            "ORDER BY [System.ChangedDate] ASC"
+        )
+        body, _ = self.api.call(
+            "POST",
+            self.api.project_path("wit/wiql"),
+            "wiql",
+            params={"timePrecision": "true", "$top": WIQL_TOP},
+            json_body={"query": query},
+        )
         refs = body.get("workItems") if isinstance(body, dict) else None
         if not isinstance(refs, list):
             raise SourceError(f"{self.name}: unexpected WIQL response")
@@ -441,8 +475,13 @@ def artifact_ref(url: Any) -> str | None:
         return build_ref(int(parts[0]))
     if tool == "github" and kind == "commit" and len(parts) == 2 and _SHA.fullmatch(parts[1]):
         return commit_ref(parts[1])
-    if tool == "github" and kind == "pullrequest" and len(parts) == 2 and parts[1].isdigit() \
-            and _GUID.fullmatch(parts[0]):
+    if (
+        tool == "github"
+        and kind == "pullrequest"
+        and len(parts) == 2
+        and parts[1].isdigit()
+        and _GUID.fullmatch(parts[0])
+    ):
         return f"ghconn:{parts[0].lower()}#{int(parts[1])}"
     return None
 
@@ -457,10 +496,21 @@ def _work_items(source: str, revisions: list[Revision]) -> list[WorkItem]:
         revs.sort(key=lambda r: r.rev)
         last = revs[-1]
         native = str(item_id)
-        history = tuple(StateChange(native, r.rev, r.changed_at, r.state, r.category)
-                        for r in {r.rev: r for r in revs}.values())
-        out.append(WorkItem(source, native, ado_ref(item_id), last.project, last.team, last.type,
-                            min(r.created_at for r in revs), history))
+        history = tuple(
+            StateChange(native, r.rev, r.changed_at, r.state, r.category) for r in {r.rev: r for r in revs}.values()
+        )
+        out.append(
+            WorkItem(
+                source,
+                native,
+                ado_ref(item_id),
+                last.project,
+                last.team,
+                last.type,
+                min(r.created_at for r in revs),
+                history,
+            )
+        )
     return out
 
 

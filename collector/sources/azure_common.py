@@ -58,21 +58,35 @@ class NotFound(SourceError):
 class AzureDevOps:
     """A thin REST client for one organization/collection and project."""
 
-    def __init__(self, source: str, organization_url: str, project: str, token: str, ctx: SourceContext,
-                 base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        organization_url: str,
+        project: str,
+        token: str,
+        ctx: SourceContext,
+        base_url: str | None = None,
+    ) -> None:
         self.project = project
         self.base_url = (base_url or organization_url).rstrip("/")
         self.http = ApiClient(
-            source, self.base_url, basic_auth(token), secrets=[token], telemetry=ctx.telemetry, sleep=ctx.sleep,
+            source,
+            self.base_url,
+            basic_auth(token),
+            secrets=[token],
+            telemetry=ctx.telemetry,
+            sleep=ctx.sleep,
             # without it a bad PAT gets a 203 sign-in page instead of a 401 (API-NOTES §C)
             headers={"X-TFS-FedAuthRedirect": "Suppress", "Accept": "application/json"},
-            budget_only_while_throttled=True)
+            budget_only_while_throttled=True,
+        )
 
     def project_path(self, suffix: str) -> str:
         return f"{quote(self.project, safe='')}/_apis/{suffix.lstrip('/')}"
 
-    def call(self, method: str, path_or_url: str, endpoint: str, params: dict[str, Any] | None = None,
-             json_body: Any = None) -> tuple[Any, dict[str, str]]:
+    def call(
+        self, method: str, path_or_url: str, endpoint: str, params: dict[str, Any] | None = None, json_body: Any = None
+    ) -> tuple[Any, dict[str, str]]:
         """One JSON call; returns (body, headers). 404 raises NotFound, other errors SourceError.
 
         ``api-version`` is added unless the URL already carries one (a ``nextLink``).
@@ -106,8 +120,9 @@ class AzureDevOps:
         except NotFound as probe:
             if "TF200016" in str(probe) or "project does not exist" in str(probe).lower():
                 return SourceError(f"{source}: project {self.project!r} not found in organisation {self.base_url}")
-            return SourceError(f"{source}: organisation not found: {self.base_url} answered 404; check "
-                               f"organization_url")
+            return SourceError(
+                f"{source}: organisation not found: {self.base_url} answered 404; check organization_url"
+            )
         except SourceError:
             return exc
         return exc  # both exist: the 404 was about something else, and says so
@@ -115,8 +130,9 @@ class AzureDevOps:
     def get(self, path_or_url: str, endpoint: str, params: dict[str, Any] | None = None) -> tuple[Any, dict[str, str]]:
         return self.call("GET", path_or_url, endpoint, params)
 
-    def pages(self, path: str, endpoint: str, params: dict[str, Any],
-              token_param: str = "continuationToken") -> Iterator[list[Any]]:
+    def pages(
+        self, path: str, endpoint: str, params: dict[str, Any], token_param: str = "continuationToken"
+    ) -> Iterator[list[Any]]:
         """``{count, value}`` pages chained by the ``x-ms-continuationtoken`` response header.
 
         A token equal to the one just sent ends the walk (servers repeat the last one); a token

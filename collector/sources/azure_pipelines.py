@@ -77,8 +77,12 @@ COMMIT_EVERY = 100
 #: rate a pass that fails still commits what it read, so every pass moves forward
 READS_PER_COMMIT = 5
 
-SUCCESS = {"succeeded": "success", "succeededwithissues": "success", "partiallysucceeded": "success",
-           "failed": "failure"}
+SUCCESS = {
+    "succeeded": "success",
+    "succeededwithissues": "success",
+    "partiallysucceeded": "success",
+    "failed": "failure",
+}
 #: final results that are not deployments (docs/definitions.md): skipped, counted nowhere
 NOT_DEPLOYED = {"canceled", "cancelled", "skipped", "abandoned", "notdeployed", "rejected"}
 #: rejections that may be completed by a later read: the watermark never moves past them
@@ -92,10 +96,13 @@ class AzurePipelinesConfig(SourceConfigBase):
     organization_url: str = Field(pattern=r"^https?://")
     project: str = Field(min_length=1)
     production_environments: EnvironmentPatterns = Field(
-        default=["production"], min_length=1, description="Environment names, or /regex/.")
+        default=["production"], min_length=1, description="Environment names, or /regex/."
+    )
     deployments_from: list[Literal["environments", "releases"]] = Field(
-        default=["environments", "releases"], min_length=1,
-        description="YAML pipeline environments, classic release deployments, or both.")
+        default=["environments", "releases"],
+        min_length=1,
+        description="YAML pipeline environments, classic release deployments, or both.",
+    )
     #: late-finishing runs: re-read this far behind the watermark
     overlap: Duration = Field(default=timedelta(hours=6), description="Re-read window behind the watermark.")
 
@@ -150,8 +157,14 @@ class AzurePipelinesSource(Source):
     def __init__(self, config: AzurePipelinesConfig, ctx: SourceContext) -> None:
         super().__init__(config, ctx)
         self.api = AzureDevOps(self.name, config.organization_url, config.project, config.token, ctx)
-        self.rm = AzureDevOps(self.name, config.organization_url, config.project, config.token, ctx,
-                              base_url=release_url(config.organization_url))
+        self.rm = AzureDevOps(
+            self.name,
+            config.organization_url,
+            config.project,
+            config.token,
+            ctx,
+            base_url=release_url(config.organization_url),
+        )
         self._contents: dict[tuple[str, int | None, int], Contents] = {}
         self._release_builds: dict[int, tuple[int | None, str | None, str | None]] = {}
         #: build id → the commit it built (``sourceVersion``), read in bulk with ``buildIds``
@@ -183,8 +196,9 @@ class AzurePipelinesSource(Source):
     def _sync_environments(self, store: Any, report: SyncReport) -> None:
         path = self.api.project_path("distributedtask/environments")
         try:
-            environments = [e for page in self.api.pages(path, "environments", {"$top": ENVIRONMENTS_TOP})
-                            for e in page]
+            environments = [
+                e for page in self.api.pages(path, "environments", {"$top": ENVIRONMENTS_TOP}) for e in page
+            ]
         except NotFound as exc:
             raise self.api.not_found(exc) from None
         bad = Batch()
@@ -224,15 +238,25 @@ class AzurePipelinesSource(Source):
         for rid, job in jobs.items():
             groups.setdefault(job.deployment_id, []).append(rid)
         waiting = {key for rid in held if (key := _deployment_key(env_id, fresh[rid])) is not None}
-        runs = [self._environment_run(env_name, [jobs[rid] for rid in sorted(rids)])
-                for key, rids in sorted(groups.items(), key=lambda kv: min(kv[1])) if key not in waiting]
+        runs = [
+            self._environment_run(env_name, [jobs[rid] for rid in sorted(rids)])
+            for key, rids in sorted(groups.items(), key=lambda kv: min(kv[1]))
+            if key not in waiting
+        ]
         for key, rids in groups.items():
             if key in waiting:
                 held.update(rids)
         # the highest id below which every record is read: below the first one held back
         safe = max([rid for rid in fresh if not held or rid < min(held)], default=watermark)
-        self._read_build_shas(sorted({run.build_id for run in runs if run.status is not None
-                                      and run.build_id is not None and run.native_id not in self._known}))
+        self._read_build_shas(
+            sorted(
+                {
+                    run.build_id
+                    for run in runs
+                    if run.status is not None and run.build_id is not None and run.native_id not in self._known
+                }
+            )
+        )
         pending, committed_reads = 0, self._reads
         for i, run in enumerate(runs):
             if run.status is not None:
@@ -324,10 +348,26 @@ class AzurePipelinesSource(Source):
             finishes.append(known.finished_at)
         status = "failure" if "failure" in statuses else "success" if "success" in statuses else None
         if status is None or not finishes:
-            return Run(first.deployment_id, first.record_id, first.service, env_name, None, None,
-                       first.finished_at or _EPOCH, first.build_id)
-        return Run(first.deployment_id, first.record_id, first.service, env_name, status,
-                   min(starts) if starts else None, max(finishes), first.build_id)
+            return Run(
+                first.deployment_id,
+                first.record_id,
+                first.service,
+                env_name,
+                None,
+                None,
+                first.finished_at or _EPOCH,
+                first.build_id,
+            )
+        return Run(
+            first.deployment_id,
+            first.record_id,
+            first.service,
+            env_name,
+            status,
+            min(starts) if starts else None,
+            max(finishes),
+            first.build_id,
+        )
 
     # -- classic releases --------------------------------------------------------------------------------
     def _sync_releases(self, store: Any, report: SyncReport) -> None:
@@ -350,8 +390,7 @@ class AzurePipelinesSource(Source):
             # Release Management answers 404): the stream is unavailable, not the source; asked
             # again once a day
             if down is None:
-                log.warning("source=%s classic release deployments unavailable, asked again daily: %s",
-                            self.name, exc)
+                log.warning("source=%s classic release deployments unavailable, asked again daily: %s", self.name, exc)
             store.set_watermark(self.name, RELEASES_UNAVAILABLE, format_time(now))
             report.details.setdefault("unavailable", []).append(f"{RELEASE_STREAM}: not on this server (404)")
             return
@@ -403,8 +442,11 @@ class AzurePipelinesSource(Source):
             if status_text.lower() in NOT_DEPLOYED:
                 return None
             raise Rejected("unknown_state", f"deploymentStatus {status_text!r}")
-        definition, environment, release = raw.get("releaseDefinition"), raw.get("releaseEnvironment"), \
-            raw.get("release")
+        definition, environment, release = (
+            raw.get("releaseDefinition"),
+            raw.get("releaseEnvironment"),
+            raw.get("release"),
+        )
         if not (isinstance(definition, dict) and isinstance(environment, dict) and isinstance(release, dict)):
             raise Rejected("missing_field", "releaseDefinition, releaseEnvironment or release")
         service, env_name, release_id = definition.get("name"), environment.get("name"), release.get("id")
@@ -428,8 +470,15 @@ class AzurePipelinesSource(Source):
         if release_id not in self._release_builds:
             self._reads += 1
             body, _ = self.rm.get(self.rm.project_path(f"release/releases/{release_id}"), "release")
-            artifacts = [a for a in (body.get("artifacts") or []) if isinstance(a, dict)
-                         and str(a.get("type", "")).lower() == "build"] if isinstance(body, dict) else []
+            artifacts = (
+                [
+                    a
+                    for a in (body.get("artifacts") or [])
+                    if isinstance(a, dict) and str(a.get("type", "")).lower() == "build"
+                ]
+                if isinstance(body, dict)
+                else []
+            )
             artifacts.sort(key=lambda a: not a.get("isPrimary"))
             found: tuple[int | None, str | None, str | None] = (None, None, None)
             for artifact in artifacts:
@@ -438,8 +487,11 @@ class AzurePipelinesSource(Source):
                 if (isinstance(version, str) and version.isdigit()) or is_count(version):
                     project = (ref.get("project") or {}).get("id") or (ref.get("project") or {}).get("name")
                     sha = (ref.get("sourceVersion") or {}).get("id")
-                    found = (int(version), project if isinstance(project, str) else None,
-                             sha.lower() if isinstance(sha, str) and _SHA.fullmatch(sha) else None)
+                    found = (
+                        int(version),
+                        project if isinstance(project, str) else None,
+                        sha.lower() if isinstance(sha, str) and _SHA.fullmatch(sha) else None,
+                    )
                     break
             self._release_builds[release_id] = found
         return self._release_builds[release_id]
@@ -465,8 +517,11 @@ class AzurePipelinesSource(Source):
     def _deploy(self, run: Run, batch: Batch) -> None:
         """Add the run as a Deployment with its commits, and the commits and work item links it brought."""
         known = self._known.get(run.native_id)
-        if known is not None and (known.status, known.started_at, known.finished_at) == \
-                (run.status, run.started_at, run.finished_at):
+        if known is not None and (known.status, known.started_at, known.finished_at) == (
+            run.status,
+            run.started_at,
+            run.finished_at,
+        ):
             return  # re-read (overlap, held-back watermark): nothing new, and no requests spent on it
         if run.status is None:
             return
@@ -488,16 +543,27 @@ class AzurePipelinesSource(Source):
             contents = self._contents_between(previous, run.build_id, run.build_project)
             for commit, when in contents.commits:
                 # a commit delivered by a pipeline is its own merge: merged_at = first_commit_at
-                batch.changes.append(Change(self.name, commit, commit_ref(commit), run.service, "commit", when, when,
-                                            (commit,)))
+                batch.changes.append(
+                    Change(self.name, commit, commit_ref(commit), run.service, "commit", when, when, (commit,))
+                )
             for part in contents.truncated:
                 self._reject(batch, f"build:{run.build_id}: {part}", "truncated")
             contains = [commit_ref(commit) for commit, _ in contents.commits] + [build_ref(run.build_id)]
             batch.links.extend(Link(self.name, ado_ref(w), build_ref(run.build_id)) for w in contents.work_items)
             if run.status == "success":
                 self._remember(run.service, run.environment, run.finished_at, run.native_id, run.build_id)
-        deployment = Deployment(self.name, run.native_id, run.service, run.environment, production, run.status,
-                                run.started_at, run.finished_at, sha, tuple(contains))
+        deployment = Deployment(
+            self.name,
+            run.native_id,
+            run.service,
+            run.environment,
+            production,
+            run.status,
+            run.started_at,
+            run.finished_at,
+            sha,
+            tuple(contains),
+        )
         batch.deployments.append(deployment)
         self._known[run.native_id] = deployment
 
@@ -530,8 +596,9 @@ class AzurePipelinesSource(Source):
                 self._read_contents(contents, project_path, previous, build)
             except NotFound:
                 # retention deleted the build (or the previous one): the deployment keeps its build ref only
-                self._log_once(f"build:{build}",
-                               f"changes since build {previous} are gone (404); contains only the build")
+                self._log_once(
+                    f"build:{build}", f"changes since build {previous} are gone (404); contains only the build"
+                )
         # cached only once read: a read that failed (outage) must be retried by the next pass,
         # not remembered as "nothing shipped"
         self._contents[key] = contents
@@ -539,10 +606,16 @@ class AzurePipelinesSource(Source):
 
     def _read_contents(self, contents: Contents, project_path: str, previous: int | None, build: int) -> None:
         if previous is None:
-            changes = [c for page in self.api.pages(f"{project_path}/_apis/build/builds/{build}/changes",
-                                                    "build_changes", {"$top": BUILD_TOP}) for c in page]
-            body, _ = self.api.get(f"{project_path}/_apis/build/builds/{build}/workitems", "build_workitems",
-                                   {"$top": BUILD_TOP})
+            changes = [
+                c
+                for page in self.api.pages(
+                    f"{project_path}/_apis/build/builds/{build}/changes", "build_changes", {"$top": BUILD_TOP}
+                )
+                for c in page
+            ]
+            body, _ = self.api.get(
+                f"{project_path}/_apis/build/builds/{build}/workitems", "build_workitems", {"$top": BUILD_TOP}
+            )
             items = list_value(body, "build_workitems")
             if len(items) >= BUILD_TOP:  # no continuation token on this one: a full page may hide more
                 contents.truncated.append(f"workitems of build {build}")
@@ -551,11 +624,13 @@ class AzurePipelinesSource(Source):
             items = self._read_between(project_path, "workitems", previous, build, None, contents.truncated)
         commits = dict(self._commits(changes))  # a sha read twice (both halves of a split) counts once
         contents.commits = list(commits.items())
-        contents.work_items = sorted({int(w["id"]) for w in items
-                                      if isinstance(w, dict) and str(w.get("id", "")).isdigit()})
+        contents.work_items = sorted(
+            {int(w["id"]) for w in items if isinstance(w, dict) and str(w.get("id", "")).isdigit()}
+        )
 
-    def _read_between(self, project_path: str, resource: str, previous: int, build: int, inner: list[int] | None,
-                      truncated: list[str]) -> list[Any]:
+    def _read_between(
+        self, project_path: str, resource: str, previous: int, build: int, inner: list[int] | None, truncated: list[str]
+    ) -> list[Any]:
         """``build/changes`` or ``build/workitems`` between two builds, complete.
 
         These take ``$top`` and return no continuation token: a full page may hide the rest. Then
@@ -564,8 +639,11 @@ class AzurePipelinesSource(Source):
         read as far as it goes and reported as truncated.
         """
         endpoint = f"build_{resource}"
-        body, _ = self.api.get(f"{project_path}/_apis/build/{resource}", endpoint,
-                               {"fromBuildId": previous, "toBuildId": build, "$top": BUILD_TOP})
+        body, _ = self.api.get(
+            f"{project_path}/_apis/build/{resource}",
+            endpoint,
+            {"fromBuildId": previous, "toBuildId": build, "$top": BUILD_TOP},
+        )
         value = list_value(body, endpoint)
         if len(value) < BUILD_TOP:
             return value
@@ -576,8 +654,9 @@ class AzurePipelinesSource(Source):
             return value
         middle = len(inner) // 2
         split = inner[middle]
-        return (self._read_between(project_path, resource, previous, split, inner[:middle], truncated)
-                + self._read_between(project_path, resource, split, build, inner[middle + 1:], truncated))
+        return self._read_between(
+            project_path, resource, previous, split, inner[:middle], truncated
+        ) + self._read_between(project_path, resource, split, build, inner[middle + 1 :], truncated)
 
     def _builds_between(self, project_path: str, previous: int, build: int) -> list[int]:
         """Ids of the builds of the same pipeline queued between two builds (both excluded)."""
@@ -590,13 +669,26 @@ class AzurePipelinesSource(Source):
             body, _ = self.api.get(path, "builds", {"buildIds": f"{previous},{build}"})
             ends = {b["id"]: b for b in list_value(body, "builds") if isinstance(b, dict) and is_count(b.get("id"))}
             definition = ((ends.get(build) or {}).get("definition") or {}).get("id")
-            low, high = safe_time((ends.get(previous) or {}).get("queueTime")), \
-                safe_time((ends.get(build) or {}).get("queueTime"))
+            low, high = (
+                safe_time((ends.get(previous) or {}).get("queueTime")),
+                safe_time((ends.get(build) or {}).get("queueTime")),
+            )
             if is_count(definition) and low is not None and high is not None:
-                params = {"definitions": definition, "queryOrder": "queueTimeAscending", "minTime": format_time(low),
-                          "maxTime": format_time(high), "$top": BUILD_TOP}
-                found = sorted({b["id"] for page in self.api.pages(path, "builds", params) for b in page
-                                if isinstance(b, dict) and is_count(b.get("id")) and previous < b["id"] < build})
+                params = {
+                    "definitions": definition,
+                    "queryOrder": "queueTimeAscending",
+                    "minTime": format_time(low),
+                    "maxTime": format_time(high),
+                    "$top": BUILD_TOP,
+                }
+                found = sorted(
+                    {
+                        b["id"]
+                        for page in self.api.pages(path, "builds", params)
+                        for b in page
+                        if isinstance(b, dict) and is_count(b.get("id")) and previous < b["id"] < build
+                    }
+                )
         except NotFound:
             found = []
         self._inner_builds[key] = found
@@ -620,8 +712,7 @@ class AzurePipelinesSource(Source):
             yield sha.lower(), when
 
     # -- helpers ---------------------------------------------------------------------------------------------
-    def _commit(self, store: Any, batch: Batch, stream: str | None, watermark: str | None,
-                report: SyncReport) -> None:
+    def _commit(self, store: Any, batch: Batch, stream: str | None, watermark: str | None, report: SyncReport) -> None:
         store.commit(self.name, batch, stream=stream, watermark=watermark)
         report.batches += 1
         report.items += len(batch)
@@ -679,7 +770,6 @@ def _deployment_key(env_id: int, record: dict[str, Any]) -> str | None:
     """The deployment a job's record belongs to: its run, stage and stage attempt (None when the
     record does not say, as on older servers: then each record is its own deployment)."""
     owner, stage, attempt = record.get("owner"), record.get("stageName"), record.get("stageAttempt")
-    if isinstance(owner, dict) and is_count(owner.get("id")) and isinstance(stage, str) and stage \
-            and is_count(attempt):
+    if isinstance(owner, dict) and is_count(owner.get("id")) and isinstance(stage, str) and stage and is_count(attempt):
         return f"env:{env_id}:{owner['id']}:{stage[:100]}:{attempt}"
     return None

@@ -72,8 +72,15 @@ class RecordGuard:
             where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
             if (type(exc).__name__, where) not in self._logged:
                 self._logged.add((type(exc).__name__, where))
-                log.warning("source=%s record %s rejected (%s): %s: %s", self.source, record_id, reason,
-                            type(exc).__name__, str(exc)[:200], exc_info=exc)
+                log.warning(
+                    "source=%s record %s rejected (%s): %s: %s",
+                    self.source,
+                    record_id,
+                    reason,
+                    type(exc).__name__,
+                    str(exc)[:200],
+                    exc_info=exc,
+                )
         return reason
 
 
@@ -102,8 +109,10 @@ class Pagination:
     def follow(self, token: str) -> None:
         """About to request the page ``token`` names; raises SourceError on a cycle or past the cap."""
         if token in self._tokens:
-            raise PaginationError(f"{self.what}: pagination cycle: the server sent a continuation it had sent "
-                              f"before, after {self.pages} pages")
+            raise PaginationError(
+                f"{self.what}: pagination cycle: the server sent a continuation it had sent "
+                f"before, after {self.pages} pages"
+            )
         self._tokens.add(token)
         if self.pages >= self.max_pages:
             raise PaginationError(f"{self.what}: more than {self.max_pages} pages in one pass; stopped")
@@ -116,8 +125,10 @@ class Pagination:
         self._records.update(key for key in keys if key is not None)
         self._idle = 0 if new else self._idle + 1
         if self._idle >= self.max_idle:
-            raise PaginationError(f"{self.what}: {self._idle} pages in a row brought nothing new; the list does not "
-                              f"end, stopped after {self.pages} pages")
+            raise PaginationError(
+                f"{self.what}: {self._idle} pages in a row brought nothing new; the list does not "
+                f"end, stopped after {self.pages} pages"
+            )
 
 
 def record_key(record: Any) -> Any:

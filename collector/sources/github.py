@@ -109,12 +109,17 @@ class GitHubConfig(SourceConfigBase):
     base_url: str = Field("https://api.github.com", pattern=r"^https?://")
     repositories: list[str] = Field(min_length=1, description="owner/repo, or owner/* for every repository.")
     production_environments: EnvironmentPatterns = Field(
-        default=["production"], min_length=1, description="Environment names, or /regex/.")
-    deployments_from: str = Field("deployments", pattern=r"^(deployments|releases|workflow_runs:\S+)$",
-                                  description="deployments | releases | workflow_runs:<workflow file>")
+        default=["production"], min_length=1, description="Environment names, or /regex/."
+    )
+    deployments_from: str = Field(
+        "deployments",
+        pattern=r"^(deployments|releases|workflow_runs:\S+)$",
+        description="deployments | releases | workflow_runs:<workflow file>",
+    )
     team_from: str = Field("label:team/", description="label:<prefix>, or a fixed team name.")
-    type_labels: dict[str, str] = Field(default={"bug": "Bug", "feature": "Feature"},
-                                        description="label → work item type; others are 'Issue'.")
+    type_labels: dict[str, str] = Field(
+        default={"bug": "Bug", "feature": "Feature"}, description="label → work item type; others are 'Issue'."
+    )
 
     @field_validator("repositories")
     @classmethod
@@ -176,8 +181,9 @@ class GitHubApi:
             raise GitHubHTTPError(resp.status_code, path_or_url.split("?", 1)[0], str(message)[:200])
         return Page(resp.status_code, data, resp.headers.get("ETag"), next_link(resp))
 
-    def pages(self, path: str, params: dict[str, Any] | None = None, etag: str | None = None,
-              list_key: str | None = None) -> Iterator[Page]:
+    def pages(
+        self, path: str, params: dict[str, Any] | None = None, etag: str | None = None, list_key: str | None = None
+    ) -> Iterator[Page]:
         """Page 1 (conditionally, given ``etag``), then each ``Link: rel="next"`` page.
 
         A 304 on page 1 is yielded and ends the walk (a 304 has no Link header). A next link seen
@@ -247,9 +253,14 @@ class GitHubSource(Source):
         super().__init__(config, ctx)
         # "Bearer" works for classic and fine-grained PATs and GitHub App installation tokens alike
         self.client = ApiClient(
-            self.name, config.base_url, f"Bearer {config.token}", secrets=[config.token],
-            telemetry=ctx.telemetry, sleep=ctx.sleep,
-            headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION})
+            self.name,
+            config.base_url,
+            f"Bearer {config.token}",
+            secrets=[config.token],
+            telemetry=ctx.telemetry,
+            sleep=ctx.sleep,
+            headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION},
+        )
         self.api = GitHubApi(self.client)
         self.type_labels = {k.lower(): v for k, v in config.type_labels.items()}
         self.guard = RecordGuard(self.name)
@@ -268,8 +279,11 @@ class GitHubSource(Source):
                 log.warning("source=%s repository %s skipped: %s", self.name, configured, exc)
                 continue
             report.details["repositories"] += 1
-            for label, run in (("issues", self._sync_issues), ("pull requests", self._sync_pulls),
-                               ("deployments", self._sync_deployments)):
+            for label, run in (
+                ("issues", self._sync_issues),
+                ("pull requests", self._sync_pulls),
+                ("deployments", self._sync_deployments),
+            ):
                 if self.ctx.should_stop():
                     break
                 try:
@@ -303,8 +317,10 @@ class GitHubSource(Source):
         """Every repository of an organisation (or, if it is none, of a user); cached by ETag."""
         stream = f"repos:{owner}"
         state = self._state(store, stream)
-        candidates = [(f"/orgs/{quote(owner)}/repos", {"type": "all", "per_page": PER_PAGE}),
-                      (f"/users/{quote(owner)}/repos", {"type": "owner", "per_page": PER_PAGE})]
+        candidates = [
+            (f"/orgs/{quote(owner)}/repos", {"type": "all", "per_page": PER_PAGE}),
+            (f"/users/{quote(owner)}/repos", {"type": "owner", "per_page": PER_PAGE}),
+        ]
         if state.get("key", "").startswith("/users/"):
             candidates.reverse()  # known to be a user: ask there first (and only, while it answers)
         for path, params in candidates:
@@ -317,8 +333,11 @@ class GitHubSource(Source):
                     if page.status == 304:
                         return [str(r) for r in state["repos"]]
                     first_etag = first_etag or page.etag
-                    names += [r["full_name"] for r in _records(page.data)
-                              if isinstance(r.get("full_name"), str) and not r.get("archived")]
+                    names += [
+                        r["full_name"]
+                        for r in _records(page.data)
+                        if isinstance(r.get("full_name"), str) and not r.get("archived")
+                    ]
             except GitHubHTTPError as exc:
                 if exc.status == 404 and path != candidates[-1][0]:
                     continue  # not an organisation: try the user of that name (or the other way round)
@@ -337,8 +356,11 @@ class GitHubSource(Source):
             return _Repo(str(cached), str(state.get("default_branch") or "main"))
         data = page.data if isinstance(page.data, dict) else {}
         repo = _Repo(str(data.get("full_name") or configured), str(data.get("default_branch") or "main"))
-        store.set_watermark(self.name, stream, json.dumps(
-            {"etag": page.etag, "full_name": repo.full_name, "default_branch": repo.default_branch}))
+        store.set_watermark(
+            self.name,
+            stream,
+            json.dumps({"etag": page.etag, "full_name": repo.full_name, "default_branch": repo.default_branch}),
+        )
         return repo
 
     # -- issues -----------------------------------------------------------------------------
@@ -370,8 +392,7 @@ class GitHubSource(Source):
                 if is_pull_request(raw):
                     continue  # the issues list includes pull requests: they are changes, not requests
                 self._issue(repo, raw, batch)
-            watermark = {"since": format_time(cursor_at), "seen": sorted(cursor_seen), "key": key,
-                         "etag": first_etag}
+            watermark = {"since": format_time(cursor_at), "seen": sorted(cursor_seen), "key": key, "etag": first_etag}
             store.commit(self.name, batch, stream=stream, watermark=json.dumps(watermark))
             self._account(report, batch)
             if self.ctx.should_stop():
@@ -402,8 +423,7 @@ class GitHubSource(Source):
         _check_body(raw)
         labels = [str(lb.get("name", "")) for lb in raw.get("labels") or [] if isinstance(lb, dict)]
         try:
-            events = list(self.api.items(f"/repos/{repo.full_name}/issues/{number}/timeline",
-                                         {"per_page": PER_PAGE}))
+            events = list(self.api.items(f"/repos/{repo.full_name}/issues/{number}/timeline", {"per_page": PER_PAGE}))
         except GitHubHTTPError as exc:
             if exc.status in (404, 410):  # deleted or transferred since the list was read
                 log.info("source=%s %s vanished while reading its timeline", self.name, native_id)
@@ -413,9 +433,15 @@ class GitHubSource(Source):
         # its history could not be ordered
         history = issue_history(native_id, created_at, events)
         return WorkItem(
-            source=self.name, native_id=native_id, ref=gh_issue_ref(repo.full_name, number),
-            project=repo.full_name, team=self._team(labels), type=self._type(raw, labels), created_at=created_at,
-            history=history)
+            source=self.name,
+            native_id=native_id,
+            ref=gh_issue_ref(repo.full_name, number),
+            project=repo.full_name,
+            team=self._team(labels),
+            type=self._type(raw, labels),
+            created_at=created_at,
+            history=history,
+        )
 
     def _team(self, labels: list[str]) -> str:
         spec = self.config.team_from
@@ -424,7 +450,7 @@ class GitHubSource(Source):
         prefix = spec.removeprefix("label:").lower()
         for label in labels:
             if label.lower().startswith(prefix) and len(label) > len(prefix):
-                return label[len(prefix):]
+                return label[len(prefix) :]
         return ""  # no team label: docs/definitions.md "Labels"
 
     def _type(self, raw: dict[str, Any], labels: list[str]) -> str:
@@ -480,8 +506,12 @@ class GitHubSource(Source):
                         return
             if reached_watermark:
                 break
-        watermark = {"at": format_time(new_at) if new_at else None, "seen": sorted(new_seen), "key": key,
-                     "etag": first_etag}
+        watermark = {
+            "at": format_time(new_at) if new_at else None,
+            "seen": sorted(new_seen),
+            "key": key,
+            "etag": first_etag,
+        }
         store.commit(self.name, batch, stream=stream, watermark=json.dumps(watermark))
         self._account(report, batch)
 
@@ -517,8 +547,9 @@ class GitHubSource(Source):
                 continue
             shas.append(sha.lower())
             detail = _object(entry.get("commit"))
-            when = _time_or_none(_object(detail.get("author")).get("date")) \
-                or _time_or_none(_object(detail.get("committer")).get("date"))
+            when = _time_or_none(_object(detail.get("author")).get("date")) or _time_or_none(
+                _object(detail.get("committer")).get("date")
+            )
             if when is not None:
                 authored.append(when)
             # GitHub links a commit-message reference to the commit, not to the pull request
@@ -531,9 +562,18 @@ class GitHubSource(Source):
             shas.append(merge_sha.lower())
         text = "\n".join(str(raw.get(k) or "") for k in ("title", "body"))
         links += self._mentions(text, repo.full_name, pr_ref)
-        batch.changes.append(Change(
-            source=self.name, native_id=native_id, ref=pr_ref, service=repo.full_name, kind="pull_request",
-            first_commit_at=min(authored), merged_at=merged_at, commits=tuple(dict.fromkeys(shas))))
+        batch.changes.append(
+            Change(
+                source=self.name,
+                native_id=native_id,
+                ref=pr_ref,
+                service=repo.full_name,
+                kind="pull_request",
+                first_commit_at=min(authored),
+                merged_at=merged_at,
+                commits=tuple(dict.fromkeys(shas)),
+            )
+        )
         batch.links.extend(dict.fromkeys(links))
 
     def _mentions(self, text: str | None, repo: str, target: str) -> list[Link]:
@@ -547,16 +587,35 @@ class GitHubSource(Source):
         base = f"/repos/{repo.full_name}"
         mode = self.config.deployments_from
         if mode == "deployments":
-            return _Mode(f"deployments:{repo.full_name}", f"{base}/deployments", {"per_page": PER_PAGE}, None,
-                         "created_at", self._read_deployments)
+            return _Mode(
+                f"deployments:{repo.full_name}",
+                f"{base}/deployments",
+                {"per_page": PER_PAGE},
+                None,
+                "created_at",
+                self._read_deployments,
+            )
         if mode == "releases":
-            return _Mode(f"releases:{repo.full_name}", f"{base}/releases", {"per_page": PER_PAGE}, None,
-                         "published_at", self._read_releases, by_id=False)
+            return _Mode(
+                f"releases:{repo.full_name}",
+                f"{base}/releases",
+                {"per_page": PER_PAGE},
+                None,
+                "published_at",
+                self._read_releases,
+                by_id=False,
+            )
         workflow = mode.split(":", 1)[1]
         # no filter parameters: GitHub caps filtered run searches at 1,000 results; the branch is
         # checked here instead
-        return _Mode(f"runs:{repo.full_name}:{workflow}", f"{base}/actions/workflows/{quote(workflow, safe='')}/runs",
-                     {"per_page": PER_PAGE}, "workflow_runs", "created_at", self._read_runs)
+        return _Mode(
+            f"runs:{repo.full_name}:{workflow}",
+            f"{base}/actions/workflows/{quote(workflow, safe='')}/runs",
+            {"per_page": PER_PAGE},
+            "workflow_runs",
+            "created_at",
+            self._read_runs,
+        )
 
     def _sync_deployments(self, store: Any, repo: _Repo, report: SyncReport) -> None:
         mode = self._mode(repo)
@@ -581,11 +640,12 @@ class GitHubSource(Source):
                 problem = _id_problem(raw.get("id"))
                 if problem is not None:
                     # counted, never a high-water mark: one id of 2**63 would hide every later record
-                    bad.rejections.append(Rejection(self.name, f"{mode.stream}:{record_label(raw.get('id'))}",
-                                                    problem))
+                    bad.rejections.append(Rejection(self.name, f"{mode.stream}:{record_label(raw.get('id'))}", problem))
                     continue
-                if raw["id"] <= max_id or \
-                        (_time_or_none(raw.get(mode.horizon_field)) or self.ctx.now()) < self.ctx.history_start():
+                if (
+                    raw["id"] <= max_id
+                    or (_time_or_none(raw.get(mode.horizon_field)) or self.ctx.now()) < self.ctx.history_start()
+                ):
                     old += 1  # read in an earlier pass, or older than the history we keep
                     continue
                 new += 1
@@ -596,8 +656,12 @@ class GitHubSource(Source):
             return  # 304: nothing new, nothing unfinished
         batch = bad
         finished = mode.read(repo, fresh, pending, batch)
-        new_state = {"max_id": max([max_id, *(r["id"] for r in fresh)]), "pending": pending, "key": key,
-                     "etag": first_etag or etag}
+        new_state = {
+            "max_id": max([max_id, *(r["id"] for r in fresh)]),
+            "pending": pending,
+            "key": key,
+            "etag": first_etag or etag,
+        }
         for deployment in self._with_contents(store, repo, finished, report, batch):
             batch.deployments.append(deployment)
             if len(batch) >= BATCH_SIZE:
@@ -609,14 +673,20 @@ class GitHubSource(Source):
         store.commit(self.name, batch, stream=mode.stream, watermark=json.dumps(new_state))
         self._account(report, batch)
 
-    def _read_deployments(self, repo: _Repo, fresh: list[dict[str, Any]], pending: dict[str, Any],
-                          batch: Batch) -> list[_Finished]:
+    def _read_deployments(
+        self, repo: _Repo, fresh: list[dict[str, Any]], pending: dict[str, Any], batch: Batch
+    ) -> list[_Finished]:
         """Deployments API: a deployment is finished at its latest finished status."""
         for raw in fresh:
             # only strings are kept: the pending list is stored as JSON in the watermark
-            pending[str(raw["id"])] = {k: v if isinstance(v, str) else None
-                                       for k, v in (("sha", raw.get("sha")), ("environment", raw.get("environment")),
-                                                    ("created_at", raw.get("created_at")))} | {"etag": None}
+            pending[str(raw["id"])] = {
+                k: v if isinstance(v, str) else None
+                for k, v in (
+                    ("sha", raw.get("sha")),
+                    ("environment", raw.get("environment")),
+                    ("created_at", raw.get("created_at")),
+                )
+            } | {"etag": None}
         finished: list[_Finished] = []
         for dep_id, entry in list(pending.items()):
             record_id = f"{repo.full_name}:deployment:{dep_id}"
@@ -658,8 +728,11 @@ class GitHubSource(Source):
             if finished_at < created:
                 batch.rejections.append(Rejection(self.name, record_id, "end_before_start"))
                 continue
-            finished.append(_Finished(f"deployment:{dep_id}", int(dep_id), str(entry["environment"]), status,
-                                      sha, created, finished_at))
+            finished.append(
+                _Finished(
+                    f"deployment:{dep_id}", int(dep_id), str(entry["environment"]), status, sha, created, finished_at
+                )
+            )
         return finished
 
     def _reread_pending(self, pending: dict[str, dict[str, Any]], base: str) -> list[dict[str, Any]]:
@@ -684,8 +757,9 @@ class GitHubSource(Source):
         """The ETag of an unfinished record; first sight: read it alone once, so later polls are conditional."""
         return raw.get("_etag") or self.api.get(path).etag
 
-    def _read_releases(self, repo: _Repo, fresh: list[dict[str, Any]], pending: dict[str, Any],
-                       batch: Batch) -> list[_Finished]:
+    def _read_releases(
+        self, repo: _Repo, fresh: list[dict[str, Any]], pending: dict[str, Any], batch: Batch
+    ) -> list[_Finished]:
         """Releases: each published release (not a draft, not a prerelease) deploys its tag to production."""
         releases = list(fresh)
         # drafts seen before: published since?
@@ -710,8 +784,17 @@ class GitHubSource(Source):
             except RECORD_ERRORS as bad:
                 self.guard.reject(batch, record_id, bad)
                 continue
-            finished.append(_Finished(f"release:{rel_id}", int(rel_id), "production", "success", sha,
-                                      _time_or_none(raw.get("created_at")), published))
+            finished.append(
+                _Finished(
+                    f"release:{rel_id}",
+                    int(rel_id),
+                    "production",
+                    "success",
+                    sha,
+                    _time_or_none(raw.get("created_at")),
+                    published,
+                )
+            )
         return finished
 
     def _release_sha(self, repo: _Repo, raw: dict[str, Any]) -> str:
@@ -723,19 +806,22 @@ class GitHubSource(Source):
         if not isinstance(tag, str) or not tag:
             raise Malformed("missing_field")
         try:
-            obj = (self.api.get(f"/repos/{repo.full_name}/git/ref/tags/{quote(tag, safe='')}").data or {}) \
-                .get("object") or {}
+            obj = (self.api.get(f"/repos/{repo.full_name}/git/ref/tags/{quote(tag, safe='')}").data or {}).get(
+                "object"
+            ) or {}
             if obj.get("type") == "tag":  # an annotated tag: one more hop to its commit
-                obj = (self.api.get(f"/repos/{repo.full_name}/git/tags/{obj.get('sha')}").data or {}) \
-                    .get("object") or {}
+                obj = (self.api.get(f"/repos/{repo.full_name}/git/tags/{obj.get('sha')}").data or {}).get(
+                    "object"
+                ) or {}
         except GitHubHTTPError as exc:
             if exc.status != 404:
                 raise
             raise Malformed("missing_field") from None
         return _sha_of(obj.get("sha"))
 
-    def _read_runs(self, repo: _Repo, fresh: list[dict[str, Any]], pending: dict[str, Any],
-                   batch: Batch) -> list[_Finished]:
+    def _read_runs(
+        self, repo: _Repo, fresh: list[dict[str, Any]], pending: dict[str, Any], batch: Batch
+    ) -> list[_Finished]:
         """Workflow runs on the default branch: completed success/failure runs are deployments."""
         runs = [r for r in fresh if r.get("head_branch") == repo.default_branch]
         # runs in progress last time
@@ -770,8 +856,7 @@ class GitHubSource(Source):
                 log.info("source=%s run %s was deleted while it was read", self.name, record_id)
                 continue
             status = "success" if conclusion == "success" else "failure"
-            finished.append(_Finished(f"run:{run_id}", int(run_id), "production", status, sha, started,
-                                      finished_at))
+            finished.append(_Finished(f"run:{run_id}", int(run_id), "production", status, sha, started, finished_at))
         return finished
 
     def _run_finished_at(self, repo: _Repo, raw: dict[str, Any]) -> datetime:
@@ -780,14 +865,16 @@ class GitHubSource(Source):
         ``updated_at`` is no finish time: re-runs and later edits move it, sometimes by a year.
         A run that never started a job (a workflow file error) ends at ``updated_at``.
         """
-        jobs = self.api.items(f"/repos/{repo.full_name}/actions/runs/{raw['id']}/jobs",
-                              {"filter": "latest", "per_page": PER_PAGE}, "jobs")
+        jobs = self.api.items(
+            f"/repos/{repo.full_name}/actions/runs/{raw['id']}/jobs", {"filter": "latest", "per_page": PER_PAGE}, "jobs"
+        )
         ends = [_required_time(job, "completed_at") for job in jobs if job.get("completed_at") is not None]
         return max(ends) if ends else _required_time(raw, "updated_at")
 
     # -- what a deployment contains ---------------------------------------------------------
-    def _with_contents(self, store: Any, repo: _Repo, finished: list[_Finished], report: SyncReport,
-                       batch: Batch) -> list[Deployment]:
+    def _with_contents(
+        self, store: Any, repo: _Repo, finished: list[_Finished], report: SyncReport, batch: Batch
+    ) -> list[Deployment]:
         """Deployments with ``contains``, in creation order; direct pushes found in them go to ``batch``.
 
         Contents are read only where a figure uses them: successful production deployments. The
@@ -806,15 +893,28 @@ class GitHubSource(Source):
         todo: dict[str, tuple[int, Deployment]] = {}
         earliest_new: dict[str, int] = {}
         for f in finished:
-            todo[f.native_id] = (f.order, Deployment(
-                source=self.name, native_id=f.native_id, service=repo.full_name, environment=f.environment,
-                production=matches_environment(f.environment, self.config.production_environments),
-                status=f.status, started_at=f.started_at, finished_at=f.finished_at, sha=f.sha))
+            todo[f.native_id] = (
+                f.order,
+                Deployment(
+                    source=self.name,
+                    native_id=f.native_id,
+                    service=repo.full_name,
+                    environment=f.environment,
+                    production=matches_environment(f.environment, self.config.production_environments),
+                    status=f.status,
+                    started_at=f.started_at,
+                    finished_at=f.finished_at,
+                    sha=f.sha,
+                ),
+            )
             if f.status == "success":
                 earliest_new[f.environment] = min(f.order, earliest_new.get(f.environment, f.order))
         for d in stored.values():
-            if d.native_id not in todo and d.environment in earliest_new \
-                    and _order(d.native_id) > earliest_new[d.environment]:
+            if (
+                d.native_id not in todo
+                and d.environment in earliest_new
+                and _order(d.native_id) > earliest_new[d.environment]
+            ):
                 todo[d.native_id] = (_order(d.native_id), d)
         gone: set[str] = set()
         out = []
@@ -827,8 +927,12 @@ class GitHubSource(Source):
             commits = self._contents(repo, d.sha or "", [s for _, s in earlier], gone, report)
             out.append(dataclasses.replace(d, contains=tuple(commit_ref(c["sha"]) for c in commits)))
             if in_pulls is None:
-                in_pulls = {sha for c in store.changes(self.name)
-                            if c.service == repo.full_name and c.kind == "pull_request" for sha in c.commits}
+                in_pulls = {
+                    sha
+                    for c in store.changes(self.name)
+                    if c.service == repo.full_name and c.kind == "pull_request"
+                    for sha in c.commits
+                }
             self._direct_pushes(repo, [c for c in commits if c["sha"] not in in_pulls], batch)
         return out
 
@@ -854,13 +958,23 @@ class GitHubSource(Source):
                 batch.rejections.append(Rejection(self.name, native_id, "missing_field"))
                 continue
             target = commit_ref(sha)
-            batch.changes.append(Change(
-                source=self.name, native_id=native_id, ref=target, service=repo.full_name, kind="commit",
-                first_commit_at=first, merged_at=committed or authored, commits=(sha,)))
+            batch.changes.append(
+                Change(
+                    source=self.name,
+                    native_id=native_id,
+                    ref=target,
+                    service=repo.full_name,
+                    kind="commit",
+                    first_commit_at=first,
+                    merged_at=committed or authored,
+                    commits=(sha,),
+                )
+            )
             batch.links.extend(dict.fromkeys(self._mentions(detail.get("message"), repo.full_name, target)))
 
-    def _contents(self, repo: _Repo, head: str, bases: list[str], gone: set[str], report: SyncReport
-                  ) -> list[dict[str, Any]]:
+    def _contents(
+        self, repo: _Repo, head: str, bases: list[str], gone: set[str], report: SyncReport
+    ) -> list[dict[str, Any]]:
         """Commits reachable from ``head`` and not from the first base whose commit still exists."""
         for base in bases:
             if base in gone:
@@ -868,19 +982,28 @@ class GitHubSource(Source):
             if base == head:
                 return []
             try:
-                return self._listed(f"/repos/{repo.full_name}/compare/{base}...{head}", {"per_page": PER_PAGE},
-                                    "commits")
+                return self._listed(
+                    f"/repos/{repo.full_name}/compare/{base}...{head}", {"per_page": PER_PAGE}, "commits"
+                )
             except GitHubHTTPError as exc:
                 if exc.status != 404:
                     raise
             report.details["compare_fallbacks"] += 1
             if not self._exists(repo, head):
-                log.warning("source=%s %s: deployed commit %s no longer exists (force-push?); it contains nothing",
-                            self.name, repo.full_name, head)
+                log.warning(
+                    "source=%s %s: deployed commit %s no longer exists (force-push?); it contains nothing",
+                    self.name,
+                    repo.full_name,
+                    head,
+                )
                 gone.add(head)
                 return []
-            log.warning("source=%s %s: base commit %s no longer exists (force-push?); comparing with an earlier "
-                        "deployment", self.name, repo.full_name, base)
+            log.warning(
+                "source=%s %s: base commit %s no longer exists (force-push?); comparing with an earlier deployment",
+                self.name,
+                repo.full_name,
+                base,
+            )
             gone.add(base)
         params = {"sha": head, "since": format_time(self.ctx.history_start()), "per_page": PER_PAGE}
         try:
@@ -889,8 +1012,13 @@ class GitHubSource(Source):
             if exc.status not in (404, 409, 422):
                 raise
             report.details["compare_fallbacks"] += 1
-            log.warning("source=%s %s: cannot list the commits of %s (HTTP %d); it contains nothing",
-                        self.name, repo.full_name, head, exc.status)
+            log.warning(
+                "source=%s %s: cannot list the commits of %s (HTTP %d); it contains nothing",
+                self.name,
+                repo.full_name,
+                head,
+                exc.status,
+            )
             return []
 
     def _listed(self, path: str, params: dict[str, Any], key: str | None = None) -> list[dict[str, Any]]:
@@ -997,8 +1125,9 @@ def is_pull_request(raw: dict[str, Any]) -> bool:
 def _closes(pr: dict[str, Any], repo: str, number: str) -> bool:
     """Whether a pull request's title or body carries a closing keyword for issue ``repo#number``."""
     text = "\n".join(str(pr.get(k) or "") for k in ("title", "body"))
-    return any(r.lower() == repo.lower() and str(n) == number
-               for r, n in closing_references(text, _repo_of_issue(pr) or repo))
+    return any(
+        r.lower() == repo.lower() and str(n) == number for r, n in closing_references(text, _repo_of_issue(pr) or repo)
+    )
 
 
 def _repo_of_issue(issue: dict[str, Any]) -> str | None:
@@ -1020,9 +1149,14 @@ def deployment_outcome(statuses: list[dict[str, Any]]) -> tuple[str, datetime] |
     ``in_progress``, ``pending`` are not finished, and ``inactive`` (GitHub marks an older success
     inactive when a newer one succeeds) is not a result.
     """
-    ordered = sorted(((parse_time(s.get("created_at")), s.get("id") or 0, s.get("state"))
-                      for s in statuses if isinstance(s, dict) and s.get("state") in ("success", "failure", "error")),
-                     key=lambda t: (t[0], t[1]))
+    ordered = sorted(
+        (
+            (parse_time(s.get("created_at")), s.get("id") or 0, s.get("state"))
+            for s in statuses
+            if isinstance(s, dict) and s.get("state") in ("success", "failure", "error")
+        ),
+        key=lambda t: (t[0], t[1]),
+    )
     if not ordered:
         return None
     at, _, state = ordered[-1]

@@ -29,8 +29,9 @@ def register(source_class: type[Any]) -> type[Any]:
     name = source_class.kind
     existing = KINDS.get(name)
     if existing is not None and existing.source_class is not source_class:
-        raise RuntimeError(f"source kind {name!r} is registered twice ({existing.source_class.__name__}, "
-                           f"{source_class.__name__})")
+        raise RuntimeError(
+            f"source kind {name!r} is registered twice ({existing.source_class.__name__}, {source_class.__name__})"
+        )
     KINDS[name] = Kind(name, source_class.config_model, source_class)
     return source_class
 

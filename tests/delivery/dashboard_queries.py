@@ -71,8 +71,9 @@ def iter_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from panel.get("panels", [])  # collapsed rows
 
 
-def iter_panel_queries(directory: Path = GRAFANA_DIR,
-                       substitutions: Mapping[str, str] | None = None) -> Iterator[PanelQuery]:
+def iter_panel_queries(
+    directory: Path = GRAFANA_DIR, substitutions: Mapping[str, str] | None = None
+) -> Iterator[PanelQuery]:
     for name, dashboard in load_dashboards(directory).items():
         for panel in iter_panels(dashboard):
             for target in panel.get("targets", []):
@@ -80,8 +81,9 @@ def iter_panel_queries(directory: Path = GRAFANA_DIR,
                     yield PanelQuery(name, panel["title"], substitute(target["expr"], substitutions))
 
 
-def iter_variable_queries(directory: Path = GRAFANA_DIR,
-                          substitutions: Mapping[str, str] | None = None) -> Iterator[VariableQuery]:
+def iter_variable_queries(
+    directory: Path = GRAFANA_DIR, substitutions: Mapping[str, str] | None = None
+) -> Iterator[VariableQuery]:
     """The series selectors of the dashboards' `label_values(selector, label)` query variables."""
     for name, dashboard in load_dashboards(directory).items():
         for var in dashboard.get("templating", {}).get("list", []):

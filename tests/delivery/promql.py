@@ -42,14 +42,31 @@ CONTRACT_METRICS: frozenset[str] = frozenset(
         "cycletime_api_rate_limit_remaining",
         "cycletime_records_rejected_total",
     }
-    | {f"{h}{suffix}" for h in HISTOGRAMS | {"cycletime_source_poll_duration_seconds"}
-       for suffix in ("_bucket", "_sum", "_count")}
+    | {
+        f"{h}{suffix}"
+        for h in HISTOGRAMS | {"cycletime_source_poll_duration_seconds"}
+        for suffix in ("_bucket", "_sum", "_count")
+    }
     | {f"{h.removesuffix('_seconds')}_window_{suffix}" for h in HISTOGRAMS for suffix in ("seconds", "count")}
 )
 
 _KEYWORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
-    "offset", "inf", "nan", "atan2", "start", "end",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    "atan2",
+    "start",
+    "end",
 }
 
 
@@ -64,7 +81,7 @@ def metric_names(expr: str) -> set[str]:
         name = m.group(0)
         if name.lower() in _KEYWORDS:
             continue
-        if re.match(r"\s*\(", text[m.end():]):
+        if re.match(r"\s*\(", text[m.end() :]):
             continue  # a function or an aggregation
         names.add(name)
     return names
@@ -83,8 +100,11 @@ def promtool() -> str:
     """Path of promtool; fails (never skips) the calling test when it is missing."""
     path = shutil.which("promtool")
     if not path:
-        pytest.fail("promtool is not installed: install the Debian package `prometheus` (make system-deps) "
-                    "or put Prometheus' promtool on PATH; the delivery tests need it", pytrace=False)
+        pytest.fail(
+            "promtool is not installed: install the Debian package `prometheus` (make system-deps) "
+            "or put Prometheus' promtool on PATH; the delivery tests need it",
+            pytrace=False,
+        )
     return path
 
 

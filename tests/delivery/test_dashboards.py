@@ -107,22 +107,38 @@ def test_issue_contents() -> None:
     assert 'cycletime_request_to_release_window_count{source=~"$source"' in r2r and 'window="7d"' in r2r
     assert "offset 90d" in r2r
     flow = exprs("flow.json")
-    for needle in ("cycletime_work_item_lead_time_window_seconds", "cycletime_work_item_cycle_time_window_seconds",
-                   "cycletime_work_item_state_seconds_total",
-                   "cycletime_work_items_in_progress", "cycletime_work_item_lead_time_window_count",
-                   "cycletime_work_item_flow_efficiency_window_ratio"):
+    for needle in (
+        "cycletime_work_item_lead_time_window_seconds",
+        "cycletime_work_item_cycle_time_window_seconds",
+        "cycletime_work_item_state_seconds_total",
+        "cycletime_work_items_in_progress",
+        "cycletime_work_item_lead_time_window_count",
+        "cycletime_work_item_flow_efficiency_window_ratio",
+    ):
         assert needle in flow, needle
     dora = exprs("dora.json")
-    for needle in ("cycletime_deployments_window_count", "cycletime_change_lead_time_window_seconds",
-                   'status="failure"', "cycletime_failed_deployment_recovery_window_seconds"):
+    for needle in (
+        "cycletime_deployments_window_count",
+        "cycletime_change_lead_time_window_seconds",
+        'status="failure"',
+        "cycletime_failed_deployment_recovery_window_seconds",
+    ):
         assert needle in dora, needle
-    dora_steps = [p["fieldConfig"]["defaults"]["thresholds"]["steps"] for p in iter_panels(DASHBOARDS["dora.json"])
-                  if p["type"] == "stat"]
+    dora_steps = [
+        p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        for p in iter_panels(DASHBOARDS["dora.json"])
+        if p["type"] == "stat"
+    ]
     assert len(dora_steps) == 4 and all(len(s) == 4 for s in dora_steps), "DORA bands: elite/high/medium/low"
     health = exprs("collector-health.json")
-    for needle in ("cycletime_source_up", "cycletime_source_last_success_timestamp_seconds",
-                   "cycletime_source_poll_duration_seconds_bucket", "cycletime_api_requests_total",
-                   "cycletime_api_rate_limit_remaining", "cycletime_records_rejected_total"):
+    for needle in (
+        "cycletime_source_up",
+        "cycletime_source_last_success_timestamp_seconds",
+        "cycletime_source_poll_duration_seconds_bucket",
+        "cycletime_api_requests_total",
+        "cycletime_api_rate_limit_remaining",
+        "cycletime_records_rejected_total",
+    ):
         assert needle in health, needle
 
 
@@ -145,8 +161,11 @@ def test_every_query_is_valid_promql() -> None:
     items += [(f"{q.dashboard} ${q.variable}", q.expr) for q in iter_variable_queries()]
     result = check_exprs_with_promtool(items)
     if result.returncode != 0:  # name the culprit: check one by one
-        bad = [f"{where}: {expr}\n{r.stdout}{r.stderr}" for where, expr in items
-               if (r := check_exprs_with_promtool([(where, expr)])).returncode != 0]
+        bad = [
+            f"{where}: {expr}\n{r.stdout}{r.stderr}"
+            for where, expr in items
+            if (r := check_exprs_with_promtool([(where, expr)])).returncode != 0
+        ]
         pytest.fail("invalid PromQL:\n" + "\n".join(bad or [result.stdout + result.stderr]), pytrace=False)
     assert f"SUCCESS: {len(items)} rules found" in result.stdout
 
@@ -159,8 +178,13 @@ def test_substitution() -> None:
 
 
 def test_generator_is_a_no_op() -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_dashboards.py"), "--check"],
-                            capture_output=True, text=True, check=False, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_dashboards.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert result.returncode == 0, "generated files are out of date, run `make dashboards`:\n" + result.stdout
 
 

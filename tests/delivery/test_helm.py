@@ -25,8 +25,14 @@ CORE_KINDS = {"Deployment", "Service", "ConfigMap", "Secret", "PersistentVolumeC
 KUBE_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
 
 SOURCES = [
-    {"name": "boards", "kind": "azure_boards", "organization_url": "https://dev.azure.com/contoso",
-     "project": "Fabrikam", "token": "${AZURE_DEVOPS_TOKEN}", "team_from": "area_path"},
+    {
+        "name": "boards",
+        "kind": "azure_boards",
+        "organization_url": "https://dev.azure.com/contoso",
+        "project": "Fabrikam",
+        "token": "${AZURE_DEVOPS_TOKEN}",
+        "team_from": "area_path",
+    },
     {"name": "github", "kind": "github", "token": "${GITHUB_TOKEN}", "repositories": ["contoso/web", "contoso/api"]},
 ]
 TOKENS = {"AZURE_DEVOPS_TOKEN": "azdo-secret-value", "GITHUB_TOKEN": "ghp_secret_value"}
@@ -39,14 +45,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "sources+tokens": WITH_SOURCES,
     "existingSecret": {"config": {"sources": SOURCES}, "secret": {"existingSecret": "my-tokens"}},
     "postgresql-url": {**WITH_SOURCES, "postgresql": {"url": "postgresql://ct:pw@db:5432/cycletime"}},
-    "postgresql-existingSecret": {"config": {"sources": SOURCES}, "secret": {"existingSecret": "my-tokens"},
-                                  "postgresql": {"existingSecret": "db", "existingSecretKey": "dsn"}},
+    "postgresql-existingSecret": {
+        "config": {"sources": SOURCES},
+        "secret": {"existingSecret": "my-tokens"},
+        "postgresql": {"existingSecret": "db", "existingSecretKey": "dsn"},
+    },
     "no-persistence": {**WITH_SOURCES, "persistence": {"enabled": False}},
     "existingClaim": {**WITH_SOURCES, "persistence": {"existingClaim": "old-data"}},
     "rule-only": {**MINIMAL, "prometheusRule": {"enabled": True}},
     "tls": {
-        "config": {"sources": SOURCES, "web": {"tls": {"cert_file": "/etc/cycletime-tls/tls.crt",
-                                                       "key_file": "/etc/cycletime-tls/tls.key"}}},
+        "config": {
+            "sources": SOURCES,
+            "web": {"tls": {"cert_file": "/etc/cycletime-tls/tls.crt", "key_file": "/etc/cycletime-tls/tls.key"}},
+        },
         "secret": {"tokens": TOKENS},
         "extraVolumes": [{"name": "tls", "secret": {"secretName": "cycletime-tls"}}],
         "extraVolumeMounts": [{"name": "tls", "mountPath": "/etc/cycletime-tls", "readOnly": True}],
@@ -54,24 +65,41 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "extra-volumes": {
         **WITH_SOURCES,
-        "extraVolumes": [{"name": "ca-bundle", "configMap": {"name": "corporate-ca"}},
-                         {"name": "tls", "secret": {"secretName": "cycletime-tls"}}],
-        "extraVolumeMounts": [{"name": "ca-bundle", "mountPath": "/etc/ssl/corporate", "readOnly": True},
-                              {"name": "tls", "mountPath": "/etc/cycletime-tls", "readOnly": True}],
+        "extraVolumes": [
+            {"name": "ca-bundle", "configMap": {"name": "corporate-ca"}},
+            {"name": "tls", "secret": {"secretName": "cycletime-tls"}},
+        ],
+        "extraVolumeMounts": [
+            {"name": "ca-bundle", "mountPath": "/etc/ssl/corporate", "readOnly": True},
+            {"name": "tls", "mountPath": "/etc/cycletime-tls", "readOnly": True},
+        ],
         "extraEnv": [{"name": "REQUESTS_CA_BUNDLE", "value": "/etc/ssl/corporate/ca.crt"}],
     },
     "backfill": {**WITH_SOURCES, "backfill": {"enabled": True, "from": "180d", "ttlSecondsAfterFinished": 3600}},
-    "backfill-postgresql": {**WITH_SOURCES, "postgresql": {"url": "postgresql://ct:pw@db:5432/cycletime"},
-                            "backfill": {"enabled": True, "persistence": {"existingClaim": "prom-backfill"}}},
-    "monitoring-on": {**WITH_SOURCES, "serviceMonitor": {"enabled": True, "additionalLabels": {"release": "kps"}},
-                      "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True}},
+    "backfill-postgresql": {
+        **WITH_SOURCES,
+        "postgresql": {"url": "postgresql://ct:pw@db:5432/cycletime"},
+        "backfill": {"enabled": True, "persistence": {"existingClaim": "prom-backfill"}},
+    },
+    "monitoring-on": {
+        **WITH_SOURCES,
+        "serviceMonitor": {"enabled": True, "additionalLabels": {"release": "kps"}},
+        "prometheusRule": {"enabled": True},
+        "dashboards": {"enabled": True},
+    },
     "monitoring-on-custom": {
         **WITH_SOURCES,
-        "serviceMonitor": {"enabled": True, "stableInstanceLabel": False,
-                           "endpointConfig": {"basicAuth": {"username": {"name": "a", "key": "u"},
-                                                            "password": {"name": "a", "key": "p"}}}},
-        "prometheusRule": {"enabled": True, "thresholds": {"changeFailureRate": 0.25, "staleAfterSeconds": 3900,
-                                                           "sourceDownFor": "30m"}},
+        "serviceMonitor": {
+            "enabled": True,
+            "stableInstanceLabel": False,
+            "endpointConfig": {
+                "basicAuth": {"username": {"name": "a", "key": "u"}, "password": {"name": "a", "key": "p"}}
+            },
+        },
+        "prometheusRule": {
+            "enabled": True,
+            "thresholds": {"changeFailureRate": 0.25, "staleAfterSeconds": 3900, "sourceDownFor": "30m"},
+        },
         "dashboards": {"enabled": True, "namespace": "grafana", "annotations": {"grafana_folder": "Delivery"}},
     },
 }
@@ -133,8 +161,10 @@ def test_lint_strict() -> None:
 @pytest.mark.parametrize("values", [{}, {"config": {"sources": []}}, {"config": {"sources": None}}])
 def test_without_a_source_the_chart_fails_fast(values: dict[str, Any]) -> None:
     """`helm install` stops at the schema, naming the key, instead of deploying a pod that crash-loops."""
-    with (helm_python.Chart.load(CHART_DIR) as chart,
-          pytest.raises(helm_python.HelmValuesError, match=r"/config(/sources)?'.*(minItems|'sources')")):
+    with (
+        helm_python.Chart.load(CHART_DIR) as chart,
+        pytest.raises(helm_python.HelmValuesError, match=r"/config(/sources)?'.*(minItems|'sources')"),
+    ):
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
     assert helm_python.lint(CHART_DIR, values, strict=True)["errors"]
 
@@ -143,8 +173,10 @@ def test_without_a_source_and_schema_validation_skipped_the_template_says_what_t
     unchecked = tmp_path / "chart"
     shutil.copytree(CHART_DIR, unchecked)
     (unchecked / "values.schema.json").unlink()  # as `helm install --skip-schema-validation` would
-    with (helm_python.Chart.load(unchecked) as chart,
-          pytest.raises(helm_python.HelmError, match=r"config\.sources is empty.*chart README")):
+    with (
+        helm_python.Chart.load(unchecked) as chart,
+        pytest.raises(helm_python.HelmError, match=r"config\.sources is empty.*chart README"),
+    ):
         chart.render({"config": {"sources": []}}, name=RELEASE, namespace=NAMESPACE)
 
 
@@ -178,10 +210,15 @@ def test_every_resource_has_the_common_labels() -> None:
 def test_schema_rejects_bad_values() -> None:
     with helm_python.Chart.load(CHART_DIR) as chart:
         chart.validate_schema(VARIANTS["monitoring-on-custom"])
-        for bad in ({"config": {"store": "sqlite:///x"}}, {"config": {"listen": ":1"}}, {"typo": 1},
-                    {"prometheusRule": {"thresholds": {"changeFailureRate": 1.5}}},
-                    {"config": {"sources": [{"name": "x", "kind": "jira"}]}},
-                    {"postgresql": {"url": "mysql://x"}}, {"persistence": {"size": "lots"}}):
+        for bad in (
+            {"config": {"store": "sqlite:///x"}},
+            {"config": {"listen": ":1"}},
+            {"typo": 1},
+            {"prometheusRule": {"thresholds": {"changeFailureRate": 1.5}}},
+            {"config": {"sources": [{"name": "x", "kind": "jira"}]}},
+            {"postgresql": {"url": "mysql://x"}},
+            {"persistence": {"size": "lots"}},
+        ):
             with pytest.raises(helm_python.HelmValuesError):
                 chart.validate_schema(bad)
 
@@ -275,8 +312,12 @@ def test_schema_rejects_web_tls_without_its_files() -> None:
 
 def test_schema_rejects_malformed_extra_volumes() -> None:
     with helm_python.Chart.load(CHART_DIR) as chart:
-        for bad in ({"extraVolumes": [{"configMap": {"name": "x"}}]}, {"extraVolumeMounts": [{"name": "x"}]},
-                    {"extraVolumes": {"name": "x"}}, {"extraVolumes": [{"name": "tmp", "emptyDir": {}}]}):
+        for bad in (
+            {"extraVolumes": [{"configMap": {"name": "x"}}]},
+            {"extraVolumeMounts": [{"name": "x"}]},
+            {"extraVolumes": {"name": "x"}},
+            {"extraVolumes": [{"name": "tmp", "emptyDir": {}}]},
+        ):
             with pytest.raises(helm_python.HelmValuesError):
                 chart.validate_schema({**WITH_SOURCES, **bad})
 
@@ -333,10 +374,17 @@ LITERAL_WARNING = "WARNING: literal secrets in config"
 
 
 def test_notes_warn_about_a_literal_token_without_repeating_it() -> None:
-    literal = [{**SOURCES[0], "token": "azdo-pat-0123456789"}, SOURCES[1],
-               {"name": "gh2", "kind": "github", "token": "${GH2_TOKEN:-ghp_fallback}", "repositories": ["a/b"]}]
-    text = notes({"config": {"sources": literal, "web": {"basic_auth": {"username": "prom", "password": "hunter2"}}},
-                  "secret": {"tokens": TOKENS}})
+    literal = [
+        {**SOURCES[0], "token": "azdo-pat-0123456789"},
+        SOURCES[1],
+        {"name": "gh2", "kind": "github", "token": "${GH2_TOKEN:-ghp_fallback}", "repositories": ["a/b"]},
+    ]
+    text = notes(
+        {
+            "config": {"sources": literal, "web": {"basic_auth": {"username": "prom", "password": "hunter2"}}},
+            "secret": {"tokens": TOKENS},
+        }
+    )
     assert LITERAL_WARNING in text
     assert "config.sources[0].token (source boards)" in text
     assert "config.sources[2].token (source gh2)" in text  # a literal default is a literal too
@@ -371,7 +419,8 @@ def test_external_postgresql_url() -> None:
     secret = one(v, "Secret")
     assert base64.b64decode(secret["data"]["CYCLETIME_STORE_URL"]).decode() == "postgresql://ct:pw@db:5432/cycletime"
     assert env(v)["CYCLETIME_STORE_URL"]["valueFrom"] == {
-        "secretKeyRef": {"name": f"{FULLNAME}-secrets", "key": "CYCLETIME_STORE_URL"}}
+        "secretKeyRef": {"name": f"{FULLNAME}-secrets", "key": "CYCLETIME_STORE_URL"}
+    }
     assert "pw@db" not in json.dumps(one(v, "ConfigMap")) + json.dumps(one(v, "Deployment"))
     assert "data" not in volumes(v)
     assert "data" not in {m["name"] for m in container(v)["volumeMounts"]}
@@ -437,8 +486,11 @@ def test_prometheus_rule_passes_promtool(variant: str) -> None:
 
 
 def test_prometheus_rule_thresholds_come_from_values() -> None:
-    rules = {r.get("alert") or r["record"]: r
-             for g in one("monitoring-on-custom", "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
+    rules = {
+        r.get("alert") or r["record"]: r
+        for g in one("monitoring-on-custom", "PrometheusRule")["spec"]["groups"]
+        for r in g["rules"]
+    }
     assert "ratio_7d > 0.25\n" in rules["ChangeFailureRateHigh"]["expr"]
     assert "threshold 0.25" in rules["ChangeFailureRateHigh"]["annotations"]["description"]
     assert "> 3900\n" in rules["CycletimeSourceStale"]["expr"]
@@ -507,5 +559,6 @@ def test_backfill_job_with_postgresql_and_an_existing_claim() -> None:
     assert "CYCLETIME_STORE_URL" in env
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["backfill"]["persistentVolumeClaim"]["claimName"] == "prom-backfill" and "data" not in volumes
-    assert f"{FULLNAME}-backfill" not in {c["metadata"]["name"]
-                                          for c in by_kind("backfill-postgresql", "PersistentVolumeClaim")}
+    assert f"{FULLNAME}-backfill" not in {
+        c["metadata"]["name"] for c in by_kind("backfill-postgresql", "PersistentVolumeClaim")
+    }

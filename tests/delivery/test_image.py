@@ -39,9 +39,14 @@ def fake_builder(bin_dir: Path, name: str, *, exit_code: int = 0, info_works: bo
 def make_image(bin_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     assert MAKE is not None
     bin_dir.mkdir(exist_ok=True)
-    return subprocess.run([MAKE, "--no-print-directory", "-C", str(ROOT), "image", *args],
-                          env={"PATH": str(bin_dir), "HOME": str(bin_dir)},
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [MAKE, "--no-print-directory", "-C", str(ROOT), "image", *args],
+        env={"PATH": str(bin_dir), "HOME": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def invocations(calls: Path) -> list[list[str]]:
@@ -61,15 +66,15 @@ def test_podman_builds_the_dockerfile_with_the_chart_app_version_as_tag(tmp_path
     calls = fake_builder(tmp_path / "bin", "podman")
     result = make_image(tmp_path / "bin")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert invocations(calls) == [["build", "--file", "Dockerfile", "--tag", f"cycletime-collector:{APP_VERSION}",
-                                   "."]]
+    assert invocations(calls) == [["build", "--file", "Dockerfile", "--tag", f"cycletime-collector:{APP_VERSION}", "."]]
     assert "podman" in result.stdout and f"cycletime-collector:{APP_VERSION}" in result.stdout
 
 
 def test_image_name_and_tag_come_from_the_command_line(tmp_path: Path) -> None:
     calls = fake_builder(tmp_path / "bin", "podman")
-    result = make_image(tmp_path / "bin", "IMAGE=registry.example.com/platform/cycletime-collector",
-                        "IMAGE_TAG=0.1.0-rc1")
+    result = make_image(
+        tmp_path / "bin", "IMAGE=registry.example.com/platform/cycletime-collector", "IMAGE_TAG=0.1.0-rc1"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     (call,) = invocations(calls)
     assert call[call.index("--tag") + 1] == "registry.example.com/platform/cycletime-collector:0.1.0-rc1"
@@ -121,15 +126,22 @@ def test_a_failing_build_fails_make(tmp_path: Path) -> None:
 
 def test_dockerfile_copies_the_package_only() -> None:
     """No tests, benchmarks, scripts or docs in the image nor the sandbox, a development tool."""
-    copies = [line.split()[1:-1] for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
-              if line.startswith("COPY ")]
-    assert sorted(src for sources in copies for src in sources) == ["README.md", "collector", "exporters",
-                                                                    "pyproject.toml"]
+    copies = [
+        line.split()[1:-1]
+        for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+        if line.startswith("COPY ")
+    ]
+    assert sorted(src for sources in copies for src in sources) == [
+        "README.md",
+        "collector",
+        "exporters",
+        "pyproject.toml",
+    ]
 
 
 def test_the_default_repository_is_documented_as_one_to_replace() -> None:
     values = (CHART_DIR / "values.yaml").read_text(encoding="utf-8")
-    image_block = values[values.index("image:"):values.index("imagePullSecrets")]
+    image_block = values[values.index("image:") : values.index("imagePullSecrets")]
     assert "make image" in image_block and "replace" in image_block.lower()
     chart_readme = (CHART_DIR / "README.md").read_text(encoding="utf-8")
     assert "make image" in chart_readme and "no image is published" in chart_readme.lower()

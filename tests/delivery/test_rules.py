@@ -63,11 +63,13 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
         for case in firing:
             for exp in case["exp_alerts"]:
                 if exp.get("exp_labels", {}).get("severity") != alert["labels"]["severity"]:
-                    problems.append(f"{name} ({case['test']}): expected labels lack severity "
-                                    f"{alert['labels']['severity']}")
+                    problems.append(
+                        f"{name} ({case['test']}): expected labels lack severity {alert['labels']['severity']}"
+                    )
                 if set(exp.get("exp_annotations", {})) != set(alert["annotations"]):
-                    problems.append(f"{name} ({case['test']}): expected annotations must be exact: "
-                                    f"{sorted(alert['annotations'])}")
+                    problems.append(
+                        f"{name} ({case['test']}): expected annotations must be exact: {sorted(alert['annotations'])}"
+                    )
     unknown = {c["alertname"] for c in cases} - {a["alert"] for a in _alerts()}
     if unknown:
         problems.append(f"unit tests for alerts that do not exist: {sorted(unknown)}")
@@ -107,6 +109,8 @@ def test_rule_names_and_metrics() -> None:
 
 
 def test_metric_name_extraction() -> None:
-    expr = ('sum by (le, source) (increase(cycletime_request_to_release_seconds_bucket{team=~"a|b"}[1h] '
-            'offset 90d)) / on () group_left a:b:c - 1e3 and time() - x_total > 0.5')
+    expr = (
+        'sum by (le, source) (increase(cycletime_request_to_release_seconds_bucket{team=~"a|b"}[1h] '
+        "offset 90d)) / on () group_left a:b:c - 1e3 and time() - x_total > 0.5"
+    )
     assert metric_names(expr) == {"cycletime_request_to_release_seconds_bucket", "a:b:c", "x_total"}

@@ -33,8 +33,15 @@ def wait_until(check: Callable[[], Any], seconds: float, what: str, interval: fl
     raise AssertionError(f"timed out after {seconds}s waiting for {what} (last: {last!r})")
 
 
-def collector_config(tmp: Path, sandbox_url: str, token: str, port: int, store: str | None = None,
-                     poll_interval: str = "10m", repositories: str = "[contoso/web]") -> Path:
+def collector_config(
+    tmp: Path,
+    sandbox_url: str,
+    token: str,
+    port: int,
+    store: str | None = None,
+    poll_interval: str = "10m",
+    repositories: str = "[contoso/web]",
+) -> Path:
     """The demo's three kinds of source against a sandbox at ``sandbox_url``."""
     cfg = tmp / "cycletime.yaml"
     cfg.write_text(f"""
@@ -76,9 +83,12 @@ class Serve:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, ready_within: float = 180) -> Serve:
-        self.proc = subprocess.Popen([sys.executable, "-m", "collector", "serve", "--config", str(self.config),
-                                      "--log-format", "json"], cwd=ROOT, stdout=open(self.log, "ab"),
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "collector", "serve", "--config", str(self.config), "--log-format", "json"],
+            cwd=ROOT,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+        )
 
         def ready() -> bool:
             assert self.proc is not None and self.proc.poll() is None, f"serve exited: {self.log.read_text()[-2000:]}"
@@ -100,8 +110,13 @@ class Serve:
 class Prometheus:
     """A real Prometheus (Debian package) on 127.0.0.1 with a temporary config and data dir."""
 
-    def __init__(self, targets: list[str], rule_files: list[Path] | None = None, blocks: Path | None = None,
-                 retention: str = "15d") -> None:
+    def __init__(
+        self,
+        targets: list[str],
+        rule_files: list[Path] | None = None,
+        blocks: Path | None = None,
+        retention: str = "15d",
+    ) -> None:
         """``blocks``: a directory of TSDB blocks (``cycletime backfill --prometheus-blocks``) copied
         into the data directory before the start, as a user loads a backfill."""
         binary = shutil.which("prometheus")
@@ -115,11 +130,19 @@ class Prometheus:
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
             + (f"rule_files:\n{rules}" if rules else "")
             + "scrape_configs:\n  - job_name: cycletime\n    static_configs:\n"
-            + (f"      - targets: [{', '.join(repr(t) for t in targets)}]\n" if targets else "      - targets: []\n"))
+            + (f"      - targets: [{', '.join(repr(t) for t in targets)}]\n" if targets else "      - targets: []\n")
+        )
         self.proc = subprocess.Popen(
-            [binary, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", f"--storage.tsdb.retention.time={retention}"],
-            stdout=open(self.dir / "log", "wb"), stderr=subprocess.STDOUT)
+            [
+                binary,
+                f"--config.file={self.dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--storage.tsdb.retention.time={retention}",
+            ],
+            stdout=open(self.dir / "log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
         self.url = f"http://127.0.0.1:{self.port}"
         wait_until(lambda: requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200, 60, "prometheus ready")
 

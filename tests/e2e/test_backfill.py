@@ -32,8 +32,14 @@ BACKFILL_VARS = {"window": "30d", "__rate_interval": "2d", "__range": "90d", "__
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "collector", *args, "--log-format", "json"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "collector", *args, "--log-format", "json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, f"cycletime {' '.join(args)}: {result.stdout[-2000:]}{result.stderr[-3000:]}"
     return result
 
@@ -48,8 +54,11 @@ def panel_query(dashboard: str, title: str, ref: str = "A") -> str:
 def exposition_at(config: Path, at: float) -> dict[tuple[str, frozenset], float]:
     iso = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     text = cli("metrics", "--config", str(config), "--at", iso).stdout
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def select(samples: dict[tuple[str, frozenset], float], name: str, **labels: str) -> list[float]:
@@ -71,15 +80,32 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     finally:
         sandbox.stop()
     out, blocks = tmp / "history.om", tmp / "blocks"
-    result = cli("backfill", "--config", str(config), "--from", "365d", "--step", "1d", "--out", str(out),
-                 "--prometheus-blocks", str(blocks))
+    result = cli(
+        "backfill",
+        "--config",
+        str(config),
+        "--from",
+        "365d",
+        "--step",
+        "1d",
+        "--out",
+        str(out),
+        "--prometheus-blocks",
+        str(blocks),
+    )
     last = re.search(r"steps from \S+ to (\S+)", result.stdout)
     assert last, result.stdout
     end = datetime.fromisoformat(last.group(1).replace("Z", "+00:00")).timestamp()
     prometheus = Prometheus([], blocks=blocks, retention="400d")
     try:
-        yield {"config": config, "out": out, "blocks": blocks, "stdout": result.stdout, "end": end,
-               "prometheus": prometheus}
+        yield {
+            "config": config,
+            "out": out,
+            "blocks": blocks,
+            "stdout": result.stdout,
+            "end": end,
+            "prometheus": prometheus,
+        }
     finally:
         prometheus.stop()
 
@@ -102,8 +128,12 @@ def test_the_file_is_grouped_openmetrics_that_promtool_turned_into_blocks(world:
         last_time[series] = int(m.group(4))
         assert int(m.group(4)) % DAY == 0, "steps are whole days"
     assert len(families) == len(set(families)), "a family appears twice: promtool needs them grouped"
-    assert {"cycletime_deployments_window_count", "cycletime_work_item_cycle_time_window_seconds",
-            "cycletime_request_to_release_seconds", "cycletime_deployments"} <= set(families)
+    assert {
+        "cycletime_deployments_window_count",
+        "cycletime_work_item_cycle_time_window_seconds",
+        "cycletime_request_to_release_seconds",
+        "cycletime_deployments",
+    } <= set(families)
     assert list(world["blocks"].glob("*/meta.json")), "promtool wrote no block"
     assert "--storage.tsdb.retention.time=" in world["stdout"] and "Mimir" in world["stdout"]
 
@@ -114,25 +144,27 @@ def test_prometheus_on_the_blocks_answers_as_metrics_at(world: dict, days_ago: i
     at = world["end"] - days_ago * DAY
     expected = exposition_at(world["config"], at)
 
-    p85_cycle = max(select(expected, "cycletime_work_item_cycle_time_window_seconds", window="30d",
-                           quantile="0.85"))
+    p85_cycle = max(select(expected, "cycletime_work_item_cycle_time_window_seconds", window="30d", quantile="0.85"))
     got = only_value(prom.query(panel_query("flow.json", "p85 cycle time (worst matching series)"), at))
     assert got == pytest.approx(p85_cycle)
 
     p85_r2r = max(select(expected, "cycletime_request_to_release_window_seconds", window="30d", quantile="0.85"))
-    got = only_value(prom.query(panel_query("request-to-release.json", "p85 request to release (worst matching "
-                                                                     "series)"), at))
+    got = only_value(
+        prom.query(panel_query("request-to-release.json", "p85 request to release (worst matching series)"), at)
+    )
     assert got == pytest.approx(p85_r2r)
 
-    deployments = sum(select(expected, "cycletime_deployments_window_count", window="30d", production="true",
-                             status="success"))
+    deployments = sum(
+        select(expected, "cycletime_deployments_window_count", window="30d", production="true", status="success")
+    )
     assert deployments > 0, "the sandbox deploys to production every month"
     got = only_value(prom.query(panel_query("dora.json", "Deployment frequency (per day, 30d)"), at))
     assert got == pytest.approx(deployments / 30)
 
     staging = sum(select(expected, "cycletime_deployments_window_count", window="30d", production="false"))
-    failed = sum(select(expected, "cycletime_deployments_window_count", window="30d", production="true",
-                        status="failure"))
+    failed = sum(
+        select(expected, "cycletime_deployments_window_count", window="30d", production="true", status="failure")
+    )
     got = only_value(prom.query(panel_query("dora.json", "Change failure rate (30d)"), at))
     assert got == pytest.approx(failed / (failed + deployments))
     assert staging > 0, "the sandbox deploys to staging too, and the DORA panels leave it out"
@@ -141,10 +173,22 @@ def test_prometheus_on_the_blocks_answers_as_metrics_at(world: dict, days_ago: i
 def test_trend_stat_p85_now_vs_90_days_ago(world: dict) -> None:
     prom: Prometheus = world["prometheus"]
     end = world["end"]
-    now = max(select(exposition_at(world["config"], end), "cycletime_request_to_release_window_seconds",
-                     window="30d", quantile="0.85"))
-    before = max(select(exposition_at(world["config"], end - 90 * DAY),
-                        "cycletime_request_to_release_window_seconds", window="30d", quantile="0.85"))
+    now = max(
+        select(
+            exposition_at(world["config"], end),
+            "cycletime_request_to_release_window_seconds",
+            window="30d",
+            quantile="0.85",
+        )
+    )
+    before = max(
+        select(
+            exposition_at(world["config"], end - 90 * DAY),
+            "cycletime_request_to_release_window_seconds",
+            window="30d",
+            quantile="0.85",
+        )
+    )
     title = "p85 change vs 90 days ago"
     change = only_value(prom.query(panel_query("request-to-release.json", title), end))
     assert math.isfinite(change) and change == pytest.approx(now / before - 1)

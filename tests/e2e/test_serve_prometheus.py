@@ -24,16 +24,24 @@ from sandbox.app import Sandbox, SandboxOptions
 TOKEN = "e2e-Secret-Token-4f1d9c"
 
 #: families derived from the store's data: equal across restarts while the data do not change
-DATA_FAMILIES = ("cycletime_work_item_lead_time_seconds", "cycletime_work_item_cycle_time_seconds",
-                 "cycletime_request_to_release_seconds", "cycletime_change_lead_time_seconds",
-                 "cycletime_failed_deployment_recovery_seconds", "cycletime_work_item_state_seconds",
-                 "cycletime_deployments")
+DATA_FAMILIES = (
+    "cycletime_work_item_lead_time_seconds",
+    "cycletime_work_item_cycle_time_seconds",
+    "cycletime_request_to_release_seconds",
+    "cycletime_change_lead_time_seconds",
+    "cycletime_failed_deployment_recovery_seconds",
+    "cycletime_work_item_state_seconds",
+    "cycletime_deployments",
+)
 
 
 def scrape(url: str) -> dict[tuple[str, frozenset], float]:
     text = requests.get(f"{url}/metrics", timeout=10).text
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +103,11 @@ def test_prometheus_sees_what_compute_produced(world: dict) -> None:
     config = load_config(world["config"])
     expected = MetricsCache(FigureCache(Store(config.store), Settings.from_config(config)))
     # Prometheus drops empty label values (a GitHub issue without a team label has team="")
-    exp = {(s.name, frozenset((k, v) for k, v in s.labels.items() if v != "")): s.value
-           for f in text_string_to_metric_families(expected.exposition().decode()) for s in f.samples}
+    exp = {
+        (s.name, frozenset((k, v) for k, v in s.labels.items() if v != "")): s.value
+        for f in text_string_to_metric_families(expected.exposition().decode())
+        for s in f.samples
+    }
 
     up = {r["metric"]["source"]: float(r["value"][1]) for r in prom.query("cycletime_source_up")}
     assert up == {"boards": 1.0, "pipelines": 1.0, "github": 1.0}
@@ -112,7 +123,8 @@ def test_prometheus_sees_what_compute_produced(world: dict) -> None:
     for r in quantiles:
         labels = {k: v for k, v in r["metric"].items() if k not in ("job", "instance", "__name__")}
         assert float(r["value"][1]) == pytest.approx(
-            exp[("cycletime_work_item_cycle_time_window_seconds", frozenset(labels.items()))])
+            exp[("cycletime_work_item_cycle_time_window_seconds", frozenset(labels.items()))]
+        )
 
     r2r = prom.query("sum(cycletime_request_to_release_seconds_count)")
     assert r2r and float(r2r[0]["value"][1]) > 0, "no work item was released end to end"
@@ -140,10 +152,16 @@ def test_every_dashboard_panel_query_returns_data(world: dict) -> None:
     wait_until(lambda: prom.query("count(count_over_time(cycletime_source_up[1m]) >= 3)"), 30, "three scrapes")
     # rates need counters that moved while Prometheus watched: new activity, picked up by the 2s polls
     world["sandbox"].add_activity(steps=4)
-    wait_until(lambda: prom.query('sum(increase(cycletime_deployments_total{environment="production"}[5m])) > 0'),
-               60, "new production deployments seen by prometheus")
-    wait_until(lambda: prom.query("source_service_environment:cycletime_change_failure_rate:ratio_7d"), 30,
-               "the recording rules to catch up")
+    wait_until(
+        lambda: prom.query('sum(increase(cycletime_deployments_total{environment="production"}[5m])) > 0'),
+        60,
+        "new production deployments seen by prometheus",
+    )
+    wait_until(
+        lambda: prom.query("source_service_environment:cycletime_change_failure_rate:ratio_7d"),
+        30,
+        "the recording rules to catch up",
+    )
     empty = []
     for q in queries:
         expr = q.expr
@@ -161,15 +179,25 @@ def test_landing_page_renders_in_chromium_without_secrets(world: dict) -> None:
     serve: Serve = world["serve"]
     profile = world["tmp"] / "chromium-profile"
     shot = world["tmp"] / "landing.png"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}"]
-    dom = subprocess.run([chromium, *flags, "--dump-dom", f"{serve.url}/"], capture_output=True, text=True,
-                         timeout=120)
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+    ]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", f"{serve.url}/"], capture_output=True, text=True, timeout=120)
     assert "cycletime-collector" in dom.stdout and "<table>" in dom.stdout
     for name in ("boards", "pipelines", "github", "azure_boards", "Rate-limit budget"):
         assert name in dom.stdout
-    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,600", f"{serve.url}/"],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [chromium, *flags, f"--screenshot={shot}", "--window-size=1200,600", f"{serve.url}/"],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.exists() and shot.stat().st_size > 5000
     metrics = requests.get(f"{serve.url}/metrics", timeout=10).text
     for text in (dom.stdout, metrics, serve.log.read_text()):

@@ -42,9 +42,25 @@ def exposition() -> bytes:
         store.close()
         config = Path(tmp) / "golden.yaml"
         config.write_text(CONFIG.format(db=db))
-        done = subprocess.run([sys.executable, "-m", "collector", "metrics", "--config", str(config), "--at",
-                               NOW.isoformat(), "--log-format", "json"], capture_output=True, cwd=ROOT,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120, check=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "collector",
+                "metrics",
+                "--config",
+                str(config),
+                "--at",
+                NOW.isoformat(),
+                "--log-format",
+                "json",
+            ],
+            capture_output=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=120,
+            check=True,
+        )
         # the self-metrics (source status, requests) are empty for this store: no poll ever ran
         return done.stdout
 

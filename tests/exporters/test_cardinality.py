@@ -19,12 +19,15 @@ AREAS = 10_000
 
 
 def test_ten_thousand_area_paths_fold_into_other_and_every_observation_stays(tmp_path: Path) -> None:
-    config = parse_config(f"""
+    config = parse_config(
+        f"""
 store: sqlite:///{tmp_path}/s.db
 max_label_values: 200
 sources:
   - {{name: boards, kind: azure_boards, organization_url: "http://127.0.0.1:1/o", project: Fabrikam, token: t}}
-""", {})
+""",
+        {},
+    )
     store = Store(config.store)
     items = []
     for i in range(AREAS + 500):
@@ -33,9 +36,21 @@ sources:
         wid = str(i)
         # 500 items share one area, so it must survive the cap; the rest have an area each
         team = "Fabrikam\\Core" if i < 500 else f"Fabrikam\\Area{i:05d}"
-        items.append(WorkItem("boards", wid, ado_ref(i), "Fabrikam", team, "Bug", created, (
-            StateChange(wid, 1, created, "New", Category.PROPOSED),
-            StateChange(wid, 2, done, "Closed", Category.COMPLETED))))
+        items.append(
+            WorkItem(
+                "boards",
+                wid,
+                ado_ref(i),
+                "Fabrikam",
+                team,
+                "Bug",
+                created,
+                (
+                    StateChange(wid, 1, created, "New", Category.PROPOSED),
+                    StateChange(wid, 2, done, "Closed", Category.COMPLETED),
+                ),
+            )
+        )
     store.commit("boards", Batch(work_items=items))
     text = MetricsCache(FigureCache(store, Settings.from_config(config), clock=NOW.timestamp)).exposition().decode()
     teams: set[str] = set()

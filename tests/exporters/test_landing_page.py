@@ -49,8 +49,12 @@ def elements(page: str, tag: str, cls: str) -> list[dict[str, str]]:
 
 def window_p85(text: str, family: str, **labels: str) -> float:
     wanted = {**labels, "window": "30d", "quantile": "0.85"}
-    found = [s.value for f in text_string_to_metric_families(text) for s in f.samples
-             if s.name == f"{family}_window_seconds" and s.labels == wanted]
+    found = [
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == f"{family}_window_seconds" and s.labels == wanted
+    ]
     assert len(found) == 1, (family, wanted)
     return found[0]
 
@@ -61,8 +65,9 @@ def served(tmp_path: Path):
     store = Store(f"sqlite:///{tmp_path}/store.db")
     a_year_of_releases(store, NOW, projects=("Fabrikam",))  # one series per figure: the pooled chart is it
     for name in ("boards", "github"):
-        store.record_poll(name, ok=True, started_at=NOW.timestamp(), duration=1.0, items=1, error=None,
-                          rate_limit_remaining=4000)
+        store.record_poll(
+            name, ok=True, started_at=NOW.timestamp(), duration=1.0, items=1, error=None, rate_limit_remaining=4000
+        )
     config = parse_config(CONFIG, {})
     cache = MetricsCache(FigureCache(store, Settings.from_config(config), clock=NOW.timestamp))
     cache.refresh(force=True)
@@ -77,11 +82,20 @@ def chromium(url: str, folder: Path) -> str:
     """The DOM Chromium built from ``url``; a screenshot of the page is left in ``folder``."""
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     assert binary, "chromium (Debian package) is required: `make test` installs it"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-             "--disable-component-update", "--disable-sync", f"--user-data-dir={folder / 'chromium-profile'}"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={folder / 'chromium-profile'}",
+    ]
     shot = folder / "landing.png"
-    subprocess.run([binary, *flags, f"--screenshot={shot}", "--window-size=1000,1300", url], capture_output=True,
-                   timeout=120)
+    subprocess.run(
+        [binary, *flags, f"--screenshot={shot}", "--window-size=1000,1300", url], capture_output=True, timeout=120
+    )
     assert shot.exists() and shot.stat().st_size > 10_000, "no screenshot"
     dom = subprocess.run([binary, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert "cycletime-collector" in dom.stdout, dom.stderr[-2000:]
@@ -99,8 +113,9 @@ def test_the_landing_page_shows_the_headline_and_a_year_by_month(served: str, tm
     assert [p["data-month"] for p in r2r] == [p["data-month"] for p in cycle]
     assert len(r2r) == 12 and r2r[-1]["data-month"] == "2026-11"
     # this month's points are the exposition's 30-day p85
-    assert float(r2r[-1]["data-seconds"]) == window_p85(metrics, "cycletime_request_to_release",
-                                                        **work_item, environment="production")
+    assert float(r2r[-1]["data-seconds"]) == window_p85(
+        metrics, "cycletime_request_to_release", **work_item, environment="production"
+    )
     assert float(cycle[-1]["data-seconds"]) == window_p85(metrics, "cycletime_work_item_cycle_time", **work_item)
     assert len(set(p["data-seconds"] for p in r2r)) > 3, "a year of different months"
 
@@ -109,9 +124,14 @@ def test_the_landing_page_shows_the_headline_and_a_year_by_month(served: str, tm
     assert project["data-project"] == "Fabrikam"
     assert float(project["data-seconds"]) == float(r2r[-1]["data-seconds"])
     (dora,) = elements(dom, "p", "dora")
-    window_counts = {s.labels["status"]: s.value for f in text_string_to_metric_families(metrics) for s in f.samples
-                     if s.name == "cycletime_deployments_window_count" and s.labels["window"] == "30d"
-                     and s.labels["production"] == "true"}
+    window_counts = {
+        s.labels["status"]: s.value
+        for f in text_string_to_metric_families(metrics)
+        for s in f.samples
+        if s.name == "cycletime_deployments_window_count"
+        and s.labels["window"] == "30d"
+        and s.labels["production"] == "true"
+    }
     assert int(dora["data-succeeded"]) == window_counts["success"] > 0
     assert int(dora["data-failed"]) == window_counts.get("failure", 0)
     per_day = re.search(r"([\d.]+) per day", dom)

@@ -16,12 +16,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_published_family_is_documented(tmp_path: Path) -> None:
-    config = parse_config(f"""
+    config = parse_config(
+        f"""
 store: sqlite:///{tmp_path}/s.db
 sources:
   - {{name: boards, kind: azure_boards, organization_url: "http://127.0.0.1:1/o", project: Fabrikam, token: t}}
   - {{name: pipelines, kind: azure_pipelines, organization_url: "http://127.0.0.1:1/o", project: Fabrikam, token: t}}
-""", {})
+""",
+        {},
+    )
     store = Store(config.store)
     load(store)
     cache = MetricsCache(FigureCache(store, Settings.from_config(config), clock=NOW.timestamp))

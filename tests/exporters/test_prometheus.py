@@ -86,8 +86,10 @@ def test_figures_match_hand_worked_values(store: Store, config) -> None:
     assert value(s, "cycletime_work_item_cycle_time_seconds_sum", **wl) == 6 * DAY
     bug = {**wl, "type": "Bug"}
     assert value(s, "cycletime_work_item_cycle_time_window_count", **bug, window="7d") == 0
-    assert ("cycletime_work_item_cycle_time_window_seconds",
-            frozenset({**bug, "window": "7d", "quantile": "0.5"}.items())) not in s  # empty window: no NaN sample
+    assert (
+        "cycletime_work_item_cycle_time_window_seconds",
+        frozenset({**bug, "window": "7d", "quantile": "0.5"}.items()),
+    ) not in s  # empty window: no NaN sample
     assert value(s, "cycletime_work_item_cycle_time_window_seconds", **bug, window="30d", quantile="0.85") == 10 * DAY
     assert value(s, "cycletime_work_item_lead_time_seconds_sum", **wl) == (29 + 35) * DAY
     r2r = {**wl, "environment": "production"}
@@ -99,8 +101,15 @@ def test_figures_match_hand_worked_values(store: Store, config) -> None:
     assert value(s, "cycletime_failed_deployment_recovery_seconds_sum", **prod) == 1 * DAY
     assert value(s, "cycletime_deployments_total", **prod, status="success") == 1
     assert value(s, "cycletime_deployments_total", **prod, status="failure") == 1
-    assert value(s, "cycletime_deployments_total", **{**dep, "environment": "staging", "production": "false"},
-                 status="success") == 1
+    assert (
+        value(
+            s,
+            "cycletime_deployments_total",
+            **{**dep, "environment": "staging", "production": "false"},
+            status="success",
+        )
+        == 1
+    )
     # the failure finished 4 days ago and the recovery 3 days ago (fixture_data): both inside every window
     assert value(s, "cycletime_deployments_window_count", **prod, status="failure", window="7d") == 1
     assert value(s, "cycletime_deployments_window_count", **prod, status="success", window="90d") == 1
@@ -116,13 +125,14 @@ def test_restart_reexports_identical_counters_and_buckets(tmp_path: Path, config
     url = f"sqlite:///{tmp_path}/store.db"
     first = Store(url)
     load(first)
-    first.record_poll("boards", ok=True, started_at=NOW.timestamp() - 10, duration=3.0, items=5, error=None,
-                      rate_limit_remaining=180)
+    first.record_poll(
+        "boards", ok=True, started_at=NOW.timestamp() - 10, duration=3.0, items=5, error=None, rate_limit_remaining=180
+    )
     before = exposition(first, config)
     first.close()
     after = exposition(Store(url), config)
     assert after == before
-    assert "cycletime_source_poll_duration_seconds_count{source=\"boards\"} 1.0" in after
+    assert 'cycletime_source_poll_duration_seconds_count{source="boards"} 1.0' in after
 
 
 def test_openmetrics_is_negotiated(store: Store, config) -> None:
@@ -135,8 +145,10 @@ def test_openmetrics_is_negotiated(store: Store, config) -> None:
 
 #: promtool's lint flags two naming rules that CONTRACT §5 itself mandates for the window gauges
 #: (a `quantile` label on a gauge, a `_count` suffix on a gauge); see README "Contract notes".
-CONTRACT_LINT = re.compile(r'^cycletime_\w+_window_(seconds non-summary metrics should not have "quantile" label'
-                           r'|count non-histogram and non-summary metrics should not have "_count" suffix)$')
+CONTRACT_LINT = re.compile(
+    r'^cycletime_\w+_window_(seconds non-summary metrics should not have "quantile" label'
+    r'|count non-histogram and non-summary metrics should not have "_count" suffix)$'
+)
 
 
 def promtool_problems(text: str) -> list[str]:
@@ -158,8 +170,13 @@ def test_cycletime_metrics_cli_prints_the_store(tmp_path: Path) -> None:
     load(Store(url))
     cfg = tmp_path / "c.yaml"
     cfg.write_text(CONFIG.replace("sqlite:///unused.db", url))
-    result = subprocess.run([sys.executable, "-m", "collector", "metrics", "--config", str(cfg)],
-                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "collector", "metrics", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     s = samples(result.stdout)
     dep = {"source": "pipelines", "service": "web-ci", "environment": "production", "production": "true"}
@@ -169,10 +186,14 @@ def test_cycletime_metrics_cli_prints_the_store(tmp_path: Path) -> None:
 
 def test_http_server_probes_auth_and_landing_page(store: Store, tmp_path: Path) -> None:
     REDACT.add(SECRET)
-    config = parse_config(CONFIG + textwrap.dedent("""
+    config = parse_config(
+        CONFIG
+        + textwrap.dedent("""
         web:
           basic_auth: {username: prom, password: pw-123456}
-    """), {})
+    """),
+        {},
+    )
     cache = MetricsCache(FigureCache(store, Settings.from_config(config), clock=NOW.timestamp))
     app = ExporterApp(cache, store, config)
     server = serve_http(app, "127.0.0.1:0")
@@ -188,18 +209,27 @@ def test_http_server_probes_auth_and_landing_page(store: Store, tmp_path: Path) 
         assert metrics.status_code == 200 and "cycletime_deployments_total" in metrics.text
         assert "process_resident_memory_bytes" in metrics.text and 'cycletime_build_info{version="' in metrics.text
         assert promtool_problems(metrics.text) == []
-        om = requests.get(f"{base}/metrics", headers={**auth, "Accept": "application/openmetrics-text; version=1.0.0"},
-                          timeout=5)
+        om = requests.get(
+            f"{base}/metrics", headers={**auth, "Accept": "application/openmetrics-text; version=1.0.0"}, timeout=5
+        )
         assert om.headers["Content-Type"].startswith("application/openmetrics-text")
         assert om.text.count("# EOF") == 1 and om.text.endswith("# EOF\n") and "process_cpu_seconds" in om.text
         assert metrics.headers["Content-Encoding"] == "gzip"  # requests asks for gzip and unpacks it
         plain = requests.get(f"{base}/metrics", headers={**auth, "Accept-Encoding": "identity"}, timeout=5)
         assert "Content-Encoding" not in plain.headers and plain.content.startswith(b"# HELP")
         for name in ("boards", "pipelines"):
-            store.record_poll(name, ok=True, started_at=NOW.timestamp(), duration=1.0, items=3,
-                              error=None, rate_limit_remaining=None)
-        store.record_poll("pipelines", ok=False, started_at=NOW.timestamp() + 60, duration=1.0, items=0,
-                          error=f"401 for token {SECRET} <script>", rate_limit_remaining=None)
+            store.record_poll(
+                name, ok=True, started_at=NOW.timestamp(), duration=1.0, items=3, error=None, rate_limit_remaining=None
+            )
+        store.record_poll(
+            "pipelines",
+            ok=False,
+            started_at=NOW.timestamp() + 60,
+            duration=1.0,
+            items=0,
+            error=f"401 for token {SECRET} <script>",
+            rate_limit_remaining=None,
+        )
         # each source synced once, but the figures published were computed before: not ready yet
         ready = requests.get(f"{base}/readyz", timeout=5)
         assert ready.status_code == 503 and "figures not computed" in ready.text
@@ -219,12 +249,16 @@ def test_windows_slide_without_new_data(store: Store, config) -> None:
     clock = [NOW.timestamp()]
     cache = MetricsCache(FigureCache(store, Settings.from_config(config), clock=lambda: clock[0], max_age=60))
     wl = {"source": "boards", "project": "Fabrikam", "team": "Web", "type": "User Story"}
-    assert value(samples(cache.exposition().decode()), "cycletime_work_item_cycle_time_window_count", **wl,
-                 window="7d") == 2
+    assert (
+        value(samples(cache.exposition().decode()), "cycletime_work_item_cycle_time_window_count", **wl, window="7d")
+        == 2
+    )
     clock[0] += timedelta(days=3).total_seconds()
     cache.refresh()
-    assert value(samples(cache.exposition().decode()), "cycletime_work_item_cycle_time_window_count", **wl,
-                 window="7d") == 1
+    assert (
+        value(samples(cache.exposition().decode()), "cycletime_work_item_cycle_time_window_count", **wl, window="7d")
+        == 1
+    )
 
 
 def test_a_scrape_never_waits_for_a_refresh(store: Store, config) -> None:

@@ -22,11 +22,19 @@ TOKEN = "rel-Secret-Token-7c41f0e2"
 #: project → (boards source, pipelines source)
 PROJECTS = {"Fabrikam": ("boards", "pipelines"), "Tailspin": ("boards_tailspin", "pipelines_tailspin")}
 #: repository → (github source, deployments_from): each sandbox repository delivers one way
-REPOSITORIES = {"contoso/web": ("gh_web", "deployments"), "contoso/api": ("gh_api", "releases"),
-                "contoso/mobile-app": ("gh_mobile_app", "workflow_runs:deploy.yml")}
+REPOSITORIES = {
+    "contoso/web": ("gh_web", "deployments"),
+    "contoso/api": ("gh_api", "releases"),
+    "contoso/mobile-app": ("gh_mobile_app", "workflow_runs:deploy.yml"),
+}
 #: the families derived from the data (CONTRACT §5), not the collector's own health
-DATA_FAMILIES = ("cycletime_work_item", "cycletime_request_to_release", "cycletime_change_lead_time",
-                 "cycletime_failed_deployment_recovery", "cycletime_deployments")
+DATA_FAMILIES = (
+    "cycletime_work_item",
+    "cycletime_request_to_release",
+    "cycletime_change_lead_time",
+    "cycletime_failed_deployment_recovery",
+    "cycletime_deployments",
+)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -47,19 +55,29 @@ def start_sandbox(**options: Any) -> Sandbox:
     return sandbox.start()
 
 
-def config_yaml(sandbox_url: str, store_url: str, token: str = TOKEN, *, listen: str = "127.0.0.1:0",
-                extra_repositories: Iterable[str] = ()) -> str:
+def config_yaml(
+    sandbox_url: str,
+    store_url: str,
+    token: str = TOKEN,
+    *,
+    listen: str = "127.0.0.1:0",
+    extra_repositories: Iterable[str] = (),
+) -> str:
     """Both Azure DevOps projects (Boards + Pipelines each) and one GitHub source per repository."""
     lines = [f"listen: {listen}", f"store: {store_url}", "history: 365d", "poll_interval: 1h", "sources:"]
     for project, (boards, pipelines) in PROJECTS.items():
-        lines += [f"  - {{name: {boards}, kind: azure_boards, organization_url: '{sandbox_url}/contoso', "
-                  f"project: {project}, token: '{token}'}}",
-                  f"  - {{name: {pipelines}, kind: azure_pipelines, organization_url: '{sandbox_url}/contoso', "
-                  f"project: {project}, token: '{token}', production_environments: [production, Prod]}}"]
+        lines += [
+            f"  - {{name: {boards}, kind: azure_boards, organization_url: '{sandbox_url}/contoso', "
+            f"project: {project}, token: '{token}'}}",
+            f"  - {{name: {pipelines}, kind: azure_pipelines, organization_url: '{sandbox_url}/contoso', "
+            f"project: {project}, token: '{token}', production_environments: [production, Prod]}}",
+        ]
     for i, (repo, (name, mode)) in enumerate(REPOSITORIES.items()):
         repos = [repo, *extra_repositories] if i == 0 else [repo]
-        lines.append(f"  - {{name: {name}, kind: github, base_url: '{sandbox_url}/api/v3', token: '{token}', "
-                     f"repositories: [{', '.join(repos)}], deployments_from: '{mode}'}}")
+        lines.append(
+            f"  - {{name: {name}, kind: github, base_url: '{sandbox_url}/api/v3', token: '{token}', "
+            f"repositories: [{', '.join(repos)}], deployments_from: '{mode}'}}"
+        )
     return "\n".join(lines) + "\n"
 
 

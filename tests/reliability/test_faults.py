@@ -28,7 +28,7 @@ def test_faults_during_full_and_incremental_syncs_change_nothing_exported(tmp_pa
             config = organisation(sandbox, f"sqlite:///{tmp_path}/{label}.db")
             store = Store(config.store)
             runs[label] = (config, store, Runner(config, store, sleep=quick_sleep))
-        clock = (now.timestamp() + 4 * 3600)  # after the three activity steps (one hour each)
+        clock = now.timestamp() + 4 * 3600  # after the three activity steps (one hour each)
         failed_passes = 0
         for step in range(4):
             if step:
@@ -45,8 +45,7 @@ def test_faults_during_full_and_incremental_syncs_change_nothing_exported(tmp_pa
             assert data_tables(faulty_store) == data_tables(clean_store), f"after sync {step}"
 
         injected = faulty.server.stats.snapshot()["faults"]
-        print(f"faults injected: {injected}; passes that failed after their retries and were resumed: "
-              f"{failed_passes}")
+        print(f"faults injected: {injected}; passes that failed after their retries and were resumed: {failed_passes}")
         assert set(injected) == set(FAULT_KINDS)
         # (fewer since Azure Pipelines opens only successful production deployments)
         assert sum(injected.values()) >= 200

@@ -70,21 +70,52 @@ def _no_rewrite(proxy: MutatingProxy) -> Iterator[None]:
 
 def rows(store: Store, source: str) -> dict[str, set[tuple[Any, ...]]]:
     return {
-        "work_items": {(w.native_id, w.ref, w.project, w.team, w.type, w.created_at,
-                        tuple((s.seq, s.at, s.state, s.category.value) for s in w.history))
-                       for w in store.work_items() if w.source == source},
-        "changes": {(c.native_id, c.ref, c.service, c.kind, c.first_commit_at, c.merged_at, tuple(sorted(c.commits)))
-                    for c in store.changes() if c.source == source},
-        "deployments": {(d.native_id, d.service, d.environment, d.production, d.status, d.started_at, d.finished_at,
-                         d.sha, tuple(sorted(d.contains))) for d in store.deployments() if d.source == source},
+        "work_items": {
+            (
+                w.native_id,
+                w.ref,
+                w.project,
+                w.team,
+                w.type,
+                w.created_at,
+                tuple((s.seq, s.at, s.state, s.category.value) for s in w.history),
+            )
+            for w in store.work_items()
+            if w.source == source
+        },
+        "changes": {
+            (c.native_id, c.ref, c.service, c.kind, c.first_commit_at, c.merged_at, tuple(sorted(c.commits)))
+            for c in store.changes()
+            if c.source == source
+        },
+        "deployments": {
+            (
+                d.native_id,
+                d.service,
+                d.environment,
+                d.production,
+                d.status,
+                d.started_at,
+                d.finished_at,
+                d.sha,
+                tuple(sorted(d.contains)),
+            )
+            for d in store.deployments()
+            if d.source == source
+        },
         "links": {(x.work_item, x.target) for x in store.links() if x.source == source},
     }
 
 
 def rejected(store: Store, config: Any, source: str) -> Counter[str]:
     found = samples(store, config, time.time(), ("cycletime_records_rejected_total",))
-    return Counter({dict(labels)["reason"]: int(value) for (_n, labels), value in found.items()
-                    if dict(labels)["source"] == source})
+    return Counter(
+        {
+            dict(labels)["reason"]: int(value)
+            for (_n, labels), value in found.items()
+            if dict(labels)["source"] == source
+        }
+    )
 
 
 @dataclass
@@ -126,23 +157,30 @@ def baseline(proxy: MutatingProxy, tmp_path_factory: pytest.TempPathFactory) -> 
     return out
 
 
-CONTRACT_LINT = re.compile(r'^cycletime_\w+_window_(seconds non-summary metrics should not have "quantile" label'
-                           r'|count non-histogram and non-summary metrics should not have "_count" suffix)$')
+CONTRACT_LINT = re.compile(
+    r'^cycletime_\w+_window_(seconds non-summary metrics should not have "quantile" label'
+    r'|count non-histogram and non-summary metrics should not have "_count" suffix)$'
+)
 
 
 def assert_exposition_valid(config_path: Path) -> None:
     """``cycletime metrics`` on the store, checked by promtool (the two window-gauge lint findings the
     metric names themselves cause are accepted, as in tests/exporters/test_prometheus.py)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "collector", "metrics", "--config", str(config_path)],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "collector", "metrics", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     promtool = shutil.which("promtool")
     assert promtool, "promtool (Debian package prometheus) is required"
     check = subprocess.run([promtool, "check", "metrics"], input=result.stdout, capture_output=True, text=True)
     assert check.returncode in (0, 3), check.stderr
-    problems = [line for line in (check.stdout + check.stderr).splitlines()
-                if line and not CONTRACT_LINT.match(line)]
+    problems = [line for line in (check.stdout + check.stderr).splitlines() if line and not CONTRACT_LINT.match(line)]
     assert problems == []
     assert "cycletime_records_rejected_total" in result.stdout
 
@@ -178,17 +216,22 @@ def listed(answer: Answer) -> list[Any]:
 
 def with_extra(make: Callable[[Answer, list[Any]], Any], first: bool = False) -> Callable[[Answer], Any]:
     """The answer with one more record, built from its records, appended (or put first)."""
+
     def change(answer: Answer) -> Any:
         records = listed(answer)
         extra = make(answer, records)
         records.insert(0 if first else len(records), extra)
         return answer.body
+
     return change
 
 
 def path_has(*parts: str, without: tuple[str, ...] = ()) -> Callable[[Answer], bool]:
-    return lambda a: all(p in a.path for p in parts) and not any(w in a.path for w in without) \
+    return lambda a: (
+        all(p in a.path for p in parts)
+        and not any(w in a.path for w in without)
         and bool(listed(a) if isinstance(a.body, list | dict) else False)
+    )
 
 
 def revision(time_field: str | None = None, value: Any = None, **top: Any) -> Callable[[Answer, list[Any]], Any]:
@@ -199,16 +242,19 @@ def revision(time_field: str | None = None, value: Any = None, **top: Any) -> Ca
             extra["fields"][time_field] = value
         extra.update(top)
         return extra
+
     return make
 
 
 def env_record(**fields: Any) -> Callable[[Answer, list[Any]], Any]:
     """A copy of the page's newest finished record, newer than every record, with ``fields`` changed."""
+
     def make(_answer: Answer, records: list[Any]) -> Any:
         done = [r for r in records if r.get("result") in ("succeeded", "failed")]
         extra = copy.deepcopy(done[0] if done else records[0])
         extra.update({"id": max(r["id"] for r in records) + 100_000, "result": "succeeded"}, **fields)
         return extra
+
     return make
 
 
@@ -216,15 +262,18 @@ def issue(number: int = 999_001, **fields: Any) -> Callable[[Answer, list[Any]],
     def make(_answer: Answer, records: list[Any]) -> Any:
         extra = copy.deepcopy(next(r for r in records if "pull_request" not in r))
         # listed by update time: the extra one is as old as the first, so the cursor passes nothing
-        extra.update({"number": number, "id": 900_000_000 + abs(number), "updated_at": records[0]["updated_at"]},
-                     **fields)
+        extra.update(
+            {"number": number, "id": 900_000_000 + abs(number), "updated_at": records[0]["updated_at"]}, **fields
+        )
         return extra
+
     return make
 
 
 def first_timeline_event(**fields: Any) -> Callable[[Answer, list[Any]], Any]:
     def make(_answer: Answer, records: list[Any]) -> Any:
         return {"event": "cross-referenced", "created_at": records[0].get("created_at"), **fields}
+
     return make
 
 
@@ -263,37 +312,62 @@ def issue_lost(path: str) -> Callable[[tuple[Any, ...]], bool]:
 
 CASES = {
     # Azure Boards: reporting work item revisions
-    "revision_created_after_utc": Case("boards", REVISIONS, with_extra(revision("System.CreatedDate", AFTER_UTC)),
-                                       {"bad_timestamp": 1}),
-    "revision_changed_before_utc": Case("boards", REVISIONS,
-                                        with_extra(revision("System.ChangedDate", BEFORE_UTC)), {"bad_timestamp": 1}),
+    "revision_created_after_utc": Case(
+        "boards", REVISIONS, with_extra(revision("System.CreatedDate", AFTER_UTC)), {"bad_timestamp": 1}
+    ),
+    "revision_changed_before_utc": Case(
+        "boards", REVISIONS, with_extra(revision("System.ChangedDate", BEFORE_UTC)), {"bad_timestamp": 1}
+    ),
     "revision_huge_id": Case("boards", REVISIONS, with_extra(revision(id=HUGE_ID)), {"out_of_range": 1}),
-    "revision_nested_id": Case("boards", REVISIONS, with_extra(revision(id=json.loads("[" * 900 + "]" * 900))),
-                               {"wrong_type": 1}),
+    "revision_nested_id": Case(
+        "boards", REVISIONS, with_extra(revision(id=json.loads("[" * 900 + "]" * 900))), {"wrong_type": 1}
+    ),
     # Azure Pipelines: environment deployment records and classic release deployments
-    "env_record_finished_after_utc": Case("pipelines", ENV_RECORDS, with_extra(env_record(finishTime=AFTER_UTC), True),
-                                          {"bad_timestamp": 1}),
-    "env_record_started_before_utc": Case("pipelines", ENV_RECORDS,
-                                          with_extra(env_record(startTime=BEFORE_UTC), True), {"bad_timestamp": 1}),
-    "env_record_huge_id": Case("pipelines", ENV_RECORDS, with_extra(env_record(id=HUGE_ID), True),
-                               {"out_of_range": 1}),
+    "env_record_finished_after_utc": Case(
+        "pipelines", ENV_RECORDS, with_extra(env_record(finishTime=AFTER_UTC), True), {"bad_timestamp": 1}
+    ),
+    "env_record_started_before_utc": Case(
+        "pipelines", ENV_RECORDS, with_extra(env_record(startTime=BEFORE_UTC), True), {"bad_timestamp": 1}
+    ),
+    "env_record_huge_id": Case("pipelines", ENV_RECORDS, with_extra(env_record(id=HUGE_ID), True), {"out_of_range": 1}),
     "release_started_after_utc": Case(
-        "pipelines_tailspin", RELEASE_DEPLOYMENTS,
-        with_extra(lambda _a, rs: {**copy.deepcopy(rs[0]), "id": 9_000_001, "deploymentStatus": "succeeded",
-                                   "startedOn": AFTER_UTC}),
-        {"bad_timestamp": 1}),
+        "pipelines_tailspin",
+        RELEASE_DEPLOYMENTS,
+        with_extra(
+            lambda _a, rs: {
+                **copy.deepcopy(rs[0]),
+                "id": 9_000_001,
+                "deploymentStatus": "succeeded",
+                "startedOn": AFTER_UTC,
+            }
+        ),
+        {"bad_timestamp": 1},
+    ),
     # GitHub: issues, timelines, pull requests, deployments, releases, runs
-    "issue_created_after_utc": Case("gh_web", ISSUES, with_extra(issue(created_at=AFTER_UTC), True),
-                                    {"bad_timestamp": 1}),
-    "issue_updated_before_utc": Case("gh_web", ISSUES, with_extra(issue(updated_at=BEFORE_UTC), True),
-                                     {"bad_timestamp": 1}),
+    "issue_created_after_utc": Case(
+        "gh_web", ISSUES, with_extra(issue(created_at=AFTER_UTC), True), {"bad_timestamp": 1}
+    ),
+    "issue_updated_before_utc": Case(
+        "gh_web", ISSUES, with_extra(issue(updated_at=BEFORE_UTC), True), {"bad_timestamp": 1}
+    ),
     "issue_labels_an_int": Case("gh_web", ISSUES, with_extra(issue(labels=7), True), {"wrong_type": 1}),
     "issue_negative_number": Case("gh_web", ISSUES, with_extra(issue(number=-5), True), {"out_of_range": 1}),
-    "timeline_source_a_string": Case("gh_web", TIMELINE, with_extra(first_timeline_event(source="x")),
-                                     {"wrong_type": 1}, lost=issue_lost, parts=("work_items",)),
-    "timeline_event_after_utc": Case("gh_web", TIMELINE,
-                                     with_extra(lambda _a, _r: {"event": "closed", "created_at": AFTER_UTC}),
-                                     {"bad_timestamp": 1}, lost=issue_lost, parts=("work_items",)),
+    "timeline_source_a_string": Case(
+        "gh_web",
+        TIMELINE,
+        with_extra(first_timeline_event(source="x")),
+        {"wrong_type": 1},
+        lost=issue_lost,
+        parts=("work_items",),
+    ),
+    "timeline_event_after_utc": Case(
+        "gh_web",
+        TIMELINE,
+        with_extra(lambda _a, _r: {"event": "closed", "created_at": AFTER_UTC}),
+        {"bad_timestamp": 1},
+        lost=issue_lost,
+        parts=("work_items",),
+    ),
 }
 
 
@@ -335,34 +409,68 @@ def _job_after_utc(answer: Answer) -> Any:
 
 
 CASES |= {
-    "pull_commit_a_string": Case("gh_web", path_has("/repos/contoso/web/pulls/", "/commits"),
-                                 _commit_detail_a_string, {"wrong_type": 1}, lost=pull_lost,
-                                 parts=("changes", "work_items", "deployments")),
-    "deployment_huge_id": Case("gh_web", path_has("/repos/contoso/web/deployments?"),
-                               with_extra(lambda _a, rs: {**copy.deepcopy(rs[0]), "id": HUGE_ID}, True),
-                               {"out_of_range": 1}),
+    "pull_commit_a_string": Case(
+        "gh_web",
+        path_has("/repos/contoso/web/pulls/", "/commits"),
+        _commit_detail_a_string,
+        {"wrong_type": 1},
+        lost=pull_lost,
+        parts=("changes", "work_items", "deployments"),
+    ),
+    "deployment_huge_id": Case(
+        "gh_web",
+        path_has("/repos/contoso/web/deployments?"),
+        with_extra(lambda _a, rs: {**copy.deepcopy(rs[0]), "id": HUGE_ID}, True),
+        {"out_of_range": 1},
+    ),
     "deployment_status_after_utc": Case(
-        "gh_web", lambda a: STATUSES(a) and any(s.get("state") == "success" for s in listed(a)),
-        with_extra(lambda _a, rs: {**copy.deepcopy(rs[0]), "id": 9_000_001, "state": "success",
-                                   "created_at": AFTER_UTC}),
-        {"bad_timestamp": 1}, lost=deployment_lost, parts=("deployments", "work_items")),
-    "deployment_status_ids_mixed": Case("gh_web", lambda a: STATUSES(a) and any(s.get("state") == "success"
-                                                                                 for s in listed(a)),
-                                        _mixed_ids, {"wrong_type": 1}, lost=deployment_lost,
-                                        parts=("deployments", "work_items")),
+        "gh_web",
+        lambda a: STATUSES(a) and any(s.get("state") == "success" for s in listed(a)),
+        with_extra(
+            lambda _a, rs: {**copy.deepcopy(rs[0]), "id": 9_000_001, "state": "success", "created_at": AFTER_UTC}
+        ),
+        {"bad_timestamp": 1},
+        lost=deployment_lost,
+        parts=("deployments", "work_items"),
+    ),
+    "deployment_status_ids_mixed": Case(
+        "gh_web",
+        lambda a: STATUSES(a) and any(s.get("state") == "success" for s in listed(a)),
+        _mixed_ids,
+        {"wrong_type": 1},
+        lost=deployment_lost,
+        parts=("deployments", "work_items"),
+    ),
     "release_published_after_utc": Case(
-        "gh_api", path_has("/repos/contoso/api/releases?"),
-        with_extra(lambda _a, rs: {**copy.deepcopy(rs[0]), "id": 9_000_001, "draft": False, "prerelease": False,
-                                   "published_at": AFTER_UTC}, True),
-        {"bad_timestamp": 1}),
-    "run_job_after_utc": Case("gh_mobile_app", path_has("/repos/contoso/mobile-app/actions/runs/", "/jobs"),
-                              _job_after_utc, {"bad_timestamp": 1}, lost=run_lost, parts=("deployments", "work_items")),
+        "gh_api",
+        path_has("/repos/contoso/api/releases?"),
+        with_extra(
+            lambda _a, rs: {
+                **copy.deepcopy(rs[0]),
+                "id": 9_000_001,
+                "draft": False,
+                "prerelease": False,
+                "published_at": AFTER_UTC,
+            },
+            True,
+        ),
+        {"bad_timestamp": 1},
+    ),
+    "run_job_after_utc": Case(
+        "gh_mobile_app",
+        path_has("/repos/contoso/mobile-app/actions/runs/", "/jobs"),
+        _job_after_utc,
+        {"bad_timestamp": 1},
+        lost=run_lost,
+        parts=("deployments", "work_items"),
+    ),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_one_bad_record_is_counted_and_the_rest_kept(name: str, proxy: MutatingProxy, baseline: dict[str, Any],
-                                                     tmp_path: Path) -> None:
+def test_one_bad_record_is_counted_and_the_rest_kept(
+    name: str, proxy: MutatingProxy, baseline: dict[str, Any], tmp_path: Path
+) -> None:
     case = CASES[name]
     seen: list[str] = []
     rewrite = once(case.match, case.change)
@@ -404,14 +512,18 @@ def _token(answer: Answer) -> str | None:
 
 def revisions_chained(next_token: Callable[[str | None], str]) -> Callable[[Answer], Answer | None]:
     """The reporting revisions stream with its tokens replaced: the first page as served, then empty pages."""
+
     def rewrite(answer: Answer) -> Answer | None:
         if "/Fabrikam/_apis/wit/reporting/workitemrevisions" not in answer.path:
             return None
         token = _token(answer)
         values = answer.body.get("values", []) if token is None and isinstance(answer.body, dict) else []
-        answer.status, answer.body = 200, {"values": values, "continuationToken": next_token(token),
-                                           "isLastBatch": False}
+        answer.status, answer.body = (
+            200,
+            {"values": values, "continuationToken": next_token(token), "isLastBatch": False},
+        )
         return answer
+
     return rewrite
 
 
@@ -421,8 +533,10 @@ def records_chained(fresh_ids: bool) -> Callable[[Answer], Answer | None]:
     first: list[Any] = []
 
     def rewrite(answer: Answer) -> Answer | None:
-        if "/Fabrikam/_apis/distributedtask/environments/" not in answer.path or \
-                "environmentdeploymentrecords" not in answer.path:
+        if (
+            "/Fabrikam/_apis/distributedtask/environments/" not in answer.path
+            or "environmentdeploymentrecords" not in answer.path
+        ):
             return None
         token = _token(answer)
         n = int(token) if token else 0
@@ -435,6 +549,7 @@ def records_chained(fresh_ids: bool) -> Callable[[Answer], Answer | None]:
         answer.status, answer.body = 200, body
         answer.headers["x-ms-continuationtoken"] = str(n + 1)
         return answer
+
     return rewrite
 
 
@@ -455,6 +570,7 @@ def issues_linked(proxy: MutatingProxy, next_page: Callable[[int], int]) -> Call
         q["page"] = [str(next_page(page))]
         answer.headers["Link"] = f'<{proxy.url}{split.path}?{urlencode(q, doseq=True)}>; rel="next"'
         return answer
+
     return rewrite
 
 
@@ -496,8 +612,9 @@ def test_environment_records_that_never_end(proxy: MutatingProxy, tmp_path: Path
     run.store.close()
 
 
-def test_the_page_cap_stops_a_list_of_ever_new_records(proxy: MutatingProxy, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_page_cap_stops_a_list_of_ever_new_records(
+    proxy: MutatingProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import collector.sources.base as base
 
     monkeypatch.setattr(base, "MAX_PAGES", 30)
@@ -528,18 +645,27 @@ def test_a_link_cycle_fails_the_walk(proxy: MutatingProxy, tmp_path: Path) -> No
 
 
 # -- a wrong organisation is named as such -----------------------------------------------------------------
-@pytest.mark.parametrize(("organisation", "project", "says"), [
-    ("nosuchorg", "Fabrikam", "organisation not found"),
-    ("contoso", "NoSuchProject", "project 'NoSuchProject' not found"),
-])
-def test_a_wrong_organisation_or_project_is_named(sandbox: Sandbox, tmp_path: Path, organisation: str, project: str,
-                                                  says: str) -> None:
-    text = "\n".join([
-        f"store: sqlite:///{tmp_path}/store.db", "sources:",
-        f"  - {{name: boards, kind: azure_boards, organization_url: '{sandbox.url}/{organisation}', "
-        f"project: {project}, token: '{TOKEN}'}}",
-        f"  - {{name: pipelines, kind: azure_pipelines, organization_url: '{sandbox.url}/{organisation}', "
-        f"project: {project}, token: '{TOKEN}'}}", ""])
+@pytest.mark.parametrize(
+    ("organisation", "project", "says"),
+    [
+        ("nosuchorg", "Fabrikam", "organisation not found"),
+        ("contoso", "NoSuchProject", "project 'NoSuchProject' not found"),
+    ],
+)
+def test_a_wrong_organisation_or_project_is_named(
+    sandbox: Sandbox, tmp_path: Path, organisation: str, project: str, says: str
+) -> None:
+    text = "\n".join(
+        [
+            f"store: sqlite:///{tmp_path}/store.db",
+            "sources:",
+            f"  - {{name: boards, kind: azure_boards, organization_url: '{sandbox.url}/{organisation}', "
+            f"project: {project}, token: '{TOKEN}'}}",
+            f"  - {{name: pipelines, kind: azure_pipelines, organization_url: '{sandbox.url}/{organisation}', "
+            f"project: {project}, token: '{TOKEN}'}}",
+            "",
+        ]
+    )
     config = parse_config(text, {})
     store = Store(config.store)
     results = Runner(config, store, sleep=quick_sleep).run_all()
@@ -551,16 +677,19 @@ def test_a_wrong_organisation_or_project_is_named(sandbox: Sandbox, tmp_path: Pa
             assert "project" not in result.error, result.error
 
 
-def test_an_answer_nested_too_deeply_to_parse_fails_the_pass_with_its_reason(proxy: MutatingProxy,
-                                                                             tmp_path: Path) -> None:
+def test_an_answer_nested_too_deeply_to_parse_fails_the_pass_with_its_reason(
+    proxy: MutatingProxy, tmp_path: Path
+) -> None:
     """JSON nested deeper than any parser's stack (here 100,000 levels inside one record) cannot be
     read at all: the page fails visibly, naming the cause, instead of a RecursionError traceback."""
+
     def rewrite(answer: Answer) -> Answer | None:
         if "environmentdeploymentrecords" not in answer.path or not isinstance(answer.body, dict):
             return None
         text = json.dumps(answer.body)
-        answer.body = text.replace('"value": [', '"value": [{"id": 1, "x": ' + "[" * 100_000 + "]" * 100_000
-                                   + "}, ", 1).encode()
+        answer.body = text.replace(
+            '"value": [', '"value": [{"id": 1, "x": ' + "[" * 100_000 + "]" * 100_000 + "}, ", 1
+        ).encode()
         return answer
 
     proxy.rewrite = rewrite

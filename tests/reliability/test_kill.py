@@ -32,8 +32,12 @@ SOURCES = [name for names in PROJECTS.values() for name in names] + [n for n, _ 
 
 
 def cycletime_sync(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "collector", "sync", "--config", str(config), "--log-format",
-                             "json"], cwd=ROOT, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "collector", "sync", "--config", str(config), "--log-format", "json"],
+        cwd=ROOT,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def write_config(tmp: Path, sandbox: Sandbox, name: str) -> Path:
@@ -80,8 +84,7 @@ def positions(store: Store) -> dict[str, list[tuple[object, ...]]]:
         state = json.loads(value)
         return {k: v for k, v in state.items() if k not in ("key", "etag")}
 
-    digest["watermarks"] = [(source, stream, position(stream, value))
-                            for source, stream, value in digest["watermarks"]]
+    digest["watermarks"] = [(source, stream, position(stream, value)) for source, stream, value in digest["watermarks"]]
     return digest
 
 
@@ -124,8 +127,9 @@ def test_a_killed_sync_resumes_to_the_uninterrupted_result(reference: dict, sour
     expected = samples(expected_store, expected_config, clock, ("cycletime_",))
     resumed = samples(resumed_store, resumed_config, clock, ("cycletime_",))
     volatile = ("cycletime_source_", "cycletime_api_")  # durations, timestamps and request counts of the runs
-    assert {k: v for k, v in resumed.items() if not k[0].startswith(volatile)} \
-        == {k: v for k, v in expected.items() if not k[0].startswith(volatile)}
+    assert {k: v for k, v in resumed.items() if not k[0].startswith(volatile)} == {
+        k: v for k, v in expected.items() if not k[0].startswith(volatile)
+    }
     assert any(k[0] == "cycletime_records_rejected_total" for k in expected)
     expected_store.close()
     resumed_store.close()

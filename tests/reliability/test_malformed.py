@@ -32,29 +32,102 @@ def at(value: str | None) -> datetime | None:
 def expected_store(truth: dict[str, Any]) -> dict[str, set[tuple[Any, ...]]]:
     """The sandbox truth as rows of the store, under this test's source names."""
     azure, github = truth["azure"], truth["github"]
-    items = {(BOARDS[w["project"]], w["native_id"], w["ref"], w["project"], w["team"], w["type"], at(w["created_at"]),
-              tuple((h["seq"], at(h["at"]), h["state"], h["category"]) for h in w["history"]))
-             for w in azure["work_items"]}
-    items |= {(GITHUB[w["project"]], w["native_id"], w["ref"], w["project"], w["team"], w["type"], at(w["created_at"]),
-               tuple((h["seq"], at(h["at"]), h["state"], h["category"]) for h in w["history"]))
-              for w in github["work_items"]}
-    changes = {(PIPELINES[c["project"]], c["native_id"], c["ref"], c["service"], c["kind"], at(c["first_commit_at"]),
-                at(c["merged_at"]), tuple(sorted(c["commits"]))) for c in azure["changes"]}
-    changes |= {(GITHUB[c["service"]], c["native_id"], c["ref"], c["service"], c["kind"], at(c["first_commit_at"]),
-                 at(c["merged_at"]), tuple(sorted(c["commits"]))) for c in github["changes"]}
-    deployments = {(PIPELINES[d["project"]], d["native_id"], d["service"], d["environment"], d["production"],
-                    d["status"], at(d["started_at"]), at(d["finished_at"]), d["sha"], tuple(sorted(d["contains"])))
-                   for d in azure["deployments"]}
-    deployments |= {(GITHUB[d["service"]], d["native_id"], d["service"], d["environment"], d["production"],
-                     d["status"], at(d["started_at"]), at(d["finished_at"]), d["sha"], tuple(sorted(d["contains"])))
-                    for d in github["deployments"]}
+    items = {
+        (
+            BOARDS[w["project"]],
+            w["native_id"],
+            w["ref"],
+            w["project"],
+            w["team"],
+            w["type"],
+            at(w["created_at"]),
+            tuple((h["seq"], at(h["at"]), h["state"], h["category"]) for h in w["history"]),
+        )
+        for w in azure["work_items"]
+    }
+    items |= {
+        (
+            GITHUB[w["project"]],
+            w["native_id"],
+            w["ref"],
+            w["project"],
+            w["team"],
+            w["type"],
+            at(w["created_at"]),
+            tuple((h["seq"], at(h["at"]), h["state"], h["category"]) for h in w["history"]),
+        )
+        for w in github["work_items"]
+    }
+    changes = {
+        (
+            PIPELINES[c["project"]],
+            c["native_id"],
+            c["ref"],
+            c["service"],
+            c["kind"],
+            at(c["first_commit_at"]),
+            at(c["merged_at"]),
+            tuple(sorted(c["commits"])),
+        )
+        for c in azure["changes"]
+    }
+    changes |= {
+        (
+            GITHUB[c["service"]],
+            c["native_id"],
+            c["ref"],
+            c["service"],
+            c["kind"],
+            at(c["first_commit_at"]),
+            at(c["merged_at"]),
+            tuple(sorted(c["commits"])),
+        )
+        for c in github["changes"]
+    }
+    deployments = {
+        (
+            PIPELINES[d["project"]],
+            d["native_id"],
+            d["service"],
+            d["environment"],
+            d["production"],
+            d["status"],
+            at(d["started_at"]),
+            at(d["finished_at"]),
+            d["sha"],
+            tuple(sorted(d["contains"])),
+        )
+        for d in azure["deployments"]
+    }
+    deployments |= {
+        (
+            GITHUB[d["service"]],
+            d["native_id"],
+            d["service"],
+            d["environment"],
+            d["production"],
+            d["status"],
+            at(d["started_at"]),
+            at(d["finished_at"]),
+            d["sha"],
+            tuple(sorted(d["contains"])),
+        )
+        for d in github["deployments"]
+    }
     # Boards: the artifact links of items that still exist; Pipelines: work items of deployed runs;
     # GitHub: closing references and AB# mentions, to the PR or the commit that carries them
-    links = {(BOARDS[w["project"]], w["ref"], target) for w in azure["work_items"] if not w["deleted"]
-             for target in w["links"]}
+    links = {
+        (BOARDS[w["project"]], w["ref"], target)
+        for w in azure["work_items"]
+        if not w["deleted"]
+        for target in w["links"]
+    }
     links |= {(PIPELINES[x["project"]], x["work_item"], x["target"]) for x in azure["links"]}
-    targets = {t: GITHUB[c["service"]] for c in github["changes"]
-               for t in (c["ref"], *(f"commit:{sha}" for sha in c["commits"]))}
+    targets = {
+        t: GITHUB[c["service"]]
+        for c in github["changes"]
+        for t in (c["ref"], *(f"commit:{sha}" for sha in c["commits"]))
+    }
     links |= {(targets[x["target"]], x["work_item"], x["target"]) for x in github["links"]}
     return {"work_items": items, "changes": changes, "deployments": deployments, "links": links}
 
@@ -79,13 +152,38 @@ def skewed_changes(github: dict[str, Any]) -> list[dict[str, Any]]:
 
 def stored(store: Store) -> dict[str, set[tuple[Any, ...]]]:
     return {
-        "work_items": {(w.source, w.native_id, w.ref, w.project, w.team, w.type, w.created_at,
-                        tuple((s.seq, s.at, s.state, s.category.value) for s in w.history))
-                       for w in store.work_items()},
-        "changes": {(c.source, c.native_id, c.ref, c.service, c.kind, c.first_commit_at, c.merged_at,
-                     tuple(sorted(c.commits))) for c in store.changes()},
-        "deployments": {(d.source, d.native_id, d.service, d.environment, d.production, d.status, d.started_at,
-                         d.finished_at, d.sha, tuple(sorted(d.contains))) for d in store.deployments()},
+        "work_items": {
+            (
+                w.source,
+                w.native_id,
+                w.ref,
+                w.project,
+                w.team,
+                w.type,
+                w.created_at,
+                tuple((s.seq, s.at, s.state, s.category.value) for s in w.history),
+            )
+            for w in store.work_items()
+        },
+        "changes": {
+            (c.source, c.native_id, c.ref, c.service, c.kind, c.first_commit_at, c.merged_at, tuple(sorted(c.commits)))
+            for c in store.changes()
+        },
+        "deployments": {
+            (
+                d.source,
+                d.native_id,
+                d.service,
+                d.environment,
+                d.production,
+                d.status,
+                d.started_at,
+                d.finished_at,
+                d.sha,
+                tuple(sorted(d.contains)),
+            )
+            for d in store.deployments()
+        },
         "links": {(x.source, x.work_item, x.target) for x in store.links()},
     }
 
@@ -109,12 +207,15 @@ def test_a_thousand_malformed_records_are_counted_and_the_valid_ones_kept(tmp_pa
     assert len({reason for _, reason in expected_counts}) == 6  # every kind of defect is in the mix
     # the migrated item, released before it was created, and the direct pushes whose author clock ran
     # ahead of their deployment: refused by the figures, not the sources
-    migrated = Counter((BOARDS[w["project"]], "end_before_start") for w in truth["azure"]["work_items"]
-                       if w.get("migrated"))
+    migrated = Counter(
+        (BOARDS[w["project"]], "end_before_start") for w in truth["azure"]["work_items"] if w.get("migrated")
+    )
     assert sum(migrated.values()) == 1
     expected_counts += Counter((GITHUB[c["service"]], "end_before_start") for c in skewed_changes(truth["github"]))
-    exported = {(dict(labels)["source"], dict(labels)["reason"]): value for (_name, labels), value
-                in samples(store, config, time.time(), ("cycletime_records_rejected_total",)).items()}
+    exported = {
+        (dict(labels)["source"], dict(labels)["reason"]): value
+        for (_name, labels), value in samples(store, config, time.time(), ("cycletime_records_rejected_total",)).items()
+    }
     assert exported == expected_counts + migrated
     assert sum(exported.values()) == 1000 + 1 + len(skewed_changes(truth["github"])) == 1004
 

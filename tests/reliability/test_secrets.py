@@ -31,8 +31,9 @@ def forms(secret: str) -> list[str]:
 
 def cycletime(*args: str, env_token: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "REL_TOKEN": env_token}
-    return subprocess.run([sys.executable, "-m", "collector", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "collector", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +48,28 @@ def sandbox() -> Iterator[Sandbox]:
 def write_config(tmp: Path, sandbox: Sandbox, name: str, port: int = 0) -> Path:
     path = tmp / f"{name}.yaml"
     # the token comes from the environment, as the contract asks; contoso/nope answers 404
-    path.write_text(config_yaml(sandbox.url, f"sqlite:///{tmp}/{name}.db", "${REL_TOKEN}",
-                                listen=f"127.0.0.1:{port}", extra_repositories=["contoso/nope"]))
+    path.write_text(
+        config_yaml(
+            sandbox.url,
+            f"sqlite:///{tmp}/{name}.db",
+            "${REL_TOKEN}",
+            listen=f"127.0.0.1:{port}",
+            extra_repositories=["contoso/nope"],
+        )
+    )
     return path
 
 
 def serve_and_read(config: Path, port: int, log: Path) -> dict[str, str]:
     """`cycletime serve` until every source has been polled: its /metrics, / and /readyz, then its log."""
     env = {**os.environ, "REL_TOKEN": TOKEN}
-    proc = subprocess.Popen([sys.executable, "-m", "collector", "serve", "--config", str(config), "--log-format",
-                             "json"], cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collector", "serve", "--config", str(config), "--log-format", "json"],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -106,7 +119,12 @@ def test_no_token_anywhere_after_failing_runs(sandbox: Sandbox, tmp_path: Path) 
     for db in tmp_path.glob("*.db*"):  # the store keeps last errors and watermarks
         outputs[f"store file {db.name}"] = db.read_bytes().decode("latin-1")
 
-    leaks = [(where, secret) for where, text in outputs.items() for token in (TOKEN, WRONG)
-             for secret in forms(token) if secret in text]
+    leaks = [
+        (where, secret)
+        for where, text in outputs.items()
+        for token in (TOKEN, WRONG)
+        for secret in forms(token)
+        if secret in text
+    ]
     assert leaks == []
     assert len(outputs) >= 10

@@ -44,8 +44,13 @@ sources:
 
 def _cli(*args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "collector", *args, "--log-format", "json"], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "collector", *args, "--log-format", "json"],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
 
 
 def test_a_second_writer_is_refused_with_who_holds_the_store(tmp_path: Path) -> None:
@@ -114,8 +119,9 @@ def test_the_lease_is_per_store_and_released_on_close(store_url: str) -> None:
 def test_the_exporter_sees_another_process_writes_and_only_data_moves_the_version(store_url: str) -> None:
     reader, writer = Store(store_url), Store(store_url)
     before = reader.data_version
-    writer.record_poll("boards", ok=True, started_at=time.time(), duration=1.0, items=0, error=None,
-                       rate_limit_remaining=None)
+    writer.record_poll(
+        "boards", ok=True, started_at=time.time(), duration=1.0, items=0, error=None, rate_limit_remaining=None
+    )
     writer.set_watermark("boards", "revisions", "token-1")
     assert reader.data_version == before, "a status or watermark alone changes no figure"
     writer.commit("boards", Batch(rejections=[Rejection("boards", "9", "missing_field")]))
@@ -125,11 +131,14 @@ def test_the_exporter_sees_another_process_writes_and_only_data_moves_the_versio
 
 
 def _exporter(store: Store, url: str) -> tuple[MetricsCache, ExporterApp]:
-    config = parse_config(f"""
+    config = parse_config(
+        f"""
 store: "{url}"
 sources:
   - {{name: boards, kind: azure_boards, organization_url: "http://127.0.0.1:1/o", project: Fabrikam, token: t}}
-""", {})
+""",
+        {},
+    )
     cache = MetricsCache(FigureCache(store, Settings.from_config(config)))
     return cache, ExporterApp(cache, store, config)
 
@@ -180,8 +189,9 @@ def test_a_full_disk_is_reported_not_hidden(tmp_path: Path) -> None:
 def test_a_deleted_store_file_makes_the_collector_unready(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
     store = Store(url)
-    store.record_poll("boards", ok=True, started_at=time.time(), duration=1.0, items=0, error=None,
-                      rate_limit_remaining=None)
+    store.record_poll(
+        "boards", ok=True, started_at=time.time(), duration=1.0, items=0, error=None, rate_limit_remaining=None
+    )
     cache, app = _exporter(store, url)
     cache.refresh()
     assert app.ready() == (True, "ready")
@@ -198,13 +208,17 @@ def test_a_postgresql_outage_is_reported_and_survived() -> None:
     server = _PostgresServer()
     try:
         store = Store(server.url)
-        store.record_poll("boards", ok=True, started_at=time.time(), duration=1.0, items=0, error=None,
-                          rate_limit_remaining=None)
+        store.record_poll(
+            "boards", ok=True, started_at=time.time(), duration=1.0, items=0, error=None, rate_limit_remaining=None
+        )
         cache, app = _exporter(store, server.url)
         cache.refresh()
         assert "cycletime_store_up 1.0" in cache.exposition().decode()
-        subprocess.run([*server.prefix, _pg_bin("pg_ctl"), "-D", server.data, "-m", "immediate", "stop"],
-                       capture_output=True, check=True)
+        subprocess.run(
+            [*server.prefix, _pg_bin("pg_ctl"), "-D", server.data, "-m", "immediate", "stop"],
+            capture_output=True,
+            check=True,
+        )
         cache.refresh(force=True)
         text = cache.exposition().decode()
         assert "cycletime_store_up 0.0" in text

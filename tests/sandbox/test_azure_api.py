@@ -397,15 +397,19 @@ def test_environment_records_newest_first_through_every_page(sandbox: Sandbox, a
         if d["environment"] == "production" and d["project"] == "Fabrikam"
     }
     # one record per job: the jobs of one (run, stage, stage attempt) are one deployment
-    served = {f"env:{production['id']}:{r['owner']['id']}:{r['stageName']}:{r['stageAttempt']}"
-              for r in records if r["result"] in ("succeeded", "failed")}
+    served = {
+        f"env:{production['id']}:{r['owner']['id']}:{r['stageName']}:{r['stageAttempt']}"
+        for r in records
+        if r["result"] in ("succeeded", "failed")
+    }
     assert served == truth
     assert len(served) < len(records)  # some stages have several jobs
     assert any(r["stageAttempt"] > 1 for r in records)  # a failed stage retried in the same run
 
 
-def test_classic_release_deployments_come_as_the_official_example_shows_them(sandbox: Sandbox,
-                                                                           api: requests.Session) -> None:
+def test_classic_release_deployments_come_as_the_official_example_shows_them(
+    sandbox: Sandbox, api: requests.Session
+) -> None:
     url = f"{sandbox.azure_url}/Tailspin/_apis/release/deployments"
     served: list[dict[str, Any]] = []
     params: dict[str, Any] = {"queryOrder": "ascending", "$top": 100}
@@ -421,8 +425,11 @@ def test_classic_release_deployments_come_as_the_official_example_shows_them(san
     # .NET's seven fraction digits on some times, as real answers have them
     assert any(re.search(r"\.\d{7}Z$", d[key]) for d in served for key in ("queuedOn", "startedOn"))
     failures = {d["native_id"] for d in azure_truth(sandbox)["deployments"] if d["status"] == "failure"}
-    assert {f"release:{d['id']}" for d in served if d["deploymentStatus"] == "notDeployed"
-            and d["operationStatus"] == "PhaseFailed"} <= failures
+    assert {
+        f"release:{d['id']}"
+        for d in served
+        if d["deploymentStatus"] == "notDeployed" and d["operationStatus"] == "PhaseFailed"
+    } <= failures
 
 
 def test_classic_release_deployments_and_their_build_artifact(sandbox: Sandbox, api: requests.Session) -> None:
@@ -552,8 +559,13 @@ def test_the_world_has_the_promised_story(sandbox: Sandbox) -> None:
     assert any(_collapse(p)[:2] == ["New", "Closed"] for p in paths)  # skipped states
     assert any(p[-1] == "Removed" for p in paths) and any(w["deleted"] for w in items)
     assert any(p[-1] in ("New", "Active") for p in paths)  # work in progress
-    assert {w["team"] for w in items} == {"Fabrikam", "Fabrikam\\Web", "Fabrikam\\Payments", "Tailspin",
-                                          "Tailspin\\Mobile"}
+    assert {w["team"] for w in items} == {
+        "Fabrikam",
+        "Fabrikam\\Web",
+        "Fabrikam\\Payments",
+        "Tailspin",
+        "Tailspin\\Mobile",
+    }
     cycle = _cycle_days_by_half(items)
     assert cycle[0] > 2.5 * cycle[1]  # the improvement trend
     production = [d for d in truth["deployments"] if d["production"]]

@@ -30,60 +30,288 @@ from sandbox.server import FaultPlan, Router, SandboxHTTPServer
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 TOKEN = "gh-test-token"
 #: Azure Boards anchors (id, created_at, done_at | None) as the Azure half would hand them over
-AZURE = [(1000 + i, NOW - timedelta(days=340) + timedelta(hours=11 * i),
-          NOW - timedelta(days=340) + timedelta(hours=11 * i + 70) if i % 3 else None) for i in range(700)]
+AZURE = [
+    (
+        1000 + i,
+        NOW - timedelta(days=340) + timedelta(hours=11 * i),
+        NOW - timedelta(days=340) + timedelta(hours=11 * i + 70) if i % 3 else None,
+    )
+    for i in range(700)
+]
 
 # --- documented shapes: required properties of components/schemas/<name> ----------------------
-ISSUE = {"id", "node_id", "url", "repository_url", "labels_url", "comments_url", "events_url", "html_url", "number",
-         "state", "title", "user", "labels", "assignee", "milestone", "locked", "comments", "closed_at",
-         "created_at", "updated_at"}
+ISSUE = {
+    "id",
+    "node_id",
+    "url",
+    "repository_url",
+    "labels_url",
+    "comments_url",
+    "events_url",
+    "html_url",
+    "number",
+    "state",
+    "title",
+    "user",
+    "labels",
+    "assignee",
+    "milestone",
+    "locked",
+    "comments",
+    "closed_at",
+    "created_at",
+    "updated_at",
+}
 ISSUE_PULL_REQUEST = {"diff_url", "html_url", "patch_url", "url"}  # issue.pull_request
 LABEL = {"id", "node_id", "url", "name", "description", "color", "default"}  # pull-request-simple.labels
-PULL_SIMPLE = {"url", "id", "node_id", "html_url", "diff_url", "patch_url", "issue_url", "commits_url",
-               "review_comments_url", "review_comment_url", "comments_url", "statuses_url", "number", "state",
-               "locked", "title", "user", "body", "labels", "milestone", "created_at", "updated_at", "closed_at",
-               "merged_at", "merge_commit_sha", "assignee", "head", "base", "_links", "author_association",
-               "auto_merge"}
-PULL_FULL = PULL_SIMPLE | {"merged", "mergeable", "mergeable_state", "merged_by", "comments", "review_comments",
-                           "maintainer_can_modify", "commits", "additions", "deletions", "changed_files"}
+PULL_SIMPLE = {
+    "url",
+    "id",
+    "node_id",
+    "html_url",
+    "diff_url",
+    "patch_url",
+    "issue_url",
+    "commits_url",
+    "review_comments_url",
+    "review_comment_url",
+    "comments_url",
+    "statuses_url",
+    "number",
+    "state",
+    "locked",
+    "title",
+    "user",
+    "body",
+    "labels",
+    "milestone",
+    "created_at",
+    "updated_at",
+    "closed_at",
+    "merged_at",
+    "merge_commit_sha",
+    "assignee",
+    "head",
+    "base",
+    "_links",
+    "author_association",
+    "auto_merge",
+}
+PULL_FULL = PULL_SIMPLE | {
+    "merged",
+    "mergeable",
+    "mergeable_state",
+    "merged_by",
+    "comments",
+    "review_comments",
+    "maintainer_can_modify",
+    "commits",
+    "additions",
+    "deletions",
+    "changed_files",
+}
 PULL_REF = {"label", "ref", "repo", "sha", "user"}  # pull-request.head / .base
 PULL_LINKS = {"comments", "commits", "statuses", "html", "issue", "review_comments", "review_comment", "self"}
 COMMIT = {"url", "sha", "node_id", "html_url", "comments_url", "commit", "author", "committer", "parents"}
 GIT_COMMIT = {"url", "author", "committer", "message", "comment_count", "tree"}  # commit.commit
-COMPARISON = {"url", "html_url", "permalink_url", "diff_url", "patch_url", "base_commit", "merge_base_commit",
-              "status", "ahead_by", "behind_by", "total_commits", "commits"}
-DEPLOYMENT = {"url", "id", "node_id", "sha", "ref", "task", "payload", "environment", "description", "creator",
-              "created_at", "updated_at", "statuses_url", "repository_url"}
-DEPLOYMENT_STATUS = {"url", "id", "node_id", "state", "creator", "description", "target_url", "created_at",
-                     "updated_at", "deployment_url", "repository_url"}
-RELEASE = {"url", "html_url", "assets_url", "upload_url", "tarball_url", "zipball_url", "id", "node_id", "tag_name",
-           "target_commitish", "name", "draft", "prerelease", "created_at", "published_at", "author", "assets"}
+COMPARISON = {
+    "url",
+    "html_url",
+    "permalink_url",
+    "diff_url",
+    "patch_url",
+    "base_commit",
+    "merge_base_commit",
+    "status",
+    "ahead_by",
+    "behind_by",
+    "total_commits",
+    "commits",
+}
+DEPLOYMENT = {
+    "url",
+    "id",
+    "node_id",
+    "sha",
+    "ref",
+    "task",
+    "payload",
+    "environment",
+    "description",
+    "creator",
+    "created_at",
+    "updated_at",
+    "statuses_url",
+    "repository_url",
+}
+DEPLOYMENT_STATUS = {
+    "url",
+    "id",
+    "node_id",
+    "state",
+    "creator",
+    "description",
+    "target_url",
+    "created_at",
+    "updated_at",
+    "deployment_url",
+    "repository_url",
+}
+RELEASE = {
+    "url",
+    "html_url",
+    "assets_url",
+    "upload_url",
+    "tarball_url",
+    "zipball_url",
+    "id",
+    "node_id",
+    "tag_name",
+    "target_commitish",
+    "name",
+    "draft",
+    "prerelease",
+    "created_at",
+    "published_at",
+    "author",
+    "assets",
+}
 WORKFLOW = {"id", "node_id", "name", "path", "state", "created_at", "updated_at", "url", "html_url", "badge_url"}
-WORKFLOW_RUN = {"id", "node_id", "head_branch", "head_sha", "path", "run_number", "event", "status", "conclusion",
-                "workflow_id", "url", "html_url", "pull_requests", "created_at", "updated_at", "jobs_url", "logs_url",
-                "check_suite_url", "artifacts_url", "cancel_url", "rerun_url", "workflow_url", "head_commit",
-                "repository", "head_repository", "display_title"}
-SIMPLE_USER = {"login", "id", "node_id", "avatar_url", "gravatar_id", "url", "html_url", "followers_url",
-               "following_url", "gists_url", "starred_url", "subscriptions_url", "organizations_url", "repos_url",
-               "events_url", "received_events_url", "type", "site_admin"}
-MINIMAL_REPOSITORY = {"id", "node_id", "name", "full_name", "owner", "private", "html_url", "description", "fork",
-                      "url", "archive_url", "assignees_url", "blobs_url", "branches_url", "collaborators_url",
-                      "comments_url", "commits_url", "compare_url", "contents_url", "contributors_url",
-                      "deployments_url", "downloads_url", "events_url", "forks_url", "git_commits_url",
-                      "git_refs_url", "git_tags_url", "hooks_url", "issue_comment_url", "issue_events_url",
-                      "issues_url", "keys_url", "labels_url", "languages_url", "merges_url", "milestones_url",
-                      "notifications_url", "pulls_url", "releases_url", "stargazers_url", "statuses_url",
-                      "subscribers_url", "subscription_url", "tags_url", "teams_url", "trees_url"}
-ISSUE_EVENT = {"id", "node_id", "url", "actor", "event", "commit_id", "commit_url", "created_at",
-               "performed_via_github_app"}  # state-change-issue-event (closed, reopened)
+WORKFLOW_RUN = {
+    "id",
+    "node_id",
+    "head_branch",
+    "head_sha",
+    "path",
+    "run_number",
+    "event",
+    "status",
+    "conclusion",
+    "workflow_id",
+    "url",
+    "html_url",
+    "pull_requests",
+    "created_at",
+    "updated_at",
+    "jobs_url",
+    "logs_url",
+    "check_suite_url",
+    "artifacts_url",
+    "cancel_url",
+    "rerun_url",
+    "workflow_url",
+    "head_commit",
+    "repository",
+    "head_repository",
+    "display_title",
+}
+SIMPLE_USER = {
+    "login",
+    "id",
+    "node_id",
+    "avatar_url",
+    "gravatar_id",
+    "url",
+    "html_url",
+    "followers_url",
+    "following_url",
+    "gists_url",
+    "starred_url",
+    "subscriptions_url",
+    "organizations_url",
+    "repos_url",
+    "events_url",
+    "received_events_url",
+    "type",
+    "site_admin",
+}
+MINIMAL_REPOSITORY = {
+    "id",
+    "node_id",
+    "name",
+    "full_name",
+    "owner",
+    "private",
+    "html_url",
+    "description",
+    "fork",
+    "url",
+    "archive_url",
+    "assignees_url",
+    "blobs_url",
+    "branches_url",
+    "collaborators_url",
+    "comments_url",
+    "commits_url",
+    "compare_url",
+    "contents_url",
+    "contributors_url",
+    "deployments_url",
+    "downloads_url",
+    "events_url",
+    "forks_url",
+    "git_commits_url",
+    "git_refs_url",
+    "git_tags_url",
+    "hooks_url",
+    "issue_comment_url",
+    "issue_events_url",
+    "issues_url",
+    "keys_url",
+    "labels_url",
+    "languages_url",
+    "merges_url",
+    "milestones_url",
+    "notifications_url",
+    "pulls_url",
+    "releases_url",
+    "stargazers_url",
+    "statuses_url",
+    "subscribers_url",
+    "subscription_url",
+    "tags_url",
+    "teams_url",
+    "trees_url",
+}
+ISSUE_EVENT = {
+    "id",
+    "node_id",
+    "url",
+    "actor",
+    "event",
+    "commit_id",
+    "commit_url",
+    "created_at",
+    "performed_via_github_app",
+}  # state-change-issue-event (closed, reopened)
 LABELED_EVENT = ISSUE_EVENT | {"label"}  # labeled-issue-event; label: {name, color}
 ASSIGNED_EVENT = ISSUE_EVENT | {"assignee", "assigner"}  # assigned-issue-event
 CROSS_REFERENCED = {"event", "created_at", "updated_at", "source"}  # timeline-cross-referenced-event
 GIT_REF = {"ref", "node_id", "url", "object"}  # git-ref; object: {type, sha, url}
 RATE_LIMIT = {"limit", "remaining", "reset", "used"}  # rate-limit
-JOB = {"id", "run_id", "run_url", "node_id", "head_sha", "url", "html_url", "status", "conclusion", "created_at",
-       "started_at", "completed_at", "name", "check_run_url", "labels", "runner_id", "runner_name",
-       "runner_group_id", "runner_group_name", "workflow_name", "head_branch"}  # job
+JOB = {
+    "id",
+    "run_id",
+    "run_url",
+    "node_id",
+    "head_sha",
+    "url",
+    "html_url",
+    "status",
+    "conclusion",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "name",
+    "check_run_url",
+    "labels",
+    "runner_id",
+    "runner_name",
+    "runner_group_id",
+    "runner_group_name",
+    "workflow_name",
+    "head_branch",
+}  # job
 
 
 @dataclass
@@ -96,8 +324,9 @@ class Served:
     def api(self) -> str:
         return self.root + "/api/v3"
 
-    def get(self, path: str, *, token: str | None = TOKEN, headers: dict[str, str] | None = None,
-            **params: Any) -> requests.Response:
+    def get(
+        self, path: str, *, token: str | None = TOKEN, headers: dict[str, str] | None = None, **params: Any
+    ) -> requests.Response:
         url = path if path.startswith("http") else self.api + path
         hdrs = {"Authorization": f"Bearer {token}"} if token else {}
         return requests.get(url, params=params or None, headers={**hdrs, **(headers or {})}, timeout=30)
@@ -134,8 +363,15 @@ def serve(world: GitHubWorld) -> Iterator[Served]:
 
 
 def make_world(work_items: int = 240, *, seed: int = 7, malformed: int = 0) -> GitHubWorld:
-    return GitHubWorld(seed=seed, work_items=work_items, now=NOW, token=TOKEN, organization="contoso",
-                       azure_items=AZURE, malformed=malformed)
+    return GitHubWorld(
+        seed=seed,
+        work_items=work_items,
+        now=NOW,
+        token=TOKEN,
+        organization="contoso",
+        azure_items=AZURE,
+        malformed=malformed,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +406,9 @@ def well_formed(record: dict[str, Any]) -> bool:
 
 
 def first_issue(gh: Served, repo: str, predicate: Any) -> dict[str, Any]:
-    return next(i for i in gh.walk(f"/repos/{repo}/issues", state="all")
-                if not is_pr(i) and well_formed(i) and predicate(i))
+    return next(
+        i for i in gh.walk(f"/repos/{repo}/issues", state="all") if not is_pr(i) and well_formed(i) and predicate(i)
+    )
 
 
 # --- shapes ---------------------------------------------------------------------------------
@@ -236,9 +473,13 @@ def test_timeline_and_event_shapes(gh: Served) -> None:
     assert set(kinds["labeled"]) >= LABELED_EVENT and set(kinds["labeled"]["label"]) == {"name", "color"}
     assert set(kinds["assigned"]) >= ASSIGNED_EVENT
     assert set(kinds["closed"]) >= ISSUE_EVENT and kinds["closed"]["state_reason"] in ("completed", "not_planned")
-    xref = next(e for i in gh.walk("/repos/contoso/web/issues", state="closed") if not is_pr(i)
-                for e in gh.walk(f"/repos/contoso/web/issues/{i['number']}/timeline")
-                if e["event"] == "cross-referenced")
+    xref = next(
+        e
+        for i in gh.walk("/repos/contoso/web/issues", state="closed")
+        if not is_pr(i)
+        for e in gh.walk(f"/repos/contoso/web/issues/{i['number']}/timeline")
+        if e["event"] == "cross-referenced"
+    )
     assert set(xref) >= CROSS_REFERENCED and "id" not in xref
     assert set(xref["source"]["issue"]) >= ISSUE and "pull_request" in xref["source"]["issue"]
     assert "repository" in xref["source"]["issue"]
@@ -284,13 +525,18 @@ def test_link_pagination_is_complete_and_duplicate_free(gh: Served) -> None:
 
 
 def test_served_at_the_root_too_with_links_on_that_prefix(gh: Served) -> None:
-    resp = requests.get(gh.root + "/repos/contoso/web/pulls", params={"state": "all", "per_page": 5},
-                        headers={"Authorization": f"token {TOKEN}"}, timeout=30)
+    resp = requests.get(
+        gh.root + "/repos/contoso/web/pulls",
+        params={"state": "all", "per_page": 5},
+        headers={"Authorization": f"token {TOKEN}"},
+        timeout=30,
+    )
     assert resp.status_code == 200
     assert resp.links["next"]["url"].startswith(gh.root + "/repos/contoso/web/pulls?")
     assert resp.json()[0]["url"].startswith(gh.root + "/repos/contoso/web/pulls/")
-    assert resp.json()[0]["url"] == gh.get(f"/repos/contoso/web/pulls/{resp.json()[0]['number']}"
-                                            ).json()["url"].replace("/api/v3", "")
+    assert resp.json()[0]["url"] == gh.get(f"/repos/contoso/web/pulls/{resp.json()[0]['number']}").json()[
+        "url"
+    ].replace("/api/v3", "")
 
 
 def test_issue_filters_since_sort_direction_and_state(gh: Served) -> None:
@@ -301,8 +547,9 @@ def test_issue_filters_since_sort_direction_and_state(gh: Served) -> None:
     created = [ts(i["created_at"]) for i in every if well_formed(i)]
     assert created == sorted(created, reverse=True)  # sort=created, direction=desc by default
     since = NOW - timedelta(days=60)
-    recent = gh.walk("/repos/contoso/api/issues", state="all", since="2025-04-02T00:00:00Z", sort="updated",
-                     direction="asc")
+    recent = gh.walk(
+        "/repos/contoso/api/issues", state="all", since="2025-04-02T00:00:00Z", sort="updated", direction="asc"
+    )
     updated = [ts(i["updated_at"]) for i in recent]
     assert updated == sorted(updated) and all(u >= since for u in updated)
     assert len(recent) == sum(1 for i in every if ts(i["updated_at"]) >= since)
@@ -318,8 +565,11 @@ def test_pull_filters_sort_and_direction_defaults(gh: Served) -> None:
     updated = [ts(p["updated_at"]) for p in by_update]
     assert updated == sorted(updated)  # direction defaults to asc when sort is not created
     broken = {r["record_id"] for r in gh.world.truth()["rejected"]}  # numbered last, created any time
-    newest = [p["number"] for p in gh.walk("/repos/contoso/web/pulls", state="all")
-              if f"contoso/web#{p['number']}" not in broken]
+    newest = [
+        p["number"]
+        for p in gh.walk("/repos/contoso/web/pulls", state="all")
+        if f"contoso/web#{p['number']}" not in broken
+    ]
     assert newest == sorted(newest, reverse=True)  # sort=created, direction=desc by default
     assert gh.walk("/repos/contoso/web/pulls", state="all", base="develop") == []
 
@@ -337,8 +587,9 @@ def test_etag_gives_a_free_304_without_link(fresh: Served) -> None:
     assert fresh.server.stats.snapshot()["not_modified"] == 1
     old_release = fresh.walk("/repos/contoso/api/releases")[-1]["url"]
     release_tag = fresh.get(old_release).headers["ETag"]
-    tags = {r: fresh.get(f"/repos/contoso/{r}/issues", state="all").headers["ETag"]
-            for r in ("web", "api", "mobile-app")}
+    tags = {
+        r: fresh.get(f"/repos/contoso/{r}/issues", state="all").headers["ETag"] for r in ("web", "api", "mobile-app")
+    }
     added = fresh.world.add_activity(random.Random(1), NOW + timedelta(hours=1))
     name = added["issues"][0].split("#")[0].split("/")[1]
     changed = fresh.get(f"/repos/contoso/{name}/issues", state="all", headers={"If-None-Match": tags[name]})
@@ -395,11 +646,17 @@ def test_unknown_and_private_repositories(gh: Served) -> None:
 
 # --- commit graph ---------------------------------------------------------------------------
 def test_compare_lists_exactly_the_commits_between(gh: Served) -> None:
-    successes = [d for d in gh.world.truth()["deployments"]
-                 if d["service"] == "contoso/web" and d["environment"] == "production" and d["status"] == "success"]
+    successes = [
+        d
+        for d in gh.world.truth()["deployments"]
+        if d["service"] == "contoso/web" and d["environment"] == "production" and d["status"] == "success"
+    ]
     known = gh.world.data.repos["web"].commits
-    older, newer = next((a, b) for a, b in zip(successes[-6:], successes[-5:], strict=False)
-                        if a["sha"] != b["sha"] and a["sha"] in known and b["sha"] in known)
+    older, newer = next(
+        (a, b)
+        for a, b in zip(successes[-6:], successes[-5:], strict=False)
+        if a["sha"] != b["sha"] and a["sha"] in known and b["sha"] in known
+    )
     cmp = gh.get(f"/repos/contoso/web/compare/{older['sha']}...{newer['sha']}").json()
     shas = [c["sha"] for c in cmp["commits"]]
     assert sorted(f"commit:{s}" for s in shas) == newer["contains"]
@@ -445,8 +702,9 @@ def test_deployment_statuses_are_newest_first_with_inactive_after_success(gh: Se
     deployments = gh.walk("/repos/contoso/web/deployments", environment="production")
     assert deployments and all(d["environment"] == "production" for d in deployments)
     assert [d["id"] for d in deployments] == sorted((d["id"] for d in deployments), reverse=True)
-    first_ok = next(d for d in gh.world.truth()["deployments"]
-                    if d["environment"] == "production" and d["status"] == "success")
+    first_ok = next(
+        d for d in gh.world.truth()["deployments"] if d["environment"] == "production" and d["status"] == "success"
+    )
     old = next(d for d in deployments if f"deployment:{d['id']}" == first_ok["native_id"])
     statuses = gh.walk(f"/repos/contoso/web/deployments/{old['id']}/statuses")
     states = [s["state"] for s in statuses]
@@ -484,8 +742,9 @@ def test_a_filtered_run_search_yields_at_most_1000_runs() -> None:
         assert first["total_count"] > 1000
         got = big.walk("/repos/contoso/mobile-app/actions/runs", key="workflow_runs", event="pull_request")
         assert len(got) == 1000  # window by `created` to see the rest, as on GitHub
-        unfiltered = big.get("/repos/contoso/mobile-app/actions/runs", per_page=100,
-                             page=-(-first["total_count"] // 100)).json()["workflow_runs"]
+        unfiltered = big.get(
+            "/repos/contoso/mobile-app/actions/runs", per_page=100, page=-(-first["total_count"] // 100)
+        ).json()["workflow_runs"]
         assert unfiltered  # without a filter every page is served
 
 
@@ -494,8 +753,11 @@ def test_same_seed_same_world_other_seed_other_world() -> None:
     a, b, c = make_world(90, malformed=4), make_world(90, malformed=4), make_world(90, seed=8, malformed=4)
     assert a.truth() == b.truth() and a.truth() != c.truth()
     with serve(a) as sa, serve(b) as sb:
-        for path in ("/repos/contoso/web/issues?state=all", "/repos/contoso/api/releases",
-                     "/repos/contoso/mobile-app/actions/runs"):
+        for path in (
+            "/repos/contoso/web/issues?state=all",
+            "/repos/contoso/api/releases",
+            "/repos/contoso/mobile-app/actions/runs",
+        ):
             body_a = sa.get(path).content.replace(sa.root[7:].encode(), b"HOST")
             assert body_a == sb.get(path).content.replace(sb.root[7:].encode(), b"HOST")
     ra, rb = random.Random(5), random.Random(5)
@@ -506,8 +768,11 @@ def test_same_seed_same_world_other_seed_other_world() -> None:
 def test_truth_is_internally_consistent(gh: Served) -> None:
     truth = gh.world.truth()
     data = gh.world.data
-    assert truth["repos"] == {"contoso/web": "deployments", "contoso/api": "releases",
-                              "contoso/mobile-app": "workflow_runs:deploy.yml"}
+    assert truth["repos"] == {
+        "contoso/web": "deployments",
+        "contoso/api": "releases",
+        "contoso/mobile-app": "workflow_runs:deploy.yml",
+    }
     changes = {c["ref"]: c for c in truth["changes"]}
     items = {w["ref"]: w for w in truth["work_items"]}
     azure = {f"ado:{i}": (created, done) for i, created, done in AZURE}
@@ -531,8 +796,14 @@ def test_truth_is_internally_consistent(gh: Served) -> None:
         assert set(d["contains"]) <= commits and ts(d["started_at"]) <= ts(d["finished_at"])
     assert {d["status"] for d in truth["deployments"]} == {"success", "failure"}
     assert len(truth["rejected"]) == 12
-    assert {r["reason"] for r in truth["rejected"]} == {"missing_field", "bad_timestamp", "wrong_type",
-                                                         "end_before_start", "unknown_state", "too_large"}
+    assert {r["reason"] for r in truth["rejected"]} == {
+        "missing_field",
+        "bad_timestamp",
+        "wrong_type",
+        "end_before_start",
+        "unknown_state",
+        "too_large",
+    }
     states = {h["state"] for w in truth["work_items"] for h in w["history"]}
     assert states == {"open", "in_progress", "completed", "not_planned"}
 
@@ -545,40 +816,67 @@ def test_the_real_world_variations_are_served_by_default(gh: Served) -> None:
     legacy = [i for i in listed if "pull_request" in i and i["pull_request"]["html_url"] is None]
     assert legacy and all(f"contoso/web#{i['number']}" in items for i in legacy)
     # a native issue type wins over the type labels
-    typed = [(repo, i) for repo in truth["repos"] for i in gh.walk(f"/repos/{repo}/issues", state="all")
-             if not is_pr(i) and i.get("type") and well_formed(i)]
+    typed = [
+        (repo, i)
+        for repo in truth["repos"]
+        for i in gh.walk(f"/repos/{repo}/issues", state="all")
+        if not is_pr(i) and i.get("type") and well_formed(i)
+    ]
     assert typed and all(items[f"{repo}#{i['number']}"]["type"] == i["type"]["name"] for repo, i in typed)
     by_label = {"bug": "Bug", "feature": "Feature"}
-    disagree = [i for r in gh.world.data.repos.values() for i in r.items.values() if getattr(i, "native_type", None)
-                and i.native_type != next((by_label[lb] for lb in i.labels if lb in by_label), "Issue")]
+    disagree = [
+        i
+        for r in gh.world.data.repos.values()
+        for i in r.items.values()
+        if getattr(i, "native_type", None)
+        and i.native_type != next((by_label[lb] for lb in i.labels if lb in by_label), "Issue")
+    ]
     assert disagree  # somewhere the native type and the labels say different things
     # pull requests linked in the sidebar, and a failure reported again as a success
-    timelines = [gh.walk(f"/repos/{repo}/issues/{i['number']}/timeline") for repo in truth["repos"]
-                 for i in gh.walk(f"/repos/{repo}/issues", state="closed") if not is_pr(i)]
+    timelines = [
+        gh.walk(f"/repos/{repo}/issues/{i['number']}/timeline")
+        for repo in truth["repos"]
+        for i in gh.walk(f"/repos/{repo}/issues", state="closed")
+        if not is_pr(i)
+    ]
     assert any(e["event"] == "connected" for t in timelines for e in t)
     assert any(e["event"] == "disconnected" for t in timelines for e in t)
-    redone = [d for d in gh.world.data.repos["web"].deployments
-              if [s.state for s in d.statuses][-2:] == ["error", "success"]]
+    redone = [
+        d for d in gh.world.data.repos["web"].deployments if [s.state for s in d.statuses][-2:] == ["error", "success"]
+    ]
     assert len(redone) == 1
-    assert next(d for d in truth["deployments"] if d["native_id"] == f"deployment:{redone[0].id}")["status"] \
-        == "success"
+    assert (
+        next(d for d in truth["deployments"] if d["native_id"] == f"deployment:{redone[0].id}")["status"] == "success"
+    )
     # pull requests that only mention an issue ("Related to #N")
     assert any("Related to #" in (p["body"] or "") for p in gh.walk("/repos/contoso/web/pulls", state="all"))
     # direct pushes: changes of their own, one closing an issue by its message, one with a skewed clock
     pushes = {c["ref"]: c for c in truth["changes"] if c["kind"] == "commit"}
     assert {c["service"] for c in pushes.values()} == set(truth["repos"])
     assert any(lk["work_item"].startswith("gh:") and lk["target"] in pushes for lk in truth["links"])
-    shipped = {ref: d for d in sorted(truth["deployments"], key=lambda d: d["finished_at"], reverse=True)
-               if d["production"] and d["status"] == "success" for ref in d["contains"]}
-    assert any(ts(c["first_commit_at"]) > ts(shipped[ref]["finished_at"]) for ref, c in pushes.items()
-               if ref in shipped)
+    shipped = {
+        ref: d
+        for d in sorted(truth["deployments"], key=lambda d: d["finished_at"], reverse=True)
+        if d["production"] and d["status"] == "success"
+        for ref in d["contains"]
+    }
+    assert any(
+        ts(c["first_commit_at"]) > ts(shipped[ref]["finished_at"]) for ref, c in pushes.items() if ref in shipped
+    )
     # rebased commits: authored before they were committed
     commits = gh.walk("/repos/contoso/api/commits")
-    assert any(ts(c["commit"]["author"]["date"]) < ts(c["commit"]["committer"]["date"]) for c in commits
-               if len(c["parents"]) == 1)
+    assert any(
+        ts(c["commit"]["author"]["date"]) < ts(c["commit"]["committer"]["date"])
+        for c in commits
+        if len(c["parents"]) == 1
+    )
     # workflow runs whose updated_at moved long after their last job finished
-    runs = gh.walk("/repos/contoso/mobile-app/actions/workflows/deploy.yml/runs", key="workflow_runs",
-                   branch="main", status="completed")
+    runs = gh.walk(
+        "/repos/contoso/mobile-app/actions/workflows/deploy.yml/runs",
+        key="workflow_runs",
+        branch="main",
+        status="completed",
+    )
     late = 0
     for run in runs:
         jobs = gh.get(f"/repos/contoso/mobile-app/actions/runs/{run['id']}/jobs").json()
@@ -598,7 +896,8 @@ def test_cycle_time_improves_over_the_year() -> None:
         began = next((ts(x["at"]) for x in h if x["state"] == "in_progress"), None)
         if h[-1]["state"] == "completed" and began:
             quarters.setdefault((ts(w["created_at"]) - start).days // 90, []).append(
-                (ts(h[-1]["at"]) - began).total_seconds())
+                (ts(h[-1]["at"]) - began).total_seconds()
+            )
     assert statistics.median(quarters[3]) < 0.75 * statistics.median(quarters[0])
 
 
@@ -613,12 +912,14 @@ def test_malformed_records_are_served_as_documented(gh: Served) -> None:
             end = "merged_at"
         else:
             body, end = as_issue, "closed_at"
-        expected = {"missing_field": lambda b: "created_at" not in b,
-                    "bad_timestamp": lambda b: b["created_at"] == "not-a-timestamp",
-                    "wrong_type": lambda b: isinstance(b["created_at"], int),
-                    "end_before_start": lambda b, e=end: ts(b[e]) < ts(b["created_at"]),
-                    "unknown_state": lambda b: b["state"] not in ("open", "closed"),
-                    "too_large": lambda b: len(b["body"]) > 65536}[reason]
+        expected = {
+            "missing_field": lambda b: "created_at" not in b,
+            "bad_timestamp": lambda b: b["created_at"] == "not-a-timestamp",
+            "wrong_type": lambda b: isinstance(b["created_at"], int),
+            "end_before_start": lambda b, e=end: ts(b[e]) < ts(b["created_at"]),
+            "unknown_state": lambda b: b["state"] not in ("open", "closed"),
+            "too_large": lambda b: len(b["body"]) > 65536,
+        }[reason]
         assert expected(body), (record, reason)
 
 
@@ -636,6 +937,7 @@ def test_activity_happens_now_and_updates_the_truth(fresh: Served) -> None:
     pr = fresh.get(f"/repos/{prepo}/pulls/{pnumber}").json()
     assert pr["merged_at"] == stamp
     assert fresh.get(f"/repos/{prepo}/commits/main").json()["sha"] == pr["merge_commit_sha"]
+
     def pulls(truth: dict[str, Any]) -> int:  # direct pushes appear as deployments reach them
         return sum(c["kind"] == "pull_request" for c in truth["changes"])
 
@@ -645,8 +947,11 @@ def test_activity_happens_now_and_updates_the_truth(fresh: Served) -> None:
     assert new == set(added["deployments"]) and len(new) == 4
     assert all(d["finished_at"] == stamp for d in after["deployments"] if d["native_id"] in new)
     # contents are read for successful production deployments only
-    assert all(f"commit:{pr['merge_commit_sha']}" in d["contains"] if d["production"] else d["contains"] == []
-               for d in after["deployments"] if d["native_id"] in new and d["service"] == prepo)
+    assert all(
+        f"commit:{pr['merge_commit_sha']}" in d["contains"] if d["production"] else d["contains"] == []
+        for d in after["deployments"]
+        if d["native_id"] in new and d["service"] == prepo
+    )
     recent = fresh.walk(f"/repos/{prepo}/issues", state="all", since=stamp)
     assert int(pnumber) in {i["number"] for i in recent}
 
@@ -673,7 +978,8 @@ def test_pygithub_reads_every_kind_of_record(gh: Served) -> None:
     api = g.get_repo("contoso/api")
     release = next(r for r in api.get_releases() if not r.draft and not r.prerelease)
     assert api.get_git_ref(f"tags/{release.tag_name}").object.sha == gh.world.data.repos["api"].resolve(
-        release.tag_name)
+        release.tag_name
+    )
     assert api.get_release(release.tag_name).id == release.id
     runs = g.get_repo("contoso/mobile-app").get_workflow("deploy.yml").get_runs(branch="main")
     assert runs.totalCount > 0 and all(r.head_branch == "main" for r in runs)
@@ -727,8 +1033,10 @@ def rejection(record: dict[str, Any], end: str) -> str | None:
 def closes(pr: dict[str, Any], repo: str, number: int) -> bool:
     """Whether a PR's title or body has a closing keyword for ``repo#number``."""
     own = pr["repository"]["full_name"]
-    return any((f"{o}/{r}" if o else own) == repo and int(n) == number
-               for o, r, n in CLOSING.findall(f"{pr['title']}\n{pr['body']}"))
+    return any(
+        (f"{o}/{r}" if o else own) == repo and int(n) == number
+        for o, r, n in CLOSING.findall(f"{pr['title']}\n{pr['body']}")
+    )
 
 
 def read_history(gh: Served, repo: str, issue: dict[str, Any]) -> list[dict[str, Any]]:
@@ -793,29 +1101,59 @@ def read_deployments(gh: Served, repo: str, mode: str) -> tuple[list[dict[str, A
             statuses = sorted(gh.walk(f"/repos/{repo}/deployments/{d['id']}/statuses"), key=lambda s: s["id"])
             end = next((s for s in reversed(statuses) if s["state"] in ("success", "failure", "error")), None)
             if end:
-                rows.append((f"deployment:{d['id']}", d["environment"], end["state"] == "success", d["created_at"],
-                             end["created_at"], d["sha"]))
+                rows.append(
+                    (
+                        f"deployment:{d['id']}",
+                        d["environment"],
+                        end["state"] == "success",
+                        d["created_at"],
+                        end["created_at"],
+                        d["sha"],
+                    )
+                )
     elif mode == "releases":
         for r in sorted(gh.walk(f"/repos/{repo}/releases"), key=lambda r: r["id"]):
             if not r["draft"] and not r["prerelease"]:
                 sha = gh.get(f"/repos/{repo}/git/ref/tags/{r['tag_name']}").json()["object"]["sha"]
                 rows.append((f"release:{r['id']}", "production", True, r["created_at"], r["published_at"], sha))
     else:
-        runs = gh.walk(f"/repos/{repo}/actions/workflows/{mode.split(':')[1]}/runs", key="workflow_runs",
-                       branch="main", status="completed")
+        runs = gh.walk(
+            f"/repos/{repo}/actions/workflows/{mode.split(':')[1]}/runs",
+            key="workflow_runs",
+            branch="main",
+            status="completed",
+        )
         for run in sorted(runs, key=lambda r: r["id"]):
             if run["conclusion"] in ("success", "failure", "timed_out"):
                 jobs = gh.walk(f"/repos/{repo}/actions/runs/{run['id']}/jobs", key="jobs")
                 end = max((j["completed_at"] for j in jobs), key=ts)
-                rows.append((f"run:{run['id']}", "production", run["conclusion"] == "success", run["run_started_at"],
-                             end, run["head_sha"]))
+                rows.append(
+                    (
+                        f"run:{run['id']}",
+                        "production",
+                        run["conclusion"] == "success",
+                        run["run_started_at"],
+                        end,
+                        run["head_sha"],
+                    )
+                )
     out, ok, shipped = [], {}, []
     for native, env, success, start, end, sha in rows:
         commits = read_contains(gh, repo, sha, ok.get(env, [])) if success and env == "production" else []
         shipped += commits
-        out.append({"native_id": native, "service": repo, "environment": env, "production": env == "production",
-                    "status": "success" if success else "failure", "started_at": start, "finished_at": end,
-                    "sha": sha, "contains": sorted(f"commit:{c['sha']}" for c in commits)})
+        out.append(
+            {
+                "native_id": native,
+                "service": repo,
+                "environment": env,
+                "production": env == "production",
+                "status": "success" if success else "failure",
+                "started_at": start,
+                "finished_at": end,
+                "sha": sha,
+                "contains": sorted(f"commit:{c['sha']}" for c in commits),
+            }
+        )
         if success:
             ok.setdefault(env, []).append(sha)
     return out, shipped
@@ -831,12 +1169,24 @@ def read_everything(gh: Served) -> dict[str, Any]:
                 got["rejected"].append({"record_id": f"{repo}#{item['number']}", "reason": reason})
                 continue
             labels = [lb["name"] for lb in item["labels"]]
-            kind = item["type"]["name"] if item.get("type") else next(
-                ({"bug": "Bug", "feature": "Feature"}[lb] for lb in labels if lb in ("bug", "feature")), "Issue")
-            got["work_items"].append({
-                "native_id": f"{repo}#{item['number']}", "ref": f"gh:{repo}#{item['number']}", "project": repo,
-                "team": next((lb[5:] for lb in labels if lb.startswith("team/")), ""), "type": kind,
-                "created_at": item["created_at"], "history": read_history(gh, repo, item)})
+            kind = (
+                item["type"]["name"]
+                if item.get("type")
+                else next(
+                    ({"bug": "Bug", "feature": "Feature"}[lb] for lb in labels if lb in ("bug", "feature")), "Issue"
+                )
+            )
+            got["work_items"].append(
+                {
+                    "native_id": f"{repo}#{item['number']}",
+                    "ref": f"gh:{repo}#{item['number']}",
+                    "project": repo,
+                    "team": next((lb[5:] for lb in labels if lb.startswith("team/")), ""),
+                    "type": kind,
+                    "created_at": item["created_at"],
+                    "history": read_history(gh, repo, item),
+                }
+            )
         in_pulls: set[str] = set()
         for pr in gh.walk(f"/repos/{repo}/pulls", state="all"):
             if reason := rejection(pr, "merged_at"):
@@ -848,27 +1198,43 @@ def read_everything(gh: Served) -> dict[str, Any]:
             ref = f"ghpr:{repo}#{pr['number']}"
             shas = [c["sha"] for c in commits] + [pr["merge_commit_sha"]]
             in_pulls.update(shas)
-            got["changes"].append({
-                "native_id": f"{repo}#{pr['number']}", "ref": ref, "service": repo, "kind": "pull_request",
-                "first_commit_at": min((c["commit"]["author"]["date"] for c in commits), key=ts),
-                "merged_at": pr["merged_at"], "commits": shas})
+            got["changes"].append(
+                {
+                    "native_id": f"{repo}#{pr['number']}",
+                    "ref": ref,
+                    "service": repo,
+                    "kind": "pull_request",
+                    "first_commit_at": min((c["commit"]["author"]["date"] for c in commits), key=ts),
+                    "merged_at": pr["merged_at"],
+                    "commits": shas,
+                }
+            )
             text = f"{pr['title']}\n{pr['body']}"
             got["links"] |= {(f"gh:{f'{o}/{r}' if o else repo}#{n}".lower(), ref) for o, r, n in CLOSING.findall(text)}
             got["links"] |= {(f"ado:{n}", ref) for n in MENTION.findall(text)}
-            got["links"] |= {(f"ado:{n}", f"commit:{c['sha']}") for c in commits
-                             for n in MENTION.findall(c["commit"]["message"])}
+            got["links"] |= {
+                (f"ado:{n}", f"commit:{c['sha']}") for c in commits for n in MENTION.findall(c["commit"]["message"])
+            }
         deployments, shipped = read_deployments(gh, repo, mode)
         got["deployments"] += deployments
         pushed = {c["sha"]: c for c in shipped if c["sha"] not in in_pulls}
         for sha, c in sorted(pushed.items()):  # direct pushes: on main, in no pull request
             ref = f"commit:{sha}"
-            got["changes"].append({
-                "native_id": f"{repo}@{sha}", "ref": ref, "service": repo, "kind": "commit",
-                "first_commit_at": c["commit"]["author"]["date"], "merged_at": c["commit"]["committer"]["date"],
-                "commits": [sha]})
+            got["changes"].append(
+                {
+                    "native_id": f"{repo}@{sha}",
+                    "ref": ref,
+                    "service": repo,
+                    "kind": "commit",
+                    "first_commit_at": c["commit"]["author"]["date"],
+                    "merged_at": c["commit"]["committer"]["date"],
+                    "commits": [sha],
+                }
+            )
             message = c["commit"]["message"]
-            got["links"] |= {(f"gh:{f'{o}/{r}' if o else repo}#{n}".lower(), ref)
-                             for o, r, n in CLOSING.findall(message)}
+            got["links"] |= {
+                (f"gh:{f'{o}/{r}' if o else repo}#{n}".lower(), ref) for o, r, n in CLOSING.findall(message)
+            }
             got["links"] |= {(f"ado:{n}", ref) for n in MENTION.findall(message)}
     got["links"] = [{"work_item": w, "target": t} for w, t in sorted(got["links"])]
     return got

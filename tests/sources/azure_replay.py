@@ -62,8 +62,7 @@ class FakeBoards:
 
         router = Router()
         router.add("GET", rf"{API}/wit/workitemtypes", "workitemtypes", self._types)
-        router.add("GET", rf"{API}/wit/workitemtypes/(?P<type>[^/]+)/states", "workitemtypestates",
-                   self._type_states)
+        router.add("GET", rf"{API}/wit/workitemtypes/(?P<type>[^/]+)/states", "workitemtypestates", self._type_states)
         router.add("GET", rf"{API}/wit/reporting/workitemrevisions", "reporting", self._reporting)
         router.add("POST", rf"{API}/wit/workitemsbatch", "workitemsbatch", self._batch)
         router.add("POST", rf"{API}/wit/wiql", "wiql", self._wiql)
@@ -80,8 +79,10 @@ class FakeBoards:
         self._log(req)
         if self.types_body is not None:
             return Response(200, self.types_body)
-        value = [{"name": name, "referenceName": "Microsoft.VSTS.WorkItemTypes." + name.replace(" ", ""),
-                  "states": states} for name, states in self.states.items()]
+        value = [
+            {"name": name, "referenceName": "Microsoft.VSTS.WorkItemTypes." + name.replace(" ", ""), "states": states}
+            for name, states in self.states.items()
+        ]
         return Response(200, {"count": len(value), "value": value})
 
     def _type_states(self, req: Request) -> Response:
@@ -97,12 +98,22 @@ class FakeBoards:
         self._log(req)
         if self.reporting_bodies is not None:
             token = req.arg("continuationToken") or ""
-            return Response(200, self.reporting_bodies.get(token, {"values": [], "isLastBatch": True,
-                                                                    "continuationToken": token}))
+            return Response(
+                200, self.reporting_bodies.get(token, {"values": [], "isLastBatch": True, "continuationToken": token})
+            )
         if not self.reporting:
-            return Response(404, {"$id": "1", "innerException": None, "message": "API resource location "
-                                  "f828fe59 is not registered", "typeName": "ApiResourceNotFoundException",
-                                  "typeKey": "ApiResourceNotFoundException", "errorCode": 0, "eventId": 0})
+            return Response(
+                404,
+                {
+                    "$id": "1",
+                    "innerException": None,
+                    "message": "API resource location f828fe59 is not registered",
+                    "typeName": "ApiResourceNotFoundException",
+                    "typeKey": "ApiResourceNotFoundException",
+                    "errorCode": 0,
+                    "eventId": 0,
+                },
+            )
         start = int((req.arg("continuationToken") or "0;0").split(";")[0])
         page = self.revisions[start : start + self.page_size]
         end = start + len(page)
@@ -110,7 +121,7 @@ class FakeBoards:
         body: dict[str, Any] = {
             "values": page,
             "nextLink": f"{req.base_url}{API}/wit/reporting/workItemRevisions?continuationToken={token}"
-                        "&api-version=7.1-preview.2",
+            "&api-version=7.1-preview.2",
             "isLastBatch": end >= len(self.revisions),
         }
         if start > 0:  # the official examples show both forms: token only in nextLink, and in the body too
@@ -132,8 +143,12 @@ class FakeBoards:
             if current is None:
                 value.append(None)  # errorPolicy=Omit
                 continue
-            item = {"id": item_id, "rev": current["rev"], "fields": dict(current["fields"]),
-                    "url": f"{req.base_url}{API}/wit/workItems/{item_id}"}
+            item = {
+                "id": item_id,
+                "rev": current["rev"],
+                "fields": dict(current["fields"]),
+                "url": f"{req.base_url}{API}/wit/workItems/{item_id}",
+            }
             if body.get("$expand", "").lower() in ("relations", "all"):
                 item["relations"] = self.relations.get(item_id, [])
             value.append(item)
@@ -143,12 +158,26 @@ class FakeBoards:
         self._log(req)
         if self.wiql_body is not None:
             return Response(200, self.wiql_body)
-        ids = sorted({r["id"] for r in self.revisions if isinstance(r, dict) and isinstance(r.get("id"), int)
-                      and r["id"] not in self.deleted
-                      and r["fields"].get("System.WorkItemType") in ("User Story", "Bug")})
-        return Response(200, {"queryType": "flat", "queryResultType": "workItem", "asOf": "2026-01-01T00:00:00Z",
-                              "columns": [{"referenceName": "System.Id", "name": "ID"}],
-                              "workItems": [{"id": i, "url": f"{req.base_url}{API}/wit/workItems/{i}"} for i in ids]})
+        ids = sorted(
+            {
+                r["id"]
+                for r in self.revisions
+                if isinstance(r, dict)
+                and isinstance(r.get("id"), int)
+                and r["id"] not in self.deleted
+                and r["fields"].get("System.WorkItemType") in ("User Story", "Bug")
+            }
+        )
+        return Response(
+            200,
+            {
+                "queryType": "flat",
+                "queryResultType": "workItem",
+                "asOf": "2026-01-01T00:00:00Z",
+                "columns": [{"referenceName": "System.Id", "name": "ID"}],
+                "workItems": [{"id": i, "url": f"{req.base_url}{API}/wit/workItems/{i}"} for i in ids],
+            },
+        )
 
     def _updates(self, req: Request) -> Response:
         self._log(req)
@@ -157,14 +186,25 @@ class FakeBoards:
             value = self.updates_bodies[item_id]["value"]
             skip, top = int(req.arg("$skip") or 0), int(req.arg("$top") or 200)
             return Response(200, {"count": len(value[skip : skip + top]), "value": value[skip : skip + top]})
-        revs = sorted((r for r in self.revisions if isinstance(r, dict) and r.get("id") == item_id),
-                      key=lambda r: r["rev"])
+        revs = sorted(
+            (r for r in self.revisions if isinstance(r, dict) and r.get("id") == item_id), key=lambda r: r["rev"]
+        )
         updates, before = [], {}
         for n, rev in enumerate(revs, start=1):
-            delta = {k: ({"oldValue": before[k], "newValue": v} if k in before else {"newValue": v})
-                     for k, v in rev["fields"].items() if before.get(k) != v}
-            updates.append({"id": n, "workItemId": item_id, "rev": rev["rev"],
-                            "revisedDate": "9999-01-01T00:00:00Z", "fields": delta})
+            delta = {
+                k: ({"oldValue": before[k], "newValue": v} if k in before else {"newValue": v})
+                for k, v in rev["fields"].items()
+                if before.get(k) != v
+            }
+            updates.append(
+                {
+                    "id": n,
+                    "workItemId": item_id,
+                    "rev": rev["rev"],
+                    "revisedDate": "9999-01-01T00:00:00Z",
+                    "fields": delta,
+                }
+            )
             before = dict(rev["fields"])
         skip, top = int(req.arg("$skip") or 0), int(req.arg("$top") or 200)
         page = updates[skip : skip + top]
@@ -173,9 +213,14 @@ class FakeBoards:
 
 def _commit(sha: str, when: str) -> dict[str, Any]:
     """A Build ``Change`` (build.json): id = sha, timestamp = commit time."""
-    return {"id": sha, "message": "change " + sha[:7], "type": "TfsGit", "timestamp": when,
-            "author": {"displayName": "Jamal Hartnett", "uniqueName": "fabrikamfiber4@hotmail.com"},
-            "location": f"https://dev.azure.com/{ORG}/_apis/git/repositories/r/commits/{sha}"}
+    return {
+        "id": sha,
+        "message": "change " + sha[:7],
+        "type": "TfsGit",
+        "timestamp": when,
+        "author": {"displayName": "Jamal Hartnett", "uniqueName": "fabrikamfiber4@hotmail.com"},
+        "location": f"https://dev.azure.com/{ORG}/_apis/git/repositories/r/commits/{sha}",
+    }
 
 
 @dataclass
@@ -201,8 +246,12 @@ class FakePipelines:
 
         router = Router()
         router.add("GET", rf"{API}/distributedtask/environments", "environments", self._environments)
-        router.add("GET", rf"{API}/distributedtask/environments/(?P<env>\d+)/environmentdeploymentrecords",
-                   "records", self._records)
+        router.add(
+            "GET",
+            rf"{API}/distributedtask/environments/(?P<env>\d+)/environmentdeploymentrecords",
+            "records",
+            self._records,
+        )
         router.add("GET", rf"{API}/release/deployments", "release_deployments", self._release_deployments)
         router.add("GET", rf"{API}/release/releases/(?P<id>\d+)", "release", self._release)
         # builds of a release artifact are addressed by project id, like Azure DevOps allows
@@ -236,16 +285,26 @@ class FakePipelines:
         if self.record_order is None:
             served = sorted(records, key=lambda r: -r["id"])
         else:
-            served = sorted((r for r in records if r["id"] in self.record_order),
-                            key=lambda r: self.record_order.index(r["id"]))
+            served = sorted(
+                (r for r in records if r["id"] in self.record_order), key=lambda r: self.record_order.index(r["id"])
+            )
         return self._page(served, req, "top")
 
     def _release_deployments(self, req: Request) -> Response:
         self._log(req)
         if not self.release_management:
-            return Response(404, {"$id": "1", "innerException": None, "message": "The resource cannot be found.",
-                                  "typeName": "System.Web.HttpException", "typeKey": "HttpException",
-                                  "errorCode": 0, "eventId": 0})
+            return Response(
+                404,
+                {
+                    "$id": "1",
+                    "innerException": None,
+                    "message": "The resource cannot be found.",
+                    "typeName": "System.Web.HttpException",
+                    "typeKey": "HttpException",
+                    "errorCode": 0,
+                    "eventId": 0,
+                },
+            )
         since = req.arg("minStartedTime") or ""
         rows = sorted((d for d in self.deployments if d["startedOn"] >= since), key=lambda d: d["startedOn"])
         return self._page(rows, req, "$top")
@@ -263,10 +322,21 @@ class FakePipelines:
         if not ids and req.arg("definitions") == "7":
             low, high = req.arg("minTime") or "", req.arg("maxTime") or "~"
             ids = [b for b in known if low <= _queued(b) <= high]
-        value = [{"id": i, "buildNumber": f"2026.{i}", "status": "completed", "result": "succeeded",
-                  "definition": {"id": 7, "name": "web-ci"}, "queueTime": _queued(i),
-                  "sourceVersion": self.build_versions.get(i, f"{i:040x}"), "sourceBranch": "refs/heads/main",
-                  "uri": f"vstfs:///Build/Build/{i}"} for i in ids if i in known]
+        value = [
+            {
+                "id": i,
+                "buildNumber": f"2026.{i}",
+                "status": "completed",
+                "result": "succeeded",
+                "definition": {"id": 7, "name": "web-ci"},
+                "queueTime": _queued(i),
+                "sourceVersion": self.build_versions.get(i, f"{i:040x}"),
+                "sourceBranch": "refs/heads/main",
+                "uri": f"vstfs:///Build/Build/{i}",
+            }
+            for i in ids
+            if i in known
+        ]
         return Response(200, {"count": len(value), "value": value})
 
     def _builds(self, req: Request) -> list[int]:

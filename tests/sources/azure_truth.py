@@ -32,19 +32,33 @@ def context() -> SourceContext:
 
 
 def boards_config(url: str, project: str = "Fabrikam") -> AzureBoardsConfig:
-    return AzureBoardsConfig(name="boards", kind="azure_boards", organization_url=url, project=project,
-                             token=TOKEN, work_item_types=TYPES)
+    return AzureBoardsConfig(
+        name="boards", kind="azure_boards", organization_url=url, project=project, token=TOKEN, work_item_types=TYPES
+    )
 
 
 def pipelines_config(url: str, project: str = "Tailspin") -> AzurePipelinesConfig:
-    return AzurePipelinesConfig(name="pipelines", kind="azure_pipelines", organization_url=url, project=project,
-                                token=TOKEN, production_environments=["production", "Prod"])
+    return AzurePipelinesConfig(
+        name="pipelines",
+        kind="azure_pipelines",
+        organization_url=url,
+        project=project,
+        token=TOKEN,
+        production_environments=["production", "Prod"],
+    )
 
 
 def start_sandbox(work_items: int = 200, seed: int = 11, fault_rate: float = 0.0, malformed: int = 0) -> Sandbox:
-    return Sandbox(SandboxOptions(seed=seed, work_items=work_items, now=NOW, fault_rate=fault_rate,
-                                  fault_kinds=("429", "500", "503", "reset", "truncate"),
-                                  malformed=malformed)).start()
+    return Sandbox(
+        SandboxOptions(
+            seed=seed,
+            work_items=work_items,
+            now=NOW,
+            fault_rate=fault_rate,
+            fault_kinds=("429", "500", "503", "reset", "truncate"),
+            malformed=malformed,
+        )
+    ).start()
 
 
 @contextmanager
@@ -69,22 +83,44 @@ def requests_made(sandbox_server: SandboxHTTPServer) -> int:
 
 # -- boards ---------------------------------------------------------------------------------------
 
+
 def expected_work_items(truth: dict[str, Any], project: str) -> dict[str, tuple[Any, ...]]:
-    return {w["native_id"]: (w["ref"], w["project"], w["team"], w["type"], w["created_at"],
-                             [(h["seq"], h["at"], h["state"], h["category"]) for h in w["history"]])
-            for w in truth["work_items"] if w["project"] == project and w["type"] in TYPES}
+    return {
+        w["native_id"]: (
+            w["ref"],
+            w["project"],
+            w["team"],
+            w["type"],
+            w["created_at"],
+            [(h["seq"], h["at"], h["state"], h["category"]) for h in w["history"]],
+        )
+        for w in truth["work_items"]
+        if w["project"] == project and w["type"] in TYPES
+    }
 
 
 def stored_work_items(store: Store) -> dict[str, tuple[Any, ...]]:
-    return {w.native_id: (w.ref, w.project, w.team, w.type, w.created_at.isoformat(),
-                          [(s.seq, s.at.isoformat(), s.state, s.category.value) for s in w.history])
-            for w in store.work_items("boards")}
+    return {
+        w.native_id: (
+            w.ref,
+            w.project,
+            w.team,
+            w.type,
+            w.created_at.isoformat(),
+            [(s.seq, s.at.isoformat(), s.state, s.category.value) for s in w.history],
+        )
+        for w in store.work_items("boards")
+    }
 
 
 def expected_item_links(truth: dict[str, Any], project: str) -> set[tuple[str, str]]:
     """ArtifactLinks of the items that still exist (a deleted item's relations cannot be read)."""
-    return {(w["ref"], target) for w in truth["work_items"] if w["project"] == project and not w["deleted"]
-            for target in w["links"]}
+    return {
+        (w["ref"], target)
+        for w in truth["work_items"]
+        if w["project"] == project and not w["deleted"]
+        for target in w["links"]
+    }
 
 
 def expected_rejections(truth: dict[str, Any], project: str) -> Counter[tuple[str, str]]:
@@ -108,28 +144,60 @@ def boards_minimum_requests(truth: dict[str, Any], project: str, page_size: int)
 
 # -- pipelines ----------------------------------------------------------------------------------------
 
+
 def expected_deployments(truth: dict[str, Any], project: str) -> dict[str, tuple[Any, ...]]:
-    return {d["native_id"]: (d["service"], d["environment"], d["production"], d["status"], d["started_at"],
-                             d["finished_at"], d["sha"], sorted(d["contains"]))
-            for d in truth["deployments"] if d["project"] == project}
+    return {
+        d["native_id"]: (
+            d["service"],
+            d["environment"],
+            d["production"],
+            d["status"],
+            d["started_at"],
+            d["finished_at"],
+            d["sha"],
+            sorted(d["contains"]),
+        )
+        for d in truth["deployments"]
+        if d["project"] == project
+    }
 
 
 def stored_deployments(store: Store) -> dict[str, tuple[Any, ...]]:
-    return {d.native_id: (d.service, d.environment, d.production, d.status,
-                          d.started_at.isoformat() if d.started_at else None, d.finished_at.isoformat(), d.sha,
-                          sorted(d.contains))
-            for d in store.deployments("pipelines")}
+    return {
+        d.native_id: (
+            d.service,
+            d.environment,
+            d.production,
+            d.status,
+            d.started_at.isoformat() if d.started_at else None,
+            d.finished_at.isoformat(),
+            d.sha,
+            sorted(d.contains),
+        )
+        for d in store.deployments("pipelines")
+    }
 
 
 def expected_changes(truth: dict[str, Any], project: str) -> dict[str, tuple[Any, ...]]:
-    return {c["native_id"]: (c["ref"], c["service"], c["kind"], c["first_commit_at"], c["merged_at"],
-                             tuple(c["commits"])) for c in truth["changes"] if c["project"] == project}
+    return {
+        c["native_id"]: (c["ref"], c["service"], c["kind"], c["first_commit_at"], c["merged_at"], tuple(c["commits"]))
+        for c in truth["changes"]
+        if c["project"] == project
+    }
 
 
 def stored_changes(store: Store) -> dict[str, tuple[Any, ...]]:
-    return {c.native_id: (c.ref, c.service, c.kind, c.first_commit_at.isoformat(),
-                          c.merged_at.isoformat() if c.merged_at else None, c.commits)
-            for c in store.changes("pipelines")}
+    return {
+        c.native_id: (
+            c.ref,
+            c.service,
+            c.kind,
+            c.first_commit_at.isoformat(),
+            c.merged_at.isoformat() if c.merged_at else None,
+            c.commits,
+        )
+        for c in store.changes("pipelines")
+    }
 
 
 def expected_build_links(truth: dict[str, Any], project: str) -> set[tuple[str, str]]:
@@ -176,8 +244,13 @@ def _build(deployment: dict[str, Any]) -> int:
 
 def _environments(truth: dict[str, Any], project: str) -> list[str]:
     """Environment ids of the project (dev, staging, production): those its deployments name."""
-    return sorted({d["native_id"].split(":")[1] for d in truth["deployments"]
-                   if d["project"] == project and d["native_id"].startswith("env:")})
+    return sorted(
+        {
+            d["native_id"].split(":")[1]
+            for d in truth["deployments"]
+            if d["project"] == project and d["native_id"].startswith("env:")
+        }
+    )
 
 
 def store_killed_at_commit(url: str, n: int) -> Store:
@@ -190,8 +263,10 @@ def store_killed_at_commit(url: str, n: int) -> Store:
         def commit(self, *args: Any, **kwargs: Any) -> None:
             Killed.commits += 1
             if Killed.commits == n:
+
                 def die() -> None:
                     raise SystemExit("killed")
+
                 kwargs["before_commit"] = die
             super().commit(*args, **kwargs)
 

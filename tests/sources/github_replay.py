@@ -50,8 +50,13 @@ class Replay:
         if route is None:
             body = {"message": "Not Found", "documentation_url": "https://docs.github.com/rest", "status": "404"}
             return 404, json.dumps(body).encode(), {}
-        headers = {"x-github-api-version-selected": "2022-11-28", "x-ratelimit-limit": "5000",
-                   "x-ratelimit-remaining": "4990", "x-ratelimit-reset": "4102444800", "x-ratelimit-resource": "core"}
+        headers = {
+            "x-github-api-version-selected": "2022-11-28",
+            "x-ratelimit-limit": "5000",
+            "x-ratelimit-remaining": "4990",
+            "x-ratelimit-reset": "4102444800",
+            "x-ratelimit-resource": "core",
+        }
         if route.get("next"):
             headers["Link"] = f'<{self.url}{route["next"]}>; rel="next"'
         body = (self.fixtures / route["body"]).read_bytes()
@@ -72,8 +77,11 @@ def replay(fixtures: Path = FIXTURES, etags: bool = True, ignore: frozenset[str]
         def do_GET(self) -> None:
             status, body, headers = server_state.answer(self.path)
             self.send_response(status)
-            for name, value in {**headers, "Content-Type": "application/json; charset=utf-8",
-                                "Content-Length": str(len(body))}.items():
+            for name, value in {
+                **headers,
+                "Content-Type": "application/json; charset=utf-8",
+                "Content-Length": str(len(body)),
+            }.items():
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)

@@ -46,11 +46,28 @@ PROJ = "ac7c05bb-7f8e-4880-85a6-e08f37fd4a10"
 CONN = "0A1B2C3D-1111-2222-3333-444455556666"
 
 
-def rev(item: int, n: int, state: str, changed: str, *, type_: str = "User Story",
-        area: str = "Fabrikam\\Payments", created: str = "2026-01-05T09:00:00.123Z", **extra: Any) -> dict[str, Any]:
-    fields = {"System.Id": item, "System.Rev": n, "System.WorkItemType": type_, "System.State": state,
-              "System.CreatedDate": created, "System.ChangedDate": changed, "System.AreaPath": area,
-              "System.IterationPath": "Fabrikam\\Sprint 1", "System.TeamProject": PROJECT}
+def rev(
+    item: int,
+    n: int,
+    state: str,
+    changed: str,
+    *,
+    type_: str = "User Story",
+    area: str = "Fabrikam\\Payments",
+    created: str = "2026-01-05T09:00:00.123Z",
+    **extra: Any,
+) -> dict[str, Any]:
+    fields = {
+        "System.Id": item,
+        "System.Rev": n,
+        "System.WorkItemType": type_,
+        "System.State": state,
+        "System.CreatedDate": created,
+        "System.ChangedDate": changed,
+        "System.AreaPath": area,
+        "System.IterationPath": "Fabrikam\\Sprint 1",
+        "System.TeamProject": PROJECT,
+    }
     fields.update(extra)
     return {"id": item, "rev": n, "fields": {k: v for k, v in fields.items() if v is not None}}
 
@@ -92,8 +109,14 @@ RELATIONS = {
 
 
 def config(url: str, **overrides: Any) -> AzureBoardsConfig:
-    values = {"name": "boards", "kind": "azure_boards", "organization_url": url, "project": PROJECT,
-              "token": "replay-token", "work_item_types": ["User Story", "Bug"]}
+    values = {
+        "name": "boards",
+        "kind": "azure_boards",
+        "organization_url": url,
+        "project": PROJECT,
+        "token": "replay-token",
+        "work_item_types": ["User Story", "Bug"],
+    }
     values.update(overrides)
     return AzureBoardsConfig(**values)
 
@@ -121,20 +144,28 @@ def test_registered_under_its_kind() -> None:
     assert SOURCES["azure_boards"] is AzureBoardsSource
 
 
-def test_revisions_become_histories_with_the_process_categories(replay: tuple[FakeBoards, str],
-                                                                 boards_store: Store) -> None:
+def test_revisions_become_histories_with_the_process_categories(
+    replay: tuple[FakeBoards, str], boards_store: Store
+) -> None:
     _fake, url = replay
     AzureBoardsSource(config(url), ctx()).sync(boards_store)
     items = {w.native_id: w for w in boards_store.work_items("boards")}
     assert sorted(items) == ["1", "2", "3"]
 
     story = items["1"]
-    assert (story.ref, story.project, story.team, story.type) == (ado_ref(1), PROJECT, "Fabrikam\\Payments",
-                                                                  "User Story")
+    assert (story.ref, story.project, story.team, story.type) == (
+        ado_ref(1),
+        PROJECT,
+        "Fabrikam\\Payments",
+        "User Story",
+    )
     assert story.created_at == datetime(2026, 1, 5, 9, 0, 0, 123000, tzinfo=UTC)
     assert [(s.seq, s.state, s.category) for s in story.history] == [
-        (1, "New", Category.PROPOSED), (2, "Active", Category.IN_PROGRESS),
-        (3, "Code Review", Category.IN_PROGRESS), (4, "Closed", Category.COMPLETED)]
+        (1, "New", Category.PROPOSED),
+        (2, "Active", Category.IN_PROGRESS),
+        (3, "Code Review", Category.IN_PROGRESS),
+        (4, "Closed", Category.COMPLETED),
+    ]
     assert story.history[1].at == datetime(2026, 1, 7, 8, 30, 0, 123456, tzinfo=UTC)
 
     bug = items["2"]
@@ -161,18 +192,25 @@ def test_artifact_links_of_the_items_a_page_touched(replay: tuple[FakeBoards, st
     assert all(len(body["ids"]) <= 200 for body in posts)
 
 
-def test_malformed_revisions_are_rejected_with_a_reason_never_a_crash(replay: tuple[FakeBoards, str],
-                                                                      boards_store: Store) -> None:
+def test_malformed_revisions_are_rejected_with_a_reason_never_a_crash(
+    replay: tuple[FakeBoards, str], boards_store: Store
+) -> None:
     _fake, url = replay
     AzureBoardsSource(config(url), ctx()).sync(boards_store)
     assert boards_store.rejection_counts() == {
-        ("boards", "missing_field"): 1, ("boards", "unknown_state"): 1, ("boards", "end_before_start"): 1,
-        ("boards", "wrong_type"): 1, ("boards", "too_large"): 1, ("boards", "bad_timestamp"): 1}
+        ("boards", "missing_field"): 1,
+        ("boards", "unknown_state"): 1,
+        ("boards", "end_before_start"): 1,
+        ("boards", "wrong_type"): 1,
+        ("boards", "too_large"): 1,
+        ("boards", "bad_timestamp"): 1,
+    }
     assert not {"4", "5", "6", "7", "8", "10"} & {w.native_id for w in boards_store.work_items("boards")}
 
 
-def test_pages_follow_the_continuation_token_and_keep_the_filters(replay: tuple[FakeBoards, str],
-                                                                  boards_store: Store) -> None:
+def test_pages_follow_the_continuation_token_and_keep_the_filters(
+    replay: tuple[FakeBoards, str], boards_store: Store
+) -> None:
     fake, url = replay
     AzureBoardsSource(config(url), ctx()).sync(boards_store)
     pages = [query for _, path, query, _ in fake.requests if path.endswith("/workitemrevisions")]
@@ -188,8 +226,7 @@ def test_pages_follow_the_continuation_token_and_keep_the_filters(replay: tuple[
     assert boards_store.watermark("boards", "revisions") == "15;3"
 
 
-def test_a_second_pass_reads_one_page_and_changes_nothing(replay: tuple[FakeBoards, str],
-                                                          boards_store: Store) -> None:
+def test_a_second_pass_reads_one_page_and_changes_nothing(replay: tuple[FakeBoards, str], boards_store: Store) -> None:
     fake, url = replay
     source = AzureBoardsSource(config(url), ctx())
     source.sync(boards_store)
@@ -199,8 +236,9 @@ def test_a_second_pass_reads_one_page_and_changes_nothing(replay: tuple[FakeBoar
     assert [path.rsplit("/", 1)[-1] for _, path, _, _ in fake.requests] == ["workitemrevisions"]
     assert boards_store.content_digest() == before
 
-    fake.revisions.append(rev(2, 3, "Closed", "2026-02-01T10:00:00Z", type_="Bug", area="Fabrikam",
-                              created="2026-01-06T10:00:00Z"))
+    fake.revisions.append(
+        rev(2, 3, "Closed", "2026-02-01T10:00:00Z", type_="Bug", area="Fabrikam", created="2026-01-06T10:00:00Z")
+    )
     fake.requests.clear()
     source.sync(boards_store)
     assert [path.rsplit("/", 1)[-1] for _, path, _, _ in fake.requests] == ["workitemrevisions", "workitemsbatch"]
@@ -208,8 +246,9 @@ def test_a_second_pass_reads_one_page_and_changes_nothing(replay: tuple[FakeBoar
     assert [s.state for s in bug.history] == ["New", "Resolved", "Closed"]
 
 
-def test_a_pass_interrupted_after_a_page_resumes_where_it_stopped(replay: tuple[FakeBoards, str],
-                                                                  tmp_path: Path) -> None:
+def test_a_pass_interrupted_after_a_page_resumes_where_it_stopped(
+    replay: tuple[FakeBoards, str], tmp_path: Path
+) -> None:
     fake, url = replay
     whole = Store(f"sqlite:///{tmp_path}/whole.db")
     AzureBoardsSource(config(url), ctx()).sync(whole)
@@ -222,8 +261,10 @@ def test_a_pass_interrupted_after_a_page_resumes_where_it_stopped(replay: tuple[
         def commit(self, *args: Any, **kwargs: Any) -> None:
             CrashAfter.commits += 1
             if CrashAfter.commits == 3:
+
                 def crash() -> None:
                     raise KeyboardInterrupt("killed")
+
                 kwargs["before_commit"] = crash
             super().commit(*args, **kwargs)
 
@@ -245,18 +286,22 @@ def test_team_from_iteration_path_or_a_field(replay: tuple[FakeBoards, str], tmp
     AzureBoardsSource(config(url, team_from="iteration_path"), ctx()).sync(by_iteration)
     assert {w.team for w in by_iteration.work_items()} == {"Fabrikam\\Sprint 1"}
 
-    fake.revisions = [rev(1, 1, "New", "2026-01-05T09:00:00.123Z", **{"Custom.Team": "Blue"}),
-                      rev(2, 1, "New", "2026-01-06T10:00:00Z", type_="Bug", created="2026-01-06T10:00:00Z")]
+    fake.revisions = [
+        rev(1, 1, "New", "2026-01-05T09:00:00.123Z", **{"Custom.Team": "Blue"}),
+        rev(2, 1, "New", "2026-01-06T10:00:00Z", type_="Bug", created="2026-01-06T10:00:00Z"),
+    ]
     by_field = Store(f"sqlite:///{tmp_path}/field.db")
     AzureBoardsSource(config(url, team_from="field:Custom.Team"), ctx()).sync(by_field)
     assert {w.native_id: w.team for w in by_field.work_items()} == {"1": "Blue", "2": ""}
-    query = next(q for _, p, q, _ in fake.requests if p.endswith("/workitemrevisions") and "Custom.Team" in
-                 q["fields"][0])
+    query = next(
+        q for _, p, q, _ in fake.requests if p.endswith("/workitemrevisions") and "Custom.Team" in q["fields"][0]
+    )
     assert query
 
 
 def test_without_the_reporting_api_it_falls_back_to_wiql_and_updates(
-        replay: tuple[FakeBoards, str], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    replay: tuple[FakeBoards, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     fake, url = replay
     reporting = Store(f"sqlite:///{tmp_path}/reporting.db")
     AzureBoardsSource(config(url), ctx()).sync(reporting)
@@ -272,25 +317,29 @@ def test_without_the_reporting_api_it_falls_back_to_wiql_and_updates(
     assert fallback.watermark("boards", "wiql") == "2026-01-14T12:00:00.000Z"
 
 
-@pytest.mark.parametrize(("url", "ref"), [
-    (f"vstfs:///Git/Commit/{PROJ}%2F{REPO}%2F{SHA.upper()}", commit_ref(SHA)),
-    (f"VSTFS:///git/commit/{PROJ}%2f{REPO}%2f{SHA}", commit_ref(SHA)),
-    (f"vstfs:///Git/PullRequestId/{PROJ}%2F{REPO.upper()}%2F7", ado_pr_ref(REPO, 7)),
-    ("vstfs:///Build/Build/99", build_ref(99)),
-    (f"vstfs:///GitHub/Commit/{CONN}%2F{SHA}", commit_ref(SHA)),
-    (f"vstfs:///GitHub/PullRequest/{CONN}%2F5", f"ghconn:{CONN.lower()}#5"),
-    ("vstfs:///Build/Build/abc", None),
-    (f"vstfs:///Git/Commit/{PROJ}%2F{REPO}", None),
-    ("vstfs:///ReleaseManagement/Environment/1:2:3", None),
-    ("https://example.com/commit/" + SHA, None),
-    (None, None),
-    (12, None),
-])
+@pytest.mark.parametrize(
+    ("url", "ref"),
+    [
+        (f"vstfs:///Git/Commit/{PROJ}%2F{REPO}%2F{SHA.upper()}", commit_ref(SHA)),
+        (f"VSTFS:///git/commit/{PROJ}%2f{REPO}%2f{SHA}", commit_ref(SHA)),
+        (f"vstfs:///Git/PullRequestId/{PROJ}%2F{REPO.upper()}%2F7", ado_pr_ref(REPO, 7)),
+        ("vstfs:///Build/Build/99", build_ref(99)),
+        (f"vstfs:///GitHub/Commit/{CONN}%2F{SHA}", commit_ref(SHA)),
+        (f"vstfs:///GitHub/PullRequest/{CONN}%2F5", f"ghconn:{CONN.lower()}#5"),
+        ("vstfs:///Build/Build/abc", None),
+        (f"vstfs:///Git/Commit/{PROJ}%2F{REPO}", None),
+        ("vstfs:///ReleaseManagement/Environment/1:2:3", None),
+        ("https://example.com/commit/" + SHA, None),
+        (None, None),
+        (12, None),
+    ],
+)
 def test_artifact_link_urls(url: Any, ref: str | None) -> None:
     assert artifact_ref(url) == ref
 
 
 # -- against the sandbox's seeded organisation ----------------------------------------------------------
+
 
 @pytest.fixture
 def boards_sandbox() -> Iterator[Sandbox]:
@@ -305,16 +354,18 @@ def test_a_full_sync_equals_the_sandbox_truth(boards_sandbox: Sandbox, boards_st
     expected = expected_work_items(truth, "Fabrikam")
     assert len(expected) > 100
     assert stored_work_items(boards_store) == expected
-    assert {(link.work_item, link.target) for link in boards_store.links("boards")} == \
-        expected_item_links(truth, "Fabrikam")
+    assert {(link.work_item, link.target) for link in boards_store.links("boards")} == expected_item_links(
+        truth, "Fabrikam"
+    )
     # the custom state and deletions are exercised, not just present in the data
     histories = [h for w in expected.values() for h in w[5]]
     assert any(state == "In Review" for _, _, state, _ in histories)
     assert any(category == "Removed" for _, _, _, category in histories)
 
 
-def test_request_count_of_a_full_sync_is_near_the_page_size_minimum(boards_sandbox: Sandbox,
-                                                                     boards_store: Store) -> None:
+def test_request_count_of_a_full_sync_is_near_the_page_size_minimum(
+    boards_sandbox: Sandbox, boards_store: Store
+) -> None:
     truth = boards_sandbox.truth()["azure"]
     before = requests_made(boards_sandbox.server)
     AzureBoardsSource(boards_config(boards_sandbox.azure_url), context()).sync(boards_store)
@@ -324,7 +375,8 @@ def test_request_count_of_a_full_sync_is_near_the_page_size_minimum(boards_sandb
 
 
 def test_no_new_activity_costs_one_request_and_changes_nothing_then_new_activity_appears(
-        boards_sandbox: Sandbox, boards_store: Store) -> None:
+    boards_sandbox: Sandbox, boards_store: Store
+) -> None:
     source = AzureBoardsSource(boards_config(boards_sandbox.azure_url), context())
     source.sync(boards_store)
     before, digest = requests_made(boards_sandbox.server), boards_store.content_digest()
@@ -337,12 +389,14 @@ def test_no_new_activity_costs_one_request_and_changes_nothing_then_new_activity
     source.sync(boards_store)
     truth = boards_sandbox.truth()["azure"]
     assert stored_work_items(boards_store) == expected_work_items(truth, "Fabrikam")
-    assert {(link.work_item, link.target) for link in boards_store.links("boards")} == \
-        expected_item_links(truth, "Fabrikam")
+    assert {(link.work_item, link.target) for link in boards_store.links("boards")} == expected_item_links(
+        truth, "Fabrikam"
+    )
 
 
-def test_a_sync_killed_after_a_batch_and_resumed_ends_like_an_uninterrupted_one(boards_sandbox: Sandbox,
-                                                                                 tmp_path: Path) -> None:
+def test_a_sync_killed_after_a_batch_and_resumed_ends_like_an_uninterrupted_one(
+    boards_sandbox: Sandbox, tmp_path: Path
+) -> None:
     whole = Store(f"sqlite:///{tmp_path}/whole.db")
     AzureBoardsSource(boards_config(boards_sandbox.azure_url), context()).sync(whole)
 
@@ -355,8 +409,7 @@ def test_a_sync_killed_after_a_batch_and_resumed_ends_like_an_uninterrupted_one(
     assert resumed.content_digest() == whole.content_digest()
 
 
-def test_429_5xx_resets_and_truncated_bodies_do_not_change_the_result(boards_sandbox: Sandbox,
-                                                                       tmp_path: Path) -> None:
+def test_429_5xx_resets_and_truncated_bodies_do_not_change_the_result(boards_sandbox: Sandbox, tmp_path: Path) -> None:
     clean = Store(f"sqlite:///{tmp_path}/clean.db")
     AzureBoardsSource(boards_config(boards_sandbox.azure_url), context()).sync(clean)
     boards_sandbox.server.faults.rate = 0.2
@@ -413,11 +466,14 @@ def test_the_budget_gauge_expires_once_azure_devops_stops_throttling(tmp_path: P
         clock[0] += seconds
 
     with azure_only(work_items=60) as (url, world, _server):
-        config = parse_config(f"""
+        config = parse_config(
+            f"""
 store: sqlite:///{tmp_path}/budget.db
 sources:
   - {{name: boards, kind: azure_boards, organization_url: "{url}", project: Fabrikam, token: {TOKEN}}}
-""", {})
+""",
+            {},
+        )
         store = Store(config.store)
         runner = Runner(config, store, sleep=sleep)
         world.throttle = Throttle(budget=4, window=300, clock=lambda: clock[0])
@@ -430,18 +486,23 @@ sources:
         assert families["cycletime_api_rate_limit_remaining"].samples == []
 
 
-def test_a_state_added_to_the_process_later_is_read_again_not_rejected(replay: tuple[FakeBoards, str],
-                                                                        boards_store: Store) -> None:
+def test_a_state_added_to_the_process_later_is_read_again_not_rejected(
+    replay: tuple[FakeBoards, str], boards_store: Store
+) -> None:
     fake, url = replay
     source = AzureBoardsSource(config(url), ctx())
     source.sync(boards_store)
     fake.states["Bug"].append({"name": "Triaged", "color": "aa00aa", "category": "Proposed"})
-    fake.revisions.append(rev(2, 3, "Triaged", "2026-02-01T10:00:00Z", type_="Bug", area="Fabrikam",
-                              created="2026-01-06T10:00:00Z"))
+    fake.revisions.append(
+        rev(2, 3, "Triaged", "2026-02-01T10:00:00Z", type_="Bug", area="Fabrikam", created="2026-01-06T10:00:00Z")
+    )
     fake.requests.clear()
     source.sync(boards_store)
-    assert [path.rsplit("/", 1)[-1] for _, path, _, _ in fake.requests] == \
-        ["workitemrevisions", "workitemtypes", "workitemsbatch"]
+    assert [path.rsplit("/", 1)[-1] for _, path, _, _ in fake.requests] == [
+        "workitemrevisions",
+        "workitemtypes",
+        "workitemsbatch",
+    ]
     bug = next(w for w in boards_store.work_items("boards") if w.native_id == "2")
     assert (bug.history[-1].state, bug.history[-1].category) == ("Triaged", Category.PROPOSED)
     assert sum(boards_store.rejection_counts().values()) == 6  # only the six malformed records

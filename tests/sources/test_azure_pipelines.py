@@ -45,61 +45,121 @@ def sha(n: int) -> str:
     return f"{n:040x}"
 
 
-def record(rid: int, env: int, build: int, result: str | None, start: str, finish: str | None,
-           pipeline: str = "web-ci", stage: str = "Deploy", attempt: int = 1, job: str = "deploy") -> dict[str, Any]:
+def record(
+    rid: int,
+    env: int,
+    build: int,
+    result: str | None,
+    start: str,
+    finish: str | None,
+    pipeline: str = "web-ci",
+    stage: str = "Deploy",
+    attempt: int = 1,
+    job: str = "deploy",
+) -> dict[str, Any]:
     """An EnvironmentDeploymentExecutionRecord (taskAgent.json): one job of one stage attempt of a run."""
-    return {"id": rid, "environmentId": env, "serviceOwner": "00025394-6065-48ca-87d9-7f5672854ef7",
-            "requestIdentifier": f"req-{rid}", "planType": "Build", "planId": f"plan-{rid}",
-            "definition": {"id": 7, "name": pipeline}, "owner": {"id": build, "name": f"2026.{build}"},
-            "stageName": stage, "jobName": job, "stageAttempt": attempt, "jobAttempt": 1,
-            "queueTime": start, "startTime": start, "finishTime": finish, "result": result}
+    return {
+        "id": rid,
+        "environmentId": env,
+        "serviceOwner": "00025394-6065-48ca-87d9-7f5672854ef7",
+        "requestIdentifier": f"req-{rid}",
+        "planType": "Build",
+        "planId": f"plan-{rid}",
+        "definition": {"id": 7, "name": pipeline},
+        "owner": {"id": build, "name": f"2026.{build}"},
+        "stageName": stage,
+        "jobName": job,
+        "stageAttempt": attempt,
+        "jobAttempt": 1,
+        "queueTime": start,
+        "startTime": start,
+        "finishTime": finish,
+        "result": result,
+    }
 
 
 def release_deployment(did: int, release: int, env: str, status: str, start: str, finish: str | None) -> dict[str, Any]:
     """A classic release Deployment (release.json), as the list returns it (no artifacts)."""
-    return {"id": did, "release": {"id": release, "name": f"Release-{release}", "artifacts": []},
-            "releaseDefinition": {"id": 3, "name": "legacy-api", "path": "\\"},
-            "releaseEnvironment": {"id": 100 + release, "name": env}, "definitionEnvironmentId": 9, "attempt": 1,
-            "deploymentStatus": status, "operationStatus": "Approved" if status != "inProgress" else "Queued",
-            "queuedOn": start, "startedOn": start, "completedOn": finish, "lastModifiedOn": finish or start}
+    return {
+        "id": did,
+        "release": {"id": release, "name": f"Release-{release}", "artifacts": []},
+        "releaseDefinition": {"id": 3, "name": "legacy-api", "path": "\\"},
+        "releaseEnvironment": {"id": 100 + release, "name": env},
+        "definitionEnvironmentId": 9,
+        "attempt": 1,
+        "deploymentStatus": status,
+        "operationStatus": "Approved" if status != "inProgress" else "Queued",
+        "queuedOn": start,
+        "startedOn": start,
+        "completedOn": finish,
+        "lastModifiedOn": finish or start,
+    }
 
 
 def release(rid: int, build: int) -> dict[str, Any]:
-    return {"id": rid, "name": f"Release-{rid}", "artifacts": [
-        {"sourceId": "p:1", "type": "Git", "alias": "scripts", "isPrimary": False,
-         "definitionReference": {"version": {"id": "abc", "name": "main"}}},
-        {"sourceId": "p:2", "type": "Build", "alias": "_api", "isPrimary": True,
-         "definitionReference": {"definition": {"id": "2", "name": "api-ci"},
-                                 "project": {"id": "ac7c05bb-7f8e-4880-85a6-e08f37fd4a10", "name": PROJECT},
-                                 "version": {"id": str(build), "name": f"2026.{build}"},
-                                 "sourceVersion": {"id": sha(build), "name": sha(build)[:7]}}}]}
+    return {
+        "id": rid,
+        "name": f"Release-{rid}",
+        "artifacts": [
+            {
+                "sourceId": "p:1",
+                "type": "Git",
+                "alias": "scripts",
+                "isPrimary": False,
+                "definitionReference": {"version": {"id": "abc", "name": "main"}},
+            },
+            {
+                "sourceId": "p:2",
+                "type": "Build",
+                "alias": "_api",
+                "isPrimary": True,
+                "definitionReference": {
+                    "definition": {"id": "2", "name": "api-ci"},
+                    "project": {"id": "ac7c05bb-7f8e-4880-85a6-e08f37fd4a10", "name": PROJECT},
+                    "version": {"id": str(build), "name": f"2026.{build}"},
+                    "sourceVersion": {"id": sha(build), "name": sha(build)[:7]},
+                },
+            },
+        ],
+    }
 
 
 def world() -> FakePipelines:
     t = "2026-02-{:02d}T10:00:00Z".format
     records = {
-        2: [record(1, 2, 100, "succeeded", t(1), t(2)),
+        2: [
+            record(1, 2, 100, "succeeded", t(1), t(2)),
             record(3, 2, 101, "failed", t(3), t(4)),
             record(4, 2, 101, "succeeded", t(5), t(6), attempt=2),  # the stage retried
             record(5, 2, 102, "canceled", t(7), t(7)),
             record(6, 2, 103, None, t(9), None),  # still running
-            record(8, 2, 104, "succeeded", t(11), t(10))],  # finished before it started
-        1: [record(2, 1, 101, "succeededWithIssues", t(3), t(4)),
-            record(7, 1, 103, "succeeded", t(8), t(9))],
+            record(8, 2, 104, "succeeded", t(11), t(10)),
+        ],  # finished before it started
+        1: [record(2, 1, 101, "succeededWithIssues", t(3), t(4)), record(7, 1, 103, "succeeded", t(8), t(9))],
     }
     return FakePipelines(
-        environments=[{"id": 1, "name": "staging", "project": {"id": "p"}}, {"id": 2, "name": "Production"},
-                      {"id": 3, "name": "empty"}],
+        environments=[
+            {"id": 1, "name": "staging", "project": {"id": "p"}},
+            {"id": 2, "name": "Production"},
+            {"id": 3, "name": "empty"},
+        ],
         records=records,
-        deployments=[release_deployment(31, 50, "prod", "succeeded", t(1), t(1).replace("10:", "11:")),
-                     release_deployment(32, 51, "prod", "failed", t(2), t(2).replace("10:", "11:")),
-                     release_deployment(33, 52, "prod", "inProgress", t(3), None),
-                     release_deployment(34, 53, "qa", "notDeployed", t(4), None),
-                     release_deployment(35, 54, "qa", "succeeded", t(5), None)],  # succeeded without a finish
+        deployments=[
+            release_deployment(31, 50, "prod", "succeeded", t(1), t(1).replace("10:", "11:")),
+            release_deployment(32, 51, "prod", "failed", t(2), t(2).replace("10:", "11:")),
+            release_deployment(33, 52, "prod", "inProgress", t(3), None),
+            release_deployment(34, 53, "qa", "notDeployed", t(4), None),
+            release_deployment(35, 54, "qa", "succeeded", t(5), None),
+        ],  # succeeded without a finish
         releases={50: release(50, 200), 51: release(51, 201), 52: release(52, 202), 54: release(54, 203)},
-        build_changes={100: [_commit(sha(1), t(1))], 101: [_commit(sha(2), t(2)), _commit(sha(3), t(3))],
-                       102: [_commit(sha(4), t(6))], 103: [_commit(sha(5), t(7))],
-                       200: [_commit(sha(20), t(1))], 201: [_commit(sha(21), t(2))]},
+        build_changes={
+            100: [_commit(sha(1), t(1))],
+            101: [_commit(sha(2), t(2)), _commit(sha(3), t(3))],
+            102: [_commit(sha(4), t(6))],
+            103: [_commit(sha(5), t(7))],
+            200: [_commit(sha(20), t(1))],
+            201: [_commit(sha(21), t(2))],
+        },
         build_work_items={100: [11], 101: [12], 103: [13, 14], 201: [21]},
         build_versions={b: sha(b) for b in range(100, 105)},
     )
@@ -111,8 +171,14 @@ def env(environment: int, build: int, attempt: int = 1) -> str:
 
 
 def config(url: str, **overrides: Any) -> AzurePipelinesConfig:
-    values = {"name": "pipelines", "kind": "azure_pipelines", "organization_url": url, "project": PROJECT,
-              "token": "replay-token", "production_environments": ["production", "/^prod$/"]}
+    values = {
+        "name": "pipelines",
+        "kind": "azure_pipelines",
+        "organization_url": url,
+        "project": PROJECT,
+        "token": "replay-token",
+        "production_environments": ["production", "/^prod$/"],
+    }
     values.update(overrides)
     return AzurePipelinesConfig(**values)
 
@@ -137,8 +203,10 @@ def pipelines_store(tmp_path: Path) -> Store:
 
 
 def deployments(store: Store) -> dict[str, tuple[Any, ...]]:
-    return {d.native_id: (d.service, d.environment, d.production, d.status, sorted(d.contains))
-            for d in store.deployments("pipelines")}
+    return {
+        d.native_id: (d.service, d.environment, d.production, d.status, sorted(d.contains))
+        for d in store.deployments("pipelines")
+    }
 
 
 def test_registered_under_its_kind() -> None:
@@ -146,7 +214,8 @@ def test_registered_under_its_kind() -> None:
 
 
 def test_deployments_contain_the_commits_since_the_previous_success(
-        replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store) -> None:
+    replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store
+) -> None:
     _fake, url = replay_pipelines
     AzurePipelinesSource(config(url), ctx()).sync(pipelines_store)
     c = commit_ref
@@ -165,25 +234,35 @@ def test_deployments_contain_the_commits_since_the_previous_success(
         # finished without completedOn: it finished when last modified
         "release:35": ("legacy-api", "qa", False, "success", [build_ref(203)]),
     }
-    changes = {ch.native_id: (ch.service, ch.kind, ch.first_commit_at, ch.merged_at, ch.commits)
-               for ch in pipelines_store.changes("pipelines")}
+    changes = {
+        ch.native_id: (ch.service, ch.kind, ch.first_commit_at, ch.merged_at, ch.commits)
+        for ch in pipelines_store.changes("pipelines")
+    }
     first = datetime(2026, 2, 1, 10, tzinfo=UTC)
     assert changes[sha(1)] == ("web-ci", "commit", first, first, (sha(1),))
     assert changes[sha(20)][0] == "legacy-api"
     assert set(changes) == {sha(n) for n in (1, 2, 3, 20)}
     assert {(link.work_item, link.target) for link in pipelines_store.links("pipelines")} == {
-        (ado_ref(11), build_ref(100)), (ado_ref(12), build_ref(101))}
+        (ado_ref(11), build_ref(100)),
+        (ado_ref(12), build_ref(101)),
+    }
     # the deployed commit: the run's sourceVersion (YAML), the Build artifact's (classic)
     assert {d.native_id: d.sha for d in pipelines_store.deployments()} == {
-        env(2, 100): sha(100), env(2, 101): sha(101), env(2, 101, 2): sha(101), env(1, 101): sha(101),
+        env(2, 100): sha(100),
+        env(2, 101): sha(101),
+        env(2, 101, 2): sha(101),
+        env(1, 101): sha(101),
         env(1, 103): sha(103),
-        "release:31": sha(200), "release:32": sha(201),
-        "release:35": sha(203)}
+        "release:31": sha(200),
+        "release:32": sha(201),
+        "release:35": sha(203),
+    }
     assert pipelines_store.rejection_counts() == {("pipelines", "end_before_start"): 1}
 
 
 def test_requests_are_cached_per_build_pair_and_use_the_documented_parameters(
-        replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store) -> None:
+    replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store
+) -> None:
     fake, url = replay_pipelines
     AzurePipelinesSource(config(url), ctx()).sync(pipelines_store)
     paths = [p.split("/_apis/", 1)[1] for _, p, _ in fake.requests]
@@ -203,23 +282,32 @@ def test_requests_are_cached_per_build_pair_and_use_the_documented_parameters(
     assert releases["queryOrder"] == ["ascending"] and releases["minStartedTime"] == ["2025-03-01T00:00:00.000Z"]
 
 
-def test_watermarks_stay_below_runs_still_in_progress(replay_pipelines: tuple[FakePipelines, str],
-                                                      pipelines_store: Store) -> None:
+def test_watermarks_stay_below_runs_still_in_progress(
+    replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store
+) -> None:
     fake, url = replay_pipelines
     source = AzurePipelinesSource(config(url), ctx())
     source.sync(pipelines_store)
     assert pipelines_store.watermarks("pipelines") == {
-        "environment:1": "7", "environment:2": "5", "releases": "2026-02-02T10:00:00.000Z"}
+        "environment:1": "7",
+        "environment:2": "5",
+        "releases": "2026-02-02T10:00:00.000Z",
+    }
 
     before = pipelines_store.content_digest()
     fake.requests.clear()
     source.sync(pipelines_store)
     streams = [p.split("/_apis/", 1)[1] for _, p, _ in fake.requests]
     # one request per stream: environments, each environment's first page, the release window
-    assert sorted(streams) == sorted([
-        "distributedtask/environments", "distributedtask/environments/1/environmentdeploymentrecords",
-        "distributedtask/environments/2/environmentdeploymentrecords",
-        "distributedtask/environments/3/environmentdeploymentrecords", "release/deployments"])
+    assert sorted(streams) == sorted(
+        [
+            "distributedtask/environments",
+            "distributedtask/environments/1/environmentdeploymentrecords",
+            "distributedtask/environments/2/environmentdeploymentrecords",
+            "distributedtask/environments/3/environmentdeploymentrecords",
+            "release/deployments",
+        ]
+    )
     assert pipelines_store.content_digest() == before
 
     # the running deployment finishes, and the running release too
@@ -230,43 +318,56 @@ def test_watermarks_stay_below_runs_still_in_progress(replay_pipelines: tuple[Fa
     fake.build_changes[202] = [_commit(sha(22), "2026-02-03T09:00:00Z")]
     source.sync(pipelines_store)
     found = deployments(pipelines_store)
-    assert found[env(2, 103)] == ("web-ci", "Production", True, "success",
-                                sorted([commit_ref(sha(4)), commit_ref(sha(5)), build_ref(103)]))
+    assert found[env(2, 103)] == (
+        "web-ci",
+        "Production",
+        True,
+        "success",
+        sorted([commit_ref(sha(4)), commit_ref(sha(5)), build_ref(103)]),
+    )
     assert found["release:33"][3] == "success"
     assert pipelines_store.watermarks("pipelines")["environment:2"] == "8"
 
 
-def test_only_the_configured_kinds_of_deployment_are_read(replay_pipelines: tuple[FakePipelines, str],
-                                                          pipelines_store: Store) -> None:
+def test_only_the_configured_kinds_of_deployment_are_read(
+    replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store
+) -> None:
     fake, url = replay_pipelines
     AzurePipelinesSource(config(url, deployments_from=["releases"]), ctx()).sync(pipelines_store)
     assert {d.native_id.split(":")[0] for d in pipelines_store.deployments()} == {"release"}
     assert not any("distributedtask" in p for _, p, _ in fake.requests)
 
 
-@pytest.mark.parametrize(("name", "patterns", "expected"), [
-    ("production", ["production"], True),
-    ("Production", ["production"], True),
-    ("production-eu", ["production"], False),
-    ("prod-eu", ["/^prod-/"], True),
-    ("preprod-eu", ["/^prod-/"], False),
-    ("Prod", ["production", "Prod"], True),  # the sandbox's classic release environment
-])
+@pytest.mark.parametrize(
+    ("name", "patterns", "expected"),
+    [
+        ("production", ["production"], True),
+        ("Production", ["production"], True),
+        ("production-eu", ["production"], False),
+        ("prod-eu", ["/^prod-/"], True),
+        ("preprod-eu", ["/^prod-/"], False),
+        ("Prod", ["production", "Prod"], True),  # the sandbox's classic release environment
+    ],
+)
 def test_production_environments(name: str, patterns: list[str], expected: bool) -> None:
     assert is_production(name, patterns) is expected
 
 
-@pytest.mark.parametrize(("org", "rm"), [
-    ("https://dev.azure.com/contoso", "https://vsrm.dev.azure.com/contoso"),
-    ("https://contoso.visualstudio.com/", "https://contoso.vsrm.visualstudio.com"),
-    ("https://tfs.example.com/tfs/DefaultCollection", "https://tfs.example.com/tfs/DefaultCollection"),
-    ("http://127.0.0.1:8089/contoso", "http://127.0.0.1:8089/contoso"),
-])
+@pytest.mark.parametrize(
+    ("org", "rm"),
+    [
+        ("https://dev.azure.com/contoso", "https://vsrm.dev.azure.com/contoso"),
+        ("https://contoso.visualstudio.com/", "https://contoso.vsrm.visualstudio.com"),
+        ("https://tfs.example.com/tfs/DefaultCollection", "https://tfs.example.com/tfs/DefaultCollection"),
+        ("http://127.0.0.1:8089/contoso", "http://127.0.0.1:8089/contoso"),
+    ],
+)
 def test_classic_releases_host(org: str, rm: str) -> None:
     assert release_url(org) == rm
 
 
 # -- against the sandbox's seeded organisation ----------------------------------------------------------
+
 
 @pytest.fixture
 def pipelines_sandbox() -> Iterator[Sandbox]:
@@ -278,13 +379,11 @@ def pipelines_sandbox() -> Iterator[Sandbox]:
 def assert_matches_truth(store: Store, truth: dict[str, Any], project: str) -> None:
     assert stored_deployments(store) == expected_deployments(truth, project)
     assert stored_changes(store) == expected_changes(truth, project)
-    assert {(link.work_item, link.target) for link in store.links("pipelines")} == \
-        expected_build_links(truth, project)
+    assert {(link.work_item, link.target) for link in store.links("pipelines")} == expected_build_links(truth, project)
 
 
 @pytest.mark.parametrize("project", ["Fabrikam", "Tailspin"])  # YAML environments only / YAML + classic
-def test_a_full_sync_equals_the_sandbox_truth(pipelines_sandbox: Sandbox, pipelines_store: Store,
-                                              project: str) -> None:
+def test_a_full_sync_equals_the_sandbox_truth(pipelines_sandbox: Sandbox, pipelines_store: Store, project: str) -> None:
     before = requests_made(pipelines_sandbox.server)
     AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url, project), context()).sync(pipelines_store)
     made = requests_made(pipelines_sandbox.server) - before
@@ -299,8 +398,9 @@ def test_a_full_sync_equals_the_sandbox_truth(pipelines_sandbox: Sandbox, pipeli
     assert minimum <= made <= math.ceil(minimum * 1.1), (made, minimum)
 
 
-def test_no_new_activity_costs_one_request_per_stream_then_new_activity_appears(pipelines_sandbox: Sandbox,
-                                                                                 pipelines_store: Store) -> None:
+def test_no_new_activity_costs_one_request_per_stream_then_new_activity_appears(
+    pipelines_sandbox: Sandbox, pipelines_store: Store
+) -> None:
     source = AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url), context())
     source.sync(pipelines_store)
     streams = [s for s in pipelines_store.watermarks("pipelines")]
@@ -317,8 +417,9 @@ def test_no_new_activity_costs_one_request_per_stream_then_new_activity_appears(
     assert_matches_truth(pipelines_store, pipelines_sandbox.truth()["azure"], "Tailspin")
 
 
-def test_a_sync_killed_after_a_batch_and_resumed_ends_like_an_uninterrupted_one(pipelines_sandbox: Sandbox,
-                                                                                 tmp_path: Path) -> None:
+def test_a_sync_killed_after_a_batch_and_resumed_ends_like_an_uninterrupted_one(
+    pipelines_sandbox: Sandbox, tmp_path: Path
+) -> None:
     whole = Store(f"sqlite:///{tmp_path}/whole.db")
     AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url), context()).sync(whole)
 
@@ -332,8 +433,9 @@ def test_a_sync_killed_after_a_batch_and_resumed_ends_like_an_uninterrupted_one(
     assert resumed.content_digest() == whole.content_digest()
 
 
-def test_429_5xx_resets_and_truncated_bodies_do_not_change_the_result(pipelines_sandbox: Sandbox,
-                                                                       tmp_path: Path) -> None:
+def test_429_5xx_resets_and_truncated_bodies_do_not_change_the_result(
+    pipelines_sandbox: Sandbox, tmp_path: Path
+) -> None:
     clean = Store(f"sqlite:///{tmp_path}/clean.db")
     AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url), context()).sync(clean)
     pipelines_sandbox.server.faults.rate = 0.2
@@ -346,8 +448,10 @@ def test_429_5xx_resets_and_truncated_bodies_do_not_change_the_result(pipelines_
 
 # -- reads between builds have no continuation token ------------------------------------------------------
 
+
 def test_a_full_page_between_builds_is_split_at_the_builds_between_until_complete(
-        pipelines_sandbox: Sandbox, pipelines_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipelines_sandbox: Sandbox, pipelines_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # build/changes and build/workitems cut at $top silently: with 3 per page, many ranges overflow
     monkeypatch.setattr(azure_pipelines, "BUILD_TOP", 3)
     AzurePipelinesSource(pipelines_config(pipelines_sandbox.azure_url, "Fabrikam"), context()).sync(pipelines_store)
@@ -355,15 +459,16 @@ def test_a_full_page_between_builds_is_split_at_the_builds_between_until_complet
     assert not pipelines_store.rejection_counts()
 
 
-def test_what_cannot_be_split_further_is_counted_as_truncated(replay_pipelines: tuple[FakePipelines, str],
-                                                             pipelines_store: Store,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_what_cannot_be_split_further_is_counted_as_truncated(
+    replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake, url = replay_pipelines
     fake.build_work_items[103] = [13, 14, 15]  # one build, more work items than a page holds
     monkeypatch.setattr(azure_pipelines, "BUILD_TOP", 2)
     # staging counted as production here, so its deployments are opened too
-    AzurePipelinesSource(config(url, production_environments=["production", "staging", "/^prod$/"]),
-                         ctx()).sync(pipelines_store)
+    AzurePipelinesSource(config(url, production_environments=["production", "staging", "/^prod$/"]), ctx()).sync(
+        pipelines_store
+    )
     found = deployments(pipelines_store)
     # staging 101 → 103 brings two commits, a full page: split at build 102, both read
     assert found[env(1, 103)][4] == sorted([commit_ref(sha(4)), commit_ref(sha(5)), build_ref(103)])
@@ -377,13 +482,16 @@ def test_what_cannot_be_split_further_is_counted_as_truncated(replay_pipelines: 
 
 # -- a stream the server does not have -----------------------------------------------------------------
 
+
 def test_without_release_management_the_stream_is_unavailable_not_the_source(
-        replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store) -> None:
+    replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store
+) -> None:
     fake, url = replay_pipelines
     fake.release_management = False  # Azure DevOps Server without Release Management: 404
     clock = [NOW]
-    source = AzurePipelinesSource(config(url), SourceContext(history=timedelta(days=365), now=lambda: clock[0],
-                                                             sleep=lambda s: None))
+    source = AzurePipelinesSource(
+        config(url), SourceContext(history=timedelta(days=365), now=lambda: clock[0], sleep=lambda s: None)
+    )
 
     def probes() -> int:
         return sum(p.endswith("/release/deployments") for _, p, _ in fake.requests)
@@ -400,14 +508,18 @@ def test_without_release_management_the_stream_is_unavailable_not_the_source(
 
 
 def test_an_unavailable_stream_keeps_the_source_up_and_shows_on_the_landing_page(
-        replay_pipelines: tuple[FakePipelines, str], tmp_path: Path) -> None:
+    replay_pipelines: tuple[FakePipelines, str], tmp_path: Path
+) -> None:
     fake, url = replay_pipelines
     fake.release_management = False
-    cfg = parse_config(f"""
+    cfg = parse_config(
+        f"""
 store: sqlite:///{tmp_path}/landing.db
 sources:
   - {{name: pipelines, kind: azure_pipelines, organization_url: "{url}", project: {PROJECT}, token: t0k3n-1234}}
-""", {})
+""",
+        {},
+    )
     store = Store(cfg.store)
     result = Runner(cfg, store, sleep=lambda s: None).run("pipelines")
     assert result.ok and result.error is None
@@ -419,15 +531,19 @@ sources:
 
 # -- records are per job, in no documented order ---------------------------------------------------------
 
-def test_records_out_of_id_order_are_read_past_the_watermark(replay_pipelines: tuple[FakePipelines, str],
-                                                             pipelines_store: Store) -> None:
+
+def test_records_out_of_id_order_are_read_past_the_watermark(
+    replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store
+) -> None:
     fake, url = replay_pipelines
     source = AzurePipelinesSource(config(url), ctx())
     source.sync(pipelines_store)
     assert pipelines_store.watermarks("pipelines")["environment:1"] == "7"
     t = "2026-02-{:02d}T10:00:00Z".format
-    fake.records[1] += [record(11, 1, 104, "succeeded", t(12), t(13), job="deploy"),
-                        record(12, 1, 104, "failed", t(12), t(14), job="smoke")]
+    fake.records[1] += [
+        record(11, 1, 104, "succeeded", t(12), t(13), job="deploy"),
+        record(12, 1, 104, "failed", t(12), t(14), job="smoke"),
+    ]
     # served [7, 11] then [12, 2]: the first page reaches the watermark but its ids rise
     fake.record_order = [7, 11, 12, 2]
     source.sync(pipelines_store)
@@ -437,13 +553,16 @@ def test_records_out_of_id_order_are_read_past_the_watermark(replay_pipelines: t
     assert pipelines_store.watermarks("pipelines")["environment:1"] == "12"
 
 
-def test_a_stage_attempt_waits_for_all_its_jobs_and_is_one_deployment(replay_pipelines: tuple[FakePipelines, str],
-                                                                      pipelines_store: Store) -> None:
+def test_a_stage_attempt_waits_for_all_its_jobs_and_is_one_deployment(
+    replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store
+) -> None:
     fake, url = replay_pipelines
     t = "2026-02-{:02d}T10:00:00Z".format
-    fake.records[1] += [record(11, 1, 104, "succeeded", t(12), t(13), job="deploy"),
-                        record(12, 1, 104, None, t(12), None, job="smoke"),  # still running
-                        record(13, 1, 104, "canceled", t(12), t(12), stage="Cleanup")]
+    fake.records[1] += [
+        record(11, 1, 104, "succeeded", t(12), t(13), job="deploy"),
+        record(12, 1, 104, None, t(12), None, job="smoke"),  # still running
+        record(13, 1, 104, "canceled", t(12), t(12), stage="Cleanup"),
+    ]
     source = AzurePipelinesSource(config(url), ctx())
     source.sync(pipelines_store)
     assert env(1, 104) not in deployments(pipelines_store)
@@ -455,19 +574,26 @@ def test_a_stage_attempt_waits_for_all_its_jobs_and_is_one_deployment(replay_pip
     assert ours == [env(1, 104)]  # two jobs, one deployment; the canceled stage is none
     deployment = stored[env(1, 104)]
     assert deployment.status == "success"
-    assert (deployment.started_at, deployment.finished_at) == (datetime(2026, 2, 12, 10, tzinfo=UTC),
-                                                               datetime(2026, 2, 15, 10, tzinfo=UTC))
+    assert (deployment.started_at, deployment.finished_at) == (
+        datetime(2026, 2, 12, 10, tzinfo=UTC),
+        datetime(2026, 2, 15, 10, tzinfo=UTC),
+    )
     assert pipelines_store.watermarks("pipelines")["environment:1"] == "13"
 
 
 def test_a_release_rejected_as_incomplete_holds_the_watermark_until_it_is_complete(
-        replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store) -> None:
+    replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store
+) -> None:
     fake, url = replay_pipelines
     t = "2026-02-{:02d}T10:00:00Z".format
     incomplete = release_deployment(36, 54, "qa", "succeeded", t(6), None)
     incomplete["lastModifiedOn"] = None  # finished, but no finish time at all: rejected, for now
-    fake.deployments = [fake.deployments[0], fake.deployments[4], incomplete,
-                        release_deployment(37, 54, "prod", "succeeded", t(7), t(7).replace("10:", "11:"))]
+    fake.deployments = [
+        fake.deployments[0],
+        fake.deployments[4],
+        incomplete,
+        release_deployment(37, 54, "prod", "succeeded", t(7), t(7).replace("10:", "11:")),
+    ]
     source = AzurePipelinesSource(config(url), ctx())
     source.sync(pipelines_store)
     assert pipelines_store.rejection_counts()[("pipelines", "missing_field")] == 1

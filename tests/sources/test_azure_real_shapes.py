@@ -80,8 +80,14 @@ def served() -> Iterator[tuple[FakePipelines, str]]:
 
 
 def pipelines_config(url: str) -> AzurePipelinesConfig:
-    return AzurePipelinesConfig(name="pipelines", kind="azure_pipelines", organization_url=url, project=PROJECT,
-                                token="replay-token", production_environments=["production", "PROD"])
+    return AzurePipelinesConfig(
+        name="pipelines",
+        kind="azure_pipelines",
+        organization_url=url,
+        project=PROJECT,
+        token="replay-token",
+        production_environments=["production", "PROD"],
+    )
 
 
 def sync(url: str, store: Store) -> None:
@@ -115,8 +121,9 @@ def test_classic_deployments_of_the_official_list_example(served: tuple[FakePipe
     assert store.watermarks("pipelines")["releases"] == "2017-08-29T16:51:32.090Z"
 
 
-def test_environment_records_per_job_become_one_deployment_per_stage_attempt(served: tuple[FakePipelines, str],
-                                                                             tmp_path: Path) -> None:
+def test_environment_records_per_job_become_one_deployment_per_stage_attempt(
+    served: tuple[FakePipelines, str], tmp_path: Path
+) -> None:
     _fake, url = served
     store = Store(f"sqlite:///{tmp_path}/yaml.db")
     sync(url, store)
@@ -135,8 +142,9 @@ def test_environment_records_per_job_become_one_deployment_per_stage_attempt(ser
     assert store.watermarks("pipelines")["environment:7"] == "47"
 
 
-def test_later_records_are_found_although_pages_are_oldest_first(served: tuple[FakePipelines, str],
-                                                                 tmp_path: Path) -> None:
+def test_later_records_are_found_although_pages_are_oldest_first(
+    served: tuple[FakePipelines, str], tmp_path: Path
+) -> None:
     fake, url = served
     store = Store(f"sqlite:///{tmp_path}/order.db")
     every = fake.records[7]
@@ -166,17 +174,22 @@ sources:
     token: replay-token
     production_environments: [production, PROD]
 """)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
-                                                         os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "collector", "metrics", "--config", str(config),
-                           "--at", "2026-03-01T00:00:00Z"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "collector", "metrics", "--config", str(config), "--at", "2026-03-01T00:00:00Z"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     samples = [s for f in text_string_to_metric_families(done.stdout) for s in f.samples]
 
     def total(name: str, **labels: str) -> float:
-        return sum(s.value for s in samples
-                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+        return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
     deployments = "cycletime_deployments_total"
     assert total(deployments, service="MyShuttle.CD", status="success") == 16
@@ -205,11 +218,13 @@ sources:
 
 #: the Scrum process's Product Backlog Item states (the examples' revisions are of that type; the
 #: type-states example is of an Agile type, with a custom state in InProgress)
-SCRUM_PBI = [{"name": "New", "color": "b2b2b2", "category": "Proposed"},
-             {"name": "Approved", "color": "b2b2b2", "category": "Proposed"},
-             {"name": "Committed", "color": "007acc", "category": "InProgress"},
-             {"name": "Done", "color": "339933", "category": "Completed"},
-             {"name": "Removed", "color": "ffffff", "category": "Removed"}]
+SCRUM_PBI = [
+    {"name": "New", "color": "b2b2b2", "category": "Proposed"},
+    {"name": "Approved", "color": "b2b2b2", "category": "Proposed"},
+    {"name": "Committed", "color": "007acc", "category": "InProgress"},
+    {"name": "Done", "color": "339933", "category": "Completed"},
+    {"name": "Removed", "color": "ffffff", "category": "Removed"},
+]
 
 
 @pytest.fixture
@@ -230,14 +245,22 @@ def boards() -> Iterator[tuple[FakeBoards, str]]:
     server.server_close()
 
 
-def test_boards_follow_both_continuation_styles_of_the_official_examples(boards: tuple[FakeBoards, str],
-                                                                         tmp_path: Path) -> None:
+def test_boards_follow_both_continuation_styles_of_the_official_examples(
+    boards: tuple[FakeBoards, str], tmp_path: Path
+) -> None:
     fake, url = boards
     store = Store(f"sqlite:///{tmp_path}/boards.db")
-    config = AzureBoardsConfig(name="boards", kind="azure_boards", organization_url=url, project=PROJECT,
-                               token="replay-token", work_item_types=["Product Backlog Item", "Epic"])
-    source = AzureBoardsSource(config, SourceContext(history=timedelta(days=5000), now=lambda: NOW,
-                                                     sleep=lambda s: None))
+    config = AzureBoardsConfig(
+        name="boards",
+        kind="azure_boards",
+        organization_url=url,
+        project=PROJECT,
+        token="replay-token",
+        work_item_types=["Product Backlog Item", "Epic"],
+    )
+    source = AzureBoardsSource(
+        config, SourceContext(history=timedelta(days=5000), now=lambda: NOW, sleep=lambda s: None)
+    )
     source.sync(store)
     assert store.watermarks("boards") == {"revisions": "3;2;1"}  # from nextLink: the body has no token
     source.sync(store)
@@ -265,16 +288,28 @@ def test_without_the_reporting_api_boards_replay_the_official_wiql_and_updates(t
     final: dict[str, Any] = {}
     for update in updates["value"]:
         final.update({name: change.get("newValue") for name, change in update.get("fields", {}).items()})
-    fake = FakeBoards(revisions=[{"id": 8, "rev": 9, "fields": final}], reporting=False, wiql_body=wiql,
-                      updates_bodies={8: updates}, states={"Bug": example("GET__workitem_type_states.json")["value"]})
+    fake = FakeBoards(
+        revisions=[{"id": 8, "rev": 9, "fields": final}],
+        reporting=False,
+        wiql_body=wiql,
+        updates_bodies={8: updates},
+        states={"Bug": example("GET__workitem_type_states.json")["value"]},
+    )
     server = fake.start()
     host, port = server.server_address[:2]
     try:
         store = Store(f"sqlite:///{tmp_path}/wiql.db")
-        config = AzureBoardsConfig(name="boards", kind="azure_boards", organization_url=f"http://{host}:{port}/{ORG}",
-                                   project=PROJECT, token="replay-token", work_item_types=["Bug"])
-        report = AzureBoardsSource(config, SourceContext(history=timedelta(days=5000), now=lambda: NOW,
-                                                         sleep=lambda s: None)).sync(store)
+        config = AzureBoardsConfig(
+            name="boards",
+            kind="azure_boards",
+            organization_url=f"http://{host}:{port}/{ORG}",
+            project=PROJECT,
+            token="replay-token",
+            work_item_types=["Bug"],
+        )
+        report = AzureBoardsSource(
+            config, SourceContext(history=timedelta(days=5000), now=lambda: NOW, sleep=lambda s: None)
+        ).sync(store)
     finally:
         server.shutdown()
         server.server_close()
@@ -286,7 +321,8 @@ def test_without_the_reporting_api_boards_replay_the_official_wiql_and_updates(t
     assert (item.type, item.team, item.created_at) == ("Bug", "MyAgilePro1", at("2017-09-04T02:08:16.600+00:00"))
     # updates that only touched relations repeat a revision number: one observation per revision
     assert [(h.seq, h.state, h.category) for h in item.history] == [
-        (1, "New", Category.PROPOSED), (2, "New", Category.PROPOSED)] + [
-        (rev, "Active", Category.IN_PROGRESS) for rev in range(3, 10)]
+        (1, "New", Category.PROPOSED),
+        (2, "New", Category.PROPOSED),
+    ] + [(rev, "Active", Category.IN_PROGRESS) for rev in range(3, 10)]
     assert item.history[2].at == at("2017-09-04T02:36:18.750+00:00")
     assert not store.rejection_counts()

@@ -72,9 +72,15 @@ def test_issue_history_assignment_close_reopen() -> None:
 
 def test_an_open_closing_pull_request_is_in_progress_until_it_closes() -> None:
     def ref(number: int, closed: float | None, hours: float, body: str = "Fixes #2") -> dict[str, Any]:
-        issue = {"number": number, "url": f"https://api/o/r/issues/{number}", "closed_at": closed and _at(closed),
-                 "repository_url": "https://api/repos/o/r", "title": "A change", "body": body,
-                 "pull_request": {"url": f"https://api/repos/o/r/pulls/{number}", "merged_at": None}}
+        issue = {
+            "number": number,
+            "url": f"https://api/o/r/issues/{number}",
+            "closed_at": closed and _at(closed),
+            "repository_url": "https://api/repos/o/r",
+            "title": "A change",
+            "body": body,
+            "pull_request": {"url": f"https://api/repos/o/r/pulls/{number}", "merged_at": None},
+        }
         return {"event": "cross-referenced", "created_at": _at(hours), "source": {"type": "issue", "issue": issue}}
 
     mention = ref(8, None, 1)
@@ -93,8 +99,10 @@ def test_deployment_outcome_is_the_latest_finished_status() -> None:
         return {"id": int(hours * 10), "state": state, "created_at": _at(hours)}
 
     # the API lists statuses newest first; an old success gains "inactive" later
-    assert deployment_outcome([status("inactive", 9), status("success", 2), status("in_progress", 1)]) \
-        == ("success", T0 + timedelta(hours=2))
+    assert deployment_outcome([status("inactive", 9), status("success", 2), status("in_progress", 1)]) == (
+        "success",
+        T0 + timedelta(hours=2),
+    )
     assert deployment_outcome([status("error", 3), status("queued", 1)]) == ("failure", T0 + timedelta(hours=3))
     # the latest finished status decides: a failure reported again as a success succeeded
     assert deployment_outcome([status("success", 4), status("failure", 2)]) == ("success", T0 + timedelta(hours=4))
@@ -123,8 +131,14 @@ def _context(**overrides: Any) -> SourceContext:
 
 
 def _source(base_url: str, repos: list[str], mode: str, name: str | None = None, **ctx: Any) -> GitHubSource:
-    config = GitHubConfig(name=name or _name(repos[0]), kind="github", base_url=base_url, token=TOKEN,
-                          repositories=repos, deployments_from=mode)
+    config = GitHubConfig(
+        name=name or _name(repos[0]),
+        kind="github",
+        base_url=base_url,
+        token=TOKEN,
+        repositories=repos,
+        deployments_from=mode,
+    )
     return GitHubSource(config, _context(**ctx))
 
 
@@ -140,20 +154,56 @@ def _sync_all(sources: list[GitHubSource], store: Store) -> list[SyncReport]:
 def _stored(store: Store) -> dict[str, Any]:
     """The store in the sandbox truth's terms (ISO strings, sorted lists)."""
     return {
-        "work_items": sorted(({
-            "native_id": w.native_id, "ref": w.ref, "project": w.project, "team": w.team, "type": w.type,
-            "created_at": _iso(w.created_at),
-            "history": [{"seq": s.seq, "at": _iso(s.at), "state": s.state, "category": s.category.value}
-                        for s in w.history]} for w in store.work_items()), key=lambda x: x["native_id"]),
-        "changes": sorted(({
-            "native_id": c.native_id, "ref": c.ref, "service": c.service, "kind": c.kind,
-            "first_commit_at": _iso(c.first_commit_at), "merged_at": _iso(c.merged_at),
-            "commits": sorted(c.commits)} for c in store.changes()), key=lambda x: x["native_id"]),
-        "deployments": sorted(({
-            "native_id": d.native_id, "service": d.service, "environment": d.environment,
-            "production": d.production, "status": d.status, "started_at": _iso(d.started_at),
-            "finished_at": _iso(d.finished_at), "sha": d.sha, "contains": sorted(d.contains)}
-            for d in store.deployments()), key=lambda x: (x["service"], x["native_id"])),
+        "work_items": sorted(
+            (
+                {
+                    "native_id": w.native_id,
+                    "ref": w.ref,
+                    "project": w.project,
+                    "team": w.team,
+                    "type": w.type,
+                    "created_at": _iso(w.created_at),
+                    "history": [
+                        {"seq": s.seq, "at": _iso(s.at), "state": s.state, "category": s.category.value}
+                        for s in w.history
+                    ],
+                }
+                for w in store.work_items()
+            ),
+            key=lambda x: x["native_id"],
+        ),
+        "changes": sorted(
+            (
+                {
+                    "native_id": c.native_id,
+                    "ref": c.ref,
+                    "service": c.service,
+                    "kind": c.kind,
+                    "first_commit_at": _iso(c.first_commit_at),
+                    "merged_at": _iso(c.merged_at),
+                    "commits": sorted(c.commits),
+                }
+                for c in store.changes()
+            ),
+            key=lambda x: x["native_id"],
+        ),
+        "deployments": sorted(
+            (
+                {
+                    "native_id": d.native_id,
+                    "service": d.service,
+                    "environment": d.environment,
+                    "production": d.production,
+                    "status": d.status,
+                    "started_at": _iso(d.started_at),
+                    "finished_at": _iso(d.finished_at),
+                    "sha": d.sha,
+                    "contains": sorted(d.contains),
+                }
+                for d in store.deployments()
+            ),
+            key=lambda x: (x["service"], x["native_id"]),
+        ),
         "links": sorted({(link.work_item, link.target) for link in store.links()}),
     }
 
@@ -163,17 +213,26 @@ def _expected(truth: dict[str, Any], repos: set[str] | None = None) -> dict[str,
         return repos is None or repo in repos
 
     # links of the kept repositories: to their pull requests, or to those pull requests' commits
-    targets = {t for c in truth["changes"] if keep(c["service"])
-               for t in (c["ref"], *(f"commit:{sha}" for sha in c["commits"]))}
+    targets = {
+        t
+        for c in truth["changes"]
+        if keep(c["service"])
+        for t in (c["ref"], *(f"commit:{sha}" for sha in c["commits"]))
+    }
 
     return {
         "work_items": sorted((w for w in truth["work_items"] if keep(w["project"])), key=lambda x: x["native_id"]),
-        "changes": sorted(({**c, "commits": sorted(c["commits"])} for c in truth["changes"] if keep(c["service"])),
-                          key=lambda x: x["native_id"]),
-        "deployments": sorted(({**d, "contains": sorted(d["contains"])} for d in truth["deployments"]
-                               if keep(d["service"])), key=lambda x: (x["service"], x["native_id"])),
-        "links": sorted({(x["work_item"], x["target"]) for x in truth["links"]
-                         if repos is None or x["target"] in targets}),
+        "changes": sorted(
+            ({**c, "commits": sorted(c["commits"])} for c in truth["changes"] if keep(c["service"])),
+            key=lambda x: x["native_id"],
+        ),
+        "deployments": sorted(
+            ({**d, "contains": sorted(d["contains"])} for d in truth["deployments"] if keep(d["service"])),
+            key=lambda x: (x["service"], x["native_id"]),
+        ),
+        "links": sorted(
+            {(x["work_item"], x["target"]) for x in truth["links"] if repos is None or x["target"] in targets}
+        ),
     }
 
 
@@ -200,8 +259,11 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def _delta(sandbox: Sandbox, before: dict[str, Any]) -> dict[str, Any]:
     after = sandbox.server.stats.snapshot()
     by_endpoint = {k: v - before["by_endpoint"].get(k, 0) for k, v in after["by_endpoint"].items()}
-    return {"total": after["total"] - before["total"], "not_modified": after["not_modified"] - before["not_modified"],
-            "by_endpoint": {k: v for k, v in by_endpoint.items() if v}}
+    return {
+        "total": after["total"] - before["total"],
+        "not_modified": after["not_modified"] - before["not_modified"],
+        "by_endpoint": {k: v for k, v in by_endpoint.items() if v},
+    }
 
 
 def test_full_sync_equals_the_ground_truth_for_every_deployments_mode(sandbox: Sandbox, store: Store) -> None:
@@ -211,15 +273,21 @@ def test_full_sync_equals_the_ground_truth_for_every_deployments_mode(sandbox: S
     before = sandbox.server.stats.snapshot()
     reports = _sync_all(_sources(sandbox, progress=progressed.append), store)
     full = _delta(sandbox, before)
-    print(f"full sync: {full['total']} requests for {len(truth['work_items'])} issues, "
-          f"{len(truth['changes'])} merged PRs, {len(truth['deployments'])} deployments")
+    print(
+        f"full sync: {full['total']} requests for {len(truth['work_items'])} issues, "
+        f"{len(truth['changes'])} merged PRs, {len(truth['deployments'])} deployments"
+    )
     assert all(not r.problems for r in reports)
     _assert_matches_truth(store, truth)
     assert sum(progressed) >= len(truth["work_items"]) + len(truth["changes"]) + len(truth["deployments"])
     # the sample is rich enough to mean something
     stored = _stored(store)
-    assert {w["history"][-1]["state"] for w in stored["work_items"]} >= {"open", "in_progress", "completed",
-                                                                          "not_planned"}
+    assert {w["history"][-1]["state"] for w in stored["work_items"]} >= {
+        "open",
+        "in_progress",
+        "completed",
+        "not_planned",
+    }
     assert any(item.startswith("ado:") for item, _ in stored["links"])
     assert any(x[1].startswith("commit:") for x in stored["links"])
     assert {d["status"] for d in stored["deployments"]} == {"success", "failure"}
@@ -241,8 +309,10 @@ def test_idle_polls_are_conditional(sandbox: Sandbox, store: Store) -> None:
     before = sandbox.server.stats.snapshot()
     _sync_all(sources, store)
     third = _delta(sandbox, before)
-    print(f"idle second sync: {second['total']} requests, {second['not_modified']} of them 304; "
-          f"third: {third['total']} requests, {third['not_modified']} of them 304")
+    print(
+        f"idle second sync: {second['total']} requests, {second['not_modified']} of them 304; "
+        f"third: {third['total']} requests, {third['not_modified']} of them 304"
+    )
     # the second pass re-asks issues with the newer `since` once (a new URL, so no ETag yet); the
     # unfinished deployment/run and the draft release are re-read conditionally
     assert second["total"] - second["not_modified"] <= len(sources)
@@ -280,8 +350,9 @@ def test_rate_limits_are_waited_out(sandbox: Sandbox, store: Store) -> None:
     reports = _sync_all(sources[1:], store)
     elapsed = time.monotonic() - started
     telemetry = sources[0].ctx.telemetry
-    print(f"rate-limited sync took {elapsed:.1f}s; slept {telemetry.slept_seconds:.1f}s; "
-          f"codes {dict(telemetry.requests)}")
+    print(
+        f"rate-limited sync took {elapsed:.1f}s; slept {telemetry.slept_seconds:.1f}s; codes {dict(telemetry.requests)}"
+    )
     assert telemetry.requests["403"] == 1  # the exhausted budget answered once, then we waited for the reset
     assert telemetry.slept_seconds >= 1
     assert sum(s.ctx.telemetry.requests["429"] for s in sources[1:]) == 2
@@ -291,8 +362,9 @@ def test_rate_limits_are_waited_out(sandbox: Sandbox, store: Store) -> None:
 
 def test_a_missing_or_forbidden_repository_does_not_stop_the_others(sandbox: Sandbox, store: Store) -> None:
     # base_url as on api.github.com (no /api/v3 prefix): the sandbox serves both
-    source = _source(sandbox.url, ["contoso/gone", "contoso/private-infra", "contoso/web"], "deployments",
-                     name="github")
+    source = _source(
+        sandbox.url, ["contoso/gone", "contoso/private-infra", "contoso/web"], "deployments", name="github"
+    )
     report = source.sync(store)
     assert len(report.problems) == 2
     assert "contoso/gone" in report.problems[0] and "404" in report.problems[0]
@@ -309,8 +381,9 @@ def test_every_repository_of_an_owner(sandbox: Sandbox, store: Store) -> None:
     truth = sandbox.github.truth()
     assert _stored(store)["work_items"] == _expected(truth)["work_items"]
     # direct pushes are found in what deployments contain: those differ in releases mode
-    assert [c for c in _stored(store)["changes"] if c["kind"] == "pull_request"] == \
-        [c for c in _expected(truth)["changes"] if c["kind"] == "pull_request"]
+    assert [c for c in _stored(store)["changes"] if c["kind"] == "pull_request"] == [
+        c for c in _expected(truth)["changes"] if c["kind"] == "pull_request"
+    ]
     # the repository list is cached behind its ETag as well
     before = sandbox.server.stats.snapshot()
     source.sync(store)
@@ -347,8 +420,7 @@ def test_fault_injection_ends_with_the_same_store(tmp_path: Path) -> None:
 @contextmanager
 def _world(**options: Any) -> Iterator[tuple[str, GitHubWorld]]:
     """The sandbox's GitHub half alone, for options ``Sandbox`` does not expose (``malformed``)."""
-    world = GitHubWorld(seed=5, work_items=90, now=NOW, token=TOKEN, organization="contoso", azure_items=[],
-                        **options)
+    world = GitHubWorld(seed=5, work_items=90, now=NOW, token=TOKEN, organization="contoso", azure_items=[], **options)
     router = Router()
     world.register(router)
     server = SandboxHTTPServer(("127.0.0.1", 0), router, FaultPlan(), lambda req: None)
@@ -376,12 +448,14 @@ def test_malformed_records_are_rejected_with_a_reason(store: Store) -> None:
     assert dict(store.rejection_counts()) == expected
 
 
-def test_the_token_is_never_logged_and_a_bad_one_fails_clearly(sandbox: Sandbox, store: Store,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_the_token_is_never_logged_and_a_bad_one_fails_clearly(
+    sandbox: Sandbox, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     _source(sandbox.github_url, ["contoso/web", "contoso/nope"], "deployments", name="github").sync(store)
-    config = GitHubConfig(name="bad", kind="github", base_url=sandbox.github_url, token="not-the-token-1234",
-                          repositories=["contoso/web"])
+    config = GitHubConfig(
+        name="bad", kind="github", base_url=sandbox.github_url, token="not-the-token-1234", repositories=["contoso/web"]
+    )
     with pytest.raises(AuthError) as failed:
         GitHubSource(config, _context()).sync(store)
     assert "401" in str(failed.value)

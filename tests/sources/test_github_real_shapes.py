@@ -63,8 +63,15 @@ def at(text: str) -> datetime:
 
 
 def source(url: str, name: str) -> GitHubSource:
-    config = GitHubConfig(name=name, kind="github", base_url=url, token="replay-token", repositories=[REPO],
-                          deployments_from=MODES[name], type_labels={"enhancement": "Feature"})
+    config = GitHubConfig(
+        name=name,
+        kind="github",
+        base_url=url,
+        token="replay-token",
+        repositories=[REPO],
+        deployments_from=MODES[name],
+        type_labels={"enhancement": "Feature"},
+    )
     return GitHubSource(config, SourceContext(now=lambda: NOW, sleep=lambda s: None))
 
 
@@ -109,20 +116,28 @@ def test_the_native_issue_type_wins_over_type_labels(store: Store) -> None:
 
 def test_only_a_pull_request_that_closes_the_issue_starts_work_on_it(store: Store) -> None:
     # #10 "Related to #3" (02-03, merged 02-05) does not; #11 "Fixes #3" (02-10) does
-    assert states(store, "3") == [("02-01 09:00", "open", Category.PROPOSED),
-                                  ("02-10 09:00", "in_progress", Category.IN_PROGRESS),
-                                  ("02-14 16:00", "completed", Category.COMPLETED)]
+    assert states(store, "3") == [
+        ("02-01 09:00", "open", Category.PROPOSED),
+        ("02-10 09:00", "in_progress", Category.IN_PROGRESS),
+        ("02-14 16:00", "completed", Category.COMPLETED),
+    ]
     # a pull request linked in the sidebar ("connected") does; closed as not planned
-    assert states(store, "4") == [("02-02 09:00", "open", Category.PROPOSED),
-                                  ("02-04 09:00", "in_progress", Category.IN_PROGRESS),
-                                  ("02-20 09:00", "not_planned", Category.REMOVED)]
-    assert states(store, "2") == [("01-22 09:00", "open", Category.PROPOSED),
-                                  ("01-23 10:00", "in_progress", Category.IN_PROGRESS),
-                                  ("01-24 10:00", "open", Category.PROPOSED),
-                                  ("01-25 12:00", "in_progress", Category.IN_PROGRESS),
-                                  ("01-28 15:00", "completed", Category.COMPLETED)]
-    assert states(store, "5") == [("01-25 09:00", "open", Category.PROPOSED),
-                                  ("01-30 18:00", "completed", Category.COMPLETED)]
+    assert states(store, "4") == [
+        ("02-02 09:00", "open", Category.PROPOSED),
+        ("02-04 09:00", "in_progress", Category.IN_PROGRESS),
+        ("02-20 09:00", "not_planned", Category.REMOVED),
+    ]
+    assert states(store, "2") == [
+        ("01-22 09:00", "open", Category.PROPOSED),
+        ("01-23 10:00", "in_progress", Category.IN_PROGRESS),
+        ("01-24 10:00", "open", Category.PROPOSED),
+        ("01-25 12:00", "in_progress", Category.IN_PROGRESS),
+        ("01-28 15:00", "completed", Category.COMPLETED),
+    ]
+    assert states(store, "5") == [
+        ("01-25 09:00", "open", Category.PROPOSED),
+        ("01-30 18:00", "completed", Category.COMPLETED),
+    ]
 
 
 # -- changes and links --------------------------------------------------------------------------
@@ -198,24 +213,32 @@ def test_figures_from_the_store(store: Store) -> None:
     figures = compute(store.work_items("gh"), store.changes("gh"), store.deployments("gh"), store.links("gh"))
     first, second = at("2025-02-01T09:00:00Z"), at("2025-02-20T10:05:00Z")
     lead = sorted(v for _, v in figures.change_lead_time.pairs(("gh", REPO, "production")))
-    assert lead == sorted([
-        (first - at("2025-01-27T17:00:00Z")).total_seconds(),  # D1
-        (first - at("2025-01-30T17:30:00Z")).total_seconds(),  # D5
-        (second - at("2025-02-03T16:30:00Z")).total_seconds(),  # PR #10
-        (second - at("2025-02-09T15:30:00Z")).total_seconds(),  # PR #11
-    ])
+    assert lead == sorted(
+        [
+            (first - at("2025-01-27T17:00:00Z")).total_seconds(),  # D1
+            (first - at("2025-01-30T17:30:00Z")).total_seconds(),  # D5
+            (second - at("2025-02-03T16:30:00Z")).total_seconds(),  # PR #10
+            (second - at("2025-02-09T15:30:00Z")).total_seconds(),  # PR #11
+        ]
+    )
     # DS was authored "after" it shipped: left out, and counted
     assert figures.rejected == {("gh", "end_before_start"): 1}
-    released = {labels: [v for _, v in figures.request_to_release.pairs(labels)]
-                for labels in figures.request_to_release.by_labels}
-    assert released == {
-        ("gh", REPO, "", "Issue", "production"):
-            [(first - at("2025-01-25T09:00:00Z")).total_seconds()],  # #5, closed by D5
-        ("gh", REPO, "", "Feature", "production"):
-            [(second - at("2025-02-01T09:00:00Z")).total_seconds()],  # #3, fixed by PR #11
+    released = {
+        labels: [v for _, v in figures.request_to_release.pairs(labels)]
+        for labels in figures.request_to_release.by_labels
     }
-    assert figures.deployments == {("gh", REPO, "production", "true", "success"): 2,
-                                   ("gh", REPO, "staging", "false", "failure"): 1}
+    assert released == {
+        ("gh", REPO, "", "Issue", "production"): [
+            (first - at("2025-01-25T09:00:00Z")).total_seconds()
+        ],  # #5, closed by D5
+        ("gh", REPO, "", "Feature", "production"): [
+            (second - at("2025-02-01T09:00:00Z")).total_seconds()
+        ],  # #3, fixed by PR #11
+    }
+    assert figures.deployments == {
+        ("gh", REPO, "production", "true", "success"): 2,
+        ("gh", REPO, "staging", "false", "failure"): 1,
+    }
 
 
 def test_every_fixture_is_served_and_every_route_was_asked_for(synced: tuple[Store, Replay]) -> None:
@@ -236,8 +259,13 @@ def test_a_server_without_etags_is_read_all_the_same(tmp_path: Path) -> None:
 
 # -- end to end: the command line ---------------------------------------------------------------
 def _cycletime(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "collector", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    return subprocess.run(
+        [sys.executable, "-m", "collector", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
 
 
 def _sample(exposition: str, name: str, **labels: str) -> float:
@@ -255,10 +283,12 @@ def test_cycletime_sync_then_metrics(tmp_path: Path) -> None:
     """
     with replay(ignore=frozenset({"since"})) as server:
         config = tmp_path / "cycletime.yaml"
-        config.write_text(f"store: sqlite:///{tmp_path}/store.db\nhistory: 3650d\nsources:\n"
-                          f"  - name: gh\n    kind: github\n    base_url: {server.url}\n    token: replay-token\n"
-                          f"    repositories: [{REPO}]\n    deployments_from: deployments\n"
-                          "    type_labels: {enhancement: Feature}\n")
+        config.write_text(
+            f"store: sqlite:///{tmp_path}/store.db\nhistory: 3650d\nsources:\n"
+            f"  - name: gh\n    kind: github\n    base_url: {server.url}\n    token: replay-token\n"
+            f"    repositories: [{REPO}]\n    deployments_from: deployments\n"
+            "    type_labels: {enhancement: Feature}\n"
+        )
         synced = _cycletime("sync", "--config", str(config))
         assert synced.returncode == 0, synced.stderr
     shown = _cycletime("metrics", "--config", str(config), "--at", "2025-02-25T00:00:00Z")

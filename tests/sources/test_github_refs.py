@@ -18,8 +18,9 @@ from collector.sources.github_refs import (
 REPO = "contoso/web"
 
 
-@pytest.mark.parametrize("keyword", ["close", "closes", "closed", "fix", "fixes", "fixed",
-                                     "resolve", "resolves", "resolved"])
+@pytest.mark.parametrize(
+    "keyword", ["close", "closes", "closed", "fix", "fixes", "fixed", "resolve", "resolves", "resolved"]
+)
 def test_every_documented_keyword_closes_an_issue_in_the_same_repository(keyword: str) -> None:
     assert closing_references(f"{keyword} #12", REPO) == [(REPO, 12)]
     assert closing_references(f"{keyword.upper()} #12", REPO) == [(REPO, 12)]
@@ -41,17 +42,20 @@ def test_issue_url_form_and_duplicates() -> None:
     assert closing_references(text, REPO) == [("contoso/api", 7), (REPO, 3)]
 
 
-@pytest.mark.parametrize("text", [
-    "prefixes #12",            # keyword inside a longer word
-    "unfixed #12",
-    "see #12",                 # a mention, not a closing reference
-    "fixes#12",                # GitHub needs a space or colon after the keyword
-    "fixes #12abc",
-    "fixes AB#12",             # an Azure Boards mention, not a GitHub issue
-    "closes #0",
-    "",
-    None,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "prefixes #12",  # keyword inside a longer word
+        "unfixed #12",
+        "see #12",  # a mention, not a closing reference
+        "fixes#12",  # GitHub needs a space or colon after the keyword
+        "fixes #12abc",
+        "fixes AB#12",  # an Azure Boards mention, not a GitHub issue
+        "closes #0",
+        "",
+        None,
+    ],
+)
 def test_texts_that_close_nothing(text: str | None) -> None:
     assert closing_references(text, REPO) == []
 
