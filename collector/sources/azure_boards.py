@@ -1,6 +1,6 @@
 """Azure Boards: every revision of every work item, its state categories and artifact links.
 
-One incremental stream, the reporting work item revisions API (API-NOTES §A): Microsoft's
+One incremental stream, the reporting work item revisions API: Microsoft's
 documented way to build a warehouse, ⌈revisions / page⌉ requests instead of one per item, and a
 continuation token that is our watermark (stream ``revisions``). Each page is one store
 transaction together with the token that follows it, so a crash resumes at the last page written.
@@ -82,7 +82,7 @@ BASE_FIELDS = (
     "System.IsDeleted",
 )
 
-#: ArtifactLink URLs (API-NOTES §A); the ``/`` inside the artifact id is escaped as ``%2F``
+#: ArtifactLink URLs (vstfs:///Git/Commit/…, vstfs:///Build/Build/…); the ``/`` inside the id is ``%2F``
 _ARTIFACT = re.compile(r"vstfs:///(?P<tool>[^/]+)/(?P<kind>[^/]+)/(?P<id>.+)", re.IGNORECASE)
 _SHA = re.compile(r"[0-9a-fA-F]{7,64}")
 _GUID = re.compile(r"[0-9a-fA-F-]{32,36}")

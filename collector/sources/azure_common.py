@@ -76,7 +76,7 @@ class AzureDevOps:
             secrets=[token],
             telemetry=ctx.telemetry,
             sleep=ctx.sleep,
-            # without it a bad PAT gets a 203 sign-in page instead of a 401 (API-NOTES §C)
+            # without it a bad PAT gets a 203 sign-in page instead of a 401 (Azure DevOps authentication docs)
             headers={"X-TFS-FedAuthRedirect": "Suppress", "Accept": "application/json"},
             budget_only_while_throttled=True,
         )
