@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import self_signed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -230,31 +231,9 @@ def test_a_key_given_twice_is_an_error_naming_both_lines() -> None:
 
 
 def tls_files(folder: Path) -> tuple[Path, Path]:
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return cert, key
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = self_signed(folder)
+    return Path(cert), Path(key)
 
 
 def tls_config(cert: Path | str, key: Path | str) -> str:
