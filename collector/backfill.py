@@ -31,12 +31,13 @@ from prometheus_client.core import Metric
 from collector.compute import (
     Figures,
     _add_work_item_figures,
+    change_lead_times,
     recoveries,
 )
 from collector.config import Config, parse_duration
 from collector.errors import CycletimeError
 from collector.figures import Settings
-from collector.linking import change_deliveries, first_deliveries, work_item_deliveries
+from collector.linking import first_deliveries, work_item_deliveries
 from collector.model import Change, Deployment, Link
 from collector.store import Store
 from collector.table import WorkItemTable
@@ -164,16 +165,11 @@ class Timeline:
             work_item_deliveries(links, changes, delivered).items(), key=lambda kv: kv[1].finished_at
         )
         self.release_ends = [d.finished_at.timestamp() for _, d in self.releases]
-        shipped = change_deliveries(changes, delivered)
-        lead_times = []
-        for change in changes:
-            deployment = shipped.get((change.source, change.native_id))
-            if deployment is None:
-                continue
-            finish = deployment.finished_at.timestamp()
-            value = finish - change.first_commit_at.timestamp()
-            if value >= 0:  # compute counts the others as rejected; they are no figure
-                lead_times.append((finish, (deployment.source, deployment.service, deployment.environment), value))
+        lead_times = [
+            (finish, (deployment.source, deployment.service, deployment.environment), value)
+            for _change, deployment, finish, value in change_lead_times(changes, delivered)
+            if value >= 0  # compute counts the others as rejected; they are no figure
+        ]
         self.lead_times = _by_labels(lead_times)
         self.recoveries = _by_labels([(end, labels, value) for labels, end, value in recoveries(deployments)])
         events = [

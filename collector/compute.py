@@ -329,19 +329,32 @@ def _group(label_idx: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
             yield int(label_idx[chunk[0]]), chunk
 
 
-def _add_change_lead_times(changes: Sequence[Change], delivered: dict[str, Deployment], figures: Figures) -> None:
-    """Change lead time = first successful production deployment's finish - first commit."""
+def change_lead_times(
+    changes: Sequence[Change], delivered: dict[str, Deployment]
+) -> list[tuple[Change, Deployment, float, float]]:
+    """(change, the first production deployment that shipped it, its finish, lead time) per deployed
+    change. Lead time = that finish - the change's first commit; negative under clock skew."""
     shipped = change_deliveries(changes, delivered)
+    out = []
     for change in changes:
         deployment = shipped.get((change.source, change.native_id))
-        if deployment is None:
-            continue
-        finish = deployment.finished_at.timestamp()
-        value = finish - change.first_commit_at.timestamp()
-        if value < 0:
+        if deployment is not None:
+            finish = deployment.finished_at.timestamp()
+            out.append((change, deployment, finish, finish - change.first_commit_at.timestamp()))
+    return out
+
+
+def _add_change_lead_times(changes: Sequence[Change], delivered: dict[str, Deployment], figures: Figures) -> None:
+    by_labels: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    for change, deployment, finish, value in change_lead_times(changes, delivered):
+        if value < 0:  # never a negative observation: counted instead
             figures.rejected[(change.source, "end_before_start")] += 1
-            continue
-        figures.change_lead_time.add((deployment.source, deployment.service, deployment.environment), finish, value)
+        else:
+            key: tuple[str, ...] = (deployment.source, deployment.service, deployment.environment)
+            by_labels.setdefault(key, []).append((finish, value))
+    for key, pairs in by_labels.items():
+        ends, values = zip(*pairs, strict=True)
+        figures.change_lead_time.add_many(key, np.asarray(ends), np.asarray(values))
 
 
 def recoveries(deployments: Iterable[Deployment]) -> list[tuple[tuple[str, str, str, str], float, float]]:
