@@ -197,3 +197,27 @@ def self_signed(folder: Path) -> tuple[str, str]:
         )
     )
     return str(cert), str(key)
+
+
+def chromium(url: str, folder: Path, window: str = "1200,600", min_screenshot_bytes: int = 5_000) -> str:
+    """The DOM headless Chromium built from ``url``; a screenshot of the page is left in ``folder``."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert binary, "chromium (Debian package) is required: `make test` installs it"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={folder / 'chromium-profile'}",
+    ]
+    shot = folder / "landing.png"
+    subprocess.run(
+        [binary, *flags, f"--screenshot={shot}", f"--window-size={window}", url], capture_output=True, timeout=120
+    )
+    assert shot.exists() and shot.stat().st_size > min_screenshot_bytes, "no screenshot"
+    dom = subprocess.run([binary, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert "cycletime-collector" in dom.stdout, dom.stderr[-2000:]
+    return dom.stdout

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 import requests
+from conftest import chromium
 from fixture_data import NOW, a_year_of_releases
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -78,32 +77,8 @@ def served(tmp_path: Path):
         server.shutdown()
 
 
-def chromium(url: str, folder: Path) -> str:
-    """The DOM Chromium built from ``url``; a screenshot of the page is left in ``folder``."""
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert binary, "chromium (Debian package) is required: `make test` installs it"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--no-first-run",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={folder / 'chromium-profile'}",
-    ]
-    shot = folder / "landing.png"
-    subprocess.run(
-        [binary, *flags, f"--screenshot={shot}", "--window-size=1000,1300", url], capture_output=True, timeout=120
-    )
-    assert shot.exists() and shot.stat().st_size > 10_000, "no screenshot"
-    dom = subprocess.run([binary, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
-    assert "cycletime-collector" in dom.stdout, dom.stderr[-2000:]
-    return dom.stdout
-
-
 def test_the_landing_page_shows_the_headline_and_a_year_by_month(served: str, tmp_path: Path) -> None:
-    dom = chromium(f"{served}/", tmp_path)
+    dom = chromium(f"{served}/", tmp_path, window="1000,1300", min_screenshot_bytes=10_000)
     metrics = requests.get(f"{served}/metrics", timeout=10).text
     work_item = {"source": "boards", "project": "Fabrikam", "team": "Web", "type": "User Story"}
 
