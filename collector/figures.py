@@ -200,7 +200,7 @@ def headline(figures: Figures, now: float) -> Headline:
     return Headline(tuple(projects), succeeded, failed)
 
 
-def all_synced(sources: Iterable[str], statuses: Mapping[str, SourceStatus]) -> list[str]:
+def not_yet_synced(sources: Iterable[str], statuses: Mapping[str, SourceStatus]) -> list[str]:
     """The configured sources without a successful pass yet."""
     return [name for name in sources if name not in statuses or statuses[name].last_success is None]
 
@@ -254,7 +254,7 @@ class FigureCache:
         # statuses before the data version: a pass commits its data before its status, so a source
         # seen synced here has its data in whatever version is read next
         statuses = self.store.statuses()
-        synced = not all_synced(self.settings.sources, statuses)
+        synced = not not_yet_synced(self.settings.sources, statuses)
         version = self.store.data_version
         last = self._snapshot
         if force or last is None or not last.computed or version != last.version:
@@ -277,7 +277,7 @@ class FigureCache:
     def ready(self, statuses: Mapping[str, SourceStatus]) -> tuple[bool, str]:
         """Ready once the figures were computed after every configured source's first full pass
         (``statuses``: the store's, read now)."""
-        waiting = all_synced(self.settings.sources, statuses)
+        waiting = not_yet_synced(self.settings.sources, statuses)
         if waiting:
             return False, "not synced yet: " + ", ".join(waiting)
         snapshot = self._snapshot
