@@ -1,10 +1,6 @@
 """GitHub source: issues (work items), merged pull requests (changes and links), deployments.
 
-Everything goes over the REST API v3 through our :class:`~collector.http.ApiClient`, so every
-request is counted by status code, rate limits (``x-ratelimit-*``, ``Retry-After``, secondary
-limits) are waited out, retries are ours and the token is redacted. PyGithub is not used for
-polling: its ``PaginatedList`` cannot send ``If-None-Match`` (PyGithub #536, #2950) and its
-requests would bypass our counting and rate-limit layer.
+Every request goes through :class:`~collector.sources.github_api.GitHubApi` (REST API v3).
 
 Streams per repository, each with its own watermark (a JSON document) committed in the same
 transaction as the batch it reaches, so a crash between batches loses nothing:
@@ -35,17 +31,16 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
 from collector.config_types import EnvironmentPatterns, SourceConfigBase
 from collector.errors import SourceError
-from collector.http import ApiClient, next_link
 from collector.model import (
     Batch,
     Category,
@@ -62,16 +57,15 @@ from collector.model import (
 )
 from collector.sources.base import (
     RECORD_ERRORS,
-    Pagination,
     PaginationError,
     RecordGuard,
     Source,
     SourceContext,
     SyncReport,
     matches_environment,
-    record_key,
     record_label,
 )
+from collector.sources.github_api import PER_PAGE, BadAnswer, GitHubApi, GitHubHTTPError, records
 from collector.sources.github_refs import (
     azure_boards_mentions,
     closing_references,
@@ -82,8 +76,6 @@ from collector.sources.registry import register
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "2022-11-28"
-PER_PAGE = 100
 #: records per transaction on streams whose watermark only moves at the end of the pass
 BATCH_SIZE = 50
 #: GitHub's own limit on an issue or pull request body; anything longer is not GitHub's data
@@ -130,82 +122,12 @@ class GitHubConfig(SourceConfigBase):
         return value
 
 
-class GitHubHTTPError(SourceError):
-    """A non-retryable answer (404 missing, 403 forbidden, 410 gone, 422 …) to one request."""
-
-    def __init__(self, status: int, path: str, message: str = "") -> None:
-        self.status = status
-        self.path = path
-        super().__init__(f"HTTP {status} for {path}" + (f": {message}" if message else ""))
-
-
-class BadAnswer(SourceError):
-    """An answer of the wrong shape (an object where the API documents a list): the part fails
-    visibly rather than being read as empty."""
-
-
 class Malformed(ValueError):
     """A record we cannot use; ``reason`` is its Rejection reason."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass
-class Page:
-    status: int  # 200 or 304
-    data: Any
-    etag: str | None
-    next_url: str | None
-
-
-class GitHubApi:
-    """The REST calls on top of ApiClient: pagination, conditional GETs, typed errors."""
-
-    def __init__(self, client: ApiClient) -> None:
-        self.client = client
-
-    @staticmethod
-    def key(path: str, params: dict[str, Any] | None = None) -> str:
-        """The identity of a request, to match a stored ETag to the request it answered."""
-        return path + ("?" + urlencode(sorted(params.items())) if params else "")
-
-    def get(self, path_or_url: str, params: dict[str, Any] | None = None, etag: str | None = None) -> Page:
-        headers = {"If-None-Match": etag} if etag else None
-        data, resp = self.client.get_json(path_or_url, params=params, headers=headers)
-        if resp.status_code == 304:
-            return Page(304, None, etag, None)
-        if resp.status_code >= 400:
-            message = data.get("message", "") if isinstance(data, dict) else ""
-            raise GitHubHTTPError(resp.status_code, path_or_url.split("?", 1)[0], str(message)[:200])
-        return Page(resp.status_code, data, resp.headers.get("ETag"), next_link(resp))
-
-    def pages(
-        self, path: str, params: dict[str, Any] | None = None, etag: str | None = None, list_key: str | None = None
-    ) -> Iterator[Page]:
-        """Page 1 (conditionally, given ``etag``), then each ``Link: rel="next"`` page.
-
-        A 304 on page 1 is yielded and ends the walk (a 304 has no Link header). A next link seen
-        before in the walk (a cycle), more than ``MAX_PAGES`` pages, or ``MAX_IDLE_PAGES`` pages in
-        a row without a new record raise SourceError (``Pagination``): a misbehaving server cannot
-        make us spin.
-        """
-        walk = Pagination(f"{self.client.source}: {path.split('?', 1)[0]}")
-        page = self.get(path, params, etag)
-        if page.status == 200:
-            walk.page(_page_keys(page.data, list_key))
-        yield page
-        while page.status == 200 and page.next_url:
-            walk.follow(page.next_url)
-            page = self.get(page.next_url)
-            walk.page(_page_keys(page.data, list_key))
-            yield page
-
-    def items(self, path: str, params: dict[str, Any] | None = None, key: str | None = None) -> Iterator[Any]:
-        """Every element of a paginated list (``key`` picks the list out of an object answer)."""
-        for page in self.pages(path, params, list_key=key):
-            yield from _records(page.data, key)
 
 
 @dataclass
@@ -251,17 +173,7 @@ class GitHubSource(Source):
 
     def __init__(self, config: GitHubConfig, ctx: SourceContext) -> None:
         super().__init__(config, ctx)
-        # "Bearer" works for classic and fine-grained PATs and GitHub App installation tokens alike
-        self.client = ApiClient(
-            self.name,
-            config.base_url,
-            f"Bearer {config.token}",
-            secrets=[config.token],
-            telemetry=ctx.telemetry,
-            sleep=ctx.sleep,
-            headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION},
-        )
-        self.api = GitHubApi(self.client)
+        self.api = GitHubApi(self.name, config.base_url, config.token, ctx)
         self.type_labels = {k.lower(): v for k, v in config.type_labels.items()}
         self.guard = RecordGuard(self.name)
 
@@ -335,7 +247,7 @@ class GitHubSource(Source):
                     first_etag = first_etag or page.etag
                     names += [
                         r["full_name"]
-                        for r in _records(page.data)
+                        for r in records(page.data)
                         if isinstance(r.get("full_name"), str) and not r.get("archived")
                     ]
             except GitHubHTTPError as exc:
@@ -378,7 +290,7 @@ class GitHubSource(Source):
                 return
             first_etag = first_etag or page.etag
             batch = Batch(replace_history=True)
-            for raw in _records(page.data):
+            for raw in records(page.data):
                 try:
                     number, updated = _list_position(raw)
                 except RECORD_ERRORS as bad:
@@ -481,7 +393,7 @@ class GitHubSource(Source):
                 return
             first_etag = first_etag or page.etag
             reached_watermark = False
-            for raw in _records(page.data):
+            for raw in records(page.data):
                 try:
                     number, updated = _list_position(raw)
                 except RECORD_ERRORS as bad:
@@ -636,7 +548,7 @@ class GitHubSource(Source):
             modified = True
             first_etag = first_etag or page.etag
             old = new = 0
-            for raw in _records(page.data, mode.list_key):
+            for raw in records(page.data, mode.list_key):
                 problem = _id_problem(raw.get("id"))
                 if problem is not None:
                     # counted, never a high-water mark: one id of 2**63 would hide every later record
@@ -711,7 +623,7 @@ class GitHubSource(Source):
                 continue
             if first.status == 304:
                 continue
-            statuses = _records(first.data)
+            statuses = records(first.data)
             if first.next_url:
                 statuses += list(self.api.items(first.next_url))
             try:
@@ -1161,26 +1073,6 @@ def deployment_outcome(statuses: list[dict[str, Any]]) -> tuple[str, datetime] |
         return None
     at, _, state = ordered[-1]
     return ("success" if state == "success" else "failure"), at
-
-
-def _records(data: Any, key: str | None = None) -> list[dict[str, Any]]:
-    """The dict elements of a list answer (or of ``data[key]``); other elements are no records.
-
-    An answer that is no list (an object where the API documents one) raises BadAnswer: read as
-    empty, it would silently drop a page and move the watermark past it.
-    """
-    if key is not None:
-        data = data.get(key) if isinstance(data, dict) else None
-    if not isinstance(data, list):
-        raise BadAnswer(f"expected a list{f' in {key!r}' if key else ''}, got {type(data).__name__}")
-    return [r for r in data if isinstance(r, dict)]
-
-
-def _page_keys(data: Any, key: str | None) -> list[Any]:
-    """The identities of a list page's records, for ``Pagination``."""
-    if key is not None:
-        data = data.get(key) if isinstance(data, dict) else None
-    return [record_key(r) for r in data] if isinstance(data, list) else []
 
 
 def _list_position(raw: dict[str, Any]) -> tuple[int, datetime]:
