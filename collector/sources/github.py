@@ -40,7 +40,7 @@ from urllib.parse import quote
 from pydantic import Field, field_validator
 
 from collector.config_types import EnvironmentPatterns, SourceConfigBase
-from collector.errors import SourceError
+from collector.errors import Rejected, SourceError
 from collector.model import (
     Batch,
     Category,
@@ -120,14 +120,6 @@ class GitHubConfig(SourceConfigBase):
             if not re.fullmatch(r"[\w.-]+/([\w.-]+|\*)", repo):
                 raise ValueError(f"{repo!r} is not owner/repo or owner/*")
         return value
-
-
-class Malformed(ValueError):
-    """A record we cannot use; ``reason`` is its Rejection reason."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -328,10 +320,10 @@ class GitHubSource(Source):
         native_id = f"{repo.full_name}#{number}"
         created_at = _required_time(raw, "created_at")
         if raw.get("state") not in ("open", "closed"):
-            raise Malformed("unknown_state")
+            raise Rejected("unknown_state")
         closed_at = _optional_time(raw, "closed_at")
         if closed_at is not None and closed_at < created_at:
-            raise Malformed("end_before_start")
+            raise Rejected("end_before_start")
         _check_body(raw)
         labels = [str(lb.get("name", "")) for lb in raw.get("labels") or [] if isinstance(lb, dict)]
         try:
@@ -448,7 +440,7 @@ class GitHubSource(Source):
         created_at = _required_time(raw, "created_at")
         merged_at = _required_time(raw, "merged_at")
         if merged_at < created_at:
-            raise Malformed("end_before_start")
+            raise Rejected("end_before_start")
         _check_body(raw)
         shas: list[str] = []
         authored: list[datetime] = []
@@ -606,9 +598,9 @@ class GitHubSource(Source):
                 sha = _sha_of(entry.get("sha"))
                 created = _required_time(entry, "created_at")
                 if not isinstance(entry.get("environment"), str) or not entry["environment"]:
-                    raise Malformed("missing_field")
+                    raise Rejected("missing_field")
                 if len(entry["environment"]) > 255:
-                    raise Malformed("too_large")
+                    raise Rejected("too_large")
             except RECORD_ERRORS as bad:
                 self.guard.reject(batch, record_id, bad)
                 del pending[dep_id]
@@ -681,7 +673,7 @@ class GitHubSource(Source):
             rel_id = str(raw.get("id"))
             record_id = f"{repo.full_name}:release:{record_label(raw.get('id'))}"
             if _id_problem(raw.get("id")) is not None:
-                self.guard.reject(batch, record_id, Malformed(_id_problem(raw.get("id")) or "wrong_type"))
+                self.guard.reject(batch, record_id, Rejected(_id_problem(raw.get("id")) or "wrong_type"))
                 pending.pop(rel_id, None)
                 continue
             if raw.get("draft"):
@@ -716,7 +708,7 @@ class GitHubSource(Source):
             return target.lower()
         tag = raw.get("tag_name")
         if not isinstance(tag, str) or not tag:
-            raise Malformed("missing_field")
+            raise Rejected("missing_field")
         try:
             obj = (self.api.get(f"/repos/{repo.full_name}/git/ref/tags/{quote(tag, safe='')}").data or {}).get(
                 "object"
@@ -728,7 +720,7 @@ class GitHubSource(Source):
         except GitHubHTTPError as exc:
             if exc.status != 404:
                 raise
-            raise Malformed("missing_field") from None
+            raise Rejected("missing_field") from None
         return _sha_of(obj.get("sha"))
 
     def _read_runs(
@@ -743,7 +735,7 @@ class GitHubSource(Source):
             run_id = str(raw.get("id"))
             record_id = f"{repo.full_name}:run:{record_label(raw.get('id'))}"
             if _id_problem(raw.get("id")) is not None:
-                self.guard.reject(batch, record_id, Malformed(_id_problem(raw.get("id")) or "wrong_type"))
+                self.guard.reject(batch, record_id, Rejected(_id_problem(raw.get("id")) or "wrong_type"))
                 pending.pop(run_id, None)
                 continue
             if raw.get("status") != "completed":
@@ -758,7 +750,7 @@ class GitHubSource(Source):
                 started = _optional_time(raw, "run_started_at") or _optional_time(raw, "created_at")
                 finished_at = self._run_finished_at(repo, raw)
                 if started is not None and finished_at < started:
-                    raise Malformed("end_before_start")
+                    raise Rejected("end_before_start")
             except RECORD_ERRORS as bad:
                 self.guard.reject(batch, record_id, bad)
                 continue
@@ -1079,24 +1071,24 @@ def _list_position(raw: dict[str, Any]) -> tuple[int, datetime]:
     """(number, updated_at) of an issue or pull request list entry."""
     number = raw.get("number")
     if number is None:
-        raise Malformed("missing_field")
+        raise Rejected("missing_field")
     if not isinstance(number, int) or isinstance(number, bool):
-        raise Malformed("wrong_type")
+        raise Rejected("wrong_type")
     if not 0 < number <= MAX_ID:
-        raise Malformed("out_of_range")  # GitHub numbers issues from 1
+        raise Rejected("out_of_range")  # GitHub numbers issues from 1
     return number, _required_time(raw, "updated_at")
 
 
 def _required_time(raw: dict[str, Any], name: str) -> datetime:
     value = raw.get(name)
     if value is None:
-        raise Malformed("missing_field")
+        raise Rejected("missing_field")
     if not isinstance(value, str):
-        raise Malformed("wrong_type")
+        raise Rejected("wrong_type")
     try:
         return parse_time(value)
     except ValueError:
-        raise Malformed("bad_timestamp") from None
+        raise Rejected("bad_timestamp") from None
 
 
 def _optional_time(raw: dict[str, Any], name: str) -> datetime | None:
@@ -1106,12 +1098,12 @@ def _optional_time(raw: dict[str, Any], name: str) -> datetime | None:
 def _check_body(raw: dict[str, Any]) -> None:
     body = raw.get("body")
     if isinstance(body, str) and len(body) > MAX_BODY:
-        raise Malformed("too_large")
+        raise Rejected("too_large")
 
 
 def _sha_of(value: Any) -> str:
     if not isinstance(value, str) or not _SHA.match(value):
-        raise Malformed("missing_field")
+        raise Rejected("missing_field")
     return value.lower()
 
 
@@ -1131,7 +1123,7 @@ def _object(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise Malformed("wrong_type")
+        raise Rejected("wrong_type")
     return value
 
 
