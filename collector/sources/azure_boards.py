@@ -39,11 +39,11 @@ from collector.model import (
 from collector.sources.azure_common import (
     AzureDevOps,
     NotFound,
+    azure_time,
     count_problem,
     format_time,
     is_count,
     list_value,
-    parse_time,
     safe_time,
 )
 from collector.sources.base import (
@@ -380,7 +380,7 @@ class AzureBoardsSource(Source):
     def _sync_wiql(self, store: Any, report: SyncReport) -> None:
         """For servers without the reporting API: ids changed since the watermark, then each one's updates."""
         mark = store.watermark(self.name, WIQL_STREAM)
-        since = parse_time(mark) if mark else None
+        since = azure_time(mark) if mark else None
         since = since or self.ctx.history_start()
         while not self.ctx.should_stop():
             ids = self._wiql_ids(since)
@@ -546,7 +546,7 @@ def _time(fields: dict[str, Any], name: str) -> datetime:
     if not isinstance(value, str):
         raise Rejected("wrong_type", name)
     try:
-        parsed = parse_time(value)
+        parsed = azure_time(value)
     except ValueError:
         raise Rejected("bad_timestamp", name) from None
     if parsed is None:

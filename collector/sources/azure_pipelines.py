@@ -42,11 +42,11 @@ from collector.model import Batch, Change, Deployment, Link, Rejection, ado_ref,
 from collector.sources.azure_common import (
     AzureDevOps,
     NotFound,
+    azure_time,
     count_problem,
     format_time,
     is_count,
     list_value,
-    parse_time,
     release_url,
     safe_time,
 )
@@ -702,10 +702,7 @@ class AzurePipelinesSource(Source):
             sha = change.get("id")
             if not isinstance(sha, str) or not _SHA.fullmatch(sha):
                 continue
-            try:
-                when = parse_time(change.get("timestamp"))
-            except ValueError:
-                when = None
+            when = safe_time(change.get("timestamp"))
             if when is None:
                 self._log_once(sha, "commit without a valid timestamp; its lead time is unknown")
                 continue
@@ -729,8 +726,8 @@ class AzurePipelinesSource(Source):
 
 def _times(record: dict[str, Any], start_key: str, finish_key: str) -> tuple[datetime | None, datetime]:
     try:
-        started = parse_time(record.get(start_key))
-        finished = parse_time(record.get(finish_key))
+        started = azure_time(record.get(start_key))
+        finished = azure_time(record.get(finish_key))
     except ValueError:
         raise Rejected("bad_timestamp", f"{start_key}/{finish_key}") from None
     if finished is None:

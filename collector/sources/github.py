@@ -65,13 +65,16 @@ from collector.sources.base import (
     matches_environment,
     record_label,
 )
-from collector.sources.github_api import PER_PAGE, BadAnswer, GitHubApi, GitHubHTTPError, records
-from collector.sources.github_refs import (
-    azure_boards_mentions,
-    closing_references,
+from collector.sources.github_api import (
+    PER_PAGE,
+    BadAnswer,
+    GitHubApi,
+    GitHubHTTPError,
     format_time,
-    parse_time,
+    github_time,
+    records,
 )
+from collector.sources.github_refs import azure_boards_mentions, closing_references
 from collector.sources.registry import register
 
 log = logging.getLogger(__name__)
@@ -272,7 +275,7 @@ class GitHubSource(Source):
         stream = f"issues:{repo.full_name}"
         state = self._state(store, stream)
         since = state.get("since") or format_time(self.ctx.history_start())
-        cursor_at, cursor_seen = parse_time(since), set(state.get("seen", []))
+        cursor_at, cursor_seen = github_time(since), set(state.get("seen", []))
         path = f"/repos/{repo.full_name}/issues"
         params = {"state": "all", "sort": "updated", "direction": "asc", "since": since, "per_page": PER_PAGE}
         key = GitHubApi.key(path, params)
@@ -372,7 +375,7 @@ class GitHubSource(Source):
     def _sync_pulls(self, store: Any, repo: _Repo, report: SyncReport) -> None:
         stream = f"pulls:{repo.full_name}"
         state = self._state(store, stream)
-        floor = parse_time(state["at"]) if state.get("at") else self.ctx.history_start()
+        floor = github_time(state["at"]) if state.get("at") else self.ctx.history_start()
         seen = set(state.get("seen", []))
         new_at, new_seen = (floor, set(seen)) if state.get("at") else (None, set())
         path = f"/repos/{repo.full_name}/pulls"
@@ -606,8 +609,9 @@ class GitHubSource(Source):
                 del pending[dep_id]
                 continue
             path = f"/repos/{repo.full_name}/deployments/{dep_id}/statuses"
+            pages = self.api.pages(path, {"per_page": PER_PAGE}, entry.get("etag"))
             try:
-                first = self.api.get(path, {"per_page": PER_PAGE}, entry.get("etag"))
+                first = next(pages)
             except GitHubHTTPError as exc:
                 if exc.status != 404:
                     raise
@@ -615,9 +619,7 @@ class GitHubSource(Source):
                 continue
             if first.status == 304:
                 continue
-            statuses = records(first.data)
-            if first.next_url:
-                statuses += list(self.api.items(first.next_url))
+            statuses = records(first.data) + [status for page in pages for status in records(page.data)]
             try:
                 outcome = deployment_outcome(statuses)
             except RECORD_ERRORS as bad:
@@ -984,15 +986,15 @@ def issue_history(native_id: str, created_at: datetime, events: list[dict[str, A
             if not _closes(issue, repo, number):
                 continue  # "related to #N": a mention, not work on it
             pr = issue.get("url") or issue.get("html_url") or issue.get("number")
-            steps.append((parse_time(event.get("created_at")), 0, i, "linked", pr))
+            steps.append((github_time(event.get("created_at")), 0, i, "linked", pr))
             if issue.get("closed_at"):
-                steps.append((parse_time(issue["closed_at"]), 1, i, "unlinked", pr))
+                steps.append((github_time(issue["closed_at"]), 1, i, "unlinked", pr))
         elif kind == "connected":
-            steps.append((parse_time(event.get("created_at")), 0, i, "linked", "connected"))
+            steps.append((github_time(event.get("created_at")), 0, i, "linked", "connected"))
         elif kind == "disconnected":
-            steps.append((parse_time(event.get("created_at")), 0, i, "unlinked", "connected"))
+            steps.append((github_time(event.get("created_at")), 0, i, "unlinked", "connected"))
         elif kind in ("assigned", "unassigned", "closed", "reopened"):
-            steps.append((parse_time(event.get("created_at")), 0, i, kind, event))
+            steps.append((github_time(event.get("created_at")), 0, i, kind, event))
     steps.sort(key=lambda s: (s[0], s[1], s[2]))
     closed: str | None = None
     assignees: set[str] = set()
@@ -1055,7 +1057,7 @@ def deployment_outcome(statuses: list[dict[str, Any]]) -> tuple[str, datetime] |
     """
     ordered = sorted(
         (
-            (parse_time(s.get("created_at")), s.get("id") or 0, s.get("state"))
+            (github_time(s.get("created_at")), s.get("id") or 0, s.get("state"))
             for s in statuses
             if isinstance(s, dict) and s.get("state") in ("success", "failure", "error")
         ),
@@ -1085,10 +1087,7 @@ def _required_time(raw: dict[str, Any], name: str) -> datetime:
         raise Rejected("missing_field")
     if not isinstance(value, str):
         raise Rejected("wrong_type")
-    try:
-        return parse_time(value)
-    except ValueError:
-        raise Rejected("bad_timestamp") from None
+    return github_time(value)
 
 
 def _optional_time(raw: dict[str, Any], name: str) -> datetime | None:
@@ -1141,7 +1140,7 @@ def _login(user: Any) -> str:
 
 def _time_or_none(value: Any) -> datetime | None:
     try:
-        return parse_time(value)
+        return github_time(value)
     except ValueError:
         return None
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from collector.errors import SourceError
+from collector.errors import Rejected, SourceError
 from collector.http import ApiClient, next_link
 from collector.sources.base import Pagination, SourceContext, record_key
 
@@ -100,6 +101,28 @@ class GitHubApi:
         """Every element of a paginated list (``key`` picks the list out of an object answer)."""
         for page in self.pages(path, params, list_key=key):
             yield from records(page.data, key)
+
+
+def github_time(value: object) -> datetime:
+    """GitHub's ISO 8601 timestamps (``2024-05-01T10:00:00Z``) as aware UTC.
+
+    Anything else, or a time with no UTC form (``9999-12-31T23:59:59-01:00``), raises
+    ``Rejected("bad_timestamp")``, a ValueError: the caller rejects the record.
+    """
+    if not isinstance(value, str) or not value or len(value) > 40:
+        raise Rejected("bad_timestamp", f"not a timestamp: {value!r}"[:80])
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise Rejected("bad_timestamp", f"not a timestamp: {value!r}"[:80]) from None
+
+
+def format_time(value: datetime) -> str:
+    """The form GitHub's ``since`` parameter takes (ISO 8601, ``Z``, whole seconds)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def records(data: Any, key: str | None = None) -> list[dict[str, Any]]:
