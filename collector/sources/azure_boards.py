@@ -52,6 +52,7 @@ from collector.sources.base import (
     RecordGuard,
     Source,
     SourceContext,
+    SourceStore,
     SyncReport,
     record_label,
 )
@@ -168,7 +169,7 @@ class AzureBoardsSource(Source):
         self.guard = RecordGuard(self.name)
 
     # -- the pass ----------------------------------------------------------------------------
-    def sync(self, store: Any) -> SyncReport:
+    def sync(self, store: SourceStore) -> SyncReport:
         report = SyncReport()
         now = self.ctx.now()
         # the process rarely changes: read it once a day, and again (once a pass) when a state is not
@@ -217,7 +218,7 @@ class AzureBoardsSource(Source):
         self._states_read_at = self.ctx.now()
 
     # -- reporting revisions stream -------------------------------------------------------------
-    def _sync_reporting(self, store: Any, report: SyncReport) -> None:
+    def _sync_reporting(self, store: SourceStore, report: SyncReport) -> None:
         path = self.api.project_path("wit/reporting/workitemrevisions")
         token = store.watermark(self.name, STREAM)
         params: dict[str, Any] = {
@@ -377,7 +378,7 @@ class AzureBoardsSource(Source):
                 yield Link(self.name, work_item, target)
 
     # -- fallback: WIQL + workitemsbatch + updates ---------------------------------------------------
-    def _sync_wiql(self, store: Any, report: SyncReport) -> None:
+    def _sync_wiql(self, store: SourceStore, report: SyncReport) -> None:
         """For servers without the reporting API: ids changed since the watermark, then each one's updates."""
         mark = store.watermark(self.name, WIQL_STREAM)
         since = azure_time(mark) if mark else None

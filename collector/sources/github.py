@@ -61,6 +61,7 @@ from collector.sources.base import (
     RecordGuard,
     Source,
     SourceContext,
+    SourceStore,
     SyncReport,
     matches_environment,
     record_label,
@@ -173,7 +174,7 @@ class GitHubSource(Source):
         self.guard = RecordGuard(self.name)
 
     # -- the pass ---------------------------------------------------------------------------
-    def sync(self, store: Any) -> SyncReport:
+    def sync(self, store: SourceStore) -> SyncReport:
         report = SyncReport()
         report.details.update(repositories=0, compare_fallbacks=0)
         for configured in self._repositories(store, report):
@@ -206,7 +207,7 @@ class GitHubSource(Source):
                         break
         return report
 
-    def _repositories(self, store: Any, report: SyncReport) -> list[str]:
+    def _repositories(self, store: SourceStore, report: SyncReport) -> list[str]:
         """Configured ``owner/repo`` names, with ``owner/*`` expanded (organisation, else user)."""
         out: list[str] = []
         for entry in self.config.repositories:
@@ -220,7 +221,7 @@ class GitHubSource(Source):
                 report.problems.append(f"{entry}: {_problem(exc)}")
         return list(dict.fromkeys(out))
 
-    def _owner_repositories(self, store: Any, owner: str) -> list[str]:
+    def _owner_repositories(self, store: SourceStore, owner: str) -> list[str]:
         """Every repository of an organisation (or, if it is none, of a user); cached by ETag."""
         stream = f"repos:{owner}"
         state = self._state(store, stream)
@@ -253,7 +254,7 @@ class GitHubSource(Source):
             return names
         return []
 
-    def _repository(self, store: Any, configured: str) -> _Repo:
+    def _repository(self, store: SourceStore, configured: str) -> _Repo:
         stream = f"repo:{configured}"
         state = self._state(store, stream)
         path = f"/repos/{configured}"
@@ -271,7 +272,7 @@ class GitHubSource(Source):
         return repo
 
     # -- issues -----------------------------------------------------------------------------
-    def _sync_issues(self, store: Any, repo: _Repo, report: SyncReport) -> None:
+    def _sync_issues(self, store: SourceStore, repo: _Repo, report: SyncReport) -> None:
         stream = f"issues:{repo.full_name}"
         state = self._state(store, stream)
         since = state.get("since") or format_time(self.ctx.history_start())
@@ -372,7 +373,7 @@ class GitHubSource(Source):
         return "Issue"
 
     # -- pull requests ----------------------------------------------------------------------
-    def _sync_pulls(self, store: Any, repo: _Repo, report: SyncReport) -> None:
+    def _sync_pulls(self, store: SourceStore, repo: _Repo, report: SyncReport) -> None:
         stream = f"pulls:{repo.full_name}"
         state = self._state(store, stream)
         floor = github_time(state["at"]) if state.get("at") else self.ctx.history_start()
@@ -524,7 +525,7 @@ class GitHubSource(Source):
             self._read_runs,
         )
 
-    def _sync_deployments(self, store: Any, repo: _Repo, report: SyncReport) -> None:
+    def _sync_deployments(self, store: SourceStore, repo: _Repo, report: SyncReport) -> None:
         mode = self._mode(repo)
         state = self._state(store, mode.stream)
         key = GitHubApi.key(mode.path, mode.params)
@@ -779,7 +780,7 @@ class GitHubSource(Source):
 
     # -- what a deployment contains ---------------------------------------------------------
     def _with_contents(
-        self, store: Any, repo: _Repo, finished: list[_Finished], report: SyncReport, batch: Batch
+        self, store: SourceStore, repo: _Repo, finished: list[_Finished], report: SyncReport, batch: Batch
     ) -> list[Deployment]:
         """Deployments with ``contains``, in creation order; direct pushes found in them go to ``batch``.
 
@@ -945,7 +946,7 @@ class GitHubSource(Source):
         return True
 
     # -- helpers ----------------------------------------------------------------------------
-    def _state(self, store: Any, stream: str) -> dict[str, Any]:
+    def _state(self, store: SourceStore, stream: str) -> dict[str, Any]:
         raw = store.watermark(self.name, stream)
         try:
             value = json.loads(raw) if raw else {}
