@@ -26,7 +26,6 @@ _CLOSING = re.compile(
     re.IGNORECASE,
 )
 _AB_MENTION = re.compile(r"(?<![\w#])AB#(\d+)(?![\w#])")
-_REPO = re.compile(r"^([\w.-]+)/([\w.-]+)$")
 
 
 def closing_references(text: str | None, repo: str) -> list[tuple[str, int]]:
@@ -62,11 +61,3 @@ def azure_boards_mentions(text: str | None) -> list[int]:
         if work_item > 0 and work_item not in out:
             out.append(work_item)
     return out
-
-
-def split_repo(full_name: str) -> tuple[str, str]:
-    """``owner/repo`` → ``(owner, repo)``; raises ValueError on anything else."""
-    m = _REPO.match(full_name.strip())
-    if not m:
-        raise ValueError(f"{full_name!r} is not owner/repo")
-    return m.group(1), m.group(2)

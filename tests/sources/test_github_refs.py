@@ -8,7 +8,7 @@ import pytest
 
 from collector.sources.base import matches_environment
 from collector.sources.github_api import format_time, github_time
-from collector.sources.github_refs import azure_boards_mentions, closing_references, split_repo
+from collector.sources.github_refs import azure_boards_mentions, closing_references
 
 REPO = "contoso/web"
 
@@ -64,12 +64,6 @@ def test_azure_boards_mentions() -> None:
     assert azure_boards_mentions("AB#123: checkout flow, fixes AB#7 (and AB#123 again)") == [123, 7]
     assert azure_boards_mentions("TAB#5 XAB#6 AB#7x AB#0 AB# 8 ab#9") == []
     assert azure_boards_mentions(None) == []
-
-
-def test_split_repo() -> None:
-    assert split_repo("contoso/web.site") == ("contoso", "web.site")
-    with pytest.raises(ValueError):
-        split_repo("contoso")
 
 
 def test_time_round_trip() -> None:
