@@ -38,7 +38,7 @@ def rejection_reason(exc: BaseException) -> str:
     """The ``records_rejected_total`` reason for what a record's parsing raised."""
     reason = getattr(exc, "reason", None)
     if isinstance(reason, str) and reason:
-        return reason  # a Rejected
+        return reason  # a Rejected names its own
     if isinstance(exc, RecursionError):
         return "too_deep"
     if isinstance(exc, OverflowError):

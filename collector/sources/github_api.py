@@ -40,6 +40,8 @@ class BadAnswer(SourceError):
 
 @dataclass
 class Page:
+    """One answer to a GET: its JSON body (None on a 304), its ETag and the next page's URL."""
+
     status: int  # 200 or 304
     data: Any
     etag: str | None
