@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def measure(url: str, n: int, passes: int) -> dict[str, float]:
     from collector.figures import FigureCache, Settings
     from collector.model import Batch, Category, StateChange, WorkItem, ado_ref
+    from collector.runner import POLL_BUCKETS
     from collector.store import Store
 
     store = Store(url)
@@ -67,7 +68,14 @@ def measure(url: str, n: int, passes: int) -> dict[str, float]:
         cpu = time.process_time()
         store.add_api_requests("boards", Counter({"200": 1}))
         store.record_poll(
-            "boards", ok=True, started_at=time.time(), duration=0.1, items=0, error=None, rate_limit_remaining=None
+            "boards",
+            ok=True,
+            started_at=time.time(),
+            duration=0.1,
+            bounds=POLL_BUCKETS,
+            items=0,
+            error=None,
+            rate_limit_remaining=None,
         )
         store.set_watermark("boards", "revisions", f"token-{p}")
         cache.refresh()

@@ -55,7 +55,7 @@ class StoreHealth:
     """The collector's own counters as the store held them at one refresh (self-metrics)."""
 
     source_statuses: Mapping[str, SourceStatus] = field(default_factory=dict)
-    poll_counts: Mapping[str, tuple[list[int], float]] = field(default_factory=dict)
+    poll_counts: Mapping[str, tuple[Mapping[int, int], float]] = field(default_factory=dict)
     request_counts: Mapping[tuple[str, str], int] = field(default_factory=dict)
     rejections: Mapping[tuple[str, str], int] = field(default_factory=Counter)
 
@@ -72,7 +72,7 @@ class StoreHealth:
     def statuses(self) -> Mapping[str, SourceStatus]:
         return self.source_statuses
 
-    def poll_histograms(self) -> Mapping[str, tuple[list[int], float]]:
+    def poll_histograms(self) -> Mapping[str, tuple[Mapping[int, int], float]]:
         return self.poll_counts
 
     def api_request_counts(self) -> Mapping[tuple[str, str], int]:

@@ -18,6 +18,11 @@ from collector.store import STORE_ERRORS, Store
 
 log = logging.getLogger(__name__)
 
+#: upper bounds (seconds) of the poll-duration histogram (``cycletime_source_poll_duration_seconds``,
+#: docs/metrics.md): a poll takes seconds to minutes. The store keeps a count per index into
+#: these bounds, so changing them means regrouping the stored counts (a store migration).
+POLL_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, float("inf"))
+
 
 @dataclass
 class PassResult:
@@ -108,6 +113,7 @@ class Runner:
                 ok=ok,
                 started_at=started,
                 duration=duration,
+                bounds=POLL_BUCKETS,
                 items=items,
                 error=shown,
                 rate_limit_remaining=telemetry.rate_limit_remaining,

@@ -2,12 +2,13 @@
 
 Every write is an idempotent upsert keyed by (source, native id), and a batch's watermark is
 written in the same transaction as the batch, so a crash between batches loses nothing and a
-re-read page changes nothing. Counters the exporter publishes (API requests, poll durations,
+re-read page changes nothing. The collector's own counters (API requests, poll durations,
 rejections) live here too, so a restart re-exports the same values.
 """
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import json
 import os
@@ -33,9 +34,6 @@ from collector.table import TableBuilder, WorkItemTable
 SCHEMA_VERSION = 1
 #: the longest label or id the store keeps (the columns' size on PostgreSQL)
 MAX_TEXT = 255
-
-#: poll-duration histogram buckets (seconds); a poll is seconds to minutes
-POLL_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, float("inf"))
 
 metadata = sa.MetaData()
 
@@ -131,7 +129,8 @@ poll_durations = sa.Table(
     "poll_durations",
     metadata,
     sa.Column("source", sa.String(64), primary_key=True),
-    sa.Column("bucket", sa.Integer, primary_key=True),  # index into POLL_BUCKETS; -1 holds the sum
+    # index into the bounds the pass was recorded with (record_poll); -1 holds the count and the sum
+    sa.Column("bucket", sa.Integer, primary_key=True),
     sa.Column("count", sa.BigInteger, nullable=False),
     sa.Column("sum", sa.Float, nullable=False),
 )
@@ -218,7 +217,7 @@ class Store:
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self._writer: Any = None  # the lock file (SQLite) or connection (PostgreSQL) holding the lease
-        #: the store's health as this process saw it last (``cycletime_store_up``, /readyz)
+        #: the store's health as this process saw it last (exported beside the figures, and /readyz)
         self.healthy = True
         self.failures = 0
         self.last_error: str | None = None
@@ -535,14 +534,19 @@ class Store:
         ok: bool,
         started_at: float,
         duration: float,
+        bounds: Sequence[float],
         items: int,
         error: str | None,
         rate_limit_remaining: float | None,
         rate_limit_expired: bool = False,
     ) -> None:
         """One pass's outcome. Without a budget the last one is kept (a pass may make no request),
-        unless the API said it no longer applies (``rate_limit_expired``)."""
-        bucket = next(i for i, le in enumerate(POLL_BUCKETS) if duration <= le)
+        unless the API said it no longer applies (``rate_limit_expired``).
+
+        The duration is counted in the first of ``bounds`` (ascending, ending with infinity) that
+        holds it; the caller owns the bounds, the store only keeps a count per bucket index.
+        """
+        bucket = bisect.bisect_left(bounds, duration)
         with self.engine.begin() as conn:
             self._upsert(
                 conn,
@@ -753,12 +757,12 @@ class Store:
         with self.engine.connect() as conn:
             return {(s, c): n for s, c, n in conn.execute(sa.select(api_requests))}
 
-    def poll_histograms(self) -> dict[str, tuple[list[int], float]]:
-        """source → (count per POLL_BUCKETS bucket, sum of durations)."""
-        out: dict[str, tuple[list[int], float]] = {}
+    def poll_histograms(self) -> dict[str, tuple[dict[int, int], float]]:
+        """source → (count per bucket index of the bounds passes were recorded with, sum of durations)."""
+        out: dict[str, tuple[dict[int, int], float]] = {}
         with self.engine.connect() as conn:
             for source, bucket, count, total in conn.execute(sa.select(poll_durations)):
-                counts, s = out.get(source, ([0] * len(POLL_BUCKETS), 0.0))
+                counts, s = out.get(source, ({}, 0.0))
                 if bucket < 0:
                     s = total
                 else:
@@ -774,13 +778,13 @@ class Store:
             }
 
     def record_counts(self) -> dict[str, dict[str, int]]:
-        """source → {"work items": n, "changes": n, "deployments": n}, for the landing page."""
+        """source → {"work_items": n, "changes": n, "deployments": n}: what the store holds."""
         out: dict[str, dict[str, int]] = {}
         with self.engine.connect() as conn:
-            for label, table in (("work items", work_items), ("changes", changes), ("deployments", deployments)):
+            for table in (work_items, changes, deployments):
                 q = sa.select(table.c.source, sa.func.count()).group_by(table.c.source)
                 for source, n in conn.execute(q):
-                    out.setdefault(source, {})[label] = n
+                    out.setdefault(source, {})[table.name] = n
         return out
 
     def writable(self) -> bool:

@@ -29,7 +29,8 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from collector.cardinality import cap_labels
 from collector.compute import BUCKETS, Figures, Observations, histogram, window_quantiles
 from collector.figures import FigureCache, Settings, Snapshot
-from collector.store import POLL_BUCKETS, SourceStatus, Store
+from collector.runner import POLL_BUCKETS
+from collector.store import SourceStatus, Store
 
 __all__ = ["MetricsCache", "Settings", "figure_families", "render", "self_families", "store_families", "with_runtime"]
 
@@ -161,7 +162,7 @@ class HealthCounters(Protocol):
     """What the self-metrics read: a :class:`~collector.figures.StoreHealth` snapshot, or the store."""
 
     def statuses(self) -> Mapping[str, SourceStatus]: ...
-    def poll_histograms(self) -> Mapping[str, tuple[list[int], float]]: ...
+    def poll_histograms(self) -> Mapping[str, tuple[Mapping[int, int], float]]: ...
     def api_request_counts(self) -> Mapping[tuple[str, str], int]: ...
     def rejection_counts(self) -> Mapping[tuple[str, str], int]: ...
 
@@ -190,8 +191,8 @@ def self_families(
     polls = HistogramMetricFamily("cycletime_source_poll_duration_seconds", "Duration of polls.", labels=["source"])
     for name, (counts, total) in sorted(store.poll_histograms().items()):
         cumulative, running = [], 0
-        for bound, c in zip(POLL_BUCKETS, counts, strict=True):
-            running += c
+        for index, bound in enumerate(POLL_BUCKETS):
+            running += counts.get(index, 0)
             cumulative.append((_le(bound), running))
         polls.add_metric([name], cumulative, total)
     requests_total = CounterMetricFamily(

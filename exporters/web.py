@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: a TLS client gets this long to finish its handshake; an idle or trickling one then costs its thread
 TLS_HANDSHAKE_TIMEOUT = 10.0
+#: the landing page's "Stored" column: what each kind of record the store counts is called
+STORED = {"work_items": "work items", "changes": "changes", "deployments": "deployments"}
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
@@ -156,7 +158,7 @@ class ExporterApp:
                 _when(s.last_success if s else None),
                 f"{s.duration:.1f} s" if s else "-",
                 str(s.items) if s else "-",
-                html.escape(", ".join(f"{n} {label}" for label, n in counts.get(source.name, {}).items()) or "-"),
+                html.escape(", ".join(f"{n} {STORED[kind]}" for kind, n in counts.get(source.name, {}).items()) or "-"),
                 "-" if s is None or s.rate_limit_remaining is None else f"{s.rate_limit_remaining:.0f}",
                 html.escape(REDACT(s.last_error)) if s and s.last_error else "-",
             ]

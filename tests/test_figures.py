@@ -13,6 +13,7 @@ from collector.compute import compute, window_quantiles
 from collector.config import parse_config
 from collector.figures import FigureCache, Settings, headline, month_ends, trend
 from collector.model import Batch
+from collector.runner import POLL_BUCKETS
 from collector.store import Store
 
 DAY = 86400.0
@@ -35,7 +36,14 @@ def settings() -> Settings:
 
 def synced(store: Store, name: str) -> None:
     store.record_poll(
-        name, ok=True, started_at=NOW.timestamp(), duration=1.0, items=1, error=None, rate_limit_remaining=None
+        name,
+        ok=True,
+        started_at=NOW.timestamp(),
+        duration=1.0,
+        bounds=POLL_BUCKETS,
+        items=1,
+        error=None,
+        rate_limit_remaining=None,
     )
 
 

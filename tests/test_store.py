@@ -23,6 +23,7 @@ from collector.model import (
     commit_ref,
     gh_pr_ref,
 )
+from collector.runner import POLL_BUCKETS
 from collector.store import SCHEMA_VERSION, Store, meta
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -161,16 +162,30 @@ def test_counters_accumulate_and_survive_reopen(store_url: str) -> None:
     store.add_api_requests("github", Counter({"200": 3, "304": 2}))
     store.add_api_requests("github", Counter({"200": 1}))
     store.record_poll(
-        "github", ok=True, started_at=1000.0, duration=2.0, items=5, error=None, rate_limit_remaining=4990
+        "github",
+        ok=True,
+        started_at=1000.0,
+        duration=2.0,
+        bounds=POLL_BUCKETS,
+        items=5,
+        error=None,
+        rate_limit_remaining=4990,
     )
     store.record_poll(
-        "github", ok=False, started_at=2000.0, duration=40.0, items=0, error="HTTP 503", rate_limit_remaining=None
+        "github",
+        ok=False,
+        started_at=2000.0,
+        duration=40.0,
+        bounds=POLL_BUCKETS,
+        items=0,
+        error="HTTP 503",
+        rate_limit_remaining=None,
     )
     store.close()
     reopened = Store(store_url)
     assert reopened.api_request_counts() == {("github", "200"): 4, ("github", "304"): 2}
     counts, total = reopened.poll_histograms()["github"]
-    assert sum(counts) == 2 and total == pytest.approx(42.0)
+    assert counts == {POLL_BUCKETS.index(2.5): 1, POLL_BUCKETS.index(60): 1} and total == pytest.approx(42.0)
     status = reopened.statuses()["github"]
     assert not status.ok and status.last_error == "HTTP 503"
     assert status.last_success == datetime.fromtimestamp(1002.0, UTC)  # kept from the successful poll

@@ -39,11 +39,11 @@ from collector.model import (
 from collector.sources.azure_common import (
     AzureDevOps,
     NotFound,
+    azure_time,
     count_problem,
     format_time,
     is_count,
     list_value,
-    parse_time,
     safe_time,
 )
 from collector.sources.base import (
@@ -52,6 +52,7 @@ from collector.sources.base import (
     RecordGuard,
     Source,
     SourceContext,
+    SourceStore,
     SyncReport,
     record_label,
 )
@@ -168,7 +169,7 @@ class AzureBoardsSource(Source):
         self.guard = RecordGuard(self.name)
 
     # -- the pass ----------------------------------------------------------------------------
-    def sync(self, store: Any) -> SyncReport:
+    def sync(self, store: SourceStore) -> SyncReport:
         report = SyncReport()
         now = self.ctx.now()
         # the process rarely changes: read it once a day, and again (once a pass) when a state is not
@@ -217,7 +218,7 @@ class AzureBoardsSource(Source):
         self._states_read_at = self.ctx.now()
 
     # -- reporting revisions stream -------------------------------------------------------------
-    def _sync_reporting(self, store: Any, report: SyncReport) -> None:
+    def _sync_reporting(self, store: SourceStore, report: SyncReport) -> None:
         path = self.api.project_path("wit/reporting/workitemrevisions")
         token = store.watermark(self.name, STREAM)
         params: dict[str, Any] = {
@@ -377,10 +378,10 @@ class AzureBoardsSource(Source):
                 yield Link(self.name, work_item, target)
 
     # -- fallback: WIQL + workitemsbatch + updates ---------------------------------------------------
-    def _sync_wiql(self, store: Any, report: SyncReport) -> None:
+    def _sync_wiql(self, store: SourceStore, report: SyncReport) -> None:
         """For servers without the reporting API: ids changed since the watermark, then each one's updates."""
         mark = store.watermark(self.name, WIQL_STREAM)
-        since = parse_time(mark) if mark else None
+        since = azure_time(mark) if mark else None
         since = since or self.ctx.history_start()
         while not self.ctx.should_stop():
             ids = self._wiql_ids(since)
@@ -546,7 +547,7 @@ def _time(fields: dict[str, Any], name: str) -> datetime:
     if not isinstance(value, str):
         raise Rejected("wrong_type", name)
     try:
-        parsed = parse_time(value)
+        parsed = azure_time(value)
     except ValueError:
         raise Rejected("bad_timestamp", name) from None
     if parsed is None:

@@ -180,7 +180,7 @@ def release_url(organization_url: str) -> str:
     return organization_url.rstrip("/")
 
 
-def parse_time(value: Any) -> datetime | None:
+def azure_time(value: Any) -> datetime | None:
     """An Azure DevOps timestamp (ISO 8601, up to 7 fraction digits) as aware UTC.
 
     None or .NET's ``0001-01-01`` mean "not set" and give None; anything else unparsable or out of
@@ -199,10 +199,6 @@ def parse_time(value: Any) -> datetime | None:
     except (ValueError, OverflowError):
         raise Rejected("bad_timestamp", f"not a timestamp: {value!r}"[:80]) from None
     return None if parsed.year < _NULL_YEAR else parsed
-
-
-#: the one Azure DevOps time parser, by the name the sources use
-azure_time = parse_time
 
 
 def format_time(value: datetime) -> str:
@@ -232,7 +228,7 @@ def safe_time(value: Any) -> datetime | None:
     """A timestamp, or None when it is missing, unparseable or out of range (for fields we can live
     without)."""
     try:
-        return parse_time(value)
+        return azure_time(value)
     except ValueError:
         return None
 

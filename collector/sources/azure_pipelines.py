@@ -42,15 +42,23 @@ from collector.model import Batch, Change, Deployment, Link, Rejection, ado_ref,
 from collector.sources.azure_common import (
     AzureDevOps,
     NotFound,
+    azure_time,
     count_problem,
     format_time,
     is_count,
     list_value,
-    parse_time,
     release_url,
     safe_time,
 )
-from collector.sources.base import RECORD_ERRORS, RecordGuard, Source, SourceContext, SyncReport, record_label
+from collector.sources.base import (
+    RECORD_ERRORS,
+    RecordGuard,
+    Source,
+    SourceContext,
+    SourceStore,
+    SyncReport,
+    record_label,
+)
 from collector.sources.base import matches_environment as is_production
 from collector.sources.registry import register
 
@@ -177,7 +185,7 @@ class AzurePipelinesSource(Source):
         self._reads = 0
 
     # -- the pass ----------------------------------------------------------------------------------
-    def sync(self, store: Any) -> SyncReport:
+    def sync(self, store: SourceStore) -> SyncReport:
         report = SyncReport()
         known = {d.native_id: d for d in store.deployments(self.name)}
         self._successes: dict[tuple[str, str], list[tuple[float, str, int]]] = {}
@@ -193,7 +201,7 @@ class AzurePipelinesSource(Source):
         return report
 
     # -- YAML environments -----------------------------------------------------------------------------
-    def _sync_environments(self, store: Any, report: SyncReport) -> None:
+    def _sync_environments(self, store: SourceStore, report: SyncReport) -> None:
         path = self.api.project_path("distributedtask/environments")
         try:
             environments = [
@@ -213,7 +221,7 @@ class AzurePipelinesSource(Source):
             if isinstance(env, dict) and is_count(env.get("id")) and isinstance(env.get("name"), str):
                 self._sync_environment(store, report, env["id"], env["name"])
 
-    def _sync_environment(self, store: Any, report: SyncReport, env_id: int, env_name: str) -> None:
+    def _sync_environment(self, store: SourceStore, report: SyncReport, env_id: int, env_name: str) -> None:
         stream = f"environment:{env_id}"
         mark = store.watermark(self.name, stream)
         watermark = int(mark) if mark and mark.isdigit() else 0
@@ -370,7 +378,7 @@ class AzurePipelinesSource(Source):
         )
 
     # -- classic releases --------------------------------------------------------------------------------
-    def _sync_releases(self, store: Any, report: SyncReport) -> None:
+    def _sync_releases(self, store: SourceStore, report: SyncReport) -> None:
         mark = store.watermark(self.name, RELEASE_STREAM)
         watermark = safe_time(mark) if mark else None
         since = watermark - self.config.overlap if watermark else self.ctx.history_start()
@@ -702,17 +710,16 @@ class AzurePipelinesSource(Source):
             sha = change.get("id")
             if not isinstance(sha, str) or not _SHA.fullmatch(sha):
                 continue
-            try:
-                when = parse_time(change.get("timestamp"))
-            except ValueError:
-                when = None
+            when = safe_time(change.get("timestamp"))
             if when is None:
                 self._log_once(sha, "commit without a valid timestamp; its lead time is unknown")
                 continue
             yield sha.lower(), when
 
     # -- helpers ---------------------------------------------------------------------------------------------
-    def _commit(self, store: Any, batch: Batch, stream: str | None, watermark: str | None, report: SyncReport) -> None:
+    def _commit(
+        self, store: SourceStore, batch: Batch, stream: str | None, watermark: str | None, report: SyncReport
+    ) -> None:
         store.commit(self.name, batch, stream=stream, watermark=watermark)
         report.batches += 1
         report.items += len(batch)
@@ -729,8 +736,8 @@ class AzurePipelinesSource(Source):
 
 def _times(record: dict[str, Any], start_key: str, finish_key: str) -> tuple[datetime | None, datetime]:
     try:
-        started = parse_time(record.get(start_key))
-        finished = parse_time(record.get(finish_key))
+        started = azure_time(record.get(start_key))
+        finished = azure_time(record.get(finish_key))
     except ValueError:
         raise Rejected("bad_timestamp", f"{start_key}/{finish_key}") from None
     if finished is None:

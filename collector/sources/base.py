@@ -12,14 +12,14 @@ import logging
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from collector.errors import SourceError
 from collector.http import ApiTelemetry
-from collector.model import Batch, Rejection
+from collector.model import Batch, Change, Deployment, Rejection
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def rejection_reason(exc: BaseException) -> str:
     """The ``records_rejected_total`` reason for what a record's parsing raised."""
     reason = getattr(exc, "reason", None)
     if isinstance(reason, str) and reason:
-        return reason  # Rejected, and the sources' own typed rejections
+        return reason  # a Rejected names its own
     if isinstance(exc, RecursionError):
         return "too_deep"
     if isinstance(exc, OverflowError):
@@ -157,6 +157,23 @@ def matches_environment(name: str, patterns: list[str]) -> bool:
     return False
 
 
+class SourceStore(Protocol):
+    """All a source may do with the store: read and move its own watermarks, commit a batch with the
+    watermark it reaches, and read back what new records are compared with (a deployment's
+    predecessors, the commits merged pull requests brought). :class:`collector.store.Store` is
+    one; mypy checks it where the runner hands the store to :meth:`Source.sync`."""
+
+    def watermark(self, source: str, stream: str) -> str | None: ...
+
+    def set_watermark(self, source: str, stream: str, value: str) -> None: ...
+
+    def commit(self, source: str, batch: Batch, *, stream: str | None = None, watermark: str | None = None) -> None: ...
+
+    def deployments(self, source: str) -> Iterable[Deployment]: ...
+
+    def changes(self, source: str) -> Iterable[Change]: ...
+
+
 @dataclass
 class SourceContext:
     """What a source needs from the process around it; injectable for tests."""
@@ -194,7 +211,7 @@ class Source(ABC):
         self.ctx = ctx
 
     @abstractmethod
-    def sync(self, store: Any) -> SyncReport:
+    def sync(self, store: SourceStore) -> SyncReport:
         """One incremental pass over every stream; raises SourceError if the source is unusable.
 
         Partial problems (one repository of several unreadable) go into ``SyncReport.problems``;

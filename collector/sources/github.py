@@ -1,10 +1,6 @@
 """GitHub source: issues (work items), merged pull requests (changes and links), deployments.
 
-Everything goes over the REST API v3 through our :class:`~collector.http.ApiClient`, so every
-request is counted by status code, rate limits (``x-ratelimit-*``, ``Retry-After``, secondary
-limits) are waited out, retries are ours and the token is redacted. PyGithub is not used for
-polling: its ``PaginatedList`` cannot send ``If-None-Match`` (PyGithub #536, #2950) and its
-requests would bypass our counting and rate-limit layer.
+Every request goes through :class:`~collector.sources.github_api.GitHubApi` (REST API v3).
 
 Streams per repository, each with its own watermark (a JSON document) committed in the same
 transaction as the batch it reaches, so a crash between batches loses nothing:
@@ -35,17 +31,16 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
 from collector.config_types import EnvironmentPatterns, SourceConfigBase
-from collector.errors import SourceError
-from collector.http import ApiClient, next_link
+from collector.errors import Rejected, SourceError
 from collector.model import (
     Batch,
     Category,
@@ -62,28 +57,29 @@ from collector.model import (
 )
 from collector.sources.base import (
     RECORD_ERRORS,
-    Pagination,
     PaginationError,
     RecordGuard,
     Source,
     SourceContext,
+    SourceStore,
     SyncReport,
     matches_environment,
-    record_key,
     record_label,
 )
-from collector.sources.github_refs import (
-    azure_boards_mentions,
-    closing_references,
+from collector.sources.github_api import (
+    PER_PAGE,
+    BadAnswer,
+    GitHubApi,
+    GitHubHTTPError,
     format_time,
-    parse_time,
+    github_time,
+    records,
 )
+from collector.sources.github_refs import azure_boards_mentions, closing_references
 from collector.sources.registry import register
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "2022-11-28"
-PER_PAGE = 100
 #: records per transaction on streams whose watermark only moves at the end of the pass
 BATCH_SIZE = 50
 #: GitHub's own limit on an issue or pull request body; anything longer is not GitHub's data
@@ -130,84 +126,6 @@ class GitHubConfig(SourceConfigBase):
         return value
 
 
-class GitHubHTTPError(SourceError):
-    """A non-retryable answer (404 missing, 403 forbidden, 410 gone, 422 …) to one request."""
-
-    def __init__(self, status: int, path: str, message: str = "") -> None:
-        self.status = status
-        self.path = path
-        super().__init__(f"HTTP {status} for {path}" + (f": {message}" if message else ""))
-
-
-class BadAnswer(SourceError):
-    """An answer of the wrong shape (an object where the API documents a list): the part fails
-    visibly rather than being read as empty."""
-
-
-class Malformed(ValueError):
-    """A record we cannot use; ``reason`` is its Rejection reason."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass
-class Page:
-    status: int  # 200 or 304
-    data: Any
-    etag: str | None
-    next_url: str | None
-
-
-class GitHubApi:
-    """The REST calls on top of ApiClient: pagination, conditional GETs, typed errors."""
-
-    def __init__(self, client: ApiClient) -> None:
-        self.client = client
-
-    @staticmethod
-    def key(path: str, params: dict[str, Any] | None = None) -> str:
-        """The identity of a request, to match a stored ETag to the request it answered."""
-        return path + ("?" + urlencode(sorted(params.items())) if params else "")
-
-    def get(self, path_or_url: str, params: dict[str, Any] | None = None, etag: str | None = None) -> Page:
-        headers = {"If-None-Match": etag} if etag else None
-        data, resp = self.client.get_json(path_or_url, params=params, headers=headers)
-        if resp.status_code == 304:
-            return Page(304, None, etag, None)
-        if resp.status_code >= 400:
-            message = data.get("message", "") if isinstance(data, dict) else ""
-            raise GitHubHTTPError(resp.status_code, path_or_url.split("?", 1)[0], str(message)[:200])
-        return Page(resp.status_code, data, resp.headers.get("ETag"), next_link(resp))
-
-    def pages(
-        self, path: str, params: dict[str, Any] | None = None, etag: str | None = None, list_key: str | None = None
-    ) -> Iterator[Page]:
-        """Page 1 (conditionally, given ``etag``), then each ``Link: rel="next"`` page.
-
-        A 304 on page 1 is yielded and ends the walk (a 304 has no Link header). A next link seen
-        before in the walk (a cycle), more than ``MAX_PAGES`` pages, or ``MAX_IDLE_PAGES`` pages in
-        a row without a new record raise SourceError (``Pagination``): a misbehaving server cannot
-        make us spin.
-        """
-        walk = Pagination(f"{self.client.source}: {path.split('?', 1)[0]}")
-        page = self.get(path, params, etag)
-        if page.status == 200:
-            walk.page(_page_keys(page.data, list_key))
-        yield page
-        while page.status == 200 and page.next_url:
-            walk.follow(page.next_url)
-            page = self.get(page.next_url)
-            walk.page(_page_keys(page.data, list_key))
-            yield page
-
-    def items(self, path: str, params: dict[str, Any] | None = None, key: str | None = None) -> Iterator[Any]:
-        """Every element of a paginated list (``key`` picks the list out of an object answer)."""
-        for page in self.pages(path, params, list_key=key):
-            yield from _records(page.data, key)
-
-
 @dataclass
 class _Finished:
     """A finished deployment, release or run, before its contents are known."""
@@ -251,22 +169,12 @@ class GitHubSource(Source):
 
     def __init__(self, config: GitHubConfig, ctx: SourceContext) -> None:
         super().__init__(config, ctx)
-        # "Bearer" works for classic and fine-grained PATs and GitHub App installation tokens alike
-        self.client = ApiClient(
-            self.name,
-            config.base_url,
-            f"Bearer {config.token}",
-            secrets=[config.token],
-            telemetry=ctx.telemetry,
-            sleep=ctx.sleep,
-            headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION},
-        )
-        self.api = GitHubApi(self.client)
+        self.api = GitHubApi(self.name, config.base_url, config.token, ctx)
         self.type_labels = {k.lower(): v for k, v in config.type_labels.items()}
         self.guard = RecordGuard(self.name)
 
     # -- the pass ---------------------------------------------------------------------------
-    def sync(self, store: Any) -> SyncReport:
+    def sync(self, store: SourceStore) -> SyncReport:
         report = SyncReport()
         report.details.update(repositories=0, compare_fallbacks=0)
         for configured in self._repositories(store, report):
@@ -299,7 +207,7 @@ class GitHubSource(Source):
                         break
         return report
 
-    def _repositories(self, store: Any, report: SyncReport) -> list[str]:
+    def _repositories(self, store: SourceStore, report: SyncReport) -> list[str]:
         """Configured ``owner/repo`` names, with ``owner/*`` expanded (organisation, else user)."""
         out: list[str] = []
         for entry in self.config.repositories:
@@ -313,7 +221,7 @@ class GitHubSource(Source):
                 report.problems.append(f"{entry}: {_problem(exc)}")
         return list(dict.fromkeys(out))
 
-    def _owner_repositories(self, store: Any, owner: str) -> list[str]:
+    def _owner_repositories(self, store: SourceStore, owner: str) -> list[str]:
         """Every repository of an organisation (or, if it is none, of a user); cached by ETag."""
         stream = f"repos:{owner}"
         state = self._state(store, stream)
@@ -335,7 +243,7 @@ class GitHubSource(Source):
                     first_etag = first_etag or page.etag
                     names += [
                         r["full_name"]
-                        for r in _records(page.data)
+                        for r in records(page.data)
                         if isinstance(r.get("full_name"), str) and not r.get("archived")
                     ]
             except GitHubHTTPError as exc:
@@ -346,7 +254,7 @@ class GitHubSource(Source):
             return names
         return []
 
-    def _repository(self, store: Any, configured: str) -> _Repo:
+    def _repository(self, store: SourceStore, configured: str) -> _Repo:
         stream = f"repo:{configured}"
         state = self._state(store, stream)
         path = f"/repos/{configured}"
@@ -364,11 +272,11 @@ class GitHubSource(Source):
         return repo
 
     # -- issues -----------------------------------------------------------------------------
-    def _sync_issues(self, store: Any, repo: _Repo, report: SyncReport) -> None:
+    def _sync_issues(self, store: SourceStore, repo: _Repo, report: SyncReport) -> None:
         stream = f"issues:{repo.full_name}"
         state = self._state(store, stream)
         since = state.get("since") or format_time(self.ctx.history_start())
-        cursor_at, cursor_seen = parse_time(since), set(state.get("seen", []))
+        cursor_at, cursor_seen = github_time(since), set(state.get("seen", []))
         path = f"/repos/{repo.full_name}/issues"
         params = {"state": "all", "sort": "updated", "direction": "asc", "since": since, "per_page": PER_PAGE}
         key = GitHubApi.key(path, params)
@@ -378,7 +286,7 @@ class GitHubSource(Source):
                 return
             first_etag = first_etag or page.etag
             batch = Batch(replace_history=True)
-            for raw in _records(page.data):
+            for raw in records(page.data):
                 try:
                     number, updated = _list_position(raw)
                 except RECORD_ERRORS as bad:
@@ -416,10 +324,10 @@ class GitHubSource(Source):
         native_id = f"{repo.full_name}#{number}"
         created_at = _required_time(raw, "created_at")
         if raw.get("state") not in ("open", "closed"):
-            raise Malformed("unknown_state")
+            raise Rejected("unknown_state")
         closed_at = _optional_time(raw, "closed_at")
         if closed_at is not None and closed_at < created_at:
-            raise Malformed("end_before_start")
+            raise Rejected("end_before_start")
         _check_body(raw)
         labels = [str(lb.get("name", "")) for lb in raw.get("labels") or [] if isinstance(lb, dict)]
         try:
@@ -465,10 +373,10 @@ class GitHubSource(Source):
         return "Issue"
 
     # -- pull requests ----------------------------------------------------------------------
-    def _sync_pulls(self, store: Any, repo: _Repo, report: SyncReport) -> None:
+    def _sync_pulls(self, store: SourceStore, repo: _Repo, report: SyncReport) -> None:
         stream = f"pulls:{repo.full_name}"
         state = self._state(store, stream)
-        floor = parse_time(state["at"]) if state.get("at") else self.ctx.history_start()
+        floor = github_time(state["at"]) if state.get("at") else self.ctx.history_start()
         seen = set(state.get("seen", []))
         new_at, new_seen = (floor, set(seen)) if state.get("at") else (None, set())
         path = f"/repos/{repo.full_name}/pulls"
@@ -481,7 +389,7 @@ class GitHubSource(Source):
                 return
             first_etag = first_etag or page.etag
             reached_watermark = False
-            for raw in _records(page.data):
+            for raw in records(page.data):
                 try:
                     number, updated = _list_position(raw)
                 except RECORD_ERRORS as bad:
@@ -536,7 +444,7 @@ class GitHubSource(Source):
         created_at = _required_time(raw, "created_at")
         merged_at = _required_time(raw, "merged_at")
         if merged_at < created_at:
-            raise Malformed("end_before_start")
+            raise Rejected("end_before_start")
         _check_body(raw)
         shas: list[str] = []
         authored: list[datetime] = []
@@ -617,7 +525,7 @@ class GitHubSource(Source):
             self._read_runs,
         )
 
-    def _sync_deployments(self, store: Any, repo: _Repo, report: SyncReport) -> None:
+    def _sync_deployments(self, store: SourceStore, repo: _Repo, report: SyncReport) -> None:
         mode = self._mode(repo)
         state = self._state(store, mode.stream)
         key = GitHubApi.key(mode.path, mode.params)
@@ -636,7 +544,7 @@ class GitHubSource(Source):
             modified = True
             first_etag = first_etag or page.etag
             old = new = 0
-            for raw in _records(page.data, mode.list_key):
+            for raw in records(page.data, mode.list_key):
                 problem = _id_problem(raw.get("id"))
                 if problem is not None:
                     # counted, never a high-water mark: one id of 2**63 would hide every later record
@@ -694,16 +602,17 @@ class GitHubSource(Source):
                 sha = _sha_of(entry.get("sha"))
                 created = _required_time(entry, "created_at")
                 if not isinstance(entry.get("environment"), str) or not entry["environment"]:
-                    raise Malformed("missing_field")
+                    raise Rejected("missing_field")
                 if len(entry["environment"]) > 255:
-                    raise Malformed("too_large")
+                    raise Rejected("too_large")
             except RECORD_ERRORS as bad:
                 self.guard.reject(batch, record_id, bad)
                 del pending[dep_id]
                 continue
             path = f"/repos/{repo.full_name}/deployments/{dep_id}/statuses"
+            pages = self.api.pages(path, {"per_page": PER_PAGE}, entry.get("etag"))
             try:
-                first = self.api.get(path, {"per_page": PER_PAGE}, entry.get("etag"))
+                first = next(pages)
             except GitHubHTTPError as exc:
                 if exc.status != 404:
                     raise
@@ -711,9 +620,7 @@ class GitHubSource(Source):
                 continue
             if first.status == 304:
                 continue
-            statuses = _records(first.data)
-            if first.next_url:
-                statuses += list(self.api.items(first.next_url))
+            statuses = records(first.data) + [status for page in pages for status in records(page.data)]
             try:
                 outcome = deployment_outcome(statuses)
             except RECORD_ERRORS as bad:
@@ -769,7 +676,7 @@ class GitHubSource(Source):
             rel_id = str(raw.get("id"))
             record_id = f"{repo.full_name}:release:{record_label(raw.get('id'))}"
             if _id_problem(raw.get("id")) is not None:
-                self.guard.reject(batch, record_id, Malformed(_id_problem(raw.get("id")) or "wrong_type"))
+                self.guard.reject(batch, record_id, Rejected(_id_problem(raw.get("id")) or "wrong_type"))
                 pending.pop(rel_id, None)
                 continue
             if raw.get("draft"):
@@ -804,7 +711,7 @@ class GitHubSource(Source):
             return target.lower()
         tag = raw.get("tag_name")
         if not isinstance(tag, str) or not tag:
-            raise Malformed("missing_field")
+            raise Rejected("missing_field")
         try:
             obj = (self.api.get(f"/repos/{repo.full_name}/git/ref/tags/{quote(tag, safe='')}").data or {}).get(
                 "object"
@@ -816,7 +723,7 @@ class GitHubSource(Source):
         except GitHubHTTPError as exc:
             if exc.status != 404:
                 raise
-            raise Malformed("missing_field") from None
+            raise Rejected("missing_field") from None
         return _sha_of(obj.get("sha"))
 
     def _read_runs(
@@ -831,7 +738,7 @@ class GitHubSource(Source):
             run_id = str(raw.get("id"))
             record_id = f"{repo.full_name}:run:{record_label(raw.get('id'))}"
             if _id_problem(raw.get("id")) is not None:
-                self.guard.reject(batch, record_id, Malformed(_id_problem(raw.get("id")) or "wrong_type"))
+                self.guard.reject(batch, record_id, Rejected(_id_problem(raw.get("id")) or "wrong_type"))
                 pending.pop(run_id, None)
                 continue
             if raw.get("status") != "completed":
@@ -846,7 +753,7 @@ class GitHubSource(Source):
                 started = _optional_time(raw, "run_started_at") or _optional_time(raw, "created_at")
                 finished_at = self._run_finished_at(repo, raw)
                 if started is not None and finished_at < started:
-                    raise Malformed("end_before_start")
+                    raise Rejected("end_before_start")
             except RECORD_ERRORS as bad:
                 self.guard.reject(batch, record_id, bad)
                 continue
@@ -873,7 +780,7 @@ class GitHubSource(Source):
 
     # -- what a deployment contains ---------------------------------------------------------
     def _with_contents(
-        self, store: Any, repo: _Repo, finished: list[_Finished], report: SyncReport, batch: Batch
+        self, store: SourceStore, repo: _Repo, finished: list[_Finished], report: SyncReport, batch: Batch
     ) -> list[Deployment]:
         """Deployments with ``contains``, in creation order; direct pushes found in them go to ``batch``.
 
@@ -1039,7 +946,7 @@ class GitHubSource(Source):
         return True
 
     # -- helpers ----------------------------------------------------------------------------
-    def _state(self, store: Any, stream: str) -> dict[str, Any]:
+    def _state(self, store: SourceStore, stream: str) -> dict[str, Any]:
         raw = store.watermark(self.name, stream)
         try:
             value = json.loads(raw) if raw else {}
@@ -1080,15 +987,15 @@ def issue_history(native_id: str, created_at: datetime, events: list[dict[str, A
             if not _closes(issue, repo, number):
                 continue  # "related to #N": a mention, not work on it
             pr = issue.get("url") or issue.get("html_url") or issue.get("number")
-            steps.append((parse_time(event.get("created_at")), 0, i, "linked", pr))
+            steps.append((github_time(event.get("created_at")), 0, i, "linked", pr))
             if issue.get("closed_at"):
-                steps.append((parse_time(issue["closed_at"]), 1, i, "unlinked", pr))
+                steps.append((github_time(issue["closed_at"]), 1, i, "unlinked", pr))
         elif kind == "connected":
-            steps.append((parse_time(event.get("created_at")), 0, i, "linked", "connected"))
+            steps.append((github_time(event.get("created_at")), 0, i, "linked", "connected"))
         elif kind == "disconnected":
-            steps.append((parse_time(event.get("created_at")), 0, i, "unlinked", "connected"))
+            steps.append((github_time(event.get("created_at")), 0, i, "unlinked", "connected"))
         elif kind in ("assigned", "unassigned", "closed", "reopened"):
-            steps.append((parse_time(event.get("created_at")), 0, i, kind, event))
+            steps.append((github_time(event.get("created_at")), 0, i, kind, event))
     steps.sort(key=lambda s: (s[0], s[1], s[2]))
     closed: str | None = None
     assignees: set[str] = set()
@@ -1151,7 +1058,7 @@ def deployment_outcome(statuses: list[dict[str, Any]]) -> tuple[str, datetime] |
     """
     ordered = sorted(
         (
-            (parse_time(s.get("created_at")), s.get("id") or 0, s.get("state"))
+            (github_time(s.get("created_at")), s.get("id") or 0, s.get("state"))
             for s in statuses
             if isinstance(s, dict) and s.get("state") in ("success", "failure", "error")
         ),
@@ -1163,48 +1070,25 @@ def deployment_outcome(statuses: list[dict[str, Any]]) -> tuple[str, datetime] |
     return ("success" if state == "success" else "failure"), at
 
 
-def _records(data: Any, key: str | None = None) -> list[dict[str, Any]]:
-    """The dict elements of a list answer (or of ``data[key]``); other elements are no records.
-
-    An answer that is no list (an object where the API documents one) raises BadAnswer: read as
-    empty, it would silently drop a page and move the watermark past it.
-    """
-    if key is not None:
-        data = data.get(key) if isinstance(data, dict) else None
-    if not isinstance(data, list):
-        raise BadAnswer(f"expected a list{f' in {key!r}' if key else ''}, got {type(data).__name__}")
-    return [r for r in data if isinstance(r, dict)]
-
-
-def _page_keys(data: Any, key: str | None) -> list[Any]:
-    """The identities of a list page's records, for ``Pagination``."""
-    if key is not None:
-        data = data.get(key) if isinstance(data, dict) else None
-    return [record_key(r) for r in data] if isinstance(data, list) else []
-
-
 def _list_position(raw: dict[str, Any]) -> tuple[int, datetime]:
     """(number, updated_at) of an issue or pull request list entry."""
     number = raw.get("number")
     if number is None:
-        raise Malformed("missing_field")
+        raise Rejected("missing_field")
     if not isinstance(number, int) or isinstance(number, bool):
-        raise Malformed("wrong_type")
+        raise Rejected("wrong_type")
     if not 0 < number <= MAX_ID:
-        raise Malformed("out_of_range")  # GitHub numbers issues from 1
+        raise Rejected("out_of_range")  # GitHub numbers issues from 1
     return number, _required_time(raw, "updated_at")
 
 
 def _required_time(raw: dict[str, Any], name: str) -> datetime:
     value = raw.get(name)
     if value is None:
-        raise Malformed("missing_field")
+        raise Rejected("missing_field")
     if not isinstance(value, str):
-        raise Malformed("wrong_type")
-    try:
-        return parse_time(value)
-    except ValueError:
-        raise Malformed("bad_timestamp") from None
+        raise Rejected("wrong_type")
+    return github_time(value)
 
 
 def _optional_time(raw: dict[str, Any], name: str) -> datetime | None:
@@ -1214,12 +1098,12 @@ def _optional_time(raw: dict[str, Any], name: str) -> datetime | None:
 def _check_body(raw: dict[str, Any]) -> None:
     body = raw.get("body")
     if isinstance(body, str) and len(body) > MAX_BODY:
-        raise Malformed("too_large")
+        raise Rejected("too_large")
 
 
 def _sha_of(value: Any) -> str:
     if not isinstance(value, str) or not _SHA.match(value):
-        raise Malformed("missing_field")
+        raise Rejected("missing_field")
     return value.lower()
 
 
@@ -1239,7 +1123,7 @@ def _object(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise Malformed("wrong_type")
+        raise Rejected("wrong_type")
     return value
 
 
@@ -1257,7 +1141,7 @@ def _login(user: Any) -> str:
 
 def _time_or_none(value: Any) -> datetime | None:
     try:
-        return parse_time(value)
+        return github_time(value)
     except ValueError:
         return None
 

@@ -15,9 +15,6 @@ not ours) can be unit-tested exhaustively without HTTP:
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
-
-from collector.errors import Rejected
 
 _KEYWORD = r"(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)"
 _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*)"
@@ -29,7 +26,6 @@ _CLOSING = re.compile(
     re.IGNORECASE,
 )
 _AB_MENTION = re.compile(r"(?<![\w#])AB#(\d+)(?![\w#])")
-_REPO = re.compile(r"^([\w.-]+)/([\w.-]+)$")
 
 
 def closing_references(text: str | None, repo: str) -> list[tuple[str, int]]:
@@ -65,37 +61,3 @@ def azure_boards_mentions(text: str | None) -> list[int]:
         if work_item > 0 and work_item not in out:
             out.append(work_item)
     return out
-
-
-def split_repo(full_name: str) -> tuple[str, str]:
-    """``owner/repo`` → ``(owner, repo)``; raises ValueError on anything else."""
-    m = _REPO.match(full_name.strip())
-    if not m:
-        raise ValueError(f"{full_name!r} is not owner/repo")
-    return m.group(1), m.group(2)
-
-
-def parse_time(value: object) -> datetime:
-    """GitHub's ISO 8601 timestamps (``2024-05-01T10:00:00Z``) as aware UTC.
-
-    Anything else, or a time with no UTC form (``9999-12-31T23:59:59-01:00``), raises
-    ``Rejected("bad_timestamp")``, a ValueError: the caller rejects the record.
-    """
-    if not isinstance(value, str) or not value or len(value) > 40:
-        raise Rejected("bad_timestamp", f"not a timestamp: {value!r}"[:80])
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise Rejected("bad_timestamp", f"not a timestamp: {value!r}"[:80]) from None
-
-
-#: the one GitHub time parser, by the name the sources use
-github_time = parse_time
-
-
-def format_time(value: datetime) -> str:
-    """The form GitHub's ``since`` parameter takes (ISO 8601, ``Z``, whole seconds)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

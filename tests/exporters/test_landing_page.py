@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from collector.config import parse_config
 from collector.figures import FigureCache, Settings
 from collector.http import REDACT
+from collector.runner import POLL_BUCKETS
 from collector.store import Store
 from exporters.prometheus import MetricsCache
 from exporters.web import ExporterApp, serve_http
@@ -65,7 +66,14 @@ def served(tmp_path: Path):
     a_year_of_releases(store, NOW, projects=("Fabrikam",))  # one series per figure: the pooled chart is it
     for name in ("boards", "github"):
         store.record_poll(
-            name, ok=True, started_at=NOW.timestamp(), duration=1.0, items=1, error=None, rate_limit_remaining=4000
+            name,
+            ok=True,
+            started_at=NOW.timestamp(),
+            duration=1.0,
+            bounds=POLL_BUCKETS,
+            items=1,
+            error=None,
+            rate_limit_remaining=4000,
         )
     config = parse_config(CONFIG, {})
     cache = MetricsCache(FigureCache(store, Settings.from_config(config), clock=NOW.timestamp))

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from collector.config import parse_config
 from collector.figures import FigureCache, Settings
 from collector.http import REDACT
+from collector.runner import POLL_BUCKETS
 from collector.store import Store
 from exporters.prometheus import MetricsCache
 from exporters.web import ExporterApp, serve_http
@@ -126,7 +127,14 @@ def test_restart_reexports_identical_counters_and_buckets(tmp_path: Path, config
     first = Store(url)
     load(first)
     first.record_poll(
-        "boards", ok=True, started_at=NOW.timestamp() - 10, duration=3.0, items=5, error=None, rate_limit_remaining=180
+        "boards",
+        ok=True,
+        started_at=NOW.timestamp() - 10,
+        duration=3.0,
+        bounds=POLL_BUCKETS,
+        items=5,
+        error=None,
+        rate_limit_remaining=180,
     )
     before = exposition(first, config)
     first.close()
@@ -219,13 +227,21 @@ def test_http_server_probes_auth_and_landing_page(store: Store, tmp_path: Path) 
         assert "Content-Encoding" not in plain.headers and plain.content.startswith(b"# HELP")
         for name in ("boards", "pipelines"):
             store.record_poll(
-                name, ok=True, started_at=NOW.timestamp(), duration=1.0, items=3, error=None, rate_limit_remaining=None
+                name,
+                ok=True,
+                started_at=NOW.timestamp(),
+                duration=1.0,
+                bounds=POLL_BUCKETS,
+                items=3,
+                error=None,
+                rate_limit_remaining=None,
             )
         store.record_poll(
             "pipelines",
             ok=False,
             started_at=NOW.timestamp() + 60,
             duration=1.0,
+            bounds=POLL_BUCKETS,
             items=0,
             error=f"401 for token {SECRET} <script>",
             rate_limit_remaining=None,

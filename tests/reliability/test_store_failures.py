@@ -20,7 +20,7 @@ from collector.config import parse_config
 from collector.errors import StoreInUse
 from collector.figures import FigureCache, Settings
 from collector.model import Batch, Rejection
-from collector.runner import Runner
+from collector.runner import POLL_BUCKETS, Runner
 from collector.store import Store
 from exporters.prometheus import MetricsCache
 from exporters.web import ExporterApp
@@ -120,7 +120,14 @@ def test_the_exporter_sees_another_process_writes_and_only_data_moves_the_versio
     reader, writer = Store(store_url), Store(store_url)
     before = reader.data_version
     writer.record_poll(
-        "boards", ok=True, started_at=time.time(), duration=1.0, items=0, error=None, rate_limit_remaining=None
+        "boards",
+        ok=True,
+        started_at=time.time(),
+        duration=1.0,
+        bounds=POLL_BUCKETS,
+        items=0,
+        error=None,
+        rate_limit_remaining=None,
     )
     writer.set_watermark("boards", "revisions", "token-1")
     assert reader.data_version == before, "a status or watermark alone changes no figure"
@@ -190,7 +197,14 @@ def test_a_deleted_store_file_makes_the_collector_unready(tmp_path: Path) -> Non
     url = f"sqlite:///{tmp_path}/s.db"
     store = Store(url)
     store.record_poll(
-        "boards", ok=True, started_at=time.time(), duration=1.0, items=0, error=None, rate_limit_remaining=None
+        "boards",
+        ok=True,
+        started_at=time.time(),
+        duration=1.0,
+        bounds=POLL_BUCKETS,
+        items=0,
+        error=None,
+        rate_limit_remaining=None,
     )
     cache, app = _exporter(store, url)
     cache.refresh()
@@ -209,7 +223,14 @@ def test_a_postgresql_outage_is_reported_and_survived() -> None:
     try:
         store = Store(server.url)
         store.record_poll(
-            "boards", ok=True, started_at=time.time(), duration=1.0, items=0, error=None, rate_limit_remaining=None
+            "boards",
+            ok=True,
+            started_at=time.time(),
+            duration=1.0,
+            bounds=POLL_BUCKETS,
+            items=0,
+            error=None,
+            rate_limit_remaining=None,
         )
         cache, app = _exporter(store, server.url)
         cache.refresh()

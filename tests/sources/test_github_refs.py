@@ -7,13 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from collector.sources.base import matches_environment
-from collector.sources.github_refs import (
-    azure_boards_mentions,
-    closing_references,
-    format_time,
-    parse_time,
-    split_repo,
-)
+from collector.sources.github_api import format_time, github_time
+from collector.sources.github_refs import azure_boards_mentions, closing_references
 
 REPO = "contoso/web"
 
@@ -71,20 +66,14 @@ def test_azure_boards_mentions() -> None:
     assert azure_boards_mentions(None) == []
 
 
-def test_split_repo() -> None:
-    assert split_repo("contoso/web.site") == ("contoso", "web.site")
-    with pytest.raises(ValueError):
-        split_repo("contoso")
-
-
 def test_time_round_trip() -> None:
-    at = parse_time("2024-05-01T10:00:00Z")
+    at = github_time("2024-05-01T10:00:00Z")
     assert at == datetime(2024, 5, 1, 10, tzinfo=UTC)
     assert format_time(at) == "2024-05-01T10:00:00Z"
-    assert parse_time("2024-05-01T12:00:00+02:00") == at
+    assert github_time("2024-05-01T12:00:00+02:00") == at
     for bad in (None, "", "yesterday", 12):
         with pytest.raises(ValueError):
-            parse_time(bad)
+            github_time(bad)
 
 
 def test_production_environment_matching() -> None:
