@@ -1,6 +1,6 @@
 """Comparing what the Azure sources stored with the sandbox's ground truth, in the same terms.
 
-The truth (``sandbox/azure.py``) covers both projects of the seeded organisation; a
+The truth (``sandbox/azure/data.py``) covers both projects of the seeded organisation; a
 source reads one project, so every expectation here is filtered by ``project``.
 """
 
@@ -18,7 +18,7 @@ from collector.config import AzureBoardsConfig, AzurePipelinesConfig
 from collector.sources.base import SourceContext
 from collector.store import Store
 from sandbox.app import Sandbox, SandboxOptions
-from sandbox.azure import AzureWorld
+from sandbox.azure.routes import AzureRoutes
 from sandbox.server import FaultPlan, Router, SandboxHTTPServer
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -62,16 +62,16 @@ def start_sandbox(work_items: int = 200, seed: int = 11, fault_rate: float = 0.0
 
 
 @contextmanager
-def azure_only(work_items: int, seed: int = 11) -> Iterator[tuple[str, AzureWorld, SandboxHTTPServer]]:
+def azure_only(work_items: int, seed: int = 11) -> Iterator[tuple[str, AzureRoutes, SandboxHTTPServer]]:
     """The sandbox's Azure half alone, so a test can swap its throttle's clock."""
-    world = AzureWorld(seed=seed, work_items=work_items, now=NOW, token=TOKEN, organization="contoso")
+    routes = AzureRoutes(seed=seed, work_items=work_items, now=NOW, token=TOKEN, organization="contoso")
     router = Router()
-    world.register(router)
+    routes.register(router)
     server = SandboxHTTPServer(("127.0.0.1", 0), router, FaultPlan(), lambda req: None)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host, port = server.server_address[:2]
     try:
-        yield f"http://{host}:{port}/contoso", world, server
+        yield f"http://{host}:{port}/contoso", routes, server
     finally:
         server.shutdown()
         server.server_close()

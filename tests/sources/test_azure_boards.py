@@ -36,7 +36,7 @@ from collector.sources.base import SourceContext
 from collector.store import Store
 from exporters.prometheus import self_families
 from sandbox.app import Sandbox
-from sandbox.azure import Throttle
+from sandbox.azure.routes import Throttle
 from sandbox.server import SandboxHTTPServer
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -444,10 +444,10 @@ def test_azure_devops_throttling_is_waited_out_not_failed(boards_store: Store) -
         clock[0] += seconds
 
     ctx = SourceContext(history=timedelta(days=365), now=lambda: NOW_SANDBOX, sleep=sleep)
-    with azure_only(work_items=120) as (url, world, server):
-        world.throttle = Throttle(budget=4, window=300, clock=lambda: clock[0])
+    with azure_only(work_items=120) as (url, routes, server):
+        routes.throttle = Throttle(budget=4, window=300, clock=lambda: clock[0])
         AzureBoardsSource(boards_config(url), ctx).sync(boards_store)
-        truth = world.truth()
+        truth = routes.truth()
         statuses = server.stats.snapshot()["by_status"]
     assert statuses.get("429", 0) > 0
     assert ctx.telemetry.requests["429"] == statuses["429"]
@@ -465,7 +465,7 @@ def test_the_budget_gauge_expires_once_azure_devops_stops_throttling(tmp_path: P
     def sleep(seconds: float) -> None:
         clock[0] += seconds
 
-    with azure_only(work_items=60) as (url, world, _server):
+    with azure_only(work_items=60) as (url, routes, _server):
         config = parse_config(
             f"""
 store: sqlite:///{tmp_path}/budget.db
@@ -476,10 +476,10 @@ sources:
         )
         store = Store(config.store)
         runner = Runner(config, store, sleep=sleep)
-        world.throttle = Throttle(budget=4, window=300, clock=lambda: clock[0])
+        routes.throttle = Throttle(budget=4, window=300, clock=lambda: clock[0])
         assert runner.run("boards").ok
         assert store.statuses()["boards"].rate_limit_remaining is not None
-        world.throttle = Throttle(budget=None)  # the load is gone: answers carry no budget any more
+        routes.throttle = Throttle(budget=None)  # the load is gone: answers carry no budget any more
         assert runner.run("boards").ok
         assert store.statuses()["boards"].rate_limit_remaining is None
         families = {f.name: f for f in self_families(store, Settings.from_config(config), [])}

@@ -1,6 +1,6 @@
 """The GitHub source: normalisation rules, then full and incremental syncs against the sandbox.
 
-The sandbox (``sandbox/github.py``) serves GitHub's REST v3 shapes over real HTTP on
+The sandbox (``sandbox/github/``) serves GitHub's REST v3 shapes over real HTTP on
 127.0.0.1 and knows the ground truth of what a perfect sync stores; each repository there delivers
 through one ``deployments_from`` mode, so a test configures one source per repository.
 """
@@ -26,7 +26,7 @@ from collector.sources.base import SourceContext, SyncReport
 from collector.sources.github import GitHubSource, deployment_outcome, issue_history
 from collector.store import Store
 from sandbox.app import Sandbox, SandboxOptions
-from sandbox.github import GitHubWorld
+from sandbox.github.routes import GitHubRoutes
 from sandbox.server import FaultPlan, Router, SandboxHTTPServer
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
@@ -418,24 +418,26 @@ def test_fault_injection_ends_with_the_same_store(tmp_path: Path) -> None:
 
 
 @contextmanager
-def _world(**options: Any) -> Iterator[tuple[str, GitHubWorld]]:
+def _routes(**options: Any) -> Iterator[tuple[str, GitHubRoutes]]:
     """The sandbox's GitHub half alone, for options ``Sandbox`` does not expose (``malformed``)."""
-    world = GitHubWorld(seed=5, work_items=90, now=NOW, token=TOKEN, organization="contoso", azure_items=[], **options)
+    routes = GitHubRoutes(
+        seed=5, work_items=90, now=NOW, token=TOKEN, organization="contoso", azure_items=[], **options
+    )
     router = Router()
-    world.register(router)
+    routes.register(router)
     server = SandboxHTTPServer(("127.0.0.1", 0), router, FaultPlan(), lambda req: None)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host, port = server.server_address[:2]
     try:
-        yield f"http://{host}:{port}/api/v3", world
+        yield f"http://{host}:{port}/api/v3", routes
     finally:
         server.shutdown()
         server.server_close()
 
 
 def test_malformed_records_are_rejected_with_a_reason(store: Store) -> None:
-    with _world(malformed=12) as (url, world):
-        truth = world.truth()
+    with _routes(malformed=12) as (url, routes):
+        truth = routes.truth()
         sources = [_source(url, [repo], mode) for repo, mode in truth["repos"].items()]
         reports = _sync_all(sources, store)
     assert all(not r.problems for r in reports)

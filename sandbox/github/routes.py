@@ -1,7 +1,7 @@
 """The GitHub half of the sandbox: a REST API v3 server over the seeded organisation.
 
 The data and the ground truth (and the exact rules a source must follow to reproduce it) live in
-:mod:`sandbox.github_world`; this module is the HTTP surface, shaped like
+:mod:`sandbox.github.data`; this module is the HTTP surface, shaped like
 ``github/rest-api-description`` (api.github.com 2022-11-28) and PyGithub's recorded responses.
 
 Served both at ``/`` and under ``/api/v3`` (GitHub Enterprise Server). Every absolute URL in a body
@@ -49,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
-from sandbox.github_world import (
+from sandbox.github.data import (
     BOT,
     DEFAULT_BRANCH,
     LABEL_COLORS,
@@ -58,13 +58,13 @@ from sandbox.github_world import (
     USERS,
     Deployment,
     GitCommit,
-    GitHubData,
     Issue,
     IssueEvent,
     PullRequest,
     Release,
     Repo,
     Run,
+    SeededGitHubOrg,
     Workflow,
     iso,
 )
@@ -169,8 +169,8 @@ class RateBudget:
         }
 
 
-class GitHubWorld:
-    """The sandbox's GitHub: seeded data (``github_world``) behind GitHub's REST API v3."""
+class GitHubRoutes:
+    """The HTTP routes of the sandbox's GitHub: the seeded organisation (``data``) behind REST API v3."""
 
     def __init__(
         self,
@@ -185,7 +185,7 @@ class GitHubWorld:
     ) -> None:
         self.token = token
         self.organization = organization
-        self.data = GitHubData(
+        self.data = SeededGitHubOrg(
             seed=seed,
             work_items=work_items,
             now=now,
@@ -201,7 +201,7 @@ class GitHubWorld:
 
     # --- interface used by app.py -------------------------------------------------------
     def truth(self) -> dict[str, Any]:
-        """What a perfect sync stores (see ``github_world``); shared, do not mutate."""
+        """What a perfect sync stores (see ``sandbox.github.data``); shared, do not mutate."""
         with self._lock:
             return dict(self.data.truth())
 
@@ -749,7 +749,7 @@ class GitHubWorld:
 class _Ctx:
     """Renders one request's objects with absolute URLs on the request's own base and prefix."""
 
-    def __init__(self, world: GitHubWorld, req: Request) -> None:
+    def __init__(self, world: GitHubRoutes, req: Request) -> None:
         self.world = world
         self.data = world.data
         self.org = world.organization
@@ -1482,7 +1482,7 @@ _EVENT_NODE = {
 
 
 def _break(d: dict[str, Any], fault: str, created: datetime, end_field: str) -> None:
-    """Make a record malformed the way real data goes wrong (see github_world for the reasons)."""
+    """Make a record malformed the way real data goes wrong (see sandbox.github.data for the reasons)."""
     if fault == "missing_field":
         del d["created_at"]
     elif fault == "bad_timestamp":
@@ -1538,4 +1538,4 @@ def _time_arg(req: Request, name: str) -> datetime | None:
         raise _BadRequest(422, f"Invalid value for `{name}`: {value!r} is not an ISO 8601 timestamp") from None
 
 
-__all__ = ["GitHubWorld", "RateBudget"]
+__all__ = ["GitHubRoutes", "RateBudget"]

@@ -1,0 +1,1 @@
+"""The sandbox's Azure DevOps: seeded organisation (``data``) and the HTTP routes serving it (``routes``)."""
