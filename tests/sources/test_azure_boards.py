@@ -36,7 +36,7 @@ from collector.sources.base import SourceContext
 from collector.store import Store
 from exporters.prometheus import self_families
 from sandbox.app import Sandbox
-from sandbox.azure.routes import Throttle
+from sandbox.azure.common import Throttle
 from sandbox.server import SandboxHTTPServer
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
