@@ -10,18 +10,8 @@ from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
 from sandbox.azure.common import ApiError, AzureHandlers, Ctx, csv_arg, flag_arg, int_arg, parse_time
-from sandbox.azure.data import (
-    END_OF_TIME,
-    WORK_ITEM_TYPES,
-    Project,
-    Relation,
-    Revision,
-    WorkItem,
-    iso,
-)
-from sandbox.azure.data import (
-    TYPE_REFERENCE_NAMES as _TYPE_REFS,
-)
+from sandbox.azure.data import END_OF_TIME, WORK_ITEM_TYPES, Project, Relation, Revision, WorkItem, iso
+from sandbox.azure.data import TYPE_REFERENCE_NAMES as _TYPE_REFS
 from sandbox.azure.wiql import parse_wiql, wiql_matches, wiql_sort_key
 from sandbox.server import Response
 

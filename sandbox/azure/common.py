@@ -13,13 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sandbox.azure.data import (
-    Person,
-    Project,
-    SeededAzureOrg,
-    iso,
-    to_ms,
-)
+from sandbox.azure.data import Person, Project, SeededAzureOrg, iso, to_ms
 from sandbox.server import Request, Response
 
 

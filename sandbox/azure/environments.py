@@ -6,11 +6,7 @@ import bisect
 from typing import Any
 
 from sandbox.azure.common import ApiError, AzureHandlers, Ctx, int_arg
-from sandbox.azure.data import (
-    DeploymentRecord,
-    Environment,
-    iso,
-)
+from sandbox.azure.data import DeploymentRecord, Environment, iso
 from sandbox.server import Response
 
 

@@ -7,12 +7,7 @@ import re
 from typing import Any
 
 from sandbox.azure.common import ApiError, AzureHandlers, Ctx, csv_arg, int_arg, parse_time
-from sandbox.azure.data import (
-    Build,
-    Commit,
-    Pipeline,
-    iso,
-)
+from sandbox.azure.data import Build, Commit, Pipeline, iso
 from sandbox.server import Response
 
 

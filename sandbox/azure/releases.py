@@ -5,11 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sandbox.azure.common import ApiError, AzureHandlers, Ctx, csv_arg, int_arg, parse_time
-from sandbox.azure.data import (
-    Release,
-    ReleaseDeployment,
-    iso,
-)
+from sandbox.azure.data import Release, ReleaseDeployment, iso
 from sandbox.server import Response
 
 

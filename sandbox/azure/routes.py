@@ -17,12 +17,7 @@ from urllib.parse import unquote
 
 from sandbox.azure.boards import BoardsHandlers
 from sandbox.azure.common import ApiError, Ctx, Throttle, error_body
-from sandbox.azure.data import (
-    Build,
-    Project,
-    SeededAzureOrg,
-    iso,
-)
+from sandbox.azure.data import Build, Project, SeededAzureOrg, iso
 from sandbox.azure.environments import EnvironmentsHandlers
 from sandbox.azure.pipelines import PipelinesHandlers
 from sandbox.azure.releases import ReleasesHandlers

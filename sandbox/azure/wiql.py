@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandbox.azure.common import ApiError, Ctx, parse_time
-from sandbox.azure.data import (
-    WorkItem,
-)
+from sandbox.azure.data import WorkItem
 
 _SHORT_FIELDS = {
     "id": "System.Id",
