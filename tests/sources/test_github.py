@@ -238,6 +238,8 @@ def _expected(truth: dict[str, Any], repos: set[str] | None = None) -> dict[str,
 
 def _assert_matches_truth(store: Store, truth: dict[str, Any], repos: set[str] | None = None) -> None:
     stored, expected = _stored(store), _expected(truth, repos)
+    # every repository has issues, merged pull requests and deployments: equal to nothing is no match
+    assert all(expected[part] for part in ("work_items", "changes", "deployments")), "nothing expected"
     for part in ("work_items", "changes", "deployments", "links"):
         assert len(stored[part]) == len(expected[part]), part
         assert stored[part] == expected[part], part
@@ -327,17 +329,29 @@ def test_idle_polls_are_conditional(sandbox: Sandbox, store: Store) -> None:
 def test_new_activity_appears_after_the_next_sync(sandbox: Sandbox, store: Store) -> None:
     sources = _sources(sandbox)
     _sync_all(sources, store)
+    earlier = _stored(store)
     added = sandbox.add_activity(3)["github"]
-    new_issues = [i for step in added for i in step["issues"]]
-    new_pulls = [p for step in added for p in step["pulls"]]
+    new_issues = {i for step in added for i in step["issues"]}
+    new_pulls = {p for step in added for p in step["pulls"]}
+    new_deployments = {d for step in added for d in step["deployments"]}
+    # each step adds an issue, a merged pull request and deliveries: none of it was there before
+    assert len(new_issues) == len(new_pulls) == 3 and new_deployments
+    assert not new_issues & {w["native_id"] for w in earlier["work_items"]}
+    assert not new_pulls & {c["native_id"] for c in earlier["changes"]}
+    assert not new_deployments & {d["native_id"] for d in earlier["deployments"]}
     before = sandbox.server.stats.snapshot()
     reports = _sync_all(sources, store)
     print(f"sync after 3 activity steps: {_delta(sandbox, before)['total']} requests")
     assert all(not r.problems for r in reports)
-    _assert_matches_truth(store, sandbox.github.truth())
+    truth = sandbox.github.truth()
+    _assert_matches_truth(store, truth)
     stored = _stored(store)
-    assert set(new_issues) <= {w["native_id"] for w in stored["work_items"]}
-    assert set(new_pulls) <= {c["native_id"] for c in stored["changes"]}
+    assert new_issues <= {w["native_id"] for w in stored["work_items"]}
+    assert new_pulls <= {c["native_id"] for c in stored["changes"]}
+    # the deliveries the truth counts (finished ones) are stored, and there is at least one
+    delivered = new_deployments & {d["native_id"] for d in truth["deployments"]}
+    assert delivered and delivered <= {d["native_id"] for d in stored["deployments"]}
+    assert len(stored["work_items"]) == len(earlier["work_items"]) + len(new_issues)
 
 
 def test_rate_limits_are_waited_out(sandbox: Sandbox, store: Store) -> None:
