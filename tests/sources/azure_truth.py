@@ -26,9 +26,9 @@ TOKEN = "sandbox-token"
 TYPES = ["User Story", "Bug", "Feature"]
 
 
-def context() -> SourceContext:
-    """The sandbox's clock; retries and rate-limit waits do not really sleep (the test stays fast)."""
-    return SourceContext(history=timedelta(days=365), now=lambda: NOW, sleep=lambda seconds: None)
+def context(history: timedelta = timedelta(days=365)) -> SourceContext:
+    """The sandbox's clock (the replays' too); retries and rate-limit waits do not really sleep."""
+    return SourceContext(history=history, now=lambda: NOW, sleep=lambda seconds: None)
 
 
 def boards_config(url: str, project: str = "Fabrikam") -> AzureBoardsConfig:
