@@ -5,13 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import ipaddress
+import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +24,57 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# -- collector configurations against the sandbox ----------------------------------------------------------
+
+
+def azure_source(
+    kind: str,
+    sandbox_url: str,
+    token: str,
+    project: str = "Fabrikam",
+    *,
+    name: str | None = None,
+    organization: str = "contoso",
+    **settings: Any,
+) -> dict[str, Any]:
+    """An ``azure_boards`` or ``azure_pipelines`` source reading one project of the sandbox at ``sandbox_url``."""
+    return {
+        "name": name or kind.removeprefix("azure_"),
+        "kind": kind,
+        "organization_url": f"{sandbox_url}/{organization}",
+        "project": project,
+        "token": token,
+        **settings,
+    }
+
+
+def github_source(
+    sandbox_url: str,
+    token: str,
+    repositories: Iterable[str] = ("contoso/web",),
+    *,
+    name: str = "github",
+    **settings: Any,
+) -> dict[str, Any]:
+    """A ``github`` source reading the sandbox at ``sandbox_url`` (GitHub Enterprise Server style)."""
+    return {
+        "name": name,
+        "kind": "github",
+        "base_url": f"{sandbox_url}/api/v3",
+        "token": token,
+        "repositories": list(repositories),
+        **settings,
+    }
+
+
+def sandbox_config(store: str, sources: Iterable[dict[str, Any]], **settings: Any) -> str:
+    """A collector configuration (YAML): ``store``, the other top-level ``settings``, then one source a
+    line (each value written as JSON, which YAML reads as is; ``${VAR}`` still substitutes)."""
+    lines = [f"{key}: {json.dumps(value)}" for key, value in {"store": store, **settings}.items()]
+    lines += ["sources:", *(f"  - {json.dumps(source)}" for source in sources)]
+    return "\n".join(lines) + "\n"
 
 
 def _pg_bin(name: str) -> str | None:
