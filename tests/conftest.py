@@ -11,7 +11,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def serving_half(routes: Any) -> Iterator[tuple[str, Any]]:
+    """One half of the sandbox (``AzureRoutes`` or ``GitHubRoutes``) alone on a free port, without the
+    control endpoints, for options ``Sandbox`` does not expose; yields its root URL and its server."""
+    from sandbox.server import FaultPlan, Router, SandboxHTTPServer
+
+    router = Router()
+    routes.register(router)
+    server = SandboxHTTPServer(("127.0.0.1", 0), router, FaultPlan(), lambda req: None)
+    threading.Thread(target=server.serve_forever, name="sandbox-half", daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # -- collector configurations against the sandbox ----------------------------------------------------------

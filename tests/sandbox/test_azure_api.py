@@ -12,7 +12,6 @@ import importlib
 import random
 import re
 import statistics
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,11 +19,12 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import serving_half
 
 from sandbox.app import Sandbox, SandboxOptions
 from sandbox.azure.data import SeededAzureOrg
 from sandbox.azure.routes import AzureRoutes
-from sandbox.server import FaultPlan, Router, SandboxHTTPServer
+from sandbox.server import SandboxHTTPServer
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 TOKEN = "test-pat"
@@ -49,16 +49,8 @@ def api(sandbox: Sandbox) -> requests.Session:
 @contextmanager
 def serve(routes: AzureRoutes) -> Iterator[tuple[str, SandboxHTTPServer]]:
     """Serve one Azure half on its own port (for options the Sandbox does not expose)."""
-    router = Router()
-    routes.register(router)
-    server = SandboxHTTPServer(("127.0.0.1", 0), router, FaultPlan(), lambda req: None)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/contoso", server
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving_half(routes) as (root, server):
+        yield f"{root}/contoso", server
 
 
 def walk(api: requests.Session, url: str, **params: Any) -> Iterator[dict[str, Any]]:

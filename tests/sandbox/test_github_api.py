@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import re
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,11 +20,12 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import serving_half
 from github import Auth, Github
 
 from sandbox.app import Sandbox, SandboxOptions
 from sandbox.github.routes import GitHubRoutes
-from sandbox.server import FaultPlan, Router, SandboxHTTPServer
+from sandbox.server import SandboxHTTPServer
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 TOKEN = "gh-test-token"
@@ -350,16 +350,8 @@ class Served:
 
 @contextmanager
 def serve(routes: GitHubRoutes) -> Iterator[Served]:
-    router = Router()
-    routes.register(router)
-    server = SandboxHTTPServer(("127.0.0.1", 0), router, FaultPlan(), lambda req: None)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Served(routes, server, f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving_half(routes) as (root, server):
+        yield Served(routes, server, root)
 
 
 def make_routes(work_items: int = 240, *, seed: int = 7, malformed: int = 0) -> GitHubRoutes:

@@ -7,19 +7,20 @@ source reads one project, so every expectation here is filtered by ``project``.
 from __future__ import annotations
 
 import math
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from conftest import serving_half
+
 from collector.config import AzureBoardsConfig, AzurePipelinesConfig
 from collector.sources.base import SourceContext
 from collector.store import Store
 from sandbox.app import Sandbox, SandboxOptions
 from sandbox.azure.routes import AzureRoutes
-from sandbox.server import FaultPlan, Router, SandboxHTTPServer
+from sandbox.server import SandboxHTTPServer
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 TOKEN = "sandbox-token"
@@ -65,16 +66,8 @@ def start_sandbox(work_items: int = 200, seed: int = 11, fault_rate: float = 0.0
 def azure_only(work_items: int, seed: int = 11) -> Iterator[tuple[str, AzureRoutes, SandboxHTTPServer]]:
     """The sandbox's Azure half alone, so a test can swap its throttle's clock."""
     routes = AzureRoutes(seed=seed, work_items=work_items, now=NOW, token=TOKEN, organization="contoso")
-    router = Router()
-    routes.register(router)
-    server = SandboxHTTPServer(("127.0.0.1", 0), router, FaultPlan(), lambda req: None)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host, port = server.server_address[:2]
-    try:
-        yield f"http://{host}:{port}/contoso", routes, server
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving_half(routes) as (root, server):
+        yield f"{root}/contoso", routes, server
 
 
 def requests_made(sandbox_server: SandboxHTTPServer) -> int:

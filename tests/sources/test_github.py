@@ -8,7 +8,6 @@ through one ``deployments_from`` mode, so a test configures one source per repos
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import serving_half
 
 from collector.config import GitHubConfig
 from collector.errors import AuthError, SourceError
@@ -27,7 +27,6 @@ from collector.sources.github import GitHubSource, deployment_outcome, issue_his
 from collector.store import Store
 from sandbox.app import Sandbox, SandboxOptions
 from sandbox.github.routes import GitHubRoutes
-from sandbox.server import FaultPlan, Router, SandboxHTTPServer
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
 TOKEN = "sandbox-token"
@@ -437,16 +436,8 @@ def _routes(**options: Any) -> Iterator[tuple[str, GitHubRoutes]]:
     routes = GitHubRoutes(
         seed=5, work_items=90, now=NOW, token=TOKEN, organization="contoso", azure_items=[], **options
     )
-    router = Router()
-    routes.register(router)
-    server = SandboxHTTPServer(("127.0.0.1", 0), router, FaultPlan(), lambda req: None)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host, port = server.server_address[:2]
-    try:
-        yield f"http://{host}:{port}/api/v3", routes
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving_half(routes) as (root, _server):
+        yield f"{root}/api/v3", routes
 
 
 def test_malformed_records_are_rejected_with_a_reason(store: Store) -> None:
