@@ -382,27 +382,23 @@ def serving(fake: FakeBoards | FakePipelines) -> Iterator[str]:
         server.server_close()
 
 
-def replay_boards_config(url: str, **overrides: Any) -> AzureBoardsConfig:
-    """An Azure Boards source for the replayed project (User Stories and Bugs unless told otherwise)."""
-    values = {
-        "name": "boards",
-        "kind": "azure_boards",
+def _replayed(name: str, url: str, **settings: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": f"azure_{name}",
         "organization_url": url,
         "project": PROJECT,
         "token": TOKEN,
-        "work_item_types": ["User Story", "Bug"],
+        **settings,
     }
-    return AzureBoardsConfig(**{**values, **overrides})
+
+
+def replay_boards_config(url: str, **overrides: Any) -> AzureBoardsConfig:
+    """An Azure Boards source for the replayed project (User Stories and Bugs unless told otherwise)."""
+    return AzureBoardsConfig(**_replayed("boards", url, **{"work_item_types": ["User Story", "Bug"], **overrides}))
 
 
 def replay_pipelines_config(url: str, **overrides: Any) -> AzurePipelinesConfig:
     """An Azure Pipelines source for the replayed project."""
-    values = {
-        "name": "pipelines",
-        "kind": "azure_pipelines",
-        "organization_url": url,
-        "project": PROJECT,
-        "token": TOKEN,
-        "production_environments": ["production", "/^prod$/"],
-    }
-    return AzurePipelinesConfig(**{**values, **overrides})
+    production = {"production_environments": ["production", "/^prod$/"]}
+    return AzurePipelinesConfig(**_replayed("pipelines", url, **{**production, **overrides}))
