@@ -21,8 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sandbox.azure import AzureWorld
-from sandbox.github import GitHubWorld
+from sandbox.azure.routes import AzureRoutes
+from sandbox.github.routes import GitHubRoutes
 from sandbox.server import FaultPlan, Request, Response, Router, SandboxHTTPServer
 
 DEFAULT_TOKEN = "sandbox-token"
@@ -55,7 +55,7 @@ class Sandbox:
     def __init__(self, options: SandboxOptions | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.options = options or SandboxOptions()
         now = self.options.now or default_now()
-        self.azure = AzureWorld(
+        self.azure = AzureRoutes(
             seed=self.options.seed,
             work_items=self.options.work_items,
             now=now,
@@ -64,7 +64,7 @@ class Sandbox:
             malformed=self.options.malformed,
             tstu_budget=self.options.tstu_budget,
         )
-        self.github = GitHubWorld(
+        self.github = GitHubRoutes(
             seed=self.options.seed,
             work_items=self.options.work_items,
             now=now,

@@ -1,6 +1,6 @@
 """The sandbox's HTTP core: routing, auth hooks, request counting, fault injection, ETags.
 
-The Azure DevOps and GitHub halves (``azure.py``, ``github.py``) register routes on a
+The Azure DevOps and GitHub halves (``sandbox.azure``, ``sandbox.github``) register routes on a
 :class:`Router`; this module owns what both share, so each half stays a faithful list of
 endpoints. Control endpoints live under ``/_sandbox/`` and are never counted or faulted.
 """

@@ -5,13 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import ipaddress
+import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +26,74 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def serving_half(routes: Any) -> Iterator[tuple[str, Any]]:
+    """One half of the sandbox (``AzureRoutes`` or ``GitHubRoutes``) alone on a free port, without the
+    control endpoints, for options ``Sandbox`` does not expose; yields its root URL and its server."""
+    from sandbox.server import FaultPlan, Router, SandboxHTTPServer
+
+    router = Router()
+    routes.register(router)
+    server = SandboxHTTPServer(("127.0.0.1", 0), router, FaultPlan(), lambda req: None)
+    threading.Thread(target=server.serve_forever, name="sandbox-half", daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# -- collector configurations against the sandbox ----------------------------------------------------------
+
+
+def azure_source(
+    kind: str,
+    sandbox_url: str,
+    token: str,
+    project: str = "Fabrikam",
+    *,
+    name: str | None = None,
+    organization: str = "contoso",
+    **settings: Any,
+) -> dict[str, Any]:
+    """An ``azure_boards`` or ``azure_pipelines`` source reading one project of the sandbox at ``sandbox_url``."""
+    return {
+        "name": name or kind.removeprefix("azure_"),
+        "kind": kind,
+        "organization_url": f"{sandbox_url}/{organization}",
+        "project": project,
+        "token": token,
+        **settings,
+    }
+
+
+def github_source(
+    sandbox_url: str,
+    token: str,
+    repositories: Iterable[str] = ("contoso/web",),
+    *,
+    name: str = "github",
+    **settings: Any,
+) -> dict[str, Any]:
+    """A ``github`` source reading the sandbox at ``sandbox_url`` (GitHub Enterprise Server style)."""
+    return {
+        "name": name,
+        "kind": "github",
+        "base_url": f"{sandbox_url}/api/v3",
+        "token": token,
+        "repositories": list(repositories),
+        **settings,
+    }
+
+
+def sandbox_config(store: str, sources: Iterable[dict[str, Any]], **settings: Any) -> str:
+    """A collector configuration (YAML): ``store``, the other top-level ``settings``, then one source a
+    line (each value written as JSON, which YAML reads as is; ``${VAR}`` still substitutes)."""
+    lines = [f"{key}: {json.dumps(value)}" for key, value in {"store": store, **settings}.items()]
+    lines += ["sources:", *(f"  - {json.dumps(source)}" for source in sources)]
+    return "\n".join(lines) + "\n"
 
 
 def _pg_bin(name: str) -> str | None:

@@ -400,6 +400,92 @@ def test_a_later_revision_never_changes_an_earlier_released_items_request_to_rel
     assert [pair for labels in before.by_labels for pair in before.pairs(labels)] == expected
 
 
+SHAS = [f"{n:02x}" * 20 for n in range(6)]
+PRS = [gh_pr_ref("contoso/web", n) for n in range(1, 4)]
+DELIVERABLES = [*(commit_ref(s) for s in SHAS), *PRS, build_ref(1), build_ref(2)]
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> tuple[list[Change], list[Deployment]]:
+    """Pull requests over a few commits, and deployments of them: any status, two production environment
+    names and a staging one, finish on whole days (so ties happen), some before the items were created."""
+    changes = [
+        Change("github", ref, ref, "contoso/web", "pull_request", day(0), day(1), tuple(commits))
+        for ref in PRS
+        if (commits := draw(st.lists(st.sampled_from(SHAS), max_size=3, unique=True)))
+    ]
+    deployments = [
+        Deployment(
+            draw(st.sampled_from(["pipelines", "github"])),
+            f"d{i}",
+            "web",
+            env,
+            env != "staging",
+            draw(st.sampled_from(["success", "success", "failure"])),
+            None,
+            day(draw(st.integers(-2, 8))),  # few whole days: ties on finish time are common
+            draw(st.none() | st.sampled_from(SHAS)),
+            tuple(draw(st.lists(st.sampled_from(DELIVERABLES), min_size=1, max_size=4, unique=True))),
+        )
+        for i, env in enumerate(
+            draw(st.lists(st.sampled_from(["production", "Prod", "staging"]), min_size=1, max_size=8))
+        )
+    ]
+    return changes, deployments
+
+
+def released_by_definition(
+    item: WorkItem, changes: list[Change], deployments: list[Deployment], links: list[Link]
+) -> tuple[tuple[str, ...], tuple[float, float]] | None:
+    """docs/definitions.md, one item at a time: finish of the first successful production deployment
+    containing anything linked to the item (a pull request stands for its commits too) - created_at;
+    nothing for an item removed now, one whose history cannot be ordered, or one released before it
+    was created. Ties on finish time go to the lower (source, native_id)."""
+    try:
+        times = item_times(item)
+    except Rejected:
+        return None
+    if times.current is X:
+        return None
+    linked = {link.target for link in links if link.work_item == item.ref}
+    linked |= {commit_ref(s) for c in changes if c.ref in linked for s in c.commits}
+    shipped = [
+        d
+        for d in deployments
+        if d.production and d.status == "success" and linked & {*d.contains, *([commit_ref(d.sha)] if d.sha else [])}
+    ]
+    if not shipped:
+        return None
+    first = min(shipped, key=lambda d: (d.finished_at, d.source, d.native_id))
+    if first.finished_at < item.created_at:
+        return None
+    labels = (item.source, item.project, item.team, item.type, first.environment)
+    end = first.finished_at.timestamp()
+    return labels, (end, end - item.created_at.timestamp())
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(items(), min_size=1, max_size=8, unique_by=lambda w: w.native_id),
+    deliveries(),
+    st.lists(st.tuples(st.integers(0, 9), st.sampled_from(DELIVERABLES)), min_size=1, max_size=12),
+)
+def test_request_to_release_equals_the_per_item_definition(
+    work: list[WorkItem], delivered: tuple[list[Change], list[Deployment]], pairs: list[tuple[int, str]]
+) -> None:
+    changes, deployments = delivered
+    refs = [w.ref for w in work]
+    links = [Link("boards", refs[i % len(refs)], target) for i, target in pairs]
+    expected: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    for item in work:
+        found = released_by_definition(item, changes, deployments, links)
+        if found is not None:
+            expected.setdefault(found[0], []).append(found[1])
+    figures = compute(work, changes, deployments, links).request_to_release
+    got = {k: sorted(figures.pairs(k)) for k in figures.by_labels}
+    assert got == {k: sorted(v) for k, v in expected.items()}
+
+
 @settings(max_examples=150)
 @given(st.lists(items(), max_size=25, unique_by=lambda w: w.native_id))
 def test_vectorised_compute_equals_the_per_item_definition(work: list[WorkItem]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -10,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
+from conftest import free_port
 
 from collector.errors import SourceError
 from collector.http import AnswerTooLarge, ApiClient, RetryPolicy, describe
@@ -114,9 +114,7 @@ def test_a_normal_answer_still_reads(server: str) -> None:
 
 
 def test_the_final_error_names_the_cause() -> None:
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     with pytest.raises(SourceError, match=r"connection refused \(nothing listens there\)"):
         client(f"http://127.0.0.1:{port}").get_json("/x")
     # no real DNS query (tests talk to 127.0.0.1 only): the exception requests raises for one

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import azure_source, github_source, sandbox_config
 from prometheus_client.parser import text_string_to_metric_families
 from reference import BOUNDS, Expected, quantile, reference_figures
 
@@ -29,60 +30,30 @@ QUANTILES = (0.5, 0.85, 0.95)
 
 
 def sources(sandbox: Sandbox) -> list[dict[str, Any]]:
-    az, gh = sandbox.azure_url, sandbox.github_url
+    url = sandbox.url
     return [
-        {"name": "boards", "kind": "azure_boards", "organization_url": az, "project": "Fabrikam"},
-        {"name": "boards-tailspin", "kind": "azure_boards", "organization_url": az, "project": "Tailspin"},
-        {
-            "name": "pipelines",
-            "kind": "azure_pipelines",
-            "organization_url": az,
-            "project": "Fabrikam",
-            "production_environments": ["production"],
-        },
-        {
-            "name": "pipelines-tailspin",
-            "kind": "azure_pipelines",
-            "organization_url": az,
-            "project": "Tailspin",
-            "production_environments": ["/^(production|Prod)$/"],
-        },
-        {
-            "name": "github-web",
-            "kind": "github",
-            "base_url": gh,
-            "repositories": ["contoso/web"],
-            "deployments_from": "deployments",
-        },
-        {
-            "name": "github-api",
-            "kind": "github",
-            "base_url": gh,
-            "repositories": ["contoso/api"],
-            "deployments_from": "releases",
-        },
-        {
-            "name": "github-mobile",
-            "kind": "github",
-            "base_url": gh,
-            "repositories": ["contoso/mobile-app"],
-            "deployments_from": "workflow_runs:deploy.yml",
-        },
+        azure_source("azure_boards", url, TOKEN),
+        azure_source("azure_boards", url, TOKEN, "Tailspin", name="boards-tailspin"),
+        azure_source("azure_pipelines", url, TOKEN, production_environments=["production"]),
+        azure_source(
+            "azure_pipelines",
+            url,
+            TOKEN,
+            "Tailspin",
+            name="pipelines-tailspin",
+            production_environments=["/^(production|Prod)$/"],
+        ),
+        github_source(url, TOKEN, name="github-web", deployments_from="deployments"),
+        github_source(url, TOKEN, ["contoso/api"], name="github-api", deployments_from="releases"),
+        github_source(
+            url, TOKEN, ["contoso/mobile-app"], name="github-mobile", deployments_from="workflow_runs:deploy.yml"
+        ),
     ]
 
 
 def write_config(path: Path, store: Path, srcs: list[dict[str, Any]]) -> Path:
-    import json
-
-    lines = [
-        f"store: sqlite:///{store}",
-        "history: 400d",
-        "windows: [7d, 30d, 90d]",
-        "quantiles: [0.5, 0.85, 0.95]",
-        "sources:",
-    ]
-    lines += [f"  - {json.dumps({**s, 'token': TOKEN})}" for s in srcs]
-    path.write_text("\n".join(lines) + "\n")
+    settings = {"history": "400d", "windows": list(WINDOWS), "quantiles": list(QUANTILES)}
+    path.write_text(sandbox_config(f"sqlite:///{store}", srcs, **settings))
     return path
 
 
@@ -217,7 +188,7 @@ def test_metrics_at_rejects_a_bad_time(tmp_path: Path) -> None:
     config = write_config(
         tmp_path / "c.yaml",
         tmp_path / "s.db",
-        [{"name": "gh", "kind": "github", "base_url": "http://127.0.0.1:9", "repositories": ["o/r"]}],
+        [github_source("http://127.0.0.1:9", TOKEN, ["o/r"], name="gh")],
     )
     shown = cli("metrics", "--config", str(config), "--at", "last tuesday")
     assert shown.returncode == 2

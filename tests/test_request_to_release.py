@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from conftest import azure_source, github_source, sandbox_config
+
 from collector.compute import compute
 from collector.config import parse_config
 from collector.runner import Runner
@@ -24,16 +26,8 @@ def ts(iso: str) -> float:
 
 def test_azure_boards_item_released_by_a_github_deployment(tmp_path: Path) -> None:
     with Sandbox(SandboxOptions(seed=5, work_items=300, token=TOKEN)) as sandbox:
-        config = parse_config(
-            f"""
-store: sqlite:///{tmp_path}/s.db
-history: 400d
-sources:
-  - {{name: boards, kind: azure_boards, organization_url: "{sandbox.azure_url}", project: Fabrikam, token: {TOKEN}}}
-  - {{name: github, kind: github, base_url: "{sandbox.github_url}", token: {TOKEN}, repositories: [contoso/web]}}
-""",
-            {},
-        )
+        sources = [azure_source("azure_boards", sandbox.url, TOKEN), github_source(sandbox.url, TOKEN)]
+        config = parse_config(sandbox_config(f"sqlite:///{tmp_path}/s.db", sources, history="400d"), {})
         store = Store(config.store)
         results = Runner(config, store, sleep=lambda s: None).run_all()
         assert all(r.ok for r in results), [r.error for r in results]

@@ -6,6 +6,8 @@ import threading
 import time
 from pathlib import Path
 
+from conftest import azure_source, github_source, sandbox_config
+
 from collector.config import parse_config
 from collector.runner import Runner
 from collector.scheduler import build_scheduler
@@ -16,18 +18,13 @@ TOKEN = "runner-token-1234"
 
 
 def config_for(sandbox: Sandbox, tmp_path: Path, bad_token: str = "wrong-token-5678"):
-    return parse_config(
-        f"""
-store: sqlite:///{tmp_path}/s.db
-poll_interval: 2s
-allow_short_poll_interval: true
-sources:
-  - {{name: good, kind: github, base_url: "{sandbox.github_url}", token: {TOKEN}, repositories: [contoso/web]}}
-  - {{name: bad, kind: azure_boards, organization_url: "{sandbox.azure_url}", project: Fabrikam, token: {bad_token}}}
-  - {{name: gone, kind: github, base_url: "{sandbox.github_url}", token: {TOKEN}, repositories: [contoso/nope]}}
-""",
-        {},
-    )
+    sources = [
+        github_source(sandbox.url, TOKEN, name="good"),
+        azure_source("azure_boards", sandbox.url, bad_token, name="bad"),
+        github_source(sandbox.url, TOKEN, ["contoso/nope"], name="gone"),
+    ]
+    store = f"sqlite:///{tmp_path}/s.db"
+    return parse_config(sandbox_config(store, sources, poll_interval="2s", allow_short_poll_interval=True), {})
 
 
 def test_a_failing_source_is_recorded_and_the_others_still_sync(tmp_path: Path) -> None:

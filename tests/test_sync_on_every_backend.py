@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import azure_source, github_source, sandbox_config
+
 from collector.config import parse_config
 from collector.runner import Runner
 from collector.store import Store
@@ -16,17 +18,14 @@ def test_sync_stores_identical_rows_on_every_backend(store_url: str, tmp_path: P
     with Sandbox(SandboxOptions(seed=21, work_items=150, token=TOKEN)) as sandbox:
 
         def sync(url: str) -> dict:
-            config = parse_config(
-                f"""
-store: "{url}"
-sources:
-  - {{name: boards, kind: azure_boards, organization_url: "{sandbox.azure_url}", project: Fabrikam, token: {TOKEN}}}
-  - {{name: pipelines, kind: azure_pipelines, organization_url: "{sandbox.azure_url}", project: Tailspin,
-      token: {TOKEN}, production_environments: [production, Prod]}}
-  - {{name: github, kind: github, base_url: "{sandbox.github_url}", token: {TOKEN}, repositories: [contoso/web]}}
-""",
-                {},
-            )
+            sources = [
+                azure_source("azure_boards", sandbox.url, TOKEN),
+                azure_source(
+                    "azure_pipelines", sandbox.url, TOKEN, "Tailspin", production_environments=["production", "Prod"]
+                ),
+                github_source(sandbox.url, TOKEN),
+            ]
+            config = parse_config(sandbox_config(url, sources), {})
             store = Store(config.store)
             results = Runner(config, store, sleep=lambda s: None).run_all()
             assert all(r.ok for r in results), [r.error for r in results]

@@ -9,12 +9,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import requests
-from conftest import free_port
+from conftest import azure_source, free_port, github_source, sandbox_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,34 +40,25 @@ def collector_config(
     port: int,
     store: str | None = None,
     poll_interval: str = "10m",
-    repositories: str = "[contoso/web]",
+    repositories: Iterable[str] = ("contoso/web",),
 ) -> Path:
     """The demo's three kinds of source against a sandbox at ``sandbox_url``."""
     cfg = tmp / "cycletime.yaml"
-    cfg.write_text(f"""
-listen: 127.0.0.1:{port}
-store: {store or f"sqlite:///{tmp}/store.db"}
-poll_interval: {poll_interval}
-allow_short_poll_interval: true
-history: 400d
-sources:
-  - name: boards
-    kind: azure_boards
-    organization_url: {sandbox_url}/contoso
-    project: Fabrikam
-    token: {token}
-  - name: pipelines
-    kind: azure_pipelines
-    organization_url: {sandbox_url}/contoso
-    project: Fabrikam
-    token: {token}
-  - name: github
-    kind: github
-    base_url: {sandbox_url}/api/v3
-    token: {token}
-    repositories: {repositories}
-    deployments_from: deployments
-""")
+    sources = [
+        azure_source("azure_boards", sandbox_url, token),
+        azure_source("azure_pipelines", sandbox_url, token),
+        github_source(sandbox_url, token, repositories, deployments_from="deployments"),
+    ]
+    cfg.write_text(
+        sandbox_config(
+            store or f"sqlite:///{tmp}/store.db",
+            sources,
+            listen=f"127.0.0.1:{port}",
+            poll_interval=poll_interval,
+            allow_short_poll_interval=True,
+            history="400d",
+        )
+    )
     return cfg
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from conftest import azure_source, github_source, sandbox_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import Config, parse_config
@@ -27,6 +28,8 @@ REPOSITORIES = {
     "contoso/api": ("gh_api", "releases"),
     "contoso/mobile-app": ("gh_mobile_app", "workflow_runs:deploy.yml"),
 }
+#: the sandbox's production environments: YAML pipelines' ``production``, the classic release's ``Prod``
+PRODUCTION = ["production", "Prod"]
 #: the families derived from the data (CONTRACT §5), not the collector's own health
 DATA_FAMILIES = (
     "cycletime_work_item",
@@ -64,21 +67,18 @@ def config_yaml(
     extra_repositories: Iterable[str] = (),
 ) -> str:
     """Both Azure DevOps projects (Boards + Pipelines each) and one GitHub source per repository."""
-    lines = [f"listen: {listen}", f"store: {store_url}", "history: 365d", "poll_interval: 1h", "sources:"]
+    sources = []
     for project, (boards, pipelines) in PROJECTS.items():
-        lines += [
-            f"  - {{name: {boards}, kind: azure_boards, organization_url: '{sandbox_url}/contoso', "
-            f"project: {project}, token: '{token}'}}",
-            f"  - {{name: {pipelines}, kind: azure_pipelines, organization_url: '{sandbox_url}/contoso', "
-            f"project: {project}, token: '{token}', production_environments: [production, Prod]}}",
+        sources += [
+            azure_source("azure_boards", sandbox_url, token, project, name=boards),
+            azure_source(
+                "azure_pipelines", sandbox_url, token, project, name=pipelines, production_environments=PRODUCTION
+            ),
         ]
     for i, (repo, (name, mode)) in enumerate(REPOSITORIES.items()):
         repos = [repo, *extra_repositories] if i == 0 else [repo]
-        lines.append(
-            f"  - {{name: {name}, kind: github, base_url: '{sandbox_url}/api/v3', token: '{token}', "
-            f"repositories: [{', '.join(repos)}], deployments_from: '{mode}'}}"
-        )
-    return "\n".join(lines) + "\n"
+        sources.append(github_source(sandbox_url, token, repos, name=name, deployments_from=mode))
+    return sandbox_config(store_url, sources, listen=listen, history="365d", poll_interval="1h")
 
 
 def organisation(sandbox: Sandbox, store_url: str) -> Config:

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from conftest import azure_source, sandbox_config
 from mutating_proxy import Answer, MutatingProxy
 from reliability_kit import TOKEN, config_yaml, quick_sleep, samples, start_sandbox
 
@@ -655,17 +656,11 @@ def test_a_link_cycle_fails_the_walk(proxy: MutatingProxy, tmp_path: Path) -> No
 def test_a_wrong_organisation_or_project_is_named(
     sandbox: Sandbox, tmp_path: Path, organisation: str, project: str, says: str
 ) -> None:
-    text = "\n".join(
-        [
-            f"store: sqlite:///{tmp_path}/store.db",
-            "sources:",
-            f"  - {{name: boards, kind: azure_boards, organization_url: '{sandbox.url}/{organisation}', "
-            f"project: {project}, token: '{TOKEN}'}}",
-            f"  - {{name: pipelines, kind: azure_pipelines, organization_url: '{sandbox.url}/{organisation}', "
-            f"project: {project}, token: '{TOKEN}'}}",
-            "",
-        ]
-    )
+    sources = [
+        azure_source(kind, sandbox.url, TOKEN, project, organization=organisation)
+        for kind in ("azure_boards", "azure_pipelines")
+    ]
+    text = sandbox_config(f"sqlite:///{tmp_path}/store.db", sources)
     config = parse_config(text, {})
     store = Store(config.store)
     results = Runner(config, store, sleep=quick_sleep).run_all()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from conftest import azure_source, github_source, sandbox_config
 
 from collector.config import parse_config
 from collector.errors import StoreInUse
@@ -31,15 +32,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config_text(sandbox: Sandbox, store: str) -> str:
-    return f"""
-store: "{store}"
-history: 400d
-sources:
-  - {{name: boards, kind: azure_boards, organization_url: "{sandbox.azure_url}", project: Fabrikam, token: {TOKEN}}}
-  - {{name: pipelines, kind: azure_pipelines, organization_url: "{sandbox.azure_url}", project: Fabrikam,
-      token: {TOKEN}}}
-  - {{name: github, kind: github, base_url: "{sandbox.github_url}", token: {TOKEN}, repositories: [contoso/web]}}
-"""
+    sources = [
+        azure_source("azure_boards", sandbox.url, TOKEN),
+        azure_source("azure_pipelines", sandbox.url, TOKEN),
+        github_source(sandbox.url, TOKEN),
+    ]
+    return sandbox_config(store, sources, history="400d")
 
 
 def _cli(*args: str) -> subprocess.Popen[str]:

@@ -3,7 +3,7 @@
 Shapes are checked against the official examples in ``MicrosoftDocs/vsts-rest-api-specs``
 (``specification/<area>/<version>/httpExamples/…``, named at each key list) and against the
 attribute maps of the SDK's models; behaviour (paging, tokens, limits, auth) against the
-documented service behaviour; the data against the world's own ground truth.
+documented service behaviour; the data against their own ground truth.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import importlib
 import random
 import re
 import statistics
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,11 +19,12 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import serving_half
 
 from sandbox.app import Sandbox, SandboxOptions
-from sandbox.azure import AzureWorld
-from sandbox.azure_world import AzureData
-from sandbox.server import FaultPlan, Router, SandboxHTTPServer
+from sandbox.azure.data import SeededAzureOrg
+from sandbox.azure.routes import AzureRoutes
+from sandbox.server import SandboxHTTPServer
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 TOKEN = "test-pat"
@@ -47,18 +47,10 @@ def api(sandbox: Sandbox) -> requests.Session:
 
 
 @contextmanager
-def serve(world: AzureWorld) -> Iterator[tuple[str, SandboxHTTPServer]]:
-    """Serve one world on its own port (for options the Sandbox does not expose)."""
-    router = Router()
-    world.register(router)
-    server = SandboxHTTPServer(("127.0.0.1", 0), router, FaultPlan(), lambda req: None)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/contoso", server
-    finally:
-        server.shutdown()
-        server.server_close()
+def serve(routes: AzureRoutes) -> Iterator[tuple[str, SandboxHTTPServer]]:
+    """Serve one Azure half on its own port (for options the Sandbox does not expose)."""
+    with serving_half(routes) as (root, server):
+        yield f"{root}/contoso", server
 
 
 def walk(api: requests.Session, url: str, **params: Any) -> Iterator[dict[str, Any]]:
@@ -261,10 +253,10 @@ def test_start_date_time_bounds_the_backfill(sandbox: Sandbox, api: requests.Ses
 
 
 def test_deleted_items_only_appear_with_include_deleted(api: requests.Session) -> None:
-    world = AzureWorld(seed=3, work_items=1500, now=NOW, token=TOKEN, organization="contoso")
-    deleted = {int(w["native_id"]) for w in world.truth()["work_items"] if w["deleted"]}
+    routes = AzureRoutes(seed=3, work_items=1500, now=NOW, token=TOKEN, organization="contoso")
+    deleted = {int(w["native_id"]) for w in routes.truth()["work_items"] if w["deleted"]}
     assert deleted
-    with serve(world) as (url, _server):
+    with serve(routes) as (url, _server):
         stream = f"{url}/_apis/wit/reporting/workitemrevisions"
         plain = {v["id"] for page in walk(api, stream) for v in page["values"]}
         full = [v for page in walk(api, stream, includeDeleted="true") for v in page["values"]]
@@ -277,8 +269,8 @@ def test_deleted_items_only_appear_with_include_deleted(api: requests.Session) -
 
 
 def test_wiql_returns_ids_and_refuses_more_than_20000(api: requests.Session) -> None:
-    world = AzureWorld(seed=2, work_items=20_050, now=NOW, token=TOKEN, organization="contoso")
-    with serve(world) as (url, _server):
+    routes = AzureRoutes(seed=2, work_items=20_050, now=NOW, token=TOKEN, organization="contoso")
+    with serve(routes) as (url, _server):
         query = {"query": "Select [System.Id] From WorkItems Where [System.ChangedDate] >= '2024-01-01'"}
         too_many = api.post(f"{url}/_apis/wit/wiql", json=query)
         assert too_many.status_code == 400
@@ -299,7 +291,7 @@ def test_wiql_returns_ids_and_refuses_more_than_20000(api: requests.Session) -> 
         ).json()
     expected = [
         w.id
-        for w in world.data.items
+        for w in routes.data.items
         if w.project.name == "Tailspin" and w.type == "Bug" and w.latest.state == "Active" and not w.deleted
     ]
     assert [r["id"] for r in scoped["workItems"]] == expected
@@ -492,8 +484,8 @@ def test_api_version_from_the_accept_header_and_out_of_range(sandbox: Sandbox) -
 
 
 def test_throttling_warns_then_blocks_with_tf400733(api: requests.Session) -> None:
-    world = AzureWorld(seed=1, work_items=50, now=NOW, token=TOKEN, organization="contoso", tstu_budget=8)
-    with serve(world) as (url, _server):
+    routes = AzureRoutes(seed=1, work_items=50, now=NOW, token=TOKEN, organization="contoso", tstu_budget=8)
+    with serve(routes) as (url, _server):
         responses = [api.get(f"{url}/_apis/projects") for _ in range(10)]
     statuses = [r.status_code for r in responses]
     assert statuses[:8] == [200] * 8 and statuses[8:] == [429, 429]
@@ -519,9 +511,9 @@ def test_requests_are_counted_per_endpoint(sandbox: Sandbox, api: requests.Sessi
 
 
 def test_same_seed_same_world_other_seed_other_world() -> None:
-    a = AzureData(seed=21, work_items=150, now=NOW, malformed=3).truth()
-    b = AzureData(seed=21, work_items=150, now=NOW, malformed=3).truth()
-    c = AzureData(seed=22, work_items=150, now=NOW, malformed=3).truth()
+    a = SeededAzureOrg(seed=21, work_items=150, now=NOW, malformed=3).truth()
+    b = SeededAzureOrg(seed=21, work_items=150, now=NOW, malformed=3).truth()
+    c = SeededAzureOrg(seed=22, work_items=150, now=NOW, malformed=3).truth()
     assert a == b
     assert a["work_items"] != c["work_items"] and a["deployments"] != c["deployments"]
 
@@ -613,13 +605,13 @@ def _cycle_days_by_half(items: list[dict[str, Any]]) -> tuple[float, float]:
 
 
 def test_malformed_revisions_are_served_corrupt_and_listed_as_rejected(api: requests.Session) -> None:
-    world = AzureWorld(seed=4, work_items=300, now=NOW, token=TOKEN, organization="contoso", malformed=6)
-    truth = world.truth()
+    routes = AzureRoutes(seed=4, work_items=300, now=NOW, token=TOKEN, organization="contoso", malformed=6)
+    truth = routes.truth()
     rejected = {r["record_id"]: r["reason"] for r in truth["rejected"]}
     assert sorted(rejected.values()) == sorted(
         ["missing_field", "wrong_type", "unknown_state", "end_before_start", "bad_timestamp", "too_large"]
     )
-    with serve(world) as (url, _server):
+    with serve(routes) as (url, _server):
         served = {
             f"{v['id']}:{v['rev']}": v["fields"]
             for page in walk(api, f"{url}/_apis/wit/reporting/workitemrevisions")
@@ -699,9 +691,9 @@ def test_the_azure_devops_sdk_works_against_the_sandbox(
 
 
 def test_generation_is_deterministic_under_activity() -> None:
-    worlds = [AzureData(seed=8, work_items=100, now=NOW) for _ in range(2)]
-    for world in worlds:
+    orgs = [SeededAzureOrg(seed=8, work_items=100, now=NOW) for _ in range(2)]
+    for org in orgs:
         rng = random.Random(1)
         for hours in (1, 2):
-            world.add_activity(rng, NOW + timedelta(hours=hours))
-    assert worlds[0].truth() == worlds[1].truth()
+            org.add_activity(rng, NOW + timedelta(hours=hours))
+    assert orgs[0].truth() == orgs[1].truth()

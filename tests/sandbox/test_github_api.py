@@ -2,7 +2,7 @@
 
 Key sets are the ``required`` properties of the named schema in ``github/rest-api-description``
 (``descriptions/api.github.com/api.github.com.2022-11-28.yaml``, ``components/schemas``). The
-reference reader at the bottom follows only the rules documented in ``github_world`` and must
+reference reader at the bottom follows only the rules documented in ``sandbox.github.data`` and must
 reproduce ``truth()`` exactly: that is what lets the real GitHub source be tested against it.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import re
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,11 +20,12 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import serving_half
 from github import Auth, Github
 
 from sandbox.app import Sandbox, SandboxOptions
-from sandbox.github import GitHubWorld
-from sandbox.server import FaultPlan, Router, SandboxHTTPServer
+from sandbox.github.routes import GitHubRoutes
+from sandbox.server import SandboxHTTPServer
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 TOKEN = "gh-test-token"
@@ -316,7 +316,7 @@ JOB = {
 
 @dataclass
 class Served:
-    world: GitHubWorld
+    routes: GitHubRoutes
     server: SandboxHTTPServer
     root: str  # http://127.0.0.1:PORT
 
@@ -349,21 +349,13 @@ class Served:
 
 
 @contextmanager
-def serve(world: GitHubWorld) -> Iterator[Served]:
-    router = Router()
-    world.register(router)
-    server = SandboxHTTPServer(("127.0.0.1", 0), router, FaultPlan(), lambda req: None)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Served(world, server, f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
+def serve(routes: GitHubRoutes) -> Iterator[Served]:
+    with serving_half(routes) as (root, server):
+        yield Served(routes, server, root)
 
 
-def make_world(work_items: int = 240, *, seed: int = 7, malformed: int = 0) -> GitHubWorld:
-    return GitHubWorld(
+def make_routes(work_items: int = 240, *, seed: int = 7, malformed: int = 0) -> GitHubRoutes:
+    return GitHubRoutes(
         seed=seed,
         work_items=work_items,
         now=NOW,
@@ -376,15 +368,15 @@ def make_world(work_items: int = 240, *, seed: int = 7, malformed: int = 0) -> G
 
 @pytest.fixture(scope="module")
 def gh() -> Iterator[Served]:
-    """A shared, read-only world with malformed records mixed in."""
-    with serve(make_world(240, malformed=12)) as served:
+    """A shared, read-only GitHub half with malformed records mixed in."""
+    with serve(make_routes(240, malformed=12)) as served:
         yield served
 
 
 @pytest.fixture
 def fresh() -> Iterator[Served]:
-    """A small world of its own, for tests that change the budget or add activity."""
-    with serve(make_world(30)) as served:
+    """A small GitHub half of its own, for tests that change the budget or add activity."""
+    with serve(make_routes(30)) as served:
         yield served
 
 
@@ -564,7 +556,7 @@ def test_pull_filters_sort_and_direction_defaults(gh: Served) -> None:
     by_update = gh.walk("/repos/contoso/web/pulls", state="all", sort="updated")
     updated = [ts(p["updated_at"]) for p in by_update]
     assert updated == sorted(updated)  # direction defaults to asc when sort is not created
-    broken = {r["record_id"] for r in gh.world.truth()["rejected"]}  # numbered last, created any time
+    broken = {r["record_id"] for r in gh.routes.truth()["rejected"]}  # numbered last, created any time
     newest = [
         p["number"]
         for p in gh.walk("/repos/contoso/web/pulls", state="all")
@@ -590,7 +582,7 @@ def test_etag_gives_a_free_304_without_link(fresh: Served) -> None:
     tags = {
         r: fresh.get(f"/repos/contoso/{r}/issues", state="all").headers["ETag"] for r in ("web", "api", "mobile-app")
     }
-    added = fresh.world.add_activity(random.Random(1), NOW + timedelta(hours=1))
+    added = fresh.routes.add_activity(random.Random(1), NOW + timedelta(hours=1))
     name = added["issues"][0].split("#")[0].split("/")[1]
     changed = fresh.get(f"/repos/contoso/{name}/issues", state="all", headers={"If-None-Match": tags[name]})
     assert changed.status_code == 200 and changed.headers["ETag"] != tags[name]  # new data, new tag
@@ -599,7 +591,7 @@ def test_etag_gives_a_free_304_without_link(fresh: Served) -> None:
 
 # --- rate limits and auth ---------------------------------------------------------------------
 def test_primary_rate_limit_exhaustion_then_reset(fresh: Served) -> None:
-    state = fresh.world.set_rate_limit(limit=3, reset_in=3)
+    state = fresh.routes.set_rate_limit(limit=3, reset_in=3)
     assert state["remaining"] == 3
     for left in (2, 1, 0):
         resp = fresh.get("/repos/contoso/web")
@@ -617,7 +609,7 @@ def test_primary_rate_limit_exhaustion_then_reset(fresh: Served) -> None:
 
 
 def test_secondary_rate_limit_answers_429_with_retry_after(fresh: Served) -> None:
-    fresh.world.set_rate_limit(secondary=2, retry_after=7)
+    fresh.routes.set_rate_limit(secondary=2, retry_after=7)
     for _ in range(2):
         resp = fresh.get("/repos/contoso/api/releases")
         assert resp.status_code == 429 and resp.headers["retry-after"] == "7"
@@ -648,10 +640,10 @@ def test_unknown_and_private_repositories(gh: Served) -> None:
 def test_compare_lists_exactly_the_commits_between(gh: Served) -> None:
     successes = [
         d
-        for d in gh.world.truth()["deployments"]
+        for d in gh.routes.truth()["deployments"]
         if d["service"] == "contoso/web" and d["environment"] == "production" and d["status"] == "success"
     ]
-    known = gh.world.data.repos["web"].commits
+    known = gh.routes.data.repos["web"].commits
     older, newer = next(
         (a, b)
         for a, b in zip(successes[-6:], successes[-5:], strict=False)
@@ -671,7 +663,7 @@ def test_compare_lists_exactly_the_commits_between(gh: Served) -> None:
 
 
 def test_compare_is_paginated_on_request_and_capped_at_250_otherwise() -> None:
-    with serve(make_world(900)) as gh:
+    with serve(make_routes(900)) as gh:
         compare_in_pages(gh)
 
 
@@ -690,7 +682,7 @@ def compare_in_pages(gh: Served) -> None:
 
 
 def test_a_force_pushed_sha_is_gone(gh: Served) -> None:
-    (gone,) = gh.world.data.repos["web"].gone
+    (gone,) = gh.routes.data.repos["web"].gone
     deployed = [d for d in gh.walk("/repos/contoso/web/deployments") if d["sha"] == gone]
     assert {d["environment"] for d in deployed} == {"staging", "production"}
     assert gh.get(f"/repos/contoso/web/commits/{gone}").status_code == 422
@@ -703,7 +695,7 @@ def test_deployment_statuses_are_newest_first_with_inactive_after_success(gh: Se
     assert deployments and all(d["environment"] == "production" for d in deployments)
     assert [d["id"] for d in deployments] == sorted((d["id"] for d in deployments), reverse=True)
     first_ok = next(
-        d for d in gh.world.truth()["deployments"] if d["environment"] == "production" and d["status"] == "success"
+        d for d in gh.routes.truth()["deployments"] if d["environment"] == "production" and d["status"] == "success"
     )
     old = next(d for d in deployments if f"deployment:{d['id']}" == first_ok["native_id"])
     statuses = gh.walk(f"/repos/contoso/web/deployments/{old['id']}/statuses")
@@ -737,7 +729,7 @@ def test_workflow_run_filters(gh: Served) -> None:
 
 
 def test_a_filtered_run_search_yields_at_most_1000_runs() -> None:
-    with serve(make_world(14000)) as big:
+    with serve(make_routes(14000)) as big:
         first = big.get("/repos/contoso/mobile-app/actions/runs", event="pull_request", per_page=100).json()
         assert first["total_count"] > 1000
         got = big.walk("/repos/contoso/mobile-app/actions/runs", key="workflow_runs", event="pull_request")
@@ -748,9 +740,9 @@ def test_a_filtered_run_search_yields_at_most_1000_runs() -> None:
         assert unfiltered  # without a filter every page is served
 
 
-# --- the world --------------------------------------------------------------------------------
+# --- the seeded data ----------------------------------------------------------------------------
 def test_same_seed_same_world_other_seed_other_world() -> None:
-    a, b, c = make_world(90, malformed=4), make_world(90, malformed=4), make_world(90, seed=8, malformed=4)
+    a, b, c = make_routes(90, malformed=4), make_routes(90, malformed=4), make_routes(90, seed=8, malformed=4)
     assert a.truth() == b.truth() and a.truth() != c.truth()
     with serve(a) as sa, serve(b) as sb:
         for path in (
@@ -766,8 +758,8 @@ def test_same_seed_same_world_other_seed_other_world() -> None:
 
 
 def test_truth_is_internally_consistent(gh: Served) -> None:
-    truth = gh.world.truth()
-    data = gh.world.data
+    truth = gh.routes.truth()
+    data = gh.routes.data
     assert truth["repos"] == {
         "contoso/web": "deployments",
         "contoso/api": "releases",
@@ -809,7 +801,7 @@ def test_truth_is_internally_consistent(gh: Served) -> None:
 
 
 def test_the_real_world_variations_are_served_by_default(gh: Served) -> None:
-    truth = gh.world.truth()
+    truth = gh.routes.truth()
     items = {w["native_id"]: w for w in truth["work_items"]}
     listed = gh.walk("/repos/contoso/web/issues", state="all")
     # early issues carry a pull_request stub without URLs: issues all the same
@@ -826,7 +818,7 @@ def test_the_real_world_variations_are_served_by_default(gh: Served) -> None:
     by_label = {"bug": "Bug", "feature": "Feature"}
     disagree = [
         i
-        for r in gh.world.data.repos.values()
+        for r in gh.routes.data.repos.values()
         for i in r.items.values()
         if getattr(i, "native_type", None)
         and i.native_type != next((by_label[lb] for lb in i.labels if lb in by_label), "Issue")
@@ -842,7 +834,7 @@ def test_the_real_world_variations_are_served_by_default(gh: Served) -> None:
     assert any(e["event"] == "connected" for t in timelines for e in t)
     assert any(e["event"] == "disconnected" for t in timelines for e in t)
     redone = [
-        d for d in gh.world.data.repos["web"].deployments if [s.state for s in d.statuses][-2:] == ["error", "success"]
+        d for d in gh.routes.data.repos["web"].deployments if [s.state for s in d.statuses][-2:] == ["error", "success"]
     ]
     assert len(redone) == 1
     assert (
@@ -888,10 +880,10 @@ def test_the_real_world_variations_are_served_by_default(gh: Served) -> None:
 
 
 def test_cycle_time_improves_over_the_year() -> None:
-    world = make_world(900)
+    routes = make_routes(900)
     start = NOW - timedelta(days=360)
     quarters: dict[int, list[float]] = {}
-    for w in world.truth()["work_items"]:
+    for w in routes.truth()["work_items"]:
         h = w["history"]
         began = next((ts(x["at"]) for x in h if x["state"] == "in_progress"), None)
         if h[-1]["state"] == "completed" and began:
@@ -902,7 +894,7 @@ def test_cycle_time_improves_over_the_year() -> None:
 
 
 def test_malformed_records_are_served_as_documented(gh: Served) -> None:
-    rejected = {r["record_id"]: r["reason"] for r in gh.world.truth()["rejected"]}
+    rejected = {r["record_id"]: r["reason"] for r in gh.routes.truth()["rejected"]}
     for record, reason in rejected.items():
         repo, number = record.split("#")
         as_issue = gh.get(f"/repos/{repo}/issues/{number}").json()
@@ -924,10 +916,10 @@ def test_malformed_records_are_served_as_documented(gh: Served) -> None:
 
 
 def test_activity_happens_now_and_updates_the_truth(fresh: Served) -> None:
-    before = fresh.world.truth()
+    before = fresh.routes.truth()
     at = NOW + timedelta(hours=3)
-    added = fresh.world.add_activity(random.Random(2), at)
-    after = fresh.world.truth()
+    added = fresh.routes.add_activity(random.Random(2), at)
+    after = fresh.routes.truth()
     stamp = "2025-06-01T03:00:00Z"
     (issue,) = added["issues"]
     repo, number = issue.split("#")
@@ -972,12 +964,12 @@ def test_pygithub_reads_every_kind_of_record(gh: Served) -> None:
     assert deployments.totalCount == len(list(deployments)) > 0
     statuses = [s.state for s in deployments[0].get_statuses()]
     assert statuses[-1] == "queued"
-    known = [d for d in deployments if d.sha not in gh.world.data.repos["web"].gone]
+    known = [d for d in deployments if d.sha not in gh.routes.data.repos["web"].gone]
     comparison = web.compare(known[3].sha, known[0].sha)
     assert comparison.total_commits == len(list(comparison.commits)) and comparison.status in ("ahead", "identical")
     api = g.get_repo("contoso/api")
     release = next(r for r in api.get_releases() if not r.draft and not r.prerelease)
-    assert api.get_git_ref(f"tags/{release.tag_name}").object.sha == gh.world.data.repos["api"].resolve(
+    assert api.get_git_ref(f"tags/{release.tag_name}").object.sha == gh.routes.data.repos["api"].resolve(
         release.tag_name
     )
     assert api.get_release(release.tag_name).id == release.id
@@ -1161,7 +1153,7 @@ def read_deployments(gh: Served, repo: str, mode: str) -> tuple[list[dict[str, A
 
 def read_everything(gh: Served) -> dict[str, Any]:
     got: dict[str, Any] = {"work_items": [], "changes": [], "deployments": [], "links": set(), "rejected": []}
-    for repo, mode in gh.world.truth()["repos"].items():
+    for repo, mode in gh.routes.truth()["repos"].items():
         for item in gh.walk(f"/repos/{repo}/issues", state="all"):
             if is_pr(item):
                 continue
@@ -1241,7 +1233,7 @@ def read_everything(gh: Served) -> dict[str, Any]:
 
 
 def assert_reproduces_truth(gh: Served) -> None:
-    got, truth = read_everything(gh), gh.world.truth()
+    got, truth = read_everything(gh), gh.routes.truth()
     for key in ("work_items", "changes", "deployments", "links", "rejected"):
         assert sorted(got[key], key=repr) == sorted(truth[key], key=repr), key
 
@@ -1253,5 +1245,5 @@ def test_the_documented_rules_reproduce_the_truth_through_the_api(gh: Served) ->
 def test_the_truth_stays_reproducible_after_activity(fresh: Served) -> None:
     rng = random.Random(11)
     for step in range(1, 4):
-        fresh.world.add_activity(rng, NOW + timedelta(hours=step))
+        fresh.routes.add_activity(rng, NOW + timedelta(hours=step))
     assert_reproduces_truth(fresh)

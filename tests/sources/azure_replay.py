@@ -11,14 +11,18 @@ point at its record. It reuses the sandbox's HTTP core (routing, request countin
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.config import AzureBoardsConfig, AzurePipelinesConfig
 from sandbox.server import FaultPlan, Request, Response, Router, SandboxHTTPServer
 
 ORG = "fabrikam"
 PROJECT = "Fabrikam"
 API = f"/{ORG}/{PROJECT}/_apis"
+TOKEN = "replay-token"
 
 STATES = {
     "User Story": [
@@ -364,3 +368,37 @@ class FakePipelines:
 def _queued(build: int) -> str:
     """Replay builds are queued in id order, one hour apart."""
     return f"2026-01-{1 + (build % 100) // 24:02d}T{build % 24:02d}:00:00.000Z"
+
+
+@contextmanager
+def serving(fake: FakeBoards | FakePipelines) -> Iterator[str]:
+    """Serve ``fake`` on a free port; yields the ``organization_url`` a source is configured with."""
+    server = fake.start()
+    host, port = server.server_address[:2]
+    try:
+        yield f"http://{host}:{port}/{ORG}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _replayed(name: str, url: str, **settings: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": f"azure_{name}",
+        "organization_url": url,
+        "project": PROJECT,
+        "token": TOKEN,
+        **settings,
+    }
+
+
+def replay_boards_config(url: str, **overrides: Any) -> AzureBoardsConfig:
+    """An Azure Boards source for the replayed project (User Stories and Bugs unless told otherwise)."""
+    return AzureBoardsConfig(**_replayed("boards", url, **{"work_item_types": ["User Story", "Bug"], **overrides}))
+
+
+def replay_pipelines_config(url: str, **overrides: Any) -> AzurePipelinesConfig:
+    """An Azure Pipelines source for the replayed project."""
+    production = {"production_environments": ["production", "/^prod$/"]}
+    return AzurePipelinesConfig(**_replayed("pipelines", url, **{**production, **overrides}))

@@ -1,34 +1,35 @@
 """Comparing what the Azure sources stored with the sandbox's ground truth, in the same terms.
 
-The truth (``sandbox/azure.py``) covers both projects of the seeded organisation; a
+The truth (``sandbox/azure/data.py``) covers both projects of the seeded organisation; a
 source reads one project, so every expectation here is filtered by ``project``.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from conftest import serving_half
+
 from collector.config import AzureBoardsConfig, AzurePipelinesConfig
 from collector.sources.base import SourceContext
 from collector.store import Store
 from sandbox.app import Sandbox, SandboxOptions
-from sandbox.azure import AzureWorld
-from sandbox.server import FaultPlan, Router, SandboxHTTPServer
+from sandbox.azure.routes import AzureRoutes
+from sandbox.server import SandboxHTTPServer
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 TOKEN = "sandbox-token"
 TYPES = ["User Story", "Bug", "Feature"]
 
 
-def context() -> SourceContext:
-    """The sandbox's clock; retries and rate-limit waits do not really sleep (the test stays fast)."""
-    return SourceContext(history=timedelta(days=365), now=lambda: NOW, sleep=lambda seconds: None)
+def context(history: timedelta = timedelta(days=365)) -> SourceContext:
+    """The sandbox's clock (the replays' too); retries and rate-limit waits do not really sleep."""
+    return SourceContext(history=history, now=lambda: NOW, sleep=lambda seconds: None)
 
 
 def boards_config(url: str, project: str = "Fabrikam") -> AzureBoardsConfig:
@@ -62,19 +63,11 @@ def start_sandbox(work_items: int = 200, seed: int = 11, fault_rate: float = 0.0
 
 
 @contextmanager
-def azure_only(work_items: int, seed: int = 11) -> Iterator[tuple[str, AzureWorld, SandboxHTTPServer]]:
+def azure_only(work_items: int, seed: int = 11) -> Iterator[tuple[str, AzureRoutes, SandboxHTTPServer]]:
     """The sandbox's Azure half alone, so a test can swap its throttle's clock."""
-    world = AzureWorld(seed=seed, work_items=work_items, now=NOW, token=TOKEN, organization="contoso")
-    router = Router()
-    world.register(router)
-    server = SandboxHTTPServer(("127.0.0.1", 0), router, FaultPlan(), lambda req: None)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host, port = server.server_address[:2]
-    try:
-        yield f"http://{host}:{port}/contoso", world, server
-    finally:
-        server.shutdown()
-        server.server_close()
+    routes = AzureRoutes(seed=seed, work_items=work_items, now=NOW, token=TOKEN, organization="contoso")
+    with serving_half(routes) as (root, server):
+        yield f"{root}/contoso", routes, server
 
 
 def requests_made(sandbox_server: SandboxHTTPServer) -> int:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure_replay import ORG, PROJECT, FakeBoards
-from azure_truth import NOW as NOW_SANDBOX
+from azure_replay import PROJECT, FakeBoards, replay_boards_config, serving
 from azure_truth import (
+    NOW,
     TOKEN,
     azure_only,
     boards_config,
@@ -26,7 +26,7 @@ from azure_truth import (
     stored_work_items,
 )
 
-from collector.config import AzureBoardsConfig, parse_config
+from collector.config import parse_config
 from collector.figures import Settings
 from collector.model import Category, ado_pr_ref, ado_ref, build_ref, commit_ref
 from collector.runner import Runner
@@ -36,10 +36,8 @@ from collector.sources.base import SourceContext
 from collector.store import Store
 from exporters.prometheus import self_families
 from sandbox.app import Sandbox
-from sandbox.azure import Throttle
-from sandbox.server import SandboxHTTPServer
+from sandbox.azure.common import Throttle
 
-NOW = datetime(2026, 3, 1, tzinfo=UTC)
 SHA = "9991b4f66def4c0a9ad8f9f27043ece7eddcf1c7"
 REPO = "278d5cd2-584d-4b63-824a-2ba458937249"
 PROJ = "ac7c05bb-7f8e-4880-85a6-e08f37fd4a10"
@@ -108,31 +106,11 @@ RELATIONS = {
 }
 
 
-def config(url: str, **overrides: Any) -> AzureBoardsConfig:
-    values = {
-        "name": "boards",
-        "kind": "azure_boards",
-        "organization_url": url,
-        "project": PROJECT,
-        "token": "replay-token",
-        "work_item_types": ["User Story", "Bug"],
-    }
-    values.update(overrides)
-    return AzureBoardsConfig(**values)
-
-
-def ctx() -> SourceContext:
-    return SourceContext(history=timedelta(days=365), now=lambda: NOW, sleep=lambda s: None)
-
-
 @pytest.fixture
 def replay() -> Iterator[tuple[FakeBoards, str]]:
     fake = FakeBoards(revisions=[dict(r) for r in REVISIONS], relations=RELATIONS, deleted={3})
-    server: SandboxHTTPServer = fake.start()
-    host, port = server.server_address[:2]
-    yield fake, f"http://{host}:{port}/{ORG}"
-    server.shutdown()
-    server.server_close()
+    with serving(fake) as url:
+        yield fake, url
 
 
 @pytest.fixture
@@ -148,7 +126,7 @@ def test_revisions_become_histories_with_the_process_categories(
     replay: tuple[FakeBoards, str], boards_store: Store
 ) -> None:
     _fake, url = replay
-    AzureBoardsSource(config(url), ctx()).sync(boards_store)
+    AzureBoardsSource(replay_boards_config(url), context()).sync(boards_store)
     items = {w.native_id: w for w in boards_store.work_items("boards")}
     assert sorted(items) == ["1", "2", "3"]
 
@@ -178,7 +156,7 @@ def test_revisions_become_histories_with_the_process_categories(
 
 def test_artifact_links_of_the_items_a_page_touched(replay: tuple[FakeBoards, str], boards_store: Store) -> None:
     fake, url = replay
-    AzureBoardsSource(config(url), ctx()).sync(boards_store)
+    AzureBoardsSource(replay_boards_config(url), context()).sync(boards_store)
     links = {(link.work_item, link.target) for link in boards_store.links("boards")}
     assert links == {
         (ado_ref(1), commit_ref(SHA)),
@@ -196,7 +174,7 @@ def test_malformed_revisions_are_rejected_with_a_reason_never_a_crash(
     replay: tuple[FakeBoards, str], boards_store: Store
 ) -> None:
     _fake, url = replay
-    AzureBoardsSource(config(url), ctx()).sync(boards_store)
+    AzureBoardsSource(replay_boards_config(url), context()).sync(boards_store)
     assert boards_store.rejection_counts() == {
         ("boards", "missing_field"): 1,
         ("boards", "unknown_state"): 1,
@@ -212,7 +190,7 @@ def test_pages_follow_the_continuation_token_and_keep_the_filters(
     replay: tuple[FakeBoards, str], boards_store: Store
 ) -> None:
     fake, url = replay
-    AzureBoardsSource(config(url), ctx()).sync(boards_store)
+    AzureBoardsSource(replay_boards_config(url), context()).sync(boards_store)
     pages = [query for _, path, query, _ in fake.requests if path.endswith("/workitemrevisions")]
     assert len(pages) == 5  # 15 revisions, 3 a page
     first, second = pages[0], pages[1]
@@ -228,7 +206,7 @@ def test_pages_follow_the_continuation_token_and_keep_the_filters(
 
 def test_a_second_pass_reads_one_page_and_changes_nothing(replay: tuple[FakeBoards, str], boards_store: Store) -> None:
     fake, url = replay
-    source = AzureBoardsSource(config(url), ctx())
+    source = AzureBoardsSource(replay_boards_config(url), context())
     source.sync(boards_store)
     before = boards_store.content_digest()
     fake.requests.clear()
@@ -251,7 +229,7 @@ def test_a_pass_interrupted_after_a_page_resumes_where_it_stopped(
 ) -> None:
     fake, url = replay
     whole = Store(f"sqlite:///{tmp_path}/whole.db")
-    AzureBoardsSource(config(url), ctx()).sync(whole)
+    AzureBoardsSource(replay_boards_config(url), context()).sync(whole)
 
     class CrashAfter(Store):
         """Fails the k-th transaction just before it commits, like a process killed mid-write."""
@@ -270,11 +248,11 @@ def test_a_pass_interrupted_after_a_page_resumes_where_it_stopped(
 
     path = f"sqlite:///{tmp_path}/crash.db"
     with pytest.raises(KeyboardInterrupt):
-        AzureBoardsSource(config(url), ctx()).sync(CrashAfter(path))
+        AzureBoardsSource(replay_boards_config(url), context()).sync(CrashAfter(path))
     resumed = Store(path)
     assert resumed.watermark("boards", "revisions") == "6;3"  # two pages committed, the third rolled back
     fake.requests.clear()
-    AzureBoardsSource(config(url), ctx()).sync(resumed)
+    AzureBoardsSource(replay_boards_config(url), context()).sync(resumed)
     tokens = [q.get("continuationToken") for _, p, q, _ in fake.requests if p.endswith("/workitemrevisions")]
     assert tokens[0] == ["6;3"]
     assert resumed.content_digest() == whole.content_digest()
@@ -283,7 +261,7 @@ def test_a_pass_interrupted_after_a_page_resumes_where_it_stopped(
 def test_team_from_iteration_path_or_a_field(replay: tuple[FakeBoards, str], tmp_path: Path) -> None:
     fake, url = replay
     by_iteration = Store(f"sqlite:///{tmp_path}/it.db")
-    AzureBoardsSource(config(url, team_from="iteration_path"), ctx()).sync(by_iteration)
+    AzureBoardsSource(replay_boards_config(url, team_from="iteration_path"), context()).sync(by_iteration)
     assert {w.team for w in by_iteration.work_items()} == {"Fabrikam\\Sprint 1"}
 
     fake.revisions = [
@@ -291,7 +269,7 @@ def test_team_from_iteration_path_or_a_field(replay: tuple[FakeBoards, str], tmp
         rev(2, 1, "New", "2026-01-06T10:00:00Z", type_="Bug", created="2026-01-06T10:00:00Z"),
     ]
     by_field = Store(f"sqlite:///{tmp_path}/field.db")
-    AzureBoardsSource(config(url, team_from="field:Custom.Team"), ctx()).sync(by_field)
+    AzureBoardsSource(replay_boards_config(url, team_from="field:Custom.Team"), context()).sync(by_field)
     assert {w.native_id: w.team for w in by_field.work_items()} == {"1": "Blue", "2": ""}
     query = next(
         q for _, p, q, _ in fake.requests if p.endswith("/workitemrevisions") and "Custom.Team" in q["fields"][0]
@@ -304,11 +282,11 @@ def test_without_the_reporting_api_it_falls_back_to_wiql_and_updates(
 ) -> None:
     fake, url = replay
     reporting = Store(f"sqlite:///{tmp_path}/reporting.db")
-    AzureBoardsSource(config(url), ctx()).sync(reporting)
+    AzureBoardsSource(replay_boards_config(url), context()).sync(reporting)
 
     fake.reporting = False
     fallback = Store(f"sqlite:///{tmp_path}/wiql.db")
-    report = AzureBoardsSource(config(url), ctx()).sync(fallback)
+    report = AzureBoardsSource(replay_boards_config(url), context()).sync(fallback)
     assert report.details["mode"] == "wiql"
     assert "falling back to WIQL" in caplog.text
     live = [w for w in reporting.work_items() if w.native_id != "3"]  # WIQL cannot see deleted items
@@ -443,11 +421,11 @@ def test_azure_devops_throttling_is_waited_out_not_failed(boards_store: Store) -
     def sleep(seconds: float) -> None:
         clock[0] += seconds
 
-    ctx = SourceContext(history=timedelta(days=365), now=lambda: NOW_SANDBOX, sleep=sleep)
-    with azure_only(work_items=120) as (url, world, server):
-        world.throttle = Throttle(budget=4, window=300, clock=lambda: clock[0])
+    ctx = SourceContext(history=timedelta(days=365), now=lambda: NOW, sleep=sleep)
+    with azure_only(work_items=120) as (url, routes, server):
+        routes.throttle = Throttle(budget=4, window=300, clock=lambda: clock[0])
         AzureBoardsSource(boards_config(url), ctx).sync(boards_store)
-        truth = world.truth()
+        truth = routes.truth()
         statuses = server.stats.snapshot()["by_status"]
     assert statuses.get("429", 0) > 0
     assert ctx.telemetry.requests["429"] == statuses["429"]
@@ -465,7 +443,7 @@ def test_the_budget_gauge_expires_once_azure_devops_stops_throttling(tmp_path: P
     def sleep(seconds: float) -> None:
         clock[0] += seconds
 
-    with azure_only(work_items=60) as (url, world, _server):
+    with azure_only(work_items=60) as (url, routes, _server):
         config = parse_config(
             f"""
 store: sqlite:///{tmp_path}/budget.db
@@ -476,10 +454,10 @@ sources:
         )
         store = Store(config.store)
         runner = Runner(config, store, sleep=sleep)
-        world.throttle = Throttle(budget=4, window=300, clock=lambda: clock[0])
+        routes.throttle = Throttle(budget=4, window=300, clock=lambda: clock[0])
         assert runner.run("boards").ok
         assert store.statuses()["boards"].rate_limit_remaining is not None
-        world.throttle = Throttle(budget=None)  # the load is gone: answers carry no budget any more
+        routes.throttle = Throttle(budget=None)  # the load is gone: answers carry no budget any more
         assert runner.run("boards").ok
         assert store.statuses()["boards"].rate_limit_remaining is None
         families = {f.name: f for f in self_families(store, Settings.from_config(config), [])}
@@ -490,7 +468,7 @@ def test_a_state_added_to_the_process_later_is_read_again_not_rejected(
     replay: tuple[FakeBoards, str], boards_store: Store
 ) -> None:
     fake, url = replay
-    source = AzureBoardsSource(config(url), ctx())
+    source = AzureBoardsSource(replay_boards_config(url), context())
     source.sync(boards_store)
     fake.states["Bug"].append({"name": "Triaged", "color": "aa00aa", "category": "Proposed"})
     fake.revisions.append(

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure_replay import ORG, PROJECT, FakePipelines, _commit
+from azure_replay import PROJECT, FakePipelines, _commit, replay_pipelines_config, serving
 from azure_truth import (
+    NOW,
     context,
     expected_build_links,
     expected_changes,
@@ -24,7 +25,7 @@ from azure_truth import (
     stored_deployments,
 )
 
-from collector.config import AzurePipelinesConfig, parse_config
+from collector.config import parse_config
 from collector.figures import FigureCache, Settings
 from collector.model import ado_ref, build_ref, commit_ref
 from collector.runner import Runner
@@ -37,8 +38,6 @@ from collector.store import Store
 from exporters.prometheus import MetricsCache
 from exporters.web import ExporterApp
 from sandbox.app import Sandbox
-
-NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def sha(n: int) -> str:
@@ -170,31 +169,11 @@ def env(environment: int, build: int, attempt: int = 1) -> str:
     return f"env:{environment}:{build}:Deploy:{attempt}"
 
 
-def config(url: str, **overrides: Any) -> AzurePipelinesConfig:
-    values = {
-        "name": "pipelines",
-        "kind": "azure_pipelines",
-        "organization_url": url,
-        "project": PROJECT,
-        "token": "replay-token",
-        "production_environments": ["production", "/^prod$/"],
-    }
-    values.update(overrides)
-    return AzurePipelinesConfig(**values)
-
-
-def ctx() -> SourceContext:
-    return SourceContext(history=timedelta(days=365), now=lambda: NOW, sleep=lambda s: None)
-
-
 @pytest.fixture
 def replay_pipelines() -> Iterator[tuple[FakePipelines, str]]:
     fake = world()
-    server = fake.start()
-    host, port = server.server_address[:2]
-    yield fake, f"http://{host}:{port}/{ORG}"
-    server.shutdown()
-    server.server_close()
+    with serving(fake) as url:
+        yield fake, url
 
 
 @pytest.fixture
@@ -217,7 +196,7 @@ def test_deployments_contain_the_commits_since_the_previous_success(
     replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store
 ) -> None:
     _fake, url = replay_pipelines
-    AzurePipelinesSource(config(url), ctx()).sync(pipelines_store)
+    AzurePipelinesSource(replay_pipelines_config(url), context()).sync(pipelines_store)
     c = commit_ref
     assert deployments(pipelines_store) == {
         # first deployment to Production: the build's own changes
@@ -264,7 +243,7 @@ def test_requests_are_cached_per_build_pair_and_use_the_documented_parameters(
     replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store
 ) -> None:
     fake, url = replay_pipelines
-    AzurePipelinesSource(config(url), ctx()).sync(pipelines_store)
+    AzurePipelinesSource(replay_pipelines_config(url), context()).sync(pipelines_store)
     paths = [p.split("/_apis/", 1)[1] for _, p, _ in fake.requests]
     # only successful production deployments are opened: (100→101) by the retry; the first ones
     # of Production (100) and prod (200) read their build's own changes
@@ -286,7 +265,7 @@ def test_watermarks_stay_below_runs_still_in_progress(
     replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store
 ) -> None:
     fake, url = replay_pipelines
-    source = AzurePipelinesSource(config(url), ctx())
+    source = AzurePipelinesSource(replay_pipelines_config(url), context())
     source.sync(pipelines_store)
     assert pipelines_store.watermarks("pipelines") == {
         "environment:1": "7",
@@ -333,7 +312,7 @@ def test_only_the_configured_kinds_of_deployment_are_read(
     replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store
 ) -> None:
     fake, url = replay_pipelines
-    AzurePipelinesSource(config(url, deployments_from=["releases"]), ctx()).sync(pipelines_store)
+    AzurePipelinesSource(replay_pipelines_config(url, deployments_from=["releases"]), context()).sync(pipelines_store)
     assert {d.native_id.split(":")[0] for d in pipelines_store.deployments()} == {"release"}
     assert not any("distributedtask" in p for _, p, _ in fake.requests)
 
@@ -466,9 +445,9 @@ def test_what_cannot_be_split_further_is_counted_as_truncated(
     fake.build_work_items[103] = [13, 14, 15]  # one build, more work items than a page holds
     monkeypatch.setattr(azure_pipelines, "BUILD_TOP", 2)
     # staging counted as production here, so its deployments are opened too
-    AzurePipelinesSource(config(url, production_environments=["production", "staging", "/^prod$/"]), ctx()).sync(
-        pipelines_store
-    )
+    AzurePipelinesSource(
+        replay_pipelines_config(url, production_environments=["production", "staging", "/^prod$/"]), context()
+    ).sync(pipelines_store)
     found = deployments(pipelines_store)
     # staging 101 → 103 brings two commits, a full page: split at build 102, both read
     assert found[env(1, 103)][4] == sorted([commit_ref(sha(4)), commit_ref(sha(5)), build_ref(103)])
@@ -490,7 +469,8 @@ def test_without_release_management_the_stream_is_unavailable_not_the_source(
     fake.release_management = False  # Azure DevOps Server without Release Management: 404
     clock = [NOW]
     source = AzurePipelinesSource(
-        config(url), SourceContext(history=timedelta(days=365), now=lambda: clock[0], sleep=lambda s: None)
+        replay_pipelines_config(url),
+        SourceContext(history=timedelta(days=365), now=lambda: clock[0], sleep=lambda s: None),
     )
 
     def probes() -> int:
@@ -536,7 +516,7 @@ def test_records_out_of_id_order_are_read_past_the_watermark(
     replay_pipelines: tuple[FakePipelines, str], pipelines_store: Store
 ) -> None:
     fake, url = replay_pipelines
-    source = AzurePipelinesSource(config(url), ctx())
+    source = AzurePipelinesSource(replay_pipelines_config(url), context())
     source.sync(pipelines_store)
     assert pipelines_store.watermarks("pipelines")["environment:1"] == "7"
     t = "2026-02-{:02d}T10:00:00Z".format
@@ -563,7 +543,7 @@ def test_a_stage_attempt_waits_for_all_its_jobs_and_is_one_deployment(
         record(12, 1, 104, None, t(12), None, job="smoke"),  # still running
         record(13, 1, 104, "canceled", t(12), t(12), stage="Cleanup"),
     ]
-    source = AzurePipelinesSource(config(url), ctx())
+    source = AzurePipelinesSource(replay_pipelines_config(url), context())
     source.sync(pipelines_store)
     assert env(1, 104) not in deployments(pipelines_store)
     assert pipelines_store.watermarks("pipelines")["environment:1"] == "7"  # below the unfinished attempt
@@ -594,7 +574,7 @@ def test_a_release_rejected_as_incomplete_holds_the_watermark_until_it_is_comple
         incomplete,
         release_deployment(37, 54, "prod", "succeeded", t(7), t(7).replace("10:", "11:")),
     ]
-    source = AzurePipelinesSource(config(url), ctx())
+    source = AzurePipelinesSource(replay_pipelines_config(url), context())
     source.sync(pipelines_store)
     assert pipelines_store.rejection_counts()[("pipelines", "missing_field")] == 1
     assert "release:37" in deployments(pipelines_store)

@@ -14,24 +14,23 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from azure_replay import ORG, PROJECT, FakeBoards, FakePipelines
+from azure_replay import PROJECT, FakeBoards, FakePipelines, replay_boards_config, replay_pipelines_config, serving
+from azure_truth import context
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.config import AzureBoardsConfig, AzurePipelinesConfig
 from collector.model import Category
 from collector.sources.azure_boards import AzureBoardsSource
 from collector.sources.azure_pipelines import AzurePipelinesSource
-from collector.sources.base import SourceContext
 from collector.store import Store
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "azure"
-#: the official examples are from 2017; the records written from the schema from 2026
-NOW = datetime(2026, 3, 1, tzinfo=UTC)
+#: the official examples are from 2017, the records written from the schema from 2026 (NOW, 2026-03-01):
+#: ten years of history reaches both
 HISTORY = timedelta(days=3650)
 #: the release → its Build artifact's version (``definitionReference.version.id``)
 RELEASE_BUILDS = {11: 2, 14: 3, 15: 4, 20: 5, 55: 6}
@@ -72,27 +71,13 @@ def replay() -> FakePipelines:
 @pytest.fixture
 def served() -> Iterator[tuple[FakePipelines, str]]:
     fake = replay()
-    server = fake.start()
-    host, port = server.server_address[:2]
-    yield fake, f"http://{host}:{port}/{ORG}"
-    server.shutdown()
-    server.server_close()
-
-
-def pipelines_config(url: str) -> AzurePipelinesConfig:
-    return AzurePipelinesConfig(
-        name="pipelines",
-        kind="azure_pipelines",
-        organization_url=url,
-        project=PROJECT,
-        token="replay-token",
-        production_environments=["production", "PROD"],
-    )
+    with serving(fake) as url:
+        yield fake, url
 
 
 def sync(url: str, store: Store) -> None:
-    ctx = SourceContext(history=HISTORY, now=lambda: NOW, sleep=lambda s: None)
-    AzurePipelinesSource(pipelines_config(url), ctx).sync(store)
+    config = replay_pipelines_config(url, production_environments=["production", "PROD"])
+    AzurePipelinesSource(config, context(HISTORY)).sync(store)
 
 
 def at(text: str) -> datetime:
@@ -238,11 +223,8 @@ def boards() -> Iterator[tuple[FakeBoards, str]]:
         reporting_bodies={"": first, "3;2;1": later},
         states={"Product Backlog Item": SCRUM_PBI, "Epic": example("GET__workitem_type_states.json")["value"]},
     )
-    server = fake.start()
-    host, port = server.server_address[:2]
-    yield fake, f"http://{host}:{port}/{ORG}"
-    server.shutdown()
-    server.server_close()
+    with serving(fake) as url:
+        yield fake, url
 
 
 def test_boards_follow_both_continuation_styles_of_the_official_examples(
@@ -250,17 +232,8 @@ def test_boards_follow_both_continuation_styles_of_the_official_examples(
 ) -> None:
     fake, url = boards
     store = Store(f"sqlite:///{tmp_path}/boards.db")
-    config = AzureBoardsConfig(
-        name="boards",
-        kind="azure_boards",
-        organization_url=url,
-        project=PROJECT,
-        token="replay-token",
-        work_item_types=["Product Backlog Item", "Epic"],
-    )
-    source = AzureBoardsSource(
-        config, SourceContext(history=timedelta(days=5000), now=lambda: NOW, sleep=lambda s: None)
-    )
+    config = replay_boards_config(url, work_item_types=["Product Backlog Item", "Epic"])
+    source = AzureBoardsSource(config, context(timedelta(days=5000)))
     source.sync(store)
     assert store.watermarks("boards") == {"revisions": "3;2;1"}  # from nextLink: the body has no token
     source.sync(store)
@@ -295,24 +268,10 @@ def test_without_the_reporting_api_boards_replay_the_official_wiql_and_updates(t
         updates_bodies={8: updates},
         states={"Bug": example("GET__workitem_type_states.json")["value"]},
     )
-    server = fake.start()
-    host, port = server.server_address[:2]
-    try:
-        store = Store(f"sqlite:///{tmp_path}/wiql.db")
-        config = AzureBoardsConfig(
-            name="boards",
-            kind="azure_boards",
-            organization_url=f"http://{host}:{port}/{ORG}",
-            project=PROJECT,
-            token="replay-token",
-            work_item_types=["Bug"],
-        )
-        report = AzureBoardsSource(
-            config, SourceContext(history=timedelta(days=5000), now=lambda: NOW, sleep=lambda s: None)
-        ).sync(store)
-    finally:
-        server.shutdown()
-        server.server_close()
+    store = Store(f"sqlite:///{tmp_path}/wiql.db")
+    with serving(fake) as url:
+        config = replay_boards_config(url, work_item_types=["Bug"])
+        report = AzureBoardsSource(config, context(timedelta(days=5000))).sync(store)
     assert report.details["mode"] == "wiql"
     # the other ids of the WIQL answer come back null from workitemsbatch (errorPolicy=Omit): skipped
     items = {w.native_id: w for w in store.work_items("boards")}

@@ -1,6 +1,6 @@
 """The GitHub source: normalisation rules, then full and incremental syncs against the sandbox.
 
-The sandbox (``sandbox/github.py``) serves GitHub's REST v3 shapes over real HTTP on
+The sandbox (``sandbox/github/``) serves GitHub's REST v3 shapes over real HTTP on
 127.0.0.1 and knows the ground truth of what a perfect sync stores; each repository there delivers
 through one ``deployments_from`` mode, so a test configures one source per repository.
 """
@@ -8,7 +8,6 @@ through one ``deployments_from`` mode, so a test configures one source per repos
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import serving_half
 
 from collector.config import GitHubConfig
 from collector.errors import AuthError, SourceError
@@ -26,8 +26,7 @@ from collector.sources.base import SourceContext, SyncReport
 from collector.sources.github import GitHubSource, deployment_outcome, issue_history
 from collector.store import Store
 from sandbox.app import Sandbox, SandboxOptions
-from sandbox.github import GitHubWorld
-from sandbox.server import FaultPlan, Router, SandboxHTTPServer
+from sandbox.github.routes import GitHubRoutes
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
 TOKEN = "sandbox-token"
@@ -238,6 +237,8 @@ def _expected(truth: dict[str, Any], repos: set[str] | None = None) -> dict[str,
 
 def _assert_matches_truth(store: Store, truth: dict[str, Any], repos: set[str] | None = None) -> None:
     stored, expected = _stored(store), _expected(truth, repos)
+    # every repository has issues, merged pull requests and deployments: equal to nothing is no match
+    assert all(expected[part] for part in ("work_items", "changes", "deployments")), "nothing expected"
     for part in ("work_items", "changes", "deployments", "links"):
         assert len(stored[part]) == len(expected[part]), part
         assert stored[part] == expected[part], part
@@ -327,17 +328,29 @@ def test_idle_polls_are_conditional(sandbox: Sandbox, store: Store) -> None:
 def test_new_activity_appears_after_the_next_sync(sandbox: Sandbox, store: Store) -> None:
     sources = _sources(sandbox)
     _sync_all(sources, store)
+    earlier = _stored(store)
     added = sandbox.add_activity(3)["github"]
-    new_issues = [i for step in added for i in step["issues"]]
-    new_pulls = [p for step in added for p in step["pulls"]]
+    new_issues = {i for step in added for i in step["issues"]}
+    new_pulls = {p for step in added for p in step["pulls"]}
+    new_deployments = {d for step in added for d in step["deployments"]}
+    # each step adds an issue, a merged pull request and deliveries: none of it was there before
+    assert len(new_issues) == len(new_pulls) == 3 and new_deployments
+    assert not new_issues & {w["native_id"] for w in earlier["work_items"]}
+    assert not new_pulls & {c["native_id"] for c in earlier["changes"]}
+    assert not new_deployments & {d["native_id"] for d in earlier["deployments"]}
     before = sandbox.server.stats.snapshot()
     reports = _sync_all(sources, store)
     print(f"sync after 3 activity steps: {_delta(sandbox, before)['total']} requests")
     assert all(not r.problems for r in reports)
-    _assert_matches_truth(store, sandbox.github.truth())
+    truth = sandbox.github.truth()
+    _assert_matches_truth(store, truth)
     stored = _stored(store)
-    assert set(new_issues) <= {w["native_id"] for w in stored["work_items"]}
-    assert set(new_pulls) <= {c["native_id"] for c in stored["changes"]}
+    assert new_issues <= {w["native_id"] for w in stored["work_items"]}
+    assert new_pulls <= {c["native_id"] for c in stored["changes"]}
+    # the deliveries the truth counts (finished ones) are stored, and there is at least one
+    delivered = new_deployments & {d["native_id"] for d in truth["deployments"]}
+    assert delivered and delivered <= {d["native_id"] for d in stored["deployments"]}
+    assert len(stored["work_items"]) == len(earlier["work_items"]) + len(new_issues)
 
 
 def test_rate_limits_are_waited_out(sandbox: Sandbox, store: Store) -> None:
@@ -418,24 +431,18 @@ def test_fault_injection_ends_with_the_same_store(tmp_path: Path) -> None:
 
 
 @contextmanager
-def _world(**options: Any) -> Iterator[tuple[str, GitHubWorld]]:
+def _routes(**options: Any) -> Iterator[tuple[str, GitHubRoutes]]:
     """The sandbox's GitHub half alone, for options ``Sandbox`` does not expose (``malformed``)."""
-    world = GitHubWorld(seed=5, work_items=90, now=NOW, token=TOKEN, organization="contoso", azure_items=[], **options)
-    router = Router()
-    world.register(router)
-    server = SandboxHTTPServer(("127.0.0.1", 0), router, FaultPlan(), lambda req: None)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host, port = server.server_address[:2]
-    try:
-        yield f"http://{host}:{port}/api/v3", world
-    finally:
-        server.shutdown()
-        server.server_close()
+    routes = GitHubRoutes(
+        seed=5, work_items=90, now=NOW, token=TOKEN, organization="contoso", azure_items=[], **options
+    )
+    with serving_half(routes) as (root, _server):
+        yield f"{root}/api/v3", routes
 
 
 def test_malformed_records_are_rejected_with_a_reason(store: Store) -> None:
-    with _world(malformed=12) as (url, world):
-        truth = world.truth()
+    with _routes(malformed=12) as (url, routes):
+        truth = routes.truth()
         sources = [_source(url, [repo], mode) for repo, mode in truth["repos"].items()]
         reports = _sync_all(sources, store)
     assert all(not r.problems for r in reports)

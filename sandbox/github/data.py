@@ -1,6 +1,6 @@
 """The seeded GitHub organisation behind the sandbox, and its ground truth.
 
-``github.py`` serves this over HTTP; this module only knows the data. Everything is derived from
+``sandbox.github.routes`` serves this over HTTP; this module only knows the data. Everything is derived from
 ``seed`` so two sandboxes with the same options serve byte-identical answers.
 
 World (``organization`` = ``contoso`` by default), history over the 360 days before ``now``:
@@ -473,7 +473,7 @@ class Counters:
         return value
 
 
-class GitHubData:
+class SeededGitHubOrg:
     """The organisation: repositories with their items, history and deliveries."""
 
     def __init__(

@@ -1,8 +1,8 @@
 """The seeded Azure DevOps organisation behind the sandbox: boards, repos, pipelines, releases.
 
-Generation is separate from serving (``azure.py``) so the data can be reasoned about (and its
-ground truth computed) without HTTP. Everything is deterministic in ``seed``; times are integer
-epoch milliseconds internally (Azure DevOps reports millisecond precision).
+Generation is separate from serving (the HTTP routes, ``sandbox.azure.routes``) so the data can be
+reasoned about (and its ground truth computed) without HTTP. Everything is deterministic in ``seed``;
+times are integer epoch milliseconds internally (Azure DevOps reports millisecond precision).
 
 Shape of the organisation (``contoso``):
 
@@ -372,7 +372,7 @@ def deployment_id(record: DeploymentRecord) -> str:
     return f"env:{record.environment.id}:{record.build.id}:{record.stage}:{record.stage_attempt}"
 
 
-class AzureData:
+class SeededAzureOrg:
     """The generated organisation plus its indexes. Mutated only by ``add_activity``."""
 
     def __init__(

@@ -1,0 +1,272 @@
+"""The GitHub half of the sandbox: routing, auth and rate limits in front of the per-area handlers
+(``repos``, ``issues``, ``git``, ``deliveries``, ``actions``); see the package docstring."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sandbox.github.actions import ActionsHandlers
+from sandbox.github.common import BadRequest, user_id
+from sandbox.github.data import SeededGitHubOrg
+from sandbox.github.deliveries import DeliveriesHandlers
+from sandbox.github.git import GitHandlers
+from sandbox.github.issues import IssuesHandlers
+from sandbox.github.repos import ReposHandlers
+from sandbox.github.shapes import Shapes
+from sandbox.server import Request, Response, Router, etag_of
+
+API_VERSION = "2022-11-28"
+DOCS = "https://docs.github.com/rest"
+_PREFIX = r"(?P<prefix>/api/v3)?"
+_REPO = _PREFIX + r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
+
+
+class RateBudget:
+    """The primary (per token) and optional secondary rate limits, on the wall clock."""
+
+    def __init__(self, limit: int = 5000, window: int = 3600) -> None:
+        self.limit = limit
+        self.remaining = limit
+        self.window = window
+        self.reset = int(time.time()) + window
+        self.secondary = 0
+        self.retry_after = 1
+
+    def refresh(self) -> None:
+        if time.time() >= self.reset:
+            self.remaining = self.limit
+            self.reset = int(time.time()) + self.window
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "x-ratelimit-limit": str(self.limit),
+            "x-ratelimit-remaining": str(self.remaining),
+            "x-ratelimit-reset": str(self.reset),
+            "x-ratelimit-used": str(self.limit - self.remaining),
+            "x-ratelimit-resource": "core",
+        }
+
+    def snapshot(self) -> dict[str, int]:
+        return {
+            "limit": self.limit,
+            "used": self.limit - self.remaining,
+            "remaining": self.remaining,
+            "reset": self.reset,
+        }
+
+
+class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandlers, ActionsHandlers):
+    """The HTTP routes of the sandbox's GitHub: the seeded organisation (``data``) behind REST API v3."""
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        work_items: int,
+        now: datetime,
+        token: str,
+        organization: str,
+        azure_items: list[tuple[int, datetime, datetime | None]],
+        malformed: int = 0,
+    ) -> None:
+        self.token = token
+        self.organization = organization
+        self.data = SeededGitHubOrg(
+            seed=seed,
+            work_items=work_items,
+            now=now,
+            organization=organization,
+            azure_items=azure_items,
+            malformed=malformed,
+        )
+        self.rate = RateBudget()
+        self._lock = threading.RLock()
+        self._request_no = 0
+        self._sorted: dict[tuple[Any, ...], list[Any]] = {}
+        self._sorted_version = -1
+
+    # --- interface used by app.py -------------------------------------------------------
+    def truth(self) -> dict[str, Any]:
+        """What a perfect sync stores (see ``sandbox.github.data``); shared, do not mutate."""
+        with self._lock:
+            return dict(self.data.truth())
+
+    def add_activity(self, rng: random.Random, now: datetime) -> dict[str, Any]:
+        with self._lock:
+            return self.data.add_activity(rng, now)
+
+    def set_rate_limit(
+        self,
+        limit: int | None = None,
+        remaining: int | None = None,
+        reset_in: float | None = None,
+        secondary: int | None = None,
+        retry_after: int | None = None,
+    ) -> dict[str, Any]:
+        """Change the budget: ``limit`` (a fresh window unless ``remaining`` is given), ``reset_in`` seconds."""
+        with self._lock:
+            rate = self.rate
+            rate.refresh()
+            if limit is not None:
+                rate.limit = int(limit)
+                rate.remaining = int(limit)
+            if remaining is not None:
+                rate.remaining = max(0, min(int(remaining), rate.limit))
+            if reset_in is not None:
+                rate.reset = int(time.time() + float(reset_in))
+            if secondary is not None:
+                rate.secondary = max(0, int(secondary))
+            if retry_after is not None:
+                rate.retry_after = max(0, int(retry_after))
+            return {**rate.snapshot(), "secondary": rate.secondary, "retry_after": rate.retry_after}
+
+    def register(self, router: Router) -> None:
+        r = _REPO
+        n = r"(?P<number>\d+)"
+        routes: list[tuple[str, str, Callable[[Shapes, Request], Response], bool]] = [
+            (_PREFIX + "/rate_limit", "github.rate_limit", self._rate_limit, True),
+            (_PREFIX + "/orgs/(?P<org>[^/]+)", "github.org", self._org, False),
+            (_PREFIX + "/orgs/(?P<org>[^/]+)/repos", "github.repos", self._org_repos, False),
+            (_PREFIX + "/users/(?P<user>[^/]+)/repos", "github.repos", self._user_repos, False),
+            (r, "github.repo", self._repo_get, False),
+            (r + "/issues", "github.issues", self._issues, False),
+            (r + "/issues/events", "github.repo_issue_events", self._repo_issue_events, False),
+            (r + f"/issues/{n}", "github.issue", self._issue, False),
+            (r + f"/issues/{n}/timeline", "github.issue_timeline", self._timeline, False),
+            (r + f"/issues/{n}/events", "github.issue_events", self._issue_events, False),
+            (r + "/pulls", "github.pulls", self._pulls, False),
+            (r + f"/pulls/{n}", "github.pull", self._pull, False),
+            (r + f"/pulls/{n}/commits", "github.pull_commits", self._pull_commits, False),
+            (r + "/commits", "github.commits", self._commits, False),
+            (r + "/commits/(?P<ref>.+)", "github.commit", self._commit, False),
+            (r + "/compare/(?P<basehead>.+)", "github.compare", self._compare, False),
+            (r + "/deployments", "github.deployments", self._deployments, False),
+            (r + r"/deployments/(?P<id>\d+)", "github.deployment", self._deployment, False),
+            (r + r"/deployments/(?P<id>\d+)/statuses", "github.deployment_statuses", self._statuses, False),
+            (r + "/releases", "github.releases", self._releases, False),
+            (r + "/releases/latest", "github.release", self._release_latest, False),
+            (r + "/releases/tags/(?P<tag>.+)", "github.release", self._release_by_tag, False),
+            (r + r"/releases/(?P<id>\d+)", "github.release", self._release_by_id, False),
+            (r + "/git/refs?/(?P<ref>(?:tags|heads)/.+)", "github.git_ref", self._git_ref, False),
+            (r + "/actions/workflows", "github.workflows", self._workflows, False),
+            (r + "/actions/workflows/(?P<wf>[^/]+)", "github.workflow", self._workflow, False),
+            (r + "/actions/workflows/(?P<wf>[^/]+)/runs", "github.workflow_runs", self._runs, False),
+            (r + "/actions/runs", "github.workflow_runs", self._runs, False),
+            (r + r"/actions/runs/(?P<id>\d+)", "github.workflow_run", self._run, False),
+            (r + r"/actions/runs/(?P<id>\d+)/jobs", "github.workflow_run_jobs", self._run_jobs, False),
+        ]
+        for pattern, name, fn, free in routes:
+            router.add("GET", pattern, name, self._endpoint(fn, free))
+
+    # --- the shared request pipeline ------------------------------------------------------
+    def _endpoint(self, fn: Callable[[Shapes, Request], Response], free: bool) -> Callable[[Request], Response]:
+        def handle(req: Request) -> Response:
+            with self._lock:
+                return self._serve(req, fn, free)
+
+        return handle
+
+    def _serve(self, req: Request, fn: Callable[[Shapes, Request], Response], free: bool) -> Response:
+        self._request_no += 1
+        request_id = f"5A4D:{self._request_no:06X}"
+        rate = self.rate
+        rate.refresh()
+        common = {
+            "x-github-api-version-selected": API_VERSION,
+            "x-github-media-type": "github.v3; format=json",
+            "x-github-request-id": request_id,
+        }
+        token = _bearer(req.headers.get("authorization", ""))
+        if token != self.token:
+            message = "Requires authentication" if token is None else "Bad credentials"
+            unauth = {
+                "x-ratelimit-limit": "60",
+                "x-ratelimit-remaining": "59",
+                "x-ratelimit-used": "1",
+                "x-ratelimit-reset": str(rate.reset),
+                "x-ratelimit-resource": "core",
+            }
+            return _finish(_error(401, message), {**common, **unauth})
+        if not free and rate.secondary > 0:
+            rate.secondary -= 1
+            msg = (
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
+                f"If you reach out to GitHub Support for help, please include the request ID {request_id}."
+            )
+            resp = _error(
+                429,
+                msg,
+                "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits",
+            )
+            return _finish(resp, {**common, **rate.headers(), "retry-after": str(rate.retry_after)})
+        if not free and rate.remaining <= 0:
+            msg = (
+                f"API rate limit exceeded for user ID {user_id('sandbox')}. If you reach out to GitHub Support "
+                f"for help, please include the request ID {request_id} and timestamp "
+                f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M:%S')} UTC."
+            )
+            resp = _error(
+                403,
+                msg,
+                "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-the-primary-rate-limit",
+            )
+            return _finish(resp, {**common, **rate.headers()})
+        try:
+            resp = fn(Shapes(self, req), req)
+        except BadRequest as exc:
+            resp = _error(exc.status, exc.message)
+        payload = resp.encoded()
+        not_modified = resp.etag and resp.status == 200 and req.headers.get("if-none-match") == etag_of(payload)
+        if not free and not not_modified:
+            rate.remaining -= 1
+        resp.body = payload
+        return _finish(resp, {**common, **rate.headers()})
+
+    # --- endpoints ----------------------------------------------------------------------
+    def _rate_limit(self, ctx: Shapes, req: Request) -> Response:
+        core = self.rate.snapshot()
+        reset = self.rate.reset
+
+        def other(limit: int) -> dict[str, int]:
+            return {"limit": limit, "used": 0, "remaining": limit, "reset": reset}
+
+        resources = {
+            "core": core,
+            "search": other(30),
+            "graphql": other(5000),
+            "integration_manifest": other(5000),
+            "source_import": other(100),
+            "code_scanning_upload": other(1000),
+            "actions_runner_registration": other(10000),
+            "scim": other(15000),
+            "dependency_snapshots": other(100),
+            "code_search": other(10),
+        }
+        return Response(200, {"resources": resources, "rate": core})
+
+
+def _bearer(header: str) -> str | None:
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() in ("bearer", "token") and value.strip():
+        return value.strip()
+    return None
+
+
+def _error(status: int, message: str, doc: str = DOCS) -> Response:
+    return Response(status, {"message": message, "documentation_url": doc, "status": str(status)})
+
+
+def _finish(resp: Response, headers: dict[str, str]) -> Response:
+    """Encode once (the core then reuses the bytes for the ETag) and add the GitHub headers."""
+    if not isinstance(resp.body, bytes):
+        resp.body = resp.encoded()
+    resp.headers = {**headers, **resp.headers, "Content-Type": "application/json; charset=utf-8"}
+    return resp
+
+
+__all__ = ["GitHubRoutes", "RateBudget"]
