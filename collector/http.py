@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -22,6 +24,7 @@ from typing import Any
 
 import requests
 import urllib3
+from requests.utils import guess_json_utf
 
 from collector.errors import AuthError, RateLimited, SourceError
 
@@ -131,6 +134,111 @@ def describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+#: how deep a record may nest once an answer proved too deep for the JSON parser's stack; real
+#: answers nest a dozen levels, and the parse of what remains must stay well inside the stack
+MAX_RECORD_DEPTH = 200
+#: a JSON string (skipped whole), or a run of brackets with the white space between them
+_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}](?:\s*[\[\]{}])*', re.DOTALL)
+_MARKER_KEY = "\u0000cycletime:too_deep"
+
+
+class TooDeep(dict[str, Any]):
+    """Stands in for a list entry whose JSON nested too deeply to decode: an empty record.
+
+    Empty, so every walk over a list passes it along like any malformed record and no code that
+    reads records can trip on it; the record parsers' guards reject it as ``too_deep``
+    (``RecordGuard.reject(..., record=)``). ``label`` (a digest of the entry's text) identifies it
+    in the rejection, the same on every re-read.
+    """
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+
+
+class NestedTooDeeply(SourceError):
+    """An answer nested too deeply to decode, with no list entry to blame it on."""
+
+
+def decode_json(resp: requests.Response) -> Any:
+    """The answer's JSON; an entry of a list nested too deeply to decode becomes a TooDeep.
+
+    Python's decoder recurses once per level, so a record nested a few thousand levels deep raises
+    RecursionError and would cost the whole page. Then each list entry that holds the too-deep part
+    is cut out of the text (a scan that keeps at most ``MAX_RECORD_DEPTH`` open brackets, so memory
+    stays bounded by the body's size cap) and decoded as a TooDeep, and the rest of the page is kept.
+    Raises ValueError for invalid JSON, NestedTooDeeply when no list entry holds the deep part.
+    """
+    try:
+        return resp.json()
+    except RecursionError:
+        pass
+    content = resp.content
+    encoding = resp.encoding or guess_json_utf(content) or "utf-8"  # type: ignore[no-untyped-call]
+    text = content.decode(encoding, errors="replace")
+    cut = _cut_too_deep(text)
+    try:
+        return json.loads(cut, object_hook=_too_deep_marker)
+    except RecursionError:
+        raise NestedTooDeeply("nested too deeply to decode") from None
+
+
+def _too_deep_marker(obj: dict[str, Any]) -> dict[str, Any]:
+    if len(obj) == 1 and _MARKER_KEY in obj and isinstance(obj[_MARKER_KEY], str):
+        return TooDeep(obj[_MARKER_KEY])
+    return obj
+
+
+def _cut_too_deep(text: str) -> str:
+    """``text`` with every list entry that nests past ``MAX_RECORD_DEPTH`` replaced by a marker object.
+
+    Brackets come in runs (``[[[[``), counted a run at a time inside an entry being cut, so even
+    a body that is nothing but brackets is scanned in about a second.
+    """
+    out: list[str] = []
+    kept = 0  # text[:kept] is in out
+    opened: list[tuple[str, int]] = []  # the open brackets above the scan, at most MAX_RECORD_DEPTH + 1
+    cutting = 0  # while inside an entry being cut out: the depth of that entry
+    start = depth = 0
+    for match in _TOKENS.finditer(text):
+        token = match.group()
+        if token[0] == '"':
+            continue
+        if cutting:
+            opens = token.count("[") + token.count("{")
+            closes = token.count("]") + token.count("}")
+            if not closes or (not opens and depth - closes >= cutting):
+                depth += opens - closes
+                continue
+        for offset, bracket in enumerate(token):
+            if bracket in "[{":
+                depth += 1
+                if not cutting:
+                    opened.append((bracket, match.start() + offset))
+                    if depth > MAX_RECORD_DEPTH:
+                        lists = [i for i, (kind, _) in enumerate(opened[:-1]) if kind == "["]
+                        if not lists:
+                            raise NestedTooDeeply("nested too deeply to decode, outside any list entry")
+                        cutting = lists[0] + 2  # the depth of the outermost list's entry on this path
+                        start = opened[cutting - 1][1]
+                        del opened[cutting - 1 :]
+            elif bracket in "]}":
+                if cutting and depth == cutting:
+                    end = match.start() + offset + 1
+                    digest = hashlib.sha256(text[start:end].encode("utf-8", "replace")).hexdigest()[:16]
+                    out += [text[kept:start], json.dumps({_MARKER_KEY: f"too_deep:{digest}"})]
+                    kept, cutting = end, 0
+                elif not cutting and opened:
+                    opened.pop()
+                depth -= 1
+                if depth < 0:
+                    return text  # unbalanced: the decoder reports the invalid JSON
+    if cutting:
+        raise NestedTooDeeply("nested too deeply to decode, and cut off inside the deep part")
+    out.append(text[kept:])
+    return "".join(out)
+
+
 class ApiClient:
     """A ``requests.Session`` with our policies, bound to one source.
 
@@ -194,11 +302,9 @@ class ApiClient:
             if resp.status_code == 304:
                 return None, resp
             try:
-                return resp.json(), resp
-            except RecursionError:
-                raise SourceError(
-                    f"{self.source}: answer from {REDACT(self._path(path_or_url))} is nested too deeply to be real JSON"
-                ) from None
+                return decode_json(resp), resp
+            except NestedTooDeeply as exc:
+                raise SourceError(f"{self.source}: answer from {REDACT(self._path(path_or_url))} is {exc}") from None
             except (ValueError, json.JSONDecodeError) as exc:
                 if resp.status_code >= 400:
                     return None, resp  # an error status with an empty or HTML body: the caller reports the status

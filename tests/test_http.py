@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from collector.errors import SourceError
-from collector.http import AnswerTooLarge, ApiClient, RetryPolicy, describe
+from collector.http import AnswerTooLarge, ApiClient, RetryPolicy, TooDeep, describe
 
 
 class Hostile(BaseHTTPRequestHandler):
@@ -52,8 +52,14 @@ class Hostile(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(10**9))
             self.end_headers()
             return
-        if self.path.startswith("/nested"):
-            body = b"[" * 100_000 + b"]" * 100_000
+        if self.path.startswith("/nested/"):
+            depth = int(self.path.rsplit("/", 1)[1])
+            deep = b'{"id": 2, "x": ' + b"[" * depth + b"]" * depth + b"}"
+            body = b'{"value": [{"id": 1, "s": "[{"}, ' + deep + b', {"id": 3}], "count": 3}'
+        elif self.path.startswith("/nested-object"):
+            body = b'{"a": ' * 100_000 + b"1" + b"}" * 100_000
+        elif self.path.startswith("/nested-cut"):
+            body = b'[{"id": 1}, ' + b"[" * 100_000
         elif self.path.startswith("/empty404"):
             self.send_response(404)
             self.send_header("Content-Length", "0")
@@ -98,9 +104,27 @@ def test_an_announced_giant_is_not_read_at_all(server: str) -> None:
         client(server, max_body_bytes=1_000_000).get_json("/announced")
 
 
-def test_deeply_nested_json_is_an_error_not_a_crash(server: str) -> None:
-    with pytest.raises(SourceError, match="nested too deeply"):
-        client(server).get_json("/nested")
+@pytest.mark.parametrize("depth", [5_000, 100_000])
+def test_a_list_entry_nested_too_deeply_is_marked_and_the_rest_of_the_page_kept(server: str, depth: int) -> None:
+    """Deeper than the decoder's stack: the entry becomes an empty TooDeep (which the record
+    guards reject as too_deep), its neighbours and the rest of the page are read as sent."""
+    body, _ = client(server).get_json(f"/nested/{depth}")
+    assert body["count"] == 3
+    first, deep, last = body["value"]
+    assert first == {"id": 1, "s": "[{"} and last == {"id": 3}
+    assert isinstance(deep, TooDeep) and deep == {} and deep.label.startswith("too_deep:")
+    again, _ = client(server).get_json(f"/nested/{depth}")
+    assert again["value"][1].label == deep.label, "the same entry must be the same rejection on every read"
+
+
+def test_json_nested_too_deeply_outside_any_list_entry_fails_the_answer(server: str) -> None:
+    with pytest.raises(SourceError, match="nested too deeply to decode, outside any list entry"):
+        client(server).get_json("/nested-object")
+
+
+def test_a_deep_answer_cut_off_inside_the_deep_part_fails_once(server: str) -> None:
+    with pytest.raises(SourceError, match="cut off inside the deep part"):
+        client(server).get_json("/nested-cut")
 
 
 def test_an_empty_404_is_a_404_not_invalid_json(server: str) -> None:
