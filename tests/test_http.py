@@ -7,12 +7,16 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
 
+from collector.config import parse_config
 from collector.errors import SourceError
 from collector.http import AnswerTooLarge, ApiClient, RetryPolicy, TooDeep, describe
+from collector.runner import Runner
+from collector.store import Store
 
 
 class Hostile(BaseHTTPRequestHandler):
@@ -52,7 +56,9 @@ class Hostile(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(10**9))
             self.end_headers()
             return
-        if self.path.startswith("/nested/"):
+        if self.path.startswith("/bigjson"):
+            body = b'{"padding": "' + b"x" * 10_000 + b'"}'
+        elif self.path.startswith("/nested/"):
             depth = int(self.path.rsplit("/", 1)[1])
             deep = b'{"id": 2, "x": ' + b"[" * depth + b"]" * depth + b"}"
             body = b'{"value": [{"id": 1, "s": "[{"}, ' + deep + b', {"id": 3}], "count": 3}'
@@ -150,3 +156,38 @@ def test_the_final_error_names_the_cause() -> None:
     assert describe(dns) == "DNS lookup failed (check the host name)"
     assert describe(requests.exceptions.SSLError("bad cert")) == "TLS handshake or certificate failed"
     assert describe(requests.exceptions.ReadTimeout("x")) == "timed out waiting for an answer"
+
+
+def configured_runner(tmp_path: Path, api: str, http: str) -> Runner:
+    """A GitHub and an Azure Boards source against ``api``, with the config's ``http`` bounds."""
+    config = parse_config(
+        f"""
+store: sqlite:///{tmp_path}/store.db
+http: {http}
+sources:
+  - {{name: gh, kind: github, base_url: "{api}/api/v3", token: t0ken-1234, repositories: [contoso/web]}}
+  - {{name: boards, kind: azure_boards, organization_url: "{api}/contoso", project: Fabrikam, token: t0ken-1234}}
+""",
+        {},
+    )
+    return Runner(config, Store(config.store), sleep=lambda s: None)
+
+
+def test_the_configured_deadline_cuts_a_trickling_server_for_every_source_kind(server: str, tmp_path: Path) -> None:
+    runner = configured_runner(tmp_path, f"{server}/trickle", "{request_deadline: 1s}")
+    started = time.monotonic()
+    results = runner.run_all()
+    assert time.monotonic() - started < 30, "six attempts of about 1 s per source, not 40 s of trickle each"
+    assert [r.source for r in results] == ["gh", "boards"]
+    for result in results:
+        assert not result.ok and result.error and "did not arrive within the deadline" in result.error, result.error
+
+
+def test_the_configured_size_cap_refuses_a_larger_answer_for_every_source_kind(server: str, tmp_path: Path) -> None:
+    runner = configured_runner(tmp_path, f"{server}/bigjson", "{max_response_bytes: 8KiB}")
+    for result in runner.run_all():
+        assert not result.ok and result.error, result
+        assert "announced 10015 bytes, more than the 8192 we read" in result.error, result.error
+    # the default cap reads the same answer (whatever the sources then make of it)
+    for result in configured_runner(tmp_path / "default", f"{server}/bigjson", "{}").run_all():
+        assert "we read" not in (result.error or ""), result.error

@@ -75,6 +75,7 @@ class AzureDevOps:
             basic_auth(token),
             secrets=[token],
             telemetry=ctx.telemetry,
+            policy=ctx.http_policy,
             sleep=ctx.sleep,
             # without it a bad PAT gets a 203 sign-in page instead of a 401 (Azure DevOps authentication docs)
             headers={"X-TFS-FedAuthRedirect": "Suppress", "Accept": "application/json"},

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from collector.errors import SourceError
-from collector.http import ApiTelemetry, TooDeep
+from collector.http import ApiTelemetry, RetryPolicy, TooDeep
 from collector.model import Batch, Rejection
 
 log = logging.getLogger(__name__)
@@ -191,6 +191,8 @@ class SourceContext:
     sleep: Callable[[float], None] = time.sleep
     #: raised inside a sync when the process is shutting down, between batches
     should_stop: Callable[[], bool] = lambda: False
+    #: timeouts, retries, the per-request deadline and size cap (config ``http``) of its API client
+    http_policy: RetryPolicy = field(default_factory=RetryPolicy)
 
     def history_start(self) -> datetime:
         return self.now() - self.history

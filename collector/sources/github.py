@@ -260,6 +260,7 @@ class GitHubSource(Source):
             f"Bearer {config.token}",
             secrets=[config.token],
             telemetry=ctx.telemetry,
+            policy=ctx.http_policy,
             sleep=ctx.sleep,
             headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION},
         )
