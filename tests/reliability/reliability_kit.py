@@ -62,22 +62,29 @@ def config_yaml(
     *,
     listen: str = "127.0.0.1:0",
     extra_repositories: Iterable[str] = (),
+    only: Iterable[str] | None = None,
 ) -> str:
-    """Both Azure DevOps projects (Boards + Pipelines each) and one GitHub source per repository."""
-    lines = [f"listen: {listen}", f"store: {store_url}", "history: 365d", "poll_interval: 1h", "sources:"]
+    """Both Azure DevOps projects (Boards + Pipelines each) and one GitHub source per repository
+    (or only the sources named in ``only``)."""
+    sources: dict[str, str] = {}
     for project, (boards, pipelines) in PROJECTS.items():
-        lines += [
+        sources[boards] = (
             f"  - {{name: {boards}, kind: azure_boards, organization_url: '{sandbox_url}/contoso', "
-            f"project: {project}, token: '{token}'}}",
+            f"project: {project}, token: '{token}'}}"
+        )
+        sources[pipelines] = (
             f"  - {{name: {pipelines}, kind: azure_pipelines, organization_url: '{sandbox_url}/contoso', "
-            f"project: {project}, token: '{token}', production_environments: [production, Prod]}}",
-        ]
+            f"project: {project}, token: '{token}', production_environments: [production, Prod]}}"
+        )
     for i, (repo, (name, mode)) in enumerate(REPOSITORIES.items()):
         repos = [repo, *extra_repositories] if i == 0 else [repo]
-        lines.append(
+        sources[name] = (
             f"  - {{name: {name}, kind: github, base_url: '{sandbox_url}/api/v3', token: '{token}', "
             f"repositories: [{', '.join(repos)}], deployments_from: '{mode}'}}"
         )
+    wanted = list(sources) if only is None else list(only)
+    lines = [f"listen: {listen}", f"store: {store_url}", "history: 365d", "poll_interval: 1h", "sources:"]
+    lines += [sources[name] for name in wanted]
     return "\n".join(lines) + "\n"
 
 
