@@ -479,6 +479,11 @@ def _commit_detail_a_string(answer: Answer) -> Any:
     return answer.body
 
 
+def _commit_author_a_string(answer: Answer) -> Any:
+    listed(answer)[0]["commit"]["author"] = "not an object"
+    return answer.body
+
+
 def _job_after_utc(answer: Answer) -> Any:
     listed(answer)[0].update(completed_at=AFTER_UTC, status="completed")
     return answer.body
@@ -489,6 +494,14 @@ CASES |= {
         "gh_web",
         path_has("/repos/contoso/web/pulls/", "/commits"),
         _commit_detail_a_string,
+        {"wrong_type": 1},
+        lost=pull_lost,
+        parts=("changes", "work_items", "deployments"),
+    ),
+    "pull_commit_author_a_string": Case(
+        "gh_web",
+        path_has("/repos/contoso/web/pulls/", "/commits"),
+        _commit_author_a_string,
         {"wrong_type": 1},
         lost=pull_lost,
         parts=("changes", "work_items", "deployments"),
@@ -580,6 +593,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "timeline_event_after_utc",
         "timeline_event_nested_100000_deep",
         "pull_commit_a_string",
+        "pull_commit_author_a_string",
         "deployment_status_after_utc",
         "deployment_status_ids_mixed",
         "run_job_after_utc",
@@ -781,6 +795,23 @@ def test_a_link_cycle_fails_the_walk(proxy: MutatingProxy, tmp_path: Path) -> No
     proxy.rewrite = issues_linked(proxy, lambda page: 3 if page == 2 else 2)
     before = proxy.requests
     failed_visibly(sync(proxy, tmp_path, ("gh_web",)), "gh_web", "pagination cycle", proxy, before)
+
+
+def test_an_issues_answer_that_is_an_object_fails_its_part_visibly(proxy: MutatingProxy, tmp_path: Path) -> None:
+    """Read as an empty list, it would move the watermark past a page it never read."""
+
+    def rewrite(answer: Answer) -> Answer | None:
+        if urlsplit(answer.path).path != "/api/v3/repos/contoso/web/issues" or answer.status != 200:
+            return None
+        answer.body = {"total_count": len(answer.body), "items": answer.body}
+        return answer
+
+    proxy.rewrite = rewrite
+    before = proxy.requests
+    run = sync(proxy, tmp_path, ("gh_web",))
+    failed_visibly(run, "gh_web", "issues: expected a list, got dict", proxy, before)
+    found = run.rows("gh_web")
+    assert found["work_items"] == set() and found["deployments"], "the issues part failed, the others were read"
 
 
 # -- serve: one poll through the hostile proxy, then /metrics and /readyz ---------------------------------
