@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -24,7 +25,10 @@ from typing import Any
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
 from requests.utils import guess_json_utf
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from collector.errors import AuthError, RateLimited, SourceError
 
@@ -108,6 +112,83 @@ class AnswerTooLarge(SourceError):
 
 class _DeadlineExceeded(requests.RequestException):
     """The answer did not arrive within the overall deadline (retried like a timeout)."""
+
+
+class _Watch:
+    """The sockets one request uses, shut down when its deadline passes: a read blocked anywhere
+    (waiting for the status line, headers trickling in, a body that stalls) returns at once. The
+    per-read timeout alone would let a server sending a byte every few seconds hold it forever."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def add(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            if sock is None or sock in self._sockets:
+                return
+            self._sockets.append(sock)
+            if not self.fired:
+                return
+        self._shut(sock)
+
+    def fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+#: the watch of the request this thread is sending, for the connections it opens or reuses
+_WATCHING = threading.local()
+
+
+class _WatchedMixin:
+    """A urllib3 connection that hands its socket to the current request's watch."""
+
+    sock: socket.socket | None
+
+    def _watch(self) -> None:
+        watch: _Watch | None = getattr(_WATCHING, "watch", None)
+        if watch is not None:
+            watch.add(self.sock)
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self._watch()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self._watch()  # a kept-alive connection: its socket is already open
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_WatchedMixin, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedMixin, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
 
 def describe(exc: BaseException) -> str:
@@ -270,6 +351,8 @@ class ApiClient:
         for secret in secrets:
             REDACT.add(secret)
         self.session = requests.Session()
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, _WatchedAdapter())
         self.session.headers["User-Agent"] = USER_AGENT
         if auth:
             self.session.headers["Authorization"] = auth
@@ -387,6 +470,29 @@ class ApiClient:
     ) -> requests.Response:
         """Send and read the whole body now (so a cut connection is retried here), within the
         overall deadline and the size cap."""
+        watch = _Watch()
+        timer = threading.Timer(self.policy.deadline, watch.fire)
+        timer.daemon = True
+        _WATCHING.watch = watch
+        timer.start()
+        late = _DeadlineExceeded(f"no complete answer within {self.policy.deadline:.0f}s")
+        try:
+            resp = self._read(method, url, params, headers, json_body)
+        except requests.RequestException as exc:
+            if watch.fired:
+                raise late from exc
+            raise
+        finally:
+            timer.cancel()
+            _WATCHING.watch = None
+        if watch.fired:  # cut off, what arrived may look complete: it is not
+            resp.close()
+            raise late
+        return resp
+
+    def _read(
+        self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str] | None, json_body: Any
+    ) -> requests.Response:
         started = time.monotonic()
         resp = self.session.request(
             method, url, params=params, headers=headers, json=json_body, timeout=self.policy.timeout, stream=True

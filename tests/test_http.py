@@ -39,6 +39,16 @@ class Hostile(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        if self.path.startswith("/slow-headers"):
+            try:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(200):  # a byte of one endless header every 0.2 s: each read succeeds
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+            return
         if self.path.startswith("/huge"):
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -97,6 +107,15 @@ def test_a_trickling_server_is_cut_at_the_deadline(server: str) -> None:
     started = time.monotonic()
     with pytest.raises(SourceError, match="did not arrive within the deadline"):
         client(server, deadline=1.0, timeout=5.0).get_json("/trickle")
+    assert time.monotonic() - started < 6, "two attempts of 1 s each, not 40 s of trickle"
+
+
+def test_headers_trickling_in_are_cut_at_the_deadline_too(server: str) -> None:
+    """The status line and a header that never ends: every read gets a byte within the per-read
+    timeout, so only the overall deadline ends the request."""
+    started = time.monotonic()
+    with pytest.raises(SourceError, match="did not arrive within the deadline"):
+        client(server, deadline=1.0, timeout=5.0).get_json("/slow-headers")
     assert time.monotonic() - started < 6, "two attempts of 1 s each, not 40 s of trickle"
 
 
