@@ -155,17 +155,22 @@ class _WatchedMixin:
 
     sock: socket.socket | None
 
-    def _watch(self) -> None:
+    @staticmethod
+    def _watch(sock: socket.socket | None) -> None:
         watch: _Watch | None = getattr(_WATCHING, "watch", None)
         if watch is not None:
-            watch.add(self.sock)
+            watch.add(sock)
 
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        self._watch()
+    def _new_conn(self) -> socket.socket:
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        # a new connection's socket, before the request is sent on it (a TLS handshake wraps it
+        # into another socket object, which ``request`` adds; the handshake itself is bounded by
+        # the per-read timeout only)
+        self._watch(sock)
+        return sock
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        self._watch()  # a kept-alive connection: its socket is already open
+        self._watch(self.sock)  # a kept-alive connection: its socket is already open
         super().request(*args, **kwargs)  # type: ignore[misc]
 
 
