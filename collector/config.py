@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from collector.config_types import (
+    ByteSize,
     ConfigModel,
     Duration,
     SourceConfigBase,
@@ -110,6 +111,37 @@ class WebConfig(ConfigModel):
 MIN_POLL_INTERVAL = timedelta(seconds=30)
 
 
+class HttpConfig(ConfigModel):
+    """Bounds on every answer a source API sends, so a hostile or broken server cannot hold a pass
+    or the memory; the defaults are far above any real page (a few MB, seconds)."""
+
+    request_deadline: Duration = Field(
+        default=timedelta(seconds=120),
+        description=(
+            "The whole answer to one request must arrive within this (the 30s timeout is per read, so "
+            "a server trickling a byte at a time is cut here); at least 1s."
+        ),
+    )
+    max_response_bytes: ByteSize = Field(
+        default=64 * 2**20,
+        description="The largest answer read (decompressed); a bigger one fails its request. At least 1KiB.",
+    )
+
+    @field_validator("request_deadline")
+    @classmethod
+    def _deadline(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError(f"{format_duration(value)} is under the minimum of 1s")
+        return value
+
+    @field_validator("max_response_bytes")
+    @classmethod
+    def _cap(cls, value: int) -> int:
+        if value < 1024:
+            raise ValueError(f"{value} bytes is under the minimum of 1KiB (1024): no real answer fits")
+        return value
+
+
 class Config(ConfigModel):
     listen: str = Field("0.0.0.0:9184", pattern=r"^\[?[\w.:-]*\]?:\d{1,5}$")
     store: str = Field(
@@ -139,6 +171,7 @@ class Config(ConfigModel):
         ),
     )
     web: WebConfig = WebConfig()
+    http: HttpConfig = HttpConfig()
     sources: list[SourceConfig] = Field(min_length=1)
 
     @field_validator("sources")

@@ -79,6 +79,42 @@ Duration = Annotated[
     ),
 ]
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_SIZE_UNITS = {"B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30}
+
+
+def parse_size(value: Any) -> int:
+    """A number of bytes: an integer, or a number with a unit (``64MiB``, ``500KB``, ``1GiB``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected a size like 64MiB or a number of bytes, got {value!r}")
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if not m:
+            raise ValueError(f"expected a size like 64MiB (units B, KB, KiB, MB, MiB, GB, GiB), got {value!r}")
+        size = float(m.group(1)) * _SIZE_UNITS[m.group(2) or "B"]
+    else:
+        size = float(value)
+    if size <= 0:
+        raise ValueError("size must be positive")
+    if size != int(size):
+        raise ValueError(f"{value!r} is not a whole number of bytes")
+    return int(size)
+
+
+ByteSize = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "pattern": r"^\d+(\.\d+)?(B|KB|KiB|MB|MiB|GB|GiB)?$"},
+            ],
+            "description": "size: bytes, or a number + unit (B, KB, KiB, MB, MiB, GB, GiB), e.g. 64MiB",
+        }
+    ),
+]
+
 Name = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_-]*$", max_length=64)]
 
 

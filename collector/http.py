@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import random
+import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -22,6 +25,10 @@ from typing import Any
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
+from requests.utils import guess_json_utf
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from collector.errors import AuthError, RateLimited, SourceError
 
@@ -107,6 +114,88 @@ class _DeadlineExceeded(requests.RequestException):
     """The answer did not arrive within the overall deadline (retried like a timeout)."""
 
 
+class _Watch:
+    """The sockets one request uses, shut down when its deadline passes: a read blocked anywhere
+    (waiting for the status line, headers trickling in, a body that stalls) returns at once. The
+    per-read timeout alone would let a server sending a byte every few seconds hold it forever."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def add(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            if sock is None or sock in self._sockets:
+                return
+            self._sockets.append(sock)
+            if not self.fired:
+                return
+        self._shut(sock)
+
+    def fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+#: the watch of the request this thread is sending, for the connections it opens or reuses
+_WATCHING = threading.local()
+
+
+class _WatchedMixin:
+    """A urllib3 connection that hands its socket to the current request's watch."""
+
+    sock: socket.socket | None
+
+    @staticmethod
+    def _watch(sock: socket.socket | None) -> None:
+        watch: _Watch | None = getattr(_WATCHING, "watch", None)
+        if watch is not None:
+            watch.add(sock)
+
+    def _new_conn(self) -> socket.socket:
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        # a new connection's socket, before the request is sent on it (a TLS handshake wraps it
+        # into another socket object, which ``request`` adds; the handshake itself is bounded by
+        # the per-read timeout only)
+        self._watch(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self._watch(self.sock)  # a kept-alive connection: its socket is already open
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_WatchedMixin, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedMixin, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
 def describe(exc: BaseException) -> str:
     """The cause of a failed request in words an operator can act on (DNS, refused, TLS, timeout)."""
     text = str(exc)
@@ -129,6 +218,111 @@ def describe(exc: BaseException) -> str:
             return "the connection was reset"
         return "could not connect"
     return type(exc).__name__
+
+
+#: how deep a record may nest once an answer proved too deep for the JSON parser's stack; real
+#: answers nest a dozen levels, and the parse of what remains must stay well inside the stack
+MAX_RECORD_DEPTH = 200
+#: a JSON string (skipped whole), or a run of brackets with the white space between them
+_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}](?:\s*[\[\]{}])*', re.DOTALL)
+_MARKER_KEY = "\u0000cycletime:too_deep"
+
+
+class TooDeep(dict[str, Any]):
+    """Stands in for a list entry whose JSON nested too deeply to decode: an empty record.
+
+    Empty, so every walk over a list passes it along like any malformed record and no code that
+    reads records can trip on it; the record parsers' guards reject it as ``too_deep``
+    (``RecordGuard.reject(..., record=)``). ``label`` (a digest of the entry's text) identifies it
+    in the rejection, the same on every re-read.
+    """
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+
+
+class NestedTooDeeply(SourceError):
+    """An answer nested too deeply to decode, with no list entry to blame it on."""
+
+
+def decode_json(resp: requests.Response) -> Any:
+    """The answer's JSON; an entry of a list nested too deeply to decode becomes a TooDeep.
+
+    Python's decoder recurses once per level, so a record nested a few thousand levels deep raises
+    RecursionError and would cost the whole page. Then each list entry that holds the too-deep part
+    is cut out of the text (a scan that keeps at most ``MAX_RECORD_DEPTH`` open brackets, so memory
+    stays bounded by the body's size cap) and decoded as a TooDeep, and the rest of the page is kept.
+    Raises ValueError for invalid JSON, NestedTooDeeply when no list entry holds the deep part.
+    """
+    try:
+        return resp.json()
+    except RecursionError:
+        pass
+    content = resp.content
+    encoding = resp.encoding or guess_json_utf(content) or "utf-8"  # type: ignore[no-untyped-call]
+    text = content.decode(encoding, errors="replace")
+    cut = _cut_too_deep(text)
+    try:
+        return json.loads(cut, object_hook=_too_deep_marker)
+    except RecursionError:
+        raise NestedTooDeeply("nested too deeply to decode") from None
+
+
+def _too_deep_marker(obj: dict[str, Any]) -> dict[str, Any]:
+    if len(obj) == 1 and _MARKER_KEY in obj and isinstance(obj[_MARKER_KEY], str):
+        return TooDeep(obj[_MARKER_KEY])
+    return obj
+
+
+def _cut_too_deep(text: str) -> str:
+    """``text`` with every list entry that nests past ``MAX_RECORD_DEPTH`` replaced by a marker object.
+
+    Brackets come in runs (``[[[[``), counted a run at a time inside an entry being cut, so even
+    a body that is nothing but brackets is scanned in about a second.
+    """
+    out: list[str] = []
+    kept = 0  # text[:kept] is in out
+    opened: list[tuple[str, int]] = []  # the open brackets above the scan, at most MAX_RECORD_DEPTH + 1
+    cutting = 0  # while inside an entry being cut out: the depth of that entry
+    start = depth = 0
+    for match in _TOKENS.finditer(text):
+        token = match.group()
+        if token[0] == '"':
+            continue
+        if cutting:
+            opens = token.count("[") + token.count("{")
+            closes = token.count("]") + token.count("}")
+            if not closes or (not opens and depth - closes >= cutting):
+                depth += opens - closes
+                continue
+        for offset, bracket in enumerate(token):
+            if bracket in "[{":
+                depth += 1
+                if not cutting:
+                    opened.append((bracket, match.start() + offset))
+                    if depth > MAX_RECORD_DEPTH:
+                        lists = [i for i, (kind, _) in enumerate(opened[:-1]) if kind == "["]
+                        if not lists:
+                            raise NestedTooDeeply("nested too deeply to decode, outside any list entry")
+                        cutting = lists[0] + 2  # the depth of the outermost list's entry on this path
+                        start = opened[cutting - 1][1]
+                        del opened[cutting - 1 :]
+            elif bracket in "]}":
+                if cutting and depth == cutting:
+                    end = match.start() + offset + 1
+                    digest = hashlib.sha256(text[start:end].encode("utf-8", "replace")).hexdigest()[:16]
+                    out += [text[kept:start], json.dumps({_MARKER_KEY: f"too_deep:{digest}"})]
+                    kept, cutting = end, 0
+                elif not cutting and opened:
+                    opened.pop()
+                depth -= 1
+                if depth < 0:
+                    return text  # unbalanced: the decoder reports the invalid JSON
+    if cutting:
+        raise NestedTooDeeply("nested too deeply to decode, and cut off inside the deep part")
+    out.append(text[kept:])
+    return "".join(out)
 
 
 class ApiClient:
@@ -162,6 +356,8 @@ class ApiClient:
         for secret in secrets:
             REDACT.add(secret)
         self.session = requests.Session()
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, _WatchedAdapter())
         self.session.headers["User-Agent"] = USER_AGENT
         if auth:
             self.session.headers["Authorization"] = auth
@@ -194,11 +390,9 @@ class ApiClient:
             if resp.status_code == 304:
                 return None, resp
             try:
-                return resp.json(), resp
-            except RecursionError:
-                raise SourceError(
-                    f"{self.source}: answer from {REDACT(self._path(path_or_url))} is nested too deeply to be real JSON"
-                ) from None
+                return decode_json(resp), resp
+            except NestedTooDeeply as exc:
+                raise SourceError(f"{self.source}: answer from {REDACT(self._path(path_or_url))} is {exc}") from None
             except (ValueError, json.JSONDecodeError) as exc:
                 if resp.status_code >= 400:
                     return None, resp  # an error status with an empty or HTML body: the caller reports the status
@@ -281,6 +475,29 @@ class ApiClient:
     ) -> requests.Response:
         """Send and read the whole body now (so a cut connection is retried here), within the
         overall deadline and the size cap."""
+        watch = _Watch()
+        timer = threading.Timer(self.policy.deadline, watch.fire)
+        timer.daemon = True
+        _WATCHING.watch = watch
+        timer.start()
+        late = _DeadlineExceeded(f"no complete answer within {self.policy.deadline:.0f}s")
+        try:
+            resp = self._read(method, url, params, headers, json_body)
+        except requests.RequestException as exc:
+            if watch.fired:
+                raise late from exc
+            raise
+        finally:
+            timer.cancel()
+            _WATCHING.watch = None
+        if watch.fired:  # cut off, what arrived may look complete: it is not
+            resp.close()
+            raise late
+        return resp
+
+    def _read(
+        self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str] | None, json_body: Any
+    ) -> requests.Response:
         started = time.monotonic()
         resp = self.session.request(
             method, url, params=params, headers=headers, json=json_body, timeout=self.policy.timeout, stream=True

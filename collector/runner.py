@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from collector.config import Config
 from collector.errors import CycletimeError
-from collector.http import REDACT, ApiTelemetry
+from collector.http import REDACT, ApiTelemetry, RetryPolicy
 from collector.sources import SOURCES
 from collector.sources.base import Source, SourceContext, SyncReport
 from collector.store import STORE_ERRORS, Store
@@ -56,6 +56,10 @@ class Runner:
                 progress=functools.partial(self._progress_of, cfg.name),
                 sleep=self._interruptible_sleep,
                 should_stop=self.stop.is_set,
+                http_policy=RetryPolicy(
+                    deadline=self.config.http.request_deadline.total_seconds(),
+                    max_body_bytes=self.config.http.max_response_bytes,
+                ),
             )
             self.sources[cfg.name] = SOURCES[cfg.kind](cfg, ctx)
             self.telemetry[cfg.name] = telemetry

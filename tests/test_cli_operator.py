@@ -140,6 +140,38 @@ def test_sigterm_stops_serve_promptly_while_a_request_hangs(tmp_path: Path, sile
     assert store.record_counts().get("github", {}) == {} or sum(store.record_counts()["github"].values()) == 0
 
 
+def test_sigterm_stops_sync_promptly_while_a_request_hangs(tmp_path: Path, silent_api: SilentServer) -> None:
+    """``sync`` mid-request (a read timeout of 30 s away) ends at once and commits nothing, and the
+    store lease goes with it."""
+    url = f"sqlite:///{tmp_path}/store.db"
+    cfg = write_config(tmp_path, url, api=f"http://127.0.0.1:{silent_api.port}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collector", "sync", "--config", str(cfg), "--log-format", "text"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert silent_api.accepted.wait(30), "sync never called the API"
+        time.sleep(0.5)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        stopped_after = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+    assert stopped_after < 3, f"sync took {stopped_after:.1f} s to stop"
+    assert proc.returncode != 0, "a sync cut short must not report success"
+    store = Store(url)
+    assert sum(store.record_counts().get("github", {}).values()) == 0
+    store.acquire_writer("test")  # raises StoreInUse while a dead sync still held the lease
+    store.close()
+
+
 def test_version_and_every_option_shows_its_default() -> None:
     import subprocess
     import sys

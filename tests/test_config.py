@@ -219,6 +219,39 @@ def test_poll_intervals_under_30s_are_refused_unless_allowed() -> None:
     assert "allow_short_poll_interval" in json_schema()["properties"]
 
 
+def test_http_bounds_default_far_above_a_real_page_and_take_units() -> None:
+    default = parse_config(MINIMAL, {"GH_TOKEN": "x"}).http
+    assert default.request_deadline == timedelta(minutes=2) and default.max_response_bytes == 64 * 2**20
+    text = "http: {request_deadline: 90s, max_response_bytes: %s}\n" + MINIMAL
+    for size, expected in [("64MiB", 64 * 2**20), ("500KB", 500_000), ("1.5GiB", 3 * 2**29), (2048, 2048)]:
+        http = parse_config(text % size, {"GH_TOKEN": "x"}).http
+        assert http.max_response_bytes == expected and http.request_deadline == timedelta(seconds=90)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("request_deadline: 0s", "http.request_deadline: duration must be positive"),
+        ("request_deadline: -5s", "http.request_deadline: expected a duration like 5m or 30d, got '-5s'"),
+        ("request_deadline: 500ms", "http.request_deadline: 0.5s is under the minimum of 1s"),
+        ("request_deadline: 120", "http.request_deadline: 120 has no unit: 120 seconds? write 120s"),
+        ("request_deadline: 2 fortnights", "http.request_deadline: expected a duration like 5m or 30d"),
+        ("max_response_bytes: 0", "http.max_response_bytes: size must be positive"),
+        ("max_response_bytes: -1", "http.max_response_bytes: size must be positive"),
+        ("max_response_bytes: 64Mb", "http.max_response_bytes: expected a size like 64MiB (units B, KB, KiB"),
+        ("max_response_bytes: 64 MiB/s", "http.max_response_bytes: expected a size like 64MiB"),
+        ("max_response_bytes: 100", "http.max_response_bytes: 100 bytes is under the minimum of 1KiB"),
+        ("max_response_bytes: 1KB", "http.max_response_bytes: 1000 bytes is under the minimum of 1KiB"),
+        ("max_response_bytes: 2.5", "http.max_response_bytes: 2.5 is not a whole number of bytes"),
+        ("max_response_bytes: true", "http.max_response_bytes: expected a size like 64MiB or a number of bytes"),
+        ("timeout: 5s", "http.timeout: unknown key"),
+    ],
+)
+def test_http_bounds_are_validated(setting: str, message: str) -> None:
+    errors = errors_of(f"http: {{{setting}}}\n" + MINIMAL, {"GH_TOKEN": "x"})
+    assert len(errors) == 1 and errors[0].startswith(message), errors
+
+
 def test_a_key_given_twice_is_an_error_naming_both_lines() -> None:
     (error,) = errors_of("listen: 127.0.0.1:9184\n" + MINIMAL + "    token: literal\n")
     assert "duplicate key 'token': first at line 6, again at line 8" in error

@@ -6,13 +6,17 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
 from conftest import free_port
 
+from collector.config import parse_config
 from collector.errors import SourceError
-from collector.http import AnswerTooLarge, ApiClient, RetryPolicy, describe
+from collector.http import AnswerTooLarge, ApiClient, RetryPolicy, TooDeep, describe
+from collector.runner import Runner
+from collector.store import Store
 
 
 class Hostile(BaseHTTPRequestHandler):
@@ -35,6 +39,16 @@ class Hostile(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        if self.path.startswith("/slow-headers"):
+            try:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(200):  # a byte of one endless header every 0.2 s: each read succeeds
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+            return
         if self.path.startswith("/huge"):
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -52,8 +66,16 @@ class Hostile(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(10**9))
             self.end_headers()
             return
-        if self.path.startswith("/nested"):
-            body = b"[" * 100_000 + b"]" * 100_000
+        if self.path.startswith("/bigjson"):
+            body = b'{"padding": "' + b"x" * 10_000 + b'"}'
+        elif self.path.startswith("/nested/"):
+            depth = int(self.path.rsplit("/", 1)[1])
+            deep = b'{"id": 2, "x": ' + b"[" * depth + b"]" * depth + b"}"
+            body = b'{"value": [{"id": 1, "s": "[{"}, ' + deep + b', {"id": 3}], "count": 3}'
+        elif self.path.startswith("/nested-object"):
+            body = b'{"a": ' * 100_000 + b"1" + b"}" * 100_000
+        elif self.path.startswith("/nested-cut"):
+            body = b'[{"id": 1}, ' + b"[" * 100_000
         elif self.path.startswith("/empty404"):
             self.send_response(404)
             self.send_header("Content-Length", "0")
@@ -88,6 +110,15 @@ def test_a_trickling_server_is_cut_at_the_deadline(server: str) -> None:
     assert time.monotonic() - started < 6, "two attempts of 1 s each, not 40 s of trickle"
 
 
+def test_headers_trickling_in_are_cut_at_the_deadline_too(server: str) -> None:
+    """The status line and a header that never ends: every read gets a byte within the per-read
+    timeout, so only the overall deadline ends the request."""
+    started = time.monotonic()
+    with pytest.raises(SourceError, match="did not arrive within the deadline"):
+        client(server, deadline=1.0, timeout=5.0).get_json("/slow-headers")
+    assert time.monotonic() - started < 6, "two attempts of 1 s each, not 40 s of trickle"
+
+
 def test_an_endless_body_stops_at_the_size_cap(server: str) -> None:
     with pytest.raises(AnswerTooLarge, match="more than 1000000 bytes"):
         client(server, max_body_bytes=1_000_000).get_json("/huge")
@@ -98,9 +129,27 @@ def test_an_announced_giant_is_not_read_at_all(server: str) -> None:
         client(server, max_body_bytes=1_000_000).get_json("/announced")
 
 
-def test_deeply_nested_json_is_an_error_not_a_crash(server: str) -> None:
-    with pytest.raises(SourceError, match="nested too deeply"):
-        client(server).get_json("/nested")
+@pytest.mark.parametrize("depth", [5_000, 100_000])
+def test_a_list_entry_nested_too_deeply_is_marked_and_the_rest_of_the_page_kept(server: str, depth: int) -> None:
+    """Deeper than the decoder's stack: the entry becomes an empty TooDeep (which the record
+    guards reject as too_deep), its neighbours and the rest of the page are read as sent."""
+    body, _ = client(server).get_json(f"/nested/{depth}")
+    assert body["count"] == 3
+    first, deep, last = body["value"]
+    assert first == {"id": 1, "s": "[{"} and last == {"id": 3}
+    assert isinstance(deep, TooDeep) and deep == {} and deep.label.startswith("too_deep:")
+    again, _ = client(server).get_json(f"/nested/{depth}")
+    assert again["value"][1].label == deep.label, "the same entry must be the same rejection on every read"
+
+
+def test_json_nested_too_deeply_outside_any_list_entry_fails_the_answer(server: str) -> None:
+    with pytest.raises(SourceError, match="nested too deeply to decode, outside any list entry"):
+        client(server).get_json("/nested-object")
+
+
+def test_a_deep_answer_cut_off_inside_the_deep_part_fails_once(server: str) -> None:
+    with pytest.raises(SourceError, match="cut off inside the deep part"):
+        client(server).get_json("/nested-cut")
 
 
 def test_an_empty_404_is_a_404_not_invalid_json(server: str) -> None:
@@ -124,3 +173,38 @@ def test_the_final_error_names_the_cause() -> None:
     assert describe(dns) == "DNS lookup failed (check the host name)"
     assert describe(requests.exceptions.SSLError("bad cert")) == "TLS handshake or certificate failed"
     assert describe(requests.exceptions.ReadTimeout("x")) == "timed out waiting for an answer"
+
+
+def configured_runner(tmp_path: Path, api: str, http: str) -> Runner:
+    """A GitHub and an Azure Boards source against ``api``, with the config's ``http`` bounds."""
+    config = parse_config(
+        f"""
+store: sqlite:///{tmp_path}/store.db
+http: {http}
+sources:
+  - {{name: gh, kind: github, base_url: "{api}/api/v3", token: t0ken-1234, repositories: [contoso/web]}}
+  - {{name: boards, kind: azure_boards, organization_url: "{api}/contoso", project: Fabrikam, token: t0ken-1234}}
+""",
+        {},
+    )
+    return Runner(config, Store(config.store), sleep=lambda s: None)
+
+
+def test_the_configured_deadline_cuts_a_trickling_server_for_every_source_kind(server: str, tmp_path: Path) -> None:
+    runner = configured_runner(tmp_path, f"{server}/trickle", "{request_deadline: 1s}")
+    started = time.monotonic()
+    results = runner.run_all()
+    assert time.monotonic() - started < 30, "six attempts of about 1 s per source, not 40 s of trickle each"
+    assert [r.source for r in results] == ["gh", "boards"]
+    for result in results:
+        assert not result.ok and result.error and "did not arrive within the deadline" in result.error, result.error
+
+
+def test_the_configured_size_cap_refuses_a_larger_answer_for_every_source_kind(server: str, tmp_path: Path) -> None:
+    runner = configured_runner(tmp_path, f"{server}/bigjson", "{max_response_bytes: 8KiB}")
+    for result in runner.run_all():
+        assert not result.ok and result.error, result
+        assert "announced 10015 bytes, more than the 8192 we read" in result.error, result.error
+    # the default cap reads the same answer (whatever the sources then make of it)
+    for result in configured_runner(tmp_path / "default", f"{server}/bigjson", "{}").run_all():
+        assert "we read" not in (result.error or ""), result.error

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from collector.config_types import SourceConfigBase
 from collector.errors import Rejected, SourceError
+from collector.http import TooDeep
 from collector.model import (
     Batch,
     Category,
@@ -282,7 +283,7 @@ class AzureBoardsSource(Source):
                     revision = self._revision(raw)
             except RECORD_ERRORS as exc:
                 record = _record_id(raw)
-                reason = self.guard.reject(batch, record, exc)
+                reason = self.guard.reject(batch, record, exc, record=raw)
                 if (record, reason) not in self._logged:
                     self._logged.add((record, reason))
                     log.warning("source=%s work item revision %s rejected: %s", self.name, record, reason)
@@ -352,7 +353,7 @@ class AzureBoardsSource(Source):
             try:
                 links.update(self._item_links(item))
             except RECORD_ERRORS as exc:
-                self.guard.reject(batch, f"links:{record_label(item.get('id'))}", exc)
+                self.guard.reject(batch, f"links:{record_label(item.get('id'))}", exc, record=item)
         return sorted(links, key=lambda link: (link.work_item, link.target))
 
     def _work_items_with_relations(self, ids: list[int]) -> Iterator[dict[str, Any]]:
@@ -556,6 +557,8 @@ def _time(fields: dict[str, Any], name: str) -> datetime:
 
 
 def _record_id(raw: Any) -> str:
+    if isinstance(raw, TooDeep):
+        return raw.label
     if isinstance(raw, dict):
         return f"{record_label(raw.get('id'))}:{record_label(raw.get('rev'))[:16]}"
     return "unknown"

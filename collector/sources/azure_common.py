@@ -21,7 +21,7 @@ from typing import Any, TypeGuard
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from collector.errors import Rejected, SourceError
-from collector.http import ApiClient, basic_auth
+from collector.http import ApiClient, NestedTooDeeply, basic_auth, decode_json
 from collector.sources.base import Pagination, SourceContext, record_key
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class AzureDevOps:
             basic_auth(token),
             secrets=[token],
             telemetry=ctx.telemetry,
+            policy=ctx.http_policy,
             sleep=ctx.sleep,
             # without it a bad PAT gets a 203 sign-in page instead of a 401 (Azure DevOps authentication docs)
             headers={"X-TFS-FedAuthRedirect": "Suppress", "Accept": "application/json"},
@@ -100,9 +101,9 @@ class AzureDevOps:
         if resp.status_code >= 400:
             raise SourceError(f"{self.http.source}: {endpoint} answered HTTP {resp.status_code}: {_message(resp)}")
         try:
-            return resp.json(), dict(resp.headers)
-        except RecursionError:
-            raise SourceError(f"{self.http.source}: {endpoint} answered JSON nested too deeply to be real") from None
+            return decode_json(resp), dict(resp.headers)
+        except NestedTooDeeply as exc:
+            raise SourceError(f"{self.http.source}: {endpoint} answered JSON {exc}") from None
         except ValueError:
             # truncated or non-JSON body: the shared client retries it (and spots sign-in pages)
             body, resp = self.http.request_json(method, path_or_url, params=params, json_body=json_body)
@@ -219,7 +220,7 @@ def _message(resp: Any) -> str:
         body = resp.json()
         if isinstance(body, dict) and body.get("message"):
             return str(body["message"])[:200]
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     return resp.reason or ""
 

@@ -57,7 +57,8 @@ from collector.sources.base import (
     SourceContext,
     SourceStore,
     SyncReport,
-    record_label,
+    entry_label,
+    shape_problem,
 )
 from collector.sources.base import matches_environment as is_production
 from collector.sources.registry import register
@@ -212,7 +213,7 @@ class AzurePipelinesSource(Source):
         bad = Batch()
         for env in environments:
             if not isinstance(env, dict) or not is_count(env.get("id")) or not isinstance(env.get("name"), str):
-                self._reject(bad, f"environment:{_short(env)}", count_problem(_get(env, "id")) or "wrong_type")
+                self._reject(bad, f"environment:{_short(env)}", shape_problem(env, count_problem(_get(env, "id"))))
         if bad.rejections:
             self._commit(store, bad, None, None, report)
         for env in environments:
@@ -229,7 +230,9 @@ class AzurePipelinesSource(Source):
         jobs: dict[int, Job] = {}
         batch = Batch()
         for record in bad:
-            self._reject(batch, f"env:{env_id}:{_short(record)}", count_problem(_get(record, "id")) or "wrong_type")
+            self._reject(
+                batch, f"env:{env_id}:{_short(record)}", shape_problem(record, count_problem(_get(record, "id")))
+            )
         held: set[int] = set()  # record ids the watermark must stay below
         for rid in sorted(fresh):
             try:
@@ -421,7 +424,7 @@ class AzurePipelinesSource(Source):
                     blocked = True  # the watermark stays below it; the overlap re-reads it too
                     continue
                 except RECORD_ERRORS as exc:
-                    reason = self.guard.reject(batch, record_id, exc)
+                    reason = self.guard.reject(batch, record_id, exc, record=raw)
                     if reason in INCOMPLETE:
                         blocked = True  # it may be completed later: read it again
                     run = None
@@ -756,7 +759,7 @@ def _build_of(contains: tuple[str, ...]) -> int | None:
 
 def _short(value: Any) -> str:
     """A record's id for logs and rejections (never the repr of a hostile structure)."""
-    return record_label(value.get("id") if isinstance(value, dict) else value)
+    return entry_label(value)
 
 
 def _get(value: Any, key: str) -> Any:

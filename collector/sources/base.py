@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 from collector.errors import SourceError
-from collector.http import ApiTelemetry
+from collector.http import ApiTelemetry, RetryPolicy, TooDeep
 from collector.model import Batch, Change, Deployment, Rejection
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ def rejection_reason(exc: BaseException) -> str:
 
 def record_label(value: Any) -> str:
     """A record id for logs and rejections, never the repr of a hostile structure."""
+    if isinstance(value, TooDeep):
+        return value.label
     if isinstance(value, str | int | float) and not isinstance(value, bool):
         return str(value)[:64]
     return "?"
@@ -62,7 +64,12 @@ class RecordGuard:
         self.source = source
         self._logged: set[tuple[str, str]] = set()
 
-    def reject(self, batch: Batch, record_id: str, exc: BaseException) -> str:
+    def reject(self, batch: Batch, record_id: str, exc: BaseException, record: Any = None) -> str:
+        """Count ``record`` (whose parse raised ``exc``) as rejected; the reason, which is returned,
+        is ``too_deep`` for an entry that was nested too deeply to decode, whatever its parse said."""
+        if isinstance(record, TooDeep):
+            batch.rejections.append(Rejection(self.source, record.label, "too_deep"))
+            return "too_deep"
         reason = rejection_reason(exc)
         batch.rejections.append(Rejection(self.source, record_id, reason))
         if getattr(exc, "reason", None) is None:
@@ -131,8 +138,23 @@ class Pagination:
             )
 
 
+def entry_label(entry: Any, key: str = "id") -> str:
+    """A list entry's id for logs and rejections: its ``key``, or the digest of an entry too deep to read."""
+    if isinstance(entry, TooDeep):
+        return entry.label
+    return record_label(entry.get(key) if isinstance(entry, dict) else entry)
+
+
+def shape_problem(record: Any, problem: str | None = None) -> str:
+    """The rejection reason for a list entry that is not a usable record: ``too_deep`` when it
+    was nested too deeply to decode, else ``problem`` (or ``wrong_type``)."""
+    return "too_deep" if isinstance(record, TooDeep) else problem or "wrong_type"
+
+
 def record_key(record: Any) -> Any:
     """What identifies a list entry within one walk: its ``id`` (or ``number``, ``sha``) when scalar."""
+    if isinstance(record, TooDeep):
+        return ("too_deep", record.label)
     if isinstance(record, dict):
         for name in ("id", "number", "sha", "node_id"):
             value = record.get(name)
@@ -186,6 +208,8 @@ class SourceContext:
     sleep: Callable[[float], None] = time.sleep
     #: raised inside a sync when the process is shutting down, between batches
     should_stop: Callable[[], bool] = lambda: False
+    #: timeouts, retries, the per-request deadline and size cap (config ``http``) of its API client
+    http_policy: RetryPolicy = field(default_factory=RetryPolicy)
 
     def history_start(self) -> datetime:
         return self.now() - self.history

@@ -41,6 +41,7 @@ from pydantic import Field, field_validator
 
 from collector.config_types import EnvironmentPatterns, SourceConfigBase
 from collector.errors import Rejected, SourceError
+from collector.http import TooDeep
 from collector.model import (
     Batch,
     Category,
@@ -63,8 +64,10 @@ from collector.sources.base import (
     SourceContext,
     SourceStore,
     SyncReport,
+    entry_label,
     matches_environment,
     record_label,
+    shape_problem,
 )
 from collector.sources.github_api import (
     PER_PAGE,
@@ -290,7 +293,7 @@ class GitHubSource(Source):
                 try:
                     number, updated = _list_position(raw)
                 except RECORD_ERRORS as bad:
-                    self.guard.reject(batch, _record_id(repo, raw), bad)
+                    self.guard.reject(batch, _record_id(repo, raw), bad, record=raw)
                     continue
                 if updated < cursor_at or (updated == cursor_at and number in cursor_seen):
                     continue  # read in an earlier pass at this very second
@@ -331,7 +334,9 @@ class GitHubSource(Source):
         _check_body(raw)
         labels = [str(lb.get("name", "")) for lb in raw.get("labels") or [] if isinstance(lb, dict)]
         try:
-            events = list(self.api.items(f"/repos/{repo.full_name}/issues/{number}/timeline", {"per_page": PER_PAGE}))
+            events = _readable(
+                list(self.api.items(f"/repos/{repo.full_name}/issues/{number}/timeline", {"per_page": PER_PAGE}))
+            )
         except GitHubHTTPError as exc:
             if exc.status in (404, 410):  # deleted or transferred since the list was read
                 log.info("source=%s %s vanished while reading its timeline", self.name, native_id)
@@ -393,7 +398,7 @@ class GitHubSource(Source):
                 try:
                     number, updated = _list_position(raw)
                 except RECORD_ERRORS as bad:
-                    self.guard.reject(batch, _record_id(repo, raw), bad)
+                    self.guard.reject(batch, _record_id(repo, raw), bad, record=raw)
                     continue
                 if updated < floor:
                     reached_watermark = True  # newest first: the rest was read in earlier passes
@@ -449,7 +454,9 @@ class GitHubSource(Source):
         shas: list[str] = []
         authored: list[datetime] = []
         links: list[Link] = []
-        for entry in self.api.items(f"/repos/{repo.full_name}/pulls/{number}/commits", {"per_page": PER_PAGE}):
+        for entry in _readable(
+            list(self.api.items(f"/repos/{repo.full_name}/pulls/{number}/commits", {"per_page": PER_PAGE}))
+        ):
             sha = entry.get("sha") if isinstance(entry, dict) else None
             if not isinstance(sha, str) or not _SHA.match(sha):
                 continue
@@ -548,7 +555,9 @@ class GitHubSource(Source):
                 problem = _id_problem(raw.get("id"))
                 if problem is not None:
                     # counted, never a high-water mark: one id of 2**63 would hide every later record
-                    bad.rejections.append(Rejection(self.name, f"{mode.stream}:{record_label(raw.get('id'))}", problem))
+                    bad.rejections.append(
+                        Rejection(self.name, f"{mode.stream}:{entry_label(raw)}", shape_problem(raw, problem))
+                    )
                     continue
                 if (
                     raw["id"] <= max_id
@@ -622,7 +631,7 @@ class GitHubSource(Source):
                 continue
             statuses = records(first.data) + [status for page in pages for status in records(page.data)]
             try:
-                outcome = deployment_outcome(statuses)
+                outcome = deployment_outcome(_readable(statuses))
             except RECORD_ERRORS as bad:
                 self.guard.reject(batch, record_id, bad)
                 del pending[dep_id]
@@ -676,7 +685,7 @@ class GitHubSource(Source):
             rel_id = str(raw.get("id"))
             record_id = f"{repo.full_name}:release:{record_label(raw.get('id'))}"
             if _id_problem(raw.get("id")) is not None:
-                self.guard.reject(batch, record_id, Rejected(_id_problem(raw.get("id")) or "wrong_type"))
+                self.guard.reject(batch, record_id, Rejected(_id_problem(raw.get("id")) or "wrong_type"), record=raw)
                 pending.pop(rel_id, None)
                 continue
             if raw.get("draft"):
@@ -738,7 +747,7 @@ class GitHubSource(Source):
             run_id = str(raw.get("id"))
             record_id = f"{repo.full_name}:run:{record_label(raw.get('id'))}"
             if _id_problem(raw.get("id")) is not None:
-                self.guard.reject(batch, record_id, Rejected(_id_problem(raw.get("id")) or "wrong_type"))
+                self.guard.reject(batch, record_id, Rejected(_id_problem(raw.get("id")) or "wrong_type"), record=raw)
                 pending.pop(run_id, None)
                 continue
             if raw.get("status") != "completed":
@@ -772,8 +781,14 @@ class GitHubSource(Source):
         ``updated_at`` is no finish time: re-runs and later edits move it, sometimes by a year.
         A run that never started a job (a workflow file error) ends at ``updated_at``.
         """
-        jobs = self.api.items(
-            f"/repos/{repo.full_name}/actions/runs/{raw['id']}/jobs", {"filter": "latest", "per_page": PER_PAGE}, "jobs"
+        jobs = _readable(
+            list(
+                self.api.items(
+                    f"/repos/{repo.full_name}/actions/runs/{raw['id']}/jobs",
+                    {"filter": "latest", "per_page": PER_PAGE},
+                    "jobs",
+                )
+            )
         )
         ends = [_required_time(job, "completed_at") for job in jobs if job.get("completed_at") is not None]
         return max(ends) if ends else _required_time(raw, "updated_at")
@@ -1108,7 +1123,15 @@ def _sha_of(value: Any) -> str:
 
 
 def _record_id(repo: _Repo, raw: dict[str, Any]) -> str:
-    return f"{repo.full_name}#{record_label(raw.get('number', '?'))}"
+    return f"{repo.full_name}#{entry_label(raw, 'number')}"
+
+
+def _readable(entries: list[Any]) -> list[Any]:
+    """The entries of a list a record is read from (its timeline, statuses, jobs, commits); one
+    nested too deeply to decode rejects the record, whose history would be incomplete without it."""
+    if any(isinstance(entry, TooDeep) for entry in entries):
+        raise Rejected("too_deep")
+    return entries
 
 
 def _id_problem(value: Any) -> str | None:

@@ -59,6 +59,7 @@ class GitHubApi:
             f"Bearer {token}",
             secrets=[token],
             telemetry=ctx.telemetry,
+            policy=ctx.http_policy,
             sleep=ctx.sleep,
             headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION},
         )

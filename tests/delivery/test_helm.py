@@ -223,6 +223,24 @@ def test_schema_rejects_bad_values() -> None:
                 chart.validate_schema(bad)
 
 
+def with_http(http: dict[str, Any]) -> dict[str, Any]:
+    return {**WITH_SOURCES, "config": {**WITH_SOURCES["config"], "http": http}}
+
+
+def test_schema_checks_the_http_bounds_as_the_collector_does() -> None:
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        for good in ({"request_deadline": "90s", "max_response_bytes": "128MiB"}, {"max_response_bytes": 1048576}):
+            chart.validate_schema(with_http(good))
+        for bad in (
+            {"request_deadline": 120},
+            {"max_response_bytes": "64 parsecs"},
+            {"max_response_bytes": 100},
+            {"timeout": "5s"},
+        ):
+            with pytest.raises(helm_python.HelmValuesError):
+                chart.validate_schema(with_http(bad))
+
+
 # --------------------------------------------------------------------------- Deployment
 
 

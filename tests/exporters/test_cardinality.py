@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import parse_config
 from collector.figures import FigureCache, Settings
-from collector.model import Batch, Category, StateChange, WorkItem, ado_ref
+from collector.model import Batch, Category, Deployment, StateChange, WorkItem, ado_ref, gh_issue_ref
 from collector.store import Store
 from exporters.prometheus import MetricsCache
 
@@ -70,3 +70,54 @@ sources:
     assert count_by_team["Fabrikam\\Core"] == 500
     assert capped == {"team": AREAS + 1 - 199}
     assert len(text) < 2_000_000, f"{len(text)} bytes"
+
+
+def test_github_team_labels_and_environments_fold_into_other_alike(tmp_path: Path) -> None:
+    """The cap is per label per source, whatever the kind: 1,000 team labels and 1,000 environments
+    of one repository publish 50 values each, every issue and deployment still counted."""
+    config = parse_config(
+        f"""
+store: sqlite:///{tmp_path}/s.db
+max_label_values: 50
+sources:
+  - {{name: gh, kind: github, base_url: "http://127.0.0.1:1/api/v3", token: t, repositories: [contoso/web]}}
+""",
+        {},
+    )
+    store = Store(config.store)
+    items, deployments = [], []
+    for i in range(1_000):
+        created, done = NOW - timedelta(days=20, hours=i % 97), NOW - timedelta(days=1 + i % 13)
+        wid = f"contoso/web#{i + 1}"
+        states = (
+            StateChange(wid, 1, created, "open", Category.PROPOSED),
+            StateChange(wid, 2, done, "closed", Category.COMPLETED),
+        )
+        items.append(
+            WorkItem(
+                "gh", wid, gh_issue_ref("contoso/web", i + 1), "contoso/web", f"team{i:04d}", "Issue", created, states
+            )
+        )
+        deployments.append(
+            Deployment("gh", f"deployment:{i + 1}", "contoso/web", f"review-{i:04d}", False, "success", created, done)
+        )
+    store.commit("gh", Batch(work_items=items, deployments=deployments))
+    text = MetricsCache(FigureCache(store, Settings.from_config(config), clock=NOW.timestamp)).exposition().decode()
+    values: dict[str, set[str]] = defaultdict(set)
+    issues = deployed = 0.0
+    capped = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            for label in ("team", "environment"):
+                if label in sample.labels:
+                    values[label].add(sample.labels[label])
+            if sample.name == "cycletime_work_item_lead_time_seconds_count":
+                issues += sample.value
+            if sample.name == "cycletime_deployments_total":
+                deployed += sample.value
+            if sample.name == "cycletime_label_values_capped_total":
+                capped[sample.labels["label"]] = sample.value
+    assert len(values["team"]) == 50 and "other" in values["team"]
+    assert len(values["environment"]) == 50 and "other" in values["environment"]
+    assert issues == 1_000 and deployed == 1_000, "folding merges observations, never drops them"
+    assert capped == {"team": 1_000 + 1 - 50, "environment": 1_000 + 1 - 50}

@@ -65,8 +65,10 @@ def config_yaml(
     *,
     listen: str = "127.0.0.1:0",
     extra_repositories: Iterable[str] = (),
+    only: Iterable[str] | None = None,
 ) -> str:
-    """Both Azure DevOps projects (Boards + Pipelines each) and one GitHub source per repository."""
+    """Both Azure DevOps projects (Boards + Pipelines each) and one GitHub source per repository
+    (or only the sources named in ``only``)."""
     sources = []
     for project, (boards, pipelines) in PROJECTS.items():
         sources += [
@@ -78,6 +80,9 @@ def config_yaml(
     for i, (repo, (name, mode)) in enumerate(REPOSITORIES.items()):
         repos = [repo, *extra_repositories] if i == 0 else [repo]
         sources.append(github_source(sandbox_url, token, repos, name=name, deployments_from=mode))
+    if only is not None:
+        by_name = {source["name"]: source for source in sources}
+        sources = [by_name[name] for name in only]
     return sandbox_config(store_url, sources, listen=listen, history="365d", poll_interval="1h")
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import resource
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -189,6 +192,47 @@ def test_a_full_disk_is_reported_not_hidden(tmp_path: Path) -> None:
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """For a child process: files it writes stop growing at ``limit`` bytes (EFBIG, which SQLite
+    reports as a disk I/O error) instead of the process being killed by SIGXFSZ."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_sync_on_a_full_disk_ends_with_one_line_per_source_not_a_traceback(tmp_path: Path) -> None:
+    """A real full tmpfs where the test may mount one, else a file size limit on the process."""
+    disk = tmp_path / "disk"
+    mounted = _can_mount_tmpfs(disk)
+    config = tmp_path / "config.yaml"
+    try:
+        if mounted:  # leave ~300 kB: the schema fits, the first pages do not
+            with open(disk / "filler", "wb") as filler:
+                filler.write(b"\0" * (2 * 2**20 - 300_000))
+        with Sandbox(SandboxOptions(seed=3, work_items=300, token=TOKEN)) as sandbox:
+            config.write_text(_config_text(sandbox, f"sqlite:///{disk}/s.db"))
+            done = subprocess.run(
+                [sys.executable, "-m", "collector", "sync", "--config", str(config), "--log-format", "json"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                preexec_fn=None if mounted else _file_size_limit(400_000),
+            )
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    final = [line for line in done.stderr.splitlines() if line.startswith("cycletime sync: source ")]
+    cause = "store unavailable: database or disk is full" if mounted else "store unavailable: disk I/O error"
+    assert final and all(line.endswith(cause) for line in final), final
 
 
 def test_a_deleted_store_file_makes_the_collector_unready(tmp_path: Path) -> None:
