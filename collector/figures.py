@@ -217,6 +217,7 @@ def not_yet_synced(sources: Iterable[str], statuses: Mapping[str, SourceStatus])
 class Loaded:
     """What compute reads, as of one data version of the store; kept between refreshes."""
 
+    store: str  # the store's identity when read
     version: int
     table: WorkItemTable
     changes: dict[tuple[str, str], Change]
@@ -226,17 +227,20 @@ class Loaded:
 
     @classmethod
     def read(cls, store: Store, version: int) -> Loaded:
+        identity = store.identity
         links = dict.fromkeys(store.links())
         linked = {link.work_item for link in links}
         table = store.work_item_table(linked=linked)
         changes = {(c.source, c.native_id): c for c in store.changes()}
         deployments = {(d.source, d.native_id): d for d in store.deployments()}
-        return cls(version, table, changes, deployments, links, linked)
+        return cls(identity, version, table, changes, deployments, links, linked)
 
     def update(self, store: Store, version: int) -> bool:
         """Read the rows written since this was loaded and take them in (``version``: the store's
         data version, read before). False when only a full load gives the same result; then this
         may hold some of the new rows but not all, and must be dropped."""
+        if store.identity != self.store:
+            return False  # another store, or another schema: its sequences are not ours
         since = self.version
         new_links = [link for link in store.links(since=since) if link not in self.links]
         newly_linked = {link.work_item for link in new_links} - self.linked
@@ -358,7 +362,9 @@ class FigureCache:
 
     def _load(self, version: int, full: bool) -> Loaded:
         """What the store holds at ``version``: the kept load updated, or a full load when there is
-        nothing to update, ``full`` is asked, or the store went back (another store, a restore)."""
+        nothing to update, ``full`` is asked, or it is another store (replaced, restored, upgraded).
+        Rows are never deleted (a rewritten history comes with its item), so changed rows are all
+        an update needs."""
         loaded, self._loaded = self._loaded, None  # dropped if taking in the rows fails half way
         if loaded is not None and not full and loaded.version <= version:
             try:

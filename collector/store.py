@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import time
+import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -261,6 +262,12 @@ class Store:
                     MIGRATIONS[version](conn)
                 if current != SCHEMA_VERSION:
                     self._upsert(conn, meta, [{"key": "schema_version", "value": str(SCHEMA_VERSION)}], ["key"])
+                insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
+                conn.execute(
+                    insert(meta)
+                    .values(key="store_id", value=uuid.uuid4().hex)
+                    .on_conflict_do_nothing(index_elements=["key"])
+                )
         except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as exc:
             raise StoreError(f"cannot open the store: {exc.orig}") from None
 
@@ -363,6 +370,15 @@ class Store:
         with self.engine.connect() as conn:
             value = conn.execute(sa.select(meta.c.value).where(meta.c.key == "data_version")).scalar()
         return int(value or 0)
+
+    @property
+    def identity(self) -> str:
+        """Which store this is, and at which schema: it changes when the file or database was
+        replaced (a restore, another store at the same URL) or upgraded, and then change
+        sequences read earlier say nothing about it."""
+        with self.engine.connect() as conn:
+            rows = dict(conn.execute(sa.select(meta.c.key, meta.c.value).where(meta.c.key.in_(_IDENTITY))).all())
+        return "/".join(str(rows.get(key)) for key in _IDENTITY)
 
     # -- writes -----------------------------------------------------------------------------
     def commit(
@@ -934,6 +950,9 @@ _NUMBER_ITEMS = {
 }
 
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2}
+
+
+_IDENTITY = ("store_id", "schema_version")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -146,6 +146,9 @@ class WorkItemTable:
                 return False
             updates[ref] = at
 
+        self.ref_index.update(updates)
+        if not len(delta):
+            return True  # links or other records only: the columns stay as they are
         replaced = pos[exists]
         self.labels, self.states = delta.labels, delta.states
         self.label_idx = np.concatenate([self.label_idx, delta.label_idx[fresh]])
@@ -166,7 +169,6 @@ class WorkItemTable:
         self.h_at = np.insert(np.delete(self.h_at, drop), at, delta.h_at)
         self.h_state = np.insert(np.delete(self.h_state, drop), at, delta.h_state)
         self.h_cat = np.insert(np.delete(self.h_cat, drop), at, delta.h_cat)
-        self.ref_index.update(updates)
         return True
 
     @classmethod

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from fixture_data import NOW, a_year_of_releases, load, year_item
 
 from collector.compute import Figures, Observations, compute, window_quantiles
@@ -29,7 +30,7 @@ from collector.model import (
     gh_pr_ref,
 )
 from collector.runner import POLL_BUCKETS
-from collector.store import Store
+from collector.store import Store, meta
 
 DAY = 86400.0
 CONFIG = """
@@ -275,9 +276,7 @@ def test_an_incremental_refresh_gives_the_figures_of_a_full_load(
     store_url: str, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = Store(store_url)
-    full_loads: list[int] = []
-    full_load = store.work_item_table
-    monkeypatch.setattr(store, "work_item_table", lambda linked=None: full_loads.append(1) or full_load(linked))
+    full_loads = counting_full_loads(store, monkeypatch)
     changes = RandomChanges(store, seed)
     cache = FigureCache(store, settings(), clock=NOW.timestamp)
     seen: Counter[str] = Counter()
@@ -316,3 +315,38 @@ def test_a_ref_two_items_share_falls_back_to_a_full_load(store: Store) -> None:
     fresh = FigureCache(store, settings(), clock=NOW.timestamp).refresh()
     assert_same_figures(kept.figures, fresh.figures)
     assert kept.figures.request_to_release.count() == 1
+
+
+def counting_full_loads(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    loads: list[int] = []
+    full_load = store.work_item_table
+    monkeypatch.setattr(store, "work_item_table", lambda linked=None: loads.append(1) or full_load(linked))
+    return loads
+
+
+def test_records_without_work_items_are_taken_in_without_reading_the_items(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a_year_of_releases(store, NOW)
+    loads = counting_full_loads(store, monkeypatch)
+    cache = FigureCache(store, settings(), clock=NOW.timestamp)
+    before = cache.refresh()
+    late = Deployment("pipelines", "late", "web", "prod", True, "failure", None, NOW - timedelta(hours=1))
+    store.commit("pipelines", Batch(deployments=[late]))
+    after = cache.refresh()
+    assert loads == [1] and after.version == before.version + 1
+    assert after.headline.deployments_failed == before.headline.deployments_failed + 1
+    assert_same_figures(after.figures, FigureCache(store, settings(), clock=NOW.timestamp).refresh().figures)
+
+
+def test_another_store_at_the_same_place_is_read_in_full(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    a_year_of_releases(store, NOW)
+    loads = counting_full_loads(store, monkeypatch)
+    cache = FigureCache(store, settings(), clock=NOW.timestamp)
+    cache.refresh()
+    with store.engine.begin() as conn:  # a restored backup of another store: its own id and sequences
+        conn.execute(sa.update(meta).where(meta.c.key == "store_id").values(value="restored"))
+    store.commit("boards", Batch(work_items=[year_item("999", NOW - timedelta(days=9), NOW - timedelta(days=1))]))
+    kept = cache.refresh()
+    assert loads == [1, 1]
+    assert_same_figures(kept.figures, FigureCache(store, settings(), clock=NOW.timestamp).refresh().figures)
