@@ -3,8 +3,8 @@
 This is the one place that decides *when* to compute (docs/definitions.md has *what*): after new
 data reaches the store (its ``data_version`` moved), or when the rolling windows need to slide on.
 What was loaded is kept (work items as columns), so after a change only the rows written since the
-last load are read and merged in; the whole store is read only the first time, or when the store
-went back in time (another store at the same place).
+last load are read and merged in; the whole store is read the first time, and again only when an
+update cannot give what a full load would (another store at the same place, a ref two items share).
 Exporters read a :class:`Snapshot` and translate it; they never compute a figure or open the store.
 When the store fails, the last snapshot stays published: a scrape never fails because the database
 does (the exporter shows ``cycletime_store_up 0`` beside it).

@@ -926,7 +926,8 @@ def _v2(conn: Connection) -> None:
 
     Stores created since version 2 already have them (version 1 creates the current tables).
     Existing rows get sequence 0 (older than any refresh after the upgrade) and item numbers in
-    their key order, below 2**32, the lowest number a new item gets.
+    the order the store holds them (rowid on SQLite, key order on PostgreSQL), below 2**32, the
+    lowest number a new item gets.
     """
     inspector = sa.inspect(conn)
     for table in (work_items, state_changes, changes, deployments, links):

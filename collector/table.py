@@ -115,9 +115,12 @@ class WorkItemTable:
         link now; ``newly_linked``: ref → item number of refs whose first link arrived with the
         delta, for items that did not change. False, changing nothing, when only a full load
         answers the same: a new item numbered before existing ones, a ref that changed or that
-        two items share (the full load decides which one a link releases).
+        two items share (the full load decides which one a link releases), item numbers that are
+        not unique.
         """
         n = len(self)
+        if n > 1 and not bool((self.item_no[1:] > self.item_no[:-1]).all()):
+            return False  # rows written around the store (no item numbers): nothing to find them by
         pos = np.searchsorted(self.item_no, delta.item_no)
         exists = pos < n
         exists[exists] = self.item_no[pos[exists]] == delta.item_no[exists]

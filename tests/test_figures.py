@@ -30,7 +30,7 @@ from collector.model import (
     gh_pr_ref,
 )
 from collector.runner import POLL_BUCKETS
-from collector.store import Store, meta
+from collector.store import Store, meta, work_items
 
 DAY = 86400.0
 CONFIG = """
@@ -347,6 +347,23 @@ def test_another_store_at_the_same_place_is_read_in_full(store: Store, monkeypat
     with store.engine.begin() as conn:  # a restored backup of another store: its own id and sequences
         conn.execute(sa.update(meta).where(meta.c.key == "store_id").values(value="restored"))
     store.commit("boards", Batch(work_items=[year_item("999", NOW - timedelta(days=9), NOW - timedelta(days=1))]))
+    kept = cache.refresh()
+    assert loads == [1, 1]
+    assert_same_figures(kept.figures, FigureCache(store, settings(), clock=NOW.timestamp).refresh().figures)
+
+
+def test_items_written_around_the_store_without_numbers_are_read_in_full(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a_year_of_releases(store, NOW)
+    with store.engine.begin() as conn:  # a bulk insert that left item_no at its default
+        conn.execute(sa.update(work_items).values(item_no=0))
+    loads = counting_full_loads(store, monkeypatch)
+    cache = FigureCache(store, settings(), clock=NOW.timestamp)
+    cache.refresh()
+    reopened = sorted(store.work_items(), key=lambda w: w.native_id)[-1]
+    active = StateChange(reopened.native_id, len(reopened.history) + 1, NOW, "Active", Category.IN_PROGRESS)
+    store.commit(reopened.source, Batch(work_items=[dataclasses.replace(reopened, history=(active,))]))
     kept = cache.refresh()
     assert loads == [1, 1]
     assert_same_figures(kept.figures, FigureCache(store, settings(), clock=NOW.timestamp).refresh().figures)
