@@ -62,7 +62,7 @@ def benchmarks() -> list[tuple[str, Callable[[], None]]]:
         ("compute", bench_compute.main),
         ("scrape", bench_scrape.main),
         ("memory", bench_memory.main),
-        ("steady state", lambda: bench_steady.main(1_000_000, 50)),
+        ("steady state", lambda: bench_steady.main(50)),
         ("backfill", lambda: bench_backfill.main([])),
     ]
 

@@ -47,14 +47,15 @@ def sqlite_store(path: Path, n: int, label_sets: int = 20, seed: int = 1) -> str
     t = _times(n, seed)
     con = sqlite3.connect(path)
     con.executemany(
-        "INSERT INTO work_items VALUES (?,?,?,?,?,?,?)",
+        "INSERT INTO work_items (source, native_id, ref, project, team, type, created_at, item_no) "
+        "VALUES (?,?,?,?,?,?,?,?)",
         (
-            ("boards", str(i), f"ado:{i}", "Fabrikam", f"team-{i % label_sets}", "User Story", float(t[i, 0]))
+            ("boards", str(i), f"ado:{i}", "Fabrikam", f"team-{i % label_sets}", "User Story", float(t[i, 0]), i + 1)
             for i in range(n)
         ),
     )
     con.executemany(
-        "INSERT INTO state_changes VALUES (?,?,?,?,?,?)",
+        "INSERT INTO state_changes (source, work_item_id, seq, at, state, category) VALUES (?,?,?,?,?,?)",
         (
             ("boards", str(i), k + 1, float(t[i, k]), STATES[k][0], STATES[k][1].value)
             for i in range(n)

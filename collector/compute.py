@@ -237,18 +237,15 @@ def _add_work_item_figures(t: WorkItemTable, releases: dict[str, Deployment], fi
     del same_as_prev
     if m > 1:
         new_stay[1:] |= t.h_state[1:] != t.h_state[:-1]
-    rows = np.flatnonzero(new_stay)
+    if new_stay.all():  # every observation starts a stay: the table's own columns, not copies
+        s_item, s_start, s_state, s_cat = t.h_item, t.h_at, t.h_state, t.h_cat
+    else:  # a boolean mask, not an index array: no 8-byte index per observation
+        s_item, s_start, s_state, s_cat = t.h_item[new_stay], t.h_at[new_stay], t.h_state[new_stay], t.h_cat[new_stay]
     del new_stay
-    s_item, s_start, s_state, s_cat = t.h_item[rows], t.h_at[rows], t.h_state[rows], t.h_cat[rows]
-    k = len(rows)
-    del rows
+    k = len(s_item)
     s_last = np.ones(k, dtype=bool)
     if k > 1:
         s_last[:-1] = s_item[1:] != s_item[:-1]
-    s_end = np.full(k, np.nan)
-    if k > 1:
-        s_end[:-1] = s_start[1:]
-        s_end[s_last] = np.nan
 
     current = np.full(n, -1, dtype=np.int16)
     current[s_item[s_last]] = s_cat[s_last]
@@ -270,20 +267,25 @@ def _add_work_item_figures(t: WorkItemTable, releases: dict[str, Deployment], fi
 
     completed = valid & (current == _COMPLETED)
     # time in state of completed items: every stay but the final (Completed) one
-    closed_stays = completed[s_item] & np.isfinite(s_end)
+    closed_stays = completed[s_item]
+    closed_stays &= ~s_last
     n_states, n_cats = max(len(t.states), 1), len(CATEGORIES)
     # a dense key space (label x state x category) is small: bincount sums without sorting.
     # In-place arithmetic: at a million items every temporary here is ~25 MB.
-    keys = t.label_idx[s_item[closed_stays]].astype(np.int64)
+    closed_item = s_item[closed_stays]
+    keys = t.label_idx[closed_item].astype(np.int64)
     keys *= n_states
     keys += s_state[closed_stays]
     keys *= n_cats
     keys += s_cat[closed_stays]
-    durations = s_end[closed_stays]
-    durations -= s_start[closed_stays]
     working = s_cat[closed_stays] == CAT_CODE[Category.IN_PROGRESS]
-    active = np.bincount(s_item[closed_stays][working], weights=durations[working], minlength=n)
-    del closed_stays, s_end, s_start, s_item, s_state, s_cat, s_last, working
+    del s_item, s_state, s_cat, s_last
+    # a closed stay is never its item's last: it ends where the next stay starts
+    durations = s_start[1:][closed_stays[:-1]]
+    durations -= s_start[:-1][closed_stays[:-1]]
+    del closed_stays, s_start
+    active = np.bincount(closed_item[working], weights=durations[working], minlength=n)
+    del closed_item, working
     sums = np.bincount(keys, weights=durations, minlength=len(t.labels) * n_states * n_cats)
     counts = np.bincount(keys, minlength=len(sums))
     del keys, durations

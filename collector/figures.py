@@ -2,6 +2,9 @@
 
 This is the one place that decides *when* to compute (docs/definitions.md has *what*): after new
 data reaches the store (its ``data_version`` moved), or when the rolling windows need to slide on.
+What was loaded is kept (work items as columns), so after a change only the rows written since the
+last load are read and merged in; the whole store is read the first time, and again only when an
+update cannot give what a full load would (another store at the same place, a ref two items share).
 Exporters read a :class:`Snapshot` and translate it; they never compute a figure or open the store.
 When the store fails, the last snapshot stays published: a scrape never fails because the database
 does (the exporter shows ``cycletime_store_up 0`` beside it).
@@ -9,7 +12,10 @@ does (the exporter shows ``cycletime_store_up 0`` beside it).
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
+import platform
 import threading
 import time
 from collections import Counter
@@ -21,7 +27,9 @@ import numpy as np
 
 from collector.compute import Figures, Observations, compute, window_quantiles
 from collector.config import Config, format_duration
+from collector.model import Change, Deployment, Link
 from collector.store import STORE_ERRORS, SourceStatus, Store
+from collector.table import WorkItemTable
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +213,85 @@ def not_yet_synced(sources: Iterable[str], statuses: Mapping[str, SourceStatus])
     return [name for name in sources if name not in statuses or statuses[name].last_success is None]
 
 
+@dataclass
+class Loaded:
+    """What compute reads, as of one data version of the store; kept between refreshes."""
+
+    store: str  # the store's identity when read
+    version: int
+    table: WorkItemTable
+    changes: dict[tuple[str, str], Change]
+    deployments: dict[tuple[str, str], Deployment]
+    links: dict[Link, None]  # an ordered set
+    linked: set[str]  # every link's work item ref
+
+    @classmethod
+    def read(cls, store: Store, version: int) -> Loaded:
+        identity = store.identity
+        links = dict.fromkeys(store.links())
+        linked = {link.work_item for link in links}
+        table = store.work_item_table(linked=linked)
+        changes = {(c.source, c.native_id): c for c in store.changes()}
+        deployments = {(d.source, d.native_id): d for d in store.deployments()}
+        return cls(identity, version, table, changes, deployments, links, linked)
+
+    def update(self, store: Store, version: int) -> bool:
+        """Read the rows written since this was loaded and take them in (``version``: the store's
+        data version, read before). False when only a full load gives the same result; then this
+        may hold some of the new rows but not all, and must be dropped."""
+        if store.identity != self.store:
+            return False  # another store, or another schema: its sequences are not ours
+        since = self.version
+        new_links = [link for link in store.links(since=since) if link not in self.links]
+        newly_linked = {link.work_item for link in new_links} - self.linked
+        delta, refs = store.changed_work_items(since, self.table)
+        numbers = store.item_numbers(newly_linked) if newly_linked else {}
+        if any(len(found) > 1 for found in numbers.values()):
+            return False  # two items share a ref: which one a link releases is the full load's call
+        changes = store.changes(since=since)
+        deployments = store.deployments(since=since)
+        self.links.update(dict.fromkeys(new_links))
+        self.linked |= newly_linked
+        if not self.table.merge(delta, refs, self.linked, {ref: found[0] for ref, found in numbers.items()}):
+            return False
+        self.changes.update(((c.source, c.native_id), c) for c in changes)
+        self.deployments.update(((d.source, d.native_id), d) for d in deployments)
+        self.version = version
+        return True
+
+    def compute(self, as_of: float | None) -> Figures:
+        # in key order, whichever way the rows arrived: a full load and an update give equal figures
+        return compute(
+            self.table,
+            [self.changes[key] for key in sorted(self.changes)],
+            [self.deployments[key] for key in sorted(self.deployments)],
+            self.links,
+            as_of,
+        )
+
+
+#: glibc's mallopt parameter and the size from which allocations get their own mapping
+_M_MMAP_THRESHOLD, _MMAP_FROM = -3, 128 * 1024
+
+
+@functools.cache
+def return_freed_arrays_to_the_system() -> bool:
+    """Keep glibc from recycling freed large arrays on its heap, where they stay resident.
+
+    A refresh allocates and frees arrays of tens of MB. glibc maps such blocks on their own and
+    unmaps them when freed, but each free of a mapped block raises its threshold (up to 32 MB), so
+    later arrays of that size come from the heap and, freed, keep the process's RSS up (~70 MB at a
+    million items, on top of the peak). Fixing the threshold keeps each large array its own mapping,
+    returned when freed. Once per process; False where the C library is not glibc.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _MMAP_FROM))
+    except (OSError, AttributeError):
+        return False
+
+
 def _empty(now: float) -> Snapshot:
     figures = Figures()
     return Snapshot(figures, now, -1, False, StoreHealth(), trend(figures, now), headline(figures, now))
@@ -229,6 +316,8 @@ class FigureCache:
         self.max_age = max_age
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
+        self._loaded: Loaded | None = None
+        return_freed_arrays_to_the_system()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -258,10 +347,7 @@ class FigureCache:
         version = self.store.data_version
         last = self._snapshot
         if force or last is None or not last.computed or version != last.version:
-            links = self.store.links()
-            table = self.store.work_item_table(linked={link.work_item for link in links})
-            figures = compute(table, self.store.changes(), self.store.deployments(), links, self.as_of)
-            del table
+            figures = self._load(version, full=force).compute(self.as_of)
             complete = synced
         else:
             figures = last.figures
@@ -273,6 +359,26 @@ class FigureCache:
         if last is not None and last.figures is figures and last.now == now:
             return Snapshot(figures, now, version, complete, health, last.trend, last.headline)
         return Snapshot(figures, now, version, complete, health, trend(figures, now), headline(figures, now))
+
+    def _load(self, version: int, full: bool) -> Loaded:
+        """What the store holds at ``version``: the kept load updated, or a full load when there is
+        nothing to update, ``full`` is asked, or it is another store (replaced, restored, upgraded).
+        Rows are never deleted (a rewritten history comes with its item), so changed rows are all
+        an update needs."""
+        loaded, self._loaded = self._loaded, None  # dropped if taking in the rows fails half way
+        if loaded is not None and not full and loaded.version <= version:
+            try:
+                updated = loaded.version == version or loaded.update(self.store, version)
+            except STORE_ERRORS:
+                self._loaded = loaded  # the store failed while read: nothing was taken in yet
+                raise
+            if updated:
+                self._loaded = loaded
+                return loaded
+            log.info("figures: a change needs a full load of the store")
+        del loaded  # never two full tables at once
+        self._loaded = Loaded.read(self.store, version)
+        return self._loaded
 
     def ready(self, statuses: Mapping[str, SourceStatus]) -> tuple[bool, str]:
         """Ready once the figures were computed after every configured source's first full pass

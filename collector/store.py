@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import time
+import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,7 +32,7 @@ from collector.errors import StoreError, StoreInUse
 from collector.model import Batch, Category, Change, Deployment, Link, Rejection, StateChange, WorkItem
 from collector.table import TableBuilder, WorkItemTable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: the longest label or id the store keeps (the columns' size on PostgreSQL)
 MAX_TEXT = 255
 
@@ -51,6 +52,9 @@ work_items = sa.Table(
     sa.Column("team", sa.String(255), nullable=False),
     sa.Column("type", sa.String(255), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # set on insert only: the item's place in the figures' table, so new items append to it
+    sa.Column("item_no", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("change_seq", sa.BigInteger, nullable=False, server_default=sa.text("0"), index=True),
 )
 
 state_changes = sa.Table(
@@ -62,6 +66,7 @@ state_changes = sa.Table(
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("state", sa.String(255), nullable=False),
     sa.Column("category", sa.String(32), nullable=False),
+    sa.Column("change_seq", sa.BigInteger, nullable=False, server_default=sa.text("0"), index=True),
 )
 
 changes = sa.Table(
@@ -75,6 +80,7 @@ changes = sa.Table(
     sa.Column("first_commit_at", sa.Float, nullable=False),
     sa.Column("merged_at", sa.Float),
     sa.Column("commits", sa.Text, nullable=False),  # JSON list of shas
+    sa.Column("change_seq", sa.BigInteger, nullable=False, server_default=sa.text("0"), index=True),
 )
 
 deployments = sa.Table(
@@ -90,6 +96,7 @@ deployments = sa.Table(
     sa.Column("finished_at", sa.Float, nullable=False),
     sa.Column("sha", sa.String(64)),
     sa.Column("contains", sa.Text, nullable=False),  # JSON list of refs
+    sa.Column("change_seq", sa.BigInteger, nullable=False, server_default=sa.text("0"), index=True),
 )
 
 links = sa.Table(
@@ -98,6 +105,7 @@ links = sa.Table(
     sa.Column("source", sa.String(64), primary_key=True),
     sa.Column("work_item", sa.String(255), primary_key=True),
     sa.Column("target", sa.String(255), primary_key=True),
+    sa.Column("change_seq", sa.BigInteger, nullable=False, server_default=sa.text("0"), index=True),
 )
 
 rejections = sa.Table(
@@ -254,6 +262,12 @@ class Store:
                     MIGRATIONS[version](conn)
                 if current != SCHEMA_VERSION:
                     self._upsert(conn, meta, [{"key": "schema_version", "value": str(SCHEMA_VERSION)}], ["key"])
+                insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
+                conn.execute(
+                    insert(meta)
+                    .values(key="store_id", value=uuid.uuid4().hex)
+                    .on_conflict_do_nothing(index_elements=["key"])
+                )
         except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as exc:
             raise StoreError(f"cannot open the store: {exc.orig}") from None
 
@@ -357,6 +371,15 @@ class Store:
             value = conn.execute(sa.select(meta.c.value).where(meta.c.key == "data_version")).scalar()
         return int(value or 0)
 
+    @property
+    def identity(self) -> str:
+        """Which store this is, and at which schema: it changes when the file or database was
+        replaced (a restore, another store at the same URL) or upgraded, and then change
+        sequences read earlier say nothing about it."""
+        with self.engine.connect() as conn:
+            rows = dict(conn.execute(sa.select(meta.c.key, meta.c.value).where(meta.c.key.in_(_IDENTITY))).all())
+        return "/".join(str(rows.get(key)) for key in _IDENTITY)
+
     # -- writes -----------------------------------------------------------------------------
     def commit(
         self,
@@ -373,7 +396,8 @@ class Store:
         simulate a crash between writing the data and committing.
         """
         with self.engine.begin() as conn:
-            self._write_batch(conn, source, batch)
+            if batch.work_items or batch.changes or batch.deployments or batch.links or batch.rejections:
+                self._write_batch(conn, source, batch, self._bump_data_version(conn))
             if stream is not None and watermark is not None:
                 self._upsert(
                     conn,
@@ -381,16 +405,20 @@ class Store:
                     [{"source": source, "stream": stream, "value": watermark, "updated_at": time.time()}],
                     ["source", "stream"],
                 )
-            if batch.work_items or batch.changes or batch.deployments or batch.links or batch.rejections:
-                self._bump_data_version(conn)
             if before_commit is not None:
                 before_commit()
 
-    def _bump_data_version(self, conn: Connection) -> None:
+    def _bump_data_version(self, conn: Connection) -> int:
+        """The new data version, which is also the change sequence of every row this commit writes.
+
+        Bumped before the rows are written: on PostgreSQL the counter's row lock then orders
+        writers, so rows become visible in sequence order and "changed since version v" is exact.
+        """
         insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
         stmt = insert(meta).values(key="data_version", value="1")
         bumped = sa.cast(sa.cast(meta.c.value, sa.BigInteger) + 1, sa.Text)
         conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": bumped}))
+        return int(conn.execute(sa.select(meta.c.value).where(meta.c.key == "data_version")).scalar_one())
 
     @staticmethod
     def _within_limits(source: str, batch: Batch) -> Batch:
@@ -430,7 +458,9 @@ class Store:
             items, kept_changes, kept_deployments, kept_links, [*batch.rejections, *too_long], batch.replace_history
         )
 
-    def _write_batch(self, conn: Connection, source: str, batch: Batch) -> None:
+    def _write_batch(self, conn: Connection, source: str, batch: Batch, seq: int) -> None:
+        """``seq``: this commit's change sequence, stamped on every row it writes, so the figures
+        read only rows changed since they last read (see ``changed_work_items``)."""
         batch = self._within_limits(source, batch)
         items = [
             {
@@ -441,10 +471,13 @@ class Store:
                 "team": w.team,
                 "type": w.type,
                 "created_at": _ts(w.created_at),
+                # unique and above every earlier item's (migrated rows are numbered below 2**32)
+                "item_no": (seq << 32) + i,
+                "change_seq": seq,
             }
-            for w in batch.work_items
+            for i, w in enumerate(batch.work_items)
         ]
-        self._upsert(conn, work_items, items, ["source", "native_id"])
+        self._upsert(conn, work_items, items, ["source", "native_id"], keep=["item_no"])
         if batch.replace_history and batch.work_items:
             ids = [w.native_id for w in batch.work_items]
             for chunk in _chunks(ids, 500):
@@ -461,6 +494,7 @@ class Store:
                 "at": _ts(s.at),
                 "state": s.state,
                 "category": s.category.value,
+                "change_seq": seq,
             }
             for w in batch.work_items
             for s in w.history
@@ -479,6 +513,7 @@ class Store:
                     "first_commit_at": _ts(c.first_commit_at),
                     "merged_at": _ts(c.merged_at),
                     "commits": json.dumps(sorted(set(c.commits))),
+                    "change_seq": seq,
                 }
                 for c in batch.changes
             ],
@@ -499,6 +534,7 @@ class Store:
                     "finished_at": _ts(d.finished_at),
                     "sha": d.sha,
                     "contains": json.dumps(sorted(set(d.contains))),
+                    "change_seq": seq,
                 }
                 for d in batch.deployments
             ],
@@ -507,7 +543,10 @@ class Store:
         self._upsert(
             conn,
             links,
-            [{"source": source, "work_item": link.work_item, "target": link.target} for link in batch.links],
+            [
+                {"source": source, "work_item": link.work_item, "target": link.target, "change_seq": seq}
+                for link in batch.links
+            ],
             ["source", "work_item", "target"],
         )
         self._upsert(
@@ -591,17 +630,20 @@ class Store:
         rows: Sequence[dict[str, Any]],
         keys: list[str],
         add: Iterable[str] = (),
+        keep: Iterable[str] = (),
     ) -> None:
-        """INSERT … ON CONFLICT DO UPDATE: the same statement on SQLite and PostgreSQL."""
+        """INSERT … ON CONFLICT DO UPDATE: the same statement on SQLite and PostgreSQL.
+
+        ``add``: columns summed with the stored value; ``keep``: columns written on insert only."""
         if not rows:
             return
         insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
         stmt = insert(table)
-        add = set(add)
+        add, skip = set(add), {*keys, *keep}
         updates = {
             c.name: (table.c[c.name] + stmt.excluded[c.name]) if c.name in add else stmt.excluded[c.name]
             for c in table.columns
-            if c.name not in keys
+            if c.name not in skip
         }
         stmt = (
             stmt.on_conflict_do_update(index_elements=keys, set_=updates)
@@ -628,8 +670,10 @@ class Store:
             return self._work_items(conn, source)
 
     def _work_items(self, conn: Connection, source: str | None) -> list[WorkItem]:
-        q = sa.select(work_items)
-        h = sa.select(state_changes).order_by(state_changes.c.source, state_changes.c.work_item_id, state_changes.c.seq)
+        q = sa.select(*_columns(work_items, 7))
+        h = sa.select(*_columns(state_changes, 6)).order_by(
+            state_changes.c.source, state_changes.c.work_item_id, state_changes.c.seq
+        )
         if source is not None:
             q = q.where(work_items.c.source == source)
             h = h.where(state_changes.c.source == source)
@@ -653,20 +697,26 @@ class Store:
             for src, nid, ref, project, team, type_, created in conn.execute(q)
         ]
 
-    def changes(self, source: str | None = None) -> list[Change]:
-        q = sa.select(changes)
+    def changes(self, source: str | None = None, since: int | None = None) -> list[Change]:
+        """``since``: only the changes written after that data version."""
+        q = sa.select(*_columns(changes, 8))
         if source is not None:
             q = q.where(changes.c.source == source)
+        if since is not None:
+            q = q.where(changes.c.change_seq > since)
         with self.engine.connect() as conn:
             return [
                 Change(src, nid, ref, service, kind, _at(first), _dt(merged), tuple(json.loads(commits)))
                 for src, nid, ref, service, kind, first, merged, commits in conn.execute(q)
             ]
 
-    def deployments(self, source: str | None = None) -> list[Deployment]:
-        q = sa.select(deployments)
+    def deployments(self, source: str | None = None, since: int | None = None) -> list[Deployment]:
+        """``since``: only the deployments written after that data version."""
+        q = sa.select(*_columns(deployments, 10))
         if source is not None:
             q = q.where(deployments.c.source == source)
+        if since is not None:
+            q = q.where(deployments.c.change_seq > since)
         with self.engine.connect() as conn:
             return [
                 Deployment(
@@ -684,10 +734,13 @@ class Store:
                 for src, nid, service, env, prod, status, started, finished, sha, contains in conn.execute(q)
             ]
 
-    def links(self, source: str | None = None) -> list[Link]:
-        q = sa.select(links)
+    def links(self, source: str | None = None, since: int | None = None) -> list[Link]:
+        """``since``: only the links written after that data version."""
+        q = sa.select(*_columns(links, 3))
         if source is not None:
             q = q.where(links.c.source == source)
+        if since is not None:
+            q = q.where(links.c.change_seq > since)
         with self.engine.connect() as conn:
             return [Link(*row) for row in conn.execute(q)]
 
@@ -705,12 +758,13 @@ class Store:
         every sync over every revision, and row objects would triple its time. Both queries are
         ordered by (source, id) in byte order ("C" collation on PostgreSQL, BINARY on SQLite), so
         the histories merge onto their items in one pass. ``linked``: the only work item refs that
-        can be released (those with links); None keeps every ref.
+        can be released (those with links); None keeps every ref. The table's rows end up in
+        item number order (``WorkItemTable.in_item_no_order``), which ``changed_work_items`` extends.
         """
         builder = TableBuilder(linked)
         collate = ' COLLATE "C"' if self.dialect == "postgresql" else ""
         items_sql = (
-            "SELECT source, native_id, ref, project, team, type, created_at FROM work_items "
+            "SELECT source, native_id, ref, project, team, type, created_at, item_no FROM work_items "
             f"ORDER BY source{collate}, native_id{collate}"
         )
         history_sql = (
@@ -739,19 +793,62 @@ class Store:
                             if row is None:
                                 break
                             current = (row[0], row[1])
-                            index = new_item(row[0], row[3], row[4], row[5], row[2], row[6])
+                            index = new_item(row[0], row[3], row[4], row[5], row[2], row[6], row[7])
                         if current != key:
                             continue  # history of an item the store no longer has
                     yield index, at, name, category
 
             builder.observe_many(attach(history_cur))
             for row in items:
-                new_item(row[0], row[3], row[4], row[5], row[2], row[6])
+                new_item(row[0], row[3], row[4], row[5], row[2], row[6], row[7])
             items_cur.close()
             history_cur.close()
         finally:
             raw.close()
-        return builder.build()
+        table = builder.build()
+        del builder
+        return table.in_item_no_order()
+
+    def changed_work_items(self, since: int, extends: WorkItemTable) -> tuple[WorkItemTable, list[str]]:
+        """The work items written after data version ``since``, whole (every revision), in item
+        number order, with their refs row by row: what ``WorkItemTable.merge`` takes into
+        ``extends``. An item counts as written when its row or any of its revisions was."""
+        changed = (
+            "WITH changed AS (SELECT source, native_id FROM work_items WHERE change_seq > :since "
+            "UNION SELECT source, work_item_id FROM state_changes WHERE change_seq > :since) "
+        )
+        items_sql = (
+            changed + "SELECT w.item_no, w.source, w.project, w.team, w.type, w.ref, w.created_at "
+            "FROM changed AS c JOIN work_items AS w ON w.source = c.source AND w.native_id = c.native_id "
+            "ORDER BY w.item_no"
+        )
+        history_sql = (
+            changed + "SELECT w.item_no, h.at, h.state, h.category FROM changed AS c "
+            "JOIN work_items AS w ON w.source = c.source AND w.native_id = c.native_id "
+            "JOIN state_changes AS h ON h.source = c.source AND h.work_item_id = c.native_id "
+            "ORDER BY w.item_no, h.seq"
+        )
+        builder = TableBuilder(extends=extends)
+        refs: list[str] = []
+        rows: dict[int, int] = {}
+        with self.engine.connect() as conn:
+            for number, src, project, team, type_, ref, created in conn.execute(sa.text(items_sql), {"since": since}):
+                rows[number] = builder.item(src, project, team, type_, ref, created, number)
+                refs.append(ref)
+            history = conn.execute(sa.text(history_sql), {"since": since})
+            # an item written between the two queries has no row yet: the next refresh reads it
+            builder.observe_many((rows[h[0]], h[1], h[2], h[3]) for h in history if h[0] in rows)
+        return builder.build(), refs
+
+    def item_numbers(self, refs: Iterable[str]) -> dict[str, list[int]]:
+        """ref → the item numbers of the work items with that ref."""
+        out: dict[str, list[int]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(refs)), 500):
+                q = sa.select(work_items.c.ref, work_items.c.item_no).where(work_items.c.ref.in_(chunk))
+                for ref, number in conn.execute(q):
+                    out.setdefault(ref, []).append(number)
+        return out
 
     def api_request_counts(self) -> dict[tuple[str, str], int]:
         with self.engine.connect() as conn:
@@ -802,7 +899,8 @@ class Store:
         out = {}
         with self.engine.connect() as conn:
             for table in (work_items, state_changes, changes, deployments, links, rejections, watermarks):
-                cols = [c for c in table.columns if c.name != "updated_at"]
+                # when and in which commit a row was written is not its content
+                cols = [c for c in table.columns if c.name not in ("updated_at", "item_no", "change_seq")]
                 out[table.name] = sorted((tuple(r) for r in conn.execute(sa.select(*cols))), key=repr)
         return out
 
@@ -814,11 +912,48 @@ def store_error_reason(exc: BaseException) -> str:
     return f"store unavailable: {text}"
 
 
+def _columns(table: sa.Table, n: int) -> list[sa.Column[Any]]:
+    """A table's first ``n`` columns: its content, without the bookkeeping added after them."""
+    return list(table.columns)[:n]
+
+
 def _v1(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1}
+def _v2(conn: Connection) -> None:
+    """Per-row change sequences and item numbers, so the figures load only what changed.
+
+    Stores created since version 2 already have them (version 1 creates the current tables).
+    Existing rows get sequence 0 (older than any refresh after the upgrade) and item numbers in
+    the order the store holds them (rowid on SQLite, key order on PostgreSQL), below 2**32, the
+    lowest number a new item gets.
+    """
+    inspector = sa.inspect(conn)
+    for table in (work_items, state_changes, changes, deployments, links):
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in ("item_no", "change_seq"):
+            if column in table.c and column not in present:
+                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column} BIGINT NOT NULL DEFAULT 0"))
+                if column == "item_no":
+                    conn.execute(sa.text(_NUMBER_ITEMS[conn.dialect.name]))
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+
+
+_NUMBER_ITEMS = {
+    "sqlite": "UPDATE work_items SET item_no = rowid",
+    "postgresql": (
+        "UPDATE work_items AS w SET item_no = r.n FROM (SELECT source, native_id, "
+        "row_number() OVER (ORDER BY source, native_id) AS n FROM work_items) AS r "
+        "WHERE w.source = r.source AND w.native_id = r.native_id"
+    ),
+}
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2}
+
+
+_IDENTITY = ("store_id", "schema_version")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from fixture_data import NOW, a_year_of_releases, load, year_item
 
-from collector.compute import compute, window_quantiles
+from collector.compute import Figures, Observations, compute, window_quantiles
 from collector.config import parse_config
 from collector.figures import FigureCache, Settings, headline, month_ends, trend
-from collector.model import Batch
+from collector.model import (
+    Batch,
+    Category,
+    Change,
+    Deployment,
+    Link,
+    StateChange,
+    WorkItem,
+    ado_ref,
+    commit_ref,
+    gh_issue_ref,
+    gh_pr_ref,
+)
 from collector.runner import POLL_BUCKETS
-from collector.store import Store
+from collector.store import Store, meta, work_items
 
 DAY = 86400.0
 CONFIG = """
@@ -129,3 +145,225 @@ def test_the_headline_pools_a_projects_teams_and_counts_production_deployments(s
     recent = [n for n, t in zip(range(1, 105), finished, strict=True) if NOW - timedelta(days=30) < t <= NOW]
     assert top.deployments_failed == sum(1 for n in recent if n % 10 == 0)
     assert top.deployments_succeeded == len(recent) - top.deployments_failed
+
+
+# -- incremental refresh: what a full load would give ---------------------------------------------
+
+STATES = (
+    ("New", Category.PROPOSED),
+    ("Active", Category.IN_PROGRESS),
+    ("Resolved", Category.RESOLVED),
+    ("Closed", Category.COMPLETED),
+    ("Removed", Category.REMOVED),
+)
+
+
+def assert_same_figures(got: Figures, expected: Figures) -> None:
+    for name in (f.name for f in dataclasses.fields(Figures)):
+        a, b = getattr(got, name), getattr(expected, name)
+        if isinstance(a, Observations):
+            assert a.by_labels.keys() == b.by_labels.keys(), name
+            for labels, block in a.by_labels.items():
+                np.testing.assert_array_equal(block, b.by_labels[labels], err_msg=f"{name} {labels}")
+        else:
+            assert a == b, name
+
+
+class RandomChanges:
+    """Random passes of two sources: new items and revisions, rewritten histories, links,
+    changes and deployments, including records that change (a deployment's status, a relink)."""
+
+    def __init__(self, store: Store, seed: int) -> None:
+        self.store, self.rng = store, random.Random(seed)
+        self.histories: dict[tuple[str, str], list[StateChange]] = {}
+        self.items: dict[tuple[str, str], WorkItem] = {}
+        self.shas: list[str] = []
+        self.deployments: list[Deployment] = []
+        self.next_id = 0
+
+    def _when(self, days: float) -> datetime:
+        return NOW - timedelta(days=days)
+
+    def _revision(self, key: tuple[str, str], after: datetime) -> StateChange:
+        history = self.histories.setdefault(key, [])
+        state, category = self.rng.choice(STATES)
+        skew = -25 if self.rng.random() < 0.1 else 0  # now and then dated before the one it follows
+        at = min(after + timedelta(days=self.rng.uniform(0, 20) + skew), NOW)
+        change = StateChange(key[1], len(history) + 1, at, state, category)
+        history.append(change)
+        return change
+
+    def _new_item(self) -> WorkItem:
+        self.next_id += 1
+        source = self.rng.choice(("boards", "github"))
+        native = str(self.next_id) if source == "boards" else f"contoso/web#{self.next_id}"
+        ref = ado_ref(self.next_id) if source == "boards" else gh_issue_ref("contoso/web", self.next_id)
+        team, type_ = self.rng.choice(("Web", "Payments")), self.rng.choice(("Bug", "User Story"))
+        created = self._when(self.rng.uniform(30, 300))
+        item = WorkItem(source, native, ref, "Fabrikam", team, type_, created)
+        self.items[(source, native)] = item
+        at = created
+        for _ in range(self.rng.randint(0, 4)):
+            at = self._revision((source, native), at).at
+        return dataclasses.replace(item, history=tuple(self.histories.get((source, native), ())))
+
+    def one_pass(self) -> None:
+        rng, by_source = self.rng, {"boards": Batch(), "github": Batch()}
+        for _ in range(rng.randint(1, 6)):
+            item = self._new_item()
+            by_source[item.source].work_items.append(item)
+        for key in rng.sample(sorted(self.items), min(len(self.items), rng.randint(0, 5))):
+            history = self.histories.get(key, [])
+            latest = self._revision(key, history[-1].at if history else self.items[key].created_at)
+            # only the new revision, as an incremental source hands it over
+            by_source[key[0]].work_items.append(dataclasses.replace(self.items[key], history=(latest,)))
+        for source, batch in by_source.items():
+            for work_item in rng.sample(batch.work_items, min(len(batch.work_items), 2)):
+                sha = f"{rng.getrandbits(64):016x}"
+                self.shas.append(sha)
+                batch.links.append(Link(source, work_item.ref, commit_ref(sha)))
+            if self.items and rng.random() < 0.5:  # a relink: an older item gains a link
+                key = rng.choice(sorted(self.items))
+                batch.links.append(Link(source, self.items[key].ref, commit_ref(rng.choice(self.shas or ["0"]))))
+        if self.shas and rng.random() < 0.7:
+            sha = rng.choice(self.shas)
+            number = rng.randint(1, 10**6)
+            by_source["github"].changes.append(
+                Change(
+                    "github",
+                    f"contoso/web#pr{number}",
+                    gh_pr_ref("contoso/web", number),
+                    "contoso/web",
+                    "pull_request",
+                    self._when(rng.uniform(10, 60)),
+                    self._when(rng.uniform(1, 10)),
+                    (sha,),
+                )
+            )
+        for _ in range(rng.randint(0, 3)):
+            contains = tuple(commit_ref(s) for s in rng.sample(self.shas, min(len(self.shas), 3)))
+            deployment = Deployment(
+                "github",
+                f"run-{len(self.deployments)}",
+                "web",
+                rng.choice(("production", "staging")),
+                rng.random() < 0.7,
+                rng.choice(("success", "failure", "failure")),
+                None,
+                self._when(rng.uniform(0, 40)),
+                None,
+                contains,
+            )
+            self.deployments.append(deployment)
+            by_source["github"].deployments.append(deployment)
+        if self.deployments and rng.random() < 0.5:  # a rerun: a failed deployment now succeeded
+            changed = rng.choice(self.deployments)
+            by_source["github"].deployments.append(dataclasses.replace(changed, status="success"))
+        for source, batch in by_source.items():
+            self.store.commit(source, batch)
+        if self.items and rng.random() < 0.4:  # a timeline re-read in full: history rewritten
+            key = rng.choice(sorted(self.items))
+            self.histories[key] = []
+            at = self.items[key].created_at
+            for _ in range(rng.randint(0, 3)):
+                at = self._revision(key, at).at
+            rewritten = dataclasses.replace(self.items[key], history=tuple(self.histories[key]))
+            self.store.commit(key[0], Batch(work_items=[rewritten], replace_history=True))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_an_incremental_refresh_gives_the_figures_of_a_full_load(
+    store_url: str, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(store_url)
+    full_loads = counting_full_loads(store, monkeypatch)
+    changes = RandomChanges(store, seed)
+    cache = FigureCache(store, settings(), clock=NOW.timestamp)
+    seen: Counter[str] = Counter()
+    for _ in range(10):
+        changes.one_pass()
+        kept = cache.refresh()
+        fresh = FigureCache(Store(store_url), settings(), clock=NOW.timestamp).refresh()
+        assert kept.version == fresh.version
+        assert_same_figures(kept.figures, fresh.figures)
+        assert kept.trend == fresh.trend and kept.headline == fresh.headline
+        seen.update(
+            name for name in ("lead_time", "request_to_release", "recovery") if getattr(kept.figures, name).count()
+        )
+        seen["rejected"] += bool(kept.figures.rejected)
+    assert len(full_loads) == 1, "every refresh after the first reads only what changed"
+    assert set(seen) == {"lead_time", "request_to_release", "recovery", "rejected"}, "the rounds cover every kind"
+
+
+def test_a_ref_two_items_share_falls_back_to_a_full_load(store: Store) -> None:
+    store.commit("boards", Batch(work_items=[year_item("1", NOW - timedelta(days=20), NOW - timedelta(days=5))]))
+    cache = FigureCache(store, settings(), clock=NOW.timestamp)
+    cache.refresh()
+    twin = dataclasses.replace(year_item("1", NOW - timedelta(days=9), NOW - timedelta(days=2)), source="boards-2")
+    sha = "ab" * 20
+    store.commit(
+        "boards-2",
+        Batch(
+            work_items=[twin],
+            links=[Link("boards-2", twin.ref, commit_ref(sha))],
+            deployments=[
+                Deployment("pipelines", "1", "web", "prod", True, "success", None, NOW - timedelta(days=1), sha)
+            ],
+        ),
+    )
+    kept = cache.refresh()
+    fresh = FigureCache(store, settings(), clock=NOW.timestamp).refresh()
+    assert_same_figures(kept.figures, fresh.figures)
+    assert kept.figures.request_to_release.count() == 1
+
+
+def counting_full_loads(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    loads: list[int] = []
+    full_load = store.work_item_table
+    monkeypatch.setattr(store, "work_item_table", lambda linked=None: loads.append(1) or full_load(linked))
+    return loads
+
+
+def test_records_without_work_items_are_taken_in_without_reading_the_items(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a_year_of_releases(store, NOW)
+    loads = counting_full_loads(store, monkeypatch)
+    cache = FigureCache(store, settings(), clock=NOW.timestamp)
+    before = cache.refresh()
+    late = Deployment("pipelines", "late", "web", "prod", True, "failure", None, NOW - timedelta(hours=1))
+    store.commit("pipelines", Batch(deployments=[late]))
+    after = cache.refresh()
+    assert loads == [1] and after.version == before.version + 1
+    assert after.headline.deployments_failed == before.headline.deployments_failed + 1
+    assert_same_figures(after.figures, FigureCache(store, settings(), clock=NOW.timestamp).refresh().figures)
+
+
+def test_another_store_at_the_same_place_is_read_in_full(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    a_year_of_releases(store, NOW)
+    loads = counting_full_loads(store, monkeypatch)
+    cache = FigureCache(store, settings(), clock=NOW.timestamp)
+    cache.refresh()
+    with store.engine.begin() as conn:  # a restored backup of another store: its own id and sequences
+        conn.execute(sa.update(meta).where(meta.c.key == "store_id").values(value="restored"))
+    store.commit("boards", Batch(work_items=[year_item("999", NOW - timedelta(days=9), NOW - timedelta(days=1))]))
+    kept = cache.refresh()
+    assert loads == [1, 1]
+    assert_same_figures(kept.figures, FigureCache(store, settings(), clock=NOW.timestamp).refresh().figures)
+
+
+def test_items_written_around_the_store_without_numbers_are_read_in_full(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a_year_of_releases(store, NOW)
+    with store.engine.begin() as conn:  # a bulk insert that left item_no at its default
+        conn.execute(sa.update(work_items).values(item_no=0))
+    loads = counting_full_loads(store, monkeypatch)
+    cache = FigureCache(store, settings(), clock=NOW.timestamp)
+    cache.refresh()
+    reopened = sorted(store.work_items(), key=lambda w: w.native_id)[-1]
+    active = StateChange(reopened.native_id, len(reopened.history) + 1, NOW, "Active", Category.IN_PROGRESS)
+    store.commit(reopened.source, Batch(work_items=[dataclasses.replace(reopened, history=(active,))]))
+    kept = cache.refresh()
+    assert loads == [1, 1]
+    assert_same_figures(kept.figures, FigureCache(store, settings(), clock=NOW.timestamp).refresh().figures)

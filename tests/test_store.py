@@ -243,3 +243,30 @@ def test_a_label_too_long_for_the_column_is_rejected_alike_on_every_backend(stor
     stored = {w.native_id for w in store.work_items()}
     assert "99" not in stored and {w.native_id for w in sample_batch().work_items} <= stored
     assert store.rejection_counts()[("boards", "value_too_long")] == 1
+
+
+def test_a_version_1_store_gains_change_sequences_and_item_numbers(store_url: str) -> None:
+    """Upgrading keeps every row; rows written after it are found as changed, the old ones not."""
+    store = Store(store_url)
+    store.commit("boards", sample_batch())
+    store.commit("github", Batch(changes=sample_batch().changes, deployments=sample_batch().deployments))
+    before = store.content_digest()
+    with store.engine.begin() as conn:  # back to the version 1 tables
+        for table in ("work_items", "state_changes", "changes", "deployments", "links"):
+            conn.execute(sa.text(f"DROP INDEX ix_{table}_change_seq"))
+            conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN change_seq"))
+        conn.execute(sa.text("ALTER TABLE work_items DROP COLUMN item_no"))
+        conn.execute(sa.update(meta).where(meta.c.key == "schema_version").values(value="1"))
+    store.close()
+
+    upgraded = Store(store_url)
+    assert upgraded.schema_version() == SCHEMA_VERSION == 2
+    assert upgraded.content_digest() == before
+    numbers = sorted(upgraded.work_item_table().item_no.tolist())
+    assert len(set(numbers)) == 2 and numbers[0] > 0 and numbers[-1] < 2**32
+    version = upgraded.data_version
+    assert upgraded.changed_work_items(0, upgraded.work_item_table())[1] == []
+    upgraded.commit("boards", Batch(work_items=[item(7, [(0, "New", Category.PROPOSED)])]))
+    delta, refs = upgraded.changed_work_items(version, upgraded.work_item_table())
+    assert refs == [ado_ref(7)] and int(delta.item_no[0]) > numbers[-1]
+    assert upgraded.changes(since=0) == [] and len(upgraded.changes(since=-1)) == len(before["changes"]) > 0
