@@ -130,12 +130,13 @@ def endpoints(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
 
 
 def boards_minimum(truth: dict[str, Any], project: str, page_size: int) -> int:
-    """1 ``workitemtypes`` + ⌈revisions / page⌉ reporting pages + the relations of the items each page
-    touched (one ``workitemsbatch`` of <= 200 ids per page). Same formula as tests/sources/azure_truth.py."""
+    """1 ``workitemtypes`` + ⌈revisions / page⌉ reporting pages + the relations of each item that still
+    exists, once (``workitemsbatch``, 200 ids a request). Same formula as tests/sources/azure_truth.py."""
     revisions = sum(len(w["history"]) for w in truth["work_items"] if w["project"] == project)
     revisions += sum(1 for r in truth["rejected"] if r["project"] == project)
     pages = max(1, math.ceil(revisions / page_size))
-    return 1 + pages + pages * math.ceil(min(page_size, revisions) / 200)
+    live = sum(1 for w in truth["work_items"] if w["project"] == project and not w["deleted"])
+    return 1 + pages + math.ceil(live / 200)
 
 
 def pipelines_minimum(truth: dict[str, Any], project: str) -> int:

@@ -32,7 +32,7 @@ from collector.errors import StoreError, StoreInUse
 from collector.model import Batch, Category, Change, Deployment, Link, Rejection, StateChange, WorkItem
 from collector.table import TableBuilder, WorkItemTable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: the longest label or id the store keeps (the columns' size on PostgreSQL)
 MAX_TEXT = 255
 
@@ -123,6 +123,16 @@ watermarks = sa.Table(
     sa.Column("stream", sa.String(255), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+#: work a source committed to doing later (e.g. the relations of the items a revisions page touched):
+#: queued in the transaction that moves the watermark past it, removed in the one that does it
+queues = sa.Table(
+    "queues",
+    metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("queue", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
 )
 
 api_requests = sa.Table(
@@ -388,16 +398,23 @@ class Store:
         *,
         stream: str | None = None,
         watermark: str | None = None,
+        queue: str | None = None,
+        enqueue: Iterable[str] = (),
+        dequeue: Iterable[str] = (),
         before_commit: Callable[[], None] | None = None,
     ) -> None:
         """Write a batch and (optionally) the watermark it reaches, atomically.
 
+        ``enqueue``/``dequeue``: keys added to / removed from the source's ``queue`` in the same
+        transaction, so work deferred past a watermark is never lost to a crash (see ``queues``).
         ``before_commit`` runs inside the transaction just before it commits; tests use it to
         simulate a crash between writing the data and committing.
         """
         with self.engine.begin() as conn:
             if batch.work_items or batch.changes or batch.deployments or batch.links or batch.rejections:
                 self._write_batch(conn, source, batch, self._bump_data_version(conn))
+            if queue is not None:
+                self._update_queue(conn, source, queue, enqueue, dequeue)
             if stream is not None and watermark is not None:
                 self._upsert(
                     conn,
@@ -407,6 +424,24 @@ class Store:
                 )
             if before_commit is not None:
                 before_commit()
+
+    def _update_queue(
+        self, conn: Connection, source: str, queue: str, enqueue: Iterable[str], dequeue: Iterable[str]
+    ) -> None:
+        done = sorted(set(dequeue))
+        for chunk in _chunks(done, 500):
+            conn.execute(
+                queues.delete()
+                .where(queues.c.source == source)
+                .where(queues.c.queue == queue)
+                .where(queues.c.key.in_(chunk))
+            )
+        self._upsert(
+            conn,
+            queues,
+            [{"source": source, "queue": queue, "key": key} for key in sorted(set(enqueue) - set(done))],
+            ["source", "queue", "key"],
+        )
 
     def _bump_data_version(self, conn: Connection) -> int:
         """The new data version, which is also the change sequence of every row this commit writes.
@@ -660,6 +695,17 @@ class Store:
                 sa.select(watermarks.c.value).where(watermarks.c.source == source).where(watermarks.c.stream == stream)
             ).scalar_one_or_none()
 
+    def queued(self, source: str, queue: str) -> list[str]:
+        """The keys waiting in a source's queue, in key order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(queues.c.key)
+                .where(queues.c.source == source)
+                .where(queues.c.queue == queue)
+                .order_by(queues.c.key)
+            )
+            return [key for (key,) in rows]
+
     def watermarks(self, source: str) -> dict[str, str]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(watermarks.c.stream, watermarks.c.value).where(watermarks.c.source == source))
@@ -898,7 +944,7 @@ class Store:
         """Every data table's rows, sorted: tests compare stores with this."""
         out = {}
         with self.engine.connect() as conn:
-            for table in (work_items, state_changes, changes, deployments, links, rejections, watermarks):
+            for table in (work_items, state_changes, changes, deployments, links, rejections, watermarks, queues):
                 # when and in which commit a row was written is not its content
                 cols = [c for c in table.columns if c.name not in ("updated_at", "item_no", "change_seq")]
                 out[table.name] = sorted((tuple(r) for r in conn.execute(sa.select(*cols))), key=repr)
@@ -950,7 +996,12 @@ _NUMBER_ITEMS = {
     ),
 }
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2}
+def _v3(conn: Connection) -> None:
+    """The queues of work deferred past a watermark (the Boards relations)."""
+    queues.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3}
 
 
 _IDENTITY = ("store_id", "schema_version")

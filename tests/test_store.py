@@ -157,6 +157,45 @@ def test_crash_inside_transaction_keeps_previous_watermark_and_data(store_url: s
     assert len(store.work_items("boards")) == 4
 
 
+def test_a_queue_moves_with_its_watermark_or_not_at_all(store_url: str) -> None:
+    store = Store(store_url)
+    store.commit(
+        "boards", sample_batch(), stream="revisions", watermark="page-1", queue="relations", enqueue=["1", "2"]
+    )
+
+    def crash() -> None:
+        raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError):
+        store.commit(
+            "boards",
+            Batch(),
+            stream="revisions",
+            watermark="page-2",
+            queue="relations",
+            enqueue=["3"],
+            dequeue=["1"],
+            before_commit=crash,
+        )
+    assert (store.watermark("boards", "revisions"), store.queued("boards", "relations")) == ("page-1", ["1", "2"])
+    # 1 done, 2 queued again by a later page: queued once
+    store.commit("boards", Batch(), queue="relations", enqueue=["2"], dequeue=["1"])
+    assert store.queued("boards", "relations") == ["2"]
+    assert store.queued("other", "relations") == [] and store.queued("boards", "other") == []
+
+
+def test_a_version_1_store_gains_the_queues_table(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/v1.db"
+    Store(url).close()
+    with sa.create_engine(url).begin() as conn:
+        conn.exec_driver_sql("DROP TABLE queues")
+        conn.execute(sa.update(meta).where(meta.c.key == "schema_version").values(value="1"))
+    store = Store(url)
+    assert store.schema_version() == SCHEMA_VERSION
+    store.commit("boards", Batch(), queue="relations", enqueue=["7"])
+    assert store.queued("boards", "relations") == ["7"]
+
+
 def test_counters_accumulate_and_survive_reopen(store_url: str) -> None:
     store = Store(store_url)
     store.add_api_requests("github", Counter({"200": 3, "304": 2}))

@@ -4,9 +4,12 @@ One incremental stream, the reporting work item revisions API: Microsoft's
 documented way to build a warehouse, ⌈revisions / page⌉ requests instead of one per item, and a
 continuation token that is our watermark (stream ``revisions``). Each page is one store
 transaction together with the token that follows it, so a crash resumes at the last page written.
-The stream has no relations, so the artifact links of the items a page touched are read with
-``workitemsbatch`` (200 ids a request). States map to categories through the process's own work
-item type definitions, so renamed and custom states work. Servers without the reporting API (404)
+The stream has no relations: the same transaction queues the ids of the items the page touched
+(``Store.queued``), and the end of the pass reads each queued item's artifact links once with
+``workitemsbatch`` (200 ids a request), removing the ids in the transaction that stores their links.
+An item touched on many pages is read once, and a crash anywhere leaves its id queued until read.
+States map to categories through the process's own work item type definitions, so renamed and
+custom states work. Servers without the reporting API (404)
 get the slower WIQL + per-item updates path.
 """
 
@@ -62,6 +65,8 @@ from collector.sources.registry import register
 log = logging.getLogger(__name__)
 
 STREAM = "revisions"
+#: the queue of items whose relations are still to be read
+RELATIONS = "relations"
 WIQL_STREAM = "wiql"
 #: ids per workitemsbatch request: the API's maximum
 BATCH_IDS = 200
@@ -118,6 +123,7 @@ class Revision:
     changed_at: datetime
     project: str
     team: str
+    deleted: bool = False
 
 
 class StateCategories:
@@ -189,6 +195,14 @@ class AzureBoardsSource(Source):
             )
             report.details["mode"] = "wiql"
             self._sync_wiql(store, report)
+        except SourceError:
+            # the pages committed before the failure still get their relations in this pass
+            try:
+                self._read_queued_relations(store, report)
+            except SourceError as drain:
+                log.warning("source=%s relations left queued for the next pass: %s", self.name, drain)
+            raise
+        self._read_queued_relations(store, report)
         return report
 
     def _load_states(self) -> None:
@@ -248,8 +262,16 @@ class AzureBoardsSource(Source):
             walk.page([_revision_key(raw) for raw in values])
             self.ctx.progress(len(values))
             if values or (next_token and next_token != token):
-                batch = self._batch(values)
-                store.commit(self.name, batch, stream=STREAM, watermark=next_token or token)
+                batch, live, deleted = self._batch(values)
+                store.commit(
+                    self.name,
+                    batch,
+                    stream=STREAM,
+                    watermark=next_token or token,
+                    queue=RELATIONS,
+                    enqueue=live,
+                    dequeue=deleted,
+                )
                 report.batches += 1
                 report.items += len(batch.work_items)
             if body.get("isLastBatch", True) or not next_token or next_token == token:
@@ -261,13 +283,19 @@ class AzureBoardsSource(Source):
             params.pop("startDateTime", None)
             params["continuationToken"] = token
 
-    def _batch(self, values: list[Any]) -> Batch:
-        """Normalise one page of revisions and add the relations of the items it touched."""
+    def _batch(self, values: list[Any]) -> tuple[Batch, list[str], list[str]]:
+        """Normalise one page of revisions; also the ids whose relations are to be read (the items
+        the page touched) and those whose relations no longer can be (deleted as of this page)."""
         batch = Batch()
         revisions = self._validate(values, batch)
         batch.work_items = _work_items(self.name, revisions)
-        batch.links = self._links([int(w.native_id) for w in batch.work_items], batch)
-        return batch
+        newest: dict[int, Revision] = {}
+        for revision in revisions:
+            if revision.item_id not in newest or revision.rev > newest[revision.item_id].rev:
+                newest[revision.item_id] = revision
+        live = [str(i) for i, r in newest.items() if not r.deleted]
+        deleted = [str(i) for i, r in newest.items() if r.deleted]
+        return batch, live, deleted
 
     def _validate(self, values: Iterable[Any], batch: Batch) -> list[Revision]:
         out = []
@@ -316,14 +344,17 @@ class AzureBoardsSource(Source):
         team = self._team(fields, project)
         deleted = fields.get("System.IsDeleted")
         known = self.states.lookup(type_name, state_name)
-        if deleted is True or str(deleted).lower() == "true":
+        is_deleted = deleted is True or str(deleted).lower() == "true"
+        if is_deleted:
             category = Category.REMOVED
             state_name = known[0] if known else state_name
         elif known is None:
             raise Rejected("unknown_state", f"{type_name!r} has no state {state_name!r}")
         else:
             state_name, category = known
-        return Revision(int(item_id), int(rev), type_name, state_name, category, created_at, changed_at, project, team)
+        return Revision(
+            int(item_id), int(rev), type_name, state_name, category, created_at, changed_at, project, team, is_deleted
+        )
 
     def _team(self, fields: dict[str, Any], project: str) -> str:
         """The full area or iteration path, or the named field (docs/definitions.md "Labels")."""
@@ -347,6 +378,22 @@ class AzureBoardsSource(Source):
         return team
 
     # -- relations ----------------------------------------------------------------------------------
+    def _read_queued_relations(self, store: Any, report: SyncReport) -> None:
+        """The links of every queued item, each read once however many pages touched it.
+
+        Each batch of links is committed with the removal of its ids from the queue, so a crash
+        re-reads at most one batch and never drops an item.
+        """
+        ids = sorted(int(key) for key in store.queued(self.name, RELATIONS))
+        for i in range(0, len(ids), BATCH_IDS):
+            if self.ctx.should_stop():
+                return
+            chunk = ids[i : i + BATCH_IDS]
+            batch = Batch()
+            batch.links = self._links(chunk, batch)
+            store.commit(self.name, batch, queue=RELATIONS, dequeue=[str(item) for item in chunk])
+            report.batches += 1
+
     def _links(self, ids: list[int], batch: Batch) -> list[Link]:
         links: set[Link] = set()
         for item in self._work_items_with_relations(sorted(set(ids))):

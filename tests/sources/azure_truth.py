@@ -126,13 +126,14 @@ def boards_minimum_requests(truth: dict[str, Any], project: str, page_size: int)
     1 ``workitemtypes`` (every type's states with their categories)
     + P = ⌈R / page⌉ reporting pages, R = every revision of the project's items (valid ones, the
       deletion revisions and the malformed ones: the stream carries them all)
-    + one ``workitemsbatch`` per page for the relations of the items the page touched (a page of
-      at most 200 revisions touches at most 200 items, the batch limit).
+    + ⌈items / 200⌉ ``workitemsbatch`` for the relations, each item that still exists read once
+      (200 ids a request, the batch limit).
     """
     revisions = sum(len(w["history"]) for w in truth["work_items"] if w["project"] == project)
     revisions += sum(1 for r in truth["rejected"] if r["project"] == project)
     pages = max(1, math.ceil(revisions / page_size))
-    return 1 + pages + pages * math.ceil(min(page_size, revisions) / 200)
+    live = sum(1 for w in truth["work_items"] if w["project"] == project and not w["deleted"])
+    return 1 + pages + math.ceil(live / 200)
 
 
 # -- pipelines ----------------------------------------------------------------------------------------

@@ -258,6 +258,43 @@ def test_a_pass_interrupted_after_a_page_resumes_where_it_stopped(
     assert resumed.content_digest() == whole.content_digest()
 
 
+def test_each_item_s_relations_are_read_once_a_pass_however_many_pages_touched_it(
+    replay: tuple[FakeBoards, str], boards_store: Store
+) -> None:
+    fake, url = replay
+    AzureBoardsSource(replay_boards_config(url), context()).sync(boards_store)
+    posts = [body["ids"] for _, path, _, body in fake.requests if path.endswith("/workitemsbatch")]
+    # item 1 is on pages 1, 2 and 5; item 3 was deleted on page 5, so it has no relations to read
+    assert posts == [[1, 2]]
+    assert fake.requests[-1][1].endswith("/workitemsbatch")  # after the last page
+    assert boards_store.queued("boards", "relations") == []
+
+
+def test_a_crash_while_reading_relations_leaves_them_queued_for_the_next_pass(
+    replay: tuple[FakeBoards, str], tmp_path: Path
+) -> None:
+    fake, url = replay
+    whole = Store(f"sqlite:///{tmp_path}/whole.db")
+    AzureBoardsSource(replay_boards_config(url), context()).sync(whole)
+
+    path = f"sqlite:///{tmp_path}/killed.db"
+    with pytest.raises(SystemExit):  # the five pages commit; the relations' transaction dies
+        AzureBoardsSource(replay_boards_config(url), context()).sync(store_killed_at_commit(path, 6))
+    killed = Store(path)
+    assert killed.watermark("boards", "revisions") == "15;3"  # the stream is past every page...
+    assert killed.queued("boards", "relations") == ["1", "2"]  # ...and its items wait for their links
+    assert killed.links("boards") == []
+
+    fake.requests.clear()
+    AzureBoardsSource(replay_boards_config(url), context()).sync(killed)  # a new process: it reads the process's states first
+    assert [p.rsplit("/", 1)[-1] for _, p, _, _ in fake.requests] == [
+        "workitemtypes",
+        "workitemrevisions",
+        "workitemsbatch",
+    ]
+    assert killed.content_digest() == whole.content_digest()
+
+
 def test_team_from_iteration_path_or_a_field(replay: tuple[FakeBoards, str], tmp_path: Path) -> None:
     fake, url = replay
     by_iteration = Store(f"sqlite:///{tmp_path}/it.db")
@@ -388,6 +425,7 @@ def test_a_sync_killed_after_a_batch_and_resumed_ends_like_an_uninterrupted_one(
 
 
 def test_429_5xx_resets_and_truncated_bodies_do_not_change_the_result(boards_sandbox: Sandbox, tmp_path: Path) -> None:
+    boards_sandbox.azure.page_size = 50  # enough requests for the faults to land on every kind of page
     clean = Store(f"sqlite:///{tmp_path}/clean.db")
     AzureBoardsSource(boards_config(boards_sandbox.azure_url), context()).sync(clean)
     boards_sandbox.server.faults.rate = 0.2
@@ -423,7 +461,7 @@ def test_azure_devops_throttling_is_waited_out_not_failed(boards_store: Store) -
 
     ctx = SourceContext(history=timedelta(days=365), now=lambda: NOW, sleep=sleep)
     with azure_only(work_items=120) as (url, routes, server):
-        routes.throttle = Throttle(budget=4, window=300, clock=lambda: clock[0])
+        routes.throttle = Throttle(budget=5, window=300, clock=lambda: clock[0])
         AzureBoardsSource(boards_config(url), ctx).sync(boards_store)
         truth = routes.truth()
         statuses = server.stats.snapshot()["by_status"]
