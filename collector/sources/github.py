@@ -5,7 +5,8 @@ Every request goes through :class:`~collector.sources.github_api.GitHubApi` (RES
 Streams per repository, each with its own watermark (a JSON document) committed in the same
 transaction as the batch it reaches, so a crash between batches loses nothing:
 
-- ``repo:<o/r>``: the repository's canonical name and default branch (conditional GET).
+- ``repo:<o/r>``: the repository's canonical name and default branch (conditional GET), read once
+  per process, and again when a workflow run on another branch may mean a renamed default branch.
 - ``issues:<o/r>``: ``/issues?state=all&sort=updated&direction=asc&since=…``, oldest change first,
   so the watermark moves page by page. Every changed issue's whole timeline is re-read and handed
   over with ``Batch.replace_history``. ``since`` is inclusive: the watermark keeps the numbers
@@ -14,7 +15,10 @@ transaction as the batch it reaches, so a crash between batches loses nothing:
   watermark (the endpoint has no ``since``), so page 1's ETag is what makes idle polls free.
 - ``deployments:<o/r>`` / ``releases:<o/r>`` / ``runs:<o/r>:<workflow>``: newest first, paging
   stops at the highest id already seen. Unfinished deployments, draft releases and running runs are
-  kept in the watermark with their ETag and re-read conditionally until they finish.
+  kept in the watermark with their ETag and re-read conditionally until they finish; a draft or a
+  run listed on the first page is not re-read while that page is unchanged (304): its change
+  would have changed the page. A deployment's new status does not show in its list, so unfinished
+  deployments are re-read every pass.
 
 What a successful production deployment *contains* is ``compare/{P.sha}...{D.sha}``, P being the
 latest deployment created before D (same repository and environment) that succeeded and whose commit
@@ -146,6 +150,7 @@ class _Finished:
 class _Repo:
     full_name: str  # canonical owner/name, the project/service label
     default_branch: str
+    configured: str = ""  # as in the configuration (owner/* expanded): the key of its stream
 
 
 @dataclass
@@ -162,6 +167,8 @@ class _Mode:
     #: created_at, the *tagged commit's* date: a new release of an old commit can sit behind older
     #: releases, so their walk ends only at a page with nothing new.
     by_id: bool = True
+    #: a record's change (a draft published, a run completed) changes the list page it is on
+    listed_changes: bool = True
 
 
 @register
@@ -175,11 +182,15 @@ class GitHubSource(Source):
         self.api = GitHubApi(self.name, config.base_url, config.token, ctx)
         self.type_labels = {k.lower(): v for k, v in config.type_labels.items()}
         self.guard = RecordGuard(self.name)
+        #: configured name → the repository as this process read it; which of them this pass read
+        self._repos: dict[str, _Repo] = {}
+        self._repos_read: set[str] = set()
 
     # -- the pass ---------------------------------------------------------------------------
     def sync(self, store: SourceStore) -> SyncReport:
         report = SyncReport()
         report.details.update(repositories=0, compare_fallbacks=0)
+        self._repos_read = set()
         for configured in self._repositories(store, report):
             if self.ctx.should_stop():
                 break
@@ -257,16 +268,24 @@ class GitHubSource(Source):
             return names
         return []
 
-    def _repository(self, store: SourceStore, configured: str) -> _Repo:
+    def _repository(self, store: SourceStore, configured: str, reread: bool = False) -> _Repo:
+        """Name and default branch, read once per process: they rarely change, and a renamed
+        repository's old name keeps answering (GitHub redirects it) until the next start."""
+        if configured in self._repos and (not reread or configured in self._repos_read):
+            return self._repos[configured]
+        self._repos_read.add(configured)
         stream = f"repo:{configured}"
         state = self._state(store, stream)
         path = f"/repos/{configured}"
         cached = state.get("full_name")
         page = self.api.get(path, etag=state.get("etag") if cached else None)
         if page.status == 304:
-            return _Repo(str(cached), str(state.get("default_branch") or "main"))
+            repo = _Repo(str(cached), str(state.get("default_branch") or "main"), configured)
+            self._repos[configured] = repo
+            return repo
         data = page.data if isinstance(page.data, dict) else {}
-        repo = _Repo(str(data.get("full_name") or configured), str(data.get("default_branch") or "main"))
+        repo = _Repo(str(data.get("full_name") or configured), str(data.get("default_branch") or "main"), configured)
+        self._repos[configured] = repo
         store.set_watermark(
             self.name,
             stream,
@@ -509,6 +528,7 @@ class GitHubSource(Source):
                 None,
                 "created_at",
                 self._read_deployments,
+                listed_changes=False,
             )
         if mode == "releases":
             return _Mode(
@@ -545,9 +565,12 @@ class GitHubSource(Source):
         etag = state.get("etag") if state.get("key") == key else None
         first_etag: str | None = None
         modified = False
+        first_page: set[str] = set()
         for page in self.api.pages(mode.path, mode.params, etag, list_key=mode.list_key):
             if page.status == 304:
                 break
+            if not modified:
+                first_page = {str(raw.get("id")) for raw in records(page.data, mode.list_key)}
             modified = True
             first_etag = first_etag or page.etag
             old = new = 0
@@ -569,10 +592,16 @@ class GitHubSource(Source):
                 fresh.append(raw)
             if (old and mode.by_id) or not new:
                 break
-        if not modified and not pending:
-            return  # 304: nothing new, nothing unfinished
+        if not modified and all(entry.get("listed") for entry in pending.values()):
+            return  # 304: nothing new, and what is unfinished is on the unchanged first page
+        if mode.list_key == "workflow_runs" and any(r.get("head_branch") != repo.default_branch for r in fresh):
+            # a run on another branch: perhaps the default branch was renamed since we read it
+            repo = self._repository(store, repo.configured or repo.full_name, reread=True)
         batch = bad
         finished = mode.read(repo, fresh, pending, batch)
+        if modified:
+            for record_id, entry in pending.items():
+                entry["listed"] = mode.listed_changes and record_id in first_page
         new_state = {
             "max_id": max([max_id, *(r["id"] for r in fresh)]),
             "pending": pending,

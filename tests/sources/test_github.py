@@ -302,7 +302,7 @@ def test_full_sync_equals_the_ground_truth_for_every_deployments_mode(sandbox: S
 def test_idle_polls_are_conditional(sandbox: Sandbox, store: Store) -> None:
     sources = _sources(sandbox)
     _sync_all(sources, store)
-    streams = 4 * len(sources)  # per repository: repo, issues, pulls, deployments (+ unfinished ones)
+    streams = 3 * len(sources)  # per repository: issues, pulls, deliveries (+ unfinished deployments)
 
     before = sandbox.server.stats.snapshot()
     _sync_all(sources, store)
@@ -319,10 +319,36 @@ def test_idle_polls_are_conditional(sandbox: Sandbox, store: Store) -> None:
     assert second["total"] - second["not_modified"] <= len(sources)
     assert second["total"] <= streams + len(sources)
     assert third["total"] == third["not_modified"] > 0
+    # the repository is read once per process; a draft release or a running run is on its list's
+    # unchanged first page; only a deployment's status cannot show in its list, so it is re-read
+    assert "github.repo" not in third["by_endpoint"]
+    assert "github.release" not in third["by_endpoint"] and "github.workflow_run" not in third["by_endpoint"]
+    assert third["by_endpoint"]["github.deployment_statuses"] == 1
+    assert third["total"] == streams + 1
     # and the store did not change
     digest = store.content_digest()
     _sync_all(sources, store)
     assert store.content_digest() == digest
+
+
+def test_a_draft_published_and_a_run_completed_after_idle_passes_are_read(sandbox: Sandbox, store: Store) -> None:
+    """Neither is re-read while its list's first page is unchanged; its change changes that page."""
+    sources = _sources(sandbox)
+    _sync_all(sources, store)
+    _sync_all(sources, store)
+    repos = sandbox.github.data.repos
+    draft = next(r for repo in repos.values() for r in repo.releases if r.draft)
+    running = next(r for repo in repos.values() for r in repo.runs if r.status != "completed")
+    draft.draft, draft.published_at = False, NOW - timedelta(minutes=30)
+    running.status, running.conclusion = "completed", "success"
+    running.completed_at = running.updated_at = NOW - timedelta(minutes=5)
+    before = sandbox.server.stats.snapshot()
+    _sync_all(sources, store)
+    endpoints = _delta(sandbox, before)["by_endpoint"]
+    assert endpoints.get("github.release") == 1 and endpoints.get("github.workflow_run") == 1
+    stored = {d.native_id: d for d in store.deployments()}
+    assert stored[f"release:{draft.id}"].status == "success"
+    assert stored[f"run:{running.id}"].finished_at == NOW - timedelta(minutes=5)
 
 
 def test_new_activity_appears_after_the_next_sync(sandbox: Sandbox, store: Store) -> None:
