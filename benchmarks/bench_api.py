@@ -140,7 +140,7 @@ def boards_minimum(truth: dict[str, Any], project: str, page_size: int) -> int:
 
 
 def pipelines_minimum(truth: dict[str, Any], project: str) -> int:
-    """1 environments list + ⌈records / 100⌉ per environment + ⌈runs / 100⌉ ``builds?buildIds=`` + 2 per
+    """1 environments list + ⌈records / 1000⌉ per environment + ⌈runs / 100⌉ ``builds?buildIds=`` + 2 per
     distinct (previous successful build, build) pair (changes + work items between them) + ⌈classic
     deployments / 100⌉ + 1 per release. Same formula as tests/sources/azure_truth.py."""
     deployments = [d for d in truth["deployments"] if d["project"] == project]
@@ -150,7 +150,7 @@ def pipelines_minimum(truth: dict[str, Any], project: str) -> int:
 
     yaml = [d for d in deployments if d["native_id"].startswith("env:")]
     per_env = Counter(d["native_id"].split(":")[1] for d in yaml)
-    total = 1 + sum(max(1, math.ceil(n / 100)) for n in per_env.values())
+    total = 1 + sum(max(1, math.ceil(n / 1000)) for n in per_env.values())
     total += math.ceil(len({build(d) for d in yaml}) / 100)
     pairs: set[tuple[int | None, int]] = set()
     last_good: dict[tuple[str, str], int] = {}

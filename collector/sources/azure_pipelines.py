@@ -70,8 +70,9 @@ RELEASE_STREAM = "releases"
 RELEASES_UNAVAILABLE = "releases:unavailable_since"
 #: how often an unavailable stream is asked again
 REPROBE_EVERY = timedelta(days=1)
-#: records per environmentdeploymentrecords page (``top``, no ``$``)
-RECORDS_TOP = 100
+#: records per environmentdeploymentrecords page (``top``, no ``$``): the spec gives no bound, the
+#: service pages on with a continuation token whatever it caps a page at
+RECORDS_TOP = 1000
 #: release deployments per page
 RELEASES_TOP = 100
 #: commits / work items per build request

@@ -239,6 +239,8 @@ class FakePipelines:
     build_work_items: dict[int, list[int]]
     build_versions: dict[int, str] = field(default_factory=dict)  # build id → sourceVersion
     top: int = 2
+    #: the most records a page carries whatever ``top`` asks, like a service capping its pages
+    records_cap: int | None = None
     #: record ids in the order they are served (default: newest first; no order is documented)
     record_order: list[int] | None = None
     #: Azure DevOps Server without Release Management answers 404 on release/deployments
@@ -272,8 +274,8 @@ class FakePipelines:
     def _log(self, req: Request) -> None:
         self.requests.append((req.method, req.path, req.query))
 
-    def _page(self, items: list[Any], req: Request, top_param: str) -> Response:
-        top = int(req.arg(top_param) or self.top)
+    def _page(self, items: list[Any], req: Request, top_param: str, cap: int | None = None) -> Response:
+        top = min(int(req.arg(top_param) or self.top), cap or 10**9)
         start = int(req.arg("continuationToken") or 0)
         page = items[start : start + top]
         headers = {"x-ms-continuationtoken": str(start + top)} if start + top < len(items) else {}
@@ -292,7 +294,7 @@ class FakePipelines:
             served = sorted(
                 (r for r in records if r["id"] in self.record_order), key=lambda r: self.record_order.index(r["id"])
             )
-        return self._page(served, req, "top")
+        return self._page(served, req, "top", cap=self.records_cap)
 
     def _release_deployments(self, req: Request) -> Response:
         self._log(req)

@@ -202,7 +202,7 @@ def pipelines_minimum_requests(truth: dict[str, Any], project: str) -> int:
     """The fewest requests a full Pipelines sync can make, from what the truth shows.
 
     1 environments list (one page of up to 1000)
-    + per environment ⌈deployments / 100⌉ record pages (``top=100``; at least 1, even when empty)
+    + per environment ⌈deployments / 1000⌉ record pages (``top=1000``; at least 1, even when empty)
     + ⌈distinct YAML runs / 100⌉ ``builds?buildIds=`` reads of the deployed commits
     + 2 per distinct (previous successful build, deployed build) pair of a successful production
       deployment (the only ones whose contents a figure uses): ``build/changes`` +
@@ -215,7 +215,7 @@ def pipelines_minimum_requests(truth: dict[str, Any], project: str) -> int:
     environments = _environments(truth, project)
     total = 1
     per_env = Counter(d["native_id"].split(":")[1] for d in deployments if d["native_id"].startswith("env:"))
-    total += sum(max(1, math.ceil(per_env.get(env, 0) / 100)) for env in environments)
+    total += sum(max(1, math.ceil(per_env.get(env, 0) / 1000)) for env in environments)
     runs = {_build(d) for d in deployments if d["native_id"].startswith("env:")}
     total += math.ceil(len(runs) / 100)
     pairs: set[tuple[int | None, int]] = set()

@@ -525,7 +525,7 @@ def test_records_out_of_id_order_are_read_past_the_watermark(
         record(12, 1, 104, "failed", t(12), t(14), job="smoke"),
     ]
     # served [7, 11] then [12, 2]: the first page reaches the watermark but its ids rise
-    fake.record_order = [7, 11, 12, 2]
+    fake.record_order, fake.records_cap = [7, 11, 12, 2], 2
     source.sync(pipelines_store)
     # both jobs of the stage attempt were read: one deployment, failed because one job failed
     found = deployments(pipelines_store)
