@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 import urllib3
@@ -362,6 +363,13 @@ class ApiClient:
         if auth:
             self.session.headers["Authorization"] = auth
         self.session.headers.update(headers or {})
+        # requests resolves proxies, netrc and the CA bundle from the environment again on every
+        # request (``merge_environment_settings``: two walks over ``os.environ``), and a ~/.netrc
+        # entry would replace our Authorization header: resolve them once, for this API's host
+        env = self.session.merge_environment_settings(self.base_url, {}, None, None, None)
+        self.session.proxies.update(env["proxies"])
+        self.session.verify = env["verify"]
+        self.session.trust_env = False
         self._rng = random.Random()
 
     def url(self, path_or_url: str) -> str:
@@ -499,8 +507,27 @@ class ApiClient:
         self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str] | None, json_body: Any
     ) -> requests.Response:
         started = time.monotonic()
-        resp = self.session.request(
-            method, url, params=params, headers=headers, json=json_body, timeout=self.policy.timeout, stream=True
+        # prepared here rather than by ``Session.request``, whose merging of the session's settings
+        # into every request (``typing.Protocol`` isinstance checks, cookie jar copies) costs more
+        # CPU than the rest of requests; the session's headers, cookies and hooks apply the same
+        prepared = requests.PreparedRequest()
+        prepared.prepare(
+            method=method,
+            url=url,
+            headers={k: v for k, v in {**self.session.headers, **(headers or {})}.items() if v is not None},
+            params=_query(params),
+            json=json_body,
+            cookies=self.session.cookies,
+            hooks=self.session.hooks,
+        )
+        resp = self.session.send(
+            prepared,
+            timeout=self.policy.timeout,
+            stream=True,
+            allow_redirects=True,
+            proxies=self.session.proxies,
+            verify=self.session.verify,
+            cert=self.session.cert,
         )
         try:
             declared = int(resp.headers.get("Content-Length") or 0)
@@ -583,6 +610,13 @@ def _wrapped(chunks: Iterator[bytes]) -> Iterator[bytes]:
         raise requests.exceptions.ContentDecodingError(exc) from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise requests.exceptions.ChunkedEncodingError(exc) from exc
+
+
+def _query(params: dict[str, Any] | None) -> str | None:
+    """``params`` as requests would encode them (``None`` values left out), as a query string."""
+    if not params:
+        return None
+    return urlencode([(k, v) for k, v in params.items() if v is not None], doseq=True)
 
 
 def _seconds(value: str | None) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -66,7 +67,9 @@ class Hostile(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(10**9))
             self.end_headers()
             return
-        if self.path.startswith("/bigjson"):
+        if self.path.startswith("/echo"):
+            body = json.dumps({"path": self.path, "headers": dict(self.headers)}).encode()
+        elif self.path.startswith("/bigjson"):
             body = b'{"padding": "' + b"x" * 10_000 + b'"}'
         elif self.path.startswith("/nested/"):
             depth = int(self.path.rsplit("/", 1)[1])
@@ -160,6 +163,36 @@ def test_an_empty_404_is_a_404_not_invalid_json(server: str) -> None:
 def test_a_normal_answer_still_reads(server: str) -> None:
     body, resp = client(server).get_json("/fine")
     assert body == {"ok": True} and resp.status_code == 200
+
+
+def test_query_headers_and_session_headers_arrive_as_given(server: str) -> None:
+    api = ApiClient("test", server, "Bearer t0ken", headers={"Accept": "application/json"}, sleep=lambda s: None)
+    body, _ = api.get_json("/echo", params={"q": "a b/c", "n": 2, "gone": None}, headers={"If-None-Match": '"e1"'})
+    assert body["path"] == "/echo?q=a+b%2Fc&n=2"
+    sent = body["headers"]
+    assert (sent["Authorization"], sent["Accept"], sent["If-None-Match"]) == (
+        "Bearer t0ken",
+        "application/json",
+        '"e1"',
+    )
+
+
+def test_proxy_settings_are_read_once_and_netrc_never_replaces_the_token(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password other\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    remote = ApiClient("test", "https://dev.azure.com/org", "Basic x")
+    assert remote.session.proxies["https"] == "http://proxy.invalid:3128"
+    local = ApiClient("test", server, "Bearer t0ken", sleep=lambda s: None)
+    assert local.session.proxies == {}  # NO_PROXY covers this host
+    monkeypatch.setenv("NO_PROXY", "")  # changed later: the client keeps what it resolved
+    body, _ = local.get_json("/echo")
+    assert body["headers"]["Authorization"] == "Bearer t0ken"
 
 
 def test_the_final_error_names_the_cause() -> None:
