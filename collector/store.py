@@ -167,6 +167,10 @@ source_status = sa.Table(
 )
 
 
+#: (dialect, table, conflict keys, added columns, kept columns) → its upsert statement (see ``Store._upsert``)
+_UPSERTS: dict[tuple[str, str, tuple[str, ...], frozenset[str], frozenset[str]], Any] = {}
+
+
 def _ts(dt: datetime | None) -> float | None:
     return None if dt is None else dt.timestamp()
 
@@ -449,10 +453,17 @@ class Store:
         Bumped before the rows are written: on PostgreSQL the counter's row lock then orders
         writers, so rows become visible in sequence order and "changed since version v" is exact.
         """
-        insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
-        stmt = insert(meta).values(key="data_version", value="1")
-        bumped = sa.cast(sa.cast(meta.c.value, sa.BigInteger) + 1, sa.Text)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": bumped}))
+        stmt = _UPSERTS.get((self.dialect, "data_version", (), frozenset(), frozenset()))
+        if stmt is None:
+            insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
+            bumped = sa.cast(sa.cast(meta.c.value, sa.BigInteger) + 1, sa.Text)
+            stmt = (
+                insert(meta)
+                .values(key="data_version", value="1")
+                .on_conflict_do_update(index_elements=["key"], set_={"value": bumped})
+            )
+            _UPSERTS[(self.dialect, "data_version", (), frozenset(), frozenset())] = stmt
+        conn.execute(stmt)
         return int(conn.execute(sa.select(meta.c.value).where(meta.c.key == "data_version")).scalar_one())
 
     @staticmethod
@@ -669,22 +680,30 @@ class Store:
     ) -> None:
         """INSERT … ON CONFLICT DO UPDATE: the same statement on SQLite and PostgreSQL.
 
-        ``add``: columns summed with the stored value; ``keep``: columns written on insert only."""
+        ``add``: columns summed with the stored value; ``keep``: columns written on insert only.
+        Built once per table and conflict rule: building it (``excluded`` copies every column) cost
+        more than executing it for the small batches a sync writes.
+        """
         if not rows:
             return
-        insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
-        stmt = insert(table)
-        add, skip = set(add), {*keys, *keep}
-        updates = {
-            c.name: (table.c[c.name] + stmt.excluded[c.name]) if c.name in add else stmt.excluded[c.name]
-            for c in table.columns
-            if c.name not in skip
-        }
-        stmt = (
-            stmt.on_conflict_do_update(index_elements=keys, set_=updates)
-            if updates
-            else stmt.on_conflict_do_nothing(index_elements=keys)
-        )
+        added, kept = frozenset(add), frozenset(keep)
+        cache_key = (self.dialect, table.name, tuple(keys), added, kept)
+        stmt = _UPSERTS.get(cache_key)
+        if stmt is None:
+            insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
+            stmt = insert(table)
+            skip = {*keys, *kept}
+            updates = {
+                c.name: (table.c[c.name] + stmt.excluded[c.name]) if c.name in added else stmt.excluded[c.name]
+                for c in table.columns
+                if c.name not in skip
+            }
+            stmt = (
+                stmt.on_conflict_do_update(index_elements=keys, set_=updates)
+                if updates
+                else stmt.on_conflict_do_nothing(index_elements=keys)
+            )
+            _UPSERTS[cache_key] = stmt
         for chunk in _chunks(list(rows), 2000):
             conn.execute(stmt, chunk)
 
@@ -995,6 +1014,7 @@ _NUMBER_ITEMS = {
         "WHERE w.source = r.source AND w.native_id = r.native_id"
     ),
 }
+
 
 def _v3(conn: Connection) -> None:
     """The queues of work deferred past a watermark (the Boards relations)."""
