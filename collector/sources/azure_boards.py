@@ -236,6 +236,9 @@ class AzureBoardsSource(Source):
     def _sync_reporting(self, store: SourceStore, report: SyncReport) -> None:
         path = self.api.project_path("wit/reporting/workitemrevisions")
         token = store.watermark(self.name, STREAM)
+        # what the store's queue holds (we are its only writer): each id is queued once a pass,
+        # not once per page that touched it
+        queued = set(store.queued(self.name, RELATIONS))
         params: dict[str, Any] = {
             "fields": ",".join(self.fields),
             "types": ",".join(self.types),
@@ -263,15 +266,19 @@ class AzureBoardsSource(Source):
             self.ctx.progress(len(values))
             if values or (next_token and next_token != token):
                 batch, live, deleted = self._batch(values)
+                enqueue = [i for i in live if i not in queued]
+                dequeue = [i for i in deleted if i in queued]
                 store.commit(
                     self.name,
                     batch,
                     stream=STREAM,
                     watermark=next_token or token,
                     queue=RELATIONS,
-                    enqueue=live,
-                    dequeue=deleted,
+                    enqueue=enqueue,
+                    dequeue=dequeue,
                 )
+                queued.update(enqueue)
+                queued.difference_update(dequeue)
                 report.batches += 1
                 report.items += len(batch.work_items)
             if body.get("isLastBatch", True) or not next_token or next_token == token:
