@@ -181,15 +181,28 @@ def matches_environment(name: str, patterns: list[str]) -> bool:
 
 class SourceStore(Protocol):
     """All a source may do with the store: read and move its own watermarks, commit a batch with the
-    watermark it reaches, and read back what new records are compared with (a deployment's
-    predecessors, the commits merged pull requests brought). :class:`collector.store.Store` is
-    one; mypy checks it where the runner hands the store to :meth:`Source.sync`."""
+    watermark it reaches (and the work it defers past it, queued in the same transaction), and read
+    back what new records are compared with (a deployment's predecessors, the commits merged pull
+    requests brought). :class:`collector.store.Store` is one; mypy checks it where the runner hands
+    the store to :meth:`Source.sync`."""
 
     def watermark(self, source: str, stream: str) -> str | None: ...
 
     def set_watermark(self, source: str, stream: str, value: str) -> None: ...
 
-    def commit(self, source: str, batch: Batch, *, stream: str | None = None, watermark: str | None = None) -> None: ...
+    def commit(
+        self,
+        source: str,
+        batch: Batch,
+        *,
+        stream: str | None = None,
+        watermark: str | None = None,
+        queue: str | None = None,
+        enqueue: Iterable[str] = (),
+        dequeue: Iterable[str] = (),
+    ) -> None: ...
+
+    def queued(self, source: str, queue: str) -> list[str]: ...
 
     def deployments(self, source: str) -> Iterable[Deployment]: ...
 

@@ -286,7 +286,8 @@ def test_a_crash_while_reading_relations_leaves_them_queued_for_the_next_pass(
     assert killed.links("boards") == []
 
     fake.requests.clear()
-    AzureBoardsSource(replay_boards_config(url), context()).sync(killed)  # a new process: it reads the process's states first
+    # a new process: it reads the process's states first
+    AzureBoardsSource(replay_boards_config(url), context()).sync(killed)
     assert [p.rsplit("/", 1)[-1] for _, p, _, _ in fake.requests] == [
         "workitemtypes",
         "workitemrevisions",
