@@ -113,6 +113,25 @@ def test_a_trickling_server_is_cut_at_the_deadline(server: str) -> None:
     assert time.monotonic() - started < 6, "two attempts of 1 s each, not 40 s of trickle"
 
 
+def test_deadlines_share_one_thread_and_spare_finished_requests(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = client(server, deadline=0.3)
+    api.get_json("/fine")  # the deadline thread exists from the first request on
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def counted(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counted)
+    for _ in range(30):
+        assert api.get_json("/fine")[0] == {"ok": True}
+    assert started == []  # not a thread per request
+    time.sleep(0.8)  # their deadlines pass while the connection is kept alive: nothing is cut
+    assert api.get_json("/fine")[0] == {"ok": True}
+    assert api.telemetry.requests["error"] == 0
+
+
 def test_headers_trickling_in_are_cut_at_the_deadline_too(server: str) -> None:
     """The status line and a header that never ends: every read gets a byte within the per-read
     timeout, so only the overall deadline ends the request."""
