@@ -299,7 +299,7 @@ def test_a_version_1_store_gains_change_sequences_and_item_numbers(store_url: st
     store.close()
 
     upgraded = Store(store_url)
-    assert upgraded.schema_version() == SCHEMA_VERSION == 2
+    assert upgraded.schema_version() == SCHEMA_VERSION == 3
     assert upgraded.content_digest() == before
     numbers = sorted(upgraded.work_item_table().item_no.tolist())
     assert len(set(numbers)) == 2 and numbers[0] > 0 and numbers[-1] < 2**32
