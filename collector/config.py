@@ -203,7 +203,7 @@ class Config(ConfigModel):
 
     def secrets(self) -> list[str]:
         """Every secret value in the config, for the redactor."""
-        values = [s.token for s in self.sources]
+        values = [secret for s in self.sources for secret in s.secrets()]
         if self.web.basic_auth:
             values.append(self.web.basic_auth.password)
         values += re.findall(r"://[^:/@]+:([^@/]+)@", self.store)

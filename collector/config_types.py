@@ -141,3 +141,7 @@ class SourceConfigBase(ConfigModel):
     name: Name = Field(description="Unique name; the `source` label of every metric.")
     poll_interval: Duration | None = Field(None, description="Overrides the global poll_interval.")
     token: str = Field(min_length=1, description="API token; use ${ENV_VAR}, never a literal secret.")
+
+    def secrets(self) -> list[str]:
+        """The secret values of this source, for the redactor."""
+        return [self.token] if self.token else []

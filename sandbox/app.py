@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.azure.routes import AzureRoutes
+from sandbox.github.apps import SandboxApp
 from sandbox.github.routes import GitHubRoutes
 from sandbox.server import FaultPlan, Request, Response, Router, SandboxHTTPServer
 
@@ -42,6 +43,8 @@ class SandboxOptions:
     malformed: int = 0
     #: Azure DevOps TSTU budget per 5 minutes (None: no throttling), as the real service throttles
     tstu_budget: float | None = None
+    #: a GitHub App the GitHub half accepts (its JWT, then its installation tokens), beside ``token``
+    github_app: SandboxApp | None = None
 
 
 def default_now() -> datetime:
@@ -72,6 +75,7 @@ class Sandbox:
             organization=self.options.organization,
             azure_items=self.azure.work_item_anchors(),
             malformed=self.options.malformed,
+            app=self.options.github_app,
         )
         self._activity_rng = random.Random(self.options.seed * 7919 + 1)
         self._clock = now

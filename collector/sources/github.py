@@ -41,7 +41,7 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from collector.config_types import EnvironmentPatterns, SourceConfigBase
 from collector.errors import Rejected, SourceError
@@ -74,6 +74,7 @@ from collector.sources.base import (
     shape_problem,
 )
 from collector.sources.github_api import (
+    API_VERSION,
     PER_PAGE,
     BadAnswer,
     GitHubApi,
@@ -82,6 +83,7 @@ from collector.sources.github_api import (
     github_time,
     records,
 )
+from collector.sources.github_auth import GitHubAppAuth, GitHubAppConfig
 from collector.sources.github_refs import azure_boards_mentions, closing_references
 from collector.sources.registry import register
 
@@ -123,6 +125,22 @@ class GitHubConfig(SourceConfigBase):
     type_labels: dict[str, str] = Field(
         default={"bug": "Bug", "feature": "Feature"}, description="label → work item type; others are 'Issue'."
     )
+    # a personal token, or a GitHub App instead (exactly one of the two)
+    token: str | None = Field(  # type: ignore[assignment]
+        None, min_length=1, description="Personal access token (${ENV_VAR}); or use app."
+    )
+    app: GitHubAppConfig | None = Field(None, description="A GitHub App instead of a personal token.")
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> GitHubConfig:
+        if self.token is None and self.app is None:
+            raise ValueError("give token (a personal access token) or app (a GitHub App)")
+        if self.token is not None and self.app is not None:
+            raise ValueError("give token or app, not both: the app's installation tokens replace the personal token")
+        return self
+
+    def secrets(self) -> list[str]:
+        return super().secrets() + ([self.app.private_key] if self.app and self.app.private_key else [])
 
     @field_validator("repositories")
     @classmethod
@@ -179,12 +197,25 @@ class GitHubSource(Source):
 
     def __init__(self, config: GitHubConfig, ctx: SourceContext) -> None:
         super().__init__(config, ctx)
-        self.api = GitHubApi(self.name, config.base_url, config.token, ctx)
+        self.api = GitHubApi(self.name, config.base_url, config.token or self._app(config, ctx), ctx)
         self.type_labels = {k.lower(): v for k, v in config.type_labels.items()}
         self.guard = RecordGuard(self.name)
         #: configured name → the repository as this process read it; which of them this pass read
         self._repos: dict[str, _Repo] = {}
         self._repos_read: set[str] = set()
+
+    def _app(self, config: GitHubConfig, ctx: SourceContext) -> GitHubAppAuth:
+        assert config.app is not None
+        return GitHubAppAuth(
+            self.name,
+            config.base_url,
+            config.app,
+            default_owner=config.repositories[0].split("/", 1)[0],
+            telemetry=ctx.telemetry,
+            policy=ctx.http_policy,
+            sleep=ctx.sleep,
+            headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION},
+        )
 
     # -- the pass ---------------------------------------------------------------------------
     def sync(self, store: SourceStore) -> SyncReport:

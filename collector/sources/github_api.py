@@ -2,7 +2,8 @@
 
 Everything goes through our :class:`~collector.http.ApiClient`, so every request is counted by
 status code, rate limits (``x-ratelimit-*``, ``Retry-After``, secondary limits) are waited out,
-retries are ours and the token is redacted. PyGithub is not used for polling: its
+retries are ours and the token is redacted (a GitHub App's installation tokens too, as they are
+minted: :mod:`collector.sources.github_auth`). PyGithub is not used for polling: its
 ``PaginatedList`` cannot send ``If-None-Match`` (PyGithub #536, #2950) and its requests would
 bypass our counting and rate-limit layer.
 """
@@ -15,9 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from collector.errors import Rejected, SourceError
+from collector.errors import AuthError, Rejected, SourceError
 from collector.http import ApiClient, next_link
 from collector.sources.base import Pagination, SourceContext, record_key
+from collector.sources.github_auth import AppAuthError, GitHubAppAuth, InstallationAuth
 
 API_VERSION = "2022-11-28"
 #: the largest page GitHub serves
@@ -51,18 +53,24 @@ class Page:
 class GitHubApi:
     """The REST calls on top of ApiClient: pagination, conditional GETs, typed errors."""
 
-    def __init__(self, source: str, base_url: str, token: str, ctx: SourceContext) -> None:
+    def __init__(self, source: str, base_url: str, auth: str | GitHubAppAuth, ctx: SourceContext) -> None:
+        """``auth`` is a personal access token, or a GitHub App whose installation tokens are put
+        on each request as it is sent."""
+        headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION}
+        self.app = auth if isinstance(auth, GitHubAppAuth) else None
         # "Bearer" works for classic and fine-grained PATs and GitHub App installation tokens alike
         self.client = ApiClient(
             source,
             base_url,
-            f"Bearer {token}",
-            secrets=[token],
+            None if self.app else f"Bearer {auth}",
+            secrets=[] if self.app else [str(auth)],
             telemetry=ctx.telemetry,
             policy=ctx.http_policy,
             sleep=ctx.sleep,
-            headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION},
+            headers=headers,
         )
+        if self.app is not None:
+            self.client.session.auth = InstallationAuth(self.app)
 
     @staticmethod
     def key(path: str, params: dict[str, Any] | None = None) -> str:
@@ -71,7 +79,16 @@ class GitHubApi:
 
     def get(self, path_or_url: str, params: dict[str, Any] | None = None, etag: str | None = None) -> Page:
         headers = {"If-None-Match": etag} if etag else None
-        data, resp = self.client.get_json(path_or_url, params=params, headers=headers)
+        try:
+            data, resp = self.client.get_json(path_or_url, params=params, headers=headers)
+        except AppAuthError:
+            raise
+        except AuthError:
+            if self.app is None:
+                raise
+            # an installation token refused before its expiry (revoked, clocks apart): renew it once
+            self.app.invalidate(self.app.owner_of(self.client.url(path_or_url)))
+            data, resp = self.client.get_json(path_or_url, params=params, headers=headers)
         if resp.status_code == 304:
             return Page(304, None, etag, None)
         if resp.status_code >= 400:

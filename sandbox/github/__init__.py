@@ -16,7 +16,13 @@ PyGithub asserts that every URL it follows shares ``base_url``'s host, port and 
 Behaviour shared by every endpoint (endpoint names for ``/_sandbox/stats`` are ``github.<name>``):
 
 - Auth: ``Authorization: Bearer <token>`` or ``token <token>``. None → 401 ``Requires
-  authentication``; another token → 401 ``Bad credentials``.
+  authentication``; another token → 401 ``Bad credentials``. With a GitHub App configured
+  (``SandboxApp``, module ``apps``), its installation tokens work too until they expire (then 401
+  ``Bad credentials``), on their own account's repositories only (404 elsewhere); the app's JWT
+  (RS256, verified against its public key) is accepted at ``/orgs/{org}/installation``,
+  ``/users/{u}/installation``, ``/repos/{o}/{r}/installation`` and ``POST
+  /app/installations/{id}/access_tokens`` (201, ``{token, expires_at, permissions,
+  repository_selection}``). ``GitHubRoutes.authorize`` is the one token check.
 - Primary rate limit per token (default 5000 an hour, wall-clock reset): ``x-ratelimit-limit``,
   ``-remaining``, ``-reset`` (epoch seconds), ``-used``, ``-resource: core`` on every answer. Each
   request costs 1 except ``GET /rate_limit`` and 304s. Exhausted → 403 ``API rate limit exceeded

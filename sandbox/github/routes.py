@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sandbox.github.actions import ActionsHandlers
+from sandbox.github.apps import DOCS_APPS, AppsHandlers, AppState, SandboxApp, verify_jwt
 from sandbox.github.common import BadRequest, user_id
 from sandbox.github.data import SeededGitHubOrg
 from sandbox.github.deliveries import DeliveriesHandlers
@@ -60,7 +61,7 @@ class RateBudget:
         }
 
 
-class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandlers, ActionsHandlers):
+class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandlers, ActionsHandlers, AppsHandlers):
     """The HTTP routes of the sandbox's GitHub: the seeded organisation (``data``) behind REST API v3."""
 
     def __init__(
@@ -73,8 +74,10 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
         organization: str,
         azure_items: list[tuple[int, datetime, datetime | None]],
         malformed: int = 0,
+        app: SandboxApp | None = None,
     ) -> None:
         self.token = token
+        self.apps = AppState(app)
         self.organization = organization
         self.data = SeededGitHubOrg(
             seed=seed,
@@ -162,12 +165,76 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
         ]
         for pattern, name, fn, free in routes:
             router.add("GET", pattern, name, self._endpoint(fn, free))
+        if self.apps.app is not None:
+            apps: list[tuple[str, str, str, Callable[[Shapes, Request], Response]]] = [
+                ("GET", _PREFIX + "/orgs/(?P<org>[^/]+)/installation", "github.installation", self._org_installation),
+                (
+                    "GET",
+                    _PREFIX + "/users/(?P<user>[^/]+)/installation",
+                    "github.installation",
+                    self._user_installation,
+                ),
+                ("GET", r + "/installation", "github.installation", self._repo_installation),
+                (
+                    "POST",
+                    _PREFIX + r"/app/installations/(?P<id>\d+)/access_tokens",
+                    "github.access_token",
+                    self._access_token,
+                ),
+            ]
+            for method, pattern, name, fn in apps:
+                router.add(method, pattern, name, self._app_endpoint(fn))
+
+    def revoke_installation_tokens(self) -> int:
+        """Invalidate every installation token issued so far (their next use answers 401)."""
+        with self._lock:
+            return self.apps.revoke()
+
+    # --- who may call ---------------------------------------------------------------------
+    def authorize(self, req: Request) -> tuple[int, str] | None:
+        """None if the request's credentials may call this route, else GitHub's (status, message).
+
+        The one token check of every REST (and GraphQL) route: the sandbox's personal token, or an
+        installation token of the app that has not expired. An installation token reaches only its
+        own account's repositories; GitHub answers others with 404.
+        """
+        token = _bearer(req.headers.get("authorization", ""))
+        if token is None:
+            return 401, "Requires authentication"
+        if token == self.token:
+            return None
+        issued = self.apps.token(token)
+        if issued is None or time.time() >= issued.expires_at:
+            return 401, "Bad credentials"
+        owner = req.params.get("owner") or req.params.get("org") or req.params.get("user")
+        if owner is not None and owner.lower() != issued.account:
+            return 404, "Not Found"
+        return None
 
     # --- the shared request pipeline ------------------------------------------------------
     def _endpoint(self, fn: Callable[[Shapes, Request], Response], free: bool) -> Callable[[Request], Response]:
         def handle(req: Request) -> Response:
             with self._lock:
                 return self._serve(req, fn, free)
+
+        return handle
+
+    def _app_endpoint(self, fn: Callable[[Shapes, Request], Response]) -> Callable[[Request], Response]:
+        """Routes called as the app: a valid JWT of the app, or 401 with GitHub's message."""
+
+        def handle(req: Request) -> Response:
+            with self._lock:
+                app = self.apps.app
+                assert app is not None
+                token = _bearer(req.headers.get("authorization", ""))
+                problem = "A JSON web token could not be decoded" if token is None else verify_jwt(app, token)
+                if problem is not None:
+                    return _finish(_error(401, problem, DOCS_APPS), {"x-github-api-version-selected": API_VERSION})
+                try:
+                    resp = fn(Shapes(self, req), req)
+                except BadRequest as exc:
+                    resp = _error(exc.status, exc.message, DOCS_APPS)
+                return _finish(resp, {"x-github-api-version-selected": API_VERSION})
 
         return handle
 
@@ -181,9 +248,11 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
             "x-github-media-type": "github.v3; format=json",
             "x-github-request-id": request_id,
         }
-        token = _bearer(req.headers.get("authorization", ""))
-        if token != self.token:
-            message = "Requires authentication" if token is None else "Bad credentials"
+        refused = self.authorize(req)
+        if refused is not None and refused[0] == 404:
+            return _finish(_error(*refused), {**common, **rate.headers()})
+        if refused is not None:
+            status, message = refused
             unauth = {
                 "x-ratelimit-limit": "60",
                 "x-ratelimit-remaining": "59",
@@ -191,7 +260,7 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
                 "x-ratelimit-reset": str(rate.reset),
                 "x-ratelimit-resource": "core",
             }
-            return _finish(_error(401, message), {**common, **unauth})
+            return _finish(_error(status, message), {**common, **unauth})
         if not free and rate.secondary > 0:
             rate.secondary -= 1
             msg = (
