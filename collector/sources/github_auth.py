@@ -2,7 +2,7 @@
 
 A GitHub App signs a short JWT (RS256, ``iss`` = the app id) with its private key and trades it at
 ``POST /app/installations/{id}/access_tokens`` for an installation token that lasts about an hour
-(docs/configuration.md, "GitHub App"). Installations belong to one account, so each owner in
+(README, "GitHub App"). Installations belong to one account, so each owner in
 ``repositories`` gets the token of its own installation, discovered with ``GET
 /orgs/{owner}/installation`` (then ``/users/{owner}/installation``) unless ``installation_id`` is
 configured. Tokens are renewed before they expire, and once more if the API still answers 401, so
@@ -72,7 +72,7 @@ def _inline_pem(value: str) -> bytes:
 
 
 class GitHubAppConfig(ConfigModel):
-    """A GitHub App installed on the owners of ``repositories`` (docs/configuration.md, "GitHub App")."""
+    """A GitHub App installed on the owners of ``repositories`` (README, "GitHub App")."""
 
     app_id: int = Field(ge=1, description="The App ID shown on the app's settings page.")
     private_key_file: str | None = Field(

@@ -336,3 +336,14 @@ def test_check_config_reads_and_parses_the_key_without_the_network(
     code, err = _check_config(tmp_path, f"app: {{app_id: 1, private_key_file: {unreadable}}}", capsys)
     assert code == 2 and f"cannot read {unreadable}: Is a directory" in err
     assert "Traceback" not in err
+
+
+def test_the_chart_schema_knows_the_app_keys() -> None:
+    import json
+
+    chart = json.loads(
+        (Path(__file__).resolve().parents[2] / "helm/cycletime-collector/values.schema.json").read_text()
+    )
+    source = chart["properties"]["config"]["properties"]["sources"]["items"]["properties"]
+    assert set(source["app"]["properties"]) == set(GitHubAppConfig.model_fields)
+    assert source["app"]["additionalProperties"] is False
