@@ -59,6 +59,18 @@ class Redactor:
         }
         self._needles.extend(sorted(forms - set(self._needles), key=len, reverse=True))
 
+    def discard(self, secret: str | None) -> None:
+        """Forget a secret that is never sent again (a replaced short-lived token), so a long-running
+        process does not accumulate them."""
+        if not secret:
+            return
+        forms = {
+            secret,
+            base64.b64encode(f":{secret}".encode()).decode(),
+            base64.b64encode(f"x:{secret}".encode()).decode(),
+        }
+        self._needles = [n for n in self._needles if n not in forms]
+
     def __call__(self, text: object) -> str:
         out = str(text)
         for needle in self._needles:

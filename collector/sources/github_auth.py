@@ -149,7 +149,14 @@ class GitHubAppAuth:
         self.installation_id = app.installation_id
         self.default_owner = default_owner
         self.clock = clock
-        self._key = read_private_key(app.key_pem(), app.private_key_file or "private_key")
+        where = app.private_key_file or "private_key"
+        try:
+            self._key = read_private_key(app.key_pem(), where)
+        except OSError as exc:  # checked with the config; the file may have changed since
+            raise AppAuthError(f"{source}: cannot read {where}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise AppAuthError(f"{source}: {exc}") from None
+        self._jwt: tuple[str, int] | None = None
         self._prefix = urlsplit(base_url).path.rstrip("/")
         # its own session: these requests carry the JWT, never an installation token
         self.client = ApiClient(
@@ -177,24 +184,34 @@ class GitHubAppAuth:
             installation = self._installation(owner.lower())
             held = self._tokens.get(installation)
             if held is None or self.clock() >= held.refresh_at:
-                held = self._mint(installation)
-                self._tokens[installation] = held
+                fresh = self._mint(installation)
+                self._tokens[installation] = fresh
+                if held is not None:
+                    REDACT.discard(held.value)
+                held = fresh
             return held.value
 
     def invalidate(self, owner: str) -> None:
         """The API refused ``owner``'s token (revoked, or expired early): the next use mints a new one."""
         with self._lock:
             installation = self._installations.get(owner.lower(), self.installation_id)
-            if installation is not None:
-                self._tokens.pop(installation, None)
+            held = self._tokens.pop(installation, None) if installation is not None else None
+            if held is not None:
+                REDACT.discard(held.value)
 
     # -- JWT and installation tokens --------------------------------------------------------
     def jwt(self) -> str:
-        """A fresh app JWT: ``iat`` a minute back, ``exp`` within GitHub's ten minutes."""
+        """The app's JWT: ``iat`` a minute back, ``exp`` within GitHub's ten minutes; reused until a
+        minute before it expires (one at a time is known to the redactor)."""
         now = int(self.clock())
+        if self._jwt is not None and now < self._jwt[1] - 60:
+            return self._jwt[0]
         claims = {"iat": now - JWT_BACKDATE, "exp": now + JWT_LIFETIME, "iss": str(self.app_id)}
         token = jwt.encode(claims, self._key, algorithm="RS256")
         REDACT.add(token)
+        if self._jwt is not None:
+            REDACT.discard(self._jwt[0])
+        self._jwt = (token, now + JWT_LIFETIME)
         return token
 
     def _installation(self, owner: str) -> int:

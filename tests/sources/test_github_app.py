@@ -185,12 +185,13 @@ def test_a_key_of_another_app_is_a_clear_error(sandbox: Sandbox, tmp_path: Path)
 
 def test_the_jwt_is_rs256_backdated_a_minute_and_lives_under_ten(keys: tuple[bytes, bytes], key_file: Path) -> None:
     now = 1_750_000_000.0
+    clock = [now]
     auth = GitHubAppAuth(
         "gh",
         "https://api.github.com",
         GitHubAppConfig(app_id=APP_ID, private_key_file=str(key_file)),
         default_owner="contoso",
-        clock=lambda: now,
+        clock=lambda: clock[0],
     )
     token = auth.jwt()
     assert jwt.get_unverified_header(token)["alg"] == "RS256"
@@ -202,6 +203,12 @@ def test_the_jwt_is_rs256_backdated_a_minute_and_lives_under_ten(keys: tuple[byt
     assert auth.owner_of("https://api.github.com/repos/Octo-User/tools/issues?page=2") == "octo-user"
     assert auth.owner_of("https://api.github.com/orgs/fabrikam/repos") == "fabrikam"
     assert auth.owner_of("https://api.github.com/graphql") == "contoso"
+    # reused while it has more than a minute left; its successor replaces it in the redactor
+    clock[0] = now + 420
+    assert auth.jwt() == token and REDACT(token) == "***"
+    clock[0] = now + 481
+    successor = auth.jwt()
+    assert successor != token and REDACT(successor) == "***" and REDACT(token) == token
 
 
 def test_no_token_or_jwt_reaches_the_logs(
@@ -223,13 +230,18 @@ def test_no_token_or_jwt_reaches_the_logs(
     source.sync(store)
     sandbox.github.revoke_installation_tokens()
     source.sync(store)  # the refusal and the renewal are logged too
-    tokens = list(sandbox.github.apps.tokens) + minted_jwts
-    assert len(minted_jwts) >= 2 and sandbox.github.apps.issued[101] >= 2
+    app = source.api.app
+    assert app is not None
+    live = app.token("contoso")
+    tokens = set(sandbox.github.apps.tokens) | set(minted_jwts)
+    assert minted_jwts and sandbox.github.apps.issued[101] >= 2
     text = caplog.text
     assert "installation 101 token valid until" in text  # the log does speak of tokens…
     for secret in tokens:
         assert secret not in text  # …never of their values
-        assert REDACT(f"Authorization: Bearer {secret}") == "Authorization: Bearer ***"
+    # the ones still in use are known to the redactor, whatever prints them
+    assert live in tokens and REDACT(f"Authorization: Bearer {live}") == "Authorization: Bearer ***"
+    assert REDACT(app.jwt()) == "***"
 
 
 # -- configuration --------------------------------------------------------------------------------
