@@ -547,6 +547,9 @@ class ApiClient:
         """Send and read the whole body now (so a cut connection is retried here), within the
         overall deadline and the size cap."""
         watch = _Watch()
+        # a request sent while this one is prepared (a GitHub App minting its token) hands the
+        # watch back when it is done
+        outer = getattr(_WATCHING, "watch", None)
         _WATCHING.watch = watch
         _DEADLINES.arm(watch, self.policy.deadline)
         late = _DeadlineExceeded(f"no complete answer within {self.policy.deadline:.0f}s")
@@ -558,7 +561,7 @@ class ApiClient:
             raise
         finally:
             watch.finish()
-            _WATCHING.watch = None
+            _WATCHING.watch = outer
         if watch.fired:  # cut off, what arrived may look complete: it is not
             resp.close()
             raise late
@@ -570,7 +573,7 @@ class ApiClient:
         started = time.monotonic()
         # prepared here rather than by ``Session.request``, whose merging of the session's settings
         # into every request (``typing.Protocol`` isinstance checks, cookie jar copies) costs more
-        # CPU than the rest of requests; the session's headers, cookies and hooks apply the same
+        # CPU than the rest of requests; the session's headers, auth, cookies and hooks apply the same
         prepared = requests.PreparedRequest()
         prepared.prepare(
             method=method,
@@ -580,6 +583,7 @@ class ApiClient:
             json=json_body,
             cookies=self.session.cookies,
             hooks=self.session.hooks,
+            auth=self.session.auth,
         )
         resp = self.session.send(
             prepared,

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import requests
+
 from collector.errors import AuthError, Rejected, SourceError
 from collector.http import ApiClient, next_link
 from collector.sources.base import Pagination, SourceContext, record_key
@@ -77,18 +79,22 @@ class GitHubApi:
         """The identity of a request, to match a stored ETag to the request it answered."""
         return path + ("?" + urlencode(sorted(params.items())) if params else "")
 
-    def get(self, path_or_url: str, params: dict[str, Any] | None = None, etag: str | None = None) -> Page:
-        headers = {"If-None-Match": etag} if etag else None
+    def request_json(self, method: str, path_or_url: str, **kwargs: Any) -> tuple[Any, requests.Response]:
+        """``ApiClient.request_json``; with an app, an installation token refused before its expiry
+        (revoked, clocks apart) is renewed and the request sent once more, unseen by the caller."""
         try:
-            data, resp = self.client.get_json(path_or_url, params=params, headers=headers)
+            return self.client.request_json(method, path_or_url, **kwargs)
         except AppAuthError:
             raise
         except AuthError:
             if self.app is None:
                 raise
-            # an installation token refused before its expiry (revoked, clocks apart): renew it once
             self.app.invalidate(self.app.owner_of(self.client.url(path_or_url)))
-            data, resp = self.client.get_json(path_or_url, params=params, headers=headers)
+            return self.client.request_json(method, path_or_url, **kwargs)
+
+    def get(self, path_or_url: str, params: dict[str, Any] | None = None, etag: str | None = None) -> Page:
+        headers = {"If-None-Match": etag} if etag else None
+        data, resp = self.request_json("GET", path_or_url, params=params, headers=headers)
         if resp.status_code == 304:
             return Page(304, None, etag, None)
         if resp.status_code >= 400:

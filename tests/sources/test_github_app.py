@@ -359,3 +359,36 @@ def test_the_chart_schema_knows_the_app_keys() -> None:
     source = chart["properties"]["config"]["properties"]["sources"]["items"]["properties"]
     assert set(source["app"]["properties"]) == set(GitHubAppConfig.model_fields)
     assert source["app"]["additionalProperties"] is False
+
+
+def test_cycletime_sync_with_an_app_and_with_a_wrong_key(sandbox: Sandbox, key_file: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import sandbox_config
+
+    def sync(key: Path) -> subprocess.CompletedProcess[str]:
+        source = {
+            "name": "gh",
+            "kind": "github",
+            "base_url": sandbox.github_url,
+            "repositories": ["contoso/web"],
+            "app": {"app_id": APP_ID, "private_key_file": str(key)},
+        }
+        config = tmp_path / "config.yaml"
+        config.write_text(sandbox_config(f"sqlite:///{tmp_path}/cli.db", [source]))
+        args = [sys.executable, "-m", "collector", "sync", "-v", "--log-format", "text", "--config", str(config)]
+        root = Path(__file__).resolve().parents[2]
+        return subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=root)
+
+    ok = sync(key_file)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "installation 101 token valid until" in ok.stderr  # debug logging was on
+    assert sandbox.github.apps.tokens and not any(token in ok.stderr for token in sandbox.github.apps.tokens)
+
+    other = tmp_path / "other.pem"
+    other.write_bytes(_key_pair()[0])
+    refused = sync(other)
+    assert refused.returncode == 1
+    assert "source gh failed: gh: GitHub refused the JWT of app 4242" in refused.stderr
+    assert "Traceback" not in refused.stderr
