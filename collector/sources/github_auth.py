@@ -15,7 +15,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -165,18 +166,32 @@ class GitHubAppAuth:
         self._installations: dict[str, int] = {}
         self._tokens: dict[int, _Token] = {}
         self._lock = threading.RLock()
+        self._acting = threading.local()
         #: installation tokens minted so far (the tests count renewals)
         self.minted = 0
 
     # -- what the API client asks -----------------------------------------------------------
     def owner_of(self, url: str) -> str:
-        """The account a request is about (``/repos/{owner}/…``, ``/orgs/{owner}``…); the first
-        configured owner for anything else (``/rate_limit``, GraphQL)."""
+        """The account a request is about (``/repos/{owner}/…``, ``/orgs/{owner}``…); for anything
+        else (``/rate_limit``, GraphQL) the owner of :meth:`acting_for`, else the first configured."""
         path = urlsplit(url).path
         if self._prefix and path.startswith(self._prefix):
             path = path[len(self._prefix) :]
         m = _OWNER.match(path)
-        return m.group(1).lower() if m else self.default_owner.lower()
+        if m:
+            return m.group(1).lower()
+        return (getattr(self._acting, "owner", None) or self.default_owner).lower()
+
+    @contextmanager
+    def acting_for(self, owner: str) -> Iterator[None]:
+        """Requests whose path names no owner (a GraphQL query about ``owner``'s repositories) use
+        ``owner``'s installation inside this block, in this thread."""
+        before = getattr(self._acting, "owner", None)
+        self._acting.owner = owner
+        try:
+            yield
+        finally:
+            self._acting.owner = before
 
     def token(self, owner: str) -> str:
         """A live installation token for ``owner``'s installation."""

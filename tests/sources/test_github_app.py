@@ -203,6 +203,10 @@ def test_the_jwt_is_rs256_backdated_a_minute_and_lives_under_ten(keys: tuple[byt
     assert auth.owner_of("https://api.github.com/repos/Octo-User/tools/issues?page=2") == "octo-user"
     assert auth.owner_of("https://api.github.com/orgs/fabrikam/repos") == "fabrikam"
     assert auth.owner_of("https://api.github.com/graphql") == "contoso"
+    with auth.acting_for("Octo-User"):  # a GraphQL query about octo-user's repositories
+        assert auth.owner_of("https://api.github.com/graphql") == "octo-user"
+        assert auth.owner_of("https://api.github.com/repos/contoso/web") == "contoso"
+    assert auth.owner_of("https://api.github.com/graphql") == "contoso"
     # reused while it has more than a minute left; its successor replaces it in the redactor
     clock[0] = now + 420
     assert auth.jwt() == token and REDACT(token) == "***"
