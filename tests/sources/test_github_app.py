@@ -18,6 +18,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
     Encoding,
     NoEncryption,
     PrivateFormat,
@@ -346,6 +347,15 @@ def test_check_config_reads_and_parses_the_key_without_the_network(
     )
     code, err = _check_config(tmp_path, f"app: {{app_id: 1, private_key_file: {ec_key}}}", capsys)
     assert code == 2 and f"{ec_key} is not an RSA key: GitHub Apps sign with RSA (RS256)" in err
+
+    encrypted = tmp_path / "encrypted.pem"
+    encrypted.write_bytes(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            Encoding.PEM, PrivateFormat.TraditionalOpenSSL, BestAvailableEncryption(b"secret")
+        )
+    )
+    code, err = _check_config(tmp_path, f"app: {{app_id: 1, private_key_file: {encrypted}}}", capsys)
+    assert code == 2 and f"{encrypted} is encrypted: the collector needs the unencrypted key GitHub generated" in err
 
     unreadable = tmp_path / "dir.pem"
     unreadable.mkdir()
