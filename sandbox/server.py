@@ -53,6 +53,8 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     #: GitHub-style conditional GET: the core adds an ETag and answers 304 on If-None-Match
     etag: bool = False
+    #: rate-limit points the answer cost beyond the request itself (GitHub GraphQL), for the stats
+    points: int = 0
 
     def encoded(self) -> bytes:
         if self.body is None:
@@ -115,21 +117,25 @@ class FaultPlan:
 
 
 class Stats:
-    """Requests per endpoint name and status, readable at ``GET /_sandbox/stats``."""
+    """Requests per endpoint name and status (and points, where an API charges them), readable at
+    ``GET /_sandbox/stats``."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.by_endpoint: Counter[str] = Counter()
         self.by_status: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
+        self.points: Counter[str] = Counter()
         self.not_modified = 0
         self.total = 0
 
-    def count(self, endpoint: str, status: int) -> None:
+    def count(self, endpoint: str, status: int, points: int = 0) -> None:
         with self._lock:
             self.total += 1
             self.by_endpoint[endpoint] += 1
             self.by_status[str(status)] += 1
+            if points:
+                self.points[endpoint] += points
             if status == 304:
                 self.not_modified += 1
 
@@ -145,6 +151,7 @@ class Stats:
                 "by_endpoint": dict(self.by_endpoint),
                 "by_status": dict(self.by_status),
                 "faults": dict(self.faults),
+                "points_by_endpoint": dict(self.points),
             }
 
     def reset(self) -> None:
@@ -152,6 +159,7 @@ class Stats:
             self.by_endpoint.clear()
             self.by_status.clear()
             self.faults.clear()
+            self.points.clear()
             self.not_modified = 0
             self.total = 0
 
@@ -236,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
             if req.headers.get("if-none-match") == tag:
                 resp = Response(304, None, {k: v for k, v in resp.headers.items() if k != "Link"})
                 payload = b""
-        self.server.stats.count(route.name, resp.status)
+        self.server.stats.count(route.name, resp.status, resp.points)
         if fault == "truncate" and resp.status == 200 and len(payload) > 2:
             payload = payload[: len(payload) // 2]
             # Content-Length announces the full body: the client sees a short read, as on a cut link
