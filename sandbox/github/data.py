@@ -274,6 +274,17 @@ class PullRequest:
 
 
 @dataclass(slots=True, eq=False)
+class Review:
+    """A submitted pull-request review (``state`` as REST spells it: ``APPROVED`` …)."""
+
+    pr: PullRequest
+    id: int
+    author: str
+    state: str
+    submitted_at: datetime
+
+
+@dataclass(slots=True, eq=False)
 class GitCommit:
     sha: str
     message: str
@@ -1251,6 +1262,41 @@ class SeededGitHubOrg:
         run = Run(repo.name, deploy, DEFAULT_BRANCH, head, "push", "completed", "success", now, now, BOT, "Deploy")
         self._add_run(repo, run)
         return [f"run:{run.id}"]
+
+    # --- reviews ------------------------------------------------------------------------
+    def _review_plan(self, pr: PullRequest) -> tuple[str, list[tuple[int, str, datetime]], datetime | None]:
+        """Reviewer, (id, state, time) of each review, ready-for-review time of a draft-opened PR.
+
+        Drawn from a stream per pull request, so adding reviews left the rest of the world as it was
+        and activity added later cannot shift them."""
+        rng = random.Random(f"github/reviews/{self.seed}/{pr.repo}/{pr.number}")
+        reviewer = rng.choice([u for u in USERS if u != pr.author])
+        end = pr.merged_at or pr.closed_at or self.now
+        span = max(0.0, (end - pr.created_at).total_seconds())
+        ready = pr.created_at + _secs(timedelta(seconds=span * 0.1)) if rng.random() < 0.2 else None
+        first = (ready or pr.created_at) + _secs(timedelta(seconds=span * (0.15 + 0.3 * rng.random())))
+        reviews: list[tuple[int, str, datetime]] = []
+        base = 90_000_000 + pr.id * 4
+        if span > 60 and rng.random() < 0.35:
+            reviews.append((base + 1, "CHANGES_REQUESTED", first))
+            first = first + _secs(timedelta(seconds=(end - first).total_seconds() * 0.5))
+        if span > 60 and (pr.merged_at or rng.random() < 0.5):
+            reviews.append((base + 2, "APPROVED" if pr.merged_at or rng.random() < 0.5 else "COMMENTED", first))
+        return reviewer, [r for r in reviews if r[2] <= end], ready
+
+    def reviews_of(self, pr: PullRequest) -> list[Review]:
+        """Submitted reviews, oldest first (``GET /pulls/{n}/reviews`` and GraphQL ``reviews``)."""
+        reviewer, plan, _ = self._review_plan(pr)
+        return [Review(pr, rid, reviewer, state, at) for rid, state, at in plan]
+
+    def pr_timeline(self, pr: PullRequest) -> list[IssueEvent]:
+        """A pull request's timeline: its events plus the review request and a draft's ready-for-review."""
+        reviewer, _, ready = self._review_plan(pr)
+        base = 95_000_000 + pr.id * 4
+        extra = [IssueEvent("review_requested", ready or pr.created_at, pr.author, assignee=reviewer, id=base + 1)]
+        if ready is not None:
+            extra.insert(0, IssueEvent("ready_for_review", ready, pr.author, id=base + 2))
+        return sorted([*extra, *pr.events], key=lambda e: e.at)
 
     # --- ground truth -------------------------------------------------------------------
     def truth(self) -> dict[str, Any]:

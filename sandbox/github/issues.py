@@ -61,12 +61,15 @@ class IssuesHandlers(GitHubHandlers):
     def _timeline(self, ctx: Shapes, req: Request) -> Response:
         repo = self._repo_of(req)
         item = self._item(repo, req)
-        return ctx.page(item.events, lambda e: ctx.event(repo, item, e))
+        events = self.data.pr_timeline(item) if isinstance(item, PullRequest) else item.events
+        return ctx.page(events, lambda e: ctx.event(repo, item, e))
 
     def _issue_events(self, ctx: Shapes, req: Request) -> Response:
         repo = self._repo_of(req)
         item = self._item(repo, req)
         events = [e for e in item.events if e.kind != "cross-referenced"]  # a timeline-only event
+        if isinstance(item, PullRequest):
+            events = [e for e in self.data.pr_timeline(item) if e.kind != "cross-referenced"]
         return ctx.page(events, lambda e: ctx.event(repo, item, e))
 
     def _repo_issue_events(self, ctx: Shapes, req: Request) -> Response:
@@ -121,3 +124,8 @@ class IssuesHandlers(GitHubHandlers):
         pr = self._pr(repo, req)
         commits = [repo.commits[s] for s in pr.commits[:250]]  # GitHub lists at most 250
         return ctx.page(commits, lambda c: ctx.commit(repo, c))
+
+    def _pull_reviews(self, ctx: Shapes, req: Request) -> Response:
+        repo = self._repo_of(req)
+        pr = self._pr(repo, req)
+        return ctx.page(self.data.reviews_of(pr), lambda r: ctx.review(repo, r))

@@ -21,6 +21,7 @@ from sandbox.github.data import (
     PullRequest,
     Release,
     Repo,
+    Review,
     Run,
     Workflow,
     iso,
@@ -256,7 +257,7 @@ class Shapes:
 
     def label(self, repo: Repo, name: str) -> dict[str, Any]:
         lid = 4_000_000_000 + sum((i + 1) * ord(ch) for i, ch in enumerate(name))
-        color = LABEL_COLORS.get(name, "0e8a16" if name.startswith("team/") else "ededed")
+        color = label_color(name)
         return {
             "id": lid,
             "node_id": f"LA_kwDO{lid}",
@@ -549,9 +550,29 @@ class Shapes:
             d["state_reason"] = ev.state_reason
         elif ev.kind == "reopened":
             d["state_reason"] = "reopened"
+        elif ev.kind == "review_requested":
+            d["review_requester"] = self.user(ev.actor)
+            d["requested_reviewer"] = self.user(ev.assignee or "")
         if with_issue:
             d["issue"] = self.issue(repo, item)
         return d
+
+    def review(self, repo: Repo, r: Review) -> dict[str, Any]:
+        html = f"{self.web}/{repo.full_name}/pull/{r.pr.number}"
+        pull = f"{self.api}/repos/{repo.full_name}/pulls/{r.pr.number}"
+        return {
+            "id": r.id,
+            "node_id": f"PRR_kwDO{r.id}",
+            "user": self.user(r.author),
+            "body": "Looks good to me." if r.state == "APPROVED" else "A few things to change.",
+            "state": r.state,
+            "html_url": f"{html}#pullrequestreview-{r.id}",
+            "pull_request_url": pull,
+            "author_association": "MEMBER",
+            "_links": {"html": {"href": f"{html}#pullrequestreview-{r.id}"}, "pull_request": {"href": pull}},
+            "submitted_at": iso(r.submitted_at),
+            "commit_id": r.pr.head_sha,
+        }
 
     def deployment(self, repo: Repo, d: Deployment) -> dict[str, Any]:
         b = f"{self.api}/repos/{repo.full_name}"
@@ -754,6 +775,10 @@ class Shapes:
         }
 
 
+def label_color(name: str) -> str:
+    return LABEL_COLORS.get(name, "0e8a16" if name.startswith("team/") else "ededed")
+
+
 _EVENT_NODE = {
     "labeled": "LE",
     "unlabeled": "UNLE",
@@ -762,6 +787,8 @@ _EVENT_NODE = {
     "closed": "CE",
     "reopened": "REE",
     "merged": "ME",
+    "review_requested": "RRE",
+    "ready_for_review": "RFRE",
 }
 
 
