@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from sandbox.github import graphql
 from sandbox.github.actions import ActionsHandlers
 from sandbox.github.apps import DOCS_APPS, AppsHandlers, AppState, SandboxApp, verify_jwt
 from sandbox.github.common import BadRequest, user_id
@@ -23,14 +25,19 @@ from sandbox.server import Request, Response, Router, etag_of
 
 API_VERSION = "2022-11-28"
 DOCS = "https://docs.github.com/rest"
+GRAPHQL_DOCS = "https://docs.github.com/graphql"
+GRAPHQL_AUTH_DOCS = "https://docs.github.com/graphql/guides/forming-calls-with-graphql#authenticating-with-graphql"
+SECONDARY_DOCS = "https://docs.github.com/graphql/overview/rate-limits-and-node-limits-for-the-graphql-api"
 _PREFIX = r"(?P<prefix>/api/v3)?"
 _REPO = _PREFIX + r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
 
 
 class RateBudget:
-    """The primary (per token) and optional secondary rate limits, on the wall clock."""
+    """The primary (per token) and optional secondary rate limits, on the wall clock; ``resource``
+    names the budget (``core`` for REST requests, ``graphql`` for GraphQL points)."""
 
-    def __init__(self, limit: int = 5000, window: int = 3600) -> None:
+    def __init__(self, limit: int = 5000, window: int = 3600, resource: str = "core") -> None:
+        self.resource = resource
         self.limit = limit
         self.remaining = limit
         self.window = window
@@ -49,7 +56,7 @@ class RateBudget:
             "x-ratelimit-remaining": str(self.remaining),
             "x-ratelimit-reset": str(self.reset),
             "x-ratelimit-used": str(self.limit - self.remaining),
-            "x-ratelimit-resource": "core",
+            "x-ratelimit-resource": self.resource,
         }
 
     def snapshot(self) -> dict[str, int]:
@@ -75,6 +82,7 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
         azure_items: list[tuple[int, datetime, datetime | None]],
         malformed: int = 0,
         app: SandboxApp | None = None,
+        graphql_points: int = 5000,
     ) -> None:
         self.token = token
         self.apps = AppState(app)
@@ -88,6 +96,7 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
             malformed=malformed,
         )
         self.rate = RateBudget()
+        self.graphql_rate = RateBudget(graphql_points, resource="graphql")
         self._lock = threading.RLock()
         self._request_no = 0
         self._sorted: dict[tuple[Any, ...], list[Any]] = {}
@@ -110,10 +119,13 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
         reset_in: float | None = None,
         secondary: int | None = None,
         retry_after: int | None = None,
+        resource: str = "core",
     ) -> dict[str, Any]:
-        """Change the budget: ``limit`` (a fresh window unless ``remaining`` is given), ``reset_in`` seconds."""
+        """Change a budget (``resource`` ``core``: REST requests, ``graphql``: GraphQL points): ``limit``
+        (a fresh window unless ``remaining`` is given), ``reset_in`` seconds. The secondary limit is
+        shared: the next ``secondary`` requests of either API are refused."""
         with self._lock:
-            rate = self.rate
+            rate = self.graphql_rate if resource == "graphql" else self.rate
             rate.refresh()
             if limit is not None:
                 rate.limit = int(limit)
@@ -123,10 +135,10 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
             if reset_in is not None:
                 rate.reset = int(time.time() + float(reset_in))
             if secondary is not None:
-                rate.secondary = max(0, int(secondary))
+                self.rate.secondary = max(0, int(secondary))
             if retry_after is not None:
-                rate.retry_after = max(0, int(retry_after))
-            return {**rate.snapshot(), "secondary": rate.secondary, "retry_after": rate.retry_after}
+                self.rate.retry_after = max(0, int(retry_after))
+            return {**rate.snapshot(), "secondary": self.rate.secondary, "retry_after": self.rate.retry_after}
 
     def register(self, router: Router) -> None:
         r = _REPO
@@ -145,6 +157,7 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
             (r + "/pulls", "github.pulls", self._pulls, False),
             (r + f"/pulls/{n}", "github.pull", self._pull, False),
             (r + f"/pulls/{n}/commits", "github.pull_commits", self._pull_commits, False),
+            (r + f"/pulls/{n}/reviews", "github.pull_reviews", self._pull_reviews, False),
             (r + "/commits", "github.commits", self._commits, False),
             (r + "/commits/(?P<ref>.+)", "github.commit", self._commit, False),
             (r + "/compare/(?P<basehead>.+)", "github.compare", self._compare, False),
@@ -165,6 +178,7 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
         ]
         for pattern, name, fn, free in routes:
             router.add("GET", pattern, name, self._endpoint(fn, free))
+        router.add("POST", r"(?P<prefix>/api)?/graphql", "github.graphql", self._graphql)
         if self.apps.app is not None:
             apps: list[tuple[str, str, str, Callable[[Shapes, Request], Response]]] = [
                 ("GET", _PREFIX + "/orgs/(?P<org>[^/]+)/installation", "github.installation", self._org_installation),
@@ -296,6 +310,54 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
         resp.body = payload
         return _finish(resp, {**common, **rate.headers()})
 
+    def _graphql(self, req: Request) -> Response:
+        """``POST /graphql``: REST's auth and secondary limit, then GraphQL's own points budget."""
+        with self._lock:
+            self._request_no += 1
+            request_id = f"5A4D:{self._request_no:06X}"
+            rate = self.graphql_rate
+            rate.refresh()
+            common = {"x-github-request-id": request_id}
+            token = _bearer(req.headers.get("authorization", ""))
+            if self.authorize(req) is not None:
+                if token is None:
+                    message, doc = "This endpoint requires you to be authenticated.", GRAPHQL_AUTH_DOCS
+                else:
+                    message, doc = "Bad credentials", GRAPHQL_DOCS
+                return _finish(Response(401, {"message": message, "documentation_url": doc}), common)
+            issued = self.apps.token(token) if token is not None and token != self.token else None
+            if self.rate.secondary > 0:
+                self.rate.secondary -= 1
+                msg = (
+                    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
+                    f"If you reach out to GitHub Support for help, please include the request ID {request_id}."
+                )
+                body = {"message": msg, "documentation_url": SECONDARY_DOCS}
+                headers = {**common, **rate.headers(), "retry-after": str(self.rate.retry_after)}
+                return _finish(Response(403, body), headers)
+            try:
+                body = json.loads(req.body or b"null")
+            except ValueError:
+                return _finish(
+                    Response(400, {"message": "Problems parsing JSON", "documentation_url": GRAPHQL_DOCS}),
+                    {**common, **rate.headers()},
+                )
+
+            def charge(points: int) -> dict[str, Any]:
+                rate.remaining -= points
+                reset = datetime.fromtimestamp(rate.reset, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                return {
+                    "limit": rate.limit,
+                    "remaining": rate.remaining,
+                    "used": rate.limit - rate.remaining,
+                    "resetAt": reset,
+                }
+
+            account = issued.account if issued is not None else None
+            outcome = graphql.run(self, body, req.base_url, rate.remaining, charge, account)
+            resp = Response(200, outcome.body, points=outcome.cost)
+            return _finish(resp, {**common, **rate.headers()})
+
     # --- endpoints ----------------------------------------------------------------------
     def _rate_limit(self, ctx: Shapes, req: Request) -> Response:
         core = self.rate.snapshot()
@@ -307,7 +369,7 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
         resources = {
             "core": core,
             "search": other(30),
-            "graphql": other(5000),
+            "graphql": self.graphql_rate.snapshot(),
             "integration_manifest": other(5000),
             "source_import": other(100),
             "code_scanning_upload": other(1000),
