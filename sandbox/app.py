@@ -8,7 +8,8 @@ Control endpoints (never counted, never faulted):
 - ``POST /_sandbox/activity``  add new activity now (body ``{"steps": N}``); returns what was added
 - ``POST /_sandbox/faults``    change fault injection (body ``{"rate": 0.2, "kinds": [...]}``)
 - ``POST /_sandbox/throttle``  Azure DevOps: TSTU budget (body ``{"budget": 200, "window_seconds": 300}``)
-- ``POST /_sandbox/ratelimit`` GitHub: set the budget (body ``{"limit":…, "remaining":…, "reset_in":…}``)
+- ``POST /_sandbox/ratelimit`` GitHub: set the budget (body ``{"limit":…, "remaining":…, "reset_in":…}``;
+  ``"resource": "graphql"`` for the GraphQL points budget; ``secondary``/``retry_after`` for both APIs)
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class SandboxOptions:
     tstu_budget: float | None = None
     #: a GitHub App the GitHub half accepts (its JWT, then its installation tokens), beside ``token``
     github_app: SandboxApp | None = None
+    #: GitHub GraphQL points an hour (GitHub: 5,000; Enterprise Cloud: 10,000)
+    github_graphql_points: int = 5000
 
 
 def default_now() -> datetime:
@@ -76,6 +79,7 @@ class Sandbox:
             azure_items=self.azure.work_item_anchors(),
             malformed=self.options.malformed,
             app=self.options.github_app,
+            graphql_points=self.options.github_graphql_points,
         )
         self._activity_rng = random.Random(self.options.seed * 7919 + 1)
         self._clock = now

@@ -2,8 +2,9 @@
 
 Modules: ``data`` (the seeded organisation and its ground truth, no HTTP), ``routes``
 (``GitHubRoutes``: routing, auth, rate limits), one handler module per API area (``repos``,
-``issues``, ``git``, ``deliveries``, ``actions``), ``shapes`` (the JSON objects, pagination)
-and ``common`` (errors, argument parsing, lookups shared by the areas).
+``issues``, ``git``, ``deliveries``, ``actions``), ``shapes`` (the JSON objects, pagination),
+``common`` (errors, argument parsing, lookups shared by the areas) and ``graphql`` (GraphQL API v4
+over the same data, schema ``schema.graphql``: see that module).
 
 The data and the ground truth (and the exact rules a source must follow to reproduce it) live in
 :mod:`sandbox.github.data`; the other modules are the HTTP surface, shaped like
@@ -38,9 +39,10 @@ Endpoints: ``/rate_limit``; ``/orgs/{org}``; ``/orgs/{org}/repos``; ``/users/{u}
 ``/repos/{o}/{r}``: ``''``, ``/issues`` (state, since, sort=created|updated, direction, labels,
 assignee, creator), ``/issues/{n}``, ``/issues/{n}/timeline``, ``/issues/{n}/events``,
 ``/issues/events`` (newest first), ``/pulls`` (state, sort, direction, base, head), ``/pulls/{n}``,
-``/pulls/{n}/commits``, ``/commits`` (sha, since, until; newest first), ``/commits/{ref}`` (422 for
-an unknown sha), ``/compare/{base}...{head}`` (oldest first; at most 250 commits unless ``page``
-or ``per_page`` is given, then paginated, default 250 a page; 404 for an unknown sha),
+``/pulls/{n}/commits``, ``/pulls/{n}/reviews`` (oldest first), ``/commits`` (sha, since, until;
+newest first), ``/commits/{ref}`` (422 for an unknown sha), ``/compare/{base}...{head}`` (oldest
+first; at most 250 commits unless ``page`` or ``per_page`` is given, then paginated, default 250 a
+page; 404 for an unknown sha),
 ``/deployments`` (sha, ref, task, environment; newest first), ``/deployments/{id}``,
 ``/deployments/{id}/statuses`` (newest first), ``/releases`` (newest first), ``/releases/latest``,
 ``/releases/tags/{tag}``, ``/releases/{id}``, ``/git/ref/{ref}`` and ``/git/refs/{ref}``
@@ -48,4 +50,10 @@ or ``per_page`` is given, then paginated, default 250 a page; 404 for an unknown
 ``/actions/workflows/{id|file}/runs`` and ``/actions/runs`` (branch, event, status, created,
 head_sha; ``{total_count, workflow_runs}``; like GitHub, a filtered query yields at most 1,000
 runs: window by ``created``), ``/actions/runs/{id}``.
+
+GraphQL: ``POST /graphql`` (GHES: ``/api/graphql``), endpoint name ``github.graphql``; same auth
+(401 ``This endpoint requires you to be authenticated.`` / ``Bad credentials``) and the same
+secondary limit (answered 403 + ``retry-after`` there); its own points budget (default 5,000 an
+hour, ``x-ratelimit-resource: graphql``, ``set_rate_limit(resource="graphql", …)``), the points
+each answer cost counted under ``points_by_endpoint`` in the stats.
 """

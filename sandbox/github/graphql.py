@@ -374,14 +374,19 @@ class Resolvers:
             lambda: sorted((i for i in repo.items.values() if isinstance(i, Issue)), key=key),
         )
         filters = args.get("filterBy") or {}
-        states = set(args.get("states") or []) | set(filters.get("states") or [])
+        states = frozenset(args.get("states") or []) | frozenset(filters.get("states") or [])
         since = _time_arg(filters.get("since"), "since")
         if states or since:
-            items = [
-                i
-                for i in items
-                if (not states or i.state.upper() in states) and (since is None or i.updated_at >= since)
-            ]
+            everything = items
+            # a filtered view is cached like the sorted one: a sync pages through it many times
+            items = routes._sorted_items(
+                ("gql_issues", repo.name, field, desc, states, since),
+                lambda: [
+                    i
+                    for i in everything
+                    if (not states or i.state.upper() in states) and (since is None or i.updated_at >= since)
+                ],
+            )
         return connection(items, args, key)
 
     def Repository__pullRequests(self, repo: Repo, info: GraphQLResolveInfo, **args: Any) -> dict:
@@ -391,10 +396,16 @@ class Resolvers:
             ("gql_pulls", repo.name, field, desc),
             lambda: sorted((i for i in repo.items.values() if isinstance(i, PullRequest)), key=key),
         )
-        states = set(args.get("states") or [])
+        states = frozenset(args.get("states") or [])
         base = args.get("baseRefName")
         if states or base is not None:
-            items = [p for p in items if (not states or _pr_state(p) in states) and base in (None, DEFAULT_BRANCH)]
+            everything = items
+            items = info.context.routes._sorted_items(
+                ("gql_pulls", repo.name, field, desc, states, base),
+                lambda: [
+                    p for p in everything if (not states or _pr_state(p) in states) and base in (None, DEFAULT_BRANCH)
+                ],
+            )
         return connection(items, args, key)
 
     def Repository__deployments(self, repo: Repo, info: GraphQLResolveInfo, **args: Any) -> dict:

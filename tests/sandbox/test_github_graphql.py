@@ -549,3 +549,34 @@ def test_fault_injection_and_request_counting_cover_graphql(fresh: Client) -> No
     assert stats["by_endpoint"]["github.graphql"] == 2
     assert stats["faults"] == {"502": 1}
     assert stats["points_by_endpoint"] == {"github.graphql": 1}
+
+
+FILTERED = """
+query($o: String!, $r: String!, $since: DateTime, $after: String) {
+  repository(owner: $o, name: $r) {
+    issues(first: 100, after: $after, filterBy: {since: $since}, states: [OPEN]) {
+      pageInfo { hasNextPage endCursor }
+      nodes { number }
+    }
+    pullRequests(first: 100, states: [MERGED]) { totalCount nodes { number } }
+  }
+}
+"""
+
+
+def test_filters_select_what_the_rest_filters_select(gql: Client) -> None:
+    since = "2025-03-01T00:00:00Z"
+    data = gql.query(FILTERED, since=since)["repository"]
+    rest = gql.rest("/issues", state="open", since=since, direction="asc")
+    expected = {i["number"] for i in rest if not (i.get("pull_request") or {}).get("html_url")}
+    assert {n["number"] for n in data["issues"]["nodes"]} == expected and expected
+    merged = {p["number"] for p in gql.rest("/pulls", state="closed") if p["merged_at"]}
+    assert data["pullRequests"]["totalCount"] == len(merged)
+    assert {n["number"] for n in data["pullRequests"]["nodes"]} == merged
+
+
+def test_the_points_budget_is_a_sandbox_option() -> None:
+    with Sandbox(SandboxOptions(now=NOW, work_items=30, token=TOKEN, github_graphql_points=10_000)) as sandbox:
+        resp = Client(sandbox).post(_cost_query(1, 1))
+    assert resp.headers["x-ratelimit-limit"] == "10000"
+    assert resp.json()["data"]["rateLimit"]["remaining"] == 9999
