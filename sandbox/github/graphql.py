@@ -37,7 +37,6 @@ from graphql import (
     GraphQLError,
     GraphQLInt,
     GraphQLNamedType,
-    GraphQLObjectType,
     GraphQLResolveInfo,
     GraphQLSchema,
     InlineFragmentNode,
@@ -68,7 +67,7 @@ from sandbox.github.data import (
     Status,
     iso,
 )
-from sandbox.github.shapes import label_color
+from sandbox.github.shapes import event_node_id, label_color, label_id
 
 if TYPE_CHECKING:
     from sandbox.github.routes import GitHubRoutes
@@ -78,6 +77,7 @@ MAX_PAGE = 100
 MAX_NODES = 500_000
 PR_COMMITS = 250  # GitHub lists at most 250 commits of a pull request
 _CURSOR = "cursor:v2:"
+Connection = dict[str, Any]  # edges, nodes, pageInfo, totalCount
 
 #: REST timeline event → GraphQL timeline item type
 EVENT_TYPES = {
@@ -152,13 +152,15 @@ def encode_cursor(key: Sequence[Any]) -> str:
     return base64.b64encode((_CURSOR + json.dumps(list(key), separators=(",", ":"))).encode()).decode()
 
 
-def decode_cursor(value: str) -> list[Any]:
+def decode_cursor(value: str, positional: bool = False) -> list[Any]:
     try:
         text = base64.b64decode(value.encode(), validate=True).decode()
         if not text.startswith(_CURSOR):
             raise ValueError(value)
         key = json.loads(text[len(_CURSOR) :])
-        if not isinstance(key, list):
+        if not isinstance(key, list) or not all(isinstance(k, int) for k in key):
+            raise ValueError(value)
+        if positional and len(key) != 1:
             raise ValueError(value)
         return key
     except ValueError:
@@ -167,7 +169,7 @@ def decode_cursor(value: str) -> list[Any]:
         ) from None
 
 
-def connection(items: Sequence[Any], args: dict[str, Any], key: Callable[[Any], list[Any]] | None = None) -> dict:
+def connection(items: Sequence[Any], args: dict[str, Any], key: Callable[[Any], list[Any]] | None = None) -> Connection:
     """A Relay connection over ``items`` (already in served order; ``key`` ascending in that order).
 
     Without ``key`` the cursor is the position: for lists that only grow at their end."""
@@ -175,10 +177,10 @@ def connection(items: Sequence[Any], args: dict[str, Any], key: Callable[[Any], 
     positional = key is None
     start, end = 0, len(items)
     if args.get("after") is not None:
-        ck = decode_cursor(args["after"])
+        ck = decode_cursor(args["after"], positional)
         start = int(ck[0]) + 1 if positional else bisect.bisect_right(items, ck, key=keyf)
     if args.get("before") is not None:
-        ck = decode_cursor(args["before"])
+        ck = decode_cursor(args["before"], positional)
         end = int(ck[0]) if positional else bisect.bisect_left(items, ck, key=keyf)
     start, end = max(0, min(start, len(items))), max(0, min(end, len(items)))
     end = max(start, end)
@@ -235,11 +237,9 @@ def analyse(doc: Any, op: OperationDefinitionNode, variables: dict[str, Any]) ->
                 walk(frag.selection_set, SCHEMA.get_type(frag.type_condition.name.value) or parent, mult, path)
                 continue
             name = sel.name.value
-            if not isinstance(parent, GraphQLObjectType) and not hasattr(parent, "fields"):
-                continue  # __typename on a union
             field = getattr(parent, "fields", {}).get(name)
             if field is None:
-                continue
+                continue  # __typename
             target = get_named_type(field.type)
             args = {a.name.value: a.value for a in sel.arguments}
             here = [*path, sel.alias.value if sel.alias else name]
@@ -267,6 +267,12 @@ def analyse(doc: Any, op: OperationDefinitionNode, variables: dict[str, Any]) ->
 def _page_size(name: str, args: dict[str, Any], variables: dict[str, Any], path: list[str]) -> int:
     values = {k: value_from_ast(args[k], GraphQLInt, variables) for k in ("first", "last") if k in args}
     values = {k: v for k, v in values.items() if v is not None and v is not Undefined}
+    if len(values) == 2:
+        raise QueryError(
+            f"Passing both `first` and `last` to paginate the `{name}` connection is not supported.",
+            "INVALID_PAGINATION",
+            path,
+        )
     if not values:
         raise QueryError(
             f"You must provide a `first` or `last` value to properly paginate the `{name}` connection.",
@@ -365,7 +371,7 @@ class Resolvers:
     def Repository__nameWithOwner(self, repo: Repo, info: GraphQLResolveInfo) -> str:
         return repo.full_name
 
-    def Repository__issues(self, repo: Repo, info: GraphQLResolveInfo, **args: Any) -> dict:
+    def Repository__issues(self, repo: Repo, info: GraphQLResolveInfo, **args: Any) -> Connection:
         field, desc = _order(args)
         key = _sort_key(field, desc)
         routes = info.context.routes
@@ -389,7 +395,7 @@ class Resolvers:
             )
         return connection(items, args, key)
 
-    def Repository__pullRequests(self, repo: Repo, info: GraphQLResolveInfo, **args: Any) -> dict:
+    def Repository__pullRequests(self, repo: Repo, info: GraphQLResolveInfo, **args: Any) -> Connection:
         field, desc = _order(args)
         key = _sort_key(field, desc)
         items = info.context.routes._sorted_items(
@@ -408,7 +414,7 @@ class Resolvers:
             )
         return connection(items, args, key)
 
-    def Repository__deployments(self, repo: Repo, info: GraphQLResolveInfo, **args: Any) -> dict:
+    def Repository__deployments(self, repo: Repo, info: GraphQLResolveInfo, **args: Any) -> Connection:
         _, desc = _order(args)
         sign = -1 if desc else 1
 
@@ -457,14 +463,14 @@ class Resolvers:
         tid = 3_000_000 + sum((n + 1) * ord(ch) for n, ch in enumerate(i.native_type))
         return {"id": f"IT_kwDO{tid}", "name": i.native_type}
 
-    def Issue__labels(self, i: Issue, info: GraphQLResolveInfo, **args: Any) -> dict:
+    def Issue__labels(self, i: Issue, info: GraphQLResolveInfo, **args: Any) -> Connection:
         repo = info.context.routes.data.repos[i.repo]
         return connection([LabelRef(repo, name) for name in i.labels], args)
 
-    def Issue__timelineItems(self, i: Issue, info: GraphQLResolveInfo, **args: Any) -> dict:
+    def Issue__timelineItems(self, i: Issue, info: GraphQLResolveInfo, **args: Any) -> Connection:
         return connection(_timeline(i, i.events, args), args)
 
-    def Issue__closedByPullRequestsReferences(self, i: Issue, info: GraphQLResolveInfo, **args: Any) -> dict:
+    def Issue__closedByPullRequestsReferences(self, i: Issue, info: GraphQLResolveInfo, **args: Any) -> Connection:
         closers = info.context.routes._sorted_items(("gql_closers",), lambda: [_closers(info.context.routes)])[0]
         prs = closers.get(id(i), [])
         if not args.get("includeClosedPrs"):
@@ -515,21 +521,21 @@ class Resolvers:
             return None
         return info.context.routes.data.repos[p.repo].commits.get(p.merge_commit_sha)
 
-    def PullRequest__labels(self, p: PullRequest, info: GraphQLResolveInfo, **args: Any) -> dict:
+    def PullRequest__labels(self, p: PullRequest, info: GraphQLResolveInfo, **args: Any) -> Connection:
         repo = info.context.routes.data.repos[p.repo]
         return connection([LabelRef(repo, name) for name in p.labels], args)
 
-    def PullRequest__commits(self, p: PullRequest, info: GraphQLResolveInfo, **args: Any) -> dict:
+    def PullRequest__commits(self, p: PullRequest, info: GraphQLResolveInfo, **args: Any) -> Connection:
         repo = info.context.routes.data.repos[p.repo]
         return connection([PullRequestCommit(p, repo.commits[s]) for s in p.commits[:PR_COMMITS]], args)
 
-    def PullRequest__reviews(self, p: PullRequest, info: GraphQLResolveInfo, **args: Any) -> dict:
+    def PullRequest__reviews(self, p: PullRequest, info: GraphQLResolveInfo, **args: Any) -> Connection:
         return connection(info.context.routes.data.reviews_of(p), args)
 
-    def PullRequest__timelineItems(self, p: PullRequest, info: GraphQLResolveInfo, **args: Any) -> dict:
+    def PullRequest__timelineItems(self, p: PullRequest, info: GraphQLResolveInfo, **args: Any) -> Connection:
         return connection(_timeline(p, info.context.routes.data.pr_timeline(p), args), args)
 
-    def PullRequest__closingIssuesReferences(self, p: PullRequest, info: GraphQLResolveInfo, **args: Any) -> dict:
+    def PullRequest__closingIssuesReferences(self, p: PullRequest, info: GraphQLResolveInfo, **args: Any) -> Connection:
         return connection(list(p.closes), args)
 
     # small objects
@@ -546,7 +552,7 @@ class Resolvers:
         return user_id(a.login)
 
     def Label__id(self, lb: LabelRef, info: GraphQLResolveInfo) -> str:
-        return f"LA_kwDO{lb.repo.id}{sum(ord(c) for c in lb.name)}"
+        return f"LA_kwDO{label_id(lb.name)}"
 
     def Label__color(self, lb: LabelRef, info: GraphQLResolveInfo) -> str:
         return label_color(lb.name)
@@ -599,7 +605,7 @@ class Resolvers:
     def Deployment__latestStatus(self, d: Deployment, info: GraphQLResolveInfo) -> DeploymentStatus | None:
         return DeploymentStatus(d, d.statuses[-1]) if d.statuses else None
 
-    def Deployment__statuses(self, d: Deployment, info: GraphQLResolveInfo, **args: Any) -> dict:
+    def Deployment__statuses(self, d: Deployment, info: GraphQLResolveInfo, **args: Any) -> Connection:
         return connection([DeploymentStatus(d, s) for s in reversed(d.statuses)], args)
 
     def DeploymentStatus__id(self, s: DeploymentStatus, info: GraphQLResolveInfo) -> str:
@@ -623,7 +629,9 @@ def _event_resolvers(table: dict[tuple[str, str], Callable[..., Any]]) -> None:
 
     def ident(t: TimelineItem, info: GraphQLResolveInfo) -> str:
         ev = t.event
-        return f"{info.parent_type.name[:2].upper()}_lADO{ev.id or t.item.id}{_ts(ev.at)}"
+        if ev.id:
+            return event_node_id(ev)
+        return f"CRE_lADO{t.item.id}{_ts(ev.at)}"  # cross-references have no REST id
 
     def assignee(t: TimelineItem, info: GraphQLResolveInfo) -> Actor | None:
         return Actor(t.event.assignee) if t.event.assignee else None
@@ -736,7 +744,6 @@ class Outcome:
 
     body: dict[str, Any]
     cost: int = 0
-    rate_limited: bool = False
 
 
 def run(
@@ -773,7 +780,7 @@ def run(
     cost = 0 if analysis.dry_run else analysis.cost
     if cost > remaining:
         message = f"API rate limit exceeded for user ID {user_id('sandbox')}."
-        return Outcome({"errors": [{"type": "RATE_LIMITED", "message": message}]}, rate_limited=True)
+        return Outcome({"errors": [{"type": "RATE_LIMITED", "message": message}]})
     rate = {**charge(cost), "cost": analysis.cost, "nodeCount": analysis.nodes}
     result = execute(
         SCHEMA,

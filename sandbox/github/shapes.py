@@ -256,7 +256,7 @@ class Shapes:
         return d
 
     def label(self, repo: Repo, name: str) -> dict[str, Any]:
-        lid = 4_000_000_000 + sum((i + 1) * ord(ch) for i, ch in enumerate(name))
+        lid = label_id(name)
         color = label_color(name)
         return {
             "id": lid,
@@ -527,7 +527,7 @@ class Shapes:
         b = f"{self.api}/repos/{repo.full_name}"
         d: dict[str, Any] = {
             "id": ev.id,
-            "node_id": f"{_EVENT_NODE.get(ev.kind, 'IE')}_lADO{ev.id}",
+            "node_id": event_node_id(ev),
             "url": f"{b}/issues/events/{ev.id}",
             "actor": self.user(ev.actor),
             "event": ev.kind,
@@ -773,6 +773,14 @@ class Shapes:
             "repository": self.repository(repo),
             "head_repository": self.repository(repo),
         }
+
+
+def label_id(name: str) -> int:
+    return 4_000_000_000 + sum((i + 1) * ord(ch) for i, ch in enumerate(name))
+
+
+def event_node_id(ev: IssueEvent) -> str:
+    return f"{_EVENT_NODE.get(ev.kind, 'IE')}_lADO{ev.id}"
 
 
 def label_color(name: str) -> str:

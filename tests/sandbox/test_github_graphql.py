@@ -28,7 +28,7 @@ query($o: String!, $r: String!, $after: String) {
       totalCount
       pageInfo { hasNextPage endCursor }
       nodes {
-        number createdAt updatedAt closedAt state stateReason
+        id databaseId number createdAt updatedAt closedAt state stateReason
         issueType { name }
         labels(first: 20) { nodes { name color } }
         timelineItems(first: 100) {
@@ -181,6 +181,7 @@ def test_issues_and_their_timelines_are_the_rest_issues_and_timelines(gql: Clien
     assert [n["number"] for n in nodes] == [i["number"] for i in rest]
     kinds = {"AssignedEvent": 0, "ClosedEvent": 0, "CrossReferencedEvent": 0, "ReopenedEvent": 0}
     for node, issue in zip(nodes, rest, strict=True):
+        assert (node["id"], node["databaseId"]) == (issue["node_id"], issue["id"])
         assert node["createdAt"] == issue["created_at"]
         assert node["updatedAt"] == issue["updated_at"]
         assert node["closedAt"] == issue["closed_at"]
@@ -449,6 +450,19 @@ def test_connections_need_first_or_last_up_to_100(gql: Client, args: str, kind: 
 def test_page_size_from_a_variable_is_checked_too(gql: Client) -> None:
     body = gql.post(PAGE, {"o": "contoso", "r": REPO, "first": 150, "dir": "ASC"}).json()
     assert body["errors"][0]["type"] == "EXCESSIVE_PAGINATION"
+    body = gql.post(PAGE, {"o": "contoso", "r": REPO, "first": 5, "last": 5, "dir": "ASC"}).json()
+    assert body["errors"][0]["message"] == (
+        "Passing both `first` and `last` to paginate the `issues` connection is not supported."
+    )
+
+
+def test_a_cursor_of_another_connection_is_refused(gql: Client) -> None:
+    cursor = gql.query(PAGE, first=1, dir="ASC")["repository"]["issues"]["pageInfo"]["endCursor"]
+    query = """query($after: String) { repository(owner: "contoso", name: "web") {
+      issues(first: 1) { nodes { timelineItems(first: 5, after: $after) { totalCount } } } } }"""
+    body = gql.post(query, {"after": cursor}).json()
+    assert body["errors"][0]["type"] == "INVALID_CURSOR_ARGUMENTS"
+    assert body["errors"][0]["path"] == ["repository", "issues", "nodes", 0, "timelineItems"]
 
 
 def test_a_missing_repository_is_an_error_beside_partial_data(gql: Client) -> None:
