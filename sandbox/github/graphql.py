@@ -16,7 +16,9 @@ around the spec, with GitHub's error types and wording:
 
 Objects resolve from the same ``SeededGitHubOrg`` the REST routes serve, in their order: issue and
 pull-request timelines oldest first, a pull request's commits oldest first (at most 250, as REST),
-deployment statuses newest first. Lists default to ``CREATED_AT ASC``. The sandbox's ``connected``
+deployment statuses newest first. ``repository.issue(number:)``, ``repository.pullRequest(number:)``
+and ``node(id:)`` (repositories, issues, pull requests, deployments) reach one object, to page a
+nested connection that overflowed. Lists default to ``CREATED_AT ASC``. The sandbox's ``connected``
 events name no pull request (its REST events neither), so ``ConnectedEvent.source`` is the issue.
 """
 
@@ -342,6 +344,16 @@ class Resolvers:
             return "PullRequest" if value.is_pr else "Issue"
         if isinstance(value, GitCommit):
             return "Commit"
+        named = {
+            Repo: "Repository",
+            Deployment: "Deployment",
+            DeploymentStatus: "DeploymentStatus",
+            LabelRef: "Label",
+            PullRequestCommit: "PullRequestCommit",
+            Review: "PullRequestReview",
+        }
+        if type(value) in named:
+            return named[type(value)]
         raise TypeError(f"no GraphQL type for {type(value).__name__}")
 
     # Query
@@ -361,7 +373,43 @@ class Resolvers:
     def Query__rateLimit(self, obj: Any, info: GraphQLResolveInfo, **_: Any) -> dict[str, Any]:
         return info.root_value["rateLimit"]
 
+    def Query__id(self, obj: Any, info: GraphQLResolveInfo) -> str:
+        return "MDU6UXVlcnk="
+
+    def Query__node(self, obj: Any, info: GraphQLResolveInfo, id: str) -> Any:
+        found = _nodes(info.context.routes).get(id)
+        if found is None:
+            raise GraphQLError(
+                f"Could not resolve to a node with the global id of '{id}'", extensions={"type": "NOT_FOUND"}
+            )
+        return found
+
+    def Query__nodes(self, obj: Any, info: GraphQLResolveInfo, ids: list[str]) -> list[Any]:
+        index = _nodes(info.context.routes)
+        missing = [i for i in ids if i not in index]
+        if missing:
+            raise GraphQLError(
+                f"Could not resolve to a node with the global id of '{missing[0]}'", extensions={"type": "NOT_FOUND"}
+            )
+        return [index[i] for i in ids]
+
     # Repository
+    def Repository__issue(self, repo: Repo, info: GraphQLResolveInfo, number: int) -> Issue:
+        item = repo.items.get(number)
+        if not isinstance(item, Issue):
+            raise GraphQLError(
+                f"Could not resolve to an Issue with the number of {number}.", extensions={"type": "NOT_FOUND"}
+            )
+        return item
+
+    def Repository__pullRequest(self, repo: Repo, info: GraphQLResolveInfo, number: int) -> PullRequest:
+        item = repo.items.get(number)
+        if not isinstance(item, PullRequest):
+            raise GraphQLError(
+                f"Could not resolve to a PullRequest with the number of {number}.", extensions={"type": "NOT_FOUND"}
+            )
+        return item
+
     def Repository__id(self, repo: Repo, info: GraphQLResolveInfo) -> str:
         return f"R_kgDO{repo.id:08d}"
 
@@ -719,6 +767,22 @@ def _timeline(item: Issue | PullRequest, events: Sequence[IssueEvent], args: dic
             continue
         out.append(TimelineItem(item, ev))
     return out
+
+
+def _nodes(routes: GitHubRoutes) -> dict[str, Any]:
+    """Global node id → repository, issue, pull request or deployment (what ``node(id:)`` finds)."""
+
+    def make() -> list[dict[str, Any]]:
+        index: dict[str, Any] = {}
+        for repo in routes.data.repos.values():
+            index[f"R_kgDO{repo.id:08d}"] = repo
+            for item in repo.items.values():
+                index[f"PR_kwDO{item.id}" if isinstance(item, PullRequest) else f"I_kwDO{item.id}"] = item
+            for d in repo.deployments:
+                index[f"DE_kwDO{d.id}"] = d
+        return [index]
+
+    return routes._sorted_items(("gql_nodes",), make)[0]
 
 
 def _closers(routes: GitHubRoutes) -> dict[int, list[PullRequest]]:

@@ -594,3 +594,32 @@ def test_the_points_budget_is_a_sandbox_option() -> None:
         resp = Client(sandbox).post(_cost_query(1, 1))
     assert resp.headers["x-ratelimit-limit"] == "10000"
     assert resp.json()["data"]["rateLimit"]["remaining"] == 9999
+
+
+def test_an_overflowing_nested_connection_is_paged_on_its_own_object(gql: Client) -> None:
+    """A sync pages a long timeline or commit list by number or node id, not by re-reading the list."""
+    conn = gql.query(PULLS, after=None)["repository"]["pullRequests"]["nodes"]
+    pr = max(conn, key=lambda p: p["commits"]["totalCount"])
+    query = """query($o: String!, $r: String!, $n: Int!, $after: String) { repository(owner: $o, name: $r) {
+      pullRequest(number: $n) { id commits(first: 1, after: $after) {
+        pageInfo { hasNextPage endCursor } nodes { commit { oid } } } } } }"""
+    oids, after = [], None
+    while True:
+        page = gql.query(query, n=pr["number"], after=after)["repository"]["pullRequest"]
+        oids += [c["commit"]["oid"] for c in page["commits"]["nodes"]]
+        if not page["commits"]["pageInfo"]["hasNextPage"]:
+            break
+        after = page["commits"]["pageInfo"]["endCursor"]
+    assert oids == [c["commit"]["oid"] for c in pr["commits"]["nodes"]] and len(oids) > 1
+    by_id = gql.post(
+        "query($id: ID!) { node(id: $id) { __typename ... on PullRequest { number } } }", {"id": page["id"]}
+    ).json()
+    assert by_id["data"]["node"] == {"__typename": "PullRequest", "number": pr["number"]}
+    issue = gql.post(
+        'query($n: Int!) { repository(owner: "contoso", name: "web") { issue(number: $n) { number } } }',
+        {"n": pr["number"]},
+    ).json()
+    assert issue["data"]["repository"]["issue"] is None
+    assert issue["errors"][0]["message"] == f"Could not resolve to an Issue with the number of {pr['number']}."
+    gone = gql.post('query { node(id: "I_kwDO0") { id } }').json()
+    assert gone["data"]["node"] is None and gone["errors"][0]["type"] == "NOT_FOUND"
