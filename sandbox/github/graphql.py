@@ -487,6 +487,9 @@ class Resolvers:
     def Issue__url(self, i: Issue, info: GraphQLResolveInfo) -> str:
         return f"{info.context.web}/{info.context.routes.organization}/{i.repo}/issues/{i.number}"
 
+    def Issue__repository(self, i: Issue, info: GraphQLResolveInfo) -> Repo:
+        return info.context.routes.data.repos[i.repo]
+
     def Issue__author(self, i: Issue, info: GraphQLResolveInfo) -> Actor:
         return Actor(i.author)
 
@@ -533,6 +536,9 @@ class Resolvers:
 
     def PullRequest__url(self, p: PullRequest, info: GraphQLResolveInfo) -> str:
         return f"{info.context.web}/{info.context.routes.organization}/{p.repo}/pull/{p.number}"
+
+    def PullRequest__repository(self, p: PullRequest, info: GraphQLResolveInfo) -> Repo:
+        return info.context.routes.data.repos[p.repo]
 
     def PullRequest__author(self, p: PullRequest, info: GraphQLResolveInfo) -> Actor:
         return Actor(p.author)

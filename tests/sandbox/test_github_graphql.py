@@ -48,7 +48,7 @@ query($o: String!, $r: String!, $after: String) {
             ... on DisconnectedEvent { createdAt }
             ... on CrossReferencedEvent {
               createdAt willCloseTarget isCrossRepository
-              source { ... on PullRequest { number closedAt } }
+              source { ... on PullRequest { number closedAt repository { nameWithOwner } } }
             }
           }
         }
@@ -218,7 +218,11 @@ def test_issues_and_their_timelines_are_the_rest_issues_and_timelines(gql: Clien
                 assert item["label"]["name"] == ev["label"]["name"]
             elif kind == "CrossReferencedEvent":
                 source = ev["source"]["issue"]
-                assert item["source"] == {"number": source["number"], "closedAt": source["closed_at"]}
+                assert item["source"] == {
+                    "number": source["number"],
+                    "closedAt": source["closed_at"],
+                    "repository": {"nameWithOwner": source["repository"]["full_name"]},
+                }
                 assert item["willCloseTarget"] == _closes(source["body"] + source["title"], issue["number"])
                 assert item["isCrossRepository"] is (source["repository"]["name"] != REPO)
                 if item["willCloseTarget"]:
