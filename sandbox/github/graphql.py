@@ -5,8 +5,9 @@ graphql-core parses, validates and executes against it, and this module adds wha
 around the spec, with GitHub's error types and wording:
 
 - before execution, per the documented resource limits: every connection needs ``first`` or
-  ``last`` within 1..100 (``MISSING_PAGINATION_BOUNDARIES`` / ``EXCESSIVE_PAGINATION``), at most
-  500,000 nodes a query (``MAX_NODE_LIMIT_EXCEEDED``); these answers carry no ``data``;
+  ``last`` (not both), at most 100 (``MISSING_PAGINATION_BOUNDARIES`` / ``EXCESSIVE_PAGINATION``),
+  and a query at most 500,000 nodes (``MAX_NODE_LIMIT_EXCEEDED``); these answers carry no ``data``
+  and cost nothing;
 - the documented cost: the requests each connection needs if every page were full (one per parent
   node), summed, divided by 100, rounded, at least 1; charged to a points budget of its own
   (``x-ratelimit-resource: graphql``), ``RATE_LIMITED`` in a 200 once it cannot pay;
