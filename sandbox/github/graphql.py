@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import bisect
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -834,7 +835,7 @@ def run(
         return Outcome({"errors": [_format(exc)]})
     errors = validate(SCHEMA, doc)
     if errors:
-        return Outcome({"errors": [_format(e) for e in errors]})
+        return Outcome({"errors": [_validation_error(e) for e in errors]})
     op = get_operation_ast(doc, body.get("operationName"))
     if op is None:
         return Outcome({"errors": [{"message": "An operation name is required when a query has several."}]})
@@ -868,6 +869,19 @@ def run(
         out["errors"] = [_format(e) for e in result.errors]
     out["data"] = result.data
     return Outcome(out, cost)
+
+
+_UNDEFINED_FIELD = re.compile(r"Cannot query field '(?P<field>\w+)' on type '(?P<type>\w+)'\.")
+
+
+def _validation_error(error: GraphQLError) -> dict[str, Any]:
+    """graphql-core's validation message, in GitHub's (graphql-ruby's) words where clients match on them."""
+    d = _format(error)
+    m = _UNDEFINED_FIELD.match(error.message)
+    if m:
+        d["message"] = f"Field '{m['field']}' doesn't exist on type '{m['type']}'"
+        d["extensions"] = {"code": "undefinedField", "typeName": m["type"], "fieldName": m["field"]}
+    return d
 
 
 def _format(error: GraphQLError) -> dict[str, Any]:

@@ -511,6 +511,12 @@ def test_a_query_dearer_than_what_is_left_is_refused_whole(fresh: Client) -> Non
     assert fresh.post(_cost_query(1, 1)).json()["data"]["rateLimit"]["remaining"] == 1
 
 
+def test_a_dry_run_reports_the_cost_and_spends_nothing(fresh: Client) -> None:
+    query = _cost_query(100, 1).replace("rateLimit {", "rateLimit(dryRun: true) {")
+    rate = fresh.post(query).json()["data"]["rateLimit"]
+    assert (rate["cost"], rate["remaining"]) == (2, 5000)
+
+
 def test_the_budget_is_configurable(fresh: Client) -> None:
     fresh.control("ratelimit", {"resource": "graphql", "limit": 10000})
     resp = fresh.post(_cost_query(1, 1))
@@ -550,7 +556,8 @@ def test_auth_is_required_as_for_rest(gql: Client, headers: dict[str, str], mess
 
 def test_invalid_queries_are_errors_in_a_200(gql: Client) -> None:
     body = gql.post('query { repository(owner: "contoso", name: "web") { stars } }').json()
-    assert body["errors"][0]["message"] == "Cannot query field 'stars' on type 'Repository'."
+    assert body["errors"][0]["message"] == "Field 'stars' doesn't exist on type 'Repository'"
+    assert body["errors"][0]["extensions"]["code"] == "undefinedField"
     assert "data" not in body
     assert "errors" in gql.post("query {").json()
     resp = gql.http.post(gql.url + "/graphql", data=b"{not json", timeout=10)
