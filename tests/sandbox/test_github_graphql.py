@@ -634,3 +634,29 @@ def test_an_overflowing_nested_connection_is_paged_on_its_own_object(gql: Client
     assert issue["errors"][0]["message"] == f"Could not resolve to an Issue with the number of {pr['number']}."
     gone = gql.post('query { node(id: "I_kwDO0") { id } }').json()
     assert gone["data"]["node"] is None and gone["errors"][0]["type"] == "NOT_FOUND"
+
+
+def test_a_cursor_taken_before_new_activity_continues_with_just_the_new_issues(fresh: Client) -> None:
+    query = """query($r: String!, $after: String) { repository(owner: "contoso", name: $r) {
+      issues(first: 100, after: $after, orderBy: {field: CREATED_AT, direction: ASC}) {
+        totalCount pageInfo { hasNextPage endCursor } nodes { number } } } }"""
+
+    def last_page(repo: str, after: str | None = None) -> dict[str, Any]:
+        while True:
+            resp = fresh.post(query, {"r": repo, "after": after}).json()["data"]["repository"]["issues"]
+            if not resp["pageInfo"]["hasNextPage"]:
+                return resp
+            after = resp["pageInfo"]["endCursor"]
+
+    repos = ("web", "api", "mobile-app")
+    before = {r: last_page(r) for r in repos}
+    fresh.control("activity", {"steps": 3})
+    grown = 0
+    for repo in repos:
+        old = before[repo]
+        new = fresh.post(query, {"r": repo, "after": old["pageInfo"]["endCursor"]}).json()["data"]["repository"]
+        added = new["issues"]["totalCount"] - old["totalCount"]
+        assert len(new["issues"]["nodes"]) == added
+        assert all(n["number"] > max(x["number"] for x in old["nodes"]) for n in new["issues"]["nodes"])
+        grown += added
+    assert grown == 3
