@@ -7,14 +7,19 @@ the same object, so the REST and GraphQL plans of the collector read one organis
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import jwt
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from sandbox.app import Sandbox, SandboxOptions
+from sandbox.github.apps import SandboxApp
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 TOKEN = "gql-test-token"
@@ -660,3 +665,28 @@ def test_a_cursor_taken_before_new_activity_continues_with_just_the_new_issues(f
         assert all(n["number"] > max(x["number"] for x in old["nodes"]) for n in new["issues"]["nodes"])
         grown += added
     assert grown == 3
+
+
+def test_an_installation_token_queries_its_own_account_only() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    app = SandboxApp(app_id=5, public_key_pem=public, installations={"contoso": 11, "octo-user": 12})
+    now = int(time.time())
+    app_jwt = jwt.encode({"iat": now - 60, "exp": now + 500, "iss": "5"}, key, algorithm="RS256")
+    query = 'query { rateLimit { cost } repository(owner: "contoso", name: "web") { name } }'
+    with Sandbox(SandboxOptions(now=NOW, work_items=30, token=TOKEN, github_app=app)) as sandbox:
+
+        def ask(token: str) -> requests.Response:
+            headers = {"Authorization": f"Bearer {token}"}
+            return requests.post(sandbox.url + "/graphql", json={"query": query}, headers=headers, timeout=10)
+
+        def mint(installation: int) -> str:
+            url = f"{sandbox.url}/app/installations/{installation}/access_tokens"
+            return requests.post(url, headers={"Authorization": f"Bearer {app_jwt}"}, timeout=10).json()["token"]
+
+        own = ask(mint(11)).json()
+        other = ask(mint(12)).json()
+        as_app = ask(app_jwt)
+    assert own["data"]["repository"] == {"name": "web"} and "errors" not in own
+    assert other["data"]["repository"] is None and other["errors"][0]["type"] == "NOT_FOUND"
+    assert as_app.status_code == 401 and as_app.json()["message"] == "Bad credentials"
