@@ -81,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--work-items", type=int, default=600, help="work items per half (Azure Boards, GitHub)")
     sb.add_argument("--fault-rate", type=float, default=0.0, help="fraction of API requests answered with a fault")
     sb.add_argument("--malformed", type=int, default=0, help="malformed records mixed into each API's data")
+    sb.add_argument(
+        "--latency",
+        type=_latency,
+        default=0.0,
+        metavar="DURATION",
+        help="added to every API answer, ±20%% jitter (seeded), like a network round trip: e.g. 50ms; default none",
+    )
     sb.add_argument("--truth", metavar="FILE", help="write the ground truth as JSON and keep serving")
     sb.add_argument(
         "--activity",
@@ -133,6 +140,18 @@ def _parse_at(value: str) -> float:
             f"{value!r} is neither an ISO 8601 time nor -<duration> (e.g. -30d): {exc}"
         ) from None
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def _latency(value: str) -> float:
+    """``--latency``: a duration (``50ms``, ``0.2s``) or 0, in seconds."""
+    from collector.config import parse_duration
+
+    if value.strip() in ("0", "0s", "0ms"):
+        return 0.0
+    try:
+        return parse_duration(value).total_seconds()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -304,7 +323,11 @@ def _sandbox(args: argparse.Namespace) -> int:
         return 2
 
     options = SandboxOptions(
-        seed=args.seed, work_items=args.work_items, fault_rate=args.fault_rate, malformed=args.malformed
+        seed=args.seed,
+        work_items=args.work_items,
+        fault_rate=args.fault_rate,
+        malformed=args.malformed,
+        latency=args.latency,
     )
     sandbox = Sandbox(options, host=args.host, port=args.port)
     if args.truth:
@@ -312,6 +335,8 @@ def _sandbox(args: argparse.Namespace) -> int:
     print(f"sandbox listening on {sandbox.url}", flush=True)
     print(f"  azure devops organization_url: {sandbox.azure_url}", flush=True)
     print(f"  github base_url:               {sandbox.github_url}", flush=True)
+    if args.latency > 0:
+        print(f"  latency:                       {args.latency * 1000:g} ms ±20% per request", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     sandbox.start()

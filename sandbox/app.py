@@ -25,7 +25,7 @@ from typing import Any
 from sandbox.azure.routes import AzureRoutes
 from sandbox.github.apps import SandboxApp
 from sandbox.github.routes import GitHubRoutes
-from sandbox.server import FaultPlan, Request, Response, Router, SandboxHTTPServer
+from sandbox.server import FaultPlan, Latency, Request, Response, Router, SandboxHTTPServer
 
 DEFAULT_TOKEN = "sandbox-token"
 
@@ -48,6 +48,10 @@ class SandboxOptions:
     github_app: SandboxApp | None = None
     #: GitHub GraphQL points an hour (GitHub: 5,000; Enterprise Cloud: 10,000)
     github_graphql_points: int = 5000
+    #: seconds added to every API answer (a network's round trip), jittered uniformly by
+    #: ``latency_jitter`` of it and seeded; 0: answer at once
+    latency: float = 0.0
+    latency_jitter: float = 0.2
 
 
 def default_now() -> datetime:
@@ -87,7 +91,8 @@ class Sandbox:
         self.azure.register(router)
         self.github.register(router)
         faults = FaultPlan(rate=self.options.fault_rate, kinds=self.options.fault_kinds, seed=self.options.seed)
-        self.server = SandboxHTTPServer((host, port), router, faults, self._control)
+        latency = Latency(self.options.latency, self.options.latency_jitter, seed=self.options.seed)
+        self.server = SandboxHTTPServer((host, port), router, faults, self._control, latency)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 

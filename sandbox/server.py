@@ -15,11 +15,11 @@ import re
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger(__name__)
@@ -116,12 +116,48 @@ class FaultPlan:
             return self._rng.choice(self.kinds)
 
 
+@dataclass
+class Latency:
+    """A network's round trip, added to every API answer: ``seconds`` ± ``jitter`` (uniform, seeded).
+
+    A local sandbox answers in about a millisecond, which hides what serial requests cost against
+    the real services (100-300 ms each); benchmarks and tests of concurrent reading set this.
+    """
+
+    seconds: float = 0.0
+    jitter: float = 0.2  # fraction of ``seconds``
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._lock = threading.Lock()
+
+    def draw(self) -> float:
+        if self.seconds <= 0:
+            return 0.0
+        with self._lock:
+            return self.seconds * self._rng.uniform(1 - self.jitter, 1 + self.jitter)
+
+
+class Answered(NamedTuple):
+    """One API request as the sandbox saw it (wall-clock seconds), for tests of request timing."""
+
+    endpoint: str
+    status: int
+    arrived: float
+    answered: float
+
+
 class Stats:
     """Requests per endpoint name and status (and points, where an API charges them), readable at
     ``GET /_sandbox/stats``."""
 
+    #: requests kept in the timing log (the newest)
+    LOG_SIZE = 200_000
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._log: deque[Answered] = deque(maxlen=self.LOG_SIZE)
         self.by_endpoint: Counter[str] = Counter()
         self.by_status: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
@@ -129,8 +165,10 @@ class Stats:
         self.not_modified = 0
         self.total = 0
 
-    def count(self, endpoint: str, status: int, points: int = 0) -> None:
+    def count(self, endpoint: str, status: int, points: int = 0, arrived: float | None = None) -> None:
+        answered = time.time()
         with self._lock:
+            self._log.append(Answered(endpoint, status, answered if arrived is None else arrived, answered))
             self.total += 1
             self.by_endpoint[endpoint] += 1
             self.by_status[str(status)] += 1
@@ -154,8 +192,14 @@ class Stats:
                 "points_by_endpoint": dict(self.points),
             }
 
+    def requests(self) -> list[Answered]:
+        """The timing log: when each request arrived and was answered, in answer order."""
+        with self._lock:
+            return list(self._log)
+
     def reset(self) -> None:
         with self._lock:
+            self._log.clear()
             self.by_endpoint.clear()
             self.by_status.clear()
             self.faults.clear()
@@ -173,11 +217,17 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(
-        self, address: tuple[str, int], router: Router, faults: FaultPlan, control: Callable[[Request], Response | None]
+        self,
+        address: tuple[str, int],
+        router: Router,
+        faults: FaultPlan,
+        control: Callable[[Request], Response | None],
+        latency: Latency | None = None,
     ) -> None:
         super().__init__(address, _Handler)
         self.router = router
         self.faults = faults
+        self.latency = latency or Latency()
         self.stats = Stats()
         self.control = control
 
@@ -193,6 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("sandbox: " + format, *args)
 
     def _dispatch(self) -> None:
+        arrived = time.time()
         split = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
@@ -216,18 +267,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(resp, resp.encoded())
             return
         route, req.params = matched
+        # every thread sleeps its own round trip: concurrent clients overlap them, as on a network
+        time.sleep(self.server.latency.draw())
         fault = self.server.faults.draw()
         if fault:
             self.server.stats.fault(fault)
         if fault == "reset":
-            self.server.stats.count(route.name, 0)
+            self.server.stats.count(route.name, 0, arrived=arrived)
             self._reset()
             return
         if fault in ("429", "500", "502", "503"):
             status = int(fault)
             headers = {"Retry-After": str(self.server.faults.retry_after)} if status == 429 else {}
             resp = Response(status, {"message": f"injected fault {fault}"}, headers)
-            self.server.stats.count(route.name, status)
+            self.server.stats.count(route.name, status, arrived=arrived)
             self._send(resp, resp.encoded())
             return
         if fault == "slow":
@@ -244,7 +297,7 @@ class _Handler(BaseHTTPRequestHandler):
             if req.headers.get("if-none-match") == tag:
                 resp = Response(304, None, {k: v for k, v in resp.headers.items() if k != "Link"})
                 payload = b""
-        self.server.stats.count(route.name, resp.status, resp.points)
+        self.server.stats.count(route.name, resp.status, resp.points, arrived=arrived)
         if fault == "truncate" and resp.status == 200 and len(payload) > 2:
             payload = payload[: len(payload) // 2]
             # Content-Length announces the full body: the client sees a short read, as on a cut link
