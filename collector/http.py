@@ -121,6 +121,60 @@ class RetryPolicy:
     max_body_bytes: int = 64 * 1024 * 1024
 
 
+class RequestGate:
+    """What the clients reading one organisation share: at most ``limit`` requests in flight, and
+    one pause for all of them when an answer asks to slow down (docs/configuration.md,
+    ``max_concurrency``).
+
+    A rate limit is per caller, not per connection: a worker that keeps sending while another one
+    waits out ``Retry-After`` only deepens the throttling. While the API reports a shrinking budget
+    the gate lets one request through at a time.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._paused_until = 0.0  # time.monotonic()
+        self._serial = False
+
+    def narrow(self, limit: int) -> None:
+        """Sources of one organisation share the smallest limit any of them asks for."""
+        with self._cond:
+            self.limit = min(self.limit, limit)
+
+    def pause(self, seconds: float) -> float:
+        """No request leaves before ``seconds`` from now (monotonic; returned), nor before the end
+        of a longer pause already asked for."""
+        until = time.monotonic() + seconds
+        with self._cond:
+            self._paused_until = max(self._paused_until, until)
+        return until
+
+    def paused_until(self) -> float:
+        with self._cond:
+            return self._paused_until
+
+    def serial(self, on: bool) -> None:
+        """One request at a time (``on``) while the API reports a budget running short."""
+        with self._cond:
+            self._serial = on
+            self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._cond:
+            while self._in_flight >= (1 if self._serial else self.limit):
+                self._cond.wait()
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                self._cond.notify()
+
+
 class AnswerTooLarge(SourceError):
     """The answer exceeded ``max_body_bytes``: not retried (the same answer would come back)."""
 
@@ -408,6 +462,7 @@ class ApiClient:
         headers: dict[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         budget_only_while_throttled: bool = False,
+        gate: RequestGate | None = None,
     ) -> None:
         self.source = source
         #: Azure DevOps sends ``X-RateLimit-*`` only while it delays or blocks a caller: an answer
@@ -417,6 +472,10 @@ class ApiClient:
         self.telemetry = telemetry or ApiTelemetry()
         self.policy = policy or RetryPolicy()
         self.sleep = sleep
+        #: shared with the other clients of the same organisation (None: this client alone)
+        self.gate = gate
+        #: the end of the last pause this client waited out itself or was the cause of (monotonic)
+        self._waited_until = 0.0
         for secret in secrets:
             REDACT.add(secret)
         self.session = requests.Session()
@@ -495,7 +554,10 @@ class ApiClient:
         last_error = ""
         for attempt in range(self.policy.attempts):
             try:
-                resp = self._fetch(method, url, params, headers, json_body)
+                if self.gate is None:
+                    resp = self._fetch(method, url, params, headers, json_body)
+                else:
+                    resp = self._gated_fetch(method, url, params, headers, json_body)
             except requests.RequestException as exc:
                 self.telemetry.count("error")
                 last_error = describe(exc)
@@ -518,6 +580,8 @@ class ApiClient:
                 if wait > self.policy.max_rate_limit_wait:
                     raise RateLimited(f"{self.source}: rate limited for {wait:.0f}s, more than we wait")
                 log.warning("source=%s rate limited (HTTP %d); sleeping %.1fs", self.source, resp.status_code, wait)
+                if self.gate is not None:
+                    self._waited_until = max(self._waited_until, self.gate.pause(wait))
                 self._sleep(wait)
                 continue
             if resp.status_code in TRANSIENT_STATUS:
@@ -534,12 +598,43 @@ class ApiClient:
                 continue
             # Azure DevOps may ask us to slow down on a successful answer: honour it, keep the data
             if 200 <= resp.status_code < 300 and resp.headers.get("Retry-After"):
-                self._sleep(_seconds(resp.headers["Retry-After"]) or 0.0)
+                delay = _seconds(resp.headers["Retry-After"]) or 0.0
+                if self.gate is not None:
+                    self._waited_until = max(self._waited_until, self.gate.pause(delay))
+                self._sleep(delay)
             return resp
         raise SourceError(
             f"{self.source}: {method} {REDACT(self._path(url))} failed after "
             f"{self.policy.attempts} attempts ({last_error})"
         )
+
+    def _gated_fetch(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, Any] | None,
+        headers: dict[str, str] | None,
+        json_body: Any,
+    ) -> requests.Response:
+        """``_fetch`` once the organisation's pause is over and a slot is free; then what the answer
+        says about the budget applies to every client of the organisation."""
+        assert self.gate is not None
+        with self.gate.slot():
+            # a pause another client was asked for, perhaps extended meanwhile (its own it sleeps itself)
+            while (until := self.gate.paused_until()) > self._waited_until:
+                left = until - time.monotonic()
+                if left > 0:
+                    self._sleep(left)
+                self._waited_until = until
+            resp = self._fetch(method, url, params, headers, json_body)
+        # Azure DevOps: X-RateLimit-Remaining comes only while it throttles (then one at a time);
+        # X-RateLimit-Delay says it held this answer back: sending more meanwhile only queues them
+        if resp.status_code < 500:
+            self.gate.serial(resp.headers.get("x-ratelimit-remaining") is not None)
+        delay = _seconds(resp.headers.get("x-ratelimit-delay"))
+        if delay:
+            self._waited_until = max(self._waited_until, self.gate.pause(delay))  # this answer waited already
+        return resp
 
     def _fetch(
         self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str] | None, json_body: Any

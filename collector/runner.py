@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from collector.config import Config
 from collector.errors import CycletimeError
-from collector.http import REDACT, ApiTelemetry, RetryPolicy
+from collector.http import REDACT, ApiTelemetry, RequestGate, RetryPolicy
 from collector.sources import SOURCES
 from collector.sources.base import Source, SourceContext, SyncReport
 from collector.store import STORE_ERRORS, Store
@@ -48,6 +48,7 @@ class Runner:
 
     def __post_init__(self) -> None:
         self.sources, self.telemetry = {}, {}
+        request_gates: dict[str, RequestGate] = {}
         for cfg in self.config.sources:
             telemetry = ApiTelemetry()
             ctx = SourceContext(
@@ -60,6 +61,7 @@ class Runner:
                     deadline=self.config.http.request_deadline.total_seconds(),
                     max_body_bytes=self.config.http.max_response_bytes,
                 ),
+                request_gates=request_gates,
             )
             self.sources[cfg.name] = SOURCES[cfg.kind](cfg, ctx)
             self.telemetry[cfg.name] = telemetry

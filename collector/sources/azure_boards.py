@@ -41,8 +41,11 @@ from collector.model import (
     commit_ref,
 )
 from collector.sources.azure_common import (
+    DEFAULT_CONCURRENCY,
+    MAX_CONCURRENCY,
     AzureDevOps,
     NotFound,
+    ReadPool,
     azure_time,
     count_problem,
     format_time,
@@ -108,6 +111,13 @@ class AzureBoardsConfig(SourceConfigBase):
         description="area_path | iteration_path | field:<reference name>",
     )
     work_item_types: list[str] = Field(default=["User Story", "Bug", "Feature"], min_length=1)
+    max_concurrency: int = Field(
+        default=DEFAULT_CONCURRENCY,
+        ge=1,
+        le=MAX_CONCURRENCY,
+        description="Requests in flight to the organisation (1: one at a time); sources of one "
+        "organisation share the smallest value.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +174,16 @@ class AzureBoardsSource(Source):
 
     def __init__(self, config: AzureBoardsConfig, ctx: SourceContext) -> None:
         super().__init__(config, ctx)
-        self.api = AzureDevOps(self.name, config.organization_url, config.project, config.token, ctx)
+        self.api = AzureDevOps(
+            self.name,
+            config.organization_url,
+            config.project,
+            config.token,
+            ctx,
+            max_concurrency=config.max_concurrency,
+        )
+        #: the relations of a page's items are read here during a pass; between passes, inline
+        self._pool = ReadPool(1, self.name)
         self.types = list(config.work_item_types)
         self._wanted_types = {t.casefold() for t in self.types}
         self.team_field = config.team_from.removeprefix("field:") if config.team_from.startswith("field:") else None
@@ -184,25 +203,30 @@ class AzureBoardsSource(Source):
         self._reloaded = self._states_read_at is None or now - self._states_read_at > STATES_TTL
         if self._reloaded:
             self._load_states()
+        self._pool = ReadPool(self.config.max_concurrency, self.name)
         try:
-            self._sync_reporting(store, report)
-        except _ReportingUnavailable as exc:
-            log.warning(
-                "source=%s the reporting work item revisions API is not available (%s); falling back to "
-                "WIQL + workitemsbatch + per-item updates, which costs one request per changed item",
-                self.name,
-                exc,
-            )
-            report.details["mode"] = "wiql"
-            self._sync_wiql(store, report)
-        except SourceError:
-            # the pages committed before the failure still get their relations in this pass
             try:
-                self._read_queued_relations(store, report)
-            except SourceError as drain:
-                log.warning("source=%s relations left queued for the next pass: %s", self.name, drain)
-            raise
-        self._read_queued_relations(store, report)
+                self._sync_reporting(store, report)
+            except _ReportingUnavailable as exc:
+                log.warning(
+                    "source=%s the reporting work item revisions API is not available (%s); falling back to "
+                    "WIQL + workitemsbatch + per-item updates, which costs one request per changed item",
+                    self.name,
+                    exc,
+                )
+                report.details["mode"] = "wiql"
+                self._sync_wiql(store, report)
+            except SourceError:
+                # the pages committed before the failure still get their relations in this pass
+                try:
+                    self._read_queued_relations(store, report)
+                except SourceError as drain:
+                    log.warning("source=%s relations left queued for the next pass: %s", self.name, drain)
+                raise
+            self._read_queued_relations(store, report)
+        finally:
+            self._pool.close()
+            self._pool = ReadPool(1, self.name)
         return report
 
     def _load_states(self) -> None:
@@ -411,17 +435,23 @@ class AzureBoardsSource(Source):
         return sorted(links, key=lambda link: (link.work_item, link.target))
 
     def _work_items_with_relations(self, ids: list[int]) -> Iterator[dict[str, Any]]:
-        """``workitemsbatch`` with ``$expand=Relations`` (not combinable with ``fields``), 200 ids a call."""
+        """``workitemsbatch`` with ``$expand=Relations`` (not combinable with ``fields``), 200 ids a call;
+        the calls run on the pass's pool, their items come back in order."""
         path = self.api.project_path("wit/workitemsbatch")
-        for i in range(0, len(ids), BATCH_IDS):
-            chunk = ids[i : i + BATCH_IDS]
-            # errorPolicy=Omit: an item deleted since its revision was read comes back as null
-            body, _ = self.api.call(
-                "POST", path, "workitemsbatch", json_body={"ids": chunk, "$expand": "Relations", "errorPolicy": "Omit"}
-            )
-            for item in list_value(body, "workitemsbatch"):
+        reads = [
+            self._pool.submit(self._relations, path, ids[i : i + BATCH_IDS]) for i in range(0, len(ids), BATCH_IDS)
+        ]
+        for read in reads:
+            for item in list_value(read.result(), "workitemsbatch"):
                 if isinstance(item, dict) and is_count(item.get("id")):
                     yield item
+
+    def _relations(self, path: str, chunk: list[int]) -> Any:
+        # errorPolicy=Omit: an item deleted since its revision was read comes back as null
+        body, _ = self.api.call(
+            "POST", path, "workitemsbatch", json_body={"ids": chunk, "$expand": "Relations", "errorPolicy": "Omit"}
+        )
+        return body
 
     def _item_links(self, item: dict[str, Any]) -> Iterator[Link]:
         work_item = ado_ref(item["id"])

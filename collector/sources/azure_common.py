@@ -14,14 +14,18 @@ one the SDK (generated from the official REST specs) sends, so preview-only reso
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, TypeGuard
+from types import TracebackType
+from typing import Any, TypeGuard, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from collector.errors import Rejected, SourceError
-from collector.http import ApiClient, NestedTooDeeply, basic_auth, decode_json
+from collector.http import ApiClient, NestedTooDeeply, RequestGate, basic_auth, decode_json
 from collector.sources.base import Pagination, SourceContext, record_key
 
 log = logging.getLogger(__name__)
@@ -51,8 +55,85 @@ _NULL_YEAR = 1900
 MAX_ID = 2**53
 
 
+#: requests in flight per organisation unless the sources say otherwise (``max_concurrency``)
+DEFAULT_CONCURRENCY = 4
+MAX_CONCURRENCY = 16
+
+T = TypeVar("T")
+
+
 class NotFound(SourceError):
     """The endpoint answered 404: the resource (or the whole API, on an older server) is missing."""
+
+
+class Interrupted(SourceError):
+    """A read on a worker thread stopped before its next attempt: the process is shutting down, or
+    the pass that wanted it has already failed."""
+
+
+#: set in ReadPool threads: ``pool`` is the ReadPool they serve
+_worker = threading.local()
+
+
+class _Deferred(Future[T]):
+    """A read run in the calling thread when its result is first asked for: with one worker
+    nothing runs ahead, and the requests go out exactly when a serial pass sends them."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        super().__init__()
+        self._fn: Callable[[], T] | None = fn
+
+    def result(self, timeout: float | None = None) -> T:
+        fn, self._fn = self._fn, None
+        if fn is not None and self.set_running_or_notify_cancel():
+            try:
+                self.set_result(fn())
+            except BaseException as exc:  # handed to the caller below, as a pool's future would
+                self.set_exception(exc)
+        return super().result(timeout)
+
+
+class ReadPool:
+    """Independent reads (a build's contents, a release, a batch of work items) run on up to
+    ``workers`` threads, each with its own HTTP session; the caller takes each result in its own
+    order, so normalisation and every store commit stay in the calling thread, in serial order.
+
+    Closing cancels the reads not started and waits for those in flight; their next retry or
+    backoff raises :class:`Interrupted` instead of sleeping, so closing takes at most one request.
+    """
+
+    def __init__(self, workers: int, name: str) -> None:
+        self.closing = False
+        self._executor: ThreadPoolExecutor | None = None
+        if workers > 1:
+            self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"{name} read", initializer=self._mark)
+
+    def _mark(self) -> None:
+        _worker.pool = self
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        if self._executor is None:
+            return _Deferred(functools.partial(fn, *args))
+        return self._executor.submit(fn, *args)
+
+    def close(self) -> None:
+        self.closing = True
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ReadPool:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+def organisation_gate(ctx: SourceContext, organization_url: str, limit: int) -> RequestGate:
+    """The gate every client of one organisation shares within this process."""
+    key = organization_url.rstrip("/").casefold()
+    gate = ctx.request_gates.setdefault(key, RequestGate(limit))
+    gate.narrow(limit)
+    return gate
 
 
 class AzureDevOps:
@@ -66,21 +147,43 @@ class AzureDevOps:
         token: str,
         ctx: SourceContext,
         base_url: str | None = None,
+        max_concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self.project = project
         self.base_url = (base_url or organization_url).rstrip("/")
-        self.http = ApiClient(
+        self._client_of = functools.partial(
+            ApiClient,
             source,
             self.base_url,
             basic_auth(token),
             secrets=[token],
             telemetry=ctx.telemetry,
             policy=ctx.http_policy,
-            sleep=ctx.sleep,
             # without it a bad PAT gets a 203 sign-in page instead of a 401 (Azure DevOps authentication docs)
             headers={"X-TFS-FedAuthRedirect": "Suppress", "Accept": "application/json"},
             budget_only_while_throttled=True,
+            gate=organisation_gate(ctx, organization_url, max_concurrency),
         )
+        #: the calling thread's client; each ReadPool thread gets its own (a Session is not thread-safe)
+        self.http = self._client_of(sleep=ctx.sleep)
+        self._sleep = ctx.sleep
+        self._should_stop = ctx.should_stop
+        self._local = threading.local()
+
+    def _client(self) -> ApiClient:
+        pool = getattr(_worker, "pool", None)
+        if pool is None:
+            return self.http
+        client: ApiClient | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._client_of(sleep=functools.partial(self._worker_sleep, pool))
+            client.session.hooks = self.http.session.hooks  # what observes the caller's requests sees these too
+        return client
+
+    def _worker_sleep(self, pool: ReadPool, seconds: float) -> None:
+        if pool.closing or self._should_stop():
+            raise Interrupted(f"{self.http.source}: stopped before retrying a read")
+        self._sleep(seconds)
 
     def project_path(self, suffix: str) -> str:
         return f"{quote(self.project, safe='')}/_apis/{suffix.lstrip('/')}"
@@ -95,18 +198,19 @@ class AzureDevOps:
         params = dict(params or {})
         if "api-version=" not in path_or_url:
             params["api-version"] = API_VERSIONS[endpoint]
-        resp = self.http.request(method, path_or_url, params=params, json_body=json_body)
+        http = self._client()
+        resp = http.request(method, path_or_url, params=params, json_body=json_body)
         if resp.status_code == 404:
-            raise NotFound(f"{self.http.source}: {endpoint} answered 404 ({_message(resp)})")
+            raise NotFound(f"{http.source}: {endpoint} answered 404 ({_message(resp)})")
         if resp.status_code >= 400:
-            raise SourceError(f"{self.http.source}: {endpoint} answered HTTP {resp.status_code}: {_message(resp)}")
+            raise SourceError(f"{http.source}: {endpoint} answered HTTP {resp.status_code}: {_message(resp)}")
         try:
             return decode_json(resp), dict(resp.headers)
         except NestedTooDeeply as exc:
-            raise SourceError(f"{self.http.source}: {endpoint} answered JSON {exc}") from None
+            raise SourceError(f"{http.source}: {endpoint} answered JSON {exc}") from None
         except ValueError:
             # truncated or non-JSON body: the shared client retries it (and spots sign-in pages)
-            body, resp = self.http.request_json(method, path_or_url, params=params, json_body=json_body)
+            body, resp = http.request_json(method, path_or_url, params=params, json_body=json_body)
             return body, dict(resp.headers)
 
     def not_found(self, exc: NotFound) -> SourceError:

@@ -25,13 +25,16 @@ A record rejected as incomplete holds its stream's watermark, so it is read agai
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import logging
 import re
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import quote
 
 from pydantic import Field
@@ -40,8 +43,11 @@ from collector.config_types import Duration, EnvironmentPatterns, SourceConfigBa
 from collector.errors import Rejected
 from collector.model import Batch, Change, Deployment, Link, Rejection, ado_ref, build_ref, commit_ref
 from collector.sources.azure_common import (
+    DEFAULT_CONCURRENCY,
+    MAX_CONCURRENCY,
     AzureDevOps,
     NotFound,
+    ReadPool,
     azure_time,
     count_problem,
     format_time,
@@ -86,6 +92,8 @@ COMMIT_EVERY = 100
 #: reads of what a deployment contains (a few requests each) per transaction: at a high fault
 #: rate a pass that fails still commits what it read, so every pass moves forward
 READS_PER_COMMIT = 5
+#: contents reads started ahead of the deployment being stored, per request in flight
+READ_AHEAD = 4
 
 SUCCESS = {
     "succeeded": "success",
@@ -115,6 +123,13 @@ class AzurePipelinesConfig(SourceConfigBase):
     )
     #: late-finishing runs: re-read this far behind the watermark
     overlap: Duration = Field(default=timedelta(hours=6), description="Re-read window behind the watermark.")
+    max_concurrency: int = Field(
+        default=DEFAULT_CONCURRENCY,
+        ge=1,
+        le=MAX_CONCURRENCY,
+        description="Requests in flight to the organisation (1: one at a time); sources of one "
+        "organisation share the smallest value.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +173,43 @@ class _InProgress(Exception):
     """The record is not finished yet: read it again next time."""
 
 
+#: (project path, previous build, build): the contents between two builds
+ContentsKey = tuple[str, int | None, int]
+#: the raw answers of one contents read: build changes, work item refs, what was truncated
+RawContents = tuple[list[Any], list[Any], list[str]]
+T = TypeVar("T")
+S = TypeVar("S")
+
+
+@dataclass
+class _Step:
+    """A deployment begun in order (which success before it bounds its contents is settled) whose
+    contents may still be on their way."""
+
+    run: Run
+    sha: str | None
+    production: bool
+    #: the contents it shows (None: it contains only its build)
+    key: ContentsKey | None = None
+
+
+@dataclass
+class _Planned:
+    """One classic release deployment record, read ahead of its turn; what happened is applied at
+    its turn, in order, as a serial pass would."""
+
+    raw: Any
+    #: ``release`` reads it made (they count towards READS_PER_COMMIT at its turn)
+    release_reads: int = 0
+    run: Run | None = None
+    step: _Step | None = None
+    in_progress: bool = False
+    #: why the record is rejected
+    error: BaseException | None = None
+    #: a read failed: raised at its turn (and nothing after it is planned)
+    failure: BaseException | None = None
+
+
 @register
 class AzurePipelinesSource(Source):
     kind: ClassVar[str] = "azure_pipelines"
@@ -166,7 +218,10 @@ class AzurePipelinesSource(Source):
 
     def __init__(self, config: AzurePipelinesConfig, ctx: SourceContext) -> None:
         super().__init__(config, ctx)
-        self.api = AzureDevOps(self.name, config.organization_url, config.project, config.token, ctx)
+        concurrency = config.max_concurrency
+        self.api = AzureDevOps(
+            self.name, config.organization_url, config.project, config.token, ctx, max_concurrency=concurrency
+        )
         self.rm = AzureDevOps(
             self.name,
             config.organization_url,
@@ -174,7 +229,14 @@ class AzurePipelinesSource(Source):
             config.token,
             ctx,
             base_url=release_url(config.organization_url),
+            max_concurrency=concurrency,
         )
+        #: independent reads (contents, releases) run here during a pass; between passes, inline
+        self._pool = ReadPool(1, self.name)
+        #: reads started and not yet taken, by what they read
+        self._reading: dict[ContentsKey, Future[RawContents]] = {}
+        self._release_reading: dict[int, Future[Any]] = {}
+        self._plan_failed = False
         self._contents: dict[tuple[str, int | None, int], Contents] = {}
         self._release_builds: dict[int, tuple[int | None, str | None, str | None]] = {}
         #: build id → the commit it built (``sourceVersion``), read in bulk with ``buildIds``
@@ -196,10 +258,17 @@ class AzurePipelinesSource(Source):
             if d.status == "success" and build is not None:
                 self._remember(d.service, d.environment, d.finished_at, d.native_id, build)
         self._known = known
-        if "environments" in self.config.deployments_from:
-            self._sync_environments(store, report)
-        if "releases" in self.config.deployments_from and not self.ctx.should_stop():
-            self._sync_releases(store, report)
+        self._pool = ReadPool(self.config.max_concurrency, self.name)
+        try:
+            if "environments" in self.config.deployments_from:
+                self._sync_environments(store, report)
+            if "releases" in self.config.deployments_from and not self.ctx.should_stop():
+                self._sync_releases(store, report)
+        finally:
+            self._pool.close()  # reads started ahead and not needed any more: cancelled or awaited
+            self._pool = ReadPool(1, self.name)
+            self._reading.clear()
+            self._release_reading.clear()
         return report
 
     # -- YAML environments -----------------------------------------------------------------------------
@@ -270,9 +339,10 @@ class AzurePipelinesSource(Source):
             )
         )
         pending, committed_reads = 0, self._reads
-        for i, run in enumerate(runs):
+        steps = self._read_ahead(runs, lambda run: self._begin(run) if run.status is not None else None)
+        for i, (run, step) in enumerate(steps):
             if run.status is not None:
-                self._deploy(run, batch)
+                self._finish(step, batch)
                 pending += 1
             if (pending >= COMMIT_EVERY or self._reads - committed_reads >= READS_PER_COMMIT) and i + 1 < len(runs):
                 committed_reads = self._reads
@@ -413,24 +483,25 @@ class AzurePipelinesSource(Source):
         for page in itertools.chain([first], pages):
             self.ctx.progress(len(page))
             batch = Batch()
-            for raw in page:
+            self._prefetch_releases(page)
+            self._plan_failed = False
+            for raw, planned in self._read_ahead(page, self._plan_release):
                 if self._reads - committed_reads >= READS_PER_COMMIT and safe is not None:
                     # what this page brought so far, up to the start time reached
                     self._commit(store, batch, RELEASE_STREAM, format_time(safe), report)
                     batch, mark, committed_reads = Batch(), format_time(safe), self._reads
                 record_id = f"release:{_short(raw)}"
-                try:
-                    run = self._release_run(raw)
-                except _InProgress:
+                self._reads += planned.release_reads
+                if planned.failure is not None:
+                    raise planned.failure
+                if planned.in_progress:
                     blocked = True  # the watermark stays below it; the overlap re-reads it too
                     continue
-                except RECORD_ERRORS as exc:
-                    reason = self.guard.reject(batch, record_id, exc, record=raw)
+                if planned.error is not None:
+                    reason = self.guard.reject(batch, record_id, planned.error, record=raw)
                     if reason in INCOMPLETE:
                         blocked = True  # it may be completed later: read it again
-                    run = None
-                if run is not None:
-                    self._deploy(run, batch)
+                self._finish(planned.step, batch)
                 started = safe_time(raw.get("startedOn")) if isinstance(raw, dict) else None
                 if not blocked and started is not None and (safe is None or started > safe):
                     safe = started
@@ -441,7 +512,53 @@ class AzurePipelinesSource(Source):
             if self.ctx.should_stop():
                 return
 
-    def _release_run(self, raw: Any) -> Run | None:
+    def _plan_release(self, raw: Any) -> _Planned:
+        """Parse a record and begin its deployment ahead of its turn, keeping what happened."""
+        planned = _Planned(raw)
+        if self._plan_failed:
+            return planned  # never reached: the failure before it ends the page
+        try:
+            planned.run = self._release_run(raw, planned)
+        except _InProgress:
+            planned.in_progress = True
+        except RECORD_ERRORS as exc:
+            planned.error = exc
+        except Exception as exc:  # a read that failed: raised at this record's turn
+            planned.failure = exc
+            self._plan_failed = True
+        else:
+            if planned.run is not None:
+                planned.step = self._begin(planned.run)
+        return planned
+
+    def _prefetch_releases(self, page: list[Any]) -> None:
+        """Start reading the releases the page's records will need (each once)."""
+        for raw in page:
+            try:
+                _, release_id = self._release_record(raw)
+            except Exception:  # the record's turn reports it
+                continue
+            if (
+                release_id is not None
+                and release_id not in self._release_builds
+                and release_id not in self._release_reading
+            ):
+                self._release_reading[release_id] = self._pool.submit(self._get_release, release_id)
+
+    def _get_release(self, release_id: int) -> Any:
+        body, _ = self.rm.get(self.rm.project_path(f"release/releases/{release_id}"), "release")
+        return body
+
+    def _release_run(self, raw: Any, planned: _Planned) -> Run | None:
+        run, release_id = self._release_record(raw)
+        if run is None or release_id is None:
+            return run
+        build_id, project, sha = self._release_build(release_id, planned)
+        return dataclasses.replace(run, build_id=build_id, build_project=project, sha=sha)
+
+    def _release_record(self, raw: Any) -> tuple[Run | None, int | None]:
+        """The record as a Run without its build, and the release whose build it needs (None: the
+        record is one already stored unchanged)."""
         if not isinstance(raw, dict) or not is_count(raw.get("id")):
             raise Rejected(count_problem(_get(raw, "id")) or "wrong_type", "deployment")
         status_text = raw.get("deploymentStatus")
@@ -452,7 +569,7 @@ class AzurePipelinesSource(Source):
             if status_text.lower() in ("inprogress", "undefined", "queued", "pending"):
                 raise _InProgress()
             if status_text.lower() in NOT_DEPLOYED:
-                return None
+                return None, None
             raise Rejected("unknown_state", f"deploymentStatus {status_text!r}")
         definition, environment, release = (
             raw.get("releaseDefinition"),
@@ -472,16 +589,17 @@ class AzurePipelinesSource(Source):
         started, finished = _times(raw, "startedOn", finish_key)
         native_id = f"release:{raw['id']}"
         known = self._known.get(native_id)
+        run = Run(native_id, raw["id"], service, env_name, status, started, finished, None)
         if known is not None and (known.status, known.started_at, known.finished_at) == (status, started, finished):
-            return Run(native_id, raw["id"], service, env_name, status, started, finished, None)  # not re-read
-        build_id, project, sha = self._release_build(release_id)
-        return Run(native_id, raw["id"], service, env_name, status, started, finished, build_id, project, sha)
+            return run, None  # not re-read
+        return run, release_id
 
-    def _release_build(self, release_id: int) -> tuple[int | None, str | None, str | None]:
+    def _release_build(self, release_id: int, planned: _Planned) -> tuple[int | None, str | None, str | None]:
         """The build a release deploys: its primary Build artifact (``release.artifacts`` is empty in lists)."""
         if release_id not in self._release_builds:
-            self._reads += 1
-            body, _ = self.rm.get(self.rm.project_path(f"release/releases/{release_id}"), "release")
+            planned.release_reads += 1
+            future = self._release_reading.pop(release_id, None) or self._pool.submit(self._get_release, release_id)
+            body = future.result()
             artifacts = (
                 [
                     a
@@ -526,33 +644,57 @@ class AzurePipelinesSource(Source):
                         self._build_shas[build["id"]] = version.lower()
 
     # -- what a deployment contains --------------------------------------------------------------------------
+    def _read_ahead(self, items: Iterable[T], begin: Callable[[T], S]) -> Iterator[tuple[T, S]]:
+        """Each item with what ``begin`` made of it, begun in order and up to ``READ_AHEAD`` contents
+        reads per request in flight ahead of the item the caller is storing."""
+        window = READ_AHEAD * self.config.max_concurrency
+        begun: deque[tuple[T, S]] = deque()
+        for item in items:
+            begun.append((item, begin(item)))
+            while begun and len(self._reading) >= window:
+                yield begun.popleft()
+        while begun:
+            yield begun.popleft()
+
     def _deploy(self, run: Run, batch: Batch) -> None:
         """Add the run as a Deployment with its commits, and the commits and work item links it brought."""
+        self._finish(self._begin(run), batch)
+
+    def _begin(self, run: Run) -> _Step | None:
+        """What must happen in deployment order: is it new, and which success before it bounds
+        its contents (whose read starts now); None when there is nothing to store."""
         known = self._known.get(run.native_id)
         if known is not None and (known.status, known.started_at, known.finished_at) == (
             run.status,
             run.started_at,
             run.finished_at,
         ):
-            return  # re-read (overlap, held-back watermark): nothing new, and no requests spent on it
+            return None  # re-read (overlap, held-back watermark): nothing new, and no requests spent on it
         if run.status is None:
-            return
+            return None
         if known is not None and known.status == "success":
             self._forget(known)  # a later job of its stage attempt moved its finish
-        contains: list[str] = []
         sha = run.sha
         if sha is None and run.build_id is not None:
             sha = self._build_shas.get(run.build_id)
-        production = is_production(run.environment, self.config.production_environments)
-        if run.build_id is not None and not (run.status == "success" and production):
+        step = _Step(run, sha, is_production(run.environment, self.config.production_environments))
+        if run.build_id is not None and run.status == "success":
             # contents are read only where a figure uses them (successful production deployments);
             # the others are counted, not opened
-            contains = [build_ref(run.build_id)]
-            if run.status == "success":
-                self._remember(run.service, run.environment, run.finished_at, run.native_id, run.build_id)
-        elif run.build_id is not None:
-            previous = self._previous_build(run)
-            contents = self._contents_between(previous, run.build_id, run.build_project)
+            if step.production:
+                step.key = self._start_contents(self._previous_build(run), run.build_id, run.build_project)
+            self._remember(run.service, run.environment, run.finished_at, run.native_id, run.build_id)
+        self._known[run.native_id] = self._deployment(step, ())  # its contents follow in _finish
+        return step
+
+    def _finish(self, step: _Step | None, batch: Batch) -> None:
+        """Add a begun deployment, its commits and the work item links it brought, once read."""
+        if step is None:
+            return
+        run = step.run
+        contains: list[str] = []
+        if step.key is not None:
+            contents = self._contents_of(step.key)
             for commit, when in contents.commits:
                 # a commit delivered by a pipeline is its own merge: merged_at = first_commit_at
                 batch.changes.append(
@@ -560,24 +702,28 @@ class AzurePipelinesSource(Source):
                 )
             for part in contents.truncated:
                 self._reject(batch, f"build:{run.build_id}: {part}", "truncated")
-            contains = [commit_ref(commit) for commit, _ in contents.commits] + [build_ref(run.build_id)]
-            batch.links.extend(Link(self.name, ado_ref(w), build_ref(run.build_id)) for w in contents.work_items)
-            if run.status == "success":
-                self._remember(run.service, run.environment, run.finished_at, run.native_id, run.build_id)
-        deployment = Deployment(
+            contains = [commit_ref(commit) for commit, _ in contents.commits]
+            batch.links.extend(Link(self.name, ado_ref(w), build_ref(step.key[2])) for w in contents.work_items)
+        if run.build_id is not None:
+            contains.append(build_ref(run.build_id))
+        deployment = self._deployment(step, tuple(contains))
+        batch.deployments.append(deployment)
+        self._known[run.native_id] = deployment
+
+    def _deployment(self, step: _Step, contains: tuple[str, ...]) -> Deployment:
+        run = step.run
+        return Deployment(
             self.name,
             run.native_id,
             run.service,
             run.environment,
-            production,
-            run.status,
+            step.production,
+            run.status or "",
             run.started_at,
             run.finished_at,
-            sha,
-            tuple(contains),
+            step.sha,
+            contains,
         )
-        batch.deployments.append(deployment)
-        self._known[run.native_id] = deployment
 
     def _remember(self, service: str, env: str, finished_at: datetime, native_id: str, build: int) -> None:
         entries = self._successes.setdefault((service, env.casefold()), [])
@@ -596,27 +742,45 @@ class AzurePipelinesSource(Source):
         i = bisect.bisect_left(entries, (run.finished_at.timestamp(), run.native_id, -1))
         return entries[i - 1][2] if i > 0 else None
 
-    def _contents_between(self, previous: int | None, build: int, project: str | None) -> Contents:
+    def _start_contents(self, previous: int | None, build: int, project: str | None) -> ContentsKey:
+        """Start reading what a deployment of ``build`` brought since ``previous`` (once per pair)."""
         project_path = quote(project, safe="") if project else quote(self.config.project, safe="")
         key = (project_path, previous, build)
+        # a redeployment of the same run brings nothing new
+        if previous != build and key not in self._contents and key not in self._reading:
+            self._reading[key] = self._pool.submit(self._read_contents, project_path, previous, build)
+        return key
+
+    def _contents_of(self, key: ContentsKey) -> Contents:
+        """The contents ``_start_contents`` began reading, normalised here in the calling thread."""
         if key in self._contents:
             return self._contents[key]
+        _, previous, build = key
         contents = Contents()
-        if previous != build:  # a redeployment of the same run brings nothing new
+        future = self._reading.pop(key, None)
+        if future is not None:
             self._reads += 1
             try:
-                self._read_contents(contents, project_path, previous, build)
+                changes, items, contents.truncated = future.result()
             except NotFound:
                 # retention deleted the build (or the previous one): the deployment keeps its build ref only
                 self._log_once(
                     f"build:{build}", f"changes since build {previous} are gone (404); contains only the build"
+                )
+            else:
+                commits = dict(self._commits(changes))  # a sha read twice (both halves of a split) counts once
+                contents.commits = list(commits.items())
+                contents.work_items = sorted(
+                    {int(w["id"]) for w in items if isinstance(w, dict) and str(w.get("id", "")).isdigit()}
                 )
         # cached only once read: a read that failed (outage) must be retried by the next pass,
         # not remembered as "nothing shipped"
         self._contents[key] = contents
         return contents
 
-    def _read_contents(self, contents: Contents, project_path: str, previous: int | None, build: int) -> None:
+    def _read_contents(self, project_path: str, previous: int | None, build: int) -> RawContents:
+        """The answers about a build's contents (on a pool thread: requests only, no state)."""
+        truncated: list[str] = []
         if previous is None:
             changes = [
                 c
@@ -630,15 +794,11 @@ class AzurePipelinesSource(Source):
             )
             items = list_value(body, "build_workitems")
             if len(items) >= BUILD_TOP:  # no continuation token on this one: a full page may hide more
-                contents.truncated.append(f"workitems of build {build}")
+                truncated.append(f"workitems of build {build}")
         else:
-            changes = self._read_between(project_path, "changes", previous, build, None, contents.truncated)
-            items = self._read_between(project_path, "workitems", previous, build, None, contents.truncated)
-        commits = dict(self._commits(changes))  # a sha read twice (both halves of a split) counts once
-        contents.commits = list(commits.items())
-        contents.work_items = sorted(
-            {int(w["id"]) for w in items if isinstance(w, dict) and str(w.get("id", "")).isdigit()}
-        )
+            changes = self._read_between(project_path, "changes", previous, build, None, truncated)
+            items = self._read_between(project_path, "workitems", previous, build, None, truncated)
+        return changes, items, truncated
 
     def _read_between(
         self, project_path: str, resource: str, previous: int, build: int, inner: list[int] | None, truncated: list[str]

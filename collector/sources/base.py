@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 from collector.errors import SourceError
-from collector.http import ApiTelemetry, RetryPolicy, TooDeep
+from collector.http import ApiTelemetry, RequestGate, RetryPolicy, TooDeep
 from collector.model import Batch, Change, Deployment, Rejection
 
 log = logging.getLogger(__name__)
@@ -223,6 +223,9 @@ class SourceContext:
     should_stop: Callable[[], bool] = lambda: False
     #: timeouts, retries, the per-request deadline and size cap (config ``http``) of its API client
     http_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    #: per organisation (API host): what bounds and pauses the requests of every source reading it;
+    #: the runner hands all its sources one dict
+    request_gates: dict[str, RequestGate] = field(default_factory=dict)
 
     def history_start(self) -> datetime:
         return self.now() - self.history
