@@ -54,7 +54,7 @@ def free_port() -> int:
 class SandboxProcess:
     """``cycletime sandbox`` in a subprocess, with GitHub's hourly budget lifted for big syncs."""
 
-    def __init__(self, work_items: int, seed: int = SEED) -> None:
+    def __init__(self, work_items: int, seed: int = SEED, latency: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
@@ -71,6 +71,7 @@ class SandboxProcess:
                 str(work_items),
                 "--log-format",
                 "json",
+                *(["--latency", latency] if latency else []),
             ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
