@@ -44,6 +44,7 @@ from collector.sources.azure_common import (
     DEFAULT_CONCURRENCY,
     MAX_CONCURRENCY,
     AzureDevOps,
+    Interrupted,
     NotFound,
     ReadPool,
     azure_time,
@@ -203,7 +204,7 @@ class AzureBoardsSource(Source):
         self._reloaded = self._states_read_at is None or now - self._states_read_at > STATES_TTL
         if self._reloaded:
             self._load_states()
-        self._pool = ReadPool(self.config.max_concurrency, self.name)
+        self._pool = ReadPool(self.config.max_concurrency, self.name, self.ctx.should_stop)
         try:
             try:
                 self._sync_reporting(store, report)
@@ -216,6 +217,8 @@ class AzureBoardsSource(Source):
                 )
                 report.details["mode"] = "wiql"
                 self._sync_wiql(store, report)
+            except Interrupted:
+                raise
             except SourceError:
                 # the pages committed before the failure still get their relations in this pass
                 try:
@@ -224,6 +227,10 @@ class AzureBoardsSource(Source):
                     log.warning("source=%s relations left queued for the next pass: %s", self.name, drain)
                 raise
             self._read_queued_relations(store, report)
+        except Interrupted:
+            if not self.ctx.should_stop():
+                raise
+            log.info("source=%s stopped mid-batch; the next pass reads it again", self.name)
         finally:
             self._pool.close()
             self._pool = ReadPool(1, self.name)

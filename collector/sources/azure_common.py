@@ -100,10 +100,13 @@ class ReadPool:
 
     Closing cancels the reads not started and waits for those in flight; their next retry or
     backoff raises :class:`Interrupted` instead of sleeping, so closing takes at most one request.
+    Once ``should_stop`` says so, reads not started raise :class:`Interrupted` instead: the pass
+    stops within a request, with what it had not committed left for the next one.
     """
 
-    def __init__(self, workers: int, name: str) -> None:
+    def __init__(self, workers: int, name: str, should_stop: Callable[[], bool] = lambda: False) -> None:
         self.closing = False
+        self._should_stop = should_stop
         self._executor: ThreadPoolExecutor | None = None
         if workers > 1:
             self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"{name} read", initializer=self._mark)
@@ -114,7 +117,12 @@ class ReadPool:
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         if self._executor is None:
             return _Deferred(functools.partial(fn, *args))
-        return self._executor.submit(fn, *args)
+        return self._executor.submit(self._start, functools.partial(fn, *args))
+
+    def _start(self, read: Callable[[], T]) -> T:
+        if self.closing or self._should_stop():
+            raise Interrupted("stopped before a read")
+        return read()
 
     def close(self) -> None:
         self.closing = True

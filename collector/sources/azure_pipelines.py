@@ -46,6 +46,7 @@ from collector.sources.azure_common import (
     DEFAULT_CONCURRENCY,
     MAX_CONCURRENCY,
     AzureDevOps,
+    Interrupted,
     NotFound,
     ReadPool,
     azure_time,
@@ -258,12 +259,16 @@ class AzurePipelinesSource(Source):
             if d.status == "success" and build is not None:
                 self._remember(d.service, d.environment, d.finished_at, d.native_id, build)
         self._known = known
-        self._pool = ReadPool(self.config.max_concurrency, self.name)
+        self._pool = ReadPool(self.config.max_concurrency, self.name, self.ctx.should_stop)
         try:
             if "environments" in self.config.deployments_from:
                 self._sync_environments(store, report)
             if "releases" in self.config.deployments_from and not self.ctx.should_stop():
                 self._sync_releases(store, report)
+        except Interrupted:
+            if not self.ctx.should_stop():
+                raise
+            log.info("source=%s stopped mid-batch; the next pass reads it again", self.name)
         finally:
             self._pool.close()  # reads started ahead and not needed any more: cancelled or awaited
             self._pool = ReadPool(1, self.name)
