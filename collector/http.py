@@ -123,8 +123,7 @@ class RetryPolicy:
 
 class RequestGate:
     """What the clients reading one organisation share: at most ``limit`` requests in flight, and
-    one pause for all of them when an answer asks to slow down (docs/configuration.md,
-    ``max_concurrency``).
+    one pause for all of them when an answer asks to slow down (README.md, "Concurrency").
 
     A rate limit is per caller, not per connection: a worker that keeps sending while another one
     waits out ``Retry-After`` only deepens the throttling. While the API reports a shrinking budget
