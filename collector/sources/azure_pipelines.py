@@ -291,17 +291,38 @@ class AzurePipelinesSource(Source):
                 self._reject(bad, f"environment:{_short(env)}", shape_problem(env, count_problem(_get(env, "id"))))
         if bad.rejections:
             self._commit(store, bad, None, None, report)
-        for env in environments:
+        valid = [
+            env
+            for env in environments
+            if isinstance(env, dict) and is_count(env.get("id")) and isinstance(env.get("name"), str)
+        ]
+        records = {}
+        for i, env in enumerate(valid):
             if self.ctx.should_stop():
                 return
-            if isinstance(env, dict) and is_count(env.get("id")) and isinstance(env.get("name"), str):
-                self._sync_environment(store, report, env["id"], env["name"])
+            for j in (i, i + 1):  # the next environment's records arrive while this one's contents are read
+                if j < len(valid) and j not in records:
+                    records[j] = self._pool.submit(self._read_records, valid[j]["id"], *self._position(store, valid[j]))
+            self._sync_environment(store, report, env["id"], env["name"], records.pop(i))
 
-    def _sync_environment(self, store: SourceStore, report: SyncReport, env_id: int, env_name: str) -> None:
+    def _position(self, store: SourceStore, env: dict[str, Any]) -> tuple[int, bool]:
+        """An environment's watermark, and whether it is read for the first time."""
+        mark = store.watermark(self.name, f"environment:{env['id']}")
+        return (int(mark) if mark and mark.isdigit() else 0), not mark
+
+    def _sync_environment(
+        self,
+        store: SourceStore,
+        report: SyncReport,
+        env_id: int,
+        env_name: str,
+        records: Future[tuple[dict[int, Any], list[Any], int]],
+    ) -> None:
         stream = f"environment:{env_id}"
         mark = store.watermark(self.name, stream)
         watermark = int(mark) if mark and mark.isdigit() else 0
-        fresh, bad = self._read_records(env_id, watermark, first_sync=not mark)
+        fresh, bad, seen = records.result()
+        self.ctx.progress(seen)
         jobs: dict[int, Job] = {}
         batch = Batch()
         for record in bad:
@@ -358,8 +379,8 @@ class AzurePipelinesSource(Source):
         if batch.deployments or batch.rejections or safe != watermark:
             self._commit(store, batch, stream, str(safe), report)
 
-    def _read_records(self, env_id: int, watermark: int, first_sync: bool) -> tuple[dict[int, Any], list[Any]]:
-        """The environment's records above the watermark.
+    def _read_records(self, env_id: int, watermark: int, first_sync: bool) -> tuple[dict[int, Any], list[Any], int]:
+        """The environment's records above the watermark, those without an id, and how many were read.
 
         Pages usually come newest first, but nothing documents that order: reading stops at the
         watermark (or, on the first sync, at the history horizon) only while every id so far was
@@ -371,8 +392,9 @@ class AzurePipelinesSource(Source):
         bad: list[Any] = []
         previous: int | None = None
         ordered = True
+        seen = 0
         for page in self.api.pages(path, "environmentdeploymentrecords", {"top": RECORDS_TOP}):
-            self.ctx.progress(len(page))
+            seen += len(page)
             reached = False
             for record in page:
                 rid = record.get("id") if isinstance(record, dict) else None
@@ -392,7 +414,7 @@ class AzurePipelinesSource(Source):
                 fresh[rid] = record
             if reached and ordered:
                 break
-        return fresh, bad
+        return fresh, bad, seen
 
     def _environment_job(self, env_id: int, env_name: str, record: dict[str, Any]) -> Job:
         """One job's record; raises _InProgress while it runs, Rejected when it cannot be read."""
