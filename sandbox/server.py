@@ -215,6 +215,9 @@ def etag_of(payload: bytes) -> str:
 class SandboxHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    #: socketserver's default backlog of 5 drops the connections of a burst of concurrent clients
+    #: (each dropped SYN costs the client a 1 s retransmit)
+    request_queue_size = 128
 
     def __init__(
         self,

@@ -37,15 +37,15 @@ def test_every_answer_waits_the_latency_and_requests_overlap() -> None:
     with Sandbox(options) as sandbox:
         assert get_projects(sandbox.azure_url) >= 0.16
         started = time.perf_counter()
-        with ThreadPoolExecutor(8) as pool:
-            seconds = list(pool.map(lambda _: get_projects(sandbox.azure_url), range(8)))
+        with ThreadPoolExecutor(16) as pool:
+            seconds = list(pool.map(lambda _: get_projects(sandbox.azure_url), range(16)))
         wall = time.perf_counter() - started
         log = sandbox.server.stats.requests()
     assert min(seconds) >= 0.16
-    # eight 200 ms answers in well under 8 x 200 ms: the server answers them in parallel
-    assert wall < 0.8, wall
-    assert len(log) == 9
-    assert all(0.15 <= r.answered - r.arrived <= 0.35 for r in log)
+    # sixteen answers of at least 160 ms each in well under 16 x 160 ms: they are served in parallel
+    assert wall < 1.2, wall
+    assert len(log) == 17
+    assert all(r.answered - r.arrived >= 0.15 for r in log)
 
 
 def test_cli_takes_latency_as_a_duration() -> None:
