@@ -1,8 +1,8 @@
 """`make bench`: the benchmarks in turn, after the machine they run on (copy both into RESULTS.md).
 
-API requests, the request plan against its minimum, the peers and sync throughput against the
-sandbox, then compute, scrape and memory over synthetic stores. A failing benchmark is reported
-and the others still run; the exit code says so.
+API requests, the request plan against its minimum, the peers, sync throughput and a sync at a
+real network's latency against the sandbox, then compute, scrape and memory over synthetic stores.
+A failing benchmark is reported and the others still run; the exit code says so.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def benchmarks() -> list[tuple[str, Callable[[], None]]]:
     import bench_api
     import bench_backfill
     import bench_compute
+    import bench_latency
     import bench_memory
     import bench_peers
     import bench_plan
@@ -59,6 +60,7 @@ def benchmarks() -> list[tuple[str, Callable[[], None]]]:
         ("request plan vs minimum", lambda: bench_plan.main([2_000, 10_000])),
         ("peers", lambda: bench_peers.main(["--runs", "3", "2000", "10000"])),
         ("sync throughput", lambda: bench_throughput.main(10_000, with_profile=False)),
+        ("real latency", lambda: bench_latency.main(10_000, "50ms", runs=1)),
         ("compute", bench_compute.main),
         ("scrape", bench_scrape.main),
         ("memory", bench_memory.main),

@@ -15,7 +15,7 @@ from conftest import free_port
 
 from collector.config import parse_config
 from collector.errors import SourceError
-from collector.http import AnswerTooLarge, ApiClient, RetryPolicy, TooDeep, describe
+from collector.http import AnswerTooLarge, ApiClient, RequestGate, RetryPolicy, TooDeep, describe
 from collector.runner import Runner
 from collector.store import Store
 
@@ -260,3 +260,47 @@ def test_the_configured_size_cap_refuses_a_larger_answer_for_every_source_kind(s
     # the default cap reads the same answer (whatever the sources then make of it)
     for result in configured_runner(tmp_path / "default", f"{server}/bigjson", "{}").run_all():
         assert "we read" not in (result.error or ""), result.error
+
+
+def most_inside(gate: RequestGate, threads: int = 8) -> int:
+    """The most of ``threads`` contenders that held one of the gate's slots at once."""
+    lock, inside, most = threading.Lock(), [0], [0]
+
+    def work() -> None:
+        with gate.slot():
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.02)
+            with lock:
+                inside[0] -= 1
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return most[0]
+
+
+def test_the_gate_bounds_requests_in_flight_and_lets_one_through_while_throttled() -> None:
+    gate = RequestGate(3)
+    gate.narrow(2)
+    gate.narrow(5)  # the organisation keeps the smallest limit any of its sources asks for
+    assert gate.limit == 2
+    assert most_inside(gate) == 2
+    gate.serial(True)
+    assert most_inside(gate) == 1
+    gate.serial(False)
+    assert most_inside(gate) == 2
+
+
+def test_a_pause_holds_every_client_of_the_gate(server: str) -> None:
+    gate = RequestGate(4)
+    slept: list[float] = []
+    other = ApiClient("t", server, None, gate=gate, sleep=slept.append)
+    gate.pause(30.0)  # another client of the organisation was told Retry-After: 30
+    other.request("GET", "/ok")
+    assert len(slept) == 1 and 29.0 < slept[0] <= 30.0
+    other.request("GET", "/ok")  # the pause was waited out once, not again
+    assert len(slept) == 1
