@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -57,6 +58,7 @@ from collector.sources.azure_common import (
 from collector.sources.base import (
     RECORD_ERRORS,
     Pagination,
+    PaginationError,
     RecordGuard,
     Source,
     SourceContext,
@@ -74,6 +76,8 @@ RELATIONS = "relations"
 WIQL_STREAM = "wiql"
 #: ids per workitemsbatch request: the API's maximum
 BATCH_IDS = 200
+#: relations batches read ahead of the one being stored, per request in flight
+RELATIONS_AHEAD = 2
 #: WIQL refuses more than 20,000 results (VS402337)
 WIQL_TOP = 19_999
 #: longest string we accept from a field; longer values are rejected as ``too_large``
@@ -281,9 +285,10 @@ class AzureBoardsSource(Source):
             params["startDateTime"] = format_time(self.ctx.history_start())
         first = True
         walk = Pagination(f"{self.name}: reporting revisions")
+        page = self._pool.submit(self.api.get, path, "reporting_revisions", params)
         while not self.ctx.should_stop():
             try:
-                body, _ = self.api.get(path, "reporting_revisions", params)
+                body, _ = page.result()
             except NotFound as exc:
                 if first:
                     raise _ReportingUnavailable(str(exc)) from None
@@ -295,6 +300,21 @@ class AzureBoardsSource(Source):
             next_token = _continuation(body)
             walk.page([_revision_key(raw) for raw in values])
             self.ctx.progress(len(values))
+            last = body.get("isLastBatch", True) or not next_token or next_token == token
+            broken: PaginationError | None = None
+            following = params
+            if not last and next_token:
+                # the token is all the next request needs besides our filters; rebuilding the URL
+                # (rather than following nextLink verbatim) keeps the fields/types filters on every page
+                following = {k: v for k, v in params.items() if k != "startDateTime"}
+                following["continuationToken"] = next_token
+                try:
+                    walk.follow(next_token)  # a token sent before (a cycle) or a list that never ends
+                except PaginationError as exc:
+                    broken = exc  # raised once this page is stored: fail visibly
+                else:
+                    # the next page is on its way while this one is normalised and stored
+                    page = self._pool.submit(self.api.get, path, "reporting_revisions", following)
             if values or (next_token and next_token != token):
                 batch, live, deleted = self._batch(values)
                 enqueue = [i for i in live if i not in queued]
@@ -312,14 +332,11 @@ class AzureBoardsSource(Source):
                 queued.difference_update(dequeue)
                 report.batches += 1
                 report.items += len(batch.work_items)
-            if body.get("isLastBatch", True) or not next_token or next_token == token:
+            if last:
                 return
-            # the token is all the next request needs besides our filters; rebuilding the URL
-            # (rather than following nextLink verbatim) keeps the fields/types filters on every page
-            walk.follow(next_token)  # a token sent before (a cycle) or a list that never ends: fail visibly
-            token = next_token
-            params.pop("startDateTime", None)
-            params["continuationToken"] = token
+            if broken is not None:
+                raise broken
+            token, params = next_token, following
 
     def _batch(self, values: list[Any]) -> tuple[Batch, list[str], list[str]]:
         """Normalise one page of revisions; also the ids whose relations are to be read (the items
@@ -423,18 +440,24 @@ class AzureBoardsSource(Source):
         re-reads at most one batch and never drops an item.
         """
         ids = sorted(int(key) for key in store.queued(self.name, RELATIONS))
-        for i in range(0, len(ids), BATCH_IDS):
+        chunks = [ids[i : i + BATCH_IDS] for i in range(0, len(ids), BATCH_IDS)]
+        path = self.api.project_path("wit/workitemsbatch")
+        # the next batches are read (on the pass's pool) while this one is stored
+        ahead = RELATIONS_AHEAD * self.config.max_concurrency
+        reads = deque(self._pool.submit(self._relations, path, chunk) for chunk in chunks[:ahead])
+        for i, chunk in enumerate(chunks):
             if self.ctx.should_stop():
                 return
-            chunk = ids[i : i + BATCH_IDS]
+            if i + ahead < len(chunks):
+                reads.append(self._pool.submit(self._relations, path, chunks[i + ahead]))
             batch = Batch()
-            batch.links = self._links(chunk, batch)
+            batch.links = self._links(_relation_items(reads.popleft().result()), batch)
             store.commit(self.name, batch, queue=RELATIONS, dequeue=[str(item) for item in chunk])
             report.batches += 1
 
-    def _links(self, ids: list[int], batch: Batch) -> list[Link]:
+    def _links(self, items: Iterable[dict[str, Any]], batch: Batch) -> list[Link]:
         links: set[Link] = set()
-        for item in self._work_items_with_relations(sorted(set(ids))):
+        for item in items:
             try:
                 links.update(self._item_links(item))
             except RECORD_ERRORS as exc:
@@ -449,9 +472,7 @@ class AzureBoardsSource(Source):
             self._pool.submit(self._relations, path, ids[i : i + BATCH_IDS]) for i in range(0, len(ids), BATCH_IDS)
         ]
         for read in reads:
-            for item in list_value(read.result(), "workitemsbatch"):
-                if isinstance(item, dict) and is_count(item.get("id")):
-                    yield item
+            yield from _relation_items(read.result())
 
     def _relations(self, path: str, chunk: list[int]) -> Any:
         # errorPolicy=Omit: an item deleted since its revision was read comes back as null
@@ -605,6 +626,13 @@ def _work_items(source: str, revisions: list[Revision]) -> list[WorkItem]:
             )
         )
     return out
+
+
+def _relation_items(body: Any) -> Iterator[dict[str, Any]]:
+    """The work items of a ``workitemsbatch`` answer (deleted ones come back as null)."""
+    for item in list_value(body, "workitemsbatch"):
+        if isinstance(item, dict) and is_count(item.get("id")):
+            yield item
 
 
 def _continuation(body: dict[str, Any]) -> str | None:

@@ -453,7 +453,9 @@ def test_azure_devops_throttling_is_waited_out_not_failed(boards_store: Store) -
     """A 5-minute TSTU budget far below one sync: Retry-After on 200s and 429 TF400733 are honoured.
 
     The sandbox's throttle runs on a clock the source's ``sleep`` advances, so waiting is instant
-    but real: a request only succeeds once the budget has recovered.
+    but real: a request only succeeds once the budget has recovered. One request at a time: workers
+    sleeping at once would each move that one clock (tests/sources/test_azure_concurrency.py has
+    the concurrent case, on the real clock).
     """
     clock = [0.0]
 
@@ -463,7 +465,8 @@ def test_azure_devops_throttling_is_waited_out_not_failed(boards_store: Store) -
     ctx = SourceContext(history=timedelta(days=365), now=lambda: NOW, sleep=sleep)
     with azure_only(work_items=120) as (url, routes, server):
         routes.throttle = Throttle(budget=5, window=300, clock=lambda: clock[0])
-        AzureBoardsSource(boards_config(url), ctx).sync(boards_store)
+        serial = boards_config(url).model_copy(update={"max_concurrency": 1})
+        AzureBoardsSource(serial, ctx).sync(boards_store)
         truth = routes.truth()
         statuses = server.stats.snapshot()["by_status"]
     assert statuses.get("429", 0) > 0
