@@ -187,7 +187,7 @@ class AzureBoardsSource(Source):
             ctx,
             max_concurrency=config.max_concurrency,
         )
-        #: the relations of a page's items are read here during a pass; between passes, inline
+        #: reads ahead (the next revisions page, relations batches) run here during a pass; between passes, inline
         self._pool = ReadPool(1, self.name)
         self.types = list(config.work_item_types)
         self._wanted_types = {t.casefold() for t in self.types}
