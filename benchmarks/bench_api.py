@@ -99,15 +99,17 @@ class SandboxProcess:
         self.proc.wait(timeout=30)
 
 
-def organisation_config(sandbox_url: str, store_url: str) -> Config:
-    """Every project and repository of the sandbox organisation: 2 Boards, 2 Pipelines, 3 GitHub sources."""
+def organisation_config(sandbox_url: str, store_url: str, max_concurrency: int | None = None) -> Config:
+    """Every project and repository of the sandbox organisation: 2 Boards, 2 Pipelines, 3 GitHub sources
+    (the Azure ones at ``max_concurrency`` requests in flight, the default when None)."""
+    azure = f", max_concurrency: {max_concurrency}" if max_concurrency is not None else ""
     lines = [f"store: {store_url}", "history: 365d", "sources:"]
     for project, (boards, pipelines) in PROJECTS.items():
         lines += [
             f"  - {{name: {boards}, kind: azure_boards, organization_url: '{sandbox_url}/contoso', "
-            f"project: {project}, token: {TOKEN}}}",
+            f"project: {project}, token: {TOKEN}{azure}}}",
             f"  - {{name: {pipelines}, kind: azure_pipelines, organization_url: '{sandbox_url}/contoso', "
-            f"project: {project}, token: {TOKEN}, production_environments: [production, Prod]}}",
+            f"project: {project}, token: {TOKEN}, production_environments: [production, Prod]{azure}}}",
         ]
     for repo, (name, mode) in REPOSITORIES.items():
         lines.append(

@@ -52,8 +52,11 @@ def stored_records(store: Store) -> int:
 def sync(
     sandbox: SandboxProcess, tmp: Path, name: str, record: dict[str, list[Recorded]] | None = None
 ) -> tuple[dict[str, tuple[float, float]], int]:
-    """A full sync into a fresh store: ((wall, client CPU) seconds per source, records stored)."""
-    config = organisation_config(sandbox.url, f"sqlite:///{tmp}/{name}.db")
+    """A full sync into a fresh store: ((wall, client CPU) seconds per source, records stored).
+
+    Serial (one request in flight), like the floor it is compared with: the recording hooks sit on
+    each client's own session, which the concurrent workers' sessions would bypass."""
+    config = organisation_config(sandbox.url, f"sqlite:///{tmp}/{name}.db", max_concurrency=1)
     store = Store(config.store)
     runner = Runner(config, store)
     if record is not None:
