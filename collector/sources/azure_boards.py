@@ -294,7 +294,8 @@ class AzureBoardsSource(Source):
                     raise _ReportingUnavailable(str(exc)) from None
                 raise
             first = False
-            if not isinstance(body, dict) or not isinstance(body.get("values", []), list):
+            # without a "values" list this is no reporting answer; read as empty it would move the watermark
+            if not isinstance(body, dict) or not isinstance(body.get("values"), list):
                 raise SourceError(f"{self.name}: unexpected reporting revisions response")
             values = body.get("values") or []
             next_token = _continuation(body)

@@ -268,12 +268,16 @@ class AzureDevOps:
 
 
 def list_value(body: Any, endpoint: str) -> list[Any]:
-    """The ``value`` list of a ``{count, value}`` envelope; a bare list is accepted too."""
+    """The ``value`` list of a ``{count, value}`` envelope; a bare list is accepted too.
+
+    An object without a ``value`` list is no answer of this API (a proxy's page, an error document):
+    read as an empty list it would let the walk, and its watermark, pass a page never read."""
     if isinstance(body, list):
         return body
-    if isinstance(body, dict) and isinstance(body.get("value", []), list):
-        return body.get("value") or []
-    raise SourceError(f"{endpoint}: unexpected response shape ({type(body).__name__})")
+    if isinstance(body, dict) and isinstance(body.get("value"), list):
+        return body["value"]
+    shape = "an object without a 'value' list" if isinstance(body, dict) else type(body).__name__
+    raise SourceError(f"{endpoint}: unexpected response shape ({shape})")
 
 
 def release_url(organization_url: str) -> str:

@@ -814,6 +814,30 @@ def test_an_issues_answer_that_is_an_object_fails_its_part_visibly(proxy: Mutati
     assert found["work_items"] == set() and found["deployments"], "the issues part failed, the others were read"
 
 
+@pytest.mark.parametrize(
+    ("source", "endpoint", "says"),
+    [
+        ("boards", "/_apis/wit/reporting/workitemrevisions", "unexpected reporting revisions response"),
+        ("pipelines", "/_apis/distributedtask/environments", "an object without a 'value' list"),
+    ],
+)
+def test_an_azure_answer_without_its_list_fails_visibly(
+    proxy: MutatingProxy, tmp_path: Path, source: str, endpoint: str, says: str
+) -> None:
+    """An object that is no answer of the API (a proxy's page, an error document) is not an empty
+    list: read as one, the walk and its watermark would pass records never read."""
+
+    def rewrite(answer: Answer) -> Answer | None:
+        if not urlsplit(answer.path).path.endswith(endpoint) or answer.status != 200:
+            return None
+        answer.body = {"message": "maintenance page", "items": []}
+        return answer
+
+    proxy.rewrite = rewrite
+    before = proxy.requests
+    failed_visibly(sync(proxy, tmp_path, (source,)), source, says, proxy, before)
+
+
 # -- serve: one poll through the hostile proxy, then /metrics and /readyz ---------------------------------
 def test_serve_counts_bad_records_and_reports_the_endless_list(
     proxy: MutatingProxy, baseline: dict[str, Any], tmp_path: Path
