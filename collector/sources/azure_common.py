@@ -274,8 +274,9 @@ def list_value(body: Any, endpoint: str) -> list[Any]:
     read as an empty list it would let the walk, and its watermark, pass a page never read."""
     if isinstance(body, list):
         return body
-    if isinstance(body, dict) and isinstance(body.get("value"), list):
-        return body["value"]
+    value = body.get("value") if isinstance(body, dict) else None
+    if isinstance(value, list):
+        return value
     shape = "an object without a 'value' list" if isinstance(body, dict) else type(body).__name__
     raise SourceError(f"{endpoint}: unexpected response shape ({shape})")
 
