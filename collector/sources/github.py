@@ -37,7 +37,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -97,6 +97,9 @@ _SHA = re.compile(r"^[0-9a-fA-F]{40}$")
 #: the largest id or number we order by or keep as a watermark (exact in every JSON consumer);
 #: one absurd deployment id would otherwise become the high-water mark and hide every later one
 MAX_ID = 2**53
+#: ``owner/*``: how often the owner's repositories are listed in full, to see what moves no push
+#: (archived, deleted, renamed repositories); the passes between read only what was pushed since
+FULL_LISTING_EVERY = timedelta(days=1)
 
 #: GitHub issue states as work item states (the ``state`` label) and their categories (docs/definitions.md)
 CATEGORY_OF_STATE = {
@@ -142,6 +145,12 @@ class GitHubConfig(SourceConfigBase):
     def secrets(self) -> list[str]:
         return super().secrets() + ([self.app.private_key] if self.app and self.app.private_key else [])
 
+    skip_archived: bool = Field(True, description="owner/*: leave out archived repositories (read-only, nothing new).")
+    skip_forks: bool = Field(True, description="owner/*: leave out forks (their history is their parent's).")
+    skip_empty: bool = Field(
+        True, description="owner/*: leave out repositories never pushed to (size 0, no default branch or no push)."
+    )
+
     @field_validator("repositories")
     @classmethod
     def _repo_names(cls, value: list[str]) -> list[str]:
@@ -169,6 +178,12 @@ class _Repo:
     full_name: str  # canonical owner/name, the project/service label
     default_branch: str
     configured: str = ""  # as in the configuration (owner/* expanded): the key of its stream
+    #: the last push (``pushed_at``, GitHub's form) as the listing or the repository said; None: unknown
+    pushed_at: str | None = None
+
+
+def _listed_repos(kept: dict[str, dict[str, Any]]) -> list[_Repo]:
+    return [_Repo(name, str(e.get("default_branch") or "main"), name, e.get("pushed_at")) for name, e in kept.items()]
 
 
 @dataclass
@@ -220,84 +235,164 @@ class GitHubSource(Source):
     # -- the pass ---------------------------------------------------------------------------
     def sync(self, store: SourceStore) -> SyncReport:
         report = SyncReport()
-        report.details.update(repositories=0, compare_fallbacks=0)
+        report.details.update(repositories=0, compare_fallbacks=0, pulls_skipped=0)
         self._repos_read = set()
-        for configured in self._repositories(store, report):
+        for configured, listed in self._repositories(store, report):
             if self.ctx.should_stop():
                 break
             try:
-                repo = self._repository(store, configured)
+                repo = listed or self._repository(store, configured)
             except GitHubHTTPError as exc:
                 report.problems.append(f"{configured}: {_problem(exc)}")
                 log.warning("source=%s repository %s skipped: %s", self.name, configured, exc)
                 continue
             report.details["repositories"] += 1
-            for label, run in (
-                ("issues", self._sync_issues),
-                ("pull requests", self._sync_pulls),
-                ("deployments", self._sync_deployments),
-            ):
-                if self.ctx.should_stop():
-                    break
-                try:
-                    run(store, repo, report)
-                except (GitHubHTTPError, BadAnswer, PaginationError) as exc:
-                    if isinstance(exc, GitHubHTTPError) and label == "issues" and exc.status == 410:
-                        continue  # issues are disabled in this repository: nothing to read
-                    report.problems.append(f"{repo.full_name}: {label}: {_problem(exc)}")
-                    log.warning("source=%s %s %s skipped: %s", self.name, repo.full_name, label, exc)
-                    if label == "pull requests":
-                        # a commit of an unread pull request would pass for a direct push: the
-                        # deployments wait for the next pass (their watermark has not moved)
-                        break
+            self._sync_repository(store, repo, report)
         return report
 
-    def _repositories(self, store: SourceStore, report: SyncReport) -> list[str]:
-        """Configured ``owner/repo`` names, with ``owner/*`` expanded (organisation, else user)."""
-        out: list[str] = []
+    def _sync_repository(self, store: SourceStore, repo: _Repo, report: SyncReport) -> None:
+        """Issues, then pull requests, then deployments of one repository.
+
+        The pull requests are not asked for when the listing proves them unchanged
+        (docs/definitions.md "Idle passes"): no push since they were last read completely
+        (``synced:<repo>`` holds that push time) and the issues list, which lists pull requests
+        too, answered 304.
+        """
+        synced_stream = f"synced:{repo.full_name}"
+        synced = store.watermark(self.name, synced_stream) or None
+        issues_unchanged = False
+        for label in ("issues", "pull requests", "deployments"):
+            if self.ctx.should_stop():
+                return
+            if label == "pull requests":
+                if issues_unchanged and repo.pushed_at is not None and synced == repo.pushed_at:
+                    report.details["pulls_skipped"] += 1
+                    continue
+                if synced is not None:  # read again: not proven unchanged until that read completes
+                    store.set_watermark(self.name, synced_stream, "")
+                    synced = None
+            try:
+                if label == "issues":
+                    issues_unchanged = self._sync_issues(store, repo, report)
+                elif label == "pull requests":
+                    if self._sync_pulls(store, repo, report) and repo.pushed_at is not None:
+                        store.set_watermark(self.name, synced_stream, repo.pushed_at)
+                else:
+                    self._sync_deployments(store, repo, report)
+            except (GitHubHTTPError, BadAnswer, PaginationError) as exc:
+                if isinstance(exc, GitHubHTTPError) and label == "issues" and exc.status == 410:
+                    continue  # issues are disabled in this repository: nothing to read
+                report.problems.append(f"{repo.full_name}: {label}: {_problem(exc)}")
+                log.warning("source=%s %s %s skipped: %s", self.name, repo.full_name, label, exc)
+                if label == "pull requests":
+                    # a commit of an unread pull request would pass for a direct push: the
+                    # deployments wait for the next pass (their watermark has not moved)
+                    return
+
+    def _repositories(self, store: SourceStore, report: SyncReport) -> list[tuple[str, _Repo | None]]:
+        """Configured ``owner/repo`` names, with ``owner/*`` expanded (organisation, else user).
+
+        A discovered repository comes with what its listing entry says (name, default branch,
+        last push), so it needs no request of its own; a named one is read with ``_repository``.
+        """
+        out: dict[str, tuple[str, _Repo | None]] = {}
         for entry in self.config.repositories:
             owner, name = entry.split("/", 1)
             if name != "*":
-                out.append(entry)
+                out.setdefault(entry.lower(), (entry, None))
                 continue
             try:
-                out.extend(self._owner_repositories(store, owner))
-            except GitHubHTTPError as exc:
+                listed = self._owner_repositories(store, owner)
+            except (GitHubHTTPError, BadAnswer, PaginationError) as exc:
                 report.problems.append(f"{entry}: {_problem(exc)}")
-        return list(dict.fromkeys(out))
+                continue
+            for repo in listed:
+                out[repo.full_name.lower()] = (repo.full_name, repo)
+        return list(out.values())
 
-    def _owner_repositories(self, store: SourceStore, owner: str) -> list[str]:
-        """Every repository of an organisation (or, if it is none, of a user); cached by ETag."""
+    def _owner_repositories(self, store: SourceStore, owner: str) -> list[_Repo]:
+        """The repositories of an organisation (or, if it is none, of a user) that the ``skip_*``
+        options keep, discovered incrementally (docs/definitions.md "Repositories of an owner").
+
+        The list is read most recently pushed first. Page 1 is asked with its ETag (a 304: no
+        repository was pushed, created, archived or changed on that page), and the walk stops at the
+        first repository pushed before the stored high-water mark: everything after it was read
+        before. What moves no push (archiving, deletion, renames) is caught by a full listing once
+        every ``FULL_LISTING_EVERY`` or when the options change.
+        """
         stream = f"repos:{owner}"
         state = self._state(store, stream)
+        options = [self.config.skip_archived, self.config.skip_forks, self.config.skip_empty]
+        listing = {"sort": "pushed", "direction": "desc", "per_page": PER_PAGE}
         candidates = [
-            (f"/orgs/{quote(owner)}/repos", {"type": "all", "per_page": PER_PAGE}),
-            (f"/users/{quote(owner)}/repos", {"type": "owner", "per_page": PER_PAGE}),
+            (f"/orgs/{quote(owner)}/repos", {"type": "all", **listing}),
+            (f"/users/{quote(owner)}/repos", {"type": "owner", **listing}),
         ]
-        if state.get("key", "").startswith("/users/"):
+        if str(state.get("key", "")).startswith("/users/"):
             candidates.reverse()  # known to be a user: ask there first (and only, while it answers)
+        full_at = _time_or_none(state.get("full_at"))
         for path, params in candidates:
             key = GitHubApi.key(path, params)
-            etag = state.get("etag") if state.get("key") == key and "repos" in state else None
-            names: list[str] = []
+            incremental = (
+                state.get("key") == key
+                and state.get("options") == options
+                and isinstance(state.get("repos"), dict)
+                and full_at is not None
+                and self.ctx.now() - full_at < FULL_LISTING_EVERY
+            )
+            kept: dict[str, dict[str, Any]] = dict(state["repos"]) if incremental else {}
+            high = _time_or_none(state.get("high")) if incremental else None
+            newest = high
             first_etag: str | None = None
             try:
-                for page in self.api.pages(path, params, etag):
+                for page in self.api.pages(path, params, state.get("etag") if incremental else None):
                     if page.status == 304:
-                        return [str(r) for r in state["repos"]]
+                        return _listed_repos(kept)
                     first_etag = first_etag or page.etag
-                    names += [
-                        r["full_name"]
-                        for r in records(page.data)
-                        if isinstance(r.get("full_name"), str) and not r.get("archived")
-                    ]
+                    past_mark = False
+                    for raw in records(page.data):
+                        name = raw.get("full_name")
+                        if not isinstance(name, str) or "/" not in name:
+                            continue
+                        pushed = _time_or_none(raw.get("pushed_at"))
+                        if pushed is not None and high is not None and pushed < high:
+                            past_mark = True  # pushed before the last listing: unchanged since
+                            break
+                        if pushed is not None and (newest is None or pushed > newest):
+                            newest = pushed
+                        kept.pop(name, None)
+                        if self._kept(raw):
+                            branch = raw.get("default_branch")
+                            kept[name] = {
+                                "default_branch": branch if isinstance(branch, str) and branch else None,
+                                "pushed_at": format_time(pushed) if pushed is not None else None,
+                            }
+                    if past_mark:
+                        break
             except GitHubHTTPError as exc:
                 if exc.status == 404 and path != candidates[-1][0]:
                     continue  # not an organisation: try the user of that name (or the other way round)
                 raise
-            store.set_watermark(self.name, stream, json.dumps({"key": key, "etag": first_etag, "repos": names}))
-            return names
+            value = {
+                "key": key,
+                "etag": first_etag,
+                "high": format_time(newest) if newest is not None else None,
+                "full_at": state.get("full_at") if incremental else format_time(self.ctx.now()),
+                "options": options,
+                "repos": kept,
+            }
+            store.set_watermark(self.name, stream, json.dumps(value, sort_keys=True))
+            return _listed_repos(kept)
         return []
+
+    def _kept(self, raw: dict[str, Any]) -> bool:
+        """Whether a listed repository is read, per the ``skip_*`` options."""
+        if self.config.skip_archived and raw.get("archived") is True:
+            return False
+        if self.config.skip_forks and raw.get("fork") is True:
+            return False
+        empty = raw.get("size") == 0 or not raw.get("default_branch") or raw.get("pushed_at") is None
+        return not (self.config.skip_empty and empty)
 
     def _repository(self, store: SourceStore, configured: str, reread: bool = False) -> _Repo:
         """Name and default branch, read once per process: they rarely change, and a renamed
@@ -325,7 +420,8 @@ class GitHubSource(Source):
         return repo
 
     # -- issues -----------------------------------------------------------------------------
-    def _sync_issues(self, store: SourceStore, repo: _Repo, report: SyncReport) -> None:
+    def _sync_issues(self, store: SourceStore, repo: _Repo, report: SyncReport) -> bool:
+        """Read the issues changed since the watermark; True when page 1 answered 304 (nothing changed)."""
         stream = f"issues:{repo.full_name}"
         state = self._state(store, stream)
         since = state.get("since") or format_time(self.ctx.history_start())
@@ -336,7 +432,7 @@ class GitHubSource(Source):
         first_etag: str | None = None
         for page in self.api.pages(path, params, state.get("etag") if state.get("key") == key else None):
             if page.status == 304:
-                return
+                return True
             first_etag = first_etag or page.etag
             batch = Batch(replace_history=True)
             for raw in records(page.data):
@@ -357,7 +453,8 @@ class GitHubSource(Source):
             store.commit(self.name, batch, stream=stream, watermark=json.dumps(watermark))
             self._account(report, batch)
             if self.ctx.should_stop():
-                return
+                return False
+        return False
 
     def _issue(self, repo: _Repo, raw: dict[str, Any], batch: Batch) -> None:
         native_id = f"{repo.full_name}#{raw['number']}"
@@ -428,7 +525,8 @@ class GitHubSource(Source):
         return "Issue"
 
     # -- pull requests ----------------------------------------------------------------------
-    def _sync_pulls(self, store: SourceStore, repo: _Repo, report: SyncReport) -> None:
+    def _sync_pulls(self, store: SourceStore, repo: _Repo, report: SyncReport) -> bool:
+        """Read the pull requests closed since the watermark; True when read to the end."""
         stream = f"pulls:{repo.full_name}"
         state = self._state(store, stream)
         floor = github_time(state["at"]) if state.get("at") else self.ctx.history_start()
@@ -441,7 +539,7 @@ class GitHubSource(Source):
         batch = Batch()
         for page in self.api.pages(path, params, state.get("etag") if state.get("key") == key else None):
             if page.status == 304:
-                return
+                return True
             first_etag = first_etag or page.etag
             reached_watermark = False
             for raw in records(page.data):
@@ -466,7 +564,7 @@ class GitHubSource(Source):
                     self._account(report, batch)
                     batch = Batch()
                     if self.ctx.should_stop():
-                        return
+                        return False
             if reached_watermark:
                 break
         watermark = {
@@ -477,6 +575,7 @@ class GitHubSource(Source):
         }
         store.commit(self.name, batch, stream=stream, watermark=json.dumps(watermark))
         self._account(report, batch)
+        return True
 
     def _pull(self, repo: _Repo, raw: dict[str, Any], batch: Batch) -> None:
         """A merged pull request → its Change and the Links its text and commits carry."""
