@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="added to every API answer, ±20%% jitter (seeded), like a network round trip: e.g. 50ms; default none",
     )
+    sb.add_argument(
+        "--github-repos",
+        type=int,
+        default=0,
+        help="GitHub: this many more repositories in the organisation (mostly empty, archived or forks)",
+    )
     sb.add_argument("--truth", metavar="FILE", help="write the ground truth as JSON and keep serving")
     sb.add_argument(
         "--activity",
@@ -328,6 +334,7 @@ def _sandbox(args: argparse.Namespace) -> int:
         fault_rate=args.fault_rate,
         malformed=args.malformed,
         latency=args.latency,
+        github_repos=args.github_repos,
     )
     sandbox = Sandbox(options, host=args.host, port=args.port)
     if args.truth:

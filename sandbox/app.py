@@ -42,6 +42,8 @@ class SandboxOptions:
     organization: str = "contoso"
     #: malformed records mixed into each half's data (Azure revisions, GitHub issues/PRs)
     malformed: int = 0
+    #: GitHub: repositories beside the three services (mostly empty, archived or forks), for ``owner/*``
+    github_repos: int = 0
     #: Azure DevOps TSTU budget per 5 minutes (None: no throttling), as the real service throttles
     tstu_budget: float | None = None
     #: a GitHub App the GitHub half accepts (its JWT, then its installation tokens), beside ``token``
@@ -84,6 +86,7 @@ class Sandbox:
             malformed=self.options.malformed,
             app=self.options.github_app,
             graphql_points=self.options.github_graphql_points,
+            extra_repos=self.options.github_repos,
         )
         self._activity_rng = random.Random(self.options.seed * 7919 + 1)
         self._clock = now

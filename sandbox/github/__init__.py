@@ -35,7 +35,10 @@ Behaviour shared by every endpoint (endpoint names for ``/_sandbox/stats`` are `
 - Unknown repository → 404; ``contoso/private-infra`` → 403 ``Resource not accessible by personal
   access token`` (for fault tests; not listed in the organisation).
 
-Endpoints: ``/rate_limit``; ``/orgs/{org}``; ``/orgs/{org}/repos``; ``/users/{u}/repos``; under
+Endpoints: ``/rate_limit``; ``/orgs/{org}``; ``/orgs/{org}/repos`` and ``/users/{u}/repos`` (sort
+created|updated|pushed|full_name, direction; real ``pushed_at`` (null if never pushed), ``archived``,
+``fork``, ``size``; ``extra_repos=N`` adds N repositories, mostly empty, archived or forks, and
+``push``/``archive`` change them); under
 ``/repos/{o}/{r}``: ``''``, ``/issues`` (state, since, sort=created|updated, direction, labels,
 assignee, creator), ``/issues/{n}``, ``/issues/{n}/timeline``, ``/issues/{n}/events``,
 ``/issues/events`` (newest first), ``/pulls`` (state, sort, direction, base, head), ``/pulls/{n}``,

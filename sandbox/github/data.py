@@ -394,6 +394,21 @@ class Repo:
     sha_counter: int = 0
     last_number: int = 0
     run_numbers: dict[int, int] = field(default_factory=dict)  # workflow id → last run number
+    #: one of the services (``REPOS``) with work and deliveries; the others only fill the listing
+    service: bool = True
+    archived: bool = False
+    fork: bool = False
+    #: when the repository itself last changed (archived, …); a push moves ``pushed_at`` too
+    changed_at: datetime | None = None
+
+    @property
+    def pushed_at(self) -> datetime | None:
+        """The last push: main's head, None for a repository never pushed to."""
+        return self.main_times[-1] if self.main_times else None
+
+    @property
+    def updated_at(self) -> datetime:
+        return max(t for t in (self.created_at, self.pushed_at, self.changed_at) if t is not None)
 
     # --- commit graph -------------------------------------------------------------------
     def head_index_at(self, t: datetime) -> int:
@@ -496,6 +511,7 @@ class SeededGitHubOrg:
         organization: str,
         azure_items: list[tuple[int, datetime, datetime | None]],
         malformed: int = 0,
+        extra_repos: int = 0,
     ) -> None:
         self.seed = seed
         self.org = organization
@@ -515,6 +531,7 @@ class SeededGitHubOrg:
         #: same with or without them
         self.vrng = random.Random(f"github/variations/{seed}/{work_items}")
         self._build(random.Random(f"github/{seed}/{work_items}"), max(1, work_items), malformed)
+        self._add_extra_repos(random.Random(f"github/extra/{seed}/{extra_repos}"), extra_repos)
 
     # --- generation ---------------------------------------------------------------------
     def _frac(self, t: datetime) -> float:
@@ -1167,6 +1184,46 @@ class SeededGitHubOrg:
         for s in sorted(statuses, key=lambda s: s.at):
             s.id = self.ids.take("status")
 
+    def _add_extra_repos(self, rng: random.Random, count: int) -> None:
+        """``count`` repositories beside the services, as a large organisation has them: of every
+        twenty, nine empty (never pushed: ``size`` 0, ``pushed_at`` null), five archived, five
+        forks and one small live repository with an initial commit. They have no issues, pull
+        requests or deliveries, so the ground truth is the same with or without them."""
+        for k in range(count):
+            name = f"svc-{k:05d}"
+            created = self._rand_time(rng, self.start - 300 * DAY, self.now - 2 * DAY)
+            repo = Repo(name, f"{self.org}/{name}", 800_000_000 + k, "deployments", created, service=False)
+            kind = k % 20
+            repo.archived = 9 <= kind < 14
+            repo.fork = 14 <= kind < 19
+            if kind >= 9:
+                self._push(repo, self._rand_time(rng, created, self.now - DAY), "Initial commit")
+            if repo.archived:
+                repo.changed_at = self._rand_time(rng, repo.pushed_at or created, self.now - DAY)
+            self.repos[name] = repo
+
+    def _push(self, repo: Repo, at: datetime, message: str) -> str:
+        sha = repo.new_sha(self.seed, self.org)
+        repo.commits[sha] = GitCommit(sha, message, USERS[0], at, [repo.main[-1]] if repo.main else [])
+        repo.add_main(sha, at, [])
+        return sha
+
+    def push(self, name: str, now: datetime) -> str:
+        """A direct push of one commit to a repository's main branch at ``now`` (its first, if empty)."""
+        repo = self.repos[name]
+        at = max(now.astimezone(UTC).replace(microsecond=0), *(repo.main_times[-1:] or [repo.created_at]))
+        sha = self._push(repo, at, "Update README")
+        self.version += 1
+        self._truth = None
+        return sha
+
+    def archive(self, name: str, now: datetime) -> None:
+        """Archive a repository: ``archived`` and ``updated_at`` change, ``pushed_at`` does not."""
+        repo = self.repos[name]
+        repo.archived = True
+        repo.changed_at = now.astimezone(UTC).replace(microsecond=0)
+        self.version += 1
+
     # --- activity -----------------------------------------------------------------------
     def add_activity(self, rng: random.Random, now: datetime) -> dict[str, Any]:
         """A new issue, a merged PR (closing an open issue when there is one) and a delivery per repo."""
@@ -1175,7 +1232,7 @@ class SeededGitHubOrg:
             now = self.now + timedelta(seconds=1)
         self.now = now
         added: dict[str, Any] = {"issues": [], "pulls": [], "deployments": []}
-        name = rng.choice(list(self.repos))
+        name = rng.choice([n for n, r in self.repos.items() if r.service])
         repo = self.repos[name]
         subject = rng.choice(_SUBJECTS)
         issue = Issue(name, now, rng.choice(USERS), f"{rng.choice(_ISSUE_VERBS)} {subject}")
@@ -1216,7 +1273,8 @@ class SeededGitHubOrg:
         added["pulls"].append(f"{repo.full_name}#{pr.number}")
 
         for r in self.repos.values():
-            added["deployments"].extend(self._deliver_now(r, now))
+            if r.service:
+                added["deployments"].extend(self._deliver_now(r, now))
         self.version += 1
         self._truth = None
         return added
@@ -1308,6 +1366,8 @@ class SeededGitHubOrg:
         work_items, changes, deployments, rejected = [], [], [], []
         links: set[tuple[str, str]] = set()
         for repo in self.repos.values():
+            if not repo.service:
+                continue
             in_pulls: set[str] = set()
             for number in sorted(repo.items):
                 item = repo.items[number]
@@ -1327,7 +1387,7 @@ class SeededGitHubOrg:
                 changes.append(self._truth_direct_push(repo, repo.commits[sha]))
                 links.update(self._truth_commit_links(repo, repo.commits[sha]))
         return {
-            "repos": {r.full_name: r.mode for r in self.repos.values()},
+            "repos": {r.full_name: r.mode for r in self.repos.values() if r.service},
             "work_items": work_items,
             "changes": changes,
             "deployments": deployments,

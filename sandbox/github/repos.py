@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import unquote
 
 from sandbox.github.common import BadRequest, GitHubHandlers
-from sandbox.github.data import USERS
+from sandbox.github.data import USERS, Repo
 from sandbox.github.shapes import Shapes
 from sandbox.server import Request, Response
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+_SORT_KEYS: dict[str, Callable[[Repo], Any]] = {
+    "created": lambda r: (r.created_at, r.id),
+    "updated": lambda r: (r.updated_at, r.id),
+    "pushed": lambda r: (r.pushed_at or _NEVER, r.id),
+    "full_name": lambda r: r.full_name.lower(),
+}
 
 
 class ReposHandlers(GitHubHandlers):
@@ -32,16 +43,16 @@ class ReposHandlers(GitHubHandlers):
         return ctx.page([], lambda x: x)
 
     def _repo_list(self, ctx: Shapes, req: Request) -> Response:
+        """``sort``: created (default), updated, pushed, full_name; ``direction`` asc for full_name,
+        else desc by default. Never-pushed repositories sort as the oldest pushes."""
         sort = req.arg("sort", "created")
-        repos = list(self.data.repos.values())
-        if sort == "full_name":
-            repos.sort(key=lambda r: r.full_name)
-            default_dir = "asc"
-        else:
-            repos.sort(key=lambda r: (r.created_at, r.id))
-            default_dir = "desc"
-        if req.arg("direction", default_dir) == "desc":
-            repos.reverse()
+        direction = req.arg("direction", "asc" if sort == "full_name" else "desc")
+        if sort not in _SORT_KEYS or direction not in ("asc", "desc"):
+            raise BadRequest(422, f"Invalid value for sort or direction: {sort!r}, {direction!r}")
+        repos = self._sorted_items(
+            ("repo_list", sort, direction),
+            lambda: sorted(self.data.repos.values(), key=_SORT_KEYS[sort], reverse=direction == "desc"),
+        )
         return ctx.page(repos, lambda r: ctx.repository(r))
 
     def _repo_get(self, ctx: Shapes, req: Request) -> Response:

@@ -83,6 +83,7 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
         malformed: int = 0,
         app: SandboxApp | None = None,
         graphql_points: int = 5000,
+        extra_repos: int = 0,
     ) -> None:
         self.token = token
         self.apps = AppState(app)
@@ -94,6 +95,7 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
             organization=organization,
             azure_items=azure_items,
             malformed=malformed,
+            extra_repos=extra_repos,
         )
         self.rate = RateBudget()
         self.graphql_rate = RateBudget(graphql_points, resource="graphql")
@@ -111,6 +113,15 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
     def add_activity(self, rng: random.Random, now: datetime) -> dict[str, Any]:
         with self._lock:
             return self.data.add_activity(rng, now)
+
+    def push(self, repository: str, now: datetime) -> str:
+        """One commit pushed to ``repository``'s main branch (by name) at ``now``; its sha."""
+        with self._lock:
+            return self.data.push(repository, now)
+
+    def archive(self, repository: str, now: datetime) -> None:
+        with self._lock:
+            self.data.archive(repository, now)
 
     def set_rate_limit(
         self,

@@ -149,7 +149,6 @@ class Shapes:
         open_count = self.routes._sorted_items(
             ("open_count", repo.name), lambda: [sum(1 for i in repo.items.values() if i.state == "open")]
         )[0]
-        pushed = repo.main_times[-1]
         d: dict[str, Any] = {
             "id": repo.id,
             "node_id": f"R_kgDO{repo.id:08d}",
@@ -159,7 +158,7 @@ class Shapes:
             "owner": self.user(self.org),
             "html_url": html,
             "description": f"The {repo.name} service",
-            "fork": False,
+            "fork": repo.fork,
             "url": b,
             "forks_url": f"{b}/forks",
             "keys_url": f"{b}/keys{{/key_id}}",
@@ -198,14 +197,14 @@ class Shapes:
             "releases_url": f"{b}/releases{{/id}}",
             "deployments_url": f"{b}/deployments",
             "created_at": iso(repo.created_at),
-            "updated_at": iso(pushed),
-            "pushed_at": iso(pushed),
+            "updated_at": iso(repo.updated_at),
+            "pushed_at": iso(repo.pushed_at),
             "git_url": f"git://{self.host}/{repo.full_name}.git",
             "ssh_url": f"git@{self.host}:{repo.full_name}.git",
             "clone_url": f"{html}.git",
             "svn_url": html,
             "homepage": None,
-            "size": 100 + len(repo.commits) // 10,
+            "size": ((100 if repo.service else 1) + len(repo.commits) // 10) if repo.commits else 0,
             "stargazers_count": 0,
             "watchers_count": 0,
             "language": _LANGUAGE.get(repo.name),
@@ -217,7 +216,7 @@ class Shapes:
             "has_discussions": False,
             "forks_count": 0,
             "mirror_url": None,
-            "archived": False,
+            "archived": repo.archived,
             "disabled": False,
             "open_issues_count": open_count,
             "license": None,
