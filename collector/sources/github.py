@@ -315,10 +315,11 @@ class GitHubSource(Source):
         options keep, discovered incrementally (docs/definitions.md "Repositories of an owner").
 
         The list is read most recently pushed first. Page 1 is asked with its ETag (a 304: no
-        repository was pushed, created, archived or changed on that page), and the walk stops at the
-        first repository pushed before the stored high-water mark: everything after it was read
-        before. What moves no push (archiving, deletion, renames) is caught by a full listing once
-        every ``FULL_LISTING_EVERY`` or when the options change.
+        repository was pushed, created, archived or changed on that page), and the walk stops after
+        the first page that reaches a repository pushed before the stored high-water mark: the
+        pages after it were read before and hold no push since. What moves no push (archiving,
+        deletion, renames) is caught by a full listing once every ``FULL_LISTING_EVERY`` or when
+        the options change.
         """
         stream = f"repos:{owner}"
         state = self._state(store, stream)
@@ -356,8 +357,9 @@ class GitHubSource(Source):
                             continue
                         pushed = _time_or_none(raw.get("pushed_at"))
                         if pushed is not None and high is not None and pushed < high:
-                            past_mark = True  # pushed before the last listing: unchanged since
-                            break
+                            # pushed before the last listing: the pages after this one are older
+                            # still, unchanged since; this page's entries are read all the same
+                            past_mark = True
                         if pushed is not None and (newest is None or pushed > newest):
                             newest = pushed
                         kept.pop(name, None)

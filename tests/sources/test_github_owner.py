@@ -1,0 +1,184 @@
+"""``owner/*`` at organisation scale: incremental discovery, the ``skip_*`` options, idle cost.
+
+The sandbox organisation has its three services plus 2,000 more repositories (``extra_repos``): of
+every twenty, nine empty, five archived, five forks and one small live repository. Requests are
+counted by the sandbox per endpoint (``/_sandbox/stats``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.config import GitHubConfig
+from collector.sources.base import SourceContext, SyncReport
+from collector.sources.github import FULL_LISTING_EVERY, GitHubSource
+from collector.store import Store
+from sandbox.app import Sandbox, SandboxOptions
+from sandbox.github.data import Repo
+
+NOW = datetime(2026, 1, 15, tzinfo=UTC)
+TOKEN = "sandbox-token"
+EXTRA = 2000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def org() -> Iterator[Sandbox]:
+    """The organisation (with a rate budget of its own: each test reads it in full at least once)."""
+    with Sandbox(SandboxOptions(seed=7, work_items=240, now=NOW, github_repos=EXTRA)) as sb:
+        yield sb
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(f"sqlite:///{tmp_path}/owner.db")
+    yield s
+    s.close()
+
+
+def _source(sandbox: Sandbox, repositories: list[str], clock: Clock | None = None, **options: Any) -> GitHubSource:
+    config = GitHubConfig(
+        name="github", kind="github", base_url=sandbox.github_url, token=TOKEN, repositories=repositories, **options
+    )
+    return GitHubSource(config, SourceContext(now=clock or Clock(), sleep=lambda s: None))
+
+
+def _kept(sandbox: Sandbox, *, forks: bool = False, empty: bool = False) -> set[str]:
+    """What the default options keep, read from the sandbox's own data."""
+
+    def keep(r: Repo) -> bool:
+        return not r.archived and (forks or not r.fork) and (empty or bool(r.main))
+
+    return {r.full_name for r in sandbox.github.data.repos.values() if keep(r)}
+
+
+def _requests(sandbox: Sandbox, source: GitHubSource, store: Store) -> tuple[SyncReport, dict[str, Any]]:
+    """One pass and what it asked the sandbox."""
+    before = sandbox.server.stats.snapshot()
+    report = source.sync(store)
+    after = sandbox.server.stats.snapshot()
+    by_endpoint = {k: v - before["by_endpoint"].get(k, 0) for k, v in after["by_endpoint"].items()}
+    return report, {
+        "total": after["total"] - before["total"],
+        "not_modified": after["not_modified"] - before["not_modified"],
+        "by_endpoint": {k: v for k, v in by_endpoint.items() if v},
+    }
+
+
+def _listing_pages(sandbox: Sandbox) -> int:
+    return math.ceil(len(sandbox.github.data.repos) / 100)
+
+
+def test_discovery_keeps_what_the_options_keep(org: Sandbox, store: Store) -> None:
+    kept = _kept(org)
+    assert 100 < len(kept) < EXTRA // 10  # most of the organisation is empty, archived or forks
+    report, asked = _requests(org, _source(org, ["contoso/*"]), store)
+    assert not report.problems
+    assert report.details["repositories"] == len(kept)
+    # the first listing is read in full; no repository is asked for on its own (the listing says it all)
+    assert asked["by_endpoint"]["github.repos"] == _listing_pages(org)
+    assert "github.repo" not in asked["by_endpoint"]
+    assert asked["by_endpoint"]["github.issues"] == len(kept)
+    # the services' records are all there; the other repositories have none
+    truth = org.github.truth()
+    assert {w.native_id for w in store.work_items()} == {w["native_id"] for w in truth["work_items"]}
+
+    # other options: a full listing again, keeping forks and empty repositories as well
+    wider = _source(org, ["contoso/*"], skip_forks=False, skip_empty=False)
+    report, asked = _requests(org, wider, store)
+    assert asked["by_endpoint"]["github.repos"] == _listing_pages(org)
+    assert report.details["repositories"] == len(_kept(org, forks=True, empty=True)) > len(kept)
+
+
+def test_an_idle_pass_asks_two_conditional_requests_per_kept_repository(org: Sandbox, store: Store) -> None:
+    source = _source(org, ["contoso/*"])
+    kept = len(_kept(org))
+    source.sync(store)
+    source.sync(store)  # the services' issues are asked once more with the newer `since`
+    report, idle = _requests(org, source, store)
+    print(f"idle pass over {kept} kept repositories: {idle}")
+    assert not report.problems
+    # every request a 304: nothing of the rate budget spent
+    assert idle["total"] == idle["not_modified"] > 0
+    # the listing once (page 1), then per repository its issues and its deliveries; no repository
+    # object, and no pull requests: no push since they were read, and the issues list (which lists
+    # pull requests too) is unchanged
+    pending = idle["by_endpoint"].get("github.deployment_statuses", 0)
+    assert idle["by_endpoint"]["github.repos"] == 1
+    assert idle["by_endpoint"]["github.issues"] == idle["by_endpoint"]["github.deployments"] == kept
+    assert "github.pulls" not in idle["by_endpoint"] and "github.repo" not in idle["by_endpoint"]
+    assert report.details["pulls_skipped"] == kept
+    assert idle["total"] == 1 + 2 * kept + pending
+    assert pending <= 1  # the one unfinished deployment of contoso/web, re-read conditionally
+
+
+def test_a_pushed_repository_is_discovered_on_the_next_pass(org: Sandbox, store: Store) -> None:
+    clock = Clock()
+    source = _source(org, ["contoso/*"], clock)
+    source.sync(store)
+    kept = _kept(org)
+    empty = sorted(r.name for r in org.github.data.repos.values() if not r.main)[0]
+    live = sorted(name.split("/")[1] for name in kept if name.startswith("contoso/svc-"))[-1]
+    clock.now = NOW + timedelta(hours=2)
+    org.github.push(empty, clock.now)  # its first push: no longer empty
+    org.github.push(live, clock.now)
+    report, asked = _requests(org, source, store)
+    assert not report.problems
+    assert report.details["repositories"] == len(kept) + 1
+    # both are on page 1 now (most recently pushed first), and the walk ends there
+    assert asked["by_endpoint"]["github.repos"] == 1
+    # the pushed repositories' pull requests are read; the others' are proven unchanged
+    assert asked["by_endpoint"]["github.pulls"] <= 2 + 3  # + the services, whose issues moved `since`
+    assert report.details["pulls_skipped"] >= len(kept) - 3 - 1
+
+
+def test_an_archived_repository_stops_being_polled(org: Sandbox, store: Store) -> None:
+    clock = Clock()
+    source = _source(org, ["contoso/*"], clock)
+    source.sync(store)
+    kept = _kept(org)
+    extras = sorted(
+        (r for r in org.github.data.repos.values() if r.full_name in kept and not r.service),
+        key=lambda r: r.pushed_at or NOW,
+    )
+    recent, old = extras[-1], extras[0]  # on page 1 of the listing, and far behind it
+    clock.now = NOW + timedelta(hours=1)
+    org.github.archive(recent.name, clock.now)
+    org.github.archive(old.name, clock.now)
+
+    # page 1 changed: the recently pushed one is seen archived at once
+    report, asked = _requests(org, source, store)
+    assert asked["by_endpoint"]["github.repos"] == 1
+    assert report.details["repositories"] == len(kept) - 1
+    # archiving moves no push: the other is seen at the next full listing
+    clock.now = NOW + FULL_LISTING_EVERY + timedelta(hours=1)
+    report, asked = _requests(org, source, store)
+    assert asked["by_endpoint"]["github.repos"] == _listing_pages(org)
+    assert report.details["repositories"] == len(kept) - 2
+    assert asked["by_endpoint"]["github.issues"] == len(kept) - 2  # neither is polled any more
+
+
+def test_figures_equal_those_of_the_explicit_list(org: Sandbox, tmp_path: Path) -> None:
+    stores = []
+    for label, repositories in (("owner", ["contoso/*"]), ("named", sorted(_kept(org)))):
+        store = Store(f"sqlite:///{tmp_path}/{label}.db")
+        source = _source(org, repositories)
+        assert not source.sync(store).problems
+        assert not source.sync(store).problems  # and an idle pass changes nothing
+        stores.append({k: v for k, v in store.content_digest().items() if k != "watermarks"})
+        store.close()
+    assert stores[0]["work_items"] and stores[0]["deployments"]
+    assert stores[0] == stores[1]
