@@ -254,29 +254,33 @@ class GitHubSource(Source):
         """Issues, then pull requests, then deployments of one repository.
 
         The pull requests are not asked for when the listing proves them unchanged
-        (docs/definitions.md "Idle passes"): no push since they were last read completely
-        (``synced:<repo>`` holds that push time) and the issues list, which lists pull requests
-        too, answered 304.
+        (docs/definitions.md "Idle passes"): no push since they were last read to the end, and
+        the issues list, which lists pull requests too, answered 304 with the very version it had
+        then. ``synced:<repo>`` holds both, written only once that read completed, so a pass
+        stopped or killed in between proves nothing.
         """
         synced_stream = f"synced:{repo.full_name}"
-        synced = store.watermark(self.name, synced_stream) or None
-        issues_unchanged = False
+        synced = self._state(store, synced_stream)
+        unchanged_issues: str | None = None
         for label in ("issues", "pull requests", "deployments"):
             if self.ctx.should_stop():
                 return
-            if label == "pull requests":
-                if issues_unchanged and repo.pushed_at is not None and synced == repo.pushed_at:
-                    report.details["pulls_skipped"] += 1
-                    continue
-                if synced is not None:  # read again: not proven unchanged until that read completes
-                    store.set_watermark(self.name, synced_stream, "")
-                    synced = None
+            if (
+                label == "pull requests"
+                and unchanged_issues is not None
+                and repo.pushed_at is not None
+                and synced == {"pushed_at": repo.pushed_at, "issues": unchanged_issues}
+            ):
+                report.details["pulls_skipped"] += 1
+                continue
             try:
                 if label == "issues":
-                    issues_unchanged = self._sync_issues(store, repo, report)
+                    unchanged_issues = self._sync_issues(store, repo, report)
                 elif label == "pull requests":
                     if self._sync_pulls(store, repo, report) and repo.pushed_at is not None:
-                        store.set_watermark(self.name, synced_stream, repo.pushed_at)
+                        now = {"pushed_at": repo.pushed_at, "issues": self._issues_version(store, repo)}
+                        if now["issues"] is not None and now != synced:
+                            store.set_watermark(self.name, synced_stream, json.dumps(now))
                 else:
                     self._sync_deployments(store, repo, report)
             except (GitHubHTTPError, BadAnswer, PaginationError) as exc:
@@ -422,8 +426,9 @@ class GitHubSource(Source):
         return repo
 
     # -- issues -----------------------------------------------------------------------------
-    def _sync_issues(self, store: SourceStore, repo: _Repo, report: SyncReport) -> bool:
-        """Read the issues changed since the watermark; True when page 1 answered 304 (nothing changed)."""
+    def _sync_issues(self, store: SourceStore, repo: _Repo, report: SyncReport) -> str | None:
+        """Read the issues changed since the watermark. When page 1 answered 304 (nothing changed):
+        the version of the list that was unchanged (see ``_issues_version``), else None."""
         stream = f"issues:{repo.full_name}"
         state = self._state(store, stream)
         since = state.get("since") or format_time(self.ctx.history_start())
@@ -434,7 +439,7 @@ class GitHubSource(Source):
         first_etag: str | None = None
         for page in self.api.pages(path, params, state.get("etag") if state.get("key") == key else None):
             if page.status == 304:
-                return True
+                return f"{key} {state.get('etag')}"
             first_etag = first_etag or page.etag
             batch = Batch(replace_history=True)
             for raw in records(page.data):
@@ -455,8 +460,13 @@ class GitHubSource(Source):
             store.commit(self.name, batch, stream=stream, watermark=json.dumps(watermark))
             self._account(report, batch)
             if self.ctx.should_stop():
-                return False
-        return False
+                return None
+        return None
+
+    def _issues_version(self, store: SourceStore, repo: _Repo) -> str | None:
+        """The issues list as last read: its request (with ``since``) and page 1's ETag."""
+        state = self._state(store, f"issues:{repo.full_name}")
+        return f"{state.get('key')} {state.get('etag')}" if state.get("key") and state.get("etag") else None
 
     def _issue(self, repo: _Repo, raw: dict[str, Any], batch: Batch) -> None:
         native_id = f"{repo.full_name}#{raw['number']}"

@@ -132,17 +132,21 @@ def test_a_pushed_repository_is_discovered_on_the_next_pass(org: Sandbox, store:
     kept = _kept(org)
     empty = sorted(r.name for r in org.github.data.repos.values() if not r.main)[0]
     live = sorted(name.split("/")[1] for name in kept if name.startswith("contoso/svc-"))[-1]
+    source.sync(store)  # idle: every repository's pull requests proven unchanged from now on
     clock.now = NOW + timedelta(hours=2)
     org.github.push(empty, clock.now)  # its first push: no longer empty
     org.github.push(live, clock.now)
+    merged = org.add_activity(1)["github"][0]["pulls"]  # a pull request merged in a service
     report, asked = _requests(org, source, store)
     assert not report.problems
     assert report.details["repositories"] == len(kept) + 1
-    # both are on page 1 now (most recently pushed first), and the walk ends there
+    # all three are on page 1 now (most recently pushed first), and the walk ends there
     assert asked["by_endpoint"]["github.repos"] == 1
-    # the pushed repositories' pull requests are read; the others' are proven unchanged
-    assert asked["by_endpoint"]["github.pulls"] <= 2 + 3  # + the services, whose issues moved `since`
-    assert report.details["pulls_skipped"] >= len(kept) - 3 - 1
+    # the pushed repositories' pull requests are read (the new one's issues list is read for the
+    # first time); every other repository's are proven unchanged
+    assert asked["by_endpoint"]["github.pulls"] == 3
+    assert report.details["pulls_skipped"] == len(kept) + 1 - 3
+    assert set(merged) <= {c.native_id for c in store.changes()}
 
 
 def test_an_archived_repository_stops_being_polled(org: Sandbox, store: Store) -> None:
