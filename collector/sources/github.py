@@ -178,12 +178,17 @@ class _Repo:
     full_name: str  # canonical owner/name, the project/service label
     default_branch: str
     configured: str = ""  # as in the configuration (owner/* expanded): the key of its stream
-    #: the last push (``pushed_at``, GitHub's form) as the listing or the repository said; None: unknown
+    #: the last push (``pushed_at``, GitHub's form) as the listing said; None: unknown
     pushed_at: str | None = None
+    #: the ``repos:<owner>`` stream that discovered it (``owner/*``); None when named explicitly
+    listed_in: str | None = None
 
 
-def _listed_repos(kept: dict[str, dict[str, Any]]) -> list[_Repo]:
-    return [_Repo(name, str(e.get("default_branch") or "main"), name, e.get("pushed_at")) for name, e in kept.items()]
+def _listed_repos(kept: dict[str, dict[str, Any]], stream: str) -> list[_Repo]:
+    return [
+        _Repo(name, str(e.get("default_branch") or "main"), name, e.get("pushed_at"), stream)
+        for name, e in kept.items()
+    ]
 
 
 @dataclass
@@ -235,7 +240,7 @@ class GitHubSource(Source):
     # -- the pass ---------------------------------------------------------------------------
     def sync(self, store: SourceStore) -> SyncReport:
         report = SyncReport()
-        report.details.update(repositories=0, compare_fallbacks=0, pulls_skipped=0)
+        report.details.update(repositories=0, compare_fallbacks=0, pulls_skipped=0, repositories_gone=0)
         self._repos_read = set()
         for configured, listed in self._repositories(store, report):
             if self.ctx.should_stop():
@@ -286,6 +291,10 @@ class GitHubSource(Source):
             except (GitHubHTTPError, BadAnswer, PaginationError) as exc:
                 if isinstance(exc, GitHubHTTPError) and label == "issues" and exc.status == 410:
                     continue  # issues are disabled in this repository: nothing to read
+                if isinstance(exc, GitHubHTTPError) and label == "issues" and exc.status == 404 and repo.listed_in:
+                    self._forget(store, repo)  # deleted since it was listed
+                    report.details["repositories_gone"] += 1
+                    return
                 report.problems.append(f"{repo.full_name}: {label}: {_problem(exc)}")
                 log.warning("source=%s %s %s skipped: %s", self.name, repo.full_name, label, exc)
                 if label == "pull requests":
@@ -352,7 +361,7 @@ class GitHubSource(Source):
             try:
                 for page in self.api.pages(path, params, state.get("etag") if incremental else None):
                     if page.status == 304:
-                        return _listed_repos(kept)
+                        return _listed_repos(kept, stream)
                     first_etag = first_etag or page.etag
                     past_mark = False
                     for raw in records(page.data):
@@ -388,8 +397,17 @@ class GitHubSource(Source):
                 "repos": kept,
             }
             store.set_watermark(self.name, stream, json.dumps(value, sort_keys=True))
-            return _listed_repos(kept)
+            return _listed_repos(kept, stream)
         return []
+
+    def _forget(self, store: SourceStore, repo: _Repo) -> None:
+        """A discovered repository that is gone (deleted, or no longer visible to the token): out
+        of the discovered set, so it is not asked for again until a listing shows it again."""
+        assert repo.listed_in is not None
+        state = self._state(store, repo.listed_in)
+        if isinstance(state.get("repos"), dict) and state["repos"].pop(repo.full_name, None) is not None:
+            store.set_watermark(self.name, repo.listed_in, json.dumps(state, sort_keys=True))
+        log.info("source=%s %s is gone (HTTP 404): no longer read", self.name, repo.full_name)
 
     def _kept(self, raw: dict[str, Any]) -> bool:
         """Whether a listed repository is read, per the ``skip_*`` options."""

@@ -1217,6 +1217,12 @@ class SeededGitHubOrg:
         self._truth = None
         return sha
 
+    def delete(self, name: str) -> None:
+        """Delete a repository: it leaves the listing and every route of it answers 404."""
+        del self.repos[name]
+        self.version += 1
+        self._truth = None
+
     def archive(self, name: str, now: datetime) -> None:
         """Archive a repository: ``archived`` and ``updated_at`` change, ``pushed_at`` does not."""
         repo = self.repos[name]

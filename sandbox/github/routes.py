@@ -119,6 +119,10 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
         with self._lock:
             return self.data.push(repository, now)
 
+    def delete(self, repository: str) -> None:
+        with self._lock:
+            self.data.delete(repository)
+
     def archive(self, repository: str, now: datetime) -> None:
         with self._lock:
             self.data.archive(repository, now)

@@ -175,6 +175,20 @@ def test_an_archived_repository_stops_being_polled(org: Sandbox, store: Store) -
     assert asked["by_endpoint"]["github.issues"] == len(kept) - 2  # neither is polled any more
 
 
+def test_a_deleted_repository_is_forgotten_without_a_problem(org: Sandbox, store: Store) -> None:
+    source = _source(org, ["contoso/*"])
+    source.sync(store)
+    kept = _kept(org)
+    gone = sorted(name for name in kept if name.startswith("contoso/svc-"))[0]
+    org.github.delete(gone.split("/")[1])
+    report, asked = _requests(org, source, store)
+    assert not report.problems  # a deleted repository is no failure of the source
+    assert report.details["repositories_gone"] == 1
+    report, asked = _requests(org, source, store)
+    assert report.details["repositories"] == len(kept) - 1
+    assert asked["by_endpoint"]["github.issues"] == len(kept) - 1
+
+
 def test_figures_equal_those_of_the_explicit_list(org: Sandbox, tmp_path: Path) -> None:
     stores = []
     for label, repositories in (("owner", ["contoso/*"]), ("named", sorted(_kept(org)))):
