@@ -5,8 +5,14 @@ Every request goes through :class:`~collector.sources.github_api.GitHubApi` (RES
 Streams per repository, each with its own watermark (a JSON document) committed in the same
 transaction as the batch it reaches, so a crash between batches loses nothing:
 
+- ``repos:<owner>`` (``owner/*``): the discovered repositories the ``skip_*`` options keep, with
+  the listing's page-1 ETag and ``pushed_at`` high-water mark (incremental discovery,
+  docs/definitions.md "Which GitHub repositories are read, and when"). A discovered repository
+  needs no ``repo:`` read: its listing entry has the name and default branch.
 - ``repo:<o/r>``: the repository's canonical name and default branch (conditional GET), read once
   per process, and again when a workflow run on another branch may mean a renamed default branch.
+- ``synced:<o/r>``: the push and the issues list's version at which the pull requests were last
+  read to the end: while both hold, an idle pass does not ask for the pull requests.
 - ``issues:<o/r>``: ``/issues?state=all&sort=updated&direction=asc&since=…``, oldest change first,
   so the watermark moves page by page. Every changed issue's whole timeline is re-read and handed
   over with ``Batch.replace_history``. ``since`` is inclusive: the watermark keeps the numbers
