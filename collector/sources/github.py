@@ -134,6 +134,11 @@ class GitHubConfig(SourceConfigBase):
     type_labels: dict[str, str] = Field(
         default={"bug": "Bug", "feature": "Feature"}, description="label → work item type; others are 'Issue'."
     )
+    skip_archived: bool = Field(True, description="owner/*: leave out archived repositories (read-only, nothing new).")
+    skip_forks: bool = Field(True, description="owner/*: leave out forks (their history is their parent's).")
+    skip_empty: bool = Field(
+        True, description="owner/*: leave out repositories never pushed to (size 0, no default branch or no push)."
+    )
     # a personal token, or a GitHub App instead (exactly one of the two)
     token: str | None = Field(  # type: ignore[assignment]
         None, min_length=1, description="Personal access token (${ENV_VAR}); or use app."
@@ -150,12 +155,6 @@ class GitHubConfig(SourceConfigBase):
 
     def secrets(self) -> list[str]:
         return super().secrets() + ([self.app.private_key] if self.app and self.app.private_key else [])
-
-    skip_archived: bool = Field(True, description="owner/*: leave out archived repositories (read-only, nothing new).")
-    skip_forks: bool = Field(True, description="owner/*: leave out forks (their history is their parent's).")
-    skip_empty: bool = Field(
-        True, description="owner/*: leave out repositories never pushed to (size 0, no default branch or no push)."
-    )
 
     @field_validator("repositories")
     @classmethod
