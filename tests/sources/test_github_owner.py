@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from collector.config import GitHubConfig
 from collector.sources.base import SourceContext, SyncReport
@@ -80,6 +81,15 @@ def _requests(sandbox: Sandbox, source: GitHubSource, store: Store) -> tuple[Syn
 
 def _listing_pages(sandbox: Sandbox) -> int:
     return math.ceil(len(sandbox.github.data.repos) / 100)
+
+
+def test_the_skip_options_default_to_true_and_are_validated() -> None:
+    base = {"name": "github", "kind": "github", "token": TOKEN, "repositories": ["contoso/*"]}
+    config = GitHubConfig(**base)
+    assert (config.skip_archived, config.skip_forks, config.skip_empty) == (True, True, True)
+    assert GitHubConfig(**base, skip_forks=False).skip_forks is False
+    with pytest.raises(ValidationError, match="skip_empty"):
+        GitHubConfig(**base, skip_empty="sometimes")
 
 
 def test_discovery_keeps_what_the_options_keep(org: Sandbox, store: Store) -> None:
