@@ -82,21 +82,75 @@ class Redactor:
 REDACT = Redactor()
 
 
+#: the rate-limit resources GitHub names in ``x-ratelimit-resource`` and the API budget they are
+#: (an answer without the header, Azure DevOps' TSTU budget included, is ``rest``)
+API_OF_RESOURCE = {"core": "rest", "graphql": "graphql"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One API's rate-limit window as its latest answer reported it."""
+
+    remaining: float
+    limit: float | None = None
+    #: Unix time the window resets (``x-ratelimit-reset``, GraphQL's ``rateLimit.resetAt``)
+    reset_at: float | None = None
+
+
+class BudgetExhausted(RateLimited):
+    """Another request would spend the reserve and the window resets later than we wait: the pass
+    ends early and cleanly, and the next one resumes from the watermarks."""
+
+    def __init__(self, message: str, api: str, reset_at: float | None) -> None:
+        super().__init__(message)
+        self.api = api
+        self.reset_at = reset_at
+
+
 @dataclass
 class ApiTelemetry:
-    """What one source's HTTP did: requests by status code and the last rate-limit budget."""
+    """What one source's HTTP did: requests by status code and the budget of each API it spends.
+
+    Budgets are per API (``rest``, ``graphql``): GitHub counts them separately. Clients that learn
+    a budget some other way than the ``x-ratelimit-*`` headers (GraphQL's ``rateLimit`` object)
+    report it with :meth:`note_budget`.
+    """
 
     requests: Counter[str] = field(default_factory=Counter)
+    #: the last ``rest`` budget (``cycletime_api_rate_limit_remaining``)
     rate_limit_remaining: float | None = None
     #: the API stopped reporting a budget (Azure DevOps sends one only while it throttles): the last
     #: value no longer holds and must not be kept
     rate_limit_expired: bool = False
+    budgets: dict[str, Budget] = field(default_factory=dict)
     slept_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count(self, code: str) -> None:
         with self._lock:
             self.requests[code] += 1
+
+    def note_budget(
+        self, api: str, remaining: float, limit: float | None = None, reset_at: float | None = None
+    ) -> None:
+        """The budget an answer reported for ``api`` (``rest`` or ``graphql``)."""
+        with self._lock:
+            self.budgets[api] = Budget(float(remaining), limit, reset_at)
+            if api == "rest":
+                self.rate_limit_remaining = float(remaining)
+                self.rate_limit_expired = False
+
+    def forget_budget(self, api: str) -> None:
+        """The API no longer reports a budget for ``api``: the last one does not hold any more."""
+        with self._lock:
+            self.budgets.pop(api, None)
+            if api == "rest":
+                self.rate_limit_remaining = None
+                self.rate_limit_expired = True
+
+    def budget(self, api: str) -> Budget | None:
+        with self._lock:
+            return self.budgets.get(api)
 
     def take(self) -> Counter[str]:
         """Counts since the last take: the store adds them to its persistent counters."""
@@ -462,11 +516,14 @@ class ApiClient:
         sleep: Callable[[float], None] = time.sleep,
         budget_only_while_throttled: bool = False,
         gate: RequestGate | None = None,
+        reserve: float = 0.0,
     ) -> None:
         self.source = source
         #: Azure DevOps sends ``X-RateLimit-*`` only while it delays or blocks a caller: an answer
         #: without them means the budget is no longer short (GitHub sends them on every answer)
         self.budget_only_while_throttled = budget_only_while_throttled
+        #: the share of each window's limit never spent (``rate_limit_reserve``): see :meth:`spend`
+        self.reserve = reserve
         self.base_url = base_url.rstrip("/")
         self.telemetry = telemetry or ApiTelemetry()
         self.policy = policy or RetryPolicy()
@@ -512,10 +569,14 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         json_body: Any = None,
+        api: str = "rest",
+        cost: float = 1.0,
     ) -> tuple[Any, requests.Response]:
         last: Exception | None = None
         for attempt in range(self.policy.attempts):
-            resp = self.request(method, path_or_url, params=params, headers=headers, json_body=json_body)
+            resp = self.request(
+                method, path_or_url, params=params, headers=headers, json_body=json_body, api=api, cost=cost
+            )
             if resp.status_code == 304:
                 return None, resp
             try:
@@ -547,11 +608,18 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         json_body: Any = None,
+        api: str = "rest",
+        cost: float = 1.0,
     ) -> requests.Response:
-        """One logical request: retried on transient failures, rate limits waited out."""
+        """One logical request: retried on transient failures, rate limits waited out.
+
+        Each attempt first :meth:`spend` s ``cost`` of ``api``'s budget (what the request is
+        expected to cost: 1 for a REST call, the query's points for GraphQL).
+        """
         url = self.url(path_or_url)
         last_error = ""
         for attempt in range(self.policy.attempts):
+            self.spend(api, cost)
             try:
                 if self.gate is None:
                     resp = self._fetch(method, url, params, headers, json_body)
@@ -717,15 +785,53 @@ class ApiClient:
         resp._content_consumed = True  # type: ignore[attr-defined]
         return resp
 
+    def spend(self, api: str = "rest", cost: float = 1.0) -> None:
+        """Wait, if need be, until ``api``'s budget can pay ``cost`` without spending the reserve.
+
+        The reserve (``reserve`` times the window's limit) is left for whatever else shares the token
+        (other tools, people, the next pass's idle requests). When paying would dip into it, sleep
+        until the window resets if that is within ``max_rate_limit_wait``; otherwise raise
+        BudgetExhausted so the pass ends with what it committed. A budget never reported, or
+        without a limit or reset, is not planned: the API's own 403/429 handling still applies.
+        """
+        budget = self.telemetry.budget(api)
+        if not self.reserve or budget is None or budget.limit is None or budget.reset_at is None:
+            return
+        if budget.remaining - cost >= self.reserve * budget.limit:
+            return
+        wait = max(budget.reset_at - time.time(), 0.0) + 1.0  # the reset second itself, as GitHub counts it
+        if wait > self.policy.max_rate_limit_wait:
+            raise BudgetExhausted(
+                f"{self.source}: {api} budget down to its reserve ({budget.remaining:.0f} of {budget.limit:.0f} "
+                f"left); it resets in {wait:.0f}s, more than we wait",
+                api,
+                budget.reset_at,
+            )
+        log.info(
+            "source=%s %s budget down to its reserve (%.0f of %.0f left); pausing %.1fs until it resets",
+            self.source,
+            api,
+            budget.remaining,
+            budget.limit,
+            wait,
+        )
+        self._sleep(wait)
+        # a new window: its budget is unknown until the next answer reports it
+        self.telemetry.note_budget(api, budget.limit, budget.limit, None)
+
     def _note_rate_limit(self, resp: requests.Response) -> None:
-        remaining = resp.headers.get("x-ratelimit-remaining")
+        remaining = _seconds(resp.headers.get("x-ratelimit-remaining"))
+        resource = resp.headers.get("x-ratelimit-resource") or "core"
+        api = API_OF_RESOURCE.get(resource.lower(), resource.lower())
         if remaining is not None:
-            with contextlib.suppress(ValueError):
-                self.telemetry.rate_limit_remaining = float(remaining)
-                self.telemetry.rate_limit_expired = False
+            self.telemetry.note_budget(
+                api,
+                remaining,
+                _seconds(resp.headers.get("x-ratelimit-limit")),
+                _seconds(resp.headers.get("x-ratelimit-reset")),
+            )
         elif self.budget_only_while_throttled and resp.status_code < 500:
-            self.telemetry.rate_limit_remaining = None
-            self.telemetry.rate_limit_expired = True
+            self.telemetry.forget_budget("rest")
 
     def _rate_limit_wait(self, resp: requests.Response) -> float | None:
         """Seconds to wait before retrying, if this answer is a rate limit; None otherwise."""

@@ -240,6 +240,9 @@ class SyncReport:
     #: per-part problems that did not stop the pass (e.g. one repository 404s)
     problems: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    #: work known to remain after the pass (``cycletime_sync_backlog``, docs/metrics.md): for
+    #: GitHub, the repository streams not brought up to date; None where a source cannot tell
+    backlog: int | None = None
 
 
 class Source(ABC):

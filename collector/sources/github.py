@@ -51,7 +51,7 @@ from pydantic import Field, field_validator, model_validator
 
 from collector.config_types import EnvironmentPatterns, SourceConfigBase
 from collector.errors import Rejected, SourceError
-from collector.http import TooDeep
+from collector.http import BudgetExhausted, TooDeep
 from collector.model import (
     Batch,
     Category,
@@ -95,6 +95,8 @@ from collector.sources.registry import register
 
 log = logging.getLogger(__name__)
 
+#: the streams of each repository, read in this order (``cycletime_sync_backlog`` counts them)
+STREAMS = ("issues", "pull requests", "deployments")
 #: records per transaction on streams whose watermark only moves at the end of the pass
 BATCH_SIZE = 50
 #: GitHub's own limit on an issue or pull request body; anything longer is not GitHub's data
@@ -156,6 +158,14 @@ class GitHubConfig(SourceConfigBase):
     def secrets(self) -> list[str]:
         return super().secrets() + ([self.app.private_key] if self.app and self.app.private_key else [])
 
+    rate_limit_reserve: float = Field(
+        0.1,
+        ge=0.0,
+        le=0.9,
+        description="Share of each rate-limit window (REST and GraphQL) a pass never spends: it pauses "
+        "until the reset, or ends early and resumes next pass. 0 spends the whole budget.",
+    )
+
     @field_validator("repositories")
     @classmethod
     def _repo_names(cls, value: list[str]) -> list[str]:
@@ -197,6 +207,28 @@ def _listed_repos(kept: dict[str, dict[str, Any]], stream: str) -> list[_Repo]:
 
 
 @dataclass
+class _Span:
+    """Pull requests updated in ``(low, high]`` were read by a walk that ended early (``high_seen``:
+    the numbers read at ``high``)."""
+
+    low: datetime
+    high: datetime
+    high_seen: list[int]
+
+    @classmethod
+    def of(cls, value: Any) -> _Span | None:
+        if not isinstance(value, dict):
+            return None
+        try:
+            return cls(github_time(value["low"]), github_time(value["high"]), [int(n) for n in value["high_seen"]])
+        except (KeyError, TypeError, ValueError):
+            return None  # unreadable: read everything again
+
+    def to_json(self) -> dict[str, Any]:
+        return {"low": format_time(self.low), "high": format_time(self.high), "high_seen": self.high_seen}
+
+
+@dataclass
 class _Mode:
     """One ``deployments_from`` mode: where its list is, how it is ordered, how its records are read."""
 
@@ -222,7 +254,9 @@ class GitHubSource(Source):
 
     def __init__(self, config: GitHubConfig, ctx: SourceContext) -> None:
         super().__init__(config, ctx)
-        self.api = GitHubApi(self.name, config.base_url, config.token or self._app(config, ctx), ctx)
+        self.api = GitHubApi(
+            self.name, config.base_url, config.token or self._app(config, ctx), ctx, reserve=config.rate_limit_reserve
+        )
         self.type_labels = {k.lower(): v for k, v in config.type_labels.items()}
         self.guard = RecordGuard(self.name)
         #: configured name → the repository as this process read it; which of them this pass read
@@ -244,21 +278,41 @@ class GitHubSource(Source):
 
     # -- the pass ---------------------------------------------------------------------------
     def sync(self, store: SourceStore) -> SyncReport:
+        """One pass over every repository's streams, ended early when the budget reaches its reserve.
+
+        Budget exhaustion is no failure: what was committed stays, each stream's watermark says
+        where the next pass resumes, and ``report.backlog`` counts the streams left behind.
+        """
         report = SyncReport()
         report.details.update(repositories=0, compare_fallbacks=0, pulls_skipped=0, repositories_gone=0)
         self._repos_read = set()
-        for configured, listed in self._repositories(store, report):
-            if self.ctx.should_stop():
-                break
-            try:
-                repo = listed or self._repository(store, configured)
-            except GitHubHTTPError as exc:
-                report.problems.append(f"{configured}: {_problem(exc)}")
-                log.warning("source=%s repository %s skipped: %s", self.name, configured, exc)
-                continue
-            report.details["repositories"] += 1
-            self._sync_repository(store, repo, report)
+        try:
+            repositories = self._repositories(store, report)
+        except BudgetExhausted as exc:
+            self._defer(report, exc)
+            return report
+        # streams neither brought up to date nor failed (a failure is a problem, not a backlog)
+        report.backlog = len(repositories) * len(STREAMS)
+        try:
+            for configured, listed in repositories:
+                if self.ctx.should_stop():
+                    break
+                try:
+                    repo = listed or self._repository(store, configured)
+                except GitHubHTTPError as exc:
+                    report.problems.append(f"{configured}: {_problem(exc)}")
+                    log.warning("source=%s repository %s skipped: %s", self.name, configured, exc)
+                    report.backlog -= len(STREAMS)
+                    continue
+                report.details["repositories"] += 1
+                self._sync_repository(store, repo, report)
+        except BudgetExhausted as exc:
+            self._defer(report, exc)
         return report
+
+    def _defer(self, report: SyncReport, exc: BudgetExhausted) -> None:
+        report.details["deferred"] = str(exc)
+        log.warning("source=%s pass ended early, to resume after the reset: %s", self.name, exc)
 
     def _sync_repository(self, store: SourceStore, repo: _Repo, report: SyncReport) -> None:
         """Issues, then pull requests, then deployments of one repository.
@@ -272,7 +326,11 @@ class GitHubSource(Source):
         synced_stream = f"synced:{repo.full_name}"
         synced = self._state(store, synced_stream)
         unchanged_issues: str | None = None
-        for label in ("issues", "pull requests", "deployments"):
+
+        def settle(streams: int) -> None:  # brought up to date, or failed: no backlog any more
+            report.backlog = None if report.backlog is None else report.backlog - streams
+
+        for position, label in enumerate(STREAMS):
             if self.ctx.should_stop():
                 return
             if (
@@ -282,12 +340,15 @@ class GitHubSource(Source):
                 and synced == {"pushed_at": repo.pushed_at, "issues": unchanged_issues}
             ):
                 report.details["pulls_skipped"] += 1
+                settle(1)
                 continue
             try:
                 if label == "issues":
                     unchanged_issues = self._sync_issues(store, repo, report)
                 elif label == "pull requests":
-                    if self._sync_pulls(store, repo, report) and repo.pushed_at is not None:
+                    if not self._sync_pulls(store, repo, report):
+                        continue  # stopped: not up to date
+                    if repo.pushed_at is not None:
                         now = {"pushed_at": repo.pushed_at, "issues": self._issues_version(store, repo)}
                         if now["issues"] is not None and now != synced:
                             store.set_watermark(self.name, synced_stream, json.dumps(now))
@@ -295,17 +356,21 @@ class GitHubSource(Source):
                     self._sync_deployments(store, repo, report)
             except (GitHubHTTPError, BadAnswer, PaginationError) as exc:
                 if isinstance(exc, GitHubHTTPError) and label == "issues" and exc.status == 410:
+                    settle(1)
                     continue  # issues are disabled in this repository: nothing to read
                 if isinstance(exc, GitHubHTTPError) and label == "issues" and exc.status == 404 and repo.listed_in:
                     self._forget(store, repo)  # deleted since it was listed
                     report.details["repositories_gone"] += 1
+                    settle(len(STREAMS) - position)
                     return
                 report.problems.append(f"{repo.full_name}: {label}: {_problem(exc)}")
                 log.warning("source=%s %s %s skipped: %s", self.name, repo.full_name, label, exc)
                 if label == "pull requests":
                     # a commit of an unread pull request would pass for a direct push: the
                     # deployments wait for the next pass (their watermark has not moved)
+                    settle(len(STREAMS) - position)
                     return
+            settle(1)
 
     def _repositories(self, store: SourceStore, report: SyncReport) -> list[tuple[str, _Repo | None]]:
         """Configured ``owner/repo`` names, with ``owner/*`` expanded (organisation, else user).
@@ -465,23 +530,26 @@ class GitHubSource(Source):
                 return f"{key} {state.get('etag')}"
             first_etag = first_etag or page.etag
             batch = Batch(replace_history=True)
-            for raw in records(page.data):
-                try:
-                    number, updated = _list_position(raw)
-                except RECORD_ERRORS as bad:
-                    self.guard.reject(batch, _record_id(repo, raw), bad, record=raw)
-                    continue
-                if updated < cursor_at or (updated == cursor_at and number in cursor_seen):
-                    continue  # read in an earlier pass at this very second
-                if updated > cursor_at:
-                    cursor_at, cursor_seen = updated, set()
-                cursor_seen.add(number)
-                if is_pull_request(raw):
-                    continue  # the issues list includes pull requests: they are changes, not requests
-                self._issue(repo, raw, batch)
-            watermark = {"since": format_time(cursor_at), "seen": sorted(cursor_seen), "key": key, "etag": first_etag}
-            store.commit(self.name, batch, stream=stream, watermark=json.dumps(watermark))
-            self._account(report, batch)
+            try:
+                for raw in records(page.data):
+                    try:
+                        number, updated = _list_position(raw)
+                    except RECORD_ERRORS as bad:
+                        self.guard.reject(batch, _record_id(repo, raw), bad, record=raw)
+                        continue
+                    if updated < cursor_at or (updated == cursor_at and number in cursor_seen):
+                        continue  # read in an earlier pass at this very second
+                    if not is_pull_request(raw):  # the list includes pull requests: changes, not requests
+                        self._issue(repo, raw, batch)
+                    # the cursor passes an issue only once it is read: a pass ended by the budget
+                    # mid-page keeps the issues read so far and resumes after them
+                    if updated > cursor_at:
+                        cursor_at, cursor_seen = updated, set()
+                    cursor_seen.add(number)
+            except BudgetExhausted:
+                self._commit_issues(store, stream, batch, cursor_at, cursor_seen, key, None, report)
+                raise
+            self._commit_issues(store, stream, batch, cursor_at, cursor_seen, key, first_etag, report)
             if self.ctx.should_stop():
                 return None
         return None
@@ -490,6 +558,21 @@ class GitHubSource(Source):
         """The issues list as last read: its request (with ``since``) and page 1's ETag."""
         state = self._state(store, f"issues:{repo.full_name}")
         return f"{state.get('key')} {state.get('etag')}" if state.get("key") and state.get("etag") else None
+
+    def _commit_issues(
+        self,
+        store: SourceStore,
+        stream: str,
+        batch: Batch,
+        cursor_at: datetime,
+        cursor_seen: set[int],
+        key: str,
+        etag: str | None,
+        report: SyncReport,
+    ) -> None:
+        watermark = {"since": format_time(cursor_at), "seen": sorted(cursor_seen), "key": key, "etag": etag}
+        store.commit(self.name, batch, stream=stream, watermark=json.dumps(watermark))
+        self._account(report, batch)
 
     def _issue(self, repo: _Repo, raw: dict[str, Any], batch: Batch) -> None:
         native_id = f"{repo.full_name}#{raw['number']}"
@@ -561,47 +644,81 @@ class GitHubSource(Source):
 
     # -- pull requests ----------------------------------------------------------------------
     def _sync_pulls(self, store: SourceStore, repo: _Repo, report: SyncReport) -> bool:
-        """Read the pull requests closed since the watermark; True when read to the end."""
+        """Closed pull requests newest first, down to the watermark; True when read to the end.
+
+        The list has no ``since``: the watermark moves only when the walk reaches it. A walk ended
+        early (budget, shutdown, crash) leaves ``resume``: the span ``(low, high]`` of update times
+        it read completely, skipped by the next walk, so a first sync longer than one budget
+        window converges instead of starting over.
+        """
         stream = f"pulls:{repo.full_name}"
         state = self._state(store, stream)
         floor = github_time(state["at"]) if state.get("at") else self.ctx.history_start()
         seen = set(state.get("seen", []))
         new_at, new_seen = (floor, set(seen)) if state.get("at") else (None, set())
+        resume = _Span.of(state.get("resume"))
+        if resume is not None and (new_at is None or resume.high > new_at):
+            new_at, new_seen = resume.high, set(resume.high_seen)
         path = f"/repos/{repo.full_name}/pulls"
         params = {"state": "closed", "sort": "updated", "direction": "desc", "per_page": PER_PAGE}
         key = GitHubApi.key(path, params)
+        etag = state.get("etag") if state.get("key") == key and resume is None else None
         first_etag: str | None = None
+        last_read: datetime | None = None  # the update time of the last pull request read completely
         batch = Batch()
-        for page in self.api.pages(path, params, state.get("etag") if state.get("key") == key else None):
-            if page.status == 304:
-                return True
-            first_etag = first_etag or page.etag
-            reached_watermark = False
-            for raw in records(page.data):
-                try:
-                    number, updated = _list_position(raw)
-                except RECORD_ERRORS as bad:
-                    self.guard.reject(batch, _record_id(repo, raw), bad, record=raw)
-                    continue
-                if updated < floor:
-                    reached_watermark = True  # newest first: the rest was read in earlier passes
+
+        def partial() -> str:
+            span = resume
+            if last_read is not None and new_at is not None and (resume is None or last_read <= resume.low):
+                span = _Span(last_read, new_at, sorted(new_seen))  # contiguous with what was read before
+            return json.dumps(
+                {
+                    "at": state.get("at"),
+                    "seen": sorted(seen),
+                    "key": key,
+                    "etag": None,
+                    "resume": span.to_json() if span else None,
+                }
+            )
+
+        try:
+            for page in self.api.pages(path, params, etag):
+                if page.status == 304:
+                    return True
+                first_etag = first_etag or page.etag
+                reached_watermark = False
+                for raw in records(page.data):
+                    try:
+                        number, updated = _list_position(raw)
+                    except RECORD_ERRORS as bad:
+                        self.guard.reject(batch, _record_id(repo, raw), bad, record=raw)
+                        continue
+                    if updated < floor:
+                        reached_watermark = True  # newest first: the rest was read in earlier passes
+                        break
+                    if updated == floor and number in seen:
+                        continue
+                    if resume is not None and resume.low < updated <= resume.high:
+                        continue  # read by the walk that ended early
+                    if raw.get("merged_at") is not None:
+                        self._pull(repo, raw, batch)
+                    if new_at is None or updated > new_at:
+                        new_at, new_seen = updated, set()
+                    if updated == new_at:
+                        new_seen.add(number)
+                    last_read = updated
+                    if len(batch) + len(batch.rejections) >= BATCH_SIZE:
+                        store.commit(self.name, batch, stream=stream, watermark=partial())
+                        self._account(report, batch)
+                        batch = Batch()
+                        if self.ctx.should_stop():
+                            return False
+                if reached_watermark:
                     break
-                if updated == floor and number in seen:
-                    continue
-                if new_at is None or updated > new_at:
-                    new_at, new_seen = updated, set()
-                if updated == new_at:
-                    new_seen.add(number)
-                if raw.get("merged_at") is not None:
-                    self._pull(repo, raw, batch)
-                if len(batch) + len(batch.rejections) >= BATCH_SIZE:
-                    store.commit(self.name, batch)  # upserts: harmless to repeat if we stop early
-                    self._account(report, batch)
-                    batch = Batch()
-                    if self.ctx.should_stop():
-                        return False
-            if reached_watermark:
-                break
+        except BudgetExhausted:
+            store.commit(self.name, batch, stream=stream, watermark=partial())
+            self._account(report, batch)
+            raise
         watermark = {
             "at": format_time(new_at) if new_at else None,
             "seen": sorted(new_seen),

@@ -55,7 +55,9 @@ class Page:
 class GitHubApi:
     """The REST calls on top of ApiClient: pagination, conditional GETs, typed errors."""
 
-    def __init__(self, source: str, base_url: str, auth: str | GitHubAppAuth, ctx: SourceContext) -> None:
+    def __init__(
+        self, source: str, base_url: str, auth: str | GitHubAppAuth, ctx: SourceContext, *, reserve: float = 0.0
+    ) -> None:
         """``auth`` is a personal access token, or a GitHub App whose installation tokens are put
         on each request as it is sent."""
         headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION}
@@ -70,6 +72,7 @@ class GitHubApi:
             policy=ctx.http_policy,
             sleep=ctx.sleep,
             headers=headers,
+            reserve=reserve,
         )
         if self.app is not None:
             self.client.session.auth = InstallationAuth(self.app)
