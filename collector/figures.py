@@ -28,7 +28,7 @@ import numpy as np
 from collector.compute import Figures, Observations, compute, window_quantiles
 from collector.config import Config, format_duration
 from collector.model import Change, Deployment, Link
-from collector.store import STORE_ERRORS, SourceStatus, Store
+from collector.store import STORE_ERRORS, ApiBudget, SourceStatus, Store
 from collector.table import WorkItemTable
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ class StoreHealth:
     poll_counts: Mapping[str, tuple[Mapping[int, int], float]] = field(default_factory=dict)
     request_counts: Mapping[tuple[str, str], int] = field(default_factory=dict)
     rejections: Mapping[tuple[str, str], int] = field(default_factory=Counter)
+    api_budgets: Mapping[tuple[str, str], ApiBudget] = field(default_factory=dict)
+    sync_backlogs: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def read(cls, store: Store, statuses: Mapping[str, SourceStatus] | None = None) -> StoreHealth:
@@ -74,6 +76,8 @@ class StoreHealth:
             store.poll_histograms(),
             store.api_request_counts(),
             store.rejection_counts(),
+            store.budgets(),
+            store.backlogs(),
         )
 
     # the Store's own method names, so self-metrics read either
@@ -88,6 +92,12 @@ class StoreHealth:
 
     def rejection_counts(self) -> Mapping[tuple[str, str], int]:
         return self.rejections
+
+    def budgets(self) -> Mapping[tuple[str, str], ApiBudget]:
+        return self.api_budgets
+
+    def backlogs(self) -> Mapping[str, int]:
+        return self.sync_backlogs
 
 
 @dataclass(frozen=True)

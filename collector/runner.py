@@ -14,7 +14,7 @@ from collector.errors import CycletimeError
 from collector.http import REDACT, ApiTelemetry, RequestGate, RetryPolicy
 from collector.sources import SOURCES
 from collector.sources.base import Source, SourceContext, SyncReport
-from collector.store import STORE_ERRORS, Store
+from collector.store import STORE_ERRORS, ApiBudget, Store
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +111,18 @@ class Runner:
             # parts the server does not have (e.g. classic releases on Azure DevOps Server): the
             # source is up; the note shows on the landing page
             shown = "unavailable: " + "; ".join(report.details["unavailable"])
+        if ok and report is not None and report.details.get("deferred"):
+            # the budget reached its reserve: the pass ended early on purpose, the next one resumes
+            shown = "deferred: " + report.details["deferred"]
         items = report.items if report else 0
         try:
             self.store.add_api_requests(name, telemetry.take())
+            self.store.record_budgets(
+                name,
+                [ApiBudget(api, b.remaining, b.limit, b.reset_at) for api, b in sorted(telemetry.budgets.items())],
+                report.backlog if report else None,
+                expired=["rest"] if telemetry.rate_limit_expired else [],
+            )
             self.store.record_poll(
                 name,
                 ok=ok,

@@ -32,7 +32,7 @@ from collector.errors import StoreError, StoreInUse
 from collector.model import Batch, Category, Change, Deployment, Link, Rejection, StateChange, WorkItem
 from collector.table import TableBuilder, WorkItemTable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: the longest label or id the store keeps (the columns' size on PostgreSQL)
 MAX_TEXT = 255
 
@@ -166,6 +166,25 @@ source_status = sa.Table(
     sa.Column("rate_limit_remaining", sa.Float),
 )
 
+#: each API's rate budget as the source's last pass left it (``cycletime_api_budget_remaining``)
+api_budgets = sa.Table(
+    "api_budgets",
+    metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("api", sa.String(32), primary_key=True),
+    sa.Column("remaining", sa.Float, nullable=False),
+    sa.Column("limit", sa.Float),
+    sa.Column("reset_at", sa.Float),
+)
+
+#: work the source's last pass knew to remain (``cycletime_sync_backlog``)
+sync_backlog = sa.Table(
+    "sync_backlog",
+    metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("backlog", sa.BigInteger, nullable=False),
+)
+
 
 #: (dialect, table, conflict keys, added columns, kept columns) → its upsert statement (see ``Store._upsert``)
 _UPSERTS: dict[tuple[str, str, tuple[str, ...], frozenset[str], frozenset[str]], Any] = {}
@@ -194,6 +213,16 @@ class SourceStatus:
     items: int
     last_error: str | None
     rate_limit_remaining: float | None
+
+
+@dataclass(frozen=True)
+class ApiBudget:
+    """One API's rate budget (``rest``, ``graphql``) as a source's pass last saw it."""
+
+    api: str
+    remaining: float
+    limit: float | None
+    reset_at: float | None  # Unix time
 
 
 def normalise_url(url: str) -> str:
@@ -612,6 +641,37 @@ class Store:
         with self.engine.begin() as conn:
             self._upsert(conn, api_requests, rows, ["source", "code"], add=["count"])
 
+    def record_budgets(
+        self, source: str, budgets: Iterable[ApiBudget], backlog: int | None, expired: Iterable[str] = ()
+    ) -> None:
+        """A pass's view of its budgets (each API it heard from) and of the work it left behind.
+
+        An API not heard from keeps its last row unless it is ``expired`` (it said its budget no
+        longer applies); ``backlog`` None (a source that cannot tell) removes the source's row
+        rather than export a stale count.
+        """
+        rows = [
+            {"source": source, "api": b.api, "remaining": b.remaining, "limit": b.limit, "reset_at": b.reset_at}
+            for b in budgets
+        ]
+        with self.engine.begin() as conn:
+            for api in expired:
+                conn.execute(sa.delete(api_budgets).where(api_budgets.c.source == source, api_budgets.c.api == api))
+            self._upsert(conn, api_budgets, rows, ["source", "api"])
+            if backlog is None:
+                conn.execute(sa.delete(sync_backlog).where(sync_backlog.c.source == source))
+            else:
+                self._upsert(conn, sync_backlog, [{"source": source, "backlog": backlog}], ["source"])
+
+    def budgets(self) -> dict[tuple[str, str], ApiBudget]:
+        """(source, api) → the budget its last pass reported."""
+        with self.engine.connect() as conn:
+            return {(s, a): ApiBudget(a, r, lim, at) for s, a, r, lim, at in conn.execute(sa.select(api_budgets))}
+
+    def backlogs(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {s: int(n) for s, n in conn.execute(sa.select(sync_backlog))}
+
     def record_poll(
         self,
         source: str,
@@ -1021,7 +1081,12 @@ def _v3(conn: Connection) -> None:
     queues.create(conn, checkfirst=True)
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3}
+def _v4(conn: Connection) -> None:
+    """Rate budgets per API and the sync backlog (new tables; nothing to convert)."""
+    metadata.create_all(conn, tables=[api_budgets, sync_backlog])
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
 
 
 _IDENTITY = ("store_id", "schema_version")

@@ -30,7 +30,7 @@ from collector.cardinality import cap_labels
 from collector.compute import BUCKETS, Figures, Observations, histogram, window_quantiles
 from collector.figures import FigureCache, Settings, Snapshot
 from collector.runner import POLL_BUCKETS
-from collector.store import SourceStatus, Store
+from collector.store import ApiBudget, SourceStatus, Store
 
 __all__ = ["MetricsCache", "Settings", "figure_families", "render", "self_families", "store_families", "with_runtime"]
 
@@ -165,6 +165,8 @@ class HealthCounters(Protocol):
     def poll_histograms(self) -> Mapping[str, tuple[Mapping[int, int], float]]: ...
     def api_request_counts(self) -> Mapping[tuple[str, str], int]: ...
     def rejection_counts(self) -> Mapping[tuple[str, str], int]: ...
+    def budgets(self) -> Mapping[tuple[str, str], ApiBudget]: ...
+    def backlogs(self) -> Mapping[str, int]: ...
 
 
 def self_families(
@@ -208,7 +210,26 @@ def self_families(
         merged[key] = merged.get(key, 0) + n
     for (name, reason), n in sorted(merged.items()):
         rejected.add_metric([name, reason], n)
-    return [up, last, budget, polls, requests_total, rejected]
+    return [up, last, budget, *_budget_families(store), polls, requests_total, rejected]
+
+
+def _budget_families(store: HealthCounters) -> list[Metric]:
+    """Each API's budget and the work left behind, as the sources' last passes saw them."""
+    remaining = GaugeMetricFamily(
+        "cycletime_api_budget_remaining",
+        "Rate-limit budget left in the current window, per API (rest, graphql), as the last pass saw it.",
+        labels=["source", "api"],
+    )
+    for (name, api), b in sorted(store.budgets().items()):
+        remaining.add_metric([name, api], b.remaining)
+    backlog = GaugeMetricFamily(
+        "cycletime_sync_backlog",
+        "Work the last pass knew to remain (GitHub: repository streams not brought up to date).",
+        labels=["source"],
+    )
+    for name, n in sorted(store.backlogs().items()):
+        backlog.add_metric([name], n)
+    return [remaining, backlog]
 
 
 def store_families(store: Store) -> list[Metric]:

@@ -24,7 +24,7 @@ from collector.model import (
     gh_pr_ref,
 )
 from collector.runner import POLL_BUCKETS
-from collector.store import SCHEMA_VERSION, Store, meta
+from collector.store import SCHEMA_VERSION, ApiBudget, Store, meta
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -231,6 +231,41 @@ def test_counters_accumulate_and_survive_reopen(store_url: str) -> None:
     assert status.rate_limit_remaining == 4990  # a poll that saw no header keeps the last budget
 
 
+def test_budgets_and_backlog_per_pass(store_url: str) -> None:
+    """Each pass overwrites the APIs it heard from; an expired budget and an unknown backlog vanish."""
+    store = Store(store_url)
+    store.record_budgets(
+        "github", [ApiBudget("rest", 300, 5000, 1e9), ApiBudget("graphql", 4000, 5000, 1e9 + 60)], backlog=7
+    )
+    store.record_budgets("github", [ApiBudget("rest", 120, 5000, 1e9)], backlog=0)
+    store.record_budgets("boards", [ApiBudget("rest", 10, 200, None)], backlog=None)
+    assert store.budgets() == {
+        ("github", "rest"): ApiBudget("rest", 120, 5000, 1e9),
+        ("github", "graphql"): ApiBudget("graphql", 4000, 5000, 1e9 + 60),  # not heard from: kept
+        ("boards", "rest"): ApiBudget("rest", 10, 200, None),
+    }
+    assert store.backlogs() == {"github": 0}
+    store.record_budgets("boards", [], backlog=None, expired=["rest"])
+    store.record_budgets("github", [], backlog=None)
+    assert set(store.budgets()) == {("github", "rest"), ("github", "graphql")}
+    assert store.backlogs() == {}
+
+
+def test_a_version_3_store_gains_the_budget_tables(store_url: str) -> None:
+    store = Store(store_url)
+    store.commit("boards", sample_batch())
+    before = store.content_digest()
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE api_budgets"))
+        conn.execute(sa.text("DROP TABLE sync_backlog"))
+        conn.execute(sa.update(meta).where(meta.c.key == "schema_version").values(value="3"))
+    store.close()
+    upgraded = Store(store_url)
+    assert upgraded.schema_version() == 4 and upgraded.content_digest() == before
+    upgraded.record_budgets("github", [ApiBudget("rest", 1, 2, None)], backlog=3)
+    assert upgraded.backlogs() == {"github": 3}
+
+
 def test_newer_schema_is_refused(store_url: str) -> None:
     store = Store(store_url)
     with store.engine.begin() as conn:
@@ -299,7 +334,7 @@ def test_a_version_1_store_gains_change_sequences_and_item_numbers(store_url: st
     store.close()
 
     upgraded = Store(store_url)
-    assert upgraded.schema_version() == SCHEMA_VERSION == 3
+    assert upgraded.schema_version() == SCHEMA_VERSION == 4
     assert upgraded.content_digest() == before
     numbers = sorted(upgraded.work_item_table().item_no.tolist())
     assert len(set(numbers)) == 2 and numbers[0] > 0 and numbers[-1] < 2**32
