@@ -797,9 +797,10 @@ class ApiClient:
         budget = self.telemetry.budget(api)
         if not self.reserve or budget is None or budget.limit is None or budget.reset_at is None:
             return
-        if budget.remaining - cost >= self.reserve * budget.limit:
-            return
-        wait = max(budget.reset_at - time.time(), 0.0) + 1.0  # the reset second itself, as GitHub counts it
+        now = time.time()
+        if budget.remaining - cost >= self.reserve * budget.limit or now >= budget.reset_at:
+            return  # affordable, or that window is over (a new one is full until an answer says otherwise)
+        wait = budget.reset_at - now + 1.0  # a second of slack for a clock ahead of the server's
         if wait > self.policy.max_rate_limit_wait:
             raise BudgetExhausted(
                 f"{self.source}: {api} budget down to its reserve ({budget.remaining:.0f} of {budget.limit:.0f} "

@@ -8,7 +8,7 @@ Control endpoints (never counted, never faulted):
 - ``POST /_sandbox/activity``  add new activity now (body ``{"steps": N}``); returns what was added
 - ``POST /_sandbox/faults``    change fault injection (body ``{"rate": 0.2, "kinds": [...]}``)
 - ``POST /_sandbox/throttle``  Azure DevOps: TSTU budget (body ``{"budget": 200, "window_seconds": 300}``)
-- ``POST /_sandbox/ratelimit`` GitHub: set the budget (body ``{"limit":…, "remaining":…, "reset_in":…}``;
+- ``POST /_sandbox/ratelimit`` GitHub: set the budget (body ``{"limit":…, "remaining":…, "reset_in":…, "window":…}``;
   ``"resource": "graphql"`` for the GraphQL points budget; ``secondary``/``retry_after`` for both APIs)
 """
 

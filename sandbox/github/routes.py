@@ -44,6 +44,11 @@ class RateBudget:
         self.reset = int(time.time()) + window
         self.secondary = 0
         self.retry_after = 1
+        #: the least budget left after any request (or query's points) it counted, and the REST
+        #: requests refused for an exhausted budget, since the last ``set_rate_limit``: tests check a
+        #: client's reserve by them
+        self.lowest = limit
+        self.refused = 0
 
     def refresh(self) -> None:
         if time.time() >= self.reset:
@@ -58,6 +63,10 @@ class RateBudget:
             "x-ratelimit-used": str(self.limit - self.remaining),
             "x-ratelimit-resource": self.resource,
         }
+
+    def spend(self, cost: int = 1) -> None:
+        self.remaining -= cost
+        self.lowest = min(self.lowest, self.remaining)
 
     def snapshot(self) -> dict[str, int]:
         return {
@@ -135,13 +144,21 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
         secondary: int | None = None,
         retry_after: int | None = None,
         resource: str = "core",
+        window: int | None = None,
     ) -> dict[str, Any]:
         """Change a budget (``resource`` ``core``: REST requests, ``graphql``: GraphQL points): ``limit``
-        (a fresh window unless ``remaining`` is given), ``reset_in`` seconds. The secondary limit is
-        shared: the next ``secondary`` requests of either API are refused."""
+        (a fresh window unless ``remaining`` is given), ``reset_in`` seconds, ``window`` (the length
+        of every later window, seconds; GitHub's is an hour). The secondary limit is shared: the next
+        ``secondary`` requests of either API are refused."""
         with self._lock:
             rate = self.graphql_rate if resource == "graphql" else self.rate
             rate.refresh()
+            if window is not None:
+                rate.window = max(1, int(window))
+                rate.reset = int(time.time()) + rate.window
+            if window is not None:
+                rate.window = max(1, int(window))
+                rate.reset = int(time.time()) + rate.window
             if limit is not None:
                 rate.limit = int(limit)
                 rate.remaining = int(limit)
@@ -153,7 +170,15 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
                 self.rate.secondary = max(0, int(secondary))
             if retry_after is not None:
                 self.rate.retry_after = max(0, int(retry_after))
+            rate.lowest, rate.refused = rate.remaining, 0
             return {**rate.snapshot(), "secondary": self.rate.secondary, "retry_after": self.rate.retry_after}
+
+    def rate_stats(self, resource: str = "core") -> dict[str, Any]:
+        """A budget now, with the least left after a spending request and the refused requests
+        since the last ``set_rate_limit`` of it."""
+        with self._lock:
+            rate = self.graphql_rate if resource == "graphql" else self.rate
+            return {**rate.snapshot(), "window": rate.window, "lowest": rate.lowest, "refused": rate.refused}
 
     def register(self, router: Router) -> None:
         r = _REPO
@@ -303,6 +328,7 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
             )
             return _finish(resp, {**common, **rate.headers(), "retry-after": str(rate.retry_after)})
         if not free and rate.remaining <= 0:
+            rate.refused += 1
             msg = (
                 f"API rate limit exceeded for user ID {user_id('sandbox')}. If you reach out to GitHub Support "
                 f"for help, please include the request ID {request_id} and timestamp "
@@ -321,7 +347,7 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
         payload = resp.encoded()
         not_modified = resp.etag and resp.status == 200 and req.headers.get("if-none-match") == etag_of(payload)
         if not free and not not_modified:
-            rate.remaining -= 1
+            rate.spend()
         resp.body = payload
         return _finish(resp, {**common, **rate.headers()})
 
@@ -359,7 +385,7 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
                 )
 
             def charge(points: int) -> dict[str, Any]:
-                rate.remaining -= points
+                rate.spend(points)
                 reset = datetime.fromtimestamp(rate.reset, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 return {
                     "limit": rate.limit,
