@@ -127,6 +127,14 @@ class HttpConfig(ConfigModel):
         description="The largest answer read (decompressed); a bigger one fails its request. At least 1KiB.",
     )
 
+    max_rate_limit_wait: Duration = Field(
+        default=timedelta(hours=1),
+        description=(
+            "The longest a pass waits for a rate-limit window to reset (GitHub's is an hour); a longer "
+            "wait ends the pass early, and the next pass resumes where it stopped."
+        ),
+    )
+
     @field_validator("request_deadline")
     @classmethod
     def _deadline(cls, value: timedelta) -> timedelta:

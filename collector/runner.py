@@ -60,6 +60,7 @@ class Runner:
                 http_policy=RetryPolicy(
                     deadline=self.config.http.request_deadline.total_seconds(),
                     max_body_bytes=self.config.http.max_response_bytes,
+                    max_rate_limit_wait=self.config.http.max_rate_limit_wait.total_seconds(),
                 ),
                 request_gates=request_gates,
             )

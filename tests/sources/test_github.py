@@ -129,7 +129,9 @@ def _context(**overrides: Any) -> SourceContext:
     return SourceContext(**kwargs)
 
 
-def _source(base_url: str, repos: list[str], mode: str, name: str | None = None, **ctx: Any) -> GitHubSource:
+def _source(
+    base_url: str, repos: list[str], mode: str, name: str | None = None, reserve: float = 0.1, **ctx: Any
+) -> GitHubSource:
     config = GitHubConfig(
         name=name or _name(repos[0]),
         kind="github",
@@ -137,13 +139,17 @@ def _source(base_url: str, repos: list[str], mode: str, name: str | None = None,
         token=TOKEN,
         repositories=repos,
         deployments_from=mode,
+        rate_limit_reserve=reserve,
     )
     return GitHubSource(config, _context(**ctx))
 
 
-def _sources(sandbox: Sandbox, **ctx: Any) -> list[GitHubSource]:
+def _sources(sandbox: Sandbox, reserve: float = 0.1, **ctx: Any) -> list[GitHubSource]:
     """One source per sandbox repository, with the deployments_from that repository uses."""
-    return [_source(sandbox.github_url, [repo], mode, **ctx) for repo, mode in sandbox.github.truth()["repos"].items()]
+    return [
+        _source(sandbox.github_url, [repo], mode, reserve=reserve, **ctx)
+        for repo, mode in sandbox.github.truth()["repos"].items()
+    ]
 
 
 def _sync_all(sources: list[GitHubSource], store: Store) -> list[SyncReport]:
@@ -380,9 +386,12 @@ def test_new_activity_appears_after_the_next_sync(sandbox: Sandbox, store: Store
 
 
 def test_rate_limits_are_waited_out(sandbox: Sandbox, store: Store) -> None:
-    """A nearly spent primary budget that resets in a few seconds, then a secondary limit: real sleeps."""
+    """A nearly spent primary budget that resets in a few seconds, then a secondary limit: real sleeps.
+
+    No reserve: the API's own refusal is what is waited out (the reserve: test_github_budget.py).
+    """
     sandbox.github.set_rate_limit(remaining=40, reset_in=2, secondary=0)
-    sources = _sources(sandbox, sleep=time.sleep)
+    sources = _sources(sandbox, reserve=0.0, sleep=time.sleep)
     started = time.monotonic()
     _sync_all(sources[:1], store)
     sandbox.github.set_rate_limit(secondary=2, retry_after=1)
