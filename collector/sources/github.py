@@ -20,7 +20,8 @@ transaction as the batch it reaches, so a crash between batches loses nothing:
 - ``pulls:<o/r>``: ``/pulls?state=closed&sort=updated&direction=desc``; paging stops at the
   watermark (the endpoint has no ``since``), so page 1's ETag is what makes idle polls free.
 - ``deployments:<o/r>`` / ``releases:<o/r>`` / ``runs:<o/r>:<workflow>``: newest first, paging
-  stops at the highest id already seen. Unfinished deployments, draft releases and running runs are
+  stops at the highest id already seen; the new ones are then read oldest first, in chunks each
+  committed with the id it reaches. Unfinished deployments, draft releases and running runs are
   kept in the watermark with their ETag and re-read conditionally until they finish; a draft or a
   run listed on the first page is not re-read while that page is unchanged (304): its change
   would have changed the page. A deployment's new status does not show in its list, so unfinished
@@ -879,27 +880,38 @@ class GitHubSource(Source):
         if mode.list_key == "workflow_runs" and any(r.get("head_branch") != repo.default_branch for r in fresh):
             # a run on another branch: perhaps the default branch was renamed since we read it
             repo = self._repository(store, repo.configured or repo.full_name, reread=True)
+        # oldest first, a chunk at a time, each committed with the id it reaches: a pass ended by the
+        # budget resumes after the last chunk (and until the last, no ETag: a 304 must not hide the rest)
+        fresh.sort(key=lambda r: int(r["id"]))
+        chunks = [fresh[i : i + BATCH_SIZE] for i in range(0, len(fresh), BATCH_SIZE)] or [[]]
         batch = bad
-        finished = mode.read(repo, fresh, pending, batch)
-        if modified:
-            for record_id, entry in pending.items():
-                entry["listed"] = mode.listed_changes and record_id in first_page
-        new_state = {
-            "max_id": max([max_id, *(r["id"] for r in fresh)]),
-            "pending": pending,
-            "key": key,
-            "etag": first_etag or etag,
-        }
-        for deployment in self._with_contents(store, repo, finished, report, batch):
-            batch.deployments.append(deployment)
-            if len(batch) >= BATCH_SIZE:
-                store.commit(self.name, batch)
-                self._account(report, batch)
-                batch = Batch()
-                if self.ctx.should_stop():
-                    return
-        store.commit(self.name, batch, stream=mode.stream, watermark=json.dumps(new_state))
-        self._account(report, batch)
+        for position, chunk in enumerate(chunks):
+            # the unfinished records of earlier passes are re-read once, with the first chunk
+            work = pending if position == 0 else {}
+            finished = mode.read(repo, chunk, work, batch)
+            pending.update(work)
+            if modified:
+                for record_id, entry in pending.items():
+                    entry["listed"] = mode.listed_changes and record_id in first_page
+            max_id = max([max_id, *(r["id"] for r in chunk)])
+            last = position == len(chunks) - 1
+            new_state = {
+                "max_id": max_id,
+                "pending": pending,
+                "key": key,
+                "etag": (first_etag or etag) if last else None,
+            }
+            for deployment in self._with_contents(store, repo, finished, report, batch):
+                batch.deployments.append(deployment)
+                if len(batch) >= BATCH_SIZE:
+                    store.commit(self.name, batch)
+                    self._account(report, batch)
+                    batch = Batch()
+            store.commit(self.name, batch, stream=mode.stream, watermark=json.dumps(new_state))
+            self._account(report, batch)
+            batch = Batch()
+            if self.ctx.should_stop() and not last:
+                return
 
     def _read_deployments(
         self, repo: _Repo, fresh: list[dict[str, Any]], pending: dict[str, Any], batch: Batch
