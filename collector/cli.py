@@ -244,7 +244,7 @@ def _sync(config: Config, wait: bool = False) -> int:
     store = _open_store(config)
     store.acquire_writer("cycletime sync", wait=wait)
     with Progress([s.name for s in config.sources]) as progress:
-        runner = Runner(config, store, progress=progress.advance)
+        runner = Runner(config, store, progress=progress.advance, plan=progress.plan)
         results = runner.run_all(progress.start, lambda result: progress.finish(result.source, result.ok))
     failed = [r for r in results if not r.ok]
     for r in failed:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from collector.config import Config
 from collector.errors import CycletimeError
 from collector.http import REDACT, ApiTelemetry, RequestGate, RetryPolicy
+from collector.progress import Plan
 from collector.sources import SOURCES
 from collector.sources.base import Source, SourceContext, SyncReport
 from collector.store import STORE_ERRORS, ApiBudget, Store
@@ -41,6 +42,8 @@ class Runner:
     config: Config
     store: Store
     progress: Callable[[str, int], None] = lambda name, n: None
+    #: how far each pass is through the work it knows of, with its budget (done/total and the ETA)
+    plan: Callable[[str, Plan], None] = lambda name, plan: None
     stop: threading.Event = field(default_factory=threading.Event)
     sleep: Callable[[float], None] = time.sleep
     sources: dict[str, Source] = field(init=False)
@@ -55,6 +58,7 @@ class Runner:
                 history=self.config.history,
                 telemetry=telemetry,
                 progress=functools.partial(self._progress_of, cfg.name),
+                plan=functools.partial(self._plan_of, cfg.name, getattr(cfg, "rate_limit_reserve", 0.0)),
                 sleep=self._interruptible_sleep,
                 should_stop=self.stop.is_set,
                 http_policy=RetryPolicy(
@@ -70,6 +74,22 @@ class Runner:
 
     def _progress_of(self, name: str, n: int) -> None:
         self.progress(name, n)
+
+    def _plan_of(self, name: str, reserve: float, done: int, total: int) -> None:
+        telemetry = self.telemetry[name]
+        budget = telemetry.budget("rest")
+        self.plan(
+            name,
+            Plan(
+                done,
+                total,
+                spent=sum(telemetry.requests.values()),  # since the last pass's take
+                remaining=budget.remaining if budget else None,
+                limit=budget.limit if budget else None,
+                reset_at=budget.reset_at if budget else None,
+                reserve=reserve,
+            ),
+        )
 
     def _interruptible_sleep(self, seconds: float) -> None:
         """Rate-limit waits end early on shutdown, so SIGTERM never waits an hour for a reset."""

@@ -217,6 +217,9 @@ class SourceContext:
     telemetry: ApiTelemetry = field(default_factory=ApiTelemetry)
     #: called with the number of records fetched, for the progress display
     progress: Callable[[int], None] = lambda n: None
+    #: called with the units of work done and known in all (GitHub: repository streams), where
+    #: the total is knowable, for the progress display's done/total and ETA
+    plan: Callable[[int, int], None] = lambda done, total: None
     now: Callable[[], datetime] = _utcnow
     sleep: Callable[[float], None] = time.sleep
     #: raised inside a sync when the process is shutting down, between batches

@@ -293,7 +293,8 @@ class GitHubSource(Source):
             self._defer(report, exc)
             return report
         # streams neither brought up to date nor failed (a failure is a problem, not a backlog)
-        report.backlog = len(repositories) * len(STREAMS)
+        total = report.backlog = len(repositories) * len(STREAMS)
+        self.ctx.plan(0, total)
         try:
             for configured, listed in repositories:
                 if self.ctx.should_stop():
@@ -307,6 +308,7 @@ class GitHubSource(Source):
                     continue
                 report.details["repositories"] += 1
                 self._sync_repository(store, repo, report)
+                self.ctx.plan(total - report.backlog, total)
         except BudgetExhausted as exc:
             self._defer(report, exc)
         return report

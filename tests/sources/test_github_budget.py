@@ -70,7 +70,11 @@ def test_the_sync_pauses_at_the_reserve_and_ends_identical(unlimited: dict[str, 
         telemetry = ApiTelemetry()  # one token, one budget: the sources share what they learn of it
         store = Store(f"sqlite:///{tmp_path}/paused.db")
         started = time.monotonic()
-        reports = _sync_all(_sources(sandbox, reserve=RESERVE, sleep=time.sleep, telemetry=telemetry), store)
+        plans: list[tuple[int, int]] = []
+        sources = _sources(
+            sandbox, reserve=RESERVE, sleep=time.sleep, telemetry=telemetry, plan=lambda d, t: plans.append((d, t))
+        )
+        reports = _sync_all(sources, store)
         elapsed = time.monotonic() - started
         stats = sandbox.github.rate_stats()
     finally:
@@ -82,6 +86,8 @@ def test_the_sync_pauses_at_the_reserve_and_ends_identical(unlimited: dict[str, 
     assert all(not r.problems and "deferred" not in r.details and r.backlog == 0 for r in reports)
     assert _data(store) == unlimited["data"]
     assert _resumes(store) == []
+    # each source (one repository each) reported its three streams as they were brought up to date
+    assert plans == [(0, 3), (1, 3), (2, 3), (3, 3)] * len(sources)
 
 
 def _pass(sources: list[Any], store: Store) -> list[SyncReport]:
