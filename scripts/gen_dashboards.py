@@ -57,6 +57,8 @@ THRESHOLDS: dict[str, Any] = {
     "staleFor": "5m",
     "rateLimitRemaining": 100,
     "rateLimitFor": "10m",
+    # a first sync larger than one rate-limit window spreads over several; a day of backlog is not that
+    "syncBacklogFor": "24h",
     "runbookBaseUrl": "https://github.com/cycletime-collector/cycletime-collector/blob/main/"
     "config/prometheus/runbooks.md",
 }
@@ -297,6 +299,22 @@ COLLECTOR_ALERTS: list[dict[str, Any]] = [
                 "until the window resets."
             ),
             "runbook_url": _runbook("CycletimeRateLimitLow"),
+        },
+    },
+    {
+        "alert": "CycletimeSyncBehind",
+        "expr": "cycletime_sync_backlog > 0\n",
+        "for": P("syncBacklogFor"),
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "Source {{ $labels.source }} is not catching up within its rate budget",
+            "description": (
+                "Every pass of source {{ $labels.source }} on {{ $labels.instance }} for "
+                f"{P('syncBacklogFor')} has ended with work left for later by the rate budget (now "
+                "{{ $value }} repository streams): its figures lag behind, and a backlog that never "
+                "empties means the budget cannot keep up with the repositories."
+            ),
+            "runbook_url": _runbook("CycletimeSyncBehind"),
         },
     },
     {
@@ -1458,6 +1476,32 @@ def collector_health() -> dict[str, Any]:
                         "short",
                         bars=True,
                         stack=True,
+                    ),
+                    12,
+                    8,
+                ),
+            ],
+            [
+                (
+                    timeseries(
+                        "Rate budget per API",
+                        "Budget left in the current rate-limit window per API, as each pass saw it "
+                        "(`cycletime_api_budget_remaining`). A GitHub source never spends below its "
+                        "`rate_limit_reserve`: a line resting there is a pass waiting for the reset.",
+                        [target(f"cycletime_api_budget_remaining{{{SRC_FILTER}}}", "{{source}} {{api}}")],
+                        "short",
+                    ),
+                    12,
+                    8,
+                ),
+                (
+                    timeseries(
+                        "Sync backlog",
+                        "Work each source's last pass left for later because the rate budget reached its "
+                        "reserve (`cycletime_sync_backlog`; GitHub: repository streams). A first sync larger "
+                        "than one window steps down to 0 over several passes.",
+                        [target(f"cycletime_sync_backlog{{{SRC_FILTER}}}", "{{source}}")],
+                        "short",
                     ),
                     12,
                     8,

@@ -40,6 +40,8 @@ CONTRACT_METRICS: frozenset[str] = frozenset(
         "cycletime_source_last_success_timestamp_seconds",
         "cycletime_api_requests_total",
         "cycletime_api_rate_limit_remaining",
+        "cycletime_api_budget_remaining",
+        "cycletime_sync_backlog",
         "cycletime_records_rejected_total",
     }
     | {

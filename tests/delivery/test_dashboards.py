@@ -137,6 +137,8 @@ def test_issue_contents() -> None:
         "cycletime_source_poll_duration_seconds_bucket",
         "cycletime_api_requests_total",
         "cycletime_api_rate_limit_remaining",
+        "cycletime_api_budget_remaining",
+        "cycletime_sync_backlog",
         "cycletime_records_rejected_total",
     ):
         assert needle in health, needle
