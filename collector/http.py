@@ -83,7 +83,7 @@ REDACT = Redactor()
 
 
 #: the rate-limit resources GitHub names in ``x-ratelimit-resource`` and the API budget they are
-#: (an answer without the header, Azure DevOps' TSTU budget included, is ``rest``)
+#: (an answer without the header is ``rest``; other resources, e.g. ``search``, keep their name)
 API_OF_RESOURCE = {"core": "rest", "graphql": "graphql"}
 
 
@@ -822,8 +822,9 @@ class ApiClient:
 
     def _note_rate_limit(self, resp: requests.Response) -> None:
         remaining = _seconds(resp.headers.get("x-ratelimit-remaining"))
-        resource = resp.headers.get("x-ratelimit-resource") or "core"
-        api = API_OF_RESOURCE.get(resource.lower(), resource.lower())
+        resource = (resp.headers.get("x-ratelimit-resource") or "core").lower()
+        # Azure DevOps names its resource for humans only: its one TSTU budget is ``rest``
+        api = "rest" if self.budget_only_while_throttled else API_OF_RESOURCE.get(resource, resource)
         if remaining is not None:
             self.telemetry.note_budget(
                 api,

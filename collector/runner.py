@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from collector.config import Config
 from collector.errors import CycletimeError
-from collector.http import REDACT, ApiTelemetry, RequestGate, RetryPolicy
+from collector.http import REDACT, ApiTelemetry, Budget, RequestGate, RetryPolicy
 from collector.progress import Plan
 from collector.sources import SOURCES
 from collector.sources.base import Source, SourceContext, SyncReport
@@ -52,8 +52,14 @@ class Runner:
     def __post_init__(self) -> None:
         self.sources, self.telemetry = {}, {}
         request_gates: dict[str, RequestGate] = {}
+        #: one budget per API server and credential: sources sharing a token spend one budget, so each
+        #: sees what the others left (and the reserve holds for all of them)
+        budgets: dict[tuple[str, str], dict[str, Budget]] = {}
         for cfg in self.config.sources:
             telemetry = ApiTelemetry()
+            server = getattr(cfg, "base_url", None) or getattr(cfg, "organization_url", None)
+            if isinstance(server, str) and getattr(cfg, "token", None):
+                telemetry.budgets = budgets.setdefault((server.rstrip("/").lower(), cfg.token), {})
             ctx = SourceContext(
                 history=self.config.history,
                 telemetry=telemetry,

@@ -499,11 +499,14 @@ sources:
         routes.throttle = Throttle(budget=4, window=300, clock=lambda: clock[0])
         assert runner.run("boards").ok
         assert store.statuses()["boards"].rate_limit_remaining is not None
+        assert set(store.budgets()) == {("boards", "rest")}  # the TSTU budget, whatever its resource says
         routes.throttle = Throttle(budget=None)  # the load is gone: answers carry no budget any more
         assert runner.run("boards").ok
         assert store.statuses()["boards"].rate_limit_remaining is None
         families = {f.name: f for f in self_families(store, Settings.from_config(config), [])}
         assert families["cycletime_api_rate_limit_remaining"].samples == []
+        assert families["cycletime_api_budget_remaining"].samples == []
+        assert families["cycletime_sync_backlog"].samples == []  # Azure DevOps cannot tell its backlog
 
 
 def test_a_state_added_to_the_process_later_is_read_again_not_rejected(

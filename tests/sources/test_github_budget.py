@@ -159,3 +159,31 @@ sources:
     assert budget == [f'cycletime_api_budget_remaining{{api="rest",source="gh"}} {math.ceil(RESERVE * LIMIT)}.0']
     backlog = [line for line in text.splitlines() if line.startswith("cycletime_sync_backlog{")]
     assert len(backlog) == 1 and float(backlog[0].rsplit(" ", 1)[1]) > 0
+
+
+def test_sources_sharing_a_token_share_its_budget(tmp_path: Path) -> None:
+    """The second source knows what the first left: it does not send one request into the reserve."""
+    sandbox = _budgeted()
+    try:
+        sandbox.github.set_rate_limit(limit=LIMIT, window=600)
+        repos = list(sandbox.github.truth()["repos"].items())
+        sources = "\n".join(
+            f"  - {{name: gh{i}, kind: github, base_url: '{sandbox.github_url}', token: sandbox-token, "
+            f"repositories: [{repo}], deployments_from: '{mode}'}}"
+            for i, (repo, mode) in enumerate(repos)
+        )
+        config = parse_config(
+            f"store: sqlite:///{tmp_path}/shared.db\nhistory: 1000d\nhttp: {{max_rate_limit_wait: 5s}}\n"
+            f"sources:\n{sources}\n"
+        )
+        store = Store(config.store)
+        runner = Runner(config, store)
+        results = runner.run_all()
+        stats = sandbox.github.rate_stats()
+    finally:
+        sandbox.stop()
+    assert all(r.ok for r in results)
+    assert stats["refused"] == 0 and stats["lowest"] == math.ceil(RESERVE * LIMIT)
+    backlogs = store.backlogs()
+    assert backlogs["gh0"] > 0 or backlogs["gh1"] > 0  # the budget ran out before the first sync was done
+    assert backlogs[f"gh{len(repos) - 1}"] == 3  # the last source found the budget at its reserve
