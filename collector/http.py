@@ -133,7 +133,9 @@ class ApiTelemetry:
     def note_budget(
         self, api: str, remaining: float, limit: float | None = None, reset_at: float | None = None
     ) -> None:
-        """The budget an answer reported for ``api`` (``rest`` or ``graphql``)."""
+        """The budget an answer reported for ``api`` (``rest`` or ``graphql``); ``reset_at`` in Unix
+        seconds (GraphQL's ``rateLimit { remaining limit resetAt }``: resetAt converted). The
+        ``x-ratelimit-*`` headers are noted by the client itself."""
         with self._lock:
             self.budgets[api] = Budget(float(remaining), limit, reset_at)
             if api == "rest":
