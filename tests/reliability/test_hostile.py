@@ -634,6 +634,28 @@ def rewriting(names: tuple[str, ...]) -> tuple[Rewrite, dict[str, list[str]]]:
     return rewrite, seen
 
 
+def _without_base(kept: set[tuple[Any, ...]], lost: set[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+    """The deployments when the ``lost`` ones are rejected: a lost success is no base any more, so
+    the next success to its environment contains its commits too (new deployments are read oldest
+    first, so the spoiled one may well have a successor)."""
+    out = set(kept)
+    for gone in lost:
+        if gone[4] != "success" or not gone[3]:
+            continue
+        later = [
+            row for row in out if row[1:3] == gone[1:3] and row[4] == "success" and _order(row[0]) > _order(gone[0])
+        ]
+        if later:
+            successor = min(later, key=lambda row: _order(row[0]))
+            out.remove(successor)
+            out.add((*successor[:-1], tuple(sorted(set(successor[-1]) | set(gone[-1])))))
+    return out
+
+
+def _order(native_id: str) -> int:
+    return int(native_id.rsplit(":", 1)[1])
+
+
 @pytest.mark.parametrize("group", list(GROUPS))
 def test_bad_records_are_counted_and_the_rest_kept(
     group: str, proxy: MutatingProxy, baseline: dict[str, Any], tmp_path: Path
@@ -657,6 +679,8 @@ def test_bad_records_are_counted_and_the_rest_kept(
         else:
             gone = case.lost(seen[names[0]][0])
             kept = {row for row in wanted if not gone(row)}
+            if part == "deployments":
+                kept = _without_base(kept, wanted - kept)
             if part in case.parts:
                 assert actual[part] == kept, (part, sorted(kept ^ actual[part])[:3])
             if part == case.parts[0]:
