@@ -142,6 +142,13 @@ class GitHubConfig(SourceConfigBase):
     skip_empty: bool = Field(
         True, description="owner/*: leave out repositories never pushed to (size 0, no default branch or no push)."
     )
+    rate_limit_reserve: float = Field(
+        0.1,
+        ge=0.0,
+        le=0.9,
+        description="Share of each rate-limit window (REST and GraphQL) a pass never spends: it pauses "
+        "until the reset, or ends early and resumes next pass. 0 spends the whole budget.",
+    )
     # a personal token, or a GitHub App instead (exactly one of the two)
     token: str | None = Field(  # type: ignore[assignment]
         None, min_length=1, description="Personal access token (${ENV_VAR}); or use app."
@@ -158,14 +165,6 @@ class GitHubConfig(SourceConfigBase):
 
     def secrets(self) -> list[str]:
         return super().secrets() + ([self.app.private_key] if self.app and self.app.private_key else [])
-
-    rate_limit_reserve: float = Field(
-        0.1,
-        ge=0.0,
-        le=0.9,
-        description="Share of each rate-limit window (REST and GraphQL) a pass never spends: it pauses "
-        "until the reset, or ends early and resumes next pass. 0 spends the whole budget.",
-    )
 
     @field_validator("repositories")
     @classmethod
