@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from test_github import NOW, _assert_matches_truth, _sources, _sync_all
 
 from collector.config import parse_config
@@ -24,6 +25,7 @@ from collector.runner import Runner
 from collector.sources.base import SyncReport
 from collector.store import Store
 from exporters.prometheus import MetricsCache
+from exporters.web import ExporterApp, serve_http
 from sandbox.app import Sandbox, SandboxOptions
 
 ITEMS = 600
@@ -130,7 +132,7 @@ def test_a_pass_that_may_not_wait_ends_early_and_the_next_ones_converge(
 
 
 def test_the_budget_and_the_backlog_reach_the_metrics(tmp_path: Path) -> None:
-    """A pass ended by the budget: its budget per API and its backlog are in the exposition."""
+    """A pass ended by the budget: its budget per API and its backlog are on /metrics."""
     sandbox = _budgeted()
     try:
         sandbox.github.set_rate_limit(limit=LIMIT, window=600)  # no reset within the test
@@ -150,7 +152,13 @@ sources:
         )
         store = Store(f"sqlite:///{db}")
         result = Runner(config, store).run("gh")
-        text = MetricsCache(FigureCache(store, Settings.from_config(config))).exposition().decode()
+        cache = MetricsCache(FigureCache(store, Settings.from_config(config)))
+        server = serve_http(ExporterApp(cache, store, config), "127.0.0.1:0")
+        try:
+            text = requests.get(f"http://127.0.0.1:{server.server_address[1]}/metrics", timeout=10).text
+        finally:
+            server.shutdown()
+            server.server_close()
         shown = store.statuses()["gh"].last_error
     finally:
         sandbox.stop()
