@@ -647,7 +647,12 @@ class ApiClient:
             wait = self._rate_limit_wait(resp)
             if wait is not None:
                 if wait > self.policy.max_rate_limit_wait:
-                    raise RateLimited(f"{self.source}: rate limited for {wait:.0f}s, more than we wait")
+                    message = f"{self.source}: rate limited for {wait:.0f}s, more than we wait"
+                    if resp.headers.get("x-ratelimit-remaining") == "0" and "Retry-After" not in resp.headers:
+                        # the window is spent (by us or another user of the token): like a reserve
+                        # reached, the pass ends cleanly and the next one resumes after the reset
+                        raise BudgetExhausted(message, api, _seconds(resp.headers.get("x-ratelimit-reset")))
+                    raise RateLimited(message)
                 log.warning("source=%s rate limited (HTTP %d); sleeping %.1fs", self.source, resp.status_code, wait)
                 if self.gate is not None:
                     self._waited_until = max(self._waited_until, self.gate.pause(wait))

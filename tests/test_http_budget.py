@@ -131,3 +131,15 @@ def test_a_budget_reported_by_the_caller_gates_its_requests(window: tuple[str, W
         client.request_json("GET", "/q", api="graphql", cost=50)
     assert state.served == 1
     assert client.telemetry.budget("rest") is not None  # the answer's own headers
+
+
+def test_a_window_spent_by_others_ends_the_pass_cleanly_too(window: tuple[str, Window]) -> None:
+    """Without a reserve (or with another client spending the token), GitHub's own refusal with a
+    reset further away than we wait is the same clean end, not a failure of the pass."""
+    url, state = window
+    client = _client(url, reserve=0.0, max_wait=5)
+    state.remaining = 0
+    with pytest.raises(BudgetExhausted) as ended:
+        client.get_json("/x")
+    assert ended.value.api == "rest" and ended.value.reset_at == state.reset
+    assert client.telemetry.requests["403"] == 1
