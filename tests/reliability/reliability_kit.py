@@ -66,15 +66,23 @@ def config_yaml(
     listen: str = "127.0.0.1:0",
     extra_repositories: Iterable[str] = (),
     only: Iterable[str] | None = None,
+    azure: dict[str, Any] | None = None,
 ) -> str:
     """Both Azure DevOps projects (Boards + Pipelines each) and one GitHub source per repository
-    (or only the sources named in ``only``)."""
+    (or only the sources named in ``only``); ``azure`` settings go to every Azure source."""
     sources = []
+    extra = azure or {}
     for project, (boards, pipelines) in PROJECTS.items():
         sources += [
-            azure_source("azure_boards", sandbox_url, token, project, name=boards),
+            azure_source("azure_boards", sandbox_url, token, project, name=boards, **extra),
             azure_source(
-                "azure_pipelines", sandbox_url, token, project, name=pipelines, production_environments=PRODUCTION
+                "azure_pipelines",
+                sandbox_url,
+                token,
+                project,
+                name=pipelines,
+                production_environments=PRODUCTION,
+                **extra,
             ),
         ]
     for i, (repo, (name, mode)) in enumerate(REPOSITORIES.items()):
@@ -86,8 +94,8 @@ def config_yaml(
     return sandbox_config(store_url, sources, listen=listen, history="365d", poll_interval="1h")
 
 
-def organisation(sandbox: Sandbox, store_url: str) -> Config:
-    return parse_config(config_yaml(sandbox.url, store_url), {})
+def organisation(sandbox: Sandbox, store_url: str, **azure: Any) -> Config:
+    return parse_config(config_yaml(sandbox.url, store_url, azure=azure), {})
 
 
 def quick_sleep(seconds: float) -> None:
