@@ -21,16 +21,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
 from collector.errors import StoreError, StoreInUse
 from collector.model import Batch, Category, Change, Deployment, Link, Rejection, StateChange, WorkItem
-from collector.table import TableBuilder, WorkItemTable
+
+if TYPE_CHECKING:
+    # NumPy (through collector.table) is for the figures' reads only: ``cycletime sync`` never loads it
+    from collector.table import WorkItemTable
 
 SCHEMA_VERSION = 4
 #: the longest label or id the store keeps (the columns' size on PostgreSQL)
@@ -190,6 +191,18 @@ sync_backlog = sa.Table(
 _UPSERTS: dict[tuple[str, str, tuple[str, ...], frozenset[str], frozenset[str]], Any] = {}
 
 
+def _insert_of(dialect: str) -> Callable[[sa.Table], Any]:
+    """The dialect's INSERT (with ON CONFLICT), imported on first use: a SQLite process never loads
+    the PostgreSQL dialect."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    return pg_insert
+
+
 def _ts(dt: datetime | None) -> float | None:
     return None if dt is None else dt.timestamp()
 
@@ -305,7 +318,7 @@ class Store:
                     MIGRATIONS[version](conn)
                 if current != SCHEMA_VERSION:
                     self._upsert(conn, meta, [{"key": "schema_version", "value": str(SCHEMA_VERSION)}], ["key"])
-                insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
+                insert = _insert_of(self.dialect)
                 conn.execute(
                     insert(meta)
                     .values(key="store_id", value=uuid.uuid4().hex)
@@ -484,7 +497,7 @@ class Store:
         """
         stmt = _UPSERTS.get((self.dialect, "data_version", (), frozenset(), frozenset()))
         if stmt is None:
-            insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
+            insert = _insert_of(self.dialect)
             bumped = sa.cast(sa.cast(meta.c.value, sa.BigInteger) + 1, sa.Text)
             stmt = (
                 insert(meta)
@@ -750,7 +763,7 @@ class Store:
         cache_key = (self.dialect, table.name, tuple(keys), added, kept)
         stmt = _UPSERTS.get(cache_key)
         if stmt is None:
-            insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
+            insert = _insert_of(self.dialect)
             stmt = insert(table)
             skip = {*keys, *kept}
             updates = {
@@ -886,6 +899,8 @@ class Store:
         can be released (those with links); None keeps every ref. The table's rows end up in
         item number order (``WorkItemTable.in_item_no_order``), which ``changed_work_items`` extends.
         """
+        from collector.table import TableBuilder
+
         builder = TableBuilder(linked)
         collate = ' COLLATE "C"' if self.dialect == "postgresql" else ""
         items_sql = (
@@ -953,6 +968,8 @@ class Store:
             "JOIN state_changes AS h ON h.source = c.source AND h.work_item_id = c.native_id "
             "ORDER BY w.item_no, h.seq"
         )
+        from collector.table import TableBuilder
+
         builder = TableBuilder(extends=extends)
         refs: list[str] = []
         rows: dict[int, int] = {}
