@@ -20,19 +20,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-import jwt
 import requests
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import Field, field_validator, model_validator
 
 from collector.config_types import ConfigModel
 from collector.errors import AuthError, SourceError
 from collector.http import REDACT, ApiClient, ApiTelemetry, RetryPolicy
+
+if TYPE_CHECKING:
+    # PyJWT and cryptography (~8 MB resident) load only when a GitHub App is configured
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ REFRESH_MARGIN = 300.0
 
 def read_private_key(pem: bytes, where: str) -> RSAPrivateKey:
     """An unencrypted RSA private key in PEM form (what GitHub hands out), or ValueError naming ``where``."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
     try:
         key = load_pem_private_key(pem, password=None)
     except TypeError:
@@ -222,7 +226,9 @@ class GitHubAppAuth:
         if self._jwt is not None and now < self._jwt[1] - 60:
             return self._jwt[0]
         claims = {"iat": now - JWT_BACKDATE, "exp": now + JWT_LIFETIME, "iss": str(self.app_id)}
-        token = jwt.encode(claims, self._key, algorithm="RS256")
+        import jwt as pyjwt
+
+        token = pyjwt.encode(claims, self._key, algorithm="RS256")
         REDACT.add(token)
         if self._jwt is not None:
             REDACT.discard(self._jwt[0])
