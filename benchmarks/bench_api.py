@@ -28,6 +28,7 @@ from typing import Any
 
 import requests
 from naive_client import NaiveClient
+from organisation import PROJECTS, REPOSITORIES, TOKEN, organisation_yaml
 
 from collector.config import Config, parse_config
 from collector.runner import Runner
@@ -35,14 +36,7 @@ from collector.store import Store
 from sandbox.app import Sandbox, SandboxOptions, default_now
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "sandbox-token"
 SEED = 7
-PROJECTS = {"Fabrikam": ("boards", "pipelines"), "Tailspin": ("boards_tailspin", "pipelines_tailspin")}
-REPOSITORIES = {
-    "contoso/web": ("gh_web", "deployments"),
-    "contoso/api": ("gh_api", "releases"),
-    "contoso/mobile-app": ("gh_mobile_app", "workflow_runs:deploy.yml"),
-}
 
 
 def free_port() -> int:
@@ -102,21 +96,7 @@ class SandboxProcess:
 def organisation_config(sandbox_url: str, store_url: str, max_concurrency: int | None = None) -> Config:
     """Every project and repository of the sandbox organisation: 2 Boards, 2 Pipelines, 3 GitHub sources
     (the Azure ones at ``max_concurrency`` requests in flight, the default when None)."""
-    azure = f", max_concurrency: {max_concurrency}" if max_concurrency is not None else ""
-    lines = [f"store: {store_url}", "history: 365d", "sources:"]
-    for project, (boards, pipelines) in PROJECTS.items():
-        lines += [
-            f"  - {{name: {boards}, kind: azure_boards, organization_url: '{sandbox_url}/contoso', "
-            f"project: {project}, token: {TOKEN}{azure}}}",
-            f"  - {{name: {pipelines}, kind: azure_pipelines, organization_url: '{sandbox_url}/contoso', "
-            f"project: {project}, token: {TOKEN}, production_environments: [production, Prod]{azure}}}",
-        ]
-    for repo, (name, mode) in REPOSITORIES.items():
-        lines.append(
-            f"  - {{name: {name}, kind: github, base_url: '{sandbox_url}/api/v3', token: {TOKEN}, "
-            f"repositories: [{repo}], deployments_from: '{mode}'}}"
-        )
-    return parse_config("\n".join(lines) + "\n", {})
+    return parse_config(organisation_yaml(sandbox_url, store_url, max_concurrency), {})
 
 
 def delta(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, int]:

@@ -1,9 +1,10 @@
-"""Ours as the peers are measured: a full sync of one half of the sandbox organisation, in its own process.
+"""Ours as the peers are measured: ``cycletime sync`` of one half of the sandbox organisation, in its own process.
 
-``collector.runner.Runner`` runs the Azure DevOps sources (Boards + Pipelines of both projects) or
-the GitHub sources (three repositories) into a fresh SQLite store, as ``cycletime serve`` would;
-then the stored records are printed as JSON in the peers' format (the native ids of the sandbox's
-truth), so the benchmark compares what each client ends up with.
+The command line's own entry point (``collector.cli.main``) runs the Azure DevOps sources (Boards +
+Pipelines of both projects) or the GitHub sources (three repositories) into a fresh SQLite store,
+with nothing imported that ``cycletime sync`` would not import; then the stored records are printed
+as JSON in the peers' format (the native ids of the sandbox's truth), so the benchmark compares what
+each client ends up with.
 
 Usage: ``ours.py SANDBOX_URL azure|github STORE_DIR``.
 """
@@ -13,34 +14,29 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+from pathlib import Path
 
-from bench_api import organisation_config
+from organisation import organisation_yaml
 
-from collector.runner import Runner
-from collector.store import Store
+from collector.cli import main
 
 
 def sync(sandbox_url: str, part: str, store_dir: str) -> dict[str, list[str]]:
     path = f"{store_dir}/ours.db"
-    config = organisation_config(sandbox_url, f"sqlite:///{path}")
-    store = Store(config.store)
-    runner = Runner(config, store)
-    names = [n for n in runner.sources if n.startswith("gh_") == (part == "github")]
-    for name in names:
-        result = runner.run(name)
-        assert result.ok, f"{name}: {result.error}"
-    store.close()
-    marks = ",".join("?" * len(names))
+    config = Path(store_dir) / "ours.yaml"
+    config.write_text(organisation_yaml(sandbox_url, f"sqlite:///{path}", part=part))
+    code = main(["sync", "--config", str(config), "--log-format", "json"])
+    assert code == 0, f"cycletime sync exited with {code}"
     with sqlite3.connect(path) as db:
 
         def ids(sql: str) -> list[str]:
-            return [row[0] for row in db.execute(sql.format(marks), names)]
+            return [row[0] for row in db.execute(sql)]
 
         return {
-            "work_items": ids("SELECT native_id FROM work_items WHERE source IN ({})"),
-            "state_changes": ids("SELECT work_item_id || ':' || seq FROM state_changes WHERE source IN ({})"),
-            "deployments": ids("SELECT native_id FROM deployments WHERE source IN ({})"),
-            "changes": ids("SELECT native_id FROM changes WHERE source IN ({})"),
+            "work_items": ids("SELECT native_id FROM work_items"),
+            "state_changes": ids("SELECT work_item_id || ':' || seq FROM state_changes"),
+            "deployments": ids("SELECT native_id FROM deployments"),
+            "changes": ids("SELECT native_id FROM changes"),
         }
 
 
