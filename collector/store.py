@@ -519,6 +519,10 @@ class Store:
         def fits(*values: str | None) -> bool:
             return all(v is None or len(v) <= MAX_TEXT for v in values)
 
+        def history_fits(history: Sequence[StateChange]) -> bool:
+            # one generator per item, not a fits() call and a generator per state change
+            return all(len(h.work_item_id) <= MAX_TEXT and len(h.state) <= MAX_TEXT for h in history)
+
         too_long: list[Rejection] = []
 
         def keep(native_id: str, ok: bool) -> bool:
@@ -531,8 +535,7 @@ class Store:
             for w in batch.work_items
             if keep(
                 w.native_id,
-                fits(w.native_id, w.ref, w.project, w.team, w.type)
-                and all(fits(h.work_item_id, h.state) for h in w.history),
+                fits(w.native_id, w.ref, w.project, w.team, w.type) and history_fits(w.history),
             )
         ]
         kept_changes = [c for c in batch.changes if keep(c.native_id, fits(c.native_id, c.ref, c.service))]
