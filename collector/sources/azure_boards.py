@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -602,29 +603,39 @@ def artifact_ref(url: Any) -> str | None:
 
 
 def _work_items(source: str, revisions: list[Revision]) -> list[WorkItem]:
-    """Group a page's revisions per item; the item's attributes are those of its newest revision."""
+    """Group a page's revisions per item; the item's attributes are those of its newest revision.
+
+    A revision number seen twice in a page counts once, with its last copy's values. One plain
+    loop per item (no per-item dict or generators): this runs for every revision of a sync.
+    """
     by_item: dict[int, list[Revision]] = {}
     for revision in revisions:
-        by_item.setdefault(revision.item_id, []).append(revision)
+        revs = by_item.get(revision.item_id)
+        if revs is None:
+            by_item[revision.item_id] = [revision]
+        else:
+            revs.append(revision)
     out = []
+    by_rev = attrgetter("rev")
     for item_id, revs in sorted(by_item.items()):
-        revs.sort(key=lambda r: r.rev)
-        last = revs[-1]
         native = str(item_id)
-        history = tuple(
-            StateChange(native, r.rev, r.changed_at, r.state, r.category) for r in {r.rev: r for r in revs}.values()
-        )
+        if len(revs) > 1:
+            revs.sort(key=by_rev)  # stable: the copies of one revision keep their page order
+        history: list[StateChange] = []
+        previous = None
+        created = revs[0].created_at
+        for r in revs:
+            change = StateChange(native, r.rev, r.changed_at, r.state, r.category)
+            if r.rev == previous:
+                history[-1] = change
+            else:
+                history.append(change)
+                previous = r.rev
+            if r.created_at < created:
+                created = r.created_at
+        last = revs[-1]
         out.append(
-            WorkItem(
-                source,
-                native,
-                ado_ref(item_id),
-                last.project,
-                last.team,
-                last.type,
-                min(r.created_at for r in revs),
-                history,
-            )
+            WorkItem(source, native, ado_ref(item_id), last.project, last.team, last.type, created, tuple(history))
         )
     return out
 
