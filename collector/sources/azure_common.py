@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from collector.errors import Rejected, SourceError
 from collector.http import ApiClient, NestedTooDeeply, RequestGate, basic_auth, decode_json
-from collector.sources.base import Pagination, SourceContext, record_key
+from collector.sources.base import MAX_ID, Pagination, SourceContext, record_key
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,6 @@ API_VERSIONS = {
 
 #: Azure DevOps sends .NET's "no value" for unset dates on some records
 _NULL_YEAR = 1900
-#: the largest id we order by or keep as a watermark: beyond it a JSON number is not exact in
-#: every consumer (2**53), and one absurd id would become the high-water mark and hide the rest
-MAX_ID = 2**53
 
 
 #: requests in flight per organisation unless the sources say otherwise (``max_concurrency``)

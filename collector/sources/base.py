@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 #: an object belongs, a time past year 9999, JSON nested a thousand deep): the record is rejected,
 #: the rest of its page kept (docs/definitions.md "Records that cannot be trusted")
 RECORD_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError, OverflowError, RecursionError)
+#: the largest id or number a source orders by or keeps as a watermark: beyond 2**53 a JSON number is
+#: not exact in every consumer, and one absurd id would become the high-water mark and hide the rest
+MAX_ID = 2**53
 #: most pages one walk over a paginated list reads in a pass; far above any real list
 MAX_PAGES = 10_000
 #: consecutive pages without a record not already seen in the walk after which it stops

@@ -68,6 +68,7 @@ from collector.model import (
     gh_pr_ref,
 )
 from collector.sources.base import (
+    MAX_ID,
     RECORD_ERRORS,
     PaginationError,
     RecordGuard,
@@ -103,9 +104,6 @@ BATCH_SIZE = 50
 #: GitHub's own limit on an issue or pull request body; anything longer is not GitHub's data
 MAX_BODY = 65536
 _SHA = re.compile(r"^[0-9a-fA-F]{40}$")
-#: the largest id or number we order by or keep as a watermark (exact in every JSON consumer);
-#: one absurd deployment id would otherwise become the high-water mark and hide every later one
-MAX_ID = 2**53
 #: ``owner/*``: how often the owner's repositories are listed in full, to see what moves no push
 #: (archived, deleted, renamed repositories); the passes between read only what was pushed since
 FULL_LISTING_EVERY = timedelta(days=1)
