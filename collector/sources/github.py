@@ -1,6 +1,15 @@
 """GitHub source: issues (work items), merged pull requests (changes and links), deployments.
 
-Every request goes through :class:`~collector.sources.github_api.GitHubApi` (REST API v3).
+REST requests go through :class:`~collector.sources.github_api.GitHubApi` (REST API v3), GraphQL
+queries through :class:`~collector.sources.github_graphql.GitHubGraphQL`. Which API reads what is
+the ``api`` option (docs/definitions.md, "Which GitHub API reads what"): ``auto`` (the default)
+asks each list first with a conditional REST request (a 304 costs no budget, so an idle pass costs
+what the REST plan costs) and reads what changed, with its history, over GraphQL: 100 issues with
+their timelines, 100 merged pull requests with their commits, 100 deployments with their statuses
+per query. Compares of two commits (deployment contents), releases, workflow runs and the
+conditional re-reads of unfinished deliveries stay on REST. ``rest`` reads everything over REST;
+``graphql`` skips the REST probes. The GraphQL answers are turned into the REST records, so every
+plan feeds the same normaliser and stores the same records.
 
 Streams per repository, each with its own watermark (a JSON document) committed in the same
 transaction as the batch it reaches, so a crash between batches loses nothing:
@@ -42,7 +51,7 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -92,6 +101,13 @@ from collector.sources.github_api import (
     records,
 )
 from collector.sources.github_auth import GitHubAppAuth, GitHubAppConfig
+from collector.sources.github_graphql import (
+    GitHubGraphQL,
+    GraphQLError,
+    deployment_record,
+    issue_record,
+    pull_record,
+)
 from collector.sources.github_refs import azure_boards_mentions, closing_references
 from collector.sources.registry import register
 
@@ -152,6 +168,11 @@ class GitHubConfig(SourceConfigBase):
         None, min_length=1, description="Personal access token (${ENV_VAR}); or use app."
     )
     app: GitHubAppConfig | None = Field(None, description="A GitHub App instead of a personal token.")
+    api: Literal["auto", "rest", "graphql"] = Field(
+        "auto",
+        description="auto: conditional REST requests find what changed, GraphQL reads its history; "
+        "rest: REST only; graphql: GraphQL for every list it can serve (docs/definitions.md).",
+    )
 
     @model_validator(mode="after")
     def _one_credential(self) -> GitHubConfig:
@@ -184,6 +205,16 @@ class _Finished:
     sha: str
     started_at: datetime | None
     finished_at: datetime
+
+
+@dataclass
+class _ListPage:
+    """One page of a list, whichever API read it: its records in the REST shape and what failed."""
+
+    status: int  # 200, or 304 when the conditional request found nothing new
+    etag: str | None  # of the REST page 1 (or probe) that tells the next pass whether anything changed
+    records: list[dict[str, Any]]
+    failed: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # GraphQL errors of left-out nodes
 
 
 @dataclass
@@ -255,6 +286,7 @@ class GitHubSource(Source):
         self.api = GitHubApi(
             self.name, config.base_url, config.token or self._app(config, ctx), ctx, reserve=config.rate_limit_reserve
         )
+        self.graphql = GitHubGraphQL(self.api, config.base_url, ctx) if config.api != "rest" else None
         self.type_labels = {k.lower(): v for k, v in config.type_labels.items()}
         self.guard = RecordGuard(self.name)
         #: configured name → the repository as this process read it; which of them this pass read
@@ -354,7 +386,7 @@ class GitHubSource(Source):
                             store.set_watermark(self.name, synced_stream, json.dumps(now))
                 else:
                     self._sync_deployments(store, repo, report)
-            except (GitHubHTTPError, BadAnswer, PaginationError) as exc:
+            except (GitHubHTTPError, BadAnswer, PaginationError, GraphQLError) as exc:
                 if isinstance(exc, GitHubHTTPError) and label == "issues" and exc.status == 410:
                     settle(1)
                     continue  # issues are disabled in this repository: nothing to read
@@ -525,13 +557,14 @@ class GitHubSource(Source):
         params = {"state": "all", "sort": "updated", "direction": "asc", "since": since, "per_page": PER_PAGE}
         key = GitHubApi.key(path, params)
         first_etag: str | None = None
-        for page in self.api.pages(path, params, state.get("etag") if state.get("key") == key else None):
+        etag = state.get("etag") if state.get("key") == key else None
+        for page in self._list(repo, "issues", path, params, etag, since=since):
             if page.status == 304:
                 return f"{key} {state.get('etag')}"
             first_etag = first_etag or page.etag
             batch = Batch(replace_history=True)
             try:
-                for raw in records(page.data):
+                for raw in page.records:
                     try:
                         number, updated = _list_position(raw)
                     except RECORD_ERRORS as bad:
@@ -549,6 +582,8 @@ class GitHubSource(Source):
             except BudgetExhausted:
                 self._commit_issues(store, stream, batch, cursor_at, cursor_seen, key, None, report)
                 raise
+            if page.failed:
+                self._fail_part(store, batch, report, repo, "issues", page.failed)
             self._commit_issues(store, stream, batch, cursor_at, cursor_seen, key, first_etag, report)
             if self.ctx.should_stop():
                 return None
@@ -600,7 +635,9 @@ class GitHubSource(Source):
         labels = [str(lb.get("name", "")) for lb in raw.get("labels") or [] if isinstance(lb, dict)]
         try:
             events = _readable(
-                list(self.api.items(f"/repos/{repo.full_name}/issues/{number}/timeline", {"per_page": PER_PAGE}))
+                raw["_timeline"]
+                if "_timeline" in raw
+                else list(self.api.items(f"/repos/{repo.full_name}/issues/{number}/timeline", {"per_page": PER_PAGE}))
             )
         except GitHubHTTPError as exc:
             if exc.status in (404, 410):  # deleted or transferred since the list was read
@@ -682,12 +719,16 @@ class GitHubSource(Source):
             )
 
         try:
-            for page in self.api.pages(path, params, etag):
+            for page in self._list(repo, "pullRequests", path, params, etag):
                 if page.status == 304:
                     return True
+                if page.failed:
+                    # before any of the page is read: a partial commit of it would mark the failed
+                    # pull requests' times as read
+                    self._fail_part(store, batch, report, repo, "pull requests", page.failed)
                 first_etag = first_etag or page.etag
                 reached_watermark = False
-                for raw in records(page.data):
+                for raw in page.records:
                     try:
                         number, updated = _list_position(raw)
                     except RECORD_ERRORS as bad:
@@ -756,7 +797,9 @@ class GitHubSource(Source):
         authored: list[datetime] = []
         links: list[Link] = []
         for entry in _readable(
-            list(self.api.items(f"/repos/{repo.full_name}/pulls/{number}/commits", {"per_page": PER_PAGE}))
+            raw["_commits"]
+            if "_commits" in raw
+            else list(self.api.items(f"/repos/{repo.full_name}/pulls/{number}/commits", {"per_page": PER_PAGE}))
         ):
             sha = entry.get("sha") if isinstance(entry, dict) else None
             if not isinstance(sha, str) or not _SHA.match(sha):
@@ -848,15 +891,22 @@ class GitHubSource(Source):
         first_etag: str | None = None
         modified = False
         first_page: set[str] = set()
-        for page in self.api.pages(mode.path, mode.params, etag, list_key=mode.list_key):
+        pages = (
+            self._list(repo, "deployments", mode.path, mode.params, etag)
+            if self.config.deployments_from == "deployments"
+            else self._rest_list(mode.path, mode.params, etag, mode.list_key)
+        )
+        for page in pages:
             if page.status == 304:
                 break
+            if page.failed:
+                raise GraphQLError(page.failed, f"{repo.full_name} deployments")  # read again next pass
             if not modified:
-                first_page = {str(raw.get("id")) for raw in records(page.data, mode.list_key)}
+                first_page = {str(raw.get("id")) for raw in page.records}
             modified = True
             first_etag = first_etag or page.etag
             old = new = 0
-            for raw in records(page.data, mode.list_key):
+            for raw in page.records:
                 problem = _id_problem(raw.get("id"))
                 if problem is not None:
                     # counted, never a high-water mark: one id of 2**63 would hide every later record
@@ -916,6 +966,8 @@ class GitHubSource(Source):
         self, repo: _Repo, fresh: list[dict[str, Any]], pending: dict[str, Any], batch: Batch
     ) -> list[_Finished]:
         """Deployments API: a deployment is finished at its latest finished status."""
+        # statuses the GraphQL list brought along; the others are read (conditionally) over REST
+        prefetched = {str(raw["id"]): raw["_statuses"] for raw in fresh if "_statuses" in raw}
         for raw in fresh:
             # only strings are kept: the pending list is stored as JSON in the watermark
             pending[str(raw["id"])] = {
@@ -940,18 +992,22 @@ class GitHubSource(Source):
                 self.guard.reject(batch, record_id, bad)
                 del pending[dep_id]
                 continue
-            path = f"/repos/{repo.full_name}/deployments/{dep_id}/statuses"
-            pages = self.api.pages(path, {"per_page": PER_PAGE}, entry.get("etag"))
-            try:
-                first = next(pages)
-            except GitHubHTTPError as exc:
-                if exc.status != 404:
-                    raise
-                del pending[dep_id]  # the deployment was deleted
-                continue
-            if first.status == 304:
-                continue
-            statuses = records(first.data) + [status for page in pages for status in records(page.data)]
+            if dep_id in prefetched:
+                statuses, first_etag = prefetched[dep_id], None
+            else:
+                path = f"/repos/{repo.full_name}/deployments/{dep_id}/statuses"
+                pages = self.api.pages(path, {"per_page": PER_PAGE}, entry.get("etag"))
+                try:
+                    first = next(pages)
+                except GitHubHTTPError as exc:
+                    if exc.status != 404:
+                        raise
+                    del pending[dep_id]  # the deployment was deleted
+                    continue
+                if first.status == 304:
+                    continue
+                statuses = records(first.data) + [status for page in pages for status in records(page.data)]
+                first_etag = first.etag
             try:
                 outcome = deployment_outcome(_readable(statuses))
             except RECORD_ERRORS as bad:
@@ -959,7 +1015,7 @@ class GitHubSource(Source):
                 del pending[dep_id]
                 continue
             if outcome is None:  # no terminal status yet: read again (conditionally) next time
-                entry["etag"] = first.etag
+                entry["etag"] = first_etag
                 continue
             del pending[dep_id]
             status, finished_at = outcome
@@ -1282,6 +1338,58 @@ class GitHubSource(Source):
             raise
         return True
 
+    # -- which API reads a list ---------------------------------------------------------------
+    def _list(
+        self,
+        repo: _Repo,
+        connection: str,
+        path: str,
+        params: dict[str, Any],
+        etag: str | None,
+        since: str | None = None,
+    ) -> Iterator[_ListPage]:
+        """A repository list (``issues``, ``pullRequests``, ``deployments``) in REST records.
+
+        ``rest``: the REST pages. ``auto``: REST page 1 conditionally first (a 304 is free and ends
+        it, as in the REST plan; its ETag is what the next pass sends), then the GraphQL pages with
+        each record's history. ``graphql``: the GraphQL pages alone.
+        """
+        if self.graphql is None:
+            yield from self._rest_list(path, params, etag)
+            return
+        probe_etag: str | None = None
+        if self.config.api == "auto":
+            probe = self.api.get(path, params, etag)
+            if probe.status == 304:
+                yield _ListPage(304, etag, [])
+                return
+            probe_etag = probe.etag
+        convert = {"issues": issue_record, "pullRequests": pull_record, "deployments": deployment_record}[connection]
+        owner, name = repo.full_name.split("/", 1)
+        for nodes, failed in self.graphql.pages(owner, name, connection, since):
+            yield _ListPage(200, probe_etag, [convert(node) for node in nodes], failed)
+
+    def _rest_list(
+        self, path: str, params: dict[str, Any], etag: str | None, list_key: str | None = None
+    ) -> Iterator[_ListPage]:
+        for page in self.api.pages(path, params, etag, list_key=list_key):
+            yield _ListPage(page.status, page.etag, records(page.data, list_key) if page.status == 200 else [])
+
+    def _fail_part(
+        self,
+        store: SourceStore,
+        batch: Batch,
+        report: SyncReport,
+        repo: _Repo,
+        label: str,
+        errors: list[dict[str, Any]],
+    ) -> None:
+        """Keep what a partial GraphQL answer held (upserts, the watermark stays), then fail the part:
+        the next pass reads from the same watermark, so the nodes that failed are not lost."""
+        store.commit(self.name, batch)
+        self._account(report, batch)
+        raise GraphQLError(errors, f"{repo.full_name} {label} (partial answer, kept {len(batch)} records)")
+
     # -- helpers ----------------------------------------------------------------------------
     def _state(self, store: SourceStore, stream: str) -> dict[str, Any]:
         raw = store.watermark(self.name, stream)
@@ -1367,7 +1475,10 @@ def is_pull_request(raw: dict[str, Any]) -> bool:
 
 
 def _closes(pr: dict[str, Any], repo: str, number: str) -> bool:
-    """Whether a pull request's title or body carries a closing keyword for issue ``repo#number``."""
+    """Whether a pull request closes issue ``repo#number``: GitHub's own ``willCloseTarget`` where
+    the record came over GraphQL, else a closing keyword for it in the pull request's title or body."""
+    if isinstance(pr.get("will_close_target"), bool):
+        return bool(pr["will_close_target"])
     text = "\n".join(str(pr.get(k) or "") for k in ("title", "body"))
     return any(
         r.lower() == repo.lower() and str(n) == number for r, n in closing_references(text, _repo_of_issue(pr) or repo)

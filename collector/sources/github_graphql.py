@@ -1,0 +1,457 @@
+"""GitHub's GraphQL API (``POST /graphql``) for the histories the REST plan reads one request at a time.
+
+Why GraphQL here: over REST every issue's timeline, every pull request's commits and every
+deployment's statuses is a request of its own; one GraphQL query returns 100 of each with their
+nested lists, for a few points of the separate GraphQL budget (docs/definitions.md, "Which GitHub
+API reads what"). The answers are turned into the *REST shapes* the GitHub source's normaliser
+already reads (``issue_record``, ``pull_record``, ``deployment_record``), so both plans produce the
+same domain records by construction.
+
+Every query goes through the REST client's :class:`~collector.http.ApiClient` session (counting,
+retries, secondary limits with ``retry-after``, redaction, deadlines, and the same credentials: a
+token, or a GitHub App's installation token for the owner queried). On top of it:
+``rateLimit { cost remaining resetAt }`` is read on every query and kept as the GraphQL budget;
+``errors`` in a 200 answer are split into what stops the query (``RATE_LIMITED``: wait for
+``resetAt``; a node limit: halve the page size and ask again) and what fails one node (partial
+data: the rest is kept, the failed nodes are named).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from collector.errors import RateLimited, SourceError
+from collector.sources.base import MAX_PAGES, SourceContext
+from collector.sources.github_api import GitHubApi, GitHubHTTPError, github_time
+
+log = logging.getLogger(__name__)
+
+#: the largest ``first`` GitHub accepts on a connection
+PAGE = 100
+#: nested connections read in the list query; more than this is fetched node by node (rare)
+NESTED = 100
+#: the smallest page a node-limit error may halve a query to before it fails
+MIN_PAGE = 1
+
+RATE = "rateLimit { cost remaining resetAt }"
+
+#: the timeline events that decide an issue's state (docs/definitions.md "GitHub InProgress")
+TIMELINE_TYPES = (
+    "ASSIGNED_EVENT",
+    "UNASSIGNED_EVENT",
+    "CLOSED_EVENT",
+    "REOPENED_EVENT",
+    "CONNECTED_EVENT",
+    "DISCONNECTED_EVENT",
+    "CROSS_REFERENCED_EVENT",
+)
+
+_ACTOR = "... on User { login } ... on Bot { login }"
+
+_TIMELINE_NODE = f"""
+  __typename
+  ... on AssignedEvent {{ createdAt assignee {{ {_ACTOR} }} }}
+  ... on UnassignedEvent {{ createdAt assignee {{ {_ACTOR} }} }}
+  ... on ClosedEvent {{ createdAt stateReason }}
+  ... on ReopenedEvent {{ createdAt }}
+  ... on ConnectedEvent {{ createdAt }}
+  ... on DisconnectedEvent {{ createdAt }}
+  ... on CrossReferencedEvent {{
+    createdAt willCloseTarget
+    source {{ __typename ... on PullRequest {{ number url closedAt repository {{ nameWithOwner }} }} }}
+  }}
+"""
+
+#: nested connections per node type: the field with its arguments and what each of its nodes holds
+CONNECTIONS: dict[tuple[str, str], tuple[str, str]] = {
+    ("Issue", "timelineItems"): (f"itemTypes: [{', '.join(TIMELINE_TYPES)}]", _TIMELINE_NODE),
+    ("Issue", "labels"): ("", "name"),
+    ("PullRequest", "commits"): ("", "commit { oid authoredDate committedDate message }"),
+    ("Deployment", "statuses"): ("", "state createdAt"),
+}
+
+
+def _nested(node_type: str, name: str, first: int) -> str:
+    args, node = CONNECTIONS[(node_type, name)]
+    args = f"first: {first}" + (f", {args}" if args else "")
+    return f"{name}({args}) {{ pageInfo {{ hasNextPage endCursor }} nodes {{ {node} }} }}"
+
+
+def issue_fields(nested: int = NESTED) -> str:
+    return (
+        "id number createdAt updatedAt closedAt state body issueType { name } "
+        + _nested("Issue", "labels", nested)
+        + " "
+        + _nested("Issue", "timelineItems", nested)
+    )
+
+
+def pull_fields(nested: int = NESTED) -> str:
+    return "id number createdAt updatedAt mergedAt title body mergeCommit { oid } " + _nested(
+        "PullRequest", "commits", nested
+    )
+
+
+def deployment_fields(nested: int = NESTED) -> str:
+    return "id databaseId createdAt environment commitOid " + _nested("Deployment", "statuses", nested)
+
+
+#: the repository lists: connection, its arguments and its node fields
+LISTS = {
+    "issues": ("filterBy: { since: $since }, orderBy: { field: UPDATED_AT, direction: ASC }", issue_fields),
+    "pullRequests": ("states: [MERGED], orderBy: { field: UPDATED_AT, direction: DESC }", pull_fields),
+    "deployments": ("orderBy: { field: CREATED_AT, direction: DESC }", deployment_fields),
+}
+NODE_TYPE = {"issues": "Issue", "pullRequests": "PullRequest", "deployments": "Deployment"}
+
+
+def list_query(connection: str) -> str:
+    args, fields = LISTS[connection]
+    since = ", $since: DateTime" if "$since" in args else ""
+    return (
+        f"query($owner: String!, $name: String!, $first: Int!, $after: String{since}) {{ {RATE} "
+        f"repository(owner: $owner, name: $name) {{ {connection}(first: $first, after: $after, {args}) "
+        f"{{ pageInfo {{ hasNextPage endCursor }} nodes {{ {fields()} }} }} }} }}"
+    )
+
+
+def rest_query(node_type: str, name: str) -> str:
+    """The rest of one node's nested connection, after a cursor: only where the list query overflowed."""
+    args, node = CONNECTIONS[(node_type, name)]
+    args = "first: $first, after: $after" + (f", {args}" if args else "")
+    return (
+        f"query($id: ID!, $first: Int!, $after: String) {{ {RATE} node(id: $id) {{ ... on {node_type} "
+        f"{{ {name}({args}) {{ pageInfo {{ hasNextPage endCursor }} nodes {{ {node} }} }} }} }} }}"
+    )
+
+
+def graphql_url(base_url: str) -> str:
+    """Where GraphQL is: ``api.github.com`` → ``/graphql``; GHES ``https://host/api/v3`` → ``/api/graphql``."""
+    base = base_url.rstrip("/")
+    if base.endswith("/api/v3"):
+        return base[: -len("/v3")] + "/graphql"
+    return base + "/graphql"
+
+
+# -- errors ------------------------------------------------------------------------------------------
+class GraphQLError(SourceError):
+    """``errors`` that left no usable answer (or failed a part that must not be skipped)."""
+
+    def __init__(self, errors: list[dict[str, Any]], what: str = "") -> None:
+        self.errors = errors
+        text = "; ".join(f"{e.get('type') or 'ERROR'}: {str(e.get('message', ''))[:200]}" for e in errors[:3])
+        super().__init__(f"GraphQL {what + ': ' if what else ''}{text}")
+
+
+class NodeLimit(GraphQLError):
+    """The query asks for more nodes than GitHub allows (500,000): ask again with smaller pages."""
+
+
+def _is_node_limit(error: dict[str, Any]) -> bool:
+    message = str(error.get("message", ""))
+    return error.get("type") == "MAX_NODE_LIMIT_EXCEEDED" or "exceeds the maximum limit" in message
+
+
+# -- the budget --------------------------------------------------------------------------------------
+@dataclass
+class GraphQLBudget:
+    """The GraphQL points budget, separate from REST's requests (``rateLimit`` of the last answer)."""
+
+    remaining: int | None = None
+    reset_at: datetime | None = None
+    #: points spent by this client (the sum of every answer's ``cost``)
+    spent: int = 0
+    queries: int = 0
+
+    def note(self, rate: Any) -> None:
+        if not isinstance(rate, dict):
+            return
+        cost, remaining = rate.get("cost"), rate.get("remaining")
+        if isinstance(cost, int) and not isinstance(cost, bool):
+            self.spent += cost
+        if isinstance(remaining, int) and not isinstance(remaining, bool):
+            self.remaining = remaining
+        with contextlib.suppress(ValueError):
+            self.reset_at = github_time(rate.get("resetAt"))
+
+
+@dataclass
+class Answer:
+    """A query's ``data`` and the errors that failed parts of it (each with its ``path``)."""
+
+    data: dict[str, Any]
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def failed(self, *prefix: str | int) -> list[dict[str, Any]]:
+        """The errors at or under ``prefix`` (a path into ``data``)."""
+        n = len(prefix)
+        return [e for e in self.errors if isinstance(e.get("path"), list) and tuple(e["path"][:n]) == prefix]
+
+
+class GitHubGraphQL:
+    """Queries against ``graphql_url(base_url)``, with the budget, waits and page halving above."""
+
+    def __init__(self, api: GitHubApi, base_url: str, ctx: SourceContext) -> None:
+        self.api = api
+        self.client = api.client
+        self.url = graphql_url(base_url)
+        self.ctx = ctx
+        self.budget = GraphQLBudget()
+
+    def query(self, query: str, variables: dict[str, Any], owner: str | None = None) -> Answer:
+        """One query about ``owner``'s data (whose installation token a GitHub App sends); waits out
+        ``RATE_LIMITED`` and raises NodeLimit / GraphQLError for unusable answers."""
+        for _ in range(self.client.policy.attempts):
+            body_json = {"query": query, "variables": variables}
+            if self.api.app is not None and owner:
+                with self.api.app.acting_for(owner):
+                    data, resp = self.api.request_json("POST", self.url, json_body=body_json)
+            else:
+                data, resp = self.api.request_json("POST", self.url, json_body=body_json)
+            if resp.status_code >= 400:
+                message = data.get("message", "") if isinstance(data, dict) else ""
+                raise GitHubHTTPError(resp.status_code, "graphql", str(message)[:200])
+            if not isinstance(data, dict):
+                raise GraphQLError([{"message": f"the answer is no object but {type(data).__name__}"}])
+            body = data.get("data") if isinstance(data.get("data"), dict) else None
+            errors = [e for e in data.get("errors") or [] if isinstance(e, dict)]
+            if body is not None:
+                self.budget.note(body.get("rateLimit"))
+            self.budget.queries += 1
+            self._telemetry()
+            if any(e.get("type") == "RATE_LIMITED" for e in errors):
+                self._wait_for_reset(resp.headers.get("x-ratelimit-reset"))
+                continue
+            if any(_is_node_limit(e) for e in errors):
+                raise NodeLimit(errors)
+            if body is None:
+                raise GraphQLError(errors or [{"message": "no data"}])
+            return Answer(body, errors)
+        raise RateLimited(f"{self.client.source}: GraphQL still rate limited after {self.client.policy.attempts} waits")
+
+    def _telemetry(self) -> None:
+        telemetry = self.ctx.telemetry
+        telemetry.graphql_remaining = self.budget.remaining
+        telemetry.graphql_reset_at = self.budget.reset_at.timestamp() if self.budget.reset_at else None
+        telemetry.graphql_points = self.budget.spent
+
+    def _wait_for_reset(self, header: str | None) -> None:
+        """``RATE_LIMITED`` comes as a 200: wait until ``resetAt`` (or the REST-style reset header)."""
+        reset = self.budget.reset_at.timestamp() if self.budget.reset_at else None
+        if reset is None and header:
+            try:
+                reset = float(header)
+            except ValueError:
+                reset = None
+        wait = max((reset or time.time() + 60.0) - time.time(), 0.0) + 1.0
+        if wait > self.client.policy.max_rate_limit_wait:
+            raise RateLimited(f"{self.client.source}: GraphQL rate limited for {wait:.0f}s, more than we wait")
+        log.warning("source=%s GraphQL rate limited; sleeping %.1fs", self.client.source, wait)
+        self.client.telemetry.slept_seconds += wait
+        self.ctx.sleep(wait)
+
+    # -- lists -----------------------------------------------------------------------------------
+    def pages(
+        self, owner: str, name: str, connection: str, since: str | None = None
+    ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+        """A repository list, page by page: (nodes with their nested connections complete, errors).
+
+        Nested connections that overflowed are completed by one follow-up query per node. A node
+        whose part failed (an ``errors`` path into it) is left out and its errors returned with the
+        page: the caller keeps the rest and fails the part visibly.
+        """
+        query = list_query(connection)
+        first, after = PAGE, None
+        cursors: set[str] = set()
+        while True:
+            variables: dict[str, Any] = {"owner": owner, "name": name, "first": first, "after": after}
+            if since is not None:
+                variables["since"] = since
+            try:
+                answer = self.query(query, variables, owner)
+            except NodeLimit:
+                if first <= MIN_PAGE:
+                    raise
+                first = max(MIN_PAGE, first // 2)
+                log.info("source=%s GraphQL node limit: %s pages of %d", self.client.source, connection, first)
+                continue
+            repo = answer.data.get("repository")
+            if not isinstance(repo, dict):
+                not_found = [e for e in answer.errors if e.get("type") == "NOT_FOUND"]
+                if not_found or repo is None:
+                    raise GitHubHTTPError(404, f"{owner}/{name}", "repository not found (GraphQL)")
+                raise GraphQLError(answer.errors, f"{owner}/{name} {connection}")
+            conn = repo.get(connection)
+            if not isinstance(conn, dict):
+                raise GraphQLError(answer.failed("repository", connection) or answer.errors, connection)
+            raw_nodes = conn.get("nodes")
+            if not isinstance(raw_nodes, list):
+                raise GraphQLError(answer.failed("repository", connection) or answer.errors, connection)
+            nodes: list[dict[str, Any]] = []
+            failed: list[dict[str, Any]] = []
+            for i, node in enumerate(raw_nodes):
+                errors = answer.failed("repository", connection, "nodes", i)
+                if errors or not isinstance(node, dict):
+                    failed += errors or [{"message": f"{connection} node {i} is null", "path": [connection, i]}]
+                    continue
+                try:
+                    nodes.append(self.complete(NODE_TYPE[connection], node, owner))
+                except GraphQLError as exc:
+                    failed += exc.errors
+            yield nodes, failed
+            info = conn.get("pageInfo") or {}
+            if not info.get("hasNextPage") or not info.get("endCursor"):
+                return
+            after = str(info["endCursor"])
+            if after in cursors or len(cursors) >= MAX_PAGES:
+                # a server repeating a cursor (or paging without end) cannot make us spin
+                raise GraphQLError([{"message": f"{connection}: cursor {after[:40]!r} repeats or too many pages"}])
+            cursors.add(after)
+
+    def complete(self, node_type: str, node: dict[str, Any], owner: str | None = None) -> dict[str, Any]:
+        """``node`` with every nested connection that overflowed read to its end (follow-up queries)."""
+        for (kind, name), _ in CONNECTIONS.items():
+            if kind != node_type or not isinstance(node.get(name), dict):
+                continue
+            conn = node[name]
+            info = conn.get("pageInfo") or {}
+            nodes = list(conn.get("nodes") or [])
+            after = info.get("endCursor")
+            while info.get("hasNextPage") and after:
+                variables = {"id": node.get("id"), "first": PAGE, "after": after}
+                answer = self.query(rest_query(node_type, name), variables, owner)
+                rest = (answer.data.get("node") or {}).get(name)
+                if not isinstance(rest, dict) or answer.failed("node"):
+                    raise GraphQLError(answer.failed("node") or [{"message": f"{name} of {node.get('id')} missing"}])
+                nodes += rest.get("nodes") or []
+                info = rest.get("pageInfo") or {}
+                after = info.get("endCursor")
+            node = {**node, name: {"nodes": nodes}}
+        return node
+
+
+# -- GraphQL nodes as the REST records the normaliser reads -----------------------------------------
+def _nodes(node: dict[str, Any], name: str) -> list[Any]:
+    conn = node.get(name)
+    nodes = conn.get("nodes") if isinstance(conn, dict) else None
+    return nodes if isinstance(nodes, list) else []
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _login(actor: Any) -> dict[str, Any] | None:
+    return {"login": actor.get("login")} if isinstance(actor, dict) else None
+
+
+def timeline_event(item: Any) -> dict[str, Any] | None:
+    """A GraphQL timeline item as the REST timeline event of the same meaning (None: not one we read)."""
+    if not isinstance(item, dict):
+        return None
+    kind = item.get("__typename")
+    at = item.get("createdAt")
+    if kind in ("AssignedEvent", "UnassignedEvent"):
+        event = "assigned" if kind == "AssignedEvent" else "unassigned"
+        return {"event": event, "created_at": at, "assignee": _login(item.get("assignee"))}
+    if kind == "ClosedEvent":
+        return {"event": "closed", "created_at": at, "state_reason": _lower(item.get("stateReason"))}
+    if kind == "ReopenedEvent":
+        return {"event": "reopened", "created_at": at}
+    if kind in ("ConnectedEvent", "DisconnectedEvent"):
+        return {"event": "connected" if kind == "ConnectedEvent" else "disconnected", "created_at": at}
+    if kind == "CrossReferencedEvent":
+        source = item.get("source")
+        if not isinstance(source, dict) or source.get("__typename") != "PullRequest":
+            return {"event": "cross-referenced", "created_at": at, "source": {"issue": {}}}
+        repo: dict[str, Any] = source["repository"] if isinstance(source.get("repository"), dict) else {}
+        url = source.get("url")
+        return {
+            "event": "cross-referenced",
+            "created_at": at,
+            "source": {
+                "type": "issue",
+                "issue": {
+                    "number": source.get("number"),
+                    "url": url,
+                    "closed_at": source.get("closedAt"),
+                    "repository": {"full_name": repo.get("nameWithOwner")},
+                    "pull_request": {"url": url},
+                    # GitHub's own answer to "does this pull request close the issue"
+                    "will_close_target": item.get("willCloseTarget"),
+                },
+            },
+        }
+    return None
+
+
+def issue_record(node: dict[str, Any]) -> dict[str, Any]:
+    """An issue node as the REST issue record, its timeline under ``_timeline``."""
+    issue_type = node.get("issueType")
+    return {
+        "number": node.get("number"),
+        "created_at": node.get("createdAt"),
+        "updated_at": node.get("updatedAt"),
+        "closed_at": node.get("closedAt"),
+        "state": _lower(node.get("state")),
+        "body": node.get("body"),
+        "labels": [{"name": lb.get("name")} for lb in _nodes(node, "labels") if isinstance(lb, dict)],
+        "type": {"name": issue_type.get("name")} if isinstance(issue_type, dict) else None,
+        "_timeline": [e for e in map(timeline_event, _nodes(node, "timelineItems")) if e is not None],
+    }
+
+
+def pull_record(node: dict[str, Any]) -> dict[str, Any]:
+    """A merged pull request node as the REST pull record, its commits under ``_commits``."""
+    merge = node.get("mergeCommit")
+    commits = []
+    for entry in _nodes(node, "commits"):
+        commit = entry.get("commit") if isinstance(entry, dict) else None
+        if not isinstance(commit, dict):
+            continue
+        commits.append(
+            {
+                "sha": commit.get("oid"),
+                "commit": {
+                    "author": {"date": commit.get("authoredDate")},
+                    "committer": {"date": commit.get("committedDate")},
+                    "message": commit.get("message"),
+                },
+            }
+        )
+    return {
+        "number": node.get("number"),
+        "created_at": node.get("createdAt"),
+        "updated_at": node.get("updatedAt"),
+        "merged_at": node.get("mergedAt"),
+        "title": node.get("title"),
+        "body": node.get("body"),
+        "merge_commit_sha": merge.get("oid") if isinstance(merge, dict) else None,
+        "_commits": commits,
+    }
+
+
+def deployment_record(node: dict[str, Any]) -> dict[str, Any]:
+    """A deployment node as the REST deployment record, its statuses under ``_statuses``.
+
+    GraphQL statuses carry no numeric id; their position in the answer breaks ties between
+    statuses of the same second (the REST plan uses the id).
+    """
+    statuses = [
+        {"id": i + 1, "state": _lower(s.get("state")), "created_at": s.get("createdAt")}
+        for i, s in enumerate(_nodes(node, "statuses"))
+        if isinstance(s, dict)
+    ]
+    return {
+        "id": node.get("databaseId"),
+        "sha": node.get("commitOid"),
+        "environment": node.get("environment"),
+        "created_at": node.get("createdAt"),
+        "_statuses": statuses,
+    }
