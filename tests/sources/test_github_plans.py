@@ -49,7 +49,7 @@ def _figures(config: Path, at: datetime, capsys: pytest.CaptureFixture[str]) -> 
     capsys.readouterr()
     assert main(["metrics", "--config", str(config), "--at", at.isoformat()]) == 0
     lines = capsys.readouterr().out.splitlines()
-    return [line for line in lines if not line.lstrip("# HELPTYPE").startswith(OPERATIONAL)]
+    return [line for line in lines if not line.removeprefix("# HELP ").removeprefix("# TYPE ").startswith(OPERATIONAL)]
 
 
 def _store(folder: Path, api: str) -> dict[str, Any]:
