@@ -243,12 +243,10 @@ class GitHubGraphQL:
 
     def _wait_for_reset(self, header: str | None) -> None:
         """``RATE_LIMITED`` comes as a 200: wait until ``resetAt`` (or the REST-style reset header)."""
-        reset = self.budget.reset_at.timestamp() if self.budget.reset_at else None
-        if reset is None and header:
-            try:
-                reset = float(header)
-            except ValueError:
-                reset = None
+        resets = [self.budget.reset_at.timestamp()] if self.budget.reset_at else []
+        with contextlib.suppress(TypeError, ValueError):
+            resets.append(float(header or ""))
+        reset = max(resets) if resets else None  # the later one: a reset already past says nothing
         wait = max((reset or time.time() + 60.0) - time.time(), 0.0) + 1.0
         if wait > self.client.policy.max_rate_limit_wait:
             raise RateLimited(f"{self.client.source}: GraphQL rate limited for {wait:.0f}s, more than we wait")
