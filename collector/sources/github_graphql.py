@@ -438,13 +438,13 @@ def pull_record(node: dict[str, Any]) -> dict[str, Any]:
 def deployment_record(node: dict[str, Any]) -> dict[str, Any]:
     """A deployment node as the REST deployment record, its statuses under ``_statuses``.
 
-    GraphQL statuses carry no numeric id; their position in the answer breaks ties between
-    statuses of the same second (the REST plan uses the id).
+    GraphQL statuses carry no numeric id; GitHub lists them newest first (as REST does), so their
+    position stands in for the id that breaks ties between statuses of the same second.
     """
+    nodes = [s for s in _nodes(node, "statuses") if isinstance(s, dict)]
     statuses = [
-        {"id": i + 1, "state": _lower(s.get("state")), "created_at": s.get("createdAt")}
-        for i, s in enumerate(_nodes(node, "statuses"))
-        if isinstance(s, dict)
+        {"id": len(nodes) - i, "state": _lower(s.get("state")), "created_at": s.get("createdAt")}
+        for i, s in enumerate(nodes)
     ]
     return {
         "id": node.get("databaseId"),
