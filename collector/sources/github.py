@@ -558,7 +558,13 @@ class GitHubSource(Source):
         key = GitHubApi.key(path, params)
         first_etag: str | None = None
         etag = state.get("etag") if state.get("key") == key else None
-        for page in self._list(repo, "issues", path, params, etag, since=since):
+
+        def new(raw: dict[str, Any]) -> bool:
+            number, updated = _list_position(raw)
+            fresh = updated > cursor_at or (updated == cursor_at and number not in cursor_seen)
+            return fresh and not is_pull_request(raw)
+
+        for page in self._list(repo, "issues", path, params, etag, new, since=since):
             if page.status == 304:
                 return f"{key} {state.get('etag')}"
             first_etag = first_etag or page.etag
@@ -718,8 +724,15 @@ class GitHubSource(Source):
                 }
             )
 
+        def new(raw: dict[str, Any]) -> bool:
+            number, updated = _list_position(raw)
+            fresh = updated > floor or (updated == floor and number not in seen)
+            if resume is not None and resume.low < updated <= resume.high:
+                fresh = False  # read by the walk that ended early
+            return fresh and raw.get("merged_at") is not None
+
         try:
-            for page in self._list(repo, "pullRequests", path, params, etag):
+            for page in self._list(repo, "pullRequests", path, params, etag, new):
                 if page.status == 304:
                     return True
                 if page.failed:
@@ -892,7 +905,14 @@ class GitHubSource(Source):
         modified = False
         first_page: set[str] = set()
         pages = (
-            self._list(repo, "deployments", mode.path, mode.params, etag)
+            self._list(
+                repo,
+                "deployments",
+                mode.path,
+                mode.params,
+                etag,
+                lambda raw: _id_problem(raw.get("id")) is None and raw["id"] > max_id,
+            )
             if self.config.deployments_from == "deployments"
             else self._rest_list(mode.path, mode.params, etag, mode.list_key)
         )
@@ -1346,13 +1366,16 @@ class GitHubSource(Source):
         path: str,
         params: dict[str, Any],
         etag: str | None,
+        new: Callable[[dict[str, Any]], bool],
         since: str | None = None,
     ) -> Iterator[_ListPage]:
         """A repository list (``issues``, ``pullRequests``, ``deployments``) in REST records.
 
         ``rest``: the REST pages. ``auto``: REST page 1 conditionally first (a 304 is free and ends
-        it, as in the REST plan; its ETag is what the next pass sends), then the GraphQL pages with
-        each record's history. ``graphql``: the GraphQL pages alone.
+        it, as in the REST plan; its ETag is what the next pass sends); if that page is the whole
+        list and holds nothing ``new`` that needs a history (the first pass after a sync re-asks
+        with a newer ``since``), it is the answer; otherwise the GraphQL pages, with each record's
+        history. ``graphql``: the GraphQL pages alone.
         """
         if self.graphql is None:
             yield from self._rest_list(path, params, etag)
@@ -1364,6 +1387,9 @@ class GitHubSource(Source):
                 yield _ListPage(304, etag, [])
                 return
             probe_etag = probe.etag
+            if probe.next_url is None and not any(_is_new(new, raw) for raw in records(probe.data)):
+                yield _ListPage(200, probe_etag, records(probe.data))
+                return
         convert = {"issues": issue_record, "pullRequests": pull_record, "deployments": deployment_record}[connection]
         owner, name = repo.full_name.split("/", 1)
         for nodes, failed in self.graphql.pages(owner, name, connection, since):
@@ -1463,6 +1489,14 @@ def issue_history(native_id: str, created_at: datetime, events: list[dict[str, A
         if state != states[-1].state:
             states.append(StateChange(native_id, len(states) + 1, at, state, CATEGORY_OF_STATE[state]))
     return tuple(states)
+
+
+def _is_new(new: Callable[[dict[str, Any]], bool], raw: dict[str, Any]) -> bool:
+    """Whether a list record needs reading; a malformed one counts as new (the full read rejects it)."""
+    try:
+        return new(raw)
+    except RECORD_ERRORS:
+        return True
 
 
 def is_pull_request(raw: dict[str, Any]) -> bool:
