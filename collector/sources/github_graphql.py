@@ -64,7 +64,7 @@ _TIMELINE_NODE = f"""
   ... on DisconnectedEvent {{ createdAt }}
   ... on CrossReferencedEvent {{
     createdAt willCloseTarget
-    source {{ __typename ... on PullRequest {{ number url closedAt repository {{ nameWithOwner }} }} }}
+    source {{ __typename ... on PullRequest {{ number url closedAt }} }}
   }}
 """
 
@@ -368,7 +368,6 @@ def timeline_event(item: Any) -> dict[str, Any] | None:
         source = item.get("source")
         if not isinstance(source, dict) or source.get("__typename") != "PullRequest":
             return {"event": "cross-referenced", "created_at": at, "source": {"issue": {}}}
-        repo: dict[str, Any] = source["repository"] if isinstance(source.get("repository"), dict) else {}
         url = source.get("url")
         return {
             "event": "cross-referenced",
@@ -379,7 +378,6 @@ def timeline_event(item: Any) -> dict[str, Any] | None:
                     "number": source.get("number"),
                     "url": url,
                     "closed_at": source.get("closedAt"),
-                    "repository": {"full_name": repo.get("nameWithOwner")},
                     "pull_request": {"url": url},
                     # GitHub's own answer to "does this pull request close the issue"
                     "will_close_target": item.get("willCloseTarget"),

@@ -158,7 +158,6 @@ def test_a_graphql_issue_gives_the_history_its_rest_timeline_gives() -> None:
                 "number": 9,
                 "url": "https://github.com/o/r/pull/9",
                 "closedAt": _at(5),
-                "repository": {"nameWithOwner": "o/r"},
             },
         },
         {
@@ -171,7 +170,6 @@ def test_a_graphql_issue_gives_the_history_its_rest_timeline_gives() -> None:
                 "number": 10,
                 "url": "https://github.com/o/r/pull/10",
                 "closedAt": None,
-                "repository": {"nameWithOwner": "o/r"},
             },
         },
         {"__typename": "UnassignedEvent", "createdAt": _at(3), "assignee": {"login": "ana"}},

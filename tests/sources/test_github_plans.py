@@ -5,6 +5,9 @@ activity, compared store against store and ``cycletime metrics --at`` against ``
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +45,16 @@ def _config(sandbox: Sandbox, folder: Path, api: str) -> Path:
 
 
 def _sync(config: Path) -> None:
-    assert main(["sync", "--config", str(config), "--log-format", "json"]) == 0
+    """``cycletime sync`` in its own process (a pass holds the store's writer lease until it exits)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(
+        [sys.executable, "-m", "collector", "sync", "--config", str(config), "--log-format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def _figures(config: Path, at: datetime, capsys: pytest.CaptureFixture[str]) -> list[str]:
