@@ -1012,7 +1012,7 @@ class GitHubSource(Source):
                 self.guard.reject(batch, record_id, bad)
                 del pending[dep_id]
                 continue
-            if dep_id in prefetched:
+            if dep_id in prefetched and (self.config.api != "auto" or _finished(prefetched[dep_id])):
                 statuses, first_etag = prefetched[dep_id], None
             else:
                 path = f"/repos/{repo.full_name}/deployments/{dep_id}/statuses"
@@ -1376,11 +1376,16 @@ class GitHubSource(Source):
         list and holds nothing ``new`` that needs a history (the first pass after a sync re-asks
         with a newer ``since``), it is the answer; otherwise the GraphQL pages, with each record's
         history. ``graphql``: the GraphQL pages alone.
+
+        GraphQL's issues exclude pull requests, REST's include them: when the probe is the whole
+        list, its pull requests follow the GraphQL pages, so the watermark's ``since`` ends where
+        the REST plan's would and the next pass's probe is the same URL (a 304 when idle).
         """
         if self.graphql is None:
             yield from self._rest_list(path, params, etag)
             return
         probe_etag: str | None = None
+        tail: list[dict[str, Any]] = []
         if self.config.api == "auto":
             probe = self.api.get(path, params, etag)
             if probe.status == 304:
@@ -1390,10 +1395,14 @@ class GitHubSource(Source):
             if probe.next_url is None and not any(_is_new(new, raw) for raw in records(probe.data)):
                 yield _ListPage(200, probe_etag, records(probe.data))
                 return
+            if connection == "issues" and probe.next_url is None:
+                tail = [raw for raw in records(probe.data) if is_pull_request(raw)]
         convert = {"issues": issue_record, "pullRequests": pull_record, "deployments": deployment_record}[connection]
         owner, name = repo.full_name.split("/", 1)
         for nodes, failed in self.graphql.pages(owner, name, connection, since):
             yield _ListPage(200, probe_etag, [convert(node) for node in nodes], failed)
+        if tail:
+            yield _ListPage(200, probe_etag, tail)
 
     def _rest_list(
         self, path: str, params: dict[str, Any], etag: str | None, list_key: str | None = None
@@ -1489,6 +1498,15 @@ def issue_history(native_id: str, created_at: datetime, events: list[dict[str, A
         if state != states[-1].state:
             states.append(StateChange(native_id, len(states) + 1, at, state, CATEGORY_OF_STATE[state]))
     return tuple(states)
+
+
+def _finished(statuses: list[dict[str, Any]]) -> bool:
+    """Whether statuses end a deployment. An unfinished one is read over REST once more in ``auto``:
+    the ETag of that answer makes its re-reads in later passes free 304s, as in the REST plan."""
+    try:
+        return deployment_outcome(statuses) is not None
+    except RECORD_ERRORS:
+        return True  # the normaliser rejects it
 
 
 def _is_new(new: Callable[[dict[str, Any]], bool], raw: dict[str, Any]) -> bool:
