@@ -71,6 +71,7 @@ def source(url: str, name: str) -> GitHubSource:
         repositories=[REPO],
         deployments_from=MODES[name],
         type_labels={"enhancement": "Feature"},
+        api="rest",  # the fixtures are REST answers; the GraphQL plan is compared with it in test_github_plans.py
     )
     return GitHubSource(config, SourceContext(now=lambda: NOW, sleep=lambda s: None))
 
@@ -287,7 +288,7 @@ def test_cycletime_sync_then_metrics(tmp_path: Path) -> None:
             f"store: sqlite:///{tmp_path}/store.db\nhistory: 3650d\nsources:\n"
             f"  - name: gh\n    kind: github\n    base_url: {server.url}\n    token: replay-token\n"
             f"    repositories: [{REPO}]\n    deployments_from: deployments\n"
-            "    type_labels: {enhancement: Feature}\n"
+            "    type_labels: {enhancement: Feature}\n    api: rest\n"
         )
         synced = _cycletime("sync", "--config", str(config))
         assert synced.returncode == 0, synced.stderr
