@@ -67,9 +67,11 @@ def config_yaml(
     extra_repositories: Iterable[str] = (),
     only: Iterable[str] | None = None,
     azure: dict[str, Any] | None = None,
+    github_api: str = "auto",
 ) -> str:
     """Both Azure DevOps projects (Boards + Pipelines each) and one GitHub source per repository
-    (or only the sources named in ``only``); ``azure`` settings go to every Azure source."""
+    (or only the sources named in ``only``); ``azure`` settings go to every Azure source,
+    ``github_api`` is the GitHub sources' ``api`` plan."""
     sources = []
     extra = azure or {}
     for project, (boards, pipelines) in PROJECTS.items():
@@ -87,15 +89,15 @@ def config_yaml(
         ]
     for i, (repo, (name, mode)) in enumerate(REPOSITORIES.items()):
         repos = [repo, *extra_repositories] if i == 0 else [repo]
-        sources.append(github_source(sandbox_url, token, repos, name=name, deployments_from=mode))
+        sources.append(github_source(sandbox_url, token, repos, name=name, deployments_from=mode, api=github_api))
     if only is not None:
         by_name = {source["name"]: source for source in sources}
         sources = [by_name[name] for name in only]
     return sandbox_config(store_url, sources, listen=listen, history="365d", poll_interval="1h")
 
 
-def organisation(sandbox: Sandbox, store_url: str, **azure: Any) -> Config:
-    return parse_config(config_yaml(sandbox.url, store_url, azure=azure), {})
+def organisation(sandbox: Sandbox, store_url: str, github_api: str = "auto", **azure: Any) -> Config:
+    return parse_config(config_yaml(sandbox.url, store_url, azure=azure, github_api=github_api), {})
 
 
 def quick_sleep(seconds: float) -> None:

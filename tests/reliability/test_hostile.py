@@ -165,7 +165,8 @@ class Sync:
 def sync(proxy: MutatingProxy, tmp_path: Path, sources: tuple[str, ...], max_pages: int | None = None) -> Sync:
     store_url = f"sqlite:///{tmp_path}/store.db"
     config_path = tmp_path / "config.yaml"
-    config_path.write_text(config_yaml(proxy.url, store_url, only=sources))
+    # the rewrites are of REST answers: the GitHub sources read everything over REST here
+    config_path.write_text(config_yaml(proxy.url, store_url, only=sources, github_api="rest"))
     process = cycletime("sync", "--config", str(config_path), "--log-format", "json", max_pages=max_pages)
     return Sync(process, config_path, store_url)
 
@@ -877,7 +878,9 @@ def test_serve_counts_bad_records_and_reports_the_endless_list(
     store_url = f"sqlite:///{tmp_path}/store.db"
     config_path = tmp_path / "config.yaml"
     sources = ("boards", "pipelines", "gh_web")
-    config_path.write_text(config_yaml(proxy.url, store_url, listen=f"127.0.0.1:{port}", only=sources))
+    config_path.write_text(
+        config_yaml(proxy.url, store_url, listen=f"127.0.0.1:{port}", only=sources, github_api="rest")
+    )
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
