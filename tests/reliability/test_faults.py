@@ -47,8 +47,9 @@ def test_faults_during_full_and_incremental_syncs_change_nothing_exported(tmp_pa
         injected = faulty.server.stats.snapshot()["faults"]
         print(f"faults injected: {injected}; passes that failed after their retries and were resumed: {failed_passes}")
         assert set(injected) == set(FAULT_KINDS)
-        # (fewer since Azure Pipelines opens only successful production deployments)
-        assert sum(injected.values()) >= 200
+        # (fewer since Azure Pipelines opens only successful production deployments, and fewer again
+        # since GitHub reads its histories over GraphQL, 100 records a request)
+        assert sum(injected.values()) >= 150
         # the collector saw them: retried attempts are counted by status code
         codes = {code for (_source, code) in faulty_store.api_request_counts()}
         assert {"429", "500", "502", "503", "error"} <= codes
