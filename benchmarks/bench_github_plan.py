@@ -91,7 +91,8 @@ def run(work_items: int) -> dict[str, dict[str, Any]]:
                 full = _pass(sandbox, sources, store)
                 idle = _pass(sandbox, sources, store)
                 again = _pass(sandbox, sources, store)
-                results[api] = {"full": full, "idle": idle, "idle_again": again, "records": len(store.work_items())}
+                digest = {k: v for k, v in store.content_digest().items() if k != "watermarks"}
+                results[api] = {"full": full, "idle": idle, "idle_again": again, "digest": digest}
                 store.close()
     finally:
         sandbox.stop()
@@ -115,6 +116,10 @@ def main(work_items: int) -> None:
         )
     for api, r in results.items():
         print(f"{api} full sync REST by endpoint: {r['full']['rest_endpoints']}")
+    rows = sum(len(v) for v in results["rest"]["digest"].values())
+    for api in ("auto", "graphql"):
+        same = results[api]["digest"] == results["rest"]["digest"]
+        print(f"{api}: the same stored rows as rest ({rows:,} rows): {'yes' if same else 'NO'}")
     target = rest_full / 10
     auto = results["auto"]["full"]["budget"]
     print(

@@ -131,6 +131,9 @@ CATEGORY_OF_STATE = {
     "completed": Category.COMPLETED,
     "not_planned": Category.REMOVED,
 }
+#: contents to read in one pass from which (plans other than ``rest``) the default branch's history
+#: is listed once, ⌈commits / 100⌉ requests, and compared locally instead of one compare each
+HISTORY_LISTING_FROM = 20
 #: workflow run conclusions that are failed deployments; the others (cancelled, skipped…) are none
 FAILED_CONCLUSIONS = {"failure", "timed_out", "startup_failure"}
 
@@ -215,6 +218,54 @@ class _ListPage:
     etag: str | None  # of the REST page 1 (or probe) that tells the next pass whether anything changed
     records: list[dict[str, Any]]
     failed: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # GraphQL errors of left-out nodes
+
+
+class _History:
+    """The default branch's commits since the history horizon, listed newest first, as a graph.
+
+    ``ahead(head, base)`` is what ``compare/{base}...{head}`` answers (the commits reachable from
+    ``head`` and not from ``base``, oldest first), or None when the listing cannot tell: either
+    commit is not in it, or the walk from ``head`` leaves it (an ancestor older than the horizon).
+    """
+
+    def __init__(self, entries: list[dict[str, Any]]) -> None:
+        self.entries = {e["sha"]: e for e in entries}
+        self.rank = {e["sha"]: i for i, e in enumerate(entries)}  # 0: the newest
+        self.parents = {
+            e["sha"]: [
+                p["sha"].lower()
+                for p in e.get("parents") or []
+                if isinstance(p, dict) and isinstance(p.get("sha"), str)
+            ]
+            for e in entries
+        }
+
+    def _reachable(self, sha: str) -> set[str]:
+        seen: set[str] = set()
+        stack = [sha]
+        while stack:
+            s = stack.pop()
+            if s in seen or s not in self.entries:
+                continue
+            seen.add(s)
+            stack.extend(self.parents[s])
+        return seen
+
+    def ahead(self, head: str, base: str) -> list[dict[str, Any]] | None:
+        if head not in self.entries or base not in self.entries:
+            return None
+        behind = self._reachable(base)
+        out: set[str] = set()
+        stack = [head]
+        while stack:
+            s = stack.pop()
+            if s in out or s in behind:
+                continue
+            if s not in self.entries:
+                return None  # older than the listing: only a compare can tell
+            out.add(s)
+            stack.extend(self.parents[s])
+        return [self.entries[s] for s in sorted(out, key=lambda s: -self.rank[s])]
 
 
 @dataclass
@@ -1239,12 +1290,17 @@ class GitHubSource(Source):
         gone: set[str] = set()
         out = []
         in_pulls: set[str] | None = None
+        to_open = sum(1 for _, d in todo.values() if d.production and d.status == "success")
+        history: _History | None = None
+        if self.graphql is not None and to_open >= HISTORY_LISTING_FROM:
+            # many compares (a first sync): one listing of the branch answers most of them
+            history = self._history(repo)
         for order, d in sorted(todo.values(), key=lambda t: t[0]):
             if not (d.production and d.status == "success"):
                 out.append(dataclasses.replace(d, contains=()))  # counted, not opened
                 continue
             earlier = sorted(((o, s) for o, s in successes.get(d.environment, {}).items() if o < order), reverse=True)
-            commits = self._contents(repo, d.sha or "", [s for _, s in earlier], gone, report)
+            commits = self._contents(repo, d.sha or "", [s for _, s in earlier], gone, report, history)
             out.append(dataclasses.replace(d, contains=tuple(commit_ref(c["sha"]) for c in commits)))
             if in_pulls is None:
                 in_pulls = {
@@ -1292,8 +1348,23 @@ class GitHubSource(Source):
             )
             batch.links.extend(dict.fromkeys(self._mentions(detail.get("message"), repo.full_name, target)))
 
+    def _history(self, repo: _Repo) -> _History:
+        params = {"sha": repo.default_branch, "since": format_time(self.ctx.history_start()), "per_page": PER_PAGE}
+        try:
+            return _History(self._listed(f"/repos/{repo.full_name}/commits", params))
+        except GitHubHTTPError as exc:
+            if exc.status not in (404, 409, 422):
+                raise
+            return _History([])  # an empty repository or branch: every content is a compare
+
     def _contents(
-        self, repo: _Repo, head: str, bases: list[str], gone: set[str], report: SyncReport
+        self,
+        repo: _Repo,
+        head: str,
+        bases: list[str],
+        gone: set[str],
+        report: SyncReport,
+        history: _History | None = None,
     ) -> list[dict[str, Any]]:
         """Commits reachable from ``head`` and not from the first base whose commit still exists."""
         for base in bases:
@@ -1301,6 +1372,9 @@ class GitHubSource(Source):
                 continue
             if base == head:
                 return []
+            local = history.ahead(head, base) if history is not None else None
+            if local is not None:
+                return local
             try:
                 return self._listed(
                     f"/repos/{repo.full_name}/compare/{base}...{head}", {"per_page": PER_PAGE}, "commits"

@@ -5,9 +5,6 @@ activity, compared store against store and ``cycletime metrics --at`` against ``
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +15,9 @@ from conftest import github_source, sandbox_config
 from test_github import _stored
 
 from collector.cli import main
+from collector.config import load_config
+from collector.runner import Runner
+from collector.sources import github_graphql
 from collector.store import Store
 from sandbox.app import Sandbox, SandboxOptions
 
@@ -45,16 +45,18 @@ def _config(sandbox: Sandbox, folder: Path, api: str) -> Path:
 
 
 def _sync(config: Path) -> None:
-    """``cycletime sync`` in its own process (a pass holds the store's writer lease until it exits)."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    done = subprocess.run(
-        [sys.executable, "-m", "collector", "sync", "--config", str(config), "--log-format", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    """One pass of every source, as ``cycletime sync`` runs it."""
+    parsed = load_config(config)
+    store = Store(parsed.store)
+    try:
+        results = Runner(parsed, store).run_all()
+        assert [(r.source, r.error) for r in results if not r.ok] == []
+    finally:
+        store.close()
+
+
+def _graphql_queries(sandbox: Sandbox) -> int:
+    return int(sandbox.server.stats.snapshot()["by_endpoint"].get("github.graphql", 0))
 
 
 def _figures(config: Path, at: datetime, capsys: pytest.CaptureFixture[str]) -> list[str]:
@@ -73,13 +75,19 @@ def _store(folder: Path, api: str) -> dict[str, Any]:
 
 
 def test_every_plan_stores_the_same_records_and_figures(
-    sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # pages of 3 so the sandbox's dozens of records a list are read over several cursors
+    monkeypatch.setattr(github_graphql, "PAGE", 3)
     configs = {api: _config(sandbox, tmp_path, api) for api in PLANS}
-    graphql_before = sandbox.server.stats.snapshot()["by_endpoint"].get("github.graphql", 0)
-    for config in configs.values():
+    queries: dict[str, int] = {}
+    for api, config in configs.items():
+        before = _graphql_queries(sandbox)
         _sync(config)
-    assert sandbox.server.stats.snapshot()["by_endpoint"].get("github.graphql", 0) > graphql_before  # GraphQL was used
+        queries[api] = _graphql_queries(sandbox) - before
+    # 7 lists over GraphQL (issues and merged pull requests of 3 repositories, deployments of one),
+    # each over several pages; the REST plan sends none
+    assert queries["rest"] == 0 and queries["graphql"] > 2 * 7 and queries["auto"] > 2 * 7
     stores = {api: _store(tmp_path, api) for api in PLANS}
     assert stores["rest"]["work_items"] and stores["rest"]["changes"] and stores["rest"]["deployments"]
     for api in ("graphql", "auto"):
@@ -100,4 +108,4 @@ def test_every_plan_stores_the_same_records_and_figures(
     later = datetime.now(UTC)
     figures = {api: _figures(config, later, capsys) for api, config in configs.items()}
     assert figures["graphql"] == figures["rest"] and figures["auto"] == figures["rest"]
-    print(json.dumps({api: len(s["work_items"]) for api, s in stores.items()}))
+    print(json.dumps({"work_items": {api: len(s["work_items"]) for api, s in stores.items()}, "queries": queries}))
