@@ -23,7 +23,7 @@ from collector.errors import AuthError, SourceError
 from collector.model import Category
 from collector.sources import SOURCES
 from collector.sources.base import SourceContext, SyncReport
-from collector.sources.github import GitHubSource, deployment_outcome, issue_history
+from collector.sources.github import GitHubSource, _History, deployment_outcome, issue_history
 from collector.store import Store
 from sandbox.app import Sandbox, SandboxOptions
 from sandbox.github.routes import GitHubRoutes
@@ -544,3 +544,21 @@ def test_stopping_between_batches_resumes_cleanly(sandbox: Sandbox, store: Store
     assert partial["changes"] == partial["deployments"] == []
     _source(sandbox.github_url, [repo], mode).sync(store)
     _assert_matches_truth(store, truth, {repo})
+
+
+def test_contents_from_a_listed_history_answer_what_compare_answers() -> None:
+    """main: a ← b ← m (merges c, branched from a) ← d; the listing stops at the horizon (before a)."""
+
+    def entry(sha: str, *parents: str) -> dict[str, Any]:
+        return {"sha": sha, "parents": [{"sha": p} for p in parents]}
+
+    a, b, c, m, d, old = (ch * 40 for ch in "abcef0")
+    # newest first, as /commits lists them; a's parent is older than the horizon
+    history = _History([entry(d, m), entry(m, b, c), entry(c, a), entry(b, a), entry(a, old)])
+    assert [e["sha"] for e in history.ahead(d, b) or []] == [c, m, d]  # oldest first, as compare lists
+    assert history.ahead(m, a) is not None and {e["sha"] for e in history.ahead(m, a) or []} == {b, c, m}
+    assert history.ahead(b, d) == []  # a rollback contains nothing new
+    assert history.ahead(d, "9" * 40) is None  # a base the listing does not hold: only compare can tell
+    assert history.ahead(d, c) is not None
+    # from a commit branched off before the horizon, the walk leaves the listing: unknown
+    assert _History([entry(d, old), entry(b, a), entry(a)]).ahead(d, b) is None
