@@ -112,17 +112,17 @@ def test_a_full_sync_with_an_app_stores_what_the_token_sync_stores(
     assert "401" not in _statuses(sandbox)
 
 
+@pytest.mark.parametrize(("api", "requests"), [("rest", 110), ("auto", 25)])
 def test_tokens_that_expire_during_a_pass_are_renewed_before_any_request_fails(
-    sandbox: Sandbox, key_file: Path, tmp_path: Path
+    sandbox: Sandbox, key_file: Path, tmp_path: Path, api: str, requests: int
 ) -> None:
+    """``requests``: about what this repository's first pass asks with that plan (GraphQL included)."""
     assert sandbox.github.apps.app is not None
     sandbox.github.apps.app.token_lifetime = 2  # far shorter than the pass, slowed below
-    requests = 110  # about what this repository's first pass asks
     sandbox.server.faults.rate, sandbox.server.faults.kinds = 1.0, ("slow",)
     sandbox.server.faults.slow_seconds = 6 / requests
-    source = next(
-        s for s in _sources(sandbox, _app(key_file, installation_id=101)) if s.config.deployments_from == "deployments"
-    )
+    credentials = {**_app(key_file, installation_id=101), "api": api}
+    source = next(s for s in _sources(sandbox, credentials) if s.config.deployments_from == "deployments")
     app = source.api.app
     assert app is not None
     store = _store(tmp_path, "app")

@@ -20,6 +20,7 @@ from collector.errors import RateLimited
 from collector.model import Category
 from collector.sources.base import SourceContext
 from collector.sources.github import GitHubSource, issue_history
+from collector.sources.github_api import GitHubApi
 from collector.sources.github_graphql import GitHubGraphQL, graphql_url, issue_record
 from collector.store import Store
 
@@ -271,7 +272,7 @@ def test_rate_limited_waits_for_the_reset_then_asks_again() -> None:
     slept: list[float] = []
     for fake in _serve(graphql):
         ctx = SourceContext(now=lambda: NOW, sleep=slept.append)
-        client = GitHubGraphQL("gh", fake.base_url, "t0ken-secret", ctx)
+        client = GitHubGraphQL(GitHubApi("gh", fake.base_url, "t0ken-secret", ctx), fake.base_url, ctx)
         answer = client.query("query { rateLimit { cost remaining resetAt } }", {})
         assert answer.data["rateLimit"]["cost"] == 3
         # the budget is kept apart from REST's, in points
@@ -286,6 +287,7 @@ def test_rate_limited_beyond_the_longest_wait_fails_with_rate_limited() -> None:
         return 200, {"data": None, "errors": errors}, {"x-ratelimit-reset": str(far)}
 
     for fake in _serve(graphql):
-        client = GitHubGraphQL("gh", fake.base_url, "t0ken-secret", SourceContext(sleep=lambda s: None))
+        ctx = SourceContext(sleep=lambda s: None)
+        client = GitHubGraphQL(GitHubApi("gh", fake.base_url, "t0ken-secret", ctx), fake.base_url, ctx)
         with pytest.raises(RateLimited):
             client.query("query { rateLimit { cost } }", {})
