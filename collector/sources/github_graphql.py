@@ -83,23 +83,23 @@ def _nested(node_type: str, name: str, first: int) -> str:
     return f"{name}({args}) {{ pageInfo {{ hasNextPage endCursor }} nodes {{ {node} }} }}"
 
 
-def issue_fields(nested: int = NESTED) -> str:
+def issue_fields() -> str:
     return (
         "id number createdAt updatedAt closedAt state body issueType { name } "
-        + _nested("Issue", "labels", nested)
+        + _nested("Issue", "labels", NESTED)
         + " "
-        + _nested("Issue", "timelineItems", nested)
+        + _nested("Issue", "timelineItems", NESTED)
     )
 
 
-def pull_fields(nested: int = NESTED) -> str:
+def pull_fields() -> str:
     return "id number createdAt updatedAt mergedAt title body mergeCommit { oid } " + _nested(
-        "PullRequest", "commits", nested
+        "PullRequest", "commits", NESTED
     )
 
 
-def deployment_fields(nested: int = NESTED) -> str:
-    return "id databaseId createdAt environment commitOid " + _nested("Deployment", "statuses", nested)
+def deployment_fields() -> str:
+    return "id databaseId createdAt environment commitOid " + _nested("Deployment", "statuses", NESTED)
 
 
 #: the repository lists: connection, its arguments and its node fields

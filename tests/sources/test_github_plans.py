@@ -77,8 +77,13 @@ def _store(folder: Path, api: str) -> dict[str, Any]:
 def test_every_plan_stores_the_same_records_and_figures(
     sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # pages of 3 so the sandbox's dozens of records a list are read over several cursors
+    # pages of 3 so the sandbox's dozens of records a list are read over several cursors, and nested
+    # lists of 2 so timelines, labels, commits and statuses overflow into follow-up queries
     monkeypatch.setattr(github_graphql, "PAGE", 3)
+    monkeypatch.setattr(github_graphql, "NESTED", 2)
+    follow_ups: list[tuple[str, str]] = []
+    rest_query = github_graphql.rest_query
+    monkeypatch.setattr(github_graphql, "rest_query", lambda t, n: follow_ups.append((t, n)) or rest_query(t, n))
     configs = {api: _config(sandbox, tmp_path, api) for api in PLANS}
     queries: dict[str, int] = {}
     for api, config in configs.items():
@@ -88,6 +93,7 @@ def test_every_plan_stores_the_same_records_and_figures(
     # 7 lists over GraphQL (issues and merged pull requests of 3 repositories, deployments of one),
     # each over several pages; the REST plan sends none
     assert queries["rest"] == 0 and queries["graphql"] > 2 * 7 and queries["auto"] > 2 * 7
+    assert {("Issue", "timelineItems"), ("PullRequest", "commits"), ("Deployment", "statuses")} <= set(follow_ups)
     stores = {api: _store(tmp_path, api) for api in PLANS}
     assert stores["rest"]["work_items"] and stores["rest"]["changes"] and stores["rest"]["deployments"]
     for api in ("graphql", "auto"):
