@@ -55,7 +55,7 @@ def _sources(url: str, api: str) -> list[tuple[GitHubSource, SourceContext]]:
 def _pass(sandbox: SandboxProcess, sources: list[tuple[GitHubSource, SourceContext]], store: Store) -> dict[str, Any]:
     """One pass over every source: REST requests (and 304s), GraphQL queries and points, wall seconds."""
     before = sandbox.stats()
-    points = [ctx.telemetry.graphql_points for _, ctx in sources]
+    points = [source.graphql.budget.spent if source.graphql else 0 for source, _ in sources]
     started = time.perf_counter()
     for source, _ in sources:
         report = source.sync(store)
@@ -66,7 +66,7 @@ def _pass(sandbox: SandboxProcess, sources: list[tuple[GitHubSource, SourceConte
     graphql = sum(n for k, n in by_endpoint.items() if "graphql" in k)
     total = after["total"] - before["total"]
     not_modified = after["not_modified"] - before["not_modified"]
-    spent = sum(ctx.telemetry.graphql_points for _, ctx in sources) - sum(points)
+    spent = sum(source.graphql.budget.spent if source.graphql else 0 for source, _ in sources) - sum(points)
     rest = total - graphql
     return {
         "rest": rest,

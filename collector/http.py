@@ -124,11 +124,6 @@ class ApiTelemetry:
     rate_limit_expired: bool = False
     budgets: dict[str, Budget] = field(default_factory=dict)
     slept_seconds: float = 0.0
-    #: GitHub's GraphQL budget, in points, apart from REST's requests: the last ``rateLimit``
-    #: answer's remaining points and reset (epoch seconds), and the points this source spent
-    graphql_remaining: int | None = None
-    graphql_reset_at: float | None = None
-    graphql_points: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count(self, code: str) -> None:

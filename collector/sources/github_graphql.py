@@ -39,7 +39,7 @@ NESTED = 100
 #: the smallest page a node-limit error may halve a query to before it fails
 MIN_PAGE = 1
 
-RATE = "rateLimit { cost remaining resetAt }"
+RATE = "rateLimit { cost limit remaining resetAt }"
 
 #: the timeline events that decide an issue's state (docs/definitions.md "GitHub InProgress")
 TIMELINE_TYPES = (
@@ -164,6 +164,7 @@ class GraphQLBudget:
     """The GraphQL points budget, separate from REST's requests (``rateLimit`` of the last answer)."""
 
     remaining: int | None = None
+    limit: int | None = None
     reset_at: datetime | None = None
     #: points spent by this client (the sum of every answer's ``cost``)
     spent: int = 0
@@ -172,11 +173,13 @@ class GraphQLBudget:
     def note(self, rate: Any) -> None:
         if not isinstance(rate, dict):
             return
-        cost, remaining = rate.get("cost"), rate.get("remaining")
+        cost, remaining, limit = rate.get("cost"), rate.get("remaining"), rate.get("limit")
         if isinstance(cost, int) and not isinstance(cost, bool):
             self.spent += cost
         if isinstance(remaining, int) and not isinstance(remaining, bool):
             self.remaining = remaining
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            self.limit = limit
         with contextlib.suppress(ValueError):
             self.reset_at = github_time(rate.get("resetAt"))
 
@@ -203,17 +206,22 @@ class GitHubGraphQL:
         self.url = graphql_url(base_url)
         self.ctx = ctx
         self.budget = GraphQLBudget()
+        #: the last cost of each query text: what the next one is expected to cost (the reserve)
+        self._costs: dict[str, int] = {}
 
     def query(self, query: str, variables: dict[str, Any], owner: str | None = None) -> Answer:
         """One query about ``owner``'s data (whose installation token a GitHub App sends); waits out
         ``RATE_LIMITED`` and raises NodeLimit / GraphQLError for unusable answers."""
         for _ in range(self.client.policy.attempts):
             body_json = {"query": query, "variables": variables}
+            expected = self._costs.get(query, 1)
             if self.api.app is not None and owner:
                 with self.api.app.acting_for(owner):
-                    data, resp = self.api.request_json("POST", self.url, json_body=body_json)
+                    data, resp = self.api.request_json(
+                        "POST", self.url, json_body=body_json, api="graphql", cost=expected
+                    )
             else:
-                data, resp = self.api.request_json("POST", self.url, json_body=body_json)
+                data, resp = self.api.request_json("POST", self.url, json_body=body_json, api="graphql", cost=expected)
             if resp.status_code >= 400:
                 message = data.get("message", "") if isinstance(data, dict) else ""
                 raise GitHubHTTPError(resp.status_code, "graphql", str(message)[:200])
@@ -223,6 +231,9 @@ class GitHubGraphQL:
             errors = [e for e in data.get("errors") or [] if isinstance(e, dict)]
             if body is not None:
                 self.budget.note(body.get("rateLimit"))
+                cost = (body.get("rateLimit") or {}).get("cost") if isinstance(body.get("rateLimit"), dict) else None
+                if isinstance(cost, int) and not isinstance(cost, bool):
+                    self._costs[query] = cost
             self.budget.queries += 1
             self._telemetry()
             if any(e.get("type") == "RATE_LIMITED" for e in errors):
@@ -236,10 +247,10 @@ class GitHubGraphQL:
         raise RateLimited(f"{self.client.source}: GraphQL still rate limited after {self.client.policy.attempts} waits")
 
     def _telemetry(self) -> None:
-        telemetry = self.ctx.telemetry
-        telemetry.graphql_remaining = self.budget.remaining
-        telemetry.graphql_reset_at = self.budget.reset_at.timestamp() if self.budget.reset_at else None
-        telemetry.graphql_points = self.budget.spent
+        """The GraphQL budget beside REST's (``cycletime_api_budget_remaining{api="graphql"}``)."""
+        if self.budget.remaining is not None:
+            reset = self.budget.reset_at.timestamp() if self.budget.reset_at else None
+            self.ctx.telemetry.note_budget("graphql", self.budget.remaining, self.budget.limit, reset)
 
     def _wait_for_reset(self, header: str | None) -> None:
         """``RATE_LIMITED`` comes as a 200: wait until ``resetAt`` (or the REST-style reset header)."""

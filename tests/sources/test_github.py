@@ -424,7 +424,8 @@ def test_a_spent_graphql_budget_is_waited_out(sandbox: Sandbox, store: Store, ca
     assert "GraphQL rate limited" in caplog.text
     telemetry = sources[0].ctx.telemetry
     assert telemetry.slept_seconds >= 1 and telemetry.requests.get("403", 0) == 0  # REST's budget was not touched
-    assert telemetry.graphql_points > 0 and telemetry.graphql_remaining is not None
+    assert sources[0].graphql is not None and sources[0].graphql.budget.spent > 0
+    assert telemetry.budget("graphql") is not None  # kept apart from REST's
     _assert_matches_truth(store, sandbox.github.truth())
 
 
