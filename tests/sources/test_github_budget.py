@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 import requests
-from test_github import NOW, _assert_matches_truth, _sources, _sync_all
+from test_github import NOW, _assert_matches_truth, _sync_all
+from test_github import _sources as _github_sources
 
 from collector.config import parse_config
 from collector.figures import FigureCache, Settings
@@ -27,6 +28,13 @@ from collector.store import Store
 from exporters.prometheus import MetricsCache
 from exporters.web import ExporterApp, serve_http
 from sandbox.app import Sandbox, SandboxOptions
+
+
+def _sources(sandbox: Sandbox, **settings: Any) -> list[Any]:
+    """The REST plan: these budgets are REST's (requests an hour); the GraphQL plan's points budget
+    is planned by the same client, tested in test_github.py."""
+    return _github_sources(sandbox, api="rest", **settings)
+
 
 ITEMS = 600
 LIMIT = 200
@@ -148,6 +156,7 @@ sources:
     base_url: {sandbox.github_url}
     token: sandbox-token
     repositories: [{", ".join(sandbox.github.truth()["repos"])}]
+    api: rest
 """
         )
         store = Store(f"sqlite:///{db}")
@@ -177,7 +186,7 @@ def test_sources_sharing_a_token_share_its_budget(tmp_path: Path) -> None:
         repos = list(sandbox.github.truth()["repos"].items())
         sources = "\n".join(
             f"  - {{name: gh{i}, kind: github, base_url: '{sandbox.github_url}', token: sandbox-token, "
-            f"repositories: [{repo}], deployments_from: '{mode}'}}"
+            f"repositories: [{repo}], deployments_from: '{mode}', api: rest}}"
             for i, (repo, mode) in enumerate(repos)
         )
         config = parse_config(
