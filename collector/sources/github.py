@@ -338,6 +338,9 @@ class GitHubSource(Source):
             self.name, config.base_url, config.token or self._app(config, ctx), ctx, reserve=config.rate_limit_reserve
         )
         self.graphql = GitHubGraphQL(self.api, config.base_url, ctx) if config.api != "rest" else None
+        #: per repository, this pass: its listed history (read once), or whether one is worth reading
+        self._histories: dict[str, _History] = {}
+        self._many_contents: set[str] = set()
         self.type_labels = {k.lower(): v for k, v in config.type_labels.items()}
         self.guard = RecordGuard(self.name)
         #: configured name → the repository as this process read it; which of them this pass read
@@ -367,6 +370,7 @@ class GitHubSource(Source):
         report = SyncReport()
         report.details.update(repositories=0, compare_fallbacks=0, pulls_skipped=0, repositories_gone=0)
         self._repos_read = set()
+        self._histories, self._many_contents = {}, set()
         try:
             repositories = self._repositories(store, report)
         except BudgetExhausted as exc:
@@ -1003,6 +1007,8 @@ class GitHubSource(Source):
         # oldest first, a chunk at a time, each committed with the id it reaches: a pass ended by the
         # budget resumes after the last chunk (and until the last, no ETag: a 304 must not hide the rest)
         fresh.sort(key=lambda r: int(r["id"]))
+        if len(fresh) >= HISTORY_LISTING_FROM:
+            self._many_contents.add(repo.full_name)  # read in chunks: one listing serves them all
         chunks = [fresh[i : i + BATCH_SIZE] for i in range(0, len(fresh), BATCH_SIZE)] or [[]]
         batch = bad
         for position, chunk in enumerate(chunks):
@@ -1291,10 +1297,11 @@ class GitHubSource(Source):
         out = []
         in_pulls: set[str] | None = None
         to_open = sum(1 for _, d in todo.values() if d.production and d.status == "success")
-        history: _History | None = None
-        if self.graphql is not None and to_open >= HISTORY_LISTING_FROM:
+        history = self._histories.get(repo.full_name)
+        many = to_open >= HISTORY_LISTING_FROM or repo.full_name in self._many_contents
+        if history is None and self.graphql is not None and many:
             # many compares (a first sync): one listing of the branch answers most of them
-            history = self._history(repo)
+            history = self._histories[repo.full_name] = self._history(repo)
         for order, d in sorted(todo.values(), key=lambda t: t[0]):
             if not (d.production and d.status == "success"):
                 out.append(dataclasses.replace(d, contains=()))  # counted, not opened
