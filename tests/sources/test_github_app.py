@@ -112,7 +112,7 @@ def test_a_full_sync_with_an_app_stores_what_the_token_sync_stores(
     assert "401" not in _statuses(sandbox)
 
 
-@pytest.mark.parametrize(("api", "requests"), [("rest", 110), ("auto", 25)])
+@pytest.mark.parametrize(("api", "requests"), [("rest", 110), ("auto", 15)])
 def test_tokens_that_expire_during_a_pass_are_renewed_before_any_request_fails(
     sandbox: Sandbox, key_file: Path, tmp_path: Path, api: str, requests: int
 ) -> None:
