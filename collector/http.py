@@ -246,17 +246,18 @@ class _Watch:
     def __init__(self) -> None:
         self.fired = False
         self.done = False  # the request ended: firing now would cut a later request on its sockets
-        self._sockets: list[socket.socket] = []
+        self._sockets: list[tuple[socket.socket, _Endpoint | None]] = []
         self._lock = threading.Lock()
 
     def add(self, sock: socket.socket | None) -> None:
         with self._lock:
-            if sock is None or sock in self._sockets:
+            if sock is None or any(sock is known for known, _ in self._sockets):
                 return
-            self._sockets.append(sock)
+            entry = (sock, _endpoint(sock))
+            self._sockets.append(entry)
             if not self.fired:
                 return
-        self._shut(sock)
+        self._shut(*entry)
 
     def finish(self) -> None:
         with self._lock:
@@ -268,13 +269,35 @@ class _Watch:
                 return
             self.fired = True
             sockets = list(self._sockets)
-        for sock in sockets:
-            self._shut(sock)
+        for sock, endpoint in sockets:
+            self._shut(sock, endpoint)
 
     @staticmethod
-    def _shut(sock: socket.socket) -> None:
+    def _shut(sock: socket.socket, endpoint: _Endpoint | None) -> None:
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+            if sock.fileno() != -1:
+                sock.shutdown(socket.SHUT_RDWR)
+            elif endpoint is not None:
+                # a TLS handshake detached this socket object and runs on its descriptor: shut the
+                # connection down through the descriptor, if it still is this very connection
+                fd, local, peer = endpoint
+                held = socket.socket(fileno=fd)
+                try:
+                    if held.getsockname() == local and held.getpeername() == peer:
+                        held.shutdown(socket.SHUT_RDWR)
+                finally:
+                    held.detach()  # the descriptor stays the TLS socket's to close
+
+
+#: a connected socket's descriptor and both ends, to find it again after a TLS handshake took it over
+_Endpoint = tuple[int, Any, Any]
+
+
+def _endpoint(sock: socket.socket) -> _Endpoint | None:
+    try:
+        return sock.fileno(), sock.getsockname(), sock.getpeername()
+    except OSError:
+        return None
 
 
 class _Deadlines:
@@ -336,9 +359,9 @@ class _WatchedMixin:
 
     def _new_conn(self) -> socket.socket:
         sock: socket.socket = super()._new_conn()  # type: ignore[misc]
-        # a new connection's socket, before the request is sent on it (a TLS handshake wraps it
-        # into another socket object, which ``request`` adds; the handshake itself is bounded by
-        # the per-read timeout only)
+        # a new connection's socket, before the request is sent on it (a TLS handshake wraps its
+        # descriptor into another socket object, which ``request`` adds; during the handshake the
+        # watch reaches the connection through the descriptor)
         self._watch(sock)
         return sock
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -304,3 +306,33 @@ def test_a_pause_holds_every_client_of_the_gate(server: str) -> None:
     assert len(slept) == 1 and 29.0 < slept[0] <= 30.0
     other.request("GET", "/ok")  # the pause was waited out once, not again
     assert len(slept) == 1
+
+
+def test_a_tls_handshake_trickling_in_is_cut_at_the_deadline() -> None:
+    """A server that opens a TLS record and sends its bytes one at a time: every read gets a byte
+    within the per-read timeout, and the handshake runs on a socket object the request never sees,
+    so only the watch reaching the connection through its descriptor ends it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.sendall(b"\x16\x03\x03\x40\x00")  # a handshake record of 16 KiB, announced
+            while not stop.wait(0.2):
+                conn.sendall(b"\x02")
+
+    def accept() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                conn, _ = listener.accept()
+                threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(SourceError):
+            client(f"https://127.0.0.1:{listener.getsockname()[1]}", deadline=1.0, timeout=5.0).get_json("/x")
+        assert time.monotonic() - started < 6, "two attempts of 1 s each, not an hour of handshake"
+    finally:
+        stop.set()
+        listener.close()
