@@ -88,6 +88,32 @@ def github_source(
     }
 
 
+def record_pass(
+    store: Any,
+    source: str,
+    *,
+    started_at: float,
+    ok: bool = True,
+    duration: float = 1.0,
+    items: int = 0,
+    error: str | None = None,
+    rate_limit_remaining: float | None = None,
+) -> None:
+    """A pass of ``source`` recorded as the runner records it (with the runner's histogram bounds)."""
+    from collector.runner import POLL_BUCKETS
+
+    store.record_poll(
+        source,
+        ok=ok,
+        started_at=started_at,
+        duration=duration,
+        bounds=POLL_BUCKETS,
+        items=items,
+        error=error,
+        rate_limit_remaining=rate_limit_remaining,
+    )
+
+
 def sandbox_config(store: str, sources: Iterable[dict[str, Any]], **settings: Any) -> str:
     """A collector configuration (YAML): ``store``, the other top-level ``settings``, then one source a
     line (each value written as JSON, which YAML reads as is; ``${VAR}`` still substitutes)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from conftest import record_pass
 from fixture_data import NOW, a_year_of_releases, load, year_item
 
 from collector.compute import Figures, Observations, compute, window_quantiles
@@ -29,7 +30,6 @@ from collector.model import (
     gh_issue_ref,
     gh_pr_ref,
 )
-from collector.runner import POLL_BUCKETS
 from collector.store import Store, meta, work_items
 
 DAY = 86400.0
@@ -51,16 +51,7 @@ def settings() -> Settings:
 
 
 def synced(store: Store, name: str) -> None:
-    store.record_poll(
-        name,
-        ok=True,
-        started_at=NOW.timestamp(),
-        duration=1.0,
-        bounds=POLL_BUCKETS,
-        items=1,
-        error=None,
-        rate_limit_remaining=None,
-    )
+    record_pass(store, name, started_at=NOW.timestamp(), items=1)
 
 
 def test_ready_only_once_the_figures_include_every_sources_first_pass(store: Store) -> None:

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import chromium
+from conftest import chromium, record_pass
 from fixture_data import NOW, a_year_of_releases
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import parse_config
 from collector.figures import FigureCache, Settings
 from collector.http import REDACT
-from collector.runner import POLL_BUCKETS
 from collector.store import Store
 from exporters.prometheus import MetricsCache
 from exporters.web import ExporterApp, serve_http
@@ -65,16 +64,7 @@ def served(tmp_path: Path):
     store = Store(f"sqlite:///{tmp_path}/store.db")
     a_year_of_releases(store, NOW, projects=("Fabrikam",))  # one series per figure: the pooled chart is it
     for name in ("boards", "github"):
-        store.record_poll(
-            name,
-            ok=True,
-            started_at=NOW.timestamp(),
-            duration=1.0,
-            bounds=POLL_BUCKETS,
-            items=1,
-            error=None,
-            rate_limit_remaining=4000,
-        )
+        record_pass(store, name, started_at=NOW.timestamp(), items=1, rate_limit_remaining=4000)
     config = parse_config(CONFIG, {})
     cache = MetricsCache(FigureCache(store, Settings.from_config(config), clock=NOW.timestamp))
     cache.refresh(force=True)

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import record_pass
 from fixture_data import NOW, load
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import parse_config
 from collector.figures import FigureCache, Settings
 from collector.http import REDACT
-from collector.runner import POLL_BUCKETS
 from collector.store import Store
 from exporters.prometheus import MetricsCache
 from exporters.web import ExporterApp, serve_http
@@ -126,16 +126,7 @@ def test_restart_reexports_identical_counters_and_buckets(tmp_path: Path, config
     url = f"sqlite:///{tmp_path}/store.db"
     first = Store(url)
     load(first)
-    first.record_poll(
-        "boards",
-        ok=True,
-        started_at=NOW.timestamp() - 10,
-        duration=3.0,
-        bounds=POLL_BUCKETS,
-        items=5,
-        error=None,
-        rate_limit_remaining=180,
-    )
+    record_pass(first, "boards", started_at=NOW.timestamp() - 10, duration=3.0, items=5, rate_limit_remaining=180)
     before = exposition(first, config)
     first.close()
     after = exposition(Store(url), config)
@@ -226,25 +217,9 @@ def test_http_server_probes_auth_and_landing_page(store: Store, tmp_path: Path) 
         plain = requests.get(f"{base}/metrics", headers={**auth, "Accept-Encoding": "identity"}, timeout=5)
         assert "Content-Encoding" not in plain.headers and plain.content.startswith(b"# HELP")
         for name in ("boards", "pipelines"):
-            store.record_poll(
-                name,
-                ok=True,
-                started_at=NOW.timestamp(),
-                duration=1.0,
-                bounds=POLL_BUCKETS,
-                items=3,
-                error=None,
-                rate_limit_remaining=None,
-            )
-        store.record_poll(
-            "pipelines",
-            ok=False,
-            started_at=NOW.timestamp() + 60,
-            duration=1.0,
-            bounds=POLL_BUCKETS,
-            items=0,
-            error=f"401 for token {SECRET} <script>",
-            rate_limit_remaining=None,
+            record_pass(store, name, started_at=NOW.timestamp(), items=3)
+        record_pass(
+            store, "pipelines", started_at=NOW.timestamp() + 60, ok=False, error=f"401 for token {SECRET} <script>"
         )
         # each source synced once, but the figures published were computed before: not ready yet
         ready = requests.get(f"{base}/readyz", timeout=5)

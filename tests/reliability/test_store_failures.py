@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import azure_source, github_source, sandbox_config
+from conftest import azure_source, github_source, record_pass, sandbox_config
 
 from collector.config import parse_config
 from collector.errors import StoreInUse
 from collector.figures import FigureCache, Settings
 from collector.model import Batch, Rejection
-from collector.runner import POLL_BUCKETS, Runner
+from collector.runner import Runner
 from collector.store import Store
 from exporters.prometheus import MetricsCache
 from exporters.web import ExporterApp
@@ -120,16 +120,7 @@ def test_the_lease_is_per_store_and_released_on_close(store_url: str) -> None:
 def test_the_exporter_sees_another_process_writes_and_only_data_moves_the_version(store_url: str) -> None:
     reader, writer = Store(store_url), Store(store_url)
     before = reader.data_version
-    writer.record_poll(
-        "boards",
-        ok=True,
-        started_at=time.time(),
-        duration=1.0,
-        bounds=POLL_BUCKETS,
-        items=0,
-        error=None,
-        rate_limit_remaining=None,
-    )
+    record_pass(writer, "boards", started_at=time.time())
     writer.set_watermark("boards", "revisions", "token-1")
     assert reader.data_version == before, "a status or watermark alone changes no figure"
     writer.commit("boards", Batch(rejections=[Rejection("boards", "9", "missing_field")]))
@@ -238,16 +229,7 @@ def test_sync_on_a_full_disk_ends_with_one_line_per_source_not_a_traceback(tmp_p
 def test_a_deleted_store_file_makes_the_collector_unready(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
     store = Store(url)
-    store.record_poll(
-        "boards",
-        ok=True,
-        started_at=time.time(),
-        duration=1.0,
-        bounds=POLL_BUCKETS,
-        items=0,
-        error=None,
-        rate_limit_remaining=None,
-    )
+    record_pass(store, "boards", started_at=time.time())
     cache, app = _exporter(store, url)
     cache.refresh()
     assert app.ready() == (True, "ready")
@@ -264,16 +246,7 @@ def test_a_postgresql_outage_is_reported_and_survived() -> None:
     server = _PostgresServer()
     try:
         store = Store(server.url)
-        store.record_poll(
-            "boards",
-            ok=True,
-            started_at=time.time(),
-            duration=1.0,
-            bounds=POLL_BUCKETS,
-            items=0,
-            error=None,
-            rate_limit_remaining=None,
-        )
+        record_pass(store, "boards", started_at=time.time())
         cache, app = _exporter(store, server.url)
         cache.refresh()
         assert "cycletime_store_up 1.0" in cache.exposition().decode()
