@@ -120,6 +120,13 @@ class Change:
     first_commit_at: datetime
     merged_at: datetime | None
     commits: tuple[str, ...] = ()
+    #: when the pull request became ready for review: its creation, or its first
+    #: ``ready_for_review`` if it was opened as a draft. None for direct commits, or when the
+    #: source cannot tell (then the stage figures treat the PR as ready at its first commit)
+    ready_at: datetime | None = None
+    #: the first review or review comment by someone other than the author; None if nobody
+    #: reviewed it (pickup then runs to the merge)
+    first_review_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

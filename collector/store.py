@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     # NumPy (through collector.table) is for the figures' reads only: ``cycletime sync`` never loads it
     from collector.table import WorkItemTable
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: the longest label or id the store keeps (the columns' size on PostgreSQL)
 MAX_TEXT = 255
 
@@ -82,6 +82,9 @@ changes = sa.Table(
     sa.Column("merged_at", sa.Float),
     sa.Column("commits", sa.Text, nullable=False),  # JSON list of shas
     sa.Column("change_seq", sa.BigInteger, nullable=False, server_default=sa.text("0"), index=True),
+    # schema 5: the pull request's stage boundaries (cycletime_change_stage_seconds)
+    sa.Column("ready_at", sa.Float),
+    sa.Column("first_review_at", sa.Float),
 )
 
 deployments = sa.Table(
@@ -605,6 +608,8 @@ class Store:
                     "merged_at": _ts(c.merged_at),
                     "commits": json.dumps(sorted(set(c.commits))),
                     "change_seq": seq,
+                    "ready_at": _ts(c.ready_at),
+                    "first_review_at": _ts(c.first_review_at),
                 }
                 for c in batch.changes
             ],
@@ -840,15 +845,15 @@ class Store:
 
     def changes(self, source: str | None = None, since: int | None = None) -> list[Change]:
         """``since``: only the changes written after that data version."""
-        q = sa.select(*_columns(changes, 8))
+        q = sa.select(*_columns(changes, 8), changes.c.ready_at, changes.c.first_review_at)
         if source is not None:
             q = q.where(changes.c.source == source)
         if since is not None:
             q = q.where(changes.c.change_seq > since)
         with self.engine.connect() as conn:
             return [
-                Change(src, nid, ref, service, kind, _at(first), _dt(merged), tuple(json.loads(commits)))
-                for src, nid, ref, service, kind, first, merged, commits in conn.execute(q)
+                Change(src, nid, ref, svc, kind, _at(first), _dt(merged), tuple(json.loads(shas)), _dt(ready), _dt(rev))
+                for src, nid, ref, svc, kind, first, merged, shas, ready, rev in conn.execute(q)
             ]
 
     def deployments(self, source: str | None = None, since: int | None = None) -> list[Deployment]:
@@ -1106,7 +1111,16 @@ def _v4(conn: Connection) -> None:
     metadata.create_all(conn, tables=[api_budgets, sync_backlog])
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
+def _v5(conn: Connection) -> None:
+    """A pull request's ready-for-review and first-review times (nullable: older rows have
+    neither until their source re-reads them, and the stage figures treat them as unknown)."""
+    present = {c["name"] for c in sa.inspect(conn).get_columns(changes.name)}
+    for column in ("ready_at", "first_review_at"):
+        if column not in present:
+            conn.execute(sa.text(f"ALTER TABLE changes ADD COLUMN {column} FLOAT"))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
 
 
 _IDENTITY = ("store_id", "schema_version")

@@ -261,9 +261,30 @@ def test_a_version_3_store_gains_the_budget_tables(store_url: str) -> None:
         conn.execute(sa.update(meta).where(meta.c.key == "schema_version").values(value="3"))
     store.close()
     upgraded = Store(store_url)
-    assert upgraded.schema_version() == 4 and upgraded.content_digest() == before
+    assert upgraded.schema_version() == SCHEMA_VERSION and upgraded.content_digest() == before
     upgraded.record_budgets("github", [ApiBudget("rest", 1, 2, None)], backlog=3)
     assert upgraded.backlogs() == {"github": 3}
+
+
+def test_a_version_4_store_gains_the_review_times(store_url: str) -> None:
+    """Older changes keep their rows and read back with unknown stage times; new ones keep theirs."""
+    store = Store(store_url)
+    store.commit("gh", sample_batch())
+    old = store.changes()
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE changes DROP COLUMN ready_at"))
+        conn.execute(sa.text("ALTER TABLE changes DROP COLUMN first_review_at"))
+        conn.execute(sa.update(meta).where(meta.c.key == "schema_version").values(value="4"))
+    store.close()
+    upgraded = Store(store_url)
+    assert upgraded.schema_version() == 5
+    assert [(c.native_id, c.ready_at, c.first_review_at) for c in upgraded.changes()] == [
+        (c.native_id, None, None) for c in old
+    ]
+    ready, review = datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC)
+    pr = Change("gh", "pr-9", "ghpr:o/r#9", "o/r", "pull_request", ready, review, ("a" * 40,), ready, review)
+    upgraded.commit("gh", Batch(changes=[pr]))
+    assert [c for c in upgraded.changes() if c.native_id == "pr-9"] == [pr]
 
 
 def test_newer_schema_is_refused(store_url: str) -> None:
@@ -334,7 +355,7 @@ def test_a_version_1_store_gains_change_sequences_and_item_numbers(store_url: st
     store.close()
 
     upgraded = Store(store_url)
-    assert upgraded.schema_version() == SCHEMA_VERSION == 4
+    assert upgraded.schema_version() == SCHEMA_VERSION == 5
     assert upgraded.content_digest() == before
     numbers = sorted(upgraded.work_item_table().item_no.tolist())
     assert len(set(numbers)) == 2 and numbers[0] > 0 and numbers[-1] < 2**32
