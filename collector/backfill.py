@@ -32,12 +32,13 @@ from collector.compute import (
     Figures,
     _add_work_item_figures,
     change_lead_times,
+    change_stages,
     recoveries,
 )
 from collector.config import Config, parse_duration
 from collector.errors import CycletimeError
 from collector.figures import Settings
-from collector.linking import first_deliveries, work_item_deliveries
+from collector.linking import first_deliveries, linked_changes, work_item_deliveries
 from collector.model import Change, Deployment, Link
 from collector.store import Store
 from collector.table import WorkItemTable
@@ -171,6 +172,13 @@ class Timeline:
             if value >= 0  # compute counts the others as rejected; they are no figure
         ]
         self.lead_times = _by_labels(lead_times)
+        self.change_stages = _by_labels(
+            (finish, labels, seconds)
+            for change, _deployment, finish, value in change_lead_times(changes, delivered)
+            if value >= 0
+            for labels, seconds in change_stages(change, finish, value)
+        )
+        self.linked = linked_changes(links, changes)
         self.recoveries = _by_labels([(end, labels, value) for labels, end, value in recoveries(deployments)])
         events = [
             (
@@ -185,9 +193,11 @@ class Timeline:
     def figures(self, at: float) -> Figures:
         figures = Figures()
         releases = dict(self.releases[: bisect.bisect_right(self.release_ends, at)])
-        _add_work_item_figures(self.table.as_of(at), releases, figures)
+        _add_work_item_figures(self.table.as_of(at), releases, figures, self.linked)
         for labels, block in _until(self.lead_times, at):
             figures.change_lead_time.by_labels[labels] = block
+        for labels, block in _until(self.change_stages, at):
+            figures.change_stages.by_labels[labels] = block
         for labels, block in _until(self.recoveries, at):
             figures.recovery.by_labels[labels] = block
         for labels, block in _until(self.deployments, at):

@@ -29,6 +29,8 @@ OBSERVATIONS = (
     "deployment_events",
     "active_time",
 )
+#: folded like the others but not weighed: they split observations already counted above
+STAGES = ("change_stages", "request_stages")
 _COUNTERS = {
     "state_seconds": ("source", "project", "team", "type", "state", "category"),
     "deployments": ("source", "service", "environment", "production", "status"),
@@ -73,7 +75,7 @@ def cap_labels(figures: Figures, max_values: int) -> tuple[Figures, Counter[tupl
         )
 
     out = Figures(rejected=figures.rejected)
-    for attr in OBSERVATIONS:
+    for attr in (*OBSERVATIONS, *STAGES):
         obs: Observations = getattr(figures, attr)
         merged: dict[tuple[str, ...], list[np.ndarray]] = defaultdict(list)
         for labels, pairs in obs.by_labels.items():

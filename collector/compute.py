@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from collector.errors import Rejected
-from collector.linking import change_deliveries, first_deliveries, work_item_deliveries
+from collector.linking import change_deliveries, first_deliveries, linked_changes, work_item_deliveries
 from collector.model import STARTED_CATEGORIES, WIP_CATEGORIES, Category, Change, Deployment, Link, WorkItem
 from collector.table import CAT_CODE, CATEGORIES, WorkItemTable
 
@@ -33,6 +33,12 @@ DEPLOY_LABELS = ("source", "service", "environment")
 #: deployments and recoveries carry ``production``: the one place "production" is decided
 RECOVERY_LABELS = ("source", "service", "environment", "production")
 DEPLOYMENT_LABELS = ("source", "service", "environment", "production", "status")
+CHANGE_STAGE_LABELS = ("source", "service", "stage")
+REQUEST_STAGE_LABELS = (*WORK_ITEM_LABELS, "stage")
+#: the stages of a deployed pull request, in order (docs/definitions.md, "Where the time goes")
+CHANGE_STAGES = ("coding", "pickup", "review", "deploy")
+#: the stages of a released work item's request-to-release, in order
+REQUEST_STAGES = ("backlog", "development", "review", "release")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +169,10 @@ class Figures:
     wip: Counter[tuple[str, ...]] = field(default_factory=Counter)
     #: (source, reason) → records compute refused (clock skew); added to the store's rejections
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: a deployed change's seconds per stage, at its deployment's finish
+    change_stages: Observations = field(default_factory=lambda: Observations(CHANGE_STAGE_LABELS))
+    #: a released item's request-to-release per stage, at its release
+    request_stages: Observations = field(default_factory=lambda: Observations(REQUEST_STAGE_LABELS))
 
 
 _COMPLETED, _REMOVED = CAT_CODE[Category.COMPLETED], CAT_CODE[Category.REMOVED]
@@ -191,7 +201,9 @@ def compute(
         deployments = [d for d in deployments if d.finished_at.timestamp() <= as_of]
     figures = Figures()
     delivered = first_deliveries(deployments)
-    _add_work_item_figures(table, work_item_deliveries(links, changes, delivered), figures)
+    links = list(links)
+    releases = work_item_deliveries(links, changes, delivered)
+    _add_work_item_figures(table, releases, figures, linked_changes(links, changes))
     _add_change_lead_times(changes, delivered, figures)
     events: dict[tuple[str, ...], list[float]] = {}
     for deployment in deployments:
@@ -211,7 +223,9 @@ def compute(
     return figures
 
 
-def _add_work_item_figures(t: WorkItemTable, releases: dict[str, Deployment], figures: Figures) -> None:
+def _add_work_item_figures(
+    t: WorkItemTable, releases: dict[str, Deployment], figures: Figures, linked: dict[str, list[Change]]
+) -> None:
     # Temporaries are deleted as soon as they are used: at a million items each is 8-32 MB.
     n, m = len(t), len(t.h_item)
     same_as_prev = np.zeros(m, dtype=bool)
@@ -309,16 +323,92 @@ def _add_work_item_figures(t: WorkItemTable, releases: dict[str, Deployment], fi
 
     # gathered per label set first: adding one observation at a time re-stacks the array each time
     r2r: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    stages: dict[tuple[str, ...], list[tuple[float, float]]] = {}
     for i, ref in released:
         if valid[i]:
             release = releases[ref]
             released_at = release.finished_at.timestamp()
-            r2r.setdefault((*t.labels[t.label_idx[i]], release.environment), []).append(
+            item_labels = t.labels[t.label_idx[i]]
+            r2r.setdefault((*item_labels, release.environment), []).append(
                 (released_at, released_at - float(t.created[i]))
             )
+            started = float(first_started[i])
+            bounds = request_stage_bounds(
+                float(t.created[i]), started if np.isfinite(started) else None, linked.get(ref, ()), released_at
+            )
+            for stage, seconds in zip(REQUEST_STAGES, np.diff(bounds), strict=True):
+                stages.setdefault((*item_labels, stage), []).append((released_at, float(seconds)))
     for labels, pairs in r2r.items():
         ends, values = zip(*pairs, strict=True)
         figures.request_to_release.add_many(labels, np.asarray(ends), np.asarray(values))
+    for labels, pairs in stages.items():
+        ends, values = zip(*pairs, strict=True)
+        figures.request_stages.add_many(labels, np.asarray(ends), np.asarray(values))
+
+
+def clamped(boundaries: Sequence[float | None]) -> list[float]:
+    """Stage boundaries made non-decreasing between the first and the last, which are known.
+
+    A missing boundary takes the next known one (its stage lasts nothing and the time goes to
+    the stage before it); a boundary before the previous one moves up to it; one after the last
+    moves down to it. So the stages always sum to last - first, exactly.
+    """
+    first, last = boundaries[0], boundaries[-1]
+    assert first is not None and last is not None
+    out = [first]
+    for i in range(1, len(boundaries) - 1):
+        value = boundaries[i]
+        if value is None:
+            value = next((b for b in boundaries[i + 1 :] if b is not None), last)
+        out.append(min(max(value, out[-1]), last))
+    out.append(max(last, out[-1]))
+    return out
+
+
+def ready_at(change: Change) -> float:
+    """When a PR became ready for review; a source that cannot tell means at its first commit."""
+    return (change.ready_at or change.first_commit_at).timestamp()
+
+
+def request_stage_bounds(
+    created: float, started: float | None, changes: Sequence[Change], released: float
+) -> list[float]:
+    """backlog | development | review | release boundaries of one released item.
+
+    Created → first started → first linked PR ready for review → last linked change merged (or
+    pushed) → released. Without a linked PR there is no review: development runs to the last
+    linked change; without any linked change with a time, to the release.
+    """
+    prs = [c for c in changes if c.kind == "pull_request"]
+    first_ready = min((ready_at(c) for c in prs), default=None)
+    merges = [c.merged_at.timestamp() for c in changes if c.merged_at is not None]
+    last_merge = max(merges, default=None)
+    return clamped([created, started, first_ready, last_merge, released])
+
+
+def change_stages(change: Change, deployed: float, lead_time: float) -> list[tuple[tuple[str, str, str], float]]:
+    """(labels, seconds) per stage of a deployed change. The stages are the pull request's: its own
+    source and repository label them, the deploy stage too; a direct commit has only ``deploy``."""
+    if change.kind != "pull_request":
+        return [((change.source, change.service, "deploy"), lead_time)]
+    seconds = np.diff(change_stage_bounds(change, deployed)).tolist()
+    return [((change.source, change.service, stage), s) for stage, s in zip(CHANGE_STAGES, seconds, strict=True)]
+
+
+def change_stage_bounds(change: Change, deployed: float) -> list[float]:
+    """coding | pickup | review | deploy boundaries of one deployed pull request.
+
+    First commit → ready for review → first review by someone else (none: the merge) → merged →
+    the first production deployment containing it. Clamped (docs/definitions.md), so coding is 0
+    when the commits follow the PR's opening and the stages sum to the change's lead time.
+    """
+    first, ready = change.first_commit_at.timestamp(), ready_at(change)
+    merged = change.merged_at.timestamp() if change.merged_at is not None else None
+    review = change.first_review_at.timestamp() if change.first_review_at is not None else merged
+    if merged is not None:  # a review after the merge picked nothing up: the merge ends pickup
+        ready = min(ready, merged)
+        review = merged if review is None else min(review, merged)
+    return clamped([first, ready, review, merged, deployed])
 
 
 def _group(label_idx: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
@@ -348,15 +438,21 @@ def change_lead_times(
 
 def _add_change_lead_times(changes: Sequence[Change], delivered: dict[str, Deployment], figures: Figures) -> None:
     by_labels: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    stages: dict[tuple[str, ...], list[tuple[float, float]]] = {}
     for change, deployment, finish, value in change_lead_times(changes, delivered):
         if value < 0:  # never a negative observation: counted instead
             figures.rejected[(change.source, "end_before_start")] += 1
-        else:
-            key: tuple[str, ...] = (deployment.source, deployment.service, deployment.environment)
-            by_labels.setdefault(key, []).append((finish, value))
+            continue
+        key: tuple[str, ...] = (deployment.source, deployment.service, deployment.environment)
+        by_labels.setdefault(key, []).append((finish, value))
+        for labels, seconds in change_stages(change, finish, value):
+            stages.setdefault(labels, []).append((finish, seconds))
     for key, pairs in by_labels.items():
         ends, values = zip(*pairs, strict=True)
         figures.change_lead_time.add_many(key, np.asarray(ends), np.asarray(values))
+    for key, pairs in stages.items():
+        ends, values = zip(*pairs, strict=True)
+        figures.change_stages.add_many(key, np.asarray(ends), np.asarray(values))
 
 
 def recoveries(deployments: Iterable[Deployment]) -> list[tuple[tuple[str, str, str, str], float, float]]:

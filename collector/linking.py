@@ -80,3 +80,18 @@ def work_item_deliveries(
         if found is not None:
             out[item] = found
     return out
+
+
+def linked_changes(links: Iterable[Link], changes: Iterable[Change]) -> dict[str, list[Change]]:
+    """work item ref → the changes linked to it: through the change's own ref (a PR, a pushed
+    commit) or through one of its commits (``AB#12`` in a commit message of a PR). Build links
+    name no change and add nothing. Each change once per item, in (source, native_id) order."""
+    by_ref: dict[str, list[Change]] = {}
+    for change in changes:
+        for ref in change_refs(change):
+            by_ref.setdefault(ref, []).append(change)
+    found: dict[str, dict[tuple[str, str], Change]] = {}
+    for link in links:
+        for change in by_ref.get(link.target, ()):
+            found.setdefault(link.work_item, {})[(change.source, change.native_id)] = change
+    return {item: [chosen[key] for key in sorted(chosen)] for item, chosen in found.items()}

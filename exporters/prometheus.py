@@ -62,6 +62,20 @@ HISTOGRAMS: tuple[tuple[str, str, str], ...] = (
         "cycletime_failed_deployment_recovery",
         "Failed deployment recovery time: next successful deployment - first failed deployment, same environment.",
     ),
+    (
+        "change_stages",
+        "cycletime_change_stage",
+        "A deployed pull request's time per stage: coding (first commit to ready for review), pickup (to the first "
+        "review by someone else, or the merge), review (to the merge), deploy (to the first successful production "
+        "deployment containing it). A direct commit has only deploy.",
+    ),
+    (
+        "request_stages",
+        "cycletime_request_stage",
+        "A released work item's request-to-release per stage: backlog (created to first started), development "
+        "(to the first linked PR ready for review), review (to the last linked change merged), release (to the "
+        "release). The stages of an item sum to its request-to-release.",
+    ),
 )
 
 

@@ -70,6 +70,8 @@ def load(store: Store) -> None:
         days_ago(8),
         days_ago(6),
         (sha_a,),
+        ready_at=days_ago(7.5),  # coding 12 h, pickup 1 day, review 12 h, deploy 3 days
+        first_review_at=days_ago(6.5),
     )
     deployments = [
         Deployment(

@@ -164,13 +164,21 @@ def reference_figures(truth: dict[str, Any], sources: list[dict[str, Any]], at: 
             expected.histograms["cycletime_change_lead_time"][(d["source"], d["service"], d["environment"])].append(
                 (ts(d["finished_at"]), lead)
             )
+            _change_stages(c, ts(d["finished_at"]), expected)
 
     targets: dict[str, set[str]] = defaultdict(set)
+    linked: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for link in data["links"]:
         targets[link["work_item"]] |= refs_of_change.get(link["target"], set()) | {link["target"]}
+        for c in data["changes"]:
+            named = link["target"].lower() == c["ref"].lower() or any(
+                link["target"].lower() == f"commit:{sha}".lower() for sha in c["commits"]
+            )
+            if named and c not in linked[link["work_item"]]:
+                linked[link["work_item"]].append(c)
 
     for item in data["work_items"]:
-        _work_item(item, at, first_shipped(targets.get(item["ref"], set())), expected)
+        _work_item(item, at, first_shipped(targets.get(item["ref"], set())), expected, linked.get(item["ref"], []))
 
     streams: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for d in deployments:
@@ -187,7 +195,61 @@ def reference_figures(truth: dict[str, Any], sources: list[dict[str, Any]], at: 
     return expected
 
 
-def _work_item(item: dict[str, Any], at: float, release: dict[str, Any] | None, expected: Expected) -> None:
+def _walk(boundaries: list[float | None]) -> list[float]:
+    """Stage lengths between boundaries: an unknown one stands for the next known, and each is kept
+    between the one before it and the last (docs/definitions.md, "Where the time goes")."""
+    end = boundaries[-1]
+    assert end is not None
+    lengths, at = [], boundaries[0]
+    assert at is not None
+    for i in range(1, len(boundaries)):
+        nxt = next(b for b in boundaries[i:] if b is not None)
+        nxt = min(max(nxt, at), end)
+        lengths.append(nxt - at)
+        at = nxt
+    return lengths
+
+
+def _change_stages(c: dict[str, Any], deployed: float, expected: Expected) -> None:
+    labels = (c["source"], c["service"])
+    if c["kind"] != "pull_request":
+        expected.histograms["cycletime_change_stage"][(*labels, "deploy")].append(
+            (deployed, deployed - ts(c["first_commit_at"]))
+        )
+        return
+    merged = ts(c["merged_at"])
+    ready = ts(c["ready_at"]) if c.get("ready_at") else ts(c["first_commit_at"])
+    review = ts(c["first_review_at"]) if c.get("first_review_at") else merged
+    lengths = _walk([ts(c["first_commit_at"]), min(ready, merged), min(review, merged), merged, deployed])
+    for stage, seconds in zip(("coding", "pickup", "review", "deploy"), lengths, strict=True):
+        expected.histograms["cycletime_change_stage"][(*labels, stage)].append((deployed, seconds))
+
+
+def _request_stages(
+    item: dict[str, Any],
+    labels: tuple[str, ...],
+    started: float | None,
+    changes: list[dict[str, Any]],
+    end: float,
+    expected: Expected,
+) -> None:
+    prs = [c for c in changes if c["kind"] == "pull_request"]
+    readies = [ts(c["ready_at"]) if c.get("ready_at") else ts(c["first_commit_at"]) for c in prs]
+    merges = [ts(c["merged_at"]) for c in changes if c.get("merged_at")]
+    lengths = _walk(
+        [ts(item["created_at"]), started, min(readies) if readies else None, max(merges) if merges else None, end]
+    )
+    for stage, seconds in zip(("backlog", "development", "review", "release"), lengths, strict=True):
+        expected.histograms["cycletime_request_stage"][(*labels, stage)].append((end, seconds))
+
+
+def _work_item(
+    item: dict[str, Any],
+    at: float,
+    release: dict[str, Any] | None,
+    expected: Expected,
+    changes: list[dict[str, Any]],
+) -> None:
     created = ts(item["created_at"])
     if created > at:
         return
@@ -216,6 +278,8 @@ def _work_item(item: dict[str, Any], at: float, release: dict[str, Any] | None, 
         expected.histograms["cycletime_request_to_release"][(*labels, release["environment"])].append(
             (end, end - created)
         )
+        first_start = next((s["start"] for s in stays if s["category"] in STARTED), None)
+        _request_stages(item, labels, first_start, changes, end, expected)
     if current["category"] != "Completed":
         return
     completed_at = current["start"]

@@ -521,3 +521,210 @@ def test_vectorised_compute_equals_the_per_item_definition(work: list[WorkItem])
         assert [e for e, _ in got] == [e for e, _ in pairs]
         assert [v for _, v in got] == pytest.approx([v for _, v in pairs])
     assert sum(figures.rejected.values()) == rejected
+
+
+# -- where the time goes: stages ----------------------------------------------------------------------------
+
+
+def pr_change(
+    n: int,
+    first: float,
+    merged: float,
+    *shas: str,
+    ready: float | None = None,
+    review: float | None = None,
+    repo: str = "contoso/web",
+) -> Change:
+    ref = gh_pr_ref(repo, n)
+    return Change(
+        "github",
+        f"{repo}#{n}",
+        ref,
+        repo,
+        "pull_request",
+        day(first),
+        day(merged),
+        shas,
+        None if ready is None else day(ready),
+        None if review is None else day(review),
+    )
+
+
+def stage_days(observations, *labels: str) -> dict[str, list[float]]:
+    """stage → values in days, for the label sets that start with ``labels``."""
+    out: dict[str, list[float]] = {}
+    for key, block in observations.by_labels.items():
+        if key[: len(labels)] == labels:
+            out.setdefault(key[-1], []).extend(float(v) / DAY for v in block[:, 1])
+    return out
+
+
+def test_a_draft_pr_is_coded_until_it_is_marked_ready() -> None:
+    """First commit day 0, opened as a draft, ready day 2, reviewed by someone else day 3, merged day 4,
+    in production day 7: coding 2, pickup 1, review 1, deploy 3, summing to the lead time of 7 days."""
+    sha = "a" * 40
+    pr = pr_change(1, 0, 4, sha, ready=2, review=3)
+    figures = compute([], [pr], [deploy(1, 7, commit_ref(sha))], [])
+    assert stage_days(figures.change_stages, "github", "contoso/web") == {
+        "coding": [2.0],
+        "pickup": [1.0],
+        "review": [1.0],
+        "deploy": [3.0],
+    }
+    assert only(figures.change_lead_time) == [(day(7).timestamp(), 7 * DAY)]
+    assert {float(b[0, 0]) for b in figures.change_stages.by_labels.values()} == {day(7).timestamp()}
+
+
+def test_commits_after_the_opening_make_coding_zero_and_no_review_runs_pickup_to_the_merge() -> None:
+    sha = "b" * 40
+    pr = pr_change(2, 1, 3, sha, ready=0)  # opened on day 0, first commit day 1, nobody reviewed
+    figures = compute([], [pr], [deploy(1, 5, commit_ref(sha))], [])
+    assert stage_days(figures.change_stages) == {"coding": [0.0], "pickup": [2.0], "review": [0.0], "deploy": [2.0]}
+
+
+def test_a_review_after_the_merge_counts_as_none_and_unknown_readiness_means_the_first_commit() -> None:
+    sha = "c" * 40
+    pr = pr_change(3, 0, 2, sha, review=2.5)
+    figures = compute([], [pr], [deploy(1, 3, commit_ref(sha))], [])
+    assert stage_days(figures.change_stages) == {"coding": [0.0], "pickup": [2.0], "review": [0.0], "deploy": [1.0]}
+
+
+def test_a_direct_commit_has_only_deploy() -> None:
+    sha = "d" * 40
+    push = Change("pipelines", sha, commit_ref(sha), "web-ci", "commit", day(1), day(1), (sha,))
+    figures = compute([], [push], [deploy(1, 4, commit_ref(sha))], [])
+    assert list(figures.change_stages.by_labels) == [("pipelines", "web-ci", "deploy")]
+    assert stage_days(figures.change_stages) == {"deploy": [3.0]}
+
+
+def test_request_stages_from_backlog_to_release() -> None:
+    """Created day 0, Active day 3, first linked PR ready day 5, the last linked change merged day 9,
+    released day 12: backlog 3, development 2, review 4, release 3 = request-to-release 12."""
+    sha1, sha2 = "1" * 40, "2" * 40
+    first = pr_change(1, 4, 6, sha1, ready=5)
+    second = pr_change(2, 6.5, 9, sha2, ready=7)
+    item = wi(1, (0, "New", P), (3, "Active", IP), (13, "Closed", C))
+    links = [Link("github", ado_ref(1), first.ref), Link("github", ado_ref(1), commit_ref(sha2))]
+    figures = compute([item], [first, second], [deploy(1, 12, commit_ref(sha1), commit_ref(sha2))], links)
+    assert stage_days(figures.request_stages, "boards", "Fabrikam", "Web", "Bug") == {
+        "backlog": [3.0],
+        "development": [2.0],
+        "review": [4.0],
+        "release": [3.0],
+    }
+    assert only(figures.request_to_release) == [(day(12).timestamp(), 12 * DAY)]
+
+
+def test_an_item_without_a_linked_pr_has_no_review_and_development_runs_to_its_last_change() -> None:
+    sha = "3" * 40
+    push = Change("pipelines", sha, commit_ref(sha), "web-ci", "commit", day(6), day(6), (sha,))
+    built = wi(1, (0, "New", P), (2, "Active", IP))
+    never_started = wi(2, (0, "New", P))
+    figures = compute(
+        [built, never_started],
+        [push],
+        [deploy(1, 8, commit_ref(sha), build_ref(4))],
+        [Link("pipelines", ado_ref(1), commit_ref(sha)), Link("pipelines", ado_ref(2), build_ref(4))],
+    )
+    assert stage_days(figures.request_stages) == {
+        # item 1: backlog 2, development to the pushed commit on day 6, release 2
+        # item 2: linked to a build only, never started: all of it waited in the backlog
+        "backlog": [2.0, 8.0],
+        "development": [4.0, 0.0],
+        "review": [0.0, 0.0],
+        "release": [2.0, 0.0],
+    }
+
+
+TIMES = st.none() | st.floats(-3, 10).map(lambda d: round(d, 3))
+
+
+@st.composite
+def reviewed_deliveries(draw: st.DrawFn) -> tuple[list[Change], list[Deployment]]:
+    """deliveries() whose pull requests got arbitrary readiness, review and merge times (in any order:
+    sources see clock skew), plus some direct commits."""
+    changes, deployments = draw(deliveries())
+    changes = [
+        Change(
+            c.source,
+            c.native_id,
+            c.ref,
+            c.service,
+            c.kind,
+            day(first := draw(st.floats(-3, 6))),
+            draw(st.none() | st.floats(first - 1, 9).map(day)),
+            c.commits,
+            (lambda t: None if t is None else day(t))(draw(TIMES)),
+            (lambda t: None if t is None else day(t))(draw(TIMES)),
+        )
+        for c in changes
+    ]
+    for sha in draw(st.lists(st.sampled_from(SHAS), max_size=2, unique=True)):
+        pushed = day(draw(st.floats(-3, 8)))
+        changes.append(Change("pipelines", sha, commit_ref(sha), "web-ci", "commit", pushed, pushed, (sha,)))
+    return changes, deployments
+
+
+def stages_by_definition(bounds: list[float | None]) -> list[float]:
+    """docs/definitions.md, written another way: each boundary is the latest of the known ones up to
+    it (a missing one standing for the next known), capped at the end; a stage is the difference."""
+    end = bounds[-1]
+    assert end is not None
+    filled = []
+    for i, b in enumerate(bounds):
+        filled.append(b if b is not None else next(x for x in bounds[i + 1 :] if x is not None))
+    effective = [min(end, max(filled[: i + 1])) for i in range(len(filled))]
+    return [later - earlier for earlier, later in itertools.pairwise(effective)]
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(items(), min_size=1, max_size=6, unique_by=lambda w: w.native_id),
+    reviewed_deliveries(),
+    st.lists(st.tuples(st.integers(0, 9), st.sampled_from(DELIVERABLES)), min_size=1, max_size=12),
+)
+def test_stages_equal_the_per_item_definition_and_sum_to_the_whole(
+    work: list[WorkItem], delivered: tuple[list[Change], list[Deployment]], pairs: list[tuple[int, str]]
+) -> None:
+    changes, deployments = delivered
+    refs = [w.ref for w in work]
+    links = [Link("boards", refs[i % len(refs)], target) for i, target in pairs]
+    figures = compute(work, changes, deployments, links)
+
+    # request stages: one observation per stage per released item, summing to its request-to-release
+    want: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    for item in work:
+        found = released_by_definition(item, changes, deployments, links)
+        if found is None:
+            continue
+        labels, (end, whole) = found
+        targets = {link.target for link in links if link.work_item == item.ref}
+        mine = [c for c in changes if c.ref in targets or targets & {commit_ref(s) for s in c.commits}]
+        started = [s.at.timestamp() for s in sorted(item.history, key=lambda s: s.seq) if s.category in (IP, R)]
+        readies = [(c.ready_at or c.first_commit_at).timestamp() for c in mine if c.kind == "pull_request"]
+        merges = [c.merged_at.timestamp() for c in mine if c.merged_at is not None]
+        bounds = [
+            item.created_at.timestamp(),
+            started[0] if started else None,
+            min(readies) if readies else None,
+            max(merges) if merges else None,
+            end,
+        ]
+        seconds = stages_by_definition(bounds)
+        assert all(s >= 0 for s in seconds) and sum(seconds) == pytest.approx(whole, abs=1e-6)
+        for stage, s in zip(("backlog", "development", "review", "release"), seconds, strict=True):
+            want.setdefault((*labels[:4], stage), []).append((end, s))
+    got = {k: sorted(figures.request_stages.pairs(k)) for k in figures.request_stages.by_labels}
+    assert got.keys() == want.keys()
+    for key, pairs_ in want.items():
+        assert [e for e, _ in got[key]] == [e for e, _ in sorted(pairs_)]
+        assert [v for _, v in got[key]] == pytest.approx([v for _, v in sorted(pairs_)], abs=1e-6)
+
+    # change stages: a pull request's four (a direct commit's one) sum to its change lead time
+    lead_total = sum(float(b[:, 1].sum()) for b in figures.change_lead_time.by_labels.values())
+    stage_total = sum(float(b[:, 1].sum()) for b in figures.change_stages.by_labels.values())
+    assert stage_total == pytest.approx(lead_total, abs=1e-3)
+    assert all((b[:, 1] >= 0).all() for b in figures.change_stages.by_labels.values())
+    lead_count = sum(len(b) for b in figures.change_lead_time.by_labels.values())
+    for stage in ("deploy",):
+        assert sum(len(b) for k, b in figures.change_stages.by_labels.items() if k[2] == stage) == lead_count

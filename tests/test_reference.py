@@ -87,6 +87,8 @@ HISTOGRAM_LABELS = {
     "cycletime_request_to_release": ("source", "project", "team", "type", "environment"),
     "cycletime_change_lead_time": ("source", "service", "environment"),
     "cycletime_failed_deployment_recovery": ("source", "service", "environment", "production"),
+    "cycletime_change_stage": ("source", "service", "stage"),
+    "cycletime_request_stage": ("source", "project", "team", "type", "stage"),
 }
 
 
@@ -178,6 +180,8 @@ def test_metrics_at_equal_an_independent_reference(tmp_path: Path, fault_rate: f
     now = reference_figures(truth, srcs, today.timestamp())
     totals = {base: sum(map(len, series.values())) for base, series in now.histograms.items()}
     assert totals.get("cycletime_request_to_release", 0) >= 20 and totals.get("cycletime_change_lead_time", 0) >= 20
+    assert totals.get("cycletime_request_stage", 0) == 4 * totals["cycletime_request_to_release"]
+    assert totals.get("cycletime_change_stage", 0) > totals["cycletime_change_lead_time"]  # PRs have four
     for at in (today, today - timedelta(days=90)):
         shown = cli("metrics", "--config", str(config), "--at", at.isoformat())
         assert shown.returncode == 0, shown.stderr
