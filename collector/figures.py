@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from collector.compute import Figures, Observations, compute, window_quantiles
+from collector.compute import REQUEST_STAGES, Figures, Observations, compute, window_quantiles
 from collector.config import Config, format_duration
 from collector.model import Change, Deployment, Link
 from collector.store import STORE_ERRORS, ApiBudget, SourceStatus, Store
@@ -117,6 +117,10 @@ class ProjectFigure:
     project: str
     p85: float | None
     count: int
+    #: where the time went: the request stage holding the largest share of the project's
+    #: request-to-release over the same 30 days (items of every team and type pooled), and that share
+    largest_stage: str | None = None
+    largest_stage_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -200,9 +204,30 @@ def trend(figures: Figures, now: float, months: int = TREND_MONTHS) -> tuple[Mon
     return tuple(points)
 
 
+def largest_stages(figures: Figures, now: float, window: float = HEADLINE_WINDOW) -> dict[str, tuple[str, float]]:
+    """project → (stage, share): the request stage with the most seconds, summed over the items
+    released in ``(now - window, now]``, and its share of their whole request-to-release."""
+    names = figures.request_stages.label_names
+    project, stage = names.index("project"), names.index("stage")
+    seconds: dict[str, dict[str, float]] = {}
+    for labels, block in figures.request_stages.by_labels.items():
+        inside = (block[:, 0] > now - window) & (block[:, 0] <= now)
+        per_stage = seconds.setdefault(labels[project], {})
+        per_stage[labels[stage]] = per_stage.get(labels[stage], 0.0) + float(block[inside, 1].sum())
+    out = {}
+    for name, per_stage in seconds.items():
+        total = sum(per_stage.values())
+        if total > 0:
+            # ties go to the earlier stage in the flow
+            largest = max(REQUEST_STAGES, key=lambda st: (per_stage.get(st, 0.0), -REQUEST_STAGES.index(st)))
+            out[name] = (largest, per_stage[largest] / total)
+    return out
+
+
 def headline(figures: Figures, now: float) -> Headline:
+    stages = largest_stages(figures, now)
     projects = [
-        ProjectFigure(project, *_p85(data, now))
+        ProjectFigure(project, *_p85(data, now), *stages.get(project, (None, 0.0)))
         for project, data in pooled(figures.request_to_release, lambda labels: labels[1]).items()
     ]
     projects.sort(key=lambda p: (-(p.p85 if p.p85 is not None else -1.0), p.project))

@@ -201,19 +201,25 @@ def _days(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / DAY:.1f}"
 
 
+def _stage(stage: str | None, share: float) -> str:
+    return "-" if stage is None else f"{stage} ({share:.0%})"
+
+
 def headline_html(headline: Headline) -> str:
     """The headline as a table per project and a sentence for DORA; ``data-seconds`` keeps the exact
     values, equal to the exposition's."""
     rows = [
         f'<tr class="project" data-project="{html.escape(p.project)}" '
-        f'data-seconds="{"" if p.p85 is None else repr(p.p85)}" data-count="{p.count}">'
-        f"<td>{html.escape(p.project)}</td><td>{_days(p.p85)}</td><td>{p.count}</td></tr>"
+        f'data-seconds="{"" if p.p85 is None else repr(p.p85)}" data-count="{p.count}" '
+        f'data-stage="{p.largest_stage or ""}">'
+        f"<td>{html.escape(p.project)}</td><td>{_days(p.p85)}</td><td>{p.count}</td>"
+        f"<td>{_stage(p.largest_stage, p.largest_stage_share)}</td></tr>"
         for p in headline.projects
     ]
     table = (
         '<table class="headline"><thead><tr><th>Project</th><th>Request to release, p85 (days)</th>'
-        "<th>Items</th></tr></thead><tbody>\n"
-        + ("\n".join(rows) or '<tr><td colspan="3">none released in the last 30 days</td></tr>')
+        "<th>Items</th><th>Most time in</th></tr></thead><tbody>\n"
+        + ("\n".join(rows) or '<tr><td colspan="4">none released in the last 30 days</td></tr>')
         + "\n</tbody></table>"
     )
     rate = headline.change_failure_rate

@@ -115,7 +115,8 @@ def headline(config: Path, now: float) -> str:
     """The demo's headline from the collector's store, as of ``now``: per project, p85
     request-to-release over the last 30 days against the first quarter of the year (12 to 9 months
     ago), slowest first; then production deployment frequency and change failure rate over the last
-    30 days. The same figures as the landing page's (``collector.figures.headline``): items of every
+    30 days, and the request stage that held most of the project's time (docs/definitions.md, "Where the
+    time goes"). The same figures as the landing page's (``collector.figures.headline``): items of every
     team and type of a project are pooled (the dashboards show them per team)."""
     from collector.compute import compute, window_quantiles
     from collector.config import load_config
@@ -140,14 +141,15 @@ def headline(config: Path, now: float) -> str:
     lines = [
         f"  as of {when}",
         "  request to release, p85 in days (a project's teams and types pooled), slowest first:",
-        f"    {'project':<24} {'last 30 days':>12} {'items':>6}   {'a year ago':>10} {'items':>6}",
-        f"    {'':<24} {'':>12} {'':>6}   {'(12-9 mo.)':>10}",
+        f"    {'project':<24} {'last 30 days':>12} {'items':>6}   {'a year ago':>10} {'items':>6}   most time in",
+        f"    {'':<24} {'':>12} {'':>6}   {'(12-9 mo.)':>10} {'':>6}   (last 30 days)",
     ]
     for project in top.projects:
         before = window_quantiles(by_project[project.project], now - 270 * DAY, 90 * DAY, [0.85])
+        stage = "-" if project.largest_stage is None else f"{project.largest_stage} {project.largest_stage_share:.0%}"
         lines.append(
             f"    {project.project:<24} {days(project.p85):>12} {project.count:>6}   "
-            f"{days(before.quantiles.get(0.85)):>10} {before.count:>6}"
+            f"{days(before.quantiles.get(0.85)):>10} {before.count:>6}   {stage}"
         )
     rate = top.change_failure_rate
     total = top.deployments_succeeded + top.deployments_failed

@@ -38,9 +38,18 @@ def run_demo(folder: Path, activity: float = 10) -> tuple[str, dict[str, str]]:
     return result.stdout, env
 
 
+HEADLINE_ROW = (
+    r"^    (\S+)\s+([\d.]+|-)\s+(\d+)\s+([\d.]+|-)\s+(\d+)   (-|(?:backlog|development|review|release) \d+%)$"
+)
+
+
 def headline_rows(out: str) -> list[tuple[str, float, int]]:
-    rows = re.findall(r"^    (\S+)\s+([\d.]+|-)\s+(\d+)\s+([\d.]+|-)\s+(\d+)$", out, re.M)
+    rows = re.findall(HEADLINE_ROW, out, re.M)
     return [(r[0], float(r[1]) if r[1] != "-" else -1.0, int(r[2])) for r in rows]
+
+
+def headline_stages(out: str) -> dict[str, str]:
+    return {r[0]: r[5] for r in re.findall(HEADLINE_ROW, out, re.M)}
 
 
 def assert_headline_equals_the_exposition(out: str, folder: Path, env: dict[str, str]) -> None:
@@ -90,6 +99,9 @@ def test_demo_starts_everything_and_prints_the_headline(tmp_path: Path) -> None:
     assert {r[0] for r in rows} >= {"Fabrikam", "Tailspin"}, out
     p85 = [r[1] for r in rows]
     assert p85 == sorted(p85, reverse=True)
+    # where the time goes: every project with releases in the last 30 days names its largest stage
+    stages = headline_stages(out)
+    assert all(stages[project] != "-" for project, _, count in rows if count), out
     assert_headline_equals_the_exposition(out, tmp_path / "demo", env)
     assert "cycle time, 3 to 0 months ago" in out and "request to release, 12 to 9 months ago" in out
     log = (tmp_path / "demo" / "collector.log").read_text()

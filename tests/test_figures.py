@@ -358,3 +358,38 @@ def test_items_written_around_the_store_without_numbers_are_read_in_full(
     kept = cache.refresh()
     assert loads == [1, 1]
     assert_same_figures(kept.figures, FigureCache(store, settings(), clock=NOW.timestamp).refresh().figures)
+
+
+def test_the_headline_names_the_stage_that_held_most_of_each_projects_time() -> None:
+    """Fabrikam: 20 days waiting in the backlog against 6 of development, review and release; Tailspin:
+    released 30 days after the last merge. Items released before the 30-day window do not count."""
+    now = NOW.timestamp()
+
+    def at(days_before: float) -> datetime:
+        return NOW - timedelta(days=days_before)
+
+    def item(n: int, project: str, created: float, started: float) -> WorkItem:
+        history = (
+            StateChange(str(n), 1, at(created), "New", Category.PROPOSED),
+            StateChange(str(n), 2, at(started), "Active", Category.IN_PROGRESS),
+        )
+        return WorkItem("boards", str(n), ado_ref(n), project, "Web", "Bug", at(created), history)
+
+    sha = {n: f"{n:040x}" for n in range(1, 4)}
+    changes = [
+        Change("gh", "1", "ghpr:o/r#1", "o/r", "pull_request", at(8), at(5), (sha[1],), at(7), at(6)),
+        Change("gh", "2", "ghpr:o/r#2", "o/r", "pull_request", at(39), at(38), (sha[2],), at(39), at(38)),
+        Change("gh", "3", "ghpr:o/r#3", "o/r", "pull_request", at(90), at(89), (sha[3],), at(90), at(89)),
+    ]
+    items = [item(1, "Fabrikam", 26, 6), item(2, "Tailspin", 40, 39), item(3, "Tailspin", 100, 91)]
+    deployments = [
+        Deployment("p", f"d{n}", "web", "production", True, "success", None, at(days), None, (commit_ref(sha[n]),))
+        for n, days in ((1, 2), (2, 8), (3, 60))
+    ]
+    links = [Link("gh", ado_ref(n), f"ghpr:o/r#{n}") for n in range(1, 4)]
+    figures = compute(items, changes, deployments, links)
+    top = {p.project: p for p in headline(figures, now).projects}
+    # Fabrikam: created 26 days ago, started 6, ready 7 (clamped to 6), merged 5, released 2
+    assert (top["Fabrikam"].largest_stage, top["Fabrikam"].largest_stage_share) == ("backlog", pytest.approx(20 / 24))
+    # Tailspin: only item 2 is in the window: backlog 1, development 0, review 1, release 30
+    assert (top["Tailspin"].largest_stage, top["Tailspin"].largest_stage_share) == ("release", pytest.approx(30 / 32))
