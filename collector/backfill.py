@@ -38,7 +38,7 @@ from collector.compute import (
 from collector.config import Config, parse_duration
 from collector.errors import CycletimeError
 from collector.figures import Settings
-from collector.linking import first_deliveries, linked_changes, work_item_deliveries
+from collector.linking import first_deliveries, linked_change_times, work_item_deliveries
 from collector.model import Change, Deployment, Link
 from collector.store import Store
 from collector.table import WorkItemTable
@@ -166,19 +166,15 @@ class Timeline:
             work_item_deliveries(links, changes, delivered).items(), key=lambda kv: kv[1].finished_at
         )
         self.release_ends = [d.finished_at.timestamp() for _, d in self.releases]
-        lead_times = [
+        # negative lead times: compute counts them as rejected; they are no figure
+        shipped = [row for row in change_lead_times(changes, delivered) if row[3] >= 0]
+        self.lead_times = _by_labels(
             (finish, (deployment.source, deployment.service, deployment.environment), value)
-            for _change, deployment, finish, value in change_lead_times(changes, delivered)
-            if value >= 0  # compute counts the others as rejected; they are no figure
-        ]
-        self.lead_times = _by_labels(lead_times)
-        self.change_stages = _by_labels(
-            (finish, labels, seconds)
-            for change, _deployment, finish, value in change_lead_times(changes, delivered)
-            if value >= 0
-            for labels, seconds in change_stages(change, finish, value)
+            for _change, deployment, finish, value in shipped
         )
-        self.linked = linked_changes(links, changes)
+        stages = change_stages([(change, finish, value) for change, _deployment, finish, value in shipped])
+        self.change_stages = {labels: block[np.argsort(block[:, 0], kind="stable")] for labels, block in stages.items()}
+        self.linked = linked_change_times(links, changes)
         self.recoveries = _by_labels([(end, labels, value) for labels, end, value in recoveries(deployments)])
         events = [
             (

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
 from collector.errors import Rejected
-from collector.linking import change_deliveries, first_deliveries, linked_changes, work_item_deliveries
+from collector.linking import change_deliveries, first_deliveries, linked_change_times, work_item_deliveries
 from collector.model import STARTED_CATEGORIES, WIP_CATEGORIES, Category, Change, Deployment, Link, WorkItem
 from collector.table import CAT_CODE, CATEGORIES, WorkItemTable
 
@@ -203,7 +204,7 @@ def compute(
     delivered = first_deliveries(deployments)
     links = list(links)
     releases = work_item_deliveries(links, changes, delivered)
-    _add_work_item_figures(table, releases, figures, linked_changes(links, changes))
+    _add_work_item_figures(table, releases, figures, linked_change_times(links, changes))
     _add_change_lead_times(changes, delivered, figures)
     events: dict[tuple[str, ...], list[float]] = {}
     for deployment in deployments:
@@ -224,7 +225,7 @@ def compute(
 
 
 def _add_work_item_figures(
-    t: WorkItemTable, releases: dict[str, Deployment], figures: Figures, linked: dict[str, list[Change]]
+    t: WorkItemTable, releases: dict[str, Deployment], figures: Figures, linked: dict[str, tuple[float, float]]
 ) -> None:
     # Temporaries are deleted as soon as they are used: at a million items each is 8-32 MB.
     n, m = len(t), len(t.h_item)
@@ -323,92 +324,29 @@ def _add_work_item_figures(
 
     # gathered per label set first: adding one observation at a time re-stacks the array each time
     r2r: dict[tuple[str, ...], list[tuple[float, float]]] = {}
-    stages: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    # request stages: created | first started | first linked PR ready | last linked change merged | released
+    rows, bounds = [], []
+    no_changes = (np.nan, np.nan)
     for i, ref in released:
         if valid[i]:
             release = releases[ref]
             released_at = release.finished_at.timestamp()
-            item_labels = t.labels[t.label_idx[i]]
-            r2r.setdefault((*item_labels, release.environment), []).append(
+            r2r.setdefault((*t.labels[t.label_idx[i]], release.environment), []).append(
                 (released_at, released_at - float(t.created[i]))
             )
-            started = float(first_started[i])
-            bounds = request_stage_bounds(
-                float(t.created[i]), started if np.isfinite(started) else None, linked.get(ref, ()), released_at
-            )
-            for stage, seconds in zip(REQUEST_STAGES, np.diff(bounds), strict=True):
-                stages.setdefault((*item_labels, stage), []).append((released_at, float(seconds)))
+            rows.append(i)
+            bounds.append((float(t.created[i]), float(first_started[i]), *linked.get(ref, no_changes), released_at))
     for labels, pairs in r2r.items():
         ends, values = zip(*pairs, strict=True)
         figures.request_to_release.add_many(labels, np.asarray(ends), np.asarray(values))
-    for labels, pairs in stages.items():
-        ends, values = zip(*pairs, strict=True)
-        figures.request_stages.add_many(labels, np.asarray(ends), np.asarray(values))
-
-
-def clamped(boundaries: Sequence[float | None]) -> list[float]:
-    """Stage boundaries made non-decreasing between the first and the last, which are known.
-
-    A missing boundary takes the next known one (its stage lasts nothing and the time goes to
-    the stage before it); a boundary before the previous one moves up to it; one after the last
-    moves down to it. So the stages always sum to last - first, exactly.
-    """
-    first, last = boundaries[0], boundaries[-1]
-    assert first is not None and last is not None
-    out = [first]
-    for i in range(1, len(boundaries) - 1):
-        value = boundaries[i]
-        if value is None:
-            value = next((b for b in boundaries[i + 1 :] if b is not None), last)
-        out.append(min(max(value, out[-1]), last))
-    out.append(max(last, out[-1]))
-    return out
-
-
-def ready_at(change: Change) -> float:
-    """When a PR became ready for review; a source that cannot tell means at its first commit."""
-    return (change.ready_at or change.first_commit_at).timestamp()
-
-
-def request_stage_bounds(
-    created: float, started: float | None, changes: Sequence[Change], released: float
-) -> list[float]:
-    """backlog | development | review | release boundaries of one released item.
-
-    Created → first started → first linked PR ready for review → last linked change merged (or
-    pushed) → released. Without a linked PR there is no review: development runs to the last
-    linked change; without any linked change with a time, to the release.
-    """
-    prs = [c for c in changes if c.kind == "pull_request"]
-    first_ready = min((ready_at(c) for c in prs), default=None)
-    merges = [c.merged_at.timestamp() for c in changes if c.merged_at is not None]
-    last_merge = max(merges, default=None)
-    return clamped([created, started, first_ready, last_merge, released])
-
-
-def change_stages(change: Change, deployed: float, lead_time: float) -> list[tuple[tuple[str, str, str], float]]:
-    """(labels, seconds) per stage of a deployed change. The stages are the pull request's: its own
-    source and repository label them, the deploy stage too; a direct commit has only ``deploy``."""
-    if change.kind != "pull_request":
-        return [((change.source, change.service, "deploy"), lead_time)]
-    seconds = np.diff(change_stage_bounds(change, deployed)).tolist()
-    return [((change.source, change.service, stage), s) for stage, s in zip(CHANGE_STAGES, seconds, strict=True)]
-
-
-def change_stage_bounds(change: Change, deployed: float) -> list[float]:
-    """coding | pickup | review | deploy boundaries of one deployed pull request.
-
-    First commit → ready for review → first review by someone else (none: the merge) → merged →
-    the first production deployment containing it. Clamped (docs/definitions.md), so coding is 0
-    when the commits follow the PR's opening and the stages sum to the change's lead time.
-    """
-    first, ready = change.first_commit_at.timestamp(), ready_at(change)
-    merged = change.merged_at.timestamp() if change.merged_at is not None else None
-    review = change.first_review_at.timestamp() if change.first_review_at is not None else merged
-    if merged is not None:  # a review after the merge picked nothing up: the merge ends pickup
-        ready = min(ready, merged)
-        review = merged if review is None else min(review, merged)
-    return clamped([first, ready, review, merged, deployed])
+    if rows:
+        b = np.asarray(bounds, dtype=float)
+        b[~np.isfinite(b)] = np.nan  # never started: first_started is +inf
+        lengths = stage_lengths(b)
+        item = np.asarray(rows)
+        for label, members in _group(t.label_idx[item]):
+            for k, stage in enumerate(REQUEST_STAGES):
+                figures.request_stages.add_many((*t.labels[label], stage), b[members, -1], lengths[members, k])
 
 
 def _group(label_idx: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
@@ -419,6 +357,75 @@ def _group(label_idx: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
     for chunk in np.split(order, bounds):
         if len(chunk):
             yield int(label_idx[chunk[0]]), chunk
+
+
+def stage_lengths(bounds: np.ndarray) -> np.ndarray:
+    """Stage lengths from boundaries, one row per item, NaN where a boundary is unknown.
+
+    The first and last boundaries are known and in order. A missing boundary takes the next known
+    one (its stage lasts nothing and the stage before it runs on); every boundary is moved up to
+    the latest before it and down to the last. So a row's stages sum to last - first, exactly.
+    """
+    b = np.array(bounds, dtype=float, copy=True)
+    if b.size == 0:
+        return np.empty((0, max(b.shape[-1] - 1, 0) if b.ndim == 2 else 0))
+    for j in range(b.shape[1] - 2, 0, -1):
+        missing = np.isnan(b[:, j])
+        b[missing, j] = b[missing, j + 1]
+    last = b[:, -1].copy()
+    np.maximum.accumulate(b, axis=1, out=b)
+    np.minimum(b, last[:, None], out=b)
+    return np.diff(b, axis=1)
+
+
+def _seconds(at: datetime | None) -> float:
+    return np.nan if at is None else at.timestamp()
+
+
+def change_stage_bounds(changes: Sequence[Change], deployed: Sequence[float]) -> np.ndarray:
+    """First commit | ready for review | first review by someone else | merged | deployed, per pull
+    request (docs/definitions.md). Readiness unknown: the first commit. A review after the merge
+    picked nothing up: pickup runs to the merge, as when nobody reviewed."""
+    b = np.array(
+        [
+            (c.first_commit_at.timestamp(), _seconds(c.ready_at), _seconds(c.first_review_at), _seconds(c.merged_at), d)
+            for c, d in zip(changes, deployed, strict=True)
+        ],
+        dtype=float,
+    ).reshape(len(changes), 5)
+    b[:, 1] = np.where(np.isnan(b[:, 1]), b[:, 0], b[:, 1])
+    merged = ~np.isnan(b[:, 3])
+    b[merged, 1] = np.minimum(b[merged, 1], b[merged, 3])
+    b[:, 2] = np.where(np.isnan(b[:, 2]), b[:, 3], b[:, 2])
+    b[merged, 2] = np.minimum(b[merged, 2], b[merged, 3])
+    return b
+
+
+def change_stages(deployed: Sequence[tuple[Change, float, float]]) -> dict[tuple[str, ...], np.ndarray]:
+    """(source, service, stage) → (n, 2) array of (deployment finish, seconds) for deployed changes
+    given as (change, finish, lead time). The stages are the pull request's: its own source and
+    repository label them, the deploy stage too. A direct commit has only ``deploy``, its lead time."""
+    label_of: dict[tuple[str, str], int] = {}
+    index = np.fromiter(
+        (label_of.setdefault((c.source, c.service), len(label_of)) for c, _, _ in deployed), dtype=np.int64
+    )
+    finish = np.fromiter((f for _, f, _ in deployed), dtype=float, count=len(deployed))
+    lead = np.fromiter((v for _, _, v in deployed), dtype=float, count=len(deployed))
+    is_pr = np.fromiter((c.kind == "pull_request" for c, _, _ in deployed), dtype=bool, count=len(deployed))
+    pr_rows = np.flatnonzero(is_pr)
+    prs = [deployed[int(i)][0] for i in pr_rows]
+    lengths = stage_lengths(change_stage_bounds(prs, finish[pr_rows].tolist()))
+    labels = list(label_of)
+    out: dict[tuple[str, ...], np.ndarray] = {}
+    for label, members in _group(index[pr_rows]):
+        rows = pr_rows[members]
+        for k, stage in enumerate(CHANGE_STAGES):
+            out[(*labels[label], stage)] = np.column_stack([finish[rows], lengths[members, k]])
+    commits = np.flatnonzero(~is_pr)
+    for label, members in _group(index[commits]):
+        rows = commits[members]
+        out[(*labels[label], "deploy")] = np.column_stack([finish[rows], lead[rows]])
+    return out
 
 
 def change_lead_times(
@@ -438,21 +445,18 @@ def change_lead_times(
 
 def _add_change_lead_times(changes: Sequence[Change], delivered: dict[str, Deployment], figures: Figures) -> None:
     by_labels: dict[tuple[str, ...], list[tuple[float, float]]] = {}
-    stages: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    deployed: list[tuple[Change, float, float]] = []
     for change, deployment, finish, value in change_lead_times(changes, delivered):
         if value < 0:  # never a negative observation: counted instead
             figures.rejected[(change.source, "end_before_start")] += 1
             continue
         key: tuple[str, ...] = (deployment.source, deployment.service, deployment.environment)
         by_labels.setdefault(key, []).append((finish, value))
-        for labels, seconds in change_stages(change, finish, value):
-            stages.setdefault(labels, []).append((finish, seconds))
+        deployed.append((change, finish, value))
     for key, pairs in by_labels.items():
         ends, values = zip(*pairs, strict=True)
         figures.change_lead_time.add_many(key, np.asarray(ends), np.asarray(values))
-    for key, pairs in stages.items():
-        ends, values = zip(*pairs, strict=True)
-        figures.change_stages.add_many(key, np.asarray(ends), np.asarray(values))
+    figures.change_stages.by_labels.update(change_stages(deployed))
 
 
 def recoveries(deployments: Iterable[Deployment]) -> list[tuple[tuple[str, str, str, str], float, float]]:

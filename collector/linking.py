@@ -82,16 +82,33 @@ def work_item_deliveries(
     return out
 
 
-def linked_changes(links: Iterable[Link], changes: Iterable[Change]) -> dict[str, list[Change]]:
-    """work item ref → the changes linked to it: through the change's own ref (a PR, a pushed
-    commit) or through one of its commits (``AB#12`` in a commit message of a PR). Build links
-    name no change and add nothing. Each change once per item, in (source, native_id) order."""
-    by_ref: dict[str, list[Change]] = {}
+def linked_change_times(links: Iterable[Link], changes: Iterable[Change]) -> dict[str, tuple[float, float]]:
+    """work item ref → (first linked pull request ready for review, last linked change merged),
+    NaN where there is none: the request stages' middle boundaries (docs/definitions.md).
+
+    A link names a change by the change's own ref (a PR, a pushed commit) or by one of its commits
+    (``AB#12`` in a commit message of a PR); a build link names no change. A PR whose source cannot
+    tell readiness counts as ready at its first commit.
+    """
+    nan = float("nan")
+    links = list(links)
+    targets = {link.target for link in links}
+    times: dict[str, list[tuple[float, float]]] = {}
     for change in changes:
-        for ref in change_refs(change):
-            by_ref.setdefault(ref, []).append(change)
-    found: dict[str, dict[tuple[str, str], Change]] = {}
+        refs = [ref for ref in (change.ref, *("commit:" + sha.lower() for sha in change.commits)) if ref in targets]
+        if not refs:
+            continue
+        ready = (change.ready_at or change.first_commit_at).timestamp() if change.kind == "pull_request" else nan
+        merged = change.merged_at.timestamp() if change.merged_at is not None else nan
+        for ref in refs:
+            times.setdefault(ref, []).append((ready, merged))
+    out: dict[str, tuple[float, float]] = {}
     for link in links:
-        for change in by_ref.get(link.target, ()):
-            found.setdefault(link.work_item, {})[(change.source, change.native_id)] = change
-    return {item: [chosen[key] for key in sorted(chosen)] for item, chosen in found.items()}
+        for ready, merged in times.get(link.target, ()):
+            first, last = out.get(link.work_item, (nan, nan))
+            # min/max that skip NaN: "no such change" never wins
+            out[link.work_item] = (
+                ready if first != first or ready < first else first,
+                merged if last != last or merged > last else last,
+            )
+    return out
