@@ -424,7 +424,9 @@ def change_stages(deployed: Sequence[tuple[Change, float, float]]) -> dict[tuple
     commits = np.flatnonzero(~is_pr)
     for label, members in _group(index[commits]):
         rows = commits[members]
-        out[(*labels[label], "deploy")] = np.column_stack([finish[rows], lead[rows]])
+        pushed = np.column_stack([finish[rows], lead[rows]])
+        key = (*labels[label], "deploy")
+        out[key] = pushed if key not in out else np.vstack([out[key], pushed])  # a repository's PRs and pushes
     return out
 
 

@@ -661,7 +661,9 @@ def reviewed_deliveries(draw: st.DrawFn) -> tuple[list[Change], list[Deployment]
     ]
     for sha in draw(st.lists(st.sampled_from(SHAS), max_size=2, unique=True)):
         pushed = day(draw(st.floats(-3, 8)))
-        changes.append(Change("pipelines", sha, commit_ref(sha), "web-ci", "commit", pushed, pushed, (sha,)))
+        # pushed to the PRs' repository (their deploy stages share a series) or built by a pipeline
+        source, service = draw(st.sampled_from([("github", "contoso/web"), ("pipelines", "web-ci")]))
+        changes.append(Change(source, sha, commit_ref(sha), service, "commit", pushed, pushed, (sha,)))
     return changes, deployments
 
 
