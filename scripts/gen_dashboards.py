@@ -3,7 +3,7 @@
 
 Writes:
 
-* ``config/grafana/{request-to-release,flow,dora,collector-health}.json`` — the Grafana dashboards;
+* ``config/grafana/{request-to-release,flow,dora,collector-health,where-the-time-goes}.json`` — the Grafana dashboards;
 * ``helm/cycletime-collector/dashboards/*.json`` — byte-identical copies (Helm cannot read files
   outside the chart directory, the dashboards ConfigMap uses ``.Files.Glob``);
 * ``config/prometheus/rules.yaml`` — recording rules and alerts, thresholds at their defaults;
@@ -519,6 +519,7 @@ def stat(
     *,
     mappings: list[dict[str, Any]] | None = None,
     graph: bool = True,
+    text_mode: str = "auto",
     **extra: Any,
 ) -> dict[str, Any]:
     fc = _field_config(unit, thresholds, **extra)
@@ -536,7 +537,7 @@ def stat(
             "justifyMode": "auto",
             "orientation": "auto",
             "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "textMode": "auto",
+            "textMode": text_mode,
         },
         "targets": tgts,
     }
@@ -585,6 +586,68 @@ def heatmap(title: str, description: str, tgts: list[dict[str, Any]], unit: str)
             "yAxis": {"axisPlacement": "left", "unit": unit},
         },
         "targets": tgts,
+    }
+
+
+def barchart(
+    title: str,
+    description: str,
+    tgts: list[dict[str, Any]],
+    unit: str,
+    transformations: list[dict[str, Any]],
+    *,
+    overrides: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Bars from an instant table query reshaped by ``transformations``, stacked left to right."""
+    fc = _field_config(unit, None, {"fillOpacity": 80, "gradientMode": "none", "lineWidth": 1})
+    fc["overrides"] = overrides or []
+    return {
+        "type": "barchart",
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "fieldConfig": fc,
+        "options": {
+            "barWidth": 0.8,
+            "groupWidth": 0.7,
+            "legend": {"calcs": [], "displayMode": "list", "placement": "bottom", "showLegend": True},
+            "orientation": "horizontal",
+            "showValue": "never",
+            "stacking": "normal",
+            "tooltip": {"mode": "multi", "sort": "none"},
+            "xTickLabelRotation": 0,
+        },
+        "targets": tgts,
+        "transformations": transformations,
+    }
+
+
+def table(
+    title: str,
+    description: str,
+    tgts: list[dict[str, Any]],
+    unit: str,
+    transformations: list[dict[str, Any]],
+    *,
+    sort_by: str,
+    overrides: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    fc = _field_config(unit, None)
+    fc["overrides"] = overrides or []
+    return {
+        "type": "table",
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "fieldConfig": fc,
+        "options": {
+            "cellHeight": "sm",
+            "footer": {"show": False, "reducer": ["sum"], "fields": ""},
+            "showHeader": True,
+            "sortBy": [{"desc": True, "displayName": sort_by}],
+        },
+        "targets": tgts,
+        "transformations": transformations,
     }
 
 
@@ -1520,11 +1583,430 @@ def collector_health() -> dict[str, Any]:
     )
 
 
+REQUEST_STAGES = ("backlog", "development", "review", "release")
+CHANGE_STAGES = ("coding", "pickup", "review", "deploy")
+#: one colour per stage name, the same in every panel (review is the same stage idea in both)
+STAGE_COLORS = {
+    "backlog": "purple",
+    "development": "blue",
+    "coding": "blue",
+    "pickup": "yellow",
+    "review": "orange",
+    "release": "green",
+    "deploy": "green",
+}
+CHANGE_STAGE_FILTER = 'source=~"$source",service=~"$service"'
+BANDS_GROWTH = _steps(("green", None), ("yellow", 0.1), ("red", 0.25))
+
+
+def _stage_colors(stages: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "matcher": {"id": "byName", "options": stage},
+            "properties": [{"id": "color", "value": {"fixedColor": STAGE_COLORS[stage], "mode": "fixed"}}],
+        }
+        for stage in stages
+    ]
+
+
+def _stage_growth(metric: str, flt: str, by: str) -> str:
+    """p85 over 30d / p85 over 90d - 1 per ``by`` group (largest matching series on each side)."""
+    return (
+        f'max by ({by}) ({metric}{{{flt},window="30d",quantile="0.85"}})\n/\n'
+        f'(max by ({by}) ({metric}{{{flt},window="90d",quantile="0.85"}}) > 0)\n- 1'
+    )
+
+
+def _stages_per(
+    title: str, description: str, metric: str, flt: str, row: str, quantile: str, stages: tuple[str, ...]
+) -> dict[str, Any]:
+    """A horizontal bar per ``row`` label value, stacked by stage: each stage's quantile in the window."""
+    return barchart(
+        title,
+        description,
+        [
+            target(
+                f'max by ({row}, stage) ({metric}{{{flt},window="$window",quantile="{quantile}"}})',
+                f"{{{{{row}}}}} {{{{stage}}}}",
+                instant=True,
+                fmt="table",
+            )
+        ],
+        "s",
+        [
+            {
+                "id": "groupingToMatrix",
+                "options": {"columnField": "stage", "rowField": row, "valueField": "Value", "emptyValue": "null"},
+            },
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {},
+                    "indexByName": {f"{row}\\stage": 0, **{stage: i + 1 for i, stage in enumerate(stages)}},
+                    "renameByName": {f"{row}\\stage": row},
+                },
+            },
+        ],
+        overrides=_stage_colors(stages),
+    )
+
+
+def _growth_table(title: str, description: str, metric: str, flt: str, by: str, sort_by: str) -> dict[str, Any]:
+    count = metric.replace("_window_seconds", "_window_count")
+    columns = {"Value #A": "p85 30d", "Value #B": "p85 90d", "Value #C": "items 30d", "Value #D": sort_by}
+    return table(
+        title,
+        description,
+        [
+            target(
+                f'max by ({by}) ({metric}{{{flt},window="30d",quantile="0.85"}})', ref="A", instant=True, fmt="table"
+            ),
+            target(
+                f'max by ({by}) ({metric}{{{flt},window="90d",quantile="0.85"}})', ref="B", instant=True, fmt="table"
+            ),
+            target(f'max by ({by}) ({count}{{{flt},window="30d"}})', ref="C", instant=True, fmt="table"),
+            target(_stage_growth(metric, flt, by), ref="D", instant=True, fmt="table"),
+        ],
+        "dtdurations",
+        [
+            {"id": "merge", "options": {}},
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {"Time": True},
+                    "indexByName": {
+                        **{label.strip(): i for i, label in enumerate(by.split(","))},
+                        **{name: len(by.split(",")) + i for i, name in enumerate(columns.values())},
+                    },
+                    "renameByName": columns,
+                },
+            },
+        ],
+        sort_by=sort_by,
+        overrides=[
+            {
+                "matcher": {"id": "byName", "options": sort_by},
+                "properties": [
+                    {"id": "unit", "value": "percentunit"},
+                    {"id": "thresholds", "value": BANDS_GROWTH},
+                    {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                ],
+            },
+            {"matcher": {"id": "byName", "options": "items 30d"}, "properties": [{"id": "unit", "value": "short"}]},
+        ],
+    )
+
+
+def where_the_time_goes() -> dict[str, Any]:
+    req = "cycletime_request_stage_window_seconds"
+    chg = "cycletime_change_stage_window_seconds"
+    req_def = (
+        "Request-to-release split into stages (`cycletime_request_stage_seconds`, one observation per stage "
+        "per released work item): backlog (created -> first In Progress or Resolved), development (-> first "
+        "linked pull request ready for review), review (-> last linked change merged or pushed), release "
+        "(-> the first successful production deployment containing it). Boundaries are clamped to be "
+        "non-decreasing, so an item's stages add up to its request-to-release time."
+    )
+    chg_def = (
+        "Change lead time split into stages (`cycletime_change_stage_seconds`, one observation per stage per "
+        "deployed change): coding (first commit -> ready for review), pickup (-> first review by someone "
+        "other than the author, or the merge), review (-> merged), deploy (-> the first successful "
+        "production deployment containing it). A direct commit has only deploy."
+    )
+    stack_note = (
+        " Each segment is that stage's own quantile over the items whose end event lies in the window "
+        "(largest matching series per bar and stage); quantiles do not add up, so a bar's length is not "
+        "the quantile of the whole path."
+    )
+    growth_def = (
+        " Growth = p85 over the last 30 days / p85 over the last 90 days (which include them) - 1, from the "
+        "window gauges (needs windows 30d and 90d in the collector config, the defaults), so it is right "
+        "from the first scrape. The stage regression alerts watch the same ratio per series."
+    )
+    largest_note = (
+        " Each side is the largest p85 among the matching series; narrow the filters to one team and "
+        "type (one service) for its own figure, or read the table per team / service below."
+    )
+    req_p85 = f'{req}{{{WI_FILTER},window="$window",quantile="0.85"}}'
+    chg_p85 = f'{chg}{{{CHANGE_STAGE_FILTER},window="$window",quantile="0.85"}}'
+    req_growth = _stage_growth(req, WI_FILTER, "stage")
+    chg_growth = _stage_growth(chg, CHANGE_STAGE_FILTER, "stage")
+    panels = layout(
+        [
+            [
+                (
+                    stat(
+                        "Largest request stage (p85)",
+                        "The stage where released work items spend the most time: the largest p85 of a "
+                        "stage among the matching series, over the window. " + req_def + QUANTILE_NOTE,
+                        [
+                            target(
+                                f"topk(1, max by (stage) ({req_p85}))",
+                                "{{stage}}",
+                            )
+                        ],
+                        "dtdurations",
+                        graph=False,
+                        text_mode="value_and_name",
+                    ),
+                    4,
+                    5,
+                ),
+                (
+                    stat(
+                        "Request stage that grew most",
+                        "The request stage whose p85 grew most: largest matching p85 over 30 days against "
+                        "over 90 days. Red above 25%." + growth_def + largest_note + " " + req_def,
+                        [target(f"topk(1,\n{req_growth}\n)", "{{stage}}")],
+                        "percentunit",
+                        BANDS_GROWTH,
+                        graph=False,
+                        text_mode="value_and_name",
+                    ),
+                    4,
+                    5,
+                ),
+                (
+                    stat(
+                        "p85 request to release (whole path)",
+                        "For comparison with the stages: the largest matching p85 request-to-release time over "
+                        "the window (`cycletime_request_to_release_window_seconds`, filtered by environment "
+                        "too), from creation to the first production deployment of a linked change.",
+                        [
+                            target(
+                                f"max(cycletime_request_to_release_window_seconds"
+                                f'{{{R2R_FILTER},window="$window",quantile="0.85"}})',
+                                "p85",
+                            )
+                        ],
+                        "dtdurations",
+                        graph=False,
+                    ),
+                    4,
+                    5,
+                ),
+                (
+                    stat(
+                        "Largest change stage (p85)",
+                        "The stage where deployed changes spend the most time: the largest p85 of a stage "
+                        "among the matching services, over the window. " + chg_def + QUANTILE_NOTE,
+                        [
+                            target(
+                                f"topk(1, max by (stage) ({chg_p85}))",
+                                "{{stage}}",
+                            )
+                        ],
+                        "dtdurations",
+                        graph=False,
+                        text_mode="value_and_name",
+                    ),
+                    4,
+                    5,
+                ),
+                (
+                    stat(
+                        "Change stage that grew most",
+                        "The change stage whose p85 grew most: largest matching p85 over 30 days against "
+                        "over 90 days. Red above 25%." + growth_def + largest_note + " " + chg_def,
+                        [target(f"topk(1,\n{chg_growth}\n)", "{{stage}}")],
+                        "percentunit",
+                        BANDS_GROWTH,
+                        graph=False,
+                        text_mode="value_and_name",
+                    ),
+                    4,
+                    5,
+                ),
+                (
+                    stat(
+                        "p85 change lead time (whole path)",
+                        "For comparison with the stages: the largest matching p85 change lead time over the "
+                        "window (`cycletime_change_lead_time_window_seconds`), first commit to the first "
+                        "successful production deployment containing the change.",
+                        [
+                            target(
+                                f"max(cycletime_change_lead_time_window_seconds"
+                                f'{{{DEP_FILTER},window="$window",quantile="0.85"}})',
+                                "p85",
+                            )
+                        ],
+                        "dtdurations",
+                        graph=False,
+                    ),
+                    4,
+                    5,
+                ),
+            ],
+            [
+                (
+                    _stages_per(
+                        "Request to release by stage per team: p50",
+                        "Median time per stage of the work items of each team released in the window. "
+                        + req_def
+                        + stack_note,
+                        req,
+                        WI_FILTER,
+                        "team",
+                        "0.5",
+                        REQUEST_STAGES,
+                    ),
+                    12,
+                    10,
+                ),
+                (
+                    _stages_per(
+                        "Request to release by stage per team: p85",
+                        "85th percentile time per stage of the work items of each team released in the "
+                        "window. " + req_def + stack_note,
+                        req,
+                        WI_FILTER,
+                        "team",
+                        "0.85",
+                        REQUEST_STAGES,
+                    ),
+                    12,
+                    10,
+                ),
+            ],
+            [
+                (
+                    timeseries(
+                        "Request stages p85 over time",
+                        "The p85 of each request stage over the rolling window before each point (largest "
+                        "matching series per stage), stacked. " + req_def + stack_note,
+                        [target(f"max by (stage) ({req_p85})", "{{stage}}")],
+                        "s",
+                        stack=True,
+                    ),
+                    12,
+                    9,
+                ),
+                (
+                    bargauge(
+                        "Request stage growth: p85 last 30 days vs 90 days",
+                        "Every request stage's growth, largest first." + growth_def + largest_note + " " + req_def,
+                        [target(f"sort_desc(\n{req_growth}\n)", "{{stage}}", instant=True)],
+                        "percentunit",
+                        BANDS_GROWTH,
+                    ),
+                    12,
+                    9,
+                ),
+            ],
+            [
+                (
+                    _stages_per(
+                        "Change lead time by stage per service: p50",
+                        "Median time per stage of the changes of each service deployed in the window. "
+                        + chg_def
+                        + stack_note,
+                        chg,
+                        CHANGE_STAGE_FILTER,
+                        "service",
+                        "0.5",
+                        CHANGE_STAGES,
+                    ),
+                    12,
+                    10,
+                ),
+                (
+                    _stages_per(
+                        "Change lead time by stage per service: p85",
+                        "85th percentile time per stage of the changes of each service deployed in the "
+                        "window. " + chg_def + stack_note,
+                        chg,
+                        CHANGE_STAGE_FILTER,
+                        "service",
+                        "0.85",
+                        CHANGE_STAGES,
+                    ),
+                    12,
+                    10,
+                ),
+            ],
+            [
+                (
+                    timeseries(
+                        "Change stages p85 over time",
+                        "The p85 of each change stage over the rolling window before each point (largest "
+                        "matching service per stage), stacked. " + chg_def + stack_note,
+                        [
+                            target(
+                                f"max by (stage) ({chg_p85})",
+                                "{{stage}}",
+                            )
+                        ],
+                        "s",
+                        stack=True,
+                    ),
+                    12,
+                    9,
+                ),
+                (
+                    bargauge(
+                        "Change stage growth: p85 last 30 days vs 90 days",
+                        "Every change stage's growth, largest first." + growth_def + largest_note + " " + chg_def,
+                        [target(f"sort_desc(\n{chg_growth}\n)", "{{stage}}", instant=True)],
+                        "percentunit",
+                        BANDS_GROWTH,
+                    ),
+                    12,
+                    9,
+                ),
+            ],
+            [
+                (
+                    _growth_table(
+                        "Request stages per team: p85 last 30 days vs 90 days",
+                        "Each team, type and stage: p85 over 30 and 90 days, the items released in 30 days "
+                        "and the growth, largest growth first (few items make a noisy p85: read the count)."
+                        + growth_def,
+                        req,
+                        WI_FILTER,
+                        "project, team, type, stage",
+                        "p85 growth",
+                    ),
+                    12,
+                    10,
+                ),
+                (
+                    _growth_table(
+                        "Change stages per service: p85 last 30 days vs 90 days",
+                        "Each service and stage: p85 over 30 and 90 days, the changes deployed in 30 days "
+                        "and the growth, largest growth first (few changes make a noisy p85: read the count)."
+                        + growth_def,
+                        chg,
+                        CHANGE_STAGE_FILTER,
+                        "service, stage",
+                        "p85 growth",
+                    ),
+                    12,
+                    10,
+                ),
+            ],
+        ]
+    )
+    for panel in panels:
+        if panel["type"] == "timeseries":
+            stages = REQUEST_STAGES if "Request" in panel["title"] else CHANGE_STAGES
+            panel["fieldConfig"]["overrides"] = _stage_colors(stages)
+    return dashboard(
+        "cycletime-where-the-time-goes",
+        "Where the time goes",
+        "Request-to-release and change lead time split into stages: where the months go, per team and "
+        "service, and which stage grew against the last 90 days.",
+        ["stages"],
+        panels,
+        template_vars(service=True, window=True),
+    )
+
+
 DASHBOARDS = {
     "request-to-release.json": request_to_release,
     "flow.json": flow,
     "dora.json": dora,
     "collector-health.json": collector_health,
+    "where-the-time-goes.json": where_the_time_goes,
 }
 
 

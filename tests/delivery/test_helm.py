@@ -524,7 +524,7 @@ def test_dashboards_configmap() -> None:
     (cm,) = dashboards_cms("monitoring-on")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     originals = {p.name: json.loads(p.read_text(encoding="utf-8")) for p in GRAFANA_DIR.glob("*.json")}
-    assert len(originals) == 4
+    assert len(originals) == 5
     assert {k: json.loads(v) for k, v in cm["data"].items()} == originals
     (custom,) = dashboards_cms("monitoring-on-custom")
     assert custom["metadata"]["namespace"] == "grafana"
