@@ -45,6 +45,15 @@ THRESHOLDS: dict[str, Any] = {
     "changeLeadTimeRegressionRatio": 1.5,
     "changeLeadTimeRegressionMinChanges": 5,
     "regressionFor": "1h",
+    # a stage's p85 over 30 days / over 90 days, by at least this much longer, with this many items in
+    # 30 days: a pickup going from 10 to 20 minutes doubles without being worth a page
+    "requestStageRegressionRatio": 1.25,
+    "requestStageRegressionMinIncreaseSeconds": 86400,
+    "requestStageRegressionMinItems": 5,
+    "changeStageRegressionRatio": 1.25,
+    "changeStageRegressionMinIncreaseSeconds": 14400,
+    "changeStageRegressionMinChanges": 5,
+    "stageRegressionFor": "6h",
     "deploymentFrequencyDropRatio": 0.5,
     "deploymentFrequencyMinDeployments30d": 8,
     "deploymentFrequencyDropFor": "6h",
@@ -78,6 +87,8 @@ def _runbook(alert: str) -> str:
 
 WI = "source, project, team, type"
 DEP = "source, service, environment"
+WI_STAGE = "source, project, team, type, stage"
+CHANGE_STAGE = "source, service, stage"
 DEP7 = "source_service_environment_status:cycletime_deployments_window_count:production_7d"
 DEP30 = "source_service_environment_status:cycletime_deployments_window_count:production_30d"
 
@@ -106,6 +117,34 @@ RECORDING_RULES: list[dict[str, Any]] = [
     {
         "record": "source_service_environment:cycletime_change_lead_time_window_count:7d",
         "expr": f'max by ({DEP}) (cycletime_change_lead_time_window_count{{window="7d"}})\n',
+    },
+    # Stages (request-to-release and change lead time split): p85 over 30 days against 90 days. The
+    # stage gauges change slowly (a month of items), so the longer pair of windows than above.
+    {
+        "record": "source_project_team_type_stage:cycletime_request_stage_p85:ratio_30d_90d",
+        "expr": (
+            f'max by ({WI_STAGE}) (cycletime_request_stage_window_seconds{{window="30d",quantile="0.85"}})\n'
+            "/\n"
+            f"(max by ({WI_STAGE}) "
+            '(cycletime_request_stage_window_seconds{window="90d",quantile="0.85"}) > 0)\n'
+        ),
+    },
+    {
+        "record": "source_project_team_type_stage:cycletime_request_stage_window_count:30d",
+        "expr": f'max by ({WI_STAGE}) (cycletime_request_stage_window_count{{window="30d"}})\n',
+    },
+    {
+        "record": "source_service_stage:cycletime_change_stage_p85:ratio_30d_90d",
+        "expr": (
+            f'max by ({CHANGE_STAGE}) (cycletime_change_stage_window_seconds{{window="30d",quantile="0.85"}})\n'
+            "/\n"
+            f"(max by ({CHANGE_STAGE}) "
+            '(cycletime_change_stage_window_seconds{window="90d",quantile="0.85"}) > 0)\n'
+        ),
+    },
+    {
+        "record": "source_service_stage:cycletime_change_stage_window_count:30d",
+        "expr": f'max by ({CHANGE_STAGE}) (cycletime_change_stage_window_count{{window="30d"}})\n',
     },
     # Production deployments per window from the collector's window gauges (the `production` label
     # is decided by each source's production_environments, docs/metrics.md): right from the first
@@ -200,6 +239,67 @@ DELIVERY_ALERTS: list[dict[str, Any]] = [
                 f"{P('changeLeadTimeRegressionMinChanges')} changes deployed in 7 days)."
             ),
             "runbook_url": _runbook("ChangeLeadTimeP85Regression"),
+        },
+    },
+    {
+        "alert": "RequestStageP85Regression",
+        "expr": (
+            "source_project_team_type_stage:cycletime_request_stage_p85:ratio_30d_90d"
+            f" > {P('requestStageRegressionRatio')}\n"
+            f"and on ({WI_STAGE})\n"
+            "(\n"
+            f'  max by ({WI_STAGE}) (cycletime_request_stage_window_seconds{{window="30d",quantile="0.85"}})\n'
+            "  -\n"
+            f'  max by ({WI_STAGE}) (cycletime_request_stage_window_seconds{{window="90d",quantile="0.85"}})\n'
+            f") >= {P('requestStageRegressionMinIncreaseSeconds')}\n"
+            f"and on ({WI_STAGE})\n"
+            "source_project_team_type_stage:cycletime_request_stage_window_count:30d"
+            f" >= {P('requestStageRegressionMinItems')}\n"
+        ),
+        "for": P("stageRegressionFor"),
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "p85 {{ $labels.stage }} time of {{ $labels.team }} ({{ $labels.type }}) regressed",
+            "description": (
+                "The 85th percentile time that {{ $labels.type }} items of team {{ $labels.team }} in "
+                "{{ $labels.project }} (source {{ $labels.source }}) spent in the {{ $labels.stage }} stage "
+                "of request-to-release over the last 30 days is "
+                '{{ $value | printf "%.2f" }} times its 90-day value '
+                f"(threshold {P('requestStageRegressionRatio')}, at least "
+                f"{P('requestStageRegressionMinIncreaseSeconds')}s longer, at least "
+                f"{P('requestStageRegressionMinItems')} items released in 30 days)."
+            ),
+            "runbook_url": _runbook("RequestStageP85Regression"),
+        },
+    },
+    {
+        "alert": "ChangeStageP85Regression",
+        "expr": (
+            "source_service_stage:cycletime_change_stage_p85:ratio_30d_90d"
+            f" > {P('changeStageRegressionRatio')}\n"
+            f"and on ({CHANGE_STAGE})\n"
+            "(\n"
+            f'  max by ({CHANGE_STAGE}) (cycletime_change_stage_window_seconds{{window="30d",quantile="0.85"}})\n'
+            "  -\n"
+            f'  max by ({CHANGE_STAGE}) (cycletime_change_stage_window_seconds{{window="90d",quantile="0.85"}})\n'
+            f") >= {P('changeStageRegressionMinIncreaseSeconds')}\n"
+            f"and on ({CHANGE_STAGE})\n"
+            "source_service_stage:cycletime_change_stage_window_count:30d"
+            f" >= {P('changeStageRegressionMinChanges')}\n"
+        ),
+        "for": P("stageRegressionFor"),
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "p85 {{ $labels.stage }} time of {{ $labels.service }} changes regressed",
+            "description": (
+                "The 85th percentile time that changes of {{ $labels.service }} (source {{ $labels.source }}) "
+                "spent in the {{ $labels.stage }} stage of change lead time over the last 30 days is "
+                '{{ $value | printf "%.2f" }} times its 90-day value '
+                f"(threshold {P('changeStageRegressionRatio')}, at least "
+                f"{P('changeStageRegressionMinIncreaseSeconds')}s longer, at least "
+                f"{P('changeStageRegressionMinChanges')} changes deployed in 30 days)."
+            ),
+            "runbook_url": _runbook("ChangeStageP85Regression"),
         },
     },
     {
@@ -368,7 +468,7 @@ def render_rules_yaml() -> str:
         "# Recording rules and alerts of cycletime-collector (metrics: docs/metrics.md).\n"
         "# GENERATED by scripts/gen_dashboards.py (`make dashboards`) - edit the definitions there.\n"
         "# The Helm chart renders the same rules with thresholds from values.yaml\n"
-        "# (prometheusRule.thresholds); unit tests: tests/delivery/rules_test.yaml.\n"
+        "# (prometheusRule.thresholds); unit tests: tests/delivery/rules_test*.yaml.\n"
         "# The rules need windows 7d, 30d and 90d and quantile 0.85 in the collector config (the defaults);\n"
         "# DORA rules count production deployments only: the `production` label, never environment names.\n" + body
     )
