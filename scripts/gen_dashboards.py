@@ -22,7 +22,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -1797,299 +1797,206 @@ def _growth_table(title: str, description: str, metric: str, flt: str, by: str, 
     )
 
 
+class _StagePath(NamedTuple):
+    """One of the two paths split into stages, and the words its panels use."""
+
+    name: str  # "request" / "change": the panel titles' first word
+    metric: str  # the window-seconds gauge
+    flt: str  # its template-variable filter
+    row: str  # the label of one bar: team / service
+    by: str  # the labels of one row in the growth table
+    stages: tuple[str, ...]
+    whole: str  # the panel title of the whole path
+    items: str  # "work items released" / "changes deployed"
+    definition: str
+
+
+_REQUEST_PATH = _StagePath(
+    "request",
+    "cycletime_request_stage_window_seconds",
+    WI_FILTER,
+    "team",
+    "project, team, type, stage",
+    REQUEST_STAGES,
+    "Request to release",
+    "work items released",
+    "Request-to-release split into stages (`cycletime_request_stage_seconds`, one observation per stage "
+    "per released work item): backlog (created -> first In Progress or Resolved), development (-> first "
+    "linked pull request ready for review), review (-> last linked change merged or pushed), release "
+    "(-> the first successful production deployment containing it). Boundaries are clamped to be "
+    "non-decreasing, so an item's stages add up to its request-to-release time.",
+)
+_CHANGE_PATH = _StagePath(
+    "change",
+    "cycletime_change_stage_window_seconds",
+    CHANGE_STAGE_FILTER,
+    "service",
+    "service, stage",
+    CHANGE_STAGES,
+    "Change lead time",
+    "changes deployed",
+    "Change lead time split into stages (`cycletime_change_stage_seconds`, one observation per stage per "
+    "deployed change): coding (first commit -> ready for review), pickup (-> first review by someone "
+    "other than the author, or the merge), review (-> merged), deploy (-> the first successful "
+    "production deployment containing it). A direct commit has only deploy.",
+)
+_STACK_NOTE = (
+    " Each segment is that stage's own quantile over the items whose end event lies in the window "
+    "(largest matching series per bar and stage); quantiles do not add up, so a bar's length is not "
+    "the quantile of the whole path."
+)
+_GROWTH_NOTE = (
+    " Growth = p85 over the last 30 days / p85 over the last 90 days (which include them) - 1, from the "
+    "window gauges (needs windows 30d and 90d in the collector config, the defaults), so it is right "
+    "from the first scrape. The stage regression alerts watch the same ratio per series."
+)
+_LARGEST_NOTE = (
+    " Each side is the largest p85 among the matching series; narrow the filters to one team and "
+    "type (one service) for its own figure, or read the table per team / service below."
+)
+
+
+def _stage_stats(path: _StagePath, whole_expr: str, whole_def: str) -> list[tuple[dict[str, Any], int, int]]:
+    """The path's largest stage, the stage that grew most, and the whole path's p85 beside them."""
+    p85 = f'{path.metric}{{{path.flt},window="$window",quantile="0.85"}}'
+    Name = path.name.capitalize()
+    return [
+        (
+            stat(
+                f"Largest {path.name} stage (p85)",
+                f"The stage where the {path.items} in the window spend the most time: the largest p85 of "
+                "a stage among the matching series. " + path.definition + QUANTILE_NOTE,
+                [target(f"topk(1, max by (stage) ({p85}))", "{{stage}}")],
+                "dtdurations",
+                graph=False,
+                text_mode="value_and_name",
+            ),
+            4,
+            5,
+        ),
+        (
+            stat(
+                f"{Name} stage that grew most",
+                f"The {path.name} stage whose p85 grew most: largest matching p85 over 30 days against over "
+                "90 days. Red above 25%." + _GROWTH_NOTE + _LARGEST_NOTE + " " + path.definition,
+                [target(f"topk(1,\n{_stage_growth(path.metric, path.flt, 'stage')}\n)", "{{stage}}")],
+                "percentunit",
+                BANDS_GROWTH,
+                graph=False,
+                text_mode="value_and_name",
+            ),
+            4,
+            5,
+        ),
+        (
+            stat(
+                f"p85 {path.whole.lower()} (whole path)",
+                "For comparison with the stages: " + whole_def,
+                [target(whole_expr, "p85")],
+                "dtdurations",
+                graph=False,
+            ),
+            4,
+            5,
+        ),
+    ]
+
+
+def _stage_rows(path: _StagePath) -> list[list[tuple[dict[str, Any], int, int]]]:
+    """Stacked stages per team / service (p50, p85), the p85 stack over time, and the growth ranking."""
+    over_time = timeseries(
+        f"{path.name.capitalize()} stages p85 over time",
+        f"The p85 of each {path.name} stage over the rolling window before each point (largest matching "
+        "series per stage), stacked. " + path.definition + _STACK_NOTE,
+        [target(f'max by (stage) ({path.metric}{{{path.flt},window="$window",quantile="0.85"}})', "{{stage}}")],
+        "s",
+        stack=True,
+    )
+    over_time["fieldConfig"]["overrides"] = _stage_colors(path.stages)
+    return [
+        [
+            (
+                _stages_per(
+                    f"{path.whole} by stage per {path.row}: {label}",
+                    f"{wording} time per stage of the {path.items} in the window, one bar per {path.row}. "
+                    + path.definition
+                    + _STACK_NOTE,
+                    path.metric,
+                    path.flt,
+                    path.row,
+                    quantile,
+                    path.stages,
+                ),
+                12,
+                10,
+            )
+            for quantile, label, wording in (("0.5", "p50", "Median"), ("0.85", "p85", "85th percentile"))
+        ],
+        [
+            (over_time, 12, 9),
+            (
+                bargauge(
+                    f"{path.name.capitalize()} stage growth: p85 last 30 days vs 90 days",
+                    f"Every {path.name} stage's growth, largest first."
+                    + _GROWTH_NOTE
+                    + _LARGEST_NOTE
+                    + " "
+                    + path.definition,
+                    [
+                        target(
+                            f"sort_desc(\n{_stage_growth(path.metric, path.flt, 'stage')}\n)", "{{stage}}", instant=True
+                        )
+                    ],
+                    "percentunit",
+                    BANDS_GROWTH,
+                ),
+                12,
+                9,
+            ),
+        ],
+    ]
+
+
+def _stage_table(path: _StagePath) -> tuple[dict[str, Any], int, int]:
+    return (
+        _growth_table(
+            f"{path.name.capitalize()} stages per {path.row}: p85 last 30 days vs 90 days",
+            f"Each {path.by.removesuffix(', stage')} and stage: p85 over 30 and 90 days, how many items "
+            "the 30 days hold and the growth, largest growth first (few items make a noisy p85: read "
+            "the count)." + _GROWTH_NOTE,
+            path.metric,
+            path.flt,
+            path.by,
+            "p85 growth",
+        ),
+        12,
+        10,
+    )
+
+
 def where_the_time_goes() -> dict[str, Any]:
-    req = "cycletime_request_stage_window_seconds"
-    chg = "cycletime_change_stage_window_seconds"
-    req_def = (
-        "Request-to-release split into stages (`cycletime_request_stage_seconds`, one observation per stage "
-        "per released work item): backlog (created -> first In Progress or Resolved), development (-> first "
-        "linked pull request ready for review), review (-> last linked change merged or pushed), release "
-        "(-> the first successful production deployment containing it). Boundaries are clamped to be "
-        "non-decreasing, so an item's stages add up to its request-to-release time."
+    request_stats = _stage_stats(
+        _REQUEST_PATH,
+        f'max(cycletime_request_to_release_window_seconds{{{R2R_FILTER},window="$window",quantile="0.85"}})',
+        "the largest matching p85 request-to-release time over the window "
+        "(`cycletime_request_to_release_window_seconds`, filtered by environment too), from creation to "
+        "the first production deployment of a linked change.",
     )
-    chg_def = (
-        "Change lead time split into stages (`cycletime_change_stage_seconds`, one observation per stage per "
-        "deployed change): coding (first commit -> ready for review), pickup (-> first review by someone "
-        "other than the author, or the merge), review (-> merged), deploy (-> the first successful "
-        "production deployment containing it). A direct commit has only deploy."
+    change_stats = _stage_stats(
+        _CHANGE_PATH,
+        f'max(cycletime_change_lead_time_window_seconds{{{DEP_FILTER},window="$window",quantile="0.85"}})',
+        "the largest matching p85 change lead time over the window "
+        "(`cycletime_change_lead_time_window_seconds`), first commit to the first successful production "
+        "deployment containing the change.",
     )
-    stack_note = (
-        " Each segment is that stage's own quantile over the items whose end event lies in the window "
-        "(largest matching series per bar and stage); quantiles do not add up, so a bar's length is not "
-        "the quantile of the whole path."
-    )
-    growth_def = (
-        " Growth = p85 over the last 30 days / p85 over the last 90 days (which include them) - 1, from the "
-        "window gauges (needs windows 30d and 90d in the collector config, the defaults), so it is right "
-        "from the first scrape. The stage regression alerts watch the same ratio per series."
-    )
-    largest_note = (
-        " Each side is the largest p85 among the matching series; narrow the filters to one team and "
-        "type (one service) for its own figure, or read the table per team / service below."
-    )
-    req_p85 = f'{req}{{{WI_FILTER},window="$window",quantile="0.85"}}'
-    chg_p85 = f'{chg}{{{CHANGE_STAGE_FILTER},window="$window",quantile="0.85"}}'
-    req_growth = _stage_growth(req, WI_FILTER, "stage")
-    chg_growth = _stage_growth(chg, CHANGE_STAGE_FILTER, "stage")
     panels = layout(
         [
-            [
-                (
-                    stat(
-                        "Largest request stage (p85)",
-                        "The stage where released work items spend the most time: the largest p85 of a "
-                        "stage among the matching series, over the window. " + req_def + QUANTILE_NOTE,
-                        [
-                            target(
-                                f"topk(1, max by (stage) ({req_p85}))",
-                                "{{stage}}",
-                            )
-                        ],
-                        "dtdurations",
-                        graph=False,
-                        text_mode="value_and_name",
-                    ),
-                    4,
-                    5,
-                ),
-                (
-                    stat(
-                        "Request stage that grew most",
-                        "The request stage whose p85 grew most: largest matching p85 over 30 days against "
-                        "over 90 days. Red above 25%." + growth_def + largest_note + " " + req_def,
-                        [target(f"topk(1,\n{req_growth}\n)", "{{stage}}")],
-                        "percentunit",
-                        BANDS_GROWTH,
-                        graph=False,
-                        text_mode="value_and_name",
-                    ),
-                    4,
-                    5,
-                ),
-                (
-                    stat(
-                        "p85 request to release (whole path)",
-                        "For comparison with the stages: the largest matching p85 request-to-release time over "
-                        "the window (`cycletime_request_to_release_window_seconds`, filtered by environment "
-                        "too), from creation to the first production deployment of a linked change.",
-                        [
-                            target(
-                                f"max(cycletime_request_to_release_window_seconds"
-                                f'{{{R2R_FILTER},window="$window",quantile="0.85"}})',
-                                "p85",
-                            )
-                        ],
-                        "dtdurations",
-                        graph=False,
-                    ),
-                    4,
-                    5,
-                ),
-                (
-                    stat(
-                        "Largest change stage (p85)",
-                        "The stage where deployed changes spend the most time: the largest p85 of a stage "
-                        "among the matching services, over the window. " + chg_def + QUANTILE_NOTE,
-                        [
-                            target(
-                                f"topk(1, max by (stage) ({chg_p85}))",
-                                "{{stage}}",
-                            )
-                        ],
-                        "dtdurations",
-                        graph=False,
-                        text_mode="value_and_name",
-                    ),
-                    4,
-                    5,
-                ),
-                (
-                    stat(
-                        "Change stage that grew most",
-                        "The change stage whose p85 grew most: largest matching p85 over 30 days against "
-                        "over 90 days. Red above 25%." + growth_def + largest_note + " " + chg_def,
-                        [target(f"topk(1,\n{chg_growth}\n)", "{{stage}}")],
-                        "percentunit",
-                        BANDS_GROWTH,
-                        graph=False,
-                        text_mode="value_and_name",
-                    ),
-                    4,
-                    5,
-                ),
-                (
-                    stat(
-                        "p85 change lead time (whole path)",
-                        "For comparison with the stages: the largest matching p85 change lead time over the "
-                        "window (`cycletime_change_lead_time_window_seconds`), first commit to the first "
-                        "successful production deployment containing the change.",
-                        [
-                            target(
-                                f"max(cycletime_change_lead_time_window_seconds"
-                                f'{{{DEP_FILTER},window="$window",quantile="0.85"}})',
-                                "p85",
-                            )
-                        ],
-                        "dtdurations",
-                        graph=False,
-                    ),
-                    4,
-                    5,
-                ),
-            ],
-            [
-                (
-                    _stages_per(
-                        "Request to release by stage per team: p50",
-                        "Median time per stage of the work items of each team released in the window. "
-                        + req_def
-                        + stack_note,
-                        req,
-                        WI_FILTER,
-                        "team",
-                        "0.5",
-                        REQUEST_STAGES,
-                    ),
-                    12,
-                    10,
-                ),
-                (
-                    _stages_per(
-                        "Request to release by stage per team: p85",
-                        "85th percentile time per stage of the work items of each team released in the "
-                        "window. " + req_def + stack_note,
-                        req,
-                        WI_FILTER,
-                        "team",
-                        "0.85",
-                        REQUEST_STAGES,
-                    ),
-                    12,
-                    10,
-                ),
-            ],
-            [
-                (
-                    timeseries(
-                        "Request stages p85 over time",
-                        "The p85 of each request stage over the rolling window before each point (largest "
-                        "matching series per stage), stacked. " + req_def + stack_note,
-                        [target(f"max by (stage) ({req_p85})", "{{stage}}")],
-                        "s",
-                        stack=True,
-                    ),
-                    12,
-                    9,
-                ),
-                (
-                    bargauge(
-                        "Request stage growth: p85 last 30 days vs 90 days",
-                        "Every request stage's growth, largest first." + growth_def + largest_note + " " + req_def,
-                        [target(f"sort_desc(\n{req_growth}\n)", "{{stage}}", instant=True)],
-                        "percentunit",
-                        BANDS_GROWTH,
-                    ),
-                    12,
-                    9,
-                ),
-            ],
-            [
-                (
-                    _stages_per(
-                        "Change lead time by stage per service: p50",
-                        "Median time per stage of the changes of each service deployed in the window. "
-                        + chg_def
-                        + stack_note,
-                        chg,
-                        CHANGE_STAGE_FILTER,
-                        "service",
-                        "0.5",
-                        CHANGE_STAGES,
-                    ),
-                    12,
-                    10,
-                ),
-                (
-                    _stages_per(
-                        "Change lead time by stage per service: p85",
-                        "85th percentile time per stage of the changes of each service deployed in the "
-                        "window. " + chg_def + stack_note,
-                        chg,
-                        CHANGE_STAGE_FILTER,
-                        "service",
-                        "0.85",
-                        CHANGE_STAGES,
-                    ),
-                    12,
-                    10,
-                ),
-            ],
-            [
-                (
-                    timeseries(
-                        "Change stages p85 over time",
-                        "The p85 of each change stage over the rolling window before each point (largest "
-                        "matching service per stage), stacked. " + chg_def + stack_note,
-                        [
-                            target(
-                                f"max by (stage) ({chg_p85})",
-                                "{{stage}}",
-                            )
-                        ],
-                        "s",
-                        stack=True,
-                    ),
-                    12,
-                    9,
-                ),
-                (
-                    bargauge(
-                        "Change stage growth: p85 last 30 days vs 90 days",
-                        "Every change stage's growth, largest first." + growth_def + largest_note + " " + chg_def,
-                        [target(f"sort_desc(\n{chg_growth}\n)", "{{stage}}", instant=True)],
-                        "percentunit",
-                        BANDS_GROWTH,
-                    ),
-                    12,
-                    9,
-                ),
-            ],
-            [
-                (
-                    _growth_table(
-                        "Request stages per team: p85 last 30 days vs 90 days",
-                        "Each team, type and stage: p85 over 30 and 90 days, the items released in 30 days "
-                        "and the growth, largest growth first (few items make a noisy p85: read the count)."
-                        + growth_def,
-                        req,
-                        WI_FILTER,
-                        "project, team, type, stage",
-                        "p85 growth",
-                    ),
-                    12,
-                    10,
-                ),
-                (
-                    _growth_table(
-                        "Change stages per service: p85 last 30 days vs 90 days",
-                        "Each service and stage: p85 over 30 and 90 days, the changes deployed in 30 days "
-                        "and the growth, largest growth first (few changes make a noisy p85: read the count)."
-                        + growth_def,
-                        chg,
-                        CHANGE_STAGE_FILTER,
-                        "service, stage",
-                        "p85 growth",
-                    ),
-                    12,
-                    10,
-                ),
-            ],
+            request_stats + change_stats,
+            *_stage_rows(_REQUEST_PATH),
+            *_stage_rows(_CHANGE_PATH),
+            [_stage_table(_REQUEST_PATH), _stage_table(_CHANGE_PATH)],
         ]
     )
-    for panel in panels:
-        if panel["type"] == "timeseries":
-            stages = REQUEST_STAGES if "Request" in panel["title"] else CHANGE_STAGES
-            panel["fieldConfig"]["overrides"] = _stage_colors(stages)
     return dashboard(
         "cycletime-where-the-time-goes",
         "Where the time goes",
