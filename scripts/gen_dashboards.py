@@ -1809,6 +1809,9 @@ class _StagePath(NamedTuple):
     whole: str  # the panel title of the whole path
     items: str  # "work items released" / "changes deployed"
     definition: str
+    series: str  # the labels of one series, as the regression alert groups them
+    series_legend: str  # which series, in a legend
+    min_items: int  # the alert's minimum count over 30 days: fewer make a noisy p85
 
 
 _REQUEST_PATH = _StagePath(
@@ -1825,6 +1828,9 @@ _REQUEST_PATH = _StagePath(
     "linked pull request ready for review), review (-> last linked change merged or pushed), release "
     "(-> the first successful production deployment containing it). Boundaries are clamped to be "
     "non-decreasing, so an item's stages add up to its request-to-release time.",
+    WI_STAGE,
+    "{{stage}}: {{team}} {{type}}",
+    THRESHOLDS["requestStageRegressionMinItems"],
 )
 _CHANGE_PATH = _StagePath(
     "change",
@@ -1839,6 +1845,9 @@ _CHANGE_PATH = _StagePath(
     "deployed change): coding (first commit -> ready for review), pickup (-> first review by someone "
     "other than the author, or the merge), review (-> merged), deploy (-> the first successful "
     "production deployment containing it). A direct commit has only deploy.",
+    CHANGE_STAGE,
+    "{{stage}}: {{service}}",
+    THRESHOLDS["changeStageRegressionMinChanges"],
 )
 _STACK_NOTE = (
     " Each segment is that stage's own quantile over the items whose end event lies in the window "
@@ -1850,10 +1859,23 @@ _GROWTH_NOTE = (
     "window gauges (needs windows 30d and 90d in the collector config, the defaults), so it is right "
     "from the first scrape. The stage regression alerts watch the same ratio per series."
 )
-_LARGEST_NOTE = (
-    " Each side is the largest p85 among the matching series; narrow the filters to one team and "
-    "type (one service) for its own figure, or read the table per team / service below."
-)
+
+
+def _series_growth(path: _StagePath) -> str:
+    """Each matching series' growth (as the regression alert groups them), if its 30 days hold enough items."""
+    count = path.metric.replace("_window_seconds", "_window_count")
+    return (
+        f"(\n{_stage_growth(path.metric, path.flt, path.series)}\n)\nand\n"
+        f'max by ({path.series}) ({count}{{{path.flt},window="30d"}}) >= {path.min_items}'
+    )
+
+
+def _series_note(path: _StagePath) -> str:
+    return (
+        f" Over the matching series ({path.series.removesuffix(', stage')}) with at least {path.min_items} "
+        "items in the last 30 days, as the stage regression alert: fewer make a noisy p85. The table below "
+        "lists every series with its count."
+    )
 
 
 def _stage_stats(path: _StagePath, whole_expr: str, whole_def: str) -> list[tuple[dict[str, Any], int, int]]:
@@ -1877,9 +1899,13 @@ def _stage_stats(path: _StagePath, whole_expr: str, whole_def: str) -> list[tupl
         (
             stat(
                 f"{Name} stage that grew most",
-                f"The {path.name} stage whose p85 grew most: largest matching p85 over 30 days against over "
-                "90 days. Red above 25%." + _GROWTH_NOTE + _LARGEST_NOTE + " " + path.definition,
-                [target(f"topk(1,\n{_stage_growth(path.metric, path.flt, 'stage')}\n)", "{{stage}}")],
+                f"The {path.name} stage that grew most, and whose: the largest growth of a stage's p85 "
+                "over 30 days against over 90 days. Red above 25%."
+                + _GROWTH_NOTE
+                + _series_note(path)
+                + " "
+                + path.definition,
+                [target(f"topk(1,\n{_series_growth(path)}\n)", path.series_legend)],
                 "percentunit",
                 BANDS_GROWTH,
                 graph=False,
@@ -1937,16 +1963,12 @@ def _stage_rows(path: _StagePath) -> list[list[tuple[dict[str, Any], int, int]]]
             (
                 bargauge(
                     f"{path.name.capitalize()} stage growth: p85 last 30 days vs 90 days",
-                    f"Every {path.name} stage's growth, largest first."
+                    f"Every {path.name} stage's largest growth among the matching series, largest first."
                     + _GROWTH_NOTE
-                    + _LARGEST_NOTE
+                    + _series_note(path)
                     + " "
                     + path.definition,
-                    [
-                        target(
-                            f"sort_desc(\n{_stage_growth(path.metric, path.flt, 'stage')}\n)", "{{stage}}", instant=True
-                        )
-                    ],
+                    [target(f"sort_desc(max by (stage) (\n{_series_growth(path)}\n))", "{{stage}}", instant=True)],
                     "percentunit",
                     BANDS_GROWTH,
                 ),
