@@ -3,7 +3,7 @@
 
 Writes:
 
-* ``config/grafana/{request-to-release,flow,dora,collector-health}.json`` — the Grafana dashboards;
+* ``config/grafana/{request-to-release,flow,dora,collector-health,where-the-time-goes}.json`` — the Grafana dashboards;
 * ``helm/cycletime-collector/dashboards/*.json`` — byte-identical copies (Helm cannot read files
   outside the chart directory, the dashboards ConfigMap uses ``.Files.Glob``);
 * ``config/prometheus/rules.yaml`` — recording rules and alerts, thresholds at their defaults;
@@ -22,7 +22,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -45,6 +45,15 @@ THRESHOLDS: dict[str, Any] = {
     "changeLeadTimeRegressionRatio": 1.5,
     "changeLeadTimeRegressionMinChanges": 5,
     "regressionFor": "1h",
+    # a stage's p85 over 30 days / over 90 days, by at least this much longer, with this many items in
+    # 30 days: a pickup going from 10 to 20 minutes doubles without being worth a page
+    "requestStageRegressionRatio": 1.25,
+    "requestStageRegressionMinIncreaseSeconds": 86400,
+    "requestStageRegressionMinItems": 5,
+    "changeStageRegressionRatio": 1.25,
+    "changeStageRegressionMinIncreaseSeconds": 14400,
+    "changeStageRegressionMinChanges": 5,
+    "stageRegressionFor": "6h",
     "deploymentFrequencyDropRatio": 0.5,
     "deploymentFrequencyMinDeployments30d": 8,
     "deploymentFrequencyDropFor": "6h",
@@ -78,6 +87,8 @@ def _runbook(alert: str) -> str:
 
 WI = "source, project, team, type"
 DEP = "source, service, environment"
+WI_STAGE = "source, project, team, type, stage"
+CHANGE_STAGE = "source, service, stage"
 DEP7 = "source_service_environment_status:cycletime_deployments_window_count:production_7d"
 DEP30 = "source_service_environment_status:cycletime_deployments_window_count:production_30d"
 
@@ -106,6 +117,34 @@ RECORDING_RULES: list[dict[str, Any]] = [
     {
         "record": "source_service_environment:cycletime_change_lead_time_window_count:7d",
         "expr": f'max by ({DEP}) (cycletime_change_lead_time_window_count{{window="7d"}})\n',
+    },
+    # Stages (request-to-release and change lead time split): p85 over 30 days against 90 days. The
+    # stage gauges change slowly (a month of items), so the longer pair of windows than above.
+    {
+        "record": "source_project_team_type_stage:cycletime_request_stage_p85:ratio_30d_90d",
+        "expr": (
+            f'max by ({WI_STAGE}) (cycletime_request_stage_window_seconds{{window="30d",quantile="0.85"}})\n'
+            "/\n"
+            f"(max by ({WI_STAGE}) "
+            '(cycletime_request_stage_window_seconds{window="90d",quantile="0.85"}) > 0)\n'
+        ),
+    },
+    {
+        "record": "source_project_team_type_stage:cycletime_request_stage_window_count:30d",
+        "expr": f'max by ({WI_STAGE}) (cycletime_request_stage_window_count{{window="30d"}})\n',
+    },
+    {
+        "record": "source_service_stage:cycletime_change_stage_p85:ratio_30d_90d",
+        "expr": (
+            f'max by ({CHANGE_STAGE}) (cycletime_change_stage_window_seconds{{window="30d",quantile="0.85"}})\n'
+            "/\n"
+            f"(max by ({CHANGE_STAGE}) "
+            '(cycletime_change_stage_window_seconds{window="90d",quantile="0.85"}) > 0)\n'
+        ),
+    },
+    {
+        "record": "source_service_stage:cycletime_change_stage_window_count:30d",
+        "expr": f'max by ({CHANGE_STAGE}) (cycletime_change_stage_window_count{{window="30d"}})\n',
     },
     # Production deployments per window from the collector's window gauges (the `production` label
     # is decided by each source's production_environments, docs/metrics.md): right from the first
@@ -200,6 +239,67 @@ DELIVERY_ALERTS: list[dict[str, Any]] = [
                 f"{P('changeLeadTimeRegressionMinChanges')} changes deployed in 7 days)."
             ),
             "runbook_url": _runbook("ChangeLeadTimeP85Regression"),
+        },
+    },
+    {
+        "alert": "RequestStageP85Regression",
+        "expr": (
+            "source_project_team_type_stage:cycletime_request_stage_p85:ratio_30d_90d"
+            f" > {P('requestStageRegressionRatio')}\n"
+            f"and on ({WI_STAGE})\n"
+            "(\n"
+            f'  max by ({WI_STAGE}) (cycletime_request_stage_window_seconds{{window="30d",quantile="0.85"}})\n'
+            "  -\n"
+            f'  max by ({WI_STAGE}) (cycletime_request_stage_window_seconds{{window="90d",quantile="0.85"}})\n'
+            f") >= {P('requestStageRegressionMinIncreaseSeconds')}\n"
+            f"and on ({WI_STAGE})\n"
+            "source_project_team_type_stage:cycletime_request_stage_window_count:30d"
+            f" >= {P('requestStageRegressionMinItems')}\n"
+        ),
+        "for": P("stageRegressionFor"),
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "p85 {{ $labels.stage }} time of {{ $labels.team }} ({{ $labels.type }}) regressed",
+            "description": (
+                "The 85th percentile time that {{ $labels.type }} items of team {{ $labels.team }} in "
+                "{{ $labels.project }} (source {{ $labels.source }}) spent in the {{ $labels.stage }} stage "
+                "of request-to-release over the last 30 days is "
+                '{{ $value | printf "%.2f" }} times its 90-day value '
+                f"(threshold {P('requestStageRegressionRatio')}, at least "
+                f"{P('requestStageRegressionMinIncreaseSeconds')}s longer, at least "
+                f"{P('requestStageRegressionMinItems')} items released in 30 days)."
+            ),
+            "runbook_url": _runbook("RequestStageP85Regression"),
+        },
+    },
+    {
+        "alert": "ChangeStageP85Regression",
+        "expr": (
+            "source_service_stage:cycletime_change_stage_p85:ratio_30d_90d"
+            f" > {P('changeStageRegressionRatio')}\n"
+            f"and on ({CHANGE_STAGE})\n"
+            "(\n"
+            f'  max by ({CHANGE_STAGE}) (cycletime_change_stage_window_seconds{{window="30d",quantile="0.85"}})\n'
+            "  -\n"
+            f'  max by ({CHANGE_STAGE}) (cycletime_change_stage_window_seconds{{window="90d",quantile="0.85"}})\n'
+            f") >= {P('changeStageRegressionMinIncreaseSeconds')}\n"
+            f"and on ({CHANGE_STAGE})\n"
+            "source_service_stage:cycletime_change_stage_window_count:30d"
+            f" >= {P('changeStageRegressionMinChanges')}\n"
+        ),
+        "for": P("stageRegressionFor"),
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "p85 {{ $labels.stage }} time of {{ $labels.service }} changes regressed",
+            "description": (
+                "The 85th percentile time that changes of {{ $labels.service }} (source {{ $labels.source }}) "
+                "spent in the {{ $labels.stage }} stage of change lead time over the last 30 days is "
+                '{{ $value | printf "%.2f" }} times its 90-day value '
+                f"(threshold {P('changeStageRegressionRatio')}, at least "
+                f"{P('changeStageRegressionMinIncreaseSeconds')}s longer, at least "
+                f"{P('changeStageRegressionMinChanges')} changes deployed in 30 days)."
+            ),
+            "runbook_url": _runbook("ChangeStageP85Regression"),
         },
     },
     {
@@ -368,7 +468,7 @@ def render_rules_yaml() -> str:
         "# Recording rules and alerts of cycletime-collector (metrics: docs/metrics.md).\n"
         "# GENERATED by scripts/gen_dashboards.py (`make dashboards`) - edit the definitions there.\n"
         "# The Helm chart renders the same rules with thresholds from values.yaml\n"
-        "# (prometheusRule.thresholds); unit tests: tests/delivery/rules_test.yaml.\n"
+        "# (prometheusRule.thresholds); unit tests: tests/delivery/rules_test*.yaml.\n"
         "# The rules need windows 7d, 30d and 90d and quantile 0.85 in the collector config (the defaults);\n"
         "# DORA rules count production deployments only: the `production` label, never environment names.\n" + body
     )
@@ -519,6 +619,7 @@ def stat(
     *,
     mappings: list[dict[str, Any]] | None = None,
     graph: bool = True,
+    text_mode: str = "auto",
     **extra: Any,
 ) -> dict[str, Any]:
     fc = _field_config(unit, thresholds, **extra)
@@ -536,7 +637,7 @@ def stat(
             "justifyMode": "auto",
             "orientation": "auto",
             "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "textMode": "auto",
+            "textMode": text_mode,
         },
         "targets": tgts,
     }
@@ -585,6 +686,68 @@ def heatmap(title: str, description: str, tgts: list[dict[str, Any]], unit: str)
             "yAxis": {"axisPlacement": "left", "unit": unit},
         },
         "targets": tgts,
+    }
+
+
+def barchart(
+    title: str,
+    description: str,
+    tgts: list[dict[str, Any]],
+    unit: str,
+    transformations: list[dict[str, Any]],
+    *,
+    overrides: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Bars from an instant table query reshaped by ``transformations``, stacked left to right."""
+    fc = _field_config(unit, None, {"fillOpacity": 80, "gradientMode": "none", "lineWidth": 1})
+    fc["overrides"] = overrides or []
+    return {
+        "type": "barchart",
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "fieldConfig": fc,
+        "options": {
+            "barWidth": 0.8,
+            "groupWidth": 0.7,
+            "legend": {"calcs": [], "displayMode": "list", "placement": "bottom", "showLegend": True},
+            "orientation": "horizontal",
+            "showValue": "never",
+            "stacking": "normal",
+            "tooltip": {"mode": "multi", "sort": "none"},
+            "xTickLabelRotation": 0,
+        },
+        "targets": tgts,
+        "transformations": transformations,
+    }
+
+
+def table(
+    title: str,
+    description: str,
+    tgts: list[dict[str, Any]],
+    unit: str,
+    transformations: list[dict[str, Any]],
+    *,
+    sort_by: str,
+    overrides: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    fc = _field_config(unit, None)
+    fc["overrides"] = overrides or []
+    return {
+        "type": "table",
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "fieldConfig": fc,
+        "options": {
+            "cellHeight": "sm",
+            "footer": {"show": False, "reducer": ["sum"], "fields": ""},
+            "showHeader": True,
+            "sortBy": [{"desc": True, "displayName": sort_by}],
+        },
+        "targets": tgts,
+        "transformations": transformations,
     }
 
 
@@ -1520,11 +1683,359 @@ def collector_health() -> dict[str, Any]:
     )
 
 
+REQUEST_STAGES = ("backlog", "development", "review", "release")
+CHANGE_STAGES = ("coding", "pickup", "review", "deploy")
+#: one colour per stage name, the same in every panel (review is the same stage idea in both)
+STAGE_COLORS = {
+    "backlog": "purple",
+    "development": "blue",
+    "coding": "blue",
+    "pickup": "yellow",
+    "review": "orange",
+    "release": "green",
+    "deploy": "green",
+}
+CHANGE_STAGE_FILTER = 'source=~"$source",service=~"$service"'
+BANDS_GROWTH = _steps(("green", None), ("yellow", 0.1), ("red", 0.25))
+
+
+def _stage_colors(stages: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "matcher": {"id": "byName", "options": stage},
+            "properties": [{"id": "color", "value": {"fixedColor": STAGE_COLORS[stage], "mode": "fixed"}}],
+        }
+        for stage in stages
+    ]
+
+
+def _stage_growth(metric: str, flt: str, by: str) -> str:
+    """p85 over 30d / p85 over 90d - 1 per ``by`` group (largest matching series on each side)."""
+    return (
+        f'max by ({by}) ({metric}{{{flt},window="30d",quantile="0.85"}})\n/\n'
+        f'(max by ({by}) ({metric}{{{flt},window="90d",quantile="0.85"}}) > 0)\n- 1'
+    )
+
+
+def _stages_per(
+    title: str, description: str, metric: str, flt: str, row: str, quantile: str, stages: tuple[str, ...]
+) -> dict[str, Any]:
+    """A horizontal bar per ``row`` label value, stacked by stage: each stage's quantile in the window."""
+    return barchart(
+        title,
+        description,
+        [
+            target(
+                f'max by ({row}, stage) ({metric}{{{flt},window="$window",quantile="{quantile}"}})',
+                f"{{{{{row}}}}} {{{{stage}}}}",
+                instant=True,
+                fmt="table",
+            )
+        ],
+        "s",
+        [
+            {
+                "id": "groupingToMatrix",
+                "options": {"columnField": "stage", "rowField": row, "valueField": "Value", "emptyValue": "null"},
+            },
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {},
+                    "indexByName": {f"{row}\\stage": 0, **{stage: i + 1 for i, stage in enumerate(stages)}},
+                    "renameByName": {f"{row}\\stage": row},
+                },
+            },
+        ],
+        overrides=_stage_colors(stages),
+    )
+
+
+def _growth_table(title: str, description: str, metric: str, flt: str, by: str, sort_by: str) -> dict[str, Any]:
+    count = metric.replace("_window_seconds", "_window_count")
+    columns = {"Value #A": "p85 30d", "Value #B": "p85 90d", "Value #C": "items 30d", "Value #D": sort_by}
+    return table(
+        title,
+        description,
+        [
+            target(
+                f'max by ({by}) ({metric}{{{flt},window="30d",quantile="0.85"}})', ref="A", instant=True, fmt="table"
+            ),
+            target(
+                f'max by ({by}) ({metric}{{{flt},window="90d",quantile="0.85"}})', ref="B", instant=True, fmt="table"
+            ),
+            target(f'max by ({by}) ({count}{{{flt},window="30d"}})', ref="C", instant=True, fmt="table"),
+            target(_stage_growth(metric, flt, by), ref="D", instant=True, fmt="table"),
+        ],
+        "dtdurations",
+        [
+            {"id": "merge", "options": {}},
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {"Time": True},
+                    "indexByName": {
+                        **{label.strip(): i for i, label in enumerate(by.split(","))},
+                        **{name: len(by.split(",")) + i for i, name in enumerate(columns.values())},
+                    },
+                    "renameByName": columns,
+                },
+            },
+        ],
+        sort_by=sort_by,
+        overrides=[
+            {
+                "matcher": {"id": "byName", "options": sort_by},
+                "properties": [
+                    {"id": "unit", "value": "percentunit"},
+                    {"id": "thresholds", "value": BANDS_GROWTH},
+                    {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                ],
+            },
+            {"matcher": {"id": "byName", "options": "items 30d"}, "properties": [{"id": "unit", "value": "short"}]},
+        ],
+    )
+
+
+class _StagePath(NamedTuple):
+    """One of the two paths split into stages, and the words its panels use."""
+
+    name: str  # "request" / "change": the panel titles' first word
+    metric: str  # the window-seconds gauge
+    flt: str  # its template-variable filter
+    row: str  # the label of one bar: team / service
+    by: str  # the labels of one row in the growth table
+    stages: tuple[str, ...]
+    whole: str  # the panel title of the whole path
+    items: str  # "work items released" / "changes deployed"
+    definition: str
+    series: str  # the labels of one series, as the regression alert groups them
+    series_legend: str  # which series, in a legend
+    min_items: int  # the alert's minimum count over 30 days: fewer make a noisy p85
+
+
+_REQUEST_PATH = _StagePath(
+    "request",
+    "cycletime_request_stage_window_seconds",
+    WI_FILTER,
+    "team",
+    "project, team, type, stage",
+    REQUEST_STAGES,
+    "Request to release",
+    "work items released",
+    "Request-to-release split into stages (`cycletime_request_stage_seconds`, one observation per stage "
+    "per released work item): backlog (created -> first In Progress or Resolved), development (-> first "
+    "linked pull request ready for review), review (-> last linked change merged or pushed), release "
+    "(-> the first successful production deployment containing it). Boundaries are clamped to be "
+    "non-decreasing, so an item's stages add up to its request-to-release time.",
+    WI_STAGE,
+    "{{stage}}: {{team}} {{type}}",
+    THRESHOLDS["requestStageRegressionMinItems"],
+)
+_CHANGE_PATH = _StagePath(
+    "change",
+    "cycletime_change_stage_window_seconds",
+    CHANGE_STAGE_FILTER,
+    "service",
+    "service, stage",
+    CHANGE_STAGES,
+    "Change lead time",
+    "changes deployed",
+    "Change lead time split into stages (`cycletime_change_stage_seconds`, one observation per stage per "
+    "deployed change): coding (first commit -> ready for review), pickup (-> first review by someone "
+    "other than the author, or the merge), review (-> merged), deploy (-> the first successful "
+    "production deployment containing it). A direct commit has only deploy.",
+    CHANGE_STAGE,
+    "{{stage}}: {{service}}",
+    THRESHOLDS["changeStageRegressionMinChanges"],
+)
+_STACK_NOTE = (
+    " Each segment is that stage's own quantile over the items whose end event lies in the window "
+    "(largest matching series per bar and stage); quantiles do not add up, so a bar's length is not "
+    "the quantile of the whole path."
+)
+_GROWTH_NOTE = (
+    " Growth = p85 over the last 30 days / p85 over the last 90 days (which include them) - 1, from the "
+    "window gauges (needs windows 30d and 90d in the collector config, the defaults), so it is right "
+    "from the first scrape. The stage regression alerts watch the same ratio per series."
+)
+
+
+def _series_growth(path: _StagePath) -> str:
+    """Each matching series' growth (as the regression alert groups them), if its 30 days hold enough items."""
+    count = path.metric.replace("_window_seconds", "_window_count")
+    return (
+        f"(\n{_stage_growth(path.metric, path.flt, path.series)}\n)\nand\n"
+        f'max by ({path.series}) ({count}{{{path.flt},window="30d"}}) >= {path.min_items}'
+    )
+
+
+def _series_note(path: _StagePath) -> str:
+    return (
+        f" Over the matching series ({path.series.removesuffix(', stage')}) with at least {path.min_items} "
+        "items in the last 30 days, as the stage regression alert: fewer make a noisy p85. The table below "
+        "lists every series with its count."
+    )
+
+
+def _stage_stats(path: _StagePath, whole_expr: str, whole_def: str) -> list[tuple[dict[str, Any], int, int]]:
+    """The path's largest stage, the stage that grew most, and the whole path's p85 beside them."""
+    p85 = f'{path.metric}{{{path.flt},window="$window",quantile="0.85"}}'
+    Name = path.name.capitalize()
+    return [
+        (
+            stat(
+                f"Largest {path.name} stage (p85)",
+                f"The stage where the {path.items} in the window spend the most time: the largest p85 of "
+                "a stage among the matching series. " + path.definition + QUANTILE_NOTE,
+                [target(f"topk(1, max by (stage) ({p85}))", "{{stage}}")],
+                "dtdurations",
+                graph=False,
+                text_mode="value_and_name",
+            ),
+            4,
+            5,
+        ),
+        (
+            stat(
+                f"{Name} stage that grew most",
+                f"The {path.name} stage that grew most, and whose: the largest growth of a stage's p85 "
+                "over 30 days against over 90 days. Red above 25%."
+                + _GROWTH_NOTE
+                + _series_note(path)
+                + " "
+                + path.definition,
+                [target(f"topk(1,\n{_series_growth(path)}\n)", path.series_legend)],
+                "percentunit",
+                BANDS_GROWTH,
+                graph=False,
+                text_mode="value_and_name",
+            ),
+            4,
+            5,
+        ),
+        (
+            stat(
+                f"p85 {path.whole.lower()} (whole path)",
+                "For comparison with the stages: " + whole_def,
+                [target(whole_expr, "p85")],
+                "dtdurations",
+                graph=False,
+            ),
+            4,
+            5,
+        ),
+    ]
+
+
+def _stage_rows(path: _StagePath) -> list[list[tuple[dict[str, Any], int, int]]]:
+    """Stacked stages per team / service (p50, p85), the p85 stack over time, and the growth ranking."""
+    over_time = timeseries(
+        f"{path.name.capitalize()} stages p85 over time",
+        f"The p85 of each {path.name} stage over the rolling window before each point (largest matching "
+        "series per stage), stacked. " + path.definition + _STACK_NOTE,
+        [target(f'max by (stage) ({path.metric}{{{path.flt},window="$window",quantile="0.85"}})', "{{stage}}")],
+        "s",
+        stack=True,
+    )
+    over_time["fieldConfig"]["overrides"] = _stage_colors(path.stages)
+    return [
+        [
+            (
+                _stages_per(
+                    f"{path.whole} by stage per {path.row}: {label}",
+                    f"{wording} time per stage of the {path.items} in the window, one bar per {path.row}. "
+                    + path.definition
+                    + _STACK_NOTE,
+                    path.metric,
+                    path.flt,
+                    path.row,
+                    quantile,
+                    path.stages,
+                ),
+                12,
+                10,
+            )
+            for quantile, label, wording in (("0.5", "p50", "Median"), ("0.85", "p85", "85th percentile"))
+        ],
+        [
+            (over_time, 12, 9),
+            (
+                bargauge(
+                    f"{path.name.capitalize()} stage growth: p85 last 30 days vs 90 days",
+                    f"Every {path.name} stage's largest growth among the matching series, largest first."
+                    + _GROWTH_NOTE
+                    + _series_note(path)
+                    + " "
+                    + path.definition,
+                    [target(f"sort_desc(max by (stage) (\n{_series_growth(path)}\n))", "{{stage}}", instant=True)],
+                    "percentunit",
+                    BANDS_GROWTH,
+                ),
+                12,
+                9,
+            ),
+        ],
+    ]
+
+
+def _stage_table(path: _StagePath) -> tuple[dict[str, Any], int, int]:
+    return (
+        _growth_table(
+            f"{path.name.capitalize()} stages per {path.row}: p85 last 30 days vs 90 days",
+            f"Each {path.by.removesuffix(', stage')} and stage: p85 over 30 and 90 days, how many items "
+            "the 30 days hold and the growth, largest growth first (few items make a noisy p85: read "
+            "the count)." + _GROWTH_NOTE,
+            path.metric,
+            path.flt,
+            path.by,
+            "p85 growth",
+        ),
+        12,
+        10,
+    )
+
+
+def where_the_time_goes() -> dict[str, Any]:
+    request_stats = _stage_stats(
+        _REQUEST_PATH,
+        f'max(cycletime_request_to_release_window_seconds{{{R2R_FILTER},window="$window",quantile="0.85"}})',
+        "the largest matching p85 request-to-release time over the window "
+        "(`cycletime_request_to_release_window_seconds`, filtered by environment too), from creation to "
+        "the first production deployment of a linked change.",
+    )
+    change_stats = _stage_stats(
+        _CHANGE_PATH,
+        f'max(cycletime_change_lead_time_window_seconds{{{DEP_FILTER},window="$window",quantile="0.85"}})',
+        "the largest matching p85 change lead time over the window "
+        "(`cycletime_change_lead_time_window_seconds`), first commit to the first successful production "
+        "deployment containing the change.",
+    )
+    panels = layout(
+        [
+            request_stats + change_stats,
+            *_stage_rows(_REQUEST_PATH),
+            *_stage_rows(_CHANGE_PATH),
+            [_stage_table(_REQUEST_PATH), _stage_table(_CHANGE_PATH)],
+        ]
+    )
+    return dashboard(
+        "cycletime-where-the-time-goes",
+        "Where the time goes",
+        "Request-to-release and change lead time split into stages: where the months go, per team and "
+        "service, and which stage grew against the last 90 days.",
+        ["stages"],
+        panels,
+        template_vars(service=True, window=True),
+    )
+
+
 DASHBOARDS = {
     "request-to-release.json": request_to_release,
     "flow.json": flow,
     "dora.json": dora,
     "collector-health.json": collector_health,
+    "where-the-time-goes.json": where_the_time_goes,
 }
 
 

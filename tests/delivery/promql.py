@@ -27,6 +27,8 @@ HISTOGRAMS = {
     "cycletime_request_to_release_seconds",
     "cycletime_change_lead_time_seconds",
     "cycletime_failed_deployment_recovery_seconds",
+    "cycletime_change_stage_seconds",
+    "cycletime_request_stage_seconds",
 }
 #: every metric name (docs/metrics.md) a query may use (histogram series and window gauges included)
 CONTRACT_METRICS: frozenset[str] = frozenset(

@@ -6,9 +6,11 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from .dashboard_queries import iter_panel_queries, iter_panels, iter_variable_queries, load_dashboards, substitute
 from .promql import (
@@ -21,16 +23,23 @@ from .promql import (
     load_rules,
     metric_names,
     recording_rule_names,
+    run_promtool,
 )
 
-EXPECTED = {"request-to-release.json", "flow.json", "dora.json", "collector-health.json"}
+EXPECTED = {
+    "request-to-release.json",
+    "flow.json",
+    "dora.json",
+    "collector-health.json",
+    "where-the-time-goes.json",
+}
 REQUIRED_VARIABLES = {"datasource", "source", "project", "team", "type", "environment"}
 DS_REF = {"type": "prometheus", "uid": "${datasource}"}
 
 DASHBOARDS = load_dashboards()
 
 
-def test_the_four_dashboards_exist() -> None:
+def test_the_five_dashboards_exist() -> None:
     assert set(DASHBOARDS) == EXPECTED
 
 
@@ -142,6 +151,19 @@ def test_issue_contents() -> None:
         "cycletime_records_rejected_total",
     ):
         assert needle in health, needle
+    stages = exprs("where-the-time-goes.json")
+    for needle in (
+        'cycletime_request_stage_window_seconds{source=~"$source",project=~"$project",team=~"$team",type=~"$type"',
+        'cycletime_change_stage_window_seconds{source=~"$source",service=~"$service"',
+        "max by (team, stage)",
+        "max by (service, stage)",
+        'quantile="0.5"',
+        'window="30d",quantile="0.85"',
+        'window="90d",quantile="0.85"',
+        "cycletime_request_stage_window_count",
+        "cycletime_change_stage_window_count",
+    ):
+        assert needle in stages, needle
 
 
 def test_only_contract_metrics_and_recording_rules() -> None:
@@ -229,3 +251,148 @@ def test_production_is_the_label_never_an_environment_name() -> None:
         if "cycletime_deployments_window_count{" in rule["expr"]:
             assert 'production="true"' in rule["expr"], rule
     assert not any("cycletime_deployments_total" in r["expr"] for r in rules)
+
+
+# --------------------------------------------------------------------------- where the time goes
+
+_WI = 'source="boards",project="Fabrikam",type="Bug"'
+_DAY = 86400
+#: (labels, stage) -> (p85 over 30d, p85 over 90d, items in 30d): window gauges as the collector exports them
+_REQUEST_STAGES = {
+    ('team="Web"', "backlog"): (10 * _DAY, 5 * _DAY, 12),
+    ('team="Web"', "development"): (2 * _DAY, 2 * _DAY, 12),
+    ('team="Web"', "review"): (0.75 * _DAY, 0.5 * _DAY, 12),
+    ('team="Web"', "release"): (3 * _DAY, 4 * _DAY, 12),
+    # quadrupled, but 3 items in 30 days: too few for the growth ranking (the table lists it)
+    ('team="Ops"', "backlog"): (20 * _DAY, 5 * _DAY, 3),
+}
+_CHANGE_STAGES = {
+    ('service="contoso/web"', "coding"): (7200, 3600, 40),
+    ('service="contoso/web"', "pickup"): (14400, 14400, 40),
+    ('service="contoso/web"', "review"): (3600, 7200, 40),
+    ('service="contoso/web"', "deploy"): (64800, 43200, 40),
+    # a 90-day p85 of 0 would make the growth +Inf: left out instead
+    ('service="contoso/api"', "pickup"): (600, 0, 2),
+}
+
+
+def _stage_series() -> list[dict[str, str]]:
+    series = []
+    for base, fixed, stages in (
+        ("cycletime_request_stage", _WI, _REQUEST_STAGES),
+        ("cycletime_change_stage", 'source="github"', _CHANGE_STAGES),
+    ):
+        for (labels, stage), (p85_30d, p85_90d, items) in stages.items():
+            sel = f'{fixed},{labels},stage="{stage}",job="cycletime",instance="c:9184"'
+            for window, value in (("30d", p85_30d), ("90d", p85_90d)):
+                series.append(
+                    {
+                        "series": f'{base}_window_seconds{{{sel},window="{window}",quantile="0.85"}}',
+                        "values": f"{value}x5",
+                    }
+                )
+                series.append(
+                    {
+                        "series": f'{base}_window_seconds{{{sel},window="{window}",quantile="0.5"}}',
+                        "values": f"{value / 2}x5",
+                    }
+                )
+            series.append({"series": f'{base}_window_count{{{sel},window="30d"}}', "values": f"{items}x5"})
+    return series
+
+
+def _stage_query(title: str, ref: str = "A") -> str:
+    for panel in iter_panels(DASHBOARDS["where-the-time-goes.json"]):
+        if panel["title"] == title:
+            return substitute(next(t["expr"] for t in panel["targets"] if t["refId"] == ref))
+    raise KeyError(title)
+
+
+def test_where_the_time_goes_answers_from_the_stage_gauges(tmp_path: Path) -> None:
+    """The stage panels' queries on a real PromQL engine (promtool), fed the window gauges the
+    collector exports: the headline stages, the growth ranking and the per-team bars."""
+    web = 'project="Fabrikam",team="Web",type="Bug"'
+    cases = [
+        ("Largest request stage (p85)", "A", [('{stage="backlog"}', 20 * _DAY)]),
+        # Ops's backlog grew more, from 3 items: Web's doubled backlog is the stage that grew most
+        ("Request stage that grew most", "A", [(f'{{source="boards",{web},stage="backlog"}}', 1.0)]),
+        ("Largest change stage (p85)", "A", [('{stage="deploy"}', 64800)]),
+        ("Change stage that grew most", "A", [('{source="github",service="contoso/web",stage="coding"}', 1.0)]),
+        (
+            "Request stage growth: p85 last 30 days vs 90 days",
+            "A",
+            [
+                ('{stage="backlog"}', 1.0),
+                ('{stage="review"}', 0.5),
+                ('{stage="development"}', 0.0),
+                ('{stage="release"}', -0.25),
+            ],
+        ),
+        (
+            "Change stage growth: p85 last 30 days vs 90 days",
+            "A",
+            [
+                ('{stage="coding"}', 1.0),
+                ('{stage="deploy"}', 0.5),
+                ('{stage="pickup"}', 0.0),
+                ('{stage="review"}', -0.5),
+            ],
+        ),
+        (
+            "Request to release by stage per team: p85",
+            "A",
+            [
+                ('{team="Ops",stage="backlog"}', 20 * _DAY),
+                ('{team="Web",stage="backlog"}', 10 * _DAY),
+                ('{team="Web",stage="development"}', 2 * _DAY),
+                ('{team="Web",stage="release"}', 3 * _DAY),
+                ('{team="Web",stage="review"}', 0.75 * _DAY),
+            ],
+        ),
+        (
+            "Change lead time by stage per service: p50",
+            "A",
+            [
+                ('{service="contoso/api",stage="pickup"}', 300),
+                ('{service="contoso/web",stage="coding"}', 3600),
+                ('{service="contoso/web",stage="deploy"}', 32400),
+                ('{service="contoso/web",stage="pickup"}', 7200),
+                ('{service="contoso/web",stage="review"}', 1800),
+            ],
+        ),
+        (
+            "Request stages per team: p85 last 30 days vs 90 days",
+            "D",
+            [
+                (f'{{{web},stage="backlog"}}', 1.0),
+                (f'{{{web},stage="development"}}', 0.0),
+                (f'{{{web},stage="review"}}', 0.5),
+                (f'{{{web},stage="release"}}', -0.25),
+                ('{project="Fabrikam",team="Ops",type="Bug",stage="backlog"}', 3.0),
+            ],
+        ),
+        (
+            "Change stages per service: p85 last 30 days vs 90 days",
+            "C",
+            [(f'{{service="contoso/web",stage="{stage}"}}', 40) for stage in ("coding", "pickup", "review", "deploy")]
+            + [('{service="contoso/api",stage="pickup"}', 2)],
+        ),
+    ]
+    tests = [
+        {
+            "expr": _stage_query(title, ref),
+            "eval_time": "1m",
+            "exp_samples": [{"labels": labels, "value": value} for labels, value in samples],
+        }
+        for title, ref, samples in cases
+    ]
+    (tmp_path / "none.yaml").write_text("groups: []\n", encoding="utf-8")
+    unit = {
+        "rule_files": ["none.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": _stage_series(), "promql_expr_test": tests}],
+    }
+    path = tmp_path / "stages_test.yaml"
+    path.write_text(yaml.safe_dump(unit, sort_keys=False), encoding="utf-8")
+    result = run_promtool("test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -20,7 +20,19 @@ from .promql import CHART_DIR, GRAFANA_DIR, load_rules, run_promtool
 RELEASE = "ct"
 NAMESPACE = "monitoring"
 FULLNAME = "ct-cycletime-collector"
-CORE_KINDS = {"Deployment", "Service", "ConfigMap", "Secret", "PersistentVolumeClaim", "ServiceAccount", "Job"}
+CORE_KINDS = {
+    "Deployment",
+    "StatefulSet",
+    "PodDisruptionBudget",
+    "Service",
+    "ConfigMap",
+    "Secret",
+    "PersistentVolumeClaim",
+    "ServiceAccount",
+    "Job",
+}
+HEADLESS = f"{FULLNAME}-headless"
+PG_URL = "postgresql://ct:pw@db:5432/cycletime"
 #: oldest supported (Chart.yaml kubeVersion) and newest schemas shipped with kubernetes-validate
 KUBE_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
 
@@ -44,7 +56,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": MINIMAL,
     "sources+tokens": WITH_SOURCES,
     "existingSecret": {"config": {"sources": SOURCES}, "secret": {"existingSecret": "my-tokens"}},
-    "postgresql-url": {**WITH_SOURCES, "postgresql": {"url": "postgresql://ct:pw@db:5432/cycletime"}},
+    "postgresql-url": {**WITH_SOURCES, "postgresql": {"url": PG_URL}},
     "postgresql-existingSecret": {
         "config": {"sources": SOURCES},
         "secret": {"existingSecret": "my-tokens"},
@@ -102,6 +114,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
         },
         "dashboards": {"enabled": True, "namespace": "grafana", "annotations": {"grafana_folder": "Delivery"}},
     },
+    "sharded": {
+        **WITH_SOURCES,
+        "postgresql": {"url": PG_URL},
+        "sharding": {"enabled": True, "replicas": 3},
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+    },
+    "sharded-existingSecret-backfill": {
+        "config": {"sources": SOURCES},
+        "secret": {"existingSecret": "my-tokens"},
+        "postgresql": {"existingSecret": "db", "existingSecretKey": "dsn"},
+        "sharding": {"enabled": True, "podDisruptionBudget": {"maxUnavailable": "50%"}},
+        "backfill": {"enabled": True},
+    },
 }
 
 
@@ -133,8 +159,15 @@ def one(variant: str, kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def workload(variant: str) -> dict[str, Any]:
+    """The collector's Deployment, or its StatefulSet when sharded: exactly one of them."""
+    found = [d for d in render(variant) if d["kind"] in {"Deployment", "StatefulSet"}]
+    assert len(found) == 1, f"{variant}: expected a Deployment or a StatefulSet, got {[d['kind'] for d in found]}"
+    return found[0]
+
+
 def container(variant: str) -> dict[str, Any]:
-    return one(variant, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return workload(variant)["spec"]["template"]["spec"]["containers"][0]
 
 
 def config_of(variant: str) -> dict[str, Any]:
@@ -146,7 +179,7 @@ def env(variant: str) -> dict[str, dict[str, Any]]:
 
 
 def volumes(variant: str) -> dict[str, dict[str, Any]]:
-    return {v["name"]: v for v in one(variant, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    return {v["name"]: v for v in workload(variant)["spec"]["template"]["spec"]["volumes"]}
 
 
 # --------------------------------------------------------------------------- lint and schemas
@@ -190,7 +223,8 @@ def test_lint_strict_with_every_variant() -> None:
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 def test_core_resources_match_kubernetes_schemas(variant: str, kube_version: str) -> None:
     docs = render(variant)
-    assert {"Deployment", "Service", "ConfigMap"} <= {d["kind"] for d in docs}
+    kinds = {d["kind"] for d in docs}
+    assert {"Service", "ConfigMap"} <= kinds and len(kinds & {"Deployment", "StatefulSet"}) == 1
     for doc in docs:
         if doc["kind"] in CORE_KINDS:
             kubernetes_validate.validate(doc, kube_version, strict=True)
@@ -375,7 +409,7 @@ def test_config_has_the_sources_from_values_and_no_secret() -> None:
 def test_rendered_config_is_accepted_by_the_collector() -> None:
     from collector.config import parse_config
 
-    for variant in ("sources+tokens", "postgresql-url", "no-persistence"):
+    for variant in ("sources+tokens", "postgresql-url", "no-persistence", "sharded"):
         text = one(variant, "ConfigMap")["data"]["config.yaml"]
         env = {**TOKENS, "CYCLETIME_STORE_URL": "postgresql://ct:pw@db:5432/cycletime"}
         config = parse_config(text, env)
@@ -524,7 +558,7 @@ def test_dashboards_configmap() -> None:
     (cm,) = dashboards_cms("monitoring-on")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     originals = {p.name: json.loads(p.read_text(encoding="utf-8")) for p in GRAFANA_DIR.glob("*.json")}
-    assert len(originals) == 4
+    assert len(originals) == 5
     assert {k: json.loads(v) for k, v in cm["data"].items()} == originals
     (custom,) = dashboards_cms("monitoring-on-custom")
     assert custom["metadata"]["namespace"] == "grafana"
@@ -580,3 +614,153 @@ def test_backfill_job_with_postgresql_and_an_existing_claim() -> None:
     assert f"{FULLNAME}-backfill" not in {
         c["metadata"]["name"] for c in by_kind("backfill-postgresql", "PersistentVolumeClaim")
     }
+
+
+# --------------------------------------------------------------------------- sharding
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+def test_single_replica_deployment_stays_the_default() -> None:
+    kinds = [d["kind"] for d in render("default")]
+    assert "Deployment" in kinds
+    assert not {"StatefulSet", "PodDisruptionBudget"} & set(kinds)
+    assert [s["metadata"]["name"] for s in by_kind("default", "Service")] == [FULLNAME]
+    assert not {"CYCLETIME_TOTAL_SHARDS", "CYCLETIME_POD_NAME"} & env("default").keys()
+    assert config_of("default")["store"].startswith("sqlite:")
+
+
+def test_sharding_renders_a_statefulset_of_shards_on_postgresql() -> None:
+    v = "sharded"
+    assert by_kind(v, "Deployment") == []
+    sts = one(v, "StatefulSet")
+    spec = sts["spec"]
+    assert sts["metadata"]["name"] == FULLNAME  # pods ct-cycletime-collector-0 .. -2: the ordinal is the shard
+    assert spec["replicas"] == 3
+    assert spec["serviceName"] == HEADLESS
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert "volumeClaimTemplates" not in spec
+    assert _matches(spec["selector"]["matchLabels"], spec["template"]["metadata"]["labels"])
+    # the interface the collector reads: N from the chart, its own pod name from the downward API
+    e = env(v)
+    assert e["CYCLETIME_TOTAL_SHARDS"] == {"name": "CYCLETIME_TOTAL_SHARDS", "value": "3"}
+    assert e["CYCLETIME_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "CYCLETIME_SHARD" not in e
+    assert e["CYCLETIME_STORE_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": f"{FULLNAME}-secrets", "key": "CYCLETIME_STORE_URL"}
+    }
+    assert config_of(v)["store"] == "${CYCLETIME_STORE_URL}"
+    # no volume for the store: no PVC, no data volume, no data mount
+    assert by_kind(v, "PersistentVolumeClaim") == []
+    assert "data" not in volumes(v)
+    assert {m["name"] for m in container(v)["volumeMounts"]} == {"config", "tmp"}
+    # the same hardened pod as the Deployment's
+    assert container(v)["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container(v)["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_sharding_with_an_existing_postgresql_secret_defaults_to_two_shards() -> None:
+    v = "sharded-existingSecret-backfill"
+    assert one(v, "StatefulSet")["spec"]["replicas"] == 2
+    assert env(v)["CYCLETIME_TOTAL_SHARDS"]["value"] == "2"
+    assert env(v)["CYCLETIME_STORE_URL"]["valueFrom"] == {"secretKeyRef": {"name": "db", "key": "dsn"}}
+    assert by_kind(v, "Secret") == [] and by_kind(v, "PersistentVolumeClaim")[0]["metadata"]["name"].endswith(
+        "-backfill"
+    )
+
+
+def test_sharding_headless_service_and_one_service_monitor_for_every_shard() -> None:
+    v = "sharded"
+    services = {s["metadata"]["name"]: s for s in by_kind(v, "Service")}
+    assert set(services) == {FULLNAME, HEADLESS}
+    headless = services[HEADLESS]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    assert headless["spec"]["ports"] == [{"name": "metrics", "port": 9184, "targetPort": "metrics", "protocol": "TCP"}]
+    pod_labels = one(v, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    assert _matches(headless["spec"]["selector"], pod_labels)
+    # one ServiceMonitor; it selects the headless Service (whose endpoints are every shard) and not the
+    # ClusterIP one, which would scrape the same pods a second time
+    sm = one(v, "ServiceMonitor")
+    selector = sm["spec"]["selector"]["matchLabels"]
+    assert _matches(selector, headless["metadata"]["labels"])
+    assert not _matches(selector, services[FULLNAME]["metadata"]["labels"])
+    (endpoint,) = sm["spec"]["endpoints"]
+    # each shard its own instance, stable across restarts (the StatefulSet's pod name)
+    assert {
+        "action": "replace",
+        "sourceLabels": ["__meta_kubernetes_pod_name"],
+        "targetLabel": "instance",
+    } in endpoint["relabelings"]
+    assert not [r for r in endpoint["relabelings"] if r.get("replacement") == FULLNAME]
+
+
+def test_sharding_pod_disruption_budget() -> None:
+    pdb = one("sharded", "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    pod_labels = one("sharded", "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    assert _matches(pdb["spec"]["selector"]["matchLabels"], pod_labels)
+    assert one("sharded-existingSecret-backfill", "PodDisruptionBudget")["spec"]["maxUnavailable"] == "50%"
+    # the backfill Job's pod is no shard: neither the budget nor the headless Service selects it
+    job_labels = one("sharded-existingSecret-backfill", "Job")["spec"]["template"]["metadata"]["labels"]
+    assert not _matches(
+        one("sharded-existingSecret-backfill", "PodDisruptionBudget")["spec"]["selector"]["matchLabels"], job_labels
+    )
+    headless = next(
+        s for s in by_kind("sharded-existingSecret-backfill", "Service") if s["metadata"]["name"] == HEADLESS
+    )
+    assert not _matches(headless["spec"]["selector"], job_labels)
+
+
+def test_sharding_backfill_waits_for_every_shard() -> None:
+    wait = one("sharded-existingSecret-backfill", "Job")["spec"]["template"]["spec"]["initContainers"][0]
+    script = wait["command"][-1]
+    assert f"http://{FULLNAME}-{{i}}.{HEADLESS}.{NAMESPACE}.svc:9184/readyz" in script
+    assert "for i in range(2)" in script
+    compile(script, "wait-for-first-sync", "exec")  # valid Python after rendering
+    compile(one("backfill", "Job")["spec"]["template"]["spec"]["initContainers"][0]["command"][-1], "w", "exec")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"sharding": {"enabled": True}},  # SQLite default: refused
+        {"sharding": {"enabled": True}, "postgresql": {"url": "sqlite:////var/lib/cycletime/cycletime.db"}},
+        {"sharding": {"enabled": True}, "config": {"sources": SOURCES, "store": "sqlite:///x.db"}},
+        {"sharding": {"enabled": True, "replicas": 0}, "postgresql": {"url": PG_URL}},
+        {"sharding": {"enabled": True, "replicas": "3"}, "postgresql": {"url": PG_URL}},
+        {"sharding": {"enabled": True, "podDisruptionBudget": {"maxUnavailable": 0}}, "postgresql": {"url": PG_URL}},
+        {"sharding": {"enabled": True, "shards": 3}, "postgresql": {"url": PG_URL}},
+    ],
+)
+def test_schema_requires_postgresql_for_sharding(values: dict[str, Any]) -> None:
+    with helm_python.Chart.load(CHART_DIR) as chart, pytest.raises(helm_python.HelmValuesError):
+        chart.validate_schema({**WITH_SOURCES, **values})
+
+
+def test_schema_accepts_sharding_on_postgresql() -> None:
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        chart.validate_schema(VARIANTS["sharded"])
+        chart.validate_schema(VARIANTS["sharded-existingSecret-backfill"])
+        chart.validate_schema({**WITH_SOURCES, "sharding": {"enabled": False, "replicas": 4}})
+
+
+def test_sharding_without_postgresql_and_schema_validation_skipped_fails_with_a_reason(tmp_path: Path) -> None:
+    unchecked = tmp_path / "chart"
+    shutil.copytree(CHART_DIR, unchecked)
+    (unchecked / "values.schema.json").unlink()
+    with (
+        helm_python.Chart.load(unchecked) as chart,
+        pytest.raises(helm_python.HelmError, match=r"sharding\.enabled needs a PostgreSQL store"),
+    ):
+        chart.render({**WITH_SOURCES, "sharding": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_sharding_notes_name_the_shards() -> None:
+    text = notes(VARIANTS["sharded"])
+    assert f"pods {FULLNAME}-0 .. {FULLNAME}-2" in text
+    assert f"port-forward pod/{FULLNAME}-0" in text
+    assert HEADLESS in text
+    assert "Sharded" not in notes(MINIMAL)

@@ -34,6 +34,19 @@ app.kubernetes.io/name: {{ include "cycletime-collector.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The collector pods' labels a selector matches: with sharding, the StatefulSet's pods only (not the backfill Job's). */}}
+{{- define "cycletime-collector.podSelectorLabels" -}}
+{{ include "cycletime-collector.selectorLabels" . }}
+{{- if .Values.sharding.enabled }}
+app.kubernetes.io/component: shard
+{{- end }}
+{{- end }}
+
+{{/* The headless Service that governs the StatefulSet: one DNS name per shard, <fullname>-<i>.<this>. */}}
+{{- define "cycletime-collector.headlessName" -}}
+{{- printf "%s-headless" (include "cycletime-collector.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "cycletime-collector.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "cycletime-collector.fullname" .) .Values.serviceAccount.name }}
@@ -106,6 +119,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "cycletime-collector.validate" -}}
 {{- if not .Values.config.sources }}
 {{- fail "config.sources is empty: the collector needs at least one source and would refuse to start. Supply them with -f or --set-json, as in the chart README (section \"Sources\")." }}
+{{- end }}
+{{- if and .Values.sharding.enabled (not (include "cycletime-collector.usesPostgres" .)) }}
+{{- fail "sharding.enabled needs a PostgreSQL store (postgresql.url or postgresql.existingSecret): the shards share one store, and SQLite on a volume cannot be shared. See the chart README (section \"Sharding\")." }}
 {{- end }}
 {{- end }}
 
