@@ -247,7 +247,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("azure_boards", "azure_pipelines", "github", "function-after[_repo_names(), list[str]]"):
+        elif part in KINDS or part == "function-after[_repo_names(), list[str]]":
             continue  # pydantic's discriminator tag in the location is noise for users
         else:
             out += f".{part}" if out else str(part)

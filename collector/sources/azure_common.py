@@ -1,4 +1,4 @@
-"""What the Azure Boards and Azure Pipelines sources share: the REST client, times, environments.
+"""What the Azure Boards, Pipelines and Repos sources share: the REST client, times, environments.
 
 Why plain REST through :class:`collector.http.ApiClient` rather than the ``azure-devops`` SDK: the
 SDK (7.1.0b4) returns bare lists for builds, release deployments and environment deployment
@@ -46,6 +46,12 @@ API_VERSIONS = {
     "release_deployments": "7.1-preview.2",
     "release": "7.1-preview.8",
     "projects": "7.1-preview.4",
+    # Azure Repos (git): released in 7.1, no preview suffix (git.json's api-version: "7.1")
+    "git_repositories": "7.1",
+    "pull_requests": "7.1",
+    "pull_request_commits": "7.1",
+    "pull_request_threads": "7.1",
+    "pull_request_workitems": "7.1",
 }
 
 #: Azure DevOps sends .NET's "no value" for unset dates on some records
