@@ -353,6 +353,69 @@ class ReleaseDeployment:
     requested_for: int
 
 
+@dataclass(slots=True, eq=False, repr=False)
+class PullRequestCommit:
+    """A commit of a pull request's source branch (for a fast-forward merge, the commit on main)."""
+
+    sha: str
+    at: int  # author date
+    author: int
+    message: str
+
+
+@dataclass(slots=True, eq=False, repr=False)
+class PullRequestThread:
+    """One thread of a pull request: a discussion (``text``) or a system thread (``vote``,
+    ``draft`` = published from draft, ``reviewers``, ``merge``, ``status``)."""
+
+    id: int
+    kind: str
+    at: int
+    person: int  # who wrote, voted, published or added reviewers
+    text: str = ""
+    vote: int = 0
+    #: later comments in the thread: (at, person, text)
+    replies: list[tuple[int, int, str]] = field(default_factory=list)
+    #: the first comment was deleted by its author (``isDeleted``): it reviews nothing
+    deleted: bool = False
+
+
+@dataclass(slots=True, eq=False, repr=False)
+class PullRequest:
+    """A completed Azure Repos pull request into ``main``."""
+
+    id: int
+    repo: Repo
+    title: str
+    created_by: int
+    created: int
+    closed: int
+    commits: list[PullRequestCommit]  # oldest first
+    merge: Commit  # what main got: the squash commit, or the head of a fast-forward
+    squash: bool
+    items: list[int] = field(default_factory=list)
+    #: created as a draft: when it was published
+    published: int | None = None
+    threads: list[PullRequestThread] = field(default_factory=list)
+    reviewers: list[tuple[int, int]] = field(default_factory=list)  # (person, vote)
+
+    @property
+    def ready(self) -> int:
+        return self.published if self.published is not None else self.created
+
+    def first_review(self) -> int | None:
+        """The first comment or vote by someone other than its creator (system text is nobody's)."""
+        times = []
+        for thread in self.threads:
+            if thread.kind == "vote" and thread.person != self.created_by:
+                times.append(thread.at)
+            elif thread.kind == "text":
+                if not thread.deleted and thread.person != self.created_by:
+                    times.append(thread.at)
+                times += [at for at, person, _ in thread.replies if person != self.created_by]
+        return min(times) if times else None
+
+
 def _status_of_record(result: str) -> str | None:
     if result in ("succeeded", "succeededWithIssues"):
         return "success"
@@ -443,6 +506,7 @@ class SeededAzureOrg:
         self.records: list[DeploymentRecord] = []
         self.releases: list[Release] = []
         self.release_deployments: list[ReleaseDeployment] = []
+        self.pull_requests: list[PullRequest] = []
         #: the global revision log in watermark order (watermark = index + 1)
         self.log: list[Revision] = []
         self.log_times: list[int] = []
@@ -472,6 +536,8 @@ class SeededAzureOrg:
         for plan in plans:
             self._assemble(rng, plan, corrupt.get(plan["item"].id, []))
         self._add_migrated_item(random.Random(f"azure-migrated:{self.seed}"))
+        # pull requests draw from their own stream: everything generated before stays as it was
+        self._plan_pull_requests(random.Random(f"azure-pull-requests:{self.seed}"), plans)
         self._build_log()
 
     def _creation_times(self, rng: random.Random, count: int) -> list[int]:
@@ -726,6 +792,159 @@ class SeededAzureOrg:
         self._new_revision(item, created + 2 * MS_DAY, relation=relation)
         commit.items.append(item.id)
         self.migrated.add(item.id)
+
+    def _plan_pull_requests(self, rng: random.Random, plans: list[dict[str, Any]]) -> None:
+        """Completed pull requests into ``main`` of every repository.
+
+        - the pull requests work items already link (their ``Pull Request`` ArtifactLinks): merged
+          fast-forward, so their commits are the item's commits on ``main`` and the last one is the
+          merge commit;
+        - squash merges of the commits on ``main`` no work item names: most of the commits that a
+          build deployed to production (so the build's ``sourceVersion`` is the pull request's
+          merge commit) and some others. Some of those link a work item that has no other link
+          (an ArtifactLink added to the item as well, as the service does): that item is released
+          only through the pull request.
+        """
+        linked_items = {
+            plan["item"].id: plan
+            for plan in plans
+            if plan["pr"] is not None and plan["commits"] and plan["item"].relations
+        }
+        for item_id, plan in linked_items.items():
+            repo, number, _at = plan["pr"]
+            item = self.items[item_id - 1]
+            target = f"adopr:{repo.id.lower()}/{number}"
+            commits = sorted((c for c in plan["commits"] if c.repo is repo), key=lambda c: c.index)
+            if not commits or not any(r.target == target for r in item.relations):
+                continue  # its link lay past the horizon: the pull request was never opened
+            head, first = commits[-1], commits[0].at
+            closed = head.at
+            if closed - first > MS_HOUR:
+                created = first + int(rng.uniform(0.1, 0.9) * (closed - first))
+            else:  # opened before its only commit was written (a rebase keeps author dates)
+                created = closed - int(rng.uniform(0.2, 24) * MS_HOUR)
+            pr_commits = [PullRequestCommit(c.sha, c.at, c.author, c.message) for c in commits]
+            self.pull_requests.append(
+                self._pull_request(rng, repo, number, created, closed, pr_commits, head, False, [item.id])
+            )
+        shipped = {
+            (r.build.pipeline.repo.id, r.build.commit)
+            for r in self.records
+            if r.environment.name == "production" and _status_of_record(r.result) == "success"
+        }
+        shipped |= {
+            (d.release.build.pipeline.repo.id, d.release.build.commit)
+            for d in self.release_deployments
+            if d.environment == "Prod" and _status_of_release(d.status, d.operation) == "success"
+        }
+        unlinked = {
+            project.name: [
+                i
+                for i in self.items
+                if i.project is project and not i.relations and not i.deleted and i.id not in self.migrated
+            ]
+            for project in self.projects
+        }
+        used: set[int] = set()
+        for repo in self.repos:
+            for commit in repo.commits[1:]:
+                deployed = (repo.id, commit.index) in shipped
+                if commit.items or rng.random() >= (0.85 if deployed else 0.4):
+                    continue
+                number = repo.next_pr
+                repo.next_pr += 1
+                closed = commit.at
+                created = max(closed - int(rng.uniform(1, 96) * MS_HOUR), self.start - MS_DAY)
+                author = _below(rng, len(self.people))
+                count = _pick(rng, (1, 1, 2, 3, 4, 6, 12, 25))
+                times = []
+                for _ in range(count):
+                    if rng.random() < 0.25:  # pushed while in review
+                        times.append(created + int(rng.random() * (closed - created)))
+                    else:
+                        times.append(created - int(rng.random() * 2 * MS_DAY))
+                pr_commits = [
+                    PullRequestCommit(_sha(rng), at, author, f"{_pick(rng, _TITLE_VERBS)} {_pick(rng, _TITLE_THINGS)}")
+                    for at in sorted(times)
+                ]
+                items: list[int] = []
+                if deployed and rng.random() < 0.6:
+                    candidates = [
+                        i for i in unlinked[repo.project.name] if i.created < created - MS_DAY and i.id not in used
+                    ]
+                    if candidates:
+                        item = candidates[_below(rng, len(candidates))]
+                        used.add(item.id)
+                        items.append(item.id)
+                        url = f"vstfs:///Git/PullRequestId/{repo.project.id}%2F{repo.id}%2F{number}"
+                        relation = self._relation(url, "Pull Request", f"adopr:{repo.id.lower()}/{number}")
+                        self._new_revision(item, created + int(rng.uniform(1, 60) * MS_MIN), relation=relation)
+                pr = self._pull_request(rng, repo, number, created, closed, pr_commits, commit, True, items, author)
+                self.pull_requests.append(pr)
+        self.pull_requests.sort(key=lambda pr: (pr.repo.name, pr.id))
+
+    def _pull_request(
+        self,
+        rng: random.Random,
+        repo: Repo,
+        number: int,
+        created: int,
+        closed: int,
+        commits: list[PullRequestCommit],
+        merge: Commit,
+        squash: bool,
+        items: list[int],
+        author: int | None = None,
+    ) -> PullRequest:
+        """A pull request's people and threads: drafts, reviewers who comment and vote, and ones
+        nobody but its author touched."""
+        people = len(self.people)
+        author = _below(rng, people) if author is None else author
+        title = commits[-1].message if commits else f"{_pick(rng, _TITLE_VERBS)} {_pick(rng, _TITLE_THINGS)}"
+        pr = PullRequest(number, repo, title, author, created, closed, commits, merge, squash, items)
+        span = max(closed - created, 2)
+        if rng.random() < 0.15 and span > 10 * MS_MIN:  # opened as a draft, published later
+            pr.published = created + int(rng.uniform(0.05, 0.5) * span)
+        ready = pr.ready
+        others = [p for p in range(people) if p != author]
+        reviewers = rng.sample(others, _pick(rng, (0, 1, 1, 2, 3)))
+        threads = pr.threads
+
+        def thread(kind: str, at: int, person: int, text: str = "", vote: int = 0) -> PullRequestThread:
+            made = PullRequestThread(len(threads) + 1, kind, min(max(at, created), closed), person, text, vote)
+            threads.append(made)
+            return made
+
+        if reviewers:
+            thread("reviewers", created + 1000, author)
+        if pr.published is not None:
+            thread("draft", pr.published, author)
+        thread("merge", created + 2000, author)
+        window = max(closed - ready, 2)
+        if rng.random() < 0.2 or not reviewers:
+            # nobody else looked: perhaps a note from its author, perhaps its author's own approval
+            if rng.random() < 0.5:
+                thread("text", ready + int(rng.random() * window), author, "Ready to go.")
+            if rng.random() < 0.3:
+                thread("vote", ready + int(rng.random() * window), author, vote=10)
+        else:
+            for reviewer in reviewers:
+                at = ready + int(rng.uniform(0.05, 0.8) * window)
+                if rng.random() < 0.6:
+                    made = thread("text", at, reviewer, "Should we add a comment about what this value means?")
+                    if rng.random() < 0.1:
+                        made.deleted = True  # deleted by its writer: reviews nothing
+                    if rng.random() < 0.5:
+                        reply = min(at + int(rng.uniform(1, 120) * MS_MIN), closed)
+                        made.replies.append((reply, author, "Done."))
+                vote = _pick(rng, (10, 10, 5, -5))
+                thread("vote", at + int(rng.uniform(0.0, 0.2) * window), reviewer, vote=vote)
+                pr.reviewers.append((reviewer, vote))
+        thread("status", closed, author)
+        threads.sort(key=lambda t: (t.at, t.id))
+        for i, made in enumerate(threads):
+            made.id = 100 * number + i + 1
+        return pr
 
     def _finish_build(self, build: Build, at: int, result: str) -> None:
         if at < self.now - MS_MIN:
@@ -1082,6 +1301,33 @@ class SeededAzureOrg:
             "builds": builds,
             "links": links,
             "rejected": rejected,
+            "pull_requests": [self._pull_request_truth(pr) for pr in self.pull_requests],
+        }
+
+    def _pull_request_truth(self, pr: PullRequest) -> dict[str, Any]:
+        """A completed pull request as a source named ``repos`` would store it (a ``pull_request``
+        Change), with the work items it links and what it is made of."""
+        review = pr.first_review()
+        shas = list(dict.fromkeys([c.sha for c in pr.commits] + [pr.merge.sha]))
+        return {
+            "source": "repos",
+            "native_id": f"{pr.repo.id.lower()}/{pr.id}",
+            "ref": f"adopr:{pr.repo.id.lower()}/{pr.id}",
+            "project": pr.repo.project.name,
+            "repository": pr.repo.name,
+            "repository_id": pr.repo.id,
+            "number": pr.id,
+            "service": pr.repo.name,
+            "kind": "pull_request",
+            "first_commit_at": truth_time(min(c.at for c in pr.commits)),
+            "merged_at": truth_time(pr.closed),
+            "commits": shas,
+            "merge_commit": pr.merge.sha,
+            "squash": pr.squash,
+            "draft": pr.published is not None,
+            "ready_at": truth_time(pr.ready),
+            "first_review_at": truth_time(review) if review is not None else None,
+            "work_items": [f"ado:{i}" for i in pr.items],
         }
 
     def _item_truth(self, item: WorkItem) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The Azure DevOps half of the sandbox: a local Azure DevOps Services REST API (7.1) server.
 
 Routing, auth, api-version, throttling and discovery; the handlers are per API area in
-``boards``, ``pipelines``, ``environments`` and ``releases`` (see the package docstring).
+``boards``, ``pipelines``, ``environments``, ``releases`` and ``repos`` (see the package docstring).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sandbox.azure.data import Build, Project, SeededAzureOrg, iso
 from sandbox.azure.environments import EnvironmentsHandlers
 from sandbox.azure.pipelines import PipelinesHandlers
 from sandbox.azure.releases import ReleasesHandlers
+from sandbox.azure.repos import ReposHandlers
 from sandbox.server import Request, Response, Router
 
 LATEST_API_VERSION = (7, 2)
@@ -122,10 +123,10 @@ SIGN_IN_PAGE = """<!DOCTYPE html>
 """
 
 
-class AzureRoutes(BoardsHandlers, PipelinesHandlers, EnvironmentsHandlers, ReleasesHandlers):
+class AzureRoutes(BoardsHandlers, PipelinesHandlers, EnvironmentsHandlers, ReleasesHandlers, ReposHandlers):
     """The HTTP routes of the sandbox's Azure DevOps: a seeded organisation (``data``) served over the
     REST API 7.1 shapes. Auth, api-version, throttling, project lookup and discovery live here; each
-    API area's handlers live in their own module (boards, pipelines, environments, releases)."""
+    API area's handlers live in their own module (boards, pipelines, environments, releases, repos)."""
 
     def __init__(
         self,
@@ -289,6 +290,21 @@ class AzureRoutes(BoardsHandlers, PipelinesHandlers, EnvironmentsHandlers, Relea
             "azure.environment_records",
             self._guard(self.environment_records, "environment_records", project=True),
         )
+        git = org + need + "/_apis/git/repositories"
+        add("GET", git, "azure.git_repositories", self._guard(self.git_repositories, "git_repositories", project=True))
+        pulls = git + r"/(?P<repository>[^/]+)/pullrequests"
+        add("GET", pulls, "azure.pull_requests", self._guard(self.pull_requests, "pull_requests", project=True))
+        for resource, handler in (
+            ("commits", self.pull_request_commits),
+            ("threads", self.pull_request_threads),
+            ("workitems", self.pull_request_work_items),
+        ):
+            add(
+                "GET",
+                pulls + r"/(?P<pull_request_id>\d+)/" + resource,
+                f"azure.pull_request_{resource}",
+                self._guard(handler, f"pull_request_{resource}", project=True),
+            )
         release = org + need + "/_apis/release"
         add(
             "GET",
