@@ -841,7 +841,11 @@ class SeededAzureOrg:
             project.name: [
                 i
                 for i in self.items
-                if i.project is project and not i.relations and not i.deleted and i.id not in self.migrated
+                if i.project is project
+                and not i.relations
+                and not i.deleted
+                and i.latest.state != "Removed"
+                and i.id not in self.migrated
             ]
             for project in self.projects
         }
@@ -1320,6 +1324,7 @@ class SeededAzureOrg:
             "service": pr.repo.name,
             "kind": "pull_request",
             "first_commit_at": truth_time(min(c.at for c in pr.commits)),
+            "created_at": truth_time(pr.created),
             "merged_at": truth_time(pr.closed),
             "commits": shas,
             "merge_commit": pr.merge.sha,
