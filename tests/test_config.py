@@ -38,7 +38,7 @@ def test_example_and_demo_configs_are_valid() -> None:
         config = load_config(ROOT / "config" / name, env={})
         assert config.sources, name
     example = load_config(ROOT / "config" / "example.yaml", env={"GITHUB_TOKEN": "ghp_x"})
-    assert [s.kind for s in example.sources] == ["azure_boards", "azure_pipelines", "github"]
+    assert [s.kind for s in example.sources] == ["azure_boards", "azure_pipelines", "github", "azure_repos"]
     assert example.interval_of(example.sources[1]) == timedelta(minutes=10)
     assert example.interval_of(example.sources[0]) == timedelta(minutes=5)
     assert example.sources[2].token == "ghp_x"
@@ -320,7 +320,7 @@ def test_source_kinds_come_from_their_modules_and_the_chart_knows_every_one() ->
     from collector.sources.registry import KINDS, load_kinds
 
     kinds = set(load_kinds())
-    assert kinds == {"azure_boards", "azure_pipelines", "github"} == set(SOURCES)
+    assert kinds == {"azure_boards", "azure_pipelines", "azure_repos", "github"} == set(SOURCES)
     for kind in KINDS.values():  # each kind's config model lives beside its source
         assert kind.config_model.__module__ == kind.source_class.__module__
     union = Config.model_json_schema()["$defs"]
