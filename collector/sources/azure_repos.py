@@ -267,7 +267,7 @@ class AzureReposSource(Source):
                 self.guard.reject(batch, label, exc, record=raw)
                 continue
             newest = pr.closed_at if newest is None else max(newest, pr.closed_at)
-            if pr.native_id in self._known and self._known[pr.native_id] == pr.closed_at:
+            if _same_time(self._known.get(pr.native_id), pr.closed_at):
                 continue  # stored unchanged: no request spent on it
             fresh[pr.native_id] = pr  # a pull request listed twice (pages shifted) is opened once
         self.ctx.progress(len(fresh))
@@ -461,6 +461,12 @@ def _review_times(pr: PullRequest, threads: list[Any]) -> tuple[datetime, dateti
         if not draft:  # its first draft change was publishing it: it was created as a draft
             ready = max(at, pr.created_at)
     return ready, min(reviews) if reviews else None
+
+
+def _same_time(stored: datetime | None, listed: datetime) -> bool:
+    """The store keeps epoch seconds as a float: a 7-digit ``closedDate`` comes back within a
+    microsecond, not always to it."""
+    return stored is not None and abs((stored - listed).total_seconds()) < 0.001
 
 
 def _property(properties: dict[str, Any], name: str) -> str | None:

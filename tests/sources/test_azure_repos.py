@@ -41,6 +41,8 @@ from sandbox.server import FaultPlan, Request, Response, Router, SandboxHTTPServ
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "azure"
+#: the official repository list's Fabrikam-Fiber-Git, whose pull requests the replay serves
+REPO = "278d5cd2-584d-4b63-824a-2ba458937249"
 
 
 def repos_config(url: str, project: str = "Fabrikam", repositories: list[str] | None = None) -> AzureReposConfig:
@@ -389,9 +391,13 @@ def test_the_official_examples_become_a_change_and_its_links(tmp_path: Path) -> 
     with replaying(replay) as url:
         store = Store(f"sqlite:///{tmp_path}/shapes.db")
         config = repos_config(url, repositories=["Fabrikam-Fiber-Git"])
-        AzureReposSource(config, context(timedelta(days=3650))).sync(store)
+        source = AzureReposSource(config, context(timedelta(days=3650)))
+        source.sync(store)
+        asked = len(replay.asked)
+        source.sync(store)  # 7-digit closedDates come back from the store equal enough: nothing reopened
+        assert replay.asked[asked:] == [f"/fabrikam/Fabrikam/_apis/git/repositories/{REPO}/pullrequests"]
     changes = {c.native_id: c for c in store.changes("repos")}
-    repo = "278d5cd2-584d-4b63-824a-2ba458937249"  # the example list's Fabrikam-Fiber-Git
+    repo = REPO
     mine, theirs = changes[f"{repo}/20"], changes[f"{repo}/21"]
     assert mine.ref == f"adopr:{repo}/20" and mine.service == "Fabrikam-Fiber-Git" and mine.kind == "pull_request"
     assert mine.merged_at.isoformat() == "2016-11-01T16:30:02.041391+00:00"  # closedDate, 7 digits read
@@ -458,7 +464,7 @@ def test_hostile_records_are_rejected_and_counted_and_the_rest_is_kept(tmp_path:
         config = repos_config(url, repositories=["Fabrikam-Fiber-Git"])
         report = AzureReposSource(config, context(timedelta(days=3650))).sync(store)
     assert not report.problems
-    repo = "278d5cd2-584d-4b63-824a-2ba458937249"
+    repo = REPO
     assert {c.native_id for c in store.changes("repos")} == {f"{repo}/20", f"{repo}/37"}
     kept = next(c for c in store.changes("repos") if c.native_id.endswith("/37"))
     assert "a" * 40 in kept.commits  # its sha is good; its author date is not, and is not used
