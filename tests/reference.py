@@ -102,6 +102,12 @@ def gather(truth: dict[str, Any], sources: list[dict[str, Any]]) -> dict[str, li
                     )
             out["changes"] += [{**c, "source": s["name"]} for c in azure["changes"] if c["project"] == s["project"]]
             out["links"] += [link for link in azure["links"] if link["project"] == s["project"]]
+        elif s["kind"] == "azure_repos":
+            names = {n.lower() for n in s.get("repositories", ["*"])}
+            for pr in azure["pull_requests"]:
+                if pr["project"] == s["project"] and ("*" in names or pr["repository"].lower() in names):
+                    out["changes"].append({**pr, "source": s["name"]})
+                    out["links"] += [{"work_item": item, "target": pr["ref"]} for item in pr["work_items"]]
         elif s["kind"] == "github":
             repos = s["repositories"]
             out["work_items"] += [

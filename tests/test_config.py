@@ -174,7 +174,7 @@ def test_check_config_cli_exits_2_and_lists_every_error(tmp_path: Path) -> None:
     assert "sources[0].repositories:" in result.stderr
     assert "Traceback" not in result.stderr
     ok = run_cli("check-config", "--config", str(ROOT / "config" / "example.yaml"))
-    assert ok.returncode == 0 and "3 sources" in ok.stdout
+    assert ok.returncode == 0 and "4 sources" in ok.stdout
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

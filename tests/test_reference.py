@@ -35,6 +35,7 @@ def sources(sandbox: Sandbox) -> list[dict[str, Any]]:
         azure_source("azure_boards", url, TOKEN),
         azure_source("azure_boards", url, TOKEN, "Tailspin", name="boards-tailspin"),
         azure_source("azure_pipelines", url, TOKEN, production_environments=["production"]),
+        azure_source("azure_repos", url, TOKEN, name="repos"),
         azure_source(
             "azure_pipelines",
             url,
