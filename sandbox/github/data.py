@@ -72,7 +72,19 @@ PR only when its ``pull_request`` has an ``html_url``.
 first) + ``merge_commit_sha``. And direct pushes: every commit in the ``contains`` of a deployment
 that is in no merged PR's ``commits``: ``native_id`` ``contoso/web@<sha>``, ``ref``
 ``commit:<sha>``, ``kind`` ``commit``, ``first_commit_at`` = its ``commit.author.date``,
-``merged_at`` = its ``commit.committer.date``, ``commits`` ``[<sha>]``.
+``merged_at`` = its ``commit.committer.date``, ``commits`` ``[<sha>]``, ``ready_at`` and
+``first_review_at`` null.
+
+A merged PR's ``ready_at`` and ``first_review_at`` come from its timeline
+(``GET …/issues/{n}/timeline``): ``ready_at`` is the ``created_at`` of the first of its
+``ready_for_review`` / ``convert_to_draft`` events when that is a ``ready_for_review`` (opened as a
+draft), else the PR's ``created_at``. ``first_review_at`` is the earliest of the ``submitted_at`` of
+its ``reviewed`` events whose ``state`` is not ``pending`` and the ``created_at`` of the
+``line-commented`` comments whose ``pull_request_review_id`` is such a review, counting only those
+whose ``user.login`` is not the PR's ``user.login`` (when that is ``ghost``, a deleted account,
+all count; bots count); null if none. Over GraphQL the same reviews are ``PullRequestReview``
+timeline items, ``createdAt`` being their first comment's time, a ghost author is ``author: null``
+and a bot's login has no ``[bot]``.
 
 ``links``: from merged PRs: closing references → ``{work_item: gh:…#N, target: ghpr:…#M}``;
 ``AB#id`` in title/body → ``{ado:id, ghpr:…}``; ``AB#id`` in a PR commit message →
@@ -141,6 +153,10 @@ TEAM_OF_REPO = {"web": "web", "api": "api", "mobile-app": "mobile"}
 TEAMS = ("web", "api", "mobile", "platform")
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
 BOT = "github-actions[bot]"
+#: a bot that reviews pull requests (a reviewer like any other)
+REVIEW_BOT = "review-helper[bot]"
+#: the login GitHub shows for a deleted account
+GHOST = "ghost"
 DEFAULT_BRANCH = "main"
 PRIVATE_REPO = "private-infra"  # answers 403 to everything: for fault tests
 LABEL_COLORS = {"bug": "d73a4a", "feature": "a2eeef", "priority/high": "b60205"}
@@ -275,13 +291,52 @@ class PullRequest:
 
 @dataclass(slots=True, eq=False)
 class Review:
-    """A submitted pull-request review (``state`` as REST spells it: ``APPROVED`` …)."""
+    """A pull-request review (``state`` as REST spells it: ``APPROVED`` …; ``PENDING``: never
+    submitted, so no ``submitted_at``). ``created_at`` is when it was started: its first review
+    comment when one was drafted before the review was submitted, else its submission."""
 
     pr: PullRequest
     id: int
     author: str
     state: str
-    submitted_at: datetime
+    submitted_at: datetime | None
+    created_at: datetime
+    #: its one review comment (``line-commented`` in the timeline), drafted at ``created_at``
+    commented: bool = False
+
+    @property
+    def at(self) -> datetime:
+        """Its place in the timeline: its submission (a pending one: its start)."""
+        return self.submitted_at or self.created_at
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewComment:
+    """The review comment of a review (REST timeline: one ``line-commented`` event)."""
+
+    review: Review
+
+    @property
+    def at(self) -> datetime:
+        return self.review.created_at
+
+    @property
+    def id(self) -> int:
+        return self.review.id + 50_000_000
+
+
+@dataclass(slots=True)
+class ReviewPlan:
+    """A pull request's review story: who reviews, when it became ready, its reviews."""
+
+    reviewer: str
+    #: opened as a draft: when it was marked ready for review
+    ready: datetime | None
+    #: opened ready, then converted to a draft and back: (converted, ready again)
+    redraft: tuple[datetime, datetime] | None
+    #: its author's account was deleted: GitHub shows the ``ghost`` user (GraphQL: no author)
+    ghost: bool
+    reviews: list[Review]
 
 
 @dataclass(slots=True, eq=False)
@@ -1328,38 +1383,89 @@ class SeededGitHubOrg:
         return [f"run:{run.id}"]
 
     # --- reviews ------------------------------------------------------------------------
-    def _review_plan(self, pr: PullRequest) -> tuple[str, list[tuple[int, str, datetime]], datetime | None]:
-        """Reviewer, (id, state, time) of each review, ready-for-review time of a draft-opened PR.
+    def review_plan(self, pr: PullRequest) -> ReviewPlan:
+        """Reviewer, reviews and readiness of a pull request, with the awkward real variations.
 
         Drawn from a stream per pull request, so adding reviews left the rest of the world as it was
-        and activity added later cannot shift them."""
+        and activity added later cannot shift them. The first draws are the plain story (a draft
+        made ready later, a change request, an approval); the later ones add: a deleted (ghost)
+        author, a review by the author themself before anyone else's, merged PRs nobody but their
+        author reviewed, a review comment drafted before its review was submitted, a review still
+        PENDING (with its comment) earlier than every submitted one, a bot's review, and a PR opened
+        ready that went back to draft and was made ready again (it stays ready since creation)."""
         rng = random.Random(f"github/reviews/{self.seed}/{pr.repo}/{pr.number}")
         reviewer = rng.choice([u for u in USERS if u != pr.author])
         end = pr.merged_at or pr.closed_at or self.now
         span = max(0.0, (end - pr.created_at).total_seconds())
         ready = pr.created_at + _secs(timedelta(seconds=span * 0.1)) if rng.random() < 0.2 else None
-        first = (ready or pr.created_at) + _secs(timedelta(seconds=span * (0.15 + 0.3 * rng.random())))
-        reviews: list[tuple[int, str, datetime]] = []
-        base = 90_000_000 + pr.id * 4
+        start = ready or pr.created_at
+        first = start + _secs(timedelta(seconds=span * (0.15 + 0.3 * rng.random())))
+        planned: list[tuple[int, str, datetime]] = []
+        base = 90_000_000 + pr.id * 8
         if span > 60 and rng.random() < 0.35:
-            reviews.append((base + 1, "CHANGES_REQUESTED", first))
+            planned.append((base + 1, "CHANGES_REQUESTED", first))
             first = first + _secs(timedelta(seconds=(end - first).total_seconds() * 0.5))
         if span > 60 and (pr.merged_at or rng.random() < 0.5):
-            reviews.append((base + 2, "APPROVED" if pr.merged_at or rng.random() < 0.5 else "COMMENTED", first))
-        return reviewer, [r for r in reviews if r[2] <= end], ready
+            planned.append((base + 2, "APPROVED" if pr.merged_at or rng.random() < 0.5 else "COMMENTED", first))
+        planned = [r for r in planned if r[2] <= end]
+        # the variations, each from its own draws (fixed count, so none shifts another)
+        ghost, self_review, unreviewed, early, pending, bot, redraft = (rng.random() for _ in range(7))
+        u = [rng.random() for _ in range(4)]
+        reviews = [Review(pr, rid, reviewer, state, at, at) for rid, state, at in planned]
+        if reviews and early < 0.35:  # its comment was drafted before the review was submitted
+            r = reviews[0]
+            r.created_at = start + _secs((r.at - start) * u[0])
+            r.commented = True
+        if pr.merged_at and unreviewed < 0.08:
+            reviews = []  # merged with nobody else's review
+        lead = reviews[0].created_at if reviews else end
+        if span > 60 and (self_review < 0.15 or (not reviews and self_review < 0.6)):
+            at = start + _secs((lead - start) * u[1] * 0.5)
+            reviews.append(Review(pr, base + 3, pr.author, "COMMENTED", at, at))
+        if span > 60 and pending < 0.12:  # a third person's review never submitted, before the others
+            other = next(x for x in USERS if x not in (pr.author, reviewer))
+            at = start + _secs((lead - start) * u[2] * 0.5)
+            reviews.append(Review(pr, base + 4, other, "PENDING", None, at, commented=True))
+        if span > 60 and bot < 0.1:
+            at = start + _secs((end - start) * u[3])
+            reviews.append(Review(pr, base + 5, REVIEW_BOT, "COMMENTED", at, at))
+        again = None
+        if ready is None and span > 600 and redraft < 0.08:
+            again = (
+                pr.created_at + _secs(timedelta(seconds=span * 0.02)),
+                start + _secs(timedelta(seconds=span * 0.05)),
+            )
+        reviews.sort(key=lambda r: (r.at, r.id))
+        return ReviewPlan(reviewer, ready, again, ghost < 0.06, reviews)
+
+    def author_shown(self, pr: PullRequest) -> str:
+        """Who GitHub says opened a pull request: ``ghost`` once its author's account is deleted."""
+        return GHOST if self.review_plan(pr).ghost else pr.author
 
     def reviews_of(self, pr: PullRequest) -> list[Review]:
-        """Submitted reviews, oldest first (``GET /pulls/{n}/reviews`` and GraphQL ``reviews``)."""
-        reviewer, plan, _ = self._review_plan(pr)
-        return [Review(pr, rid, reviewer, state, at) for rid, state, at in plan]
+        """Its reviews, oldest first, the pending one too (``GET /pulls/{n}/reviews``, GraphQL
+        ``reviews``; GitHub shows a pending review to its author: the sandbox's token is everyone)."""
+        return list(self.review_plan(pr).reviews)
 
-    def pr_timeline(self, pr: PullRequest) -> list[IssueEvent]:
-        """A pull request's timeline: its events plus the review request and a draft's ready-for-review."""
-        reviewer, _, ready = self._review_plan(pr)
+    def pr_timeline(self, pr: PullRequest) -> list[IssueEvent | Review | ReviewComment]:
+        """A pull request's timeline: its events plus the review request, a draft's ready-for-review
+        (or a ready PR's round trip through draft), its reviews (``reviewed``) and review comments
+        (``line-commented``), in time order."""
+        plan = self.review_plan(pr)
         base = 95_000_000 + pr.id * 4
-        extra = [IssueEvent("review_requested", ready or pr.created_at, pr.author, assignee=reviewer, id=base + 1)]
-        if ready is not None:
-            extra.insert(0, IssueEvent("ready_for_review", ready, pr.author, id=base + 2))
+        extra: list[IssueEvent | Review | ReviewComment] = []
+        if plan.ready is not None:
+            extra.append(IssueEvent("ready_for_review", plan.ready, pr.author, id=base + 2))
+        if plan.redraft is not None:
+            extra.append(IssueEvent("convert_to_draft", plan.redraft[0], pr.author, id=base + 3))
+            extra.append(IssueEvent("ready_for_review", plan.redraft[1], pr.author, id=base + 4))
+        extra.append(
+            IssueEvent("review_requested", plan.ready or pr.created_at, pr.author, assignee=plan.reviewer, id=base + 1)
+        )
+        for r in plan.reviews:
+            extra.append(r)
+            if r.commented:
+                extra.append(ReviewComment(r))
         return sorted([*extra, *pr.events], key=lambda e: e.at)
 
     # --- ground truth -------------------------------------------------------------------
@@ -1420,6 +1526,9 @@ class SeededGitHubOrg:
 
     def _truth_change(self, repo: Repo, pr: PullRequest) -> dict[str, Any]:
         first = min(repo.commits[s].authored for s in pr.commits)
+        plan = self.review_plan(pr)
+        # a deleted author cannot be told from their reviewers: every submitted review counts
+        others = [r for r in plan.reviews if r.state != "PENDING" and (plan.ghost or r.author != pr.author)]
         return {
             "native_id": f"{repo.full_name}#{pr.number}",
             "ref": gh_pr_ref(repo.full_name, pr.number),
@@ -1428,6 +1537,8 @@ class SeededGitHubOrg:
             "first_commit_at": iso(first),
             "merged_at": iso(pr.merged_at),
             "commits": [*pr.commits, pr.merge_commit_sha],
+            "ready_at": iso(plan.ready or pr.created_at),
+            "first_review_at": iso(min((r.created_at for r in others), default=None)),
         }
 
     def _truth_direct_push(self, repo: Repo, c: GitCommit) -> dict[str, Any]:
@@ -1439,6 +1550,8 @@ class SeededGitHubOrg:
             "first_commit_at": iso(c.authored),
             "merged_at": iso(c.at),
             "commits": [c.sha],
+            "ready_at": None,
+            "first_review_at": None,
         }
 
     def _truth_links(self, repo: Repo, pr: PullRequest) -> set[tuple[str, str]]:

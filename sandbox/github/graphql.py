@@ -60,6 +60,7 @@ from graphql.execution.values import get_variable_values
 from sandbox.github.common import parse_time, user_id
 from sandbox.github.data import (
     DEFAULT_BRANCH,
+    GHOST,
     PRIVATE_REPO,
     Deployment,
     GitCommit,
@@ -68,6 +69,7 @@ from sandbox.github.data import (
     PullRequest,
     Repo,
     Review,
+    ReviewComment,
     Status,
     iso,
 )
@@ -96,6 +98,7 @@ EVENT_TYPES = {
     "cross-referenced": "CrossReferencedEvent",
     "merged": "MergedEvent",
     "ready_for_review": "ReadyForReviewEvent",
+    "convert_to_draft": "ConvertToDraftEvent",
     "review_requested": "ReviewRequestedEvent",
 }
 
@@ -542,8 +545,9 @@ class Resolvers:
     def PullRequest__repository(self, p: PullRequest, info: GraphQLResolveInfo) -> Repo:
         return info.context.routes.data.repos[p.repo]
 
-    def PullRequest__author(self, p: PullRequest, info: GraphQLResolveInfo) -> Actor:
-        return Actor(p.author)
+    def PullRequest__author(self, p: PullRequest, info: GraphQLResolveInfo) -> Actor | None:
+        shown = info.context.routes.data.author_shown(p)
+        return None if shown == GHOST else Actor(shown)  # a deleted account: GraphQL has no author
 
     def PullRequest__createdAt(self, p: PullRequest, info: GraphQLResolveInfo) -> str | None:
         return iso(p.created_at)
@@ -607,6 +611,9 @@ class Resolvers:
     def Bot__databaseId(self, a: Actor, info: GraphQLResolveInfo) -> int:
         return user_id(a.login)
 
+    def Bot__login(self, a: Actor, info: GraphQLResolveInfo) -> str:
+        return a.login.removesuffix("[bot]")  # GraphQL names a bot without REST's ``[bot]`` suffix
+
     def Label__id(self, lb: LabelRef, info: GraphQLResolveInfo) -> str:
         return f"LA_kwDO{label_id(lb.name)}"
 
@@ -638,7 +645,7 @@ class Resolvers:
         return Actor(r.author)
 
     def PullRequestReview__createdAt(self, r: Review, info: GraphQLResolveInfo) -> str | None:
-        return iso(r.submitted_at)
+        return iso(r.created_at)  # started: its first comment's draft, else its submission
 
     def PullRequestReview__submittedAt(self, r: Review, info: GraphQLResolveInfo) -> str | None:
         return iso(r.submitted_at)
@@ -761,19 +768,23 @@ def _time_arg(value: Any, name: str) -> datetime | None:
         ) from None
 
 
-def _timeline(item: Issue | PullRequest, events: Sequence[IssueEvent], args: dict[str, Any]) -> list[TimelineItem]:
+def _timeline(
+    item: Issue | PullRequest, events: Sequence[IssueEvent | Review | ReviewComment], args: dict[str, Any]
+) -> list[TimelineItem | Review]:
     wanted = set(args.get("itemTypes") or [])
     since = _time_arg(args.get("since"), "since")
-    out = []
+    out: list[TimelineItem | Review] = []
     for ev in events:
-        type_name = EVENT_TYPES.get(ev.kind)
+        if isinstance(ev, ReviewComment):
+            continue  # inside its review (and its PullRequestReviewThread, which the sandbox does not serve)
+        type_name = "PullRequestReview" if isinstance(ev, Review) else EVENT_TYPES.get(ev.kind)
         if type_name is None or (not item.is_pr and type_name not in _ISSUE_ITEMS):
             continue
         if wanted and _enum_name(type_name) not in wanted:
             continue
         if since is not None and ev.at < since:
             continue
-        out.append(TimelineItem(item, ev))
+        out.append(ev if isinstance(ev, Review) else TimelineItem(item, ev))
     return out
 
 

@@ -67,9 +67,12 @@ class IssuesHandlers(GitHubHandlers):
     def _issue_events(self, ctx: Shapes, req: Request) -> Response:
         repo = self._repo_of(req)
         item = self._item(repo, req)
-        events = [e for e in item.events if e.kind != "cross-referenced"]  # a timeline-only event
+        # cross-references, reviews and review comments are timeline-only
+        events = [e for e in item.events if e.kind != "cross-referenced"]
         if isinstance(item, PullRequest):
-            events = [e for e in self.data.pr_timeline(item) if e.kind != "cross-referenced"]
+            events = [
+                e for e in self.data.pr_timeline(item) if isinstance(e, IssueEvent) and e.kind != "cross-referenced"
+            ]
         return ctx.page(events, lambda e: ctx.event(repo, item, e))
 
     def _repo_issue_events(self, ctx: Shapes, req: Request) -> Response:

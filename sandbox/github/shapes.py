@@ -22,6 +22,7 @@ from sandbox.github.data import (
     Release,
     Repo,
     Review,
+    ReviewComment,
     Run,
     Workflow,
     iso,
@@ -285,7 +286,7 @@ class Shapes:
             "node_id": f"{'PR' if is_pr else 'I'}_kwDO{issue_id}",
             "number": n,
             "title": item.title,
-            "user": self.user(item.author),
+            "user": self.user(self.data.author_shown(item) if isinstance(item, PullRequest) else item.author),
             "labels": [self.label(repo, lb) for lb in item.labels],
             "state": item.state,
             "locked": False,
@@ -368,7 +369,7 @@ class Shapes:
             "state": pr.state,
             "locked": False,
             "title": pr.title,
-            "user": self.user(pr.author),
+            "user": self.user(self.data.author_shown(pr)),
             "body": pr.body,
             "labels": [self.label(repo, lb) for lb in pr.labels],
             "milestone": None,
@@ -510,8 +511,22 @@ class Shapes:
         }
 
     def event(
-        self, repo: Repo, item: Issue | PullRequest, ev: IssueEvent, *, with_issue: bool = False
+        self,
+        repo: Repo,
+        item: Issue | PullRequest,
+        ev: IssueEvent | Review | ReviewComment,
+        *,
+        with_issue: bool = False,
     ) -> dict[str, Any]:
+        if isinstance(ev, Review):
+            # the timeline spells review states in lower case (``/reviews`` in upper case)
+            return {**self.review(repo, ev), "state": ev.state.lower(), "event": "reviewed"}
+        if isinstance(ev, ReviewComment):
+            return {
+                "event": "line-commented",
+                "node_id": f"PRRT_kwDO{ev.id}",
+                "comments": [self.review_comment(repo, ev)],
+            }
         if ev.kind == "cross-referenced":
             pr = ev.source
             assert pr is not None
@@ -559,7 +574,7 @@ class Shapes:
     def review(self, repo: Repo, r: Review) -> dict[str, Any]:
         html = f"{self.web}/{repo.full_name}/pull/{r.pr.number}"
         pull = f"{self.api}/repos/{repo.full_name}/pulls/{r.pr.number}"
-        return {
+        d = {
             "id": r.id,
             "node_id": f"PRR_kwDO{r.id}",
             "user": self.user(r.author),
@@ -567,10 +582,49 @@ class Shapes:
             "state": r.state,
             "html_url": f"{html}#pullrequestreview-{r.id}",
             "pull_request_url": pull,
-            "author_association": "MEMBER",
+            "author_association": "NONE" if r.author.endswith("[bot]") else "MEMBER",
             "_links": {"html": {"href": f"{html}#pullrequestreview-{r.id}"}, "pull_request": {"href": pull}},
             "submitted_at": iso(r.submitted_at),
             "commit_id": r.pr.head_sha,
+        }
+        if r.submitted_at is None:
+            del d["submitted_at"]  # a pending review has not been submitted: GitHub leaves the key out
+        return d
+
+    def review_comment(self, repo: Repo, c: ReviewComment) -> dict[str, Any]:
+        """A pull request review comment (``GET /pulls/{n}/comments`` items; REST 2022-11-28)."""
+        r = c.review
+        b = f"{self.api}/repos/{repo.full_name}"
+        html = f"{self.web}/{repo.full_name}/pull/{r.pr.number}"
+        return {
+            "url": f"{b}/pulls/comments/{c.id}",
+            "pull_request_review_id": r.id,
+            "id": c.id,
+            "node_id": f"PRRC_kwDO{c.id}",
+            "diff_hunk": "@@ -1,3 +1,4 @@\n line\n+added",
+            "path": "README.md",
+            "commit_id": r.pr.head_sha,
+            "original_commit_id": r.pr.head_sha,
+            "user": self.user(r.author),
+            "body": "Could this be simpler?",
+            "created_at": iso(c.at),
+            "updated_at": iso(c.at),
+            "html_url": f"{html}#discussion_r{c.id}",
+            "pull_request_url": f"{b}/pulls/{r.pr.number}",
+            "author_association": "MEMBER",
+            "_links": {
+                "self": {"href": f"{b}/pulls/comments/{c.id}"},
+                "html": {"href": f"{html}#discussion_r{c.id}"},
+                "pull_request": {"href": f"{b}/pulls/{r.pr.number}"},
+            },
+            "reactions": {"url": f"{b}/pulls/comments/{c.id}/reactions", "total_count": 0},
+            "start_line": None,
+            "original_start_line": None,
+            "start_side": None,
+            "line": 2,
+            "original_line": 2,
+            "side": "RIGHT",
+            "subject_type": "line",
         }
 
     def deployment(self, repo: Repo, d: Deployment) -> dict[str, Any]:
@@ -796,6 +850,7 @@ _EVENT_NODE = {
     "merged": "ME",
     "review_requested": "RRE",
     "ready_for_review": "RFRE",
+    "convert_to_draft": "CTDE",
 }
 
 

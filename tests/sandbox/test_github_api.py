@@ -1151,6 +1151,25 @@ def read_deployments(gh: Served, repo: str, mode: str) -> tuple[list[dict[str, A
     return out, shipped
 
 
+def read_review_times(gh: Served, repo: str, pr: dict[str, Any]) -> dict[str, Any]:
+    """The documented rules for ``ready_at`` and ``first_review_at``, from the pull request's timeline."""
+    timeline = gh.walk(f"/repos/{repo}/issues/{pr['number']}/timeline")
+    drafts = [e for e in timeline if e["event"] in ("ready_for_review", "convert_to_draft")]
+    ready = drafts[0]["created_at"] if drafts and drafts[0]["event"] == "ready_for_review" else pr["created_at"]
+    author = pr["user"]["login"]
+    submitted = [e for e in timeline if e["event"] == "reviewed" and e["state"] != "pending"]
+    ids = {e["id"] for e in submitted}
+    times = [e["submitted_at"] for e in submitted if author == "ghost" or e["user"]["login"] != author]
+    times += [
+        c["created_at"]
+        for e in timeline
+        if e["event"] == "line-commented"
+        for c in e["comments"]
+        if c["pull_request_review_id"] in ids and (author == "ghost" or c["user"]["login"] != author)
+    ]
+    return {"ready_at": ready, "first_review_at": min(times, key=ts, default=None)}
+
+
 def read_everything(gh: Served) -> dict[str, Any]:
     got: dict[str, Any] = {"work_items": [], "changes": [], "deployments": [], "links": set(), "rejected": []}
     for repo, mode in gh.routes.truth()["repos"].items():
@@ -1199,6 +1218,7 @@ def read_everything(gh: Served) -> dict[str, Any]:
                     "first_commit_at": min((c["commit"]["author"]["date"] for c in commits), key=ts),
                     "merged_at": pr["merged_at"],
                     "commits": shas,
+                    **read_review_times(gh, repo, pr),
                 }
             )
             text = f"{pr['title']}\n{pr['body']}"
@@ -1221,6 +1241,8 @@ def read_everything(gh: Served) -> dict[str, Any]:
                     "first_commit_at": c["commit"]["author"]["date"],
                     "merged_at": c["commit"]["committer"]["date"],
                     "commits": [sha],
+                    "ready_at": None,
+                    "first_review_at": None,
                 }
             )
             message = c["commit"]["message"]
@@ -1240,6 +1262,49 @@ def assert_reproduces_truth(gh: Served) -> None:
 
 def test_the_documented_rules_reproduce_the_truth_through_the_api(gh: Served) -> None:
     assert_reproduces_truth(gh)
+
+
+def test_pull_requests_carry_the_awkward_review_variations(gh: Served) -> None:
+    """Drafts made ready later, ready PRs sent back to draft, ghost authors, self-reviews (alone too),
+    pending reviews, review comments drafted before their review, bots: each shows up, and the
+    truth's first review is never a pending one, nor the author's own."""
+    seen: dict[str, int] = dict.fromkeys(
+        ("draft", "redraft", "ghost", "self", "only_self", "pending", "early_comment", "bot", "unreviewed"), 0
+    )
+    truth = {c["native_id"]: c for c in gh.routes.truth()["changes"]}
+    for repo in gh.routes.truth()["repos"]:
+        for pr in gh.walk(f"/repos/{repo}/pulls", state="closed"):
+            if not pr["merged_at"] or f"{repo}#{pr['number']}" not in truth:
+                continue
+            expected = truth[f"{repo}#{pr['number']}"]
+            timeline = gh.walk(f"/repos/{repo}/issues/{pr['number']}/timeline")
+            kinds = [e["event"] for e in timeline]
+            author = pr["user"]["login"]
+            reviews = [e for e in timeline if e["event"] == "reviewed"]
+            mine = [r for r in reviews if r["user"]["login"] == author]
+            others = [r for r in reviews if r["user"]["login"] != author and r["state"] != "pending"]
+            comments = [c for e in timeline if e["event"] == "line-commented" for c in e["comments"]]
+            seen["draft"] += kinds[:1] == ["ready_for_review"] or (
+                "ready_for_review" in kinds and "convert_to_draft" not in kinds
+            )
+            seen["redraft"] += "convert_to_draft" in kinds
+            seen["ghost"] += author == "ghost"
+            seen["self"] += bool(mine) and author != "ghost"
+            seen["only_self"] += bool(mine) and not others and author != "ghost"
+            seen["pending"] += any(r["state"] == "pending" and "submitted_at" not in r for r in reviews)
+            seen["early_comment"] += any(
+                c["created_at"] < r["submitted_at"]
+                for r in others
+                for c in comments
+                if c["pull_request_review_id"] == r["id"]
+            )
+            seen["bot"] += any(r["user"]["login"].endswith("[bot]") for r in others)
+            seen["unreviewed"] += expected["first_review_at"] is None
+            if expected["first_review_at"] is not None and author != "ghost":
+                assert expected["first_review_at"] not in [r["submitted_at"] for r in mine if r not in others] or any(
+                    r["submitted_at"] == expected["first_review_at"] for r in others
+                )
+    assert all(seen.values()), seen
 
 
 def test_the_truth_stays_reproducible_after_activity(fresh: Served) -> None:

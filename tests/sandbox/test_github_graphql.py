@@ -71,15 +71,23 @@ query($o: String!, $r: String!, $after: String) {
       pageInfo { hasNextPage endCursor }
       nodes {
         number createdAt mergedAt closedAt state isDraft baseRefName body
+        author { login }
         mergeCommit { oid }
         commits(first: 100) { totalCount nodes { commit { oid authoredDate committedDate } } }
         reviews(first: 20) { nodes { author { login } submittedAt state } }
-        timelineItems(first: 50, itemTypes: [REVIEW_REQUESTED_EVENT, READY_FOR_REVIEW_EVENT, MERGED_EVENT]) {
+        timelineItems(
+          first: 50,
+          itemTypes: [
+            REVIEW_REQUESTED_EVENT, READY_FOR_REVIEW_EVENT, CONVERT_TO_DRAFT_EVENT, MERGED_EVENT, PULL_REQUEST_REVIEW
+          ]
+        ) {
           nodes {
             __typename
             ... on ReviewRequestedEvent { createdAt requestedReviewer { ... on User { login } } }
             ... on ReadyForReviewEvent { createdAt }
+            ... on ConvertToDraftEvent { createdAt }
             ... on MergedEvent { createdAt commit { oid } }
+            ... on PullRequestReview { createdAt submittedAt state author { login } }
           }
         }
         closingIssuesReferences(first: 10) { nodes { number } }
@@ -262,27 +270,51 @@ def test_pull_requests_with_commits_and_reviews_are_the_rest_ones(gql: Client) -
             }
             for c in commits
         ]
+        # a deleted author is REST's ``ghost`` user and GraphQL's null; a bot's GraphQL login has no ``[bot]``
+        assert node["author"] == (None if pr["user"]["login"] == "ghost" else {"login": pr["user"]["login"]})
         reviews = gql.rest(f"/pulls/{n}/reviews")
         reviewed += bool(reviews)
         assert node["reviews"]["nodes"] == [
-            {"author": {"login": r["user"]["login"]}, "submittedAt": r["submitted_at"], "state": r["state"]}
+            {
+                "author": {"login": r["user"]["login"].removesuffix("[bot]")},
+                "submittedAt": r.get("submitted_at"),  # a PENDING review has none
+                "state": r["state"],
+            }
             for r in reviews
         ]
         wanted = {
             "review_requested": "ReviewRequestedEvent",
             "ready_for_review": "ReadyForReviewEvent",
+            "convert_to_draft": "ConvertToDraftEvent",
             "merged": "MergedEvent",
+            "reviewed": "PullRequestReview",
         }
-        timeline = [e for e in gql.rest(f"/issues/{n}/timeline") if e["event"] in wanted]
+        rest_timeline = gql.rest(f"/issues/{n}/timeline")
+        timeline = [e for e in rest_timeline if e["event"] in wanted]
         items = node["timelineItems"]["nodes"]
-        assert [(i["__typename"], i["createdAt"]) for i in items] == [
-            (wanted[e["event"]], e["created_at"]) for e in timeline
-        ]
+        assert [i["__typename"] for i in items] == [wanted[e["event"]] for e in timeline]
+        comments = {
+            c["pull_request_review_id"]: c
+            for e in rest_timeline
+            if e["event"] == "line-commented"
+            for c in e["comments"]
+        }
         for item, ev in zip(items, timeline, strict=True):
+            if ev["event"] != "reviewed":
+                assert item["createdAt"] == ev["created_at"]
             if ev["event"] == "review_requested":
                 assert item["requestedReviewer"]["login"] == ev["requested_reviewer"]["login"]
             if ev["event"] == "merged":
                 assert item["commit"]["oid"] == ev["commit_id"]
+            if ev["event"] == "reviewed":
+                assert (item["author"]["login"], item["state"], item["submittedAt"]) == (
+                    ev["user"]["login"].removesuffix("[bot]"),
+                    ev["state"].upper(),
+                    ev.get("submitted_at"),
+                )
+                # a review started with a comment was created when that comment was drafted
+                drafted = comments.get(ev["id"])
+                assert item["createdAt"] == (drafted["created_at"] if drafted else ev["submitted_at"])
         closing = [i["number"] for i in node["closingIssuesReferences"]["nodes"]]
         same_repo = {int(m) for m in re.findall(r"(?:Fixes|Closes|Resolves) #(\d+)", pr["body"])}
         assert same_repo <= set(closing)
