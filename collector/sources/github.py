@@ -5,9 +5,10 @@ queries through :class:`~collector.sources.github_graphql.GitHubGraphQL`. Which 
 the ``api`` option (docs/definitions.md, "Which GitHub API reads what"): ``auto`` (the default)
 asks each list first with a conditional REST request (a 304 costs no budget, so an idle pass costs
 what the REST plan costs) and reads what changed, with its history, over GraphQL: 100 issues with
-their timelines, 100 merged pull requests with their commits, 100 deployments with their statuses
-per query. Compares of two commits (deployment contents), releases, workflow runs and the
-conditional re-reads of unfinished deliveries stay on REST. ``rest`` reads everything over REST;
+their timelines, 100 merged pull requests with their commits and the timeline items that date
+their readiness and reviews, 100 deployments with their statuses per query. Compares of two
+commits (deployment contents), releases, workflow runs and the conditional re-reads of unfinished
+deliveries stay on REST. ``rest`` reads everything over REST;
 ``graphql`` skips the REST probes. The GraphQL answers are turned into the REST records, so every
 plan feeds the same normaliser and stores the same records.
 
@@ -27,7 +28,10 @@ transaction as the batch it reaches, so a crash between batches loses nothing:
   over with ``Batch.replace_history``. ``since`` is inclusive: the watermark keeps the numbers
   already read at its exact second so they are not read again.
 - ``pulls:<o/r>``: ``/pulls?state=closed&sort=updated&direction=desc``; paging stops at the
-  watermark (the endpoint has no ``since``), so page 1's ETag is what makes idle polls free.
+  watermark (the endpoint has no ``since``), so page 1's ETag is what makes idle polls free. A
+  merged pull request is read once, when first seen merged: over REST its commits and its timeline
+  (``/issues/{n}/timeline``: ``ready_for_review``, ``reviewed``, ``line-commented``), two
+  requests (more past 100 entries), not repeated by later passes.
 - ``deployments:<o/r>`` / ``releases:<o/r>`` / ``runs:<o/r>:<workflow>``: newest first, paging
   stops at the highest id already seen; the new ones are then read oldest first, in chunks each
   committed with the id it reaches. Unfinished deployments, draft releases and running runs are
@@ -884,6 +888,15 @@ class GitHubSource(Source):
         if not authored:
             batch.rejections.append(Rejection(self.name, native_id, "missing_field"))
             return
+        ready_at, first_review_at = review_times(
+            created_at,
+            raw.get("user"),
+            _readable(
+                raw["_timeline"]
+                if "_timeline" in raw
+                else list(self.api.items(f"/repos/{repo.full_name}/issues/{number}/timeline", {"per_page": PER_PAGE}))
+            ),
+        )
         merge_sha = raw.get("merge_commit_sha")
         if isinstance(merge_sha, str) and _SHA.match(merge_sha):
             shas.append(merge_sha.lower())
@@ -899,6 +912,8 @@ class GitHubSource(Source):
                 first_commit_at=min(authored),
                 merged_at=merged_at,
                 commits=tuple(dict.fromkeys(shas)),
+                ready_at=ready_at,
+                first_review_at=first_review_at,
             )
         )
         batch.links.extend(dict.fromkeys(links))
@@ -1579,6 +1594,72 @@ def issue_history(native_id: str, created_at: datetime, events: list[dict[str, A
         if state != states[-1].state:
             states.append(StateChange(native_id, len(states) + 1, at, state, CATEGORY_OF_STATE[state]))
     return tuple(states)
+
+
+def review_times(created_at: datetime, author: Any, events: list[Any]) -> tuple[datetime, datetime | None]:
+    """When a pull request became ready for review, and its first review by someone else, from its
+    timeline (docs/definitions.md "Pull request stages").
+
+    Ready: its creation, unless it was opened as a draft: then its first ``ready_for_review``. It
+    was opened as a draft when the first of its ``ready_for_review`` / ``convert_to_draft`` events
+    is a ``ready_for_review`` (a merged pull request is no draft, so a draft-opened one has one).
+
+    First review: the earliest ``reviewed`` event (``submitted_at``) that is submitted (not
+    ``pending``) or review comment (``line-commented``, each comment's ``created_at``) of a
+    submitted review, by anyone but the author (bots included). A review read over GraphQL carries
+    when it was started (``_started_at``: ``PullRequestReview.createdAt``, when its first comment
+    was drafted), which stands for its comments' times. Logins compare case-insensitively and
+    without REST's ``[bot]`` suffix (GraphQL names bots without it). A deleted author (``ghost``,
+    or none) cannot be told from the reviewers: then every review counts.
+    """
+    who = _person(author)
+    drafts: list[tuple[datetime, int, str]] = []
+    submitted: set[Any] = set()
+    reviews: list[datetime] = []
+    for i, event in enumerate(events):
+        kind = event.get("event") if isinstance(event, dict) else None
+        if kind in ("ready_for_review", "convert_to_draft"):
+            at = _time_or_none(event.get("created_at"))
+            if at is not None:
+                drafts.append((at, i, kind))
+        elif kind == "reviewed":
+            if str(event.get("state") or "").lower() == "pending":
+                continue  # not submitted: only its author sees it
+            at = _time_or_none(event.get("submitted_at"))
+            if at is None:
+                continue  # unsubmitted, whatever its state says
+            if event.get("id") is not None:
+                submitted.add(event["id"])
+            if _reviewer(event.get("user"), who):
+                started = _time_or_none(event.get("_started_at"))
+                reviews.append(min(at, started) if started else at)
+    for event in events:
+        if isinstance(event, dict) and event.get("event") == "line-commented":
+            for comment in event.get("comments") or []:
+                if not isinstance(comment, dict):
+                    continue
+                review = comment.get("pull_request_review_id")
+                if review is not None and review not in submitted:
+                    continue  # a comment of a review not (yet) submitted
+                at = _time_or_none(comment.get("created_at"))
+                if at is not None and _reviewer(comment.get("user"), who):
+                    reviews.append(at)
+    first_draft = min(drafts, default=None)
+    ready_at = max(first_draft[0], created_at) if first_draft and first_draft[2] == "ready_for_review" else created_at
+    return ready_at, min(reviews, default=None)
+
+
+def _person(user: Any) -> str | None:
+    """A login to compare people by; None for a deleted account (``ghost``, or no user at all)."""
+    login = user.get("login") if isinstance(user, dict) else None
+    if not isinstance(login, str) or not login or login.lower() == "ghost":
+        return None
+    return login.lower().removesuffix("[bot]")
+
+
+def _reviewer(user: Any, author: str | None) -> bool:
+    """Whether ``user`` is someone other than the pull request's author (unknown author: anyone)."""
+    return author is None or _person(user) != author
 
 
 def _finished(statuses: list[dict[str, Any]]) -> bool:

@@ -68,11 +68,22 @@ _TIMELINE_NODE = f"""
   }}
 """
 
+#: the pull request timeline items that tell when it became ready and was first reviewed
+PULL_TIMELINE_TYPES = ("READY_FOR_REVIEW_EVENT", "CONVERT_TO_DRAFT_EVENT", "PULL_REQUEST_REVIEW")
+
+_PULL_TIMELINE_NODE = """
+  __typename
+  ... on ReadyForReviewEvent { createdAt }
+  ... on ConvertToDraftEvent { createdAt }
+  ... on PullRequestReview { author { login } state createdAt submittedAt }
+"""
+
 #: nested connections per node type: the field with its arguments and what each of its nodes holds
 CONNECTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("Issue", "timelineItems"): (f"itemTypes: [{', '.join(TIMELINE_TYPES)}]", _TIMELINE_NODE),
     ("Issue", "labels"): ("", "name"),
     ("PullRequest", "commits"): ("", "commit { oid authoredDate committedDate message }"),
+    ("PullRequest", "timelineItems"): (f"itemTypes: [{', '.join(PULL_TIMELINE_TYPES)}]", _PULL_TIMELINE_NODE),
     ("Deployment", "statuses"): ("", "state createdAt"),
 }
 
@@ -93,8 +104,11 @@ def issue_fields() -> str:
 
 
 def pull_fields() -> str:
-    return "id number createdAt updatedAt mergedAt title body mergeCommit { oid } " + _nested(
-        "PullRequest", "commits", NESTED
+    return (
+        "id number createdAt updatedAt mergedAt title body author { login } mergeCommit { oid } "
+        + _nested("PullRequest", "commits", NESTED)
+        + " "
+        + _nested("PullRequest", "timelineItems", NESTED)
     )
 
 
@@ -398,6 +412,29 @@ def timeline_event(item: Any) -> dict[str, Any] | None:
     return None
 
 
+def pull_timeline_event(item: Any) -> dict[str, Any] | None:
+    """A GraphQL pull request timeline item as the REST timeline event (None: not one we read).
+
+    A review keeps when it was started (``createdAt``: a review begun with a comment was created
+    when that comment was drafted) as ``_started_at``, standing for its review comments' times,
+    which REST lists in ``line-commented`` events."""
+    if not isinstance(item, dict):
+        return None
+    kind = item.get("__typename")
+    if kind in ("ReadyForReviewEvent", "ConvertToDraftEvent"):
+        event = "ready_for_review" if kind == "ReadyForReviewEvent" else "convert_to_draft"
+        return {"event": event, "created_at": item.get("createdAt")}
+    if kind == "PullRequestReview":
+        return {
+            "event": "reviewed",
+            "user": _login(item.get("author")),
+            "state": _lower(item.get("state")),
+            "submitted_at": item.get("submittedAt"),
+            "_started_at": item.get("createdAt"),
+        }
+    return None
+
+
 def issue_record(node: dict[str, Any]) -> dict[str, Any]:
     """An issue node as the REST issue record, its timeline under ``_timeline``."""
     issue_type = node.get("issueType")
@@ -415,7 +452,8 @@ def issue_record(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def pull_record(node: dict[str, Any]) -> dict[str, Any]:
-    """A merged pull request node as the REST pull record, its commits under ``_commits``."""
+    """A merged pull request node as the REST pull record, its commits under ``_commits``, the
+    timeline items that date its readiness and reviews under ``_timeline``."""
     merge = node.get("mergeCommit")
     commits = []
     for entry in _nodes(node, "commits"):
@@ -440,7 +478,9 @@ def pull_record(node: dict[str, Any]) -> dict[str, Any]:
         "title": node.get("title"),
         "body": node.get("body"),
         "merge_commit_sha": merge.get("oid") if isinstance(merge, dict) else None,
+        "user": _login(node.get("author")),  # None: a deleted account
         "_commits": commits,
+        "_timeline": [e for e in map(pull_timeline_event, _nodes(node, "timelineItems")) if e is not None],
     }
 
 

@@ -23,7 +23,7 @@ from collector.errors import AuthError, SourceError
 from collector.model import Category
 from collector.sources import SOURCES
 from collector.sources.base import SourceContext, SyncReport
-from collector.sources.github import GitHubSource, _History, deployment_outcome, issue_history
+from collector.sources.github import GitHubSource, _History, deployment_outcome, issue_history, review_times
 from collector.store import Store
 from sandbox.app import Sandbox, SandboxOptions
 from sandbox.github.routes import GitHubRoutes
@@ -110,6 +110,54 @@ def test_deployment_outcome_is_the_latest_finished_status() -> None:
     assert deployment_outcome([]) is None
 
 
+def _review(login: str | None, hours: float | None, state: str = "approved", **extra: Any) -> dict[str, Any]:
+    review = {"id": 900 + len(login or ""), "event": "reviewed", "user": {"login": login} if login else None}
+    return {**review, "state": state, **({"submitted_at": _at(hours)} if hours is not None else {}), **extra}
+
+
+def _comment(login: str, hours: float, review: int | None) -> dict[str, Any]:
+    return {
+        "event": "line-commented",
+        "comments": [{"user": {"login": login}, "created_at": _at(hours), "pull_request_review_id": review}],
+    }
+
+
+def _times(author: str | None, events: list[dict[str, Any]]) -> tuple[float, float | None]:
+    ready, first = review_times(T0, {"login": author} if author else None, events)
+    return (ready - T0).total_seconds() / 3600, None if first is None else (first - T0).total_seconds() / 3600
+
+
+def test_ready_for_review_is_the_creation_unless_opened_as_a_draft() -> None:
+    assert _times("mona", [])[0] == 0
+    assert (
+        _times("mona", [_event("ready_for_review", 5), _event("convert_to_draft", 6), _event("ready_for_review", 8)])[0]
+        == 5
+    )
+    # opened ready, sent back to draft and made ready again: ready since it was opened
+    assert _times("mona", [_event("convert_to_draft", 2), _event("ready_for_review", 3)])[0] == 0
+
+
+def test_the_first_review_is_by_someone_else_and_submitted() -> None:
+    bob = _review("bob", 9)
+    assert _times("mona", [_review("mona", 2, "commented"), bob]) == (0, 9)  # the author's own: no review
+    assert _times("mona", [_review("Mona", 2, "commented")]) == (0, None)  # logins compare case-insensitively
+    assert _times("mona", [_review("carol", None, "pending"), bob]) == (0, 9)  # pending: unsubmitted
+    # a comment drafted before its review was submitted counts at its own time; a pending review's
+    # comment, or the author's, does not
+    assert _times("mona", [_comment("bob", 4, bob["id"]), bob]) == (0, 4)
+    assert _times("mona", [_comment("carol", 3, 77), _review("carol", None, "pending", id=77), bob]) == (0, 9)
+    assert _times("mona", [_comment("mona", 3, bob["id"]), bob]) == (0, 9)
+    # bots review like anyone, and GraphQL's bot logins have no [bot]
+    assert _times("mona", [_review("copilot[bot]", 6, "commented"), bob]) == (0, 6)
+    assert _times("dependabot[bot]", [_review("dependabot", 6, "commented"), bob]) == (0, 9)
+    # a deleted author (REST ghost, GraphQL null): every review counts, deleted reviewers too
+    assert _times("ghost", [_review("mona", 2, "commented"), bob]) == (0, 2)
+    assert _times(None, [_review(None, 3, "commented"), bob]) == (0, 3)
+    assert _times("mona", [_review(None, 3, "commented"), bob]) == (0, 3)
+    # GraphQL: a review started (its first comment drafted) before it was submitted
+    assert _times("mona", [_review("bob", 9, _started_at=_at(7))]) == (0, 7)
+
+
 def test_registered_under_its_kind() -> None:
     assert SOURCES["github"] is GitHubSource
 
@@ -194,6 +242,8 @@ def _stored(store: Store) -> dict[str, Any]:
                     "first_commit_at": _iso(c.first_commit_at),
                     "merged_at": _iso(c.merged_at),
                     "commits": sorted(c.commits),
+                    "ready_at": _iso(c.ready_at),
+                    "first_review_at": _iso(c.first_review_at),
                 }
                 for c in store.changes()
             ),
@@ -310,6 +360,41 @@ def test_full_sync_equals_the_ground_truth_for_every_deployments_mode(sandbox: S
     assert full["by_endpoint"].get("github.compare", 0) >= 1
     # per_page=100 everywhere: one page per list, not ⌈n/30⌉
     assert full["by_endpoint"]["github.issues"] <= 3 * (1 + len(truth["work_items"]) // 100 + 2)
+
+
+@pytest.mark.parametrize("api", ["rest", "graphql"])
+def test_every_merged_pull_request_is_ready_and_first_reviewed_as_the_truth_says(
+    sandbox: Sandbox, store: Store, api: str
+) -> None:
+    """``ready_at`` and ``first_review_at`` of every merged pull request, under both plans, equal the
+    sandbox's truth (drafts made ready later, ghost authors, self-reviews, pending reviews, review
+    comments drafted before their review, bots). Over REST each merged pull request costs one
+    timeline request more, once: idle passes ask for none."""
+    truth = {c["native_id"]: c for c in sandbox.github.truth()["changes"] if c["kind"] == "pull_request"}
+    issues = len(sandbox.github.truth()["work_items"])
+    sources = _sources(sandbox, api=api)
+    before = sandbox.server.stats.snapshot()
+    assert all(not r.problems for r in _sync_all(sources, store))
+    full = _delta(sandbox, before)
+    stored = {c.native_id: c for c in store.changes() if c.kind == "pull_request"}
+    assert set(stored) == set(truth)
+    got = {n: (_iso(c.ready_at), _iso(c.first_review_at)) for n, c in stored.items()}
+    assert got == {n: (c["ready_at"], c["first_review_at"]) for n, c in truth.items()}
+    # the sample holds every case: drafts made ready later, never reviewed, reviewed
+    assert any(c.ready_at and c.ready_at > c.first_commit_at and c.first_review_at for c in stored.values())
+    assert any(c.first_review_at is None for c in stored.values())
+    assert len({r for r, _ in got.values()}) > len(got) / 2
+    timelines = full["by_endpoint"].get("github.issue_timeline", 0)
+    if api == "rest":
+        # one timeline per issue (a page each) and, now, one per merged pull request
+        assert timelines == issues + len(truth)
+    else:
+        assert timelines == 0 and "github.pull_commits" not in full["by_endpoint"]
+    print(f"{api}: full sync {full['total']} requests, {timelines} timelines for {len(truth)} merged PRs")
+    before = sandbox.server.stats.snapshot()
+    _sync_all(sources, store)
+    _sync_all(sources, store)
+    assert "github.issue_timeline" not in _delta(sandbox, before)["by_endpoint"]
 
 
 def test_idle_polls_are_conditional(sandbox: Sandbox, store: Store) -> None:

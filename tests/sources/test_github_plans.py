@@ -93,7 +93,12 @@ def test_every_plan_stores_the_same_records_and_figures(
     # 7 lists over GraphQL (issues and merged pull requests of 3 repositories, deployments of one),
     # each over several pages; the REST plan sends none
     assert queries["rest"] == 0 and queries["graphql"] > 2 * 7 and queries["auto"] > 2 * 7
-    assert {("Issue", "timelineItems"), ("PullRequest", "commits"), ("Deployment", "statuses")} <= set(follow_ups)
+    assert {
+        ("Issue", "timelineItems"),
+        ("PullRequest", "commits"),
+        ("PullRequest", "timelineItems"),
+        ("Deployment", "statuses"),
+    } <= set(follow_ups)
     stores = {api: _store(tmp_path, api) for api in PLANS}
     assert stores["rest"]["work_items"] and stores["rest"]["changes"] and stores["rest"]["deployments"]
     for api in ("graphql", "auto"):

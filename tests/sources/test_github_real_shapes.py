@@ -15,8 +15,11 @@ tag. The story, in time order:
   of D1 fails (counted, not opened).
 - 2025-01-30 D5 pushed to main ("FIXES: #5"), closing #5.
 - 2025-02-01 production deployment 1001 of D5: ``error`` at 08:10, then ``success`` at 09:00.
-- 2025-02-03 PR #10 "Related to #3" opened, merged 02-05 (M10). 2025-02-10 PR #11 "Fixes #3"
-  opened, merged 02-14 (M11), closing #3.
+- 2025-02-03 PR #10 "Related to #3" opened as a draft, ready for review at 15:30, its author's
+  own review, a reviewer's pending review, octocat's review comment 02-04 09:12 in the review they
+  approved at 09:20; merged 02-05 (M10). 2025-02-10 PR #11 "Fixes #3" opened, sent back to draft
+  and made ready again, first reviewed by a bot 02-12 14:05, changes requested, a dismissed review,
+  approved, merged 02-14 (M11), closing #3.
 - 2025-02-18 DS pushed to main, authored "2025-08-18" (clock ahead).
 - 2025-02-20 production deployment 1002 of DS succeeds at 10:05 (1001 made inactive); workflow
   run 30433642 of DS: jobs done 09:07:42, ``updated_at`` 2026-01-10. 2025-02-21 release v1.1.0
@@ -151,6 +154,24 @@ def test_a_pull_request_starts_at_the_earliest_author_date_of_its_commits(store:
     assert eleven.merged_at == at("2025-02-14T16:00:00Z")
     assert set(eleven.commits) == {P11A, P11B, M11}
     assert pulls[f"{REPO}#10"].first_commit_at == at("2025-02-03T16:30:00Z")
+
+
+def test_ready_for_review_and_the_first_review_by_someone_else(store: Store) -> None:
+    """From each merged pull request's REST timeline (``timeline-10.json``, ``timeline-11.json``)."""
+    pulls = {c.native_id: c for c in store.changes("gh") if c.kind == "pull_request"}
+    ten, eleven = pulls[f"{REPO}#10"], pulls[f"{REPO}#11"]
+    # #10 was opened as a draft: ready at its ready_for_review. Its author's own review and review
+    # comments, a bot's issue comment (no review) and a reviewer's PENDING review with a comment
+    # drafted at 18:05 do not count; the first is octocat's comment at 09:12 in the review they
+    # submitted (approved) at 09:20
+    assert ten.ready_at == at("2025-02-03T15:30:00Z")
+    assert ten.first_review_at == at("2025-02-04T09:12:00Z")
+    # #11 was opened ready, went back to draft and was made ready again: ready since its creation.
+    # A bot's review is a review by someone other than the author
+    assert eleven.ready_at == at("2025-02-10T09:00:00Z")
+    assert eleven.first_review_at == at("2025-02-12T14:05:00Z")
+    pushes = [c for c in store.changes("gh") if c.kind == "commit"]
+    assert pushes and all(c.ready_at is None and c.first_review_at is None for c in pushes)
 
 
 def test_direct_pushes_are_changes_found_in_what_deployments_contain(store: Store) -> None:
