@@ -152,7 +152,8 @@ def github_minimum(sandbox: Sandbox, repo_name: str) -> int:
     """A lower bound for one repository over REST at ``per_page=100``.
 
     1 repository (canonical name, default branch) + ⌈issues and PRs / 100⌉ ``/issues`` pages + 1
-    timeline per valid issue + ⌈closed PRs / 100⌉ ``/pulls`` pages + 1 commit list per merged valid PR
+    timeline per valid issue + ⌈closed PRs / 100⌉ ``/pulls`` pages + 1 commit list and 1 timeline
+    (readiness, reviews) per merged valid PR
     + the deliveries list ⌈n / 100⌉ + per delivery what its outcome needs (deployments: 1 statuses
     read; releases: 1 tag lookup, ``target_commitish`` being a branch) + 1 compare (or, for the first
     delivery to an environment, 1 commit list) per delivery whose commit differs from its base's, the
@@ -167,6 +168,7 @@ def github_minimum(sandbox: Sandbox, repo_name: str) -> int:
     total += sum(1 for w in truth["work_items"] if w["project"] == repo_name)
     total += math.ceil(sum(1 for i in items if i.is_pr and i.closed_at) / 100)
     total += sum(1 for c in truth["changes"] if c["service"] == repo_name)
+    total += sum(1 for c in truth["changes"] if c["service"] == repo_name and c["kind"] == "pull_request")
     delivered = [d for d in truth["deployments"] if d["service"] == repo_name]
     if repo.mode == "deployments":
         total += math.ceil(len(repo.deployments) / 100) + len(repo.deployments)

@@ -36,7 +36,9 @@ GitHub (per repository), REST, ``per_page`` ≤ 100 (github/rest-api-description
   - ``issues``: ⌈(issues + merged PRs) / 100⌉ ``/issues`` pages (the list includes PRs; PRs that
     never merged are not in the truth, so a lower bound).
   - ``timelines``: 1 per issue: ``cross-referenced`` events exist only in the timeline, and REST
-    has no bulk form of it (multi-page timelines would add more).
+    has no bulk form of it (multi-page timelines would add more); and 1 per merged PR: its
+    ``ready_for_review`` events are only in the timeline and events lists, its reviews and review
+    comments in the timeline or two lists of their own (``/reviews``, ``/comments``).
   - ``pulls``: ⌈merged PRs / 100⌉ ``/pulls?state=closed`` (``merge_commit_sha``).
   - ``pull_commits``: ⌈commits / 100⌉ per merged PR (at least 1).
   - ``deliveries``: the deliveries list ⌈n / 100⌉, plus per delivery what its outcome needs:
@@ -129,7 +131,7 @@ def github(truth: dict[str, Any], repo: str) -> dict[str, int]:
     out = {
         "repository": 1 if mode.startswith("workflow_runs") else 0,
         "issues": pages(len(issues) + len(merged), PER_PAGE),
-        "timelines": len(issues),
+        "timelines": len(issues) + len(merged),
         "pulls": pages(len(merged), PER_PAGE),
         "pull_commits": sum(pages(len(c["commits"]) - 1, PER_PAGE) for c in merged),
         "deliveries": pages(len(delivered), PER_PAGE) + len(delivered),
