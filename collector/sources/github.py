@@ -1598,7 +1598,7 @@ def issue_history(native_id: str, created_at: datetime, events: list[dict[str, A
 
 def review_times(created_at: datetime, author: Any, events: list[Any]) -> tuple[datetime, datetime | None]:
     """When a pull request became ready for review, and its first review by someone else, from its
-    timeline (docs/definitions.md "Pull request stages").
+    timeline (docs/definitions.md, "Things": Change).
 
     Ready: its creation, unless it was opened as a draft: then its first ``ready_for_review``. It
     was opened as a draft when the first of its ``ready_for_review`` / ``convert_to_draft`` events
@@ -1612,41 +1612,47 @@ def review_times(created_at: datetime, author: Any, events: list[Any]) -> tuple[
     without REST's ``[bot]`` suffix (GraphQL names bots without it). A deleted author (``ghost``,
     or none) cannot be told from the reviewers: then every review counts.
     """
-    who = _person(author)
-    drafts: list[tuple[datetime, int, str]] = []
-    submitted: set[Any] = set()
-    reviews: list[datetime] = []
-    for i, event in enumerate(events):
-        kind = event.get("event") if isinstance(event, dict) else None
-        if kind in ("ready_for_review", "convert_to_draft"):
-            at = _time_or_none(event.get("created_at"))
-            if at is not None:
-                drafts.append((at, i, kind))
-        elif kind == "reviewed":
-            if str(event.get("state") or "").lower() == "pending":
-                continue  # not submitted: only its author sees it
-            at = _time_or_none(event.get("submitted_at"))
-            if at is None:
-                continue  # unsubmitted, whatever its state says
-            if event.get("id") is not None:
-                submitted.add(event["id"])
-            if _reviewer(event.get("user"), who):
-                started = _time_or_none(event.get("_started_at"))
-                reviews.append(min(at, started) if started else at)
-    for event in events:
-        if isinstance(event, dict) and event.get("event") == "line-commented":
-            for comment in event.get("comments") or []:
-                if not isinstance(comment, dict):
-                    continue
-                review = comment.get("pull_request_review_id")
-                if review is not None and review not in submitted:
-                    continue  # a comment of a review not (yet) submitted
-                at = _time_or_none(comment.get("created_at"))
-                if at is not None and _reviewer(comment.get("user"), who):
-                    reviews.append(at)
-    first_draft = min(drafts, default=None)
-    ready_at = max(first_draft[0], created_at) if first_draft and first_draft[2] == "ready_for_review" else created_at
-    return ready_at, min(reviews, default=None)
+    entries = [e for e in events if isinstance(e, dict)]
+    return _ready_at(created_at, entries), _first_review_at(_person(author), entries)
+
+
+def _ready_at(created_at: datetime, events: list[dict[str, Any]]) -> datetime:
+    drafts = [
+        (at, i, kind)
+        for i, e in enumerate(events)
+        if (kind := e.get("event")) in ("ready_for_review", "convert_to_draft")
+        and (at := _time_or_none(e.get("created_at"))) is not None
+    ]
+    first = min(drafts, default=None)
+    return max(first[0], created_at) if first and first[2] == "ready_for_review" else created_at
+
+
+def _first_review_at(author: str | None, events: list[dict[str, Any]]) -> datetime | None:
+    submitted: set[Any] = set()  # the ids of submitted reviews, whose comments count
+    times: list[datetime] = []
+    for e in events:
+        if e.get("event") != "reviewed" or str(e.get("state") or "").lower() == "pending":
+            continue  # a pending review is not submitted: only its author sees it
+        at = _time_or_none(e.get("submitted_at"))
+        if at is None:
+            continue  # unsubmitted, whatever its state says
+        if e.get("id") is not None:
+            submitted.add(e["id"])
+        if _reviewer(e.get("user"), author):
+            started = _time_or_none(e.get("_started_at"))
+            times.append(min(at, started) if started else at)
+    for e in events:
+        comments = e.get("comments") if e.get("event") == "line-commented" else None
+        for c in comments if isinstance(comments, list) else []:
+            if not isinstance(c, dict):
+                continue
+            review = c.get("pull_request_review_id")
+            if review is not None and review not in submitted:
+                continue  # a comment of a review not (yet) submitted
+            at = _time_or_none(c.get("created_at"))
+            if at is not None and _reviewer(c.get("user"), author):
+                times.append(at)
+    return min(times, default=None)
 
 
 def _person(user: Any) -> str | None:
