@@ -42,7 +42,8 @@ created|updated|pushed|full_name, direction; real ``pushed_at`` (null if never p
 ``/repos/{o}/{r}``: ``''``, ``/issues`` (state, since, sort=created|updated, direction, labels,
 assignee, creator), ``/issues/{n}``, ``/issues/{n}/timeline``, ``/issues/{n}/events``,
 ``/issues/events`` (newest first), ``/pulls`` (state, sort, direction, base, head), ``/pulls/{n}``,
-``/pulls/{n}/commits``, ``/pulls/{n}/reviews`` (oldest first, a PENDING one too; a PR's
+``/pulls/{n}/commits``, ``/pulls/{n}/reviews`` (oldest first, a PENDING one too),
+``/pulls/{n}/comments`` (review comments, oldest first; a PR's
 ``/issues/{n}/timeline`` adds ``reviewed``, ``line-commented``, ``ready_for_review`` and
 ``convert_to_draft`` events), ``/commits`` (sha, since, until;
 newest first), ``/commits/{ref}`` (422 for an unknown sha), ``/compare/{base}...{head}`` (oldest

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sandbox.github.common import BadRequest, GitHubHandlers, time_arg
-from sandbox.github.data import DEFAULT_BRANCH, Issue, IssueEvent, PullRequest, Repo
+from sandbox.github.data import DEFAULT_BRANCH, Issue, IssueEvent, PullRequest, Repo, ReviewComment
 from sandbox.github.shapes import Shapes
 from sandbox.server import Request, Response
 
@@ -132,3 +132,12 @@ class IssuesHandlers(GitHubHandlers):
         repo = self._repo_of(req)
         pr = self._pr(repo, req)
         return ctx.page(self.data.reviews_of(pr), lambda r: ctx.review(repo, r))
+
+    def _pull_comments(self, ctx: Shapes, req: Request) -> Response:
+        """Review comments, oldest first (``sort=created``, ``direction=asc``: GitHub's defaults)."""
+        repo = self._repo_of(req)
+        pr = self._pr(repo, req)
+        comments = sorted((ReviewComment(r) for r in self.data.reviews_of(pr) if r.commented), key=lambda c: c.at)
+        if req.arg("direction", "asc") == "desc":
+            comments.reverse()
+        return ctx.page(comments, lambda c: ctx.review_comment(repo, c))

@@ -198,6 +198,7 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
             (r + f"/pulls/{n}", "github.pull", self._pull, False),
             (r + f"/pulls/{n}/commits", "github.pull_commits", self._pull_commits, False),
             (r + f"/pulls/{n}/reviews", "github.pull_reviews", self._pull_reviews, False),
+            (r + f"/pulls/{n}/comments", "github.pull_comments", self._pull_comments, False),
             (r + "/commits", "github.commits", self._commits, False),
             (r + "/commits/(?P<ref>.+)", "github.commit", self._commit, False),
             (r + "/compare/(?P<basehead>.+)", "github.compare", self._compare, False),

@@ -1284,6 +1284,12 @@ def test_pull_requests_carry_the_awkward_review_variations(gh: Served) -> None:
             mine = [r for r in reviews if r["user"]["login"] == author]
             others = [r for r in reviews if r["user"]["login"] != author and r["state"] != "pending"]
             comments = [c for e in timeline if e["event"] == "line-commented" for c in e["comments"]]
+            # the timeline holds what the pull request's own lists hold
+            assert gh.walk(f"/repos/{repo}/pulls/{pr['number']}/comments") == comments
+            listed = gh.walk(f"/repos/{repo}/pulls/{pr['number']}/reviews")
+            assert [(r["id"], r["state"].lower(), r.get("submitted_at")) for r in listed] == [
+                (r["id"], r["state"], r.get("submitted_at")) for r in reviews
+            ]
             seen["draft"] += kinds[:1] == ["ready_for_review"] or (
                 "ready_for_review" in kinds and "convert_to_draft" not in kinds
             )
