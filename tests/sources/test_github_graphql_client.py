@@ -19,9 +19,9 @@ from collector.config import GitHubConfig
 from collector.errors import RateLimited
 from collector.model import Category
 from collector.sources.base import SourceContext
-from collector.sources.github import GitHubSource, issue_history
+from collector.sources.github import GitHubSource, issue_history, review_times
 from collector.sources.github_api import GitHubApi
-from collector.sources.github_graphql import GitHubGraphQL, graphql_url, issue_record
+from collector.sources.github_graphql import GitHubGraphQL, graphql_url, issue_record, pull_record
 from collector.store import Store
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
@@ -192,6 +192,53 @@ def test_a_graphql_issue_gives_the_history_its_rest_timeline_gives() -> None:
         (5, 7, "open", Category.PROPOSED),
         (6, 8, "completed", Category.COMPLETED),
     ]
+
+
+def _review(login: str | None, state: str, created: float, submitted: float | None) -> dict[str, Any]:
+    return {
+        "__typename": "PullRequestReview",
+        "author": {"login": login} if login else None,
+        "state": state,
+        "createdAt": _at(created),
+        "submittedAt": None if submitted is None else _at(submitted),
+    }
+
+
+def test_a_graphql_pull_request_is_ready_and_first_reviewed_as_its_rest_timeline_says() -> None:
+    """GraphQL shapes (docs.github.com/graphql: ``PullRequest.timelineItems`` with
+    ``READY_FOR_REVIEW_EVENT``, ``CONVERT_TO_DRAFT_EVENT``, ``PULL_REQUEST_REVIEW``;
+    ``PullRequestReview.createdAt`` / ``submittedAt: DateTime`` null while ``PENDING``; a deleted
+    account's ``author`` is null; a ``Bot``'s login has no ``[bot]``)."""
+    node = {
+        "id": "PR_1",
+        "number": 7,
+        "createdAt": _at(0),
+        "updatedAt": _at(30),
+        "mergedAt": _at(30),
+        "title": "Add a cache",
+        "body": "",
+        "author": {"login": "mona"},
+        "mergeCommit": {"oid": "a" * 40},
+        "commits": _conn([]),
+        "timelineItems": _conn(
+            [
+                {"__typename": "ReadyForReviewEvent", "createdAt": _at(2)},  # opened as a draft
+                _review("mona", "COMMENTED", 3, 3),  # the author's own
+                _review("carol", "PENDING", 4, None),  # never submitted
+                _review("copilot-pull-request-reviewer", "COMMENTED", 9, 9),  # a bot (REST: …[bot])
+                _review("bob", "APPROVED", 6, 12),  # started with a comment at 6, submitted at 12
+                {"__typename": "ConvertToDraftEvent", "createdAt": _at(13)},
+                {"__typename": "ReadyForReviewEvent", "createdAt": _at(14)},
+            ]
+        ),
+    }
+    record = pull_record(node)
+    assert record["user"] == {"login": "mona"}
+    assert review_times(T0, record["user"], record["_timeline"]) == (T0 + timedelta(hours=2), T0 + timedelta(hours=6))
+    # the same pull request by a deleted account: its own review counts like anyone's
+    ghost = pull_record({**node, "author": None})
+    assert ghost["user"] is None
+    assert review_times(T0, ghost["user"], ghost["_timeline"])[1] == T0 + timedelta(hours=3)
 
 
 # -- against a GraphQL server -------------------------------------------------------------------------
