@@ -1,0 +1,164 @@
+"""Shards (docs/sharding.md) as real processes: `cycletime sync` and `cycletime metrics` with
+`--shard I --total-shards N` on one real PostgreSQL store, against the sandbox.
+
+What one replica exports, the shards export between them: the union of their /metrics equals the
+single replica's, no series appears on two shards, and the sandbox answers as many requests as for
+the single replica (no scope polled twice), also when two replicas share a shard number.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+from conftest import azure_source, github_source, postgres_url, sandbox_config
+from harness import ROOT
+
+from collector.store import normalise_url
+from sandbox.app import Sandbox, SandboxOptions
+
+TOKEN = "shard-token-4242"
+#: per process, not per scope: every replica exports its own (like process_* and python_*)
+PER_PROCESS = ("cycletime_store_up", "cycletime_store_failures", "cycletime_shard_info")
+#: self-metrics whose values are the pass's own (when, how long, the budget it left): compared by series
+TIMING = (
+    "cycletime_source_last_success_timestamp_seconds",
+    "cycletime_source_poll_duration_seconds",
+    "cycletime_api_rate_limit_remaining",
+    "cycletime_api_budget_remaining",
+)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    # 20 more repositories than the three services: with skip_empty off, 13 repository scopes
+    with Sandbox(SandboxOptions(seed=31, work_items=120, token=TOKEN, github_repos=20)) as running:
+        yield running
+
+
+@pytest.fixture
+def databases() -> Iterator[Iterator[str]]:
+    """Fresh PostgreSQL databases on the test server, one per call of ``next``."""
+    url = postgres_url()
+    if url is None:
+        pytest.skip("PostgreSQL is not available (no initdb/pg_ctl, no CYCLETIME_TEST_POSTGRES_URL)")
+    admin = sa.create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
+    made: list[str] = []
+
+    def fresh() -> Iterator[str]:
+        while True:
+            name = f"shards{len(made)}_{datetime.now(UTC):%H%M%S%f}"
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            made.append(name)
+            yield url.rsplit("/", 1)[0] + "/" + name
+
+    yield fresh()
+    with admin.connect() as conn:
+        for name in made:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _config(tmp: Path, sandbox: Sandbox, store: str, name: str) -> Path:
+    sources = [
+        azure_source("azure_boards", sandbox.url, TOKEN),
+        azure_source("azure_pipelines", sandbox.url, TOKEN),
+        github_source(sandbox.url, TOKEN, ["contoso/*"], deployments_from="deployments", skip_empty=False),
+    ]
+    path = tmp / f"{name}.yaml"
+    path.write_text(sandbox_config(store, sources, history="400d"))
+    return path
+
+
+def _cli(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "collector", *args, "--log-format", "json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _sync_all(sandbox: Sandbox, config: Path, shards: list[tuple[int, int]] | None) -> int:
+    """Run the replicas' passes at once (``shards``: (shard, total) each; None: one unsharded
+    replica); returns the API requests the sandbox answered for them."""
+    requests.post(f"{sandbox.url}/_sandbox/stats/reset", timeout=5)
+    flags = [[]] if shards is None else [["--shard", str(i), "--total-shards", str(n)] for i, n in shards]
+    procs = [_cli("sync", "--config", str(config), *f) for f in flags]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()[-3000:]
+    total: int = requests.get(f"{sandbox.url}/_sandbox/stats", timeout=5).json()["total"]
+    return total
+
+
+def _metrics(config: Path, at: str, shard: tuple[int, int] | None = None) -> str:
+    flags = [] if shard is None else ["--shard", str(shard[0]), "--total-shards", str(shard[1])]
+    proc = _cli("metrics", "--config", str(config), "--at", at, *flags)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    return out.decode()
+
+
+def _series(text: str) -> dict[str, str]:
+    """series (name and labels) → value, without comments and per-process families; the timing
+    self-metrics' values are blanked (each pass has its own)."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, value = line.rsplit(" ", 1)
+        name = re.split(r"[{ ]", series, maxsplit=1)[0]
+        if name.startswith(PER_PROCESS):
+            continue
+        out[series] = "" if name.startswith(TIMING) else value
+    return out
+
+
+def _union(parts: list[dict[str, str]]) -> dict[str, str]:
+    union: dict[str, str] = {}
+    for part in parts:
+        twice = set(union) & set(part)
+        assert not twice, f"series exported by two shards: {sorted(twice)[:5]}"
+        union.update(part)
+    return union
+
+
+def test_three_shards_export_what_one_replica_does_polling_each_scope_once(
+    sandbox: Sandbox, databases: Iterator[str], tmp_path: Path
+) -> None:
+    at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    single = _config(tmp_path, sandbox, next(databases), "single")
+    single_requests = _sync_all(sandbox, single, None)
+    reference = _series(_metrics(single, at))
+
+    sharded = _config(tmp_path, sandbox, next(databases), "sharded")
+    shard_requests = _sync_all(sandbox, sharded, [(0, 3), (1, 3), (2, 3)])
+    texts = [_metrics(sharded, at, (i, 3)) for i in range(3)]
+    parts = [_series(text) for text in texts]
+
+    assert shard_requests == single_requests  # nothing polled twice, nothing left out
+    assert all(parts), "every shard owns some scope of this organisation"
+    union = _union(parts)
+    assert sorted(union.items()) == sorted(reference.items())
+    assert any(k.startswith("cycletime_request_to_release_seconds_count") for k in union)
+    for i, text in enumerate(texts):
+        assert f'cycletime_shard_info{{shard="{i}",total="3"}} 1.0' in text
+
+    # two replicas started with one shard number (a misconfiguration): they share its scopes
+    # through the scope locks, so the requests and the figures stay those of one replica
+    twins = _config(tmp_path, sandbox, next(databases), "twins")
+    twin_requests = _sync_all(sandbox, twins, [(0, 2), (0, 2), (1, 2)])
+    assert twin_requests == single_requests
+    assert sorted(_union([_series(_metrics(twins, at, (i, 2))) for i in range(2)]).items()) == sorted(
+        reference.items()
+    )
