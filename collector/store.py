@@ -445,8 +445,11 @@ class Store:
                     yield True
                 finally:
                     self._claims.held = previous
-                self._upsert(conn, meta, [{"key": polled_key, "value": repr(self._db_now(conn))}], ["key"])
-                conn.commit()
+                try:
+                    self._upsert(conn, meta, [{"key": polled_key, "value": repr(self._db_now(conn))}], ["key"])
+                    conn.commit()
+                except sa.exc.SQLAlchemyError:
+                    pass  # the lock's connection dropped: not stamped, a twin may poll the scope again
             finally:
                 try:
                     conn.rollback()

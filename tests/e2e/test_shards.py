@@ -94,7 +94,7 @@ def _sync_all(sandbox: Sandbox, config: Path, shards: list[tuple[int, int]] | No
     flags = [[]] if shards is None else [["--shard", str(i), "--total-shards", str(n)] for i, n in shards]
     procs = [_cli("sync", "--config", str(config), *f) for f in flags]
     for proc in procs:
-        out, err = proc.communicate(timeout=300)
+        _out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()[-3000:]
     total: int = requests.get(f"{sandbox.url}/_sandbox/stats", timeout=5).json()["total"]
     return total
@@ -159,6 +159,4 @@ def test_three_shards_export_what_one_replica_does_polling_each_scope_once(
     twins = _config(tmp_path, sandbox, next(databases), "twins")
     twin_requests = _sync_all(sandbox, twins, [(0, 2), (0, 2), (1, 2)])
     assert twin_requests == single_requests
-    assert sorted(_union([_series(_metrics(twins, at, (i, 2))) for i in range(2)]).items()) == sorted(
-        reference.items()
-    )
+    assert sorted(_union([_series(_metrics(twins, at, (i, 2))) for i in range(2)]).items()) == sorted(reference.items())
