@@ -9,6 +9,7 @@ the single replica (no scope polled twice), also when two replicas share a shard
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,10 +19,11 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import azure_source, github_source, postgres_url, sandbox_config
-from harness import ROOT
+from conftest import azure_source, free_port, github_source, postgres_url, sandbox_config
+from harness import ROOT, wait_until
 
-from collector.store import normalise_url
+from collector.sharding import Shards
+from collector.store import Store, normalise_url
 from sandbox.app import Sandbox, SandboxOptions
 
 TOKEN = "shard-token-4242"
@@ -38,7 +40,7 @@ TIMING = (
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
-    # 20 more repositories than the three services: with skip_empty off, 13 repository scopes
+    # 20 more repositories than the three services (empty, archived, forks, one live), all read: 23 scopes
     with Sandbox(SandboxOptions(seed=31, work_items=120, token=TOKEN, github_repos=20)) as running:
         yield running
 
@@ -67,14 +69,22 @@ def databases() -> Iterator[Iterator[str]]:
     admin.dispose()
 
 
-def _config(tmp: Path, sandbox: Sandbox, store: str, name: str) -> Path:
+def _config(tmp: Path, sandbox: Sandbox, store: str, name: str, **settings: object) -> Path:
     sources = [
         azure_source("azure_boards", sandbox.url, TOKEN),
         azure_source("azure_pipelines", sandbox.url, TOKEN),
-        github_source(sandbox.url, TOKEN, ["contoso/*"], deployments_from="deployments", skip_empty=False),
+        github_source(
+            sandbox.url,
+            TOKEN,
+            ["contoso/*"],
+            deployments_from="deployments",
+            skip_empty=False,
+            skip_archived=False,
+            skip_forks=False,
+        ),
     ]
     path = tmp / f"{name}.yaml"
-    path.write_text(sandbox_config(store, sources, history="400d"))
+    path.write_text(sandbox_config(store, sources, history="400d", **settings))
     return path
 
 
@@ -160,3 +170,97 @@ def test_three_shards_export_what_one_replica_does_polling_each_scope_once(
     twin_requests = _sync_all(sandbox, twins, [(0, 2), (0, 2), (1, 2)])
     assert twin_requests == single_requests
     assert sorted(_union([_series(_metrics(twins, at, (i, 2))) for i in range(2)]).items()) == sorted(reference.items())
+
+
+def test_scaling_from_two_shards_to_three_polls_nothing_twice(
+    sandbox: Sandbox, databases: Iterator[str], tmp_path: Path
+) -> None:
+    """After a pass of two shards, three shards on the same store take over their scopes where the
+    two left them: their pass asks what an idle pass of one replica asks, and the union is whole."""
+    at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    single = _config(tmp_path, sandbox, next(databases), "single")
+    _sync_all(sandbox, single, None)
+    idle_requests = _sync_all(sandbox, single, None)
+    reference = _series(_metrics(single, at))
+
+    scaled = _config(tmp_path, sandbox, next(databases), "scaled")
+    _sync_all(sandbox, scaled, [(0, 2), (1, 2)])
+    assert _sync_all(sandbox, scaled, [(0, 3), (1, 3), (2, 3)]) == idle_requests
+    assert sorted(_union([_series(_metrics(scaled, at, (i, 3))) for i in range(3)]).items()) == sorted(
+        reference.items()
+    )
+
+
+def test_a_shard_killed_mid_pass_resumes_and_the_others_are_unaffected(
+    databases: Iterator[str], tmp_path: Path
+) -> None:
+    """`cycletime serve` shards; one is killed (SIGKILL) while its pass reads a slow API, then
+    started again: it resumes from the watermarks its batches committed (its scope locks ended
+    with its connections), the others' passes are unaffected, and the union is whole again."""
+    options = SandboxOptions(seed=31, work_items=120, token=TOKEN, github_repos=20, latency=0.05)
+    with Sandbox(options) as slow:
+        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        single = _config(tmp_path, slow, next(databases), "single")
+        _sync_all(slow, single, None)
+        reference = _series(_metrics(single, at))
+
+        store = next(databases)
+        ports = [free_port() for _ in range(3)]
+        configs = [
+            _config(tmp_path, slow, store, f"serve{i}", listen=f"127.0.0.1:{ports[i]}", poll_interval="1h")
+            for i in range(3)
+        ]
+        logs = [tmp_path / f"serve{i}.log" for i in range(3)]
+        # a shard passes GitHub (it has a repository scope or lists them) and the one-scope sources it owns
+        passes = [1 + sum(Shards(i, 3).owns(name, "Fabrikam") for name in ("boards", "pipelines")) for i in range(3)]
+        victim = 2
+        Store(store).close()  # the schema, for the test's own reads
+        engine = sa.create_engine(normalise_url(store))
+
+        def serve(i: int) -> subprocess.Popen[bytes]:
+            flags = ["--log-format", "json", "--shard", str(i), "--total-shards", "3"]
+            return subprocess.Popen(
+                [sys.executable, "-m", "collector", "serve", "--config", str(configs[i]), *flags],
+                cwd=ROOT,
+                stdout=open(logs[i], "ab"),
+                stderr=subprocess.STDOUT,
+            )
+
+        def passes_ok(i: int, after: int = 0) -> int:
+            return logs[i].read_text()[after:].count("pass ok")
+
+        def victim_mid_pass() -> bool:
+            with engine.connect() as conn:
+                streams = conn.execute(sa.text("SELECT stream FROM watermarks WHERE source = 'github'")).scalars()
+                repos = {s.split(":", 1)[1].lower() for s in streams if s.startswith("issues:")}
+            mine = any(Shards(victim, 3).owns("github", r) for r in repos)
+            assert "source=github pass ok" not in logs[victim].read_text(), "too late: the pass ended"
+            return mine
+
+        procs = [serve(i) for i in range(3)]
+        try:
+            wait_until(victim_mid_pass, 60, "the victim's first commits", interval=0.05)
+            procs[victim].send_signal(signal.SIGKILL)
+            procs[victim].wait(timeout=10)
+            others = [i for i in range(3) if i != victim]
+            wait_until(lambda: all(passes_ok(i) >= passes[i] for i in others), 120, "the other shards' passes")
+            restarted_at = len(logs[victim].read_text())
+            procs[victim] = serve(victim)
+            wait_until(lambda: passes_ok(victim, restarted_at) >= passes[victim], 120, "the restarted shard's passes")
+            for i in range(3):
+                assert "pass failed" not in logs[i].read_text()[restarted_at if i == victim else 0 :]
+            # the killed pass's requests were never recorded, so requests are not compared here
+            union = _union([_series(_metrics(configs[i], at, (i, 3))) for i in range(3)])
+            requests_counter = "cycletime_api_requests_total"
+            assert sorted((k, v) for k, v in union.items() if not k.startswith(requests_counter)) == sorted(
+                (k, v) for k, v in reference.items() if not k.startswith(requests_counter)
+            )
+            for i in range(3):  # each serving shard's /metrics says who it is
+                body = requests.get(f"http://127.0.0.1:{ports[i]}/metrics", timeout=10).text
+                assert f'cycletime_shard_info{{shard="{i}",total="3"}} 1.0' in body
+        finally:
+            engine.dispose()
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(timeout=60)
