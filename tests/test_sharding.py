@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import github_source, sandbox_config
 
+from collector.cli import main
 from collector.compute import Figures
 from collector.errors import ConfigError
 from collector.sharding import Partition, Shards, check_store, lock_key, owner, resolve, scope_hash
@@ -103,3 +106,18 @@ def test_the_shards_partition_every_series_without_changing_a_value() -> None:
     assert sum((p.rejected for p in parts), Counter()) == whole.rejected
     assert [bool(p.rejected) for p in parts].count(True) == 1
     assert Partition(Shards(), scope_of).figures(whole) is whole
+
+
+def test_check_config_says_in_one_line_that_shards_need_postgresql(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(sandbox_config(f"sqlite:///{tmp_path}/s.db", [github_source("http://127.0.0.1:1", "t")]))
+    assert main(["check-config", "--config", str(config), "--total-shards", "3", "--shard", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "store: 3 shards need one shared PostgreSQL store, not sqlite" in err
+    assert main(["check-config", "--config", str(config)]) == 0
+    postgres = tmp_path / "pg.yaml"
+    postgres.write_text(sandbox_config("postgresql://u@127.0.0.1:1/db", [github_source("http://127.0.0.1:1", "t")]))
+    assert main(["check-config", "--config", str(postgres), "--total-shards", "3", "--shard", "1"]) == 0
+    assert "shard 1 of 3" in capsys.readouterr().out

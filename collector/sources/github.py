@@ -590,8 +590,8 @@ class GitHubSource(Source):
             if waited >= LISTING_WAIT or self.ctx.should_stop():
                 log.warning("source=%s %s/*: not listed by its shard yet; its repositories wait", self.name, owner)
                 return []
-            self.ctx.sleep(1.0)
-            waited += 1.0
+            self.ctx.sleep(0.25)
+            waited += 0.25
 
     def _forget(self, store: SourceStore, repo: _Repo) -> None:
         """A discovered repository that is gone (deleted, or no longer visible to the token): out
