@@ -59,8 +59,9 @@ class Runner:
     def __post_init__(self) -> None:
         self.sources, self.telemetry = {}, {}
         self.skipped_scopes = Counter()
-        #: per source: when its running pass started, by the store's clock (sharded)
-        self._pass_started: dict[str, float] = {}
+        #: per source (sharded): a scope polled to the end after this time (the store's clock) is
+        #: not polled again in the running pass: half a poll interval before the pass started
+        self._fresh_after: dict[str, float] = {}
         self._skip_logged: set[tuple[str, str]] = set()
         request_gates: dict[str, RequestGate] = {}
         #: one budget per API server and credential: sources sharing a token spend one budget, so each
@@ -101,7 +102,7 @@ class Runner:
         if not self.shards.owns(name, scope):
             yield False
             return
-        with self.store.claim_scope(lock_key(name, scope), since=self._pass_started.get(name)) as mine:
+        with self.store.claim_scope(lock_key(name, scope), since=self._fresh_after.get(name)) as mine:
             if not mine:
                 self.skipped_scopes[name] += 1
                 if (name, scope) not in self._skip_logged:  # once per scope: a twin replica would flood the log
@@ -163,7 +164,10 @@ class Runner:
         report: SyncReport | None = None
         try:
             if self.shards.sharded:
-                self._pass_started[name] = self.store.now()
+                # twins started apart (or two passes of one shard across a rollout) share the
+                # scopes: what either polled in the last half interval waits for the next pass
+                half = self.config.interval_of(source.config).total_seconds() / 2
+                self._fresh_after[name] = self.store.now() - half
             if source.many_scopes:
                 report = source.sync(self.store)
             else:

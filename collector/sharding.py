@@ -150,9 +150,21 @@ class Partition:
         for f in dataclasses.fields(figures):
             value = getattr(figures, f.name)
             if isinstance(value, Observations):
-                kept[f.name] = Observations(value.label_names, {k: v for k, v in value.by_labels.items() if mine(k)})
+                at = _scope_label(value.label_names)
+                kept[f.name] = Observations(
+                    value.label_names,
+                    {k: v for k, v in value.by_labels.items() if self.owns_series(k[0], k[at])},
+                )
             elif f.name in SOURCE_KEYED:
                 kept[f.name] = type(value)({k: v for k, v in value.items() if self.owns_source(k[0])})
             else:
                 kept[f.name] = type(value)({k: v for k, v in value.items() if mine(k)})
         return Figures(**kept)
+
+
+def _scope_label(names: tuple[str, ...]) -> int:
+    """Where a family's ``project`` or ``service`` label is (after ``source``)."""
+    for i, name in enumerate(names):
+        if name in ("project", "service"):
+            return i
+    raise ValueError(f"a series labelled {names} belongs to no scope")

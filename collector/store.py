@@ -415,9 +415,9 @@ class Store:
     @contextmanager
     def claim_scope(self, key: int, since: float | None = None) -> Iterator[bool]:
         """Hold the scope's advisory lock (session level, on a connection of its own) while the
-        block polls it: True when taken, False when another process holds it, or (``since``, a
-        :meth:`now` reading at the start of the caller's pass) when another process polled the
-        scope to the end after ``since``: a twin replica polls nothing twice. Nothing waits.
+        block polls it: True when taken, False when another process holds it, or when the scope
+        was polled to the end after ``since`` (by :meth:`now`'s clock): a twin replica polls
+        nothing twice. Nothing waits.
 
         While held, :meth:`commit` writes a watermark only if the lock still is (its connection
         may have dropped), so only the scope's lock holder moves its watermarks. A block left

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,9 +184,15 @@ def test_scaling_from_two_shards_to_three_polls_nothing_twice(
     idle_requests = _sync_all(sandbox, single, None)
     reference = _series(_metrics(single, at))
 
-    scaled = _config(tmp_path, sandbox, next(databases), "scaled")
+    store = next(databases)
+    scaled = _config(tmp_path, sandbox, store, "scaled")
     _sync_all(sandbox, scaled, [(0, 2), (1, 2)])
-    assert _sync_all(sandbox, scaled, [(0, 3), (1, 3), (2, 3)]) == idle_requests
+    # within the pass window (half the 10m poll interval) three shards find every scope fresh
+    assert _sync_all(sandbox, scaled, [(0, 3), (1, 3), (2, 3)]) == 0
+    # a poll interval of 2s: the next window opens a second after the pass
+    time.sleep(1.5)
+    next_window = _config(tmp_path, sandbox, store, "next", poll_interval="2s", allow_short_poll_interval=True)
+    assert _sync_all(sandbox, next_window, [(0, 3), (1, 3), (2, 3)]) == idle_requests
     assert sorted(_union([_series(_metrics(scaled, at, (i, 3))) for i in range(3)]).items()) == sorted(
         reference.items()
     )
