@@ -53,7 +53,8 @@ class Runner:
     shards: Shards = field(default_factory=Shards)
     sources: dict[str, Source] = field(init=False)
     telemetry: dict[str, ApiTelemetry] = field(init=False)
-    #: per source: scopes skipped because another replica held their lock (``cycletime_shard_scopes_skipped_total``)
+    #: per source: scopes skipped because another replica held or had just polled them
+    #: (``cycletime_shard_scopes_skipped_total``)
     skipped_scopes: Counter[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -108,7 +109,8 @@ class Runner:
                 if (name, scope) not in self._skip_logged:  # once per scope: a twin replica would flood the log
                     self._skip_logged.add((name, scope))
                     log.warning(
-                        "source=%s scope %r polled by another replica this pass (%s twice?); skipped",
+                        "source=%s scope %r held or just polled by another replica (%s twice, or a "
+                        "rollout); skipped until the next pass window",
                         name,
                         scope,
                         self.shards,
