@@ -121,7 +121,8 @@ class Partition:
     """Which series this shard exports: those of the scopes it owns (every series is some scope's).
 
     ``scope_of``: source name → the scope a series' ``project`` or ``service`` label value belongs
-    to (the source kind's ``scope_of``); sources not in it are one scope each, their name's.
+    to (the source kind's ``scope_of``); a source not in it (no longer configured) has its own
+    scope only.
     """
 
     shards: Shards = field(default_factory=Shards)
