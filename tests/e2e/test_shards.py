@@ -271,3 +271,39 @@ def test_a_shard_killed_mid_pass_resumes_and_the_others_are_unaffected(
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(timeout=60)
+
+
+def test_azure_repos_shards_split_the_repositories(sandbox: Sandbox, databases: Iterator[str], tmp_path: Path) -> None:
+    """Azure Repos is one scope per repository too: every pull request request is asked once, and
+    only the project's repository list (one request an hour per process) is asked by every shard."""
+    at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def config(name: str) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        sources = [
+            azure_source("azure_pipelines", sandbox.url, TOKEN, production_environments=["production"]),
+            azure_source("azure_repos", sandbox.url, TOKEN, name="repos"),
+        ]
+        path.write_text(sandbox_config(next(databases), sources, history="400d"))
+        return path
+
+    def by_endpoint() -> dict[str, int]:
+        counts: dict[str, int] = requests.get(f"{sandbox.url}/_sandbox/stats", timeout=5).json()["by_endpoint"]
+        return counts
+
+    single = config("repos_single")
+    _sync_all(sandbox, single, None)
+    reference, single_requests = _series(_metrics(single, at)), by_endpoint()
+    sharded = config("repos_sharded")
+    _sync_all(sandbox, sharded, [(0, 2), (1, 2)])  # Fabrikam's web and payments: one each
+    shard_requests = by_endpoint()
+    listing = "azure.git_repositories"
+    assert shard_requests.pop(listing) == 2 * single_requests.pop(listing)
+    assert shard_requests == single_requests
+    parts = [_series(_metrics(sharded, at, (i, 2))) for i in range(2)]
+    assert all(any('source="repos",stage=' in k for k in part) for part in parts)
+    # the extra listing are counted in cycletime_api_requests_total: the one series that differs
+    union = {k: v for k, v in _union(parts).items() if not k.startswith("cycletime_api_requests_total")}
+    assert sorted(union.items()) == sorted(
+        (k, v) for k, v in reference.items() if not k.startswith("cycletime_api_requests_total")
+    )
