@@ -40,6 +40,7 @@ from collector.errors import CycletimeError
 from collector.figures import Settings
 from collector.linking import first_deliveries, linked_change_times, work_item_deliveries
 from collector.model import Change, Deployment, Link
+from collector.sharding import Shards
 from collector.store import Store
 from collector.table import WorkItemTable
 from exporters.prometheus import figure_families
@@ -334,8 +335,9 @@ def loading_instructions(blocks_dir: Path, retention_days: int) -> str:
   One sample per series per step: give time-series panels a minimum interval of the step to read them."""
 
 
-def run(config: Config, since: str, step: str, out: str, blocks_dir: str | None) -> int:
-    """``cycletime backfill``: write the file, optionally the blocks, and say how to load them."""
+def run(config: Config, since: str, step: str, out: str, blocks_dir: str | None, shards: Shards | None = None) -> int:
+    """``cycletime backfill``: write the file, optionally the blocks, and say how to load them.
+    ``shards``: a shard writes the series it exports (docs/sharding.md)."""
     from collector.errors import ConfigError
 
     try:
@@ -355,7 +357,7 @@ def run(config: Config, since: str, step: str, out: str, blocks_dir: str | None)
 
     try:
         with path.open("w", encoding="utf-8") as handle:
-            result = backfill(store, Settings.from_config(config), times, handle, progress)
+            result = backfill(store, Settings.from_config(config, shards), times, handle, progress)
     finally:
         store.close()
     print(

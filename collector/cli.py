@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text, parents=[common], formatter_class=_Help)
         p.add_argument("--config", required=True, metavar="FILE", help="the YAML configuration")
+        _shard_arguments(p)
         if name in ("sync", "serve"):
             p.add_argument(
                 "--wait",
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=_Help,
     )
     bf.add_argument("--config", required=True, metavar="FILE", help="the YAML configuration")
+    _shard_arguments(bf)
     bf.add_argument("--from", dest="since", default="365d", metavar="DURATION", help="how far back (default 365d)")
     bf.add_argument("--step", default="1d", metavar="DURATION", help="one sample per series per step (default 1d)")
     bf.add_argument("--out", required=True, metavar="FILE", help="OpenMetrics file to write")
@@ -103,6 +105,23 @@ def _parser() -> argparse.ArgumentParser:
         help="add live activity (new items, changes, deployments) every SECONDS; 0: none",
     )
     return parser
+
+
+def _shard_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--shard``/``--total-shards`` (docs/sharding.md); the defaults come from the environment."""
+    parser.add_argument(
+        "--shard",
+        type=int,
+        metavar="I",
+        help="this replica's shard, 0 … N-1; default: CYCLETIME_SHARD, else the -<n> ending "
+        "CYCLETIME_POD_NAME or HOSTNAME (a StatefulSet pod's ordinal)",
+    )
+    parser.add_argument(
+        "--total-shards",
+        type=int,
+        metavar="N",
+        help="how many shards share the (PostgreSQL) store; default: CYCLETIME_TOTAL_SHARDS, else 1",
+    )
 
 
 class _Help(argparse.HelpFormatter):
@@ -189,22 +208,35 @@ def _dispatch(args: argparse.Namespace) -> int:
     for secret in config.secrets():
         redactor.add(secret)
     setup_logging(args.log_format or config.log_format, logging.DEBUG if args.verbose else logging.INFO)
+    shards = _shards(args, config)
     if args.command == "check-config":
         print(
             f"{args.config}: ok ({len(config.sources)} sources: "
             + ", ".join(f"{s.name} ({s.kind})" for s in config.sources)
             + ")"
+            + (f"; {shards}" if shards.sharded else "")
         )
         return 0
     if args.command == "metrics":
-        return _metrics(config, args.at, args.config)
+        return _metrics(config, args.at, args.config, shards)
     if args.command == "backfill":
         from collector.backfill import run
 
-        return run(config, args.since, args.step, args.out, args.prometheus_blocks)
+        return run(config, args.since, args.step, args.out, args.prometheus_blocks, shards)
     if args.command == "sync":
-        return _sync(config, args.wait)
-    return _serve(config, args.wait)
+        return _sync(config, args.wait, shards)
+    return _serve(config, args.wait, shards)
+
+
+def _shards(args: argparse.Namespace, config: Config) -> Any:
+    """This process's shard (flags, else the environment); more than one needs PostgreSQL."""
+    import os
+
+    from collector.sharding import check_store, resolve
+
+    shards = resolve(args.shard, args.total_shards, os.environ)
+    check_store(shards, config.store)
+    return shards
 
 
 def _open_store(config: Config) -> Any:
@@ -219,7 +251,7 @@ def _sqlite_path(url: str) -> Path | None:
     return None
 
 
-def _metrics(config: Config, at: float | None = None, config_file: str = "FILE") -> int:
+def _metrics(config: Config, at: float | None = None, config_file: str = "FILE", shards: Any = None) -> int:
     from collector.figures import FigureCache, Settings
     from exporters.prometheus import MetricsCache
 
@@ -232,19 +264,21 @@ def _metrics(config: Config, at: float | None = None, config_file: str = "FILE")
     if not store.statuses() and not store.record_counts():
         print(nothing, file=sys.stderr)
         return 1
-    figures = FigureCache(store, Settings.from_config(config), as_of=at)
+    figures = FigureCache(store, Settings.from_config(config, shards), as_of=at)
     sys.stdout.buffer.write(MetricsCache(figures).exposition())
     return 0
 
 
-def _sync(config: Config, wait: bool = False) -> int:
+def _sync(config: Config, wait: bool = False, shards: Any = None) -> int:
     from collector.progress import Progress
     from collector.runner import Runner
+    from collector.sharding import Shards
 
+    shards = shards or Shards()
     store = _open_store(config)
-    store.acquire_writer("cycletime sync", wait=wait)
+    store.acquire_writer(_purpose("cycletime sync", shards), wait=wait, shared=shards.sharded)
     with Progress([s.name for s in config.sources]) as progress:
-        runner = Runner(config, store, progress=progress.advance, plan=progress.plan)
+        runner = Runner(config, store, progress=progress.advance, plan=progress.plan, shards=shards)
         results = runner.run_all(progress.start, lambda result: progress.finish(result.source, result.ok))
     failed = [r for r in results if not r.ok]
     for r in failed:
@@ -252,18 +286,29 @@ def _sync(config: Config, wait: bool = False) -> int:
     return 1 if failed else 0
 
 
-def _serve(config: Config, wait: bool = False) -> int:
+def _purpose(command: str, shards: Any) -> str:
+    return f"{command}, {shards}" if shards.sharded else command
+
+
+def _serve(config: Config, wait: bool = False, shards: Any = None) -> int:
     from collector.figures import FigureCache, Settings
     from collector.runner import Runner
     from collector.scheduler import build_scheduler
-    from exporters.prometheus import MetricsCache
+    from collector.sharding import Shards
+    from exporters.prometheus import MetricsCache, shard_families
     from exporters.web import ExporterApp, serve_http
 
+    shards = shards or Shards()
     store = _open_store(config)
-    store.acquire_writer("cycletime serve", wait=wait)
+    store.acquire_writer(_purpose("cycletime serve", shards), wait=wait, shared=shards.sharded)
     stop = threading.Event()
-    runner = Runner(config, store, stop=stop)
-    cache = MetricsCache(FigureCache(store, Settings.from_config(config)))
+    runner = Runner(config, store, stop=stop, shards=shards)
+    cache = MetricsCache(
+        FigureCache(store, Settings.from_config(config, shards)),
+        lambda: shard_families(shards, runner.skipped_scopes),
+    )
+    if shards.sharded:
+        log.info("running as %s: polling and exporting the scopes it owns", shards)
     cache.refresh(force=True)
     app = ExporterApp(cache, store, config)
     tls = (config.web.tls.cert_file, config.web.tls.key_file) if config.web.tls else None

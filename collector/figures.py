@@ -28,6 +28,7 @@ import numpy as np
 from collector.compute import REQUEST_STAGES, Figures, Observations, compute, window_quantiles
 from collector.config import Config, format_duration
 from collector.model import Change, Deployment, Link
+from collector.sharding import Partition, Shards
 from collector.store import STORE_ERRORS, ApiBudget, SourceStatus, Store
 from collector.table import WorkItemTable
 
@@ -47,14 +48,23 @@ class Settings:
     quantiles: tuple[float, ...]
     sources: tuple[str, ...]  # configured source names, so a never-polled source shows as down
     max_label_values: int = 200
+    #: which series this process exports (a shard: those of its scopes; docs/sharding.md)
+    partition: Partition = field(default_factory=Partition)
 
     @classmethod
-    def from_config(cls, config: Config) -> Settings:
+    def from_config(cls, config: Config, shards: Shards | None = None) -> Settings:
+        from collector.sources.registry import load_kinds
+
+        kinds = load_kinds()
+        scope_of = {
+            s.name: functools.partial(kinds[s.kind].source_class.scope_of, s) for s in config.sources if s.kind in kinds
+        }
         return cls(
             tuple((format_duration(w), w.total_seconds()) for w in config.windows),
             tuple(config.quantiles),
             tuple(s.name for s in config.sources),
             config.max_label_values,
+            Partition(shards or Shards(), scope_of),
         )
 
 

@@ -6,13 +6,16 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from collector.config import Config
 from collector.errors import CycletimeError
 from collector.http import REDACT, ApiTelemetry, Budget, RequestGate, RetryPolicy
 from collector.progress import Plan
+from collector.sharding import Shards, lock_key
 from collector.sources import SOURCES
 from collector.sources.base import Source, SourceContext, SyncReport
 from collector.store import STORE_ERRORS, ApiBudget, Store
@@ -46,11 +49,21 @@ class Runner:
     plan: Callable[[str, Plan], None] = lambda name, plan: None
     stop: threading.Event = field(default_factory=threading.Event)
     sleep: Callable[[float], None] = time.sleep
+    #: which scopes this process polls (docs/sharding.md); the default polls everything
+    shards: Shards = field(default_factory=Shards)
     sources: dict[str, Source] = field(init=False)
     telemetry: dict[str, ApiTelemetry] = field(init=False)
+    #: per source: scopes skipped because another replica held or had just polled them
+    #: (``cycletime_shard_scopes_skipped_total``)
+    skipped_scopes: Counter[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.sources, self.telemetry = {}, {}
+        self.skipped_scopes = Counter()
+        #: per source (sharded): a scope polled to the end after this time (the store's clock) is
+        #: not polled again in the running pass: half a poll interval before the pass started
+        self._fresh_after: dict[str, float] = {}
+        self._skip_logged: set[tuple[str, str]] = set()
         request_gates: dict[str, RequestGate] = {}
         #: one budget per API server and credential: sources sharing a token spend one budget, so each
         #: sees what the others left (and the reserve holds for all of them)
@@ -73,10 +86,41 @@ class Runner:
                     max_rate_limit_wait=self.config.http.max_rate_limit_wait.total_seconds(),
                 ),
                 request_gates=request_gates,
+                owns=functools.partial(self.shards.owns, cfg.name),
+                claim=functools.partial(self.claim, cfg.name),
             )
             self.sources[cfg.name] = SOURCES[cfg.kind](cfg, ctx)
             self.telemetry[cfg.name] = telemetry
         self._locks = {name: threading.Lock() for name in self.sources}
+
+    @contextmanager
+    def claim(self, name: str, scope: str) -> Iterator[bool]:
+        """True while this process may poll the source's scope: owned by this shard, and its
+        advisory lock held (until the block ends). Unsharded: always, with no lock."""
+        if not self.shards.sharded:
+            yield True
+            return
+        if not self.shards.owns(name, scope):
+            yield False
+            return
+        with self.store.claim_scope(lock_key(name, scope), since=self._fresh_after.get(name)) as mine:
+            if not mine:
+                self.skipped_scopes[name] += 1
+                if (name, scope) not in self._skip_logged:  # once per scope: a twin replica would flood the log
+                    self._skip_logged.add((name, scope))
+                    log.warning(
+                        "source=%s scope %r held or just polled by another replica (%s twice, or a "
+                        "rollout); skipped until the next pass window",
+                        name,
+                        scope,
+                        self.shards,
+                    )
+            yield mine
+
+    def owns(self, name: str) -> bool:
+        """Whether this shard polls the source at all (a one-scope source: whether it owns the scope)."""
+        source = self.sources[name]
+        return source.many_scopes or self.shards.owns(name, source.scope_of(source.config, ""))
 
     def _progress_of(self, name: str, n: int) -> None:
         self.progress(name, n)
@@ -121,7 +165,19 @@ class Runner:
         error: str | None = None
         report: SyncReport | None = None
         try:
-            report = source.sync(self.store)
+            if self.shards.sharded:
+                # twins started apart (or two passes of one shard across a rollout) share the
+                # scopes: what either polled in the last half interval waits for the next pass
+                half = self.config.interval_of(source.config).total_seconds() / 2
+                self._fresh_after[name] = self.store.now() - half
+            if source.many_scopes:
+                report = source.sync(self.store)
+            else:
+                with self.claim(name, source.scope_of(source.config, "")) as mine:
+                    if not mine:
+                        log.info("source=%s skipped: its scope is another shard's or another replica's now", name)
+                        return PassResult(name, True, 0.0, 0, "skipped: scope held elsewhere")
+                    report = source.sync(self.store)
             if report.problems:
                 error = REDACT("; ".join(report.problems))
         except CycletimeError as exc:
@@ -182,6 +238,8 @@ class Runner:
         for name in self.sources:
             if self.stop.is_set():
                 break
+            if not self.owns(name):
+                continue  # another shard's
             started(name)
             results.append(self.run(name))
             finished(results[-1])

@@ -82,6 +82,8 @@ def build_scheduler(runner: Runner, after_pass: Callable[[PassResult], None]) ->
     """
     scheduler = PollScheduler()
     for cfg in runner.config.sources:
+        if not runner.owns(cfg.name):
+            continue  # a one-scope source another shard owns (docs/sharding.md)
         interval = runner.config.interval_of(cfg).total_seconds()
 
         def job(name: str = cfg.name) -> None:

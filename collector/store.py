@@ -13,11 +13,13 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -284,6 +286,8 @@ class Store:
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self._writer: Any = None  # the lock file (SQLite) or connection (PostgreSQL) holding the lease
+        #: per thread: the scope claim (its lock's backend pid and key) a source is polling under
+        self._claims = threading.local()
         #: the store's health as this process saw it last (exported beside the figures, and /readyz)
         self.healthy = True
         self.failures = 0
@@ -339,27 +343,33 @@ class Store:
         self.engine.dispose()
 
     # -- one writer at a time ---------------------------------------------------------------
-    def acquire_writer(self, purpose: str, wait: bool = False, timeout: float | None = None) -> None:
+    def acquire_writer(
+        self, purpose: str, wait: bool = False, timeout: float | None = None, shared: bool = False
+    ) -> None:
         """Take the store's writer lease, or raise StoreInUse naming who holds it.
 
         Two writers on one store interleave watermarks and lose data, so ``sync`` and ``serve``
         take this lease first. SQLite: an ``flock`` on ``<db>.lock`` beside the file; PostgreSQL:
         a session-level advisory lock. Both vanish with the holding process, even on kill -9.
+        ``shared`` (PostgreSQL, shards): many shards hold it at once, each writing only the scopes
+        it claims (:meth:`claim_scope`); an unsharded writer and the shards still exclude each other.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            holder = self._try_acquire(purpose)
+            holder = self._try_acquire(purpose, shared)
             if holder is None:
                 return
             if not wait or (deadline is not None and time.monotonic() >= deadline):
                 raise StoreInUse(f"store in use by {holder}; wait for it to finish, stop it, or pass --wait")
             time.sleep(0.5)
 
-    def _try_acquire(self, purpose: str) -> str | None:
+    def _try_acquire(self, purpose: str, shared: bool = False) -> str | None:
         """None when the lease is ours now, else a description of its holder."""
         me = f"{_holder()} ({purpose}, since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC)"
         if self._writer is not None:
             return None
+        if shared and self.dialect != "postgresql":
+            raise StoreError("shards need a PostgreSQL store: only it locks scopes across processes")
         if self.path is not None:
             handle = open(f"{self.path}.lock", "a+")
             try:
@@ -378,7 +388,8 @@ class Store:
         if self.dialect == "postgresql":
             conn = self.engine.connect()
             key = zlib.crc32(b"cycletime-writer")
-            if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+            lock = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+            if not conn.execute(sa.text(f"SELECT {lock}(:k)"), {"k": key}).scalar():
                 found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "writer")).scalar()
                 conn.close()
                 return str(found or "another process")
@@ -399,6 +410,83 @@ class Store:
             writer.close()
         except (OSError, sa.exc.SQLAlchemyError):
             pass  # the lease ends with the process anyway
+
+    # -- scopes (shards) --------------------------------------------------------------------
+    @contextmanager
+    def claim_scope(self, key: int, since: float | None = None) -> Iterator[bool]:
+        """Hold the scope's advisory lock (session level, on a connection of its own) while the
+        block polls it: True when taken, False when another process holds it, or when the scope
+        was polled to the end after ``since`` (by :meth:`now`'s clock): a twin replica polls
+        nothing twice. Nothing waits.
+
+        While held, :meth:`commit` writes a watermark only if the lock still is (its connection
+        may have dropped), so only the scope's lock holder moves its watermarks. A block left
+        without an exception stamps the scope as polled. SQLite has one writer: always True."""
+        if self.dialect != "postgresql":
+            yield True
+            return
+        polled_key = f"polled:{key % (1 << 64):016x}"
+        conn = self.engine.connect()
+        try:
+            if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                conn.rollback()
+                yield False
+                return
+            try:
+                polled = conn.execute(sa.select(meta.c.value).where(meta.c.key == polled_key)).scalar()
+                pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+                conn.commit()
+                if since is not None and polled is not None and float(polled) > since:
+                    yield False
+                    return
+                previous = getattr(self._claims, "held", None)
+                self._claims.held = (pid, key)
+                try:
+                    yield True
+                finally:
+                    self._claims.held = previous
+                try:
+                    self._upsert(conn, meta, [{"key": polled_key, "value": repr(self._db_now(conn))}], ["key"])
+                    conn.commit()
+                except sa.exc.SQLAlchemyError:
+                    pass  # the lock's connection dropped: not stamped, a twin may poll the scope again
+            finally:
+                try:
+                    conn.rollback()
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+                except sa.exc.SQLAlchemyError:
+                    pass  # the connection is gone, and the lock with it
+        finally:
+            conn.close()
+
+    def now(self) -> float:
+        """The database's clock (PostgreSQL), so shards on several machines compare times of one clock."""
+        if self.dialect != "postgresql":
+            return time.time()
+        with self.engine.connect() as conn:
+            return self._db_now(conn)
+
+    @staticmethod
+    def _db_now(conn: Connection) -> float:
+        return float(conn.execute(sa.text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one())
+
+    def _check_claim(self, conn: Connection) -> None:
+        """Inside a watermark's transaction: the scope lock this thread polls under is still held."""
+        held = getattr(self._claims, "held", None)
+        if held is None:
+            return
+        pid, key = held
+        unsigned = key % (1 << 64)
+        still = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = :pid "
+                "AND classid::bigint = :hi AND objid::bigint = :lo AND objsubid = 1"
+            ),
+            {"pid": pid, "hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF},
+        ).scalar_one()
+        if not still:
+            raise StoreError("the scope's lock was lost (its database connection dropped); the watermark stays")
 
     # -- health -----------------------------------------------------------------------------
     def note_failure(self, exc: BaseException) -> str:
@@ -465,6 +553,7 @@ class Store:
             if queue is not None:
                 self._update_queue(conn, source, queue, enqueue, dequeue)
             if stream is not None and watermark is not None:
+                self._check_claim(conn)
                 self._upsert(
                     conn,
                     watermarks,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import metadata
 from typing import Protocol
@@ -30,9 +31,19 @@ from collector.cardinality import cap_labels
 from collector.compute import BUCKETS, Figures, Observations, histogram, window_quantiles
 from collector.figures import FigureCache, Settings, Snapshot
 from collector.runner import POLL_BUCKETS
+from collector.sharding import Shards
 from collector.store import ApiBudget, SourceStatus, Store
 
-__all__ = ["MetricsCache", "Settings", "figure_families", "render", "self_families", "store_families", "with_runtime"]
+__all__ = [
+    "MetricsCache",
+    "Settings",
+    "figure_families",
+    "render",
+    "self_families",
+    "shard_families",
+    "store_families",
+    "with_runtime",
+]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +98,9 @@ def figure_families(figures: Figures, settings: Settings, now: float) -> list[Me
     """Histograms, window gauges, counters and WIP gauges (docs/metrics.md) from compute's figures,
     with at most ``max_label_values`` values per label per source."""
     figures, capped = cap_labels(figures, settings.max_label_values)
+    # a shard: the series of its scopes, capped and computed over the whole store (docs/sharding.md)
+    figures = settings.partition.figures(figures)
+    capped = Counter({key: n for key, n in capped.items() if settings.partition.owns_source(key[0])})
     families: list[Metric] = []
     for attr, base, doc in HISTOGRAMS:
         obs: Observations = getattr(figures, attr)
@@ -186,7 +200,9 @@ class HealthCounters(Protocol):
 def self_families(
     store: HealthCounters, settings: Settings, compute_rejections: Iterable[tuple[tuple[str, str], int]]
 ) -> list[Metric]:
-    """The collector's own health, as the store holds it, so restarts do not reset counters."""
+    """The collector's own health, as the store holds it, so restarts do not reset counters.
+    A shard exports the sources whose own scope it owns (every shard's passes summed)."""
+    owns = settings.partition.owns_source
     statuses = store.statuses()
     up = GaugeMetricFamily("cycletime_source_up", "1 if the last poll of the source succeeded.", labels=["source"])
     last = GaugeMetricFamily(
@@ -197,7 +213,7 @@ def self_families(
     budget = GaugeMetricFamily(
         "cycletime_api_rate_limit_remaining", "Last rate-limit budget the API reported.", labels=["source"]
     )
-    for name in sorted(set(settings.sources) | set(statuses)):
+    for name in sorted(n for n in set(settings.sources) | set(statuses) if owns(n)):
         status = statuses.get(name)
         up.add_metric([name], 1.0 if status and status.ok else 0.0)
         if status and status.last_success:
@@ -206,6 +222,8 @@ def self_families(
             budget.add_metric([name], status.rate_limit_remaining)
     polls = HistogramMetricFamily("cycletime_source_poll_duration_seconds", "Duration of polls.", labels=["source"])
     for name, (counts, total) in sorted(store.poll_histograms().items()):
+        if not owns(name):
+            continue
         cumulative, running = [], 0
         for index, bound in enumerate(POLL_BUCKETS):
             running += counts.get(index, 0)
@@ -215,6 +233,8 @@ def self_families(
         "cycletime_api_requests", "HTTP requests sent to the source API.", labels=["source", "code"]
     )
     for (name, code), n in sorted(store.api_request_counts().items()):
+        if not owns(name):
+            continue
         requests_total.add_metric([name, code], n)
     rejected = CounterMetricFamily(
         "cycletime_records_rejected", "Input records skipped as invalid.", labels=["source", "reason"]
@@ -223,11 +243,13 @@ def self_families(
     for key, n in compute_rejections:
         merged[key] = merged.get(key, 0) + n
     for (name, reason), n in sorted(merged.items()):
+        if not owns(name):
+            continue
         rejected.add_metric([name, reason], n)
-    return [up, last, budget, *_budget_families(store), polls, requests_total, rejected]
+    return [up, last, budget, *_budget_families(store, owns), polls, requests_total, rejected]
 
 
-def _budget_families(store: HealthCounters) -> list[Metric]:
+def _budget_families(store: HealthCounters, owns: Callable[[str], bool]) -> list[Metric]:
     """Each API's budget and the work left behind, as the sources' last passes saw them."""
     remaining = GaugeMetricFamily(
         "cycletime_api_budget_remaining",
@@ -235,6 +257,8 @@ def _budget_families(store: HealthCounters) -> list[Metric]:
         labels=["source", "api"],
     )
     for (name, api), b in sorted(store.budgets().items()):
+        if not owns(name):
+            continue
         remaining.add_metric([name, api], b.remaining)
     backlog = GaugeMetricFamily(
         "cycletime_sync_backlog",
@@ -242,6 +266,8 @@ def _budget_families(store: HealthCounters) -> list[Metric]:
         labels=["source"],
     )
     for name, n in sorted(store.backlogs().items()):
+        if not owns(name):
+            continue
         backlog.add_metric([name], n)
     return [remaining, backlog]
 
@@ -255,6 +281,29 @@ def store_families(store: Store) -> list[Metric]:
     )
     failures.add_metric([], store.failures)
     return [up, failures]
+
+
+def shard_families(shards: Shards, skipped: Mapping[str, int] | None = None) -> list[Metric]:
+    """Who this replica is among the shards, and the scopes it found another replica polling
+    (docs/sharding.md): this process's own, like the process metrics; none when not sharded."""
+    if not shards.sharded:
+        return []
+    info = GaugeMetricFamily(
+        "cycletime_shard_info", "This replica's shard and the number of shards (always 1).", labels=["shard", "total"]
+    )
+    info.add_metric([str(shards.shard), str(shards.total)], 1.0)
+    families: list[Metric] = [info]
+    if skipped is not None:
+        held = CounterMetricFamily(
+            "cycletime_shard_scopes_skipped",
+            "Scopes this replica owns but skipped in a pass because another replica held their lock "
+            "(two replicas with one shard number), since this process started.",
+            labels=["source"],
+        )
+        for name, n in sorted(skipped.items()):
+            held.add_metric([name], n)
+        families.append(held)
+    return families
 
 
 class _Families:
@@ -288,9 +337,11 @@ class MetricsCache:
     a computation: it serves the previous snapshot's bytes meanwhile.
     """
 
-    def __init__(self, figures: FigureCache) -> None:
+    def __init__(self, figures: FigureCache, extra: Callable[[], Sequence[Metric]] | None = None) -> None:
         self.figures = figures
         self.settings = figures.settings
+        #: this process's own families rendered with each snapshot (a shard's ``cycletime_shard_info``)
+        self.extra = extra or (lambda: shard_families(figures.settings.partition.shards))
         self._lock = threading.Lock()  # one refresh at a time
         self._seen: tuple[Figures, float] | None = None  # the figures and window end translated last
         self._figure_families: list[Metric] = []
@@ -309,7 +360,7 @@ class MetricsCache:
 
     def _translate(self, snapshot: Snapshot) -> list[Metric]:
         if not snapshot.computed:  # the store failed before anything was computed
-            return store_families(self.figures.store)
+            return [*store_families(self.figures.store), *self.extra()]
         seen = self._seen
         if seen is None or seen[0] is not snapshot.figures or seen[1] != snapshot.now:
             self._figure_families = figure_families(snapshot.figures, self.settings, snapshot.now)
@@ -318,6 +369,7 @@ class MetricsCache:
             *self._figure_families,
             *self_families(snapshot.health, self.settings, snapshot.figures.rejected.items()),
             *store_families(self.figures.store),
+            *self.extra(),
         ]
 
     def encoded(self, encoder: Callable[[CollectorRegistry], bytes], content_type: str) -> bytes:

@@ -161,6 +161,7 @@ class AzureReposSource(Source):
     kind: ClassVar[str] = "azure_repos"
     config_model = AzureReposConfig
     config: AzureReposConfig
+    many_scopes = True
 
     def __init__(self, config: AzureReposConfig, ctx: SourceContext) -> None:
         super().__init__(config, ctx)
@@ -185,9 +186,12 @@ class AzureReposSource(Source):
         report = SyncReport()
         self._known = {c.native_id: c.merged_at for c in store.changes(self.name)}
         self._pool = ReadPool(self.config.max_concurrency, self.name, self.ctx.should_stop)
+        claimed = None
         try:
             repositories = self._selected(report)
-            for repository in repositories:
+            # sharded: this shard's repositories, each while its scope is claimed (docs/sharding.md)
+            claimed = self.claimed((self.scope_of(self.config, r.name), r) for r in repositories)
+            for repository in claimed:
                 if self.ctx.should_stop():
                     break
                 try:
@@ -203,9 +207,16 @@ class AzureReposSource(Source):
                 raise
             log.info("source=%s stopped mid-batch; the next pass reads it again", self.name)
         finally:
+            if claimed is not None:
+                claimed.close()
             self._pool.close()
             self._pool = ReadPool(1, self.name)
         return report
+
+    @classmethod
+    def scope_of(cls, config: Any, value: str) -> str:
+        """One scope per repository: its name (the ``service`` label), case-insensitive as Azure's are."""
+        return value.lower()
 
     # -- repositories -------------------------------------------------------------------------------------
     def _selected(self, report: SyncReport) -> list[Repository]:

@@ -12,16 +12,19 @@ import logging
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from collector.errors import SourceError
 from collector.http import ApiTelemetry, RequestGate, RetryPolicy, TooDeep
 from collector.model import Batch, Change, Deployment, Rejection
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 #: what parsing one record may raise when the record is not what the API documents (a string where
@@ -232,6 +235,11 @@ class SourceContext:
     #: per organisation (API host): what bounds and pauses the requests of every source reading it;
     #: the runner hands all its sources one dict
     request_gates: dict[str, RequestGate] = field(default_factory=dict)
+    #: sharded (docs/sharding.md): whether this shard owns a scope of the source (by its hash)
+    owns: Callable[[str], bool] = lambda scope: True
+    #: entered while a scope is polled: True when this process may poll it now (owned, and its
+    #: advisory lock taken, held until the exit); False: another shard's, or another replica's now
+    claim: Callable[[str], AbstractContextManager[bool]] = lambda scope: nullcontext(True)
 
     def history_start(self) -> datetime:
         return self.now() - self.history
@@ -253,11 +261,36 @@ class SyncReport:
 
 class Source(ABC):
     kind: ClassVar[str]
+    #: sharding (docs/sharding.md): False, the source is one scope, which the runner claims around
+    #: the whole pass; True, it has many (GitHub: its repositories) and claims each during the pass,
+    #: polling only those :meth:`claimed` yields
+    many_scopes: ClassVar[bool] = False
 
     def __init__(self, config: Any, ctx: SourceContext) -> None:
         self.config = config
         self.name: str = config.name
         self.ctx = ctx
+
+    @classmethod
+    def scope_of(cls, config: Any, value: str) -> str:
+        """The scope that records and series labelled ``value`` (their ``project`` or ``service``)
+        belong to. A one-scope source's scope is its project, whatever the value."""
+        return str(getattr(config, "project", ""))
+
+    def claimed(
+        self, scoped: Iterable[tuple[str, T]], skipped: Callable[[T], None] = lambda item: None
+    ) -> Generator[T, None, None]:
+        """The items whose scope (the first of each pair) this process may poll now, each yielded
+        while its scope's claim is held (until the next item is asked for, or the generator closes:
+        close it in a ``finally``). The others go to ``skipped``, without a request."""
+        for scope, item in scoped:
+            if not self.ctx.owns(scope):
+                continue  # another shard's: not polled, not counted
+            with self.ctx.claim(scope) as mine:
+                if mine:
+                    yield item
+                else:
+                    skipped(item)
 
     @abstractmethod
     def sync(self, store: SourceStore) -> SyncReport:

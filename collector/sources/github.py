@@ -135,6 +135,8 @@ CATEGORY_OF_STATE = {
     "completed": Category.COMPLETED,
     "not_planned": Category.REMOVED,
 }
+#: sharded: how long a shard waits for the shard listing ``owner/*`` to store its first listing
+LISTING_WAIT = 120.0
 #: contents to read in one pass from which (plans other than ``rest``) the default branch's history
 #: is listed once, ⌈commits / 100⌉ requests, and compared locally instead of one compare each
 HISTORY_LISTING_FROM = 20
@@ -362,6 +364,7 @@ class GitHubSource(Source):
     kind = "github"
     config_model = GitHubConfig
     config: GitHubConfig
+    many_scopes = True
 
     def __init__(self, config: GitHubConfig, ctx: SourceContext) -> None:
         super().__init__(config, ctx)
@@ -407,11 +410,13 @@ class GitHubSource(Source):
         except BudgetExhausted as exc:
             self._defer(report, exc)
             return report
+        repositories = [r for r in repositories if self.ctx.owns(r[0].lower())]  # this shard's (docs/sharding.md)
         # streams neither brought up to date nor failed (a failure is a problem, not a backlog)
         total = report.backlog = len(repositories) * len(STREAMS)
         self.ctx.plan(0, total)
+        claimed = self.claimed(((r[0].lower(), r) for r in repositories), lambda _: self._settle(report))
         try:
-            for configured, listed in repositories:
+            for configured, listed in claimed:
                 if self.ctx.should_stop():
                     break
                 try:
@@ -426,7 +431,18 @@ class GitHubSource(Source):
                 self.ctx.plan(total - report.backlog, total)
         except BudgetExhausted as exc:
             self._defer(report, exc)
+        finally:
+            claimed.close()  # releases the scope claim held for the repository last yielded
         return report
+
+    def _settle(self, report: SyncReport) -> None:
+        """A repository polled by another replica this pass: no backlog of ours."""
+        report.backlog = None if report.backlog is None else report.backlog - len(STREAMS)
+
+    @classmethod
+    def scope_of(cls, config: Any, value: str) -> str:
+        """One scope per repository (``owner/name`` as labelled, or configured; case-insensitive)."""
+        return value.lower()
 
     def _defer(self, report: SyncReport, exc: BudgetExhausted) -> None:
         report.details["deferred"] = str(exc)
@@ -503,7 +519,8 @@ class GitHubSource(Source):
                 out.setdefault(entry.lower(), (entry, None))
                 continue
             try:
-                listed = self._owner_repositories(store, owner)
+                with self.ctx.claim(entry.lower()) as mine:  # sharded: one shard lists, the others read its list
+                    listed = self._owner_repositories(store, owner) if mine else self._listed_by_other(store, owner)
             except (GitHubHTTPError, BadAnswer, PaginationError) as exc:
                 report.problems.append(f"{entry}: {_problem(exc)}")
                 continue
@@ -588,10 +605,27 @@ class GitHubSource(Source):
             return _listed_repos(kept, stream)
         return []
 
+    def _listed_by_other(self, store: SourceStore, owner: str) -> list[_Repo]:
+        """Sharded: the repositories of ``owner/*`` as the shard owning that listing stored them,
+        waiting for its first listing (up to ``LISTING_WAIT``); none yet: none this pass."""
+        stream = f"repos:{owner}"
+        waited = 0.0
+        while True:
+            repos = self._state(store, stream).get("repos")
+            if isinstance(repos, dict):
+                return _listed_repos(repos, stream)
+            if waited >= LISTING_WAIT or self.ctx.should_stop():
+                log.warning("source=%s %s/*: not listed by its shard yet; its repositories wait", self.name, owner)
+                return []
+            self.ctx.sleep(0.25)
+            waited += 0.25
+
     def _forget(self, store: SourceStore, repo: _Repo) -> None:
         """A discovered repository that is gone (deleted, or no longer visible to the token): out
         of the discovered set, so it is not asked for again until a listing shows it again."""
         assert repo.listed_in is not None
+        if not self.ctx.owns(repo.listed_in.removeprefix("repos:").lower() + "/*"):
+            return  # sharded: the listing is another shard's; its next full listing drops the repository
         state = self._state(store, repo.listed_in)
         if isinstance(state.get("repos"), dict) and state["repos"].pop(repo.full_name, None) is not None:
             store.set_watermark(self.name, repo.listed_in, json.dumps(state, sort_keys=True))
