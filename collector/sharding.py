@@ -18,10 +18,12 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from collector.compute import Figures, Observations
 from collector.errors import ConfigError
+
+if TYPE_CHECKING:  # compute (and NumPy) is the exporter's; the sync path never loads it
+    from collector.compute import Figures
 
 #: the scope of what is labelled by the source alone (its self-metrics)
 SOURCE_SCOPE = ""
@@ -143,6 +145,7 @@ class Partition:
         store. Every label set starts (source, project) or (source, service)."""
         if not self.shards.sharded:
             return figures
+        from collector.compute import Figures, Observations
 
         def mine(labels: tuple[str, ...]) -> bool:
             return self.owns_series(labels[0], labels[1])
