@@ -65,8 +65,9 @@ def collector_config(
 class Serve:
     """`cycletime serve` as a subprocess, with its log captured to a file."""
 
-    def __init__(self, config: Path, port: int, log: Path) -> None:
-        self.config, self.port, self.log = config, port, log
+    def __init__(self, config: Path, port: int, log: Path, flags: Iterable[str] = ()) -> None:
+        """``flags``: more command-line flags, e.g. ``("--shard", "1", "--total-shards", "3")``."""
+        self.config, self.port, self.log, self.flags = config, port, log, list(flags)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,8 +75,9 @@ class Serve:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, ready_within: float = 180) -> Serve:
+        args = ["serve", "--config", str(self.config), "--log-format", "json", *self.flags]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector", "serve", "--config", str(self.config), "--log-format", "json"],
+            [sys.executable, "-m", "collector", *args],
             cwd=ROOT,
             stdout=open(self.log, "ab"),
             stderr=subprocess.STDOUT,
