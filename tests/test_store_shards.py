@@ -24,7 +24,7 @@ from collector.store import Store, normalise_url
 def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
     url = postgres_url()
     if url is None:
-        pytest.skip("PostgreSQL is not available (no initdb/pg_ctl, no CYCLETIME_TEST_POSTGRES_URL)")
+        pytest.fail("shards need PostgreSQL: no initdb/pg_ctl (make system-deps) nor CYCLETIME_TEST_POSTGRES_URL")
     db = f"shardstore{abs(hash(request.node.nodeid)) % 10**9}"
     admin = sa.create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

@@ -51,7 +51,7 @@ def databases() -> Iterator[Iterator[str]]:
     """Fresh PostgreSQL databases on the test server, one per call of ``next``."""
     url = postgres_url()
     if url is None:
-        pytest.skip("PostgreSQL is not available (no initdb/pg_ctl, no CYCLETIME_TEST_POSTGRES_URL)")
+        pytest.fail("shards need PostgreSQL: no initdb/pg_ctl (make system-deps) nor CYCLETIME_TEST_POSTGRES_URL")
     admin = sa.create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
     made: list[str] = []
 
