@@ -27,7 +27,6 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from pydantic import Field
 
-from collector.config_types import SourceConfigBase
 from collector.errors import Rejected, SourceError
 from collector.http import TooDeep
 from collector.model import (
@@ -43,9 +42,8 @@ from collector.model import (
     commit_ref,
 )
 from collector.sources.azure_common import (
-    DEFAULT_CONCURRENCY,
-    MAX_CONCURRENCY,
     AzureDevOps,
+    AzureSourceConfig,
     Interrupted,
     NotFound,
     ReadPool,
@@ -104,26 +102,14 @@ _SHA = re.compile(r"[0-9a-fA-F]{7,64}")
 _GUID = re.compile(r"[0-9a-fA-F-]{32,36}")
 
 
-class AzureBoardsConfig(SourceConfigBase):
+class AzureBoardsConfig(AzureSourceConfig):
     kind: Literal["azure_boards"]
-    organization_url: str = Field(
-        pattern=r"^https?://",
-        description="https://dev.azure.com/ORG, an Azure DevOps Server collection URL, or the sandbox's URL.",
-    )
-    project: str = Field(min_length=1)
     team_from: str = Field(
         "area_path",
         pattern=r"^(area_path|iteration_path|field:\S+)$",
         description="area_path | iteration_path | field:<reference name>",
     )
     work_item_types: list[str] = Field(default=["User Story", "Bug", "Feature"], min_length=1)
-    max_concurrency: int = Field(
-        default=DEFAULT_CONCURRENCY,
-        ge=1,
-        le=MAX_CONCURRENCY,
-        description="Requests in flight to the organisation (1: one at a time); sources of one "
-        "organisation share the smallest value.",
-    )
 
 
 @dataclass(frozen=True, slots=True)

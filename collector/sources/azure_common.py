@@ -24,6 +24,9 @@ from types import TracebackType
 from typing import Any, TypeGuard, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from pydantic import Field
+
+from collector.config_types import SourceConfigBase
 from collector.errors import Rejected, SourceError
 from collector.http import ApiClient, NestedTooDeeply, RequestGate, basic_auth, decode_json
 from collector.sources.base import MAX_ID, Pagination, SourceContext, record_key
@@ -61,6 +64,24 @@ _NULL_YEAR = 1900
 #: requests in flight per organisation unless the sources say otherwise (``max_concurrency``)
 DEFAULT_CONCURRENCY = 4
 MAX_CONCURRENCY = 16
+
+
+class AzureSourceConfig(SourceConfigBase):
+    """What every Azure DevOps source kind is configured with: one project of one organisation."""
+
+    organization_url: str = Field(
+        pattern=r"^https?://",
+        description="https://dev.azure.com/ORG, an Azure DevOps Server collection URL, or the sandbox's URL.",
+    )
+    project: str = Field(min_length=1)
+    max_concurrency: int = Field(
+        default=DEFAULT_CONCURRENCY,
+        ge=1,
+        le=MAX_CONCURRENCY,
+        description="Requests in flight to the organisation (1: one at a time); sources of one "
+        "organisation share the smallest value.",
+    )
+
 
 T = TypeVar("T")
 

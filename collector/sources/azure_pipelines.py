@@ -39,13 +39,12 @@ from urllib.parse import quote
 
 from pydantic import Field
 
-from collector.config_types import Duration, EnvironmentPatterns, SourceConfigBase
+from collector.config_types import Duration, EnvironmentPatterns
 from collector.errors import Rejected
 from collector.model import Batch, Change, Deployment, Link, Rejection, ado_ref, build_ref, commit_ref
 from collector.sources.azure_common import (
-    DEFAULT_CONCURRENCY,
-    MAX_CONCURRENCY,
     AzureDevOps,
+    AzureSourceConfig,
     Interrupted,
     NotFound,
     ReadPool,
@@ -110,10 +109,8 @@ _SHA = re.compile(r"[0-9a-fA-F]{7,64}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class AzurePipelinesConfig(SourceConfigBase):
+class AzurePipelinesConfig(AzureSourceConfig):
     kind: Literal["azure_pipelines"]
-    organization_url: str = Field(pattern=r"^https?://")
-    project: str = Field(min_length=1)
     production_environments: EnvironmentPatterns = Field(
         default=["production"], min_length=1, description="Environment names, or /regex/."
     )
@@ -124,13 +121,6 @@ class AzurePipelinesConfig(SourceConfigBase):
     )
     #: late-finishing runs: re-read this far behind the watermark
     overlap: Duration = Field(default=timedelta(hours=6), description="Re-read window behind the watermark.")
-    max_concurrency: int = Field(
-        default=DEFAULT_CONCURRENCY,
-        ge=1,
-        le=MAX_CONCURRENCY,
-        description="Requests in flight to the organisation (1: one at a time); sources of one "
-        "organisation share the smallest value.",
-    )
 
 
 @dataclass(frozen=True, slots=True)

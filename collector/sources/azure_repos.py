@@ -42,13 +42,12 @@ from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
-from collector.config_types import Duration, SourceConfigBase
+from collector.config_types import Duration
 from collector.errors import Rejected
 from collector.model import Batch, Change, Link, ado_pr_ref, ado_ref
 from collector.sources.azure_common import (
-    DEFAULT_CONCURRENCY,
-    MAX_CONCURRENCY,
     AzureDevOps,
+    AzureSourceConfig,
     Interrupted,
     NotFound,
     ReadPool,
@@ -90,13 +89,8 @@ _SHA = re.compile(r"[0-9a-fA-F]{40}")
 _GUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
 
 
-class AzureReposConfig(SourceConfigBase):
+class AzureReposConfig(AzureSourceConfig):
     kind: Literal["azure_repos"]
-    organization_url: str = Field(
-        pattern=r"^https?://",
-        description="https://dev.azure.com/ORG, an Azure DevOps Server collection URL, or the sandbox's URL.",
-    )
-    project: str = Field(min_length=1)
     repositories: list[str] = Field(
         default=["*"],
         min_length=1,
@@ -104,13 +98,6 @@ class AzureReposConfig(SourceConfigBase):
     )
     overlap: Duration = Field(
         default=timedelta(hours=1), description="Re-read window behind the watermark (closedDate)."
-    )
-    max_concurrency: int = Field(
-        default=DEFAULT_CONCURRENCY,
-        ge=1,
-        le=MAX_CONCURRENCY,
-        description="Requests in flight to the organisation (1: one at a time); sources of one "
-        "organisation share the smallest value.",
     )
 
     @field_validator("repositories")
