@@ -1,4 +1,4 @@
-"""Which shard owns what (CONTRACT §7, docs/sharding.md): pure functions, no I/O.
+"""Which shard owns what (docs/sharding.md): pure functions, no I/O.
 
 A *scope* is what one shard polls and exports as a whole: (source, repository) for GitHub,
 (source, project) for Azure Boards and Pipelines; each source kind says how its records and series
