@@ -48,6 +48,18 @@ def serving_half(routes: Any) -> Iterator[tuple[str, Any]]:
 # -- collector configurations against the sandbox ----------------------------------------------------------
 
 
+def azure_session(token: str) -> Any:
+    """A plain ``requests`` client as the Azure sources are: Basic auth with the PAT, fed-auth
+    redirects suppressed, api-version 7.1 on every request."""
+    import requests
+
+    session = requests.Session()
+    session.auth = ("", token)
+    session.headers["X-TFS-FedAuthRedirect"] = "Suppress"
+    session.params = {"api-version": "7.1"}
+    return session
+
+
 def azure_source(
     kind: str,
     sandbox_url: str,

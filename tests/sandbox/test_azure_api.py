@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import serving_half
+from conftest import azure_session, serving_half
 
 from sandbox.app import Sandbox, SandboxOptions
 from sandbox.azure.data import SeededAzureOrg
@@ -38,11 +38,7 @@ def sandbox() -> Iterator[Sandbox]:
 
 @pytest.fixture
 def api(sandbox: Sandbox) -> requests.Session:
-    """A client as the sources are: Basic auth with the PAT, fed-auth redirects suppressed."""
-    session = requests.Session()
-    session.auth = ("", TOKEN)
-    session.headers["X-TFS-FedAuthRedirect"] = "Suppress"
-    session.params = {"api-version": "7.1"}  # type: ignore[assignment]
+    session: requests.Session = azure_session(TOKEN)
     return session
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import azure_session
 
 from sandbox.app import Sandbox, SandboxOptions
 from sandbox.azure.data import SeededAzureOrg
@@ -36,10 +37,7 @@ def sandbox() -> Iterator[Sandbox]:
 
 @pytest.fixture
 def api(sandbox: Sandbox) -> requests.Session:
-    session = requests.Session()
-    session.auth = ("", TOKEN)
-    session.headers["X-TFS-FedAuthRedirect"] = "Suppress"
-    session.params = {"api-version": "7.1"}  # type: ignore[assignment]
+    session: requests.Session = azure_session(TOKEN)
     return session
 
 
