@@ -38,7 +38,13 @@ from collector.compute import (
 from collector.config import Config, parse_duration
 from collector.errors import CycletimeError
 from collector.figures import Settings
-from collector.linking import first_deliveries, linked_change_times, work_item_deliveries
+from collector.linking import (
+    change_deliveries,
+    change_refs,
+    first_deliveries,
+    linked_change_times,
+    work_item_deliveries,
+)
 from collector.model import Change, Deployment, Link
 from collector.sharding import Shards
 from collector.store import Store
@@ -155,7 +161,7 @@ class Timeline:
     deliveries as of ``t`` are the deliveries over all time that finished by ``t``; the same holds
     for releases, change lead times and recoveries (a recovery ends at a success). Work items are
     recomputed at every step (``WorkItemTable.as_of``): a reopened or removed item reads
-    differently before and after. tests/collector/test_backfill.py keeps this equal to compute().
+    differently before and after. tests/e2e/test_backfill.py keeps this equal to compute().
     """
 
     def __init__(
@@ -163,19 +169,21 @@ class Timeline:
     ) -> None:
         self.table = table
         delivered = first_deliveries(deployments)
+        refs = [change_refs(change) for change in changes]
+        shipped_by = change_deliveries(changes, delivered, refs)
         self.releases = sorted(
-            work_item_deliveries(links, changes, delivered).items(), key=lambda kv: kv[1].finished_at
+            work_item_deliveries(links, changes, delivered, shipped_by).items(), key=lambda kv: kv[1].finished_at
         )
         self.release_ends = [d.finished_at.timestamp() for _, d in self.releases]
         # negative lead times: compute counts them as rejected; they are no figure
-        shipped = [row for row in change_lead_times(changes, delivered) if row[3] >= 0]
+        shipped = [row for row in change_lead_times(changes, shipped_by) if row[3] >= 0]
         self.lead_times = _by_labels(
             (finish, (deployment.source, deployment.service, deployment.environment), value)
             for _change, deployment, finish, value in shipped
         )
         stages = change_stages([(change, finish, value) for change, _deployment, finish, value in shipped])
         self.change_stages = {labels: block[np.argsort(block[:, 0], kind="stable")] for labels, block in stages.items()}
-        self.linked = linked_change_times(links, changes)
+        self.linked = linked_change_times(links, changes, refs)
         self.recoveries = _by_labels([(end, labels, value) for labels, end, value in recoveries(deployments)])
         events = [
             (

@@ -15,7 +15,13 @@ from datetime import datetime
 import numpy as np
 
 from collector.errors import Rejected
-from collector.linking import change_deliveries, first_deliveries, linked_change_times, work_item_deliveries
+from collector.linking import (
+    change_deliveries,
+    change_refs,
+    first_deliveries,
+    linked_change_times,
+    work_item_deliveries,
+)
 from collector.model import STARTED_CATEGORIES, WIP_CATEGORIES, Category, Change, Deployment, Link, WorkItem
 from collector.table import CAT_CODE, CATEGORIES, WorkItemTable
 
@@ -203,9 +209,11 @@ def compute(
     figures = Figures()
     delivered = first_deliveries(deployments)
     links = list(links)
-    releases = work_item_deliveries(links, changes, delivered)
-    _add_work_item_figures(table, releases, figures, linked_change_times(links, changes))
-    _add_change_lead_times(changes, delivered, figures)
+    refs = [change_refs(change) for change in changes]  # read once, by both passes below
+    shipped = change_deliveries(changes, delivered, refs)
+    releases = work_item_deliveries(links, changes, delivered, shipped)
+    _add_work_item_figures(table, releases, figures, linked_change_times(links, changes, refs))
+    _add_change_lead_times(changes, shipped, figures)
     events: dict[tuple[str, ...], list[float]] = {}
     for deployment in deployments:
         labels: tuple[str, ...] = (
@@ -431,11 +439,11 @@ def change_stages(deployed: Sequence[tuple[Change, float, float]]) -> dict[tuple
 
 
 def change_lead_times(
-    changes: Sequence[Change], delivered: dict[str, Deployment]
+    changes: Sequence[Change], shipped: dict[tuple[str, str], Deployment]
 ) -> list[tuple[Change, Deployment, float, float]]:
     """(change, the first production deployment that shipped it, its finish, lead time) per deployed
-    change. Lead time = that finish - the change's first commit; negative under clock skew."""
-    shipped = change_deliveries(changes, delivered)
+    change (``shipped``: :func:`collector.linking.change_deliveries`). Lead time = that finish - the
+    change's first commit; negative under clock skew."""
     out = []
     for change in changes:
         deployment = shipped.get((change.source, change.native_id))
@@ -445,10 +453,12 @@ def change_lead_times(
     return out
 
 
-def _add_change_lead_times(changes: Sequence[Change], delivered: dict[str, Deployment], figures: Figures) -> None:
+def _add_change_lead_times(
+    changes: Sequence[Change], shipped: dict[tuple[str, str], Deployment], figures: Figures
+) -> None:
     by_labels: dict[tuple[str, ...], list[tuple[float, float]]] = {}
     deployed: list[tuple[Change, float, float]] = []
-    for change, deployment, finish, value in change_lead_times(changes, delivered):
+    for change, deployment, finish, value in change_lead_times(changes, shipped):
         if value < 0:  # never a negative observation: counted instead
             figures.rejected[(change.source, "end_before_start")] += 1
             continue

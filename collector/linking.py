@@ -9,6 +9,7 @@ production deployment containing any of the PR's commits. Pure functions: no I/O
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from collector.model import Change, Deployment, Link, commit_ref
 
@@ -37,70 +38,89 @@ def change_refs(change: Change) -> set[str]:
     return {change.ref, *(commit_ref(sha) for sha in change.commits)}
 
 
+def _key(d: Deployment) -> tuple[datetime, str, str]:
+    return (d.finished_at, d.source, d.native_id)
+
+
 def earliest(refs: Iterable[str], delivered: dict[str, Deployment]) -> Deployment | None:
     best: Deployment | None = None
     for ref in refs:
         found = delivered.get(ref)
-        if found is not None and (
-            best is None
-            or (found.finished_at, found.source, found.native_id) < (best.finished_at, best.source, best.native_id)
-        ):
+        if found is not None and (best is None or _key(found) < _key(best)):
             best = found
     return best
 
 
-def change_deliveries(changes: Iterable[Change], delivered: dict[str, Deployment]) -> dict[tuple[str, str], Deployment]:
-    """(source, native_id) of each change → the first production deployment that shipped it."""
+def change_deliveries(
+    changes: Iterable[Change], delivered: dict[str, Deployment], refs: Iterable[Iterable[str]] | None = None
+) -> dict[tuple[str, str], Deployment]:
+    """(source, native_id) of each change → the first production deployment that shipped it.
+    ``refs``: each change's :func:`change_refs`, when the caller has them already."""
+    changes = list(changes)
     out: dict[tuple[str, str], Deployment] = {}
-    for change in changes:
-        found = earliest(change_refs(change), delivered)
+    for change, own in zip(changes, refs if refs is not None else map(change_refs, changes), strict=True):
+        found = earliest(own, delivered)
         if found is not None:
             out[(change.source, change.native_id)] = found
     return out
 
 
 def work_item_deliveries(
-    links: Iterable[Link], changes: Iterable[Change], delivered: dict[str, Deployment]
+    links: Iterable[Link],
+    changes: Iterable[Change],
+    delivered: dict[str, Deployment],
+    shipped: dict[tuple[str, str], Deployment] | None = None,
 ) -> dict[str, Deployment]:
     """work item ref → the first production deployment containing anything linked to it.
 
     A link may come from any source (a GitHub PR mentioning ``AB#123`` links an Azure Boards
-    item), so this works on refs, never on source names.
+    item), so this works on refs, never on source names. A link to a change's ref is delivered
+    when any of the change's commits is (``shipped``: :func:`change_deliveries`, when the caller
+    has it already); any other link target (a commit, a build) when it is itself.
     """
-    by_ref: dict[str, set[str]] = {}
+    changes = list(changes)
+    if shipped is None:
+        shipped = change_deliveries(changes, delivered)
+    by_ref: dict[str, Deployment] = {}  # change ref → the earliest delivery of the changes carrying it
     for change in changes:
-        by_ref.setdefault(change.ref, set()).update(change_refs(change))
-    targets: dict[str, set[str]] = {}
-    for link in links:
-        expanded = by_ref.get(link.target, {link.target})
-        targets.setdefault(link.work_item, set()).update(expanded | {link.target})
-    out: dict[str, Deployment] = {}
-    for item, refs in targets.items():
-        found = earliest(refs, delivered)
+        found = shipped.get((change.source, change.native_id))
         if found is not None:
-            out[item] = found
+            best = by_ref.get(change.ref)
+            if best is None or _key(found) < _key(best):
+                by_ref[change.ref] = found
+    out: dict[str, Deployment] = {}
+    for link in links:
+        for found in (by_ref.get(link.target), delivered.get(link.target)):
+            if found is not None:
+                best = out.get(link.work_item)
+                if best is None or _key(found) < _key(best):
+                    out[link.work_item] = found
     return out
 
 
-def linked_change_times(links: Iterable[Link], changes: Iterable[Change]) -> dict[str, tuple[float, float]]:
+def linked_change_times(
+    links: Iterable[Link], changes: Iterable[Change], refs: Iterable[Iterable[str]] | None = None
+) -> dict[str, tuple[float, float]]:
     """work item ref → (first linked pull request ready for review, last linked change merged),
     NaN where there is none: the request stages' middle boundaries (docs/definitions.md).
 
     A link names a change by the change's own ref (a PR, a pushed commit) or by one of its commits
     (``AB#12`` in a commit message of a PR); a build link names no change. A PR whose source cannot
-    tell readiness counts as ready at its first commit.
+    tell readiness counts as ready at its first commit. ``refs``: each change's :func:`change_refs`,
+    when the caller has them already.
     """
     nan = float("nan")
     links = list(links)
+    changes = list(changes)
     targets = {link.target for link in links}
     times: dict[str, list[tuple[float, float]]] = {}
-    for change in changes:
-        refs = [ref for ref in (change.ref, *("commit:" + sha.lower() for sha in change.commits)) if ref in targets]
-        if not refs:
+    for change, own in zip(changes, refs if refs is not None else map(change_refs, changes), strict=True):
+        linked = targets.intersection(own)
+        if not linked:
             continue
         ready = (change.ready_at or change.first_commit_at).timestamp() if change.kind == "pull_request" else nan
         merged = change.merged_at.timestamp() if change.merged_at is not None else nan
-        for ref in refs:
+        for ref in linked:
             times.setdefault(ref, []).append((ready, merged))
     out: dict[str, tuple[float, float]] = {}
     for link in links:
