@@ -1486,6 +1486,7 @@ class SeededAzureOrg:
             "builds": [],
             "deployments": [],
             "release_deployments": [],
+            "pull_requests": [],
         }
         open_items = [
             i
@@ -1595,6 +1596,20 @@ class SeededAzureOrg:
         build.finished = stage_t
         build.result = "succeeded"
         summary["builds"].append(build.id)
+        # the build's commit was a pull request completed with a squash merge (Azure Repos reads it)
+        merge = repo.commits[-1]
+        author = _below(rng, len(self.people))
+        created = merge.at - int(rng.uniform(1, 30) * MS_HOUR)
+        pr_commits = [
+            PullRequestCommit(_sha(rng), created - int(rng.random() * MS_DAY), author, merge.message)
+            for _ in range(rng.randint(1, 3))
+        ]
+        pr_commits.sort(key=lambda c: c.at)
+        pr = self._pull_request(rng, repo, repo.next_pr, created, merge.at, pr_commits, merge, True, [], author)
+        repo.next_pr += 1
+        self.pull_requests.append(pr)
+        self.pull_requests.sort(key=lambda made: (made.repo.name, made.id))
+        summary["pull_requests"].append(f"{repo.name}!{pr.id}")
         new_revisions.sort(key=lambda r: (r.at, r.item.id, r.rev))
         for revision in new_revisions:
             self._append_log(revision)

@@ -165,6 +165,29 @@ def test_an_idle_pass_asks_each_repository_once(tmp_path: Path) -> None:
         assert store.content_digest() == digest
 
 
+def test_pull_requests_completed_after_a_sync_are_read_by_the_next_one_alone(tmp_path: Path) -> None:
+    """The sandbox's live activity completes new pull requests (squash merges of the commits a build
+    then deploys): the next pass reads those and nothing else."""
+    with start_sandbox(work_items=200) as sandbox:
+        store = Store(f"sqlite:///{tmp_path}/repos.db")
+        source = AzureReposSource(repos_config(f"{sandbox.url}/contoso"), context())
+        source.sync(store)
+        old = stored_pull_requests(store)
+        added = [name for step in sandbox.add_activity(steps=4)["azure"] for name in step["pull_requests"]]
+        before = requests_made(sandbox.server)
+        report = source.sync(store)
+        spent = requests_made(sandbox.server) - before
+        truth = sandbox.truth()["azure"]
+    assert not report.problems
+    expected = expected_pull_requests(truth, "Fabrikam")
+    assert stored_pull_requests(store) == expected
+    new = [p for p in truth["pull_requests"] if p["native_id"] in set(expected) - set(old)]
+    assert len(new) == sum(name.split("!")[0] in ("web", "payments") for name in added) > 0
+    # web's and payments' lists, then each new pull request's commit pages, threads and work items
+    own = [len(p["commits"]) - (1 if p["squash"] else 0) for p in new]
+    assert spent == 2 + sum(max(1, math.ceil(n / COMMITS_PAGE)) + 2 for n in own)
+
+
 def test_overlap_rereads_cost_nothing_and_a_pull_request_completed_late_is_still_read(tmp_path: Path) -> None:
     """A pull request whose closedDate is older than the watermark's overlap window but which the
     list had not shown yet would be missed: the overlap is the window a late one may use. Here the
