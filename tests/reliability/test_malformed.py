@@ -32,88 +32,56 @@ def at(value: str | None) -> datetime | None:
 def expected_store(truth: dict[str, Any]) -> dict[str, set[tuple[Any, ...]]]:
     """The sandbox truth as rows of the store, under this test's source names."""
     azure, github = truth["azure"], truth["github"]
-    items = {
-        (
-            BOARDS[w["project"]],
-            w["native_id"],
-            w["ref"],
-            w["project"],
-            w["team"],
-            w["type"],
-            at(w["created_at"]),
-            tuple((h["seq"], at(h["at"]), h["state"], h["category"]) for h in w["history"]),
-        )
-        for w in azure["work_items"]
-    }
-    items |= {
-        (
-            GITHUB[w["project"]],
-            w["native_id"],
-            w["ref"],
-            w["project"],
-            w["team"],
-            w["type"],
-            at(w["created_at"]),
-            tuple((h["seq"], at(h["at"]), h["state"], h["category"]) for h in w["history"]),
-        )
-        for w in github["work_items"]
-    }
-    changes = {
-        (
-            PIPELINES[c["project"]],
-            c["native_id"],
-            c["ref"],
-            c["service"],
-            c["kind"],
-            at(c["first_commit_at"]),
-            at(c["merged_at"]),
-            tuple(sorted(c["commits"])),
-        )
-        for c in azure["changes"]
-    }
-    changes |= {
-        (
-            GITHUB[c["service"]],
-            c["native_id"],
-            c["ref"],
-            c["service"],
-            c["kind"],
-            at(c["first_commit_at"]),
-            at(c["merged_at"]),
-            tuple(sorted(c["commits"])),
-        )
-        for c in github["changes"]
-    }
-    deployments = {
-        (
-            PIPELINES[d["project"]],
-            d["native_id"],
-            d["service"],
-            d["environment"],
-            d["production"],
-            d["status"],
-            at(d["started_at"]),
-            at(d["finished_at"]),
-            d["sha"],
-            tuple(sorted(d["contains"])),
-        )
-        for d in azure["deployments"]
-    }
-    deployments |= {
-        (
-            GITHUB[d["service"]],
-            d["native_id"],
-            d["service"],
-            d["environment"],
-            d["production"],
-            d["status"],
-            at(d["started_at"]),
-            at(d["finished_at"]),
-            d["sha"],
-            tuple(sorted(d["contains"])),
-        )
-        for d in github["deployments"]
-    }
+    items: set[tuple[Any, ...]] = set()
+    changes: set[tuple[Any, ...]] = set()
+    deployments: set[tuple[Any, ...]] = set()
+    # (half, the source storing its items, the source storing its changes and deployments)
+    halves = (
+        (azure, lambda w: BOARDS[w["project"]], lambda c: PIPELINES[c["project"]]),
+        (github, lambda w: GITHUB[w["project"]], lambda c: GITHUB[c["service"]]),
+    )
+    for half, item_source, delivery_source in halves:
+        items |= {
+            (
+                item_source(w),
+                w["native_id"],
+                w["ref"],
+                w["project"],
+                w["team"],
+                w["type"],
+                at(w["created_at"]),
+                tuple((h["seq"], at(h["at"]), h["state"], h["category"]) for h in w["history"]),
+            )
+            for w in half["work_items"]
+        }
+        changes |= {
+            (
+                delivery_source(c),
+                c["native_id"],
+                c["ref"],
+                c["service"],
+                c["kind"],
+                at(c["first_commit_at"]),
+                at(c["merged_at"]),
+                tuple(sorted(c["commits"])),
+            )
+            for c in half["changes"]
+        }
+        deployments |= {
+            (
+                delivery_source(d),
+                d["native_id"],
+                d["service"],
+                d["environment"],
+                d["production"],
+                d["status"],
+                at(d["started_at"]),
+                at(d["finished_at"]),
+                d["sha"],
+                tuple(sorted(d["contains"])),
+            )
+            for d in half["deployments"]
+        }
     # Boards: the artifact links of items that still exist; Pipelines: work items of deployed runs;
     # GitHub: closing references and AB# mentions, to the PR or the commit that carries them
     links = {
