@@ -165,6 +165,7 @@ class Runner:
         error: str | None = None
         report: SyncReport | None = None
         try:
+            self.store.ensure_writer()
             if self.shards.sharded:
                 # twins started apart (or two passes of one shard across a rollout) share the
                 # scopes: what either polled in the last half interval waits for the next pass

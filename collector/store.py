@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import fcntl
 import json
+import logging
 import os
 import socket
 import threading
@@ -252,7 +253,11 @@ def normalise_url(url: str) -> str:
 
 #: what a failing database raises (disk full, server gone, file removed); callers catch these at
 #: the job boundary and report the store as down instead of crashing
+log = logging.getLogger(__name__)
+
 STORE_ERRORS: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError,)
+#: the PostgreSQL advisory lock key of the writer lease
+_WRITER_KEY = zlib.crc32(b"cycletime-writer")
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -286,6 +291,9 @@ class Store:
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self._writer: Any = None  # the lock file (SQLite) or connection (PostgreSQL) holding the lease
+        self._lease: tuple[str, bool] | None = None  # (purpose, shared) of the lease taken
+        self._lease_pid: int | None = None  # PostgreSQL: the backend holding the lease
+        self._lease_lock = threading.Lock()
         #: per thread: the scope claim (its lock's backend pid and key) a source is polling under
         self._claims = threading.local()
         #: the store's health as this process saw it last (exported beside the figures, and /readyz)
@@ -387,21 +395,62 @@ class Store:
             return None
         if self.dialect == "postgresql":
             conn = self.engine.connect()
-            key = zlib.crc32(b"cycletime-writer")
             lock = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
-            if not conn.execute(sa.text(f"SELECT {lock}(:k)"), {"k": key}).scalar():
+            if not conn.execute(sa.text(f"SELECT {lock}(:k)"), {"k": _WRITER_KEY}).scalar():
                 found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "writer")).scalar()
                 conn.close()
                 return str(found or "another process")
+            self._lease_pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            conn.commit()
             with self.engine.begin() as tx:
                 self._upsert(tx, meta, [{"key": "writer", "value": me}], ["key"])
-            self._writer = conn
+            self._writer, self._lease = conn, (purpose, shared)
             return None
         self._writer = True  # in-memory SQLite: one process by definition
         return None
 
+    def ensure_writer(self) -> None:
+        """Before a pass: the lease taken at start is still ours, or taken again.
+
+        A PostgreSQL lease lives in a database session; a database restart or a dropped connection
+        ends it, and another writer may start meanwhile. Re-taken when free; when another process
+        took it, StoreInUse (the pass writes nothing). SQLite's ``flock`` cannot be lost this way."""
+        if self._lease is None or self.dialect != "postgresql":
+            return
+        with self._lease_lock:  # passes of several sources start at once
+            if self._writer is not None:
+                try:
+                    self._writer.execute(sa.text("SELECT 1")).scalar()
+                    self._writer.commit()
+                    return
+                except sa.exc.SQLAlchemyError:
+                    log.warning("store writer lease lost with its database connection; taking it again")
+                    self._drop_writer()
+            holder = self._try_acquire(*self._lease)
+            if holder is not None:
+                raise StoreInUse(f"the store's writer lease was lost and {holder} holds it now; nothing written")
+
+    def _check_writer(self, conn: Connection) -> None:
+        """Inside a write's transaction (PostgreSQL): this process still holds the writer lease."""
+        if self._lease_pid is None:
+            return
+        still = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = :pid "
+                "AND classid::bigint = 0 AND objid::bigint = :key AND objsubid = 1"
+            ),
+            {"pid": self._lease_pid, "key": _WRITER_KEY},
+        ).scalar_one()
+        if not still:
+            raise StoreError("the store's writer lease was lost (its database connection dropped); nothing written")
+
     def release_writer(self) -> None:
+        self._lease = None
+        self._drop_writer()
+
+    def _drop_writer(self) -> None:
         writer, self._writer = self._writer, None
+        self._lease_pid = None
         if writer is None or writer is True:
             return
         try:
@@ -548,6 +597,7 @@ class Store:
         simulate a crash between writing the data and committing.
         """
         with self.engine.begin() as conn:
+            self._check_writer(conn)
             if batch.work_items or batch.changes or batch.deployments or batch.links or batch.rejections:
                 self._write_batch(conn, source, batch, self._bump_data_version(conn))
             if queue is not None:

@@ -146,3 +146,27 @@ def test_the_data_version_orders_every_writer_so_updates_miss_nothing(pg_url: st
     assert updated.keys() == whole.keys() and len(whole) == 3
     for labels, block in whole.items():
         assert sorted(map(tuple, updated[labels])) == sorted(map(tuple, block))
+
+
+def test_a_writer_lease_lost_with_its_connection_writes_nothing_and_is_taken_again_when_free(pg_url: str) -> None:
+    """The lease is a session's advisory lock: a dropped connection (a database restart, a network
+    cut) ends it, and another writer may take the store meanwhile."""
+    first, second = Store(pg_url), Store(pg_url)
+    first.acquire_writer("first writer")
+    admin = sa.create_engine(normalise_url(pg_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:  # the lease's session ends, as in a restart
+        conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": first._lease_pid})
+    second.acquire_writer("second writer")
+    with pytest.raises(StoreError, match="lease was lost"):
+        first.set_watermark("boards", "revisions", "lost")
+    with pytest.raises(StoreInUse, match="second writer"):
+        first.ensure_writer()
+    assert first.watermarks("boards") == {}
+    second.close()
+    first.ensure_writer()  # free again: taken back, and writes go through
+    first.set_watermark("boards", "revisions", "mine")
+    assert first.watermarks("boards") == {"revisions": "mine"}
+    with pytest.raises(StoreInUse, match="first writer"):
+        Store(pg_url).acquire_writer("third writer")
+    first.close()
+    admin.dispose()
