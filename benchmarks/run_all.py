@@ -46,6 +46,7 @@ def machine() -> str:
 def benchmarks() -> list[tuple[str, Callable[[], None]]]:
     import bench_api
     import bench_backfill
+    import bench_big_answer
     import bench_compute
     import bench_latency
     import bench_memory
@@ -64,6 +65,7 @@ def benchmarks() -> list[tuple[str, Callable[[], None]]]:
         ("compute", bench_compute.main),
         ("scrape", bench_scrape.main),
         ("memory", bench_memory.main),
+        ("one very large answer", bench_big_answer.main),
         ("steady state", lambda: bench_steady.main(50)),
         ("backfill", lambda: bench_backfill.main([])),
     ]
