@@ -52,7 +52,7 @@ def write_answer(folder: Path, size: int) -> tuple[Path, int]:
     n = max(1, size // one)
     path = folder / f"answer-{size // MB}.json"
     with path.open("w") as out:
-        out.write('{"count": %d, "value": [' % n)
+        out.write(f'{{"count": {n}, "value": [')
         for i in range(n):
             out.write(("," if i else "") + json.dumps(revision(i)))
         out.write("]}")
