@@ -80,14 +80,18 @@ class StoreHealth:
     sync_backlogs: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, store: Store, statuses: Mapping[str, SourceStatus] | None = None) -> StoreHealth:
+    def read(
+        cls, store: Store, statuses: Mapping[str, SourceStatus] | None = None, total_shards: int = 1
+    ) -> StoreHealth:
+        """``total_shards``: how many shards this process is one of; their passes make the health
+        (docs/sharding.md)."""
         return cls(
-            store.statuses() if statuses is None else statuses,
+            store.statuses(total_shards) if statuses is None else statuses,
             store.poll_histograms(),
             store.api_request_counts(),
             store.rejection_counts(),
-            store.budgets(),
-            store.backlogs(),
+            store.budgets(total_shards),
+            store.backlogs(total_shards),
         )
 
     # the Store's own method names, so self-metrics read either
@@ -387,7 +391,8 @@ class FigureCache:
         now = self.clock()
         # statuses before the data version: a pass commits its data before its status, so a source
         # seen synced here has its data in whatever version is read next
-        statuses = self.store.statuses()
+        total_shards = self.settings.partition.shards.total
+        statuses = self.store.statuses(total_shards)
         synced = not not_yet_synced(self.settings.sources, statuses)
         version = self.store.data_version
         last = self._snapshot
@@ -400,7 +405,7 @@ class FigureCache:
             complete = last.complete or synced
             if now - last.now < self.max_age:
                 now = last.now
-        health = StoreHealth.read(self.store, statuses)
+        health = StoreHealth.read(self.store, statuses, total_shards)
         if last is not None and last.figures is figures and last.now == now:
             return Snapshot(figures, now, version, complete, health, last.trend, last.headline)
         return Snapshot(figures, now, version, complete, health, trend(figures, now), headline(figures, now))

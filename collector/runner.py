@@ -206,6 +206,8 @@ class Runner:
                 [ApiBudget(api, b.remaining, b.limit, b.reset_at) for api, b in sorted(telemetry.budgets.items())],
                 report.backlog if report else None,
                 expired=["rest"] if telemetry.rate_limit_expired else [],
+                shard=self.shards.shard,
+                total_shards=self.shards.total,
             )
             self.store.record_poll(
                 name,
@@ -217,6 +219,8 @@ class Runner:
                 error=shown,
                 rate_limit_remaining=telemetry.rate_limit_remaining,
                 rate_limit_expired=telemetry.rate_limit_expired,
+                shard=self.shards.shard,
+                total_shards=self.shards.total,
             )
             if error is None or not error.startswith("store unavailable"):
                 self.store.note_success()

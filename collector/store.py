@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     # NumPy (through collector.table) is for the figures' reads only: ``cycletime sync`` never loads it
     from collector.table import WorkItemTable
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: the longest label or id the store keeps (the columns' size on PostgreSQL)
 MAX_TEXT = 255
 
@@ -160,10 +160,16 @@ poll_durations = sa.Table(
     sa.Column("sum", sa.Float, nullable=False),
 )
 
+#: the health of each shard's passes of a source (schema 6): keyed by the shard and the number of
+#: shards it was one of, so a shard's failed pass is not overwritten by another shard's success;
+#: a single replica is shard 0 of 1. Readers combine the rows of the current number of shards
+#: (see ``_health_totals``)
 source_status = sa.Table(
     "source_status",
     metadata,
     sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("shard", sa.Integer, primary_key=True),
+    sa.Column("total_shards", sa.Integer, primary_key=True),
     sa.Column("ok", sa.Boolean, nullable=False),
     sa.Column("last_attempt", sa.Float, nullable=False),
     sa.Column("last_success", sa.Float),
@@ -173,24 +179,31 @@ source_status = sa.Table(
     sa.Column("rate_limit_remaining", sa.Float),
 )
 
-#: each API's rate budget as the source's last pass left it (``cycletime_api_budget_remaining``)
+#: each API's rate budget as each shard's last pass of the source left it (``cycletime_api_budget_remaining``)
 api_budgets = sa.Table(
     "api_budgets",
     metadata,
     sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("shard", sa.Integer, primary_key=True),
+    sa.Column("total_shards", sa.Integer, primary_key=True),
     sa.Column("api", sa.String(32), primary_key=True),
     sa.Column("remaining", sa.Float, nullable=False),
     sa.Column("limit", sa.Float),
     sa.Column("reset_at", sa.Float),
 )
 
-#: work the source's last pass knew to remain (``cycletime_sync_backlog``)
+#: work each shard's last pass of the source knew to remain (``cycletime_sync_backlog``)
 sync_backlog = sa.Table(
     "sync_backlog",
     metadata,
     sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("shard", sa.Integer, primary_key=True),
+    sa.Column("total_shards", sa.Integer, primary_key=True),
     sa.Column("backlog", sa.BigInteger, nullable=False),
 )
+
+#: the tables of per-shard health, with what a row was keyed by before schema 6 (the source alone)
+_SHARD_HEALTH = (source_status, api_budgets, sync_backlog)
 
 
 #: (dialect, table, conflict keys, added columns, kept columns) → its upsert statement (see ``Store._upsert``)
@@ -802,35 +815,58 @@ class Store:
             self._upsert(conn, api_requests, rows, ["source", "code"], add=["count"])
 
     def record_budgets(
-        self, source: str, budgets: Iterable[ApiBudget], backlog: int | None, expired: Iterable[str] = ()
+        self,
+        source: str,
+        budgets: Iterable[ApiBudget],
+        backlog: int | None,
+        expired: Iterable[str] = (),
+        *,
+        shard: int = 0,
+        total_shards: int = 1,
     ) -> None:
-        """A pass's view of its budgets (each API it heard from) and of the work it left behind.
+        """A pass's view of its budgets (each API it heard from) and of the work it left behind,
+        as shard ``shard`` of ``total_shards`` (a single replica: 0 of 1).
 
         An API not heard from keeps its last row unless it is ``expired`` (it said its budget no
-        longer applies); ``backlog`` None (a source that cannot tell) removes the source's row
+        longer applies); ``backlog`` None (a source that cannot tell) removes the shard's row
         rather than export a stale count.
         """
+        key = {"source": source, "shard": shard, "total_shards": total_shards}
         rows = [
-            {"source": source, "api": b.api, "remaining": b.remaining, "limit": b.limit, "reset_at": b.reset_at}
-            for b in budgets
+            {**key, "api": b.api, "remaining": b.remaining, "limit": b.limit, "reset_at": b.reset_at} for b in budgets
         ]
         with self.engine.begin() as conn:
             for api in expired:
-                conn.execute(sa.delete(api_budgets).where(api_budgets.c.source == source, api_budgets.c.api == api))
-            self._upsert(conn, api_budgets, rows, ["source", "api"])
+                conn.execute(sa.delete(api_budgets).where(*_shard_row(api_budgets, key), api_budgets.c.api == api))
+            self._upsert(conn, api_budgets, rows, ["source", "shard", "total_shards", "api"])
             if backlog is None:
-                conn.execute(sa.delete(sync_backlog).where(sync_backlog.c.source == source))
+                conn.execute(sa.delete(sync_backlog).where(*_shard_row(sync_backlog, key)))
             else:
-                self._upsert(conn, sync_backlog, [{"source": source, "backlog": backlog}], ["source"])
+                self._upsert(conn, sync_backlog, [{**key, "backlog": backlog}], ["source", "shard", "total_shards"])
 
-    def budgets(self) -> dict[tuple[str, str], ApiBudget]:
-        """(source, api) → the budget its last pass reported."""
+    def budgets(self, total_shards: int = 1) -> dict[tuple[str, str], ApiBudget]:
+        """(source, api) → the budget the last passes reported: with shards, the lowest any shard
+        of the current number saw (they spend one credential's budget; see ``_health_totals``)."""
+        out: dict[tuple[str, str], ApiBudget] = {}
         with self.engine.connect() as conn:
-            return {(s, a): ApiBudget(a, r, lim, at) for s, a, r, lim, at in conn.execute(sa.select(api_budgets))}
+            current = _health_totals(conn, total_shards)
+            rows = conn.execute(sa.select(api_budgets).order_by(api_budgets.c.shard))
+            for s, _shard, n, a, remaining, limit, reset_at in rows:
+                seen = out.get((s, a))
+                if n == current.get(s, total_shards) and (seen is None or remaining < seen.remaining):
+                    out[(s, a)] = ApiBudget(a, remaining, limit, reset_at)
+        return out
 
-    def backlogs(self) -> dict[str, int]:
+    def backlogs(self, total_shards: int = 1) -> dict[str, int]:
+        """source → the work its last passes left: with shards, the sum over the shards of the
+        current number (each counts its own scopes' streams)."""
+        out: dict[str, int] = {}
         with self.engine.connect() as conn:
-            return {s: int(n) for s, n in conn.execute(sa.select(sync_backlog))}
+            current = _health_totals(conn, total_shards)
+            for s, _shard, n, backlog in conn.execute(sa.select(sync_backlog)):
+                if n == current.get(s, total_shards):
+                    out[s] = out.get(s, 0) + int(backlog)
+        return out
 
     def record_poll(
         self,
@@ -844,14 +880,19 @@ class Store:
         error: str | None,
         rate_limit_remaining: float | None,
         rate_limit_expired: bool = False,
+        shard: int = 0,
+        total_shards: int = 1,
     ) -> None:
-        """One pass's outcome. Without a budget the last one is kept (a pass may make no request),
-        unless the API said it no longer applies (``rate_limit_expired``).
+        """One pass's outcome, as shard ``shard`` of ``total_shards`` (a single replica: 0 of 1).
+        Without a budget the last one is kept (a pass may make no request), unless the API said it
+        no longer applies (``rate_limit_expired``).
 
         The duration is counted in the first of ``bounds`` (ascending, ending with infinity) that
-        holds it; the caller owns the bounds, the store only keeps a count per bucket index.
+        holds it; the caller owns the bounds, the store only keeps a count per bucket index. The
+        durations are the source's (every shard's passes counted), the outcome the shard's own.
         """
         bucket = bisect.bisect_left(bounds, duration)
+        key = {"source": source, "shard": shard, "total_shards": total_shards}
         with self.engine.begin() as conn:
             self._upsert(
                 conn,
@@ -865,7 +906,7 @@ class Store:
             )
             previous = conn.execute(
                 sa.select(source_status.c.last_success, source_status.c.rate_limit_remaining).where(
-                    source_status.c.source == source
+                    *_shard_row(source_status, key)
                 )
             ).first()
             last_success = started_at + duration if ok else (previous[0] if previous else None)
@@ -876,7 +917,7 @@ class Store:
                 source_status,
                 [
                     {
-                        "source": source,
+                        **key,
                         "ok": ok,
                         "last_attempt": started_at,
                         "last_success": last_success,
@@ -886,7 +927,7 @@ class Store:
                         "rate_limit_remaining": rate_limit_remaining,
                     }
                 ],
-                ["source"],
+                ["source", "shard", "total_shards"],
             )
 
     def _upsert(
@@ -1156,12 +1197,19 @@ class Store:
                 out[source] = (counts, s)
         return out
 
-    def statuses(self) -> dict[str, SourceStatus]:
+    def statuses(self, total_shards: int = 1) -> dict[str, SourceStatus]:
+        """source → its health as the last passes left it. With shards (``total_shards`` above 1),
+        the passes of every shard of that number, combined (see ``_combined``): a source is up
+        only when every shard's last pass was."""
+        by_source: dict[str, list[tuple[int, int, SourceStatus]]] = {}
         with self.engine.connect() as conn:
-            return {
-                row[0]: SourceStatus(row[0], bool(row[1]), _at(row[2]), _dt(row[3]), row[4], row[5], row[6], row[7])
-                for row in conn.execute(sa.select(source_status))
-            }
+            current = _health_totals(conn, total_shards)
+            for row in conn.execute(sa.select(source_status).order_by(source_status.c.shard)):
+                name, shard, n = row[0], row[1], row[2]
+                if n == current[name]:
+                    status = SourceStatus(name, bool(row[3]), _at(row[4]), _dt(row[5]), row[6], row[7], row[8], row[9])
+                    by_source.setdefault(name, []).append((shard, n, status))
+        return {name: _combined(rows) for name, rows in by_source.items()}
 
     def record_counts(self) -> dict[str, dict[str, int]]:
         """source → {"work_items": n, "changes": n, "deployments": n}: what the store holds."""
@@ -1192,6 +1240,55 @@ class Store:
                 cols = [c for c in table.columns if c.name not in ("updated_at", "item_no", "change_seq")]
                 out[table.name] = sorted((tuple(r) for r in conn.execute(sa.select(*cols))), key=repr)
         return out
+
+
+def _shard_row(table: sa.Table, key: dict[str, Any]) -> list[sa.ColumnElement[bool]]:
+    return [table.c[column] == value for column, value in key.items()]
+
+
+def _health_totals(conn: Connection, total_shards: int) -> dict[str, int]:
+    """source → the number of shards whose health rows are the source's now: ``total_shards``
+    once a shard of that number recorded a pass of it. Until then (the first passes after scaling
+    from 2 shards to 3, or after the upgrade to schema 6) the number the latest pass ran with, so
+    the rows of an earlier number count only until the current shards have passed once."""
+    latest: dict[str, tuple[float, int]] = {}
+    current: dict[str, int] = {}
+    for name, n, attempt in conn.execute(
+        sa.select(source_status.c.source, source_status.c.total_shards, source_status.c.last_attempt)
+    ):
+        if n == total_shards:
+            current[name] = n
+        elif name not in latest or attempt > latest[name][0]:
+            latest[name] = (attempt, n)
+    return {**{name: n for name, (_attempt, n) in latest.items()}, **current}
+
+
+def _combined(rows: list[tuple[int, int, SourceStatus]]) -> SourceStatus:
+    """One source's health from its shards' last passes (shard, total, status), in shard order.
+
+    Up only when every shard's last pass was (a failing shard is not hidden by another's later
+    success); the last success the oldest of the shards' (the store holds every scope's data at
+    least that fresh; a shard never successful yet is left out: it is down, which says more);
+    the rate-limit budget the lowest (one credential's, which every shard spends); the items
+    summed, the duration the longest (the shards pass side by side); the errors each with its shard.
+    """
+    if len(rows) == 1:
+        return rows[0][2]
+    statuses = [s for _shard, _n, s in rows]
+    ok = all(s.ok for s in statuses)
+    successes = [s.last_success for s in statuses if s.last_success is not None]
+    budgets = [s.rate_limit_remaining for s in statuses if s.rate_limit_remaining is not None]
+    errors = [f"shard {i} of {n}: {s.last_error}" for i, n, s in rows if s.last_error and (ok or not s.ok)]
+    return SourceStatus(
+        statuses[0].source,
+        ok,
+        max(s.last_attempt for s in statuses),
+        min(successes) if successes else None,
+        max(s.duration for s in statuses),
+        sum(s.items for s in statuses),
+        "; ".join(errors) or None,
+        min(budgets) if budgets else None,
+    )
 
 
 def store_error_reason(exc: BaseException) -> str:
@@ -1259,7 +1356,25 @@ def _v5(conn: Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE changes ADD COLUMN {column} FLOAT"))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
+def _v6(conn: Connection) -> None:
+    """Source health per shard: the health tables gain the shard and the number of shards in
+    their key. A key cannot be altered on SQLite, so each table is rebuilt (a row per source and
+    API: small); the rows kept become shard 0 of 1's, what a single replica writes. A sharded
+    store's shards read them until their own first passes (``_health_totals``)."""
+    inspector = sa.inspect(conn)
+    for table in _SHARD_HEALTH:
+        if not inspector.has_table(table.name):
+            continue  # created with this schema by an earlier step
+        if "total_shards" in {c["name"] for c in inspector.get_columns(table.name)}:
+            continue
+        rows = [dict(r._mapping) for r in conn.execute(sa.text(f"SELECT * FROM {table.name}"))]
+        conn.execute(sa.text(f"DROP TABLE {table.name}"))
+        table.create(conn)
+        if rows:
+            conn.execute(table.insert(), [{**row, "shard": 0, "total_shards": 1} for row in rows])
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}
 
 
 _IDENTITY = ("store_id", "schema_version")

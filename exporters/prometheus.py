@@ -201,7 +201,9 @@ def self_families(
     store: HealthCounters, settings: Settings, compute_rejections: Iterable[tuple[tuple[str, str], int]]
 ) -> list[Metric]:
     """The collector's own health, as the store holds it, so restarts do not reset counters.
-    A shard exports the sources whose own scope it owns (every shard's passes summed)."""
+    A shard exports the sources whose own scope it owns, once for all shards: the counters sum
+    every shard's passes, the health combines them (down when any shard's last pass failed;
+    docs/sharding.md), so each series is on one shard and a failing shard is never hidden."""
     owns = settings.partition.owns_source
     statuses = store.statuses()
     up = GaugeMetricFamily("cycletime_source_up", "1 if the last poll of the source succeeded.", labels=["source"])

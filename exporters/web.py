@@ -136,7 +136,7 @@ class ExporterApp:
         if replaced:
             return False, replaced
         try:
-            statuses = self.store.statuses()
+            statuses = self.store.statuses(self.cache.settings.partition.shards.total)
         except STORE_ERRORS as exc:
             return False, self.store.note_failure(exc)
         if not self.store.writable():
@@ -144,7 +144,7 @@ class ExporterApp:
         return self.cache.figures.ready(statuses)
 
     def landing_page(self) -> str:
-        statuses = self.store.statuses()
+        statuses = self.store.statuses(self.cache.settings.partition.shards.total)
         counts = self.store.record_counts()
         rows = []
         for source in self.config.sources:

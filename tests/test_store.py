@@ -277,7 +277,7 @@ def test_a_version_4_store_gains_the_review_times(store_url: str) -> None:
         conn.execute(sa.update(meta).where(meta.c.key == "schema_version").values(value="4"))
     store.close()
     upgraded = Store(store_url)
-    assert upgraded.schema_version() == 5
+    assert upgraded.schema_version() == SCHEMA_VERSION
     assert [(c.native_id, c.ready_at, c.first_review_at) for c in upgraded.changes()] == [
         (c.native_id, None, None) for c in old
     ]
@@ -355,7 +355,7 @@ def test_a_version_1_store_gains_change_sequences_and_item_numbers(store_url: st
     store.close()
 
     upgraded = Store(store_url)
-    assert upgraded.schema_version() == SCHEMA_VERSION == 5
+    assert upgraded.schema_version() == SCHEMA_VERSION == 6
     assert upgraded.content_digest() == before
     numbers = sorted(upgraded.work_item_table().item_no.tolist())
     assert len(set(numbers)) == 2 and numbers[0] > 0 and numbers[-1] < 2**32
@@ -365,3 +365,147 @@ def test_a_version_1_store_gains_change_sequences_and_item_numbers(store_url: st
     delta, refs = upgraded.changed_work_items(version, upgraded.work_item_table())
     assert refs == [ado_ref(7)] and int(delta.item_no[0]) > numbers[-1]
     assert upgraded.changes(since=0) == [] and len(upgraded.changes(since=-1)) == len(before["changes"]) > 0
+
+
+def _poll(store: Store, ok: bool, at: float, shard: int, total: int, rate_limit_remaining: float | None = None) -> None:
+    """A pass of the github source by shard ``shard`` of ``total``, failing with an HTTP 503 unless ``ok``."""
+    store.record_poll(
+        "github",
+        ok=ok,
+        started_at=at,
+        duration=2.0,
+        bounds=POLL_BUCKETS,
+        items=5,
+        error=None if ok else f"HTTP 503 on shard {shard}",
+        rate_limit_remaining=rate_limit_remaining,
+        shard=shard,
+        total_shards=total,
+    )
+
+
+def test_each_shard_keeps_its_own_health_and_any_failing_one_makes_the_source_down(store_url: str) -> None:
+    """Shards of one source (docs/sharding.md): a shard's failed pass is not overwritten by another
+    shard's later success; the last success is the oldest shard's, budgets the lowest, backlogs summed."""
+    store = Store(store_url)
+    _poll(store, True, 1000.0, 0, 3, rate_limit_remaining=4000)
+    _poll(store, True, 1100.0, 1, 3, rate_limit_remaining=3500)
+    _poll(store, False, 1200.0, 1, 3)  # shard 1 fails after its success …
+    _poll(store, True, 1300.0, 2, 3, rate_limit_remaining=3900)  # … and shard 2 succeeds later
+    status = store.statuses(3)["github"]
+    assert not status.ok
+    assert status.last_error == "shard 1 of 3: HTTP 503 on shard 1"
+    assert status.last_success == datetime.fromtimestamp(1002.0, UTC)  # shard 0's, the oldest
+    assert status.last_attempt == datetime.fromtimestamp(1300.0, UTC)
+    assert status.items == 15 and status.rate_limit_remaining == 3500  # shard 1 kept its budget
+    store.record_budgets("github", [ApiBudget("rest", 300, 5000, 1e9)], backlog=2, shard=0, total_shards=3)
+    store.record_budgets(
+        "github", [ApiBudget("rest", 120, 5000, 1e9), ApiBudget("graphql", 10, 5000, 2e9)], 4, shard=2, total_shards=3
+    )
+    store.record_budgets("github", [], backlog=None, shard=1, total_shards=3)  # cannot tell: left out
+    assert store.budgets(3) == {
+        ("github", "rest"): ApiBudget("rest", 120, 5000, 1e9),
+        ("github", "graphql"): ApiBudget("graphql", 10, 5000, 2e9),
+    }
+    assert store.backlogs(3) == {"github": 6}
+    _poll(store, True, 1400.0, 1, 3)
+    healthy = store.statuses(3)["github"]
+    assert healthy.ok and healthy.last_error is None
+    assert healthy.last_success == datetime.fromtimestamp(1002.0, UTC)  # shard 0 has not passed since
+
+
+def test_health_rows_of_an_earlier_number_of_shards_count_only_until_the_new_shards_passed(store_url: str) -> None:
+    store = Store(store_url)
+    _poll(store, True, 1000.0, 0, 2)
+    _poll(store, False, 1010.0, 1, 2)
+    store.record_budgets("github", [ApiBudget("rest", 7, 5000, None)], backlog=9, shard=1, total_shards=2)
+    # scaled to 3: until a shard of 3 has passed, the 2 shards' health is the latest there is
+    assert not store.statuses(3)["github"].ok
+    assert store.backlogs(3) == {"github": 9} and store.budgets(3)[("github", "rest")].remaining == 7
+    _poll(store, True, 2000.0, 2, 3)
+    assert store.statuses(3)["github"].ok  # shard 1 of 2 failing no longer keeps it down
+    assert store.backlogs(3) == {} and store.budgets(3) == {}
+    assert store.statuses(3)["github"].last_success == datetime.fromtimestamp(2002.0, UTC)
+    # … nor does an earlier number keep it up: a failing shard of 3 takes it down at once
+    _poll(store, False, 2100.0, 0, 3)
+    assert not store.statuses(3)["github"].ok
+    # a single replica again (1 shard): its own passes, once it made one
+    assert not store.statuses(1)["github"].ok
+    _poll(store, True, 3000.0, 0, 1)
+    assert store.statuses(1)["github"].ok
+
+
+#: the health tables as schema 5 made them: keyed by the source alone
+_V5 = sa.MetaData()
+sa.Table(
+    "source_status",
+    _V5,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("last_attempt", sa.Float, nullable=False),
+    sa.Column("last_success", sa.Float),
+    sa.Column("duration", sa.Float, nullable=False),
+    sa.Column("items", sa.BigInteger, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("rate_limit_remaining", sa.Float),
+)
+sa.Table(
+    "api_budgets",
+    _V5,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("api", sa.String(32), primary_key=True),
+    sa.Column("remaining", sa.Float, nullable=False),
+    sa.Column("limit", sa.Float),
+    sa.Column("reset_at", sa.Float),
+)
+sa.Table(
+    "sync_backlog",
+    _V5,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("backlog", sa.BigInteger, nullable=False),
+)
+
+
+def test_a_version_5_store_keeps_its_health_as_a_single_replicas(store_url: str) -> None:
+    """Upgrading to per-shard health keeps each source's rows as shard 0 of 1's; shards read them
+    until their own first pass."""
+    store = Store(store_url)
+    store.commit("boards", sample_batch())
+    before = store.content_digest()
+    with store.engine.begin() as conn:
+        for name in ("source_status", "api_budgets", "sync_backlog"):
+            conn.execute(sa.text(f"DROP TABLE {name}"))
+        _V5.create_all(conn)
+        conn.execute(
+            _V5.tables["source_status"].insert(),
+            [
+                {"source": "github", "ok": False, "last_attempt": 900.0, "last_success": 800.0, "duration": 3.0}
+                | {"items": 4, "last_error": "HTTP 502", "rate_limit_remaining": 4321.0},
+                {"source": "boards", "ok": True, "last_attempt": 950.0, "last_success": 960.0, "duration": 10.0}
+                | {"items": 40, "last_error": None, "rate_limit_remaining": None},
+            ],
+        )
+        conn.execute(
+            _V5.tables["api_budgets"].insert(),
+            [{"source": "github", "api": "graphql", "remaining": 4000.0, "limit": 5000.0, "reset_at": 1e9}],
+        )
+        conn.execute(_V5.tables["sync_backlog"].insert(), [{"source": "github", "backlog": 12}])
+        conn.execute(sa.update(meta).where(meta.c.key == "schema_version").values(value="5"))
+    store.close()
+
+    upgraded = Store(store_url)
+    assert upgraded.schema_version() == SCHEMA_VERSION == 6
+    assert upgraded.content_digest() == before
+    for total in (1, 3):  # a single replica's own rows; shards of 3 read them until their first pass
+        statuses = upgraded.statuses(total)
+        assert set(statuses) == {"github", "boards"}
+        github = statuses["github"]
+        assert (github.ok, github.last_error, github.rate_limit_remaining, github.items) == (False, "HTTP 502", 4321, 4)
+        assert github.last_success == datetime.fromtimestamp(800.0, UTC)
+        assert statuses["boards"].ok and statuses["boards"].duration == 10.0
+        assert upgraded.budgets(total) == {("github", "graphql"): ApiBudget("graphql", 4000, 5000, 1e9)}
+        assert upgraded.backlogs(total) == {"github": 12}
+    _poll(upgraded, True, 1000.0, 1, 3)
+    assert upgraded.statuses(3)["github"].ok and upgraded.backlogs(3) == {}
+    _poll(upgraded, True, 1000.0, 0, 1)  # the single replica's row is the migrated one
+    assert upgraded.statuses(1)["github"].last_success == datetime.fromtimestamp(1002.0, UTC)
+    assert upgraded.statuses(1)["github"].rate_limit_remaining == 4321  # kept: that pass saw no budget
