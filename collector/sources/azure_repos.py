@@ -10,7 +10,9 @@ idle pass is one request per repository (plus the repository list, read once an 
 one is opened in ``closedDate`` order with three reads, run ahead on the organisation's worker
 pool: its commits (``pullRequests/{id}/commits``, continuation token), its threads and its work
 items. Batches are committed with the watermark they reach, so a crash resumes after the last
-batch written and a pull request is never skipped.
+batch written and a pull request is never skipped. The repository list is kept in the stream
+``repositories`` (``[id, name]`` pairs, written when it changes): with shards, the shard owning the
+listing reads it and the others take it from the store (docs/sharding.md).
 
 What a pull request becomes (docs/definitions.md):
 
@@ -30,6 +32,7 @@ Linked work items (``pullRequests/{id}/workitems``) become links ``ado:<id>`` â†
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections import deque
@@ -83,6 +86,12 @@ COMMIT_EVERY = 20
 READ_AHEAD = 4
 #: how long the project's repository list is trusted before it is read again
 REPOSITORIES_TTL = timedelta(hours=1)
+#: sharded (docs/sharding.md): the project's repository list is a scope of its own; the shard owning
+#: it reads the list and stores it (as ``REPOSITORIES_STREAM``), the others read the stored list
+LISTING_SCOPE = "*"
+REPOSITORIES_STREAM = "repositories"
+#: how long a shard waits for the listing's shard to store the list the first time
+LISTING_WAIT = 120.0
 #: longest name we keep (a repository name is at most 64 characters in Azure Repos)
 MAX_NAME = 255
 _SHA = re.compile(r"[0-9a-fA-F]{40}")
@@ -175,7 +184,7 @@ class AzureReposSource(Source):
         self._pool = ReadPool(self.config.max_concurrency, self.name, self.ctx.should_stop)
         claimed = None
         try:
-            repositories = self._selected(report)
+            repositories = self._selected(store, report)
             # sharded: this shard's repositories, each while its scope is claimed (docs/sharding.md)
             claimed = self.claimed((self.scope_of(self.config, r.name), r) for r in repositories)
             for repository in claimed:
@@ -206,20 +215,34 @@ class AzureReposSource(Source):
         return value.lower()
 
     # -- repositories -------------------------------------------------------------------------------------
-    def _selected(self, report: SyncReport) -> list[Repository]:
-        """The configured repositories, from the project's list (one request, cached an hour)."""
+    def _selected(self, store: SourceStore, report: SyncReport) -> list[Repository]:
+        """The configured repositories, from the project's list (one request, cached an hour).
+
+        Sharded, one shard reads the list (the one owning ``LISTING_SCOPE``) and stores it; the
+        others take the stored list each pass, so N shards ask for it as often as one replica."""
         now = self.ctx.now()
-        if (
+        if not self.ctx.owns(LISTING_SCOPE):
+            listed = self._listed_by_other(store)
+        elif (
             self._repositories is None
             or self._repositories_read_at is None
             or now - self._repositories_read_at > REPOSITORIES_TTL
         ):
-            self._repositories = self._list_repositories()
-            self._repositories_read_at = now
+            with self.ctx.claim(LISTING_SCOPE) as mine:
+                if mine:
+                    listed = self._repositories = self._list_repositories()
+                    self._repositories_read_at = now
+                    stored = json.dumps([[r.id, r.name] for r in listed])
+                    if store.watermark(self.name, REPOSITORIES_STREAM) != stored:
+                        store.set_watermark(self.name, REPOSITORIES_STREAM, stored)
+                else:  # a twin replica lists it now, or just did
+                    listed = self._listed_by_other(store)
+        else:
+            listed = self._repositories
         wanted = self.config.repositories
         if wanted == ["*"]:
-            return list(self._repositories)
-        by_name = {r.name.casefold(): r for r in self._repositories}
+            return list(listed)
+        by_name = {r.name.casefold(): r for r in listed}
         out = []
         for name in wanted:
             found = by_name.get(name.casefold())
@@ -229,6 +252,20 @@ class AzureReposSource(Source):
             else:
                 out.append(found)
         return out
+
+    def _listed_by_other(self, store: SourceStore) -> list[Repository]:
+        """Sharded: the project's repositories as the listing's shard stored them, waiting for its
+        first list (up to ``LISTING_WAIT``); none yet: none this pass."""
+        waited = 0.0
+        while True:
+            stored = store.watermark(self.name, REPOSITORIES_STREAM)
+            if stored is not None:
+                return [Repository(str(repo_id), str(name)) for repo_id, name in json.loads(stored)]
+            if waited >= LISTING_WAIT or self.ctx.should_stop():
+                log.warning("source=%s repositories not listed by their shard yet; they wait", self.name)
+                return []
+            self.ctx.sleep(0.25)
+            waited += 0.25
 
     def _list_repositories(self) -> list[Repository]:
         try:
