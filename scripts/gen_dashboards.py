@@ -358,9 +358,10 @@ COLLECTOR_ALERTS: list[dict[str, Any]] = [
         "annotations": {
             "summary": "cycletime-collector cannot poll source {{ $labels.source }}",
             "description": (
-                "Every poll of source {{ $labels.source }} on {{ $labels.instance }} has failed for "
-                f"{P('sourceDownFor')}; its figures are not being updated. The collector's landing page "
-                "and logs show the last error."
+                "The last poll of source {{ $labels.source }} (with shards: of at least one shard) has "
+                f"failed for {P('sourceDownFor')}; its figures are not being updated. The landing page "
+                "of {{ $labels.instance }} shows the last error, naming the failing shard; the logs have "
+                "details."
             ),
             "runbook_url": _runbook("CycletimeSourceDown"),
         },
@@ -379,8 +380,8 @@ COLLECTOR_ALERTS: list[dict[str, Any]] = [
         "annotations": {
             "summary": "Data of source {{ $labels.source }} is stale",
             "description": (
-                "The last successful poll of source {{ $labels.source }} on {{ $labels.instance }} ended "
-                "{{ $value | humanizeDuration }} ago (threshold "
+                "The last successful poll of source {{ $labels.source }} (with shards: the oldest of the "
+                "shards' last ones) ended {{ $value | humanizeDuration }} ago (threshold "
                 f"{P('staleAfterSeconds')}s, about three poll intervals)."
             ),
             "runbook_url": _runbook("CycletimeSourceStale"),
