@@ -90,7 +90,7 @@ class StoreHealth:
             store.poll_histograms(),
             store.api_request_counts(),
             store.rejection_counts(),
-            store.budgets(total_shards),
+            store.budgets(),
             store.backlogs(total_shards),
         )
 

@@ -836,26 +836,21 @@ class Store:
             {**key, "api": b.api, "remaining": b.remaining, "limit": b.limit, "reset_at": b.reset_at} for b in budgets
         ]
         with self.engine.begin() as conn:
-            for api in expired:
-                conn.execute(sa.delete(api_budgets).where(*_shard_row(api_budgets, key), api_budgets.c.api == api))
+            for api in expired:  # the credential's budget: no shard's last sight of it holds any more
+                conn.execute(sa.delete(api_budgets).where(api_budgets.c.source == source, api_budgets.c.api == api))
             self._upsert(conn, api_budgets, rows, ["source", "shard", "total_shards", "api"])
             if backlog is None:
                 conn.execute(sa.delete(sync_backlog).where(*_shard_row(sync_backlog, key)))
             else:
                 self._upsert(conn, sync_backlog, [{**key, "backlog": backlog}], ["source", "shard", "total_shards"])
 
-    def budgets(self, total_shards: int = 1) -> dict[tuple[str, str], ApiBudget]:
-        """(source, api) → the budget the last passes reported: with shards, the lowest any shard
-        of the current number saw (they spend one credential's budget; see ``_health_totals``)."""
-        out: dict[tuple[str, str], ApiBudget] = {}
+    def budgets(self) -> dict[tuple[str, str], ApiBudget]:
+        """(source, api) → the budget the last passes reported. With shards, the shards spend one
+        credential's budget and each row is one shard's last sight of it: the latest window any
+        shard saw wins, and in it the lowest remaining (a window's budget only goes down), so this
+        is the newest sight, whichever shard (or number of shards) had it."""
         with self.engine.connect() as conn:
-            current = _health_totals(conn, total_shards)
-            rows = conn.execute(sa.select(api_budgets).order_by(api_budgets.c.shard))
-            for s, _shard, n, a, remaining, limit, reset_at in rows:
-                seen = out.get((s, a))
-                if n == current.get(s, total_shards) and (seen is None or remaining < seen.remaining):
-                    out[(s, a)] = ApiBudget(a, remaining, limit, reset_at)
-        return out
+            return _latest_budgets(conn)
 
     def backlogs(self, total_shards: int = 1) -> dict[str, int]:
         """source → the work its last passes left: with shards, the sum over the shards of the
@@ -1209,7 +1204,8 @@ class Store:
                 if n == current[name]:
                     status = SourceStatus(name, bool(row[3]), _at(row[4]), _dt(row[5]), row[6], row[7], row[8], row[9])
                     by_source.setdefault(name, []).append((shard, n, status))
-        return {name: _combined(rows) for name, rows in by_source.items()}
+            budgets = _latest_budgets(conn) if any(len(rows) > 1 for rows in by_source.values()) else {}
+        return {name: _combined(rows, budgets.get((name, "rest"))) for name, rows in by_source.items()}
 
     def record_counts(self) -> dict[str, dict[str, int]]:
         """source → {"work_items": n, "changes": n, "deployments": n}: what the store holds."""
@@ -1263,14 +1259,30 @@ def _health_totals(conn: Connection, total_shards: int) -> dict[str, int]:
     return {**{name: n for name, (_attempt, n) in latest.items()}, **current}
 
 
-def _combined(rows: list[tuple[int, int, SourceStatus]]) -> SourceStatus:
+def _latest_budgets(conn: Connection) -> dict[tuple[str, str], ApiBudget]:
+    """(source, api) → the newest sight of its budget among the rows of every shard: the latest
+    window (``reset_at``; rows without one are older than any with one), the lowest remaining in it."""
+    out: dict[tuple[str, str], ApiBudget] = {}
+    for s, _shard, _n, a, remaining, limit, reset_at in conn.execute(sa.select(api_budgets)):
+        budget, seen = ApiBudget(a, remaining, limit, reset_at), out.get((s, a))
+        if seen is None or _sight(budget) > _sight(seen):
+            out[(s, a)] = budget
+    return out
+
+
+def _sight(budget: ApiBudget) -> tuple[bool, float, float]:
+    return (budget.reset_at is not None, budget.reset_at or 0.0, -budget.remaining)
+
+
+def _combined(rows: list[tuple[int, int, SourceStatus]], rest: ApiBudget | None = None) -> SourceStatus:
     """One source's health from its shards' last passes (shard, total, status), in shard order.
 
     Up only when every shard's last pass was (a failing shard is not hidden by another's later
     success); the last success the oldest of the shards' (the store holds every scope's data at
-    least that fresh; a shard never successful yet is left out: it is down, which says more);
-    the rate-limit budget the lowest (one credential's, which every shard spends); the items
-    summed, the duration the longest (the shards pass side by side); the errors each with its shard.
+    least that fresh; a shard never successful yet is left out: it is down, which says more); the
+    items summed, the duration the longest (the shards pass side by side); the errors each with
+    its shard. The rate-limit budget is the credential's, which every shard spends: the newest
+    sight of the ``rest`` budget (``rest``, see :meth:`Store.budgets`), else the lowest any shard saw.
     """
     if len(rows) == 1:
         return rows[0][2]
@@ -1287,7 +1299,7 @@ def _combined(rows: list[tuple[int, int, SourceStatus]]) -> SourceStatus:
         max(s.duration for s in statuses),
         sum(s.items for s in statuses),
         "; ".join(errors) or None,
-        min(budgets) if budgets else None,
+        rest.remaining if rest is not None else (min(budgets) if budgets else None),
     )
 
 

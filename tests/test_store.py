@@ -402,10 +402,11 @@ def test_each_shard_keeps_its_own_health_and_any_failing_one_makes_the_source_do
         "github", [ApiBudget("rest", 120, 5000, 1e9), ApiBudget("graphql", 10, 5000, 2e9)], 4, shard=2, total_shards=3
     )
     store.record_budgets("github", [], backlog=None, shard=1, total_shards=3)  # cannot tell: left out
-    assert store.budgets(3) == {
-        ("github", "rest"): ApiBudget("rest", 120, 5000, 1e9),
+    assert store.budgets() == {
+        ("github", "rest"): ApiBudget("rest", 120, 5000, 1e9),  # one window: the lowest is the newest
         ("github", "graphql"): ApiBudget("graphql", 10, 5000, 2e9),
     }
+    assert store.statuses(3)["github"].rate_limit_remaining == 120  # the rest budget's newest sight
     assert store.backlogs(3) == {"github": 6}
     _poll(store, True, 1400.0, 1, 3)
     healthy = store.statuses(3)["github"]
@@ -420,10 +421,18 @@ def test_health_rows_of_an_earlier_number_of_shards_count_only_until_the_new_sha
     store.record_budgets("github", [ApiBudget("rest", 7, 5000, None)], backlog=9, shard=1, total_shards=2)
     # scaled to 3: until a shard of 3 has passed, the 2 shards' health is the latest there is
     assert not store.statuses(3)["github"].ok
-    assert store.backlogs(3) == {"github": 9} and store.budgets(3)[("github", "rest")].remaining == 7
+    assert store.backlogs(3) == {"github": 9}
     _poll(store, True, 2000.0, 2, 3)
     assert store.statuses(3)["github"].ok  # shard 1 of 2 failing no longer keeps it down
-    assert store.backlogs(3) == {} and store.budgets(3) == {}
+    assert store.backlogs(3) == {}
+    # a budget is the credential's: the 2 shards' sight stays the newest until a later window's
+    assert store.budgets()[("github", "rest")] == ApiBudget("rest", 7, 5000, None)
+    store.record_budgets("github", [ApiBudget("rest", 4000, 5000, 5e9)], backlog=0, shard=2, total_shards=3)
+    assert store.budgets()[("github", "rest")] == ApiBudget("rest", 4000, 5000, 5e9)
+    store.record_budgets("github", [ApiBudget("rest", 3000, 5000, 4e9)], backlog=0, shard=0, total_shards=3)
+    assert store.budgets()[("github", "rest")].remaining == 4000  # an earlier window: older
+    store.record_budgets("github", [], backlog=0, expired=["rest"], shard=0, total_shards=3)
+    assert store.budgets() == {}  # the API said the budget no longer applies: to every shard
     assert store.statuses(3)["github"].last_success == datetime.fromtimestamp(2002.0, UTC)
     # … nor does an earlier number keep it up: a failing shard of 3 takes it down at once
     _poll(store, False, 2100.0, 0, 3)
@@ -502,7 +511,7 @@ def test_a_version_5_store_keeps_its_health_as_a_single_replicas(store_url: str)
         assert (github.ok, github.last_error, github.rate_limit_remaining, github.items) == (False, "HTTP 502", 4321, 4)
         assert github.last_success == datetime.fromtimestamp(800.0, UTC)
         assert statuses["boards"].ok and statuses["boards"].duration == 10.0
-        assert upgraded.budgets(total) == {("github", "graphql"): ApiBudget("graphql", 4000, 5000, 1e9)}
+        assert upgraded.budgets() == {("github", "graphql"): ApiBudget("graphql", 4000, 5000, 1e9)}
         assert upgraded.backlogs(total) == {"github": 12}
     _poll(upgraded, True, 1000.0, 1, 3)
     assert upgraded.statuses(3)["github"].ok and upgraded.backlogs(3) == {}
