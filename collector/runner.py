@@ -17,7 +17,7 @@ from collector.http import REDACT, ApiTelemetry, Budget, RequestGate, RetryPolic
 from collector.progress import Plan
 from collector.sharding import Shards, lock_key
 from collector.sources import SOURCES
-from collector.sources.base import Source, SourceContext, SyncReport
+from collector.sources.base import NotPolled, Source, SourceContext, SyncReport
 from collector.store import STORE_ERRORS, ApiBudget, Store
 
 log = logging.getLogger(__name__)
@@ -174,11 +174,10 @@ class Runner:
             if source.many_scopes:
                 report = source.sync(self.store)
             else:
-                with self.claim(name, source.scope_of(source.config, "")) as mine:
-                    if not mine:
-                        log.info("source=%s skipped: its scope is another shard's or another replica's now", name)
-                        return PassResult(name, True, 0.0, 0, "skipped: scope held elsewhere")
-                    report = source.sync(self.store)
+                report = self._sync_claimed(name, source)
+                if report is None:
+                    log.info("source=%s skipped: its scope is another shard's or another replica's now", name)
+                    return PassResult(name, True, 0.0, 0, "skipped: scope held elsewhere")
             if report.problems:
                 error = REDACT("; ".join(report.problems))
         except CycletimeError as exc:
@@ -232,6 +231,21 @@ class Runner:
         else:
             log.error("source=%s pass failed after %.1fs: %s", name, duration, error)
         return PassResult(name, ok, duration, items, error, report)
+
+    def _sync_claimed(self, name: str, source: Source) -> SyncReport | None:
+        """A one-scope source's pass under its scope's claim; None when the claim is not this
+        process's now. A pass with problems leaves the scope unmarked as polled, so a twin
+        replica, or this shard started again, polls it again rather than skip it."""
+        report: SyncReport | None = None
+        try:
+            with self.claim(name, source.scope_of(source.config, "")) as mine:
+                if mine:
+                    report = source.sync(self.store)
+                    if report.problems:
+                        raise NotPolled(name)
+        except NotPolled:
+            pass
+        return report
 
     def run_all(
         self,

@@ -186,7 +186,9 @@ class AzureReposSource(Source):
         try:
             repositories = self._selected(store, report)
             # sharded: this shard's repositories, each while its scope is claimed (docs/sharding.md)
-            claimed = self.claimed((self.scope_of(self.config, r.name), r) for r in repositories)
+            claimed = self.claimed(
+                ((self.scope_of(self.config, r.name), r) for r in repositories), problems=report.problems
+            )
             for repository in claimed:
                 if self.ctx.should_stop():
                     break

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -259,6 +259,11 @@ class SyncReport:
     backlog: int | None = None
 
 
+class NotPolled(Exception):
+    """Raised inside a scope's claim to leave it without marking the scope polled: its poll met a
+    problem (sharded: a twin replica or the next start must not skip it)."""
+
+
 class Source(ABC):
     kind: ClassVar[str]
     #: sharding (docs/sharding.md): False, the source is one scope, which the runner claims around
@@ -278,19 +283,32 @@ class Source(ABC):
         return str(getattr(config, "project", ""))
 
     def claimed(
-        self, scoped: Iterable[tuple[str, T]], skipped: Callable[[T], None] = lambda item: None
+        self,
+        scoped: Iterable[tuple[str, T]],
+        skipped: Callable[[T], None] = lambda item: None,
+        problems: Sequence[str] = (),
     ) -> Generator[T, None, None]:
         """The items whose scope (the first of each pair) this process may poll now, each yielded
         while its scope's claim is held (until the next item is asked for, or the generator closes:
-        close it in a ``finally``). The others go to ``skipped``, without a request."""
+        close it in a ``finally``). The others go to ``skipped``, without a request.
+
+        An item whose poll added to ``problems`` (the pass's) does not count as polled: a twin
+        replica, or this shard started again, polls it again in the same pass window instead of
+        skipping it, so its pass fails too and the source's health says so (docs/sharding.md)."""
         for scope, item in scoped:
             if not self.ctx.owns(scope):
                 continue  # another shard's: not polled, not counted
-            with self.ctx.claim(scope) as mine:
-                if mine:
+            try:
+                with self.ctx.claim(scope) as mine:
+                    if not mine:
+                        skipped(item)
+                        continue
+                    before = len(problems)
                     yield item
-                else:
-                    skipped(item)
+                    if len(problems) > before:
+                        raise NotPolled(scope)  # leaves the claim without marking the scope polled
+            except NotPolled:
+                pass
 
     @abstractmethod
     def sync(self, store: SourceStore) -> SyncReport:

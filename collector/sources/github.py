@@ -414,7 +414,9 @@ class GitHubSource(Source):
         # streams neither brought up to date nor failed (a failure is a problem, not a backlog)
         total = report.backlog = len(repositories) * len(STREAMS)
         self.ctx.plan(0, total)
-        claimed = self.claimed(((r[0].lower(), r) for r in repositories), lambda _: self._settle(report))
+        claimed = self.claimed(
+            ((r[0].lower(), r) for r in repositories), lambda _: self._settle(report), report.problems
+        )
         try:
             for configured, listed in claimed:
                 if self.ctx.should_stop():
