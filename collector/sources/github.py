@@ -55,6 +55,7 @@ import dataclasses
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -121,6 +122,9 @@ log = logging.getLogger(__name__)
 STREAMS = ("issues", "pull requests", "deployments")
 #: records per transaction on streams whose watermark only moves at the end of the pass
 BATCH_SIZE = 50
+#: the most REST requests one new deployment, release or run may cost: its statuses, its tag (and
+#: an annotated tag's object) or its jobs, and the compare that finds its contents
+RECORD_REQUESTS = 3
 #: GitHub's own limit on an issue or pull request body; anything longer is not GitHub's data
 MAX_BODY = 65536
 _SHA = re.compile(r"^[0-9a-fA-F]{40}$")
@@ -1087,18 +1091,20 @@ class GitHubSource(Source):
         fresh.sort(key=lambda r: int(r["id"]))
         if len(fresh) >= HISTORY_LISTING_FROM:
             self._many_contents.add(repo.full_name)  # read in chunks: one listing serves them all
-        chunks = [fresh[i : i + BATCH_SIZE] for i in range(0, len(fresh), BATCH_SIZE)] or [[]]
-        batch = bad
-        for position, chunk in enumerate(chunks):
+        batch, position = bad, 0
+        while position == 0 or fresh:
+            size = self._chunk_size()
+            chunk, fresh = fresh[:size], fresh[size:]
             # the unfinished records of earlier passes are re-read once, with the first chunk
             work = pending if position == 0 else {}
+            position += 1
             finished = mode.read(repo, chunk, work, batch)
             pending.update(work)
             if modified:
                 for record_id, entry in pending.items():
                     entry["listed"] = mode.listed_changes and record_id in first_page
             max_id = max([max_id, *(r["id"] for r in chunk)])
-            last = position == len(chunks) - 1
+            last = not fresh
             new_state = {
                 "max_id": max_id,
                 "pending": pending,
@@ -1116,6 +1122,21 @@ class GitHubSource(Source):
             batch = Batch()
             if self.ctx.should_stop() and not last:
                 return
+
+    def _chunk_size(self) -> int:
+        """Records in the next chunk of new deployments, releases or runs: ``BATCH_SIZE``, or fewer
+        when the REST budget left above the reserve pays for fewer (``RECORD_REQUESTS`` each).
+
+        A chunk is what a pass ended by the budget keeps: one that costs more than the window has
+        left is never committed, and when it costs more than a whole window, the passes after
+        each reset would read it again and again without moving on.
+        """
+        client = self.api.client
+        budget = client.telemetry.budget("rest")
+        if budget is None or budget.limit is None or budget.reset_at is None or time.time() >= budget.reset_at:
+            return BATCH_SIZE
+        spare = budget.remaining - client.reserve * budget.limit
+        return max(1, min(BATCH_SIZE, int(spare // RECORD_REQUESTS)))
 
     def _read_deployments(
         self, repo: _Repo, fresh: list[dict[str, Any]], pending: dict[str, Any], batch: Batch

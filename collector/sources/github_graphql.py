@@ -135,6 +135,20 @@ def list_query(connection: str) -> str:
     )
 
 
+def points(requests: int) -> int:
+    """GitHub's documented cost of a query: the requests its connections would need if every page
+    were full (one per parent node), summed, divided by 100, rounded, at least 1 point."""
+    return max(1, int(requests / 100 + 0.5))
+
+
+def list_cost(connection: str, first: int) -> int:
+    """What ``list_query(connection)`` with ``first`` costs: the list itself, and each nested
+    connection once per node. Known before the query is sent, so the reserve holds for the first
+    query of a kind too (learning the cost from its answer would let that one dip into it)."""
+    nested = sum(1 for kind, _ in CONNECTIONS if kind == NODE_TYPE[connection])
+    return points(1 + first * nested)
+
+
 def rest_query(node_type: str, name: str) -> str:
     """The rest of one node's nested connection, after a cursor: only where the list query overflowed."""
     args, node = CONNECTIONS[(node_type, name)]
@@ -223,12 +237,13 @@ class GitHubGraphQL:
         #: the last cost of each query text: what the next one is expected to cost (the reserve)
         self._costs: dict[str, int] = {}
 
-    def query(self, query: str, variables: dict[str, Any], owner: str | None = None) -> Answer:
+    def query(self, query: str, variables: dict[str, Any], owner: str | None = None, cost: int | None = None) -> Answer:
         """One query about ``owner``'s data (whose installation token a GitHub App sends); waits out
-        ``RATE_LIMITED`` and raises NodeLimit / GraphQLError for unusable answers."""
+        ``RATE_LIMITED`` and raises NodeLimit / GraphQLError for unusable answers. ``cost``: its
+        points, if known beforehand (else the last answer's cost for the same text, or 1)."""
         for _ in range(self.client.policy.attempts):
             body_json = {"query": query, "variables": variables}
-            expected = self._costs.get(query, 1)
+            expected = cost if cost is not None else self._costs.get(query, 1)
             if self.api.app is not None and owner:
                 with self.api.app.acting_for(owner):
                     data, resp = self.api.request_json(
@@ -297,7 +312,7 @@ class GitHubGraphQL:
             if since is not None:
                 variables["since"] = since
             try:
-                answer = self.query(query, variables, owner)
+                answer = self.query(query, variables, owner, cost=list_cost(connection, first))
             except NodeLimit:
                 if first <= MIN_PAGE:
                     raise

@@ -1,16 +1,21 @@
 """A first sync larger than the rate budget: it never spends the reserve, and ends with the same store.
 
-The sandbox's GitHub serves a budget of ``LIMIT`` requests per ``WINDOW`` seconds; the sync needs
-several windows. Either the pass pauses at the reserve until the reset, or (when it may not wait
-that long) it ends early and the next pass after the reset goes on from the watermarks.
+The sandbox's GitHub serves budgets (REST requests, GraphQL points) per ``WINDOW`` seconds; the sync
+needs several windows of each. Either the pass pauses at the reserve of whichever API runs out until
+its reset, or (when it may not wait that long) it ends early and the next pass after the reset goes
+on from the watermarks. Both under the REST plan and under ``auto`` (the default: conditional REST
+requests and GraphQL histories), each spending its own budgets.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +35,29 @@ from exporters.web import ExporterApp, serve_http
 from sandbox.app import Sandbox, SandboxOptions
 
 
-def _sources(sandbox: Sandbox, **settings: Any) -> list[Any]:
-    """The REST plan: these budgets are REST's (requests an hour); the GraphQL plan's points budget
-    is planned by the same client, tested in test_github.py."""
-    return _github_sources(sandbox, api="rest", **settings)
+@dataclass(frozen=True)
+class Plan:
+    """An ``api`` plan, the sandbox size it syncs, and the sandbox's budget per window of each
+    resource it spends (``core``: REST requests, ``graphql``: GraphQL points)."""
+
+    api: str
+    items: int
+    limits: tuple[tuple[str, int], ...]
 
 
-ITEMS = 600
-LIMIT = 200
+#: ``auto`` needs a quarter of REST's requests and a few dozen points: a bigger sandbox and smaller
+#: windows make its first sync several windows of both
+PLANS = {
+    "rest": Plan("rest", 600, (("core", 200),)),
+    "auto": Plan("auto", 1500, (("core", 40), ("graphql", 8))),
+}
+LIMIT = dict(PLANS["rest"].limits)["core"]
 WINDOW = 3
 RESERVE = 0.1
+
+
+def _sources(sandbox: Sandbox, api: str = "rest", **settings: Any) -> list[Any]:
+    return _github_sources(sandbox, api=api, **settings)
 
 
 def _data(store: Store) -> dict[str, Any]:
@@ -47,23 +65,34 @@ def _data(store: Store) -> dict[str, Any]:
     return {k: v for k, v in store.content_digest().items() if k != "watermarks"}
 
 
-@pytest.fixture(scope="module")
-def unlimited() -> dict[str, Any]:
-    """The store of a sync that never met a limit, and the requests it took."""
-    with Sandbox(SandboxOptions(seed=7, work_items=ITEMS, now=NOW)) as sb, tempfile.TemporaryDirectory() as tmp:
+@functools.cache
+def _unlimited(api: str) -> dict[str, Any]:
+    """The store of a sync (of ``api``'s plan) that never met a limit, and what it spent of each budget."""
+    plan = PLANS[api]
+    with Sandbox(SandboxOptions(seed=7, work_items=plan.items, now=NOW)) as sb, tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{tmp}/unlimited.db")
-        reports = _sync_all(_sources(sb), store)
+        reports = _sync_all(_sources(sb, api), store)
         assert all(not r.problems and r.backlog == 0 for r in reports)
         _assert_matches_truth(store, sb.github.truth())
-        out = {"data": _data(store), "requests": sb.github.rate_stats()["used"]}
+        spent = {resource: sb.github.rate_stats(resource)["used"] for resource, _ in plan.limits}
+        out = {"data": _data(store), "spent": spent}
         store.close()
     return out
 
 
-def _budgeted() -> Sandbox:
-    sandbox = Sandbox(SandboxOptions(seed=7, work_items=ITEMS, now=NOW)).start()
-    sandbox.github.set_rate_limit(limit=LIMIT, window=WINDOW)
+def _budgeted(plan: Plan = PLANS["rest"]) -> Sandbox:
+    sandbox = Sandbox(SandboxOptions(seed=7, work_items=plan.items, now=NOW)).start()
+    for resource, limit in plan.limits:
+        sandbox.github.set_rate_limit(limit=limit, window=WINDOW, resource=resource)
     return sandbox
+
+
+def _within_reserve(sandbox: Sandbox, plan: Plan) -> None:
+    """Every budget of the plan: never refused, never spent below its reserve."""
+    for resource, limit in plan.limits:
+        stats = sandbox.github.rate_stats(resource)
+        assert stats["refused"] == 0, resource  # never ran into the limit
+        assert stats["lowest"] >= math.ceil(RESERVE * limit), resource  # never spent the reserve
 
 
 def _resumes(store: Store) -> list[str]:
@@ -73,28 +102,43 @@ def _resumes(store: Store) -> list[str]:
     return [stream for stream, value in rows if stream.startswith("pulls:") and json.loads(value).get("resume")]
 
 
-def test_the_sync_pauses_at_the_reserve_and_ends_identical(unlimited: dict[str, Any], tmp_path: Path) -> None:
-    assert unlimited["requests"] > 3 * LIMIT  # the first sync needs several windows
-    sandbox = _budgeted()
+@pytest.mark.parametrize("api", PLANS)
+def test_the_sync_pauses_at_the_reserve_and_ends_identical(
+    api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plan, unlimited = PLANS[api], _unlimited(api)
+    for resource, limit in plan.limits:
+        assert unlimited["spent"][resource] > 3 * limit, resource  # the first sync needs several windows
+    caplog.set_level(logging.INFO, logger="collector.http")
+    sandbox = _budgeted(plan)
     try:
         telemetry = ApiTelemetry()  # one token, one budget: the sources share what they learn of it
         store = Store(f"sqlite:///{tmp_path}/paused.db")
         started = time.monotonic()
         plans: list[tuple[int, int]] = []
         sources = _sources(
-            sandbox, reserve=RESERVE, sleep=time.sleep, telemetry=telemetry, plan=lambda d, t: plans.append((d, t))
+            sandbox,
+            api,
+            reserve=RESERVE,
+            sleep=time.sleep,
+            telemetry=telemetry,
+            plan=lambda d, t: plans.append((d, t)),
         )
         reports = _sync_all(sources, store)
         elapsed = time.monotonic() - started
-        stats = sandbox.github.rate_stats()
+        _within_reserve(sandbox, plan)
+        truth = sandbox.github.truth()
     finally:
         sandbox.stop()
-    print(f"paused sync: done in {elapsed:.1f}s, slept {telemetry.slept_seconds:.1f}s")
-    assert stats["refused"] == 0  # never ran into the limit
-    assert stats["lowest"] >= math.ceil(RESERVE * LIMIT)  # never spent the reserve
-    assert telemetry.slept_seconds >= 1.0  # paused at least once for a reset
+    print(f"{api}: paused sync done in {elapsed:.1f}s, slept {telemetry.slept_seconds:.1f}s")
+    # paused for the reset of each budget it spends (under auto, REST's and GraphQL's in turn)
+    for resource, _ in plan.limits:
+        api_name = "rest" if resource == "core" else resource
+        assert f" {api_name} budget down to its reserve" in caplog.text, api_name
+    assert telemetry.slept_seconds >= 1.0
     assert all(not r.problems and "deferred" not in r.details and r.backlog == 0 for r in reports)
     assert _data(store) == unlimited["data"]
+    _assert_matches_truth(store, truth)
     assert _resumes(store) == []
     # each source (one repository each) reported its three streams: none done, then all
     assert plans == [(0, 3), (3, 3)] * len(sources)
@@ -106,14 +150,14 @@ def _pass(sources: list[Any], store: Store) -> list[SyncReport]:
     return reports
 
 
-def test_a_pass_that_may_not_wait_ends_early_and_the_next_ones_converge(
-    unlimited: dict[str, Any], tmp_path: Path
-) -> None:
-    sandbox = _budgeted()
+@pytest.mark.parametrize("api", PLANS)
+def test_a_pass_that_may_not_wait_ends_early_and_the_next_ones_converge(api: str, tmp_path: Path) -> None:
+    plan, unlimited = PLANS[api], _unlimited(api)
+    sandbox = _budgeted(plan)
     try:
         telemetry = ApiTelemetry()
         sources = _sources(
-            sandbox, reserve=RESERVE, telemetry=telemetry, http_policy=RetryPolicy(max_rate_limit_wait=0.5)
+            sandbox, api, reserve=RESERVE, telemetry=telemetry, http_policy=RetryPolicy(max_rate_limit_wait=0.5)
         )
         store = Store(f"sqlite:///{tmp_path}/spread.db")
         backlogs: list[int] = []
@@ -125,17 +169,19 @@ def test_a_pass_that_may_not_wait_ends_early_and_the_next_ones_converge(
             if not backlogs[-1]:
                 break
             assert any("deferred" in r.details for r in reports)
-            assert _data(store) != unlimited["data"]
-            reset = sandbox.github.rate_stats()["reset"]
-            time.sleep(max(0.0, reset - time.time()) + 0.2)  # the next pass, after the window resets
-        stats = sandbox.github.rate_stats()
+            if len(backlogs) == 1:  # (a later pass may store the last records, its stream not done yet)
+                assert _data(store) != unlimited["data"]
+            reset = max(sandbox.github.rate_stats(resource)["reset"] for resource, _ in plan.limits)
+            time.sleep(max(0.0, reset - time.time()) + 0.2)  # the next pass, after the windows reset
+        _within_reserve(sandbox, plan)
+        truth = sandbox.github.truth()
     finally:
         sandbox.stop()
-    print(f"spread sync: {len(backlogs)} passes, backlogs {backlogs}, pull request walks resumed: {resumed}")
+    print(f"{api}: spread sync: {len(backlogs)} passes, backlogs {backlogs}, pull request walks resumed: {resumed}")
     assert len(backlogs) >= 3 and backlogs[-1] == 0
     assert resumed  # a pull request walk was cut by the budget and went on from there
-    assert stats["refused"] == 0 and stats["lowest"] >= math.ceil(RESERVE * LIMIT)
     assert _data(store) == unlimited["data"]
+    _assert_matches_truth(store, truth)
     assert _resumes(store) == []
 
 
