@@ -52,6 +52,7 @@ if D's own commit is gone D contains nothing, otherwise the next earlier P is tr
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -107,6 +108,7 @@ from collector.sources.github_api import (
 )
 from collector.sources.github_auth import GitHubAppAuth, GitHubAppConfig
 from collector.sources.github_graphql import (
+    NOT_A_NODE,
     GitHubGraphQL,
     GraphQLError,
     deployment_record,
@@ -131,6 +133,13 @@ _SHA = re.compile(r"^[0-9a-fA-F]{40}$")
 #: ``owner/*``: how often the owner's repositories are listed in full, to see what moves no push
 #: (archived, deleted, renamed repositories); the passes between read only what was pushed since
 FULL_LISTING_EVERY = timedelta(days=1)
+
+#: the REST record of each GraphQL list's node (``_list``)
+GRAPHQL_RECORDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "issues": issue_record,
+    "pullRequests": pull_record,
+    "deployments": deployment_record,
+}
 
 #: GitHub issue states as work item states (the ``state`` label) and their categories (docs/definitions.md)
 CATEGORY_OF_STATE = {
@@ -228,6 +237,8 @@ class _ListPage:
     etag: str | None  # of the REST page 1 (or probe) that tells the next pass whether anything changed
     records: list[dict[str, Any]]
     failed: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # GraphQL errors of left-out nodes
+    #: GraphQL nodes that are no record (null, or of shapes no record has): counted with the page
+    rejections: list[Rejection] = dataclasses.field(default_factory=list)
 
 
 class _History:
@@ -694,7 +705,7 @@ class GitHubSource(Source):
             if page.status == 304:
                 return f"{key} {state.get('etag')}"
             first_etag = first_etag or page.etag
-            batch = Batch(replace_history=True)
+            batch = Batch(replace_history=True, rejections=list(page.rejections))
             try:
                 for raw in page.records:
                     try:
@@ -866,6 +877,7 @@ class GitHubSource(Source):
                     # pull requests' times as read
                     self._fail_part(store, batch, report, repo, "pull requests", page.failed)
                 first_etag = first_etag or page.etag
+                batch.rejections += page.rejections
                 reached_watermark = False
                 for raw in page.records:
                     try:
@@ -1061,6 +1073,7 @@ class GitHubSource(Source):
             if not modified:
                 first_page = {str(raw.get("id")) for raw in page.records}
             modified = True
+            bad.rejections += page.rejections
             first_etag = first_etag or page.etag
             old = new = 0
             for raw in page.records:
@@ -1579,12 +1592,39 @@ class GitHubSource(Source):
                 return
             if connection == "issues" and probe.next_url is None:
                 tail = [raw for raw in records(probe.data) if is_pull_request(raw)]
-        convert = {"issues": issue_record, "pullRequests": pull_record, "deployments": deployment_record}[connection]
         owner, name = repo.full_name.split("/", 1)
         for nodes, failed in self.graphql.pages(owner, name, connection, since):
-            yield _ListPage(200, probe_etag, [convert(node) for node in nodes], failed)
+            page = _ListPage(200, probe_etag, [], [e for e in failed if e.get("type") != NOT_A_NODE])
+            for node in nodes:
+                self._graphql_record(repo, connection, node, page)
+            for error in failed:
+                if error.get("type") == NOT_A_NODE:  # a null node no error explains: a record not there
+                    cursor = hashlib.sha256(str(error.get("cursor")).encode()).hexdigest()[:12]
+                    where = f"{repo.full_name}:{connection}:{cursor}:{(error.get('path') or ['', '?'])[-1]}"
+                    page.rejections.append(Rejection(self.name, where, "missing_field"))
+            yield page
         if tail:
             yield _ListPage(200, probe_etag, tail)
+
+    def _graphql_record(self, repo: _Repo, connection: str, node: dict[str, Any], page: _ListPage) -> None:
+        """A GraphQL node as the REST record onto ``page``, or its rejection when it cannot be one.
+
+        An entry nested too deeply to decode stays the TooDeep it is, so the stream rejects it as
+        such, like any entry of a REST page."""
+        if isinstance(node, TooDeep):
+            page.records.append(node)
+            return
+        try:
+            page.records.append(GRAPHQL_RECORDS[connection](node))
+        except RECORD_ERRORS as bad:
+            key = "databaseId" if connection == "deployments" else "number"
+            where = f"{repo.full_name}#{entry_label(node, key)}"
+            if connection == "deployments":
+                where = f"deployments:{repo.full_name}:{entry_label(node, key)}"
+            rejected = Batch()
+            reason = self.guard.reject(rejected, where, bad, record=node)
+            page.rejections += rejected.rejections
+            log.warning("source=%s GraphQL %s node %s rejected: %s", self.name, connection, where, reason)
 
     def _rest_list(
         self, path: str, params: dict[str, Any], etag: str | None, list_key: str | None = None

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from collector.errors import RateLimited, SourceError
+from collector.errors import RateLimited, Rejected, SourceError
 from collector.sources.base import MAX_PAGES, SourceContext
 from collector.sources.github_api import GitHubApi, GitHubHTTPError, github_time
 
@@ -175,6 +175,11 @@ class GraphQLError(SourceError):
         self.errors = errors
         text = "; ".join(f"{e.get('type') or 'ERROR'}: {str(e.get('message', ''))[:200]}" for e in errors[:3])
         super().__init__(f"GraphQL {what + ': ' if what else ''}{text}")
+
+
+#: the ``type`` of the error ``pages`` reports for a list entry that is no object and that no
+#: error of the answer explains (a ``null`` node): a missing record, counted, not a failed part
+NOT_A_NODE = "CYCLETIME_NOT_A_NODE"
 
 
 class NodeLimit(GraphQLError):
@@ -335,8 +340,14 @@ class GitHubGraphQL:
             failed: list[dict[str, Any]] = []
             for i, node in enumerate(raw_nodes):
                 errors = answer.failed("repository", connection, "nodes", i)
-                if errors or not isinstance(node, dict):
-                    failed += errors or [{"message": f"{connection} node {i} is null", "path": [connection, i]}]
+                if errors:
+                    failed += errors
+                    continue
+                if not isinstance(node, dict):
+                    # no error says why: nothing to ask again, a record that is not there (the
+                    # caller counts it); the page's cursor and the position name it
+                    message = f"{connection} node {i} is {type(node).__name__ if node is not None else 'null'}"
+                    failed.append({"type": NOT_A_NODE, "message": message, "path": [connection, i], "cursor": after})
                     continue
                 try:
                     nodes.append(self.complete(NODE_TYPE[connection], node, owner))
@@ -353,13 +364,16 @@ class GitHubGraphQL:
             cursors.add(after)
 
     def complete(self, node_type: str, node: dict[str, Any], owner: str | None = None) -> dict[str, Any]:
-        """``node`` with every nested connection that overflowed read to its end (follow-up queries)."""
+        """``node`` with every nested connection that overflowed read to its end (follow-up queries).
+        A connection of the wrong shape is left as it came: converting the node rejects it."""
         for (kind, name), _ in CONNECTIONS.items():
             if kind != node_type or not isinstance(node.get(name), dict):
                 continue
             conn = node[name]
-            info = conn.get("pageInfo") or {}
-            nodes = list(conn.get("nodes") or [])
+            info = conn.get("pageInfo") if conn.get("pageInfo") is not None else {}
+            if not isinstance(info, dict) or not isinstance(conn.get("nodes"), list):
+                continue
+            nodes = list(conn["nodes"])
             after = info.get("endCursor")
             while info.get("hasNextPage") and after:
                 variables = {"id": node.get("id"), "first": PAGE, "after": after}
@@ -367,8 +381,10 @@ class GitHubGraphQL:
                 rest = (answer.data.get("node") or {}).get(name)
                 if not isinstance(rest, dict) or answer.failed("node"):
                     raise GraphQLError(answer.failed("node") or [{"message": f"{name} of {node.get('id')} missing"}])
-                nodes += rest.get("nodes") or []
-                info = rest.get("pageInfo") or {}
+                more, info = rest.get("nodes"), rest.get("pageInfo")
+                if not isinstance(more, list) or not isinstance(info, dict):
+                    raise GraphQLError([{"message": f"{name} of {node.get('id')}: no nodes or pageInfo"}])
+                nodes += more
                 after = info.get("endCursor")
             node = {**node, name: {"nodes": nodes}}
         return node
@@ -376,9 +392,15 @@ class GitHubGraphQL:
 
 # -- GraphQL nodes as the REST records the normaliser reads -----------------------------------------
 def _nodes(node: dict[str, Any], name: str) -> list[Any]:
+    """A nested connection's nodes. The list queries ask for each connection: one missing, or of
+    another shape, leaves the record's history unknown, so the record is rejected."""
     conn = node.get(name)
+    if conn is None:
+        raise Rejected("missing_field")
     nodes = conn.get("nodes") if isinstance(conn, dict) else None
-    return nodes if isinstance(nodes, list) else []
+    if not isinstance(nodes, list):
+        raise Rejected("wrong_type")
+    return nodes
 
 
 def _lower(value: Any) -> Any:
@@ -451,7 +473,8 @@ def pull_timeline_event(item: Any) -> dict[str, Any] | None:
 
 
 def issue_record(node: dict[str, Any]) -> dict[str, Any]:
-    """An issue node as the REST issue record, its timeline under ``_timeline``."""
+    """An issue node as the REST issue record, its timeline under ``_timeline``; raises Rejected
+    when a nested connection is missing or of another shape."""
     issue_type = node.get("issueType")
     return {
         "number": node.get("number"),
