@@ -207,6 +207,17 @@ class GitHubConfig(SourceConfigBase):
     def secrets(self) -> list[str]:
         return super().secrets() + ([self.app.private_key] if self.app and self.app.private_key else [])
 
+    def credential(self) -> str | None:
+        """A GitHub App's rate limits are its installation's: sources of one app on the same
+        installation (configured, or discovered for the same owners) share them, whatever key file
+        each names. A source spanning several owners' installations is keyed by all of them."""
+        if self.app is None:
+            return super().credential()
+        if self.app.installation_id is not None:
+            return f"app:{self.app.app_id}:installation:{self.app.installation_id}"
+        owners = sorted({repo.split("/", 1)[0].lower() for repo in self.repositories})
+        return f"app:{self.app.app_id}:owners:{','.join(owners)}"
+
     @field_validator("repositories")
     @classmethod
     def _repo_names(cls, value: list[str]) -> list[str]:

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from test_github import NOW, _assert_matches_truth, _sync_all
 from test_github import _sources as _github_sources
 
@@ -33,6 +35,7 @@ from collector.store import Store
 from exporters.prometheus import MetricsCache
 from exporters.web import ExporterApp, serve_http
 from sandbox.app import Sandbox, SandboxOptions
+from sandbox.github.apps import SandboxApp
 
 
 @dataclass(frozen=True)
@@ -250,3 +253,78 @@ def test_sources_sharing_a_token_share_its_budget(tmp_path: Path) -> None:
     backlogs = store.backlogs()
     assert backlogs["gh0"] > 0 or backlogs["gh1"] > 0  # the budget ran out before the first sync was done
     assert backlogs[f"gh{len(repos) - 1}"] == 3  # the last source found the budget at its reserve
+
+
+def test_sources_on_one_app_installation_share_its_budget(tmp_path: Path) -> None:
+    """Two sources of one GitHub App on the same installation spend one rate limit on GitHub: the
+    runner gives them one budget, so the reserve holds for their sum, as for a shared token."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "app.pem"
+    pem.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.TraditionalOpenSSL, NoEncryption()))
+    public = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    app = SandboxApp(app_id=4242, public_key_pem=public, installations={"contoso": 101})
+    sandbox = Sandbox(SandboxOptions(seed=7, work_items=PLANS["rest"].items, now=NOW, github_app=app)).start()
+    try:
+        sandbox.github.set_rate_limit(limit=LIMIT, window=600)  # no reset within the test
+        repos = list(sandbox.github.truth()["repos"].items())
+        # each source finds the app's installation on its owner, contoso: one installation
+        sources = "\n".join(
+            f"  - {{name: gh{i}, kind: github, base_url: '{sandbox.github_url}', repositories: [{repo}], "
+            f"deployments_from: '{mode}', api: rest, app: {{app_id: 4242, private_key_file: '{pem}'}}}}"
+            for i, (repo, mode) in enumerate(repos)
+        )
+        config = parse_config(
+            f"store: sqlite:///{tmp_path}/app.db\nhistory: 1000d\nhttp: {{max_rate_limit_wait: 5s}}\n"
+            f"sources:\n{sources}\n"
+        )
+        store = Store(config.store)
+        runner = Runner(config, store)
+        shared = {id(runner.telemetry[f"gh{i}"].budgets) for i in range(len(repos))}
+        results = runner.run_all()
+        stats = sandbox.github.rate_stats()
+        issued = dict(sandbox.github.apps.issued)
+    finally:
+        sandbox.stop()
+    assert len(shared) == 1  # one budget for the installation
+    assert set(issued) == {101}  # the requests went out on installation 101's tokens
+    assert all(r.ok for r in results)
+    assert stats["refused"] == 0 and stats["lowest"] == math.ceil(RESERVE * LIMIT)
+    backlogs = store.backlogs()
+    assert backlogs["gh0"] > 0 or backlogs["gh1"] > 0  # the budget ran out before the first sync was done
+    assert backlogs[f"gh{len(repos) - 1}"] == 3  # the last source found the budget at its reserve
+
+
+def test_the_budget_is_shared_by_credential_not_by_source() -> None:
+    """Which sources the runner gives one budget: one token, or one app installation (named or found
+    on the same owners); another token, installation or owner is a budget of its own."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.TraditionalOpenSSL, NoEncryption()).decode()
+
+    def github(name: str, repos: str, **credential: Any) -> dict[str, Any]:
+        return {
+            "name": name,
+            "kind": "github",
+            "base_url": "https://github.example/api/v3",
+            "repositories": [repos],
+            **credential,
+        }
+
+    def app(**extra: Any) -> dict[str, Any]:
+        return {"app": {"app_id": 7, "private_key": pem, **extra}}
+
+    sources = [
+        github("t1", "a/x", token="tok-one"),
+        github("t2", "a/y", token="tok-one"),
+        github("t3", "a/z", token="tok-two"),
+        github("i1", "a/x", **app(installation_id=5)),
+        github("i2", "b/y", **app(installation_id=5)),
+        github("o1", "a/x", **app()),
+        github("o2", "a/y", **app()),
+        github("o3", "b/x", **app()),
+    ]
+    config = parse_config(json.dumps({"store": "sqlite:///:memory:", "sources": sources}))
+    runner = Runner(config, Store("sqlite:///:memory:"))
+    groups: dict[int, list[str]] = {}
+    for name, telemetry in runner.telemetry.items():
+        groups.setdefault(id(telemetry.budgets), []).append(name)
+    assert sorted(groups.values()) == [["i1", "i2"], ["o1", "o2"], ["o3"], ["t1", "t2"], ["t3"]]
