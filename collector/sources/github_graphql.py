@@ -159,6 +159,21 @@ def rest_query(node_type: str, name: str) -> str:
     )
 
 
+#: release tags asked in one query (aliases of ``release(tagName:)``; no connection: 1 point)
+TAGS_PER_QUERY = 50
+
+
+def tag_commits_query(count: int) -> str:
+    """``count`` releases by tag (``$t0``…), each with the commit its tag points to (annotated tags
+    resolved: ``Release.tagCommit``)."""
+    tags = ", ".join(f"$t{i}: String!" for i in range(count))
+    fields = " ".join(f"t{i}: release(tagName: $t{i}) {{ tagCommit {{ oid }} }}" for i in range(count))
+    return (
+        f"query($owner: String!, $name: String!, {tags}) {{ {RATE} "
+        f"repository(owner: $owner, name: $name) {{ {fields} }} }}"
+    )
+
+
 def graphql_url(base_url: str) -> str:
     """Where GraphQL is: ``api.github.com`` → ``/graphql``; GHES ``https://host/api/v3`` → ``/api/graphql``."""
     base = base_url.rstrip("/")
@@ -362,6 +377,25 @@ class GitHubGraphQL:
                 # a server repeating a cursor (or paging without end) cannot make us spin
                 raise GraphQLError([{"message": f"{connection}: cursor {after[:40]!r} repeats or too many pages"}])
             cursors.add(after)
+
+    def tag_commits(self, owner: str, name: str, tags: list[str]) -> dict[str, str]:
+        """The commit each release tag points to, ``TAGS_PER_QUERY`` tags a query of 1 point (REST:
+        a request per tag, two for an annotated one). A tag the answer does not resolve (no such
+        release, no tag commit, an error at its path) is left out: the caller looks it up over REST."""
+        out: dict[str, str] = {}
+        for start in range(0, len(tags), TAGS_PER_QUERY):
+            chunk = tags[start : start + TAGS_PER_QUERY]
+            variables: dict[str, Any] = {"owner": owner, "name": name}
+            variables.update({f"t{i}": tag for i, tag in enumerate(chunk)})
+            answer = self.query(tag_commits_query(len(chunk)), variables, owner, cost=1)
+            repo = answer.data.get("repository")
+            for i, tag in enumerate(chunk):
+                release = repo.get(f"t{i}") if isinstance(repo, dict) else None
+                commit = release.get("tagCommit") if isinstance(release, dict) else None
+                oid = commit.get("oid") if isinstance(commit, dict) else None
+                if isinstance(oid, str) and not answer.failed("repository", f"t{i}"):
+                    out[tag] = oid
+        return out
 
     def complete(self, node_type: str, node: dict[str, Any], owner: str | None = None) -> dict[str, Any]:
         """``node`` with every nested connection that overflowed read to its end (follow-up queries).
