@@ -8,9 +8,9 @@ what the REST plan costs) and reads what changed, with its history, over GraphQL
 their timelines, 100 merged pull requests with their commits and the timeline items that date
 their readiness and reviews, 100 deployments with their statuses per query, and the commits of 50
 release tags per query. Compares of two commits (deployment contents), releases, workflow runs and
-their jobs, and the conditional re-reads of unfinished deliveries stay on REST. ``rest`` reads everything over REST;
-``graphql`` skips the REST probes. The GraphQL answers are turned into the REST records, so every
-plan feeds the same normaliser and stores the same records.
+their jobs, and the conditional re-reads of unfinished deliveries stay on REST. ``rest`` reads
+everything over REST; ``graphql`` skips the REST probes. The GraphQL answers are turned into the
+REST records, so every plan feeds the same normaliser and stores the same records.
 
 Streams per repository, each with its own watermark (a JSON document) committed in the same
 transaction as the batch it reaches, so a crash between batches loses nothing:
