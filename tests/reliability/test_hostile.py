@@ -845,6 +845,36 @@ def test_graphql_errors_beside_partial_data_keep_the_rest_and_the_next_pass_read
     assert first.rows("gh_web") == expected_rows
 
 
+def test_release_tags_graphql_does_not_resolve_are_looked_up_over_rest(
+    proxy: MutatingProxy, sandbox: Sandbox, baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    """Release tag commits come over GraphQL under ``auto``; a tag the answer leaves unresolved (no
+    release, no tag commit, an error at its path) is looked up over REST, and the store is the same."""
+    changed: list[str] = []
+
+    def rewrite(answer: Answer) -> Answer | None:
+        data = answer.body.get("data") if isinstance(answer.body, dict) else None
+        repo = data.get("repository") if isinstance(data, dict) else None
+        if changed or not isinstance(repo, dict) or not {"t0", "t1", "t2"} <= set(repo):
+            return None
+        request = json.loads(answer.request)["variables"]
+        changed.extend(request[t] for t in ("t0", "t1", "t2"))
+        repo["t0"], repo["t1"], repo["t2"] = None, {"tagCommit": None}, None
+        answer.body.setdefault("errors", []).append(
+            {"type": "SERVICE_UNAVAILABLE", "path": ["repository", "t2"], "message": "Something went wrong"}
+        )
+        return answer
+
+    proxy.rewrite = rewrite
+    before = sandbox.server.stats.snapshot()["by_endpoint"].get("github.git_ref", 0)
+    run = sync(proxy, tmp_path, ("gh_api",), github_api="auto")
+    looked_up = sandbox.server.stats.snapshot()["by_endpoint"].get("github.git_ref", 0) - before
+    assert run.process.returncode == 0, run.process.stderr[-3000:]
+    assert len(changed) == 3 and looked_up == 3  # those three, and only those, over REST
+    assert run.rows("gh_api") == baseline["gh_api"][0]
+    assert rejected(metrics(run.config_path), "gh_api") == baseline["gh_api"][1]
+
+
 # -- lists that cycle or never end: the pass fails visibly, in bounded time ------------------------------
 
 
