@@ -153,6 +153,10 @@ LISTING_WAIT = 120.0
 #: contents to read in one pass from which (plans other than ``rest``) the default branch's history
 #: is listed once, ⌈commits / 100⌉ requests, and compared locally instead of one compare each
 HISTORY_LISTING_FROM = 20
+#: ``api: auto``'s conditional probe of the closed pull requests (newest update first): its ETag is
+#: what it is for, since every change the walk reads moves a pull request to the top of page 1; a
+#: page of 100 would hold ~3 MB of decoded pull requests just to be dropped (the peak of a sync)
+PULLS_PROBE = 10
 #: workflow run conclusions that are failed deployments; the others (cancelled, skipped…) are none
 FAILED_CONCLUSIONS = {"failure", "timed_out", "startup_failure"}
 
@@ -456,6 +460,7 @@ class GitHubSource(Source):
                     continue
                 report.details["repositories"] += 1
                 self._sync_repository(store, repo, report)
+                self._histories.pop(repo.full_name, None)  # needed for this repository's deployments only
                 self.ctx.plan(total - report.backlog, total)
         except BudgetExhausted as exc:
             self._defer(report, exc)
@@ -851,7 +856,8 @@ class GitHubSource(Source):
         if resume is not None and (new_at is None or resume.high > new_at):
             new_at, new_seen = resume.high, set(resume.high_seen)
         path = f"/repos/{repo.full_name}/pulls"
-        params = {"state": "closed", "sort": "updated", "direction": "desc", "per_page": PER_PAGE}
+        per_page = PULLS_PROBE if self.config.api == "auto" else PER_PAGE  # auto's REST is the probe alone
+        params = {"state": "closed", "sort": "updated", "direction": "desc", "per_page": per_page}
         key = GitHubApi.key(path, params)
         etag = state.get("etag") if state.get("key") == key and resume is None else None
         first_etag: str | None = None
