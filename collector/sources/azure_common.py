@@ -58,7 +58,7 @@ API_VERSIONS = {
 }
 
 #: Azure DevOps sends .NET's "no value" for unset dates on some records
-_NULL_YEAR = 1900
+NULL_YEAR = 1900
 
 
 #: requests in flight per organisation unless the sources say otherwise (``max_concurrency``)
@@ -340,7 +340,7 @@ def azure_time(value: Any) -> datetime | None:
         parsed = parsed.astimezone(UTC)
     except (ValueError, OverflowError):
         raise Rejected("bad_timestamp", f"not a timestamp: {value!r}"[:80]) from None
-    return None if parsed.year < _NULL_YEAR else parsed
+    return None if parsed.year < NULL_YEAR else parsed
 
 
 def format_time(value: datetime) -> str:
