@@ -208,6 +208,16 @@ _SHARD_HEALTH = (source_status, api_budgets, sync_backlog)
 
 #: (dialect, table, conflict keys, added columns, kept columns) → its upsert statement (see ``Store._upsert``)
 _UPSERTS: dict[tuple[str, str, tuple[str, ...], frozenset[str], frozenset[str]], Any] = {}
+#: (dialect, table, columns, conflict keys, kept columns) → (SQL, parameter order) (see ``Store._upsert_rows``)
+_DRIVER_PLANS: dict[
+    tuple[str, str, tuple[str, ...], tuple[str, ...], frozenset[str]], tuple[str, tuple[str, ...] | None] | None
+] = {}
+#: the columns ``Store._write_batch`` writes as tuples, in their order
+_ITEM_COLUMNS = ("source", "native_id", "ref", "project", "team", "type", "created_at", "item_no", "change_seq")
+_STATE_COLUMNS = ("source", "work_item_id", "seq", "at", "state", "category", "change_seq")
+_LINK_COLUMNS = ("source", "work_item", "target", "change_seq")
+#: column types whose Python values (str, int, float, bool, None) every driver binds as SQLAlchemy would
+_PLAIN_TYPES = (sa.String, sa.Integer, sa.Float, sa.Boolean)
 
 
 def _insert_of(dialect: str) -> Callable[[sa.Table], Any]:
@@ -637,10 +647,11 @@ class Store:
                 .where(queues.c.queue == queue)
                 .where(queues.c.key.in_(chunk))
             )
-        self._upsert(
+        self._upsert_rows(
             conn,
             queues,
-            [{"source": source, "queue": queue, "key": key} for key in sorted(set(enqueue) - set(done))],
+            ("source", "queue", "key"),
+            [(source, queue, key) for key in sorted(set(enqueue) - set(done))],
             ["source", "queue", "key"],
         )
 
@@ -708,22 +719,13 @@ class Store:
         """``seq``: this commit's change sequence, stamped on every row it writes, so the figures
         read only rows changed since they last read (see ``changed_work_items``)."""
         batch = self._within_limits(source, batch)
+        # unique and above every earlier item's (migrated rows are numbered below 2**32)
+        first_no = seq << 32
         items = [
-            {
-                "source": source,
-                "native_id": w.native_id,
-                "ref": w.ref,
-                "project": w.project,
-                "team": w.team,
-                "type": w.type,
-                "created_at": _ts(w.created_at),
-                # unique and above every earlier item's (migrated rows are numbered below 2**32)
-                "item_no": (seq << 32) + i,
-                "change_seq": seq,
-            }
+            (source, w.native_id, w.ref, w.project, w.team, w.type, w.created_at.timestamp(), first_no + i, seq)
             for i, w in enumerate(batch.work_items)
         ]
-        self._upsert(conn, work_items, items, ["source", "native_id"], keep=["item_no"])
+        self._upsert_rows(conn, work_items, _ITEM_COLUMNS, items, ["source", "native_id"], keep=["item_no"])
         if batch.replace_history and batch.work_items:
             ids = [w.native_id for w in batch.work_items]
             for chunk in _chunks(ids, 500):
@@ -733,19 +735,11 @@ class Store:
                     .where(state_changes.c.work_item_id.in_(chunk))
                 )
         history = [
-            {
-                "source": source,
-                "work_item_id": s.work_item_id,
-                "seq": s.seq,
-                "at": _ts(s.at),
-                "state": s.state,
-                "category": s.category.value,
-                "change_seq": seq,
-            }
+            (source, s.work_item_id, s.seq, s.at.timestamp(), s.state, s.category.value, seq)
             for w in batch.work_items
             for s in w.history
         ]
-        self._upsert(conn, state_changes, history, ["source", "work_item_id", "seq"])
+        self._upsert_rows(conn, state_changes, _STATE_COLUMNS, history, ["source", "work_item_id", "seq"])
         self._upsert(
             conn,
             changes,
@@ -788,13 +782,11 @@ class Store:
             ],
             ["source", "native_id"],
         )
-        self._upsert(
+        self._upsert_rows(
             conn,
             links,
-            [
-                {"source": source, "work_item": link.work_item, "target": link.target, "change_seq": seq}
-                for link in batch.links
-            ],
+            _LINK_COLUMNS,
+            [(source, link.work_item, link.target, seq) for link in batch.links],
             ["source", "work_item", "target"],
         )
         self._upsert(
@@ -942,6 +934,62 @@ class Store:
         """
         if not rows:
             return
+        stmt = self._upsert_statement(table, keys, add, keep)
+        for chunk in _chunks(list(rows), 2000):
+            conn.execute(stmt, chunk)
+
+    def _upsert_rows(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        columns: tuple[str, ...],
+        rows: list[tuple[Any, ...]],
+        keys: list[str],
+        keep: Iterable[str] = (),
+    ) -> None:
+        """``_upsert`` of plain tuples (values in ``columns`` order), handed to the driver as they are.
+
+        For the rows a sync writes by the ten thousand (items, state changes, links): SQLAlchemy's
+        per-row work (a parameter dict, its processing) cost more CPU than the driver's execution.
+        The statement is ``_upsert``'s, compiled once per dialect; the values are what the columns'
+        types would bind anyway (str, int, float, bool or None: each driver adapts them as
+        SQLAlchemy's processors would), and a column of any other type takes ``_upsert`` instead.
+        """
+        if not rows:
+            return
+        plan = self._driver_plan(conn, table, columns, keys, keep)
+        if plan is None:
+            self._upsert(conn, table, [dict(zip(columns, row, strict=True)) for row in rows], keys, keep=keep)
+            return
+        sql, order = plan
+        if order is None:  # a named paramstyle (psycopg): one dict per row, keyed by column
+            params: list[Any] = [dict(zip(columns, row, strict=True)) for row in rows]
+        elif order == columns:
+            params = rows
+        else:
+            at = [columns.index(name) for name in order]
+            params = [tuple(row[i] for i in at) for row in rows]
+        for chunk in _chunks(params, 2000):
+            conn.exec_driver_sql(sql, chunk)
+
+    def _driver_plan(
+        self, conn: Connection, table: sa.Table, columns: tuple[str, ...], keys: list[str], keep: Iterable[str]
+    ) -> tuple[str, tuple[str, ...] | None] | None:
+        """(SQL, parameter order or None for named parameters) of an upsert of ``columns``; None
+        when a column's type is not one whose values drivers adapt alike (see ``_upsert_rows``)."""
+        cache_key = (self.dialect, table.name, columns, tuple(keys), frozenset(keep))
+        if cache_key in _DRIVER_PLANS:
+            return _DRIVER_PLANS[cache_key]
+        plan: tuple[str, tuple[str, ...] | None] | None = None
+        if all(isinstance(table.c[name].type, _PLAIN_TYPES) for name in columns):
+            compiled = self._upsert_statement(table, keys, (), keep).compile(
+                dialect=conn.dialect, column_keys=list(columns)
+            )
+            plan = (compiled.string, tuple(compiled.positiontup or ()) if compiled.positional else None)
+        _DRIVER_PLANS[cache_key] = plan
+        return plan
+
+    def _upsert_statement(self, table: sa.Table, keys: list[str], add: Iterable[str], keep: Iterable[str]) -> Any:
         added, kept = frozenset(add), frozenset(keep)
         cache_key = (self.dialect, table.name, tuple(keys), added, kept)
         stmt = _UPSERTS.get(cache_key)
@@ -960,8 +1008,7 @@ class Store:
                 else stmt.on_conflict_do_nothing(index_elements=keys)
             )
             _UPSERTS[cache_key] = stmt
-        for chunk in _chunks(list(rows), 2000):
-            conn.execute(stmt, chunk)
+        return stmt
 
     # -- reads ------------------------------------------------------------------------------
     def watermark(self, source: str, stream: str) -> str | None:
