@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import heapq
 import json
 import logging
 import re
@@ -275,6 +276,7 @@ class _History:
             ]
             for e in entries
         }
+        self.generation = _generations(self.parents)
 
     def _reachable(self, sha: str) -> set[str]:
         seen: set[str] = set()
@@ -290,6 +292,8 @@ class _History:
     def ahead(self, head: str, base: str) -> list[dict[str, Any]] | None:
         if head not in self.entries or base not in self.entries:
             return None
+        if self.generation is not None:
+            return self._ahead_by_generation(head, base, self.generation)
         behind = self._reachable(base)
         out: set[str] = set()
         stack = [head]
@@ -302,6 +306,71 @@ class _History:
             out.add(s)
             stack.extend(self.parents[s])
         return [self.entries[s] for s in sorted(out, key=lambda s: -self.rank[s])]
+
+    def _ahead_by_generation(self, head: str, base: str, generation: dict[str, int]) -> list[dict[str, Any]] | None:
+        """``ahead`` without walking all of ``base``'s ancestry (once per deployment: quadratic in a
+        first sync). Commits are visited highest generation first, each marked with whether ``head``
+        and ``base`` reach it; a commit's parents have lower generations, so its marks are final
+        when it is visited, and the walk ends once no commit reached from ``head`` alone is queued."""
+        marks = {head: _HEAD}
+        marks[base] = marks.get(base, 0) | _BASE
+        queue = [(-generation[s], s) for s in marks]
+        heapq.heapify(queue)
+        from_head_only = sum(1 for m in marks.values() if m == _HEAD)
+        out: list[str] = []
+        while from_head_only:
+            _, s = heapq.heappop(queue)
+            mark = marks[s]
+            if mark == _HEAD:
+                from_head_only -= 1
+                out.append(s)
+            for parent in self.parents[s]:
+                if parent not in self.entries:
+                    if mark == _HEAD:
+                        return None  # older than the listing: only a compare can tell
+                    continue
+                known = marks.get(parent)
+                if known is None:
+                    marks[parent] = mark
+                    heapq.heappush(queue, (-generation[parent], parent))
+                    from_head_only += mark == _HEAD
+                elif known | mark != known:
+                    marks[parent] = known | mark
+                    from_head_only -= known == _HEAD
+        return [self.entries[s] for s in sorted(out, key=lambda s: -self.rank[s])]
+
+
+_HEAD, _BASE = 1, 2
+
+
+def _generations(parents: dict[str, list[str]]) -> dict[str, int] | None:
+    """Each listed commit's generation: 0 without a listed parent, else one more than its highest
+    listed parent's; None when the parents form a cycle (a hostile answer: walked the slow way)."""
+    generation: dict[str, int] = {}
+    visiting: set[str] = set()
+    for root in parents:
+        if root in generation:
+            continue
+        stack = [root]
+        while stack:
+            s = stack[-1]
+            if s in generation:
+                stack.pop()
+                continue
+            todo = [p for p in parents[s] if p in parents and p not in generation]
+            if todo:
+                if s in visiting and any(p in visiting for p in todo):
+                    return None
+                visiting.add(s)
+                for p in todo:
+                    if p in visiting:
+                        return None
+                stack.extend(todo)
+                continue
+            visiting.discard(s)
+            generation[s] = 1 + max((generation[p] for p in parents[s] if p in parents), default=-1)
+            stack.pop()
+    return generation
 
 
 def _slim_commit(c: dict[str, Any], sha: str) -> dict[str, Any]:
@@ -405,6 +474,8 @@ class GitHubSource(Source):
         #: per repository, this pass: its listed history (read once), or whether one is worth reading
         self._histories: dict[str, _History] = {}
         self._many_contents: set[str] = set()
+        #: per repository, this pass: the commits of its stored pull requests (read once)
+        self._in_pulls: dict[str, set[str]] = {}
         self.type_labels = {k.lower(): v for k, v in config.type_labels.items()}
         self.guard = RecordGuard(self.name)
         #: configured name → the repository as this process read it; which of them this pass read
@@ -434,7 +505,7 @@ class GitHubSource(Source):
         report = SyncReport()
         report.details.update(repositories=0, compare_fallbacks=0, pulls_skipped=0, repositories_gone=0)
         self._repos_read = set()
-        self._histories, self._many_contents = {}, set()
+        self._histories, self._many_contents, self._in_pulls = {}, set(), {}
         try:
             repositories = self._repositories(store, report)
         except BudgetExhausted as exc:
@@ -460,7 +531,9 @@ class GitHubSource(Source):
                     continue
                 report.details["repositories"] += 1
                 self._sync_repository(store, repo, report)
-                self._histories.pop(repo.full_name, None)  # needed for this repository's deployments only
+                # needed for this repository's deployments only
+                self._histories.pop(repo.full_name, None)
+                self._in_pulls.pop(repo.full_name, None)
                 self.ctx.plan(total - report.backlog, total)
         except BudgetExhausted as exc:
             self._defer(report, exc)
@@ -1455,7 +1528,7 @@ class GitHubSource(Source):
                 todo[d.native_id] = (_order(d.native_id), d)
         gone: set[str] = set()
         out = []
-        in_pulls: set[str] | None = None
+        in_pulls = self._in_pulls.get(repo.full_name)
         to_open = sum(1 for _, d in todo.values() if d.production and d.status == "success")
         history = self._histories.get(repo.full_name)
         many = to_open >= HISTORY_LISTING_FROM or repo.full_name in self._many_contents
@@ -1470,7 +1543,9 @@ class GitHubSource(Source):
             commits = self._contents(repo, d.sha or "", [s for _, s in earlier], gone, report, history)
             out.append(dataclasses.replace(d, contains=tuple(commit_ref(c["sha"]) for c in commits)))
             if in_pulls is None:
-                in_pulls = {
+                # the pull requests were read before the deployments (a pass reads streams in that
+                # order) and the deployments add none: one read for the repository's whole stream
+                in_pulls = self._in_pulls[repo.full_name] = {
                     sha
                     for c in store.changes(self.name)
                     if c.service == repo.full_name and c.kind == "pull_request"
