@@ -424,6 +424,9 @@ class Resolvers:
     def Repository__nameWithOwner(self, repo: Repo, info: GraphQLResolveInfo) -> str:
         return repo.full_name
 
+    def Repository__pushedAt(self, repo: Repo, info: GraphQLResolveInfo) -> str | None:
+        return iso(repo.pushed_at)  # REST's ``pushed_at``: main's head (the sandbox pushes nowhere else)
+
     def Repository__issues(self, repo: Repo, info: GraphQLResolveInfo, **args: Any) -> Connection:
         field, desc = _order(args)
         key = _sort_key(field, desc)
