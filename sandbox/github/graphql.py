@@ -19,8 +19,10 @@ Objects resolve from the same ``SeededGitHubOrg`` the REST routes serve, in thei
 pull-request timelines oldest first, a pull request's commits oldest first (at most 250, as REST),
 deployment statuses newest first. ``repository.issue(number:)``, ``repository.pullRequest(number:)``
 and ``node(id:)`` (repositories, issues, pull requests, deployments) reach one object, to page a
-nested connection that overflowed. Lists default to ``CREATED_AT ASC``. The sandbox's ``connected``
-events name no pull request (its REST events neither), so ``ConnectedEvent.source`` is the issue.
+nested connection that overflowed; ``Repository.pushedAt`` is REST's ``pushed_at``, so many aliased
+``repository`` fields in one query answer a change probe. Lists default to ``CREATED_AT ASC``. The
+sandbox's ``connected`` events name no pull request (its REST events neither), so
+``ConnectedEvent.source`` is the issue.
 """
 
 from __future__ import annotations
