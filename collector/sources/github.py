@@ -545,9 +545,9 @@ class GitHubSource(Source):
 
         The first repository not probed yet is probed with the ``PROBE_BATCH`` - 1 after it, in
         one GraphQL query (``GitHubGraphQL.probe``): a pass that ends early has not probed what
-        it did not reach. The marks: the last push, the newest updated issue and pull request
-        (any state), and in ``deployments`` mode the newest created deployment, each with its
-        list's total count (a deletion, or an item added in the same second, changes that).
+        it did not reach. The marks: the last push, the two most recently updated issues and pull
+        requests (any state), and in ``deployments`` mode the two newest deployments, each list
+        with its total count (``probe_marks``); ``proves`` says when equal marks prove nothing.
         """
         if self.graphql is None:
             return None
