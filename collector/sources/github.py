@@ -570,11 +570,7 @@ class GitHubSource(Source):
                 if self.config.deployments_from == "deployments"
                 else ("issues", "pulls")
             )
-            try:
-                found = self.graphql.probe(list(names), modes)
-            except BudgetExhausted as exc:
-                log.info("source=%s change probe skipped: %s", self.name, exc)
-                found = {}
+            found = self.graphql.probe(list(names), modes)
             for name, k in names.items():
                 marks = found.get(name.lower())
                 self._probed[k] = None if marks is None else {"mode": self.config.deployments_from, **marks}

@@ -408,8 +408,9 @@ class GitHubGraphQL:
         owner a query (a GitHub App's installation token is per owner). Keyed by the name as asked
         (lower case); a repository that failed (not found, forbidden, a malformed answer) is left
         out. A node-limit error halves the batch; a query that fails otherwise (an HTTP error, no
-        ``data``, GraphQL rate limited longer than we wait) leaves its batch out: its repositories
-        are read as without a probe."""
+        ``data``, a budget at its reserve, GraphQL rate limited longer than we wait, a transport
+        failure after the retries) leaves its batch out: its repositories are read as without a
+        probe."""
         out: dict[str, dict[str, Any]] = {}
         by_owner: dict[str, list[str]] = {}
         for full in repos:
@@ -429,7 +430,7 @@ class GitHubGraphQL:
                     continue
                 log.warning("source=%s change probe of %s: node limit", self.client.source, batch[0])
                 continue
-            except (GraphQLError, GitHubHTTPError, RateLimited) as exc:
+            except SourceError as exc:  # an optimisation: failing, it leaves the lists to be asked
                 log.warning("source=%s change probe of %d repositories failed: %s", self.client.source, len(batch), exc)
                 continue
             for i, full in enumerate(batch):

@@ -295,3 +295,28 @@ def test_a_pass_stopped_between_chunks_of_deliveries_stores_no_marks(sandbox: Sa
     report = _source(sandbox, web, "deployments", clock).sync(store)
     assert not report.problems and report.details["repositories_unchanged"] == 0
     _assert_matches_truth(store, sandbox.github.truth(), {web})
+
+
+def test_without_graphql_budget_an_idle_pass_falls_back_to_the_conditional_requests(
+    sandbox: Sandbox, store: Store
+) -> None:
+    """The probe is an optimisation: when it cannot be asked (GraphQL spent for two hours), the
+    lists are asked conditionally as without it, and nothing fails."""
+    clock = Clock()
+    modes = sandbox.github.truth()["repos"]
+    sources = {repo: _source(sandbox, repo, mode, clock) for repo, mode in modes.items()}
+    _sync(sources, store)
+    _sync(sources, store)
+    records = {k: v for k, v in store.content_digest().items() if k != "watermarks"}
+    sandbox.github.set_rate_limit(remaining=0, reset_in=7200, resource="graphql")
+    before = sandbox.server.stats.snapshot()
+    reports = _sync(sources, store)  # no problem: asserted there
+    asked = _delta(sandbox, before)
+    assert _unchanged(reports) == dict.fromkeys(modes, 0)
+    # every list asked conditionally; the probes' refusals (200s with errors) cost nothing, and
+    # no other GraphQL query is needed. The issues lists answer 200 once: the REST plan's first
+    # idle pass re-asks them with the newer `since`, which the probed passes never did
+    assert asked["by_endpoint"]["github.graphql"] == len(modes)
+    assert asked["by_endpoint"]["github.issues"] == len(modes)
+    assert asked["total"] - asked["not_modified"] == len(modes) + len(modes)
+    assert {k: v for k, v in store.content_digest().items() if k != "watermarks"} == records
