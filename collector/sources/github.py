@@ -21,6 +21,10 @@ transaction as the batch it reaches, so a crash between batches loses nothing:
   needs no ``repo:`` read: its listing entry has the name and default branch.
 - ``repo:<o/r>``: the repository's canonical name and default branch (conditional GET), read once
   per process, and again when a workflow run on another branch may mean a renamed default branch.
+- ``probe:<o/r>`` (plans other than ``rest``): the change probe's marks (last push, newest
+  issues, pull requests and deployments, one GraphQL query per 100 repositories) as they were when
+  every stream was last read to the end: while the probe answers the same, none of the lists is
+  asked for (docs/definitions.md "Idle passes").
 - ``synced:<o/r>``: the push and the issues list's version at which the pull requests were last
   read to the end: while both hold, an idle pass does not ask for the pull requests.
 - ``issues:<o/r>``: ``/issues?state=all&sort=updated&direction=asc&since=…``, oldest change first,
