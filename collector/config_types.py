@@ -145,3 +145,8 @@ class SourceConfigBase(ConfigModel):
     def secrets(self) -> list[str]:
         """The secret values of this source, for the redactor."""
         return [self.token] if self.token else []
+
+    def credential(self) -> str | None:
+        """Whom the API counts this source's requests against: sources of one server with the same
+        credential spend one rate budget (the runner gives them one). None: nothing to share."""
+        return self.token or None

@@ -65,14 +65,16 @@ class Runner:
         self._fresh_after: dict[str, float] = {}
         self._skip_logged: set[tuple[str, str]] = set()
         request_gates: dict[str, RequestGate] = {}
-        #: one budget per API server and credential: sources sharing a token spend one budget, so each
-        #: sees what the others left (and the reserve holds for all of them)
+        #: one budget per API server and credential (a token, or a GitHub App's installation): sources
+        #: sharing one spend one budget, so each sees what the others left (and the reserve holds for
+        #: all of them)
         budgets: dict[tuple[str, str], dict[str, Budget]] = {}
         for cfg in self.config.sources:
             telemetry = ApiTelemetry()
             server = getattr(cfg, "base_url", None) or getattr(cfg, "organization_url", None)
-            if isinstance(server, str) and getattr(cfg, "token", None):
-                telemetry.budgets = budgets.setdefault((server.rstrip("/").lower(), cfg.token), {})
+            credential = cfg.credential()
+            if isinstance(server, str) and credential:
+                telemetry.budgets = budgets.setdefault((server.rstrip("/").lower(), credential), {})
             ctx = SourceContext(
                 history=self.config.history,
                 telemetry=telemetry,

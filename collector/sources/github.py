@@ -6,11 +6,11 @@ the ``api`` option (docs/definitions.md, "Which GitHub API reads what"): ``auto`
 asks each list first with a conditional REST request (a 304 costs no budget, so an idle pass costs
 what the REST plan costs) and reads what changed, with its history, over GraphQL: 100 issues with
 their timelines, 100 merged pull requests with their commits and the timeline items that date
-their readiness and reviews, 100 deployments with their statuses per query. Compares of two
-commits (deployment contents), releases, workflow runs and the conditional re-reads of unfinished
-deliveries stay on REST. ``rest`` reads everything over REST;
-``graphql`` skips the REST probes. The GraphQL answers are turned into the REST records, so every
-plan feeds the same normaliser and stores the same records.
+their readiness and reviews, 100 deployments with their statuses per query, and the commits of 50
+release tags per query. Compares of two commits (deployment contents), releases, workflow runs and
+their jobs, and the conditional re-reads of unfinished deliveries stay on REST. ``rest`` reads
+everything over REST; ``graphql`` skips the REST probes. The GraphQL answers are turned into the
+REST records, so every plan feeds the same normaliser and stores the same records.
 
 Streams per repository, each with its own watermark (a JSON document) committed in the same
 transaction as the batch it reaches, so a crash between batches loses nothing:
@@ -56,9 +56,11 @@ if D's own commit is gone D contains nothing, otherwise the next earlier P is tr
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -110,6 +112,7 @@ from collector.sources.github_api import (
 )
 from collector.sources.github_auth import GitHubAppAuth, GitHubAppConfig
 from collector.sources.github_graphql import (
+    NOT_A_NODE,
     PROBE_BATCH,
     GitHubGraphQL,
     GraphQLError,
@@ -127,12 +130,22 @@ log = logging.getLogger(__name__)
 STREAMS = ("issues", "pull requests", "deployments")
 #: records per transaction on streams whose watermark only moves at the end of the pass
 BATCH_SIZE = 50
+#: the most REST requests one new deployment, release or run may cost: its statuses, its tag (and
+#: an annotated tag's object) or its jobs, and the compare that finds its contents
+RECORD_REQUESTS = 3
 #: GitHub's own limit on an issue or pull request body; anything longer is not GitHub's data
 MAX_BODY = 65536
 _SHA = re.compile(r"^[0-9a-fA-F]{40}$")
 #: ``owner/*``: how often the owner's repositories are listed in full, to see what moves no push
 #: (archived, deleted, renamed repositories); the passes between read only what was pushed since
 FULL_LISTING_EVERY = timedelta(days=1)
+
+#: the REST record of each GraphQL list's node (``_list``)
+GRAPHQL_RECORDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "issues": issue_record,
+    "pullRequests": pull_record,
+    "deployments": deployment_record,
+}
 
 #: GitHub issue states as work item states (the ``state`` label) and their categories (docs/definitions.md)
 CATEGORY_OF_STATE = {
@@ -200,6 +213,17 @@ class GitHubConfig(SourceConfigBase):
     def secrets(self) -> list[str]:
         return super().secrets() + ([self.app.private_key] if self.app and self.app.private_key else [])
 
+    def credential(self) -> str | None:
+        """A GitHub App's rate limits are its installation's: sources of one app on the same
+        installation (configured, or discovered for the same owners) share them, whatever key file
+        each names. A source spanning several owners' installations is keyed by all of them."""
+        if self.app is None:
+            return super().credential()
+        if self.app.installation_id is not None:
+            return f"app:{self.app.app_id}:installation:{self.app.installation_id}"
+        owners = sorted({repo.split("/", 1)[0].lower() for repo in self.repositories})
+        return f"app:{self.app.app_id}:owners:{','.join(owners)}"
+
     @field_validator("repositories")
     @classmethod
     def _repo_names(cls, value: list[str]) -> list[str]:
@@ -230,6 +254,8 @@ class _ListPage:
     etag: str | None  # of the REST page 1 (or probe) that tells the next pass whether anything changed
     records: list[dict[str, Any]]
     failed: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # GraphQL errors of left-out nodes
+    #: GraphQL nodes that are no record (null, or of shapes no record has): counted with the page
+    rejections: list[Rejection] = dataclasses.field(default_factory=list)
 
 
 class _History:
@@ -762,7 +788,7 @@ class GitHubSource(Source):
             if page.status == 304:
                 return f"{key} {state.get('etag')}"
             first_etag = first_etag or page.etag
-            batch = Batch(replace_history=True)
+            batch = Batch(replace_history=True, rejections=list(page.rejections))
             try:
                 for raw in page.records:
                     try:
@@ -934,6 +960,7 @@ class GitHubSource(Source):
                     # pull requests' times as read
                     self._fail_part(store, batch, report, repo, "pull requests", page.failed)
                 first_etag = first_etag or page.etag
+                batch.rejections += page.rejections
                 reached_watermark = False
                 for raw in page.records:
                     try:
@@ -1133,6 +1160,7 @@ class GitHubSource(Source):
             if not modified:
                 first_page = {str(raw.get("id")) for raw in page.records}
             modified = True
+            bad.rejections += page.rejections
             first_etag = first_etag or page.etag
             old = new = 0
             for raw in page.records:
@@ -1163,18 +1191,20 @@ class GitHubSource(Source):
         fresh.sort(key=lambda r: int(r["id"]))
         if len(fresh) >= HISTORY_LISTING_FROM:
             self._many_contents.add(repo.full_name)  # read in chunks: one listing serves them all
-        chunks = [fresh[i : i + BATCH_SIZE] for i in range(0, len(fresh), BATCH_SIZE)] or [[]]
-        batch = bad
-        for position, chunk in enumerate(chunks):
+        batch, position = bad, 0
+        while position == 0 or fresh:
+            size = self._chunk_size()
+            chunk, fresh = fresh[:size], fresh[size:]
             # the unfinished records of earlier passes are re-read once, with the first chunk
             work = pending if position == 0 else {}
+            position += 1
             finished = mode.read(repo, chunk, work, batch)
             pending.update(work)
             if modified:
                 for record_id, entry in pending.items():
                     entry["listed"] = mode.listed_changes and record_id in first_page
             max_id = max([max_id, *(r["id"] for r in chunk)])
-            last = position == len(chunks) - 1
+            last = not fresh
             new_state = {
                 "max_id": max_id,
                 "pending": pending,
@@ -1192,6 +1222,21 @@ class GitHubSource(Source):
             batch = Batch()
             if self.ctx.should_stop() and not last:
                 return
+
+    def _chunk_size(self) -> int:
+        """Records in the next chunk of new deployments, releases or runs: ``BATCH_SIZE``, or fewer
+        when the REST budget left above the reserve pays for fewer (``RECORD_REQUESTS`` each).
+
+        A chunk is what a pass ended by the budget keeps: one that costs more than the window has
+        left is never committed, and when it costs more than a whole window, the passes after
+        each reset would read it again and again without moving on.
+        """
+        client = self.api.client
+        budget = client.telemetry.budget("rest")
+        if budget is None or budget.limit is None or budget.reset_at is None or time.time() >= budget.reset_at:
+            return BATCH_SIZE
+        spare = budget.remaining - client.reserve * budget.limit
+        return max(1, min(BATCH_SIZE, int(spare // RECORD_REQUESTS)))
 
     def _read_deployments(
         self, repo: _Repo, fresh: list[dict[str, Any]], pending: dict[str, Any], batch: Batch
@@ -1290,6 +1335,7 @@ class GitHubSource(Source):
         # drafts seen before: published since?
         releases.extend(self._reread_pending(pending, f"/repos/{repo.full_name}/releases"))
         finished: list[_Finished] = []
+        tag_commits = self._tag_commits(repo, releases)
         for raw in releases:
             rel_id = str(raw.get("id"))
             record_id = f"{repo.full_name}:release:{record_label(raw.get('id'))}"
@@ -1305,7 +1351,7 @@ class GitHubSource(Source):
                 continue  # a release candidate is not a production deployment
             try:
                 published = _required_time(raw, "published_at")
-                sha = self._release_sha(repo, raw)
+                sha = self._release_sha(repo, raw, tag_commits)
             except RECORD_ERRORS as bad:
                 self.guard.reject(batch, record_id, bad)
                 continue
@@ -1322,7 +1368,34 @@ class GitHubSource(Source):
             )
         return finished
 
-    def _release_sha(self, repo: _Repo, raw: dict[str, Any]) -> str:
+    def _tag_commits(self, repo: _Repo, releases: list[dict[str, Any]]) -> dict[str, str]:
+        """Plans other than ``rest``: the tag commits of the published releases whose
+        ``target_commitish`` names no commit, in one GraphQL query per 50 (1 point each) instead of
+        a REST tag lookup each (docs/definitions.md, "Which GitHub API reads what"). What the query
+        cannot answer is looked up over REST, as is everything when it fails."""
+        if self.graphql is None:
+            return {}
+        tags = [
+            tag
+            for raw in releases
+            if not raw.get("draft")
+            and not raw.get("prerelease")
+            and not (isinstance(raw.get("target_commitish"), str) and _SHA.match(raw["target_commitish"]))
+            and isinstance(tag := raw.get("tag_name"), str)
+            and tag
+        ]
+        if not tags:
+            return {}
+        owner, name = repo.full_name.split("/", 1)
+        try:
+            return self.graphql.tag_commits(owner, name, list(dict.fromkeys(tags)))
+        except (GraphQLError, GitHubHTTPError) as exc:
+            log.warning(
+                "source=%s %s: release tags over GraphQL failed (%s); over REST", self.name, repo.full_name, exc
+            )
+            return {}
+
+    def _release_sha(self, repo: _Repo, raw: dict[str, Any], tag_commits: dict[str, str] | None = None) -> str:
         """The commit a release's tag points to (``target_commitish`` is usually a branch name)."""
         target = raw.get("target_commitish")
         if isinstance(target, str) and _SHA.match(target):
@@ -1330,6 +1403,9 @@ class GitHubSource(Source):
         tag = raw.get("tag_name")
         if not isinstance(tag, str) or not tag:
             raise Rejected("missing_field")
+        known = (tag_commits or {}).get(tag)
+        if known is not None and _SHA.match(known):
+            return known.lower()
         try:
             obj = (self.api.get(f"/repos/{repo.full_name}/git/ref/tags/{quote(tag, safe='')}").data or {}).get(
                 "object"
@@ -1634,12 +1710,39 @@ class GitHubSource(Source):
                 return
             if connection == "issues" and probe.next_url is None:
                 tail = [raw for raw in records(probe.data) if is_pull_request(raw)]
-        convert = {"issues": issue_record, "pullRequests": pull_record, "deployments": deployment_record}[connection]
         owner, name = repo.full_name.split("/", 1)
         for nodes, failed in self.graphql.pages(owner, name, connection, since):
-            yield _ListPage(200, probe_etag, [convert(node) for node in nodes], failed)
+            page = _ListPage(200, probe_etag, [], [e for e in failed if e.get("type") != NOT_A_NODE])
+            for node in nodes:
+                self._graphql_record(repo, connection, node, page)
+            for error in failed:
+                if error.get("type") == NOT_A_NODE:  # a null node no error explains: a record not there
+                    cursor = hashlib.sha256(str(error.get("cursor")).encode()).hexdigest()[:12]
+                    where = f"{repo.full_name}:{connection}:{cursor}:{(error.get('path') or ['', '?'])[-1]}"
+                    page.rejections.append(Rejection(self.name, where, "missing_field"))
+            yield page
         if tail:
             yield _ListPage(200, probe_etag, tail)
+
+    def _graphql_record(self, repo: _Repo, connection: str, node: dict[str, Any], page: _ListPage) -> None:
+        """A GraphQL node as the REST record onto ``page``, or its rejection when it cannot be one.
+
+        An entry nested too deeply to decode stays the TooDeep it is, so the stream rejects it as
+        such, like any entry of a REST page."""
+        if isinstance(node, TooDeep):
+            page.records.append(node)
+            return
+        try:
+            page.records.append(GRAPHQL_RECORDS[connection](node))
+        except RECORD_ERRORS as bad:
+            key = "databaseId" if connection == "deployments" else "number"
+            where = f"{repo.full_name}#{entry_label(node, key)}"
+            if connection == "deployments":
+                where = f"deployments:{repo.full_name}:{entry_label(node, key)}"
+            rejected = Batch()
+            reason = self.guard.reject(rejected, where, bad, record=node)
+            page.rejections += rejected.rejections
+            log.warning("source=%s GraphQL %s node %s rejected: %s", self.name, connection, where, reason)
 
     def _rest_list(
         self, path: str, params: dict[str, Any], etag: str | None, list_key: str | None = None

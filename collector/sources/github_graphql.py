@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from collector.errors import RateLimited, SourceError
+from collector.errors import RateLimited, Rejected, SourceError
 from collector.sources.base import MAX_PAGES, SourceContext
 from collector.sources.github_api import GitHubApi, GitHubHTTPError, github_time
 
@@ -201,6 +201,20 @@ def proves(marks: dict[str, Any]) -> bool:
     return True
 
 
+def points(requests: int) -> int:
+    """GitHub's documented cost of a query: the requests its connections would need if every page
+    were full (one per parent node), summed, divided by 100, rounded, at least 1 point."""
+    return max(1, int(requests / 100 + 0.5))
+
+
+def list_cost(connection: str, first: int) -> int:
+    """What ``list_query(connection)`` with ``first`` costs: the list itself, and each nested
+    connection once per node. Known before the query is sent, so the reserve holds for the first
+    query of a kind too (learning the cost from its answer would let that one dip into it)."""
+    nested = sum(1 for kind, _ in CONNECTIONS if kind == NODE_TYPE[connection])
+    return points(1 + first * nested)
+
+
 def rest_query(node_type: str, name: str) -> str:
     """The rest of one node's nested connection, after a cursor: only where the list query overflowed."""
     args, node = CONNECTIONS[(node_type, name)]
@@ -208,6 +222,21 @@ def rest_query(node_type: str, name: str) -> str:
     return (
         f"query($id: ID!, $first: Int!, $after: String) {{ {RATE} node(id: $id) {{ ... on {node_type} "
         f"{{ {name}({args}) {{ pageInfo {{ hasNextPage endCursor }} nodes {{ {node} }} }} }} }} }}"
+    )
+
+
+#: release tags asked in one query (aliases of ``release(tagName:)``; no connection: 1 point)
+TAGS_PER_QUERY = 50
+
+
+def tag_commits_query(count: int) -> str:
+    """``count`` releases by tag (``$t0``…), each with the commit its tag points to (annotated tags
+    resolved: ``Release.tagCommit``)."""
+    tags = ", ".join(f"$t{i}: String!" for i in range(count))
+    fields = " ".join(f"t{i}: release(tagName: $t{i}) {{ tagCommit {{ oid }} }}" for i in range(count))
+    return (
+        f"query($owner: String!, $name: String!, {tags}) {{ {RATE} "
+        f"repository(owner: $owner, name: $name) {{ {fields} }} }}"
     )
 
 
@@ -227,6 +256,11 @@ class GraphQLError(SourceError):
         self.errors = errors
         text = "; ".join(f"{e.get('type') or 'ERROR'}: {str(e.get('message', ''))[:200]}" for e in errors[:3])
         super().__init__(f"GraphQL {what + ': ' if what else ''}{text}")
+
+
+#: the ``type`` of the error ``pages`` reports for a list entry that is no object and that no
+#: error of the answer explains (a ``null`` node): a missing record, counted, not a failed part
+NOT_A_NODE = "CYCLETIME_NOT_A_NODE"
 
 
 class NodeLimit(GraphQLError):
@@ -289,12 +323,13 @@ class GitHubGraphQL:
         #: the last cost of each query text: what the next one is expected to cost (the reserve)
         self._costs: dict[str, int] = {}
 
-    def query(self, query: str, variables: dict[str, Any], owner: str | None = None) -> Answer:
+    def query(self, query: str, variables: dict[str, Any], owner: str | None = None, cost: int | None = None) -> Answer:
         """One query about ``owner``'s data (whose installation token a GitHub App sends); waits out
-        ``RATE_LIMITED`` and raises NodeLimit / GraphQLError for unusable answers."""
+        ``RATE_LIMITED`` and raises NodeLimit / GraphQLError for unusable answers. ``cost``: its
+        points, if known beforehand (else the last answer's cost for the same text, or 1)."""
         for _ in range(self.client.policy.attempts):
             body_json = {"query": query, "variables": variables}
-            expected = self._costs.get(query, 1)
+            expected = cost if cost is not None else self._costs.get(query, 1)
             if self.api.app is not None and owner:
                 with self.api.app.acting_for(owner):
                     data, resp = self.api.request_json(
@@ -363,7 +398,7 @@ class GitHubGraphQL:
             if since is not None:
                 variables["since"] = since
             try:
-                answer = self.query(query, variables, owner)
+                answer = self.query(query, variables, owner, cost=list_cost(connection, first))
             except NodeLimit:
                 if first <= MIN_PAGE:
                     raise
@@ -386,8 +421,14 @@ class GitHubGraphQL:
             failed: list[dict[str, Any]] = []
             for i, node in enumerate(raw_nodes):
                 errors = answer.failed("repository", connection, "nodes", i)
-                if errors or not isinstance(node, dict):
-                    failed += errors or [{"message": f"{connection} node {i} is null", "path": [connection, i]}]
+                if errors:
+                    failed += errors
+                    continue
+                if not isinstance(node, dict):
+                    # no error says why: nothing to ask again, a record that is not there (the
+                    # caller counts it); the page's cursor and the position name it
+                    message = f"{connection} node {i} is {type(node).__name__ if node is not None else 'null'}"
+                    failed.append({"type": NOT_A_NODE, "message": message, "path": [connection, i], "cursor": after})
                     continue
                 try:
                     nodes.append(self.complete(NODE_TYPE[connection], node, owner))
@@ -422,7 +463,12 @@ class GitHubGraphQL:
             for i, full in enumerate(batch):
                 variables[f"o{i}"], variables[f"n{i}"] = full.split("/", 1)
             try:
-                answer = self.query(probe_query(len(batch), marks), variables, batch[0].split("/", 1)[0])
+                answer = self.query(
+                    probe_query(len(batch), marks),
+                    variables,
+                    batch[0].split("/", 1)[0],
+                    cost=points(len(batch) * len(marks)),  # one request per probed connection
+                )
             except NodeLimit:
                 if len(batch) > 1:
                     half = len(batch) // 2
@@ -441,14 +487,36 @@ class GitHubGraphQL:
                     out[full.lower()] = found
         return out
 
+    def tag_commits(self, owner: str, name: str, tags: list[str]) -> dict[str, str]:
+        """The commit each release tag points to, ``TAGS_PER_QUERY`` tags a query of 1 point (REST:
+        a request per tag, two for an annotated one). A tag the answer does not resolve (no such
+        release, no tag commit, an error at its path) is left out: the caller looks it up over REST."""
+        out: dict[str, str] = {}
+        for start in range(0, len(tags), TAGS_PER_QUERY):
+            chunk = tags[start : start + TAGS_PER_QUERY]
+            variables: dict[str, Any] = {"owner": owner, "name": name}
+            variables.update({f"t{i}": tag for i, tag in enumerate(chunk)})
+            answer = self.query(tag_commits_query(len(chunk)), variables, owner, cost=1)
+            repo = answer.data.get("repository")
+            for i, tag in enumerate(chunk):
+                release = repo.get(f"t{i}") if isinstance(repo, dict) else None
+                commit = release.get("tagCommit") if isinstance(release, dict) else None
+                oid = commit.get("oid") if isinstance(commit, dict) else None
+                if isinstance(oid, str) and not answer.failed("repository", f"t{i}"):
+                    out[tag] = oid
+        return out
+
     def complete(self, node_type: str, node: dict[str, Any], owner: str | None = None) -> dict[str, Any]:
-        """``node`` with every nested connection that overflowed read to its end (follow-up queries)."""
+        """``node`` with every nested connection that overflowed read to its end (follow-up queries).
+        A connection of the wrong shape is left as it came: converting the node rejects it."""
         for (kind, name), _ in CONNECTIONS.items():
             if kind != node_type or not isinstance(node.get(name), dict):
                 continue
             conn = node[name]
-            info = conn.get("pageInfo") or {}
-            nodes = list(conn.get("nodes") or [])
+            info = conn.get("pageInfo") if conn.get("pageInfo") is not None else {}
+            if not isinstance(info, dict) or not isinstance(conn.get("nodes"), list):
+                continue
+            nodes = list(conn["nodes"])
             after = info.get("endCursor")
             while info.get("hasNextPage") and after:
                 variables = {"id": node.get("id"), "first": PAGE, "after": after}
@@ -456,8 +524,10 @@ class GitHubGraphQL:
                 rest = (answer.data.get("node") or {}).get(name)
                 if not isinstance(rest, dict) or answer.failed("node"):
                     raise GraphQLError(answer.failed("node") or [{"message": f"{name} of {node.get('id')} missing"}])
-                nodes += rest.get("nodes") or []
-                info = rest.get("pageInfo") or {}
+                more, info = rest.get("nodes"), rest.get("pageInfo")
+                if not isinstance(more, list) or not isinstance(info, dict):
+                    raise GraphQLError([{"message": f"{name} of {node.get('id')}: no nodes or pageInfo"}])
+                nodes += more
                 after = info.get("endCursor")
             node = {**node, name: {"nodes": nodes}}
         return node
@@ -465,9 +535,15 @@ class GitHubGraphQL:
 
 # -- GraphQL nodes as the REST records the normaliser reads -----------------------------------------
 def _nodes(node: dict[str, Any], name: str) -> list[Any]:
+    """A nested connection's nodes. The list queries ask for each connection: one missing, or of
+    another shape, leaves the record's history unknown, so the record is rejected."""
     conn = node.get(name)
+    if conn is None:
+        raise Rejected("missing_field")
     nodes = conn.get("nodes") if isinstance(conn, dict) else None
-    return nodes if isinstance(nodes, list) else []
+    if not isinstance(nodes, list):
+        raise Rejected("wrong_type")
+    return nodes
 
 
 def _lower(value: Any) -> Any:
@@ -540,7 +616,8 @@ def pull_timeline_event(item: Any) -> dict[str, Any] | None:
 
 
 def issue_record(node: dict[str, Any]) -> dict[str, Any]:
-    """An issue node as the REST issue record, its timeline under ``_timeline``."""
+    """An issue node as the REST issue record, its timeline under ``_timeline``; raises Rejected
+    when a nested connection is missing or of another shape."""
     issue_type = node.get("issueType")
     return {
         "number": node.get("number"),

@@ -19,10 +19,11 @@ Objects resolve from the same ``SeededGitHubOrg`` the REST routes serve, in thei
 pull-request timelines oldest first, a pull request's commits oldest first (at most 250, as REST),
 deployment statuses newest first. ``repository.issue(number:)``, ``repository.pullRequest(number:)``
 and ``node(id:)`` (repositories, issues, pull requests, deployments) reach one object, to page a
-nested connection that overflowed; ``Repository.pushedAt`` is REST's ``pushed_at``, so many aliased
-``repository`` fields in one query answer a change probe. Lists default to ``CREATED_AT ASC``. The
-sandbox's ``connected`` events name no pull request (its REST events neither), so
-``ConnectedEvent.source`` is the issue.
+nested connection that overflowed; ``repository.release(tagName:)`` a release, with the commit its
+tag points to (``tagCommit``; none for a draft, whose tag is made when it is published);
+``Repository.pushedAt`` is REST's ``pushed_at``, so many aliased ``repository`` fields in one query
+answer a change probe. Lists default to ``CREATED_AT ASC``. The sandbox's ``connected`` events name
+no pull request (its REST events neither), so ``ConnectedEvent.source`` is the issue.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from sandbox.github.data import (
     Issue,
     IssueEvent,
     PullRequest,
+    Release,
     Repo,
     Review,
     ReviewComment,
@@ -358,6 +360,7 @@ class Resolvers:
             LabelRef: "Label",
             PullRequestCommit: "PullRequestCommit",
             Review: "PullRequestReview",
+            Release: "Release",
         }
         if type(value) in named:
             return named[type(value)]
@@ -416,6 +419,9 @@ class Resolvers:
                 f"Could not resolve to a PullRequest with the number of {number}.", extensions={"type": "NOT_FOUND"}
             )
         return item
+
+    def Repository__release(self, repo: Repo, info: GraphQLResolveInfo, tagName: str) -> Release | None:
+        return next((r for r in repo.releases if r.tag == tagName), None)  # none: null, no error
 
     def Repository__id(self, repo: Repo, info: GraphQLResolveInfo) -> str:
         return f"R_kgDO{repo.id:08d}"
@@ -675,6 +681,31 @@ class Resolvers:
 
     def Deployment__statuses(self, d: Deployment, info: GraphQLResolveInfo, **args: Any) -> Connection:
         return connection([DeploymentStatus(d, s) for s in reversed(d.statuses)], args)
+
+    def Release__id(self, r: Release, info: GraphQLResolveInfo) -> str:
+        return f"RE_kwDO{r.id}"
+
+    def Release__databaseId(self, r: Release, info: GraphQLResolveInfo) -> int:
+        return r.id
+
+    def Release__tagName(self, r: Release, info: GraphQLResolveInfo) -> str:
+        return r.tag
+
+    def Release__isDraft(self, r: Release, info: GraphQLResolveInfo) -> bool:
+        return r.draft
+
+    def Release__isPrerelease(self, r: Release, info: GraphQLResolveInfo) -> bool:
+        return r.prerelease
+
+    def Release__createdAt(self, r: Release, info: GraphQLResolveInfo) -> str | None:
+        return iso(r.created_at)
+
+    def Release__publishedAt(self, r: Release, info: GraphQLResolveInfo) -> str | None:
+        return iso(r.published_at)
+
+    def Release__tagCommit(self, r: Release, info: GraphQLResolveInfo) -> GitCommit | None:
+        # a draft's tag is made when it is published (REST's tag lookup 404s until then)
+        return None if r.draft else info.context.routes.data.repos[r.repo].commits.get(r.sha)
 
     def DeploymentStatus__id(self, s: DeploymentStatus, info: GraphQLResolveInfo) -> str:
         return f"DES_kwDO{s.status.id}"

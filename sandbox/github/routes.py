@@ -44,9 +44,9 @@ class RateBudget:
         self.reset = int(time.time()) + window
         self.secondary = 0
         self.retry_after = 1
-        #: the least budget left after any request (or query's points) it counted, and the REST
-        #: requests refused for an exhausted budget, since the last ``set_rate_limit``: tests check a
-        #: client's reserve by them
+        #: the least budget left after any request (or query's points) it counted, and the requests
+        #: (REST 403s, GraphQL ``RATE_LIMITED`` answers) refused for an exhausted budget, since the
+        #: last ``set_rate_limit``: tests check a client's reserve by them
         self.lowest = limit
         self.refused = 0
 
@@ -421,6 +421,8 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
 
             account = issued.account if issued is not None else None
             outcome = graphql.run(self, body, req.base_url, rate.remaining, charge, account)
+            if any(e.get("type") == "RATE_LIMITED" for e in outcome.body.get("errors") or []):
+                rate.refused += 1  # a query dearer than what is left: refused whole (a 200)
             resp = Response(200, outcome.body, points=outcome.cost)
             return _finish(resp, {**common, **rate.headers()})
 

@@ -27,6 +27,8 @@ class Answer:
     status: int
     headers: dict[str, str]
     body: Any
+    #: the request's body (a GraphQL query and its variables: every query has the same path)
+    request: bytes = b""
 
 
 #: returns the answer to send instead, or None to send it unchanged
@@ -78,7 +80,8 @@ class MutatingProxy:
                     except ValueError:
                         body = None
                     if body is not None:
-                        changed = proxy.rewrite(Answer(self.command, self.path, status, out_headers, body))
+                        answer = Answer(self.command, self.path, status, out_headers, body, payload or b"")
+                        changed = proxy.rewrite(answer)
                         if changed is not None:
                             proxy.rewritten += 1
                             status, out_headers = changed.status, changed.headers

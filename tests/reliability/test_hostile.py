@@ -162,11 +162,18 @@ class Sync:
             store.close()
 
 
-def sync(proxy: MutatingProxy, tmp_path: Path, sources: tuple[str, ...], max_pages: int | None = None) -> Sync:
+def sync(
+    proxy: MutatingProxy,
+    tmp_path: Path,
+    sources: tuple[str, ...],
+    max_pages: int | None = None,
+    github_api: str = "rest",
+) -> Sync:
     store_url = f"sqlite:///{tmp_path}/store.db"
     config_path = tmp_path / "config.yaml"
-    # the rewrites are of REST answers: the GitHub sources read everything over REST here
-    config_path.write_text(config_yaml(proxy.url, store_url, only=sources, github_api="rest"))
+    # most rewrites are of REST answers: the GitHub sources read everything over REST then; the
+    # GraphQL cases sync under ``auto``, the default
+    config_path.write_text(config_yaml(proxy.url, store_url, only=sources, github_api=github_api))
     process = cycletime("sync", "--config", str(config_path), "--log-format", "json", max_pages=max_pages)
     return Sync(process, config_path, store_url)
 
@@ -603,8 +610,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
 
 
 def test_every_case_runs_in_one_group() -> None:
-    grouped = [name for names in GROUPS.values() for name in names]
+    grouped = [name for names in GROUPS.values() for name in names] + list(GQL_CASES)
     assert sorted(grouped) == sorted(CASES) and len(set(grouped)) == len(grouped)
+    assert all(case.lost is None for case in GQL_CASES.values())  # they run in one process
     for names in GROUPS.values():
         assert len({CASES[n].source for n in names}) == 1
         assert len(names) == 1 or all(CASES[n].lost is None for n in names)
@@ -612,7 +620,8 @@ def test_every_case_runs_in_one_group() -> None:
 
 def rewriting(names: tuple[str, ...]) -> tuple[Rewrite, dict[str, list[str]]]:
     """One rewrite applying each case to the first answer it matches (and to that same request
-    again, should it be retried); returns it and the path each case rewrote."""
+    again, should it be retried); returns it and the path (with a POST's body: every GraphQL query
+    has the same path) each case rewrote."""
     seen: dict[str, list[str]] = {name: [] for name in names}
 
     def rewrite(answer: Answer) -> Answer | None:
@@ -621,9 +630,10 @@ def rewriting(names: tuple[str, ...]) -> tuple[Rewrite, dict[str, list[str]]]:
         changed = False
         for name in names:
             picked = seen[name]
-            if (picked and answer.path != picked[0]) or (not picked and not CASES[name].match(answer)):
+            request = answer.path + (f" {answer.request.decode(errors='replace')}" if answer.method == "POST" else "")
+            if (picked and request != picked[0]) or (not picked and not CASES[name].match(answer)):
                 continue
-            picked[:1] = [answer.path]
+            picked[:1] = [request]
             answer.body = CASES[name].change(answer)
             changed = True
         _ORIGINALS.pop(id(answer), None)
@@ -691,6 +701,178 @@ def test_bad_records_are_counted_and_the_rest_kept(
         state = json.loads(store.watermark("gh_web", "deployments:contoso/web") or "{}")
         store.close()
         assert 0 < state["max_id"] < 2**53, "an absurd id became the high-water mark"
+
+
+# -- the same over GraphQL: hostile nodes in the answers ``auto`` reads histories from ---------------
+def gql_nodes(answer: Answer, connection: str) -> list[Any] | None:
+    """The nodes of a repository list query's answer (``data.repository.<connection>.nodes``)."""
+    data = answer.body.get("data") if isinstance(answer.body, dict) else None
+    repo = data.get("repository") if isinstance(data, dict) else None
+    conn = repo.get(connection) if isinstance(repo, dict) else None
+    nodes = conn.get("nodes") if isinstance(conn, dict) else None
+    return nodes if isinstance(nodes, list) and nodes else None
+
+
+def gql_list(connection: str) -> Callable[[Answer], bool]:
+    return lambda a: a.method == "POST" and gql_nodes(a, connection) is not None
+
+
+def gql_extra(connection: str, make: Callable[[list[Any]], Any]) -> Callable[[Answer], Any]:
+    """The answer with one more node, built from its original nodes: appended, or first for issues
+    (listed oldest change first: one as old as the first node is read before the cursor passes it)."""
+
+    def change(answer: Answer) -> Any:
+        nodes = gql_nodes(answer, connection)
+        assert nodes is not None
+        extra = make(_ORIGINALS.setdefault(id(answer), copy.deepcopy(nodes)))
+        nodes.insert(0 if connection == "issues" else len(nodes), extra)
+        return answer.body
+
+    return change
+
+
+def gql_copy(number_key: str, number: Any, **fields: Any) -> Callable[[list[Any]], Any]:
+    """A copy of the page's first node under another number (as old as it: the cursor passes nothing)."""
+    return lambda nodes: {**copy.deepcopy(nodes[0]), number_key: number, "id": f"X_{number}", **fields}
+
+
+GQL_ISSUES, GQL_PULLS, GQL_DEPLOYMENTS = gql_list("issues"), gql_list("pullRequests"), gql_list("deployments")
+GQL_CASES = {
+    "gql_issue_created_after_utc": Case(
+        "gh_web",
+        GQL_ISSUES,
+        gql_extra("issues", gql_copy("number", 999_101, createdAt=AFTER_UTC)),
+        {"bad_timestamp": 1},
+    ),
+    "gql_issue_number_a_string": Case(
+        "gh_web", GQL_ISSUES, gql_extra("issues", gql_copy("number", "999102")), {"wrong_type": 1}
+    ),
+    "gql_issue_body_huge": Case(
+        "gh_web", GQL_ISSUES, gql_extra("issues", gql_copy("number", 999_103, body="x" * 100_000)), {"too_large": 1}
+    ),
+    "gql_issue_timeline_an_int": Case(
+        "gh_web", GQL_ISSUES, gql_extra("issues", gql_copy("number", 999_104, timelineItems=7)), {"wrong_type": 1}
+    ),
+    "gql_issue_labels_null": Case(
+        "gh_web", GQL_ISSUES, gql_extra("issues", gql_copy("number", 999_105, labels=None)), {"missing_field": 1}
+    ),
+    "gql_issue_nested_5000_deep": Case(
+        "gh_web", GQL_ISSUES, gql_extra("issues", gql_copy("number", 999_106, body=too_deep(5_000))), {"too_deep": 1}
+    ),
+    "gql_issue_null_node": Case("gh_web", GQL_ISSUES, gql_extra("issues", lambda _n: None), {"missing_field": 1}),
+    "gql_pull_merged_at_a_number": Case(
+        "gh_web", GQL_PULLS, gql_extra("pullRequests", gql_copy("number", 999_201, mergedAt=12345)), {"wrong_type": 1}
+    ),
+    "gql_pull_commits_a_string": Case(
+        "gh_web", GQL_PULLS, gql_extra("pullRequests", gql_copy("number", 999_202, commits="x")), {"wrong_type": 1}
+    ),
+    "gql_pull_null_node": Case("gh_web", GQL_PULLS, gql_extra("pullRequests", lambda _n: None), {"missing_field": 1}),
+    "gql_deployment_huge_id": Case(
+        "gh_web", GQL_DEPLOYMENTS, gql_extra("deployments", gql_copy("databaseId", HUGE_ID)), {"out_of_range": 1}
+    ),
+    "gql_deployment_statuses_without_nodes": Case(
+        "gh_web",
+        GQL_DEPLOYMENTS,
+        gql_extra("deployments", gql_copy("databaseId", 999_302, statuses={"nodes": 5})),
+        {"wrong_type": 1},
+    ),
+    "gql_deployment_null_node": Case(
+        "gh_web", GQL_DEPLOYMENTS, gql_extra("deployments", lambda _n: None), {"missing_field": 1}
+    ),
+}
+CASES |= GQL_CASES
+
+
+def test_hostile_graphql_nodes_are_counted_and_the_rest_kept(
+    proxy: MutatingProxy, baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    """Under ``auto`` the histories come over GraphQL: a node of a wrong type, a missing or
+    malformed nested list, a huge string, a record nested too deeply, a ``null`` node in the list
+    are each rejected and counted; every other node of the page is kept and the pass goes on."""
+    names = tuple(GQL_CASES)
+    proxy.rewrite, seen = rewriting(names)
+    run = sync(proxy, tmp_path, ("gh_web",), github_api="auto")
+    assert all(seen.values()), f"cases that never met the answer they rewrite: {[n for n in names if not seen[n]]}"
+    assert run.process.returncode == 0, run.process.stderr[-3000:]
+    text = metrics(run.config_path)
+    assert up(text, "gh_web") == 1.0
+    expected_rows, expected_rejections = baseline["gh_web"]
+    wanted = sum((Counter(CASES[n].reasons) for n in names), Counter())
+    assert rejected(text, "gh_web") - expected_rejections == wanted
+    assert run.rows("gh_web") == expected_rows
+    store = Store(run.store_url)
+    state = json.loads(store.watermark("gh_web", "deployments:contoso/web") or "{}")
+    store.close()
+    assert 0 < state["max_id"] < 2**53, "an absurd id became the high-water mark"
+
+
+def test_graphql_errors_beside_partial_data_keep_the_rest_and_the_next_pass_reads_the_part(
+    proxy: MutatingProxy, baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    """An issue node nulled with an error at its path (GitHub's partial answer): the other issues of
+    the page are stored, the failed part is named, the repository's other lists are still read,
+    and the watermark stays, so the next pass (an answer without the error) stores that issue too."""
+    failed: list[str] = []
+
+    def rewrite(answer: Answer) -> Answer | None:
+        nodes = gql_nodes(answer, "issues") if answer.method == "POST" else None
+        if nodes is None or failed:
+            return None
+        failed.append(f"contoso/web#{nodes[0]['number']}")
+        nodes[0] = None
+        answer.body.setdefault("errors", []).append(
+            {
+                "type": "FORBIDDEN",
+                "path": ["repository", "issues", "nodes", 0],
+                "locations": [{"line": 1, "column": 1}],
+                "message": "Resource not accessible by integration",
+            }
+        )
+        return answer
+
+    proxy.rewrite = rewrite
+    first = sync(proxy, tmp_path, ("gh_web",), github_api="auto")
+    proxy.rewrite = None
+    assert failed, "no issues answer came over GraphQL"
+    assert "partial answer" in first.failures().get("gh_web", ""), first.process.stderr[-3000:]
+    expected_rows = baseline["gh_web"][0]
+    rows_first = first.rows("gh_web")
+    (lost,) = failed
+    assert {row[0] for row in expected_rows["work_items"] - rows_first["work_items"]} == {lost}
+    assert rows_first["deployments"] == expected_rows["deployments"]  # the other lists were read
+    again = cycletime("sync", "--config", str(first.config_path), "--log-format", "json")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert first.rows("gh_web") == expected_rows
+
+
+def test_release_tags_graphql_does_not_resolve_are_looked_up_over_rest(
+    proxy: MutatingProxy, sandbox: Sandbox, baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    """Release tag commits come over GraphQL under ``auto``; a tag the answer leaves unresolved (no
+    release, no tag commit, an error at its path) is looked up over REST, and the store is the same."""
+    changed: list[str] = []
+
+    def rewrite(answer: Answer) -> Answer | None:
+        data = answer.body.get("data") if isinstance(answer.body, dict) else None
+        repo = data.get("repository") if isinstance(data, dict) else None
+        if changed or not isinstance(repo, dict) or not {"t0", "t1", "t2"} <= set(repo):
+            return None
+        request = json.loads(answer.request)["variables"]
+        changed.extend(request[t] for t in ("t0", "t1", "t2"))
+        repo["t0"], repo["t1"], repo["t2"] = None, {"tagCommit": None}, None
+        answer.body.setdefault("errors", []).append(
+            {"type": "SERVICE_UNAVAILABLE", "path": ["repository", "t2"], "message": "Something went wrong"}
+        )
+        return answer
+
+    proxy.rewrite = rewrite
+    before = sandbox.server.stats.snapshot()["by_endpoint"].get("github.git_ref", 0)
+    run = sync(proxy, tmp_path, ("gh_api",), github_api="auto")
+    looked_up = sandbox.server.stats.snapshot()["by_endpoint"].get("github.git_ref", 0) - before
+    assert run.process.returncode == 0, run.process.stderr[-3000:]
+    assert len(changed) == 3 and looked_up == 3  # those three, and only those, over REST
+    assert run.rows("gh_api") == baseline["gh_api"][0]
+    assert rejected(metrics(run.config_path), "gh_api") == baseline["gh_api"][1]
 
 
 # -- lists that cycle or never end: the pass fails visibly, in bounded time ------------------------------

@@ -337,6 +337,38 @@ def test_deployments_and_their_statuses_are_the_rest_ones(gql: Client) -> None:
         ]
 
 
+def test_a_release_by_tag_has_the_commit_of_the_rest_tag_lookup(gql: Client) -> None:
+    """``repository.release(tagName:)``: the REST release of that tag, and ``tagCommit`` the commit
+    ``/git/ref/tags/{tag}`` names (none for a draft, whose tag does not exist yet; null for no release)."""
+    base = f"{gql.url}/repos/contoso/api"
+    releases = gql.http.get(f"{base}/releases", params={"per_page": 100}, timeout=30).json()
+    assert len(releases) > 3 and any(r["draft"] for r in releases)
+    fields = "databaseId tagName isDraft isPrerelease createdAt publishedAt tagCommit { oid }"
+    aliases = " ".join(f'r{i}: release(tagName: "{r["tag_name"]}") {{ {fields} }}' for i, r in enumerate(releases))
+    aliases += ' none: release(tagName: "no-such") { id }'
+    query = f'query {{ repository(owner: "contoso", name: "api") {{ {aliases} }} }}'
+    resp = gql.post(query)
+    assert resp.status_code == 200 and "errors" not in resp.json(), resp.text
+    found = resp.json()["data"]["repository"]
+    assert found["none"] is None
+    for i, rel in enumerate(releases):
+        node = found[f"r{i}"]
+        assert (node["databaseId"], node["tagName"], node["isDraft"], node["isPrerelease"]) == (
+            rel["id"],
+            rel["tag_name"],
+            rel["draft"],
+            rel["prerelease"],
+        )
+        assert (node["createdAt"], node["publishedAt"]) == (rel["created_at"], rel["published_at"])
+        ref = gql.http.get(f"{base}/git/ref/tags/{rel['tag_name']}", timeout=30)
+        if rel["draft"]:
+            assert ref.status_code == 404 and node["tagCommit"] is None
+        else:
+            assert node["tagCommit"] == {"oid": ref.json()["object"]["sha"]}
+    rate = gql.post(query.replace("repository(", "rateLimit { cost } repository(", 1)).json()["data"]["rateLimit"]
+    assert rate["cost"] == 1  # no connection: one point for all of them
+
+
 # --- pagination ---------------------------------------------------------------------------------------
 PAGE = """
 query($o: String!, $r: String!, $after: String, $before: String, $first: Int, $last: Int, $dir: OrderDirection!) {

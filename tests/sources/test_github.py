@@ -8,6 +8,7 @@ through one ``deployments_from`` mode, so a test configures one source per repos
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -432,6 +433,26 @@ def test_idle_polls_are_conditional(sandbox: Sandbox, store: Store) -> None:
     digest = store.content_digest()
     _sync_all(sources, store)
     assert store.content_digest() == digest
+
+
+@pytest.mark.parametrize("api", ["auto", "rest"])
+def test_release_tags_are_resolved_over_graphql_unless_rest(sandbox: Sandbox, store: Store, api: str) -> None:
+    """The commit of each published release's tag: 50 tags a GraphQL query under ``auto``, a REST
+    tag lookup each under ``rest``; the same deployments either way."""
+    (source,) = [s for s in _sources(sandbox, api=api) if s.config.deployments_from == "releases"]
+    before = sandbox.server.stats.snapshot()
+    assert not source.sync(store).problems
+    asked = _delta(sandbox, before)["by_endpoint"]
+    truth = sandbox.github.truth()
+    repo = source.config.repositories[0]
+    published = [d for d in truth["deployments"] if d["service"] == repo]
+    assert len(published) > 3
+    if api == "auto":
+        assert "github.git_ref" not in asked
+        assert asked["github.graphql"] >= 1 + math.ceil(len(published) / 50)  # the lists, then the tags
+    else:
+        assert asked["github.git_ref"] == len(published)
+    _assert_matches_truth(store, truth, {repo})
 
 
 def test_a_draft_published_and_a_run_completed_after_idle_passes_are_read(sandbox: Sandbox, store: Store) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from collector.config import GitHubConfig
 from collector.errors import RateLimited
@@ -21,8 +22,17 @@ from collector.model import Category
 from collector.sources.base import SourceContext
 from collector.sources.github import GitHubSource, issue_history, review_times
 from collector.sources.github_api import GitHubApi
-from collector.sources.github_graphql import GitHubGraphQL, graphql_url, issue_record, pull_record
+from collector.sources.github_graphql import (
+    LISTS,
+    GitHubGraphQL,
+    graphql_url,
+    issue_record,
+    list_cost,
+    list_query,
+    pull_record,
+)
 from collector.store import Store
+from sandbox.app import Sandbox, SandboxOptions
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
 T0 = datetime(2025, 3, 1, 9, tzinfo=UTC)
@@ -340,3 +350,26 @@ def test_rate_limited_beyond_the_longest_wait_fails_with_rate_limited() -> None:
         client = GitHubGraphQL(GitHubApi("gh", fake.base_url, "t0ken-secret", ctx), fake.base_url, ctx)
         with pytest.raises(RateLimited):
             client.query("query { rateLimit { cost } }", {})
+
+
+def test_a_list_query_costs_what_the_client_expects_before_sending_it() -> None:
+    """The reserve is checked before a query is sent: the cost the client expects for its list
+    queries is the cost GitHub's documented formula charges (the sandbox applies it), for every
+    page size a node limit may halve them to."""
+    with Sandbox(SandboxOptions(seed=7, work_items=60, now=NOW)) as sandbox:
+        url = graphql_url(sandbox.github_url)
+        charged = {}
+        for connection in LISTS:
+            for first in (100, 50, 25, 1):
+                variables = {"owner": "contoso", "name": "web", "first": first, "after": None}
+                if connection == "issues":
+                    variables["since"] = "2025-01-01T00:00:00Z"
+                answer = requests.post(
+                    url,
+                    json={"query": list_query(connection), "variables": variables},
+                    headers={"Authorization": "Bearer sandbox-token"},
+                    timeout=30,
+                ).json()
+                charged[(connection, first)] = answer["data"]["rateLimit"]["cost"]
+    assert charged == {key: list_cost(*key) for key in charged}
+    assert charged[("pullRequests", 100)] == 2 and charged[("deployments", 1)] == 1  # not all 1
