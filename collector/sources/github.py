@@ -201,6 +201,13 @@ class GitHubConfig(SourceConfigBase):
         description="auto: conditional REST requests find what changed, GraphQL reads its history; "
         "rest: REST only; graphql: GraphQL for every list it can serve (docs/definitions.md).",
     )
+    probe_min_repositories: int = Field(
+        10,
+        ge=1,
+        description="api auto: ask the GraphQL change probe only when a pass polls at least this many "
+        "repositories (the probe spends points where REST's 304s are free; 1: always). api graphql "
+        "always probes (it is cheaper than its lists); api rest never does.",
+    )
 
     @model_validator(mode="after")
     def _one_credential(self) -> GitHubConfig:
@@ -581,6 +588,8 @@ class GitHubSource(Source):
         """
         if self.graphql is None:
             return None
+        if self.config.api == "auto" and len(self._queue) < self.config.probe_min_repositories:
+            return None  # a few repositories' 304s are free, where a probe costs a point a pass
         key = (repo.configured or repo.full_name).lower()
         if key not in self._probed:
             names: dict[str, str] = {}  # name to ask → its configured key

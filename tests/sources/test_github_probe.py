@@ -67,6 +67,7 @@ def _source(
         repositories=[repo],
         deployments_from=mode,
         api=api,
+        probe_min_repositories=1,  # one repository a source: probed all the same
     )
     ctx: dict[str, Any] = {"now": clock, "sleep": lambda s: None}
     if should_stop is not None:
