@@ -84,6 +84,9 @@ def _config(tmp: Path, sandbox: Sandbox, store: str, name: str, **settings: obje
             skip_empty=False,
             skip_archived=False,
             skip_forks=False,
+            # the threshold counts each process's repositories: at 1 every shard probes as one
+            # replica does, so the comparison below is like for like
+            probe_min_repositories=1,
         ),
     ]
     path = tmp / f"{name}.yaml"
