@@ -5,10 +5,12 @@ of every twenty, nine empty, five archived, five forks, one small live repositor
 source reads ``contoso/*`` with the default ``skip_*`` options. Requests are counted per endpoint
 by the sandbox (``/_sandbox/stats``); 304s (free against GitHub's rate limit) separately.
 
-Target: an idle pass asks the listing's page 1 once, then two conditional requests per kept
-repository (issues, deliveries) and nothing else (docs/definitions.md "Idle passes").
+Target: an idle pass asks at most one request per kept repository: under ``auto`` (the default)
+the listing's page 1, one GraphQL change probe per 100 kept repositories and the conditional
+re-read of unfinished deployments; under ``rest`` two conditional requests per kept repository
+(issues, deliveries) (docs/definitions.md "Idle passes"). GraphQL points are counted apart.
 
-Usage: ``bench_owner.py [REPOSITORIES ...]`` (default 2,000 and 10,000).
+Usage: ``bench_owner.py [--api auto|rest|graphql] [REPOSITORIES ...]`` (default auto; 2,000 and 10,000).
 """
 
 from __future__ import annotations
@@ -29,16 +31,18 @@ from sandbox.app import Sandbox, SandboxOptions, default_now
 TOKEN = "sandbox-token"
 
 
-def delta(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, int, dict[str, int]]:
+def delta(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, int, int, dict[str, int]]:
     by = {k: v - before["by_endpoint"].get(k, 0) for k, v in after["by_endpoint"].items()}
+    points = sum(after["points_by_endpoint"].values()) - sum(before["points_by_endpoint"].values())
     return (
         after["total"] - before["total"],
         after["not_modified"] - before["not_modified"],
+        points,
         {k.removeprefix("github."): v for k, v in sorted(by.items()) if v},
     )
 
 
-def run(extra: int) -> None:
+def run(extra: int, api: str) -> None:
     now = default_now()
     clock = {"now": now}
     with Sandbox(SandboxOptions(seed=7, work_items=240, now=now, github_repos=extra)) as sandbox:
@@ -47,11 +51,16 @@ def run(extra: int) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             store = Store(f"sqlite:///{Path(tmp)}/owner.db")
             config = GitHubConfig(
-                name="github", kind="github", base_url=sandbox.github_url, token=TOKEN, repositories=["contoso/*"]
+                name="github",
+                kind="github",
+                base_url=sandbox.github_url,
+                token=TOKEN,
+                repositories=["contoso/*"],
+                api=api,
             )
             source = GitHubSource(config, SourceContext(now=lambda: clock["now"]))
-            print(f"\n{len(sandbox.github.data.repos):,} repositories, {kept:,} kept by the default options")
-            print(f"{'pass':<34} {'requests':>8} {'304s':>6} {'per kept':>8} {'seconds':>7}  by endpoint")
+            print(f"\n{len(sandbox.github.data.repos):,} repositories, {kept:,} kept by the default options, api {api}")
+            print(f"{'pass':<34} {'requests':>8} {'304s':>6} {'per kept':>8} {'points':>6} {'seconds':>7}  by endpoint")
             steps = ("first sync", "idle (issues `since` re-asked)", "idle", "after a push to 2 repositories")
             for label in steps:
                 if label.startswith("after a push"):
@@ -65,16 +74,20 @@ def run(extra: int) -> None:
                 started = time.perf_counter()
                 report = source.sync(store)
                 seconds = time.perf_counter() - started
-                total, not_modified, by = delta(before, sandbox.server.stats.snapshot())
+                total, not_modified, points, by = delta(before, sandbox.server.stats.snapshot())
                 assert not report.problems, report.problems
-                print(f"{label:<34} {total:>8,} {not_modified:>6,} {total / kept:>8.2f} {seconds:>7.1f}  {by}")
+                per = total / kept
+                print(f"{label:<34} {total:>8,} {not_modified:>6,} {per:>8.2f} {points:>6,} {seconds:>7.1f}  {by}")
             store.close()
 
 
-def main(sizes: list[int]) -> None:
-    for n in sizes:
-        run(n)
+def main(args: list[str]) -> None:
+    api = "auto"
+    if args[:1] == ["--api"]:
+        api, args = args[1], args[2:]
+    for n in [int(a) for a in args] or [2_000, 10_000]:
+        run(n, api)
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [2_000, 10_000])
+    main(sys.argv[1:])

@@ -21,6 +21,10 @@ transaction as the batch it reaches, so a crash between batches loses nothing:
   needs no ``repo:`` read: its listing entry has the name and default branch.
 - ``repo:<o/r>``: the repository's canonical name and default branch (conditional GET), read once
   per process, and again when a workflow run on another branch may mean a renamed default branch.
+- ``probe:<o/r>`` (plans other than ``rest``): the change probe's marks (last push, newest
+  issues, pull requests and deployments, one GraphQL query per 100 repositories) as they were when
+  every stream was last read to the end: while the probe answers the same, none of the lists is
+  asked for (docs/definitions.md "Idle passes").
 - ``synced:<o/r>``: the push and the issues list's version at which the pull requests were last
   read to the end: while both hold, an idle pass does not ask for the pull requests.
 - ``issues:<o/r>``: ``/issues?state=all&sort=updated&direction=asc&since=…``, oldest change first,
@@ -110,10 +114,12 @@ from collector.sources.github_api import (
 from collector.sources.github_auth import GitHubAppAuth, GitHubAppConfig
 from collector.sources.github_graphql import (
     NOT_A_NODE,
+    PROBE_BATCH,
     GitHubGraphQL,
     GraphQLError,
     deployment_record,
     issue_record,
+    proves,
     pull_record,
 )
 from collector.sources.github_refs import azure_boards_mentions, closing_references
@@ -199,6 +205,13 @@ class GitHubConfig(SourceConfigBase):
         "auto",
         description="auto: conditional REST requests find what changed, GraphQL reads its history; "
         "rest: REST only; graphql: GraphQL for every list it can serve (docs/definitions.md).",
+    )
+    probe_min_repositories: int = Field(
+        10,
+        ge=1,
+        description="api auto: ask the GraphQL change probe only when a pass polls at least this many "
+        "repositories (the probe spends points where REST's 304s are free; 1: always). api graphql "
+        "always probes (it is cheaper than its lists); api rest never does.",
     )
 
     @model_validator(mode="after")
@@ -481,6 +494,10 @@ class GitHubSource(Source):
         #: configured name → the repository as this process read it; which of them this pass read
         self._repos: dict[str, _Repo] = {}
         self._repos_read: set[str] = set()
+        #: this pass: the repositories in the order they are read (configured name, lower case), and
+        #: the change probe's marks of those probed so far (None: probed, no usable answer)
+        self._queue: list[tuple[str, _Repo | None]] = []
+        self._probed: dict[str, dict[str, Any] | None] = {}
 
     def _app(self, config: GitHubConfig, ctx: SourceContext) -> GitHubAppAuth:
         assert config.app is not None
@@ -503,7 +520,9 @@ class GitHubSource(Source):
         where the next pass resumes, and ``report.backlog`` counts the streams left behind.
         """
         report = SyncReport()
-        report.details.update(repositories=0, compare_fallbacks=0, pulls_skipped=0, repositories_gone=0)
+        report.details.update(
+            repositories=0, compare_fallbacks=0, pulls_skipped=0, repositories_gone=0, repositories_unchanged=0
+        )
         self._repos_read = set()
         self._histories, self._many_contents, self._in_pulls = {}, set(), {}
         try:
@@ -512,6 +531,7 @@ class GitHubSource(Source):
             self._defer(report, exc)
             return report
         repositories = [r for r in repositories if self.ctx.owns(r[0].lower())]  # this shard's (docs/sharding.md)
+        self._queue, self._probed = repositories, {}
         # streams neither brought up to date nor failed (a failure is a problem, not a backlog)
         total = report.backlog = len(repositories) * len(STREAMS)
         self.ctx.plan(0, total)
@@ -557,15 +577,29 @@ class GitHubSource(Source):
     def _sync_repository(self, store: SourceStore, repo: _Repo, report: SyncReport) -> None:
         """Issues, then pull requests, then deployments of one repository.
 
-        The pull requests are not asked for when the listing proves them unchanged
-        (docs/definitions.md "Idle passes"): no push since they were last read to the end, and
-        the issues list, which lists pull requests too, answered 304 with the very version it had
-        then. ``synced:<repo>`` holds both, written only once that read completed, so a pass
-        stopped or killed in between proves nothing.
+        Plans other than ``rest``: when the change probe's marks (``_probe``) equal those stored in
+        ``probe:<repo>``, nothing its issues, pull requests or deployments lists would show has
+        changed, and none of them is asked for; unfinished deployments are re-read all the same
+        (a new status moves no mark), and releases and workflow runs keep their conditional REST
+        request (docs/definitions.md "Idle passes"). The marks are stored only once every stream
+        was brought up to date, so a pass stopped, killed or failed in between proves nothing.
+
+        The pull requests are not asked for when the listing proves them unchanged either: no
+        push since they were last read to the end, and the issues list, which lists pull requests
+        too, answered 304 with the very version it had then. ``synced:<repo>`` holds both, written
+        only once that read completed.
         """
         synced_stream = f"synced:{repo.full_name}"
         synced = self._state(store, synced_stream)
         unchanged_issues: str | None = None
+        marks = self._probe(repo)
+        probe_stream = f"probe:{repo.full_name}"
+        stored_marks = self._state(store, probe_stream).get("marks") if marks is not None else None
+        unchanged = marks is not None and stored_marks == marks and proves(marks)
+        complete = True  # every stream brought up to date: only then are the marks stored
+        problems = len(report.problems)
+        if unchanged:
+            report.details["repositories_unchanged"] += 1
 
         def settle(streams: int) -> None:  # brought up to date, or failed: no backlog any more
             report.backlog = None if report.backlog is None else report.backlog - streams
@@ -573,6 +607,9 @@ class GitHubSource(Source):
         for position, label in enumerate(STREAMS):
             if self.ctx.should_stop():
                 return
+            if unchanged and label in ("issues", "pull requests"):
+                settle(1)
+                continue
             if (
                 label == "pull requests"
                 and unchanged_issues is not None
@@ -587,14 +624,16 @@ class GitHubSource(Source):
                     unchanged_issues = self._sync_issues(store, repo, report)
                 elif label == "pull requests":
                     if not self._sync_pulls(store, repo, report):
+                        complete = False
                         continue  # stopped: not up to date
                     if repo.pushed_at is not None:
                         now = {"pushed_at": repo.pushed_at, "issues": self._issues_version(store, repo)}
                         if now["issues"] is not None and now != synced:
                             store.set_watermark(self.name, synced_stream, json.dumps(now))
                 else:
-                    self._sync_deployments(store, repo, report)
+                    self._sync_deployments(store, repo, report, listed=unchanged and "deployments" in (marks or {}))
             except (GitHubHTTPError, BadAnswer, PaginationError, GraphQLError) as exc:
+                complete = False
                 if isinstance(exc, GitHubHTTPError) and label == "issues" and exc.status == 410:
                     settle(1)
                     continue  # issues are disabled in this repository: nothing to read
@@ -611,6 +650,48 @@ class GitHubSource(Source):
                     settle(len(STREAMS) - position)
                     return
             settle(1)
+        # a stop may have ended a stream early (issues and deliveries return quietly then)
+        fresh = marks is not None and marks != stored_marks
+        if fresh and complete and len(report.problems) == problems and not self.ctx.should_stop():
+            store.set_watermark(self.name, probe_stream, json.dumps({"marks": marks}, sort_keys=True))
+
+    def _probe(self, repo: _Repo) -> dict[str, Any] | None:
+        """The change probe's marks of ``repo`` (plans other than ``rest``), None without them.
+
+        The first repository not probed yet is probed with the ``PROBE_BATCH`` - 1 after it, in
+        one GraphQL query (``GitHubGraphQL.probe``): a pass that ends early has not probed what
+        it did not reach. The marks: the last push, the two most recently updated issues and pull
+        requests (any state), and in ``deployments`` mode the two newest deployments, each list
+        with its total count (``probe_marks``); ``proves`` says when equal marks prove nothing.
+        """
+        if self.graphql is None:
+            return None
+        if self.config.api == "auto" and len(self._queue) < self.config.probe_min_repositories:
+            return None  # a few repositories' 304s are free, where a probe costs a point a pass
+        key = (repo.configured or repo.full_name).lower()
+        if key not in self._probed:
+            names: dict[str, str] = {}  # name to ask → its configured key
+            at = next((i for i, (configured, _) in enumerate(self._queue) if configured.lower() == key), None)
+            upcoming = self._queue[at:] if at is not None else []
+            for configured, listed in upcoming:
+                if len(names) >= PROBE_BATCH:
+                    break
+                k = configured.lower()
+                if k in self._probed:
+                    continue
+                known = listed or self._repos.get(configured)
+                names[(known.full_name if known else configured)] = k
+            names.setdefault(repo.full_name, key)
+            modes = (
+                ("issues", "pulls", "deployments")
+                if self.config.deployments_from == "deployments"
+                else ("issues", "pulls")
+            )
+            found = self.graphql.probe(list(names), modes)
+            for name, k in names.items():
+                marks = found.get(name.lower())
+                self._probed[k] = None if marks is None else {"mode": self.config.deployments_from, **marks}
+        return self._probed[key]
 
     def _repositories(self, store: SourceStore, report: SyncReport) -> list[tuple[str, _Repo | None]]:
         """Configured ``owner/repo`` names, with ``owner/*`` expanded (organisation, else user).
@@ -1129,7 +1210,9 @@ class GitHubSource(Source):
             self._read_runs,
         )
 
-    def _sync_deployments(self, store: SourceStore, repo: _Repo, report: SyncReport) -> None:
+    def _sync_deployments(self, store: SourceStore, repo: _Repo, report: SyncReport, listed: bool = False) -> None:
+        """The new deliveries, and the unfinished ones again. ``listed``: the change probe proved
+        the list unchanged, so it is not asked for (as if it answered 304)."""
         mode = self._mode(repo)
         state = self._state(store, mode.stream)
         key = GitHubApi.key(mode.path, mode.params)
@@ -1143,8 +1226,11 @@ class GitHubSource(Source):
         first_etag: str | None = None
         modified = False
         first_page: set[str] = set()
-        pages = (
-            self._list(
+        pages: Iterator[_ListPage]
+        if listed:
+            pages = iter([_ListPage(304, etag, [])])
+        elif self.config.deployments_from == "deployments":
+            pages = self._list(
                 repo,
                 "deployments",
                 mode.path,
@@ -1152,9 +1238,8 @@ class GitHubSource(Source):
                 etag,
                 lambda raw: _id_problem(raw.get("id")) is None and raw["id"] > max_id,
             )
-            if self.config.deployments_from == "deployments"
-            else self._rest_list(mode.path, mode.params, etag, mode.list_key)
-        )
+        else:
+            pages = self._rest_list(mode.path, mode.params, etag, mode.list_key)
         for page in pages:
             if page.status == 304:
                 break

@@ -135,6 +135,72 @@ def list_query(connection: str) -> str:
     )
 
 
+#: repositories per change probe query (aliases ``r0`` … ``r99``): 3 connections of 2 nodes each, so
+#: 100 repositories are 600 nodes and 3 points; a node-limit error halves the batch
+PROBE_BATCH = 100
+#: nodes per probed connection: two tell a second update in the newest one's second (see ``proves``)
+PROBE_TOP = 2
+#: the probe's connections: (mark, connection, arguments, the node's sort time and identity)
+PROBE_CONNECTIONS = {
+    "issues": ("issues", "orderBy: { field: UPDATED_AT, direction: DESC }", "updatedAt", "number"),
+    "pulls": ("pullRequests", "orderBy: { field: UPDATED_AT, direction: DESC }", "updatedAt", "number"),
+    "deployments": ("deployments", "orderBy: { field: CREATED_AT, direction: DESC }", "createdAt", "databaseId"),
+}
+
+
+def probe_query(count: int, marks: tuple[str, ...]) -> str:
+    """One query asking ``count`` repositories (variables ``$o0``/``$n0`` …) for their newest marks."""
+    fields = " ".join(
+        f"{PROBE_CONNECTIONS[m][0]}(first: {PROBE_TOP}, {PROBE_CONNECTIONS[m][1]}) "
+        f"{{ totalCount nodes {{ {PROBE_CONNECTIONS[m][2]} {PROBE_CONNECTIONS[m][3]} }} }}"
+        for m in marks
+    )
+    variables = ", ".join(f"$o{i}: String!, $n{i}: String!" for i in range(count))
+    aliases = " ".join(f"r{i}: repository(owner: $o{i}, name: $n{i}) {{ pushedAt {fields} }}" for i in range(count))
+    return f"query({variables}) {{ {RATE} {aliases} }}"
+
+
+def probe_marks(repo: Any, marks: tuple[str, ...]) -> dict[str, Any] | None:
+    """A probed repository's marks: ``pushed_at`` and, per connection, ``[totalCount, [[time, id], …]]``
+    newest first; None when the answer is not of that shape (the repository is then read as usual)."""
+    if not isinstance(repo, dict):
+        return None
+    pushed = repo.get("pushedAt")
+    out: dict[str, Any] = {"pushed_at": pushed if isinstance(pushed, str) else None}
+    for mark in marks:
+        _, _, at, ident = PROBE_CONNECTIONS[mark]
+        conn = repo.get(PROBE_CONNECTIONS[mark][0])
+        count = conn.get("totalCount") if isinstance(conn, dict) else None
+        nodes = conn.get("nodes") if isinstance(conn, dict) else None
+        if not isinstance(count, int) or isinstance(count, bool) or not isinstance(nodes, list):
+            return None
+        top = []
+        for node in nodes:
+            value, key = (node.get(at), node.get(ident)) if isinstance(node, dict) else (None, None)
+            if not isinstance(value, str) or not isinstance(key, int) or isinstance(key, bool):
+                return None
+            try:
+                github_time(value)
+            except ValueError:
+                return None
+            top.append([value, key])
+        out[mark] = [count, top]
+    return out
+
+
+def proves(marks: dict[str, Any]) -> bool:
+    """Whether equal marks prove a connection unchanged: not when its two newest nodes share their
+    time, since a third change in that same second might not show in the first two."""
+    for mark in PROBE_CONNECTIONS:
+        value = marks.get(mark)
+        if value is None:
+            continue
+        top = value[1]
+        if len(top) >= PROBE_TOP and github_time(top[0][0]) <= github_time(top[-1][0]):
+            return False
+    return True
+
+
 def points(requests: int) -> int:
     """GitHub's documented cost of a query: the requests its connections would need if every page
     were full (one per parent node), summed, divided by 100, rounded, at least 1 point."""
@@ -377,6 +443,49 @@ class GitHubGraphQL:
                 # a server repeating a cursor (or paging without end) cannot make us spin
                 raise GraphQLError([{"message": f"{connection}: cursor {after[:40]!r} repeats or too many pages"}])
             cursors.add(after)
+
+    def probe(self, repos: list[str], marks: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        """The newest marks of ``repos`` (``owner/name``), ``PROBE_BATCH`` repositories a query, one
+        owner a query (a GitHub App's installation token is per owner). Keyed by the name as asked
+        (lower case); a repository that failed (not found, forbidden, a malformed answer) is left
+        out. A node-limit error halves the batch; a query that fails otherwise (an HTTP error, no
+        ``data``, a budget at its reserve, GraphQL rate limited longer than we wait, a transport
+        failure after the retries) leaves its batch out: its repositories are read as without a
+        probe."""
+        out: dict[str, dict[str, Any]] = {}
+        by_owner: dict[str, list[str]] = {}
+        for full in repos:
+            by_owner.setdefault(full.split("/", 1)[0].lower(), []).append(full)
+        todo = [group[i : i + PROBE_BATCH] for group in by_owner.values() for i in range(0, len(group), PROBE_BATCH)]
+        while todo:
+            batch = todo.pop(0)
+            variables: dict[str, Any] = {}
+            for i, full in enumerate(batch):
+                variables[f"o{i}"], variables[f"n{i}"] = full.split("/", 1)
+            try:
+                answer = self.query(
+                    probe_query(len(batch), marks),
+                    variables,
+                    batch[0].split("/", 1)[0],
+                    cost=points(len(batch) * len(marks)),  # one request per probed connection
+                )
+            except NodeLimit:
+                if len(batch) > 1:
+                    half = len(batch) // 2
+                    todo[:0] = [batch[:half], batch[half:]]
+                    continue
+                log.warning("source=%s change probe of %s: node limit", self.client.source, batch[0])
+                continue
+            except SourceError as exc:  # an optimisation: failing, it leaves the lists to be asked
+                log.warning("source=%s change probe of %d repositories failed: %s", self.client.source, len(batch), exc)
+                continue
+            for i, full in enumerate(batch):
+                if answer.failed(f"r{i}"):
+                    continue
+                found = probe_marks(answer.data.get(f"r{i}"), marks)
+                if found is not None:
+                    out[full.lower()] = found
+        return out
 
     def tag_commits(self, owner: str, name: str, tags: list[str]) -> dict[str, str]:
         """The commit each release tag points to, ``TAGS_PER_QUERY`` tags a query of 1 point (REST:

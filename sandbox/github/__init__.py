@@ -38,7 +38,8 @@ Behaviour shared by every endpoint (endpoint names for ``/_sandbox/stats`` are `
 Endpoints: ``/rate_limit``; ``/orgs/{org}``; ``/orgs/{org}/repos`` and ``/users/{u}/repos`` (sort
 created|updated|pushed|full_name, direction; real ``pushed_at`` (null if never pushed), ``archived``,
 ``fork``, ``size``; ``extra_repos=N`` adds N repositories, mostly empty, archived or forks, and
-``push``/``archive`` change them); under
+``push``/``archive`` change them; ``assign``, ``label``, ``deploy``, ``add_status``, ``release`` and
+``review`` make the changes GitHub makes without a push, moving what GitHub moves); under
 ``/repos/{o}/{r}``: ``''``, ``/issues`` (state, since, sort=created|updated, direction, labels,
 assignee, creator), ``/issues/{n}``, ``/issues/{n}/timeline``, ``/issues/{n}/events``,
 ``/issues/events`` (newest first), ``/pulls`` (state, sort, direction, base, head), ``/pulls/{n}``,

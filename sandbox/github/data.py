@@ -274,6 +274,8 @@ class PullRequest:
     events: list[IssueEvent] = field(default_factory=list)
     malformed: str | None = None
     labels: list[str] = field(default_factory=list)
+    #: reviews submitted after the seeding (``GitHubOrg.review``): each moves ``updated_at``
+    late_reviews: list[Review] = field(default_factory=list)
     is_pr = True
 
     @property
@@ -282,7 +284,8 @@ class PullRequest:
 
     @property
     def updated_at(self) -> datetime:
-        return self.closed_at or self.created_at
+        base = self.closed_at or self.created_at
+        return max([base, *(r.at for r in self.late_reviews)])
 
     @property
     def head_sha(self) -> str:
@@ -547,6 +550,7 @@ class Counters:
     status: int = 2_500_000_000
     release: int = 150_000_000
     run: int = 7_000_000_000
+    review: int = 3_000_000_000  # reviews added after the seeding (the seeded ones: 90_000_000 + 8 * PR id)
 
     def take(self, name: str) -> int:
         value = getattr(self, name) + 1
@@ -1285,6 +1289,74 @@ class SeededGitHubOrg:
         repo.changed_at = now.astimezone(UTC).replace(microsecond=0)
         self.version += 1
 
+    # --- changes that push nothing (each moves what GitHub moves, nothing else) ------------
+    def _moment(self, now: datetime) -> datetime:
+        at = now.astimezone(UTC).replace(microsecond=0)
+        self.now = max(self.now, at)
+        self.version += 1
+        self._truth = None
+        return at
+
+    def _issue(self, name: str, number: int) -> Issue:
+        item = self.repos[name].items[number]
+        assert isinstance(item, Issue), f"{name}#{number} is no issue"
+        return item
+
+    def assign(self, name: str, number: int, who: str, now: datetime) -> None:
+        """Assign an issue: an ``assigned`` event at ``now``, its ``updated_at`` moves."""
+        issue = self._issue(name, number)
+        issue.events.append(IssueEvent("assigned", self._moment(now), who, assignee=who, id=self.ids.take("event")))
+        self._apply_events(issue)
+
+    def label(self, name: str, number: int, label: str, now: datetime) -> None:
+        """Label an issue: a ``labeled`` event at ``now``, its ``updated_at`` moves."""
+        issue = self._issue(name, number)
+        issue.events.append(
+            IssueEvent("labeled", self._moment(now), issue.author, label=label, id=self.ids.take("event"))
+        )
+        self._apply_events(issue)
+
+    def deploy(self, name: str, environment: str, sha: str, now: datetime, result: str | None) -> int:
+        """A deployment of an existing commit created at ``now`` (``result`` None: left in progress),
+        its statuses at ``now``; GitHub marks the previous success to that environment inactive."""
+        repo = self.repos[name]
+        d = self._deploy(repo, environment, sha, self._moment(now), result, timedelta(0))
+        for p in repo.deployments:
+            for st in p.statuses:
+                if not st.id:
+                    st.at = min(st.at, self.now)
+                    st.id = self.ids.take("status")
+        return d.id
+
+    def add_status(self, name: str, deployment: int, state: str, now: datetime) -> None:
+        """A new status of an existing deployment at ``now`` (a success inactivates the previous one)."""
+        repo = self.repos[name]
+        d = next(x for x in repo.deployments if x.id == deployment)
+        at = self._moment(now)
+        if state == "success":
+            for p in reversed(repo.deployments):
+                if p is not d and p.environment == d.environment and (o := p.outcome()) and o.state == "success":
+                    p.statuses.append(Status("inactive", at, self.ids.take("status")))
+                    break
+        d.statuses.append(Status(state, at, self.ids.take("status")))
+
+    def release(self, name: str, tag: str, sha: str, now: datetime) -> int:
+        """A release of an existing commit published at ``now`` (the newest of the list)."""
+        repo = self.repos[name]
+        rel = self._release(repo, tag, sha, self._moment(now))
+        drafts = [r for r in repo.releases if r.draft]  # the pending draft stays the newest, as seeded
+        repo.releases = [r for r in repo.releases if not r.draft] + drafts
+        return rel.id
+
+    def review(self, name: str, number: int, who: str, state: str, now: datetime) -> int:
+        """A review of a pull request submitted at ``now``: its ``updated_at`` moves."""
+        pr = self.repos[name].items[number]
+        assert isinstance(pr, PullRequest), f"{name}#{number} is no pull request"
+        at = self._moment(now)
+        review = Review(pr, self.ids.take("review"), who, state, at, at)
+        pr.late_reviews.append(review)
+        return review.id
+
     # --- activity -----------------------------------------------------------------------
     def add_activity(self, rng: random.Random, now: datetime) -> dict[str, Any]:
         """A new issue, a merged PR (closing an open issue when there is one) and a delivery per repo."""
@@ -1435,6 +1507,7 @@ class SeededGitHubOrg:
                 pr.created_at + _secs(timedelta(seconds=span * 0.02)),
                 start + _secs(timedelta(seconds=span * 0.05)),
             )
+        reviews += pr.late_reviews
         reviews.sort(key=lambda r: (r.at, r.id))
         return ReviewPlan(reviewer, ready, again, ghost < 0.06, reviews)
 

@@ -20,9 +20,10 @@ pull-request timelines oldest first, a pull request's commits oldest first (at m
 deployment statuses newest first. ``repository.issue(number:)``, ``repository.pullRequest(number:)``
 and ``node(id:)`` (repositories, issues, pull requests, deployments) reach one object, to page a
 nested connection that overflowed; ``repository.release(tagName:)`` a release, with the commit its
-tag points to (``tagCommit``; none for a draft, whose tag is made when it is published). Lists
-default to ``CREATED_AT ASC``. The sandbox's ``connected`` events name no pull request (its REST
-events neither), so ``ConnectedEvent.source`` is the issue.
+tag points to (``tagCommit``; none for a draft, whose tag is made when it is published);
+``Repository.pushedAt`` is REST's ``pushed_at``, so many aliased ``repository`` fields in one query
+answer a change probe. Lists default to ``CREATED_AT ASC``. The sandbox's ``connected`` events name
+no pull request (its REST events neither), so ``ConnectedEvent.source`` is the issue.
 """
 
 from __future__ import annotations
@@ -430,6 +431,9 @@ class Resolvers:
 
     def Repository__nameWithOwner(self, repo: Repo, info: GraphQLResolveInfo) -> str:
         return repo.full_name
+
+    def Repository__pushedAt(self, repo: Repo, info: GraphQLResolveInfo) -> str | None:
+        return iso(repo.pushed_at)  # REST's ``pushed_at``: main's head (the sandbox pushes nowhere else)
 
     def Repository__issues(self, repo: Repo, info: GraphQLResolveInfo, **args: Any) -> Connection:
         field, desc = _order(args)

@@ -136,6 +136,30 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
         with self._lock:
             self.data.archive(repository, now)
 
+    def assign(self, repository: str, number: int, who: str, now: datetime) -> None:
+        with self._lock:
+            self.data.assign(repository, number, who, now)
+
+    def label(self, repository: str, number: int, label: str, now: datetime) -> None:
+        with self._lock:
+            self.data.label(repository, number, label, now)
+
+    def deploy(self, repository: str, environment: str, sha: str, now: datetime, result: str | None) -> int:
+        with self._lock:
+            return self.data.deploy(repository, environment, sha, now, result)
+
+    def add_status(self, repository: str, deployment: int, state: str, now: datetime) -> None:
+        with self._lock:
+            self.data.add_status(repository, deployment, state, now)
+
+    def release(self, repository: str, tag: str, sha: str, now: datetime) -> int:
+        with self._lock:
+            return self.data.release(repository, tag, sha, now)
+
+    def review(self, repository: str, number: int, who: str, state: str, now: datetime) -> int:
+        with self._lock:
+            return self.data.review(repository, number, who, state, now)
+
     def set_rate_limit(
         self,
         limit: int | None = None,

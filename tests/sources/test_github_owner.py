@@ -76,6 +76,9 @@ def _requests(sandbox: Sandbox, source: GitHubSource, store: Store) -> tuple[Syn
         "total": after["total"] - before["total"],
         "not_modified": after["not_modified"] - before["not_modified"],
         "by_endpoint": {k: v for k, v in by_endpoint.items() if v},
+        "points_by_endpoint": {
+            k: v - before["points_by_endpoint"].get(k, 0) for k, v in after["points_by_endpoint"].items()
+        },
     }
 
 
@@ -113,8 +116,32 @@ def test_discovery_keeps_what_the_options_keep(org: Sandbox, store: Store) -> No
     assert report.details["repositories"] == len(_kept(org, forks=True, empty=True)) > len(kept)
 
 
-def test_an_idle_pass_asks_two_conditional_requests_per_kept_repository(org: Sandbox, store: Store) -> None:
+def test_an_idle_pass_asks_one_probe_per_hundred_kept_repositories(org: Sandbox, store: Store) -> None:
     source = _source(org, ["contoso/*"])
+    kept = len(_kept(org))
+    source.sync(store)
+    report, idle = _requests(org, source, store)
+    print(f"idle pass over {kept} kept repositories: {idle}")
+    assert not report.problems
+    # the listing's page 1 (a 304), then one GraphQL change probe per 100 kept repositories: every
+    # repository's marks equal those stored after its last complete read, so none of its lists is
+    # asked for; only the one unfinished deployment (of contoso/web) is re-read, conditionally
+    assert report.details["repositories_unchanged"] == kept
+    assert idle["by_endpoint"]["github.graphql"] == math.ceil(kept / 100)
+    assert idle["by_endpoint"]["github.repos"] == 1
+    assert idle["by_endpoint"].get("github.deployment_statuses", 0) == 1
+    assert idle["total"] == 1 + math.ceil(kept / 100) + 1 == idle["not_modified"] + math.ceil(kept / 100)
+    # the probe's points are in the source's GraphQL budget, as the sandbox charged them
+    assert source.graphql is not None
+    spent = source.graphql.budget.spent
+    report, again = _requests(org, source, store)
+    assert source.graphql.budget.spent - spent == again["points_by_endpoint"]["github.graphql"] > 0
+    assert report.details["repositories_unchanged"] == kept
+
+
+def test_an_idle_rest_pass_asks_two_conditional_requests_per_kept_repository(org: Sandbox, store: Store) -> None:
+    """The REST plan has no probe: no one REST list shows both issues and deliveries."""
+    source = _source(org, ["contoso/*"], api="rest")
     kept = len(_kept(org))
     source.sync(store)
     source.sync(store)  # the services' issues are asked once more with the newer `since`
@@ -123,6 +150,7 @@ def test_an_idle_pass_asks_two_conditional_requests_per_kept_repository(org: San
     assert not report.problems
     # every request a 304: nothing of the rate budget spent
     assert idle["total"] == idle["not_modified"] > 0
+    assert "github.graphql" not in idle["by_endpoint"] and report.details["repositories_unchanged"] == 0
     # the listing once (page 1), then per repository its issues and its deliveries; no repository
     # object, and no pull requests: no push since they were read, and the issues list (which lists
     # pull requests too) is unchanged
@@ -153,9 +181,12 @@ def test_a_pushed_repository_is_discovered_on_the_next_pass(org: Sandbox, store:
     # all three are on page 1 now (most recently pushed first), and the walk ends there
     assert asked["by_endpoint"]["github.repos"] == 1
     # the pushed repositories' pull requests are read (the new one's issues list is read for the
-    # first time); every other repository's are proven unchanged
+    # first time); every other repository's are proven unchanged: by the change probe, or (a
+    # service that only deployed) by the issues list's 304 and no push
     assert asked["by_endpoint"]["github.pulls"] == 3
-    assert report.details["pulls_skipped"] == len(kept) + 1 - 3
+    assert report.details["repositories_unchanged"] + report.details["pulls_skipped"] == len(kept) + 1 - 3
+    assert report.details["repositories_unchanged"] >= len(kept) - 5
+    assert asked["by_endpoint"]["github.issues"] == len(kept) + 1 - report.details["repositories_unchanged"]
     assert set(merged) <= {c.native_id for c in store.changes()}
 
 
@@ -182,7 +213,9 @@ def test_an_archived_repository_stops_being_polled(org: Sandbox, store: Store) -
     report, asked = _requests(org, source, store)
     assert asked["by_endpoint"]["github.repos"] == _listing_pages(org)
     assert report.details["repositories"] == len(kept) - 2
-    assert asked["by_endpoint"]["github.issues"] == len(kept) - 2  # neither is polled any more
+    # neither is polled any more (nor probed); the others are proven unchanged
+    assert report.details["repositories_unchanged"] == len(kept) - 2
+    assert "github.issues" not in asked["by_endpoint"]
 
 
 def test_a_deleted_repository_is_forgotten_without_a_problem(org: Sandbox, store: Store) -> None:
@@ -195,8 +228,8 @@ def test_a_deleted_repository_is_forgotten_without_a_problem(org: Sandbox, store
     assert not report.problems  # a deleted repository is no failure of the source
     assert report.details["repositories_gone"] == 1
     report, asked = _requests(org, source, store)
-    assert report.details["repositories"] == len(kept) - 1
-    assert asked["by_endpoint"]["github.issues"] == len(kept) - 1
+    assert report.details["repositories"] == report.details["repositories_unchanged"] == len(kept) - 1
+    assert "github.issues" not in asked["by_endpoint"]
 
 
 def test_figures_equal_those_of_the_explicit_list(org: Sandbox, tmp_path: Path) -> None:
