@@ -31,6 +31,7 @@ from collector.figures import Settings
 from collector.model import Category, ado_pr_ref, ado_ref, build_ref, commit_ref
 from collector.runner import Runner
 from collector.sources import SOURCES
+from collector.sources import azure_boards
 from collector.sources.azure_boards import AzureBoardsSource, artifact_ref
 from collector.sources.base import SourceContext
 from collector.store import Store
@@ -225,9 +226,10 @@ def test_a_second_pass_reads_one_page_and_changes_nothing(replay: tuple[FakeBoar
 
 
 def test_a_pass_interrupted_after_a_page_resumes_where_it_stopped(
-    replay: tuple[FakeBoards, str], tmp_path: Path
+    replay: tuple[FakeBoards, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake, url = replay
+    monkeypatch.setattr(azure_boards, "COMMIT_REVISIONS", 1)  # a transaction per page of 3
     whole = Store(f"sqlite:///{tmp_path}/whole.db")
     AzureBoardsSource(replay_boards_config(url), context()).sync(whole)
 
@@ -258,6 +260,44 @@ def test_a_pass_interrupted_after_a_page_resumes_where_it_stopped(
     assert resumed.content_digest() == whole.content_digest()
 
 
+@pytest.mark.parametrize(
+    ("per_transaction", "after_pages"),
+    [(1, [1, 2, 3, 4, 5]), (6, [2, 4, 5]), (None, [5])],
+)
+def test_consecutive_pages_are_stored_together_up_to_commit_revisions(
+    replay: tuple[FakeBoards, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    per_transaction: int | None,
+    after_pages: list[int],
+) -> None:
+    """Five pages of 3 revisions: a transaction per page, per 6 revisions, or (the default, 1,000)
+    one for all; the stored content is the same, and each transaction carries the token that
+    follows its last page."""
+    _, url = replay
+    seen: list[str | None] = []
+
+    class Watching(Store):
+        def commit(self, *args: Any, **kwargs: Any) -> None:
+            if kwargs.get("stream") == "revisions":
+                seen.append(kwargs.get("watermark"))
+            super().commit(*args, **kwargs)
+
+    per_page = Watching(f"sqlite:///{tmp_path}/per_page.db")
+    with monkeypatch.context() as m:
+        m.setattr(azure_boards, "COMMIT_REVISIONS", 1)
+        AzureBoardsSource(replay_boards_config(url), context()).sync(per_page)
+    page_tokens, seen[:] = list(seen), []
+    assert len(page_tokens) == 5
+
+    if per_transaction is not None:
+        monkeypatch.setattr(azure_boards, "COMMIT_REVISIONS", per_transaction)
+    store = Watching(f"sqlite:///{tmp_path}/batched.db")
+    AzureBoardsSource(replay_boards_config(url), context()).sync(store)
+    assert seen == [page_tokens[n - 1] for n in after_pages]
+    assert store.content_digest() == per_page.content_digest()
+
+
 def test_each_item_s_relations_are_read_once_a_pass_however_many_pages_touched_it(
     replay: tuple[FakeBoards, str], boards_store: Store
 ) -> None:
@@ -271,9 +311,10 @@ def test_each_item_s_relations_are_read_once_a_pass_however_many_pages_touched_i
 
 
 def test_a_crash_while_reading_relations_leaves_them_queued_for_the_next_pass(
-    replay: tuple[FakeBoards, str], tmp_path: Path
+    replay: tuple[FakeBoards, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake, url = replay
+    monkeypatch.setattr(azure_boards, "COMMIT_REVISIONS", 1)  # a transaction per page of 3
     whole = Store(f"sqlite:///{tmp_path}/whole.db")
     AzureBoardsSource(replay_boards_config(url), context()).sync(whole)
 
@@ -411,8 +452,11 @@ def test_no_new_activity_costs_one_request_and_changes_nothing_then_new_activity
 
 
 def test_a_sync_killed_after_a_batch_and_resumed_ends_like_an_uninterrupted_one(
-    boards_sandbox: Sandbox, tmp_path: Path
+    boards_sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    boards_sandbox.azure.page_size = 50
+    monkeypatch.setattr(azure_boards, "COMMIT_REVISIONS", 300)  # transactions of 6 pages
+    assert sum(len(w["history"]) for w in boards_sandbox.truth()["azure"]["work_items"]) > 2 * 300
     whole = Store(f"sqlite:///{tmp_path}/whole.db")
     AzureBoardsSource(boards_config(boards_sandbox.azure_url), context()).sync(whole)
 
