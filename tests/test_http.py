@@ -22,6 +22,24 @@ from collector.runner import Runner
 from collector.store import Store
 
 
+JSON = "application/json; charset=utf-8"
+#: answers whose decoding the fast decoder could get wrong: (Content-Type, body)
+RAW: dict[str, tuple[str, bytes]] = {
+    "big-ints": (JSON, b'{"id": 18446744073709551616, "n": -9223372036854775809, "x": 1' + b"0" * 40 + b"}"),
+    "floats": (JSON, b"[1.0000000000000002, 0.1, -0.0, 1E2, 5e-324, 1.7976931348623157e308, 1.0, 0, -0]"),
+    "duplicate-keys": (JSON, b'{"a": 1, "a": {"b": 2}, "b": [], "b": null}'),
+    "nan": (JSON, b'{"a": NaN, "b": Infinity, "c": -Infinity}'),
+    "overflow": (JSON, b'{"a": 1e400}'),
+    "lone-surrogate": (JSON, b'{"title": "\\ud800 and \\udfff"}'),
+    "escapes": (JSON, b'{"t": "\\u00e9\\n\\u0000\\"\\\\ \\ud83d\\ude00", "u": "\xc3\xa9\xf0\x9f\x98\x80"}'),
+    "bom": (JSON, b'\xef\xbb\xbf{"a": 1}'),
+    "utf16": ("application/json; charset=utf-16", '{"a": "\u00e9"}'.encode("utf-16")),
+    "latin1": ("application/json; charset=iso-8859-1", '{"a": "\u00e9"}'.encode("latin-1")),
+    "no-charset": ("application/json", b'{"a": "\xc3\xa9"}'),
+    "text-plain": ("text/plain", b'{"a": "\xc3\xa9"}'),
+}
+
+
 class Hostile(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -81,6 +99,15 @@ class Hostile(BaseHTTPRequestHandler):
             body = b'{"a": ' * 100_000 + b"1" + b"}" * 100_000
         elif self.path.startswith("/nested-cut"):
             body = b'[{"id": 1}, ' + b"[" * 100_000
+        elif self.path.startswith("/raw/"):
+            name = self.path.split("/")[2]
+            content_type, body = RAW[name]
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         elif self.path.startswith("/empty404"):
             self.send_response(404)
             self.send_header("Content-Length", "0")
@@ -174,6 +201,23 @@ def test_json_nested_too_deeply_outside_any_list_entry_fails_the_answer(server: 
 def test_a_deep_answer_cut_off_inside_the_deep_part_fails_once(server: str) -> None:
     with pytest.raises(SourceError, match="cut off inside the deep part"):
         client(server).get_json("/nested-cut")
+
+
+@pytest.mark.parametrize("name", sorted(RAW))
+def test_every_answer_decodes_as_the_standard_library_decodes_it(server: str, name: str) -> None:
+    """The fast decoder and ``json`` agree value for value and type for type (an integer past 64
+    bits stays an int, NaN and 1e400 are read as ``json`` reads them, other charsets as named, and
+    what ``json`` refuses is refused)."""
+    content_type, raw = RAW[name]
+    charset = content_type.partition("charset=")[2] or ("iso-8859-1" if content_type.startswith("text/") else "utf-8")
+    try:
+        expected = json.loads(raw.decode(charset, errors="replace"))
+    except ValueError:  # a byte-order mark under charset=utf-8: not JSON to ``json`` either
+        with pytest.raises(SourceError, match="invalid JSON"):
+            client(server).get_json(f"/raw/{name}")
+        return
+    body, _ = client(server).get_json(f"/raw/{name}")
+    assert repr(body) == repr(expected)
 
 
 def test_an_empty_404_is_a_404_not_invalid_json(server: str) -> None:
