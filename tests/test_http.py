@@ -21,7 +21,6 @@ from collector.http import AnswerTooLarge, ApiClient, RequestGate, RetryPolicy, 
 from collector.runner import Runner
 from collector.store import Store
 
-
 JSON = "application/json; charset=utf-8"
 #: answers whose decoding the fast decoder could get wrong: (Content-Type, body)
 RAW: dict[str, tuple[str, bytes]] = {

@@ -78,8 +78,10 @@ WIQL_STREAM = "wiql"
 #: ids per workitemsbatch request: the API's maximum
 BATCH_IDS = 200
 #: revisions stored in one transaction: consecutive pages are stored together, with the token that
-#: follows the last of them, so a crash re-reads at most this many (a few pages of 200)
-COMMIT_REVISIONS = 1_000
+#: follows the last of them, so a crash re-reads at most this many (25 pages of 200). Measured on the
+#: 10k organisation's 49,640 revisions: the store's CPU 0.49 s a page at a time, 0.31 s per 1,000,
+#: 0.21 s per 5,000; the pages held meanwhile are a few MB
+COMMIT_REVISIONS = 5_000
 #: relations batches read ahead of the one being stored, per request in flight
 RELATIONS_AHEAD = 2
 #: WIQL refuses more than 20,000 results (VS402337)
@@ -315,7 +317,7 @@ class AzureBoardsSource(Source):
                     pending.extend(values)
                     moved = next_token or token
                 # pages are stored together up to COMMIT_REVISIONS revisions (as one larger page would be):
-                # a transaction per 200-revision page cost a third of the Boards sync's own CPU
+                # a transaction per 200-revision page cost 40% of the Boards sync's own CPU
                 if moved is not None and (last or broken is not None or len(pending) >= COMMIT_REVISIONS):
                     self._store_pages(store, report, pending, moved, queued)
                     pending, moved = [], None

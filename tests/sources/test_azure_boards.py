@@ -30,8 +30,7 @@ from collector.config import parse_config
 from collector.figures import Settings
 from collector.model import Category, ado_pr_ref, ado_ref, build_ref, commit_ref
 from collector.runner import Runner
-from collector.sources import SOURCES
-from collector.sources import azure_boards
+from collector.sources import SOURCES, azure_boards
 from collector.sources.azure_boards import AzureBoardsSource, artifact_ref
 from collector.sources.base import SourceContext
 from collector.store import Store
@@ -271,7 +270,7 @@ def test_consecutive_pages_are_stored_together_up_to_commit_revisions(
     per_transaction: int | None,
     after_pages: list[int],
 ) -> None:
-    """Five pages of 3 revisions: a transaction per page, per 6 revisions, or (the default, 1,000)
+    """Five pages of 3 revisions: a transaction per page, per 6 revisions, or (the default, 5,000)
     one for all; the stored content is the same, and each transaction carries the token that
     follows its last page."""
     _, url = replay
