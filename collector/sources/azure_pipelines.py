@@ -745,8 +745,11 @@ class AzurePipelinesSource(Source):
     def _remember(self, service: str, env: str, finished_at: datetime, native_id: str, build: int) -> None:
         entries = self._successes.setdefault((service, env.casefold()), [])
         entry = (finished_at.timestamp(), native_id, build)
-        if entry not in entries:
-            bisect.insort(entries, entry)
+        # the list is sorted: a binary search finds the entry (a linear ``in`` made a first sync
+        # of thousands of deployments quadratic)
+        i = bisect.bisect_left(entries, entry)
+        if i == len(entries) or entries[i] != entry:
+            entries.insert(i, entry)
 
     def _forget(self, deployment: Deployment) -> None:
         entries = self._successes.get((deployment.service, deployment.environment.casefold()), [])
