@@ -125,11 +125,18 @@ class ApiTelemetry:
     rate_limit_expired: bool = False
     budgets: dict[str, Budget] = field(default_factory=dict)
     slept_seconds: float = 0.0
+    #: attempts that failed and were tried again (errors, transient statuses, invalid answers, rate
+    #: limits): a source that commits more often while its API fails reads it
+    retries: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count(self, code: str) -> None:
         with self._lock:
             self.requests[code] += 1
+
+    def note_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
 
     def note_budget(
         self, api: str, remaining: float, limit: float | None = None, reset_at: float | None = None
@@ -694,6 +701,7 @@ class ApiClient:
                         raise BudgetExhausted(message, api, _seconds(resp.headers.get("x-ratelimit-reset")))
                     raise RateLimited(message)
                 log.warning("source=%s rate limited (HTTP %d); sleeping %.1fs", self.source, resp.status_code, wait)
+                self.telemetry.note_retry()
                 if self.gate is not None:
                     self._waited_until = max(self._waited_until, self.gate.pause(wait))
                 self._sleep(wait)
@@ -901,6 +909,7 @@ class ApiClient:
         return None
 
     def _backoff(self, attempt: int) -> None:
+        self.telemetry.note_retry()
         ceiling = min(self.policy.max_backoff, self.policy.backoff * (2**attempt))
         self._sleep(self._rng.uniform(0, ceiling))
 

@@ -216,6 +216,32 @@ _DRIVER_PLANS: dict[
 _ITEM_COLUMNS = ("source", "native_id", "ref", "project", "team", "type", "created_at", "item_no", "change_seq")
 _STATE_COLUMNS = ("source", "work_item_id", "seq", "at", "state", "category", "change_seq")
 _LINK_COLUMNS = ("source", "work_item", "target", "change_seq")
+_CHANGE_COLUMNS = (
+    "source",
+    "native_id",
+    "ref",
+    "service",
+    "kind",
+    "first_commit_at",
+    "merged_at",
+    "commits",
+    "change_seq",
+    "ready_at",
+    "first_review_at",
+)
+_DEPLOYMENT_COLUMNS = (
+    "source",
+    "native_id",
+    "service",
+    "environment",
+    "production",
+    "status",
+    "started_at",
+    "finished_at",
+    "sha",
+    "contains",
+    "change_seq",
+)
 #: column types whose Python values (str, int, float, bool, None) every driver binds as SQLAlchemy would
 _PLAIN_TYPES = (sa.String, sa.Integer, sa.Float, sa.Boolean)
 
@@ -740,44 +766,46 @@ class Store:
             for s in w.history
         ]
         self._upsert_rows(conn, state_changes, _STATE_COLUMNS, history, ["source", "work_item_id", "seq"])
-        self._upsert(
+        self._upsert_rows(
             conn,
             changes,
+            _CHANGE_COLUMNS,
             [
-                {
-                    "source": source,
-                    "native_id": c.native_id,
-                    "ref": c.ref,
-                    "service": c.service,
-                    "kind": c.kind,
-                    "first_commit_at": _ts(c.first_commit_at),
-                    "merged_at": _ts(c.merged_at),
-                    "commits": json.dumps(sorted(set(c.commits))),
-                    "change_seq": seq,
-                    "ready_at": _ts(c.ready_at),
-                    "first_review_at": _ts(c.first_review_at),
-                }
+                (
+                    source,
+                    c.native_id,
+                    c.ref,
+                    c.service,
+                    c.kind,
+                    _ts(c.first_commit_at),
+                    _ts(c.merged_at),
+                    json.dumps(sorted(set(c.commits))),
+                    seq,
+                    _ts(c.ready_at),
+                    _ts(c.first_review_at),
+                )
                 for c in batch.changes
             ],
             ["source", "native_id"],
         )
-        self._upsert(
+        self._upsert_rows(
             conn,
             deployments,
+            _DEPLOYMENT_COLUMNS,
             [
-                {
-                    "source": source,
-                    "native_id": d.native_id,
-                    "service": d.service,
-                    "environment": d.environment,
-                    "production": d.production,
-                    "status": d.status,
-                    "started_at": _ts(d.started_at),
-                    "finished_at": _ts(d.finished_at),
-                    "sha": d.sha,
-                    "contains": json.dumps(sorted(set(d.contains))),
-                    "change_seq": seq,
-                }
+                (
+                    source,
+                    d.native_id,
+                    d.service,
+                    d.environment,
+                    d.production,
+                    d.status,
+                    _ts(d.started_at),
+                    _ts(d.finished_at),
+                    d.sha,
+                    json.dumps(sorted(set(d.contains))),
+                    seq,
+                )
                 for d in batch.deployments
             ],
             ["source", "native_id"],
@@ -949,7 +977,7 @@ class Store:
     ) -> None:
         """``_upsert`` of plain tuples (values in ``columns`` order), handed to the driver as they are.
 
-        For the rows a sync writes by the ten thousand (items, state changes, links): SQLAlchemy's
+        For the rows a sync writes by the ten thousand (items, state changes, links, changes, deployments): SQLAlchemy's
         per-row work (a parameter dict, its processing) cost more CPU than the driver's execution.
         The statement is ``_upsert``'s, compiled once per dialect; the values are what the columns'
         types would bind anyway (str, int, float, bool or None: each driver adapts them as

@@ -89,8 +89,9 @@ BUILD_IDS = 100
 ENVIRONMENTS_TOP = 1000
 #: records committed per transaction while catching up an environment
 COMMIT_EVERY = 100
-#: reads of what a deployment contains (a few requests each) per transaction: at a high fault
-#: rate a pass that fails still commits what it read, so every pass moves forward
+#: reads of what a deployment contains (a few requests each) per transaction once a request of the
+#: pass was retried: at a high fault rate a pass that fails still commits what it read, so every
+#: pass moves forward (see ``_reads_due``)
 READS_PER_COMMIT = 5
 #: contents reads started ahead of the deployment being stored, per request in flight
 READ_AHEAD = 4
@@ -238,6 +239,8 @@ class AzurePipelinesSource(Source):
         self.guard = RecordGuard(self.name)
         #: contents and release artifacts read from the API (not the caches): when to commit
         self._reads = 0
+        #: the source's retried requests when the pass began (``_reads_due``)
+        self._retries_before = 0
 
     # -- the pass ----------------------------------------------------------------------------------
     def sync(self, store: SourceStore) -> SyncReport:
@@ -249,6 +252,7 @@ class AzurePipelinesSource(Source):
             if d.status == "success" and build is not None:
                 self._remember(d.service, d.environment, d.finished_at, d.native_id, build)
         self._known = known
+        self._retries_before = self.ctx.telemetry.retries
         self._pool = ReadPool(self.config.max_concurrency, self.name, self.ctx.should_stop)
         try:
             if "environments" in self.config.deployments_from:
@@ -360,7 +364,7 @@ class AzurePipelinesSource(Source):
             if run.status is not None:
                 self._finish(step, batch)
                 pending += 1
-            if (pending >= COMMIT_EVERY or self._reads - committed_reads >= READS_PER_COMMIT) and i + 1 < len(runs):
+            if (pending >= COMMIT_EVERY or self._reads_due(committed_reads)) and i + 1 < len(runs):
                 committed_reads = self._reads
                 # every record below the next stage attempt's first job is in this batch
                 reached = max(watermark, min(safe, runs[i + 1].order - 1))
@@ -503,7 +507,7 @@ class AzurePipelinesSource(Source):
             self._prefetch_releases(page)
             self._plan_failed = False
             for raw, planned in self._read_ahead(page, self._plan_release):
-                if self._reads - committed_reads >= READS_PER_COMMIT and safe is not None:
+                if self._reads_due(committed_reads) and safe is not None:
                     # what this page brought so far, up to the start time reached
                     self._commit(store, batch, RELEASE_STREAM, format_time(safe), report)
                     batch, mark, committed_reads = Batch(), format_time(safe), self._reads
@@ -745,8 +749,11 @@ class AzurePipelinesSource(Source):
     def _remember(self, service: str, env: str, finished_at: datetime, native_id: str, build: int) -> None:
         entries = self._successes.setdefault((service, env.casefold()), [])
         entry = (finished_at.timestamp(), native_id, build)
-        if entry not in entries:
-            bisect.insort(entries, entry)
+        # the list is sorted: a binary search finds the entry (a linear ``in`` made a first sync
+        # of thousands of deployments quadratic)
+        i = bisect.bisect_left(entries, entry)
+        if i == len(entries) or entries[i] != entry:
+            entries.insert(i, entry)
 
     def _forget(self, deployment: Deployment) -> None:
         entries = self._successes.get((deployment.service, deployment.environment.casefold()), [])
@@ -898,6 +905,13 @@ class AzurePipelinesSource(Source):
             yield sha.lower(), when
 
     # -- helpers ---------------------------------------------------------------------------------------------
+    def _reads_due(self, committed_reads: int) -> bool:
+        """Whether to commit what was read so far: after ``READS_PER_COMMIT`` contents reads, once a
+        request of this pass has been retried. While every request succeeds at its first attempt
+        the batches run to ``COMMIT_EVERY`` deployments (or a page of releases): a transaction
+        every 5 reads was a fifth of a first sync's CPU (0.4 of 1.8 s at 10,000 work items)."""
+        return self._reads - committed_reads >= READS_PER_COMMIT and self.ctx.telemetry.retries > self._retries_before
+
     def _commit(
         self, store: SourceStore, batch: Batch, stream: str | None, watermark: str | None, report: SyncReport
     ) -> None:

@@ -425,6 +425,20 @@ def test_429_5xx_resets_and_truncated_bodies_do_not_change_the_result(
     assert faulty.content_digest() == clean.content_digest()
 
 
+def test_a_pass_commits_every_few_contents_reads_only_once_a_request_was_retried(
+    pipelines_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """While every request succeeds at once, a transaction holds up to 100 deployments; once one
+    was retried, what a few contents reads brought is committed right away (every pass moves
+    forward at a high fault rate: tests/reliability/test_faults.py)."""
+    config = pipelines_config(pipelines_sandbox.azure_url)
+    clean = AzurePipelinesSource(config, context()).sync(Store(f"sqlite:///{tmp_path}/clean.db"))
+    pipelines_sandbox.server.faults.rate = 0.2
+    faulty = AzurePipelinesSource(config, context()).sync(Store(f"sqlite:///{tmp_path}/faulty.db"))
+    assert clean.items == faulty.items
+    assert clean.batches * 2 < faulty.batches, (clean.batches, faulty.batches)
+
+
 # -- reads between builds have no continuation token ------------------------------------------------------
 
 
