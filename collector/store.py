@@ -1093,11 +1093,14 @@ class Store:
             for src, nid, ref, project, team, type_, created in conn.execute(q)
         ]
 
-    def changes(self, source: str | None = None, since: int | None = None) -> list[Change]:
-        """``since``: only the changes written after that data version."""
+    def changes(self, source: str | None = None, since: int | None = None, service: str | None = None) -> list[Change]:
+        """``since``: only the changes written after that data version; ``service``: of that
+        service (repository) only."""
         q = sa.select(*_columns(changes, 8), changes.c.ready_at, changes.c.first_review_at)
         if source is not None:
             q = q.where(changes.c.source == source)
+        if service is not None:
+            q = q.where(changes.c.service == service)
         if since is not None:
             q = q.where(changes.c.change_seq > since)
         with self.engine.connect() as conn:
@@ -1106,11 +1109,16 @@ class Store:
                 for src, nid, ref, svc, kind, first, merged, shas, ready, rev in conn.execute(q)
             ]
 
-    def deployments(self, source: str | None = None, since: int | None = None) -> list[Deployment]:
-        """``since``: only the deployments written after that data version."""
+    def deployments(
+        self, source: str | None = None, since: int | None = None, service: str | None = None
+    ) -> list[Deployment]:
+        """``since``: only the deployments written after that data version; ``service``: of that
+        service (repository) only."""
         q = sa.select(*_columns(deployments, 10))
         if source is not None:
             q = q.where(deployments.c.source == source)
+        if service is not None:
+            q = q.where(deployments.c.service == service)
         if since is not None:
             q = q.where(deployments.c.change_seq > since)
         with self.engine.connect() as conn:

@@ -55,6 +55,7 @@ if D's own commit is gone D contains nothing, otherwise the next earlier P is tr
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import heapq
@@ -62,7 +63,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -489,6 +490,8 @@ class GitHubSource(Source):
         self._many_contents: set[str] = set()
         #: per repository, this pass: the commits of its stored pull requests (read once)
         self._in_pulls: dict[str, set[str]] = {}
+        #: per repository, during its pass: its stored deliveries by native id
+        self._delivered: dict[str, dict[str, Deployment]] = {}
         self.type_labels = {k.lower(): v for k, v in config.type_labels.items()}
         self.guard = RecordGuard(self.name)
         #: configured name → the repository as this process read it; which of them this pass read
@@ -524,7 +527,7 @@ class GitHubSource(Source):
             repositories=0, compare_fallbacks=0, pulls_skipped=0, repositories_gone=0, repositories_unchanged=0
         )
         self._repos_read = set()
-        self._histories, self._many_contents, self._in_pulls = {}, set(), {}
+        self._histories, self._many_contents, self._in_pulls, self._delivered = {}, set(), {}, {}
         try:
             repositories = self._repositories(store, report)
         except BudgetExhausted as exc:
@@ -550,10 +553,13 @@ class GitHubSource(Source):
                     report.backlog -= len(STREAMS)
                     continue
                 report.details["repositories"] += 1
-                self._sync_repository(store, repo, report)
-                # needed for this repository's deployments only
-                self._histories.pop(repo.full_name, None)
-                self._in_pulls.pop(repo.full_name, None)
+                try:
+                    self._sync_repository(store, repo, report)
+                finally:
+                    # needed for this repository's deployments only
+                    self._histories.pop(repo.full_name, None)
+                    self._in_pulls.pop(repo.full_name, None)
+                    self._delivered.pop(repo.full_name, None)
                 self.ctx.plan(total - report.backlog, total)
         except BudgetExhausted as exc:
             self._defer(report, exc)
@@ -1577,7 +1583,13 @@ class GitHubSource(Source):
         deployment that finishes successfully after later ones were stored changes their base:
         those are recomputed too.
         """
-        stored = {d.native_id: d for d in store.deployments(self.name) if d.service == repo.full_name}
+        stored = self._delivered.get(repo.full_name)
+        if stored is None:
+            # read once per repository and pass, then kept up to date with what each chunk stores:
+            # re-read per chunk, a first sync read the store's deliveries quadratically
+            stored = self._delivered[repo.full_name] = {
+                d.native_id: d for d in store.deployments(self.name, service=repo.full_name)
+            }
         successes: dict[str, dict[int, str]] = {}
         for d in stored.values():
             if d.status == "success" and d.sha:
@@ -1585,6 +1597,9 @@ class GitHubSource(Source):
         for f in finished:
             if f.status == "success":
                 successes.setdefault(f.environment, {})[f.order] = f.sha
+        # each environment's successes in creation order: a deployment's bases are those before it,
+        # newest first, found by bisection and walked only as far as ``_contents`` needs
+        ordered = {env: sorted(by_order.items()) for env, by_order in successes.items()}
         todo: dict[str, tuple[int, Deployment]] = {}
         earliest_new: dict[str, int] = {}
         for f in finished:
@@ -1624,19 +1639,21 @@ class GitHubSource(Source):
             if not (d.production and d.status == "success"):
                 out.append(dataclasses.replace(d, contains=()))  # counted, not opened
                 continue
-            earlier = sorted(((o, s) for o, s in successes.get(d.environment, {}).items() if o < order), reverse=True)
-            commits = self._contents(repo, d.sha or "", [s for _, s in earlier], gone, report, history)
+            commits = self._contents(
+                repo, d.sha or "", _earlier(ordered.get(d.environment, []), order), gone, report, history
+            )
             out.append(dataclasses.replace(d, contains=tuple(commit_ref(c["sha"]) for c in commits)))
             if in_pulls is None:
                 # the pull requests were read before the deployments (a pass reads streams in that
                 # order) and the deployments add none: one read for the repository's whole stream
                 in_pulls = self._in_pulls[repo.full_name] = {
                     sha
-                    for c in store.changes(self.name)
-                    if c.service == repo.full_name and c.kind == "pull_request"
+                    for c in store.changes(self.name, service=repo.full_name)
+                    if c.kind == "pull_request"
                     for sha in c.commits
                 }
             self._direct_pushes(repo, [c for c in commits if c["sha"] not in in_pulls], batch)
+        stored.update((d.native_id, d) for d in out)  # the caller stores them next
         return out
 
     def _direct_pushes(self, repo: _Repo, commits: list[dict[str, Any]], batch: Batch) -> None:
@@ -1688,7 +1705,7 @@ class GitHubSource(Source):
         self,
         repo: _Repo,
         head: str,
-        bases: list[str],
+        bases: Iterable[str],
         gone: set[str],
         report: SyncReport,
         history: _History | None = None,
@@ -2135,6 +2152,12 @@ def _object(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Rejected("wrong_type")
     return value
+
+
+def _earlier(ordered: list[tuple[int, str]], order: int) -> Iterator[str]:
+    """The shas of the successes created before ``order``, newest first (``ordered``: by creation)."""
+    for i in range(bisect.bisect_left(ordered, (order,)) - 1, -1, -1):
+        yield ordered[i][1]
 
 
 def _order(native_id: str) -> int:
