@@ -6,9 +6,11 @@ the ``api`` option (docs/definitions.md, "Which GitHub API reads what"): ``auto`
 asks each list first with a conditional REST request (a 304 costs no budget, so an idle pass costs
 what the REST plan costs) and reads what changed, with its history, over GraphQL: 100 issues with
 their timelines, 100 merged pull requests with their commits and the timeline items that date
-their readiness and reviews, 100 deployments with their statuses per query, and the commits of 50
-release tags per query. Compares of two commits (deployment contents), releases, workflow runs and
-their jobs, and the conditional re-reads of unfinished deliveries stay on REST. ``rest`` reads
+their readiness and reviews, 100 deployments with their statuses per query, the commits of 50
+release tags per query, and the jobs of 100 finished workflow runs per query (``nodes(ids:)`` by the
+runs' ``node_id``: each run's check suite's check runs; a run the answer does not give is read
+over REST alone). Compares of two commits (deployment contents), the lists of releases and
+workflow runs, and the conditional re-reads of unfinished deliveries stay on REST. ``rest`` reads
 everything over REST; ``graphql`` skips the REST probes. The GraphQL answers are turned into the
 REST records, so every plan feeds the same normaliser and stores the same records.
 
@@ -1522,6 +1524,7 @@ class GitHubSource(Source):
         # runs in progress last time
         runs.extend(self._reread_pending(pending, f"/repos/{repo.full_name}/actions/runs"))
         finished: list[_Finished] = []
+        jobs = self._run_jobs(repo, runs)
         for raw in runs:
             run_id = str(raw.get("id"))
             record_id = f"{repo.full_name}:run:{record_label(raw.get('id'))}"
@@ -1539,7 +1542,7 @@ class GitHubSource(Source):
             try:
                 sha = _sha_of(raw.get("head_sha"))
                 started = _optional_time(raw, "run_started_at") or _optional_time(raw, "created_at")
-                finished_at = self._run_finished_at(repo, raw)
+                finished_at = self._run_finished_at(repo, raw, jobs.get(raw["id"]))
                 if started is not None and finished_at < started:
                     raise Rejected("end_before_start")
             except RECORD_ERRORS as bad:
@@ -1554,21 +1557,46 @@ class GitHubSource(Source):
             finished.append(_Finished(f"run:{run_id}", int(run_id), "production", status, sha, started, finished_at))
         return finished
 
-    def _run_finished_at(self, repo: _Repo, raw: dict[str, Any]) -> datetime:
-        """A finished run ends when its last job completes (``/actions/runs/{id}/jobs``, read once).
+    def _run_jobs(self, repo: _Repo, runs: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+        """Plans other than ``rest``: the jobs of the finished runs that are deployments, over
+        GraphQL, 100 runs a query of 1 point, instead of a REST ``/jobs`` request each
+        (docs/definitions.md, "Which GitHub API reads what"). A run the answer does not give is
+        read over REST, as is every run when the query fails."""
+        if self.graphql is None:
+            return {}
+        wanted = {
+            raw["id"]: raw["node_id"]
+            for raw in runs
+            if _id_problem(raw.get("id")) is None
+            and raw.get("status") == "completed"
+            and (raw.get("conclusion") == "success" or raw.get("conclusion") in FAILED_CONCLUSIONS)
+            and isinstance(raw.get("node_id"), str)
+            and raw["node_id"]
+        }
+        if not wanted:
+            return {}
+        try:
+            return self.graphql.run_jobs(repo.full_name.split("/", 1)[0], wanted)
+        except (GraphQLError, GitHubHTTPError) as exc:
+            log.warning("source=%s %s: run jobs over GraphQL failed (%s); over REST", self.name, repo.full_name, exc)
+            return {}
+
+    def _run_finished_at(self, repo: _Repo, raw: dict[str, Any], jobs: list[dict[str, Any]] | None = None) -> datetime:
+        """A finished run ends when its last job completes (``/actions/runs/{id}/jobs``, read once,
+        unless ``jobs`` came over GraphQL).
 
         ``updated_at`` is no finish time: re-runs and later edits move it, sometimes by a year.
         A run that never started a job (a workflow file error) ends at ``updated_at``.
         """
-        jobs = _readable(
-            list(
+        if jobs is None:
+            jobs = list(
                 self.api.items(
                     f"/repos/{repo.full_name}/actions/runs/{raw['id']}/jobs",
                     {"filter": "latest", "per_page": PER_PAGE},
                     "jobs",
                 )
             )
-        )
+        jobs = _readable(jobs)
         ends = [_required_time(job, "completed_at") for job in jobs if job.get("completed_at") is not None]
         return max(ends) if ends else _required_time(raw, "updated_at")
 

@@ -1,11 +1,12 @@
 """GitHub's GraphQL API (``POST /graphql``) for the histories the REST plan reads one request at a time.
 
-Why GraphQL here: over REST every issue's timeline, every pull request's commits and every
-deployment's statuses is a request of its own; one GraphQL query returns 100 of each with their
-nested lists, for a few points of the separate GraphQL budget (docs/definitions.md, "Which GitHub
-API reads what"). The answers are turned into the *REST shapes* the GitHub source's normaliser
-already reads (``issue_record``, ``pull_record``, ``deployment_record``), so both plans produce the
-same domain records by construction.
+Why GraphQL here: over REST every issue's timeline, every pull request's commits, every
+deployment's statuses and every finished workflow run's jobs is a request of its own; one GraphQL
+query returns 100 of each with their nested lists, for a few points of the separate GraphQL budget
+(docs/definitions.md, "Which GitHub API reads what"). The answers are turned into the *REST shapes*
+the GitHub source's normaliser already reads (``issue_record``, ``pull_record``,
+``deployment_record``, ``job_record``), so both plans produce the same domain records by
+construction.
 
 Every query goes through the REST client's :class:`~collector.http.ApiClient` session (counting,
 retries, secondary limits with ``retry-after``, redaction, deadlines, and the same credentials: a
@@ -85,6 +86,12 @@ CONNECTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("PullRequest", "commits"): ("", "commit { oid authoredDate committedDate message }"),
     ("PullRequest", "timelineItems"): (f"itemTypes: [{', '.join(PULL_TIMELINE_TYPES)}]", _PULL_TIMELINE_NODE),
     ("Deployment", "statuses"): ("", "state createdAt"),
+    # a workflow run's jobs are the check runs of its check suite. ALL, not LATEST: LATEST keeps one
+    # check run per name, and matrix jobs may share a name; what is read of them is the latest
+    # completion, and ALL gives the same as REST's ``/jobs?filter=latest`` (the latest attempt's
+    # jobs): a run is re-run only once it has completed, so every job of an earlier attempt
+    # completed before any job of the latest one
+    ("CheckSuite", "checkRuns"): ("filterBy: { checkType: ALL }", "name status conclusion startedAt completedAt"),
 }
 
 
@@ -237,6 +244,21 @@ def tag_commits_query(count: int) -> str:
     return (
         f"query($owner: String!, $name: String!, {tags}) {{ {RATE} "
         f"repository(owner: $owner, name: $name) {{ {fields} }} }}"
+    )
+
+
+#: workflow runs asked in one ``nodes(ids:)`` query: GitHub takes at most 100 ids (``ARGUMENT_LIMIT``);
+#: their check runs are 100 connections, 1 point, up to 10,100 nodes
+RUNS_PER_QUERY = 100
+
+
+def run_jobs_query() -> str:
+    """Workflow runs by node id (``$ids``), each with its jobs: its check suite's check runs. The
+    run is known by its node id alone: ``WorkflowRun.databaseId`` is a 32-bit ``Int`` and run ids
+    are past 2**31 (an error for that field, and no ``fullDatabaseId`` on this type)."""
+    return (
+        f"query($ids: [ID!]!) {{ {RATE} nodes(ids: $ids) {{ ... on WorkflowRun {{ id "
+        f"checkSuite {{ id {_nested('CheckSuite', 'checkRuns', NESTED)} }} }} }} }}"
     )
 
 
@@ -506,6 +528,49 @@ class GitHubGraphQL:
                     out[tag] = oid
         return out
 
+    def run_jobs(self, owner: str, runs: dict[int, str]) -> dict[int, list[dict[str, Any]]]:
+        """The jobs of finished workflow runs (``{run id: node id}``), as REST's ``/jobs`` lists
+        them, ``RUNS_PER_QUERY`` runs a query of 1 point (REST: a request per run). A check-run list
+        past ``NESTED`` is paged for that run alone; a node-limit error halves the batch. A run the
+        answer does not give (a null node, an error at its path, another id or shape, its check runs
+        failing to page, its query failing) is left out: the caller reads its jobs over REST."""
+        out: dict[int, list[dict[str, Any]]] = {}
+        items = list(runs.items())
+        todo = [items[i : i + RUNS_PER_QUERY] for i in range(0, len(items), RUNS_PER_QUERY)]
+        while todo:
+            batch = todo.pop(0)
+            try:
+                # one checkRuns connection per run: the documented cost is known before sending
+                answer = self.query(run_jobs_query(), {"ids": [node for _, node in batch]}, owner, points(len(batch)))
+            except NodeLimit:
+                if len(batch) > 1:
+                    half = len(batch) // 2
+                    todo[:0] = [batch[:half], batch[half:]]
+                    continue
+                log.warning("source=%s run %s: node limit; its jobs over REST", self.client.source, batch[0][0])
+                continue
+            except (GraphQLError, GitHubHTTPError) as exc:  # these runs over REST; the others are kept
+                log.warning("source=%s %d runs' jobs over REST: %s", self.client.source, len(batch), exc)
+                continue
+            nodes = answer.data.get("nodes")
+            for i, (run_id, node_id) in enumerate(batch):
+                node = nodes[i] if isinstance(nodes, list) and i < len(nodes) else None
+                if answer.failed("nodes", i) or not isinstance(node, dict):
+                    continue
+                if node.get("id") != node_id:
+                    continue  # not the run asked for: REST knows which run it is
+                suite = node.get("checkSuite")
+                if not isinstance(suite, dict) or not isinstance(suite.get("checkRuns"), dict):
+                    continue
+                try:
+                    suite = self.complete("CheckSuite", suite, owner)
+                    jobs = [job_record(check) for check in _nodes(suite, "checkRuns")]
+                except (GraphQLError, Rejected) as exc:
+                    log.info("source=%s run %s: its check runs over REST (%s)", self.client.source, run_id, exc)
+                    continue
+                out[run_id] = jobs
+        return out
+
     def complete(self, node_type: str, node: dict[str, Any], owner: str | None = None) -> dict[str, Any]:
         """``node`` with every nested connection that overflowed read to its end (follow-up queries).
         A connection of the wrong shape is left as it came: converting the node rejects it."""
@@ -662,6 +727,20 @@ def pull_record(node: dict[str, Any]) -> dict[str, Any]:
         "user": _login(node.get("author")),  # None: a deleted account
         "_commits": commits,
         "_timeline": [e for e in map(pull_timeline_event, _nodes(node, "timelineItems")) if e is not None],
+    }
+
+
+def job_record(check: Any) -> Any:
+    """A workflow run's check run as the REST job record (what is no object stays as it came: the
+    normaliser skips it as it skips a REST job of that shape)."""
+    if not isinstance(check, dict):
+        return check
+    return {
+        "name": check.get("name"),
+        "status": _lower(check.get("status")),
+        "conclusion": _lower(check.get("conclusion")),
+        "started_at": check.get("startedAt"),
+        "completed_at": check.get("completedAt"),
     }
 
 

@@ -421,14 +421,19 @@ class Run:
     id: int = 0
     run_started_at: datetime | None = None
     completed_at: datetime | None = None  # its last job's completed_at (``updated_at`` may move later)
+    #: jobs of a matrix between ``build`` and ``deploy`` (``many_jobs``), done by the time ``build`` is
+    matrix: int = 0
 
     def jobs(self) -> list[tuple[int, str, datetime, datetime | None]]:
-        """(id, name, started_at, completed_at) of its jobs: ``build`` then ``deploy``."""
+        """(id, name, started_at, completed_at) of its jobs: ``build``, its matrix, then ``deploy``."""
         start = self.run_started_at or self.created_at
         end = self.completed_at
         mid = start + (end - start) / 3 if end else start + MINUTE
         mid = mid.replace(microsecond=0)
-        return [(self.id * 10 + 1, "build", start, mid), (self.id * 10 + 2, "deploy", mid, end)]
+        matrix = [
+            (self.id * 1000 + 100 + k, f"test ({k + 1})", start, mid if end else None) for k in range(self.matrix)
+        ]
+        return [(self.id * 10 + 1, "build", start, mid), *matrix, (self.id * 10 + 2, "deploy", mid, end)]
 
 
 @dataclass(eq=False)
@@ -586,6 +591,9 @@ class SeededGitHubOrg:
                 name, f"{organization}/{name}", 700_000_000 + i * 1111, mode, self.start - timedelta(days=30 + 7 * i)
             )
         self._truth: dict[str, Any] | None = None
+        #: GraphQL node id → the error ``node``/``nodes`` answer for it (``NOT_FOUND``, ``FORBIDDEN``),
+        #: its node null: GitHub does so for an object GraphQL cannot reach (``unresolvable``)
+        self.node_errors: dict[str, str] = {}
         #: the real-world variations draw from their own stream, so the rest of the world is the
         #: same with or without them
         self.vrng = random.Random(f"github/variations/{seed}/{work_items}")
@@ -1356,6 +1364,19 @@ class SeededGitHubOrg:
         review = Review(pr, self.ids.take("review"), who, state, at, at)
         pr.late_reviews.append(review)
         return review.id
+
+    def many_jobs(self, name: str, run_id: int, matrix: int) -> None:
+        """Give a run a matrix of ``matrix`` jobs between ``build`` and ``deploy`` (its end, the
+        last job's, stays ``deploy``'s): more than 100 page its ``/jobs`` and its check runs."""
+        run = next(r for r in self.repos[name].runs if r.id == run_id)
+        run.matrix = matrix
+        self.version += 1
+
+    def unresolvable(self, node_id: str, error: str = "NOT_FOUND") -> None:
+        """GraphQL answers ``node_id`` with ``error`` (``NOT_FOUND``, ``FORBIDDEN``) and a null node;
+        REST serves the object as before."""
+        self.node_errors[node_id] = error
+        self.version += 1
 
     # --- activity -----------------------------------------------------------------------
     def add_activity(self, rng: random.Random, now: datetime) -> dict[str, Any]:

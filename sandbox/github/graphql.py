@@ -17,10 +17,14 @@ around the spec, with GitHub's error types and wording:
 
 Objects resolve from the same ``SeededGitHubOrg`` the REST routes serve, in their order: issue and
 pull-request timelines oldest first, a pull request's commits oldest first (at most 250, as REST),
-deployment statuses newest first. ``repository.issue(number:)``, ``repository.pullRequest(number:)``
-and ``node(id:)`` (repositories, issues, pull requests, deployments) reach one object, to page a
-nested connection that overflowed; ``repository.release(tagName:)`` a release, with the commit its
-tag points to (``tagCommit``; none for a draft, whose tag is made when it is published);
+deployment statuses newest first, a workflow run's check runs (its jobs) in REST's ``/jobs`` order.
+``repository.issue(number:)``, ``repository.pullRequest(number:)`` and ``node(id:)`` (repositories,
+issues, pull requests, deployments, workflow runs and their check suites) reach one object, to
+page a nested connection that overflowed; ``nodes(ids:)`` up to 100 of them (``ARGUMENT_LIMIT``
+beyond; its ids multiply the nodes and cost of what is below, as a connection's page does), an id
+that does not resolve null with its error at ``["nodes", i]`` (``unresolvable`` makes one so);
+``repository.release(tagName:)`` a release, with the commit its tag points to (``tagCommit``; none
+for a draft, whose tag is made when it is published);
 ``Repository.pushedAt`` is REST's ``pushed_at``, so many aliased ``repository`` fields in one query
 answer a change probe. Lists default to ``CREATED_AT ASC``. The sandbox's ``connected`` events name
 no pull request (its REST events neither), so ``ConnectedEvent.source`` is the issue.
@@ -74,6 +78,7 @@ from sandbox.github.data import (
     Repo,
     Review,
     ReviewComment,
+    Run,
     Status,
     iso,
 )
@@ -85,6 +90,7 @@ if TYPE_CHECKING:
 SCHEMA: GraphQLSchema = build_schema(Path(__file__).with_name("schema.graphql").read_text())
 MAX_PAGE = 100
 MAX_NODES = 500_000
+MAX_IDS = 100  # ``nodes(ids:)`` takes at most 100 ids (``ARGUMENT_LIMIT``)
 PR_COMMITS = 250  # GitHub lists at most 250 commits of a pull request
 _CURSOR = "cursor:v2:"
 Connection = dict[str, Any]  # edges, nodes, pageInfo, totalCount
@@ -149,6 +155,25 @@ class PullRequestCommit:
 class DeploymentStatus:
     deployment: Deployment
     status: Status
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSuiteRef:
+    """A workflow run's check suite (REST's ``check_suite_id``: the run's id + 10,000,000,000)."""
+
+    run: Run
+
+    @property
+    def id(self) -> int:
+        return self.run.id + 10_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRunRef:
+    """A job of a workflow run, as a check run of its check suite."""
+
+    run: Run
+    job: tuple[int, str, datetime, datetime | None]
 
 
 @dataclass
@@ -234,6 +259,8 @@ def analyse(doc: Any, op: OperationDefinitionNode, variables: dict[str, Any]) ->
     """Walk the operation as GitHub's limits do: a connection's page size multiplies everything below it."""
     fragments = {d.name.value: d for d in doc.definitions if isinstance(d, FragmentDefinitionNode)}
     out = Analysis()
+    root = SCHEMA.query_type
+    assert root is not None
 
     def walk(sel_set: SelectionSetNode | None, parent: GraphQLNamedType, mult: int, path: list[str]) -> None:
         if sel_set is None:
@@ -256,7 +283,15 @@ def analyse(doc: Any, op: OperationDefinitionNode, variables: dict[str, Any]) ->
             here = [*path, sel.alias.value if sel.alias else name]
             if name == "rateLimit" and "dryRun" in args:
                 out.dry_run = bool(value_from_ast(args["dryRun"], field.args["dryRun"].type, variables))
-            if target.name.endswith("Connection"):
+            if name == "nodes" and parent is root and "ids" in args:
+                ids = value_from_ast(args["ids"], field.args["ids"].type, variables)
+                count = len(ids) if isinstance(ids, list) else 1
+                if count > MAX_IDS:
+                    message = f"You may not provide more than {MAX_IDS} node ids; you provided {count}."
+                    raise QueryError(message, "ARGUMENT_LIMIT", here)
+                out.nodes += mult * count
+                walk(sel.selection_set, target, mult * count, here)
+            elif target.name.endswith("Connection"):
                 size = _page_size(name, args, variables, here)
                 out.requests += mult
                 out.nodes += mult * size
@@ -264,8 +299,6 @@ def analyse(doc: Any, op: OperationDefinitionNode, variables: dict[str, Any]) ->
             else:
                 walk(sel.selection_set, target, mult, here)
 
-    root = SCHEMA.query_type
-    assert root is not None
     walk(op.selection_set, root, 1, [])
     if out.nodes > MAX_NODES:
         raise QueryError(
@@ -361,6 +394,9 @@ class Resolvers:
             PullRequestCommit: "PullRequestCommit",
             Review: "PullRequestReview",
             Release: "Release",
+            Run: "WorkflowRun",
+            CheckSuiteRef: "CheckSuite",
+            CheckRunRef: "CheckRun",
         }
         if type(value) in named:
             return named[type(value)]
@@ -387,21 +423,14 @@ class Resolvers:
         return "MDU6UXVlcnk="
 
     def Query__node(self, obj: Any, info: GraphQLResolveInfo, id: str) -> Any:
-        found = _nodes(info.context.routes).get(id)
-        if found is None:
-            raise GraphQLError(
-                f"Could not resolve to a node with the global id of '{id}'", extensions={"type": "NOT_FOUND"}
-            )
+        found = _node(info.context.routes, id)
+        if isinstance(found, GraphQLError):
+            raise found
         return found
 
     def Query__nodes(self, obj: Any, info: GraphQLResolveInfo, ids: list[str]) -> list[Any]:
-        index = _nodes(info.context.routes)
-        missing = [i for i in ids if i not in index]
-        if missing:
-            raise GraphQLError(
-                f"Could not resolve to a node with the global id of '{missing[0]}'", extensions={"type": "NOT_FOUND"}
-            )
-        return [index[i] for i in ids]
+        # an id that does not resolve is null with its error at ``["nodes", i]``; the rest are kept
+        return [_node(info.context.routes, i) for i in ids]
 
     # Repository
     def Repository__issue(self, repo: Repo, info: GraphQLResolveInfo, number: int) -> Issue:
@@ -707,6 +736,76 @@ class Resolvers:
         # a draft's tag is made when it is published (REST's tag lookup 404s until then)
         return None if r.draft else info.context.routes.data.repos[r.repo].commits.get(r.sha)
 
+    def WorkflowRun__id(self, r: Run, info: GraphQLResolveInfo) -> str:
+        return f"WFR_kwLO{r.id}"
+
+    def WorkflowRun__databaseId(self, r: Run, info: GraphQLResolveInfo) -> int:
+        return r.id
+
+    def WorkflowRun__createdAt(self, r: Run, info: GraphQLResolveInfo) -> str | None:
+        return iso(r.created_at)
+
+    def WorkflowRun__updatedAt(self, r: Run, info: GraphQLResolveInfo) -> str | None:
+        return iso(r.updated_at)
+
+    def WorkflowRun__runNumber(self, r: Run, info: GraphQLResolveInfo) -> int:
+        return r.run_number
+
+    def WorkflowRun__checkSuite(self, r: Run, info: GraphQLResolveInfo) -> CheckSuiteRef:
+        return CheckSuiteRef(r)
+
+    def CheckSuite__id(self, cs: CheckSuiteRef, info: GraphQLResolveInfo) -> str:
+        return f"CS_kwDO{cs.id}"
+
+    def CheckSuite__databaseId(self, cs: CheckSuiteRef, info: GraphQLResolveInfo) -> int:
+        return cs.id
+
+    def CheckSuite__status(self, cs: CheckSuiteRef, info: GraphQLResolveInfo) -> str:
+        return _check_status(cs.run.status)
+
+    def CheckSuite__conclusion(self, cs: CheckSuiteRef, info: GraphQLResolveInfo) -> str | None:
+        return cs.run.conclusion.upper() if cs.run.conclusion else None
+
+    def CheckSuite__workflowRun(self, cs: CheckSuiteRef, info: GraphQLResolveInfo) -> Run:
+        return cs.run
+
+    def CheckSuite__checkRuns(self, cs: CheckSuiteRef, info: GraphQLResolveInfo, **args: Any) -> Connection:
+        # REST's ``/jobs`` order; one attempt a run in the sandbox, so LATEST and ALL list the same
+        jobs = [CheckRunRef(cs.run, job) for job in cs.run.jobs()]
+        filters = args.get("filterBy") or {}
+        if filters.get("checkName") is not None:
+            jobs = [j for j in jobs if j.job[1] == filters["checkName"]]
+        statuses = set(filters.get("statuses") or ([filters["status"]] if filters.get("status") else []))
+        if statuses:
+            jobs = [j for j in jobs if _check_status("completed" if j.job[3] else "in_progress") in statuses]
+        return connection(jobs, args)
+
+    def CheckRun__id(self, c: CheckRunRef, info: GraphQLResolveInfo) -> str:
+        return f"CR_kwDO{c.job[0]}"
+
+    def CheckRun__databaseId(self, c: CheckRunRef, info: GraphQLResolveInfo) -> int:
+        return c.job[0]
+
+    def CheckRun__name(self, c: CheckRunRef, info: GraphQLResolveInfo) -> str:
+        return c.job[1]
+
+    def CheckRun__checkSuite(self, c: CheckRunRef, info: GraphQLResolveInfo) -> CheckSuiteRef:
+        return CheckSuiteRef(c.run)
+
+    def CheckRun__startedAt(self, c: CheckRunRef, info: GraphQLResolveInfo) -> str | None:
+        return iso(c.job[2])
+
+    def CheckRun__completedAt(self, c: CheckRunRef, info: GraphQLResolveInfo) -> str | None:
+        return iso(c.job[3])
+
+    def CheckRun__status(self, c: CheckRunRef, info: GraphQLResolveInfo) -> str:
+        return _check_status("completed" if c.job[3] else "in_progress")
+
+    def CheckRun__conclusion(self, c: CheckRunRef, info: GraphQLResolveInfo) -> str | None:
+        if c.job[3] is None:
+            return None
+        return (c.run.conclusion or "success").upper() if c.job[1] == "deploy" else "SUCCESS"  # as REST's job
+
     def DeploymentStatus__id(self, s: DeploymentStatus, info: GraphQLResolveInfo) -> str:
         return f"DES_kwDO{s.status.id}"
 
@@ -825,7 +924,8 @@ def _timeline(
 
 
 def _nodes(routes: GitHubRoutes) -> dict[str, Any]:
-    """Global node id → repository, issue, pull request or deployment (what ``node(id:)`` finds)."""
+    """Global node id → repository, issue, pull request, deployment, workflow run or its check
+    suite (what ``node(id:)`` finds)."""
 
     def make() -> list[dict[str, Any]]:
         index: dict[str, Any] = {}
@@ -835,9 +935,29 @@ def _nodes(routes: GitHubRoutes) -> dict[str, Any]:
                 index[f"PR_kwDO{item.id}" if isinstance(item, PullRequest) else f"I_kwDO{item.id}"] = item
             for d in repo.deployments:
                 index[f"DE_kwDO{d.id}"] = d
+            for r in repo.runs:
+                index[f"WFR_kwLO{r.id}"] = r
+                index[f"CS_kwDO{CheckSuiteRef(r).id}"] = CheckSuiteRef(r)
         return [index]
 
     return routes._sorted_items(("gql_nodes",), make)[0]
+
+
+def _node(routes: GitHubRoutes, node_id: str) -> Any:
+    """The object of a global id, or the error GitHub answers for it (not found, or made unresolvable)."""
+    found = _nodes(routes).get(node_id)
+    error = routes.data.node_errors.get(node_id, "NOT_FOUND" if found is None else None)
+    if error == "FORBIDDEN":
+        return GraphQLError("Resource not accessible by integration", extensions={"type": "FORBIDDEN"})
+    if error is not None:
+        message = f"Could not resolve to a node with the global id of '{node_id}'"
+        return GraphQLError(message, extensions={"type": "NOT_FOUND"})
+    return found
+
+
+def _check_status(status: str) -> str:
+    """A REST run or job status as ``CheckStatusState``."""
+    return status.upper() if status in ("queued", "in_progress", "completed", "waiting", "pending") else "QUEUED"
 
 
 def _closers(routes: GitHubRoutes) -> dict[int, list[PullRequest]]:

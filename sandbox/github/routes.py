@@ -160,6 +160,14 @@ class GitHubRoutes(ReposHandlers, IssuesHandlers, GitHandlers, DeliveriesHandler
         with self._lock:
             return self.data.review(repository, number, who, state, now)
 
+    def many_jobs(self, repository: str, run_id: int, matrix: int) -> None:
+        with self._lock:
+            self.data.many_jobs(repository, run_id, matrix)
+
+    def unresolvable(self, node_id: str, error: str = "NOT_FOUND") -> None:
+        with self._lock:
+            self.data.unresolvable(node_id, error)
+
     def set_rate_limit(
         self,
         limit: int | None = None,

@@ -754,3 +754,83 @@ def test_an_installation_token_queries_its_own_account_only() -> None:
     assert own["data"]["repository"] == {"name": "web"} and "errors" not in own
     assert other["data"]["repository"] is None and other["errors"][0]["type"] == "NOT_FOUND"
     assert as_app.status_code == 401 and as_app.json()["message"] == "Bad credentials"
+
+
+RUN_JOBS = """
+query($ids: [ID!]!, $first: Int!, $after: String) { rateLimit { cost nodeCount }
+  nodes(ids: $ids) { __typename ... on WorkflowRun { id runNumber createdAt
+    checkSuite { id checkRuns(first: $first, after: $after, filterBy: {checkType: ALL}) {
+      totalCount pageInfo { hasNextPage endCursor } nodes { name status conclusion startedAt completedAt } } } } } }
+"""
+
+
+def test_workflow_runs_by_node_id_have_their_rest_jobs_as_check_runs(fresh: Client) -> None:
+    """``nodes(ids:)`` by the REST runs' ``node_id``: each run's check suite (REST's
+    ``check_suite_node_id``) lists its ``/jobs`` as check runs, paged past 100 like any connection."""
+    base = f"{fresh.url}/repos/contoso/mobile-app/actions/runs"
+    runs = fresh.http.get(base, params={"per_page": 10}, timeout=30).json()["workflow_runs"]
+    fresh.sandbox.github.many_jobs("mobile-app", runs[-1]["id"], 120)  # a matrix: 122 jobs
+    body = fresh.post(RUN_JOBS, {"ids": [r["node_id"] for r in runs], "first": 100}).json()
+    assert "errors" not in body
+    # one checkRuns connection per run, 100 nodes each: the documented cost and node count
+    assert body["data"]["rateLimit"] == {"cost": 1, "nodeCount": len(runs) * 101}
+    for run, node in zip(runs, body["data"]["nodes"], strict=True):
+        assert node["__typename"] == "WorkflowRun" and node["id"] == run["node_id"]
+        assert node["runNumber"] == run["run_number"] and node["createdAt"] == run["created_at"]
+        suite = node["checkSuite"]
+        assert suite["id"] == run["check_suite_node_id"]
+        checks = suite["checkRuns"]["nodes"]
+        after = suite["checkRuns"]["pageInfo"]["endCursor"]
+        while suite["checkRuns"]["pageInfo"]["hasNextPage"]:
+            page = fresh.post(
+                "query($id: ID!, $after: String) { node(id: $id) { ... on CheckSuite { "
+                "checkRuns(first: 100, after: $after) { pageInfo { hasNextPage endCursor } "
+                "nodes { name status conclusion startedAt completedAt } } } } }",
+                {"id": suite["id"], "after": after},
+            ).json()["data"]["node"]
+            suite = {"checkRuns": page["checkRuns"]}
+            checks += page["checkRuns"]["nodes"]
+            after = page["checkRuns"]["pageInfo"]["endCursor"]
+        jobs = []
+        url: str | None = f"{base}/{run['id']}/jobs?per_page=100"
+        while url:
+            resp = fresh.http.get(url, timeout=30)
+            jobs += resp.json()["jobs"]
+            url = resp.links.get("next", {}).get("url")
+        assert len(checks) == len(jobs) == (122 if run is runs[-1] else 2)
+        assert checks == [
+            {
+                "name": j["name"],
+                "status": j["status"].upper(),
+                "conclusion": _upper(j["conclusion"]),
+                "startedAt": j["started_at"],
+                "completedAt": j["completed_at"],
+            }
+            for j in jobs
+        ]
+
+
+def test_nodes_by_id_keep_what_resolves_and_refuse_more_than_100_ids(fresh: Client) -> None:
+    runs = fresh.http.get(f"{fresh.url}/repos/contoso/mobile-app/actions/runs", timeout=30).json()["workflow_runs"]
+    fresh.sandbox.github.unresolvable(runs[1]["node_id"], "FORBIDDEN")
+    ids = [runs[0]["node_id"], runs[1]["node_id"], "WFR_kwLO1", runs[2]["node_id"]]
+    body = fresh.post(RUN_JOBS, {"ids": ids, "first": 10}).json()
+    nodes = body["data"]["nodes"]
+    assert [n and n["id"] for n in nodes] == [ids[0], None, None, ids[3]]
+    errors = {tuple(e["path"]): e for e in body["errors"]}
+    assert errors[("nodes", 1)]["type"] == "FORBIDDEN"
+    assert errors[("nodes", 2)]["type"] == "NOT_FOUND"
+    assert errors[("nodes", 2)]["message"] == "Could not resolve to a node with the global id of 'WFR_kwLO1'"
+    # REST serves the run GraphQL does not
+    assert fresh.http.get(f"{fresh.url}/repos/contoso/mobile-app/actions/runs/{runs[1]['id']}", timeout=30).ok
+    before = fresh.stats()["points_by_endpoint"].get("github.graphql", 0)
+    body = fresh.post(RUN_JOBS, {"ids": [runs[0]["node_id"]] * 101, "first": 10}).json()
+    assert "data" not in body
+    assert body["errors"] == [
+        {
+            "type": "ARGUMENT_LIMIT",
+            "message": "You may not provide more than 100 node ids; you provided 101.",
+            "path": ["nodes"],
+        }
+    ]
+    assert fresh.stats()["points_by_endpoint"].get("github.graphql", 0) == before  # refused: nothing charged

@@ -373,3 +373,35 @@ def test_a_list_query_costs_what_the_client_expects_before_sending_it() -> None:
                 charged[(connection, first)] = answer["data"]["rateLimit"]["cost"]
     assert charged == {key: list_cost(*key) for key in charged}
     assert charged[("pullRequests", 100)] == 2 and charged[("deployments", 1)] == 1  # not all 1
+
+
+def test_run_jobs_halve_the_batch_on_a_node_limit_and_leave_out_runs_they_cannot_use() -> None:
+    """Runs' jobs by node id: a node-limit error halves the batch; a null node with its error, or a
+    node of another id, is left out (the source reads those runs' jobs over REST)."""
+    sizes: list[int] = []
+
+    def graphql(query: str, variables: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        ids = variables["ids"]
+        sizes.append(len(ids))
+        if len(ids) > 30:
+            error = {"type": "MAX_NODE_LIMIT_EXCEEDED", "message": "exceeds the maximum limit of 500,000."}
+            return 200, {"errors": [error]}, {}
+        nodes: list[Any] = []
+        for node_id in ids:
+            n = int(node_id.removeprefix("WFR_"))
+            check = {"name": "deploy", "status": "COMPLETED", "conclusion": "SUCCESS"}
+            check |= {"startedAt": _at(0), "completedAt": _at(n)}
+            suite = {"id": f"CS_{n}", "checkRuns": _conn([check])}
+            nodes.append(None if n == 7 else {"id": "WFR_999" if n == 8 else node_id, "checkSuite": suite})
+        errors = [{"type": "NOT_FOUND", "path": ["nodes", ids.index("WFR_7")]}] if "WFR_7" in ids else []
+        return 200, {"data": {"rateLimit": _rate(), "nodes": nodes}, "errors": errors}, {}
+
+    for fake in _serve(graphql):
+        graphql_client = _source(fake).graphql
+        assert graphql_client is not None
+        jobs = graphql_client.run_jobs("o", {n: f"WFR_{n}" for n in range(1, 81)})
+    assert sizes == [80, 40, 20, 20, 40, 20, 20]
+    assert set(jobs) == set(range(1, 81)) - {7, 8}
+    assert jobs[5] == [
+        {"name": "deploy", "status": "completed", "conclusion": "success", "started_at": _at(0), "completed_at": _at(5)}
+    ]

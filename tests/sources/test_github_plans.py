@@ -20,6 +20,7 @@ from collector.runner import Runner
 from collector.sources import github_graphql
 from collector.store import Store
 from sandbox.app import Sandbox, SandboxOptions
+from sandbox.github.data import DEFAULT_BRANCH, Run, iso
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
 TOKEN = "sandbox-token"
@@ -59,6 +60,11 @@ def _graphql_queries(sandbox: Sandbox) -> int:
     return int(sandbox.server.stats.snapshot()["by_endpoint"].get("github.graphql", 0))
 
 
+def _jobs_requests(sandbox: Sandbox) -> int:
+    """REST ``/actions/runs/{id}/jobs`` requests: a run's jobs, one request a run."""
+    return int(sandbox.server.stats.snapshot()["by_endpoint"].get("github.workflow_run_jobs", 0))
+
+
 def _figures(config: Path, at: datetime, capsys: pytest.CaptureFixture[str]) -> list[str]:
     capsys.readouterr()
     assert main(["metrics", "--config", str(config), "--at", at.isoformat()]) == 0
@@ -86,13 +92,17 @@ def test_every_plan_stores_the_same_records_and_figures(
     monkeypatch.setattr(github_graphql, "rest_query", lambda t, n: follow_ups.append((t, n)) or rest_query(t, n))
     configs = {api: _config(sandbox, tmp_path, api) for api in PLANS}
     queries: dict[str, int] = {}
+    jobs: dict[str, int] = {}
     for api, config in configs.items():
-        before = _graphql_queries(sandbox)
+        before, jobs_before = _graphql_queries(sandbox), _jobs_requests(sandbox)
         _sync(config)
         queries[api] = _graphql_queries(sandbox) - before
+        jobs[api] = _jobs_requests(sandbox) - jobs_before
     # 7 lists over GraphQL (issues and merged pull requests of 3 repositories, deployments of one),
     # each over several pages; the REST plan sends none
     assert queries["rest"] == 0 and queries["graphql"] > 2 * 7 and queries["auto"] > 2 * 7
+    # the workflow runs' jobs: a REST request a finished run, or their check runs over GraphQL
+    assert jobs["rest"] >= 3 and jobs["graphql"] == 0 and jobs["auto"] == 0
     assert {
         ("Issue", "timelineItems"),
         ("PullRequest", "commits"),
@@ -110,8 +120,11 @@ def test_every_plan_stores_the_same_records_and_figures(
     assert figures["graphql"] == figures["rest"] and figures["auto"] == figures["rest"]
 
     sandbox.add_activity(3)
-    for config in configs.values():
+    for api, config in configs.items():
+        jobs_before = _jobs_requests(sandbox)
         _sync(config)
+        jobs[api] = _jobs_requests(sandbox) - jobs_before
+    assert jobs["rest"] >= 1 and jobs["graphql"] == 0 and jobs["auto"] == 0  # the new run's
     stores = {api: _store(tmp_path, api) for api in PLANS}
     for api in ("graphql", "auto"):
         for part in ("work_items", "changes", "deployments", "links"):
@@ -119,4 +132,71 @@ def test_every_plan_stores_the_same_records_and_figures(
     later = datetime.now(UTC)
     figures = {api: _figures(config, later, capsys) for api, config in configs.items()}
     assert figures["graphql"] == figures["rest"] and figures["auto"] == figures["rest"]
-    print(json.dumps({"work_items": {api: len(s["work_items"]) for api, s in stores.items()}, "queries": queries}))
+    print(
+        json.dumps(
+            {"work_items": {api: len(s["work_items"]) for api, s in stores.items()}, "queries": queries, "jobs": jobs}
+        )
+    )
+
+
+def _deploy_runs(sandbox: Sandbox) -> list[Run]:
+    """The mobile app's finished ``deploy.yml`` runs on main that are deployments, oldest first."""
+    runs = sandbox.github.data.repos["mobile-app"].runs
+    return [
+        r
+        for r in runs
+        if r.workflow.path.endswith("/deploy.yml")
+        and r.head_branch == DEFAULT_BRANCH
+        and r.status == "completed"
+        and r.conclusion in ("success", "failure")
+    ]
+
+
+def _runs_config(sandbox: Sandbox, folder: Path, api: str) -> Path:
+    source = github_source(
+        sandbox.url, TOKEN, ["contoso/mobile-app"], name="gh_runs", deployments_from="workflow_runs:deploy.yml", api=api
+    )
+    path = folder / f"{api}.yaml"
+    path.write_text(sandbox_config(f"sqlite:///{folder}/{api}.db", [source], history="365d"))
+    return path
+
+
+def test_a_run_graphql_does_not_answer_has_its_jobs_read_over_rest_alone(sandbox: Sandbox, tmp_path: Path) -> None:
+    # one run's node comes back null with NOT_FOUND, another's with FORBIDDEN: the rest of the
+    # answer is kept, and those two runs alone are read over REST
+    runs = _deploy_runs(sandbox)
+    sandbox.github.unresolvable(f"WFR_kwLO{runs[-1].id}", "NOT_FOUND")
+    sandbox.github.unresolvable(f"WFR_kwLO{runs[-2].id}", "FORBIDDEN")
+    jobs: dict[str, int] = {}
+    for api in PLANS:
+        before = _jobs_requests(sandbox)
+        _sync(_runs_config(sandbox, tmp_path, api))
+        jobs[api] = _jobs_requests(sandbox) - before
+    assert jobs["rest"] >= 4 and jobs["graphql"] == 2 and jobs["auto"] == 2
+    stores = {api: _store(tmp_path, api) for api in PLANS}
+    assert len(stores["rest"]["deployments"]) >= 4
+    assert stores["graphql"]["deployments"] == stores["rest"]["deployments"]
+    assert stores["auto"]["deployments"] == stores["rest"]["deployments"]
+
+
+def test_a_run_with_more_than_100_jobs_pages_its_check_runs(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a matrix of 150 jobs between build and deploy: deploy, the last to finish, is on the second
+    # page of its check runs (and of its REST /jobs)
+    run = _deploy_runs(sandbox)[-1]
+    sandbox.github.many_jobs("mobile-app", run.id, 150)
+    follow_ups: list[tuple[str, str]] = []
+    rest_query = github_graphql.rest_query
+    monkeypatch.setattr(github_graphql, "rest_query", lambda t, n: follow_ups.append((t, n)) or rest_query(t, n))
+    jobs: dict[str, int] = {}
+    for api in ("rest", "graphql"):
+        before = _jobs_requests(sandbox)
+        _sync(_runs_config(sandbox, tmp_path, api))
+        jobs[api] = _jobs_requests(sandbox) - before
+    assert follow_ups == [("CheckSuite", "checkRuns")]  # that run's alone, once
+    stores = {api: _store(tmp_path, api) for api in ("rest", "graphql")}
+    assert jobs["graphql"] == 0 and jobs["rest"] == len(stores["rest"]["deployments"]) + 1  # its /jobs: 2 pages
+    assert stores["graphql"]["deployments"] == stores["rest"]["deployments"]
+    deployment = next(d for d in stores["graphql"]["deployments"] if d["native_id"] == f"run:{run.id}")
+    assert deployment["finished_at"] == iso(run.completed_at)
