@@ -293,9 +293,16 @@ def freeze_startup_heap() -> None:
     garbage collector's full collections: it lives as long as the process, yet each full
     collection walked all of it again. A sync decoding thousands of pages sets off a few full
     collections per source: at 10,000 work items they cost ~1.2 CPU s with the startup heap and
-    ~0.4 s without it (``bench_throughput.py``). Objects made later are collected as before."""
+    ~0.4 s without it (``bench_throughput.py``). Objects made later are collected as before.
+
+    The youngest generation is collected every 10,000 new container objects instead of 700: a
+    decoded page is thousands of dicts that live until the page is stored, so most young
+    collections found nothing to free. GC during a 10k sync replayed offline 0.27-0.36 ->
+    0.10-0.13 CPU s (``benchmarks/replay_sync.py``); the cycles it frees wait a little longer."""
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(10_000, older, oldest)
 
 
 def _purpose(command: str, shards: Any) -> str:
