@@ -453,7 +453,7 @@ class NestedTooDeeply(SourceError):
 _JSON = msgspec.json.Decoder()
 #: the charsets msgspec reads (it reads UTF-8 only); ``None``: none named, which for JSON is UTF-8
 #: unless the bytes say otherwise (then msgspec refuses them and ``json`` guesses as before)
-_MSGSPEC_ENCODINGS = {None: True, "utf-8": True, "UTF-8": True, "utf8": True}
+_MSGSPEC_ENCODINGS = frozenset({None, "utf-8", "UTF-8", "utf8"})
 
 
 def decode_json(resp: requests.Response) -> Any:
@@ -470,7 +470,7 @@ def decode_json(resp: requests.Response) -> Any:
     rounded alike, the last of duplicate keys); what it refuses (NaN, 1e400, lone surrogates, a
     byte-order mark, invalid UTF-8, deep nesting) goes the standard library's way below, unchanged.
     """
-    if _MSGSPEC_ENCODINGS.get(resp.encoding):
+    if resp.encoding in _MSGSPEC_ENCODINGS:
         try:
             return _JSON.decode(resp.content)
         except (msgspec.DecodeError, RecursionError):

@@ -1536,8 +1536,7 @@ class GitHubSource(Source):
                 pending[run_id] = {"etag": self._etag_of(raw, f"/repos/{repo.full_name}/actions/runs/{run_id}")}
                 continue
             pending.pop(run_id, None)
-            conclusion = raw.get("conclusion")
-            if conclusion != "success" and conclusion not in FAILED_CONCLUSIONS:
+            if not _deploys(raw):
                 continue  # cancelled, skipped, neutral…: not a deployment
             try:
                 sha = _sha_of(raw.get("head_sha"))
@@ -1553,7 +1552,7 @@ class GitHubSource(Source):
                     raise
                 log.info("source=%s run %s was deleted while it was read", self.name, record_id)
                 continue
-            status = "success" if conclusion == "success" else "failure"
+            status = "success" if raw.get("conclusion") == "success" else "failure"
             finished.append(_Finished(f"run:{run_id}", int(run_id), "production", status, sha, started, finished_at))
         return finished
 
@@ -1569,7 +1568,7 @@ class GitHubSource(Source):
             for raw in runs
             if _id_problem(raw.get("id")) is None
             and raw.get("status") == "completed"
-            and (raw.get("conclusion") == "success" or raw.get("conclusion") in FAILED_CONCLUSIONS)
+            and _deploys(raw)
             and isinstance(raw.get("node_id"), str)
             and raw["node_id"]
         }
@@ -2180,6 +2179,13 @@ def _object(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Rejected("wrong_type")
     return value
+
+
+def _deploys(run: dict[str, Any]) -> bool:
+    """Whether a completed workflow run is a deployment: it succeeded or failed (a cancelled,
+    skipped or neutral run is none)."""
+    conclusion = run.get("conclusion")
+    return conclusion == "success" or conclusion in FAILED_CONCLUSIONS
 
 
 def _earlier(ordered: list[tuple[int, str]], order: int) -> Iterator[str]:
