@@ -12,6 +12,7 @@ import base64
 import contextlib
 import hashlib
 import heapq
+import http.cookiejar
 import itertools
 import json
 import logging
@@ -30,7 +31,8 @@ import msgspec
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from requests.utils import guess_json_utf
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers, guess_json_utf
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
@@ -399,6 +401,38 @@ class _WatchedAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
+    def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
+        """``HTTPAdapter.build_response`` without reading the answer's cookies (we keep none):
+        that parse cost as much as the rest of building the response."""
+        response = requests.Response()
+        response.status_code = resp.status
+        response.headers = CaseInsensitiveDict(resp.headers)
+        response.encoding = get_encoding_from_headers(response.headers)
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url or ""
+        response.request = req
+        response.connection = self
+        return response
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """The APIs are called with a token, never a session: a cookie would only be state one request
+    leaves for the next (and a tracking handle), so none is kept, even across a redirect."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+
+#: a URL ``PreparedRequest.prepare_url`` leaves as it is: ASCII, lower-case host, a path without
+#: dot segments, no fragment, nothing to quote and no escaped unreserved character (which it would
+#: unescape). Ours are; what a server sends us to follow may not be, and gets the full preparation.
+_PLAIN_URL = re.compile(
+    r"https?://[a-z0-9][a-z0-9.\-]*(?::[0-9]{1,5})?(?!\S*/\.)/"
+    r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%(?:[0189A-Fa-f][0-9A-Fa-f]|2[0-9A-Ca-cFf]|3[A-Fa-f]|40|5[B-Eb-e]|60|7[B-Db-dFf]))*"
+    r"(?:\?(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%(?:[0189A-Fa-f][0-9A-Fa-f]|2[0-9A-Ca-cFf]|3[A-Fa-f]|40|5[B-Eb-e]|60|7[B-Db-dFf]))+)?"
+)
+
 
 def describe(exc: BaseException) -> str:
     """The cause of a failed request in words an operator can act on (DNS, refused, TLS, timeout)."""
@@ -597,6 +631,7 @@ class ApiClient:
         self.session.proxies.update(env["proxies"])
         self.session.verify = env["verify"]
         self.session.trust_env = False
+        self.session.cookies.set_policy(_NoCookies())
         self._rng = random.Random()
 
     def url(self, path_or_url: str) -> str:
@@ -788,29 +823,25 @@ class ApiClient:
         self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str] | None, json_body: Any
     ) -> requests.Response:
         started = time.monotonic()
-        # prepared here rather than by ``Session.request``, whose merging of the session's settings
-        # into every request (``typing.Protocol`` isinstance checks, cookie jar copies) costs more
-        # CPU than the rest of requests; the session's headers, auth, cookies and hooks apply the same
-        prepared = requests.PreparedRequest()
-        prepared.prepare(
-            method=method,
-            url=url,
-            headers={k: v for k, v in {**self.session.headers, **(headers or {})}.items() if v is not None},
-            params=_query(params),
-            json=json_body,
-            cookies=self.session.cookies,
-            hooks=self.session.hooks,
-            auth=self.session.auth,
-        )
-        resp = self.session.send(
-            prepared,
-            timeout=self.policy.timeout,
-            stream=True,
-            allow_redirects=True,
-            proxies=self.session.proxies,
-            verify=self.session.verify,
-            cert=self.session.cert,
-        )
+        prepared = self._prepare(method, url, params, headers, json_body)
+        session = self.session
+        settings: dict[str, Any] = {
+            "stream": True,
+            "timeout": self.policy.timeout,
+            "verify": session.verify,
+            "cert": session.cert,
+            "proxies": session.proxies,
+        }
+        # ``Session.send`` less what we do not use (cookies, the environment's settings): the
+        # adapter's mapping of urllib3's errors, the hooks and the redirects are requests' own
+        resp = session.get_adapter(prepared.url or "").send(prepared, **settings)
+        for hook in prepared.hooks.get("response", ()):  # as ``requests.hooks.dispatch_hook``
+            resp = hook(resp) or resp
+        if resp.is_redirect:  # e.g. a renamed GitHub repository (301)
+            prepared._cookies = session.cookies.copy()  # type: ignore[attr-defined]
+            chain = [resp, *session.resolve_redirects(resp, prepared, **settings)]
+            resp = chain.pop()
+            resp.history = chain
         try:
             declared = int(resp.headers.get("Content-Length") or 0)
         except ValueError:
@@ -839,6 +870,34 @@ class ApiClient:
         resp._content = bytes(body)  # what requests' own .content would have read
         resp._content_consumed = True  # type: ignore[attr-defined]
         return resp
+
+    def _prepare(
+        self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str] | None, json_body: Any
+    ) -> requests.PreparedRequest:
+        """The request ``Session.prepare_request`` would build, without the parts of its work that
+        cost more CPU than the rest of a request: re-quoting a URL that needs none, merging
+        settings through ``typing.Protocol`` checks, copying the cookie jar (always empty)."""
+        query = _query(params)
+        if query:
+            url = f"{url}&{query}" if "?" in url else f"{url}?{query}"
+        prepared = requests.PreparedRequest()
+        prepared.method = method.upper()
+        if _PLAIN_URL.fullmatch(url):
+            prepared.url = url
+        else:  # a link a server gave us: requests' own checks and quoting
+            prepared.prepare_url(url, None)
+        merged: dict[str, Any] = {**self.session.headers, **(headers or {})}
+        prepared.headers = CaseInsensitiveDict({k: v for k, v in merged.items() if v is not None})
+        if json_body is not None:
+            prepared.body = json.dumps(json_body, allow_nan=False).encode("utf-8")
+            prepared.headers.setdefault("Content-Type", "application/json")
+            prepared.headers["Content-Length"] = str(len(prepared.body))
+        elif prepared.method not in ("GET", "HEAD"):
+            prepared.headers["Content-Length"] = "0"
+        prepared.hooks = self.session.hooks
+        if self.session.auth is not None:  # a GitHub App's installation token, put on as it is sent
+            prepared.prepare_auth(self.session.auth)
+        return prepared
 
     def spend(self, api: str = "rest", cost: float = 1.0) -> None:
         """Wait, if need be, until ``api``'s budget can pay ``cost`` without spending the reserve.

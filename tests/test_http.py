@@ -17,7 +17,7 @@ from conftest import free_port
 
 from collector.config import parse_config
 from collector.errors import SourceError
-from collector.http import AnswerTooLarge, ApiClient, RequestGate, RetryPolicy, TooDeep, describe
+from collector.http import AnswerTooLarge, ApiClient, RequestGate, RetryPolicy, TooDeep, _query, describe
 from collector.runner import Runner
 from collector.store import Store
 
@@ -86,6 +86,13 @@ class Hostile(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(10**9))
             self.end_headers()
             return
+        if self.path.startswith("/moved"):  # a renamed repository: elsewhere for good, maybe on another host
+            self.send_response(301)
+            self.send_header("Location", self.path.split("to=", 1)[1] if "to=" in self.path else "/echo?moved=1")
+            self.send_header("Set-Cookie", "session=abc; Path=/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.path.startswith("/echo"):
             body = json.dumps({"path": self.path, "headers": dict(self.headers)}).encode()
         elif self.path.startswith("/bigjson"):
@@ -114,6 +121,16 @@ class Hostile(BaseHTTPRequestHandler):
             return
         else:
             body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Set-Cookie", "affinity=xyz; Path=/")  # as Azure DevOps sets on its answers
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        sent = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"path": self.path, "headers": dict(self.headers), "body": sent.decode()}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -239,6 +256,78 @@ def test_query_headers_and_session_headers_arrive_as_given(server: str) -> None:
         "application/json",
         '"e1"',
     )
+
+
+#: what ``_prepare`` must build as ``Session.prepare_request`` would: our own URLs (sent as they
+#: are) and what a server may give us to follow (prepared by requests)
+PREPARED_CASES = [
+    ("GET", "/_apis/wit/workitemtypes/User%20Story/states", {"api-version": "7.1"}, None),
+    ("GET", "/_apis/wit/reporting/workitemrevisions", {"fields": "System.Id,System.State", "token": "a/b+c="}, None),
+    ("GET", "/repos/o/r/pulls", {"state": "all", "per_page": 100, "gone": None, "labels": ["a", "b c"]}, None),
+    ("POST", "/graphql", None, {"query": "{ viewer { login } }", "variables": {"n": "é", "x": None}}),
+    ("POST", "/_apis/wit/workitemsbatch", {"api-version": "7.1"}, {"ids": [1, 2], "$expand": "Relations"}),
+    ("DELETE", "/x", None, None),
+    ("GET", "/repos/o/r/issues?page=2&per_page=100", {"since": "2026-01-01T00:00:00Z"}, None),
+    ("GET", "/%7Euser/%41b/%2F%2e", None, None),  # escaped unreserved characters: requests unescapes them
+    ("GET", "/a/./b/../c", None, None),  # dot segments: removed
+    ("GET", "/ä b/ü?q=ä b", None, None),  # not ASCII, a space
+    ("GET", "/a#fragment", None, None),
+    ("GET", "/p?", None, None),
+    ("GET", "/p?x=%zz&y=100%", None, None),  # broken escapes
+    ("GET", "", None, None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "params", "body"), PREPARED_CASES)
+def test_requests_are_prepared_exactly_as_requests_prepares_them(
+    method: str, path: str, params: dict[str, object] | None, body: object
+) -> None:
+    for base in ("http://127.0.0.1:8080", "https://API.GitHub.com", "https://dev.azure.com/org"):
+        api = ApiClient("test", base, "Bearer t0ken", headers={"Accept": "application/json"}, sleep=lambda s: None)
+        url = api.url(path) if path else base
+        ours = api._prepare(method, url, params, {"If-None-Match": '"e1"'}, body)
+        theirs = api.session.prepare_request(
+            requests.Request(method, url, params=_query(params), headers={"If-None-Match": '"e1"'}, json=body)
+        )
+        assert (ours.method, ours.url, dict(ours.headers), ours.body) == (
+            theirs.method,
+            theirs.url,
+            dict(theirs.headers),
+            theirs.body,
+        )
+
+
+def test_a_redirect_is_followed_and_the_token_not_carried_to_another_host(server: str) -> None:
+    seen: list[int] = []
+    api = ApiClient("test", server, "Bearer t0ken", sleep=lambda s: None)
+    api.session.hooks["response"].append(lambda r, *_a, **_k: seen.append(r.status_code))
+    body, resp = api.get_json("/moved")
+    assert body["path"] == "/echo?moved=1"
+    assert body["headers"]["Authorization"] == "Bearer t0ken"  # same host: still ours
+    assert [r.status_code for r in resp.history] == [301]
+    assert seen == [301, 200]  # the hooks see every answer, as with ``Session.send``
+    elsewhere = server.replace("127.0.0.1", "localhost") + "/echo"
+    body, _ = api.get_json(f"/moved?to={elsewhere}")
+    assert body["path"] == "/echo"
+    assert "Authorization" not in body["headers"]  # requests drops it for another host
+
+
+def test_no_cookie_is_kept_or_sent_back(server: str) -> None:
+    api = ApiClient("test", server, "Bearer t0ken", sleep=lambda s: None)
+    api.get_json("/ok")  # answered with a Set-Cookie
+    api.get_json("/moved")  # and a redirect with another
+    body, _ = api.get_json("/echo")
+    assert "Cookie" not in body["headers"]
+    assert len(api.session.cookies) == 0
+
+
+def test_a_json_body_is_sent_as_requests_sends_it(server: str) -> None:
+    api = ApiClient("test", server, "Bearer t0ken", sleep=lambda s: None)
+    body, _ = api.request_json("POST", "/graphql", json_body={"query": "q", "variables": {"n": "é"}})
+    assert json.loads(body["body"]) == {"query": "q", "variables": {"n": "é"}}
+    assert body["headers"]["Content-Type"] == "application/json"
+    empty, _ = api.request_json("POST", "/nothing")
+    assert empty["headers"]["Content-Length"] == "0"
 
 
 def test_proxy_settings_are_read_once_and_netrc_never_replaces_the_token(
