@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -259,11 +259,13 @@ class _Watch:
         self._sockets: list[tuple[socket.socket, _Endpoint | None]] = []
         self._lock = threading.Lock()
 
-    def add(self, sock: socket.socket | None) -> None:
+    def add(self, sock: socket.socket | None, new: bool = True) -> None:
+        """``new``: a connection being opened, whose TLS handshake may yet take its descriptor over
+        (a kept-alive one's is over: its endpoint, two system calls, is not needed)."""
         with self._lock:
             if sock is None or any(sock is known for known, _ in self._sockets):
                 return
-            entry = (sock, _endpoint(sock))
+            entry = (sock, _endpoint(sock) if new else None)
             self._sockets.append(entry)
             if not self.fired:
                 return
@@ -362,10 +364,10 @@ class _WatchedMixin:
     sock: socket.socket | None
 
     @staticmethod
-    def _watch(sock: socket.socket | None) -> None:
+    def _watch(sock: socket.socket | None, new: bool = True) -> None:
         watch: _Watch | None = getattr(_WATCHING, "watch", None)
         if watch is not None:
-            watch.add(sock)
+            watch.add(sock, new)
 
     def _new_conn(self) -> socket.socket:
         sock: socket.socket = super()._new_conn()  # type: ignore[misc]
@@ -376,7 +378,7 @@ class _WatchedMixin:
         return sock
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        self._watch(self.sock)  # a kept-alive connection: its socket is already open
+        self._watch(self.sock, new=False)  # a kept-alive connection: its socket is already open
         super().request(*args, **kwargs)  # type: ignore[misc]
 
 
@@ -400,6 +402,28 @@ class _WatchedAdapter(HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+        #: each origin's connection pool, as requests' own lookup chose it, by the settings it used
+        self._pools: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], HTTPConnectionPool] = {}
+
+    def get_connection_with_tls_context(
+        self, request: requests.PreparedRequest, verify: Any, proxies: Mapping[str, str] | None = None, cert: Any = None
+    ) -> HTTPConnectionPool:
+        """requests' lookup once per origin and settings, not per request: it parses the URL twice,
+        stats the CA bundle's path and builds the pool manager's key every time."""
+        url = request.url or ""
+        end = url.find("/", url.find("//") + 2)
+        key = (url[:end] if end > 0 else url, str(verify), str(cert), tuple(sorted((proxies or {}).items())))
+        pool = self._pools.get(key)
+        if pool is None or pool.pool is None:  # new, or closed since (the pool manager keeps ten)
+            found: Any = super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
+            super().cert_verify(found, url, verify, cert)  # type: ignore[no-untyped-call]
+            pool = self._pools[key] = found
+        return pool
+
+    def cert_verify(self, conn: HTTPConnectionPool, url: str, verify: Any, cert: Any) -> None:
+        """Done when the pool was looked up (it stats the CA bundle and client certificate files)."""
+        if not any(conn is pool for pool in self._pools.values()):
+            super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
 
     def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
         """``HTTPAdapter.build_response`` without reading the answer's cookies (we keep none):

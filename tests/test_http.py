@@ -468,3 +468,17 @@ def test_a_tls_handshake_trickling_in_is_cut_at_the_deadline() -> None:
     finally:
         stop.set()
         listener.close()
+
+
+def test_an_origins_pool_is_looked_up_once_and_again_once_closed(server: str) -> None:
+    api = ApiClient("test", server, "Bearer t0ken", sleep=lambda s: None)
+    adapter = api.session.get_adapter(server)
+    api.get_json("/ok")
+    api.get_json("/echo")
+    assert len(adapter._pools) == 1
+    (first,) = adapter._pools.values()
+    adapter.poolmanager.clear()  # the pool manager closes what it keeps (as when it holds more than ten)
+    body, _ = api.get_json("/echo")
+    assert body["headers"]["Authorization"] == "Bearer t0ken"
+    (second,) = adapter._pools.values()
+    assert second is not first and second.pool is not None
