@@ -477,7 +477,8 @@ def test_an_origins_pool_is_looked_up_once_and_again_once_closed(server: str) ->
     api.get_json("/echo")
     assert len(adapter._pools) == 1
     (first,) = adapter._pools.values()
-    first.close()  # as the pool manager closes the least recently used of more than ten
+    adapter.poolmanager.clear()  # as the pool manager drops and closes the least recently used of more than ten
+    first.close()
     body, _ = api.get_json("/echo")
     assert body["headers"]["Authorization"] == "Bearer t0ken"
     (second,) = adapter._pools.values()
