@@ -695,10 +695,10 @@ class Store:
                 insert(meta)
                 .values(key="data_version", value="1")
                 .on_conflict_do_update(index_elements=["key"], set_={"value": bumped})
+                .returning(meta.c.value)  # one statement, not a second to read it back (SQLite >= 3.35)
             )
             _UPSERTS[(self.dialect, "data_version", (), frozenset(), frozenset())] = stmt
-        conn.execute(stmt)
-        return int(conn.execute(sa.select(meta.c.value).where(meta.c.key == "data_version")).scalar_one())
+        return int(conn.execute(stmt).scalar_one())
 
     @staticmethod
     def _within_limits(source: str, batch: Batch) -> Batch:
