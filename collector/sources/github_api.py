@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
 
 from collector.errors import AuthError, Rejected, SourceError
-from collector.http import ApiClient, next_link
-from collector.sources.base import Pagination, SourceContext, record_key
+from collector.http import REDACT, ApiClient, next_link
+from collector.sources.base import Pagination, PaginationError, SourceContext, record_key
 from collector.sources.github_auth import AppAuthError, GitHubAppAuth, InstallationAuth
 
 API_VERSION = "2022-11-28"
@@ -121,6 +121,11 @@ class GitHubApi:
             walk.page(_page_keys(page.data, list_key))
         yield page
         while page.status == 200 and page.next_url:
+            if _origin(page.next_url) != _origin(self.client.base_url):
+                # a link elsewhere would be sent our token with the session's headers
+                raise PaginationError(
+                    f"{walk.what}: the next page's link leads to another host ({_origin(page.next_url)}); not followed"
+                )
             walk.follow(page.next_url)
             page = self.get(page.next_url)
             walk.page(_page_keys(page.data, list_key))
@@ -130,6 +135,17 @@ class GitHubApi:
         """Every element of a paginated list (``key`` picks the list out of an object answer)."""
         for page in self.pages(path, params, list_key=key):
             yield from records(page.data, key)
+
+
+def _origin(url: str) -> str:
+    """Scheme, host and port, as a browser compares origins (host names are case-insensitive)."""
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    try:
+        port = parts.port or default
+    except ValueError:  # a port that is no number: no origin of ours
+        return REDACT(url)[:80]
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
 
 
 def github_time(value: object) -> datetime:

@@ -22,11 +22,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -1002,6 +1004,42 @@ def test_a_link_cycle_fails_the_walk(proxy: MutatingProxy, tmp_path: Path) -> No
     proxy.rewrite = issues_linked(proxy, lambda page: 3 if page == 2 else 2)
     before = proxy.requests
     failed_visibly(sync(proxy, tmp_path, ("gh_web",)), "gh_web", "pagination cycle", proxy, before)
+
+
+def test_a_link_to_another_host_is_not_followed_with_our_token(proxy: MutatingProxy, tmp_path: Path) -> None:
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            tokens.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"[]")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    tokens: list[str | None] = []
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        linked = issues_linked(proxy, lambda page: page + 1)
+
+        def away(answer: Answer) -> Answer | None:
+            changed = linked(answer)
+            if changed is not None:  # the same path and page, on a host that is not GitHub's
+                changed.headers["Link"] = changed.headers["Link"].replace(
+                    proxy.url, f"http://127.0.0.1:{other.server_port}"
+                )
+            return changed
+
+        proxy.rewrite = away
+        before = proxy.requests
+        run = sync(proxy, tmp_path, ("gh_web",))
+        failed_visibly(run, "gh_web", "leads to another host", proxy, before)
+        assert tokens == []  # nothing was sent there, let alone the token
+        assert run.rows("gh_web")["deployments"]  # the repository's other parts were still read
+    finally:
+        other.shutdown()
 
 
 def test_an_issues_answer_that_is_an_object_fails_its_part_visibly(proxy: MutatingProxy, tmp_path: Path) -> None:

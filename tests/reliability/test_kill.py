@@ -102,7 +102,8 @@ def test_a_killed_sync_resumes_to_the_uninterrupted_result(reference: dict, sour
     log = tmp / f"killed-{source}.log"
     start, end = reference["spans"][source]
     # inside the pass, short of its last requests, so the sync cannot finish before the kill lands
-    kill_after = rng.randint(start + 1, max(start + 1, end - 5))
+    # (15 short: on a loaded machine the last five of a GitHub pass were done before it landed)
+    kill_after = rng.randint(start + 1, max(start + 1, end - 15))
 
     start = served(sandbox)
     proc = cycletime_sync(config, log)
