@@ -451,10 +451,10 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
 #: a URL ``PreparedRequest.prepare_url`` leaves as it is: ASCII, lower-case host, a path without
 #: dot segments, no fragment, nothing to quote and no escaped unreserved character (which it would
 #: unescape). Ours are; what a server sends us to follow may not be, and gets the full preparation.
+_ESCAPE = r"%(?:[0189A-Fa-f][0-9A-Fa-f]|2[0-9A-Ca-cFf]|3[A-Fa-f]|40|5[B-Eb-e]|60|7[B-Db-dFf])"  # not unreserved
 _PLAIN_URL = re.compile(
     r"https?://[a-z0-9][a-z0-9.\-]*(?::[0-9]{1,5})?(?!\S*/\.)/"
-    r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%(?:[0189A-Fa-f][0-9A-Fa-f]|2[0-9A-Ca-cFf]|3[A-Fa-f]|40|5[B-Eb-e]|60|7[B-Db-dFf]))*"
-    r"(?:\?(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%(?:[0189A-Fa-f][0-9A-Fa-f]|2[0-9A-Ca-cFf]|3[A-Fa-f]|40|5[B-Eb-e]|60|7[B-Db-dFf]))+)?"
+    rf"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|{_ESCAPE})*(?:\?(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|{_ESCAPE})+)?"
 )
 
 
