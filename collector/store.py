@@ -760,8 +760,9 @@ class Store:
                     .where(state_changes.c.source == source)
                     .where(state_changes.c.work_item_id.in_(chunk))
                 )
+        # str(), not .value: the enum's value is a Python-level property, called once per state change
         history = [
-            (source, s.work_item_id, s.seq, s.at.timestamp(), s.state, s.category.value, seq)
+            (source, s.work_item_id, s.seq, s.at.timestamp(), s.state, str(s.category), seq)
             for w in batch.work_items
             for s in w.history
         ]

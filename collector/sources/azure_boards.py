@@ -358,14 +358,10 @@ class AzureBoardsSource(Source):
         """Normalise one page of revisions; also the ids whose relations are to be read (the items
         the page touched) and those whose relations no longer can be (deleted as of this page)."""
         batch = Batch()
-        revisions = self._validate(values, batch)
-        batch.work_items = _work_items(self.name, revisions)
-        newest: dict[int, Revision] = {}
-        for revision in revisions:
-            if revision.item_id not in newest or revision.rev > newest[revision.item_id].rev:
-                newest[revision.item_id] = revision
-        live = [str(i) for i, r in newest.items() if not r.deleted]
-        deleted = [str(i) for i, r in newest.items() if r.deleted]
+        deleted: list[str] = []
+        batch.work_items = _work_items(self.name, self._validate(values, batch), deleted)
+        gone = set(deleted)
+        live = [w.native_id for w in batch.work_items if w.native_id not in gone]
         return batch, live, deleted
 
     def _validate(self, values: Iterable[Any], batch: Batch) -> list[Revision]:
@@ -638,11 +634,12 @@ def artifact_ref(url: Any) -> str | None:
     return None
 
 
-def _work_items(source: str, revisions: list[Revision]) -> list[WorkItem]:
+def _work_items(source: str, revisions: list[Revision], deleted: list[str] | None = None) -> list[WorkItem]:
     """Group a page's revisions per item; the item's attributes are those of its newest revision.
 
     A revision number seen twice in a page counts once, with its last copy's values. One plain
     loop per item (no per-item dict or generators): this runs for every revision of a sync.
+    ``deleted`` collects the ids of the items whose newest revision deletes them.
     """
     by_item: dict[int, list[Revision]] = {}
     for revision in revisions:
@@ -670,6 +667,8 @@ def _work_items(source: str, revisions: list[Revision]) -> list[WorkItem]:
             if r.created_at < created:
                 created = r.created_at
         last = revs[-1]
+        if last.deleted and deleted is not None:
+            deleted.append(native)
         out.append(
             WorkItem(source, native, ado_ref(item_id), last.project, last.team, last.type, created, tuple(history))
         )
