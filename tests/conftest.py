@@ -45,6 +45,27 @@ def serving_half(routes: Any) -> Iterator[tuple[str, Any]]:
         server.server_close()
 
 
+# -- the Azure half's contract tests: one seeded organisation ------------------------------------------------
+
+ADO_ORG_TOKEN = "test-pat"
+ADO_ORG_NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def ado_org() -> Iterator[Any]:
+    """The sandbox with a seeded 400-item organisation (seed 11), one per test module."""
+    from sandbox.app import Sandbox, SandboxOptions
+
+    with Sandbox(SandboxOptions(seed=11, work_items=400, token=ADO_ORG_TOKEN, now=ADO_ORG_NOW)) as sb:
+        yield sb
+
+
+@pytest.fixture
+def ado_api(ado_org: Any) -> Any:
+    """A plain ``requests`` client of ``ado_org``, authenticated as the Azure sources are."""
+    return azure_session(ADO_ORG_TOKEN)
+
+
 # -- collector configurations against the sandbox ----------------------------------------------------------
 
 

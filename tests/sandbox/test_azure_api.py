@@ -14,32 +14,19 @@ import re
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import requests
-from conftest import azure_session, serving_half
+from conftest import ADO_ORG_NOW, ADO_ORG_TOKEN, serving_half
 
 from sandbox.app import Sandbox, SandboxOptions
 from sandbox.azure.data import SeededAzureOrg
 from sandbox.azure.routes import AzureRoutes
 from sandbox.server import SandboxHTTPServer
 
-NOW = datetime(2025, 6, 1, tzinfo=UTC)
-TOKEN = "test-pat"
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(SandboxOptions(seed=11, work_items=400, token=TOKEN, now=NOW)) as sb:
-        yield sb
-
-
-@pytest.fixture
-def api(sandbox: Sandbox) -> requests.Session:
-    session: requests.Session = azure_session(TOKEN)
-    return session
+NOW, TOKEN = ADO_ORG_NOW, ADO_ORG_TOKEN
 
 
 @contextmanager
@@ -49,12 +36,12 @@ def serve(routes: AzureRoutes) -> Iterator[tuple[str, SandboxHTTPServer]]:
         yield f"{root}/contoso", server
 
 
-def walk(api: requests.Session, url: str, **params: Any) -> Iterator[dict[str, Any]]:
+def walk(ado_api: requests.Session, url: str, **params: Any) -> Iterator[dict[str, Any]]:
     """Follow a reporting revisions stream to its last batch, yielding each page."""
-    page = api.get(url, params=params).json()
+    page = ado_api.get(url, params=params).json()
     yield page
     while not page["isLastBatch"]:
-        page = api.get(page["nextLink"], params={}).json()
+        page = ado_api.get(page["nextLink"], params={}).json()
         yield page
 
 
@@ -69,8 +56,8 @@ def azure_truth(sb: Sandbox) -> dict[str, Any]:
 # -- envelopes and field names --------------------------------------------------------------------
 
 
-def test_reporting_batch_has_the_documented_envelope_and_fields(sandbox: Sandbox, api: requests.Session) -> None:
-    body = api.get(revisions_url(sandbox), params={"includeIdentityRef": "true"}).json()
+def test_reporting_batch_has_the_documented_envelope_and_fields(ado_org: Sandbox, ado_api: requests.Session) -> None:
+    body = ado_api.get(revisions_url(ado_org), params={"includeIdentityRef": "true"}).json()
     # wit/5.0/httpExamples/workItemRevisions/GET__wit_reporting_workItemRevisions_includeIdentityRef-true_watermark-794
     assert set(body) == {"values", "nextLink", "continuationToken", "isLastBatch"}
     assert all(set(value) == {"id", "rev", "fields"} for value in body["values"])
@@ -96,41 +83,43 @@ def test_reporting_batch_has_the_documented_envelope_and_fields(sandbox: Sandbox
     assert example_fields <= set(first)
     assert any(name.startswith("WEF_") and name.endswith("_Kanban.Column") for name in first)
     assert set(first["System.CreatedBy"]) == {"id", "uniqueName"}  # includeIdentityRef=true
-    plain = api.get(revisions_url(sandbox)).json()["values"][0]["fields"]
+    plain = ado_api.get(revisions_url(ado_org)).json()["values"][0]["fields"]
     assert isinstance(plain["System.CreatedBy"], str) and "<" in plain["System.CreatedBy"]
 
 
-def test_fields_parameter_limits_the_fields_returned(sandbox: Sandbox, api: requests.Session) -> None:
-    body = api.get(revisions_url(sandbox), params={"fields": "System.State,System.ChangedDate"}).json()
+def test_fields_parameter_limits_the_fields_returned(ado_org: Sandbox, ado_api: requests.Session) -> None:
+    body = ado_api.get(revisions_url(ado_org), params={"fields": "System.State,System.ChangedDate"}).json()
     assert body["values"] and all(set(v["fields"]) == {"System.State", "System.ChangedDate"} for v in body["values"])
     # the POST form (wit/5.0/httpExamples/workItemRevisions/POST__wit_reporting_workItemRevisions_watermark-794)
-    posted = api.post(revisions_url(sandbox), json={"fields": ["System.WorkItemType"], "types": ["Bug"]}).json()
+    posted = ado_api.post(revisions_url(ado_org), json={"fields": ["System.WorkItemType"], "types": ["Bug"]}).json()
     assert posted["values"] and all(v["fields"] == {"System.WorkItemType": "Bug"} for v in posted["values"])
 
 
 def test_work_item_type_states_read_categories_including_a_custom_state(
-    sandbox: Sandbox, api: requests.Session
+    ado_org: Sandbox, ado_api: requests.Session
 ) -> None:
-    url = f"{sandbox.azure_url}/{{}}/_apis/wit/workitemtypes/User%20Story/states"
-    fabrikam = api.get(url.format("Fabrikam")).json()
+    url = f"{ado_org.azure_url}/{{}}/_apis/wit/workitemtypes/User%20Story/states"
+    fabrikam = ado_api.get(url.format("Fabrikam")).json()
     # wit/4.1/httpExamples/workItemTypeStates/GET__workitem_type_states.json
     assert set(fabrikam) == {"count", "value"} and fabrikam["count"] == len(fabrikam["value"])
     assert all(set(s) == {"name", "color", "category"} for s in fabrikam["value"])
     categories = {s["name"]: s["category"] for s in fabrikam["value"]}
     assert categories["In Review"] == "InProgress" and categories["Closed"] == "Completed"
-    tailspin = {s["name"] for s in api.get(url.format("Tailspin")).json()["value"]}
+    tailspin = {s["name"] for s in ado_api.get(url.format("Tailspin")).json()["value"]}
     assert "In Review" not in tailspin
-    types = api.get(f"{sandbox.azure_url}/Fabrikam/_apis/wit/workitemtypes").json()["value"]
+    types = ado_api.get(f"{ado_org.azure_url}/Fabrikam/_apis/wit/workitemtypes").json()["value"]
     assert {t["name"] for t in types} == {"User Story", "Bug", "Feature"}
     assert {s["name"] for t in types if t["name"] == "User Story" for s in t["states"]} == set(categories)
 
 
-def test_work_items_with_relations_have_the_documented_shape(sandbox: Sandbox, api: requests.Session) -> None:
+def test_work_items_with_relations_have_the_documented_shape(ado_org: Sandbox, ado_api: requests.Session) -> None:
     linked = [
-        w for w in azure_truth(sandbox)["work_items"] if w["project"] == "Fabrikam" and w["links"] and not w["deleted"]
+        w for w in azure_truth(ado_org)["work_items"] if w["project"] == "Fabrikam" and w["links"] and not w["deleted"]
     ][:3]
     ids = ",".join(w["native_id"] for w in linked)
-    body = api.get(f"{sandbox.azure_url}/Fabrikam/_apis/wit/workitems", params={"ids": ids, "$expand": "all"}).json()
+    body = ado_api.get(
+        f"{ado_org.azure_url}/Fabrikam/_apis/wit/workitems", params={"ids": ids, "$expand": "all"}
+    ).json()
     # wit/5.1/httpExamples/workItems/GET__wit_WorkItems_ids-_ids___expand-all.json
     assert set(body) == {"count", "value"}
     for item, expected in zip(body["value"], linked, strict=True):
@@ -151,13 +140,13 @@ def test_work_items_with_relations_have_the_documented_shape(sandbox: Sandbox, a
         assert len(item["relations"]) == len(expected["links"])
 
 
-def test_updates_carry_the_time_each_artifact_link_was_added(sandbox: Sandbox, api: requests.Session) -> None:
+def test_updates_carry_the_time_each_artifact_link_was_added(ado_org: Sandbox, ado_api: requests.Session) -> None:
     item = next(
         w
-        for w in azure_truth(sandbox)["work_items"]
+        for w in azure_truth(ado_org)["work_items"]
         if w["project"] == "Fabrikam" and len(w["links"]) >= 2 and not w["deleted"]
     )
-    updates = api.get(f"{sandbox.azure_url}/Fabrikam/_apis/wit/workItems/{item['native_id']}/updates").json()
+    updates = ado_api.get(f"{ado_org.azure_url}/Fabrikam/_apis/wit/workItems/{item['native_id']}/updates").json()
     # wit/4.1/httpExamples/updates/GET__list_of_workitem_updates.json
     assert set(updates) == {"count", "value"}
     added = []
@@ -167,24 +156,24 @@ def test_updates_carry_the_time_each_artifact_link_was_added(sandbox: Sandbox, a
             assert update["fields"]["System.ChangedDate"]["newValue"] == relation["attributes"]["authorizedDate"]
             added.append(relation["url"])
     assert len(added) == len(item["links"])
-    paged = api.get(
-        f"{sandbox.azure_url}/Fabrikam/_apis/wit/workItems/{item['native_id']}/revisions",
+    paged = ado_api.get(
+        f"{ado_org.azure_url}/Fabrikam/_apis/wit/workItems/{item['native_id']}/revisions",
         params={"$top": 2, "$skip": 1},
     ).json()
     assert [r["rev"] for r in paged["value"]] == [2, 3]
 
 
-def test_artifact_uri_query_finds_the_items_linking_a_commit(sandbox: Sandbox, api: requests.Session) -> None:
+def test_artifact_uri_query_finds_the_items_linking_a_commit(ado_org: Sandbox, ado_api: requests.Session) -> None:
     item = next(
         w
-        for w in azure_truth(sandbox)["work_items"]
+        for w in azure_truth(ado_org)["work_items"]
         if w["project"] == "Fabrikam" and any(t.startswith("commit:") for t in w["links"])
     )
-    relations = api.get(
-        f"{sandbox.azure_url}/Fabrikam/_apis/wit/workitems/{item['native_id']}", params={"$expand": "relations"}
+    relations = ado_api.get(
+        f"{ado_org.azure_url}/Fabrikam/_apis/wit/workitems/{item['native_id']}", params={"$expand": "relations"}
     ).json()["relations"]
     uri = next(r["url"] for r in relations if "/Git/Commit/" in r["url"])
-    body = api.post(f"{sandbox.azure_url}/_apis/wit/artifacturiquery", json={"artifactUris": [uri]}).json()
+    body = ado_api.post(f"{ado_org.azure_url}/_apis/wit/artifacturiquery", json={"artifactUris": [uri]}).json()
     # wit/5.1/httpExamples/artifacturiquery/POST__wit_artifacturiquery.json
     assert list(body) == ["artifactUrisQueryResult"]
     assert int(item["native_id"]) in {ref["id"] for ref in body["artifactUrisQueryResult"][uri]}
@@ -193,20 +182,20 @@ def test_artifact_uri_query_finds_the_items_linking_a_commit(sandbox: Sandbox, a
 # -- the reporting stream as an incremental feed ------------------------------------------------------
 
 
-def test_token_walk_returns_every_revision_once_in_watermark_order(sandbox: Sandbox, api: requests.Session) -> None:
+def test_token_walk_returns_every_revision_once_in_watermark_order(ado_org: Sandbox, ado_api: requests.Session) -> None:
     seen: list[tuple[int, int]] = []
     changed: list[str] = []
-    pages = list(walk(api, revisions_url(sandbox), **{"$maxPageSize": 37, "includeDeleted": "true"}))
+    pages = list(walk(ado_api, revisions_url(ado_org), **{"$maxPageSize": 37, "includeDeleted": "true"}))
     for page in pages:
         assert len(page["values"]) <= 37
-        assert page["nextLink"].startswith(sandbox.azure_url + "/Fabrikam/_apis/wit/reporting/")
+        assert page["nextLink"].startswith(ado_org.azure_url + "/Fabrikam/_apis/wit/reporting/")
         for value in page["values"]:
             seen.append((value["id"], value["rev"]))
             changed.append(value["fields"]["System.ChangedDate"])
     assert len(pages) > 3 and len(seen) == len(set(seen))
-    other_host = revisions_url(sandbox).replace("127.0.0.1", "localhost")
-    assert api.get(other_host).json()["nextLink"].startswith(other_host)
-    truth = [w for w in azure_truth(sandbox)["work_items"] if w["project"] == "Fabrikam"]
+    other_host = revisions_url(ado_org).replace("127.0.0.1", "localhost")
+    assert ado_api.get(other_host).json()["nextLink"].startswith(other_host)
+    truth = [w for w in azure_truth(ado_org)["work_items"] if w["project"] == "Fabrikam"]
     assert set(seen) >= {(int(w["native_id"]), h["seq"]) for w in truth for h in w["history"]}
     last_rev: dict[int, int] = {}
     for item_id, rev in seen:  # each item's revisions arrive in order
@@ -216,31 +205,31 @@ def test_token_walk_returns_every_revision_once_in_watermark_order(sandbox: Sand
     assert stamps == sorted(stamps)
 
 
-def test_repoll_is_one_empty_last_batch_and_new_activity_follows_the_old_token(api: requests.Session) -> None:
+def test_repoll_is_one_empty_last_batch_and_new_activity_follows_the_old_token(ado_api: requests.Session) -> None:
     with Sandbox(SandboxOptions(seed=5, work_items=120, token=TOKEN, now=NOW)) as sb:
         url = revisions_url(sb, project=None)
-        last = list(walk(api, url))[-1]
-        again = api.get(last["nextLink"], params={}).json()
+        last = list(walk(ado_api, url))[-1]
+        again = ado_api.get(last["nextLink"], params={}).json()
         assert again["values"] == [] and again["isLastBatch"] is True
         assert again["continuationToken"] == last["continuationToken"]
         added = sb.add_activity(1)["azure"][0]
-        fresh = list(walk(api, last["nextLink"]))
+        fresh = list(walk(ado_api, last["nextLink"]))
         got = [f"{v['id']}:{v['rev']}" for page in fresh for v in page["values"]]
         assert got == added["revisions"]  # exactly the new revisions, in watermark order
-        assert api.get(fresh[-1]["nextLink"], params={}).json()["values"] == []
+        assert ado_api.get(fresh[-1]["nextLink"], params={}).json()["values"] == []
 
 
-def test_start_date_time_bounds_the_backfill(sandbox: Sandbox, api: requests.Session) -> None:
+def test_start_date_time_bounds_the_backfill(ado_org: Sandbox, ado_api: requests.Session) -> None:
     start = NOW - timedelta(days=30)
     values = [
         v
-        for page in walk(api, revisions_url(sandbox), startDateTime=start.isoformat().replace("+00:00", "Z"))
+        for page in walk(ado_api, revisions_url(ado_org), startDateTime=start.isoformat().replace("+00:00", "Z"))
         for v in page["values"]
     ]
     assert values and all(datetime.fromisoformat(v["fields"]["System.ChangedDate"]) >= start for v in values)
     expected = sum(
         1
-        for w in azure_truth(sandbox)["work_items"]
+        for w in azure_truth(ado_org)["work_items"]
         if w["project"] == "Fabrikam" and not w["deleted"]
         for h in w["history"]
         if datetime.fromisoformat(h["at"]) >= start
@@ -248,14 +237,14 @@ def test_start_date_time_bounds_the_backfill(sandbox: Sandbox, api: requests.Ses
     assert len(values) == expected
 
 
-def test_deleted_items_only_appear_with_include_deleted(api: requests.Session) -> None:
+def test_deleted_items_only_appear_with_include_deleted(ado_api: requests.Session) -> None:
     routes = AzureRoutes(seed=3, work_items=1500, now=NOW, token=TOKEN, organization="contoso")
     deleted = {int(w["native_id"]) for w in routes.truth()["work_items"] if w["deleted"]}
     assert deleted
     with serve(routes) as (url, _server):
         stream = f"{url}/_apis/wit/reporting/workitemrevisions"
-        plain = {v["id"] for page in walk(api, stream) for v in page["values"]}
-        full = [v for page in walk(api, stream, includeDeleted="true") for v in page["values"]]
+        plain = {v["id"] for page in walk(ado_api, stream) for v in page["values"]}
+        full = [v for page in walk(ado_api, stream, includeDeleted="true") for v in page["values"]]
     assert not plain & deleted
     last = {v["id"]: v for v in full}
     assert all(last[i]["fields"]["System.IsDeleted"] is True for i in deleted)
@@ -264,21 +253,21 @@ def test_deleted_items_only_appear_with_include_deleted(api: requests.Session) -
 # -- queries, batches, limits ------------------------------------------------------------------------------
 
 
-def test_wiql_returns_ids_and_refuses_more_than_20000(api: requests.Session) -> None:
+def test_wiql_returns_ids_and_refuses_more_than_20000(ado_api: requests.Session) -> None:
     routes = AzureRoutes(seed=2, work_items=20_050, now=NOW, token=TOKEN, organization="contoso")
     with serve(routes) as (url, _server):
         query = {"query": "Select [System.Id] From WorkItems Where [System.ChangedDate] >= '2024-01-01'"}
-        too_many = api.post(f"{url}/_apis/wit/wiql", json=query)
+        too_many = ado_api.post(f"{url}/_apis/wit/wiql", json=query)
         assert too_many.status_code == 400
         error = too_many.json()
         # the service's error body (API-NOTES §H)
         assert set(error) == {"$id", "innerException", "message", "typeName", "typeKey", "errorCode", "eventId"}
         assert error["message"].startswith("VS402337")
-        capped = api.post(f"{url}/_apis/wit/wiql", params={"$top": 19_999}, json=query).json()
+        capped = ado_api.post(f"{url}/_apis/wit/wiql", params={"$top": 19_999}, json=query).json()
         # wit/7.1/httpExamples/wiql/GET__wit_get_id_workitems.json
         assert {"queryType", "asOf", "columns", "sortColumns", "workItems"} <= set(capped)
         assert len(capped["workItems"]) == 19_999 and set(capped["workItems"][0]) == {"id", "url"}
-        scoped = api.post(
+        scoped = ado_api.post(
             f"{url}/Tailspin/_apis/wit/wiql",
             json={
                 "query": "SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project "
@@ -293,21 +282,21 @@ def test_wiql_returns_ids_and_refuses_more_than_20000(api: requests.Session) -> 
     assert [r["id"] for r in scoped["workItems"]] == expected
 
 
-def test_batch_refuses_fields_with_expand_and_more_than_200_ids(sandbox: Sandbox, api: requests.Session) -> None:
-    url = f"{sandbox.azure_url}/Fabrikam/_apis/wit/workitemsbatch"
+def test_batch_refuses_fields_with_expand_and_more_than_200_ids(ado_org: Sandbox, ado_api: requests.Session) -> None:
+    url = f"{ado_org.azure_url}/Fabrikam/_apis/wit/workitemsbatch"
     ids = [
         int(w["native_id"])
-        for w in azure_truth(sandbox)["work_items"]
+        for w in azure_truth(ado_org)["work_items"]
         if w["project"] == "Fabrikam" and not w["deleted"]
     ][:3]
-    both = api.post(url, json={"ids": ids, "fields": ["System.State"], "$expand": "Relations"})
+    both = ado_api.post(url, json={"ids": ids, "fields": ["System.State"], "$expand": "Relations"})
     assert both.status_code == 400 and "expand parameter can not be used with the fields" in both.json()["message"]
-    assert api.post(url, json={"ids": list(range(1, 202))}).status_code == 400
-    fields = api.post(url, json={"ids": ids, "fields": ["System.State"]}).json()
+    assert ado_api.post(url, json={"ids": list(range(1, 202))}).status_code == 400
+    fields = ado_api.post(url, json={"ids": ids, "fields": ["System.State"]}).json()
     assert [set(v["fields"]) for v in fields["value"]] == [{"System.State"}] * 3
-    omitted = api.post(url, json={"ids": [*ids, 999_999], "errorPolicy": "Omit"}).json()
+    omitted = ado_api.post(url, json={"ids": [*ids, 999_999], "errorPolicy": "Omit"}).json()
     assert omitted["value"][-1] is None and omitted["count"] == 4
-    assert api.post(url, json={"ids": [999_999]}).status_code == 404
+    assert ado_api.post(url, json={"ids": [999_999]}).status_code == 404
 
 
 # -- pipelines ---------------------------------------------------------------------------------------------
@@ -319,13 +308,13 @@ def _sdk_keys(area: str, model: str) -> set[str]:
     return {spec["key"] for spec in getattr(module, model)._attribute_map.values()}
 
 
-def test_builds_page_with_the_continuation_header(sandbox: Sandbox, api: requests.Session) -> None:
-    url = f"{sandbox.azure_url}/Fabrikam/_apis/build/builds"
+def test_builds_page_with_the_continuation_header(ado_org: Sandbox, ado_api: requests.Session) -> None:
+    url = f"{ado_org.azure_url}/Fabrikam/_apis/build/builds"
     params: dict[str, Any] = {"queryOrder": "finishTimeAscending", "statusFilter": "completed", "$top": 25}
     builds: list[dict[str, Any]] = []
     pages = 0
     while True:
-        resp = api.get(url, params=params)
+        resp = ado_api.get(url, params=params)
         body = resp.json()
         assert body["count"] == len(body["value"])
         builds += body["value"]
@@ -334,43 +323,43 @@ def test_builds_page_with_the_continuation_header(sandbox: Sandbox, api: request
         if not token:
             break
         params["continuationToken"] = token
-    expected = [b for b in azure_truth(sandbox)["builds"] if b["project"] == "Fabrikam" and b["status"] == "completed"]
+    expected = [b for b in azure_truth(ado_org)["builds"] if b["project"] == "Fabrikam" and b["status"] == "completed"]
     assert pages > 2 and sorted(b["id"] for b in builds) == sorted(b["id"] for b in expected)
     finishes = [b["finishTime"] for b in builds]
     assert [datetime.fromisoformat(f) for f in finishes] == sorted(datetime.fromisoformat(f) for f in finishes)
     assert set(builds[0]) <= _sdk_keys("build", "Build")  # build/7.1/build.json has no example: the SDK model
-    later = api.get(url, params={"queryOrder": "finishTimeAscending", "minTime": finishes[-5]}).json()["value"]
+    later = ado_api.get(url, params={"queryOrder": "finishTimeAscending", "minTime": finishes[-5]}).json()["value"]
     assert [b["id"] for b in later] == [b["id"] for b in builds[-5:]]
 
 
-def test_build_changes_work_items_and_changes_between_builds(sandbox: Sandbox, api: requests.Session) -> None:
-    truth = [b for b in azure_truth(sandbox)["builds"] if b["definition"] == "web-ci"]
+def test_build_changes_work_items_and_changes_between_builds(ado_org: Sandbox, ado_api: requests.Session) -> None:
+    truth = [b for b in azure_truth(ado_org)["builds"] if b["definition"] == "web-ci"]
     build = next(b for b in truth if b["work_items"])
-    base = f"{sandbox.azure_url}/Fabrikam/_apis/build"
-    changes = api.get(f"{base}/builds/{build['id']}/changes", params={"$top": 1000}).json()["value"]
+    base = f"{ado_org.azure_url}/Fabrikam/_apis/build"
+    changes = ado_api.get(f"{base}/builds/{build['id']}/changes", params={"$top": 1000}).json()["value"]
     assert [c["id"] for c in changes] == build["commits"][::-1]  # newest first
     assert set(changes[0]) <= _sdk_keys("build", "Change")
-    refs = api.get(f"{base}/builds/{build['id']}/workitems", params={"$top": 1000}).json()["value"]
+    refs = ado_api.get(f"{base}/builds/{build['id']}/workitems", params={"$top": 1000}).json()["value"]
     assert [f"ado:{r['id']}" for r in refs] == build["work_items"]
     first, last = truth[3], truth[9]
-    between = api.get(
+    between = ado_api.get(
         f"{base}/changes", params={"fromBuildId": first["id"], "toBuildId": last["id"], "$top": 1000}
     ).json()["value"]
     assert {c["id"] for c in between} == {sha for b in truth[4:10] for sha in b["commits"]}
-    paged = api.get(f"{base}/builds/{build['id']}/changes", params={"$top": 1})
+    paged = ado_api.get(f"{base}/builds/{build['id']}/changes", params={"$top": 1})
     assert len(build["commits"]) == 1 or paged.headers["x-ms-continuationtoken"] == "1"
 
 
-def test_environment_records_newest_first_through_every_page(sandbox: Sandbox, api: requests.Session) -> None:
-    envs = api.get(f"{sandbox.azure_url}/Fabrikam/_apis/distributedtask/environments").json()["value"]
+def test_environment_records_newest_first_through_every_page(ado_org: Sandbox, ado_api: requests.Session) -> None:
+    envs = ado_api.get(f"{ado_org.azure_url}/Fabrikam/_apis/distributedtask/environments").json()["value"]
     assert {e["name"] for e in envs} == {"dev", "staging", "production"}
     assert set(envs[0]) <= _sdk_keys("task_agent", "EnvironmentInstance")
     production = next(e for e in envs if e["name"] == "production")
-    url = f"{sandbox.azure_url}/Fabrikam/_apis/pipelines/environments/{production['id']}/environmentdeploymentrecords"
+    url = f"{ado_org.azure_url}/Fabrikam/_apis/pipelines/environments/{production['id']}/environmentdeploymentrecords"
     records: list[dict[str, Any]] = []
     params: dict[str, Any] = {"top": 10}
     while True:
-        resp = api.get(url, params=params)
+        resp = ado_api.get(url, params=params)
         records += resp.json()["value"]
         if "x-ms-continuationtoken" not in resp.headers:
             break
@@ -381,7 +370,7 @@ def test_environment_records_newest_first_through_every_page(sandbox: Sandbox, a
     assert {r["result"] for r in records} >= {"succeeded", "failed"}
     truth = {
         d["native_id"]
-        for d in azure_truth(sandbox)["deployments"]
+        for d in azure_truth(ado_org)["deployments"]
         if d["environment"] == "production" and d["project"] == "Fabrikam"
     }
     # one record per job: the jobs of one (run, stage, stage attempt) are one deployment
@@ -396,13 +385,13 @@ def test_environment_records_newest_first_through_every_page(sandbox: Sandbox, a
 
 
 def test_classic_release_deployments_come_as_the_official_example_shows_them(
-    sandbox: Sandbox, api: requests.Session
+    ado_org: Sandbox, ado_api: requests.Session
 ) -> None:
-    url = f"{sandbox.azure_url}/Tailspin/_apis/release/deployments"
+    url = f"{ado_org.azure_url}/Tailspin/_apis/release/deployments"
     served: list[dict[str, Any]] = []
     params: dict[str, Any] = {"queryOrder": "ascending", "$top": 100}
     while True:
-        resp = api.get(url, params=params)
+        resp = ado_api.get(url, params=params)
         served += resp.json()["value"]
         if "x-ms-continuationtoken" not in resp.headers:
             break
@@ -412,7 +401,7 @@ def test_classic_release_deployments_come_as_the_official_example_shows_them(
     assert any((d["deploymentStatus"], d["operationStatus"]) == ("notDeployed", "PhaseFailed") for d in served)
     # .NET's seven fraction digits on some times, as real answers have them
     assert any(re.search(r"\.\d{7}Z$", d[key]) for d in served for key in ("queuedOn", "startedOn"))
-    failures = {d["native_id"] for d in azure_truth(sandbox)["deployments"] if d["status"] == "failure"}
+    failures = {d["native_id"] for d in azure_truth(ado_org)["deployments"] if d["status"] == "failure"}
     assert {
         f"release:{d['id']}"
         for d in served
@@ -420,9 +409,9 @@ def test_classic_release_deployments_come_as_the_official_example_shows_them(
     } <= failures
 
 
-def test_classic_release_deployments_and_their_build_artifact(sandbox: Sandbox, api: requests.Session) -> None:
-    url = f"{sandbox.azure_url}/Tailspin/_apis/release/deployments"
-    resp = api.get(url, params={"queryOrder": "ascending", "$top": 20})
+def test_classic_release_deployments_and_their_build_artifact(ado_org: Sandbox, ado_api: requests.Session) -> None:
+    url = f"{ado_org.azure_url}/Tailspin/_apis/release/deployments"
+    resp = ado_api.get(url, params={"queryOrder": "ascending", "$top": 20})
     page = resp.json()["value"]
     assert resp.headers["x-ms-continuationtoken"] and [d["id"] for d in page] == sorted(d["id"] for d in page)
     # release/5.1/httpExamples/deployments/GET__ListDeployments.json
@@ -449,20 +438,20 @@ def test_classic_release_deployments_and_their_build_artifact(sandbox: Sandbox, 
     }
     assert example_keys <= set(page[0]) <= _sdk_keys("release", "Deployment")
     assert page[0]["release"]["artifacts"] == []  # lists leave artifacts out, as the service does
-    release = api.get(f"{sandbox.azure_url}/Tailspin/_apis/release/releases/{page[0]['release']['id']}").json()
+    release = ado_api.get(f"{ado_org.azure_url}/Tailspin/_apis/release/releases/{page[0]['release']['id']}").json()
     version = release["artifacts"][0]["definitionReference"]["version"]["id"]
-    build = next(b for b in azure_truth(sandbox)["builds"] if str(b["id"]) == version)
+    build = next(b for b in azure_truth(ado_org)["builds"] if str(b["id"]) == version)
     assert build["definition"] == "legacy-api-build"
     assert release["artifacts"][0]["definitionReference"]["sourceVersion"]["id"] == build["sha"]
-    succeeded = api.get(url, params={"deploymentStatus": "succeeded", "$top": 100}).json()["value"]
+    succeeded = ado_api.get(url, params={"deploymentStatus": "succeeded", "$top": 100}).json()["value"]
     assert succeeded and {d["deploymentStatus"] for d in succeeded} == {"succeeded"}
 
 
 # -- auth, versions, throttling, counting --------------------------------------------------------------------
 
 
-def test_auth_failures_answer_401_or_the_sign_in_page(sandbox: Sandbox) -> None:
-    url = f"{sandbox.azure_url}/_apis/projects"
+def test_auth_failures_answer_401_or_the_sign_in_page(ado_org: Sandbox) -> None:
+    url = f"{ado_org.azure_url}/_apis/projects"
     suppressed = requests.get(url, headers={"X-TFS-FedAuthRedirect": "Suppress"}, auth=("", "wrong"))
     assert suppressed.status_code == 401 and suppressed.json()["typeKey"] == "UnauthorizedRequestException"
     browser = requests.get(url)
@@ -471,18 +460,18 @@ def test_auth_failures_answer_401_or_the_sign_in_page(sandbox: Sandbox) -> None:
     assert requests.get(url, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
 
 
-def test_api_version_from_the_accept_header_and_out_of_range(sandbox: Sandbox) -> None:
-    url = f"{sandbox.azure_url}/_apis/projects"
+def test_api_version_from_the_accept_header_and_out_of_range(ado_org: Sandbox) -> None:
+    url = f"{ado_org.azure_url}/_apis/projects"
     ok = requests.get(url, auth=("", TOKEN), headers={"Accept": "application/json;api-version=7.1-preview.4"})
     assert ok.status_code == 200 and ok.json()["count"] == 2
     future = requests.get(url, auth=("", TOKEN), params={"api-version": "9.0"})
     assert future.status_code == 400 and future.json()["typeKey"] == "VssVersionOutOfRangeException"
 
 
-def test_throttling_warns_then_blocks_with_tf400733(api: requests.Session) -> None:
+def test_throttling_warns_then_blocks_with_tf400733(ado_api: requests.Session) -> None:
     routes = AzureRoutes(seed=1, work_items=50, now=NOW, token=TOKEN, organization="contoso", tstu_budget=8)
     with serve(routes) as (url, _server):
-        responses = [api.get(f"{url}/_apis/projects") for _ in range(10)]
+        responses = [ado_api.get(f"{url}/_apis/projects") for _ in range(10)]
     statuses = [r.status_code for r in responses]
     assert statuses[:8] == [200] * 8 and statuses[8:] == [429, 429]
     assert "X-RateLimit-Remaining" not in responses[0].headers
@@ -492,13 +481,13 @@ def test_throttling_warns_then_blocks_with_tf400733(api: requests.Session) -> No
     assert blocked.json()["message"].startswith("TF400733")
 
 
-def test_requests_are_counted_per_endpoint(sandbox: Sandbox, api: requests.Session) -> None:
-    requests.post(f"{sandbox.url}/_sandbox/stats/reset")
+def test_requests_are_counted_per_endpoint(ado_org: Sandbox, ado_api: requests.Session) -> None:
+    requests.post(f"{ado_org.url}/_sandbox/stats/reset")
     for _ in range(3):
-        api.get(revisions_url(sandbox), params={"$maxPageSize": 1})
-    api.get(f"{sandbox.azure_url}/Fabrikam/_apis/build/builds", params={"$top": 1})
-    requests.get(f"{sandbox.azure_url}/_apis/projects")  # unauthenticated: counted under its endpoint too
-    stats = requests.get(f"{sandbox.url}/_sandbox/stats").json()
+        ado_api.get(revisions_url(ado_org), params={"$maxPageSize": 1})
+    ado_api.get(f"{ado_org.azure_url}/Fabrikam/_apis/build/builds", params={"$top": 1})
+    requests.get(f"{ado_org.azure_url}/_apis/projects")  # unauthenticated: counted under its endpoint too
+    stats = requests.get(f"{ado_org.url}/_sandbox/stats").json()
     assert stats["by_endpoint"] == {"azure.reporting_revisions": 3, "azure.builds": 1, "azure.projects": 1}
     assert stats["by_status"] == {"200": 4, "203": 1}
 
@@ -514,16 +503,16 @@ def test_same_seed_same_world_other_seed_other_world() -> None:
     assert a["work_items"] != c["work_items"] and a["deployments"] != c["deployments"]
 
 
-def test_truth_history_is_what_the_revisions_say(sandbox: Sandbox, api: requests.Session) -> None:
+def test_truth_history_is_what_the_revisions_say(ado_org: Sandbox, ado_api: requests.Session) -> None:
     served: dict[tuple[int, int], dict[str, Any]] = {}
-    for page in walk(api, revisions_url(sandbox, project=None), includeDeleted="true"):
+    for page in walk(ado_api, revisions_url(ado_org, project=None), includeDeleted="true"):
         for value in page["values"]:
             served[(value["id"], value["rev"])] = value["fields"]
     categories: dict[tuple[str, str, str], str] = {}
     for project in ("Fabrikam", "Tailspin"):
-        for t in api.get(f"{sandbox.azure_url}/{project}/_apis/wit/workitemtypes").json()["value"]:
+        for t in ado_api.get(f"{ado_org.azure_url}/{project}/_apis/wit/workitemtypes").json()["value"]:
             categories.update({(project, t["name"], s["name"]): s["category"] for s in t["states"]})
-    truth = azure_truth(sandbox)["work_items"]
+    truth = azure_truth(ado_org)["work_items"]
     assert sum(len(w["history"]) for w in truth) == len(served)
     for item in truth:
         for entry in item["history"]:
@@ -539,8 +528,8 @@ def test_truth_history_is_what_the_revisions_say(sandbox: Sandbox, api: requests
         assert item["team"] == first["System.AreaPath"]
 
 
-def test_the_world_has_the_promised_story(sandbox: Sandbox) -> None:
-    truth = azure_truth(sandbox)
+def test_the_world_has_the_promised_story(ado_org: Sandbox) -> None:
+    truth = azure_truth(ado_org)
     items = truth["work_items"]
     paths = [[h["state"] for h in w["history"]] for w in items]
     assert any(_collapse(p)[-3:] == ["Closed", "Active", "Closed"] for p in paths)  # reopened
@@ -600,7 +589,7 @@ def _cycle_days_by_half(items: list[dict[str, Any]]) -> tuple[float, float]:
     return statistics.median(halves[0]), statistics.median(halves[1])
 
 
-def test_malformed_revisions_are_served_corrupt_and_listed_as_rejected(api: requests.Session) -> None:
+def test_malformed_revisions_are_served_corrupt_and_listed_as_rejected(ado_api: requests.Session) -> None:
     routes = AzureRoutes(seed=4, work_items=300, now=NOW, token=TOKEN, organization="contoso", malformed=6)
     truth = routes.truth()
     rejected = {r["record_id"]: r["reason"] for r in truth["rejected"]}
@@ -610,7 +599,7 @@ def test_malformed_revisions_are_served_corrupt_and_listed_as_rejected(api: requ
     with serve(routes) as (url, _server):
         served = {
             f"{v['id']}:{v['rev']}": v["fields"]
-            for page in walk(api, f"{url}/_apis/wit/reporting/workitemrevisions")
+            for page in walk(ado_api, f"{url}/_apis/wit/reporting/workitemrevisions")
             for v in page["values"]
         }
     by_reason = {reason: served[record] for record, reason in rejected.items()}
@@ -625,7 +614,7 @@ def test_malformed_revisions_are_served_corrupt_and_listed_as_rejected(api: requ
     assert not {tuple(r.split(":")) for r in rejected} & history
 
 
-def test_activity_appends_a_production_deployment_and_anchors_point_at_fabrikam(api: requests.Session) -> None:
+def test_activity_appends_a_production_deployment_and_anchors_point_at_fabrikam(ado_api: requests.Session) -> None:
     with Sandbox(SandboxOptions(seed=9, work_items=150, token=TOKEN, now=NOW)) as sb:
         before = {d["native_id"] for d in azure_truth(sb)["deployments"]}
         sb.add_activity(1)
@@ -635,7 +624,7 @@ def test_activity_appends_a_production_deployment_and_anchors_point_at_fabrikam(
         assert all(d["status"] == "success" for d in new)
         env_id = int(new[-1]["native_id"].split(":")[1])
         project = new[-1]["project"]
-        newest = api.get(
+        newest = ado_api.get(
             f"{sb.azure_url}/{project}/_apis/distributedtask/environments/{env_id}/environmentdeploymentrecords",
             params={"top": 1},
         ).json()["value"][0]
@@ -649,7 +638,7 @@ def test_activity_appends_a_production_deployment_and_anchors_point_at_fabrikam(
 
 
 def test_the_azure_devops_sdk_works_against_the_sandbox(
-    sandbox: Sandbox, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    ado_org: Sandbox, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from azure.devops import _file_cache
     from azure.devops.connection import Connection
@@ -659,8 +648,8 @@ def test_the_azure_devops_sdk_works_against_the_sandbox(
     # the SDK caches discovery on disk: keep it in tmp_path
     monkeypatch.setattr(_file_cache.OPTIONS_CACHE, "file_name", str(tmp_path / "options.json"))
     monkeypatch.setattr(_file_cache.RESOURCE_CACHE, "file_name", str(tmp_path / "resources.json"))
-    requests.post(f"{sandbox.url}/_sandbox/stats/reset")
-    connection = Connection(base_url=sandbox.azure_url, creds=BasicAuthentication("", TOKEN))
+    requests.post(f"{ado_org.url}/_sandbox/stats/reset")
+    connection = Connection(base_url=ado_org.azure_url, creds=BasicAuthentication("", TOKEN))
     wit = connection.clients_v7_1.get_work_item_tracking_client()
     states = wit.get_work_item_type_states("Fabrikam", "User Story")
     assert ("In Review", "InProgress") in {(s.name, s.category) for s in states}
@@ -669,7 +658,7 @@ def test_the_azure_devops_sdk_works_against_the_sandbox(
     assert len(batch.additional_properties["values"]) == 5
     ids = [
         int(w["native_id"])
-        for w in azure_truth(sandbox)["work_items"]
+        for w in azure_truth(ado_org)["work_items"]
         if w["project"] == "Fabrikam" and w["links"] and not w["deleted"]
     ][:2]
     items = wit.get_work_items_batch(WorkItemBatchGetRequest(ids=ids, expand="Relations"), project="Fabrikam")
@@ -682,7 +671,7 @@ def test_the_azure_devops_sdk_works_against_the_sandbox(
     assert len(records) == 3 and records[0].owner.id > 0
     deployments = connection.clients_v7_1.get_release_client().get_deployments("Tailspin", top=2)
     assert {d.release_environment.name for d in deployments} <= {"QA", "Prod"}
-    stats = requests.get(f"{sandbox.url}/_sandbox/stats").json()["by_endpoint"]
+    stats = requests.get(f"{ado_org.url}/_sandbox/stats").json()["by_endpoint"]
     assert stats["azure.options"] == 1 and stats["azure.resource_areas"] == 1  # discovery once per connection
 
 

@@ -11,56 +11,41 @@ are the Boards items whose ``Pull Request`` ArtifactLink names it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
-from conftest import azure_session
+from conftest import ADO_ORG_NOW, ADO_ORG_TOKEN
 
-from sandbox.app import Sandbox, SandboxOptions
+from sandbox.app import Sandbox
 from sandbox.azure.data import SeededAzureOrg
 from sandbox.azure.repos import COMMITS_PAGE
 
-NOW = datetime(2025, 6, 1, tzinfo=UTC)
-TOKEN = "test-pat"
+NOW, TOKEN = ADO_ORG_NOW, ADO_ORG_TOKEN
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "azure"
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(SandboxOptions(seed=11, work_items=400, token=TOKEN, now=NOW)) as sb:
-        yield sb
-
-
-@pytest.fixture
-def api(sandbox: Sandbox) -> requests.Session:
-    session: requests.Session = azure_session(TOKEN)
-    return session
 
 
 def example(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text(encoding="utf-8-sig"))["responses"]["200"]["body"]
 
 
-def repositories(sandbox: Sandbox, api: requests.Session, project: str = "Fabrikam") -> dict[str, dict[str, Any]]:
-    body = api.get(f"{sandbox.url}/contoso/{project}/_apis/git/repositories").json()
+def repositories(ado_org: Sandbox, ado_api: requests.Session, project: str = "Fabrikam") -> dict[str, dict[str, Any]]:
+    body = ado_api.get(f"{ado_org.url}/contoso/{project}/_apis/git/repositories").json()
     return {r["name"]: r for r in body["value"]}
 
 
-def completed(sandbox: Sandbox, api: requests.Session, repo: str, **params: Any) -> list[dict[str, Any]]:
-    url = f"{sandbox.url}/contoso/Fabrikam/_apis/git/repositories/{repo}/pullrequests"
-    return api.get(url, params={"searchCriteria.status": "completed", **params}).json()["value"]
+def completed(ado_org: Sandbox, ado_api: requests.Session, repo: str, **params: Any) -> list[dict[str, Any]]:
+    url = f"{ado_org.url}/contoso/Fabrikam/_apis/git/repositories/{repo}/pullrequests"
+    return ado_api.get(url, params={"searchCriteria.status": "completed", **params}).json()["value"]
 
 
-def test_repositories_and_pull_requests_have_the_reference_shapes(sandbox: Sandbox, api: requests.Session) -> None:
-    repos = repositories(sandbox, api)
+def test_repositories_and_pull_requests_have_the_reference_shapes(ado_org: Sandbox, ado_api: requests.Session) -> None:
+    repos = repositories(ado_org, ado_api)
     assert set(repos) == {"web", "payments"}
     official_repo = example("GET__git_repositories.json")["value"][1]
     assert set(official_repo) <= set(repos["web"])
-    prs = completed(sandbox, api, repos["web"]["id"], **{"$top": 1000})
+    prs = completed(ado_org, ado_api, repos["web"]["id"], **{"$top": 1000})
     assert prs
     official = example("GET__git_repositories__repositoryId__pullRequests_status-completed.json")["value"][0]
     # every key of the official example, except those some answers leave out
@@ -72,24 +57,26 @@ def test_repositories_and_pull_requests_have_the_reference_shapes(sandbox: Sandb
     assert any("description" not in pr for pr in prs) and any("isDraft" not in pr for pr in prs)
     assert any(not pr["reviewers"] for pr in prs)
     # a repository is named by id or by name; the active list (the default status) is empty here
-    assert completed(sandbox, api, "WEB", **{"$top": 1000}) == prs
-    url = f"{sandbox.url}/contoso/Fabrikam/_apis/git/repositories/web/pullrequests"
-    assert api.get(url).json() == {"value": [], "count": 0}
-    missing = api.get(f"{sandbox.url}/contoso/Fabrikam/_apis/git/repositories/nope/pullrequests")
+    assert completed(ado_org, ado_api, "WEB", **{"$top": 1000}) == prs
+    url = f"{ado_org.url}/contoso/Fabrikam/_apis/git/repositories/web/pullrequests"
+    assert ado_api.get(url).json() == {"value": [], "count": 0}
+    missing = ado_api.get(f"{ado_org.url}/contoso/Fabrikam/_apis/git/repositories/nope/pullrequests")
     assert missing.status_code == 404 and missing.json()["typeKey"] == "GitRepositoryNotFoundException"
 
 
-def test_the_list_pages_with_top_and_skip_and_filters_by_closed_time(sandbox: Sandbox, api: requests.Session) -> None:
-    every = completed(sandbox, api, "web", **{"$top": 1000})
+def test_the_list_pages_with_top_and_skip_and_filters_by_closed_time(
+    ado_org: Sandbox, ado_api: requests.Session
+) -> None:
+    every = completed(ado_org, ado_api, "web", **{"$top": 1000})
     ids = [pr["pullRequestId"] for pr in every]
     assert ids == sorted(ids, reverse=True)  # newest first
-    pages = [completed(sandbox, api, "web", **{"$top": 7, "$skip": skip}) for skip in range(0, len(ids), 7)]
+    pages = [completed(ado_org, ado_api, "web", **{"$top": 7, "$skip": skip}) for skip in range(0, len(ids), 7)]
     assert [pr["pullRequestId"] for page in pages for pr in page] == ids
-    assert len(completed(sandbox, api, "web")) == min(len(ids), 101)  # the service's default page
+    assert len(completed(ado_org, ado_api, "web")) == min(len(ids), 101)  # the service's default page
     middle = sorted(pr["closedDate"] for pr in every)[len(every) // 2]
     after = completed(
-        sandbox,
-        api,
+        ado_org,
+        ado_api,
         "web",
         **{"$top": 1000, "searchCriteria.queryTimeRangeType": "closed", "searchCriteria.minTime": middle},
     )
@@ -97,7 +84,7 @@ def test_the_list_pages_with_top_and_skip_and_filters_by_closed_time(sandbox: Sa
         pr["pullRequestId"] for pr in every if _t(pr["closedDate"]) >= _t(middle)
     }
     # without queryTimeRangeType, minTime is about creation
-    created = completed(sandbox, api, "web", **{"$top": 1000, "searchCriteria.minTime": middle})
+    created = completed(ado_org, ado_api, "web", **{"$top": 1000, "searchCriteria.minTime": middle})
     assert {pr["pullRequestId"] for pr in created} == {
         pr["pullRequestId"] for pr in every if _t(pr["creationDate"]) >= _t(middle)
     }
@@ -107,17 +94,17 @@ def _t(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def test_commits_page_with_a_continuation_token(sandbox: Sandbox, api: requests.Session) -> None:
-    truth = sandbox.truth()["azure"]["pull_requests"]
+def test_commits_page_with_a_continuation_token(ado_org: Sandbox, ado_api: requests.Session) -> None:
+    truth = ado_org.truth()["azure"]["pull_requests"]
     big = next(p for p in truth if p["project"] == "Fabrikam" and len(p["commits"]) > COMMITS_PAGE + 1)
     url = (
-        f"{sandbox.url}/contoso/Fabrikam/_apis/git/repositories/{big['repository_id']}"
+        f"{ado_org.url}/contoso/Fabrikam/_apis/git/repositories/{big['repository_id']}"
         f"/pullRequests/{big['number']}/commits"
     )
     seen: list[dict[str, Any]] = []
     params: dict[str, Any] = {"$top": 500}
     while True:
-        resp = api.get(url, params=params)
+        resp = ado_api.get(url, params=params)
         page = resp.json()["value"]
         assert len(page) <= COMMITS_PAGE
         seen += page
@@ -135,20 +122,20 @@ def test_commits_page_with_a_continuation_token(sandbox: Sandbox, api: requests.
     assert first.isoformat() == big["first_commit_at"]
 
 
-def test_threads_and_work_items_have_the_reference_shapes(sandbox: Sandbox, api: requests.Session) -> None:
+def test_threads_and_work_items_have_the_reference_shapes(ado_org: Sandbox, ado_api: requests.Session) -> None:
     official = example("GET__git_repositories__repositoryId__pullRequests__pullRequestId__threads.json")["value"]
-    truth = [p for p in sandbox.truth()["azure"]["pull_requests"] if p["project"] == "Fabrikam"]
+    truth = [p for p in ado_org.truth()["azure"]["pull_requests"] if p["project"] == "Fabrikam"]
     kinds: set[str] = set()
     for pr in truth:
         base = (
-            f"{sandbox.url}/contoso/Fabrikam/_apis/git/repositories/{pr['repository_id']}/pullRequests/{pr['number']}"
+            f"{ado_org.url}/contoso/Fabrikam/_apis/git/repositories/{pr['repository_id']}/pullRequests/{pr['number']}"
         )
-        threads = api.get(f"{base}/threads").json()["value"]
+        threads = ado_api.get(f"{base}/threads").json()["value"]
         for thread in threads:
             assert {"id", "publishedDate", "lastUpdatedDate", "comments", "isDeleted"} <= set(thread)
             assert set(thread["comments"][0]) >= set(official[0]["comments"][0])
             kinds.add(((thread.get("properties") or {}).get("CodeReviewThreadType") or {}).get("$value", "text"))
-        items = api.get(f"{base}/workitems").json()["value"]
+        items = ado_api.get(f"{base}/workitems").json()["value"]
         assert [f"ado:{i['id']}" for i in items] == pr["work_items"]
         assert all(isinstance(i["id"], str) and i["url"].endswith(f"/_apis/wit/workItems/{i['id']}") for i in items)
     assert {"VoteUpdate", "IsDraftUpdated", "ReviewersUpdate", "MergeAttempt", "StatusUpdate", "text"} <= kinds
