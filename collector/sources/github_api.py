@@ -156,6 +156,14 @@ def github_time(value: object) -> datetime:
     """
     if not isinstance(value, str) or not value or len(value) > 40:
         raise Rejected("bad_timestamp", f"not a timestamp: {value!r}"[:80])
+    if value[-1] == "Z" and "Z" not in value[:-1]:  # the usual form, tens of thousands a sync: already UTC
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass  # rejected below, with the same message
+        else:
+            if parsed.tzinfo is UTC:
+                return parsed
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         if parsed.tzinfo is None:

@@ -71,9 +71,28 @@ def test_time_round_trip() -> None:
     assert at == datetime(2024, 5, 1, 10, tzinfo=UTC)
     assert format_time(at) == "2024-05-01T10:00:00Z"
     assert github_time("2024-05-01T12:00:00+02:00") == at
-    for bad in (None, "", "yesterday", 12):
+    for bad in (None, "", "yesterday", 12, "Z", "2024-05-01T24:00:00Z", "2024-05-01T10:00:00+00:00Z"):
         with pytest.raises(ValueError):
             github_time(bad)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-05-01T10:00:00Z",
+        "2024-05-01T10:00:00.1234567Z",
+        "2024-05-01Z",
+        "2024-05-01 10:00Z",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999Z",
+        "2024-05-01T10:00:00,5Z",
+    ],
+)
+def test_a_z_time_reads_as_its_offset_form_does(text: str) -> None:
+    """The ``Z`` form has its own fast path; it must read as the general one (``+00:00``) does."""
+    expected = datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+    assert github_time(text) == expected and github_time(text).tzinfo is UTC
+    assert github_time(text[:-1] + "+00:00") == expected
 
 
 def test_production_environment_matching() -> None:
