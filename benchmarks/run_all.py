@@ -60,7 +60,7 @@ def benchmarks() -> list[tuple[str, Callable[[], None]]]:
         ("api requests", lambda: bench_api.main([10_000, 30_000])),
         ("request plan vs minimum", lambda: bench_plan.main([2_000, 10_000])),
         ("peers", lambda: bench_peers.main(["--runs", "3", "2000", "10000"])),
-        ("sync throughput", lambda: bench_throughput.main(10_000, with_profile=False, runs=3)),
+        ("sync throughput", lambda: bench_throughput.main(10_000, with_profile=False, runs=5)),
         ("real latency", lambda: bench_latency.main(10_000, "50ms", runs=1)),
         ("compute", bench_compute.main),
         ("scrape", bench_scrape.main),
