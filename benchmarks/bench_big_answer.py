@@ -5,8 +5,8 @@ Each answer is a page of Azure Boards revisions (``{"count": N, "value": [...]}`
 and served by a real HTTP server (``python -m http.server``, its own process). A fresh process per
 row reads it once with the collector's client (``ApiClient.get_json``: the body read in chunks under
 the cap and the deadline, then decoded), and another fresh process with the floor: ``json.loads``
-of the file's bytes, what any Python reader pays. Peak RSS is ``ru_maxrss`` of the reading process;
-the baseline is its RSS just before the read (imports done).
+of the file's bytes, what any Python reader pays. Peak RSS is the reading process's own high-water
+mark (``VmHWM``, see ``rss.py``); the baseline is the same mark just before the read (imports done).
 """
 
 from __future__ import annotations
@@ -60,12 +60,13 @@ def write_answer(folder: Path, size: int) -> tuple[Path, int]:
 
 
 READER = r"""
-import json, resource, sys, time
+import json, sys, time
+from rss import high_water_mb
 mode, url, path, cap = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 if mode == "ours":
     from collector.http import AnswerTooLarge, ApiClient, RetryPolicy
     client = ApiClient("bench", url, None, policy=RetryPolicy(attempts=1, max_body_bytes=cap))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = high_water_mb()
 started = time.perf_counter()
 outcome = "decoded"
 if mode == "ours":
@@ -77,7 +78,7 @@ if mode == "ours":
 else:
     with open(path, "rb") as f:
         records = len(json.loads(f.read())["value"])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = high_water_mb()
 print(json.dumps({"outcome": outcome, "records": records, "base": base, "peak": peak,
                   "seconds": time.perf_counter() - started}))
 """
@@ -87,7 +88,7 @@ def read(mode: str, url: str, path: str, cap: int) -> dict[str, object]:
     out = subprocess.run(
         [sys.executable, "-c", READER, mode, url, path, str(cap)],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])},
         capture_output=True,
         text=True,
         check=True,

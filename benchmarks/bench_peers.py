@@ -152,7 +152,7 @@ def run(work_items: int, runs: int) -> None:
     for client, r in results.items():
         print(
             f"{client:<18} {min(r.requests):>8,} {fmt(r.wall, '5.1f'):>13} {fmt(r.cpu, '5.1f'):>13} "
-            f"{fmt(r.rss_mb, '5.0f'):>13}   " + " ".join(f"{r.complete[k]:>12.1%} " for k in KINDS)
+            f"{fmt(r.rss_mb, '5.1f'):>13}   " + " ".join(f"{r.complete[k]:>12.1%} " for k in KINDS)
         )
 
 

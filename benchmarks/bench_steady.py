@@ -9,7 +9,7 @@ in one process holding N completed items (four revisions each) in a real SQLite 
 - a refresh after 1% of the items changed (a new revision each), wall seconds including the store
   reads (median; its CPU seconds beside it, the figure other load on the machine cannot inflate):
   the rows written since the last refresh merged into the kept table, then compute;
-- the process's RSS high-water mark (``ru_maxrss``, the peak, not a sample) over all passes;
+- the process's RSS high-water mark (``VmHWM``, the peak, not a sample; see ``rss.py``) over all passes;
 - for comparison, after the passes: one full reload (what the first refresh, or a fallback, costs
   with figures already published), wall seconds, and the high-water mark it leaves.
 
@@ -20,7 +20,6 @@ pass changes 1%).
 
 from __future__ import annotations
 
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+
+from rss import high_water_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +87,7 @@ def measure(url: str, n: int, passes: int) -> dict[str, float]:
         store.set_watermark("boards", "revisions", f"token-{p}")
         cache.refresh()
         idle_cpu.append(time.process_time() - cpu)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = high_water_mb()
     start = time.perf_counter()
     cache.refresh(force=True)
     return {
@@ -96,7 +97,7 @@ def measure(url: str, n: int, passes: int) -> dict[str, float]:
         "change_cpu": statistics.median(change_cpu) if change_cpu else float("nan"),
         "peak_mb": peak_mb,
         "full_wall": time.perf_counter() - start,
-        "full_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "full_peak_mb": high_water_mb(),
     }
 
 

@@ -1,7 +1,7 @@
 """Run a client script in this process and write its peak RSS (kB) to a file when it ends.
 
-``ru_maxrss`` of a child carries its parent's high-water mark over ``fork`` + ``exec`` on Linux, so
-the benchmark reads ``VmHWM`` (the high-water mark of this process's own memory) instead.
+Its own high-water mark (``VmHWM``), not ``ru_maxrss``, which a child inherits from its parent (see
+``rss.py``).
 
 Usage: ``measure.py PEAK_FILE SCRIPT [ARGS ...]``.
 """
@@ -12,11 +12,7 @@ import runpy
 import sys
 from pathlib import Path
 
-
-def peak_kb() -> int:
-    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM"))
-    return int(line.split()[1])
-
+from rss import high_water_mb
 
 if __name__ == "__main__":
     peak_file, script = sys.argv[1], sys.argv[2]
@@ -25,4 +21,4 @@ if __name__ == "__main__":
     try:
         runpy.run_path(script, run_name="__main__")
     finally:
-        Path(peak_file).write_text(str(peak_kb()))
+        Path(peak_file).write_text(str(round(high_water_mb() * 1024)))
