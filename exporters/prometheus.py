@@ -415,4 +415,10 @@ def with_runtime(cached: bytes, openmetrics_format: bool) -> bytes:
 
 def with_runtime_encoded(cached: bytes, encoder: Callable[[CollectorRegistry], bytes]) -> bytes:
     """``cached`` (rendered by ``encoder``) followed by the live process metrics in the same format."""
-    return cached.removesuffix(b"# EOF\n") + encoder(RUNTIME)
+    return without_eof(cached) + encoder(RUNTIME)
+
+
+def without_eof(cached: bytes) -> bytes:
+    """The cached figures without OpenMetrics' closing ``# EOF``: the live process metrics follow,
+    and their rendering ends with it."""
+    return cached.removesuffix(b"# EOF\n")

@@ -10,6 +10,8 @@ import sys
 import textwrap
 import threading
 import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -232,6 +234,52 @@ def test_http_server_probes_auth_and_landing_page(store: Store, tmp_path: Path) 
         assert "5 work items" in page.text and "3 deployments" in page.text  # what the store holds per source
         assert SECRET not in page.text and "<script>" not in page.text and "&lt;script&gt;" in page.text
         assert requests.get(f"{base}/nope", timeout=5).status_code == 404
+    finally:
+        server.shutdown()
+
+
+def _figure_lines(text: str) -> list[str]:
+    """The cached figures of an exposition: the process metrics change between two scrapes."""
+    return [line for line in text.splitlines() if not re.search(r"\b(process|python)_", line)]
+
+
+def test_gzip_answers_are_one_member_holding_the_figures_of_the_moment(store: Store, config) -> None:
+    """The cached part is compressed once per snapshot and format and continued per scrape by the
+    process metrics: each answer must still be one plain gzip member, with the current figures."""
+    cache = MetricsCache(FigureCache(store, Settings.from_config(config), clock=NOW.timestamp))
+    server = serve_http(ExporterApp(cache, store, config), "127.0.0.1:0")
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    formats = {"text": "", "openmetrics": "application/openmetrics-text; version=1.0.0"}
+
+    def scrape(accept: str, encoding: str) -> tuple[str, str | None]:
+        resp = requests.get(url, headers={"Accept": accept, "Accept-Encoding": encoding}, stream=True, timeout=5)
+        raw = resp.raw.read(decode_content=False)
+        if resp.headers.get("Content-Encoding") != "gzip":
+            return raw.decode(), None
+        member = zlib.decompressobj(31)  # gzip, one member
+        text = member.decompress(raw).decode()
+        assert member.eof and member.unused_data == b"", "one gzip member, nothing after it"
+        return text, resp.headers["Content-Length"]
+
+    try:
+        first = {}
+        for name, accept in formats.items():
+            packed, length = scrape(accept, "gzip")
+            plain, _ = scrape(accept, "identity")
+            assert length is not None and "process_cpu_seconds_total" in packed
+            assert _figure_lines(packed) == _figure_lines(plain) and "cycletime_deployments_total" in packed
+            if name == "openmetrics":
+                assert packed.count("# EOF") == 1 and packed.endswith("# EOF\n")
+            first[name] = packed
+        with ThreadPoolExecutor(8) as pool:  # scrapes at once share the kept compressor
+            for packed, _ in pool.map(lambda _: scrape(formats["text"], "gzip"), range(32)):
+                assert _figure_lines(packed) == _figure_lines(first["text"])
+        record_pass(store, "boards", started_at=NOW.timestamp() + 3600, items=3)
+        cache.refresh()  # new figures: the compressed prefix is made again
+        for name, accept in formats.items():
+            packed, _ = scrape(accept, "gzip")
+            assert _figure_lines(packed) == _figure_lines(scrape(accept, "identity")[0])
+            assert _figure_lines(packed) != _figure_lines(first[name])
     finally:
         server.shutdown()
 
