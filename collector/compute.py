@@ -251,9 +251,10 @@ def _add_work_item_figures(
     # ...or released before it was created (a migrated item created after it shipped): such an
     # item cannot be ordered, so it is left out of every figure, not only request-to-release
     released = sorted((t.ref_index[ref], ref) for ref in releases if ref in t.ref_index)
-    for i, ref in released:
-        if releases[ref].finished_at.timestamp() < t.created[i]:
-            skewed[i] = True
+    finishes: dict[int, float] = {}  # per deployment: one releases many items
+    rel_item = np.fromiter((i for i, _ in released), dtype=np.int64, count=len(released))
+    rel_at = np.fromiter((_finish(releases[ref], finishes) for _, ref in released), dtype=float, count=len(released))
+    skewed[rel_item[rel_at < t.created[rel_item]]] = True
 
     # stays: consecutive observations in the same state collapse into one
     new_stay = ~same_as_prev
@@ -330,31 +331,42 @@ def _add_work_item_figures(
         if len(with_cycle):
             figures.cycle_time.add_many(t.labels[label], completed_at[with_cycle], cycle[with_cycle])
 
-    # gathered per label set first: adding one observation at a time re-stacks the array each time
-    r2r: dict[tuple[str, ...], list[tuple[float, float]]] = {}
-    # request stages: created | first started | first linked PR ready | last linked change merged | released
-    rows, bounds = [], []
+    # request-to-release and the request stages of the valid released items, in item order, per label set
+    kept = valid[rel_item]
+    if not kept.any():
+        return
+    item, released_at = rel_item[kept], rel_at[kept]
+    refs = [ref for (_, ref), keep in zip(released, kept.tolist(), strict=True) if keep]
+    env_code: dict[str, int] = {}
+    envs = np.fromiter(
+        (env_code.setdefault(releases[ref].environment, len(env_code)) for ref in refs), dtype=np.int64, count=len(refs)
+    )
+    environments = list(env_code)
+    label_env = t.label_idx[item].astype(np.int64) * len(environments) + envs
+    waited = released_at - t.created[item]
+    for key, members in _group(label_env):
+        label, env = divmod(key, len(environments))
+        figures.request_to_release.add_many(
+            (*t.labels[label], environments[env]), released_at[members], waited[members]
+        )
+    # created | first started | first linked PR ready | last linked change merged | released
     no_changes = (np.nan, np.nan)
-    for i, ref in released:
-        if valid[i]:
-            release = releases[ref]
-            released_at = release.finished_at.timestamp()
-            r2r.setdefault((*t.labels[t.label_idx[i]], release.environment), []).append(
-                (released_at, released_at - float(t.created[i]))
-            )
-            rows.append(i)
-            bounds.append((float(t.created[i]), float(first_started[i]), *linked.get(ref, no_changes), released_at))
-    for labels, pairs in r2r.items():
-        ends, values = zip(*pairs, strict=True)
-        figures.request_to_release.add_many(labels, np.asarray(ends), np.asarray(values))
-    if rows:
-        b = np.asarray(bounds, dtype=float)
-        b[~np.isfinite(b)] = np.nan  # never started: first_started is +inf
-        lengths = stage_lengths(b)
-        item = np.asarray(rows)
-        for label, members in _group(t.label_idx[item]):
-            for k, stage in enumerate(REQUEST_STAGES):
-                figures.request_stages.add_many((*t.labels[label], stage), b[members, -1], lengths[members, k])
+    b = np.empty((len(item), 5))
+    b[:, 0], b[:, 1], b[:, 4] = t.created[item], first_started[item], released_at
+    b[:, 2:4] = np.array([linked.get(ref, no_changes) for ref in refs], dtype=float).reshape(len(item), 2)
+    b[~np.isfinite(b)] = np.nan  # never started: first_started is +inf
+    lengths = stage_lengths(b)
+    for label, members in _group(t.label_idx[item]):
+        for k, stage in enumerate(REQUEST_STAGES):
+            figures.request_stages.add_many((*t.labels[label], stage), b[members, -1], lengths[members, k])
+
+
+def _finish(deployment: Deployment, finishes: dict[int, float]) -> float:
+    """A deployment's finish in Unix seconds, converted once per compute however many items it released."""
+    at = finishes.get(id(deployment))
+    if at is None:
+        at = finishes[id(deployment)] = deployment.finished_at.timestamp()
+    return at
 
 
 def _group(label_idx: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
@@ -445,10 +457,11 @@ def change_lead_times(
     change (``shipped``: :func:`collector.linking.change_deliveries`). Lead time = that finish - the
     change's first commit; negative under clock skew."""
     out = []
+    finishes: dict[int, float] = {}  # per deployment, which ships many changes
     for change in changes:
         deployment = shipped.get((change.source, change.native_id))
         if deployment is not None:
-            finish = deployment.finished_at.timestamp()
+            finish = _finish(deployment, finishes)
             out.append((change, deployment, finish, finish - change.first_commit_at.timestamp()))
     return out
 
@@ -456,17 +469,23 @@ def change_lead_times(
 def _add_change_lead_times(
     changes: Sequence[Change], shipped: dict[tuple[str, str], Deployment], figures: Figures
 ) -> None:
-    by_labels: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    # (finishes, lead times) per label set, and per deployment the label set's lists (its labels are
+    # read once, not once per change it shipped)
+    by_labels: dict[tuple[str, ...], tuple[list[float], list[float]]] = {}
+    of_deployment: dict[int, tuple[list[float], list[float]]] = {}
     deployed: list[tuple[Change, float, float]] = []
     for change, deployment, finish, value in change_lead_times(changes, shipped):
         if value < 0:  # never a negative observation: counted instead
             figures.rejected[(change.source, "end_before_start")] += 1
             continue
-        key: tuple[str, ...] = (deployment.source, deployment.service, deployment.environment)
-        by_labels.setdefault(key, []).append((finish, value))
+        into = of_deployment.get(id(deployment))
+        if into is None:
+            key: tuple[str, ...] = (deployment.source, deployment.service, deployment.environment)
+            into = of_deployment[id(deployment)] = by_labels.setdefault(key, ([], []))
+        into[0].append(finish)
+        into[1].append(value)
         deployed.append((change, finish, value))
-    for key, pairs in by_labels.items():
-        ends, values = zip(*pairs, strict=True)
+    for key, (ends, values) in by_labels.items():
         figures.change_lead_time.add_many(key, np.asarray(ends), np.asarray(values))
     figures.change_stages.by_labels.update(change_stages(deployed))
 
