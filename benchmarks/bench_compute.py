@@ -7,47 +7,10 @@ from __future__ import annotations
 
 import statistics
 import time
-from datetime import UTC, datetime
 
-from synthetic import _times, table
+from synthetic import released, table
 
 from collector.compute import compute
-from collector.model import Change, Deployment, Link
-
-
-def released(n: int, every: int = 10) -> tuple[list[Change], list[Deployment], list[Link]]:
-    """Every ``every``-th item of ``table(n)`` linked to a PR opened when it started, reviewed an hour
-    later, merged when it resolved; deployments of 50 PRs each at the latest merge among them."""
-    t = _times(n, 1)
-
-    def at(x: float) -> datetime:
-        return datetime.fromtimestamp(x, UTC)
-
-    changes, links = [], []
-    for i in range(0, n, every):
-        started = float(t[i, 1])
-        changes.append(
-            Change(
-                "github",
-                str(i),
-                f"ghpr:o/r#{i}",
-                "o/r",
-                "pull_request",
-                at(started - 3600),
-                at(float(t[i, 2])),
-                (f"{i:040x}",),
-                at(started),
-                at(started + 3600),
-            )
-        )
-        links.append(Link("github", f"ado:{i}", f"ghpr:o/r#{i}"))
-    deployments = []
-    for k in range(0, len(changes), 50):
-        chunk = changes[k : k + 50]
-        end = max(c.merged_at for c in chunk if c.merged_at is not None)
-        contains = tuple(f"commit:{c.commits[0]}" for c in chunk)
-        deployments.append(Deployment("p", f"d{k}", "web", "production", True, "success", None, end, None, contains))
-    return changes, deployments, links
 
 
 def main() -> None:

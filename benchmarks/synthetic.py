@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from collector.model import Category
+from collector.model import Batch, Category, Change, Deployment, Link
 from collector.store import Store
 from collector.table import TableBuilder, WorkItemTable
 
@@ -40,8 +41,9 @@ def table(n: int, label_sets: int = 20, seed: int = 1) -> WorkItemTable:
     return b.build()
 
 
-def sqlite_store(path: Path, n: int, label_sets: int = 20, seed: int = 1) -> str:
-    """A real store file with n completed items, written with bulk inserts (fast to build)."""
+def sqlite_store(path: Path, n: int, label_sets: int = 20, seed: int = 1, released_every: int = 0) -> str:
+    """A real store file with n completed items, written with bulk inserts (fast to build);
+    ``released_every``: every so many items also released (``released``), stored as the sources would."""
     url = f"sqlite:///{path}"
     Store(url).close()  # creates the schema
     t = _times(n, seed)
@@ -64,4 +66,48 @@ def sqlite_store(path: Path, n: int, label_sets: int = 20, seed: int = 1) -> str
     )
     con.commit()
     con.close()
+    if released_every:
+        changes, deployments, links = released(n, released_every, seed, t)
+        store = Store(url)
+        store.commit("github", Batch(changes=changes, links=links))
+        store.commit("p", Batch(deployments=deployments))
+        store.close()
     return url
+
+
+def released(
+    n: int, every: int = 10, seed: int = 1, times: np.ndarray | None = None
+) -> tuple[list[Change], list[Deployment], list[Link]]:
+    """Every ``every``-th item of ``table(n)`` linked to a PR opened when it started, reviewed an hour
+    later, merged when it resolved; deployments of 50 PRs each at the latest merge among them.
+    ``times``: the items' (``_times``), when the caller made them already."""
+    t = _times(n, seed) if times is None else times
+
+    def at(x: float) -> datetime:
+        return datetime.fromtimestamp(x, UTC)
+
+    changes, links = [], []
+    for i in range(0, n, every):
+        started = float(t[i, 1])
+        changes.append(
+            Change(
+                "github",
+                str(i),
+                f"ghpr:o/r#{i}",
+                "o/r",
+                "pull_request",
+                at(started - 3600),
+                at(float(t[i, 2])),
+                (f"{i:040x}",),
+                at(started),
+                at(started + 3600),
+            )
+        )
+        links.append(Link("github", f"ado:{i}", f"ghpr:o/r#{i}"))
+    deployments = []
+    for k in range(0, len(changes), 50):
+        chunk = changes[k : k + 50]
+        end = max(c.merged_at for c in chunk if c.merged_at is not None)
+        contains = tuple(f"commit:{c.commits[0]}" for c in chunk)
+        deployments.append(Deployment("p", f"d{k}", "web", "production", True, "success", None, end, None, contains))
+    return changes, deployments, links
