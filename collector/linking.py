@@ -35,8 +35,7 @@ def first_deliveries(deployments: Iterable[Deployment]) -> dict[str, Deployment]
 
 def change_refs(change: Change) -> set[str]:
     """Everything whose delivery delivers the change: its own ref and its commits."""
-    # commit_ref's form, in line: this runs for every change of every compute
-    return {change.ref, *["commit:" + sha.lower() for sha in change.commits]}
+    return {change.ref, *(commit_ref(sha) for sha in change.commits)}
 
 
 def _key(d: Deployment) -> tuple[datetime, str, str]:
