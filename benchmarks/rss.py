@@ -21,8 +21,3 @@ def _status_mb(key: str) -> float:
 def high_water_mb() -> float:
     """The peak resident set of this process since it was started (its ``exec``)."""
     return _status_mb("VmHWM")
-
-
-def resident_mb() -> float:
-    """The resident set now."""
-    return _status_mb("VmRSS")
