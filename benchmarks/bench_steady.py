@@ -15,7 +15,9 @@ in one process holding N completed items (four revisions each) in a real SQLite 
 
 Targets (at 1M items): idle pass < 0.5 CPU-s, refresh after a 1% change < 2 s, RSS high-water < 400 MB.
 The largest size is measured twice: items alone, and with one in ten released through its own
-pull request (``synthetic.released``: 100k changes, 2,000 deployments at 1M).
+pull request (``synthetic.released``: 100k changes, 2,000 deployments at 1M); there each 1% change
+also brings a pull request for a tenth of the changed items (1% more changes), their links and the
+deployment that shipped them, so changes, deployments and links are read again too.
 Usage: ``bench_steady.py [PASSES] [ITEMS ...]`` (defaults 50, then 100,000 and 1,000,000; every 10th
 pass changes 1%).
 """
@@ -36,9 +38,9 @@ from rss import high_water_mb
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(url: str, n: int, passes: int) -> dict[str, float]:
+def measure(url: str, n: int, passes: int, released_every: int = 0) -> dict[str, float]:
     from collector.figures import FigureCache, Settings
-    from collector.model import Batch, Category, StateChange, WorkItem, ado_ref
+    from collector.model import Batch, Category, Change, Deployment, Link, StateChange, WorkItem, ado_ref
     from collector.runner import POLL_BUCKETS
     from collector.store import Store
 
@@ -68,6 +70,30 @@ def measure(url: str, n: int, passes: int) -> dict[str, float]:
                 for i in range(p, n, 100)
             ]
             store.commit("boards", Batch(work_items=changed))
+            if released_every:
+                # with releases, a tenth of the changed items also gets a new pull request, merged and
+                # shipped now by one new deployment: 1% more changes, and the links and deployment
+                prs = [
+                    Change(
+                        "github",
+                        f"p{p}-{i}",
+                        f"ghpr:o/r#p{p}-{i}",
+                        "o/r",
+                        "pull_request",
+                        now,
+                        now,
+                        (f"{p:08x}{i:032x}",),
+                        now,
+                        now,
+                    )
+                    for i in range(p, n, 100)
+                    if (i // 100) % 10 == 0
+                ]
+                links = [Link("github", ado_ref(c.native_id.split("-")[1]), c.ref) for c in prs]
+                store.commit("github", Batch(changes=prs, links=links))
+                contains = tuple(f"commit:{c.commits[0]}" for c in prs)
+                shipped = Deployment("p", f"p{p}", "web", "production", True, "success", None, now, None, contains)
+                store.commit("p", Batch(deployments=[shipped]))
             start, cpu = time.perf_counter(), time.process_time()
             snapshot = cache.refresh()
             change_wall.append(time.perf_counter() - start)
@@ -114,7 +140,7 @@ def run(n: int, passes: int, released_every: int = 0) -> dict[str, float]:
         print(f"steady: built a store of {n:,} items{what} in {time.perf_counter() - start:.0f} s", flush=True)
         # measured in a fresh process, so its peak RSS is the collector's, not the builder's
         done = subprocess.run(
-            [sys.executable, __file__, "--measure", url, str(n), str(passes)],
+            [sys.executable, __file__, "--measure", url, str(n), str(passes), str(released_every)],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -143,7 +169,7 @@ def main(passes: int = 50, sizes: tuple[int, ...] = (100_000, 1_000_000)) -> Non
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--measure"]:
-        result = measure(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        result = measure(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
         print(" ".join(f"{k}={v}" for k, v in result.items()))
     else:
         args = [int(a) for a in sys.argv[1:]]

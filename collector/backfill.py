@@ -12,7 +12,6 @@ minimum interval and ``offset`` queries between steps (``offset 90d``) land on s
 
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 import multiprocessing
@@ -28,24 +27,11 @@ from typing import TextIO
 import numpy as np
 from prometheus_client.core import Metric
 
-from collector.compute import (
-    Figures,
-    _add_work_item_figures,
-    change_lead_times,
-    change_stages,
-    recoveries,
-)
+from collector.compute import Figures, _add_work_item_figures, change_figures
 from collector.config import Config, parse_duration
 from collector.errors import CycletimeError
 from collector.figures import Settings
-from collector.linking import (
-    change_deliveries,
-    change_refs,
-    first_deliveries,
-    linked_change_times,
-    work_item_deliveries,
-)
-from collector.model import Change, Deployment, Link
+from collector.linking import ChangeTable
 from collector.sharding import Shards
 from collector.store import Store
 from collector.table import WorkItemTable
@@ -164,63 +150,24 @@ class Timeline:
     differently before and after. tests/e2e/test_backfill.py keeps this equal to compute().
     """
 
-    def __init__(
-        self, table: WorkItemTable, changes: Sequence[Change], deployments: Sequence[Deployment], links: Sequence[Link]
-    ) -> None:
+    def __init__(self, table: WorkItemTable, changes: ChangeTable) -> None:
         self.table = table
-        delivered = first_deliveries(deployments)
-        refs = [change_refs(change) for change in changes]
-        shipped_by = change_deliveries(changes, delivered, refs)
-        self.releases = sorted(
-            work_item_deliveries(links, changes, delivered, shipped_by).items(), key=lambda kv: kv[1].finished_at
-        )
-        self.release_ends = [d.finished_at.timestamp() for _, d in self.releases]
-        # negative lead times: compute counts them as rejected; they are no figure
-        shipped = [row for row in change_lead_times(changes, shipped_by) if row[3] >= 0]
-        self.lead_times = _by_labels(
-            (finish, (deployment.source, deployment.service, deployment.environment), value)
-            for _change, deployment, finish, value in shipped
-        )
-        stages = change_stages([(change, finish, value) for change, _deployment, finish, value in shipped])
-        self.change_stages = {labels: block[np.argsort(block[:, 0], kind="stable")] for labels, block in stages.items()}
-        self.linked = linked_change_times(links, changes, refs)
-        self.recoveries = _by_labels([(end, labels, value) for labels, end, value in recoveries(deployments)])
-        events = [
-            (
-                d.finished_at.timestamp(),
-                (d.source, d.service, d.environment, "true" if d.production else "false", d.status),
-                1.0,
-            )
-            for d in deployments
-        ]
-        self.deployments = _by_labels(events)
+        self.derived = change_figures(changes)  # every block in ascending end: cut at each step
 
     def figures(self, at: float) -> Figures:
         figures = Figures()
-        releases = dict(self.releases[: bisect.bisect_right(self.release_ends, at)])
-        _add_work_item_figures(self.table.as_of(at), releases, figures, self.linked)
-        for labels, block in _until(self.lead_times, at):
+        derived = self.derived
+        _add_work_item_figures(self.table.as_of(at), derived.releases.until(at), figures)
+        for labels, block in _until(derived.change_lead_time, at):
             figures.change_lead_time.by_labels[labels] = block
-        for labels, block in _until(self.change_stages, at):
+        for labels, block in _until(derived.change_stages, at):
             figures.change_stages.by_labels[labels] = block
-        for labels, block in _until(self.recoveries, at):
+        for labels, block in _until(derived.recovery, at):
             figures.recovery.by_labels[labels] = block
-        for labels, block in _until(self.deployments, at):
+        for labels, block in _until(derived.deployment_events, at):
             figures.deployment_events.by_labels[labels] = block
             figures.deployments[labels] = len(block)
         return figures
-
-
-def _by_labels(events: Iterable[tuple[float, tuple[str, ...], float]]) -> dict[tuple[str, ...], np.ndarray]:
-    """labels → (n, 2) array of (end, value) sorted by end."""
-    grouped: dict[tuple[str, ...], list[tuple[float, float]]] = {}
-    for end, labels, value in events:
-        grouped.setdefault(labels, []).append((end, value))
-    out = {}
-    for labels, pairs in grouped.items():
-        block = np.asarray(pairs, dtype=float).reshape(-1, 2)
-        out[labels] = block[np.argsort(block[:, 0], kind="stable")]
-    return out
 
 
 def _until(blocks: dict[tuple[str, ...], np.ndarray], at: float) -> Iterable[tuple[tuple[str, ...], np.ndarray]]:
@@ -269,10 +216,8 @@ def backfill(
     """
     global _WORK
     started = time.monotonic()
-    links = store.links()
-    table = store.work_item_table(linked={link.work_item for link in links})
-    changes, deployments = store.changes(), store.deployments()
-    timeline = Timeline(table, changes, deployments, links)
+    changes = store.change_table()
+    timeline = Timeline(store.work_item_table(linked=set(changes.items)), changes)
     history = OpenMetricsHistory()
     chunks = [list(range(i, min(i + 8, len(times)))) for i in range(0, len(times), 8)]
     workers = min(workers or default_workers(), len(chunks))

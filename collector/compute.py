@@ -7,21 +7,15 @@ No I/O and no clock: ``now`` is passed in. Observations keep the time of their *
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import numpy as np
 
 from collector.errors import Rejected
-from collector.linking import (
-    change_deliveries,
-    change_refs,
-    first_deliveries,
-    linked_change_times,
-    work_item_deliveries,
-)
+from collector.linking import NEVER, ChangeTable, deliveries, linked_change_times
 from collector.model import STARTED_CATEGORIES, WIP_CATEGORIES, Category, Change, Deployment, Link, WorkItem
 from collector.table import CAT_CODE, CATEGORIES, WorkItemTable
 
@@ -141,7 +135,7 @@ class Observations:
     by_labels: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)
 
     def add_many(self, labels: tuple[str, ...], ends: np.ndarray, values: np.ndarray) -> None:
-        block = np.column_stack([ends, values]).astype(float)
+        block = np.column_stack([ends, values]).astype(float, copy=False)
         old = self.by_labels.get(labels)
         self.by_labels[labels] = block if old is None else np.vstack([old, block])
 
@@ -185,12 +179,14 @@ class Figures:
 _COMPLETED, _REMOVED = CAT_CODE[Category.COMPLETED], CAT_CODE[Category.REMOVED]
 _STARTED = [CAT_CODE[c] for c in STARTED_CATEGORIES]
 _WIP = [CAT_CODE[c] for c in WIP_CATEGORIES]
+#: items whose stays are derived at once: ~16 MB of temporaries at four revisions each
+_ITEMS_PER_CHUNK = 1 << 18
 
 
 def compute(
     work_items: Iterable[WorkItem] | WorkItemTable,
-    changes: Sequence[Change],
-    deployments: Sequence[Deployment],
+    changes: Iterable[Change],
+    deployments: Iterable[Deployment],
     links: Iterable[Link],
     as_of: float | None = None,
 ) -> Figures:
@@ -199,42 +195,130 @@ def compute(
     ``as_of`` (Unix time) computes the figures as they stood then from what the store holds:
     items created later, observations after it and deployments finishing after it are ignored,
     so counters hold the events finished by then (``cycletime metrics --at``, backfill).
+    """
+    table = work_items if isinstance(work_items, WorkItemTable) else WorkItemTable.from_items(work_items)
+    return compute_tables(table, change_figures(ChangeTable.from_records(changes, deployments, links), as_of), as_of)
+
+
+def compute_tables(table: WorkItemTable, derived: ChangeFigures, as_of: float | None = None) -> Figures:
+    """:func:`compute` over columns, with what changes, deployments and links give derived already
+    (:func:`change_figures` at the same ``as_of``): a refresh after work items alone changed keeps it.
 
     The vectorised twin of :func:`item_times` (a property test keeps them equal).
     """
-    table = work_items if isinstance(work_items, WorkItemTable) else WorkItemTable.from_items(work_items)
     if as_of is not None:
         table = table.as_of(as_of)
-        deployments = [d for d in deployments if d.finished_at.timestamp() <= as_of]
     figures = Figures()
-    delivered = first_deliveries(deployments)
-    links = list(links)
-    refs = [change_refs(change) for change in changes]  # read once, by both passes below
-    shipped = change_deliveries(changes, delivered, refs)
-    releases = work_item_deliveries(links, changes, delivered, shipped)
-    _add_work_item_figures(table, releases, figures, linked_change_times(links, changes, refs))
-    _add_change_lead_times(changes, shipped, figures)
-    events: dict[tuple[str, ...], list[float]] = {}
-    for deployment in deployments:
-        labels: tuple[str, ...] = (
-            deployment.source,
-            deployment.service,
-            deployment.environment,
-            "true" if deployment.production else "false",
-            deployment.status,
-        )
-        figures.deployments[labels] += 1
-        events.setdefault(labels, []).append(deployment.finished_at.timestamp())
-    for labels, ends in events.items():
-        figures.deployment_events.add_many(labels, np.asarray(ends), np.ones(len(ends)))
-    for recovered, end, value in recoveries(deployments):
-        figures.recovery.add(recovered, end, value)
+    _add_work_item_figures(table, derived.releases, figures)
+    derived.add_to(figures)
     return figures
 
 
-def _add_work_item_figures(
-    t: WorkItemTable, releases: dict[str, Deployment], figures: Figures, linked: dict[str, tuple[float, float]]
-) -> None:
+@dataclass(frozen=True)
+class Releases:
+    """The released work items, in delivery order: each one's ref, its release (the first
+    successful production deployment of anything linked to it), and the (first ready, last merged)
+    of its linked changes (NaN where there is none)."""
+
+    refs: list[str]
+    at: np.ndarray  # float64: the deployment's finish
+    environment: np.ndarray  # int64 into environments
+    environments: list[str]
+    changes: np.ndarray  # (n, 2)
+
+    def until(self, at: float) -> Releases:
+        """Those released by ``at``."""
+        n = int(np.searchsorted(self.at, at, side="right"))
+        return Releases(self.refs[:n], self.at[:n], self.environment[:n], self.environments, self.changes[:n])
+
+
+Blocks = dict[tuple[str, ...], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ChangeFigures:
+    """Every figure of changes, deployments and links alone, and the releases work items need.
+
+    Work items change far more often than the rest: a refresh after they alone changed keeps this.
+    Each block is (end, value) rows in ascending end, read-only (figures share them).
+    """
+
+    releases: Releases
+    change_lead_time: Blocks
+    change_stages: Blocks
+    recovery: Blocks
+    deployment_events: Blocks
+    deployments: Counter[tuple[str, ...]]
+    rejected: Counter[tuple[str, str]]
+
+    def add_to(self, figures: Figures) -> None:
+        figures.change_lead_time.by_labels.update(self.change_lead_time)
+        figures.change_stages.by_labels.update(self.change_stages)
+        figures.recovery.by_labels.update(self.recovery)
+        figures.deployment_events.by_labels.update(self.deployment_events)
+        figures.deployments.update(self.deployments)
+        figures.rejected.update(self.rejected)
+
+
+def _blocks(keys: np.ndarray, names: Sequence[tuple[str, ...]], ends: np.ndarray, values: np.ndarray) -> Blocks:
+    """names[key] → (end, value) rows of that key, ascending end (stable), read-only."""
+    return {
+        tuple(names[key]): _sealed(np.column_stack([ends[members], values[members]]).astype(float))
+        for key, members in _group(keys)
+    }
+
+
+def change_figures(t: ChangeTable, as_of: float | None = None) -> ChangeFigures:
+    """Releases, change lead times and stages, deployments and recoveries, as of ``as_of``
+    (deployments finished later did not happen yet)."""
+    delivered = deliveries(t, as_of)
+    live = np.flatnonzero(t.d_finish <= as_of) if as_of is not None else np.arange(len(t.d_finish))
+
+    # releases, in delivery order
+    released = np.flatnonzero(delivered.item != NEVER)
+    by = delivered.item[released]
+    order = np.argsort(by, kind="stable")
+    released, by = released[order], by[order]
+    environments = list(dict.fromkeys(labels[2] for labels in t.d_labels))
+    env_of_label = np.array([environments.index(labels[2]) for labels in t.d_labels], dtype=np.int64)
+    releases = Releases(
+        [t.items[i] for i in released.tolist()],
+        t.d_finish[by],
+        env_of_label[t.d_label[by]] if len(by) else np.zeros(0, dtype=np.int64),
+        environments,
+        linked_change_times(t)[released],
+    )
+
+    # change lead time: the first production deployment's finish - the first commit
+    rejected: Counter[tuple[str, str]] = Counter()
+    deployed = np.flatnonzero(delivered.change != NEVER)
+    by = delivered.change[deployed]
+    finish = t.d_finish[by]
+    lead = finish - t.c_first[deployed]
+    negative = lead < 0  # never a negative observation: counted instead
+    for label, count in Counter(t.c_label[deployed[negative]].tolist()).items():
+        rejected[(t.c_labels[label][0], "end_before_start")] += count
+    keep = ~negative
+    deployed, by, finish, lead = deployed[keep], by[keep], finish[keep], lead[keep]
+    lead_labels = list(dict.fromkeys(labels[:3] for labels in t.d_labels))
+    lead_of_label = np.array([lead_labels.index(labels[:3]) for labels in t.d_labels], dtype=np.int64)
+    lead_key = lead_of_label[t.d_label[by]] if len(by) else np.zeros(0, dtype=np.int64)
+
+    # deployments, every environment and outcome
+    d_label = t.d_label[live]
+    counts = np.bincount(d_label, minlength=len(t.d_labels))
+    return ChangeFigures(
+        releases,
+        _blocks(lead_key, lead_labels, finish, lead),
+        change_stages(t, deployed, finish, lead),
+        recoveries(t, live),
+        _blocks(d_label, t.d_labels, t.d_finish[live], np.ones(len(live))),
+        Counter({t.d_labels[label]: int(counts[label]) for label in np.flatnonzero(counts).tolist()}),
+        rejected,
+    )
+
+
+def _add_work_item_figures(t: WorkItemTable, releases: Releases, figures: Figures) -> None:
     # Temporaries are deleted as soon as they are used: at a million items each is 8-32 MB.
     n, m = len(t), len(t.h_item)
     same_as_prev = np.zeros(m, dtype=bool)
@@ -247,38 +331,60 @@ def _add_work_item_figures(
         skewed[t.h_item[backwards]] = True
     firsts = np.flatnonzero(~same_as_prev)
     skewed[t.h_item[firsts][t.h_at[firsts] < t.created[t.h_item[firsts]]]] = True
-    del firsts
+    del firsts, same_as_prev
     # ...or released before it was created (a migrated item created after it shipped): such an
     # item cannot be ordered, so it is left out of every figure, not only request-to-release
-    released = sorted((t.ref_index[ref], ref) for ref in releases if ref in t.ref_index)
-    finishes: dict[int, float] = {}  # per deployment: one releases many items
-    rel_item = np.fromiter((i for i, _ in released), dtype=np.int64, count=len(released))
-    rel_at = np.fromiter((_finish(releases[ref], finishes) for _, ref in released), dtype=float, count=len(released))
+    index = t.ref_index
+    rows = np.fromiter((index.get(ref, -1) for ref in releases.refs), dtype=np.int64, count=len(releases.refs))
+    released = np.flatnonzero(rows >= 0)  # releases of items in the table, in item order
+    released = released[np.argsort(rows[released], kind="stable")]
+    rel_item, rel_at = rows[released], releases.at[released]
     skewed[rel_item[rel_at < t.created[rel_item]]] = True
 
-    # stays: consecutive observations in the same state collapse into one
-    new_stay = ~same_as_prev
-    del same_as_prev
-    if m > 1:
-        new_stay[1:] |= t.h_state[1:] != t.h_state[:-1]
-    if new_stay.all():  # every observation starts a stay: the table's own columns, not copies
-        s_item, s_start, s_state, s_cat = t.h_item, t.h_at, t.h_state, t.h_cat
-    else:  # a boolean mask, not an index array: no 8-byte index per observation
-        s_item, s_start, s_state, s_cat = t.h_item[new_stay], t.h_at[new_stay], t.h_state[new_stay], t.h_cat[new_stay]
-    del new_stay
-    k = len(s_item)
-    s_last = np.ones(k, dtype=bool)
-    if k > 1:
-        s_last[:-1] = s_item[1:] != s_item[:-1]
-
+    # Stays, by chunks of items (their histories are contiguous): consecutive observations in the
+    # same state collapse into one, and the stays' columns are copies, ~64 MB at once at a million
+    # items with four revisions each.
     current = np.full(n, -1, dtype=np.int16)
-    current[s_item[s_last]] = s_cat[s_last]
     last_start = np.full(n, np.nan)
-    last_start[s_item[s_last]] = s_start[s_last]
     first_started = np.full(n, np.inf)
-    started = (s_cat == _STARTED[0]) | (s_cat == _STARTED[1])
-    np.minimum.at(first_started, s_item[started], s_start[started])
-    del started
+    n_states, n_cats = max(len(t.states), 1), len(CATEGORIES)
+    # time in state of completed items (every stay but the final, Completed, one) per label x state
+    # x category: a small dense key space, so bincount sums without sorting
+    sums = np.zeros(len(t.labels) * n_states * n_cats)
+    counts = np.zeros(len(sums), dtype=np.int64)
+    active = np.zeros(n)
+    bounds = np.searchsorted(t.h_item, np.arange(0, n + _ITEMS_PER_CHUNK, _ITEMS_PER_CHUNK)).tolist()
+    for lo, hi in itertools.pairwise(bounds):
+        if lo == hi:
+            continue
+        s_item, s_start, s_state, s_cat = t.h_item[lo:hi], t.h_at[lo:hi], t.h_state[lo:hi], t.h_cat[lo:hi]
+        new_stay = np.ones(len(s_item), dtype=bool)
+        new_stay[1:] = (s_item[1:] != s_item[:-1]) | (s_state[1:] != s_state[:-1])
+        if not new_stay.all():  # a boolean mask, not an index array: no 8-byte index per observation
+            s_item, s_start, s_state, s_cat = s_item[new_stay], s_start[new_stay], s_state[new_stay], s_cat[new_stay]
+        del new_stay
+        s_last = np.ones(len(s_item), dtype=bool)
+        s_last[:-1] = s_item[1:] != s_item[:-1]
+        current[s_item[s_last]] = s_cat[s_last]
+        last_start[s_item[s_last]] = s_start[s_last]
+        started = (s_cat == _STARTED[0]) | (s_cat == _STARTED[1])
+        np.minimum.at(first_started, s_item[started], s_start[started])
+        del started
+        closed = (current[s_item] == _COMPLETED) & ~skewed[s_item] & ~s_last
+        closed = np.flatnonzero(closed)
+        # a closed stay is never its item's last: it ends where the next stay starts
+        durations = s_start[closed + 1] - s_start[closed]
+        item = s_item[closed]
+        keys = t.label_idx[item].astype(np.int64)
+        keys *= n_states
+        keys += s_state[closed]
+        keys *= n_cats
+        keys += s_cat[closed]
+        sums += np.bincount(keys, weights=durations, minlength=len(sums))
+        counts += np.bincount(keys, minlength=len(sums))
+        working = s_cat[closed] == CAT_CODE[Category.IN_PROGRESS]
+        active += np.bincount(item[working], weights=durations[working], minlength=n)
+        del s_item, s_start, s_state, s_cat, s_last, closed, durations, item, keys, working
 
     valid = ~skewed & (current != _REMOVED)
     for label, count in Counter(t.label_idx[skewed].tolist()).items():
@@ -290,59 +396,35 @@ def _add_work_item_figures(
             figures.wip[(*t.labels[label], CATEGORIES[cat].value)] += int(count)
 
     completed = valid & (current == _COMPLETED)
-    # time in state of completed items: every stay but the final (Completed) one
-    closed_stays = completed[s_item]
-    closed_stays &= ~s_last
-    n_states, n_cats = max(len(t.states), 1), len(CATEGORIES)
-    # a dense key space (label x state x category) is small: bincount sums without sorting.
-    # In-place arithmetic: at a million items every temporary here is ~25 MB.
-    closed_item = s_item[closed_stays]
-    keys = t.label_idx[closed_item].astype(np.int64)
-    keys *= n_states
-    keys += s_state[closed_stays]
-    keys *= n_cats
-    keys += s_cat[closed_stays]
-    working = s_cat[closed_stays] == CAT_CODE[Category.IN_PROGRESS]
-    del s_item, s_state, s_cat, s_last
-    # a closed stay is never its item's last: it ends where the next stay starts
-    durations = s_start[1:][closed_stays[:-1]]
-    durations -= s_start[:-1][closed_stays[:-1]]
-    del closed_stays, s_start
-    active = np.bincount(closed_item[working], weights=durations[working], minlength=n)
-    del closed_item, working
-    sums = np.bincount(keys, weights=durations, minlength=len(t.labels) * n_states * n_cats)
-    counts = np.bincount(keys, minlength=len(sums))
-    del keys, durations
     for key in np.flatnonzero(counts).tolist():
         seconds = float(sums[key])
         rest, cat = divmod(key, n_cats)
         label, state = divmod(rest, n_states)
         figures.state_seconds[(*t.labels[label], t.states[state], CATEGORIES[cat].value)] = seconds
 
+    # per label set, from the per-item columns: no million-long temporaries beside the new figures
     done = np.flatnonzero(completed)
-    completed_at = last_start[done]
-    lead = completed_at - t.created[done]
-    has_cycle = np.isfinite(first_started[done])
-    cycle = completed_at - first_started[done]
+    del completed
     for label, members in _group(t.label_idx[done]):
-        figures.lead_time.add_many(t.labels[label], completed_at[members], lead[members])
-        figures.active_time.add_many(t.labels[label], completed_at[members], active[done[members]])
-        with_cycle = members[has_cycle[members]]
-        if len(with_cycle):
-            figures.cycle_time.add_many(t.labels[label], completed_at[with_cycle], cycle[with_cycle])
+        items = done[members]
+        completed_at = last_start[items]
+        figures.lead_time.add_many(t.labels[label], completed_at, completed_at - t.created[items])
+        figures.active_time.add_many(t.labels[label], completed_at, active[items])
+        started_at = first_started[items]
+        has_cycle = np.isfinite(started_at)
+        if has_cycle.any():
+            figures.cycle_time.add_many(
+                t.labels[label], completed_at[has_cycle], completed_at[has_cycle] - started_at[has_cycle]
+            )
+    del done, last_start, active
 
     # request-to-release and the request stages of the valid released items, in item order, per label set
     kept = valid[rel_item]
     if not kept.any():
         return
-    item, released_at = rel_item[kept], rel_at[kept]
-    refs = [ref for (_, ref), keep in zip(released, kept.tolist(), strict=True) if keep]
-    env_code: dict[str, int] = {}
-    envs = np.fromiter(
-        (env_code.setdefault(releases[ref].environment, len(env_code)) for ref in refs), dtype=np.int64, count=len(refs)
-    )
-    environments = list(env_code)
-    label_env = t.label_idx[item].astype(np.int64) * len(environments) + envs
+    item, released_at, released = rel_item[kept], rel_at[kept], released[kept]
+    environments = releases.environments
+    label_env = t.label_idx[item].astype(np.int64) * len(environments) + releases.environment[released]
     waited = released_at - t.created[item]
     for key, members in _group(label_env):
         label, env = divmod(key, len(environments))
@@ -350,23 +432,14 @@ def _add_work_item_figures(
             (*t.labels[label], environments[env]), released_at[members], waited[members]
         )
     # created | first started | first linked PR ready | last linked change merged | released
-    no_changes = (np.nan, np.nan)
     b = np.empty((len(item), 5))
     b[:, 0], b[:, 1], b[:, 4] = t.created[item], first_started[item], released_at
-    b[:, 2:4] = np.array([linked.get(ref, no_changes) for ref in refs], dtype=float).reshape(len(item), 2)
+    b[:, 2:4] = releases.changes[released]
     b[~np.isfinite(b)] = np.nan  # never started: first_started is +inf
     lengths = stage_lengths(b)
     for label, members in _group(t.label_idx[item]):
         for k, stage in enumerate(REQUEST_STAGES):
             figures.request_stages.add_many((*t.labels[label], stage), b[members, -1], lengths[members, k])
-
-
-def _finish(deployment: Deployment, finishes: dict[int, float]) -> float:
-    """A deployment's finish in Unix seconds, converted once per compute however many items it released."""
-    at = finishes.get(id(deployment))
-    if at is None:
-        at = finishes[id(deployment)] = deployment.finished_at.timestamp()
-    return at
 
 
 def _group(label_idx: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
@@ -398,121 +471,68 @@ def stage_lengths(bounds: np.ndarray) -> np.ndarray:
     return np.diff(b, axis=1)
 
 
-def _seconds(at: datetime | None) -> float:
-    return np.nan if at is None else at.timestamp()
+def _sealed(block: np.ndarray) -> np.ndarray:
+    """The rows in ascending end (stable), read-only: figures built from one refresh share it."""
+    block = block[np.argsort(block[:, 0], kind="stable")]
+    block.flags.writeable = False
+    return block
 
 
-def change_stage_bounds(changes: Sequence[Change], deployed: Sequence[float]) -> np.ndarray:
+def change_stage_bounds(
+    first: np.ndarray, ready: np.ndarray, review: np.ndarray, merged: np.ndarray, deployed: np.ndarray
+) -> np.ndarray:
     """First commit | ready for review | first review by someone else | merged | deployed, per pull
-    request (docs/definitions.md). Readiness unknown: the first commit. A review after the merge
-    picked nothing up: pickup runs to the merge, as when nobody reviewed."""
-    b = np.array(
-        [
-            (c.first_commit_at.timestamp(), _seconds(c.ready_at), _seconds(c.first_review_at), _seconds(c.merged_at), d)
-            for c, d in zip(changes, deployed, strict=True)
-        ],
-        dtype=float,
-    ).reshape(len(changes), 5)
+    request (docs/definitions.md; NaN: unknown). Readiness unknown: the first commit. A review
+    after the merge picked nothing up: pickup runs to the merge, as when nobody reviewed."""
+    b = np.column_stack([first, ready, review, merged, deployed]).astype(float)
     b[:, 1] = np.where(np.isnan(b[:, 1]), b[:, 0], b[:, 1])
-    merged = ~np.isnan(b[:, 3])
-    b[merged, 1] = np.minimum(b[merged, 1], b[merged, 3])
+    was_merged = ~np.isnan(b[:, 3])
+    b[was_merged, 1] = np.minimum(b[was_merged, 1], b[was_merged, 3])
     b[:, 2] = np.where(np.isnan(b[:, 2]), b[:, 3], b[:, 2])
-    b[merged, 2] = np.minimum(b[merged, 2], b[merged, 3])
+    b[was_merged, 2] = np.minimum(b[was_merged, 2], b[was_merged, 3])
     return b
 
 
-def change_stages(deployed: Sequence[tuple[Change, float, float]]) -> dict[tuple[str, ...], np.ndarray]:
-    """(source, service, stage) → (n, 2) array of (deployment finish, seconds) for deployed changes
-    given as (change, finish, lead time). The stages are the pull request's: its own source and
-    repository label them, the deploy stage too. A direct commit has only ``deploy``, its lead time."""
-    label_of: dict[tuple[str, str], int] = {}
-    index = np.fromiter(
-        (label_of.setdefault((c.source, c.service), len(label_of)) for c, _, _ in deployed), dtype=np.int64
-    )
-    finish = np.fromiter((f for _, f, _ in deployed), dtype=float, count=len(deployed))
-    lead = np.fromiter((v for _, _, v in deployed), dtype=float, count=len(deployed))
-    is_pr = np.fromiter((c.kind == "pull_request" for c, _, _ in deployed), dtype=bool, count=len(deployed))
-    pr_rows = np.flatnonzero(is_pr)
-    prs = [deployed[int(i)][0] for i in pr_rows]
-    lengths = stage_lengths(change_stage_bounds(prs, finish[pr_rows].tolist()))
-    labels = list(label_of)
-    out: dict[tuple[str, ...], np.ndarray] = {}
-    for label, members in _group(index[pr_rows]):
-        rows = pr_rows[members]
+def change_stages(t: ChangeTable, deployed: np.ndarray, finish: np.ndarray, lead: np.ndarray) -> Blocks:
+    """(source, service, stage) → (deployment finish, seconds) of the ``deployed`` changes (rows of
+    ``t``, with their first production deployment's finish and their lead time). The stages are the
+    pull request's: its own source and repository label them, the deploy stage too. A direct
+    commit has only ``deploy``, its lead time."""
+    label = t.c_label[deployed]
+    prs = np.flatnonzero(t.c_pr[deployed])
+    rows = deployed[prs]
+    bounds = change_stage_bounds(t.c_first[rows], t.c_ready[rows], t.c_review[rows], t.c_merged[rows], finish[prs])
+    lengths = stage_lengths(bounds)
+    out: Blocks = {}
+    for key, members in _group(label[prs]):
         for k, stage in enumerate(CHANGE_STAGES):
-            out[(*labels[label], stage)] = np.column_stack([finish[rows], lengths[members, k]])
-    commits = np.flatnonzero(~is_pr)
-    for label, members in _group(index[commits]):
-        rows = commits[members]
-        pushed = np.column_stack([finish[rows], lead[rows]])
-        key = (*labels[label], "deploy")
-        out[key] = pushed if key not in out else np.vstack([out[key], pushed])  # a repository's PRs and pushes
-    return out
+            out[(*t.c_labels[key], stage)] = np.column_stack([finish[prs[members]], lengths[members, k]])
+    commits = np.flatnonzero(~t.c_pr[deployed])
+    for key, members in _group(label[commits]):
+        pushed = np.column_stack([finish[commits[members]], lead[commits[members]]])
+        name = (*t.c_labels[key], "deploy")
+        out[name] = pushed if name not in out else np.vstack([out[name], pushed])  # a repository's PRs and pushes
+    return {name: _sealed(block) for name, block in out.items()}
 
 
-def change_lead_times(
-    changes: Sequence[Change], shipped: dict[tuple[str, str], Deployment]
-) -> list[tuple[Change, Deployment, float, float]]:
-    """(change, the first production deployment that shipped it, its finish, lead time) per deployed
-    change (``shipped``: :func:`collector.linking.change_deliveries`). Lead time = that finish - the
-    change's first commit; negative under clock skew."""
-    out = []
-    finishes: dict[int, float] = {}  # per deployment, which ships many changes
-    for change in changes:
-        deployment = shipped.get((change.source, change.native_id))
-        if deployment is not None:
-            finish = _finish(deployment, finishes)
-            out.append((change, deployment, finish, finish - change.first_commit_at.timestamp()))
-    return out
-
-
-def _add_change_lead_times(
-    changes: Sequence[Change], shipped: dict[tuple[str, str], Deployment], figures: Figures
-) -> None:
-    # (finishes, lead times) per label set, and per deployment the label set's lists (its labels are
-    # read once, not once per change it shipped)
-    by_labels: dict[tuple[str, ...], tuple[list[float], list[float]]] = {}
-    of_deployment: dict[int, tuple[list[float], list[float]]] = {}
-    deployed: list[tuple[Change, float, float]] = []
-    for change, deployment, finish, value in change_lead_times(changes, shipped):
-        if value < 0:  # never a negative observation: counted instead
-            figures.rejected[(change.source, "end_before_start")] += 1
-            continue
-        into = of_deployment.get(id(deployment))
-        if into is None:
-            key: tuple[str, ...] = (deployment.source, deployment.service, deployment.environment)
-            into = of_deployment[id(deployment)] = by_labels.setdefault(key, ([], []))
-        into[0].append(finish)
-        into[1].append(value)
-        deployed.append((change, finish, value))
-    for key, (ends, values) in by_labels.items():
-        figures.change_lead_time.add_many(key, np.asarray(ends), np.asarray(values))
-    figures.change_stages.by_labels.update(change_stages(deployed))
-
-
-def recoveries(deployments: Iterable[Deployment]) -> list[tuple[tuple[str, str, str, str], float, float]]:
-    """Failed deployment recovery times: (labels, recovered at, seconds).
+def recoveries(t: ChangeTable, rows: np.ndarray) -> Blocks:
+    """(source, service, environment, production) → (recovered at, seconds) of failed deployments
+    among ``rows`` (rows of ``t``, in delivery order).
 
     A run of consecutive failures is one incident, measured from its *first* failure to the next
     success of the same service and environment (what the service was actually down for); an
     unrecovered failure yields nothing yet.
     """
-    streams: dict[tuple[str, str, str, str], list[Deployment]] = {}
-    for d in deployments:
-        streams.setdefault((d.source, d.service, d.environment, "true" if d.production else "false"), []).append(d)
-    out = []
-    for labels, stream in streams.items():
-        stream.sort(key=lambda d: (d.finished_at, d.native_id))
-        failed_since: float | None = None
-        for d in stream:
-            at = d.finished_at.timestamp()
-            if d.status == "failure":
-                if failed_since is None:
-                    failed_since = at
-            elif d.status == "success" and failed_since is not None:
-                out.append((labels, at, at - failed_since))
-                failed_since = None
-    return out
+    failed_since: dict[tuple[str, ...], float] = {}
+    out: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    for label, at in zip(t.d_label[rows].tolist(), t.d_finish[rows].tolist(), strict=True):
+        labels = t.d_labels[label]
+        stream, status = labels[:4], labels[4]
+        if status == "failure":
+            failed_since.setdefault(stream, at)
+        elif status == "success" and stream in failed_since:
+            out.setdefault(stream, []).append((at, at - failed_since.pop(stream)))
+    return {stream: _sealed(np.array(pairs, dtype=float)) for stream, pairs in out.items()}
 
 
 @dataclass(frozen=True)

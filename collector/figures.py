@@ -2,9 +2,11 @@
 
 This is the one place that decides *when* to compute (docs/definitions.md has *what*): after new
 data reaches the store (its ``data_version`` moved), or when the rolling windows need to slide on.
-What was loaded is kept (work items as columns), so after a change only the rows written since the
-last load are read and merged in; the whole store is read the first time, and again only when an
-update cannot give what a full load would (another store at the same place, a ref two items share).
+What was loaded is kept (work items, changes, deployments and links as columns), so after a change
+only the work items written since the last load are read and merged in, and changes, deployments
+and links are read again only when one of them was written; the whole store is read the first time,
+and again only when an update cannot give what a full load would (another store at the same place,
+a ref two items share).
 Exporters read a :class:`Snapshot` and translate it; they never compute a figure or open the store.
 When the store fails, the last snapshot stays published: a scrape never fails because the database
 does (the exporter shows ``cycletime_store_up 0`` beside it).
@@ -25,9 +27,17 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from collector.compute import REQUEST_STAGES, Figures, Observations, compute, window_quantiles
+from collector.compute import (
+    REQUEST_STAGES,
+    ChangeFigures,
+    Figures,
+    Observations,
+    change_figures,
+    compute_tables,
+    window_quantiles,
+)
 from collector.config import Config, format_duration
-from collector.model import Change, Deployment, Link
+from collector.linking import ChangeTable
 from collector.sharding import Partition, Shards
 from collector.store import STORE_ERRORS, ApiBudget, SourceStatus, Store
 from collector.table import WorkItemTable
@@ -269,54 +279,47 @@ class Loaded:
     store: str  # the store's identity when read
     version: int
     table: WorkItemTable
-    changes: dict[tuple[str, str], Change]
-    deployments: dict[tuple[str, str], Deployment]
-    links: dict[Link, None]  # an ordered set
-    linked: set[str]  # every link's work item ref
+    changes: ChangeTable
+    linked: set[str]  # the work item refs that have links
+    #: what changes, deployments and links alone give, and the ``as_of`` it was derived at
+    derived: tuple[float | None, ChangeFigures] | None = None
 
     @classmethod
     def read(cls, store: Store, version: int) -> Loaded:
         identity = store.identity
-        links = dict.fromkeys(store.links())
-        linked = {link.work_item for link in links}
-        table = store.work_item_table(linked=linked)
-        changes = {(c.source, c.native_id): c for c in store.changes()}
-        deployments = {(d.source, d.native_id): d for d in store.deployments()}
-        return cls(identity, version, table, changes, deployments, links, linked)
+        changes = store.change_table()
+        linked = set(changes.items)
+        return cls(identity, version, store.work_item_table(linked=linked), changes, linked)
 
     def update(self, store: Store, version: int) -> bool:
         """Read the rows written since this was loaded and take them in (``version``: the store's
         data version, read before). False when only a full load gives the same result; then this
-        may hold some of the new rows but not all, and must be dropped."""
+        may hold some of the new rows but not all, and must be dropped.
+
+        Changed work items are merged into the kept table. Changes, deployments and links are
+        read again whole when any of them was written (they are a tenth of the items or fewer, and
+        one link can move many releases), and kept with what they give when none was."""
         if store.identity != self.store:
             return False  # another store, or another schema: its sequences are not ours
         since = self.version
-        new_links = [link for link in store.links(since=since) if link not in self.links]
-        newly_linked = {link.work_item for link in new_links} - self.linked
+        changes = store.change_table() if store.change_side_written(since) else None
+        newly_linked = set(changes.items) - self.linked if changes is not None else set()
         delta, refs = store.changed_work_items(since, self.table)
         numbers = store.item_numbers(newly_linked) if newly_linked else {}
         if any(len(found) > 1 for found in numbers.values()):
             return False  # two items share a ref: which one a link releases is the full load's call
-        changes = store.changes(since=since)
-        deployments = store.deployments(since=since)
-        self.links.update(dict.fromkeys(new_links))
         self.linked |= newly_linked
         if not self.table.merge(delta, refs, self.linked, {ref: found[0] for ref, found in numbers.items()}):
             return False
-        self.changes.update(((c.source, c.native_id), c) for c in changes)
-        self.deployments.update(((d.source, d.native_id), d) for d in deployments)
+        if changes is not None:
+            self.changes, self.derived = changes, None
         self.version = version
         return True
 
     def compute(self, as_of: float | None) -> Figures:
-        # in key order, whichever way the rows arrived: a full load and an update give equal figures
-        return compute(
-            self.table,
-            [self.changes[key] for key in sorted(self.changes)],
-            [self.deployments[key] for key in sorted(self.deployments)],
-            self.links,
-            as_of,
-        )
+        if self.derived is None or self.derived[0] != as_of:
+            self.derived = (as_of, change_figures(self.changes, as_of))
+        return compute_tables(self.table, self.derived[1], as_of)
 
 
 #: glibc's mallopt parameter and the size from which allocations get their own mapping

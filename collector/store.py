@@ -34,6 +34,7 @@ from collector.model import Batch, Category, Change, Deployment, Link, Rejection
 
 if TYPE_CHECKING:
     # NumPy (through collector.table) is for the figures' reads only: ``cycletime sync`` never loads it
+    from collector.linking import ChangeTable
     from collector.table import WorkItemTable
 
 SCHEMA_VERSION = 6
@@ -1155,6 +1156,48 @@ class Store:
         )
         with self.engine.connect() as conn:
             return Counter({(s, r): n for s, r, n in conn.execute(q)})
+
+    def change_table(self) -> ChangeTable:
+        """Changes, deployments and links as columns for compute, never as objects (raw cursors,
+        as ``work_item_table``). Changes in (source, native_id) byte order, as the table wants."""
+        from collector.linking import ChangeTableBuilder
+
+        builder = ChangeTableBuilder()
+        collate = ' COLLATE "C"' if self.dialect == "postgresql" else ""
+        raw = self.engine.raw_connection()
+        try:
+            driver = raw.driver_connection
+            assert driver is not None, "a connection from the pool always has its driver connection"
+            cur = driver.cursor()
+            cur.execute(
+                "SELECT source, ref, service, kind, first_commit_at, merged_at, commits, ready_at, first_review_at "
+                f"FROM changes ORDER BY source{collate}, native_id{collate}"
+            )
+            builder.changes(cur)
+            cur.execute(
+                "SELECT source, native_id, service, environment, production, status, finished_at, sha, contains "
+                "FROM deployments"
+            )
+            add_deployment = builder.deployment
+            for src, nid, service, env, prod, status, finished, sha, contains in cur:
+                add_deployment(src, nid, service, env, bool(prod), status, finished, sha, contains)
+            cur.execute("SELECT work_item, target FROM links")
+            add_link = builder.link
+            for work_item, target in cur:
+                add_link(work_item, target)
+            cur.close()
+        finally:
+            raw.close()
+        return builder.build()
+
+    def change_side_written(self, since: int) -> bool:
+        """A change, deployment or link was written after data version ``since``."""
+        tables = (changes, deployments, links)
+        with self.engine.connect() as conn:
+            return any(
+                conn.execute(sa.select(sa.literal(1)).where(t.c.change_seq > since).limit(1)).first() is not None
+                for t in tables
+            )
 
     def work_item_table(self, linked: set[str] | None = None) -> WorkItemTable:
         """Work items as columns for compute, streamed so a million items never exist as objects.

@@ -18,10 +18,8 @@ from collector.compute import (
     compute,
     histogram,
     item_times,
-    recoveries,
     window_quantiles,
 )
-from collector.linking import first_deliveries
 from collector.model import (
     Category,
     Change,
@@ -283,19 +281,26 @@ def test_recovery_from_first_failure_of_a_streak_to_next_success() -> None:
         deploy(6, 5, env="staging", production=False),
         deploy(7, 6, status="failure", env="staging", production=False),
     ]
-    out = recoveries(ds)
-    assert out == [(("pipelines", "web-ci", "production", "true"), day(4).timestamp(), 2 * DAY)]  # day-5 failure open
+    figures = compute([], [], ds, [])
+    # the day-5 failure is still open
+    assert {labels: figures.recovery.pairs(labels) for labels in figures.recovery.by_labels} == {
+        ("pipelines", "web-ci", "production", "true"): [(day(4).timestamp(), 2 * DAY)]
+    }
 
 
-def test_first_deliveries_ignore_failures_and_other_environments() -> None:
-    delivered = first_deliveries(
+def test_first_delivery_ignores_failures_and_other_environments() -> None:
+    item = wi(1, (0, "New", P), created=0)
+    figures = compute(
+        [item],
+        [],
         [
             deploy(1, 1, "commit:x", status="failure"),
             deploy(2, 2, "commit:x", env="dev", production=False),
             deploy(3, 3, "commit:x"),
-        ]
+        ],
+        [Link("github", item.ref, "commit:x")],
     )
-    assert delivered["commit:x"].native_id == "env:1:3"
+    assert only(figures.request_to_release) == [(day(3).timestamp(), 3 * DAY)]
 
 
 # -- histograms and window quantiles -----------------------------------------------------------------------

@@ -26,6 +26,7 @@ from collector.model import (
     StateChange,
     WorkItem,
     ado_ref,
+    build_ref,
     commit_ref,
     gh_issue_ref,
     gh_pr_ref,
@@ -333,6 +334,30 @@ def test_records_without_work_items_are_taken_in_without_reading_the_items(
     assert loads == [1] and after.version == before.version + 1
     assert after.headline.deployments_failed == before.headline.deployments_failed + 1
     assert_same_figures(after.figures, FigureCache(store, settings(), clock=NOW.timestamp).refresh().figures)
+
+
+def test_work_items_alone_keep_what_changes_deployments_and_links_gave(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changes, deployments and links are read again, and their figures derived again, only when
+    one of them was written; the figures are those of a full load either way."""
+    a_year_of_releases(store, NOW)
+    reads: list[int] = []
+    read = store.change_table
+    monkeypatch.setattr(store, "change_table", lambda: reads.append(1) or read())
+    cache = FigureCache(store, settings(), clock=NOW.timestamp)
+    first = cache.refresh()
+    assert reads == [1]
+    store.commit("boards", Batch(work_items=[year_item("998", NOW - timedelta(days=9), NOW - timedelta(days=1))]))
+    items_only = cache.refresh()
+    assert reads == [1] and items_only.version == first.version + 1
+    assert items_only.figures.change_lead_time.by_labels == first.figures.change_lead_time.by_labels
+    assert_same_figures(items_only.figures, FigureCache(store, settings(), clock=NOW.timestamp).refresh().figures)
+    reads.clear()
+    store.commit("boards", Batch(links=[Link("boards", ado_ref(998), build_ref(1))]))
+    relinked = cache.refresh()
+    assert reads == [1]
+    assert_same_figures(relinked.figures, FigureCache(store, settings(), clock=NOW.timestamp).refresh().figures)
 
 
 def test_another_store_at_the_same_place_is_read_in_full(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:

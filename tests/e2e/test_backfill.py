@@ -227,7 +227,7 @@ def test_each_step_equals_compute_as_of(world: dict) -> None:
         links = store.links()
         table = store.work_item_table(linked={link.work_item for link in links})
         changes, deployments = store.changes(), store.deployments()
-        timeline = Timeline(table, changes, deployments, links)
+        timeline = Timeline(table, store.change_table())
         for at in step_times(world["end"] - 365 * DAY, world["end"] + DAY / 2, 5 * DAY + 3600):
             expected = render(figure_families(compute(table, changes, deployments, links, as_of=at), settings, at))
             assert render(figure_families(timeline.figures(at), settings, at)) == expected, at

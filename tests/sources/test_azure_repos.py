@@ -31,7 +31,8 @@ from conftest import azure_source, sandbox_config
 from collector.compute import compute
 from collector.config import AzureReposConfig, parse_config
 from collector.errors import SourceError
-from collector.linking import first_deliveries, work_item_deliveries
+from collector.linking import NEVER, ChangeTable, deliveries
+from collector.model import Change, Deployment, Link
 from collector.runner import Runner
 from collector.sources.azure_repos import PRS_TOP, AzureReposSource
 from collector.store import Store
@@ -43,6 +44,13 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "azure"
 #: the official repository list's Fabrikam-Fiber-Git, whose pull requests the replay serves
 REPO = "278d5cd2-584d-4b63-824a-2ba458937249"
+
+
+def released_at(changes: list[Change], deployments: list[Deployment], links: list[Link]) -> dict[str, float]:
+    """work item ref → the finish of the first production deployment that released it."""
+    table = ChangeTable.from_records(changes, deployments, links)
+    first = deliveries(table).item.tolist()
+    return {ref: float(table.d_finish[row]) for ref, row in zip(table.items, first, strict=True) if row != NEVER}
 
 
 def repos_config(url: str, project: str = "Fabrikam", repositories: list[str] | None = None) -> AzureReposConfig:
@@ -309,15 +317,14 @@ def test_a_boards_item_linked_only_to_a_pull_request_is_released_by_the_deployme
         if d["native_id"] == expected[ref][0]
     ), "some are released by the deployment of the build of the merge commit itself"
 
-    deployments = store.deployments()
-    delivered = first_deliveries(deployments)
-    found = work_item_deliveries(store.links(), store.changes(), delivered)
-    assert {ref: found[ref].native_id for ref in expected if ref in found} == {
-        ref: native for ref, (native, _) in expected.items()
+    finished = {d["native_id"]: ts(d["finished_at"]) for d in production}
+    found = released_at(store.changes(), store.deployments(), store.links())
+    assert {ref: found[ref] for ref in expected if ref in found} == {
+        ref: finished[native] for ref, (native, _) in expected.items()
     }
     # without the pull requests nothing links them to a deployment
-    without = work_item_deliveries(
-        [lk for lk in store.links() if lk.source != "repos"], store.changes("pipelines"), delivered
+    without = released_at(
+        store.changes("pipelines"), store.deployments(), [lk for lk in store.links() if lk.source != "repos"]
     )
     assert not set(expected) & set(without)
     figures = compute(store.work_items(), store.changes(), store.deployments(), store.links())
