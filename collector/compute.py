@@ -472,8 +472,9 @@ def stage_lengths(bounds: np.ndarray) -> np.ndarray:
 
 
 def _sealed(block: np.ndarray) -> np.ndarray:
-    """The rows in ascending end (stable), read-only: figures built from one refresh share it."""
-    block = block[np.argsort(block[:, 0], kind="stable")]
+    """The rows in ascending (end, value), read-only: the same block whichever order the rows
+    arrived in (a full load and an update give equal figures); figures of refreshes share it."""
+    block = block[np.lexsort((block[:, 1], block[:, 0]))]
     block.flags.writeable = False
     return block
 

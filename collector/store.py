@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from collector.table import WorkItemTable
 
 SCHEMA_VERSION = 6
+#: rows fetched at a time where the figures read a whole table through a raw cursor
+_BATCH = 10_000
 #: the longest label or id the store keeps (the columns' size on PostgreSQL)
 MAX_TEXT = 255
 
@@ -1157,47 +1159,38 @@ class Store:
         with self.engine.connect() as conn:
             return Counter({(s, r): n for s, r, n in conn.execute(q)})
 
-    def change_table(self) -> ChangeTable:
-        """Changes, deployments and links as columns for compute, never as objects (raw cursors,
-        as ``work_item_table``). Changes in (source, native_id) byte order, as the table wants."""
-        from collector.linking import ChangeTableBuilder
+    def change_table(self, since: int | None = None, extends: ChangeTable | None = None) -> ChangeTable:
+        """Changes, deployments and links as columns for compute, never as objects (raw cursors in
+        batches, as ``work_item_table``). ``since``: only the rows written after that data version,
+        taken into ``extends`` (the table read before)."""
+        from collector.linking import ChangeTable
 
-        builder = ChangeTableBuilder()
-        collate = ' COLLATE "C"' if self.dialect == "postgresql" else ""
+        table = extends if extends is not None else ChangeTable()
+        where = "" if since is None else f" WHERE change_seq > {int(since)}"
         raw = self.engine.raw_connection()
         try:
             driver = raw.driver_connection
             assert driver is not None, "a connection from the pool always has its driver connection"
             cur = driver.cursor()
             cur.execute(
-                "SELECT source, ref, service, kind, first_commit_at, merged_at, commits, ready_at, first_review_at "
-                f"FROM changes ORDER BY source{collate}, native_id{collate}"
+                "SELECT source, native_id, ref, service, kind, first_commit_at, merged_at, commits, ready_at, "
+                f"first_review_at FROM changes{where}"
             )
-            builder.changes(cur)
+            while rows := cur.fetchmany(_BATCH):
+                table = table.updated(changes=rows)
             cur.execute(
                 "SELECT source, native_id, service, environment, production, status, finished_at, sha, contains "
-                "FROM deployments"
+                f"FROM deployments{where}"
             )
-            add_deployment = builder.deployment
-            for src, nid, service, env, prod, status, finished, sha, contains in cur:
-                add_deployment(src, nid, service, env, bool(prod), status, finished, sha, contains)
-            cur.execute("SELECT work_item, target FROM links")
-            add_link = builder.link
-            for work_item, target in cur:
-                add_link(work_item, target)
+            found = [(src, nid, svc, env, bool(prod), *rest) for src, nid, svc, env, prod, *rest in cur.fetchall()]
+            table = table.updated(deployments=found)
+            cur.execute(f"SELECT work_item, target FROM links{where}")
+            while rows := cur.fetchmany(_BATCH):
+                table = table.updated(links=rows)
             cur.close()
         finally:
             raw.close()
-        return builder.build()
-
-    def change_side_written(self, since: int) -> bool:
-        """A change, deployment or link was written after data version ``since``."""
-        tables = (changes, deployments, links)
-        with self.engine.connect() as conn:
-            return any(
-                conn.execute(sa.select(sa.literal(1)).where(t.c.change_seq > since).limit(1)).first() is not None
-                for t in tables
-            )
+        return table
 
     def work_item_table(self, linked: set[str] | None = None) -> WorkItemTable:
         """Work items as columns for compute, streamed so a million items never exist as objects.

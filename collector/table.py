@@ -6,6 +6,7 @@ so the store streams rows straight into a :class:`TableBuilder` and compute work
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -217,7 +218,7 @@ class TableBuilder:
         self.item_no.append(item_no)
         row = len(self.created) - 1
         if self._linked is None or ref in self._linked:
-            self.ref_index[ref] = row
+            self.ref_index[sys.intern(ref)] = row  # one string per ref, kept: the links' is the same
         return row
 
     def observe(self, item: int, at: float, state: str, category: Category | str) -> None:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from conftest import record_pass
 from fixture_data import NOW, a_year_of_releases, load, year_item
 
+import collector.figures as figures_module
 from collector.compute import Figures, Observations, compute, window_quantiles
 from collector.config import parse_config
 from collector.figures import FigureCache, Settings, headline, month_ends, trend
@@ -171,6 +172,7 @@ class RandomChanges:
         self.items: dict[tuple[str, str], WorkItem] = {}
         self.shas: list[str] = []
         self.deployments: list[Deployment] = []
+        self.changes: list[Change] = []
         self.next_id = 0
 
     def _when(self, days: float) -> datetime:
@@ -250,6 +252,15 @@ class RandomChanges:
             )
             self.deployments.append(deployment)
             by_source["github"].deployments.append(deployment)
+        if self.changes and rng.random() < 0.3:  # a change read again: another commit, another merge
+            changed_pr = rng.choice(self.changes)
+            changed_pr = dataclasses.replace(
+                changed_pr,
+                commits=(*changed_pr.commits, rng.choice(self.shas)),
+                merged_at=self._when(rng.uniform(0, 9)),
+            )
+            by_source["github"].changes.append(changed_pr)
+        self.changes.extend(by_source["github"].changes)
         if self.deployments and rng.random() < 0.5:  # a rerun: a failed deployment now succeeded
             changed = rng.choice(self.deployments)
             by_source["github"].deployments.append(dataclasses.replace(changed, status="success"))
@@ -339,24 +350,31 @@ def test_records_without_work_items_are_taken_in_without_reading_the_items(
 def test_work_items_alone_keep_what_changes_deployments_and_links_gave(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Changes, deployments and links are read again, and their figures derived again, only when
-    one of them was written; the figures are those of a full load either way."""
+    """Changes, deployments and links are read whole once, then only as written since; what they
+    give is derived again only when one of them was written; the figures are those of a full load."""
     a_year_of_releases(store, NOW)
-    reads: list[int] = []
+    reads: list[int | None] = []
     read = store.change_table
-    monkeypatch.setattr(store, "change_table", lambda: reads.append(1) or read())
+    monkeypatch.setattr(
+        store, "change_table", lambda since=None, extends=None: reads.append(since) or read(since, extends)
+    )
+    derived: list[float | None] = []
+    derive = figures_module.change_figures
+    monkeypatch.setattr(
+        figures_module, "change_figures", lambda t, as_of=None: derived.append(as_of) or derive(t, as_of)
+    )
     cache = FigureCache(store, settings(), clock=NOW.timestamp)
     first = cache.refresh()
-    assert reads == [1]
+    assert reads == [None] and len(derived) == 1
     store.commit("boards", Batch(work_items=[year_item("998", NOW - timedelta(days=9), NOW - timedelta(days=1))]))
     items_only = cache.refresh()
-    assert reads == [1] and items_only.version == first.version + 1
+    assert reads == [None, first.version] and len(derived) == 1
     assert items_only.figures.change_lead_time.by_labels == first.figures.change_lead_time.by_labels
     assert_same_figures(items_only.figures, FigureCache(store, settings(), clock=NOW.timestamp).refresh().figures)
-    reads.clear()
     store.commit("boards", Batch(links=[Link("boards", ado_ref(998), build_ref(1))]))
+    before = len(derived)  # the full load just above derived its own
     relinked = cache.refresh()
-    assert reads == [1]
+    assert reads[-1] == items_only.version and len(derived) == before + 1
     assert_same_figures(relinked.figures, FigureCache(store, settings(), clock=NOW.timestamp).refresh().figures)
 
 

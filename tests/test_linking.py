@@ -109,9 +109,8 @@ def test_columns_deliver_what_the_definition_does(cs: list[Change], ds: list[Dep
     def deployment(row: int) -> Deployment | None:
         return None if row == NEVER else in_order[row]
 
-    # each change: the first deployment of any of its refs
-    by_key = sorted(cs, key=lambda c: (c.source, c.native_id))
-    assert [deployment(r) for r in found.change.tolist()] == [first_delivery(own_refs(c), ds) for c in by_key]
+    # each change (rows in the order they came): the first deployment of any of its refs
+    assert [deployment(r) for r in found.change.tolist()] == [first_delivery(own_refs(c), ds) for c in cs]
 
     # each work item: a link to a change's ref through any change carrying it, else the ref itself
     expected: dict[str, Deployment] = {}
