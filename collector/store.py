@@ -508,6 +508,14 @@ class Store:
         try:
             if hasattr(writer, "fileno"):
                 fcntl.flock(writer, fcntl.LOCK_UN)
+            else:
+                # a pooled connection outlives close(): the session's lock would stay held until
+                # the pool drops it, and a process taking the lease right after would find it taken
+                try:
+                    writer.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+                    writer.commit()
+                except sa.exc.SQLAlchemyError:
+                    pass  # a dropped connection holds no lock any more
             writer.close()
         except (OSError, sa.exc.SQLAlchemyError):
             pass  # the lease ends with the process anyway
