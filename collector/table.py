@@ -40,7 +40,7 @@ class WorkItemTable:
     states: list[str]
     h_item: np.ndarray  # int32[m]
     h_at: np.ndarray  # float64[m]
-    h_state: np.ndarray  # int32[m]
+    h_state: np.ndarray  # int16[m] while there are fewer than 32,768 states, int32 beyond
     h_cat: np.ndarray  # int8[m]
     #: each item's ``work_items.item_no`` in the store (0 when not from a store): rows are in this
     #: order, and an item written later numbers after every earlier one, so new items append
@@ -171,7 +171,11 @@ class WorkItemTable:
         self.h_item = np.insert(kept_item, at, delta_item)
         del kept_item
         self.h_at = np.insert(np.delete(self.h_at, drop), at, delta.h_at)
-        self.h_state = np.insert(np.delete(self.h_state, drop), at, delta.h_state)
+        kept_state = np.delete(self.h_state, drop)
+        if delta.h_state.dtype.itemsize > kept_state.dtype.itemsize:  # the delta's states outgrew int16
+            kept_state = kept_state.astype(delta.h_state.dtype)
+        self.h_state = np.insert(kept_state, at, delta.h_state)
+        del kept_state
         self.h_cat = np.insert(np.delete(self.h_cat, drop), at, delta.h_cat)
         return True
 
@@ -252,7 +256,13 @@ class TableBuilder:
             list(self._states),
             np.frombuffer(self.h_item, dtype=np.int32),
             np.frombuffer(self.h_at, dtype=float),
-            np.frombuffer(self.h_state, dtype=np.int32),
+            _state_codes(np.frombuffer(self.h_state, dtype=np.int32), len(self._states)),
             np.frombuffer(self.h_cat, dtype=np.int8),
             np.frombuffer(self.item_no, dtype=np.int64),
         )
+
+
+def _state_codes(codes: np.ndarray, states: int) -> np.ndarray:
+    """int16 codes while they fit (a process has tens of states): 2 bytes per revision less, 8 MB
+    at a million items with four revisions each."""
+    return codes.astype(np.int16) if states <= np.iinfo(np.int16).max + 1 else codes

@@ -378,6 +378,40 @@ def test_work_items_alone_keep_what_changes_deployments_and_links_gave(
     assert_same_figures(relinked.figures, FigureCache(store, settings(), clock=NOW.timestamp).refresh().figures)
 
 
+def test_states_past_what_two_bytes_hold_are_merged_as_a_full_load_reads_them(store: Store) -> None:
+    """State codes are int16 while they fit; an update that brings the 32,768th state widens them."""
+
+    def items(first: int, n: int, tag: str) -> list[WorkItem]:
+        created = NOW - timedelta(days=30)
+        return [
+            WorkItem(
+                "boards",
+                str(i),
+                ado_ref(i),
+                "Fabrikam",
+                "Web",
+                "Bug",
+                created,
+                (
+                    StateChange(str(i), 1, created, f"{tag} {i}", Category.PROPOSED),
+                    StateChange(str(i), 2, created + timedelta(days=1 + i % 7), "Closed", Category.COMPLETED),
+                ),
+            )
+            for i in range(first, first + n)
+        ]
+
+    store.commit("boards", Batch(work_items=items(0, 30_000, "waiting")))
+    cache = FigureCache(store, settings(), clock=NOW.timestamp)
+    cache.refresh()
+    assert cache._loaded is not None and cache._loaded.table.h_state.dtype == np.int16
+    store.commit("boards", Batch(work_items=items(30_000, 5_000, "queued")))
+    kept = cache.refresh()
+    assert cache._loaded is not None and cache._loaded.table.h_state.dtype == np.int32
+    fresh = FigureCache(Store(store.url), settings(), clock=NOW.timestamp).refresh()
+    assert_same_figures(kept.figures, fresh.figures)
+    assert len(kept.figures.state_seconds) == 35_000
+
+
 def test_another_store_at_the_same_place_is_read_in_full(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     a_year_of_releases(store, NOW)
     loads = counting_full_loads(store, monkeypatch)
