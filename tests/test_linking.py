@@ -8,13 +8,15 @@ pull requests, commits and builds alike.
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.linking import NEVER, ChangeTable, deliveries, linked_change_times
+from collector.linking import NEVER, ChangeTable, _Index, _strings, deliveries, linked_change_times
 from collector.model import Change, Deployment, Link
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -166,3 +168,16 @@ def test_as_of_is_the_deliveries_of_the_deployments_finished_by_then(
 
     assert finishes(table, then.item.tolist()) == finishes(kept, only_then.item.tolist())
     assert finishes(table, then.change.tolist()) == finishes(kept, only_then.change.tolist())
+
+
+def test_the_index_tells_apart_keys_whose_first_halves_are_equal() -> None:
+    """A ref is found by 128 bits; two refs sharing the first 64 (a collision of one hash) stay apart."""
+    index = _Index().adding(np.array([[5, 1], [3, 9]]), np.array([10, 30]))
+    index = index.adding(np.array([[5, 2], [5, 7]]), np.array([20, 40]))
+    found = index.find(np.array([[5, 2], [5, 1], [5, 7], [5, 3], [3, 9], [4, 9], [9, 9]]))
+    assert found.tolist() == [20, 10, 40, -1, 30, -1, -1]
+
+
+def test_stored_lists_read_back_whatever_their_strings_hold() -> None:
+    for strings in ([], ["a" * 40], ["a", "b"], ['say "hi"', "x"], ["é", "ü"], ["back\\slash"], ['a", "b'], [""]):
+        assert _strings(json.dumps(strings)) == strings
