@@ -17,6 +17,7 @@ import json
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
@@ -341,8 +342,8 @@ class ChangeTable:
         )
 
 
-def _seconds(at: object) -> float | None:
-    return None if at is None else at.timestamp()  # type: ignore[attr-defined]
+def _seconds(at: datetime | None) -> float | None:
+    return None if at is None else at.timestamp()
 
 
 @dataclass(frozen=True)
