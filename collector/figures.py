@@ -14,6 +14,7 @@ does (the exporter shows ``cycletime_store_up 0`` beside it).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
@@ -327,6 +328,17 @@ _M_MMAP_THRESHOLD, _MMAP_FROM = -3, 128 * 1024
 
 
 @functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The process's C library when it is glibc (mallopt and malloc_trim are glibc's)."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
+@functools.cache
 def return_freed_arrays_to_the_system() -> bool:
     """Keep glibc from recycling freed large arrays on its heap, where they stay resident.
 
@@ -336,17 +348,11 @@ def return_freed_arrays_to_the_system() -> bool:
     million items, on top of the peak). Fixing the threshold keeps each large array its own mapping,
     returned when freed. Once per process; False where the C library is not glibc.
     """
-    if platform.libc_ver()[0] != "glibc":
-        return False
+    libc = _glibc()
     try:
-        return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _MMAP_FROM))
-    except (OSError, AttributeError):
+        return libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_FROM))
+    except AttributeError:
         return False
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    return ctypes.CDLL(None) if platform.libc_ver()[0] == "glibc" else None
 
 
 def return_freed_heap_to_the_system() -> None:
@@ -355,12 +361,13 @@ def return_freed_heap_to_the_system() -> None:
     A refresh that reads rows makes and drops hundreds of thousands of small objects (strings,
     tuples) and SQLite's buffers; glibc keeps the freed pages between live blocks, so without this
     the process's RSS grows by ~10 MB a refresh at a million items (30-50 MB given back each time,
-    measured), and each refresh's peak sits on top of it. A few milliseconds; nothing where the C
+    measured), and each refresh's peak sits on top of it. About a millisecond; nothing where the C
     library is not glibc.
     """
-    libc = _libc()
+    libc = _glibc()
     if libc is not None:
-        libc.malloc_trim(0)
+        with contextlib.suppress(AttributeError):
+            libc.malloc_trim(0)
 
 
 def _empty(now: float) -> Snapshot:
