@@ -889,7 +889,8 @@ class Store:
         current number (each counts its own scopes' streams)."""
         out: dict[str, int] = {}
         with self.engine.connect() as conn:
-            current = _health_totals(conn, total_shards)
+            status = sa.select(source_status.c.source, source_status.c.total_shards, source_status.c.last_attempt)
+            current = _health_totals(conn.execute(status), total_shards)
             for s, _shard, n, backlog in conn.execute(sa.select(sync_backlog)):
                 if n == current.get(s, total_shards):
                     out[s] = out.get(s, 0) + int(backlog)
@@ -1326,8 +1327,11 @@ class Store:
         only when every shard's last pass was."""
         by_source: dict[str, list[tuple[int, int, SourceStatus]]] = {}
         with self.engine.connect() as conn:
-            current = _health_totals(conn, total_shards)
-            for row in conn.execute(sa.select(source_status).order_by(source_status.c.shard)):
+            # the totals from the same rows: a source's first status committed between two reads
+            # would have rows but no total
+            rows = conn.execute(sa.select(source_status).order_by(source_status.c.shard)).all()
+            current = _health_totals(((row[0], row[2], row[4]) for row in rows), total_shards)
+            for row in rows:
                 name, shard, n = row[0], row[1], row[2]
                 if n == current[name]:
                     status = SourceStatus(name, bool(row[3]), _at(row[4]), _dt(row[5]), row[6], row[7], row[8], row[9])
@@ -1370,16 +1374,14 @@ def _shard_row(table: sa.Table, key: dict[str, Any]) -> list[sa.ColumnElement[bo
     return [table.c[column] == value for column, value in key.items()]
 
 
-def _health_totals(conn: Connection, total_shards: int) -> dict[str, int]:
+def _health_totals(rows: Iterable[Any], total_shards: int) -> dict[str, int]:
     """source → the number of shards whose health rows are the source's now: ``total_shards``
     once a shard of that number recorded a pass of it. Until then (the first passes after scaling
     from 2 shards to 3, or after the upgrade to schema 6) the number the latest pass ran with, so
     the rows of an earlier number count only until the current shards have passed once."""
     latest: dict[str, tuple[float, int]] = {}
     current: dict[str, int] = {}
-    for name, n, attempt in conn.execute(
-        sa.select(source_status.c.source, source_status.c.total_shards, source_status.c.last_attempt)
-    ):
+    for name, n, attempt in rows:  # (source, total_shards, last_attempt) of source_status
         if n == total_shards:
             current[name] = n
         elif name not in latest or attempt > latest[name][0]:
